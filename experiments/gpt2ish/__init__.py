@@ -1,0 +1,1 @@
+"""The GPT-2-like baseline every idea is compared against."""

@@ -1,0 +1,90 @@
+"""What the Hydra apps share: the config dir, the seed's flag forms, and one-line errors for bad overrides."""
+
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lmplay.errors import LmplayError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:
+    """Turn the original's `--batch-size 50` / `--amp` forms into Hydra overrides (`batch_size=50`, `amp=true`)."""
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        name, _, inline = arg.partition("=")
+        if name in switches:
+            out.append(f"{switches[name]}=true")
+        elif name in flags:
+            if not inline and not args:
+                fail(f"{name} needs a value")
+            value = inline or args.pop(0)
+            out.append(f"{flags[name]}={quote(value)}")
+        else:
+            out.append(arg)
+    return out
+
+
+def quote(value: str) -> str:
+    """Quote a value for Hydra's override grammar when it holds spaces or special characters."""
+    if value and all(c.isalnum() or c in "._-/:" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def precheck(overrides: list[str], config_name: str) -> None:
+    """Compose the config once before Hydra starts, so a typo exits with one line and touches no run dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = [o for o in overrides if not o.startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            compose(config_name=config_name, overrides=plain)
+    except MissingConfigException as e:
+        group = next((o.split("=", 1) for o in plain if "=" in o and f"'{o.split('=', 1)[0]}/" in str(e)), None)
+        options = sorted(e.options or [])
+        if group:
+            fail(f"{group[0]}={group[1]} is unknown; available: {', '.join(options)}")
+        fail(str(e).splitlines()[0])
+    except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
+        fail(one_line(e, plain))
+
+
+def one_line(e: Exception, overrides: list[str]) -> str:
+    cause = e.__cause__ or e
+    text = " ".join(str(cause).split("\n")[0].split())
+    key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    if key and "not in struct" in str(cause):
+        return f"unknown key '{key}'{suggest(str(key))}; see `--cfg job` for every key"
+    return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def suggest(key: str, config_name: str = "config") -> str:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = OmegaConf.to_container(compose(config_name=config_name), resolve=False)
+    keys, stack = [], [("", cfg)]
+    while stack:
+        prefix, node = stack.pop()
+        for k, v in node.items():
+            keys.append(prefix + k)
+            if isinstance(v, dict):
+                stack.append((f"{prefix}{k}.", v))
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def report(error: LmplayError) -> None:
+    fail(str(error), error.exit_code)

@@ -1,0 +1,105 @@
+"""MBase and LMBase: what every lmplay model shares, so an experiment's model.py only holds its idea."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmplay.data.batch import IGNORE_INDEX
+from lmplay.data.tokenizers import Tokenizer, get_tokenizer
+from lmplay.modules import KVCache, MultiHeadAttention
+
+
+class MBase(nn.Module):
+    """Tokenization, device handling and parameter counting.
+
+    `construction_args` are the architecture arguments the model was built with: the checkpoint
+    stores them, and a resumed run or `generate` rebuilds the same model from them.
+    """
+
+    def __init__(self, tokenizer: str, context_len: int, **construction_args) -> None:
+        super().__init__()
+        self.tokenizer_name = tokenizer
+        self.context_len = context_len
+        self.construction_args = dict(tokenizer=tokenizer, context_len=context_len, **construction_args)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return get_tokenizer(self.tokenizer_name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def parameter_count(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def _tokenize_str(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def _tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.encode_batch(list(texts))
+
+
+class LMBase(MBase):
+    """A next-token language model: `forward(x, cache=None)` returns logits ([B, T, vocab]).
+
+    Given a cache (a list with one `KVCache` per attention layer, from `new_cache`) forward
+    also returns it, updated with the new positions.
+    """
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+        """One preallocated cache per attention layer, in the order the layers run."""
+        param = next(self.parameters())
+        return [KVCache(batch_size, m.num_heads, max_len or self.context_len, m.head_dim, param.device, param.dtype)
+                for m in self.modules() if isinstance(m, MultiHeadAttention)]
+
+    def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed next-token cross-entropy and number of correct top-1 predictions over real targets.
+
+        Sums, not means: the runner divides by the tokens of the whole effective batch so that
+        gradient accumulation equals one big batch.
+        """
+        logits = self(inputs)
+        flat_logits, flat_targets = logits.view(-1, logits.size(-1)), targets.view(-1)
+        loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        correct = ((flat_logits.argmax(-1) == flat_targets) & (flat_targets != IGNORE_INDEX)).sum()
+        return loss_sum, correct
+
+    def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text."""
+        eot = self.tokenizer.eot_id
+        rows = [[eot, *ids, eot][: self.context_len + 1] for ids in self._tokenize_batch(prompts)]
+        width = max(len(r) for r in rows) - 1
+        inputs = torch.full((len(rows), width), eot, dtype=torch.long)
+        targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, r in enumerate(rows):
+            inputs[i, : len(r) - 1] = torch.tensor(r[:-1])
+            targets[i, : len(r) - 1] = torch.tensor(r[1:])
+        num_tokens = int((targets != IGNORE_INDEX).sum())
+        loss_sum, correct = self.loss_terms(inputs.to(self.device), targets.to(self.device))
+        loss = loss_sum / num_tokens
+        return loss, {"loss": loss.item(), "accuracy": correct.item() / num_tokens, "tokens": num_tokens}
+
+    @torch.no_grad()
+    def generate_prompts(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 1.0,
+                         do_sample: bool = False) -> list[str]:
+        """Continue each prompt; greedy unless do_sample. One prompt at a time with a KV cache."""
+        outputs = []
+        for ids in self._tokenize_batch(prompts):
+            ids = ids[-self.context_len:] or [self.tokenizer.eot_id]
+            cache = self.new_cache(1)
+            x = torch.tensor([ids], device=self.device)
+            new: list[int] = []
+            for _ in range(min(max_new_tokens, self.context_len - len(ids))):
+                logits, cache = self(x, cache=cache)
+                logits = logits[0, -1].float()
+                if do_sample:
+                    nxt = int(torch.multinomial(F.softmax(logits / temperature, -1), 1))
+                else:
+                    nxt = int(logits.argmax())
+                new.append(nxt)
+                x = torch.tensor([[nxt]], device=self.device)
+            outputs.append(self.tokenizer.decode(new))
+        return outputs

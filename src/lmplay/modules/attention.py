@@ -1,0 +1,53 @@
+"""Causal multi-head self-attention on `scaled_dot_product_attention` (flash / memory-efficient kernels where available)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmplay.modules.kv_cache import KVCache
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Boolean [q_len, k_len] mask (True = may attend) for queries that are the last q_len of k_len positions."""
+    offset = k_len - q_len
+    rows = torch.arange(q_len, device=device).unsqueeze(1) + offset
+    return torch.arange(k_len, device=device).unsqueeze(0) <= rows
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.dropout = dropout
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T, 3C] -> q, k, v each [B, H, T, D]."""
+        B, T, _ = x.shape
+        q, k, v = x.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """SDPA with the cheapest correct masking: `is_causal` when q and k line up, an explicit mask otherwise."""
+        q_len, k_len = q.shape[2], k.shape[2]
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None and q_len == k_len:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if attn_mask is None and q_len > 1:
+            attn_mask = causal_mask(q_len, k_len, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
+        B, T, C = x.shape
+        q, k, v = self.split_heads(self.qkv(x))
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = self.attend(q, k, v, attn_mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))

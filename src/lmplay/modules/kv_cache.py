@@ -1,0 +1,33 @@
+"""A preallocated key/value cache: one per attention layer.
+
+Decoding writes each new token's keys and values into a slot of a buffer sized to the
+context, so step 1000 costs what step 10 costs (no growing `torch.cat`).
+"""
+
+import torch
+
+
+class KVCache:
+    def __init__(self, batch_size: int, num_heads: int, max_len: int, head_dim: int,
+                 device: torch.device | str, dtype: torch.dtype) -> None:
+        shape = (batch_size, num_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.keys.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v ([B, H, T, D]) after what is cached; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > context {self.max_len}")
+        self.keys[:, :, self.length:end] = k
+        self.values[:, :, self.length:end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def reset(self) -> None:
+        self.length = 0

@@ -1,0 +1,309 @@
+"""LMRunnerBase: owns the five components and runs the training loop over the curriculum's stages."""
+
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from lmplay.data.batch import Batch
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError, DivergedError
+from lmplay.runner import checkpoint
+from lmplay.runner.component import Provenance
+from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
+                                      RunnerSettings, SchedulerComponent)
+from lmplay.stats import StatsWriter
+
+STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is unknown; use auto, cpu, cuda or mps")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but MPS is not available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+class LMRunnerBase:
+    """Builds the components from a composed config (+ the run dir's checkpoint) and trains.
+
+    `overridden` are the keys the user typed on this command line (e.g. {"lr", "optimizer.betas"}):
+    they win over the checkpoint when a run resumes.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, model_class: type, overridden: set[str] = frozenset()) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.model_class = model_class
+        self.overridden = set(overridden)
+        self.provenance = Provenance()
+        self.device = pick_device(cfg.device)
+        self._stop_signal: int | None = None
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def explicit_keys(self, group: str) -> set[str]:
+        """Keys of a config group the user set on the command line, directly or through a top-level alias."""
+        raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
+        keys = {k.split(".", 1)[1] for k in self.overridden if k.startswith(group + ".")}
+        for key, value in raw.items():
+            if isinstance(value, str) and value.startswith("${") and value[2:-1] in self.overridden:
+                keys.add(key)
+        if group == "model":
+            keys |= {k for k in ("tokenizer", "context_len") if k in self.overridden}
+        return keys
+
+    def setup(self, ckpt: dict[str, Any] | None) -> None:
+        components = (ckpt or {}).get("components", {})
+        arch = components.get("model", {}).get("state_args", {})
+        for key in ("tokenizer", "context_len"):
+            if key in arch and key in self.overridden and arch[key] != self.cfg[key]:
+                raise ConfigError(f"{key}={self.cfg[key]!r} cannot change on resume: the checkpoint's model has "
+                                  f"{key}={arch[key]!r}; use fresh=true to start over")
+        self.tokenizer = get_tokenizer(arch.get("tokenizer", self.cfg.tokenizer))
+        self.context_len = arch.get("context_len", self.cfg.context_len)
+        self.exp_name = (ckpt or {}).get("exp", self.cfg.exp_name)
+        torch.manual_seed(self.cfg.seed)
+
+        def part(component, group_cfg):
+            saved = components.get(component.name, {})
+            component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
+            return component
+
+        model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
+                      "context_len": self.cfg.context_len, "vocab_size": self.tokenizer.vocab_size}
+        self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))
+        self.model_c = part(ModelComponent(self), model_args)
+        self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
+        self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
+        self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if ckpt and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.check_stage_overrides()
+        self.stats = StatsWriter(self.run_dir, self.runner_c.records)  # last: a failed start must not touch stats.json
+        if ckpt:
+            checkpoint.set_rng_state(ckpt["rng"])  # last: constructing the components consumed random numbers
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.model_c.model
+
+    @property
+    def curriculum(self):
+        return self.curriculum_c.curriculum
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        if not self.cfg.amp:
+            return None
+        if self.cfg.amp_dtype not in ("bf16", "fp16"):
+            raise ConfigError(f"amp_dtype={self.cfg.amp_dtype!r} is unknown; use bf16 or fp16")
+        if self.cfg.amp_dtype == "fp16" and self.device.type != "cuda":
+            raise ConfigError("amp_dtype=fp16 needs device=cuda; use amp_dtype=bf16 on this device")
+        return torch.bfloat16 if self.cfg.amp_dtype == "bf16" else torch.float16
+
+    def autocast(self):
+        dtype = self.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+
+    def compile_model(self, model: torch.nn.Module) -> None:
+        """Compile the model's forward in place, so its state_dict keys and methods stay as they are."""
+        if self.cfg.compile:
+            model.compile()
+
+    def check_stage_overrides(self) -> None:
+        known = set(RunnerSettings.__dataclass_fields__) | set(STAGE_KEYS_ELSEWHERE)
+        for stage in self.curriculum.stages:
+            for key in stage.overrides:
+                if key not in known:
+                    raise ConfigError(f"curriculum stage '{stage.name}' overrides unknown key '{key}'; "
+                                      f"valid keys: {', '.join(sorted(known))}")
+            self.runner_c.stage_settings(stage.overrides, stage.name)
+            self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
+
+    def describe(self) -> str:
+        lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
+                 f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
+                 f"device {self.device}", f"run dir {self.run_dir.resolve()}"]
+        if self.provenance.lines:
+            lines += ["settings that differ from the defaults:", *self.provenance.lines]
+        return "\n".join(lines)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def archive(self) -> dict[str, Any]:
+        parts = (self.curriculum_c, self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c)
+        return {"exp": self.exp_name, "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+                "components": {c.name: c.archive() for c in parts}, "rng": checkpoint.rng_state(),
+                "scaler": self.scaler.state_dict()}
+
+    def save(self, name: str = "model.lmp") -> Path:
+        path = self.run_dir / name
+        self.stats.flush()
+        checkpoint.save(self.archive(), path)
+        return path
+
+    # -- training -------------------------------------------------------------------------------------------
+    def train_step(self, batch: Batch, settings: RunnerSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step over `batch`, accumulated in mini-batches so it equals one big batch."""
+        model, optimizer = self.model, self.optimizer_c.optimizer
+        total_tokens = max(batch.num_tokens, 1)
+        loss_total = torch.zeros((), device=self.device)
+        correct_total = torch.zeros((), device=self.device, dtype=torch.long)
+        non_blocking = self.device.type == "cuda"
+        for mini in batch.split(settings.mini_batch_size):
+            inputs = mini.inputs.to(self.device, non_blocking=non_blocking)
+            targets = mini.targets.to(self.device, non_blocking=non_blocking)
+            with self.autocast():
+                loss_sum, correct = model.loss_terms(inputs, targets)
+            loss = loss_sum / total_tokens
+            self.scaler.scale(loss).backward()
+            loss_total += loss.detach()
+            correct_total += correct
+        if settings.grad_clip:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss_total, correct_total
+
+    @torch.no_grad()
+    def validate(self, settings: RunnerSettings) -> dict[str, float]:
+        model = self.model
+        model.eval()
+        loss_sum, correct, tokens = 0.0, 0, 0
+        for batch in self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size):
+            with self.autocast():
+                ls, c = model.loss_terms(batch.inputs.to(self.device), batch.targets.to(self.device))
+            loss_sum, correct, tokens = loss_sum + ls.item(), correct + int(c), tokens + batch.num_tokens
+        model.train()
+        return {"loss": loss_sum / max(tokens, 1), "accuracy": correct / max(tokens, 1)}
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once; the last checkpoint stays good
+
+    def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float]) -> dict[str, Any]:
+        p = self.runner_c.progress
+        rec = {"stage": stage, "step": p["step"], "samples": p["samples"], "tokens": p["tokens"], **values,
+               "lr": settings_lr}
+        self.stats.add(kind, rec)
+        return rec
+
+    def train(self) -> None:
+        """Run the remaining stages; save on SIGINT/SIGTERM, at the save interval, at each stage end and at the end."""
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._train_stages()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            self.stats.close()
+
+    def _train_stages(self) -> None:
+        progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        while True:
+            stage = self.curriculum.stages[self.curriculum.stage_index]
+            finished = self._train_stage(stage, max_steps)
+            if self._stop_signal is not None:
+                path = self.save()
+                name = signal.Signals(self._stop_signal).name
+                raise SystemExit(f"{name}: saved {path} at step {progress['step']}; run the same command to resume")
+            if not finished:
+                break
+            self.save(f"model.{stage.name}.lmp")
+            if not self.curriculum.advance_stage():
+                break
+            progress["stage_step"] = 0
+        self.save()
+        print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
+
+    def _train_stage(self, stage, max_steps: int | None) -> bool:
+        """Train one stage; True when the stage ran to its end, False when max_steps or a signal stopped it."""
+        settings = self.runner_c.stage_settings(stage.overrides, stage.name)
+        schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
+        base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
+        if "weight_decay" in stage.overrides:
+            self.optimizer_c.optimizer.param_groups[0]["weight_decay"] = stage.overrides["weight_decay"]
+        progress = self.runner_c.progress
+        total = self.curriculum.estimate_stage_steps(settings.batch_size)
+        if max_steps is not None:
+            total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
+        bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True)
+        step_before = progress["step"]
+        try:
+            finished = self._run_steps(stage, settings, schedule, base_lr, total, bar)
+        finally:
+            bar.close()
+        if self._stop_signal is None and progress["step"] > step_before:
+            self.record("validation", stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"],
+                        self.validate(settings))
+        return finished
+
+    def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
+        progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        last_val = self.last_validation_loss()
+        started, tokens_at_start = time.perf_counter(), progress["tokens"]
+        while max_steps is None or progress["step"] < max_steps:
+            if self._stop_signal is not None:
+                return False
+            batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
+            if batch is None:
+                return True
+            lr = schedule.lr(base_lr, progress["stage_step"], total)
+            self.scheduler_c.set_lr(self.optimizer_c.optimizer, lr)
+            loss, correct = self.train_step(batch, settings)
+            samples_before = progress["samples"]
+            progress["step"] += 1
+            progress["stage_step"] += 1
+            progress["samples"] += len(batch)
+            progress["tokens"] += batch.num_tokens
+            if progress["step"] % settings.log_interval == 0:
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    self.save("model.corrupted.lmp")
+                    raise DivergedError(f"loss became {loss_value} at step {progress['step']} (stage {stage.name}); "
+                                        f"wrote model.corrupted.lmp for inspection, model.lmp is the last good "
+                                        f"checkpoint; try a lower lr or grad_clip=1.0")
+                self.record("train", stage.name, lr, {"loss": loss_value,
+                                                      "accuracy": correct.item() / max(batch.num_tokens, 1)})
+                rate = (progress["tokens"] - tokens_at_start) / (time.perf_counter() - started)
+                bar.set_postfix_str(f"step {progress['step']} loss {loss_value:.3f} val "
+                                    f"{last_val if last_val is None else round(last_val, 3)} "
+                                    f"tok {progress['tokens']:,} {rate:,.0f} tok/s", refresh=False)
+            bar.update(1)
+            if crossed(samples_before, progress["samples"], settings.validation_interval):
+                last_val = self.record("validation", stage.name, lr, self.validate(settings))["loss"]
+            if crossed(samples_before, progress["samples"], settings.save_interval):
+                self.save()
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """What a sweep's summary table shows for this run."""
+        p = self.runner_c.progress
+        return {"exp": self.exp_name, "steps": p["step"], "tokens": p["tokens"],
+                "final_validation_loss": self.last_validation_loss()}
+
+    def last_validation_loss(self) -> float | None:
+        records = self.stats.records["validation"]
+        return records[-1]["loss"] if records else None
+
+
+def crossed(before: int, after: int, interval: int) -> bool:
+    """True when a multiple of `interval` lies in (before, after]."""
+    return after // interval > before // interval

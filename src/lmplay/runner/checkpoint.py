@@ -1,0 +1,98 @@
+"""The `.lmp` checkpoint: one file, written atomically, loaded without unpickling arbitrary objects.
+
+Layout (FORMAT_VERSION 1): {"format_version", "exp", "config" (resolved YAML text), "components":
+{name: {"state_args", "state"}}, "rng"}. Everything in it is tensors, numbers, strings, lists and
+dicts, so `torch.load(weights_only=True)` reads it.
+"""
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmplay.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    _, py_state, py_gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": list(py_state), "python_gauss": py_gauss,
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)), "numpy_pos": int(np_pos),
+        "numpy_gauss": [int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(checkpoint: dict[str, Any], path: Path) -> None:
+    """Temp file + fsync + rename; the file being replaced survives as `<name>.bak`.
+
+    A crash or a failed write at any moment leaves `path` as the old or the new checkpoint, never a torn one.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **checkpoint}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            bak, bak_tmp = path.with_name(path.name + ".bak"), path.with_name(path.name + ".bak.tmp")
+            bak_tmp.unlink(missing_ok=True)
+            os.link(path, bak_tmp)
+            os.replace(bak_tmp, bak)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; any damage is a one-line ConfigError that points at the `.bak`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    bak = path.with_name(path.name + ".bak")
+    hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"checkpoint {path} holds objects that are not plain data; refusing to load it "
+                          f"({str(e).splitlines()[0]}){hint}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ConfigError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}){hint}") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
+    return migrate(ckpt, path)
+
+
+def migrate(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Bring an older checkpoint layout up to FORMAT_VERSION (none older exists yet)."""
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise ConfigError(f"checkpoint {path} has format {ckpt['format_version']}, newer than this lmplay "
+                          f"({FORMAT_VERSION}); upgrade lmplay")
+    return ckpt

@@ -1,0 +1,88 @@
+"""The component contract: each of the runner's five parts advertises its parameters, is constructed
+from config + checkpoint, and archives itself into the checkpoint.
+
+Values merge as: config defaults < checkpoint state_args < what the user typed on this command line.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmplay.errors import ConfigError
+
+
+@dataclass
+class Provenance:
+    """Where each non-default value of a component came from, for the start-of-run report."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, component: str, key: str, value: Any, source: str) -> None:
+        self.lines.append(f"  {component}.{key} = {value!r}  ({source})")
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) -> None:
+    """An unknown or ill-typed key is a ConfigError naming the component, the key and the valid keys."""
+    for key, value in args.items():
+        if key not in schema:
+            raise ConfigError(f"{component}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
+        if not _type_ok(value, schema[key]):
+            raise ConfigError(f"{component}.{key}={value!r} should be a {type(schema[key]).__name__} "
+                              f"(like the default {schema[key]!r})")
+
+
+class Component:
+    """Base of the five components. `name` is the config group it reads."""
+
+    name = "component"
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.args: dict[str, Any] = {}
+
+    def advertise(self) -> dict[str, Any]:
+        """The construction parameters and their defaults: the schema its config group fills."""
+        raise NotImplementedError
+
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": dict(self.args), "state": {}}
+
+    def settle(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+               fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
+        schema = self.advertise()
+        validate_args(self.name, construction_args, schema)
+        explicit = self.runner.explicit_keys(self.name)
+        merged = {**schema, **construction_args}
+        sources = {k: "config" for k in construction_args}
+        for key, value in (state_args or {}).items():
+            if key not in schema:
+                continue
+            if key in fixed and key in explicit and construction_args.get(key) != value:
+                raise ConfigError(f"{self.name}.{key}={construction_args.get(key)!r} cannot change on resume: "
+                                  f"the checkpoint's model has {key}={value!r}; use fresh=true to start over")
+            if key in fixed or key not in explicit:
+                merged[key], sources[key] = value, "checkpoint"
+        for key in explicit:
+            if key in merged and sources.get(key) != "checkpoint":
+                sources[key] = "command line"
+        for key, value in merged.items():
+            if value != schema.get(key) and key in sources:
+                self.runner.provenance.add(self.name, key, value, sources[key])
+        self.args = merged
+        return merged

@@ -1,0 +1,183 @@
+"""The runner's five components, constructed in this order: curriculum, model, runner, optimizers, lr_schedulers.
+
+Each is the single owner of its concern; each reads its config group, merges it with the checkpoint
+(see `Component.settle`) and archives itself into the next checkpoint.
+"""
+
+import inspect
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+
+from lmplay.errors import ConfigError
+from lmplay.runner.component import Component, validate_args
+from lmplay.runner.optimizers import freeze, param_groups
+from lmplay.runner.schedules import Schedule
+
+
+def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, Any]:
+    """A callable's keyword parameters and defaults: the schema of a config group that targets it."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in params if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def without_target(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k != "_target_"}
+
+
+class CurriculumComponent(Component):
+    """The plan of stages and the position in it."""
+
+    name, group = "curriculum", "curriculum"
+
+    def advertise(self) -> dict[str, Any]:
+        return signature_defaults(get_class(self.runner.cfg.curriculum._target_))
+
+    def construct(self, construction_args, state_args, state) -> None:
+        self.settle(without_target(construction_args), state_args)
+        self.curriculum = instantiate(self.runner.cfg.curriculum, _convert_="all")
+        self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.cfg.seed)
+        if state:
+            self.curriculum.load_state_dict(state["position"])
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": dict(self.args), "state": {"position": self.curriculum.state_dict()}}
+
+
+class ModelComponent(Component):
+    """Architecture arguments and weights. Architecture comes from the checkpoint on resume."""
+
+    name, group = "model", "model"
+    resumable = ("dropout",)
+
+    def advertise(self) -> dict[str, Any]:
+        return signature_defaults(self.runner.model_class)
+
+    def construct(self, construction_args, state_args, state) -> None:
+        args = self.settle(without_target(construction_args), state_args,
+                           fixed=frozenset(self.advertise()) - set(self.resumable))
+        self.model = self.runner.model_class(**args).to(self.runner.device)
+        if state:
+            self.model.load_state_dict(state["weights"])
+        self.compiled = self.runner.compile_model(self.model)
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": dict(self.model.construction_args), "state": {"weights": self.model.state_dict()}}
+
+
+@dataclass
+class RunnerSettings:
+    batch_size: int = 50
+    mini_batch_size: int = 4
+    grad_clip: float | None = None
+    include_prompts: bool = True
+    validation_interval: int = 10000
+    validation_batches: int = 8
+    save_interval: int = 50000
+    log_interval: int = 1
+
+    def check(self, where: str) -> None:
+        for f in ("batch_size", "mini_batch_size", "validation_interval", "validation_batches", "save_interval",
+                  "log_interval"):
+            if getattr(self, f) < 1:
+                raise ConfigError(f"{where}{f}={getattr(self, f)} must be >= 1")
+        if self.batch_size % self.mini_batch_size:
+            raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by mini_batch_size="
+                              f"{self.mini_batch_size}; pick a mini_batch_size that divides it")
+
+
+class RunnerComponent(Component):
+    """Batch sizes, validation and save cadence, progress counters and the stats records."""
+
+    name, group = "runner", "runner"
+
+    def advertise(self) -> dict[str, Any]:
+        return {f.name: f.default for f in fields(RunnerSettings)}
+
+    def construct(self, construction_args, state_args, state) -> None:
+        self.settings = RunnerSettings(**self.settle(construction_args, state_args))
+        self.settings.check("")
+        self.progress = dict(state["progress"]) if state else {"step": 0, "samples": 0, "tokens": 0, "stage_step": 0}
+        self.records = state["records"] if state else {"train": [], "validation": []}
+
+    def stage_settings(self, overrides: dict[str, Any], stage: str) -> RunnerSettings:
+        keys = self.advertise()
+        settings = RunnerSettings(**{**asdict(self.settings), **{k: v for k, v in overrides.items() if k in keys}})
+        settings.check(f"curriculum stage '{stage}' overrides: ")
+        return settings
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": dict(self.args),
+                "state": {"progress": dict(self.progress), "records": self.runner.stats.records}}
+
+
+class OptimizerComponent(Component):
+    """The optimizer with weight-decay groups and frozen parameters."""
+
+    name, group = "optimizers", "optimizer"
+    extra = {"freeze": [], "fused": None}
+
+    def advertise(self) -> dict[str, Any]:
+        cls = get_class(self.runner.cfg.optimizer._target_)
+        return {**signature_defaults(cls, skip=("self", "params")), **self.extra}
+
+    def construct(self, construction_args, state_args, state) -> None:
+        target = self.runner.cfg.optimizer._target_
+        same_kind = state_args is not None and state_args.get("_target_") == target
+        if state_args is not None and not same_kind:
+            print(f"optimizer changed to {target}: its state starts fresh")
+        args = self.settle(without_target(construction_args), state_args if same_kind else None)
+        model = self.runner.model
+        frozen = freeze(model, args["freeze"])
+        if frozen:
+            print(f"frozen: {len(frozen)} parameter tensors matching {args['freeze']}")
+        kwargs = {k: v for k, v in args.items() if k not in self.extra and v is not None}
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        if "fused" in signature_defaults(get_class(target)):
+            fused = args["fused"]
+            kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
+        self.optimizer = get_class(target)(param_groups(model, args["weight_decay"]), **kwargs)
+        self.base_lr = args["lr"]
+        self.target = target
+        if state and same_kind:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": {"_target_": self.target, **self.args}, "state": {"optimizer": self.optimizer.state_dict()}}
+
+
+class SchedulerComponent(Component):
+    """The lr schedule of each stage: a pure function of the stage's step, so resume restores it exactly."""
+
+    name, group = "lr_schedulers", "scheduler"
+
+    def advertise(self) -> dict[str, Any]:
+        return signature_defaults(get_class(self.runner.cfg.scheduler._target_))
+
+    def construct(self, construction_args, state_args, state) -> None:
+        self.settle(without_target(construction_args), state_args)
+        self.schedule = self.build(self.runner.cfg.scheduler._target_, self.args)
+
+    def build(self, target: str, args: dict[str, Any]) -> Schedule:
+        cls = get_class(target)
+        validate_args(self.group, args, signature_defaults(cls))
+        return cls(**args)
+
+    def for_stage(self, override: Any) -> Schedule:
+        """A stage may override the schedule with a dict of its arguments (and optionally another `_target_`)."""
+        if override is None:
+            return self.schedule
+        if not isinstance(override, dict):
+            raise ConfigError(f"a stage's scheduler override must be a mapping like {{_target_: ..., warmup_steps: 10}}, "
+                              f"not {override!r}")
+        target = override.get("_target_", self.runner.cfg.scheduler._target_)
+        base = self.args if target == self.runner.cfg.scheduler._target_ else {}
+        return self.build(target, {**base, **without_target(override)})
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr

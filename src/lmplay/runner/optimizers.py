@@ -1,0 +1,38 @@
+"""Parameter groups for the optimizer: no weight decay for biases, norms, embeddings and any parameter
+marked `param.skip_weight_decay = True`; frozen parameters by name pattern."""
+
+import fnmatch
+from collections.abc import Sequence
+
+from torch import nn
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    names = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if (isinstance(module, (nn.Embedding, *NORMS)) or param_name == "bias"
+                    or getattr(param, "skip_weight_decay", False)):
+                names.add(full)
+    return names
+
+
+def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """requires_grad=False for parameters whose name matches any fnmatch pattern; returns their names."""
+    frozen = [n for n, p in model.named_parameters() if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    return frozen
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    skip = no_decay_names(model)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in params if n not in skip], "weight_decay": weight_decay, "name": "decay"},
+        {"params": [p for n, p in params if n in skip], "weight_decay": 0.0, "name": "no_decay"},
+    ]

@@ -1,0 +1,73 @@
+"""`python -m lmplay.train` / `lmp_trainer`: train an experiment through its curriculum, resuming the run dir."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from lmplay.cli import CONF_DIR, precheck, report, translate_flags
+from lmplay.errors import ConfigError, LmplayError
+
+SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
+              "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
+SEED_SWITCHES = {"--amp": "amp", "--compile": "compile", "--fresh": "fresh"}
+
+
+def overridden_keys() -> set[str]:
+    """The keys typed on this command line (`lr=1e-3` -> "lr"); they win over a resumed checkpoint."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Write .hydra/ as Hydra would, but only once the run has started cleanly."""
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
+
+
+def train(cfg: DictConfig) -> dict:
+    from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    ckpt_path = run_dir / "model.lmp"
+    ckpt = None
+    if ckpt_path.exists() and not cfg.fresh:
+        ckpt = checkpoint.load(ckpt_path)
+        print(f"resuming {ckpt_path} (fresh=true starts over)")
+    try:
+        model_class = get_class(cfg.model._target_)
+    except Exception as e:  # noqa: BLE001 - import errors of experiment code vary
+        raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
+    runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())
+    runner.setup(ckpt)
+    save_hydra_config(cfg, run_dir)
+    print(runner.describe())
+    runner.train()
+    return runner.summary()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict:
+    try:
+        return train(cfg)
+    except LmplayError as e:
+        report(e)
+
+
+def cli() -> None:
+    argv = translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES)
+    if not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--cfg")
+               or a.startswith("-c") for a in argv):
+        precheck([a for a in argv if not a.startswith("-")], "config")
+    sys.argv = [sys.argv[0], *argv]
+    main()
+
+
+if __name__ == "__main__":
+    cli()
