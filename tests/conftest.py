@@ -1,0 +1,49 @@
+"""Shared helpers: compose the config like the CLI does, and run the CLIs in subprocesses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lmplay.cli import CONF_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_config(overrides: list[str] = (), config_name: str = "config"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` as a user would; never inherits a TTY."""
+    full_env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
+                          timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def tiny_run_args(tmp_path):
+    """Overrides for a fast test_runner run in its own directory."""
+    return ["exp=test_runner", f"hydra.run.dir={tmp_path / 'run'}", "device=cpu"]
+
+
+def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, overridden: set[str] = frozenset()):
+    """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_class
+
+    from lmplay.runner import LMRunnerBase
+
+    cfg = compose_config(overrides)
+    HydraConfig.instance().set_config(cfg)
+    runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_), set(overridden))
+    runner.setup(ckpt)
+    return runner

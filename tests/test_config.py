@@ -1,0 +1,57 @@
+"""Every experiment config composes and builds its model; parameter counts match the design."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose_config
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.runner import registered
+
+EXPS = sorted(p.stem for p in (REPO / "conf" / "exp").glob("*.yaml"))
+
+
+def build(exp: str, device: str = "meta"):
+    cfg = compose_config([f"exp={exp}"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    cls = get_class(model_cfg.pop("_target_"))
+    with torch.device(device):
+        return cfg, cls(vocab_size=get_tokenizer(cfg.tokenizer).vocab_size, tokenizer=cfg.tokenizer,
+                        context_len=cfg.context_len, **model_cfg)
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_every_experiment_composes_and_instantiates(exp):
+    cfg, model = build(exp)
+    assert model.parameter_count() > 0
+    assert cfg.optimizer.lr == cfg.lr
+
+
+@pytest.mark.parametrize("exp,params", [("gpt2ish", 120e6), ("gpt2ish_med", 405e6), ("gpt2ish_large", 838e6)])
+def test_baseline_parameter_counts(exp, params):
+    _, model = build(exp)
+    assert abs(model.parameter_count() - params) / params < 0.03
+
+
+def test_registered_versions_match_their_configs():
+    runners = registered()
+    for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "gpt2ish_mini", "test_runner"):
+        runner = runners[exp].factory()
+        cfg = compose_config([f"exp={exp}"])
+        assert get_class(cfg.model._target_) is runner.model_class
+        for key, value in runner.overrides.items():
+            assert cfg.model[key] == value, (exp, key)
+
+
+def test_seed_defaults():
+    cfg = compose_config(["exp=gpt2ish"])
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.mini_batch_size, cfg.context_len) == (6e-4, 0.0, 50, 4, 1024)
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+
+
+def test_vocab_size_comes_from_the_tokenizer():
+    _, model = build("test_runner", device="cpu")
+    assert model.embed.tok.num_embeddings == get_tokenizer("bytes").vocab_size

@@ -1,0 +1,38 @@
+"""Weight-decay groups and freezing follow the rule: no decay for biases, norms, embeddings, marked params."""
+
+import torch
+
+from experiments.gpt2ish.model import GPT2ish
+from lmplay.runner.optimizers import freeze, no_decay_names, param_groups
+
+
+def tiny():
+    return GPT2ish(vocab_size=257, context_len=16, num_blocks=2, embed_dim=16, num_heads=2, tokenizer="bytes")
+
+
+def test_gpt2ish_weight_decay_groups():
+    model = tiny()
+    skip = no_decay_names(model)
+    for name, param in model.named_parameters():
+        expect_skip = name.endswith("bias") or ".ln" in name or name.startswith("ln_f") or name.startswith("embed.")
+        assert (name in skip) == expect_skip, name
+    decay = {n for n, _ in model.named_parameters()} - skip
+    assert decay == {n for n, p in model.named_parameters() if p.ndim == 2 and not n.startswith("embed.")}
+
+
+def test_skip_weight_decay_marker():
+    model = tiny()
+    model.lm_head.weight.skip_weight_decay = True
+    assert "lm_head.weight" in no_decay_names(model)
+
+
+def test_freeze_by_pattern_removes_params_from_groups():
+    model = tiny()
+    frozen = freeze(model, ["embed.*"])
+    assert frozen == ["embed.tok.weight", "embed.pos.weight"]
+    groups = param_groups(model, 0.1)
+    in_groups = {id(p) for g in groups for p in g["params"]}
+    assert id(model.embed.tok.weight) not in in_groups
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    opt = torch.optim.AdamW(groups)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(in_groups)

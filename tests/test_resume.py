@@ -1,0 +1,156 @@
+"""Interrupted runs resume exactly; checkpoints are safe to load and survive failed writes."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, make_runner, run_cli
+from lmplay.errors import ConfigError, DivergedError
+from lmplay.runner import checkpoint
+
+RUN = ["exp=test_runner", "device=cpu", "max_steps=48", "runner.save_interval=16", "runner.validation_interval=40"]
+
+
+def weights(run_dir):
+    return checkpoint.load(run_dir / "model.lmp")["components"]["model"]["state"]["weights"]
+
+
+def popen_train(args):
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lmplay.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def wait_for(path, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None or path.exists(), proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_kill_9_at_random_moments_then_resume_is_exact(tmp_path):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    run_cli("lmplay.train", *RUN, f"hydra.run.dir={whole}", check=True)
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        proc = popen_train([*RUN, f"hydra.run.dir={broken}"])
+        wait_for(broken / "model.lmp", proc)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+    assert kills, "the run always finished before it could be killed"
+    run_cli("lmplay.train", *RUN, f"hydra.run.dir={broken}", check=True)
+    assert json.loads((broken / "stats.json").read_text()) == json.loads((whole / "stats.json").read_text())
+    a, b = weights(whole), weights(broken)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigint_saves_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",
+                        f"hydra.run.dir={run}"])
+    wait_for(run / "stats.json", proc)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "SIGINT: saved" in err
+    step = checkpoint.load(run / "model.lmp")["components"]["runner"]["state"]["progress"]["step"]
+    assert step == json.loads((run / "stats.json").read_text())["train"][-1]["step"] > 0
+
+
+def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=3", "lr=0.002", check=True)
+    kept = run_cli("lmplay.train", *args, "max_steps=5", check=True)
+    assert "optimizer.lr = 0.002  (checkpoint)" in kept.stdout
+    changed = run_cli("lmplay.train", *args, "max_steps=7", "lr=0.001", check=True)
+    assert "optimizer.lr = 0.001  (command line)" in changed.stdout
+    lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
+    assert lrs == [0.002] * 5 + [0.001] * 2
+
+
+def test_architecture_cannot_change_on_resume(tmp_path):
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=1", check=True)
+    proc = run_cli("lmplay.train", *args, "max_steps=2", "model.num_blocks=3")
+    assert proc.returncode == 2 and "num_blocks" in proc.stderr and "fresh=true" in proc.stderr
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PWNED_PATH']}",))
+
+
+def test_crafted_checkpoint_executes_nothing(tmp_path, monkeypatch):
+    pwned = tmp_path / "PWNED"
+    monkeypatch.setenv("PWNED_PATH", str(pwned))
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "model.lmp", "wb") as f:
+        pickle.dump({"format_version": 1, "exploit": Exploit()}, f)
+    torch.save({"format_version": 1, "exploit": Exploit()}, run / "model2.lmp")
+    for name in ("model.lmp", "model2.lmp"):
+        with pytest.raises(ConfigError):
+            checkpoint.load(run / name)
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert not pwned.exists()
+
+
+def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)
+    data = (run / "model.lmp").read_bytes()
+    for content in (data[: len(data) // 2], b""):
+        (run / "model.lmp").write_bytes(content)
+        proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=3", f"hydra.run.dir={run}")
+        assert proc.returncode == 2
+        assert "truncated or corrupt" in proc.stderr and "model.lmp.bak" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.lmp"
+    checkpoint.save({"exp": "x", "value": torch.ones(3)}, path)
+
+    def half_write(obj, f):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError):
+        checkpoint.save({"exp": "x", "value": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(path)["value"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=10", "runner.save_interval=8"], tmp_path)
+    real = runner.model.loss_terms
+    calls = {"n": 0}
+
+    def poisoned(inputs, targets):
+        calls["n"] += 1
+        loss, correct = real(inputs, targets)
+        return (loss * float("nan"), correct) if calls["n"] > 8 else (loss, correct)
+
+    runner.model.loss_terms = poisoned
+    with pytest.raises(DivergedError, match="nan"):
+        runner.train()
+    assert (tmp_path / "model.corrupted.lmp").exists()
+    good = checkpoint.load(tmp_path / "model.lmp")
+    assert good["components"]["runner"]["state"]["progress"]["step"] == 4
+    assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())

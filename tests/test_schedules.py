@@ -1,0 +1,45 @@
+"""Each lr schedule follows its formula."""
+
+import math
+
+import pytest
+
+from lmplay.errors import ConfigError
+from lmplay.runner.schedules import Constant, Cosine, LinearWarmup, WarmupStableDecay
+
+BASE, TOTAL = 1e-3, 100
+
+
+def curve(schedule):
+    return [schedule.lr(BASE, step, TOTAL) for step in range(TOTAL)]
+
+
+def test_constant():
+    assert curve(Constant()) == [BASE] * TOTAL
+
+
+def test_linear_warmup_by_fraction_and_by_steps():
+    by_fraction = curve(LinearWarmup(warmup_fraction=0.1))
+    assert by_fraction[:10] == pytest.approx([BASE * (s + 1) / 10 for s in range(10)])
+    assert by_fraction[10:] == [BASE] * 90
+    assert curve(LinearWarmup(warmup_steps=10)) == by_fraction
+
+
+def test_cosine_reaches_min_lr():
+    lrs = curve(Cosine(warmup_steps=10, min_lr=1e-4))
+    for step in range(10, TOTAL):
+        progress = (step - 10) / 90
+        assert lrs[step] == pytest.approx(1e-4 + (BASE - 1e-4) * 0.5 * (1 + math.cos(math.pi * progress)))
+    assert lrs[10] == pytest.approx(BASE)
+
+
+def test_warmup_stable_decay():
+    lrs = curve(WarmupStableDecay(warmup_steps=10, decay_fraction=0.2, min_lr=0.0))
+    assert lrs[10:82] == [BASE] * 72          # 90 post-warmup steps, the last 18 decay
+    assert lrs[82:] == pytest.approx([BASE * (1 - (i + 1) / 18) for i in range(18)])
+    assert lrs[-1] == pytest.approx(0.0)
+
+
+def test_bad_warmup_fraction():
+    with pytest.raises(ConfigError, match="warmup_fraction=1.5"):
+        LinearWarmup(warmup_fraction=1.5)
