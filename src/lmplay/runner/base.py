@@ -14,11 +14,13 @@ from tqdm import tqdm
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError, DivergedError
+from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent)
 from lmplay.stats import StatsWriter
+from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 
@@ -95,9 +97,15 @@ class LMRunnerBase:
         if ckpt and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
+        self.peak_flops = peak_flops(self.device)
+        self.flops_per_token = flops_per_token(matmul_params(self.model), self.count_blocks(), self.context_len,
+                                               self.model.construction_args.get("embed_dim", 0))
         self.stats = StatsWriter(self.run_dir, self.runner_c.records)  # last: a failed start must not touch stats.json
         if ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # last: constructing the components consumed random numbers
+
+    def count_blocks(self) -> int:
+        return sum(isinstance(m, MultiHeadAttention) for m in self.model.modules())
 
     @property
     def model(self) -> torch.nn.Module:
@@ -140,8 +148,9 @@ class LMRunnerBase:
         lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
                  f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
                  f"device {self.device}", f"run dir {self.run_dir.resolve()}"]
-        if self.provenance.lines:
-            lines += ["settings that differ from the defaults:", *self.provenance.lines]
+        if self.provenance.report():
+            lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
+                      *self.provenance.report()]
         return "\n".join(lines)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -258,7 +267,7 @@ class LMRunnerBase:
     def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
         last_val = self.last_validation_loss()
-        started, tokens_at_start = time.perf_counter(), progress["tokens"]
+        window_start, window_tokens = time.perf_counter(), progress["tokens"]
         while max_steps is None or progress["step"] < max_steps:
             if self._stop_signal is not None:
                 return False
@@ -280,18 +289,28 @@ class LMRunnerBase:
                     raise DivergedError(f"loss became {loss_value} at step {progress['step']} (stage {stage.name}); "
                                         f"wrote model.corrupted.lmp for inspection, model.lmp is the last good "
                                         f"checkpoint; try a lower lr or grad_clip=1.0")
+                now = time.perf_counter()
+                speed = self.throughput((progress["tokens"] - window_tokens) / (now - window_start))
+                window_start, window_tokens = now, progress["tokens"]
                 self.record("train", stage.name, lr, {"loss": loss_value,
-                                                      "accuracy": correct.item() / max(batch.num_tokens, 1)})
-                rate = (progress["tokens"] - tokens_at_start) / (time.perf_counter() - started)
+                                                      "accuracy": correct.item() / max(batch.num_tokens, 1), **speed})
                 bar.set_postfix_str(f"step {progress['step']} loss {loss_value:.3f} val "
                                     f"{last_val if last_val is None else round(last_val, 3)} "
-                                    f"tok {progress['tokens']:,} {rate:,.0f} tok/s", refresh=False)
+                                    f"tok {progress['tokens']:,} {format_speed(speed)}", refresh=False)
             bar.update(1)
             if crossed(samples_before, progress["samples"], settings.validation_interval):
                 last_val = self.record("validation", stage.name, lr, self.validate(settings))["loss"]
             if crossed(samples_before, progress["samples"], settings.save_interval):
                 self.save()
         return False
+
+    def throughput(self, tokens_per_second: float) -> dict[str, float]:
+        """tokens/s and, on a GPU the peak table knows, MFU. Wall-clock values: the only ones a resume can't replay."""
+        speed = {"tokens_per_second": tokens_per_second}
+        value = mfu(tokens_per_second, self.flops_per_token, self.peak_flops)
+        if value is not None:
+            speed["mfu"] = value
+        return speed
 
     def summary(self) -> dict[str, Any]:
         """What a sweep's summary table shows for this run."""
@@ -302,6 +321,11 @@ class LMRunnerBase:
     def last_validation_loss(self) -> float | None:
         records = self.stats.records["validation"]
         return records[-1]["loss"] if records else None
+
+
+def format_speed(speed: dict[str, float]) -> str:
+    text = f"{speed['tokens_per_second']:,.0f} tok/s"
+    return text + (f" MFU {speed['mfu']:.1%}" if "mfu" in speed else "")
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

@@ -10,14 +10,21 @@ from typing import Any
 from lmplay.errors import ConfigError
 
 
+SOURCES = ("command line", "checkpoint", "config")
+
+
 @dataclass
 class Provenance:
-    """Where each non-default value of a component came from, for the start-of-run report."""
+    """Where each non-default value of a component came from, for the compact start-of-run report."""
 
-    lines: list[str] = field(default_factory=list)
+    values: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SOURCES})
 
-    def add(self, component: str, key: str, value: Any, source: str) -> None:
-        self.lines.append(f"  {component}.{key} = {value!r}  ({source})")
+    def add(self, group: str, key: str, value: Any, source: str) -> None:
+        shown = value if not isinstance(value, (list, dict)) or len(repr(value)) < 40 else "[...]"
+        self.values[source].append(f"{group}.{key}={shown}")
+
+    def report(self) -> list[str]:
+        return [f"  {source + ':':14s}{' '.join(items)}" for source, items in self.values.items() if items]
 
 
 def _type_ok(value: Any, default: Any) -> bool:
@@ -45,7 +52,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
 class Component:
     """Base of the five components. `name` is the config group it reads."""
 
-    name = "component"
+    name = "component"   # its key in the checkpoint
+    group = "component"  # its Hydra config group
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
@@ -66,23 +74,23 @@ class Component:
                fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
         schema = self.advertise()
-        validate_args(self.name, construction_args, schema)
-        explicit = self.runner.explicit_keys(self.name)
+        validate_args(self.group, construction_args, schema)
+        explicit = self.runner.explicit_keys(self.group)
         merged = {**schema, **construction_args}
         sources = {k: "config" for k in construction_args}
         for key, value in (state_args or {}).items():
             if key not in schema:
                 continue
             if key in fixed and key in explicit and construction_args.get(key) != value:
-                raise ConfigError(f"{self.name}.{key}={construction_args.get(key)!r} cannot change on resume: "
+                raise ConfigError(f"{self.group}.{key}={construction_args.get(key)!r} cannot change on resume: "
                                   f"the checkpoint's model has {key}={value!r}; use fresh=true to start over")
-            if key in fixed or key not in explicit:
+            if (key in fixed or key not in explicit) and value != merged[key]:
                 merged[key], sources[key] = value, "checkpoint"
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line"
         for key, value in merged.items():
             if value != schema.get(key) and key in sources:
-                self.runner.provenance.add(self.name, key, value, sources[key])
+                self.runner.provenance.add(self.group, key, value, sources[key])
         self.args = merged
         return merged

@@ -27,6 +27,7 @@ class StatsWriter:
             seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
             self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=seen + 1)
         self.flush()
+        self._last_flush = float("-inf")  # the first record is written at once, so a new run shows up quickly
 
     def add(self, kind: str, record: dict[str, Any]) -> None:
         self.records[kind].append(record)

@@ -1,0 +1,53 @@
+"""Model FLOPs utilisation: achieved training FLOPs over the device's peak (the PaLM paper's accounting).
+
+Per token, training costs 6N FLOPs for the N parameters used in matmuls (embedding lookups are not
+matmuls; an untied output layer is), plus the attention score and value products:
+12 * layers * context * width (forward + backward).
+"""
+
+import torch
+from torch import nn
+
+# Dense bf16 peaks in TFLOPS, without sparsity, from the vendors' data sheets.
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+    "V100": 125.0,
+    "T4": 65.0,
+}
+
+
+def matmul_params(model: nn.Module) -> int:
+    """Parameters that take part in matmuls: all but embedding tables (a table tied to an output layer counts)."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)} - linear
+    return sum(p.numel() for p in model.parameters() if id(p) not in tables)
+
+
+def flops_per_token(num_params: int, num_blocks: int, context_len: int, embed_dim: int) -> float:
+    """6N + 12 L T d: the matmuls of forward + backward for one token at full context."""
+    return 6 * num_params + 12 * num_blocks * context_len * embed_dim
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's bf16 peak in FLOP/s, or None where the table does not know it (then only tokens/s is shown)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
+        if key.lower() in name.lower():
+            return PEAK_TFLOPS[key] * 1e12
+    return None
+
+
+def mfu(tokens_per_second: float, per_token: float, peak: float | None) -> float | None:
+    return None if peak is None else tokens_per_second * per_token / peak
