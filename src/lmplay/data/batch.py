@@ -1,0 +1,43 @@
+"""Batch: what one optimizer step trains on."""
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100  # the targets that do not count: padding, and prompts when include_prompts=False
+
+
+@dataclass
+class Batch:
+    """`inputs[n, t]` is fed to the model and `targets[n, t]` is the token it should predict next.
+
+    Samples are right-padded with the tokenizer's eot id up to the longest sample of the batch; padded
+    positions have target IGNORE_INDEX, so models never need a separate mask: the loss is
+    `cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / batch.num_tokens`.
+    """
+
+    inputs: torch.Tensor   # [N, T] int64
+    targets: torch.Tensor  # [N, T] int64
+
+    @property
+    def num_tokens(self) -> int:
+        """The tokens that count in the loss: the normaliser of a whole batch, and the unit of `tokens` stats."""
+        return int((self.targets != IGNORE_INDEX).sum())
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def split(self, mini_batch_size: int) -> list["Batch"]:
+        """Consecutive chunks of at most `mini_batch_size` samples (for gradient accumulation)."""
+        return [Batch(i, t) for i, t in zip(self.inputs.split(mini_batch_size), self.targets.split(mini_batch_size))]
+
+    def shard(self, rank: int, world: int) -> "Batch":
+        """Samples rank, rank + world, ... : this process's share under data parallelism."""
+        return Batch(self.inputs[rank::world], self.targets[rank::world])
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.inputs.pin_memory(), self.targets.pin_memory())
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(self.inputs.to(device, non_blocking=non_blocking),
+                     self.targets.to(device, non_blocking=non_blocking))

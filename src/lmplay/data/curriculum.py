@@ -1,0 +1,358 @@
+"""Curriculum: a plan of named stages, and the position in it.
+
+A plan (conf/curriculum/<name>.yaml) lists stages; each stage names its datasets (interleaved with
+`first_exhausted` or `all_exhausted`, optionally weighted), its length (exactly one of `steps`, `tokens`
+or `epochs`) and `overrides`: training keys (lr, batch_size, include_prompts, scheduler...) that the
+runner applies during that stage only.
+
+Lengths: `steps` counts next_batch() calls; `tokens` counts the tokens that count in the loss
+(Batch.num_tokens), checked before each batch; `epochs` counts passes over the stage's interleaved rows
+(fractions allowed) and ends with a last, possibly short, batch: within an epoch no row is repeated or
+skipped, and a stage longer than an epoch simply continues into the next, reshuffled, epoch.
+
+The position (state_dict) is a few integers: a new process that builds the same Curriculum, calls
+prepare() and load_state_dict() gets exactly the batches an uninterrupted run would have got.
+"""
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lmplay.data.batch import Batch
+from lmplay.data.batching import MODES, PackedBatcher, RowsBatcher, make_batcher
+from lmplay.data.interleave import STRATEGIES, DrawnStream, RowFeed, SizedStream, check_interleave
+from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
+from lmplay.data.sources import DatasetSpec, load_source, resolve_spec
+from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
+from lmplay.data.tokenizers import Tokenizer, get_tokenizer
+from lmplay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+STAGE_KEYS = ("name", "datasets", "interleave", "weights", "steps", "tokens", "epochs", "overrides", "batching")
+LENGTH_KEYS = ("steps", "tokens", "epochs")
+
+
+@dataclass
+class Stage:
+    """One stage of a plan. Exactly one of steps / tokens / epochs is set."""
+
+    name: str
+    datasets: list[DatasetSpec]
+    interleave: str = "first_exhausted"
+    weights: list[float] | None = None
+    steps: int | None = None
+    tokens: int | None = None
+    epochs: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    batching: str = "rows"
+
+    @property
+    def length(self) -> str:
+        key = next(k for k in LENGTH_KEYS if getattr(self, k) is not None)
+        return f"{getattr(self, key)} {key}"
+
+
+def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
+    where = f"curriculum stage {entry.get('name', index)!r}" if isinstance(entry, dict) else f"curriculum stage {index}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: a stage is a mapping with name, datasets and one of steps/tokens/epochs")
+    unknown = set(entry) - set(STAGE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(STAGE_KEYS)}")
+    lengths = [k for k in LENGTH_KEYS if entry.get(k) is not None]
+    if len(lengths) != 1:
+        given = f"got {' and '.join(lengths)}" if lengths else "got none"
+        raise ConfigError(f"{where}: give exactly one of steps, tokens or epochs ({given}), e.g. epochs: 1")
+    value = entry[lengths[0]]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or \
+            (lengths[0] != "epochs" and value != int(value)):
+        raise ConfigError(f"{where}: {lengths[0]}={value!r} must be a positive "
+                          f"{'number' if lengths[0] == 'epochs' else 'integer'}")
+    datasets = entry.get("datasets")
+    if not datasets or not isinstance(datasets, (list, tuple)):
+        raise ConfigError(f"{where}: datasets must list at least one dataset, e.g. datasets: [shakespeare]")
+    specs = [resolve_spec(d, where) for d in datasets]
+    interleave = entry.get("interleave") or "first_exhausted"
+    weights = entry.get("weights")
+    check_interleave(interleave, weights, len(specs), where)
+    batching = entry.get("batching") or default_batching
+    if batching not in MODES:
+        raise ConfigError(f"{where}: batching={batching!r} is unknown; use one of: {', '.join(MODES)}")
+    if any(s.streaming for s in specs) and lengths[0] == "epochs":
+        raise ConfigError(f"{where}: it streams a dataset, whose length is unknown; give its length in steps or tokens")
+    overrides = entry.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: overrides must be a mapping of training keys, e.g. overrides: {{lr: 1.0e-4}}")
+    name = entry.get("name") or f"stage{index}"
+    return Stage(name=str(name), datasets=specs, interleave=interleave,
+                 weights=None if weights is None else [float(w) for w in weights],
+                 **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},
+                 overrides=dict(overrides), batching=batching)
+
+
+class Curriculum:
+    """The plan and the position in it; see the module docstring. Built by Hydra from conf/curriculum/*.yaml.
+
+    Args:
+        stages: the plan, a list of stage mappings (see Stage and parse_stage).
+        batching: "rows" (the default, the original lmplay's) or "packed"; a stage may override it.
+        validation_fraction: rows held out per dataset (unless the dataset has its own validation split).
+        validation_seed: draws the held-out rows; fixed and separate from the training seed, so runs with
+            different seeds are validated on the same rows.
+        cache_dir: where tokenized data is cached (default $LMPLAY_CACHE or ~/.cache/lmplay).
+        path: the plan's input file, for plans whose stages interpolate it (text_file, two_stage).
+        stream_validation_rows: rows held out from the head of a streamed dataset (its size is unknown).
+        shuffle_buffer: rows in the shuffle buffer of a streamed dataset.
+        tokenize_procs: processes for tokenizing (default: 1, or up to 8 for datasets over 200k rows).
+    """
+
+    def __init__(self, stages: list[dict], batching: str = "rows", validation_fraction: float = 0.01,
+                 validation_seed: int = 0, cache_dir: str | None = None, path: str | None = None,
+                 stream_validation_rows: int = 1000, shuffle_buffer: int = 10_000,
+                 tokenize_procs: int | None = None) -> None:
+        if batching not in MODES:
+            raise ConfigError(f"curriculum.batching={batching!r} is unknown; use one of: {', '.join(MODES)}")
+        if not 0 <= validation_fraction < 1:
+            raise ConfigError(f"curriculum.validation_fraction={validation_fraction} must be in [0, 1)")
+        if not stages:
+            raise ConfigError("the curriculum has no stages; list at least one under stages:")
+        self.stages = [parse_stage(s, i, batching) for i, s in enumerate(stages)]
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"curriculum stage names must differ (they name model.<stage>.lmp): {names}")
+        self.batching, self.path = batching, path
+        self.validation_fraction, self.validation_seed = validation_fraction, validation_seed
+        self.cache_dir, self.tokenize_procs = cache_dir, tokenize_procs
+        self.stream_validation_rows, self.shuffle_buffer = stream_validation_rows, shuffle_buffer
+        self.stage_index = 0
+        self._data: list[list[PreparedDataset]] = []
+        self._validation: dict[tuple, list[Batch]] = {}
+        self._row_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- setup ----------------------------------------------------------------------------------------------
+    def prepare(self, tokenizer: Tokenizer | str, context_len: int, seed: int) -> None:
+        """Load and tokenize (or read from the cache) every stage's datasets, so that any mistake in the
+        plan shows up now rather than stages later; then start at the first stage."""
+        self.tokenizer = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+        if context_len < 2:
+            raise ConfigError(f"context_len={context_len} is too small for training; use at least 2")
+        self.context_len, self.seed = int(context_len), int(seed)
+        cache = cache_root(self.cache_dir)
+        prepared: dict[str, PreparedDataset] = {}
+        self._data = []
+        for stage in self.stages:
+            for spec in stage.datasets:
+                if repr(spec) not in prepared:
+                    source = load_source(spec, f"curriculum stage {stage.name!r}")
+                    prepared[repr(spec)] = prepare_dataset(
+                        source, self.tokenizer, cache, self.validation_fraction, self.validation_seed,
+                        self.stream_validation_rows, self.shuffle_buffer, self.tokenize_procs)
+            self._data.append([prepared[repr(spec)] for spec in stage.datasets])
+        self._enter_stage(0)
+
+    def _enter_stage(self, index: int) -> None:
+        stage, data = self.stages[index], self._data[index]
+        sources = [d.train for d in data]
+        if all(isinstance(s, SizedRows) for s in sources):
+            stream = SizedStream(sources, stage.interleave, stage.weights, self.seed, index)
+        else:
+            stream = DrawnStream(sources, stage.interleave, stage.weights, self.seed, index)
+        budget = None
+        if stage.epochs is not None:
+            budget = max(1, round(stage.epochs * stream.epoch_len))
+        self.stage_index = index
+        self._feed = RowFeed(stream, budget)
+        self._batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id,
+                                     f"curriculum stage {stage.name!r}")
+        self._steps = self._tokens = 0
+        sizes = ", ".join(f"{d.label} ({len(d.train)} rows, {len(d.validation)} held out)"
+                          if isinstance(d.train, SizedRows) else f"{d.label} (streamed)" for d in data)
+        log.info("stage %r: %s; %s, %s batching", stage.name, sizes, stage.length, stage.batching)
+
+    # -- training -------------------------------------------------------------------------------------------
+    def next_batch(self, batch_size: int, include_prompts: bool) -> Batch | None:
+        """The next batch of the current stage, or None when the stage's length is reached."""
+        stage = self.stages[self.stage_index]
+        if (stage.steps is not None and self._steps >= stage.steps) or \
+                (stage.tokens is not None and self._tokens >= stage.tokens):
+            return None
+        batch = self._batcher.next_batch(self._feed, batch_size, include_prompts)
+        if batch is not None:
+            self._steps += 1
+            self._tokens += batch.num_tokens
+        return batch
+
+    def advance_stage(self) -> bool:
+        """Move to the next stage; False (and no change) when the current stage is the last."""
+        if self.stage_index + 1 >= len(self.stages):
+            return False
+        self._enter_stage(self.stage_index + 1)
+        return True
+
+    # -- validation -----------------------------------------------------------------------------------------
+    def validation_batches(self, num_batches: int, batch_size: int, include_prompts: bool = True) -> list[Batch]:
+        """The first `num_batches` batches of the current stage's held-out rows (fewer if they run out),
+        batched like training; the same batches on every call."""
+        key = (self.stage_index, num_batches, batch_size, include_prompts)
+        if key not in self._validation:
+            stage = self.stages[self.stage_index]
+            held = [(d.validation, w) for d, w in zip(self._data[self.stage_index],
+                                                      stage.weights or [1.0] * len(stage.datasets))
+                    if len(d.validation)]
+            batches: list[Batch] = []
+            if held:
+                weights = [w for _, w in held] if stage.weights else None
+                stream = SizedStream([v for v, _ in held], stage.interleave, weights, self.validation_seed,
+                                     self.stage_index)
+                feed = RowFeed(stream, stream.epoch_len)
+                batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id, stage.name)
+                while len(batches) < num_batches and (batch := batcher.next_batch(feed, batch_size,
+                                                                                  include_prompts)) is not None:
+                    batches.append(batch)
+            self._validation[key] = batches
+        return self._validation[key]
+
+    # -- length estimates -----------------------------------------------------------------------------------
+    def estimate_stage_steps(self, batch_size: int, include_prompts: bool = True) -> int:
+        """Optimizer steps in the whole current stage: exact for `steps`, and for `epochs` and `tokens` on
+        datasets of known size (with the same include_prompts as training); an estimate for streams."""
+        stage = self.stages[self.stage_index]
+        if stage.steps is not None:
+            return stage.steps
+        stream = self._feed.stream
+        if isinstance(stream, SizedStream):
+            if isinstance(self._batcher, RowsBatcher):
+                return self._simulate_rows(stream, batch_size, include_prompts)
+            return self._count_packed(stream, batch_size, include_prompts)
+        return self._approximate_stream_steps(stage, batch_size, include_prompts)
+
+    def _stats(self, d: int, src: SizedRows, include_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(samples, counted tokens) of every row of a dataset's table when framed whole (rows batching)."""
+        key = (self.stage_index, d, id(src.table), include_prompts)
+        if key not in self._row_stats:
+            t, T = src.table, self.context_len
+            samples = row_samples(t.prompt_lens, t.text_lens, t.sent_ends, T)
+            keep = np.where(t.prompt_lens + t.text_lens + 1 <= T, t.prompt_lens, np.minimum(t.prompt_lens, T // 2))
+            counted = t.text_lens + 1 + (keep if include_prompts else 0)
+            self._row_stats[key] = samples, counted
+        return self._row_stats[key]
+
+    def _sequence(self, stream: SizedStream, epochs: int, include_prompts: bool):
+        """(dataset, table row, samples, counted) of the stage's rows over its first `epochs` epochs."""
+        which = np.concatenate([stream.plan(e)[0] for e in range(epochs)])
+        rows = np.concatenate([stream.plan(e)[1] for e in range(epochs)])
+        samples, counted = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
+        for d, src in enumerate(stream.sources):
+            sel = which == d
+            s, c = self._stats(d, src, include_prompts)
+            samples[sel], counted[sel] = s[rows[sel]], c[rows[sel]]
+        return which, rows, samples, counted
+
+    def _simulate_rows(self, stream: SizedStream, batch_size: int, include_prompts: bool) -> int:
+        """Replays the rows batcher on row sizes alone: batches take whole rows, the last row of a full
+        batch only the samples that fit."""
+        stage, T = self.stages[self.stage_index], self.context_len
+        budget, target = self._feed.budget, stage.tokens
+        epochs = math.ceil(budget / stream.epoch_len) if budget is not None else 1
+        while True:
+            which, rows, samples, counted = self._sequence(stream, epochs, include_prompts)
+            if budget is not None:
+                which, rows, samples, counted = which[:budget], rows[:budget], samples[:budget], counted[:budget]
+            cum_samples, cum_counted = np.cumsum(samples), np.cumsum(counted)
+            i, steps, tokens = 0, 0, 0
+            while i < len(rows) and (target is None or tokens < target):
+                before = cum_samples[i - 1] if i else 0
+                j = int(np.searchsorted(cum_samples, before + batch_size, side="left"))
+                counted_before = cum_counted[i - 1] if i else 0
+                if j >= len(rows):  # the last, short batch
+                    tokens += int(cum_counted[-1] - counted_before)
+                    steps, i = steps + 1, len(rows)
+                    break
+                fit = batch_size - int((cum_samples[j - 1] if j else 0) - before)
+                tokens += int((cum_counted[j - 1] if j else 0) - counted_before)
+                if fit == samples[j]:
+                    tokens += int(counted[j])
+                else:
+                    src = stream.sources[which[j]]
+                    row = int(rows[j])
+                    cuts = plan_cuts(int(src.table.prompt_lens[row]), src.table.sent_ends(row), T)[:fit]
+                    keep = kept_prompt_len(int(src.table.prompt_lens[row]), int(src.table.text_lens[row]), T)
+                    tokens += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
+                steps, i = steps + 1, j + 1
+            if budget is not None or tokens >= target:
+                return steps
+            epochs *= 2
+
+    def _count_packed(self, stream: SizedStream, batch_size: int, include_prompts: bool) -> int:
+        """Packed windows are cut from the row stream regardless of batches: count them."""
+        stage, T = self.stages[self.stage_index], self.context_len
+        if stage.tokens is not None:
+            fraction = 1.0
+            if not include_prompts:
+                which, rows, _, counted = self._sequence(stream, 1, False)
+                lengths = np.zeros(len(rows), np.int64)
+                for d, src in enumerate(stream.sources):
+                    sel = which == d
+                    lengths[sel] = 1 + src.table.prompt_lens[rows[sel]] + src.table.text_lens[rows[sel]]
+                fraction = counted.sum() / lengths.sum()
+            return max(1, math.ceil(stage.tokens / (batch_size * T * fraction)))
+        budget = self._feed.budget
+        which, rows, _, _ = self._sequence(stream, math.ceil(budget / stream.epoch_len), include_prompts)
+        which, rows = which[:budget], rows[:budget]
+        total = 0
+        for d, src in enumerate(stream.sources):
+            sel = which == d
+            total += int((1 + src.table.prompt_lens[rows[sel]] + src.table.text_lens[rows[sel]]).sum())
+        return max(1, math.ceil(((total - 1) // T) / batch_size))
+
+    def _approximate_stream_steps(self, stage: Stage, batch_size: int, include_prompts: bool) -> int:
+        """tokens / (tokens per batch), the latter measured on the held-out rows."""
+        counted_per_sample = float(self.context_len)
+        held = [d.validation for d in self._data[self.stage_index] if len(d.validation)]
+        if held and stage.batching == "rows":
+            samples = counted = 0
+            for v in held:
+                s, c = self._stats(-1, v, include_prompts)
+                samples, counted = samples + int(s.sum()), counted + int(c.sum())
+            counted_per_sample = counted / samples
+        return max(1, math.ceil(stage.tokens / (batch_size * counted_per_sample)))
+
+    # -- position -------------------------------------------------------------------------------------------
+    def _data_key(self) -> str:
+        """What the position refers to: the stage's data, tokenizer, context, seed and batching."""
+        stage = self.stages[self.stage_index]
+        parts = [d.key for d in self._data[self.stage_index]]
+        parts += [str(self.context_len), str(self.seed), stage.batching, stage.interleave, str(stage.weights)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict:
+        """The position: plain ints, strings, lists and dicts only."""
+        return {"version": STATE_VERSION, "stage": self.stage_index, "stage_name": self.stages[self.stage_index].name,
+                "steps": self._steps, "tokens": self._tokens, "feed": self._feed.state_dict(),
+                "batcher": self._batcher.state_dict(), "data": self._data_key()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a saved position (after prepare())."""
+        names = [s.name for s in self.stages]
+        if state.get("version") != STATE_VERSION or state.get("stage_name") not in names:
+            raise ConfigError(f"the checkpoint's data position (stage {state.get('stage_name')!r}) does not fit this "
+                              f"curriculum (stages: {', '.join(names)}); resume with the run's curriculum or start "
+                              f"over with fresh=true")
+        self._enter_stage(names.index(state["stage_name"]))
+        if state["data"] != self._data_key():
+            log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's; "
+                        "continuing from the same row count, but the batches are not the ones the run would have got",
+                        state["stage_name"])
+        self._steps, self._tokens = int(state["steps"]), int(state["tokens"])
+        self._feed.load_state_dict(state["feed"])
+        self._batcher.load_state_dict(state["batcher"], self._feed)
+
+    def __repr__(self) -> str:
+        plan = " -> ".join(f"{s.name} [{', '.join(d.label for d in s.datasets)}; {s.length}]" for s in self.stages)
+        return f"Curriculum({plan}; {self.batching} batching)"

@@ -1,0 +1,266 @@
+"""Dataset sources: named datasets, dataset specs, and loading them through HF `datasets`.
+
+A stage lists its datasets as names from DATASETS (the original lmplay's set plus the embedded corpus),
+as a name with changes (`{dataset: wiki_en, path: /my/copy}`), or as a full spec (`{path: FILE}`).
+`path` is a hub dataset id, a local file (.txt/.md: paragraph rows; .json/.jsonl/.parquet/.csv: records,
+optionally .gz), a local folder (written by `save_to_disk`, or files in hub layout that `load_dataset`
+reads), or `embedded:NAME`.
+
+Without network, a hub id is tried once against the local HF cache, then fails at once with a ConfigError
+that says how to point at a local copy: nothing waits on connection retries.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import datasets
+import huggingface_hub.constants
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+
+from lmplay.data.corpus import DEFAULT_ROW_CHARS, EMBEDDED, embedded_path, file_digest, paragraph_rows, read_text
+from lmplay.data.rows import RowFormat
+from lmplay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT_S = 3.0
+TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
+RECORD_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset comes from and which of its columns make rows (see rows.RowFormat).
+
+    With no column given, a dataset with a `text` column gives text rows (titled if it has `title`),
+    one with `prompt` and `truth` gives pairs, and one with `messages` gives chats.
+    """
+
+    path: str | None = None
+    name: str | None = None                 # the HF config name, e.g. 20231101.en
+    split: str = "train"
+    data_files: Any = None                  # as for datasets.load_dataset
+    streaming: bool = False                 # read the hub lazily instead of downloading (see interleave.py)
+    validation_split: str | None = None     # a held-out split the dataset ships with (instead of a fraction)
+    validation_path: str | None = None      # a local file/folder of the same kind holding validation rows
+    validation_fraction: float | None = None  # this dataset's held-out fraction (default: the curriculum's)
+    text: str | None = None
+    title: str | None = None
+    prompt: str | list[str] | None = None
+    truth: str | None = None
+    messages: str | None = None
+    row_chars: int = DEFAULT_ROW_CHARS      # plain text files: characters per paragraph row
+    label: str = field(default="", compare=False)  # how messages name it: the DATASETS key or the path
+
+
+# The original lmplay's datasets (wikipedia, TinyStories, OpenOrca, orca-math, smoltalk, cosmopedia)
+# and the embedded corpus. TinyStories and smoltalk ship their own held-out split.
+DATASETS: dict[str, dict[str, Any]] = {
+    "shakespeare": dict(path="embedded:shakespeare"),
+    "wiki_en": dict(path="wikimedia/wikipedia", name="20231101.en", title="title", text="text"),
+    "wiki_es": dict(path="wikimedia/wikipedia", name="20231101.es", title="title", text="text"),
+    "tinystories": dict(path="roneneldan/TinyStories", text="text", validation_split="validation"),
+    "openorca": dict(path="Open-Orca/OpenOrca", prompt=["system_prompt", "question"], truth="response"),
+    "orcamathword200": dict(path="microsoft/orca-math-word-problems-200k", prompt="question", truth="answer"),
+    "smoltalk_all": dict(path="HuggingFaceTB/smoltalk", name="all", messages="messages", validation_split="test"),
+    "cosmopedia_v2": dict(path="HuggingFaceTB/smollm-corpus", name="cosmopedia-v2", prompt="prompt", truth="text"),
+}
+SPEC_KEYS = {f.name for f in dataclasses.fields(DatasetSpec)} - {"label"}
+
+
+def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
+    """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict."""
+    if isinstance(entry, str):
+        entry = {"dataset": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: dataset entry {entry!r} is neither a dataset name nor a mapping")
+    entry = dict(entry)
+    base_name = entry.pop("dataset", None)
+    unknown = set(entry) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown dataset key(s) {', '.join(sorted(unknown))}; "
+                          f"valid keys: dataset, {', '.join(sorted(SPEC_KEYS))}")
+    base: dict[str, Any] = {}
+    if base_name is not None:
+        if base_name not in DATASETS:
+            raise ConfigError(f"{where}: dataset {base_name!r} is unknown; use one of: {', '.join(DATASETS)}, "
+                              f"or give a path (e.g. {{path: /data/file.txt}})")
+        base = dict(DATASETS[base_name])
+    spec = {**base, **entry}
+    if not spec.get("path"):
+        raise ConfigError(f"{where}: the dataset has no path; give one (curriculum.path=FILE for the "
+                          f"text_file and two_stage curricula)")
+    if spec.get("prompt") is not None and isinstance(spec["prompt"], str):
+        spec["prompt"] = [spec["prompt"]]
+    label = base_name or str(spec["path"])
+    return DatasetSpec(**spec, label=label)
+
+
+@dataclass
+class LoadedSource:
+    """A dataset's records before tokenization. `identity` names their content for cache keys;
+    `validation` holds the dataset's own held-out records when it has them."""
+
+    spec: DatasetSpec
+    records: Dataset | IterableDataset
+    fmt: RowFormat
+    identity: str
+    validation: Dataset | IterableDataset | None = None
+
+
+def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
+    """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns."""
+    records, identity = _load_records(spec, spec.path, spec.split, where)
+    validation = None
+    if spec.validation_path:
+        validation, _ = _load_records(spec, spec.validation_path, spec.split, where)
+    elif spec.validation_split:
+        validation, _ = _load_records(spec, spec.path, spec.validation_split, where)
+    fmt = row_format(spec, _column_names(records), where)
+    if validation is not None:
+        row_format(spec, _column_names(validation), where + " (validation)")
+    return LoadedSource(spec, records, fmt, identity, validation)
+
+
+def row_format(spec: DatasetSpec, columns: list[str] | None, where: str) -> RowFormat:
+    """The RowFormat the spec asks for (or that the columns suggest), checked against the columns."""
+    if spec.messages:
+        fmt = RowFormat("chat", messages=spec.messages)
+    elif spec.truth or spec.prompt:
+        if not spec.truth:
+            raise ConfigError(f"{where}: a prompt needs a truth column too; add truth=COLUMN")
+        fmt = RowFormat("pair", prompt=tuple(spec.prompt or ()), truth=spec.truth)
+    elif spec.text:
+        fmt = RowFormat("text", text=spec.text, title=spec.title)
+    elif columns is None or "text" in columns:
+        fmt = RowFormat("text", text="text", title="title" if columns and "title" in columns else spec.title)
+    elif "prompt" in columns and "truth" in columns:
+        fmt = RowFormat("pair", prompt=("prompt",), truth="truth")
+    elif "messages" in columns:
+        fmt = RowFormat("chat", messages="messages")
+    else:
+        raise ConfigError(f"{where}: dataset {spec.label!r} has no 'text' column (columns: {', '.join(columns)}); "
+                          f"name the columns to use, e.g. text=COLUMN, or prompt=COLUMN truth=COLUMN")
+    if columns is not None:
+        for col in fmt.columns:
+            if col not in columns:
+                raise ConfigError(f"{where}: dataset {spec.label!r} has no column {col!r} (columns: "
+                                  f"{', '.join(columns)}); map an existing column instead")
+    return fmt
+
+
+def _column_names(records: Dataset | IterableDataset) -> list[str] | None:
+    """Known column names, or None for a stream whose features the hub does not declare."""
+    return list(records.column_names) if records.column_names is not None else None
+
+
+def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
+    if path.startswith("embedded:"):
+        name = path.split(":", 1)[1]
+        if name not in EMBEDDED:
+            raise ConfigError(f"{where}: embedded corpus {name!r} is unknown; use one of: {', '.join(EMBEDDED)}")
+        return _text_file_records(embedded_path(name), spec)
+    local = Path(path).expanduser()
+    if local.is_file():
+        suffixes = [s.lower() for s in local.suffixes[-2:]]
+        kind = suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
+        if kind in TEXT_SUFFIXES or kind == "":
+            return _text_file_records(local, spec)
+        if kind in RECORD_BUILDERS:
+            return _hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
+                               data_files=str(local))
+        raise ConfigError(f"{where}: don't know how to read {local} (suffix {kind!r}); use .txt/.md text, "
+                          f".json/.jsonl/.parquet/.csv records, or a dataset folder")
+    if local.is_dir():
+        if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
+            return _saved_records(local, spec, split, where)
+        return _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files)
+    if spec.data_files is not None and path in ("json", "parquet", "csv", "text"):
+        return _hf_records(spec, path, None, split, where, data_files=spec.data_files)
+    if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
+        raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
+                          f"(curriculum.path=FILE for curriculum=text_file)")
+    if not HUB_ID.match(path):
+        raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
+    return _hub_records(spec, path, split, where)
+
+
+def _text_file_records(path: Path, spec: DatasetSpec) -> tuple[Dataset, str]:
+    """A plain text file as paragraph rows (see corpus.py), identified by its content hash."""
+    rows = paragraph_rows(read_text(path), spec.row_chars)
+    records = Dataset.from_dict({"text": rows})
+    identity = f"text:{file_digest(path)}:{spec.row_chars}"
+    return (records.to_iterable_dataset() if spec.streaming else records), identity
+
+
+def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set split=NAME")
+        loaded = loaded[split]
+    return (loaded.to_iterable_dataset() if spec.streaming else loaded), f"disk:{loaded._fingerprint}"
+
+
+def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, where: str,
+                data_files: Any = None) -> tuple[Dataset | IterableDataset, str]:
+    """`datasets.load_dataset`, with its usual failures turned into one-line ConfigErrors."""
+    try:
+        records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming)
+    except ConnectionError as e:
+        local_copy = f"{{dataset: {spec.label}, path: DIR}}" if spec.label in DATASETS else "path=DIR"
+        raise ConfigError(
+            f"{where}: hub dataset {path!r} is unreachable (no network) and not in the local HF cache; download it "
+            f"where there is network (datasets.load_dataset(...).save_to_disk(DIR) or huggingface-cli download "
+            f"--repo-type dataset) and use {local_copy}, or data_files=FILES") from e
+    except (FileNotFoundError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{where}: cannot load dataset {path!r} (name={name!r}, split={split!r}): {reason}") from e
+    if isinstance(records, (DatasetDict, IterableDatasetDict)):
+        raise ConfigError(f"{where}: dataset {path!r} needs a split; set split=NAME")
+    identity = "stream" if spec.streaming else f"hf:{records._fingerprint}"
+    return records, identity
+
+
+def _hub_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
+    if hub_reachable():
+        return _hf_records(spec, path, spec.name, split, where, data_files=spec.data_files)
+    log.info("the HF hub is unreachable; looking for %s in the local HF cache", path)
+    with offline_hub():
+        return _hf_records(spec, path, spec.name, split, where, data_files=spec.data_files)
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the HF hub answers a TCP connect within a few seconds (False in offline mode).
+    Asked once per process, so an offline machine fails fast instead of retrying for minutes."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(huggingface_hub.constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def offline_hub():
+    """HF offline mode for the calls inside: load_dataset then reads the local cache and fails at once."""
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
+
