@@ -8,6 +8,7 @@ from torch import nn
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
+from lmplay.generation import GenerationConfig, generate_text
 from lmplay.modules import KVCache, MultiHeadAttention
 
 
@@ -62,7 +63,7 @@ class LMBase(MBase):
         gradient accumulation equals one big batch.
         """
         logits = self(inputs)
-        flat_logits, flat_targets = logits.view(-1, logits.size(-1)), targets.view(-1)
+        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         correct = ((flat_logits.argmax(-1) == flat_targets) & (flat_targets != IGNORE_INDEX)).sum()
         return loss_sum, correct
@@ -82,24 +83,19 @@ class LMBase(MBase):
         loss = loss_sum / num_tokens
         return loss, {"loss": loss.item(), "accuracy": correct.item() / num_tokens, "tokens": num_tokens}
 
-    @torch.no_grad()
     def generate_prompts(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 1.0,
-                         do_sample: bool = False) -> list[str]:
-        """Continue each prompt; greedy unless do_sample. One prompt at a time with a KV cache."""
-        outputs = []
-        for ids in self._tokenize_batch(prompts):
-            ids = ids[-self.context_len:] or [self.tokenizer.eot_id]
-            cache = self.new_cache(1)
-            x = torch.tensor([ids], device=self.device)
-            new: list[int] = []
-            for _ in range(min(max_new_tokens, self.context_len - len(ids))):
-                logits, cache = self(x, cache=cache)
-                logits = logits[0, -1].float()
-                if do_sample:
-                    nxt = int(torch.multinomial(F.softmax(logits / temperature, -1), 1))
-                else:
-                    nxt = int(logits.argmax())
-                new.append(nxt)
-                x = torch.tensor([[nxt]], device=self.device)
-            outputs.append(self.tokenizer.decode(new))
-        return outputs
+                         do_sample: bool = False, *, top_k: int | None = None, top_p: float = 1.0,
+                         repetition_penalty: float = 1.0, use_cache: bool = True, stop_at_eot: bool = True,
+                         seed: int | None = None) -> list[str]:
+        """Continue each prompt (greedy unless do_sample); returns the new text of each.
+
+        The prompts run as one left-padded batch through the KV-cached decode loop of `lmplay.generation`;
+        `seed` makes sampling repeatable.
+        """
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                  top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                                  use_cache=use_cache, stop_at_eot=stop_at_eot)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(self.device).manual_seed(seed)
+        return generate_text(self, prompts, config, generator=generator)

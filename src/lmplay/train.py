@@ -47,7 +47,7 @@ def train(cfg: DictConfig) -> dict:
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())
     runner.setup(ckpt)
     save_hydra_config(cfg, run_dir)
-    print(runner.describe())
+    runner.say(runner.describe())
     runner.train()
     return runner.summary()
 

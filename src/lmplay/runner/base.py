@@ -17,6 +17,7 @@ from lmplay.errors import ConfigError, DivergedError
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance
+from lmplay.runner.distributed import LossModule, init_world
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent)
 from lmplay.stats import StatsWriter
@@ -55,6 +56,10 @@ class LMRunnerBase:
         self.overridden = set(overridden)
         self.provenance = Provenance()
         self.device = pick_device(cfg.device)
+        self.world = init_world(self.device.type)
+        if self.world.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
@@ -100,7 +105,12 @@ class LMRunnerBase:
         self.peak_flops = peak_flops(self.device)
         self.flops_per_token = flops_per_token(matmul_params(self.model), self.count_blocks(), self.context_len,
                                                self.model.construction_args.get("embed_dim", 0))
-        self.stats = StatsWriter(self.run_dir, self.runner_c.records)  # last: a failed start must not touch stats.json
+        self.ddp = None
+        if self.world.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
+        # last: a failed start must not touch stats.json; only rank 0 writes files
+        self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
         if ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # last: constructing the components consumed random numbers
 
@@ -141,7 +151,7 @@ class LMRunnerBase:
                 if key not in known:
                     raise ConfigError(f"curriculum stage '{stage.name}' overrides unknown key '{key}'; "
                                       f"valid keys: {', '.join(sorted(known))}")
-            self.runner_c.stage_settings(stage.overrides, stage.name)
+            self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
             self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
 
     def describe(self) -> str:
@@ -162,25 +172,34 @@ class LMRunnerBase:
 
     def save(self, name: str = "model.lmp") -> Path:
         path = self.run_dir / name
-        self.stats.flush()
-        checkpoint.save(self.archive(), path)
+        if self.world.is_main:
+            self.stats.flush()
+            checkpoint.save(self.archive(), path)
         return path
 
     # -- training -------------------------------------------------------------------------------------------
     def train_step(self, batch: Batch, settings: RunnerSettings) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step over `batch`, accumulated in mini-batches so it equals one big batch."""
-        model, optimizer = self.model, self.optimizer_c.optimizer
+        """One optimizer step over `batch`, accumulated in mini-batches so it equals one big batch.
+
+        Returns this rank's share of the batch loss and correct count (on one process: all of it).
+        Under DDP each rank takes its share of the samples; gradients are all-reduced only on the
+        last mini-batch, and scaling by the world size turns DDP's average back into the batch's sum.
+        """
+        optimizer = self.optimizer_c.optimizer
         total_tokens = max(batch.num_tokens, 1)
         loss_total = torch.zeros((), device=self.device)
         correct_total = torch.zeros((), device=self.device, dtype=torch.long)
         non_blocking = self.device.type == "cuda"
-        for mini in batch.split(settings.mini_batch_size):
+        minis = batch.shard(self.world.rank, self.world.size).split(settings.mini_batch_size)
+        for i, mini in enumerate(minis):
             inputs = mini.inputs.to(self.device, non_blocking=non_blocking)
             targets = mini.targets.to(self.device, non_blocking=non_blocking)
-            with self.autocast():
-                loss_sum, correct = model.loss_terms(inputs, targets)
-            loss = loss_sum / total_tokens
-            self.scaler.scale(loss).backward()
+            sync = self.ddp is None or i == len(minis) - 1
+            with nullcontext() if sync else self.ddp.no_sync():
+                with self.autocast():
+                    loss_sum, correct = (self.ddp or self.model.loss_terms)(inputs, targets)
+                loss = loss_sum / total_tokens
+                self.scaler.scale(loss * self.world.size).backward()
             loss_total += loss.detach()
             correct_total += correct
         if settings.grad_clip:
@@ -196,10 +215,12 @@ class LMRunnerBase:
         model = self.model
         model.eval()
         loss_sum, correct, tokens = 0.0, 0, 0
-        for batch in self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size):
+        batches = self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size)
+        for batch in batches[self.world.rank::self.world.size]:
             with self.autocast():
                 ls, c = model.loss_terms(batch.inputs.to(self.device), batch.targets.to(self.device))
             loss_sum, correct, tokens = loss_sum + ls.item(), correct + int(c), tokens + batch.num_tokens
+        loss_sum, correct, tokens = self.world.sum(loss_sum, correct, tokens)
         model.train()
         return {"loss": loss_sum / max(tokens, 1), "accuracy": correct / max(tokens, 1)}
 
@@ -240,11 +261,11 @@ class LMRunnerBase:
                 break
             progress["stage_step"] = 0
         self.save()
-        print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
+        self.say(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
 
     def _train_stage(self, stage, max_steps: int | None) -> bool:
         """Train one stage; True when the stage ran to its end, False when max_steps or a signal stopped it."""
-        settings = self.runner_c.stage_settings(stage.overrides, stage.name)
+        settings = self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
         schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
         base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
         if "weight_decay" in stage.overrides:
@@ -253,7 +274,8 @@ class LMRunnerBase:
         total = self.curriculum.estimate_stage_steps(settings.batch_size)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
-        bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
+                   disable=not self.world.is_main or None)
         step_before = progress["step"]
         try:
             finished = self._run_steps(stage, settings, schedule, base_lr, total, bar)
@@ -269,7 +291,8 @@ class LMRunnerBase:
         last_val = self.last_validation_loss()
         window_start, window_tokens = time.perf_counter(), progress["tokens"]
         while max_steps is None or progress["step"] < max_steps:
-            if self._stop_signal is not None:
+            if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
+                self._stop_signal = self._stop_signal or signal.SIGTERM
                 return False
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
             if batch is None:
@@ -283,7 +306,7 @@ class LMRunnerBase:
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
             if progress["step"] % settings.log_interval == 0:
-                loss_value = loss.item()
+                loss_value, correct_value = self.world.sum(loss.item(), correct.item())
                 if not math.isfinite(loss_value):
                     self.save("model.corrupted.lmp")
                     raise DivergedError(f"loss became {loss_value} at step {progress['step']} (stage {stage.name}); "
@@ -293,7 +316,7 @@ class LMRunnerBase:
                 speed = self.throughput((progress["tokens"] - window_tokens) / (now - window_start))
                 window_start, window_tokens = now, progress["tokens"]
                 self.record("train", stage.name, lr, {"loss": loss_value,
-                                                      "accuracy": correct.item() / max(batch.num_tokens, 1), **speed})
+                                                      "accuracy": correct_value / max(batch.num_tokens, 1), **speed})
                 bar.set_postfix_str(f"step {progress['step']} loss {loss_value:.3f} val "
                                     f"{last_val if last_val is None else round(last_val, 3)} "
                                     f"tok {progress['tokens']:,} {format_speed(speed)}", refresh=False)
@@ -311,6 +334,11 @@ class LMRunnerBase:
         if value is not None:
             speed["mfu"] = value
         return speed
+
+    def say(self, message: str) -> None:
+        """Print once, from rank 0."""
+        if self.world.is_main:
+            print(message)
 
     def summary(self) -> dict[str, Any]:
         """What a sweep's summary table shows for this run."""

@@ -79,7 +79,7 @@ class RunnerSettings:
     save_interval: int = 50000
     log_interval: int = 1
 
-    def check(self, where: str) -> None:
+    def check(self, where: str, world_size: int = 1) -> None:
         for f in ("batch_size", "mini_batch_size", "validation_interval", "validation_batches", "save_interval",
                   "log_interval"):
             if getattr(self, f) < 1:
@@ -87,6 +87,10 @@ class RunnerSettings:
         if self.batch_size % self.mini_batch_size:
             raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by mini_batch_size="
                               f"{self.mini_batch_size}; pick a mini_batch_size that divides it")
+        if self.batch_size % (world_size * self.mini_batch_size):
+            raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by {world_size} ranks x "
+                              f"mini_batch_size={self.mini_batch_size}; batch_size is the global batch, so use a "
+                              f"multiple of {world_size * self.mini_batch_size}")
 
 
 class RunnerComponent(Component):
@@ -99,14 +103,14 @@ class RunnerComponent(Component):
 
     def construct(self, construction_args, state_args, state) -> None:
         self.settings = RunnerSettings(**self.settle(construction_args, state_args))
-        self.settings.check("")
+        self.settings.check("", self.runner.world.size)
         self.progress = dict(state["progress"]) if state else {"step": 0, "samples": 0, "tokens": 0, "stage_step": 0}
         self.records = state["records"] if state else {"train": [], "validation": []}
 
-    def stage_settings(self, overrides: dict[str, Any], stage: str) -> RunnerSettings:
+    def stage_settings(self, overrides: dict[str, Any], stage: str, world_size: int = 1) -> RunnerSettings:
         keys = self.advertise()
         settings = RunnerSettings(**{**asdict(self.settings), **{k: v for k, v in overrides.items() if k in keys}})
-        settings.check(f"curriculum stage '{stage}' overrides: ")
+        settings.check(f"curriculum stage '{stage}' overrides: ", world_size)
         return settings
 
     def archive(self) -> dict[str, Any]:

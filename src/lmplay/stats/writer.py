@@ -15,13 +15,15 @@ class StatsWriter:
     KINDS = ("train", "validation")
 
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
-                 tensorboard: bool = True, flush_seconds: float = 10.0) -> None:
+                 write: bool = True, flush_seconds: float = 10.0) -> None:
+        """`write=False` keeps the records in memory only (DDP ranks other than 0)."""
         self.path = Path(run_dir) / "stats.json"
+        self.write = write
         self.records = {k: list((records or {}).get(k, [])) for k in self.KINDS}
         self.flush_seconds = flush_seconds
         self._last_flush = 0.0
         self._tb = None
-        if tensorboard:
+        if write:
             from torch.utils.tensorboard import SummaryWriter  # imported here: it costs ~1 s at start-up
 
             seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
@@ -39,6 +41,8 @@ class StatsWriter:
             self.flush()
 
     def flush(self) -> None:
+        if not self.write:
+            return
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.records))
         os.replace(tmp, self.path)

@@ -1,0 +1,63 @@
+"""Data parallelism on PyTorch's own engine: torchrun sets the environment, DDP averages gradients.
+
+Every rank builds the same global batch from the curriculum and trains on its share of the
+samples, so the data order, the checkpoint and the results do not depend on the number of ranks.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def sum(self, *values: float) -> list[float]:
+        """Sum numbers over ranks (identity on one process)."""
+        if not self.distributed:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.collective_device())
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any: how ranks agree to stop at the same step."""
+        return self.sum(float(flag))[0] > 0
+
+    def collective_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def init_world(device_type: str) -> World:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); one process otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class LossModule(nn.Module):
+    """Wraps a model so DDP's forward is the model's own `loss_terms` (an experiment may override it)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.loss_terms(inputs, targets)
