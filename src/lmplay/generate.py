@@ -1,0 +1,170 @@
+"""`python -m lmplay.generate` / `lmp_generator`: continue prompts with a checkpoint, streaming the tokens.
+
+    python -m lmplay.generate checkpoint=outputs/gpt2ish_mini/model.lmp prompt="Once upon a time"
+    lmp_generator --model model.lmp --prompt "Once upon a time"      # the seed's flags
+    lmp_generator --model model.lmp "Once upon a time"              # a bare prompt
+
+The checkpoint names its experiment; the model's code comes from the registry, never from the file.
+"""
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lmplay.cli import CONF_DIR, fail, precheck, quote, report, translate_flags
+from lmplay.errors import ConfigError, LmplayError
+
+SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt", "--prompt-file": "prompt_file",
+              "--device": "device", "--max-len": "max_new_tokens", "--max-new-tokens": "max_new_tokens",
+              "--temperature": "temperature", "--top-k": "top_k", "--top-p": "top_p",
+              "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples", "--seed": "seed"}
+SEED_SWITCHES = {"--amp": "amp", "--sample": "do_sample"}
+TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text, never Hydra syntax
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                          "--config-dir", "-cd", "--experimental-rerun"}
+INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+# -- command line -------------------------------------------------------------------------------------------
+def as_hydra_value(value: str) -> str:
+    """A typed value as Hydra should read it: kept when already quoted or a [list], else quoted as plain text,
+    so `prompt=It's late, Bob` stays one string instead of failing or becoming a sweep."""
+    if value.startswith("[") and value.endswith("]"):
+        return value
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value
+    return quote(value)
+
+
+def normalize(argv: Sequence[str]) -> list[str]:
+    """Hydra overrides from a command line: bare words and every `prompt=` become one `prompt=` override
+    (a list when there are several); checkpoint and file paths are quoted as text."""
+    prompts, out, args = [], [], list(argv)
+    while args:
+        arg = args.pop(0)
+        key, eq, value = arg.partition("=")
+        if arg in HYDRA_FLAGS_WITH_VALUE and args:
+            out += [arg, args.pop(0)]
+        elif arg in ("--info", "-i") and args and args[0] in INFO_CHOICES:
+            out += [arg, args.pop(0)]
+        elif eq and key == "prompt":
+            prompts.append(as_hydra_value(value))
+        elif eq and key in TEXT_KEYS:
+            out.append(f"{key}={as_hydra_value(value)}")
+        elif not eq and not arg.startswith("-"):
+            prompts.append(quote(arg))
+        else:
+            out.append(arg)
+    if len(prompts) == 1:
+        out.append(f"prompt={prompts[0]}")
+    elif prompts:
+        out.append("prompt=[" + ",".join(p[1:-1] if p.startswith("[") else p for p in prompts) + "]")
+    return out
+
+
+# -- the app ------------------------------------------------------------------------------------------------
+def read_prompts(cfg: DictConfig) -> list[str]:
+    """prompt (one or a list) then the lines of prompt_file; an empty prompt is an error."""
+    prompts = []
+    if cfg.prompt is not None:
+        given = cfg.prompt if isinstance(cfg.prompt, ListConfig) else [cfg.prompt]
+        prompts += [str(p) for p in given]
+    if cfg.prompt_file is not None:
+        path = Path(cfg.prompt_file)
+        if not path.is_file():
+            raise ConfigError(f"prompt_file={path} does not exist")
+        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise ConfigError(f"prompt_file={path} holds no prompt (one per line)")
+    if not prompts:
+        raise ConfigError('no prompt: give prompt="Once upon a time" (or prompt_file=FILE, one prompt per line)')
+    for number, prompt in enumerate(prompts, start=1):
+        if not prompt.strip():
+            raise ConfigError(f"prompt {number} is empty; give some text to continue")
+    return prompts
+
+
+def settings(cfg: DictConfig):
+    """The generation settings, checked before any model is loaded."""
+    from lmplay.generation import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
+                              top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+                              use_cache=cfg.use_cache, stop_at_eot=cfg.stop_at_eot)
+    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
+        raise ConfigError(f"num_samples={cfg.num_samples!r} must be an integer >= 1")
+    if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
+        raise ConfigError(f"seed={cfg.seed!r} should be an integer (or null)")
+    if cfg.amp_dtype not in ("bf16", "fp16"):
+        raise ConfigError(f"amp_dtype={cfg.amp_dtype!r} is unknown; use bf16 or fp16")
+    return config
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def generate(cfg: DictConfig) -> list[str]:
+    """Print each prompt with its continuation; one continuation streams as it is generated."""
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
+                          "`python -m experiments.gpt2.import_hf`)")
+    config = settings(cfg)
+    prompts = read_prompts(cfg)
+
+    import torch  # after the cheap checks: a typo should not wait for torch
+
+    from lmplay.generation import generate_text
+    from lmplay.generation.loading import load_model
+    from lmplay.runner.base import pick_device
+
+    device = pick_device(cfg.device)
+    model, exp = load_model(cfg.checkpoint, device)
+    print(f"{cfg.checkpoint}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
+          f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp_dtype] if cfg.amp else None
+    generator = torch.Generator(device)
+    if cfg.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(cfg.seed)
+    rows = [p for p in prompts for _ in range(cfg.num_samples)]
+    single = len(rows) == 1
+    if single:
+        write(rows[0])
+    outputs = generate_text(model, rows, config, generator=generator, stream=write if single else None,
+                            amp_dtype=amp_dtype)
+    if single:
+        write("\n")
+    else:
+        for i, (prompt, output) in enumerate(zip(rows, outputs)):
+            sample = f", sample {i % cfg.num_samples + 1} of {cfg.num_samples}" if cfg.num_samples > 1 else ""
+            write(f"----- prompt {i // cfg.num_samples + 1} of {len(prompts)}{sample} -----\n{prompt}{output}\n")
+    return outputs
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
+def main(cfg: DictConfig) -> list[str]:
+    try:
+        return generate(cfg)
+    except LmplayError as e:
+        report(e)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def cli() -> None:
+    argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
+    if not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--cfg")
+               or a.startswith("-c") for a in argv):
+        precheck([a for a in argv if not a.startswith("-")], "generate")
+    sys.argv = [sys.argv[0], *argv]
+    main()
+
+
+if __name__ == "__main__":
+    cli()

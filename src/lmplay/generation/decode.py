@@ -1,0 +1,164 @@
+"""The decode loop: token prompts in, new tokens out, with or without the KV cache.
+
+Several prompts run as one batch, left-padded to a common width so that every row's newest token
+sits in the last column and one forward step serves all rows. A key mask hides the padding and
+each row's positions start at 0 on its first real token, so a row gets the tokens it would get alone.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lmplay.errors import ConfigError
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.sampling import pick_next
+from lmplay.modules import KVCache
+from lmplay.modules.attention import causal_mask
+
+StepCallback = Callable[[list[int | None]], None]
+"""Called after each step with every row's new token, or None for a row that has already stopped."""
+
+
+class Windows:
+    """Each row's tokens so far and where the part the model sees, its window, starts.
+
+    A row that outgrows the context has its window moved forward by `stride` tokens and the cache is
+    rebuilt from the shorter window: one prefill per `stride` new tokens instead of one per token.
+    Cached and uncached decoding slide at the same moments, so they see the same tokens.
+    """
+
+    def __init__(self, prompts: Sequence[Sequence[int]], context_len: int, stride: int) -> None:
+        self.rows = [list(p) for p in prompts]
+        self.context_len = context_len
+        self.stride = stride
+        self.starts = [max(0, len(r) - context_len) for r in self.rows]
+
+    def lengths(self) -> list[int]:
+        return [len(row) - start for row, start in zip(self.rows, self.starts)]
+
+    def append(self, tokens: Sequence[int]) -> None:
+        for row, token in zip(self.rows, tokens):
+            row.append(token)
+
+    def slide(self) -> bool:
+        """Move the window of each row longer than the context; True when any moved."""
+        moved = False
+        for i, length in enumerate(self.lengths()):
+            if length > self.context_len:
+                self.starts[i] += length - self.context_len + self.stride - 1
+                moved = True
+        return moved
+
+    def batch(self, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows as left-padded ids [B, W] and the mask of their real tokens [B, W]."""
+        windows = [row[start:] for row, start in zip(self.rows, self.starts)]
+        width = max(len(w) for w in windows)
+        ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(windows), width), dtype=torch.bool)
+        for i, window in enumerate(windows):
+            ids[i, width - len(window):] = torch.tensor(window, dtype=torch.long)
+            mask[i, width - len(window):] = True
+        return ids.to(device), mask.to(device)
+
+
+def padded_causal_mask(real: torch.Tensor) -> torch.Tensor:
+    """[B, 1, W, W] attention mask (True = attend): causal, and real keys only.
+
+    Each query may also see itself, so a padding query is never fully masked: SDPA would return NaN
+    for it, and a NaN value stays NaN even under a zero attention weight, poisoning later layers.
+    """
+    width = real.shape[1]
+    itself = torch.eye(width, dtype=torch.bool, device=real.device)
+    return (causal_mask(width, width, real.device) & (real[:, None, :] | itself))[:, None]
+
+
+class Decoder:
+    """Runs the model over the windows: the whole windows without a cache (or after a slide), else
+    only the newest column, whose keys and values join the preallocated cache."""
+
+    def __init__(self, model: torch.nn.Module, windows: Windows, cache: list[KVCache] | None, pad_id: int) -> None:
+        self.model, self.windows, self.cache, self.pad_id = model, windows, cache, pad_id
+        self.device = next(model.parameters()).device
+        self.padded = False
+        self.key_mask = torch.ones((len(windows.rows), windows.context_len), dtype=torch.bool, device=self.device)
+        self.next_positions = torch.zeros(len(windows.rows), dtype=torch.long, device=self.device)
+
+    def prefill(self) -> torch.Tensor:
+        """Logits [B, vocab] after the whole windows; with a cache, the cache then holds exactly them."""
+        ids, real = self.windows.batch(self.pad_id, self.device)
+        self.padded = not bool(real.all())
+        positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+        self.next_positions = positions[:, -1] + 1
+        if self.cache is not None:
+            for layer in self.cache:
+                layer.reset()
+            self.key_mask[:, : real.shape[1]] = real
+        return self.forward(ids, positions, padded_causal_mask(real) if self.padded else None)
+
+    def advance(self, tokens: torch.Tensor, values: list[int]) -> torch.Tensor:
+        """Logits [B, vocab] after appending `tokens` ([B]; `values` is the same as a list) to every row."""
+        self.windows.append(values)
+        if self.windows.slide() or self.cache is None:
+            return self.prefill()
+        positions = self.next_positions[:, None]
+        self.next_positions = self.next_positions + 1
+        width = self.cache[0].length + 1
+        attn_mask = self.key_mask[:, None, None, :width] if self.padded else None
+        return self.forward(tokens[:, None], positions, attn_mask)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """The last column's logits. Without padding the model's own positions are right, so a model whose
+        forward takes only (x, cache) still generates; padding needs positions and attn_mask."""
+        kwargs = {"positions": positions, "attn_mask": attn_mask} if self.padded else {}
+        out = self.model(ids, cache=self.cache, **kwargs)
+        logits = out[0] if self.cache is not None else out
+        return logits[:, -1]
+
+
+def seen_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
+    """Boolean [B, vocab]: which tokens each row already holds (for the repetition penalty)."""
+    seen = torch.zeros((len(rows), vocab_size), dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):
+        seen[i, torch.tensor(row, dtype=torch.long, device=device)] = True
+    return seen
+
+
+@torch.no_grad()
+def generate_tokens(model: torch.nn.Module, prompts: Sequence[Sequence[int]], config: GenerationConfig,
+                    eot_id: int, generator: torch.Generator | None = None, on_step: StepCallback | None = None,
+                    stride: int | None = None) -> list[list[int]]:
+    """Continue each prompt (token ids) by up to `config.max_new_tokens` tokens; returns only the new ones.
+
+    A row stops at `eot_id` when `config.stop_at_eot` (the eot itself is not returned); `eot_id` also
+    pads. A prompt longer than the model's context keeps its last `context_len` tokens. `stride`
+    (default a quarter of the context) is how far a full window slides.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ConfigError("every prompt needs at least one token")
+    context_len = model.context_len
+    windows = Windows(prompts, context_len, stride or max(1, context_len // 4))
+    cache = model.new_cache(len(windows.rows)) if config.use_cache else None
+    decoder = Decoder(model, windows, cache, pad_id=eot_id)
+    new: list[list[int]] = [[] for _ in windows.rows]
+    stopped = [False] * len(new)
+    if config.max_new_tokens == 0:
+        return new
+    logits = decoder.prefill()
+    seen = seen_mask(windows.rows, logits.shape[-1], logits.device) if config.repetition_penalty != 1.0 else None
+    for step in range(config.max_new_tokens):
+        tokens = pick_next(logits, config, seen, generator)
+        values = tokens.tolist()
+        kept: list[int | None] = []
+        for i, token in enumerate(values):
+            stopped[i] = stopped[i] or (config.stop_at_eot and token == eot_id)
+            kept.append(None if stopped[i] else token)
+            if not stopped[i]:
+                new[i].append(token)
+        if on_step is not None:
+            on_step(kept)
+        if all(stopped) or step == config.max_new_tokens - 1:
+            break
+        if seen is not None:
+            seen.scatter_(1, tokens[:, None], True)
+        logits = decoder.advance(tokens, values)
+    return new

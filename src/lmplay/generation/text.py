@@ -1,0 +1,86 @@
+"""Text in, text out: tokenization with the BOS the models were trained with, prompt cutting, streaming."""
+
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+
+from lmplay.data.tokenizers import Tokenizer
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.decode import generate_tokens
+
+
+def notice(message: str) -> None:
+    """Something the user should know that is not an error (e.g. a prompt was cut); stderr keeps stdout pure text."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
+
+
+def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], context_len: int,
+                   notify: Callable[[str], None] = notice) -> list[list[int]]:
+    """Each prompt as `[eot, *tokens]`, cut from the left to the context.
+
+    Training rows start with the eot token (it is GPT-2's BOS too), so a prompt continues a document
+    from its beginning, as the model has seen documents begin.
+    """
+    encoded = []
+    for number, ids in enumerate(tokenizer.encode_batch(list(prompts)), start=1):
+        ids = [tokenizer.eot_id, *ids]
+        if len(ids) > context_len:
+            notify(f"prompt {number} has {len(ids)} tokens, more than the context ({context_len}); "
+                   f"using its last {context_len}")
+            ids = ids[-context_len:]
+        encoded.append(ids)
+    return encoded
+
+
+class TextStream:
+    """Decodes tokens as they come and passes on the new text, holding back a token that ends inside a
+    multi-byte character (it decodes as U+FFFD until the rest of the character arrives)."""
+
+    def __init__(self, tokenizer: Tokenizer, write: Callable[[str], None]) -> None:
+        self.tokenizer, self.write = tokenizer, write
+        self.pending: list[int] = []
+
+    def add(self, token: int) -> None:
+        self.pending.append(token)
+        text = self.tokenizer.decode(self.pending)
+        if not text.endswith("\ufffd"):
+            self.write(text)
+            self.pending = []
+
+    def close(self) -> None:
+        if self.pending:
+            self.write(self.tokenizer.decode(self.pending))
+            self.pending = []
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+
+
+def generate_text(model: torch.nn.Module, prompts: Sequence[str], config: GenerationConfig,
+                  generator: torch.Generator | None = None, stream: Callable[[str], None] | None = None,
+                  amp_dtype: torch.dtype | None = None, notify: Callable[[str], None] = notice) -> list[str]:
+    """The continuation of each prompt (without the prompt). With `stream` and a single prompt, the text
+    is also passed to `stream` piece by piece as it is generated. The model runs in eval mode (no
+    dropout) and is put back in the mode it was in."""
+    tokenizer = model.tokenizer
+    encoded = encode_prompts(tokenizer, prompts, model.context_len, notify)
+    streamer = TextStream(tokenizer, stream) if stream is not None and len(encoded) == 1 else None
+
+    def on_step(tokens: list[int | None]) -> None:
+        if tokens[0] is not None:
+            streamer.add(tokens[0])
+
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(next(model.parameters()).device, amp_dtype):
+            new = generate_tokens(model, encoded, config, eot_id=tokenizer.eot_id, generator=generator,
+                                  on_step=on_step if streamer else None)
+    finally:
+        model.train(was_training)
+    if streamer:
+        streamer.close()
+    return [tokenizer.decode(ids) for ids in new]
