@@ -1,0 +1,1 @@
+"""Learned attention temperature: each query token sets, per head, how sharp its attention is (see README.md)."""

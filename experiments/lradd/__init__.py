@@ -1,0 +1,1 @@
+"""LRAdd: learned per-channel residual adds, alpha * x + beta * y (see README.md)."""

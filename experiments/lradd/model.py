@@ -1,0 +1,62 @@
+"""LRAddGPT: GPT2ish whose residual adds are LRAdd (lmplay.modules.LRAdd): alpha * x + beta * branch, per channel.
+
+A copy of experiments/gpt2ish/model.py; the one change is the two residual adds in `Block`.
+"""
+
+import torch
+from torch import nn
+
+from lmplay.model import LMBase
+from lmplay.modules import MLP, KVCache, MultiHeadAttention, TokenPositionEmbedding, init_gpt2_weights
+from lmplay.modules.lradd import LRAdd
+
+
+class Block(nn.Module):
+    """The baseline's pre-LN block with learned residual adds."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(embed_dim)
+        self.attn = MultiHeadAttention(embed_dim, num_heads, dropout=dropout)
+        self.attn_add = LRAdd(embed_dim)
+        self.ln2 = nn.LayerNorm(embed_dim)
+        self.mlp = MLP(embed_dim, dropout=dropout)
+        self.mlp_add = LRAdd(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attn_add(x, self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask)))
+        return self.mlp_add(x, self.mlp(self.ln2(x)))
+
+
+class LRAddGPT(LMBase):
+    def __init__(self, vocab_size: int, context_len: int = 1024, num_blocks: int = 6, embed_dim: int = 768,
+                 num_heads: int = 12, dropout: float = 0.0, tokenizer: str = "gpt2") -> None:
+        super().__init__(tokenizer=tokenizer, context_len=context_len, vocab_size=vocab_size, num_blocks=num_blocks,
+                         embed_dim=embed_dim, num_heads=num_heads, dropout=dropout)
+        self.embed = TokenPositionEmbedding(vocab_size, context_len, embed_dim, dropout)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout=dropout) for _ in range(num_blocks))
+        self.ln_f = nn.LayerNorm(embed_dim)
+        self.lm_head = nn.Linear(embed_dim, vocab_size, bias=False)
+        init_gpt2_weights(self, num_blocks)
+
+    def residual_gains(self) -> dict[str, tuple[float, float]]:
+        """Mean (alpha, beta) of every LRAdd by name: what to watch as training goes (both start at 1)."""
+        out = {}
+        for name, module in self.named_modules():
+            if isinstance(module, LRAdd):
+                alpha, beta = module.gains()
+                out[name] = (alpha.mean().item(), beta.mean().item())
+        return out
+
+    def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None):
+        if positions is None:
+            start = cache[0].length if cache else 0
+            positions = torch.arange(start, start + x.shape[1], device=x.device)
+        h = self.embed(x, positions)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask)
+        logits = self.lm_head(self.ln_f(h))
+        return (logits, cache) if cache is not None else logits

@@ -1,0 +1,1 @@
+"""NNMemory: tokens attend to a bank of learned memory cells shared by all blocks (see README.md)."""

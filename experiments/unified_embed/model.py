@@ -1,0 +1,66 @@
+"""UnifiedEmbedGPT: GPT2ish whose token embedding is a UnifiedEmbedding (lmplay.modules.UnifiedEmbedding).
+
+A copy of experiments/gpt2ish/model.py; the change is the token table in `Embedding`, plus `export()`,
+which collapses the unified embedding into a plain table (`collapsed=True`) with identical logits.
+"""
+
+import torch
+from torch import nn
+
+from lmplay.model import LMBase
+from lmplay.modules import Block, KVCache, init_gpt2_weights
+from lmplay.modules.unified_embedding import UnifiedEmbedding
+
+
+class Embedding(nn.Module):
+    """Token + learned position embeddings, with a unified embedding (or, once collapsed, a plain table) for tokens."""
+
+    def __init__(self, vocab_size: int, context_len: int, embed_dim: int, front_mul: int, collapsed: bool,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.tok = (nn.Embedding(vocab_size, embed_dim) if collapsed
+                    else UnifiedEmbedding(vocab_size, embed_dim, front_mul))
+        self.pos = nn.Embedding(context_len, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.tok(idx) + self.pos(positions))
+
+
+class UnifiedEmbedGPT(LMBase):
+    def __init__(self, vocab_size: int, context_len: int = 1024, num_blocks: int = 6, embed_dim: int = 768,
+                 num_heads: int = 12, dropout: float = 0.0, front_mul: int = 4, collapsed: bool = False,
+                 tokenizer: str = "gpt2") -> None:
+        super().__init__(tokenizer=tokenizer, context_len=context_len, vocab_size=vocab_size, num_blocks=num_blocks,
+                         embed_dim=embed_dim, num_heads=num_heads, dropout=dropout, front_mul=front_mul,
+                         collapsed=collapsed)
+        self.embed = Embedding(vocab_size, context_len, embed_dim, front_mul, collapsed, dropout)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout=dropout) for _ in range(num_blocks))
+        self.ln_f = nn.LayerNorm(embed_dim)
+        self.lm_head = nn.Linear(embed_dim, vocab_size, bias=False)
+        init_gpt2_weights(self, num_blocks)
+        if not collapsed:
+            self.embed.tok.reset_parameters()  # its own init: GPT-2's N(0, 0.02) everywhere would start it near zero
+
+    @torch.no_grad()
+    def export(self) -> "UnifiedEmbedGPT":
+        """The same model with the unified embedding collapsed into a plain table: identical logits, and the
+        parameter count of the baseline (the wide table and its MLP exist only for training)."""
+        if self.construction_args["collapsed"]:
+            return self
+        exported = type(self)(**{**self.construction_args, "collapsed": True}).to(self.device)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("embed.tok.")}
+        state["embed.tok.weight"] = self.embed.tok.collapse().weight
+        exported.load_state_dict(state)
+        return exported.train(self.training)
+
+    def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None):
+        if positions is None:
+            start = cache[0].length if cache else 0
+            positions = torch.arange(start, start + x.shape[1], device=x.device)
+        h = self.embed(x, positions)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask)
+        logits = self.lm_head(self.ln_f(h))
+        return (logits, cache) if cache is not None else logits

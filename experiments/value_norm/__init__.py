@@ -1,0 +1,1 @@
+"""Value-norm attention: the baseline with a LayerNorm on each head's values (see README.md)."""
