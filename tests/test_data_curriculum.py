@@ -1,0 +1,232 @@
+"""Curriculum: stages and overrides, lengths and their estimates, interleaving, validation, and resuming
+from a saved position in a fresh process-like Curriculum."""
+
+import io
+import json
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import compose_config
+from lmplay.data.batch import IGNORE_INDEX
+from lmplay.data.curriculum import Curriculum
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError
+
+TOK = get_tokenizer("bytes")
+MARK = re.compile(r"([A-Z])(\d{3})s(\d{2})")
+
+
+def write_jsonl(path, texts):
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return str(path)
+
+
+def marked(prefix: str, n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(f"{prefix}{i:03d}s{j:02d} {'xy' * int(rng.integers(1, 8))}." for j in range(int(rng.integers(1, 7))))
+            for i in range(n)]
+
+
+def build(tmp_path, stages, seed=5, context_len=40, **kwargs) -> Curriculum:
+    c = Curriculum(stages, cache_dir=str(tmp_path / "cache"), **{"validation_fraction": 0.0, **kwargs})
+    c.prepare(TOK, context_len, seed)
+    return c
+
+
+def rows_of(batch) -> list[tuple[str, int]]:
+    """(dataset letter, row) of each sample's first counted mark."""
+    out = []
+    for n in range(len(batch)):
+        m = MARK.search(TOK.decode(batch.targets[n][batch.targets[n] != IGNORE_INDEX].tolist()))
+        out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets)
+                                    for x, y in zip(a, b))
+
+
+def take(c: Curriculum, n: int, batch_size: int = 4):
+    return [c.next_batch(batch_size, True) for _ in range(n)]
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    return write_jsonl(tmp_path / "a.jsonl", marked("A", 30)), write_jsonl(tmp_path / "b.jsonl", marked("B", 12, 1))
+
+
+def test_stages_switch_at_their_length_and_expose_overrides(tmp_path, two_files):
+    a, b = two_files
+    c = build(tmp_path, [{"name": "one", "datasets": [{"path": a}], "steps": 3},
+                         {"name": "two", "datasets": [{"path": b}], "steps": 2,
+                          "overrides": {"lr": 1e-4, "include_prompts": False}}])
+    assert [s.name for s in c.stages] == ["one", "two"] and c.stages[0].overrides == {}
+    assert c.estimate_stage_steps(4) == 3
+    assert all(b is not None for b in take(c, 3)) and c.next_batch(4, True) is None
+    assert c.stage_index == 0 and c.advance_stage() and c.stage_index == 1
+    assert c.stages[c.stage_index].overrides == {"lr": 1e-4, "include_prompts": False}
+    batches = take(c, 2)
+    assert {d for b in batches for d, _ in rows_of(b)} == {"B"}
+    assert c.next_batch(4, True) is None and not c.advance_stage() and c.stage_index == 1
+
+
+def test_tokens_length_counts_loss_tokens(tmp_path, two_files):
+    c = build(tmp_path, [{"name": "t", "datasets": [{"path": two_files[0]}], "tokens": 1000}])
+    estimate = c.estimate_stage_steps(3)
+    seen, steps = 0, 0
+    while (b := c.next_batch(3, True)) is not None:
+        assert seen < 1000  # checked before each batch
+        seen, steps = seen + b.num_tokens, steps + 1
+    assert seen >= 1000 and steps == estimate
+
+
+@pytest.mark.parametrize("strategy, weights", [("first_exhausted", None), ("all_exhausted", None),
+                                               ("first_exhausted", [3, 1]), ("all_exhausted", [1, 2])])
+def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, weights):
+    c = build(tmp_path, [{"name": "mix", "datasets": [{"path": p} for p in two_files], "epochs": 1,
+                          "interleave": strategy, "weights": weights}], context_len=1000)
+    estimate = c.estimate_stage_steps(4)
+    batches = []
+    while (b := c.next_batch(4, True)) is not None:
+        batches.append(b)
+    assert len(batches) == estimate
+    drawn = [r for b in batches for r in rows_of(b)]
+    counts = Counter(d for d, _ in drawn)
+    if weights is None and strategy == "first_exhausted":  # turns, until the smaller dataset ran out
+        assert [d for d, _ in drawn] == ["A", "B"] * 12
+    if weights is None and strategy == "all_exhausted":  # turns, the smaller one restarting, until both ran out
+        assert [d for d, _ in drawn] == ["A", "B"] * 30
+    if strategy == "first_exhausted":
+        assert counts["B"] == 12 or counts["A"] == 30
+        assert len(set(drawn)) == len(drawn)  # nothing repeated
+    else:
+        assert {r for d, r in drawn if d == "A"} == set(range(30)) and {r for d, r in drawn if d == "B"} == set(range(12))
+        b_rows = [r for d, r in drawn if d == "B"]
+        for p in range(0, len(b_rows), 12):  # each pass of B is a permutation: no repeats within a pass
+            assert len(set(b_rows[p:p + 12])) == len(b_rows[p:p + 12])
+
+
+def test_fractional_epochs(tmp_path, two_files):
+    c = build(tmp_path, [{"name": "half", "datasets": [{"path": two_files[0]}], "epochs": 0.5}], context_len=1000)
+    drawn = [r for b in iter(lambda: c.next_batch(4, True), None) for r in rows_of(b)]
+    assert len(drawn) == 15 and len(set(drawn)) == 15
+
+
+@pytest.mark.parametrize("batching", ["rows", "packed"])
+def test_resume_in_a_fresh_curriculum_gives_the_same_batches(tmp_path, two_files, batching):
+    stages = [{"name": "mix", "datasets": [{"path": p} for p in two_files], "epochs": 3, "weights": [2, 1]}]
+    first = build(tmp_path, stages, batching=batching)
+    take(first, 7)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)  # a checkpoint is loaded with weights_only=True: plain types only
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    expected = take(first, 30)
+    resumed = build(tmp_path, stages, batching=batching)
+    resumed.load_state_dict(state)
+    assert same(take(resumed, 30), expected)
+
+
+def test_different_seeds_shuffle_differently(tmp_path, two_files):
+    stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 1}]
+    one, two = build(tmp_path, stages, seed=1), build(tmp_path, stages, seed=2)
+    assert not same(take(one, 3), take(two, 3))
+    assert same(take(build(tmp_path, stages, seed=1), 3), take(build(tmp_path, stages, seed=1), 3))
+
+
+def test_validation_is_held_out_fixed_and_the_same_for_every_seed(tmp_path, two_files):
+    stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 1}]
+    c = build(tmp_path, stages, seed=1, validation_fraction=0.2)
+    val = c.validation_batches(3, 2)
+    assert len(val) == 3 and same(val, c.validation_batches(3, 2))
+    held = {r for b in c.validation_batches(100, 2) for r in rows_of(b)}
+    assert len(held) == 6  # 20% of 30 rows
+    trained = {r for b in iter(lambda: c.next_batch(4, True), None) for r in rows_of(b)}
+    assert len(trained) == 24 and not held & trained
+    other_seed = build(tmp_path, stages, seed=2, validation_fraction=0.2)
+    assert same(other_seed.validation_batches(3, 2), val)
+
+
+def test_two_stage_plan_resumes_mid_second_stage(tmp_path):
+    """The shipped two_stage plan, composed as the CLI does: embedded corpus, then a local file."""
+    text = tmp_path / "notes.txt"
+    text.write_text("\n\n".join(f"Paragraph {i}. It has two sentences, this is the second." for i in range(2000)))
+    overrides = ["curriculum=two_stage", f"curriculum.path={text}", f"curriculum.cache_dir={tmp_path / 'cache'}",
+                 "curriculum.stages.0.epochs=0.02"]
+
+    def fresh() -> Curriculum:
+        c = instantiate(compose_config(overrides).curriculum, _convert_="all")
+        c.prepare("bytes", 64, 3)
+        return c
+
+    c = fresh()
+    assert [s.name for s in c.stages] == ["shakespeare", "text_file"]
+    assert c.stages[1].overrides == {"lr": 1e-4}
+    first_stage = list(iter(lambda: c.next_batch(8, True), None))
+    assert len(first_stage) == c.estimate_stage_steps(8) > 0
+    assert c.advance_stage()
+    assert "Paragraph" in TOK.decode(c.next_batch(8, True).inputs[0].tolist())
+    take(c, 2, 8)
+    state = c.state_dict()
+    expected = take(c, 5, 8)
+    assert all(b is not None for b in expected)
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert resumed.stage_index == 1 and same(take(resumed, 5, 8), expected)
+
+
+def test_shipped_plans_parse(tmp_path):
+    """Every conf/curriculum plan composes and builds (hub plans are not loaded: no network here)."""
+    for name in ["shakespeare", "text_file", "two_stage", "wiki_en_es", "default_hub", "pretrain", "bigpretrain",
+                 "instruction_ft", "full"]:
+        cfg = compose_config([f"curriculum={name}", "curriculum.path=/data/x.txt"]).curriculum
+        c = instantiate(cfg, _convert_="all")
+        assert c.stages and all(s.datasets for s in c.stages)
+    full = instantiate(compose_config(["curriculum=full"]).curriculum, _convert_="all")
+    assert [s.name for s in full.stages] == ["wiki_en_es", "pretrain", "instruction_ft"]
+    assert full.stages[2].overrides == {"include_prompts": False}
+    assert [d.label for d in full.stages[2].datasets] == ["openorca", "orcamathword200", "smoltalk_all"]
+
+
+def test_text_file_without_a_path_says_how_to_give_one():
+    with pytest.raises(Exception) as e:  # Hydra wraps what the target raises in an InstantiationException
+        instantiate(compose_config(["curriculum=text_file"]).curriculum, _convert_="all")
+    error = e.value.__cause__
+    assert isinstance(error, ConfigError) and "\n" not in str(error)
+    assert "stage 'text_file'" in str(error) and "curriculum.path=FILE" in str(error)
+
+
+@pytest.mark.parametrize("stage, message", [
+    ({"name": "x", "datasets": ["shakespeare"]}, r"give exactly one of steps, tokens or epochs \(got none\)"),
+    ({"name": "x", "datasets": ["shakespeare"], "steps": 5, "epochs": 1}, r"\(got steps and epochs\)"),
+    ({"name": "x", "datasets": ["shakespeare"], "steps": 0}, r"steps=0 must be a positive integer"),
+    ({"name": "x", "datasets": ["shakespeare"], "epochs": 0}, r"epochs=0 must be a positive number"),
+    ({"name": "x", "datasets": ["shakespear"], "epochs": 1}, r"dataset 'shakespear' is unknown; use one of: shakespeare"),
+    ({"name": "x", "datasets": [], "epochs": 1}, r"datasets must list at least one dataset"),
+    ({"name": "x", "datasets": ["shakespeare"], "epochs": 1, "interleave": "random"}, r"interleave='random' is unknown"),
+    ({"name": "x", "datasets": ["shakespeare"], "epoch": 1}, r"unknown key\(s\) epoch"),
+    ({"name": "x", "datasets": [{"path": "a.txt", "colums": "t"}], "epochs": 1}, r"unknown dataset key\(s\) colums"),
+    ({"name": "x", "datasets": ["shakespeare"], "epochs": 1, "batching": "bucketed"}, r"batching='bucketed' is unknown"),
+])
+def test_plan_mistakes_are_one_line_config_errors(stage, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        Curriculum([stage])
+    assert "\n" not in str(e.value) and "'x'" in str(e.value)
+
+
+def test_unknown_batching_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"batching='windows' is unknown; use one of: rows, packed"):
+        Curriculum([{"name": "x", "datasets": ["shakespeare"], "epochs": 1}], batching="windows")
+
+
+def test_position_of_another_plan_is_refused(tmp_path, two_files):
+    c = build(tmp_path, [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 1}])
+    state = c.state_dict()
+    other = build(tmp_path, [{"name": "b", "datasets": [{"path": two_files[0]}], "epochs": 1}])
+    with pytest.raises(ConfigError, match=r"stage 'a'.*stages: b"):
+        other.load_state_dict(state)
