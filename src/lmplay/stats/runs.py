@@ -1,0 +1,103 @@
+"""Finding and reading run directories: what the sweep summary and the plots share.
+
+A run directory is any directory holding a `stats.json` (see the README's "Where outputs go"); its
+`.hydra/` says which experiment and which command-line overrides produced it. A sweep directory
+holds one run directory per job, named `<job number>_<overrides>`.
+"""
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmplay.errors import ConfigError
+
+STATS = "stats.json"
+# Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
+REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
+
+
+@dataclass
+class Run:
+    path: Path
+    train: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    exp: str | None = None
+
+    @property
+    def config(self) -> tuple[str, ...]:
+        return configuration(self.overrides)
+
+    @property
+    def final_validation(self) -> dict[str, Any] | None:
+        return self.validation[-1] if self.validation else None
+
+    @property
+    def tokens(self) -> int:
+        return max((r["tokens"] for r in self.train + self.validation), default=0)
+
+    @property
+    def steps(self) -> int:
+        return max((r["step"] for r in self.train + self.validation), default=0)
+
+
+def override_key(override: str) -> str:
+    """`+optimizer.lr=1e-3` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def configuration(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that define what was trained: the same for every seed of one configuration."""
+    return tuple(sorted(o for o in overrides if override_key(o) not in REPEAT_KEYS))
+
+
+def job_order(path: Path) -> tuple:
+    """Natural order, so job 10 comes after job 9: `10_exp=a` sorts by (10, "_exp=a")."""
+    return tuple((int(p), s) if p else (float("inf"), s)
+                 for p, s in (re.match(r"(\d*)(.*)", part).groups() for part in path.parts))
+
+
+def find_run_dirs(path: Path) -> list[Path]:
+    """`path` itself when it is a run dir, else every run dir below it (a sweep, a tree of sweeps), in job order."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path} does not exist or is not a directory")
+    if (path / STATS).is_file():
+        return [path]
+    found = [p.parent for p in path.rglob(STATS) if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if not found:
+        raise ConfigError(f"{path} has no {STATS}: it is neither a run dir nor a sweep dir of lmplay runs")
+    return sorted(found, key=lambda p: job_order(p.relative_to(path)))
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_run(path: Path) -> Run:
+    """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides)."""
+    path = Path(path)
+    try:
+        stats = json.loads((path / STATS).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path / STATS} cannot be read: {e}") from None
+    overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml") or []]
+    hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
+    exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
+    exp = exp or next((o.split("=", 1)[1] for o in overrides if override_key(o) == "exp"), None)
+    return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp)
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    """Every run under `paths`, in the order given (and job order within a sweep); a run found twice loads once."""
+    seen, runs = set(), []
+    for path in paths:
+        for run_dir in find_run_dirs(path):
+            if run_dir.resolve() not in seen:
+                seen.add(run_dir.resolve())
+                runs.append(load_run(run_dir))
+    return runs

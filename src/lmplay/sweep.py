@@ -1,0 +1,208 @@
+"""The summary of a sweep: one row per job (experiment, overrides, final validation loss, tokens, wall time).
+
+`SweepSummary` is a Hydra callback (conf/config.yaml, `hydra.callbacks`). It runs wherever the
+launcher runs a job (this process, a joblib worker, a SLURM node) and reads only what jobs leave in
+their directories, so it works the same with every launcher:
+
+- at each job's end it writes `job.json` in the job's dir (status, error, wall time) and refreshes
+  the sweep's summary, so a sweep that dies half-way still has one;
+- at the end of the sweep it writes `summary.json` and `summary.md` in the sweep dir and prints the
+  table, with means over seeds when a configuration was repeated with several seeds.
+
+`python -m lmplay.sweep SWEEP_DIR` rebuilds the summary by hand (e.g. while SLURM jobs still run).
+"""
+
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lmplay.errors import ConfigError, LmplayError
+from lmplay.stats.runs import configuration, job_order, load_run, override_key
+
+JOB_FILE = "job.json"
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started[config.hydra.runtime.output_dir] = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        error = None
+        if job_return.status == JobStatus.FAILED:
+            try:
+                _ = job_return.return_value  # re-raises what the job raised
+            except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
+                error = f"{type(e).__name__}: {e}"
+        record = {
+            "job": config.hydra.job.num,
+            "experiment": config.hydra.runtime.choices.get("exp"),
+            "overrides": list(config.hydra.overrides.task),
+            "status": "failed" if error else "completed",
+            "error": error,
+            "wall_time_s": round(time.time() - self._started.pop(str(job_dir), time.time()), 3),
+        }
+        write_atomic(job_dir / JOB_FILE, json.dumps(record, indent=1))
+        write_summary(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            print(write_summary(sweep_dir)["markdown"])
+            print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file + rename, so a reader (or a concurrent writer from another job) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Directories of the sweep's jobs: those with a job.json, a stats.json or a .hydra/, at any depth
+    (an override value holding a '/' nests a job dir), skipping hidden dirs such as submitit's logs."""
+    found = set()
+    for marker in (JOB_FILE, "stats.json", ".hydra"):
+        for path in sweep_dir.rglob(marker):
+            rel = path.parent.relative_to(sweep_dir)
+            if rel.parts and not any(part.startswith(".") for part in rel.parts):
+                found.add(path.parent)
+    return sorted(found, key=lambda p: job_order(p.relative_to(sweep_dir)))
+
+
+def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    """One row of the summary; stats.json is the truth for losses and tokens, job.json for status and time."""
+    job = json.loads((job_dir / JOB_FILE).read_text()) if (job_dir / JOB_FILE).is_file() else {}
+    run = load_run(job_dir) if (job_dir / "stats.json").is_file() else None
+    overrides = job.get("overrides") or (run.overrides if run else [])
+    final = run.final_validation if run else None
+    name = str(job_dir.relative_to(sweep_dir))
+    number = re.match(r"(\d+)_", name)
+    return {
+        "job": job.get("job", int(number.group(1)) if number else None),
+        "dir": name,
+        "experiment": job.get("experiment") or (run.exp if run else None),
+        "overrides": overrides,
+        "final_validation_loss": final["loss"] if final else None,
+        "final_validation_accuracy": final["accuracy"] if final else None,
+        "tokens": run.tokens if run else 0,
+        "steps": run.steps if run else 0,
+        "wall_time_s": job.get("wall_time_s"),
+        # No job.json: the job is still running, or its process ended before Hydra could record it.
+        "status": job.get("status", "incomplete"),
+        "error": job.get("error"),
+    }
+
+
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"{sweep_dir} does not exist or is not a directory")
+    dirs = job_dirs(sweep_dir)
+    if not dirs:
+        raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
+    return [job_row(sweep_dir, d) for d in dirs]
+
+
+def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and spread of the final validation loss over the seeds of each configuration run more than once."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(configuration(row["overrides"]), []).append(row)
+    out = []
+    for config, members in groups.items():
+        if len(members) < 2:
+            continue
+        losses = [r["final_validation_loss"] for r in members if r["final_validation_loss"] is not None]
+        out.append({"overrides": list(config), "jobs": [r["job"] for r in members], "runs_with_loss": len(losses),
+                    "mean_final_validation_loss": statistics.fmean(losses) if losses else None,
+                    "std_final_validation_loss": statistics.stdev(losses) if len(losses) > 1 else None})
+    return out
+
+
+def fmt_loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def shown_overrides(overrides: list[str]) -> str:
+    return " ".join(o for o in overrides if override_key(o) != "exp") or "-"
+
+
+def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
+    lines = [f"# Sweep {sweep_dir}", "",
+             "| job | experiment | overrides | final val loss | tokens | wall time | status |",
+             "|---:|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        status = r["status"] + (f": {r['error']}" if r["error"] else "")
+        lines.append(f"| {r['job'] if r['job'] is not None else '-'} | {r['experiment'] or '-'} | "
+                     f"{shown_overrides(r['overrides'])} | {fmt_loss(r['final_validation_loss'])} | "
+                     f"{r['tokens']:,} | {fmt_time(r['wall_time_s'])} | {status.replace('|', '/')} |")
+    scored = [r for r in rows if r["final_validation_loss"] is not None]
+    if scored:
+        best = min(scored, key=lambda r: r["final_validation_loss"])
+        lines += ["", f"Lowest final validation loss: job {best['job']} ({best['experiment']}, "
+                      f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}."]
+    if groups:
+        lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
+        for g in groups:
+            lines.append(f"| {' '.join(g['overrides']) or '-'} | {', '.join(map(str, g['jobs']))} | "
+                         f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
+    failed = [r for r in rows if r["status"] != "completed"]
+    if failed:
+        lines += ["", f"{len(failed)} of {len(rows)} jobs did not complete. Rerunning the sweep with the same "
+                      f"hydra.sweep.dir resumes every job from its own checkpoint."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir: Path) -> dict[str, Any]:
+    """Write summary.json and summary.md in the sweep dir; returns {"jobs", "over_seeds", "markdown"}."""
+    rows = summarize(sweep_dir)
+    groups = repeated_configs(rows)
+    write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
+                                                         "over_seeds": groups}, indent=1))
+    text = markdown(sweep_dir, rows, groups)
+    write_atomic(sweep_dir / "summary.md", text)
+    return {"jobs": rows, "over_seeds": groups, "markdown": text}
+
+
+def cli() -> None:
+    args = sys.argv[1:]
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m lmplay.sweep SWEEP_DIR   (writes SWEEP_DIR/summary.json and summary.md)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        print(write_summary(Path(args[0]))["markdown"])
+    except LmplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":
+    cli()
