@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, fail, precheck, quote, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.generation.config import GenerationConfig
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt", "--prompt-file": "prompt_file",
               "--device": "device", "--max-len": "max_new_tokens", "--max-new-tokens": "max_new_tokens",
@@ -87,10 +88,8 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     return prompts
 
 
-def settings(cfg: DictConfig):
+def settings(cfg: DictConfig) -> GenerationConfig:
     """The generation settings, checked before any model is loaded."""
-    from lmplay.generation import GenerationConfig
-
     config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                               top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
                               use_cache=cfg.use_cache, stop_at_eot=cfg.stop_at_eot)
@@ -113,13 +112,15 @@ def generate(cfg: DictConfig) -> list[str]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")
+    if not Path(cfg.checkpoint).is_file():
+        raise ConfigError(f"checkpoint {cfg.checkpoint} does not exist")
     config = settings(cfg)
     prompts = read_prompts(cfg)
 
-    import torch  # after the cheap checks: a typo should not wait for torch
+    import torch  # after the cheap checks: a mistake is reported without waiting for torch
 
-    from lmplay.generation import generate_text
     from lmplay.generation.loading import load_model
+    from lmplay.generation.text import generate_text
     from lmplay.runner.base import pick_device
 
     device = pick_device(cfg.device)

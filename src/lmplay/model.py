@@ -8,7 +8,8 @@ from torch import nn
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
-from lmplay.generation import GenerationConfig, generate_text
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.text import generate_text
 from lmplay.modules import KVCache, MultiHeadAttention
 
 

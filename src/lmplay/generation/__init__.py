@@ -1,13 +1,8 @@
-"""Generation: the KV-cached decode loop, sampling, and the text layer around them.
+"""Generation, in four small modules imported on their own (so checking settings needs no torch):
 
-`lmplay.generation.loading` (a checkpoint back into a model) is imported on its own: it needs the
-runner's registry, which itself needs `lmplay.model`, which uses this package.
+    config    GenerationConfig: what to generate, checked up front
+    sampling  the logit processors (repetition penalty, temperature, top-k, top-p) and the pick
+    decode    generate_tokens: the batched, KV-cached decode loop with a sliding window
+    text      generate_text: BOS, prompt cutting, streaming; what MBase.generate_prompts calls
+    loading   load_model: a checkpoint back into a model through the experiment registry
 """
-
-from lmplay.generation.config import GenerationConfig
-from lmplay.generation.decode import generate_tokens
-from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
-from lmplay.generation.text import encode_prompts, generate_text
-
-__all__ = ["GenerationConfig", "generate_tokens", "generate_text", "encode_prompts", "pick_next",
-           "apply_repetition_penalty", "top_k_filter", "top_p_filter"]

@@ -1,0 +1,239 @@
+"""The decode loop and sampling: cache == no cache, batched == alone, sliding past the context, definitions."""
+
+import pytest
+import torch
+
+from experiments.gpt2.model import GPT2
+from experiments.gpt2ish.model import GPT2ish
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.decode import generate_tokens, padded_causal_mask
+from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
+from lmplay.generation.text import TextStream, encode_prompts, generate_text
+
+EOT = 256  # the bytes tokenizer's eot
+GREEDY = GenerationConfig(max_new_tokens=110, stop_at_eot=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run many small ops: one thread is much faster than two fighting a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(cls=GPT2ish, context_len: int = 128, seed: int = 0) -> torch.nn.Module:
+    """A 2-block byte-level model; a larger init spreads the logits, so greedy never meets near-ties."""
+    torch.manual_seed(seed)
+    model = cls(vocab_size=257, context_len=context_len, num_blocks=2, embed_dim=32, num_heads=4, tokenizer="bytes")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def prompts_of(*lengths: int) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(sum(lengths))
+    return [[EOT, *torch.randint(0, 256, (n - 1,), generator=gen).tolist()] for n in lengths]
+
+
+@pytest.mark.parametrize("cls", [GPT2ish, GPT2])
+@pytest.mark.parametrize("length", [1, 7, 16])
+def test_greedy_with_cache_equals_without(cls, length):
+    model = tiny(cls)
+    prompt = prompts_of(length)
+    cached = generate_tokens(model, prompt, GREEDY, eot_id=EOT)
+    uncached = generate_tokens(model, prompt, GenerationConfig(max_new_tokens=110, stop_at_eot=False,
+                                                               use_cache=False), eot_id=EOT)
+    assert len(cached[0]) == 110
+    assert cached == uncached
+
+
+@pytest.mark.parametrize("cls", [GPT2ish, GPT2])
+def test_cached_steps_give_the_full_forward_logits(cls):
+    """Positions and cache are right: decoding token by token reproduces one forward over the sequence."""
+    model = tiny(cls)
+    seq = torch.tensor(prompts_of(40))
+    with torch.no_grad():
+        full = model(seq)
+        cache = model.new_cache(1)
+        steps = [model(seq[:, :10], cache=cache)[0]]
+        steps += [model(seq[:, t:t + 1], cache=cache)[0] for t in range(10, 40)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_rows_get_their_unpadded_logits():
+    model = tiny()
+    short, long = prompts_of(5, 12)
+    ids = torch.tensor([[EOT] * 7 + short, long])
+    real = torch.tensor([[False] * 7 + [True] * 5, [True] * 12])
+    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        batched = model(ids, positions=positions, attn_mask=padded_causal_mask(real))
+        alone = model(torch.tensor([short]))
+    torch.testing.assert_close(batched[0, 7:], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_batched_prompts_equal_one_by_one(use_cache):
+    model = tiny(context_len=48)
+    prompts = prompts_of(3, 17, 9, 30)
+    config = GenerationConfig(max_new_tokens=60, use_cache=use_cache, stop_at_eot=False)  # slides past 48
+    batched = generate_tokens(model, prompts, config, eot_id=EOT)
+    alone = [generate_tokens(model, [p], config, eot_id=EOT)[0] for p in prompts]
+    assert batched == alone
+
+
+def test_sliding_past_the_context_is_the_same_with_and_without_cache():
+    model = tiny(context_len=32)
+    prompt = prompts_of(20)
+    cached = generate_tokens(model, prompt, GenerationConfig(max_new_tokens=150, stop_at_eot=False), eot_id=EOT)
+    uncached = generate_tokens(model, prompt, GenerationConfig(max_new_tokens=150, stop_at_eot=False,
+                                                               use_cache=False), eot_id=EOT)
+    assert len(cached[0]) == 150
+    assert cached == uncached
+
+
+def test_the_cache_is_preallocated_and_never_reallocated():
+    model = tiny(context_len=32)
+    cache = model.new_cache(1)
+    pointers = [(c.keys.data_ptr(), c.values.data_ptr(), c.max_len) for c in cache]
+    model.new_cache = lambda batch_size: cache
+    generate_tokens(model, prompts_of(5), GenerationConfig(max_new_tokens=70, stop_at_eot=False), eot_id=EOT)
+    assert [(c.keys.data_ptr(), c.values.data_ptr(), c.max_len) for c in cache] == pointers
+
+
+def test_overflow_past_the_context_produces_text(capsys):
+    model = tiny(context_len=16)
+    prompt = "a prompt much longer than this model's sixteen-token context"
+    outputs = model.generate_prompts([prompt, "short"], max_new_tokens=40, stop_at_eot=False)
+    assert all(len(o) > 0 for o in outputs)
+    assert "prompt 1 has 61 tokens, more than the context (16); using its last 16" in capsys.readouterr().err
+
+
+def test_stop_at_eot_ends_each_row_on_its_own():
+    model = tiny()
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(257))
+        model.lm_head.bias[EOT] = 1e4  # eot is always the most likely token
+    out = generate_tokens(model, prompts_of(3, 8), GenerationConfig(max_new_tokens=20), eot_id=EOT)
+    assert out == [[], []]
+
+
+def test_same_seed_same_samples_and_another_seed_others():
+    model = tiny()
+    config = GenerationConfig(max_new_tokens=40, do_sample=True, top_k=50, top_p=0.95, repetition_penalty=1.2)
+    draw = lambda seed: generate_tokens(model, prompts_of(4, 9), config, eot_id=EOT,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(seed))
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+    assert model.generate_prompts(["Hi"], do_sample=True, seed=3) == model.generate_prompts(["Hi"], do_sample=True,
+                                                                                            seed=3)
+
+
+def test_top_k_1_equals_greedy():
+    model = tiny()
+    prompts = prompts_of(6, 2)
+    sampled = generate_tokens(model, prompts, GenerationConfig(max_new_tokens=50, do_sample=True, top_k=1,
+                                                               stop_at_eot=False),
+                              eot_id=EOT, generator=torch.Generator().manual_seed(0))
+    greedy = generate_tokens(model, prompts, GenerationConfig(max_new_tokens=50, stop_at_eot=False), eot_id=EOT)
+    assert sampled == greedy
+
+
+def test_temperature_zero_is_greedy():
+    logits = torch.tensor([[0.1, 3.0, 2.9, -1.0]])
+    config = GenerationConfig(do_sample=True, temperature=0.0)
+    assert pick_next(logits, config).tolist() == [1]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5, 0.3, 0.15, 0.05
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p))[0].tolist()  # noqa: E731
+    assert kept(0.4) == [False, True, False, False]  # 0.5 alone reaches 0.4
+    assert kept(0.7) == [False, True, False, True]  # 0.5 + 0.3 = 0.8 >= 0.7
+    assert kept(0.85) == [False, True, True, True]  # needs 0.15 too (0.95)
+    assert kept(0.99) == [True, True, True, True]
+    assert kept(1.0) == [True, True, True, True]
+    assert kept(1e-9) == [False, True, False, False]  # the most likely token always survives
+    survivors = torch.softmax(top_p_filter(logits, 0.7), -1)
+    torch.testing.assert_close(survivors, torch.tensor([[0.0, 0.5 / 0.8, 0.0, 0.3 / 0.8]]))
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0], [0.0, -1.0, 5.0, 1.0]])
+    kept = torch.isfinite(top_k_filter(logits, 2)).tolist()
+    assert kept == [[False, True, True, False], [False, False, True, True]]
+    assert torch.equal(top_k_filter(logits, 10), logits)
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([[2.0, -2.0, 1.0, -0.5]])
+    seen = torch.tensor([[True, True, False, False]])
+    out = apply_repetition_penalty(logits, seen, 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0, -0.5]]
+    # it applies to greedy decoding too: token 0 loses its lead once seen
+    config = GenerationConfig(repetition_penalty=2.0)
+    assert pick_next(torch.tensor([[2.0, 1.5]]), config, seen=torch.tensor([[True, False]])).tolist() == [1]
+
+
+def test_sampling_draws_from_the_processed_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).expand(20000, 4)
+    config = GenerationConfig(do_sample=True, temperature=0.5, top_k=2)
+    counts = torch.bincount(pick_next(logits, config, generator=torch.Generator().manual_seed(0)), minlength=4)
+    expected = torch.softmax(torch.tensor([2.0, 3.0]) / 0.5, -1)  # only the top 2, sharpened
+    assert counts[:2].tolist() == [0, 0]
+    torch.testing.assert_close(counts[2:] / 20000, expected, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"temperature": -0.5}, "temperature=-0.5 must be >= 0"),
+    ({"top_p": 0.0}, "top_p=0.0 must be in (0, 1]"),
+    ({"top_p": 1.5}, "top_p=1.5 must be in (0, 1]"),
+    ({"top_k": 0}, "top_k=0 must be >= 1"),
+    ({"repetition_penalty": 0}, "repetition_penalty=0 must be > 0"),
+    ({"max_new_tokens": "ten"}, "max_new_tokens='ten' should be an integer"),
+])
+def test_bad_settings_are_one_clear_error(bad, message):
+    from lmplay.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GenerationConfig(**bad)
+
+
+def test_prompts_start_with_bos_and_long_ones_keep_their_end():
+    tok = get_tokenizer("bytes")
+    notes = []
+    encoded = encode_prompts(tok, ["abc", "x" * 20], context_len=8, notify=notes.append)
+    assert encoded == [[EOT, 97, 98, 99], [120] * 8]
+    assert notes == ["prompt 2 has 21 tokens, more than the context (8); using its last 8"]
+
+
+def test_streamed_text_equals_the_result_even_inside_multibyte_characters():
+    tok = get_tokenizer("bytes")
+    pieces = []
+    stream = TextStream(tok, pieces.append)
+    text = "héllo — 日本 ok"
+    for token in tok.encode(text):
+        stream.add(token)
+    stream.close()
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_generate_text_streams_what_it_returns():
+    model = tiny()
+    pieces = []
+    out = generate_text(model, ["Once"], GenerationConfig(max_new_tokens=30, stop_at_eot=False), stream=pieces.append)
+    assert "".join(pieces) == out[0]
+    assert model.training is False
+
+
+def test_generate_prompts_restores_training_mode():
+    model = tiny().train()
+    model.generate_prompts(["abc"], max_new_tokens=3)
+    assert model.training

@@ -1,0 +1,114 @@
+"""`python -m lmplay.generate` as a user runs it: prompts in every form, streaming, and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from experiments.gpt2ish.model import GPT2ish
+from lmplay.generate import normalize
+from lmplay.runner import checkpoint
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: one thread beats two fighting over a busy CPU
+
+
+def save_model(model: torch.nn.Module, exp: str, path: Path) -> Path:
+    """A checkpoint with the model component laid out exactly as training writes it."""
+    checkpoint.save({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
+                     "components": {"model": {"state_args": dict(model.construction_args),
+                                              "state": {"weights": model.state_dict()}}}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_and_path(tmp_path_factory):
+    torch.manual_seed(0)
+    model = GPT2ish(vocab_size=257, context_len=64, num_blocks=2, embed_dim=32, num_heads=2, tokenizer="bytes")
+    return model.eval(), save_model(model, "test_runner", tmp_path_factory.mktemp("ckpt") / "model.lmp")
+
+
+def generate(*args: str, cwd: Path | None = None):
+    return run_cli("lmplay.generate", *args, cwd=cwd, env=ONE_THREAD, timeout=120)
+
+
+def test_greedy_output_is_the_prompt_and_the_models_continuation(model_and_path, tmp_path):
+    model, path = model_and_path
+    prompt = "Once upon a time, it's said = 'x'"
+    proc = generate(f"checkpoint={path}", f"prompt={prompt}", "do_sample=false", "max_new_tokens=30",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = model.generate_prompts([prompt], max_new_tokens=30)[0]
+    assert proc.stdout == prompt + expected + "\n"
+    assert "experiment test_runner" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run dir, no .hydra, no log file
+
+
+def test_seed_flags_and_a_bare_prompt(model_and_path):
+    _, path = model_and_path
+    proc = generate("--model", str(path), "A bare prompt", "--prompt", "a flag prompt", "--max-len", "5",
+                    "--num-samples", "2")
+    assert proc.returncode == 0, proc.stderr
+    headers = [line for line in proc.stdout.splitlines() if line.startswith("-----")]
+    assert headers == ["----- prompt 1 of 2, sample 1 of 2 -----", "----- prompt 1 of 2, sample 2 of 2 -----",
+                       "----- prompt 2 of 2, sample 1 of 2 -----", "----- prompt 2 of 2, sample 2 of 2 -----"]
+    assert "\nA bare prompt" in proc.stdout and "\na flag prompt" in proc.stdout
+
+
+def test_prompt_list_and_prompt_file(model_and_path, tmp_path):
+    _, path = model_and_path
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("from the file\n\nsecond line, with a comma\n")
+    proc = generate(f"checkpoint={path}", "prompt=[one,'two, three']", f"prompt_file={prompts}",
+                    "max_new_tokens=4", "seed=3")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("----- prompt ") == 4
+    for text in ("one", "two, three", "from the file", "second line, with a comma"):
+        assert f"\n{text}" in proc.stdout
+
+
+def test_a_long_prompt_is_cut_with_a_notice_and_generation_goes_past_the_context(model_and_path):
+    _, path = model_and_path
+    proc = generate(f"checkpoint={path}", "prompt=" + "long prompt " * 10, "max_new_tokens=100", "use_cache=true")
+    assert proc.returncode == 0, proc.stderr
+    assert "notice: prompt 1 has 121 tokens, more than the context (64); using its last 64" in proc.stderr
+
+
+def test_command_line_forms_become_safe_overrides():
+    assert normalize(["prompt=It's late, Bob", "top_k=5"]) == ["top_k=5", "prompt='It\\'s late, Bob'"]
+    assert normalize(["prompt='already quoted'"]) == ["prompt='already quoted'"]
+    assert normalize(["Once upon a time", "prompt=[a,b]"]) == ["prompt=['Once upon a time',a,b]"]
+    assert normalize(["--cfg", "job", "checkpoint=my model, v2.lmp"]) == ["--cfg", "job",
+                                                                          "checkpoint='my model, v2.lmp'"]
+
+
+def foreign_files(tmp_path: Path) -> dict[str, Path]:
+    not_lmplay = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, not_lmplay)
+    text = tmp_path / "notes.lmp"
+    text.write_text("not a checkpoint")
+    model = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
+    return {"foreign": not_lmplay, "text": text, "unknown_exp": save_model(model, "no_such_experiment",
+                                                                         tmp_path / "other.lmp")}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["checkpoint=missing.lmp", "prompt=hi"], "error: checkpoint missing.lmp does not exist"),
+    (["checkpoint={foreign}", "prompt=hi"], "is not an lmplay checkpoint"),
+    (["checkpoint={text}", "prompt=hi"], "notes.lmp"),
+    (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not installed"),
+    (["checkpoint={model}", "prompt=hi", "temperature=-1"], "error: temperature=-1 must be >= 0"),
+    (["checkpoint={model}", "prompt=hi", "top_p=0"], "error: top_p=0 must be in (0, 1]"),
+    (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),
+    (["checkpoint={model}", "prompt=hi", "top_k=0"], "error: top_k=0 must be >= 1"),
+    (["checkpoint={model}", "prompt="], "error: prompt 1 is empty"),
+    (["checkpoint={model}"], "error: no prompt"),
+    (["prompt=hi"], "error: no checkpoint"),
+])
+def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_path, args, message):
+    files = {**foreign_files(tmp_path), "model": model_and_path[1]}
+    proc = generate(*(a.format(**files) for a in args))
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr
