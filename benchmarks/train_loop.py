@@ -37,6 +37,7 @@ def build_runner(args, run_dir: Path):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_class
+    from omegaconf import open_dict
 
     from lmplay.cli import CONF_DIR
     from lmplay.runner import LMRunnerBase
@@ -44,6 +45,8 @@ def build_runner(args, run_dir: Path):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="config", overrides=overrides(args), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
     runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_))
     runner.setup(None)
     return runner

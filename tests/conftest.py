@@ -39,11 +39,14 @@ def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, o
     """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_class
+    from omegaconf import open_dict
 
     from lmplay.runner import LMRunnerBase
 
     cfg = compose_config(overrides)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task sees its config, Hydra's own lives in HydraConfig
     runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_), set(overridden))
     runner.setup(ckpt)
     return runner

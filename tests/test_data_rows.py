@@ -5,7 +5,7 @@ import pytest
 
 from lmplay.data.corpus import paragraph_rows
 from lmplay.data.rows import RowFormat, Row, frame_row, plan_cuts, render_rows, sentence_cuts
-from lmplay.data.tokenized import sentence_token_ends
+from lmplay.data.tokenized import boundary_token_ends
 from lmplay.data.tokenizers import get_tokenizer
 
 TEXT = ('First sentence here. Second one is a bit longer, isn\'t it? "Quoted end." (Bracketed!) Short.\n\n'
@@ -14,7 +14,7 @@ TEXT = ('First sentence here. Second one is a bit longer, isn\'t it? "Quoted end
 
 def row_of(text: str, tok, prompt: str = "") -> Row:
     p, t = tok.encode(prompt), np.array(tok.encode(text), dtype=np.int64)
-    return Row(np.concatenate((np.array(p, dtype=np.int64), t)), len(p), sentence_token_ends(text, t, tok.token_bytes))
+    return Row(np.concatenate((np.array(p, dtype=np.int64), t)), len(p), *boundary_token_ends(text, t, tok.token_bytes))
 
 
 def test_sentence_cuts_are_before_the_whitespace():
@@ -37,7 +37,7 @@ def test_sentence_ends_are_exact_token_boundaries(name):
     pieces = [TEXT[a:b] for a, b in zip([0, *cuts], cuts)]
     whole = tok.encode(TEXT)
     assert sum((tok.encode(p) for p in pieces), []) == whole
-    ends = sentence_token_ends(TEXT, np.array(whole), tok.token_bytes)
+    ends, _ = boundary_token_ends(TEXT, np.array(whole), tok.token_bytes)
     assert ends.tolist() == np.cumsum([len(tok.encode(p)) for p in pieces]).tolist()
 
 
@@ -92,7 +92,7 @@ def test_continuations_overlap_one_sentence_and_count_each_token_once(context_le
     assert covered == row.tokens.tolist() + [tok.eot_id]  # every token (and the final eot) counted exactly once
     # every sample but the last ends at a sentence end; each starts its new text where the previous ended
     consumed = 0
-    for cut in plan_cuts(row.prompt_len, row.sent_ends, context_len)[:-1]:
+    for cut in plan_cuts(row.prompt_len, row.sent_ends, row.line_ends, context_len)[:-1]:
         assert cut.end in ends and cut.new == consumed
         consumed = cut.end
 
@@ -128,6 +128,7 @@ def test_sentence_longer_than_the_context_is_cut_hard_and_nothing_is_lost():
     row = row_of(text, tok)
     samples = frame_row(row, 32, tok.eot_id, include_prompts=True)
     assert all(len(t) <= 33 for t, _ in samples)
+    assert len(samples[0][0]) == 33  # the long sentence is cut anyway: the first sample is filled, not ended early
     assert sum((t[c].tolist() for t, c in samples), []) == row.tokens.tolist() + [tok.eot_id]
 
 

@@ -71,8 +71,10 @@ def test_sigint_saves_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",
                         f"hydra.run.dir={run}"])
-    wait_for(run / "stats.json", proc)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while not (run / "stats.json").exists() or len(json.loads((run / "stats.json").read_text())["train"]) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "SIGINT: saved" in err

@@ -1,6 +1,7 @@
 """What the Hydra apps share: the config dir, the seed's flag forms, and one-line errors for bad overrides."""
 
 import difflib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,10 +52,9 @@ def precheck(overrides: list[str], config_name: str) -> None:
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
             compose(config_name=config_name, overrides=plain)
     except MissingConfigException as e:
-        group = next((o.split("=", 1) for o in plain if "=" in o and f"'{o.split('=', 1)[0]}/" in str(e)), None)
-        options = sorted(e.options or [])
-        if group:
-            fail(f"{group[0]}={group[1]} is unknown; available: {', '.join(options)}")
+        missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
+        if missing and e.options:
+            fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}")
         fail(str(e).splitlines()[0])
     except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
         fail(one_line(e, plain))

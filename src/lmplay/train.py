@@ -58,6 +58,8 @@ def main(cfg: DictConfig) -> dict:
         return train(cfg)
     except LmplayError as e:
         report(e)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted before training started; nothing was saved") from None
 
 
 def cli() -> None:

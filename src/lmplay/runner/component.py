@@ -32,7 +32,7 @@ def _type_ok(value: Any, default: Any) -> bool:
         return True
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, float):
+    if isinstance(default, (int, float)):  # torch's signatures mix 0 and 0.0 freely
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, (list, tuple)):
         return isinstance(value, (list, tuple))

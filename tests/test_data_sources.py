@@ -1,0 +1,217 @@
+"""Sources: local files and folders, the hub code path against local hub-layout data (no network),
+failing fast without network, streaming, the embedded corpus, the tokenized cache, one-line errors."""
+
+import gzip
+import json
+import time
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from lmplay.data import sources, tokenized
+from lmplay.data.batch import IGNORE_INDEX
+from lmplay.data.corpus import embedded_path, read_text
+from lmplay.data.curriculum import Curriculum
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError
+
+TOK = get_tokenizer("bytes")
+
+
+def build(tmp_path, datasets, context_len=256, seed=0, **kwargs) -> Curriculum:
+    stage = {"name": "s", "datasets": datasets, **({"steps": kwargs.pop("steps")} if "steps" in kwargs else {"epochs": 1})}
+    c = Curriculum([stage], cache_dir=str(tmp_path / "cache"), **{"validation_fraction": 0.0, **kwargs})
+    c.prepare(TOK, context_len, seed)
+    return c
+
+
+def all_text(c: Curriculum, batch_size=8, include_prompts=True, counted=False) -> list[str]:
+    """Each sample's counted targets, or its inputs without the padding."""
+    out = []
+    while (b := c.next_batch(batch_size, include_prompts)) is not None:
+        for n in range(len(b)):
+            ids = b.targets[n][b.targets[n] != IGNORE_INDEX] if counted else b.inputs[n]
+            text = TOK.decode(ids.tolist())
+            out.append(text if counted else text[:13] + text[13:].split("<|endoftext|>")[0])
+    return out
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Local data must never touch the network: fail the test if the hub is probed."""
+    def probe():
+        raise AssertionError("the hub was probed for local data")
+    monkeypatch.setattr(sources, "hub_reachable", probe)
+
+
+def test_text_file_becomes_paragraph_rows(tmp_path, no_hub):
+    paras = [f"Para {i}. Its second sentence." for i in range(50)]
+    (tmp_path / "book.txt").write_text("\n\n".join(paras))
+    with gzip.open(tmp_path / "book.txt.gz", "wt") as f:
+        f.write("\n\n".join(paras))
+    for name in ("book.txt", "book.txt.gz"):
+        c = build(tmp_path, [{"path": str(tmp_path / name), "row_chars": 200}])
+        texts = all_text(c)
+        assert all(t.startswith("<|endoftext|>Para") for t in texts)
+        rows = [t.split("<|endoftext|>")[1] for t in texts]
+        assert sorted(p for r in rows for p in r.split("\n\n")) == sorted(paras)
+        assert all(len(r) <= 200 for r in rows) and len(rows) < 50
+
+
+def test_record_files_with_column_mapping(tmp_path, no_hub):
+    records = [{"body": f"Body {i}.", "q": f"Q{i}?", "a": f"A{i}."} for i in range(6)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    Dataset.from_list(records).to_parquet(str(tmp_path / "r.parquet"))
+    Dataset.from_list(records).to_csv(str(tmp_path / "r.csv"), index=False)
+    for name in ("r.jsonl", "r.json", "r.parquet", "r.csv"):
+        texts = all_text(build(tmp_path, [{"path": str(tmp_path / name), "text": "body"}]))
+        assert sorted(texts) == sorted(f"<|endoftext|>Body {i}." for i in range(6))
+        answers = all_text(build(tmp_path, [{"path": str(tmp_path / name), "prompt": "q", "truth": "a"}]),
+                           include_prompts=False, counted=True)
+        assert sorted(answers) == sorted(f"A{i}.<|endoftext|>" for i in range(6))
+
+
+def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Name a color"}, {"role": "assistant", "content": "Blue."}]
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": chat}) + "\n")
+    c = build(tmp_path, [{"path": str(tmp_path / "chat.jsonl")}])  # a `messages` column is found by itself
+    batch = c.next_batch(1, False)
+    assert TOK.decode(batch.inputs[0].tolist()) == \
+        "<|endoftext|>User: Hi\nAssistant: Hello.\nUser: Name a color\nAssistant: Blue."
+    assert TOK.decode(batch.targets[0][batch.targets[0] != IGNORE_INDEX].tolist()) == "Blue.<|endoftext|>"
+
+
+def write_hub_layout(root, config, splits: dict[str, list[dict]]):
+    """A folder as a hub dataset repo is laid out: README.md with `configs:` and parquet shards."""
+    lines = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
+    for split, rows in splits.items():
+        (root / config).mkdir(parents=True, exist_ok=True)
+        Dataset.from_list(rows).to_parquet(str(root / config / f"{split}-00000-of-00001.parquet"))
+        lines += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (root / "README.md").write_text("\n".join(lines + ["---", "A test dataset in hub layout."]))
+
+
+def test_named_hub_dataset_from_a_local_copy(tmp_path, no_hub):
+    """`{dataset: wiki_en, path: DIR}`: the hub code path (load_dataset with the config name
+    20231101.en and wiki_en's title+text mapping) on a folder in hub layout."""
+    articles = [{"id": str(i), "url": "u", "title": f"Topic {i}", "text": f"Topic {i} is a thing. It matters."}
+                for i in range(10)]
+    write_hub_layout(tmp_path / "wiki", "20231101.en", {"train": articles})
+    c = build(tmp_path, [{"dataset": "wiki_en", "path": str(tmp_path / "wiki")}], validation_fraction=0.2)
+    texts = all_text(c, include_prompts=False)
+    assert len(texts) == 8
+    for t in texts:
+        i = t.split("Title: Topic ")[1].split("\n")[0]
+        assert t == f"<|endoftext|>Title: Topic {i}\nTopic {i} is a thing. It matters."
+    held = [TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)]
+    assert len(held) == 2 and not set(held) & set(texts)
+
+
+def test_a_dataset_validation_split_is_used_instead_of_a_fraction(tmp_path, no_hub):
+    write_hub_layout(tmp_path / "ts", "default", {
+        "train": [{"text": f"Train story {i}."} for i in range(12)],
+        "validation": [{"text": f"Held story {i}."} for i in range(3)]})
+    c = build(tmp_path, [{"dataset": "tinystories", "path": str(tmp_path / "ts")}], validation_fraction=0.5)
+    assert len(all_text(c)) == 12  # all training rows: the fraction is not taken from them
+    held = sorted(TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1))
+    assert held == [f"<|endoftext|>Held story {i}." for i in range(3)]
+
+
+def test_save_to_disk_folder_with_splits(tmp_path, no_hub):
+    DatasetDict({"train": Dataset.from_dict({"text": [f"Row {i}." for i in range(5)]}),
+                 "test": Dataset.from_dict({"text": ["Held row."]})}).save_to_disk(str(tmp_path / "saved"))
+    c = build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "test"}])
+    assert len(all_text(c)) == 5
+    assert TOK.decode(c.validation_batches(1, 1)[0].inputs[0].tolist()) == "<|endoftext|>Held row."
+
+
+def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
+    monkeypatch.setattr(sources.huggingface_hub.constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens
+    sources.hub_reachable.cache_clear()
+    try:
+        started = time.perf_counter()
+        assert not sources.hub_reachable()
+        c = Curriculum([{"name": "s", "datasets": [{"dataset": "tinystories", "path": "lmplay-tests/no-such-data"}],
+                         "epochs": 1}])
+        with pytest.raises(ConfigError) as e:
+            c.prepare(TOK, 64, 0)
+        assert time.perf_counter() - started < 15
+    finally:
+        sources.hub_reachable.cache_clear()
+    message = str(e.value)
+    assert "\n" not in message and "'lmplay-tests/no-such-data' is unreachable" in message
+    assert "{dataset: tinystories, path: DIR}" in message
+
+
+def test_streaming_dataset_resumes_and_holds_out_its_head(tmp_path, no_hub):
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Streamed row {i}."}) + "\n" for i in range(40)))
+    spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]
+    c = build(tmp_path, spec, steps=12, validation_fraction=0.1, stream_validation_rows=5, shuffle_buffer=8)
+    held = {TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)}
+    assert held == {f"<|endoftext|>Streamed row {i}." for i in range(5)}  # the head of the stream
+    first = [c.next_batch(4, True) for _ in range(3)]
+    state = c.state_dict()
+    rest = [c.next_batch(4, True) for _ in range(9)]
+    assert c.next_batch(4, True) is None  # 12 steps
+    trained = [TOK.decode(r.tolist()).split("<|endoftext|>")[1] for b in first + rest for r in b.inputs]
+    assert {f"<|endoftext|>{t}" for t in trained} == {f"<|endoftext|>Streamed row {i}." for i in range(5, 40)}
+    assert len(set(trained[:35])) == 35  # the first pass has every training row once
+    resumed = build(tmp_path, spec, steps=12, validation_fraction=0.1, stream_validation_rows=5, shuffle_buffer=8)
+    resumed.load_state_dict(state)
+    again = [resumed.next_batch(4, True) for _ in range(9)]
+    assert all(a.inputs.equal(b.inputs) for a, b in zip(again, rest))
+
+
+def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
+    path = tmp_path / "t.txt"
+    path.write_text("One. Two.\n\nThree.")
+    first = all_text(build(tmp_path, [{"path": str(path)}]))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("re-tokenized")
+    monkeypatch.setattr(tokenized, "tokenize_batch", refuse)
+    assert all_text(build(tmp_path, [{"path": str(path)}])) == first
+    path.write_text("Changed text.")
+    with pytest.raises(AssertionError, match="re-tokenized"):  # new content, new cache key
+        build(tmp_path, [{"path": str(path)}])
+
+
+def test_embedded_corpus(tmp_path_factory):
+    """Rows of ~3 KB whole speeches: with a small context, a batch is a row and its continuations,
+    each a contiguous piece of the corpus."""
+    corpus = read_text(embedded_path("shakespeare"))
+    cache = str(tmp_path_factory.mktemp("embedded"))
+    for name in ("bytes", "gpt2"):
+        tok = get_tokenizer(name)
+        c = Curriculum([{"name": "s", "datasets": ["shakespeare"], "epochs": 1}], cache_dir=cache)
+        c.prepare(name, 128, 0)
+        batch = c.next_batch(8, True)
+        assert len(batch) == 8 and batch.num_tokens > 8 * 64
+        for n in range(8):
+            body = tok.decode(batch.inputs[n].tolist()).split("<|endoftext|>")[1]
+            assert len(body) > 64 and body in corpus
+        assert len(c.validation_batches(2, 4)) == 2 and c.estimate_stage_steps(8) > 100
+    started = time.perf_counter()
+    Curriculum([{"name": "s", "datasets": ["shakespeare"], "epochs": 1}], cache_dir=cache).prepare("bytes", 128, 0)
+    assert time.perf_counter() - started < 5  # cached: no re-tokenization
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"path": "/no/such/file.txt"}, r"dataset file /no/such/file.txt does not exist"),
+    ({"path": "DATA/empty.jsonl"}, r"has no rows with text to train on"),
+    ({"path": "DATA/rows.jsonl", "text": "body"}, r"has no column 'body' \(columns: content, id\)"),
+    ({"path": "DATA/rows.jsonl"}, r"has no 'text' column \(columns: content, id\); name the columns"),
+    ({"path": "DATA/rows.jsonl", "prompt": "content"}, r"a prompt needs a truth column too"),
+    ({"path": "DATA/data.xml"}, r"don't know how to read .*data.xml"),
+    ({"path": "embedded:homer"}, r"embedded corpus 'homer' is unknown; use one of: shakespeare"),
+])
+def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message):
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
+    (tmp_path / "data.xml").write_text("<a/>")
+    spec = {k: v.replace("DATA", str(tmp_path)) for k, v in spec.items()}
+    with pytest.raises(ConfigError, match=message) as e:
+        build(tmp_path, [spec])
+    assert "\n" not in str(e.value) and "stage 's'" in str(e.value)

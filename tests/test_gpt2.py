@@ -1,0 +1,150 @@
+"""experiments/gpt2 is GPT-2 exactly: Hugging Face weights import, give the same logits and the same greedy text."""
+
+import pytest
+import torch
+
+from conftest import make_runner, run_cli
+from experiments.gpt2.import_hf import build_checkpoint
+from experiments.gpt2.model import GPT2
+from lmplay.errors import ConfigError
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.decode import generate_tokens
+from lmplay.generation.loading import load_model
+from lmplay.runner import checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+EOT = 256
+SHAPE = {"vocab_size": 257, "n_positions": 128, "n_embd": 32, "n_layer": 2, "n_head": 4}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run many small ops: one thread is much faster than two fighting a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    """A small randomly initialised transformers GPT-2 (no download), with its biases made non-zero."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(**SHAPE, bos_token_id=EOT, eos_token_id=EOT)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.3 if p.dim() > 1 else 0.1)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = EOT
+    return model
+
+
+@pytest.fixture(scope="module")
+def imported(hf_model, tmp_path_factory):
+    """The HF model saved as save_pretrained does (model.safetensors + config.json), imported, loaded back."""
+    src = tmp_path_factory.mktemp("hf")
+    hf_model.save_pretrained(src)
+    path = src / "model.lmp"
+    checkpoint.save(build_checkpoint(str(src)), path)
+    model, exp = load_model(path)
+    return model
+
+
+def test_logits_equal_transformers(hf_model, imported):
+    ids = torch.randint(0, 257, (3, 100), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (hf_model(ids).logits - imported(ids)).abs().max().item()
+    assert diff < 1e-4
+
+
+def test_the_architecture_is_gpt2s(imported):
+    assert imported.lm_head.weight is imported.embed.tok.weight
+    block = imported.blocks[0]
+    assert block.mlp.act.approximate == "tanh"
+    assert block.ln1.eps == block.ln2.eps == imported.ln_f.eps == 1e-5
+    assert block.attn.qkv.bias is not None and block.mlp.proj.bias is not None
+    assert imported.construction_args == {"tokenizer": "bytes", "context_len": 128, "vocab_size": 257,
+                                          "num_blocks": 2, "embed_dim": 32, "num_heads": 4, "dropout": 0.0}
+
+
+@pytest.mark.parametrize("length", [1, 9])
+def test_greedy_generation_equals_transformers_generate(hf_model, imported, length):
+    prompt = torch.randint(0, 256, (1, length), generator=torch.Generator().manual_seed(length))
+    theirs = hf_model.generate(prompt, max_new_tokens=110, do_sample=False)[0, length:].tolist()
+    ours = generate_tokens(imported, prompt.tolist(), GenerationConfig(max_new_tokens=110, stop_at_eot=False),
+                           eot_id=EOT)
+    assert ours[0] == theirs
+
+
+def test_left_padded_batch_equals_transformers_with_attention_mask(hf_model, imported):
+    prompts = [[5, 6, 7], [10, 20, 30, 40, 50, 60, 70]]
+    ids = torch.tensor([[EOT] * 4 + prompts[0], prompts[1]])
+    mask = torch.tensor([[0] * 4 + [1] * 3, [1] * 7])
+    theirs = hf_model.generate(ids, attention_mask=mask, max_new_tokens=40, do_sample=False)[:, 7:].tolist()
+    ours = generate_tokens(imported, prompts, GenerationConfig(max_new_tokens=40, stop_at_eot=False), eot_id=EOT)
+    assert ours == theirs
+
+
+def test_greedy_with_cache_equals_without_on_imported_weights(imported):
+    prompt = [[EOT, 1, 2, 3, 4]]
+    cached = generate_tokens(imported, prompt, GenerationConfig(max_new_tokens=200, stop_at_eot=False), eot_id=EOT)
+    uncached = generate_tokens(imported, prompt, GenerationConfig(max_new_tokens=200, stop_at_eot=False,
+                                                                  use_cache=False), eot_id=EOT)
+    assert cached == uncached  # 205 tokens: past the context of 128, the window slides the same way in both
+
+
+def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp_path):
+    """GPT2Model-style names (OpenAI's upload has no `transformer.` prefix); no config.json, so --num-heads."""
+    torch.save(hf_model.transformer.state_dict(), tmp_path / "pytorch_model.bin")
+    out = tmp_path / "gpt2.lmp"
+    proc = run_cli("experiments.gpt2.import_hf", str(tmp_path / "pytorch_model.bin"), str(out), "--num-heads", "4",
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment gpt2, 2 blocks, 32 wide, 4 heads, context 128, tokenizer bytes" in proc.stdout
+    model, exp = load_model(out)
+    ids = torch.randint(0, 257, (2, 50), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (hf_model(ids).logits - model(ids)).abs().max().item() < 1e-4
+    assert exp == "gpt2"
+
+
+def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path)
+    checkpoint.save(build_checkpoint(str(tmp_path)), tmp_path / "model.lmp")
+    proc = run_cli("lmplay.generate", f"checkpoint={tmp_path / 'model.lmp'}", "prompt=Hello", "max_new_tokens=20",
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Hello") and "experiment gpt2" in proc.stderr
+
+
+def test_training_resumes_from_an_imported_checkpoint(imported, tmp_path):
+    ckpt = {"exp": "gpt2", "config": "", "rng": checkpoint.rng_state(),
+            "components": {"model": {"state_args": dict(imported.construction_args),
+                                     "state": {"weights": imported.state_dict()}}}}
+    text = tmp_path / "text.txt"
+    text.write_text("A few lines to fine-tune on.\n\nAnother paragraph, so there is something to validate.\n" * 20)
+    runner = make_runner(["exp=gpt2", "device=cpu", "tokenizer=bytes", "context_len=128", "batch_size=8",
+                          "mini_batch_size=4", "curriculum=text_file", f"curriculum.path={text}",
+                          f"curriculum.cache_dir={tmp_path / 'cache'}"], tmp_path, ckpt)
+    assert isinstance(runner.model, GPT2)
+    assert runner.model.lm_head.weight is runner.model.embed.tok.weight
+    for name, tensor in imported.state_dict().items():
+        assert torch.equal(runner.model.state_dict()[name], tensor), name
+
+
+def test_importer_refuses_what_is_not_gpt2(hf_model, tmp_path):
+    state = dict(hf_model.state_dict())
+    with pytest.raises(ConfigError, match="not a GPT-2 state dict: unexpected tensors"):
+        torch.save({**state, "transformer.h.0.attn.q_norm.weight": torch.ones(4)}, tmp_path / "extra.bin")
+        build_checkpoint(str(tmp_path / "extra.bin"), num_heads=4)
+    with pytest.raises(ConfigError, match="differs from the token embedding"):
+        torch.save({**state, "lm_head.weight": torch.zeros(257, 32)}, tmp_path / "untied.bin")
+        build_checkpoint(str(tmp_path / "untied.bin"), num_heads=4)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_checkpoint(str(tmp_path / "missing.safetensors"))
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "activation_function": "relu", "n_head": 4}')
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="activation_function='relu'"):
+        build_checkpoint(str(tmp_path))
