@@ -132,6 +132,22 @@ def test_sentence_longer_than_the_context_is_cut_hard_and_nothing_is_lost():
     assert sum((t[c].tolist() for t, c in samples), []) == row.tokens.tolist() + [tok.eot_id]
 
 
+def test_a_sentence_too_long_for_a_sample_is_cut_at_line_ends():
+    """Verse: one sentence over many lines. Samples end at line ends and continuations start with a line."""
+    tok = get_tokenizer("bytes")
+    lines = [f"Line {i} of a very long speech," for i in range(12)]
+    text = "KING.\n" + "\n".join(lines) + "\nand so it ends."
+    row = row_of(text, tok)
+    samples = frame_row(row, 100, tok.eot_id, include_prompts=True)
+    bodies = [tok.decode(t[1:].tolist()) for t, _ in samples]
+    assert len(bodies) > 2 and all(len(t) <= 101 for t, _ in samples)
+    for body in bodies[:-1]:
+        assert body.endswith(",")  # a whole line, cut before its newline
+    for body in bodies[1:]:
+        assert body.startswith(("\nLine", "\nand"))  # no overlap after a line cut: new text from the line start
+    assert "".join(bodies) == text + "<|endoftext|>"
+
+
 def test_a_row_that_fits_is_one_sample_with_closing_eot():
     tok = get_tokenizer("bytes")
     row = row_of("One. Two.", tok, "Q\n")

@@ -149,10 +149,11 @@ class Curriculum:
         for stage in self.stages:
             for spec in stage.datasets:
                 if repr(spec) not in prepared:
-                    source = load_source(spec, f"curriculum stage {stage.name!r}")
+                    where = f"curriculum stage {stage.name!r}"
                     prepared[repr(spec)] = prepare_dataset(
-                        source, self.tokenizer, cache, self.validation_fraction, self.validation_seed,
-                        self.stream_validation_rows, self.shuffle_buffer, self.tokenize_procs)
+                        load_source(spec, where), self.tokenizer, cache, self.validation_fraction,
+                        self.validation_seed, self.stream_validation_rows, self.shuffle_buffer, self.tokenize_procs,
+                        where)
             self._data.append([prepared[repr(spec)] for spec in stage.datasets])
         self._enter_stage(0)
 
@@ -237,7 +238,7 @@ class Curriculum:
         key = (self.stage_index, d, id(src.table), include_prompts)
         if key not in self._row_stats:
             t, T = src.table, self.context_len
-            samples = row_samples(t.prompt_lens, t.text_lens, t.sent_ends, T)
+            samples = row_samples(t.prompt_lens, t.text_lens, t.boundaries, T)
             keep = np.where(t.prompt_lens + t.text_lens + 1 <= T, t.prompt_lens, np.minimum(t.prompt_lens, T // 2))
             counted = t.text_lens + 1 + (keep if include_prompts else 0)
             self._row_stats[key] = samples, counted
@@ -281,7 +282,7 @@ class Curriculum:
                 else:
                     src = stream.sources[which[j]]
                     row = int(rows[j])
-                    cuts = plan_cuts(int(src.table.prompt_lens[row]), src.table.sent_ends(row), T)[:fit]
+                    cuts = plan_cuts(int(src.table.prompt_lens[row]), *src.table.boundaries(row), T)[:fit]
                     keep = kept_prompt_len(int(src.table.prompt_lens[row]), int(src.table.text_lens[row]), T)
                     tokens += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
                 steps, i = steps + 1, j + 1

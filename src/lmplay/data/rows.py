@@ -9,6 +9,8 @@ lmplay: eot is BOS, EOS and padding. A row longer than the context is continued 
 continuation starts at a sentence boundary and repeats the last full sentence of the sample before (one
 sentence of overlap) after the row's prompt, so it reads as a continuation rather than a fresh start. The
 repeated prompt and sentence are context only: every text token of a row counts in the loss exactly once.
+A sentence longer than a whole sample (long verse sentences, run-on text) is cut at a line end if it has
+one, else where the room ends.
 """
 
 import re
@@ -87,14 +89,22 @@ def sentence_cuts(text: str) -> list[int]:
         cuts.append(len(text))
     return cuts
 
+
+def line_cuts(text: str) -> list[int]:
+    """Character offsets where lines end (before the newline, after a non-space): the fallback cut
+    points inside a sentence too long for a sample, such as a speech in verse."""
+    return [i for i in range(1, len(text)) if text[i] == "\n" and not text[i - 1].isspace()] \
+        if "\n" in text else []
+
 @dataclass
 class Row:
     """A tokenized row: `tokens` = prompt tokens then text tokens; `sent_ends` are the token offsets within
-    the text part where sentences end, the last being the text's length."""
+    the text part where sentences end, the last being the text's length; `line_ends` where lines end."""
 
     tokens: np.ndarray
     prompt_len: int
     sent_ends: np.ndarray
+    line_ends: np.ndarray
 
     @property
     def text_len(self) -> int:
@@ -119,15 +129,18 @@ def kept_prompt_len(prompt_len: int, text_len: int, context_len: int) -> int:
     return min(prompt_len, context_len // 2)
 
 
-def plan_cuts(prompt_len: int, sent_ends: np.ndarray, context_len: int) -> list[Cut]:
+def plan_cuts(prompt_len: int, sent_ends: np.ndarray, line_ends: np.ndarray, context_len: int) -> list[Cut]:
     """The samples a row is framed into, each of at most context_len + 1 tokens (inputs and shifted targets).
 
-    A sample ends at the last sentence end that fits (or, if a single sentence is longer than the room,
-    where the room ends). The next sample starts with the last full sentence of this one, unless that
-    sentence plus the next one would not fit: then it starts right at the boundary, without overlap.
+    A sample ends at the last sentence end that fits, unless the sentence after it is longer than a whole
+    sample (or no sentence end fits): that sentence must be cut anyway, so the sample is filled up to its
+    last line end, or where the room ends. After a sentence end, the next sample starts with the last full
+    sentence of this one, unless that sentence plus the next one would not fit: then it starts right at
+    the boundary, without overlap (as it does after a line end or a hard cut).
     """
     ends = np.asarray(sent_ends, dtype=np.int64).copy()
     ends[-1] += 1  # the closing eot belongs to the last sentence
+    lines = np.asarray(line_ends, dtype=np.int64)
     total = int(ends[-1])
     room = context_len - kept_prompt_len(prompt_len, total - 1, context_len)  # context_len+1 minus eot minus prompt
     cuts, shown, new = [], 0, 0
@@ -137,14 +150,19 @@ def plan_cuts(prompt_len: int, sent_ends: np.ndarray, context_len: int) -> list[
             cuts.append(Cut(shown, new, total))
             return cuts
         j = int(np.searchsorted(ends, limit, side="right")) - 1  # last sentence end that fits
-        at_sentence = j >= 0 and ends[j] > new
-        end = int(ends[j]) if at_sentence else limit
+        sentence_end = int(ends[j]) if j >= 0 and ends[j] > new else None
+        if sentence_end is not None and ends[j + 1] - sentence_end <= room:
+            end = sentence_end
+        else:  # the sentence running past the limit gets cut: at its last line end that fits, else at the limit
+            k = int(np.searchsorted(lines, limit, side="right")) - 1
+            end = int(lines[k]) if k >= 0 and lines[k] > (sentence_end or new) else limit
         cuts.append(Cut(shown, new, end))
-        start_of_last = int(ends[j - 1]) if at_sentence and j > 0 else 0
-        overlap = start_of_last if at_sentence and start_of_last >= shown else end
-        next_end = int(ends[np.searchsorted(ends, end, side="right")])
-        if next_end - overlap > room:
-            overlap = end
+        overlap = end
+        if end == sentence_end:
+            start_of_last = int(ends[j - 1]) if j > 0 else 0
+            next_end = int(ends[j + 1])
+            if start_of_last >= shown and next_end - start_of_last <= room:
+                overlap = start_of_last
         shown, new = overlap, end
 
 
@@ -152,7 +170,7 @@ def frame_row(row: Row, context_len: int, eot_id: int, include_prompts: bool,
               max_samples: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The samples of a row as (tokens, counted) pairs; `counted[i]` says whether tokens[i] is a target
     that counts in the loss (tokens[0], the leading eot, never is). At most `max_samples` are built."""
-    cuts = plan_cuts(row.prompt_len, row.sent_ends, context_len)[:max_samples]
+    cuts = plan_cuts(row.prompt_len, row.sent_ends, row.line_ends, context_len)[:max_samples]
     keep = kept_prompt_len(row.prompt_len, row.text_len, context_len)
     prompt = row.tokens[row.prompt_len - keep: row.prompt_len]
     text = np.append(row.tokens[row.prompt_len:], eot_id).astype(np.int64)
@@ -166,11 +184,11 @@ def frame_row(row: Row, context_len: int, eot_id: int, include_prompts: bool,
     return samples
 
 
-def row_samples(prompt_lens: np.ndarray, text_lens: np.ndarray, sent_ends_of, context_len: int) -> np.ndarray:
-    """Samples per row (for exact step estimates). `sent_ends_of(i)` gives row i's sentence ends; it is
-    only called for the rows that do not fit in one sample."""
+def row_samples(prompt_lens: np.ndarray, text_lens: np.ndarray, boundaries_of, context_len: int) -> np.ndarray:
+    """Samples per row (for exact step estimates). `boundaries_of(i)` gives row i's (sent_ends, line_ends);
+    it is only called for the rows that do not fit in one sample."""
     counts = np.ones(len(text_lens), dtype=np.int64)
     long_rows = np.flatnonzero(prompt_lens + text_lens + 1 > context_len)
     for i in long_rows:
-        counts[i] = len(plan_cuts(int(prompt_lens[i]), sent_ends_of(i), context_len))
+        counts[i] = len(plan_cuts(int(prompt_lens[i]), *boundaries_of(i), context_len))
     return counts

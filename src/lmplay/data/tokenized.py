@@ -1,8 +1,8 @@
 """Tokenized datasets: every source is tokenized once into an arrow file under the cache dir, keyed by
 what it was made from (content identity, row format, tokenizer), and read back zero-copy.
 
-Each tokenized row stores `tokens` (prompt then text), `prompt_len` and `sent_ends` (token offsets of the
-sentence ends in its text), which is all the batchers need. A held-out validation set is cut from the
+Each tokenized row stores `tokens` (prompt then text), `prompt_len`, and `sent_ends` and `line_ends` (token
+offsets of the sentence and line ends in its text), which is all the batchers need. A held-out validation set is cut from the
 rows by a fixed seed, so it is the same for every run, tokenizer and training seed.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features, IterableDataset, List, Value
 
-from lmplay.data.rows import Row, RowFormat, render_rows, sentence_cuts
+from lmplay.data.rows import Row, RowFormat, line_cuts, render_rows, sentence_cuts
 from lmplay.data.sources import LoadedSource
 from lmplay.data.tokenizers import Tokenizer
 from lmplay.errors import ConfigError
@@ -37,21 +37,26 @@ def cache_root(cache_dir: str | os.PathLike | None) -> Path:
 
 def token_features(tokenizer: Tokenizer) -> Features:
     dtype = "uint16" if tokenizer.vocab_size <= 1 << 16 else "int32"
-    return Features({"tokens": List(Value(dtype)), "prompt_len": Value("int32"), "sent_ends": List(Value("int32"))})
+    return Features({"tokens": List(Value(dtype)), "prompt_len": Value("int32"), "sent_ends": List(Value("int32")),
+                     "line_ends": List(Value("int32"))})
 
 
-def sentence_token_ends(text: str, ids: np.ndarray, token_bytes: np.ndarray) -> np.ndarray:
-    """Token offsets of the sentence ends of `text`, found by mapping the sentence cuts (in characters)
-    to bytes and the tokens to their byte lengths: no per-sentence tokenization."""
-    cuts = sentence_cuts(text)
+def token_offsets(text: str, char_cuts: list[int], token_ends: np.ndarray) -> np.ndarray:
+    """Character offsets in `text` -> the number of tokens before each (token_ends: cumulative token bytes)."""
     if text.isascii():
-        byte_cuts = np.asarray(cuts)
+        byte_cuts = np.asarray(char_cuts, dtype=np.int64)
     else:
-        bounds = [0, *cuts]
-        byte_cuts = np.cumsum([len(text[a:b].encode("utf-8")) for a, b in zip(bounds, bounds[1:])])
-    token_ends = np.cumsum(token_bytes[ids])
+        bounds = [0, *char_cuts]
+        byte_cuts = np.cumsum([len(text[a:b].encode("utf-8")) for a, b in zip(bounds, bounds[1:])], dtype=np.int64)
     ends = np.searchsorted(token_ends, byte_cuts, side="right")
     return np.unique(ends[ends > 0]).astype(np.int32)
+
+
+def boundary_token_ends(text: str, ids: np.ndarray, token_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token offsets of the sentence ends and line ends of `text`, found by mapping the cuts (in characters)
+    to bytes and the tokens to their byte lengths: no per-sentence tokenization."""
+    token_ends = np.cumsum(token_bytes[ids])
+    return token_offsets(text, sentence_cuts(text), token_ends), token_offsets(text, line_cuts(text), token_ends)
 
 
 def tokenize_batch(batch: dict[str, list], fmt: RowFormat, tokenizer: Tokenizer) -> dict[str, list]:
@@ -61,12 +66,14 @@ def tokenize_batch(batch: dict[str, list], fmt: RowFormat, tokenizer: Tokenizer)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     prompt_ids = tokenizer.encode_batch([prompts[i] for i in keep])
     text_ids = tokenizer.encode_batch([texts[i] for i in keep])
-    out: dict[str, list] = {"tokens": [], "prompt_len": [], "sent_ends": []}
+    out: dict[str, list] = {"tokens": [], "prompt_len": [], "sent_ends": [], "line_ends": []}
     for i, p, t in zip(keep, prompt_ids, text_ids):
         t = np.array(t, dtype=np.int64)
         out["tokens"].append(np.concatenate((np.array(p, dtype=np.int64), t)))
         out["prompt_len"].append(len(p))
-        out["sent_ends"].append(sentence_token_ends(texts[i], t, tokenizer.token_bytes))
+        sent_ends, line_ends = boundary_token_ends(texts[i], t, tokenizer.token_bytes)
+        out["sent_ends"].append(sent_ends)
+        out["line_ends"].append(line_ends)
     return out
 
 
@@ -126,6 +133,7 @@ class TokenTable:
         table = tokenized.data.table
         self._tokens = _ListColumn(table.column("tokens"))
         self._ends = _ListColumn(table.column("sent_ends"))
+        self._lines = _ListColumn(table.column("line_ends"))
         self.prompt_lens = table.column("prompt_len").to_numpy().astype(np.int64)
         self.text_lens = self._tokens.lengths().astype(np.int64) - self.prompt_lens
 
@@ -133,10 +141,10 @@ class TokenTable:
         return len(self.prompt_lens)
 
     def row(self, i: int) -> Row:
-        return Row(self._tokens[i], int(self.prompt_lens[i]), self._ends[i])
+        return Row(self._tokens[i], int(self.prompt_lens[i]), self._ends[i], self._lines[i])
 
-    def sent_ends(self, i: int) -> np.ndarray:
-        return self._ends[i]
+    def boundaries(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._ends[i], self._lines[i]
 
 
 class RowList:
@@ -153,22 +161,23 @@ class RowList:
     def row(self, i: int) -> Row:
         return self.rows[i]
 
-    def sent_ends(self, i: int) -> np.ndarray:
-        return self.rows[i].sent_ends
+    def boundaries(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.rows[i].sent_ends, self.rows[i].line_ends
 
 
 def stream_rows(tokenized: IterableDataset) -> Iterator[Row]:
     for r in tokenized:
-        yield Row(np.asarray(r["tokens"], dtype=np.int64), int(r["prompt_len"]), np.asarray(r["sent_ends"]))
+        yield Row(np.asarray(r["tokens"], dtype=np.int64), int(r["prompt_len"]), np.asarray(r["sent_ends"]),
+                  np.asarray(r["line_ends"]))
 
 
-def holdout(num_rows: int, fraction: float, seed: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+def holdout(num_rows: int, fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, validation rows): a `fraction` of the rows (at least one) drawn with `seed`."""
     if fraction <= 0:
         return np.arange(num_rows), np.zeros(0, dtype=np.int64)
     count = max(1, round(num_rows * fraction))
     if count >= num_rows:
-        raise ConfigError(f"dataset {label!r} has {num_rows} row(s): too few to hold out "
+        raise ConfigError(f"{where} has {num_rows} row(s): too few to hold out "
                           f"validation_fraction={fraction}; use more data, validation_fraction=0 or a validation_path")
     perm = np.random.default_rng([seed % 2**32, HOLDOUT_TAG]).permutation(num_rows)
     return np.sort(perm[count:]), np.sort(perm[:count])
@@ -214,9 +223,10 @@ class PreparedDataset:
 
 def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path, validation_fraction: float,
                     validation_seed: int, stream_validation_rows: int, shuffle_buffer: int,
-                    procs: int | None) -> PreparedDataset:
+                    procs: int | None, where: str) -> PreparedDataset:
     """Tokenize (or read from cache) a loaded source and split off its validation rows."""
     spec, label = source.spec, source.spec.label
+    where = f"{where}: dataset {label!r}"
     fraction = spec.validation_fraction if spec.validation_fraction is not None else validation_fraction
     if isinstance(source.records, IterableDataset):
         stream = tokenize_stream(source.records, source.fmt, tokenizer)
@@ -228,7 +238,7 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
             held_out = list(stream_rows(stream.take(stream_validation_rows)))
             skip = len(held_out)
         if next(iter(stream.skip(skip).take(1)), None) is None:
-            raise ConfigError(f"dataset {label!r} has no rows with text to train on (after the {skip} held out "
+            raise ConfigError(f"{where} has no rows with text to train on (after the {skip} held out "
                               f"for validation); check its path, split and columns")
         key = f"stream:{spec.path}:{spec.name}:{spec.split}:{tokenizer.name}:{skip}"
         return PreparedDataset(label, StreamedRows(label, stream, skip, shuffle_buffer),
@@ -236,8 +246,7 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
     tokenized, key = tokenize_records(source.records, source.fmt, tokenizer, source.identity, label, cache_dir, procs)
     table = TokenTable(tokenized)
     if len(table) == 0:
-        raise ConfigError(f"dataset {label!r} ({spec.path}) has no rows with text to train on; check the file, "
-                          f"its split and its columns")
+        raise ConfigError(f"{where} has no rows with text to train on; check the file, its split and its columns")
     if source.validation is not None:
         val_tok, val_key = tokenize_records(source.validation, source.fmt, tokenizer,
                                             f"{source.identity}|validation:{spec.validation_split or spec.validation_path}",
@@ -245,6 +254,6 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
         val_table = TokenTable(val_tok)
         return PreparedDataset(label, SizedRows(label, table, np.arange(len(table))),
                                SizedRows(label, val_table, np.arange(len(val_table))), key + val_key)
-    train_idx, val_idx = holdout(len(table), fraction, validation_seed, label)
+    train_idx, val_idx = holdout(len(table), fraction, validation_seed, where)
     return PreparedDataset(label, SizedRows(label, table, train_idx), SizedRows(label, table, val_idx),
                            f"{key}:{fraction}:{validation_seed}")
