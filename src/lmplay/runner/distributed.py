@@ -42,8 +42,20 @@ class World:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def export_submitit_env() -> None:
+    """In a submitit job with several tasks (SLURM or local), set the variables torchrun would set."""
+    if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    env = TorchDistributedEnvironment()
+    if env.world_size > 1:
+        env.export(set_cuda_visible_devices=False)
+
+
 def init_world(device_type: str) -> World:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); one process otherwise."""
+    """Join the process group torchrun (or a multi-task submitit job) describes: gloo on CPU, nccl on CUDA."""
+    export_submitit_env()
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
