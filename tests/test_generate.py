@@ -126,12 +126,15 @@ def test_stop_at_eot_ends_each_row_on_its_own():
 def test_same_seed_same_samples_and_another_seed_others():
     model = tiny()
     config = GenerationConfig(max_new_tokens=40, do_sample=True, top_k=50, top_p=0.95, repetition_penalty=1.2)
-    draw = lambda seed: generate_tokens(model, prompts_of(4, 9), config, eot_id=EOT,  # noqa: E731
-                                        generator=torch.Generator().manual_seed(seed))
+
+    def draw(seed: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(seed)
+        return generate_tokens(model, prompts_of(4, 9), config, eot_id=EOT, generator=generator)
+
     assert draw(7) == draw(7)
     assert draw(7) != draw(8)
-    assert model.generate_prompts(["Hi"], do_sample=True, seed=3) == model.generate_prompts(["Hi"], do_sample=True,
-                                                                                            seed=3)
+    text = model.generate_prompts(["Hi"], do_sample=True, seed=3)
+    assert text == model.generate_prompts(["Hi"], do_sample=True, seed=3)
 
 
 def test_top_k_1_equals_greedy():
@@ -153,7 +156,10 @@ def test_temperature_zero_is_greedy():
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5, 0.3, 0.15, 0.05
     logits = probs.log()
-    kept = lambda p: torch.isfinite(top_p_filter(logits, p))[0].tolist()  # noqa: E731
+
+    def kept(p: float) -> list[bool]:
+        return torch.isfinite(top_p_filter(logits, p))[0].tolist()
+
     assert kept(0.4) == [False, True, False, False]  # 0.5 alone reaches 0.4
     assert kept(0.7) == [False, True, False, True]  # 0.5 + 0.3 = 0.8 >= 0.7
     assert kept(0.85) == [False, True, True, True]  # needs 0.15 too (0.95)

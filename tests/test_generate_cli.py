@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
 from lmplay.runner import checkpoint

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from experiments.gpt2.model import LN_EPS, GPT2
+from experiments.gpt2.model import GPT2, LN_EPS
 from experiments.gpt2.versions import SIZES
 from lmplay.cli import report
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
@@ -59,7 +59,7 @@ def download(repo_id: str) -> tuple[Path, Path]:
     try:
         weights = Path(hf_hub_download(repo_id, "model.safetensors"))
         return weights, Path(hf_hub_download(repo_id, "config.json"))
-    except Exception as e:  # noqa: BLE001 - offline, unknown repo, no such file: all end the import the same way
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, no such file: each ends the import the same way
         raise ConfigError(f"cannot download {repo_id} from the Hugging Face hub ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else 'no detail'}); download model.safetensors "
                           f"and config.json yourself and pass the directory") from None

@@ -1,8 +1,7 @@
 """GPT-2's four released sizes; each has a conf/exp/<name>.yaml with the same shape."""
 
-from lmplay.runner import BasicModelRunner, expose_runner
-
 from experiments.gpt2.model import GPT2
+from lmplay.runner import BasicModelRunner, expose_runner
 
 SIZES = {
     "gpt2": (12, 768, 12),

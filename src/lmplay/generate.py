@@ -18,10 +18,11 @@ from lmplay.cli import CONF_DIR, fail, precheck, quote, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.generation.config import GenerationConfig
 
-SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt", "--prompt-file": "prompt_file",
-              "--device": "device", "--max-len": "max_new_tokens", "--max-new-tokens": "max_new_tokens",
-              "--temperature": "temperature", "--top-k": "top_k", "--top-p": "top_p",
-              "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples", "--seed": "seed"}
+SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
+              "--prompt-file": "prompt_file", "--device": "device", "--max-len": "max_new_tokens",
+              "--max-new-tokens": "max_new_tokens", "--temperature": "temperature", "--top-k": "top_k",
+              "--top-p": "top_p", "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples",
+              "--seed": "seed"}
 SEED_SWITCHES = {"--amp": "amp", "--sample": "do_sample"}
 TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text, never Hydra syntax
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -40,6 +41,13 @@ def as_hydra_value(value: str) -> str:
     return quote(value)
 
 
+def takes_value(flag: str, rest: list[str]) -> bool:
+    """Whether Hydra reads the next word as this flag's value (`--cfg job`), so it is no prompt."""
+    if not rest:
+        return False
+    return flag in HYDRA_FLAGS_WITH_VALUE or (flag in ("--info", "-i") and rest[0] in INFO_CHOICES)
+
+
 def normalize(argv: Sequence[str]) -> list[str]:
     """Hydra overrides from a command line: bare words and every `prompt=` become one `prompt=` override
     (a list when there are several); checkpoint and file paths are quoted as text."""
@@ -47,9 +55,7 @@ def normalize(argv: Sequence[str]) -> list[str]:
     while args:
         arg = args.pop(0)
         key, eq, value = arg.partition("=")
-        if arg in HYDRA_FLAGS_WITH_VALUE and args:
-            out += [arg, args.pop(0)]
-        elif arg in ("--info", "-i") and args and args[0] in INFO_CHOICES:
+        if takes_value(arg, args):
             out += [arg, args.pop(0)]
         elif eq and key == "prompt":
             prompts.append(as_hydra_value(value))
@@ -160,8 +166,8 @@ def main(cfg: DictConfig) -> list[str]:
 
 def cli() -> None:
     argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
-    if not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--cfg")
-               or a.startswith("-c") for a in argv):
+    hydra_only = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i")
+    if not any(a in hydra_only or a.startswith(("--cfg", "-c")) for a in argv):
         precheck([a for a in argv if not a.startswith("-")], "generate")
     sys.argv = [sys.argv[0], *argv]
     main()
