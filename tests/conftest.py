@@ -29,6 +29,12 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """One tokenized-data cache for the whole session, away from the user's ~/.cache/lmplay."""
+    os.environ["LMPLAY_CACHE"] = str(tmp_path_factory.mktemp("lmplay_cache"))
+
+
 @pytest.fixture
 def tiny_run_args(tmp_path):
     """Overrides for a fast test_runner run in its own directory."""

@@ -35,19 +35,20 @@ def train(cfg: DictConfig) -> dict:
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        model_class = get_class(cfg.model._target_)
+    except Exception as e:  # noqa: BLE001 - import errors of experiment code vary
+        raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
+    runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     ckpt_path = run_dir / "model.lmp"
     ckpt = None
     if ckpt_path.exists() and not cfg.fresh:
         ckpt = checkpoint.load(ckpt_path)
         print(f"resuming {ckpt_path} (fresh=true starts over)")
-    try:
-        model_class = get_class(cfg.model._target_)
-    except Exception as e:  # noqa: BLE001 - import errors of experiment code vary
-        raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
-    runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())
     runner.setup(ckpt)
-    save_hydra_config(cfg, run_dir)
-    runner.say(runner.describe())
+    if runner.world.is_main:
+        save_hydra_config(cfg, run_dir)
+    print(runner.describe())
     runner.train()
     return runner.summary()
 

@@ -261,7 +261,7 @@ class LMRunnerBase:
                 break
             progress["stage_step"] = 0
         self.save()
-        self.say(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
+        print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
 
     def _train_stage(self, stage, max_steps: int | None) -> bool:
         """Train one stage; True when the stage ran to its end, False when max_steps or a signal stopped it."""
@@ -334,11 +334,6 @@ class LMRunnerBase:
         if value is not None:
             speed["mfu"] = value
         return speed
-
-    def say(self, message: str) -> None:
-        """Print once, from rank 0."""
-        if self.world.is_main:
-            print(message)
 
     def summary(self) -> dict[str, Any]:
         """What a sweep's summary table shows for this run."""

@@ -39,7 +39,8 @@ class CurriculumComponent(Component):
     def construct(self, construction_args, state_args, state) -> None:
         self.settle(without_target(construction_args), state_args)
         self.curriculum = instantiate(self.runner.cfg.curriculum, _convert_="all")
-        self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.cfg.seed)
+        with self.runner.world.main_first():
+            self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.cfg.seed)
         if state:
             self.curriculum.load_state_dict(state["position"])
 

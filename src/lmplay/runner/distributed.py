@@ -5,6 +5,8 @@ samples, so the data order, the checkpoint and the results do not depend on the 
 """
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,15 @@ class World:
         """True on every rank when it is true on any: how ranks agree to stop at the same step."""
         return self.sum(float(flag))[0] > 0
 
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. filling a cache), then the others: no two write the same file."""
+        if self.distributed and not self.is_main:
+            dist.barrier()
+        yield
+        if self.distributed and self.is_main:
+            dist.barrier()
+
     def collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -61,7 +72,10 @@ def init_world(device_type: str) -> World:
         return World()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")  # one voice: rank 0 reports; errors still reach stderr
+    return world
 
 
 class LossModule(nn.Module):
