@@ -1,0 +1,60 @@
+"""`python -m lmplay.plot RUN_DIR... [--out DIR]` / `lmp_plotstats`: compare runs against a baseline.
+
+Each RUN_DIR is a run dir (it holds stats.json) or any directory above run dirs (a sweep dir, all of
+outputs/). Writes PNGs of validation (and with --train, training) loss and accuracy against tokens
+seen, their difference from the baseline, and comparison.txt: the runs at equal tokens. The
+baseline is the first run given (in a sweep, the lowest job number), or the one --baseline names.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmplay.errors import LmplayError
+from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
+from lmplay.stats.runs import load_runs
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lmplay.plot", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run dirs or sweep dirs")
+    parser.add_argument("--out", type=Path, help="where the PNGs and comparison.txt go (default: FIRST_RUN_DIR/plots)")
+    parser.add_argument("--baseline", metavar="TEXT",
+                        help="the baseline is the run whose label or path contains TEXT (default: the first run)")
+    parser.add_argument("--train", action="store_true", help="also plot the training loss and accuracy")
+    parser.add_argument("--smooth", type=float, default=0.8, metavar="S",
+                        help="exponential smoothing of training curves, 0 (none) to <1 (default 0.8)")
+    parser.add_argument("--smooth-validation", type=float, default=0.0, metavar="S",
+                        help="the same for validation curves (default 0: each point is already an average)")
+    parser.add_argument("--logx", action="store_true", help="log scale for tokens seen")
+    args = parser.parse_args(argv)
+    for name in ("smooth", "smooth_validation"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be in [0, 1)")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    groups = pick_baseline(group_runs(load_runs(args.run_dirs)), args.baseline)
+    out = args.out or args.run_dirs[0] / "plots"
+    kinds = ["validation", "train"] if args.train else ["validation"]
+    files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)
+    table = comparison_table(groups)
+    (out / "comparison.txt").write_text(table)
+    print(table)
+    for path in [*files, out / "comparison.txt"]:
+        print(f"wrote {path}")
+
+
+def cli() -> None:
+    try:
+        main(sys.argv[1:])
+    except LmplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":
+    cli()

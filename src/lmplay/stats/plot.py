@@ -1,0 +1,220 @@
+"""Comparison plots and tables: loss and accuracy against tokens seen, one line per configuration, baseline first.
+
+Runs are compared at equal tokens, never at equal steps: a run with a bigger batch sees more data
+per step. Runs that differ only in their seed (see `stats.runs.REPEAT_KEYS`) are repeats of one
+configuration, drawn as their mean with a band from the lowest to the highest seed, so that a gap
+between two ideas can be read against the spread that chance alone produces.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+from lmplay.errors import ConfigError
+from lmplay.stats.runs import Run, override_key
+
+METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
+BETTER = {"loss": "lower is better", "accuracy": "higher is better"}
+
+
+@dataclass
+class Group:
+    """The runs of one configuration (its seeds)."""
+
+    label: str
+    runs: list[Run]
+
+
+@dataclass
+class Curve:
+    """A configuration's metric: `values[seed, point]` at `tokens[point]` (the mean over seeds of the tokens seen)."""
+
+    label: str
+    tokens: np.ndarray
+    values: np.ndarray
+
+    @property
+    def runs(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.values.mean(0)
+
+    def at(self, tokens: float) -> np.ndarray:
+        """Each seed's value at `tokens`, linear between points."""
+        return np.array([np.interp(tokens, self.tokens, v) for v in self.values])
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs with the same configuration form one group, in the order the runs first appear."""
+    by_config: dict[tuple, list[Run]] = {}
+    for run in runs:
+        # A run without .hydra/overrides.yaml is its own configuration: nothing says it repeats another.
+        key = run.config if run.overrides else ("path", str(run.path))
+        by_config.setdefault(key, []).append(run)
+    groups = [Group("", members) for members in by_config.values()]
+    for group, label in zip(groups, labels(groups)):
+        group.label = label
+    return groups
+
+
+def labels(groups: list[Group]) -> list[str]:
+    """The experiment plus the overrides that differ between groups; what all share says nothing about a line."""
+    configs = [set(g.runs[0].config) for g in groups]
+    shared = set.intersection(*configs) if configs else set()
+    out = []
+    for group, config in zip(groups, configs):
+        run = group.runs[0]
+        if not run.overrides:
+            out.append(run.path.name)
+            continue
+        extra = [o for o in sorted(config - shared) if override_key(o) != "exp"]
+        out.append(" ".join([run.exp or run.path.name, *extra]))
+    for i, label in enumerate(out):  # still ambiguous (e.g. the same command in two places): add the dir name
+        if out.count(label) > 1:
+            out[i] = f"{label} ({groups[i].runs[0].path.name})"
+    return out
+
+
+def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
+    """The groups with the baseline first: the first whose label contains `pattern`, or the first group."""
+    if pattern is None:
+        return groups
+    matches = [g for g in groups if pattern in g.label or any(pattern in str(r.path) for r in g.runs)]
+    if not matches:
+        raise ConfigError(f"--baseline {pattern!r} matches none of: {', '.join(g.label for g in groups)}")
+    return [matches[0], *[g for g in groups if g is not matches[0]]]
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0."""
+    if weight <= 0 or len(values) < 2:
+        return values
+    out, last = np.empty_like(values), 0.0
+    for i, v in enumerate(values):
+        last = last * weight + (1 - weight) * v
+        out[i] = last / (1 - weight ** (i + 1))
+    return out
+
+
+def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | None:
+    """The group's line. Seeds of one configuration validate at the same sample counts, so their records
+    line up by `samples`; the curve keeps the points that every seed has reached."""
+    per_run = []
+    for run in group.runs:
+        records = [r for r in getattr(run, kind) if r.get(metric) is not None]
+        if records:
+            values = ema(np.array([r[metric] for r in records], dtype=float), smooth)
+            per_run.append({r["samples"]: (r["tokens"], v) for r, v in zip(records, values)})
+    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    if not common:
+        return None
+    tokens = np.array([[p[s][0] for s in common] for p in per_run], dtype=float).mean(0)
+    return Curve(group.label, tokens, np.array([[p[s][1] for s in common] for p in per_run], dtype=float))
+
+
+def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
+         diff: bool = False) -> Path:
+    """One PNG: a line per curve (a band when it averages seeds); with `diff`, each curve minus the first (the baseline)."""
+    fig = Figure(figsize=(9, 5.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                   "tab:olive", "tab:cyan", "tab:gray"] * 10)
+    baseline = curves[0]
+    for i, c in enumerate(curves):
+        is_baseline = i == 0 and baseline_first
+        color, width = ("black", 2.2) if is_baseline else (next(colors), 1.5)
+        label = c.label + (" (baseline)" if is_baseline else "") + (f", mean of {c.runs} seeds" if c.runs > 1 else "")
+        tokens, values = c.tokens, c.values
+        if diff:
+            inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1])
+            tokens, values = tokens[inside], values[:, inside] - np.interp(tokens[inside], baseline.tokens, baseline.mean)
+        mean, low, high = values.mean(0), values.min(0), values.max(0)
+        ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
+                markersize=3)
+        if c.runs > 1:
+            ax.fill_between(tokens, low, high, color=color, alpha=0.18, linewidth=0)
+    ax.set_title(title)
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(EngFormatter())  # a log axis over less than a decade labels only minor ticks
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.grid(True, alpha=0.3, which="both")
+    if any(c.runs > 1 for c in curves):
+        ax.text(0.99, 0.01, "bands: lowest to highest seed", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=8, alpha=0.7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str, float], logx: bool) -> list[Path]:
+    """For each kind (validation, train) and metric: the curves, and their difference from the baseline."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for kind in kinds:
+        for metric, ylabel in METRICS.items():
+            all_curves = [curve(g, kind, metric, smooth[kind]) for g in groups]
+            curves = [c for c in all_curves if c is not None]
+            if not curves:
+                continue
+            has_baseline = all_curves[0] is not None
+            note = f", smoothed {smooth[kind]}" if smooth[kind] > 0 else ""
+            files.append(draw(curves, f"{kind} {metric}{note}", ylabel, out / f"{kind}_{metric}.png", logx,
+                              has_baseline))
+            if len(curves) > 1 and has_baseline:
+                files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
+                                  f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
+                                  True, diff=True))
+    return files
+
+
+def human(tokens: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if tokens >= size:
+            return f"{tokens / size:.3g}{unit}"
+    return f"{tokens:.0f}"
+
+
+def comparison_table(groups: list[Group], columns: int = 4) -> str:
+    """Validation loss of every configuration at the same token counts, its difference from the baseline and accuracy.
+
+    The token counts span what every configuration has reached, so no number is an extrapolation.
+    """
+    rows = [(g, curve(g, "validation", "loss"), curve(g, "validation", "accuracy")) for g in groups]
+    rows = [row for row in rows if row[1] is not None]
+    if not rows:
+        return "no validation records in these runs yet\n"
+    start, end = max(loss.tokens[0] for _, loss, _ in rows), min(loss.tokens[-1] for _, loss, _ in rows)
+    if start > end:
+        return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
+                "so they cannot be compared at equal tokens; train them longer\n")
+    points = np.unique(np.linspace(start, end, columns).round())
+    baseline_first = rows[0][0] is groups[0]
+    header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
+    header += [f"vs baseline@{human(end)}"] if baseline_first else []
+    header += [f"accuracy@{human(end)}"]
+    table = [header]
+    base = rows[0][1].at(end).mean()
+    for i, (group, loss, accuracy) in enumerate(rows):
+        cells = [f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "") for v in map(loss.at, points)]
+        row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.runs), *cells]
+        row += [("-" if i == 0 else f"{loss.at(end).mean() - base:+.4f}")] if baseline_first else []
+        row += [f"{accuracy.at(end).mean():.4f}"]
+        table.append(row)
+    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
+             for r in table]
+    lines.insert(1, "-" * len(lines[0]))
+    notes = ["", "Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
+                 "'vs baseline' < 0 means lower loss than the baseline."]
+    return "\n".join(lines + notes) + "\n"

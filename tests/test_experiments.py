@@ -1,0 +1,208 @@
+"""The ports of the original's ideas: each special layer does what its README says, and each experiment trains."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torch import nn
+
+from conftest import compose_config, run_cli
+from lmplay.modules import KVCache, MultiHeadAttention
+from lmplay.modules.lradd import LRAdd
+from lmplay.modules.nn_memory import NNMemory, NNMemoryRead
+from lmplay.modules.temperature_attention import LearnedTemperatureAttention
+from lmplay.modules.unified_embedding import UnifiedEmbedding
+from lmplay.modules.value_norm_attention import ValueNormAttention
+from lmplay.runner import registered
+from lmplay.runner.optimizers import no_decay_names
+
+PORTS = ["value_norm", "attn_temp", "lradd", "unified_embed", "nnmemory"]
+VERSIONS = [f"{p}{suffix}" for p in PORTS for suffix in ("", "_mini", "_test")]
+
+
+def tiny(exp: str) -> nn.Module:
+    torch.manual_seed(0)
+    return registered()[exp].factory().build_model(vocab_size=257, tokenizer="bytes", context_len=32)
+
+
+def reference_attention(q, k, v, scale, causal=True):
+    scores = q @ k.transpose(-2, -1) * scale
+    if causal:
+        scores = scores.masked_fill(~torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril(), float("-inf"))
+    return F.softmax(scores, -1) @ v
+
+
+# -- every port -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exp", VERSIONS)
+def test_versions_match_their_configs(exp):
+    runner = registered()[exp].factory()
+    cfg = compose_config([f"exp={exp}"])
+    assert get_class(cfg.model._target_) is runner.model_class
+    for key, value in runner.overrides.items():
+        assert cfg.model[key] == value, (exp, key)
+
+
+@pytest.mark.parametrize("port", PORTS)
+def test_port_keeps_the_baselines_settings(port):
+    """A fair comparison: only the model class (and its own arguments) differ from the baseline's version."""
+    for suffix, baseline in (("", "gpt2ish"), ("_mini", "gpt2ish_mini"), ("_test", "test_runner")):
+        cfg, base = compose_config([f"exp={port}{suffix}"]), compose_config([f"exp={baseline}"])
+        for key in ("optimizer", "scheduler", "runner", "curriculum", "lr", "batch_size", "context_len", "tokenizer"):
+            assert cfg[key] == base[key], (port, suffix, key)
+        for key in ("num_blocks", "embed_dim", "num_heads", "dropout"):
+            assert cfg.model[key] == base.model[key], (port, suffix, key)
+
+
+@pytest.mark.parametrize("exp", [f"{p}_test" for p in PORTS])
+def test_cached_decoding_matches_a_full_forward(exp):
+    model = tiny(exp).eval()
+    x = torch.randint(0, 257, (2, 12))
+    with torch.no_grad():
+        full = model(x)
+        cache = model.new_cache(2)
+        logits, cache = model(x[:, :7], cache=cache)
+        steps = [logits]
+        for t in range(7, 12):
+            logits, cache = model(x[:, t:t + 1], cache=cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_every_port_trains_through_the_cli(tmp_path):
+    sweep = tmp_path / "ports"
+    exps = ",".join(f"{p}_test" for p in PORTS)
+    run_cli("lmplay.train", "-m", f"exp={exps}", "max_steps=4", "device=cpu", f"hydra.sweep.dir={sweep}", check=True)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [job["experiment"] for job in summary["jobs"]] == [f"{p}_test" for p in PORTS]
+    for job in summary["jobs"]:
+        assert job["status"] == "completed" and job["steps"] == 4, job
+        stats = json.loads((sweep / job["dir"] / "stats.json").read_text())
+        losses = [r["loss"] for r in stats["train"]]
+        assert losses[-1] < losses[0], (job["experiment"], losses)
+        assert stats["validation"], job["experiment"]
+
+
+# -- value_norm -------------------------------------------------------------------------------------------------
+
+def test_value_norm_normalises_each_heads_values():
+    torch.manual_seed(0)
+    attn = ValueNormAttention(embed_dim=32, num_heads=4)
+    x = torch.randn(2, 10, 32) * 5
+    cache = KVCache(2, 4, 10, 8, "cpu", torch.float32)
+    attn(x, cache=cache)
+    values = cache.values[:, :, :10]  # what attention mixes: [B, H, T, head_dim]
+    torch.testing.assert_close(values.mean(-1), torch.zeros(2, 4, 10), atol=1e-5, rtol=0)
+    torch.testing.assert_close(values.var(-1, unbiased=False), torch.ones(2, 4, 10), atol=1e-3, rtol=0)
+    # ... and the output is the baseline's attention over those values
+    q, k, v = attn.split_heads(attn.qkv(x))
+    expected = reference_attention(q, k, F.layer_norm(v, (8,)), 8 ** -0.5)
+    torch.testing.assert_close(attn(x), attn.proj(expected.transpose(1, 2).reshape(2, 10, 32)), atol=1e-5, rtol=1e-5)
+
+
+# -- attn_temp --------------------------------------------------------------------------------------------------
+
+def test_learned_temperature_starts_as_the_baseline_and_scales_scores():
+    torch.manual_seed(0)
+    attn = LearnedTemperatureAttention(embed_dim=32, num_heads=4)
+    base = MultiHeadAttention(embed_dim=32, num_heads=4)
+    base.load_state_dict(attn.state_dict(), strict=False)
+    x = torch.randn(2, 10, 32)
+    assert torch.equal(attn.temperature(x), torch.ones(2, 4, 10, 1))
+    torch.testing.assert_close(attn(x), base(x), atol=1e-6, rtol=0)
+
+    with torch.no_grad():
+        attn.temperature_bias.copy_(torch.tensor([-2.0, 0.0, 1.0, 5.0]))
+        attn.temperature_weight.normal_(0, 0.1)  # it depends on the token too
+    t = attn.temperature(x)
+    assert ((t > 0) & (t < 2)).all() and t.std() > 0
+    q, k, v = attn.split_heads(attn.qkv(x))
+    expected = reference_attention(q / t, k, v, 8 ** -0.5)  # scores q.k / (sqrt(head_dim) * t)
+    torch.testing.assert_close(attn(x), attn.proj(expected.transpose(1, 2).reshape(2, 10, 32)), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(attn(x), base(x), atol=1e-3)
+
+
+# -- lradd ------------------------------------------------------------------------------------------------------
+
+def test_lradd_is_a_plain_add_at_init_and_learns_per_channel_gains():
+    add = LRAdd(6)
+    x, y = torch.randn(3, 5, 6), torch.randn(3, 5, 6)
+    assert torch.equal(add(x, y), x + y)
+    with torch.no_grad():
+        add.weight.copy_(torch.linspace(-3, 3, 12).view(2, 6))
+    alpha, beta = 2 * torch.sigmoid(torch.linspace(-3, 3, 12).view(2, 6))
+    torch.testing.assert_close(add(x, y), alpha * x + beta * y)
+    assert alpha.unique().numel() == 6 and ((alpha > 0) & (alpha < 2)).all()
+    add(x, y).sum().backward()
+    assert add.weight.grad.abs().min() > 0
+
+
+def test_lradd_model_starts_as_the_baseline_and_keeps_gains_out_of_weight_decay():
+    model = tiny("lradd_test")
+    assert all(g == (1.0, 1.0) for g in model.residual_gains().values()) and len(model.residual_gains()) == 4
+    skipped = no_decay_names(model)
+    assert {n for n, _ in model.named_parameters() if n.endswith("_add.weight")} <= skipped
+    baseline = tiny("test_runner")
+    baseline.load_state_dict({k: v for k, v in model.state_dict().items() if "_add." not in k})
+    x = torch.randint(0, 257, (2, 12))
+    torch.testing.assert_close(model(x), baseline(x), atol=1e-6, rtol=0)
+
+
+# -- unified_embed ----------------------------------------------------------------------------------------------
+
+def test_unified_embedding_collapses_to_a_plain_table():
+    torch.manual_seed(0)
+    emb = UnifiedEmbedding(50, 16, front_mul=4)
+    ids = torch.randint(0, 50, (3, 7))
+    assert abs(emb.rows(torch.arange(50)).std().item() - 0.02) < 1e-3  # the scale of a plain table under GPT-2 init
+    table = emb.collapse(chunk=16)
+    assert type(table) is nn.Embedding and table.weight.shape == (50, 16)
+    torch.testing.assert_close(table(ids), emb(ids), atol=1e-7, rtol=0)
+
+
+def test_unified_embed_export_gives_identical_logits_and_the_baselines_size():
+    model = tiny("unified_embed_test")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):  # trained weights, not just the init
+        loss, _ = model.train_prompts(["To be, or not to be, that is the question", "Friends, Romans"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    exported = model.export()
+    assert type(exported.embed.tok) is nn.Embedding and exported.construction_args["collapsed"]
+    assert exported.parameter_count() == tiny("test_runner").parameter_count() < model.parameter_count()
+    model.eval(), exported.eval()
+    x = torch.randint(0, 257, (2, 20))
+    torch.testing.assert_close(exported(x), model(x), atol=1e-6, rtol=0)
+    assert exported.generate_prompts(["ROMEO:"], 12) == model.generate_prompts(["ROMEO:"], 12)
+    rebuilt = type(model)(**exported.construction_args)  # what a checkpoint of the exported model rebuilds
+    rebuilt.load_state_dict(exported.state_dict())
+
+
+# -- nnmemory ---------------------------------------------------------------------------------------------------
+
+def test_nnmemory_read_attends_over_the_cells_per_token():
+    torch.manual_seed(0)
+    memory, read = NNMemory(num_cells=10, embed_dim=16, num_heads=2), NNMemoryRead(16, 2)
+    x = torch.randn(2, 6, 16)
+    keys, values = memory.keys_values()
+    assert keys.shape == values.shape == (1, 2, 10, 8)
+    y = read(x, keys, values)
+    q = read.query(x).view(2, 6, 2, 8).transpose(1, 2)
+    expected = reference_attention(q, keys, values, 8 ** -0.5, causal=False)  # every cell, no mask
+    torch.testing.assert_close(y, read.proj(expected.transpose(1, 2).reshape(2, 6, 16)), atol=1e-5, rtol=1e-5)
+
+    other = x.clone()
+    other[:, 3:] = torch.randn(2, 3, 16)  # other tokens change: a token's read does not
+    torch.testing.assert_close(read(other, keys, values)[:, :3], y[:, :3])
+    y.sum().backward()
+    assert memory.cells.grad.abs().sum() > 0 and memory.cells.skip_weight_decay
+
+
+def test_nnmemory_model_shares_one_memory_across_blocks():
+    model = tiny("nnmemory_test")
+    assert sum(isinstance(m, NNMemory) for m in model.modules()) == 1
+    assert sum(isinstance(m, NNMemoryRead) for m in model.modules()) == len(model.blocks)
+    assert len(model.new_cache(1)) == len(model.blocks)  # the memory needs no KV cache

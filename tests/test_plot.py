@@ -1,0 +1,105 @@
+"""lmplay.plot: runs compared at equal tokens, seeds averaged, the baseline first; clear errors for non-run dirs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli
+from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline
+from lmplay.stats.runs import load_runs
+
+
+def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step: int = 100, steps: int = 40,
+             extra: tuple[str, ...] = ()) -> Path:
+    """A run dir as training leaves it: stats.json and .hydra/ (overrides, the chosen exp)."""
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+
+    def record(step: int, noise: float) -> dict:
+        loss = final_loss + 3.0 * np.exp(-step / 10) + noise * rng.standard_normal()
+        return {"stage": "s", "step": step, "samples": 8 * step, "tokens": tokens_per_step * step + seed,
+                "loss": float(loss), "accuracy": float(0.5 - loss / 20), "lr": 1e-3}
+
+    stats = {"train": [record(s, 0.1) for s in range(1, steps + 1)],
+             "validation": [record(s, 0.01) for s in range(5, steps + 1, 5)]}
+    (path / "stats.json").write_text(json.dumps(stats))
+    (path / ".hydra").mkdir()
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"exp={exp}", f"seed={seed}", *extra]))
+    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"exp": exp}}}}))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A sweep dir: baseline and idea, 3 seeds each, the idea 0.1 lower in loss."""
+    job = 0
+    for exp, loss in (("gpt2ish_mini", 2.0), ("value_norm_mini", 1.9)):
+        for seed in (1, 2, 3):
+            fake_run(tmp_path / "sweep" / f"{job}_exp={exp},max_steps=40,seed={seed}", exp, seed, loss,
+                     extra=("max_steps=40",))
+            job += 1
+    return tmp_path / "sweep"
+
+
+def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
+    groups = group_runs(load_runs([sweep]))
+    assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("value_norm_mini", 3)]
+    c = curve(groups[1], "validation", "loss")
+    assert c.runs == 3 and len(c.tokens) == 8  # 8 validation points every seed reached
+    assert np.all(c.values.min(0) <= c.mean) and np.all(c.mean <= c.values.max(0))
+    assert abs(c.mean[-1] - (1.9 + 3.0 * np.exp(-4))) < 0.03
+
+
+def test_comparison_table_is_at_equal_tokens_with_the_baseline_first(sweep):
+    table = comparison_table(group_runs(load_runs([sweep])))
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["run", "seeds", "loss@502"] and "vs baseline@4k" in lines[0]
+    assert lines[2].startswith("gpt2ish_mini (baseline)") and lines[3].startswith("value_norm_mini")
+    delta = float(lines[3].split()[-2])
+    assert -0.12 < delta < -0.08  # the idea's 0.1 lower loss, measured at equal tokens
+    assert "±" in lines[2]  # the spread over seeds is shown
+
+
+def test_baseline_can_be_named(sweep):
+    groups = pick_baseline(group_runs(load_runs([sweep])), "value_norm")
+    assert groups[0].label == "value_norm_mini"
+    with pytest.raises(Exception, match="matches none"):
+        pick_baseline(groups, "nope")
+
+
+def test_runs_of_different_lengths_compare_over_the_tokens_both_reached(tmp_path):
+    short = fake_run(tmp_path / "short", "a", 1, 2.0, steps=20)
+    long = fake_run(tmp_path / "long", "b", 1, 2.0, steps=40, tokens_per_step=50)
+    header = comparison_table(group_runs(load_runs([short, long]))).splitlines()[0]
+    assert "loss@2k" in header  # min(20 * 100, 40 * 50) tokens: both reached it, neither is extrapolated
+
+
+def test_cli_writes_plots_and_table(sweep, tmp_path):
+    out = tmp_path / "plots"
+    proc = run_cli("lmplay.plot", str(sweep / "0_exp=gpt2ish_mini,max_steps=40,seed=1"), str(sweep), "--train",
+                   "--logx", "--out", str(out), check=True)
+    names = {p.name for p in out.iterdir()}
+    assert {"validation_loss.png", "validation_accuracy.png", "validation_loss_vs_baseline.png",
+            "validation_accuracy_vs_baseline.png", "train_loss.png", "train_loss_vs_baseline.png",
+            "comparison.txt"} <= names
+    assert all((out / n).stat().st_size > 10_000 for n in names if n.endswith(".png"))
+    assert "gpt2ish_mini (baseline)" in (out / "comparison.txt").read_text()
+    assert "wrote" in proc.stdout
+
+
+def test_default_output_is_beside_the_first_run_dir(tmp_path):
+    a, b = fake_run(tmp_path / "a", "x", 1, 2.0), fake_run(tmp_path / "b", "y", 1, 1.9)
+    run_cli("lmplay.plot", str(a), str(b), check=True)
+    assert (a / "plots" / "validation_loss_vs_baseline.png").is_file()
+
+
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: None])
+def test_a_dir_without_stats_is_a_one_line_error(make, tmp_path):
+    target = tmp_path / "not_a_run"
+    make(target)
+    proc = run_cli("lmplay.plot", str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and str(target) in proc.stderr

@@ -1,0 +1,126 @@
+"""Sweeps: every combination in its own run dir, a summary at the end, the same with the joblib and submitit launchers."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import compose_config, run_cli
+
+TINY = ["max_steps=2", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def sweep_2x2(tmp_path_factory) -> tuple[Path, object]:
+    sweep = tmp_path_factory.mktemp("sweep") / "2x2"
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner,value_norm_test", "seed=1,2", *TINY,
+                   f"hydra.sweep.dir={sweep}", check=True)
+    return sweep, proc
+
+
+def test_2x2_sweep_gives_4_run_dirs_and_a_4_row_summary(sweep_2x2):
+    sweep, proc = sweep_2x2
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 4
+    for i, job in enumerate(jobs):  # <job number>_<its overrides>
+        assert job.startswith(f"{i}_exp=") and "seed=" in job, jobs
+    for job in jobs:
+        run = sweep / job
+        assert (run / "stats.json").is_file() and (run / "model.lmp").is_file() and (run / ".hydra").is_dir()
+        assert json.loads((run / "job.json").read_text())["status"] == "completed"
+    summary = json.loads((sweep / "summary.json").read_text())
+    rows = summary["jobs"]
+    assert [r["job"] for r in rows] == [0, 1, 2, 3]
+    assert [(r["experiment"], [o for o in r["overrides"] if o.startswith("seed")]) for r in rows] == [
+        ("test_runner", ["seed=1"]), ("test_runner", ["seed=2"]),
+        ("value_norm_test", ["seed=1"]), ("value_norm_test", ["seed=2"])]
+    for r in rows:
+        assert r["status"] == "completed" and r["steps"] == 2 and r["tokens"] > 0
+        assert r["final_validation_loss"] > 0 and r["wall_time_s"] > 0
+    # the seeds of each experiment are summarised together
+    assert [g["jobs"] for g in summary["over_seeds"]] == [[0, 1], [2, 3]]
+    table = (sweep / "summary.md").read_text()
+    assert table.count("| completed |") == 4 and "## Over seeds" in table
+    assert "| job | experiment | overrides | final val loss | tokens | wall time | status |" in proc.stdout
+
+
+def test_jobs_never_share_a_checkpoint(sweep_2x2):
+    """Each job trained from scratch in its own dir: different seeds, different data order, different losses."""
+    sweep, proc = sweep_2x2
+    assert "resuming" not in proc.stdout
+    losses = {json.loads((p / "stats.json").read_text())["train"][0]["loss"] for p in sweep.glob("[0-9]_*")}
+    assert len(losses) >= 2
+
+
+def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
+    sweep, _ = sweep_2x2
+    (sweep / "summary.json").unlink()
+    proc = run_cli("lmplay.sweep", str(sweep), check=True)
+    assert proc.stdout.count("| completed |") == 4
+    assert len(json.loads((sweep / "summary.json").read_text())["jobs"]) == 4
+    proc = run_cli("lmplay.sweep", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep dir" in proc.stderr
+
+
+def test_plotting_a_sweep(sweep_2x2, tmp_path):
+    sweep, _ = sweep_2x2
+    proc = run_cli("lmplay.plot", str(sweep), "--train", "--out", str(tmp_path / "plots"), check=True)
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert "validation_loss.png" in pngs and "validation_loss_vs_baseline.png" in pngs and "train_loss.png" in pngs
+    assert all((tmp_path / "plots" / p).stat().st_size > 10_000 for p in pngs)
+    assert "test_runner (baseline)" in proc.stdout and "value_norm_test" in proc.stdout
+
+
+def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "model.num_heads=3,2", "max_steps=1", "device=cpu",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0
+    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert "not divisible by num_heads=3" in rows[0]["error"]
+    assert rows[1]["final_validation_loss"] is not None
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launcher_runs_two_jobs(launcher, tmp_path):
+    pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher",
+                         "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    run_cli("lmplay.train", "-m", f"hydra/launcher={launcher}", *extra, "exp=test_runner", "seed=1,2", *TINY,
+            f"hydra.sweep.dir={tmp_path}", check=True)
+    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "completed", 2), (1, "completed", 2)]
+    for r in rows:
+        assert (tmp_path / r["dir"] / "model.lmp").is_file()
+
+
+@pytest.mark.parametrize("preset,expected", [
+    ("slurm_gpu", ["--partition=gpu", "--gpus-per-node=1", "--time=1440", "--cpus-per-task=8", "module load cuda"]),
+    ("slurm_cpu", ["--partition=gpu", "--time=720", "--cpus-per-task=16", "module load cuda"]),
+])
+def test_slurm_presets_make_valid_sbatch_scripts(preset, expected, tmp_path, monkeypatch):
+    """What the submitit_slurm launcher would submit with a preset (submitit wants `srun` on PATH; a stub does)."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    cfg = compose_config([f"hydra/launcher={preset}", "hydra.launcher.partition=gpu",
+                          "hydra.launcher.setup=[module load cuda]", f"hydra.sweep.dir={tmp_path}"])
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    # the launcher's own translation of its config into submitit parameters
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "logs",
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
+    params.pop("submitit_folder")
+    params["name"] = "lmplay"
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("python -m lmplay.train", "uid")
+    for line in expected:
+        assert line in script, (line, script)
