@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from conftest import make_runner, run_cli
+from conftest import compose_config, make_runner, run_cli
+from hydra.utils import get_class
 
 from experiments.gpt2.import_hf import build_checkpoint
 from experiments.gpt2.model import GPT2
@@ -10,7 +11,7 @@ from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens
 from lmplay.generation.loading import load_model
-from lmplay.runner import checkpoint
+from lmplay.runner import checkpoint, registered
 
 transformers = pytest.importorskip("transformers")
 
@@ -148,3 +149,17 @@ def test_importer_refuses_what_is_not_gpt2(hf_model, tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="activation_function='relu'"):
         build_checkpoint(str(tmp_path))
+
+
+@pytest.mark.parametrize("exp, params", [("gpt2", 124_439_808), ("gpt2_medium", 354_823_168),
+                                         ("gpt2_large", 774_030_080), ("gpt2_xl", 1_557_611_200)])
+def test_versions_have_openais_shapes_and_configs(exp, params):
+    """The registered versions, their conf/exp files and OpenAI's parameter counts agree (built on meta: no memory)."""
+    runner = registered()[exp].factory()
+    cfg = compose_config([f"exp={exp}"])
+    assert get_class(cfg.model._target_) is runner.model_class is GPT2
+    assert all(cfg.model[key] == value for key, value in runner.overrides.items())
+    assert (cfg.tokenizer, cfg.context_len) == ("gpt2", 1024)
+    with torch.device("meta"):
+        model = runner.build_model(vocab_size=50257, tokenizer="gpt2", context_len=1024)
+    assert model.parameter_count() == params
