@@ -10,6 +10,7 @@ from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens, padded_causal_mask
 from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
 from lmplay.generation.text import TextStream, encode_prompts, generate_text
+from lmplay.runner import registered
 
 EOT = 256  # the bytes tokenizer's eot
 GREEDY = GenerationConfig(max_new_tokens=110, stop_at_eot=False)
@@ -24,15 +25,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny(cls=GPT2ish, context_len: int = 128, seed: int = 0) -> torch.nn.Module:
-    """A 2-block byte-level model; a larger init spreads the logits, so greedy never meets near-ties."""
-    torch.manual_seed(seed)
-    model = cls(vocab_size=257, context_len=context_len, num_blocks=2, embed_dim=32, num_heads=4, tokenizer="bytes")
+def widened(model: torch.nn.Module) -> torch.nn.Module:
+    """Larger random weights spread the logits, so greedy decoding never meets near-ties."""
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.3)
     return model.eval()
+
+
+def tiny(cls=GPT2ish, context_len: int = 128, seed: int = 0) -> torch.nn.Module:
+    """A 2-block byte-level model."""
+    torch.manual_seed(seed)
+    return widened(cls(vocab_size=257, context_len=context_len, num_blocks=2, embed_dim=32, num_heads=4,
+                       tokenizer="bytes"))
 
 
 def prompts_of(*lengths: int) -> list[list[int]]:
@@ -50,6 +56,23 @@ def test_greedy_with_cache_equals_without(cls, length):
                                                                use_cache=False), eot_id=EOT)
     assert len(cached[0]) == 110
     assert cached == uncached
+
+
+TINY_VERSIONS = sorted(name for name in registered() if name == "test_runner" or name.endswith("_test"))
+
+
+@pytest.mark.parametrize("exp", TINY_VERSIONS)
+def test_every_experiment_decodes_the_same_cached_uncached_batched_and_alone(exp):
+    """A new experiment's attention and positions must keep the cache contract: checked here for each."""
+    torch.manual_seed(0)
+    model = widened(registered()[exp].factory().build_model(vocab_size=257, tokenizer="bytes", context_len=48))
+    prompts = prompts_of(4, 21)
+    config = GenerationConfig(max_new_tokens=60, stop_at_eot=False)
+    cached = generate_tokens(model, prompts, config, eot_id=EOT)
+    uncached = generate_tokens(model, prompts, GenerationConfig(max_new_tokens=60, stop_at_eot=False,
+                                                                use_cache=False), eot_id=EOT)
+    alone = [generate_tokens(model, [p], config, eot_id=EOT)[0] for p in prompts]
+    assert cached == uncached == alone
 
 
 @pytest.mark.parametrize("cls", [GPT2ish, GPT2])
