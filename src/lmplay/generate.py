@@ -24,7 +24,7 @@ SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt":
               "--top-p": "top_p", "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples",
               "--seed": "seed"}
 SEED_SWITCHES = {"--amp": "amp", "--sample": "do_sample"}
-TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text, never Hydra syntax
+TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text (or null), never Hydra syntax
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
                           "--config-dir", "-cd", "--experimental-rerun"}
 INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
@@ -60,7 +60,7 @@ def normalize(argv: Sequence[str]) -> list[str]:
         elif eq and key == "prompt":
             prompts.append(as_hydra_value(value))
         elif eq and key in TEXT_KEYS:
-            out.append(f"{key}={as_hydra_value(value)}")
+            out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
         elif not eq and not arg.startswith("-"):
             prompts.append(quote(arg))
         else:
