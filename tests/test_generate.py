@@ -101,9 +101,10 @@ def test_padded_rows_get_their_unpadded_logits():
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_batched_prompts_equal_one_by_one(use_cache):
+@pytest.mark.parametrize("lengths", [(3, 17, 9, 30), (2, 48)])  # (2, 48): a full row beside a nearly empty one
+def test_batched_prompts_equal_one_by_one(use_cache, lengths):
     model = tiny(context_len=48)
-    prompts = prompts_of(3, 17, 9, 30)
+    prompts = prompts_of(*lengths)
     config = GenerationConfig(max_new_tokens=60, use_cache=use_cache, stop_at_eot=False)  # slides past 48
     batched = generate_tokens(model, prompts, config, eot_id=EOT)
     alone = [generate_tokens(model, [p], config, eot_id=EOT)[0] for p in prompts]

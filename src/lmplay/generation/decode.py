@@ -80,7 +80,7 @@ class Decoder:
         self.model, self.windows, self.cache, self.pad_id = model, windows, cache, pad_id
         self.device = next(model.parameters()).device
         self.padded = False
-        self.key_mask = torch.ones((len(windows.rows), windows.context_len), dtype=torch.bool, device=self.device)
+        self.key_mask = torch.zeros((len(windows.rows), windows.context_len), dtype=torch.bool, device=self.device)
         self.next_positions = torch.zeros(len(windows.rows), dtype=torch.long, device=self.device)
 
     def prefill(self) -> torch.Tensor:
@@ -103,6 +103,7 @@ class Decoder:
         positions = self.next_positions[:, None]
         self.next_positions = self.next_positions + 1
         width = self.cache[0].length + 1
+        self.key_mask[:, width - 1] = True  # the new column is real in every row (an older layout may differ)
         attn_mask = self.key_mask[:, None, None, :width] if self.padded else None
         return self.forward(tokens[:, None], positions, attn_mask)
 
