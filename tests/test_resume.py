@@ -134,7 +134,8 @@ def test_crafted_checkpoint_executes_nothing(tmp_path, monkeypatch):
 
 def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
     run = tmp_path / "run"
-    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)
+    for steps in (1, 2):  # two saves, so there is a .bak to offer
+        run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"max_steps={steps}", f"hydra.run.dir={run}", check=True)
     data = (run / "model.lmp").read_bytes()
     for content in (data[: len(data) // 2], b""):
         (run / "model.lmp").write_bytes(content)

@@ -8,6 +8,8 @@ dicts, so `torch.load(weights_only=True)` reads it.
 import os
 import pickle
 import random
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -79,12 +81,16 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
     bak = path.with_name(path.name + ".bak")
     hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ConfigError(f"checkpoint {path} holds objects that are not plain data; refusing to load it "
-                          f"({str(e).splitlines()[0]}){hint}") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found[1]})" if found else ""
+        raise ConfigError(f"checkpoint {path} holds code or objects that are not plain data{what}; "
+                          f"refusing to load it{hint}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        raise ConfigError(f"checkpoint {path} is truncated or corrupt ({str(e).splitlines()[0]}){hint}") from None
+        raise ConfigError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}){hint}") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
     return migrate(ckpt, path)

@@ -90,7 +90,7 @@ class Component:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line"
         for key, value in merged.items():
-            if value != schema.get(key) and key in sources:
+            if key in sources and (value != schema.get(key) or sources[key] != "config"):
                 self.runner.provenance.add(self.group, key, value, sources[key])
         self.args = merged
         return merged
