@@ -6,7 +6,6 @@ import re
 from collections import Counter, defaultdict
 
 import numpy as np
-import pytest
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.curriculum import Curriculum

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.data.batch import Batch
-from lmplay.data.batching import MODES, PackedBatcher, RowsBatcher, make_batcher
-from lmplay.data.interleave import STRATEGIES, DrawnStream, RowFeed, SizedStream, check_interleave
+from lmplay.data.batching import MODES, RowsBatcher, make_batcher
+from lmplay.data.interleave import DrawnStream, RowFeed, SizedStream, check_interleave
 from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
 from lmplay.data.sources import DatasetSpec, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
@@ -116,6 +117,8 @@ class Curriculum:
                  validation_seed: int = 0, cache_dir: str | None = None, path: str | None = None,
                  stream_validation_rows: int = 1000, shuffle_buffer: int = 10_000,
                  tokenize_procs: int | None = None) -> None:
+        if isinstance(stages, (DictConfig, ListConfig)):  # instantiated without _convert_="all"
+            stages = OmegaConf.to_container(stages, resolve=True)
         if batching not in MODES:
             raise ConfigError(f"curriculum.batching={batching!r} is unknown; use one of: {', '.join(MODES)}")
         if not 0 <= validation_fraction < 1:
@@ -145,7 +148,7 @@ class Curriculum:
         self.context_len, self.seed = int(context_len), int(seed)
         cache = cache_root(self.cache_dir)
         prepared: dict[str, PreparedDataset] = {}
-        self._data = []
+        self._data, self._validation, self._row_stats = [], {}, {}
         for stage in self.stages:
             for spec in stage.datasets:
                 if repr(spec) not in prepared:
@@ -233,9 +236,9 @@ class Curriculum:
             return self._count_packed(stream, batch_size, include_prompts)
         return self._approximate_stream_steps(stage, batch_size, include_prompts)
 
-    def _stats(self, d: int, src: SizedRows, include_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _stats(self, src: SizedRows, include_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
         """(samples, counted tokens) of every row of a dataset's table when framed whole (rows batching)."""
-        key = (self.stage_index, d, id(src.table), include_prompts)
+        key = (id(src.table), include_prompts)
         if key not in self._row_stats:
             t, T = src.table, self.context_len
             samples = row_samples(t.prompt_lens, t.text_lens, t.boundaries, T)
@@ -251,7 +254,7 @@ class Curriculum:
         samples, counted = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
         for d, src in enumerate(stream.sources):
             sel = which == d
-            s, c = self._stats(d, src, include_prompts)
+            s, c = self._stats(src, include_prompts)
             samples[sel], counted[sel] = s[rows[sel]], c[rows[sel]]
         return which, rows, samples, counted
 
@@ -319,7 +322,7 @@ class Curriculum:
         if held and stage.batching == "rows":
             samples = counted = 0
             for v in held:
-                s, c = self._stats(-1, v, include_prompts)
+                s, c = self._stats(v, include_prompts)
                 samples, counted = samples + int(s.sum()), counted + int(c.sum())
             counted_per_sample = counted / samples
         return max(1, math.ceil(stage.tokens / (batch_size * counted_per_sample)))
