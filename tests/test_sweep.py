@@ -1,4 +1,4 @@
-"""Sweeps: every combination in its own run dir, a summary at the end, the same with the joblib and submitit launchers."""
+"""Sweeps: each job in its own run dir, a summary at the end; the basic, joblib and submitit launchers."""
 
 import json
 import os

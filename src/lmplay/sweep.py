@@ -59,7 +59,11 @@ class SweepSummary(Callback):
             "wall_time_s": round(time.time() - self._started.pop(str(job_dir), time.time()), 3),
         }
         write_atomic(job_dir / JOB_FILE, json.dumps(record, indent=1))
-        write_summary(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        write_summary(sweep_dir)
+        if error:  # Hydra stops the sweep with this error once the other jobs of the batch are done
+            print(f"job {record['job']} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
+                  file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -166,8 +170,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     scored = [r for r in rows if r["final_validation_loss"] is not None]
     if scored:
         best = min(scored, key=lambda r: r["final_validation_loss"])
-        lines += ["", f"Lowest final validation loss: job {best['job']} ({best['experiment']}, "
-                      f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}."]
+        lines += ["", (f"Lowest final validation loss: job {best['job']} ({best['experiment']}, "
+                       f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
     if groups:
         lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:
@@ -175,8 +179,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
     failed = [r for r in rows if r["status"] != "completed"]
     if failed:
-        lines += ["", f"{len(failed)} of {len(rows)} jobs did not complete. Rerunning the sweep with the same "
-                      f"hydra.sweep.dir resumes every job from its own checkpoint."]
+        lines += ["", (f"{len(failed)} of {len(rows)} jobs did not complete. Rerunning the sweep with the same "
+                       "hydra.sweep.dir resumes every job from its own checkpoint.")]
     return "\n".join(lines) + "\n"
 
 

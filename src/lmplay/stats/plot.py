@@ -120,7 +120,7 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
          diff: bool = False) -> Path:
-    """One PNG: a line per curve (a band when it averages seeds); with `diff`, each curve minus the first (the baseline)."""
+    """One PNG: a line per curve (a band when it averages seeds); `diff` draws each minus the first (the baseline)."""
     fig = Figure(figsize=(9, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -134,7 +134,8 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         tokens, values = c.tokens, c.values
         if diff:
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1])
-            tokens, values = tokens[inside], values[:, inside] - np.interp(tokens[inside], baseline.tokens, baseline.mean)
+            tokens = tokens[inside]
+            values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
                 markersize=3)
@@ -215,6 +216,6 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
-    notes = ["", "Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
-                 "'vs baseline' < 0 means lower loss than the baseline."]
-    return "\n".join(lines + notes) + "\n"
+    note = ("Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
+            "'vs baseline' < 0 means lower loss than the baseline.")
+    return "\n".join([*lines, "", note]) + "\n"

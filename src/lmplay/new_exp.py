@@ -1,0 +1,211 @@
+"""`python -m lmplay.new_exp NAME [--from gpt2ish] [--into DIR]`: start a new experiment as a copy of another.
+
+Copies the source experiment's package (model.py, versions.py, ...) and its conf/exp configs under
+the new name, renaming the package, the model class and the registered versions, so that
+`python -m lmplay.train exp=NAME` trains the copy at once. Then change one thing in its model.py.
+
+Versions are renamed by prefix: gpt2ish -> NAME, gpt2ish_mini -> NAME_mini, and the baseline's tiny
+test_runner -> NAME_test. Without --into the copy goes into this checkout's experiments/ and conf/exp/,
+where lmplay finds it on its own. With --into DIR it goes into an importable package of your own
+(DIR/NAME/ and DIR/conf/exp/), which lmplay reads through `hydra.searchpath=[pkg://<DIR's name>.conf]`.
+"""
+
+import argparse
+import ast
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmplay.cli import CONF_DIR
+from lmplay.errors import ConfigError, LmplayError
+
+REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
+RENAMED_VERSIONS = {"test_runner": "test"}  # the baseline's tiny version; its copies end in _test like the ports'
+NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@dataclass
+class Source:
+    name: str
+    module: str  # the package's import name, e.g. experiments.gpt2ish
+    path: Path
+    versions: list[str]
+    configs: dict[str, Path]  # version -> its conf/exp yaml
+    classes: list[str]  # the model classes the configs name
+
+
+def camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def registered_versions(versions_py: Path) -> list[str]:
+    """The names in `@expose_runner("name", ...)` decorators, read without importing the code."""
+    versions = []
+    for node in ast.walk(ast.parse(versions_py.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in node.decorator_list:
+                func = getattr(dec, "func", None)
+                if (getattr(func, "id", getattr(func, "attr", None)) == "expose_runner" and dec.args
+                        and isinstance(dec.args[0], ast.Constant)):
+                    versions.append(dec.args[0].value)
+    return versions
+
+
+def find_source(name: str, conf_dir: Path) -> Source:
+    module = name if "." in name else f"experiments.{name}"
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"--from {name}: no experiment package {module} is importable")
+    path = Path(next(iter(spec.submodule_search_locations)))
+    if not (path / "versions.py").is_file():
+        raise ConfigError(f"--from {name}: {path} has no versions.py, so it registers no versions to copy")
+    versions = registered_versions(path / "versions.py")
+    # An external package (made with --into) keeps its configs beside its experiments, in <package>/conf/exp.
+    conf_dirs = [path.parent / "conf" / "exp", conf_dir / "exp"]
+    configs = {v: next((d / f"{v}.yaml" for d in conf_dirs if (d / f"{v}.yaml").is_file()), None) for v in versions}
+    missing = [v for v, p in configs.items() if p is None]
+    if not versions or missing:
+        raise ConfigError(f"--from {name}: versions without a config in {' or '.join(map(str, conf_dirs))}: "
+                          f"{', '.join(missing) or '(none registered)'}")
+    classes = sorted({m[1] for p in configs.values()
+                      for m in re.finditer(rf"_target_:\s*{re.escape(module)}\.\w+\.(\w+)", p.read_text())})
+    return Source(name.rsplit(".", 1)[-1], module, path, versions, configs, classes)
+
+
+def rename_map(src: Source, name: str, module: str) -> dict[str, str]:
+    """Every identifier to rename: the package's import path, its model classes, its versions."""
+    mapping = {src.module: module}
+    for cls in src.classes:
+        mapping[cls] = camel(name) if len(src.classes) == 1 else camel(name) + cls
+    for v in src.versions:
+        if v.startswith(src.name):
+            mapping[v] = name + v[len(src.name):]
+        else:
+            mapping[v] = f"{name}_{RENAMED_VERSIONS.get(v, v)}"
+    return mapping
+
+
+def rename(text: str, mapping: dict[str, str]) -> str:
+    """One pass, longest names first, whole identifiers only: gpt2ish_mini is never read as gpt2ish + _mini."""
+    pattern = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    return re.sub(rf"(?<!\w)({pattern})(?!\w)", lambda m: mapping[m[1]], text)
+
+
+def replace_docstring(text: str, docstring: str) -> str:
+    """Swap a module's opening docstring (the source's description is not the copy's)."""
+    tree = ast.parse(text)
+    first = tree.body[0] if tree.body else None
+    if first and isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        lines = text.splitlines(keepends=True)
+        return f'"""{docstring}"""\n' + "".join(lines[first.end_lineno:])
+    return f'"""{docstring}"""\n\n' + text
+
+
+def comparable(versions: list[str]) -> str:
+    """The version to sweep against gpt2ish_mini: the laptop-sized one when there is one."""
+    return next((v for v in versions if v.endswith("_mini")), versions[0])
+
+
+def readme(name: str, src: Source, versions: list[str]) -> str:
+    return (f"# {name}\n\nCopied from `{src.module}` by `python -m lmplay.new_exp`.\n\n"
+            "**Idea.** What you change and why it might help.\n\n"
+            "**The change.** Which lines of model.py differ from the baseline's.\n\n"
+            "**Run it against the baseline.**\n\n"
+            f"    python -m lmplay.train -m exp=gpt2ish_mini,{comparable(versions)} seed=1,2,3\n"
+            "    python -m lmplay.plot multirun/<date>/<time>\n\n"
+            "**What to look for.** The loss difference from the baseline at equal tokens, against the spread over "
+            "seeds.\n\n" f"Versions: {', '.join(f'`{v}`' for v in versions)}.\n")
+
+
+def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list[Path]:
+    """Copy `source` to a new experiment `name`; returns the files written."""
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"'{name}' is not a valid experiment name: use lowercase letters, digits and _, "
+                          f"starting with a letter")
+    src = find_source(source, Path(CONF_DIR))
+    if into is None:
+        pkg_dir, conf_dir, module = REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
+    else:
+        into = Path(into)
+        if not NAME_RE.fullmatch(into.name):
+            raise ConfigError(f"--into {into}: the directory's name '{into.name}' must be an importable package "
+                              f"name (lowercase letters, digits and _)")
+        pkg_dir, conf_dir, module = into / name, into / "conf", f"{into.name}.{name}"
+    mapping = rename_map(src, name, module)
+    new_versions = [mapping[v] for v in src.versions]
+    original = {mapping[v]: v for v in src.versions}
+    targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in new_versions)]
+    taken = [str(p) for p in targets if p.exists()]
+    if taken:
+        raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}")
+
+    written = []
+    if into is not None:
+        for init in (into / "__init__.py", conf_dir / "__init__.py"):  # pkg://<into>.conf needs importable packages
+            if not init.exists():
+                init.parent.mkdir(parents=True, exist_ok=True)
+                init.write_text("")
+                written.append(init)
+    pkg_dir.mkdir(parents=True)
+    docstrings = {"__init__.py": f"{name}: copied from {src.module} by lmplay.new_exp; say here what idea it tries.",
+                  "model.py": f"{name}'s model: a copy of {src.module}'s; change one thing and say here what and why.",
+                  "versions.py": f"The registered versions of {name}; each has a conf/exp/<name>.yaml."}
+    for file in sorted(src.path.glob("*.py")):
+        text = rename(file.read_text(), mapping)
+        text = re.sub(r'(@expose_runner\("(\w+)",\s*description=")',
+                      lambda m: f"{m[1]}copied from {original.get(m[2], m[2])}: ", text)
+        if file.name in docstrings:
+            text = replace_docstring(text, docstrings[file.name])
+        written.append(pkg_dir / file.name)
+        written[-1].write_text(text)
+    written.append(pkg_dir / "README.md")
+    written[-1].write_text(readme(name, src, new_versions))
+    (conf_dir / "exp").mkdir(parents=True, exist_ok=True)
+    for version, config in src.configs.items():
+        text = rename(config.read_text(), mapping)
+        package, _, rest = text.partition("\n") if text.startswith("# @package") else ("", "", text)
+        header = f"# {mapping[version]}: copied from {version} by lmplay.new_exp.\n"
+        text = (package + "\n" if package else "") + header + rest
+        written.append(conf_dir / "exp" / f"{mapping[version]}.yaml")
+        written[-1].write_text(text)
+    return written
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lmplay.new_exp", description=__doc__.split("\n\n")[1])
+    parser.add_argument("name", help="the new experiment's name (its package, and the prefix of its versions)")
+    parser.add_argument("--from", dest="source", default="gpt2ish",
+                        help="the experiment to copy: a package under experiments/ or an importable package "
+                             "(default: gpt2ish, the baseline)")
+    parser.add_argument("--into", type=Path, metavar="DIR",
+                        help="an importable package directory of your own to hold the experiment and its configs")
+    args = parser.parse_args(argv)
+    written = create(args.name, args.source, args.into)
+    print("\n".join(f"wrote {path}" for path in written))
+    model_py = next(p for p in written if p.name == "model.py")
+    version = comparable([p.stem for p in written if p.suffix == ".yaml"])
+    if args.into is None:
+        print(f"\nnext: change one thing in {model_py}, then compare it with the baseline:\n"
+              f"  python -m lmplay.train -m exp=gpt2ish_mini,{version} seed=1,2,3")
+    else:
+        pkg = args.into.name
+        print(f"\nnext: change one thing in {model_py}; with {args.into.resolve().parent} on PYTHONPATH (or your "
+              f"package installed):\n  python -m lmplay.train -m 'hydra.searchpath=[pkg://{pkg}.conf]' "
+              f"exp=gpt2ish_mini,{version} seed=1,2,3\n"
+              f"For lmplay.generate to find its checkpoints by name, register its versions in your pyproject.toml:\n"
+              f'  [project.entry-points."lmplay.experiments"]\n  {args.name} = "{pkg}.{args.name}.versions"')
+
+
+def cli() -> None:
+    try:
+        main(sys.argv[1:])
+    except LmplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":
+    cli()

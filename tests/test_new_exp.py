@@ -1,0 +1,87 @@
+"""The experiment workflow: new_exp copies an experiment that trains at once; an outside package holds experiments."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose_config, run_cli
+from lmplay.modules.value_norm_attention import ValueNormAttention
+from lmplay.new_exp import create
+
+
+def pythonpath(*paths: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(map(str, paths))}
+
+
+def test_new_exp_copies_the_baseline_and_trains(tmp_path):
+    """In a copy of the checkout, so the shared experiments/ and conf/ stay untouched."""
+    repo = tmp_path / "repo"
+    for part in ("src", "conf", "experiments"):
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    env = pythonpath(repo / "src", repo)
+    proc = run_cli("lmplay.new_exp", "my_idea", cwd=repo, env=env, check=True)
+    assert "exp=gpt2ish_mini,my_idea_mini" in proc.stdout
+    model_py = (repo / "experiments" / "my_idea" / "model.py").read_text()
+    assert "class MyIdea(LMBase)" in model_py and "GPT2ish" not in model_py
+    versions_py = (repo / "experiments" / "my_idea" / "versions.py").read_text()
+    assert "from experiments.my_idea.model import MyIdea" in versions_py
+    for version in ("my_idea", "my_idea_med", "my_idea_large", "my_idea_mini", "my_idea_test"):
+        assert f'@expose_runner("{version}"' in versions_py
+        assert (repo / "conf" / "exp" / f"{version}.yaml").is_file()
+    assert "_target_: experiments.my_idea.model.MyIdea" in (repo / "conf" / "exp" / "my_idea.yaml").read_text()
+    assert "- my_idea\n" in (repo / "conf" / "exp" / "my_idea_test.yaml").read_text()
+
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=my_idea_test", "max_steps=2", "device=cpu", f"hydra.run.dir={run}", cwd=repo,
+            env=env, check=True)
+    assert len(json.loads((run / "stats.json").read_text())["train"]) == 2
+    # registered: the checkpoint's experiment name leads back to the copied class
+    load = ("from lmplay.generation.loading import load_model; "
+            f"model, exp = load_model({str(run / 'model.lmp')!r}); print(type(model).__name__, exp)")
+    out = subprocess.run([sys.executable, "-c", load], cwd=repo, env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.stdout.split() == ["MyIdea", "my_idea_test"], out.stderr
+
+    again = run_cli("lmplay.new_exp", "my_idea", cwd=repo, env=env)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+
+
+def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):
+    written = create("vn2", "value_norm", into=tmp_path / "ideas")
+    names = {p.relative_to(tmp_path).as_posix() for p in written}
+    assert {"ideas/vn2/model.py", "ideas/vn2/versions.py", "ideas/vn2/README.md", "ideas/conf/exp/vn2.yaml",
+            "ideas/conf/exp/vn2_mini.yaml", "ideas/conf/exp/vn2_test.yaml", "ideas/conf/__init__.py"} <= names
+    test_yaml = (tmp_path / "ideas" / "conf" / "exp" / "vn2_test.yaml").read_text()
+    assert "- test_runner\n" in test_yaml and "_target_: ideas.vn2.model.Vn2" in test_yaml
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config([f"hydra.searchpath=[file://{tmp_path / 'ideas' / 'conf'}]", "exp=vn2_test"])
+    args = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        model = get_class(args.pop("_target_"))(vocab_size=257, tokenizer="bytes", context_len=32, **args)
+    finally:
+        for module in [m for m in sys.modules if m == "ideas" or m.startswith("ideas.")]:
+            del sys.modules[module]
+    assert type(model).__name__ == "Vn2" and any(isinstance(m, ValueNormAttention) for m in model.modules())
+
+
+def test_an_external_package_trains_through_the_search_path(tmp_path):
+    """Experiments in a package of the user's own: code by import, configs by hydra.searchpath=[pkg://...]."""
+    create("outside", into=tmp_path / "my_lab")
+    run = tmp_path / "run"
+    proc = run_cli("lmplay.train", "hydra.searchpath=[pkg://my_lab.conf]", "exp=outside_test", "max_steps=2",
+                   "device=cpu", f"hydra.run.dir={run}", env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
+    assert "experiment outside_test" in proc.stdout
+    assert len(json.loads((run / "stats.json").read_text())["train"]) == 2
+
+
+def test_bad_names_are_one_line_errors(tmp_path):
+    for args, needle in ((["My-Idea"], "not a valid experiment name"), (["x", "--from", "nope"], "experiments.nope"),
+                         (["x", "--into", str(tmp_path / "Not-A-Package")], "importable package")):
+        proc = run_cli("lmplay.new_exp", *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
