@@ -57,6 +57,9 @@ class LMRunnerBase:
         self.provenance = Provenance()
         self.device = pick_device(cfg.device)
         self.world = init_world(self.device.type)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls (Ampere+)
+            torch.backends.cudnn.allow_tf32 = True
         if self.world.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
             torch.cuda.set_device(self.device)
@@ -190,7 +193,8 @@ class LMRunnerBase:
         loss_total = torch.zeros((), device=self.device)
         correct_total = torch.zeros((), device=self.device, dtype=torch.long)
         non_blocking = self.device.type == "cuda"
-        minis = batch.shard(self.world.rank, self.world.size).split(settings.mini_batch_size)
+        shard = batch.shard(self.world.rank, self.world.size)
+        minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
         for i, mini in enumerate(minis):
             inputs = mini.inputs.to(self.device, non_blocking=non_blocking)
             targets = mini.targets.to(self.device, non_blocking=non_blocking)

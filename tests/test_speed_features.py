@@ -1,0 +1,33 @@
+"""What the speed features touch stays correct: compile, MFU accounting."""
+
+import pytest
+import torch
+
+from conftest import make_runner
+from experiments.gpt2ish.model import GPT2ish
+from lmplay.stats.mfu import flops_per_token, matmul_params, mfu
+
+
+def test_mfu_formula_for_gpt2ish_by_hand():
+    with torch.device("meta"):
+        model = GPT2ish(vocab_size=50257, context_len=1024, num_blocks=6, embed_dim=768, num_heads=12)
+    d, L, V, T = 768, 6, 50257, 1024
+    attention = (3 * d * d + 3 * d) + (d * d + d)                  # qkv and output projection, with biases
+    mlp = (d * 4 * d + 4 * d) + (4 * d * d + d)                     # fc and projection, with biases
+    per_block = attention + mlp + 2 * 2 * d                         # + two LayerNorms
+    n = L * per_block + 2 * d + V * d                                     # blocks, final LN, untied lm_head
+    assert matmul_params(model) == n
+    assert flops_per_token(n, L, T, d) == 6 * n + 12 * L * T * d
+    assert mfu(1000.0, 6e9, 989e12) == pytest.approx(1000 * 6e9 / 989e12)
+    assert mfu(1000.0, 6e9, None) is None
+
+
+def test_compiled_and_eager_give_the_same_losses(tmp_path):
+    losses = {}
+    for compiled in (False, True):
+        runner = make_runner(["exp=test_runner", "device=cpu", f"compile={str(compiled).lower()}"],
+                             tmp_path / str(compiled))
+        settings = runner.runner_c.settings
+        losses[compiled] = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
+                            for _ in range(3)]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
