@@ -9,6 +9,7 @@ from hydra.utils import get_class
 from torch import nn
 
 from conftest import compose_config, run_cli
+from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.modules.lradd import LRAdd
 from lmplay.modules.nn_memory import NNMemory, NNMemoryRead
@@ -83,6 +84,14 @@ def test_every_port_trains_through_the_cli(tmp_path):
         losses = [r["loss"] for r in stats["train"]]
         assert losses[-1] < losses[0], (job["experiment"], losses)
         assert stats["validation"], job["experiment"]
+
+    # a trained unified_embed checkpoint exports to one with a plain table and the same logits
+    trained = sweep / summary["jobs"][PORTS.index("unified_embed")]["dir"] / "model.lmp"
+    run_cli("experiments.unified_embed.export", str(trained), str(tmp_path / "plain.lmp"), check=True)
+    (model, exp), (plain, plain_exp) = load_model(trained), load_model(tmp_path / "plain.lmp")
+    assert exp == plain_exp == "unified_embed_test" and type(plain.embed.tok) is nn.Embedding
+    x = torch.randint(0, 257, (2, 40))
+    torch.testing.assert_close(plain(x), model(x), atol=1e-6, rtol=0)
 
 
 # -- value_norm -------------------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""`python -m experiments.unified_embed.export IN.lmp OUT.lmp`: the checkpoint with its unified embedding collapsed.
+
+The exported model has the baseline's structure and parameter count and gives the same logits;
+`lmplay.generate` loads it like any checkpoint of this experiment. Training can resume from it, with
+the optimizer's moments started afresh: the wide table they belonged to is gone.
+"""
+
+import sys
+from pathlib import Path
+
+from lmplay.errors import ConfigError, LmplayError
+from lmplay.generation.loading import load_model
+from lmplay.runner import checkpoint
+
+
+def export(src: Path, dst: Path) -> None:
+    ckpt = checkpoint.load(src)
+    model, exp = load_model(src)
+    if not hasattr(model, "export"):
+        raise ConfigError(f"{src} is a checkpoint of {exp}, which has no unified embedding to collapse")
+    plain = model.export()
+    ckpt["components"]["model"] = {"state_args": dict(plain.construction_args),
+                                   "state": {"weights": plain.state_dict()}}
+    ckpt["components"]["optimizers"]["state"] = {}
+    checkpoint.save(ckpt, dst)
+    print(f"wrote {dst}: {exp} with a plain embedding table, {model.parameter_count():,} -> "
+          f"{plain.parameter_count():,} parameters")
+
+
+def cli() -> None:
+    if len(sys.argv) != 3:
+        print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        export(Path(sys.argv[1]), Path(sys.argv[2]))
+    except LmplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+if __name__ == "__main__":
+    cli()
