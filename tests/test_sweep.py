@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
+from lmplay.sweep import summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -82,6 +83,31 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     assert [r["status"] for r in rows] == ["failed", "completed"]
     assert "not divisible by num_heads=3" in rows[0]["error"]
     assert rows[1]["final_validation_loss"] is not None
+
+
+def test_summary_reads_whatever_jobs_left_behind(tmp_path):
+    """Finished, failed, killed and nested job dirs; launcher logs are not jobs."""
+    def job(name: str, record: dict | None, val_loss: float | None = None) -> None:
+        (tmp_path / name).mkdir(parents=True)
+        if record is not None:
+            (tmp_path / name / "job.json").write_text(json.dumps(record))
+        if val_loss is not None:
+            stats = {"train": [{"step": 3, "samples": 24, "tokens": 700, "loss": 3.0}],
+                     "validation": [{"step": 3, "samples": 24, "tokens": 700, "loss": val_loss, "accuracy": 0.2}]}
+            (tmp_path / name / "stats.json").write_text(json.dumps(stats))
+
+    job("0_exp=a,seed=1", {"job": 0, "experiment": "a", "overrides": ["exp=a", "seed=1"], "status": "completed",
+                           "wall_time_s": 12.0}, 2.5)
+    job("1_exp=a,seed=2", {"job": 1, "experiment": "a", "overrides": ["exp=a", "seed=2"], "status": "started"}, 2.7)
+    job("2_curriculum.path=/data/x.txt,exp=b", {"job": 2, "experiment": "b", "status": "failed",
+                                           "overrides": ["exp=b"], "error": "ConfigError: no"})
+    job(".submitit/123", None, 1.0)
+    rows = summarize(tmp_path)
+    assert [(r["job"], r["status"], r["final_validation_loss"]) for r in rows] == [
+        (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None)]
+    text = write_summary(tmp_path)["markdown"]
+    assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text and "2 of 3 jobs have not completed" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

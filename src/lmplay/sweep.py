@@ -4,8 +4,9 @@
 launcher runs a job (this process, a joblib worker, a SLURM node) and reads only what jobs leave in
 their directories, so it works the same with every launcher:
 
-- at each job's end it writes `job.json` in the job's dir (status, error, wall time) and refreshes
-  the sweep's summary, so a sweep that dies half-way still has one;
+- each job keeps `job.json` in its run dir: "started" while it runs (or if it was killed), then
+  "completed" or "failed" with the error and its wall time; at its end the sweep's summary is
+  refreshed, so a sweep that dies half-way still has one;
 - at the end of the sweep it writes `summary.json` and `summary.md` in the sweep dir and prints the
   table, with means over seeds when a configuration was repeated with several seeds.
 
@@ -34,35 +35,28 @@ JOB_FILE = "job.json"
 
 
 class SweepSummary(Callback):
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
-
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._started[config.hydra.runtime.output_dir] = time.time()
+        if config.hydra.mode == RunMode.MULTIRUN:
+            # Replaces what an earlier attempt of this job left: until it ends, the job reads as started.
+            write_job(config, {"status": "started", "started_at": time.time()})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        job_dir = Path(config.hydra.runtime.output_dir)
         error = None
         if job_return.status == JobStatus.FAILED:
             try:
                 _ = job_return.return_value  # re-raises what the job raised
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 error = f"{type(e).__name__}: {e}"
-        record = {
-            "job": config.hydra.job.num,
-            "experiment": config.hydra.runtime.choices.get("exp"),
-            "overrides": list(config.hydra.overrides.task),
-            "status": "failed" if error else "completed",
-            "error": error,
-            "wall_time_s": round(time.time() - self._started.pop(str(job_dir), time.time()), 3),
-        }
-        write_atomic(job_dir / JOB_FILE, json.dumps(record, indent=1))
+        job_file = Path(config.hydra.runtime.output_dir) / JOB_FILE
+        started = json.loads(job_file.read_text()).get("started_at") if job_file.is_file() else None
+        write_job(config, {"status": "failed" if error else "completed", "error": error, "started_at": started,
+                           "wall_time_s": round(time.time() - started, 3) if started else None})
         sweep_dir = Path(config.hydra.sweep.dir)
         write_summary(sweep_dir)
         if error:  # Hydra stops the sweep with this error once the other jobs of the batch are done
-            print(f"job {record['job']} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
+            print(f"job {config.hydra.job.num} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
                   file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -70,6 +64,13 @@ class SweepSummary(Callback):
         if sweep_dir.is_dir():
             print(write_summary(sweep_dir)["markdown"])
             print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
+
+
+def write_job(config: DictConfig, status: dict[str, Any]) -> None:
+    """The job's own record, job.json in its run dir: which job, what it ran, how it went."""
+    record = {"job": config.hydra.job.num, "experiment": config.hydra.runtime.choices.get("exp"),
+              "overrides": list(config.hydra.overrides.task), **status}
+    write_atomic(Path(config.hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -110,8 +111,8 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
         "wall_time_s": job.get("wall_time_s"),
-        # No job.json: the job is still running, or its process ended before Hydra could record it.
-        "status": job.get("status", "incomplete"),
+        # "started": running, or killed before it could finish; no job.json at all: not run by this callback.
+        "status": job.get("status", "unknown"),
         "error": job.get("error"),
     }
 
@@ -179,8 +180,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
     failed = [r for r in rows if r["status"] != "completed"]
     if failed:
-        lines += ["", (f"{len(failed)} of {len(rows)} jobs did not complete. Rerunning the sweep with the same "
-                       "hydra.sweep.dir resumes every job from its own checkpoint.")]
+        lines += ["", (f"{len(failed)} of {len(rows)} jobs have not completed ('started': running, or killed). "
+                       "Rerunning the sweep with the same hydra.sweep.dir resumes each job from its own checkpoint.")]
     return "\n".join(lines) + "\n"
 
 
