@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from lmplay.errors import ConfigError
 from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline
 from lmplay.stats.runs import load_runs
 
@@ -66,8 +67,17 @@ def test_comparison_table_is_at_equal_tokens_with_the_baseline_first(sweep):
 def test_baseline_can_be_named(sweep):
     groups = pick_baseline(group_runs(load_runs([sweep])), "value_norm")
     assert groups[0].label == "value_norm_mini"
-    with pytest.raises(Exception, match="matches none"):
+    with pytest.raises(ConfigError, match="matches none"):
         pick_baseline(groups, "nope")
+
+
+def test_the_same_command_in_two_sweeps_is_a_comparison_not_more_seeds(tmp_path):
+    for sweep in ("before", "after"):
+        for seed in (1, 2):
+            fake_run(tmp_path / sweep / f"{seed - 1}_exp=a,seed={seed}", "a", seed, 2.0)
+    groups = group_runs(load_runs([tmp_path / "before", tmp_path / "after"]))
+    assert [(g.label, len(g.runs)) for g in groups] == [("a (before/0_exp=a,seed=1)", 2),
+                                                        ("a (after/0_exp=a,seed=1)", 2)]
 
 
 def test_runs_of_different_lengths_compare_over_the_tokens_both_reached(tmp_path):

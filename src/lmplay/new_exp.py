@@ -175,7 +175,8 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lmplay.new_exp", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m lmplay.new_exp", description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the new experiment's name (its package, and the prefix of its versions)")
     parser.add_argument("--from", dest="source", default="gpt2ish",
                         help="the experiment to copy: a package under experiments/ or an importable package "

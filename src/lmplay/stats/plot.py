@@ -51,16 +51,27 @@ class Curve:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs with the same configuration form one group, in the order the runs first appear."""
-    by_config: dict[tuple, list[Run]] = {}
+    """Runs of one configuration with different seeds form a group, in the order the runs first appear.
+
+    A run without .hydra/overrides.yaml is its own group (nothing says it repeats another), and so is a
+    run whose exact overrides a group already holds (the same command run twice, e.g. before and after
+    a code change, is a comparison, not a repeat).
+    """
+    groups: list[list[Run]] = []
+    by_config: dict[tuple, list[list[Run]]] = {}
     for run in runs:
-        # A run without .hydra/overrides.yaml is its own configuration: nothing says it repeats another.
         key = run.config if run.overrides else ("path", str(run.path))
-        by_config.setdefault(key, []).append(run)
-    groups = [Group("", members) for members in by_config.values()]
-    for group, label in zip(groups, labels(groups)):
+        same_config = by_config.setdefault(key, [])
+        group = next((g for g in same_config if all(sorted(r.overrides) != sorted(run.overrides) for r in g)), None)
+        if group is None:
+            group = []
+            same_config.append(group)
+            groups.append(group)
+        group.append(run)
+    out = [Group("", members) for members in groups]
+    for group, label in zip(out, labels(out)):
         group.label = label
-    return groups
+    return out
 
 
 def labels(groups: list[Group]) -> list[str]:
@@ -75,10 +86,9 @@ def labels(groups: list[Group]) -> list[str]:
             continue
         extra = [o for o in sorted(config - shared) if override_key(o) != "exp"]
         out.append(" ".join([run.exp or run.path.name, *extra]))
-    for i, label in enumerate(out):  # still ambiguous (e.g. the same command in two places): add the dir name
-        if out.count(label) > 1:
-            out[i] = f"{label} ({groups[i].runs[0].path.name})"
-    return out
+    ambiguous = {label for label in out if out.count(label) > 1}  # e.g. the same command in two sweeps
+    return [f"{label} ({g.runs[0].path.parent.name}/{g.runs[0].path.name})" if label in ambiguous else label
+            for label, g in zip(out, groups)]
 
 
 def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
