@@ -129,7 +129,8 @@ def test_launcher_runs_two_jobs(launcher, tmp_path):
 ])
 def test_slurm_presets_make_valid_sbatch_scripts(preset, expected, tmp_path, monkeypatch):
     """What the submitit_slurm launcher would submit with a preset (submitit wants `srun` on PATH; a stub does)."""
-    submitit = pytest.importorskip("submitit")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     srun = tmp_path / "srun"
