@@ -70,6 +70,8 @@ def test_record_files_with_column_mapping(tmp_path, no_hub):
         answers = all_text(build(tmp_path, [{"path": str(tmp_path / name), "prompt": "q", "truth": "a"}]),
                            include_prompts=False, counted=True)
         assert sorted(answers) == sorted(f"A{i}.<|endoftext|>" for i in range(6))
+    builder = build(tmp_path, [{"path": "json", "data_files": str(tmp_path / "r.jsonl"), "text": "body"}])
+    assert sorted(all_text(builder)) == sorted(f"<|endoftext|>Body {i}." for i in range(6))
 
 
 def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):
@@ -117,6 +119,16 @@ def test_a_dataset_validation_split_is_used_instead_of_a_fraction(tmp_path, no_h
     assert len(all_text(c)) == 12  # all training rows: the fraction is not taken from them
     held = sorted(TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1))
     assert held == [f"<|endoftext|>Held story {i}." for i in range(3)]
+
+
+def test_validation_file(tmp_path, no_hub):
+    (tmp_path / "train.txt").write_text("\n\n".join(f"Train para {i}." for i in range(4)))
+    (tmp_path / "val.txt").write_text("Held para.")
+    c = build(tmp_path, [{"path": str(tmp_path / "train.txt"), "validation_path": str(tmp_path / "val.txt"),
+                          "row_chars": 10}], validation_fraction=0.5)
+    assert sorted(all_text(c)) == [f"<|endoftext|>Train para {i}." for i in range(4)]
+    assert TOK.decode(c.validation_batches(5, 1)[0].inputs[0].tolist()) == "<|endoftext|>Held para."
+    assert len(c.validation_batches(5, 1)) == 1
 
 
 def test_save_to_disk_folder_with_splits(tmp_path, no_hub):

@@ -25,7 +25,7 @@ from lmplay.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when rendering or the tokenized layout changes: old cache files are then ignored
+FORMAT_VERSION = 2  # bump when rendering or boundary rules change: old cache files are then ignored
 HOLDOUT_TAG = 0x68_6F_6C_64  # "hold": keeps the held-out draw independent of other uses of the same seed
 PARALLEL_ROWS = 200_000      # sources with more rows are tokenized with several processes
 
@@ -79,7 +79,8 @@ def tokenize_batch(batch: dict[str, list], fmt: RowFormat, tokenizer: Tokenizer)
 
 def cache_key(identity: str, fmt: RowFormat, tokenizer: Tokenizer) -> str:
     blob = json.dumps({"source": identity, "format": asdict(fmt), "tokenizer": tokenizer.name,
-                       "vocab": tokenizer.vocab_size, "version": FORMAT_VERSION}, sort_keys=True)
+                       "vocab": tokenizer.vocab_size, "layout": str(token_features(tokenizer)),
+                       "version": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
