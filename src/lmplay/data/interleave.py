@@ -148,9 +148,8 @@ class DrawnStream:
         if isinstance(src, SizedRows):
             if self.cursor[d] == len(src):
                 return None
-            perm = rng(self.seed, self.stage, ORDER_TAG, d, pass_index).permutation(len(src)) \
-                if self._iters[d] is None else None
-            if perm is not None:
+            if self._iters[d] is None:
+                perm = rng(self.seed, self.stage, ORDER_TAG, d, pass_index).permutation(len(src))
                 self._iters[d] = iter(src.index[perm[self.cursor[d]:]])
             row = src.table.row(int(next(self._iters[d])))
         else:

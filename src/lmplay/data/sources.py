@@ -115,20 +115,21 @@ class LoadedSource:
     fmt: RowFormat
     identity: str
     validation: Dataset | IterableDataset | None = None
+    validation_identity: str = ""
 
 
 def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
     """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns."""
     records, identity = _load_records(spec, spec.path, spec.split, where)
-    validation = None
+    validation, validation_identity = None, ""
     if spec.validation_path:
-        validation, _ = _load_records(spec, spec.validation_path, spec.split, where)
+        validation, validation_identity = _load_records(spec, spec.validation_path, spec.split, where)
     elif spec.validation_split:
-        validation, _ = _load_records(spec, spec.path, spec.validation_split, where)
+        validation, validation_identity = _load_records(spec, spec.path, spec.validation_split, where)
     fmt = row_format(spec, _column_names(records), where)
     if validation is not None:
         row_format(spec, _column_names(validation), where + " (validation)")
-    return LoadedSource(spec, records, fmt, identity, validation)
+    return LoadedSource(spec, records, fmt, identity, validation, validation_identity)
 
 
 def row_format(spec: DatasetSpec, columns: list[str] | None, where: str) -> RowFormat:

@@ -249,8 +249,7 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
     if len(table) == 0:
         raise ConfigError(f"{where} has no rows with text to train on; check the file, its split and its columns")
     if source.validation is not None:
-        val_tok, val_key = tokenize_records(source.validation, source.fmt, tokenizer,
-                                            f"{source.identity}|validation:{spec.validation_split or spec.validation_path}",
+        val_tok, val_key = tokenize_records(source.validation, source.fmt, tokenizer, source.validation_identity,
                                             label + "-validation", cache_dir, procs)
         val_table = TokenTable(val_tok)
         return PreparedDataset(label, SizedRows(label, table, np.arange(len(table))),
