@@ -47,7 +47,8 @@ def precheck(overrides: list[str], config_name: str) -> None:
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    plain = [o for o in overrides if not o.startswith("hydra")]
+    # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
+    plain = [o for o in overrides if not o.startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
             compose(config_name=config_name, overrides=plain)
