@@ -19,7 +19,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lmplay.plot", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run dirs or sweep dirs")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs and comparison.txt go (default: FIRST_RUN_DIR/plots)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="where the PNGs and comparison.txt go (default: FIRST_RUN_DIR/plots)")
     parser.add_argument("--baseline", metavar="TEXT",
                         help="the baseline is the run whose label or path contains TEXT (default: the first run)")
     parser.add_argument("--train", action="store_true", help="also plot the training loss and accuracy")
