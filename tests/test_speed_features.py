@@ -31,3 +31,15 @@ def test_compiled_and_eager_give_the_same_losses(tmp_path):
         losses[compiled] = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
                             for _ in range(3)]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+
+
+def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu", "vocab_multiple=64"], tmp_path)
+    model, vocab = runner.model, runner.tokenizer.vocab_size
+    assert model.lm_head.out_features == 320 > vocab == 257
+    with torch.no_grad():
+        model.lm_head.weight[vocab:] = 100.0  # make the padding columns win if they were ever considered
+    batch = runner.curriculum.next_batch(8, True)
+    loss_sum, correct = model.loss_terms(batch.inputs, batch.targets)
+    assert torch.isfinite(loss_sum) and loss_sum / batch.num_tokens < 20
+    assert int(model.token_logits(model(batch.inputs)).argmax(-1).max()) < vocab

@@ -57,13 +57,18 @@ class LMBase(MBase):
         return [KVCache(batch_size, m.num_heads, max_len or self.context_len, m.head_dim, param.device, param.dtype)
                 for m in self.modules() if isinstance(m, MultiHeadAttention)]
 
+    def token_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Drop the columns of a vocabulary padded past the tokenizer's (vocab_multiple): they are never predicted."""
+        vocab = self.tokenizer.vocab_size
+        return logits if logits.size(-1) == vocab else logits[..., :vocab]
+
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and number of correct top-1 predictions over real targets.
 
         Sums, not means: the runner divides by the tokens of the whole effective batch so that
         gradient accumulation equals one big batch.
         """
-        logits = self(inputs)
+        logits = self.token_logits(self(inputs))
         flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         correct = ((flat_logits.argmax(-1) == flat_targets) & (flat_targets != IGNORE_INDEX)).sum()
