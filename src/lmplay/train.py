@@ -1,5 +1,6 @@
 """`python -m lmplay.train` / `lmp_trainer`: train an experiment through its curriculum, resuming the run dir."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,10 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
 
 def train(cfg: DictConfig) -> dict:
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
+
+    if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
+        import datasets
+        datasets.disable_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

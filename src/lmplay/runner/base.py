@@ -222,11 +222,15 @@ class LMRunnerBase:
         return loss_total, correct_total
 
     @torch.no_grad()
-    def validate(self, settings: RunnerSettings) -> dict[str, float]:
+    def validate(self, settings: RunnerSettings) -> dict[str, float] | None:
+        """Loss and accuracy on the stage's fixed held-out batches; None when the stage holds none out."""
+        batches = self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size,
+                                                     settings.include_prompts)
+        if not batches:
+            return None
         model = self.model
         model.eval()
         loss_sum, correct, tokens = 0.0, 0, 0
-        batches = self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size)
         for batch in batches[self.world.rank::self.world.size]:
             with self.autocast():
                 ls, c = model.loss_terms(batch.inputs.to(self.device), batch.targets.to(self.device))
@@ -234,6 +238,13 @@ class LMRunnerBase:
         loss_sum, correct, tokens = self.world.sum(loss_sum, correct, tokens)
         model.train()
         return {"loss": loss_sum / max(tokens, 1), "accuracy": correct / max(tokens, 1)}
+
+    def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> float | None:
+        """Validate and record; returns the latest validation loss (None if the plan holds nothing out)."""
+        values = self.validate(settings)
+        if values is not None:
+            self.record("validation", stage, lr, values)
+        return self.last_validation_loss()
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum
@@ -282,7 +293,7 @@ class LMRunnerBase:
         if "weight_decay" in stage.overrides:
             self.optimizer_c.optimizer.param_groups[0]["weight_decay"] = stage.overrides["weight_decay"]
         progress = self.runner_c.progress
-        total = self.curriculum.estimate_stage_steps(settings.batch_size)
+        total = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
@@ -293,8 +304,7 @@ class LMRunnerBase:
         finally:
             bar.close()
         if self._stop_signal is None and progress["step"] > step_before:
-            self.record("validation", stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"],
-                        self.validate(settings))
+            self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
 
     def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
@@ -333,7 +343,7 @@ class LMRunnerBase:
                                     f"tok {progress['tokens']:,} {format_speed(speed)}", refresh=False)
             bar.update(1)
             if crossed(samples_before, progress["samples"], settings.validation_interval):
-                last_val = self.record("validation", stage.name, lr, self.validate(settings))["loss"]
+                last_val = self.validation_record(stage.name, lr, settings)
             if crossed(samples_before, progress["samples"], settings.save_interval):
                 self.save()
         return False
