@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,6 +64,8 @@ def main(cfg: DictConfig) -> dict:
     try:
         return train(cfg)
     except LmplayError as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the job as failed and runs the others; the sweep summary shows the error
         report(e)
     except KeyboardInterrupt:
         raise SystemExit("interrupted before training started; nothing was saved") from None
