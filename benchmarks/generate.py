@@ -23,13 +23,14 @@ import torch
 
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.generation.config import GenerationConfig
-from lmplay.generation.decode import generate_tokens
+from lmplay.generation.decode import Decoder, Windows, generate_tokens
 from lmplay.generation.loading import load_model
+from lmplay.generation.sampling import pick_next
 from lmplay.generation.text import autocast
 from lmplay.runner import get_runner
 
 PROMPT_LEN = 4
-SPREAD = 5  # a position's time is the median over the positions within SPREAD of it
+SPREAD = 5  # a position's time is the median over the steps at positions within SPREAD of it
 
 
 def build(args: argparse.Namespace) -> torch.nn.Module:
@@ -42,27 +43,35 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
     return model.to(args.device).eval()
 
 
-def decode(model: torch.nn.Module, new_tokens: int, use_cache: bool) -> list[float]:
-    """Greedy decoding of `new_tokens` after a PROMPT_LEN prompt; the time at which each token was ready."""
-    stamps = [time.perf_counter()]
-    config = GenerationConfig(max_new_tokens=new_tokens, use_cache=use_cache, stop_at_eot=False)
-    prompt = [list(range(PROMPT_LEN))]
-    generate_tokens(model, prompt, config, eot_id=0, on_step=lambda _: stamps.append(time.perf_counter()))
-    return stamps
-
-
 def tokens_per_second(model: torch.nn.Module, new_tokens: int, use_cache: bool) -> float:
-    stamps = decode(model, new_tokens, use_cache)
-    return new_tokens / (stamps[-1] - stamps[0])
+    """Greedy decoding of `new_tokens` after a PROMPT_LEN prompt, prefill included."""
+    config = GenerationConfig(max_new_tokens=new_tokens, use_cache=use_cache, stop_at_eot=False)
+    started = time.perf_counter()
+    generate_tokens(model, [list(range(PROMPT_LEN))], config, eot_id=0)
+    return new_tokens / (time.perf_counter() - started)
 
 
-def step_time(stamps: list[float], position: int) -> float:
-    """Median seconds of the decode steps that feed the token at `position` (± SPREAD) to the model.
+def step_times(model: torch.nn.Module, positions: list[int], repeats: int) -> dict[int, float]:
+    """Median seconds of a cached decode step (pick the token, feed it) at each position (± SPREAD).
 
-    New token j sits at position PROMPT_LEN + j and is ready at stamps[j + 1]; the step that feeds it
-    ends when token j + 1 is ready."""
-    steps = range(position - PROMPT_LEN - SPREAD, position - PROMPT_LEN + SPREAD + 1)
-    return statistics.median(stamps[j + 2] - stamps[j + 1] for j in steps)
+    The positions take turns step by step, so a machine busy with other work slows them alike; run one
+    after the other, a late position would be measured at another moment than an early one.
+    """
+    config = GenerationConfig(stop_at_eot=False)
+    times: dict[int, list[float]] = {p: [] for p in positions}
+    for _ in range(repeats):
+        decoders = {}
+        for p in positions:
+            prompt = [i % 256 for i in range(p - SPREAD)]  # the first step feeds position p - SPREAD
+            decoder = Decoder(model, Windows([prompt], model.context_len, stride=1), model.new_cache(1), pad_id=0)
+            decoders[p] = (decoder, decoder.prefill())
+        for _ in range(2 * SPREAD + 1):
+            for p, (decoder, logits) in decoders.items():
+                started = time.perf_counter()
+                tokens = pick_next(logits, config)
+                decoders[p] = (decoder, decoder.advance(tokens, tokens.tolist()))
+                times[p].append(time.perf_counter() - started)
+    return {p: statistics.median(t) for p, t in times.items()}
 
 
 def main() -> None:
@@ -75,7 +84,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=512)
     parser.add_argument("--early", type=int, default=10, help="the early position")
     parser.add_argument("--late", type=int, default=900, help="the late position")
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each cached measurement (tokens/s: the best; per position: all pooled)")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -83,21 +93,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model = build(args)
-    last = args.late + SPREAD + 1  # the last position fed to the model: no window slide before it
-    if last >= model.context_len or args.early - SPREAD < PROMPT_LEN:
-        parser.error(f"positions {args.early} and {args.late} need {PROMPT_LEN + SPREAD} <= early and late < "
-                     f"{model.context_len - SPREAD - 1} (the context is {model.context_len})")
+    if args.late + SPREAD >= model.context_len or args.early - SPREAD < 1:
+        parser.error(f"--early and --late must lie in [{SPREAD + 1}, {model.context_len - SPREAD}) (the context is "
+                     f"{model.context_len})")
     print(f"model: {args.checkpoint or args.exp}, {model.parameter_count():,} parameters, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {args.device}, "
           f"{torch.get_num_threads()} threads, amp {args.amp}, torch {torch.__version__}")
     with torch.no_grad(), autocast(torch.device(args.device), torch.bfloat16 if args.amp else None):
-        decode(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
+        tokens_per_second(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
         cached = max(tokens_per_second(model, args.new_tokens, True) for _ in range(args.repeats))
+        per_step = step_times(model, [args.early, args.late], args.repeats)
         print("generating without the cache (the slow part) ...", file=sys.stderr, flush=True)
         uncached = tokens_per_second(model, args.new_tokens, False)  # minutes long on a CPU: once
-        positions = [decode(model, last + 1 - PROMPT_LEN, use_cache=True) for _ in range(args.repeats)]
-    early = min(step_time(s, args.early) for s in positions)
-    late = min(step_time(s, args.late) for s in positions)
+    early, late = per_step[args.early], per_step[args.late]
     print(f"{args.new_tokens} new tokens with the KV cache:    {cached:10.1f} tokens/s")
     print(f"{args.new_tokens} new tokens without a cache:      {uncached:10.1f} tokens/s")
     print(f"cache speed-up: {cached / uncached:.1f}x (target >= 5x)")
