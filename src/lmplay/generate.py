@@ -83,9 +83,10 @@ def read_prompts(cfg: DictConfig) -> list[str]:
         path = Path(cfg.prompt_file)
         if not path.is_file():
             raise ConfigError(f"prompt_file={path} does not exist")
-        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompts:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
             raise ConfigError(f"prompt_file={path} holds no prompt (one per line)")
+        prompts += lines
     if not prompts:
         raise ConfigError('no prompt: give prompt="Once upon a time" (or prompt_file=FILE, one prompt per line)')
     for number, prompt in enumerate(prompts, start=1):
