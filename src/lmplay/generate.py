@@ -83,7 +83,10 @@ def read_prompts(cfg: DictConfig) -> list[str]:
         path = Path(cfg.prompt_file)
         if not path.is_file():
             raise ConfigError(f"prompt_file={path} does not exist")
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"prompt_file={path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         if not lines:
             raise ConfigError(f"prompt_file={path} holds no prompt (one per line)")
         prompts += lines
