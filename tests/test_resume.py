@@ -16,7 +16,9 @@ from conftest import REPO, make_runner, run_cli
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.runner import checkpoint
 
-RUN = ["exp=test_runner", "device=cpu", "max_steps=48", "runner.save_interval=16", "runner.validation_interval=40"]
+# cosine with warmup: the lr curve itself must survive the interruptions
+RUN = ["exp=test_runner", "device=cpu", "max_steps=48", "runner.save_interval=16", "runner.validation_interval=40",
+       "scheduler=cosine", "scheduler.warmup_steps=5", "scheduler.min_lr=1e-4"]
 
 
 WALL_CLOCK = ("tokens_per_second", "mfu")
@@ -63,6 +65,8 @@ def test_kill_9_at_random_moments_then_resume_is_exact(tmp_path):
     run_cli("lmplay.train", *RUN, f"hydra.run.dir={broken}", check=True)
     assert replayable(json.loads((broken / "stats.json").read_text())) == \
         replayable(json.loads((whole / "stats.json").read_text()))
+    lrs = [r["lr"] for r in json.loads((whole / "stats.json").read_text())["train"]]
+    assert lrs[4] == pytest.approx(3e-3) and lrs[-1] < 2e-4  # warmed up, then decayed towards min_lr
     a, b = weights(whole), weights(broken)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -66,3 +66,12 @@ def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):
     assert_one_line_error(proc, "batch_size=10", "mini_batch_size=4")
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert after == before
+
+
+def test_help_lists_experiments_and_seed_flags_work(tmp_path):
+    help_text = run_cli("lmplay.train", "--help", check=True).stdout
+    for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):
+        assert exp in help_text
+    proc = run_cli("lmplay.train", "--exp", "test_runner", "--device", "cpu", "--batch-size", "4",
+                   "--mini-batch-size", "2", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    assert "runner.batch_size=4" in proc.stdout and "runner.mini_batch_size=2" in proc.stdout
