@@ -267,3 +267,15 @@ def test_generate_prompts_restores_training_mode():
     model = tiny().train()
     model.generate_prompts(["abc"], max_new_tokens=3)
     assert model.training
+
+
+def test_a_vocabulary_padded_past_the_tokenizers_never_yields_a_padding_id():
+    torch.manual_seed(0)
+    model = widened(GPT2ish(vocab_size=320, context_len=64, num_blocks=2, embed_dim=32, num_heads=4,
+                            tokenizer="bytes"))
+    with torch.no_grad():
+        model.lm_head.weight[257:] = 0
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(320))
+        model.lm_head.bias[257:] = 1e4  # the padding columns would win every argmax
+    out = generate_tokens(model, prompts_of(5), GenerationConfig(max_new_tokens=30, stop_at_eot=False), eot_id=EOT)
+    assert len(out[0]) == 30 and max(out[0]) < 257

@@ -108,12 +108,13 @@ class Decoder:
         return self.forward(tokens[:, None], positions, attn_mask)
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """The last column's logits. Without padding the model's own positions are right, so a model whose
+        """The last column's logits over the tokenizer's tokens (a vocabulary padded for speed has more
+        columns, never to be picked). Without padding the model's own positions are right, so a model whose
         forward takes only (x, cache) still generates; padding needs positions and attn_mask."""
         kwargs = {"positions": positions, "attn_mask": attn_mask} if self.padded else {}
         out = self.model(ids, cache=self.cache, **kwargs)
         logits = out[0] if self.cache is not None else out
-        return logits[:, -1]
+        return self.model.token_logits(logits[:, -1])
 
 
 def seen_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
