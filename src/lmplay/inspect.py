@@ -1,8 +1,8 @@
 """`python -m lmplay.inspect PATH.lmp`: what a checkpoint holds, without running any of it."""
 
 import argparse
-import sys
 
+from lmplay.cli import report
 from lmplay.errors import LmplayError
 
 
@@ -36,8 +36,7 @@ def cli() -> None:
     try:
         print(describe(args.checkpoint))
     except LmplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        report(e)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmplay.cli import CONF_DIR
+from lmplay.cli import CONF_DIR, report
 from lmplay.errors import ConfigError, LmplayError
 
 REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
@@ -204,8 +204,7 @@ def cli() -> None:
     try:
         main(sys.argv[1:])
     except LmplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+        report(e)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lmplay.cli import report
 from lmplay.errors import LmplayError
 from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
@@ -53,8 +54,7 @@ def cli() -> None:
     try:
         main(sys.argv[1:])
     except LmplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+        report(e)
 
 
 if __name__ == "__main__":
