@@ -3,6 +3,11 @@
 Runs `python -m lmplay.train exp=test_runner max_steps=1` a few times and reads the moment the first
 train record lands in stats.json, so the figure is what a user waits for, imports included.
 
+The first run on a fresh cache ($LMPLAY_CACHE, else ~/.cache/lmplay) also tokenizes the embedded corpus
+and counts the stage's steps (a few seconds more); both are kept in that cache, so the median is a warm
+start. Most of that is `import torch` (printed for scale) and the torch._dynamo import that constructing
+the optimizer pulls in.
+
     python benchmarks/startup.py
 """
 

@@ -14,10 +14,15 @@ The position (state_dict) is a few integers: a new process that builds the same 
 prepare() and load_state_dict() gets exactly the batches an uninterrupted run would have got.
 """
 
+import functools
 import hashlib
+import json
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +102,17 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
                  overrides=dict(overrides), batching=batching)
 
 
+@functools.cache
+def _counting_code_digest() -> str:
+    """A digest of the modules that decide how many batches a stage gives, so a kept step count is never
+    read back by a version of lmplay that would count differently."""
+    h = hashlib.sha256()
+    for name in ("lmplay.data.rows", "lmplay.data.batching", "lmplay.data.interleave", "lmplay.data.tokenized",
+                 __name__):
+        h.update(Path(sys.modules[name].__file__).read_bytes())
+    return h.hexdigest()
+
+
 class Curriculum:
     """The plan and the position in it; see the module docstring. Built by Hydra from conf/curriculum/*.yaml.
 
@@ -146,7 +162,7 @@ class Curriculum:
         if context_len < 2:
             raise ConfigError(f"context_len={context_len} is too small for training; use at least 2")
         self.context_len, self.seed = int(context_len), int(seed)
-        cache = cache_root(self.cache_dir)
+        self._cache = cache = cache_root(self.cache_dir)
         prepared: dict[str, PreparedDataset] = {}
         self._data, self._validation, self._row_stats = [], {}, {}
         for stage in self.stages:
@@ -225,16 +241,44 @@ class Curriculum:
     # -- length estimates -----------------------------------------------------------------------------------
     def estimate_stage_steps(self, batch_size: int, include_prompts: bool = True) -> int:
         """Optimizer steps in the whole current stage: exact for `steps`, and for `epochs` and `tokens` on
-        datasets of known size (with the same include_prompts as training); an estimate for streams."""
+        datasets of known size (with the same include_prompts as training); an estimate for streams.
+
+        Counting a sized stage replays its batching on row sizes (seconds on a big stage), so the count is
+        kept in the cache dir under a key of everything it depends on, and a resumed or repeated run reads it."""
         stage = self.stages[self.stage_index]
         if stage.steps is not None:
             return stage.steps
         stream = self._feed.stream
-        if isinstance(stream, SizedStream):
-            if isinstance(self._batcher, RowsBatcher):
-                return self._simulate_rows(stream, batch_size, include_prompts)
-            return self._count_packed(stream, batch_size, include_prompts)
-        return self._approximate_stream_steps(stage, batch_size, include_prompts)
+        if not isinstance(stream, SizedStream):
+            return self._approximate_stream_steps(stage, batch_size, include_prompts)
+        path = None
+        try:
+            path = self._cache / "estimates" / f"{self._estimate_key(batch_size, include_prompts)}.json"
+            return int(json.loads(path.read_text())["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if isinstance(self._batcher, RowsBatcher):
+            steps = self._simulate_rows(stream, batch_size, include_prompts)
+        else:
+            steps = self._count_packed(stream, batch_size, include_prompts)
+        if path is None:  # the code digest could not be read: no kept counts
+            return steps
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({"steps": steps}))
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only cache: count again next time
+            log.debug("could not keep the step count in %s: %s", path, e)
+        return steps
+
+    def _estimate_key(self, batch_size: int, include_prompts: bool) -> str:
+        """Everything a sized stage's step count depends on: its data, order and batching (_data_key), the
+        stage's place and length, the batch, and the code that frames, orders and batches rows."""
+        stage = self.stages[self.stage_index]
+        blob = json.dumps([self._data_key(), self.stage_index, stage.steps, stage.tokens, stage.epochs,
+                           int(batch_size), bool(include_prompts), _counting_code_digest()])
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def _stats(self, src: SizedRows, include_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
         """(samples, counted tokens) of every row of a dataset's table when framed whole (rows batching)."""

@@ -8,7 +8,12 @@ reads), or `embedded:NAME`.
 
 Without network, a hub id is tried once against the local HF cache, then fails at once with a ConfigError
 that says how to point at a local copy: nothing waits on connection retries.
+
+HF `datasets` is imported only when records are really read: a plain text file (the embedded corpus
+included) is identified by its bytes and its records are built only if its tokenized cache is missing.
 """
+
+from __future__ import annotations
 
 import contextlib
 import dataclasses
@@ -16,18 +21,21 @@ import functools
 import logging
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import datasets
 import huggingface_hub.constants
-from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from lmplay.data.corpus import DEFAULT_ROW_CHARS, EMBEDDED, embedded_path, file_digest, paragraph_rows, read_text
+from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import RowFormat
 from lmplay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
 
 log = logging.getLogger(__name__)
 
@@ -105,30 +113,47 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     return DatasetSpec(**spec, label=label)
 
 
+Records = Callable[[], "Dataset | IterableDataset"]  # loads a dataset's records when called
+
+
 @dataclass
 class LoadedSource:
-    """A dataset's records before tokenization. `identity` names their content for cache keys;
-    `validation` holds the dataset's own held-out records when it has them."""
+    """A dataset's records before tokenization, loaded on first use (`records`, `validation`). `identity`
+    names their content for cache keys; `validation` holds the dataset's own held-out records when it has
+    them (`has_validation`)."""
 
     spec: DatasetSpec
-    records: Dataset | IterableDataset
+    load_records: Records
     fmt: RowFormat
     identity: str
-    validation: Dataset | IterableDataset | None = None
+    load_validation: Records | None = None
     validation_identity: str = ""
+
+    @functools.cached_property
+    def records(self) -> Dataset | IterableDataset:
+        return self.load_records()
+
+    @functools.cached_property
+    def validation(self) -> Dataset | IterableDataset | None:
+        return None if self.load_validation is None else self.load_validation()
+
+    @property
+    def has_validation(self) -> bool:
+        return self.load_validation is not None
 
 
 def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
-    """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns."""
-    records, identity = _load_records(spec, spec.path, spec.split, where)
-    validation, validation_identity = None, ""
+    """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns;
+    a plain text file is only identified here (its records are built when they are first used)."""
+    records, identity, columns = _load_records(spec, spec.path, spec.split, where)
+    validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
-        validation, validation_identity = _load_records(spec, spec.validation_path, spec.split, where)
+        validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
     elif spec.validation_split:
-        validation, validation_identity = _load_records(spec, spec.path, spec.validation_split, where)
-    fmt = row_format(spec, _column_names(records), where)
+        validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
+    fmt = row_format(spec, columns, where)
     if validation is not None:
-        row_format(spec, _column_names(validation), where + " (validation)")
+        row_format(spec, val_columns, where + " (validation)")
     return LoadedSource(spec, records, fmt, identity, validation, validation_identity)
 
 
@@ -164,7 +189,12 @@ def _column_names(records: Dataset | IterableDataset) -> list[str] | None:
     return list(records.column_names) if records.column_names is not None else None
 
 
-def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
+def _loaded(records: Dataset | IterableDataset, identity: str) -> tuple[Records, str, list[str] | None]:
+    return (lambda: records), identity, _column_names(records)
+
+
+def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple[Records, str, list[str] | None]:
+    """(the records' loader, their identity, their column names) of one path and split."""
     if path.startswith("embedded:"):
         name = path.split(":", 1)[1]
         if name not in EMBEDDED:
@@ -177,35 +207,42 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         if kind in TEXT_SUFFIXES or kind == "":
             return _text_file_records(local, spec)
         if kind in RECORD_BUILDERS:
-            return _hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
-                               data_files=str(local))
+            return _loaded(*_hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
+                                        data_files=str(local)))
         raise ConfigError(f"{where}: don't know how to read {local} (suffix {kind!r}); use .txt/.md text, "
                           f".json/.jsonl/.parquet/.csv records, or a dataset folder")
     if local.is_dir():
         if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
-            return _saved_records(local, spec, split, where)
-        return _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files)
+            return _loaded(*_saved_records(local, spec, split, where))
+        return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
     if spec.data_files is not None and path in ("json", "parquet", "csv", "text"):
-        return _hf_records(spec, path, None, split, where, data_files=spec.data_files)
+        return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
         raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
                           f"(curriculum.path=FILE for curriculum=text_file)")
     if not HUB_ID.match(path):
         raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
-    return _hub_records(spec, path, split, where)
+    return _loaded(*_hub_records(spec, path, split, where))
 
 
-def _text_file_records(path: Path, spec: DatasetSpec) -> tuple[Dataset, str]:
-    """A plain text file as paragraph rows (see corpus.py), identified by its content hash."""
-    rows = paragraph_rows(read_text(path), spec.row_chars)
-    records = Dataset.from_dict({"text": rows})
+def _text_file_records(path: Path, spec: DatasetSpec) -> tuple[Records, str, list[str]]:
+    """A plain text file as paragraph rows (see corpus.py), identified by its content hash. The rows are
+    read and cut when the loader is called (a stream's at once: a stream is not cached)."""
     identity = f"text:{file_digest(path)}:{spec.row_chars}"
-    return (records.to_iterable_dataset() if spec.streaming else records), identity
+
+    def records() -> Dataset | IterableDataset:
+        rows = hf_datasets().Dataset.from_dict({"text": paragraph_rows(read_text(path), spec.row_chars)})
+        return rows.to_iterable_dataset() if spec.streaming else rows
+
+    if spec.streaming:
+        return _loaded(records(), identity)
+    return records, identity, ["text"]
 
 
 def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
+    datasets = hf_datasets()
     loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, DatasetDict):
+    if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set split=NAME")
         loaded = loaded[split]
@@ -215,6 +252,7 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
 def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, where: str,
                 data_files: Any = None) -> tuple[Dataset | IterableDataset, str]:
     """`datasets.load_dataset`, with its usual failures turned into one-line ConfigErrors."""
+    datasets = hf_datasets()
     try:
         records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming)
     except ConnectionError as e:
@@ -226,7 +264,7 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
     except (FileNotFoundError, ValueError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{where}: cannot load dataset {path!r} (name={name!r}, split={split!r}): {reason}") from e
-    if isinstance(records, (DatasetDict, IterableDatasetDict)):
+    if isinstance(records, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigError(f"{where}: dataset {path!r} needs a split; set split=NAME")
     identity = "stream" if spec.streaming else f"hf:{records._fingerprint}"
     return records, identity
@@ -258,6 +296,7 @@ def hub_reachable() -> bool:
 @contextlib.contextmanager
 def offline_hub():
     """HF offline mode for the calls inside: load_dataset then reads the local cache and fails at once."""
+    datasets = hf_datasets()
     saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
     datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:

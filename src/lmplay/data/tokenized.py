@@ -1,33 +1,46 @@
-"""Tokenized datasets: every source is tokenized once into an arrow file under the cache dir, keyed by
-what it was made from (content identity, row format, tokenizer), and read back zero-copy.
+"""Tokenized datasets: every source is tokenized once into a folder of numpy arrays under the cache dir,
+keyed by what it was made from (content identity, row format, tokenizer), and read back memory-mapped.
 
 Each tokenized row stores `tokens` (prompt then text), `prompt_len`, and `sent_ends` and `line_ends` (token
-offsets of the sentence and line ends in its text), which is all the batchers need. A held-out validation set is cut from the
-rows by a fixed seed, so it is the same for every run, tokenizer and training seed.
+offsets of the sentence and line ends in its text), which is all the batchers need. On disk a list column is
+a flat `.npy` of values plus a `.npy` of row start offsets, so reading the cache needs numpy only: HF
+`datasets` (and pyarrow) are imported when a source has to be loaded or tokenized, not for cached text files.
+A held-out validation set is cut from the rows by a fixed seed, so it is the same for every run, tokenizer
+and training seed.
 """
+
+from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import pyarrow as pa
-from datasets import Dataset, Features, IterableDataset, List, Value
 
+from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import Row, RowFormat, line_cuts, render_rows, sentence_cuts
-from lmplay.data.sources import LoadedSource
 from lmplay.data.tokenizers import Tokenizer
 from lmplay.errors import ConfigError
 
+if TYPE_CHECKING:
+    from datasets import Dataset, Features, IterableDataset
+
+    from lmplay.data.sources import LoadedSource
+
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when rendering or boundary rules change: old cache files are then ignored
+FORMAT_VERSION = 2  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
+STORAGE = "npy1"    # the on-disk layout: change it when the files change (a new folder name: old ones are ignored)
 HOLDOUT_TAG = 0x68_6F_6C_64  # "hold": keeps the held-out draw independent of other uses of the same seed
 PARALLEL_ROWS = 200_000      # sources with more rows are tokenized with several processes
+LIST_COLUMNS = ("tokens", "sent_ends", "line_ends")  # each stored as <name>.npy (values) + <name>_starts.npy
+CACHE_FILES = (*LIST_COLUMNS, *(f"{c}_starts" for c in LIST_COLUMNS), "prompt_len")
 
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:
@@ -35,10 +48,22 @@ def cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir or os.environ.get("LMPLAY_CACHE") or "~/.cache/lmplay").expanduser()
 
 
+def token_dtype(tokenizer: Tokenizer) -> str:
+    return "uint16" if tokenizer.vocab_size <= 1 << 16 else "int32"
+
+
 def token_features(tokenizer: Tokenizer) -> Features:
-    dtype = "uint16" if tokenizer.vocab_size <= 1 << 16 else "int32"
-    return Features({"tokens": List(Value(dtype)), "prompt_len": Value("int32"), "sent_ends": List(Value("int32")),
-                     "line_ends": List(Value("int32"))})
+    """The columns `tokenize_batch` produces, as HF features (for datasets.map)."""
+    ds = hf_datasets()
+    return ds.Features({"tokens": ds.List(ds.Value(token_dtype(tokenizer))), "prompt_len": ds.Value("int32"),
+                        "sent_ends": ds.List(ds.Value("int32")), "line_ends": ds.List(ds.Value("int32"))})
+
+
+def row_schema(tokenizer: Tokenizer) -> str:
+    """The tokenized rows' columns and dtypes, part of the cache key (and so of a checkpoint's data key).
+    Written as HF Features print them, as the key has said since format 2: keys stay valid across versions."""
+    return (f"{{'tokens': List(Value('{token_dtype(tokenizer)}')), 'prompt_len': Value('int32'), "
+            f"'sent_ends': List(Value('int32')), 'line_ends': List(Value('int32'))}}")
 
 
 def token_offsets(text: str, char_cuts: list[int], token_ends: np.ndarray) -> np.ndarray:
@@ -79,25 +104,78 @@ def tokenize_batch(batch: dict[str, list], fmt: RowFormat, tokenizer: Tokenizer)
 
 def cache_key(identity: str, fmt: RowFormat, tokenizer: Tokenizer) -> str:
     blob = json.dumps({"source": identity, "format": asdict(fmt), "tokenizer": tokenizer.name,
-                       "vocab": tokenizer.vocab_size, "layout": str(token_features(tokenizer)),
+                       "vocab": tokenizer.vocab_size, "layout": row_schema(tokenizer),
                        "version": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def tokenize_records(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, identity: str, label: str,
-                     cache_dir: Path, procs: int | None) -> tuple[Dataset, str]:
-    """The tokenized rows of `records`, from the cache when they were tokenized before."""
+def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: Tokenizer, identity: str,
+                     label: str, cache_dir: Path, procs: int | None) -> tuple[TokenTable, str]:
+    """The tokenized rows of `records` (called only when they were not tokenized before) and their cache key."""
     key = cache_key(identity, fmt, tokenizer)
     safe_label = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[-60:]
-    path = cache_dir / "tokenized" / f"{safe_label}-{tokenizer.name}-{key}.arrow"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / "tokenized" / f"{safe_label}-{tokenizer.name}-{key}.{STORAGE}"
+    if not is_complete(path):
+        build_cache(records(), fmt, tokenizer, key, label, path, procs)
+    return TokenTable(path), key
+
+
+def is_complete(path: Path) -> bool:
+    return all((path / f"{name}.npy").is_file() for name in CACHE_FILES)
+
+
+def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str, label: str, path: Path,
+                procs: int | None) -> None:
+    """Tokenize `records` with datasets.map (in parallel for big sources) and write the rows as .npy files
+    into the folder `path`, atomically (written aside, then renamed): a folder that exists is complete."""
     if procs is None:
         procs = min(os.cpu_count() or 1, 8) if len(records) > PARALLEL_ROWS else 1
-    tokenized = records.map(tokenize_batch, batched=True, batch_size=256, remove_columns=records.column_names,
-                            features=token_features(tokenizer), fn_kwargs={"fmt": fmt, "tokenizer": tokenizer},
-                            cache_file_name=str(path), new_fingerprint=key, num_proc=procs if procs > 1 else None,
-                            desc=f"tokenizing {label} ({tokenizer.name})")
-    return tokenized, key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    arrow_dir = path.with_name(f".{path.name}.map-{os.getpid()}")
+    for d in (tmp, arrow_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+    try:
+        tokenized = records.map(tokenize_batch, batched=True, batch_size=256, remove_columns=records.column_names,
+                                features=token_features(tokenizer), fn_kwargs={"fmt": fmt, "tokenizer": tokenizer},
+                                cache_file_name=str(arrow_dir / "tokenized.arrow"), new_fingerprint=key,
+                                num_proc=procs if procs > 1 else None, desc=f"tokenizing {label} ({tokenizer.name})")
+        write_columns(tokenized.data.table, tmp)
+        del tokenized
+        if path.exists() and not is_complete(path):
+            shutil.rmtree(path)  # left incomplete (by hand, or by a crash of a non-atomic copy)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not is_complete(path):
+                raise  # else another process (a parallel sweep job) finished it first: the same rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(arrow_dir, ignore_errors=True)
+
+
+def write_columns(table, out: Path) -> None:
+    """An arrow table of tokenized rows -> .npy files: each list column as its flat values and the int64
+    offsets where each row starts (num_rows + 1 of them), written chunk by chunk so big sources fit."""
+    for name in LIST_COLUMNS:
+        chunks = table.column(name).chunks
+        offsets = [c.offsets.to_numpy().astype(np.int64) for c in chunks]
+        lengths = [np.diff(o) for o in offsets]
+        starts = np.zeros(table.num_rows + 1, dtype=np.int64)
+        if lengths:
+            np.cumsum(np.concatenate(lengths), out=starts[1:])
+        dtype = np.dtype(str(table.schema.field(name).type.value_type))  # uint16 / int32
+        values = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=(int(starts[-1]),))
+        at = 0
+        for c, o in zip(chunks, offsets):
+            part = c.values.slice(int(o[0]), int(o[-1] - o[0])).to_numpy(zero_copy_only=False)
+            values[at:at + len(part)] = part
+            at += len(part)
+        values.flush()
+        del values
+        np.save(out / f"{name}_starts.npy", starts)
+    np.save(out / "prompt_len.npy", table.column("prompt_len").to_numpy().astype(np.int32))
 
 
 def tokenize_stream(records: IterableDataset, fmt: RowFormat, tokenizer: Tokenizer) -> IterableDataset:
@@ -107,45 +185,30 @@ def tokenize_stream(records: IterableDataset, fmt: RowFormat, tokenizer: Tokeniz
         fn_kwargs={"fmt": fmt, "tokenizer": tokenizer})
 
 
-class _ListColumn:
-    """Zero-copy access to the i-th list of an arrow list column, across its chunks."""
-
-    def __init__(self, column: pa.ChunkedArray) -> None:
-        self.offsets = [c.offsets.to_numpy() for c in column.chunks]
-        self.values = [c.values.to_numpy(zero_copy_only=False) for c in column.chunks]
-        self.starts = np.cumsum([0] + [len(c) for c in column.chunks])
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        c = int(np.searchsorted(self.starts, i, side="right")) - 1
-        j = i - self.starts[c]
-        off = self.offsets[c]
-        return self.values[c][off[j]:off[j + 1]]
-
-    def lengths(self) -> np.ndarray:
-        return np.concatenate([np.diff(o) for o in self.offsets]) if self.offsets else np.zeros(0, np.int64)
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(np.load(path, mmap_mode="r"))  # a plain (read-only) ndarray view of the mapped file
 
 
 class TokenTable:
-    """Random access to tokenized rows, as numpy views on the (memory-mapped) arrow data."""
+    """Random access to tokenized rows, as numpy views on the memory-mapped cache files."""
 
-    def __init__(self, tokenized: Dataset) -> None:
-        if tokenized._indices is not None:
-            tokenized = tokenized.flatten_indices()
-        table = tokenized.data.table
-        self._tokens = _ListColumn(table.column("tokens"))
-        self._ends = _ListColumn(table.column("sent_ends"))
-        self._lines = _ListColumn(table.column("line_ends"))
-        self.prompt_lens = table.column("prompt_len").to_numpy().astype(np.int64)
-        self.text_lens = self._tokens.lengths().astype(np.int64) - self.prompt_lens
+    def __init__(self, path: Path) -> None:
+        self._tokens, self._ends, self._lines = (_load(path / f"{name}.npy") for name in LIST_COLUMNS)
+        self._token_starts, self._end_starts, self._line_starts = (_load(path / f"{name}_starts.npy")
+                                                                   for name in LIST_COLUMNS)
+        self.prompt_lens = _load(path / "prompt_len.npy").astype(np.int64)
+        self.text_lens = np.diff(self._token_starts) - self.prompt_lens
 
     def __len__(self) -> int:
         return len(self.prompt_lens)
 
     def row(self, i: int) -> Row:
-        return Row(self._tokens[i], int(self.prompt_lens[i]), self._ends[i], self._lines[i])
+        return Row(self._tokens[self._token_starts[i]:self._token_starts[i + 1]], int(self.prompt_lens[i]),
+                   *self.boundaries(i))
 
     def boundaries(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._ends[i], self._lines[i]
+        return (self._ends[self._end_starts[i]:self._end_starts[i + 1]],
+                self._lines[self._line_starts[i]:self._line_starts[i + 1]])
 
 
 class RowList:
@@ -229,10 +292,10 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
     spec, label = source.spec, source.spec.label
     where = f"{where}: dataset {label!r}"
     fraction = spec.validation_fraction if spec.validation_fraction is not None else validation_fraction
-    if isinstance(source.records, IterableDataset):
+    if source.spec.streaming:
         stream = tokenize_stream(source.records, source.fmt, tokenizer)
         skip, held_out = 0, []
-        if source.validation is not None:
+        if source.has_validation:
             held_out = list(stream_rows(tokenize_stream(source.validation, source.fmt, tokenizer)
                                         .take(stream_validation_rows)))
         elif fraction > 0:
@@ -244,14 +307,13 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
         key = f"stream:{spec.path}:{spec.name}:{spec.split}:{tokenizer.name}:{skip}"
         return PreparedDataset(label, StreamedRows(label, stream, skip, shuffle_buffer),
                                SizedRows(label, RowList(held_out), np.arange(len(held_out))), key)
-    tokenized, key = tokenize_records(source.records, source.fmt, tokenizer, source.identity, label, cache_dir, procs)
-    table = TokenTable(tokenized)
+    table, key = tokenize_records(lambda: source.records, source.fmt, tokenizer, source.identity, label, cache_dir,
+                                  procs)
     if len(table) == 0:
         raise ConfigError(f"{where} has no rows with text to train on; check the file, its split and its columns")
-    if source.validation is not None:
-        val_tok, val_key = tokenize_records(source.validation, source.fmt, tokenizer, source.validation_identity,
-                                            label + "-validation", cache_dir, procs)
-        val_table = TokenTable(val_tok)
+    if source.has_validation:
+        val_table, val_key = tokenize_records(lambda: source.validation, source.fmt, tokenizer,
+                                              source.validation_identity, label + "-validation", cache_dir, procs)
         return PreparedDataset(label, SizedRows(label, table, np.arange(len(table))),
                                SizedRows(label, val_table, np.arange(len(val_table))), key + val_key)
     train_idx, val_idx = holdout(len(table), fraction, validation_seed, where)

@@ -24,7 +24,8 @@ class StatsWriter:
         self._last_flush = 0.0
         self._tb = None
         if write:
-            from torch.utils.tensorboard import SummaryWriter  # imported here: it costs ~1 s at start-up
+            # imported here: ~0.25 s even after torch (tensorboard pulls in boto3), which non-writing ranks skip
+            from torch.utils.tensorboard import SummaryWriter
 
             seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
             self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=seen + 1)

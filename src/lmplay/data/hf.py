@@ -1,0 +1,28 @@
+"""HF `datasets`, imported on first use: it costs about a second at start-up, and a run on cached text data
+(the embedded corpus included) never needs it. Data code gets the module from `hf_datasets()`.
+
+`quiet_progress_bars()` turns HF's progress bars off (as `datasets.disable_progress_bars()`) without
+importing it: the setting is applied when the module is first handed out, or at once if already imported.
+"""
+
+import sys
+from types import ModuleType
+
+_quiet = False
+
+
+def quiet_progress_bars() -> None:
+    """No HF progress bars ("Map", downloads) in this process: for logs and runs without a TTY."""
+    global _quiet
+    _quiet = True
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+
+
+def hf_datasets() -> ModuleType:
+    """The `datasets` module, with the progress-bar setting applied."""
+    import datasets
+
+    if _quiet:
+        datasets.disable_progress_bars()
+    return datasets
