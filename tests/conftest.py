@@ -35,6 +35,17 @@ def isolated_cache(tmp_path_factory):
     os.environ["LMPLAY_CACHE"] = str(tmp_path_factory.mktemp("lmplay_cache"))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run many small ops: one thread is much faster than two fighting a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_run_args(tmp_path):
     """Overrides for a fast test_runner run in its own directory."""

@@ -16,13 +16,6 @@ EOT = 256  # the bytes tokenizer's eot
 GREEDY = GenerationConfig(max_new_tokens=110, stop_at_eot=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small ops: one thread is much faster than two fighting a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def widened(model: torch.nn.Module) -> torch.nn.Module:

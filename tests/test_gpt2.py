@@ -19,13 +19,6 @@ EOT = 256
 SHAPE = {"vocab_size": 257, "n_positions": 128, "n_embd": 32, "n_layer": 2, "n_head": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run many small ops: one thread is much faster than two fighting a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

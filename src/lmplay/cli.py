@@ -58,15 +58,15 @@ def precheck(overrides: list[str], config_name: str) -> None:
             fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}")
         fail(str(e).splitlines()[0])
     except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
-        fail(one_line(e, plain))
+        fail(one_line(e, plain, config_name))
 
 
-def one_line(e: Exception, overrides: list[str]) -> str:
+def one_line(e: Exception, overrides: list[str], config_name: str = "config") -> str:
     cause = e.__cause__ or e
     text = " ".join(str(cause).split("\n")[0].split())
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in struct" in str(cause):
-        return f"unknown key '{key}'{suggest(str(key))}; see `--cfg job` for every key"
+        return f"unknown key '{key}'{suggest(str(key), config_name)}; see `--cfg job` for every key"
     return f"{text} (overrides: {' '.join(overrides)})"
 
 
