@@ -269,6 +269,10 @@ class LMRunnerBase:
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
+            stage = self.curriculum.stages[self.curriculum.stage_index]
+            self.validation_record(stage.name, 0.0, self.runner_c.stage_settings(stage.overrides, stage.name,
+                                                                                  self.world.size))
         while True:
             stage = self.curriculum.stages[self.curriculum.stage_index]
             finished = self._train_stage(stage, max_steps)
@@ -303,7 +307,9 @@ class LMRunnerBase:
             finished = self._run_steps(stage, settings, schedule, base_lr, total, bar)
         finally:
             bar.close()
-        if self._stop_signal is None and progress["step"] > step_before:
+        validated_now = self.stats.records["validation"][-1:] and \
+            self.stats.records["validation"][-1]["step"] == progress["step"]
+        if self._stop_signal is None and progress["step"] > step_before and not validated_now:
             self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
 
