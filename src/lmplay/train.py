@@ -37,8 +37,8 @@ def train(cfg: DictConfig) -> dict:
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
 
     if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
-        import datasets
-        datasets.disable_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
+        from lmplay.data.hf import quiet_progress_bars
+        quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
