@@ -67,18 +67,21 @@ def peak_memory(device) -> float:
 
 
 def run_lmplay(args, run_dir: Path) -> dict:
-    """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured."""
+    """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured.
+
+    Timed over the training loop itself: the wall-clock windows between log points (every step by
+    default) cover everything the loop does, periodic validation and checkpoints included, but not the
+    one-off start and end of a run (first-stage set-up, the final validation and save), which a real
+    run spreads over thousands of steps.
+    """
     runner = build_runner(args, run_dir)
-    runner.cfg.max_steps = args.warmup
-    runner.train()
-    tokens0 = runner.runner_c.progress["tokens"]
     runner.cfg.max_steps = args.warmup + args.steps
-    sync(runner.device)
-    start = time.perf_counter()
     runner.train()
-    sync(runner.device)
-    elapsed = time.perf_counter() - start
-    return {"tokens_per_second": (runner.runner_c.progress["tokens"] - tokens0) / elapsed,
+    records = runner.stats.records["train"]
+    timed = [(b["tokens"] - a["tokens"], b["tokens_per_second"]) for a, b in zip(records, records[1:])
+             if b["step"] > args.warmup]
+    seconds = sum(tokens / rate for tokens, rate in timed)
+    return {"tokens_per_second": sum(tokens for tokens, _ in timed) / seconds,
             "peak_memory": peak_memory(runner.device)}
 
 
