@@ -3,7 +3,7 @@
 import difflib
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lmplay.errors import LmplayError
@@ -89,3 +89,11 @@ def suggest(key: str, config_name: str = "config") -> str:
 
 def report(error: LmplayError) -> None:
     fail(str(error), error.exit_code)
+
+
+def run_main(main: Callable[[list[str]], object]) -> None:
+    """Run a plain (argparse) CLI's `main(argv)`; an LmplayError becomes one line and its exit code."""
+    try:
+        main(sys.argv[1:])
+    except LmplayError as e:
+        report(e)

@@ -14,12 +14,11 @@ import argparse
 import ast
 import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmplay.cli import CONF_DIR, report
-from lmplay.errors import ConfigError, LmplayError
+from lmplay.cli import CONF_DIR, run_main
+from lmplay.errors import ConfigError
 
 REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
 RENAMED_VERSIONS = {"test_runner": "test"}  # the baseline's tiny version; its copies end in _test like the ports'
@@ -201,10 +200,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli() -> None:
-    try:
-        main(sys.argv[1:])
-    except LmplayError as e:
-        report(e)
+    run_main(main)
 
 
 if __name__ == "__main__":

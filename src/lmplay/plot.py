@@ -7,11 +7,9 @@ baseline is the first run given (in a sweep, the lowest job number), or the one 
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-from lmplay.cli import report
-from lmplay.errors import LmplayError
+from lmplay.cli import run_main
 from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
 
@@ -51,10 +49,7 @@ def main(argv: list[str]) -> None:
 
 
 def cli() -> None:
-    try:
-        main(sys.argv[1:])
-    except LmplayError as e:
-        report(e)
+    run_main(main)
 
 
 if __name__ == "__main__":
