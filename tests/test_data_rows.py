@@ -162,4 +162,4 @@ def test_max_samples_truncates_the_framing():
     full = frame_row(row, 32, tok.eot_id, True)
     part = frame_row(row, 32, tok.eot_id, True, max_samples=2)
     assert len(full) > 2 and len(part) == 2
-    assert all((a[0] == b[0]).all() for a, b in zip(full, part))
+    assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(full, part))

@@ -2,7 +2,9 @@
 
 import json
 
+import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
 from lmplay.runner import checkpoint
@@ -20,7 +22,11 @@ def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
     assert len(val) >= 4 and val[-1] < val[0] - 0.3, val
     ckpt = checkpoint.load(run / "model.lmp")
     assert ckpt["exp"] == "test_runner" and ckpt["components"]["runner"]["state"]["progress"]["step"] == 40
-    assert list((run / "tb").iterdir()), "no TensorBoard events"
+    tb = EventAccumulator(str(run / "tb"))
+    tb.Reload()
+    logged = [(e.step, e.value) for e in tb.Scalars("train/loss")]
+    assert logged == [(r["tokens"], pytest.approx(r["loss"], rel=1e-6)) for r in stats["train"]]
+    assert {"train/accuracy", "train/lr", "train/tokens_per_second", "validation/loss"} <= set(tb.Tags()["scalars"])
     assert (run / ".hydra" / "config.yaml").exists()
     inspect = run_cli("lmplay.inspect", str(run / "model.lmp"), check=True)
     assert "test_runner" in inspect.stdout and "step         40" in inspect.stdout

@@ -71,7 +71,7 @@ class LMBase(MBase):
         logits = self.token_logits(self(inputs))
         flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        correct = ((flat_logits.argmax(-1) == flat_targets) & (flat_targets != IGNORE_INDEX)).sum()
+        correct = (flat_logits.argmax(-1) == flat_targets).sum()  # an argmax is never IGNORE_INDEX (< 0)
         return loss_sum, correct
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:

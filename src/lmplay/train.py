@@ -56,6 +56,7 @@ def train(cfg: DictConfig) -> dict:
         save_hydra_config(cfg, run_dir)
     print(runner.describe())
     runner.train()
+    runner.world.close()
     return runner.summary()
 
 

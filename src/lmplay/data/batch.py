@@ -1,6 +1,7 @@
 """Batch: what one optimizer step trains on."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -19,9 +20,10 @@ class Batch:
     inputs: torch.Tensor   # [N, T] int64
     targets: torch.Tensor  # [N, T] int64
 
-    @property
+    @cached_property
     def num_tokens(self) -> int:
-        """The tokens that count in the loss: the normaliser of a whole batch, and the unit of `tokens` stats."""
+        """The tokens that count in the loss: the normaliser of a whole batch, and the unit of `tokens` stats.
+        Counted once: the loop asks several times a step, and a batch's targets never change."""
         return int((self.targets != IGNORE_INDEX).sum())
 
     def __len__(self) -> int:
@@ -33,6 +35,8 @@ class Batch:
 
     def shard(self, rank: int, world: int) -> "Batch":
         """Samples rank, rank + world, ... : this process's share under data parallelism."""
+        if world == 1:
+            return self
         return Batch(self.inputs[rank::world], self.targets[rank::world])
 
     def pin_memory(self) -> "Batch":

@@ -329,7 +329,7 @@ class Curriculum:
                 else:
                     src = stream.sources[which[j]]
                     row = int(rows[j])
-                    cuts = plan_cuts(int(src.table.prompt_lens[row]), *src.table.boundaries(row), T)[:fit]
+                    cuts = plan_cuts(int(src.table.prompt_lens[row]), *src.table.boundaries(row), T, fit)
                     keep = kept_prompt_len(int(src.table.prompt_lens[row]), int(src.table.text_lens[row]), T)
                     tokens += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
                 steps, i = steps + 1, j + 1

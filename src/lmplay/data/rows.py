@@ -129,8 +129,11 @@ def kept_prompt_len(prompt_len: int, text_len: int, context_len: int) -> int:
     return min(prompt_len, context_len // 2)
 
 
-def plan_cuts(prompt_len: int, sent_ends: np.ndarray, line_ends: np.ndarray, context_len: int) -> list[Cut]:
+def plan_cuts(prompt_len: int, sent_ends: np.ndarray, line_ends: np.ndarray, context_len: int,
+              max_cuts: int | None = None) -> list[Cut]:
     """The samples a row is framed into, each of at most context_len + 1 tokens (inputs and shifted targets).
+    Cuts are planned left to right, so `max_cuts` stops early with the first ones (a long row feeding
+    the end of a batch need not be planned whole).
 
     A sample ends at the last sentence end that fits, unless the sentence after it is longer than a whole
     sample (or no sentence end fits): that sentence must be cut anyway, so the sample is filled up to its
@@ -157,6 +160,8 @@ def plan_cuts(prompt_len: int, sent_ends: np.ndarray, line_ends: np.ndarray, con
             k = int(np.searchsorted(lines, limit, side="right")) - 1
             end = int(lines[k]) if k >= 0 and lines[k] > (sentence_end or new) else limit
         cuts.append(Cut(shown, new, end))
+        if len(cuts) == max_cuts:
+            return cuts
         overlap = end
         if end == sentence_end:
             start_of_last = int(ends[j - 1]) if j > 0 else 0
@@ -170,7 +175,7 @@ def frame_row(row: Row, context_len: int, eot_id: int, include_prompts: bool,
               max_samples: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The samples of a row as (tokens, counted) pairs; `counted[i]` says whether tokens[i] is a target
     that counts in the loss (tokens[0], the leading eot, never is). At most `max_samples` are built."""
-    cuts = plan_cuts(row.prompt_len, row.sent_ends, row.line_ends, context_len)[:max_samples]
+    cuts = plan_cuts(row.prompt_len, row.sent_ends, row.line_ends, context_len, max_samples)
     keep = kept_prompt_len(row.prompt_len, row.text_len, context_len)
     prompt = row.tokens[row.prompt_len - keep: row.prompt_len]
     text = np.append(row.tokens[row.prompt_len:], eot_id).astype(np.int64)

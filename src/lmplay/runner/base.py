@@ -4,6 +4,7 @@ import math
 import signal
 import time
 from contextlib import nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,14 @@ class LMRunnerBase:
         return "\n".join(lines)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    @cached_property
+    def config_yaml(self) -> str:
+        """The resolved config, for `lmplay.inspect`; built once (~20 ms) because the runner never changes it."""
+        return OmegaConf.to_yaml(self.cfg, resolve=True)
+
     def archive(self) -> dict[str, Any]:
         parts = (self.curriculum_c, self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c)
-        return {"exp": self.exp_name, "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+        return {"exp": self.exp_name, "config": self.config_yaml,
                 "components": {c.name: c.archive() for c in parts}, "rng": checkpoint.rng_state(),
                 "scaler": self.scaler.state_dict()}
 

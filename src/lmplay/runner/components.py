@@ -5,6 +5,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 """
 
 import inspect
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -106,7 +107,7 @@ class RunnerComponent(Component):
         self.settings = RunnerSettings(**self.settle(construction_args, state_args))
         self.settings.check("", self.runner.world.size)
         self.progress = dict(state["progress"]) if state else {"step": 0, "samples": 0, "tokens": 0, "stage_step": 0}
-        self.records = state["records"] if state else {"train": [], "validation": []}
+        self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
 
     def stage_settings(self, overrides: dict[str, Any], stage: str, world_size: int = 1) -> RunnerSettings:
         keys = self.advertise()
@@ -115,8 +116,10 @@ class RunnerComponent(Component):
         return settings
 
     def archive(self) -> dict[str, Any]:
+        """The records go in as one JSON string: pickling them value by value made a save's cost grow with
+        the run's length (a million floats by step 100k); JSON keeps floats exact."""
         return {"state_args": dict(self.args),
-                "state": {"progress": dict(self.progress), "records": self.runner.stats.records}}
+                "state": {"progress": dict(self.progress), "records_json": json.dumps(self.runner.stats.records)}}
 
 
 class OptimizerComponent(Component):

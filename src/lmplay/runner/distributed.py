@@ -49,6 +49,13 @@ class World:
         if self.distributed and self.is_main:
             dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group together: a rank that exits while another still holds its connections
+        can make that one abort (gloo) at shutdown, failing a run that finished."""
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 

@@ -1,7 +1,9 @@
 """stats.json and TensorBoard, written as training goes.
 
 stats.json is rewritten atomically (temp + rename), so it is valid JSON at any moment; on resume the
-records come from the checkpoint, which rewinds whatever was logged after it.
+records come from the checkpoint, which rewinds whatever was logged after it. A rewrite costs time in
+proportion to the run's length, so rewrites are spaced at least `flush_seconds` apart and at least
+50 times their own duration: a long run spends under 2% of its time keeping stats.json current.
 """
 
 import json
@@ -22,36 +24,51 @@ class StatsWriter:
         self.records = {k: list((records or {}).get(k, [])) for k in self.KINDS}
         self.flush_seconds = flush_seconds
         self._last_flush = 0.0
+        self._flush_gap = flush_seconds
         self._tb = None
+        seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
+        self._purge_step: int | None = seen + 1
         if write:
-            # imported here: ~0.25 s even after torch (tensorboard pulls in boto3), which non-writing ranks skip
-            from torch.utils.tensorboard import SummaryWriter
-
-            seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
-            self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=seen + 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush()
         self._last_flush = float("-inf")  # the first record is written at once, so a new run shows up quickly
 
     def add(self, kind: str, record: dict[str, Any]) -> None:
+        """Keep a record; TensorBoard gets its numbers as one event at x = tokens."""
         self.records[kind].append(record)
-        if self._tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples"):
-                    self._tb.add_scalar(f"{kind}/{key}", value, global_step=record["tokens"])
-        if kind == "validation" or time.monotonic() - self._last_flush > self.flush_seconds:
+        if not self.write:
+            return
+        values = {f"{kind}/{key}": value for key, value in record.items()
+                  if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")}
+        self._events().scalars(values, step=record["tokens"])
+        if kind == "validation" or time.monotonic() - self._last_flush > self._flush_gap:
             self.flush()
+
+    def _events(self):
+        """The event file, opened on first use (again after close(), if training goes on)."""
+        if self._tb is None:
+            # imported here: tensorboard's record writer costs ~0.25 s even after torch; non-writing ranks
+            # and commands that never train skip it
+            from lmplay.stats.tensorboard import EventFile
+
+            self._tb = EventFile(self.path.parent / "tb", purge_step=self._purge_step)
+            self._purge_step = None
+        return self._tb
 
     def flush(self) -> None:
         if not self.write:
             return
+        start = time.monotonic()
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.records))
         os.replace(tmp, self.path)
         if self._tb is not None:
             self._tb.flush()
         self._last_flush = time.monotonic()
+        self._flush_gap = max(self.flush_seconds, 50 * (self._last_flush - start))
 
     def close(self) -> None:
         self.flush()
         if self._tb is not None:
             self._tb.close()
+            self._tb = None

@@ -1,0 +1,46 @@
+"""A TensorBoard event file written on the training thread.
+
+torch's SummaryWriter hands every event to a writer thread; on a small model that handoff (the GIL
+going back and forth) cost ~0.8 ms a step, 8% of test_runner's step on one core. Writing here instead
+costs ~30 us an event (tensorboard's own record framing and checksum), and the file is flushed with
+stats.json. The files are the standard format: `tensorboard --logdir outputs` reads them.
+"""
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+
+class EventFile:
+    """One run's events; `purge_step` makes TensorBoard drop older events at or past it (a resumed run
+    rewinds to its checkpoint, so what was logged after it is replaced)."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{id(self)}"
+        self._file = open(log_dir / name, "wb")
+        self._records = RecordWriter(self._file)
+        self._write(Event(file_version="brain.Event:2"))
+        if purge_step is not None:
+            self._write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def _write(self, event: Event) -> None:
+        event.wall_time = time.time()
+        self._records.write(event.SerializeToString())
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Several scalars at one step, as one event."""
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
+        self._write(Event(step=step, summary=summary))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
