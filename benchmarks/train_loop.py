@@ -1,11 +1,12 @@
 """lmplay's training loop vs a bare PyTorch loop on the same model, batches, optimizer, device and dtype.
 
 Speed: both loops run in one process and take turns every --chunk steps, so the load of a shared
-machine falls on both alike. The headline ratio is the median over the turns (lmplay's chunk / bare's
-next one), which a burst of someone else's work cannot move; the ratio of the totals is printed beside
-it. A chunk spans whole validation and checkpoint periods where they fit in --steps (each turn then
-carries the same share of that work), so the median does not hide it. Memory: each loop alone in a
-fresh subprocess, for its own peak. Targets: speed ratio >= 0.97, memory ratio <= 1.15.
+machine falls on both alike; this is done twice, in fresh processes, once with each loop's model built
+first (the order alone moved the ratio ~5% on a CPU). The headline ratio is the median over all turns
+(lmplay's chunk / bare's), which a burst of someone else's work cannot move; the ratio of the totals is
+printed beside it. A chunk spans whole validation and checkpoint periods where they fit in --steps
+(each turn then carries the same share of that work), so the median does not hide it. Memory: each
+loop alone in a fresh process, for its own peak. Targets: speed ratio >= 0.97, memory ratio <= 1.15.
 
     python benchmarks/train_loop.py --exp gpt2ish_mini --steps 40
     python benchmarks/train_loop.py --exp test_runner --steps 800
@@ -114,8 +115,11 @@ class BareLoop:
     the data side has its own benchmark, data_pipeline.py)."""
 
     def __init__(self, args, run_dir: Path) -> None:
+        import torch
+
         runner = build_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.model, self.device, self.settings = runner.model, runner.device, runner.runner_c.settings
+        self.forward = torch.compile(self.model) if args.compile else self.model
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
 
     def step(self) -> int:
@@ -129,7 +133,7 @@ class BareLoop:
             x = mini.inputs.to(self.device, non_blocking=True)
             y = mini.targets.to(self.device, non_blocking=True)
             with self.autocast():
-                logits = self.model(x)
+                logits = self.forward(x)
                 loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1),
                                        ignore_index=IGNORE_INDEX, reduction="sum") / total
             loss.backward()
@@ -154,26 +158,29 @@ def chunk_steps(args, settings) -> int:
     return max([p for p in periods if p <= args.steps // 2], default=5)
 
 
-def measure_speed(args) -> dict:
-    """Both loops in this process, alternating chunks, so that whatever else the machine is doing slows
-    both alike; the first --warmup steps of each are not timed."""
+def measure_speed(args, first: str) -> dict:
+    """Both loops in this process, taking turns (lmplay-bare, bare-lmplay, ...), so that whatever else the
+    machine is doing slows both alike; the first --warmup steps of each are not timed. `first` is the
+    loop whose model is built first: that alone moved the ratio by ~5% on a CPU (memory placement), so
+    main() measures both orders."""
     with tempfile.TemporaryDirectory() as tmp:
-        loops = {"lmplay": LmplayLoop(args, Path(tmp, "lmplay")), "bare": BareLoop(args, Path(tmp, "bare"))}
+        build = {"lmplay": LmplayLoop, "bare": BareLoop}
+        loops = {name: build[name](args, Path(tmp, name)) for name in (first, *(set(build) - {first}))}
         chunk = chunk_steps(args, loops["bare"].settings)
         for loop in loops.values():
             loop.run(args.warmup)
         totals = {name: [0, 0.0] for name in loops}
-        chunk_ratios = []
-        for start in range(0, args.steps, chunk):
+        turn_ratios = []
+        for turn, start in enumerate(range(0, args.steps, chunk)):
             rates = {}
-            for name, loop in loops.items():
-                tokens, seconds = loop.run(min(chunk, args.steps - start))
+            order = ("lmplay", "bare") if turn % 2 == 0 else ("bare", "lmplay")  # neither always goes first
+            for name in order:
+                tokens, seconds = loops[name].run(min(chunk, args.steps - start))
                 totals[name][0] += tokens
                 totals[name][1] += seconds
                 rates[name] = tokens / seconds
-            chunk_ratios.append(rates["lmplay"] / rates["bare"])
-    return {"tokens_per_second": {name: t / s for name, (t, s) in totals.items()}, "chunk_ratios": chunk_ratios,
-            "chunk": chunk}
+            turn_ratios.append(rates["lmplay"] / rates["bare"])
+    return {"totals": totals, "turn_ratios": turn_ratios, "chunk": chunk}
 
 
 def peak_memory_run(variant: str, args) -> dict:
@@ -198,17 +205,19 @@ def parse(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each loop first")
     parser.add_argument("--chunk", type=int, help="steps per turn when the two loops alternate (default: see above)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
-    parser.add_argument("--variant", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-of", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--speed-first", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. runner.save_interval=100000")
     return parser.parse_args(argv)
 
 
-def measure_memory(variant: str, argv: list[str]) -> float:
-    proc = subprocess.run([sys.executable, __file__, "--variant", variant, *argv], capture_output=True, text=True,
+def subprocess_json(argv: list[str]) -> dict:
+    """Run this script with `argv` in a fresh process; its last stdout line is JSON."""
+    proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
                           env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode:
-        raise SystemExit(f"{variant} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_memory"]
+        raise SystemExit(f"{' '.join(argv[:2])} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -216,18 +225,25 @@ def main() -> None:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    if args.variant:
-        print(json.dumps(peak_memory_run(args.variant, args)))
+    if args.memory_of:
+        print(json.dumps(peak_memory_run(args.memory_of, args)))
         return
-    memory = {v: measure_memory(v, sys.argv[1:]) for v in ("lmplay", "bare")}
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    speed = measure_speed(args)
-    rate, ratios = speed["tokens_per_second"], speed["chunk_ratios"]
-    print(f"config: {' '.join(overrides(args))}  ({args.steps} timed steps each, {len(ratios)} turns of "
-          f"{speed['chunk']} steps; {machine(args.device)})")
+    if args.speed_first:
+        print(json.dumps(measure_speed(args, args.speed_first)))
+        return
+    argv = sys.argv[1:]
+    memory = {v: subprocess_json(["--memory-of", v, *argv])["peak_memory"] for v in ("lmplay", "bare")}
+    runs = [subprocess_json(["--speed-first", first, *argv]) for first in ("lmplay", "bare")]
+    ratios = [r for run in runs for r in run["turn_ratios"]]
+    rate = {v: sum(run["totals"][v][0] for run in runs) / sum(run["totals"][v][1] for run in runs)
+            for v in ("lmplay", "bare")}
+    by_order = "; ".join(f"{first}'s model built first {statistics.median(run['turn_ratios']):.3f}"
+                         for first, run in zip(("lmplay", "bare"), runs))
+    print(f"config: {' '.join(overrides(args))}  (2 runs x {args.steps} timed steps of each loop, turns of "
+          f"{runs[0]['chunk']} steps; {machine(args.device)})")
     print(f"tokens/s     lmplay {rate['lmplay']:,.0f}   bare {rate['bare']:,.0f}   "
-          f"ratio {statistics.median(ratios):.3f} median over turns (target >= 0.97); "
-          f"{rate['lmplay'] / rate['bare']:.3f} of totals; turns {min(ratios):.3f}-{max(ratios):.3f}")
+          f"ratio {statistics.median(ratios):.3f} median over {len(ratios)} turns (target >= 0.97); "
+          f"{rate['lmplay'] / rate['bare']:.3f} of totals; {by_order}")
     print(f"peak memory  lmplay {memory['lmplay'] / 2**20:,.0f} MiB   bare {memory['bare'] / 2**20:,.0f} MiB   "
           f"ratio {memory['lmplay'] / memory['bare']:.3f}  (target <= 1.15)")
 

@@ -22,15 +22,31 @@ def test_mfu_formula_for_gpt2ish_by_hand():
     assert mfu(1000.0, 6e9, None) is None
 
 
+def first_losses(tmp_path, compiled: bool, steps: int = 3) -> tuple[list[float], list[str]]:
+    runner = make_runner(["exp=test_runner", "device=cpu", f"compile={str(compiled).lower()}"], tmp_path / str(compiled))
+    settings = runner.runner_c.settings
+    losses = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
+              for _ in range(steps)]
+    return losses, list(runner.model.state_dict())
+
+
 def test_compiled_and_eager_give_the_same_losses(tmp_path):
-    losses = {}
-    for compiled in (False, True):
-        runner = make_runner(["exp=test_runner", "device=cpu", f"compile={str(compiled).lower()}"],
-                             tmp_path / str(compiled))
-        settings = runner.runner_c.settings
-        losses[compiled] = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
-                            for _ in range(3)]
-    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
+    (eager, eager_keys), (compiled, compiled_keys) = first_losses(tmp_path, False), first_losses(tmp_path, True)
+    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-5)
+    assert compiled_keys == eager_keys  # checkpoints of compiled runs load anywhere
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypatch, capsys):
+    def no_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=no_backend))
+    fallback, _ = first_losses(tmp_path / "fallback", True)
+    eager, _ = first_losses(tmp_path / "eager", False)
+    assert fallback == pytest.approx(eager, rel=1e-6)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "compile=true failed" in line]
+    assert len(warnings) == 1 and "no C++ compiler found" in warnings[0] and "compile=false" in warnings[0]
 
 
 def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):

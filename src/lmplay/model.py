@@ -23,6 +23,7 @@ class MBase(nn.Module):
     def __init__(self, tokenizer: str, context_len: int, **construction_args) -> None:
         super().__init__()
         self.tokenizer_name = tokenizer
+        self.tokenizer_vocab_size = get_tokenizer(tokenizer).vocab_size  # a plain int: compiled code reads it
         self.context_len = context_len
         self.construction_args = dict(tokenizer=tokenizer, context_len=context_len, **construction_args)
 
@@ -59,7 +60,7 @@ class LMBase(MBase):
 
     def token_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Drop the columns of a vocabulary padded past the tokenizer's (vocab_multiple): they are never predicted."""
-        vocab = self.tokenizer.vocab_size
+        vocab = self.tokenizer_vocab_size
         return logits if logits.size(-1) == vocab else logits[..., :vocab]
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

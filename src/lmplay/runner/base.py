@@ -2,6 +2,7 @@
 
 import math
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from functools import cached_property
@@ -113,6 +114,9 @@ class LMRunnerBase:
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
+        # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is
+        self._eager_loss_terms = self.ddp or self.model.loss_terms
+        self._loss_terms = torch.compile(self._eager_loss_terms) if self.cfg.compile else self._eager_loss_terms
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
         if ckpt:
@@ -150,10 +154,19 @@ class LMRunnerBase:
         dtype = self.amp_dtype
         return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
 
-    def compile_model(self, model: torch.nn.Module) -> None:
-        """Compile the model's forward in place, so its state_dict keys and methods stay as they are."""
-        if self.cfg.compile:
-            model.compile()
+    def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch's loss terms; where compiling fails (no C++ compiler, an unsupported platform or
+        op), say so once and go on eagerly: a compile failure happens before this mini-batch computed anything."""
+        try:
+            return self._loss_terms(inputs, targets)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            if self._loss_terms is self._eager_loss_terms:
+                raise
+            reason = " ".join(str(e).strip().splitlines()[:2])[:300]  # e.g. "backend='inductor' raised: <error>"
+            print(f"warning: compile=true failed on this machine ({type(e).__name__}: {reason}); training on "
+                  f"without compiling (compile=false skips the attempt)", file=sys.stderr)
+            self._loss_terms = self._eager_loss_terms
+            return self._loss_terms(inputs, targets)
 
     def check_stage_overrides(self) -> None:
         known = set(RunnerSettings.__dataclass_fields__) | set(STAGE_KEYS_ELSEWHERE)
@@ -214,7 +227,7 @@ class LMRunnerBase:
             sync = self.ddp is None or i == len(minis) - 1
             with nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
-                    loss_sum, correct = (self.ddp or self.model.loss_terms)(inputs, targets)
+                    loss_sum, correct = self.loss_terms(inputs, targets)
                 loss = loss_sum / total_tokens
                 self.scaler.scale(loss * self.world.size).backward()
             loss_total += loss.detach()

@@ -64,7 +64,6 @@ class ModelComponent(Component):
         self.model = self.runner.model_class(**args).to(self.runner.device)
         if state:
             self.model.load_state_dict(state["weights"])
-        self.compiled = self.runner.compile_model(self.model)
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.model.construction_args), "state": {"weights": self.model.state_dict()}}
