@@ -182,3 +182,31 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     good = checkpoint.load(tmp_path / "model.lmp")
     assert good["components"]["runner"]["state"]["progress"]["step"] == 4
     assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())
+
+
+def test_preemption_signal_saves_then_hands_over_to_the_jobs_handler(tmp_path):
+    """SLURM signals (SIGUSR2 via submitit) before a time limit: the runner saves first, then lets the
+    job's own handler requeue it, so the requeued job resumes from that step instead of the last periodic save."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=1000", "runner.save_interval=100000"], tmp_path)
+    saved_steps = []
+
+    def job_handler(signum, frame):  # what submitit installs: requeue, then exit
+        saved_steps.append(checkpoint.load(tmp_path / "model.lmp")["components"]["runner"]["state"]["progress"]["step"])
+        raise SystemExit(-1)
+
+    next_batch = runner.curriculum.next_batch
+
+    def preempted_at_step_3(*args):
+        if runner.runner_c.progress["step"] == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return next_batch(*args)
+
+    runner.curriculum.next_batch = preempted_at_step_3
+    previous = signal.signal(signal.SIGUSR2, job_handler)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            runner.train()
+        assert signal.getsignal(signal.SIGUSR2) is job_handler
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stopped.value.code == -1 and saved_steps == [4]  # the step under way when the signal came finished

@@ -1,6 +1,7 @@
 """LMRunnerBase: owns the five components and runs the training loop over the curriculum's stages."""
 
 import math
+import os
 import signal
 import sys
 import time
@@ -66,6 +67,7 @@ class LMRunnerBase:
             self.device = torch.device("cuda", self.world.local_rank)
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
+        self._old_handlers: dict[int, Any] = {}
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
@@ -277,14 +279,26 @@ class LMRunnerBase:
         return rec
 
     def train(self) -> None:
-        """Run the remaining stages; save on SIGINT/SIGTERM, at the save interval, at each stage end and at the end."""
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        """Run the remaining stages; save on a stop signal (stop_signals()), at the save interval, at each
+        stage end and at the end."""
+        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in stop_signals()}
         try:
             self._train_stages()
         finally:
-            for s, h in old_handlers.items():
+            for s, h in self._old_handlers.items():
                 signal.signal(s, h)
             self.stats.close()
+
+    def _stop(self) -> None:
+        """Save, then exit; on a job's preemption signal, hand over to the handler the job installed (submitit
+        requeues the job, which resumes from the checkpoint just saved)."""
+        path, signum = self.save(), self._stop_signal
+        name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
+        previous = self._old_handlers.get(signum)
+        if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
+            print(f"{name}: saved {path} at step {step}; handing over to the job's own handler", file=sys.stderr)
+            previous(signum, None)
+        raise SystemExit(f"{name}: saved {path} at step {step}; run the same command to resume")
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
@@ -296,9 +310,7 @@ class LMRunnerBase:
             stage = self.curriculum.stages[self.curriculum.stage_index]
             finished = self._train_stage(stage, max_steps)
             if self._stop_signal is not None:
-                path = self.save()
-                name = signal.Signals(self._stop_signal).name
-                raise SystemExit(f"{name}: saved {path} at step {progress['step']}; run the same command to resume")
+                self._stop()
             if not finished:
                 break
             self.save(f"model.{stage.name}.lmp")
@@ -390,6 +402,13 @@ class LMRunnerBase:
     def last_validation_loss(self) -> float | None:
         records = self.stats.records["validation"]
         return records[-1]["loss"] if records else None
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """Ctrl-C, SIGTERM and, where the platform has it, the signal SLURM sends before a time limit or a
+    preemption (submitit's SIGUSR2, or what SUBMITIT_PREEMPT_SIGNAL names)."""
+    preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, preempt) if s is not None))
 
 
 def format_speed(speed: dict[str, float]) -> str:
