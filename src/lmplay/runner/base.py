@@ -117,8 +117,7 @@ class LMRunnerBase:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
         # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is
-        self._eager_loss_terms = self.ddp or self.model.loss_terms
-        self._loss_terms = torch.compile(self._eager_loss_terms) if self.cfg.compile else self._eager_loss_terms
+        self._compiled = torch.compile(self.ddp or self.model.loss_terms) if self.cfg.compile else None
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
         if ckpt:
@@ -157,18 +156,20 @@ class LMRunnerBase:
         return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One mini-batch's loss terms; where compiling fails (no C++ compiler, an unsupported platform or
-        op), say so once and go on eagerly: a compile failure happens before this mini-batch computed anything."""
+        """One mini-batch's loss terms (through DDP when distributed), compiled with compile=true. Where
+        compiling fails (no C++ compiler, an unsupported platform or op), say so once and go on eagerly:
+        a compile failure happens before the mini-batch has computed anything."""
+        eager = self.ddp or self.model.loss_terms
+        if self._compiled is None:
+            return eager(inputs, targets)
         try:
-            return self._loss_terms(inputs, targets)
+            return self._compiled(inputs, targets)
         except torch._dynamo.exc.TorchDynamoException as e:
-            if self._loss_terms is self._eager_loss_terms:
-                raise
             reason = " ".join(str(e).strip().splitlines()[:2])[:300]  # e.g. "backend='inductor' raised: <error>"
             print(f"warning: compile=true failed on this machine ({type(e).__name__}: {reason}); training on "
                   f"without compiling (compile=false skips the attempt)", file=sys.stderr)
-            self._loss_terms = self._eager_loss_terms
-            return self._loss_terms(inputs, targets)
+            self._compiled = None
+            return eager(inputs, targets)
 
     def check_stage_overrides(self) -> None:
         known = set(RunnerSettings.__dataclass_fields__) | set(STAGE_KEYS_ELSEWHERE)

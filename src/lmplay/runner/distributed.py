@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    cpu_group: Any = None  # gloo group for the loop's small sums (None: the default group, gloo already)
 
     @property
     def is_main(self) -> bool:
@@ -29,11 +31,12 @@ class World:
         return self.size > 1
 
     def sum(self, *values: float) -> list[float]:
-        """Sum numbers over ranks (identity on one process)."""
+        """Sum numbers over ranks (identity on one process). On CPU through gloo, even when the gradients
+        go through NCCL: a CUDA tensor here would make the host wait for the GPU at every step."""
         if not self.distributed:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.collective_device())
-        dist.all_reduce(t)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, group=self.cpu_group)
         return t.tolist()
 
     def any(self, flag: bool) -> bool:
@@ -44,20 +47,18 @@ class World:
     def main_first(self):
         """Rank 0 runs the block first (e.g. filling a cache), then the others: no two write the same file."""
         if self.distributed and not self.is_main:
-            dist.barrier()
+            dist.barrier(group=self.cpu_group)
         yield
         if self.distributed and self.is_main:
-            dist.barrier()
+            dist.barrier(group=self.cpu_group)
 
     def close(self) -> None:
         """Leave the process group together: a rank that exits while another still holds its connections
         can make that one abort (gloo) at shutdown, failing a run that finished."""
         if self.distributed and dist.is_initialized():
-            dist.barrier()
+            dist.barrier(group=self.cpu_group)
             dist.destroy_process_group()
 
-    def collective_device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def export_submitit_env() -> None:
@@ -79,7 +80,8 @@ def init_world(device_type: str) -> World:
         return World()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")))
+    cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")), cpu_group)
     if not world.is_main:
         sys.stdout = open(os.devnull, "w")  # one voice: rank 0 reports; errors still reach stderr
     return world

@@ -26,6 +26,7 @@ class StatsWriter:
         self._last_flush = 0.0
         self._flush_gap = flush_seconds
         self._tb = None
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # records not yet in the TensorBoard file
         seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
         self._purge_step: int | None = seen + 1
         if write:
@@ -34,13 +35,11 @@ class StatsWriter:
         self._last_flush = float("-inf")  # the first record is written at once, so a new run shows up quickly
 
     def add(self, kind: str, record: dict[str, Any]) -> None:
-        """Keep a record; TensorBoard gets its numbers as one event at x = tokens."""
+        """Keep a record; at the next flush TensorBoard gets its numbers as one event at x = tokens."""
         self.records[kind].append(record)
         if not self.write:
             return
-        values = {f"{kind}/{key}": value for key, value in record.items()
-                  if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")}
-        self._events().scalars(values, step=record["tokens"])
+        self._pending.append((kind, record))
         if kind == "validation" or time.monotonic() - self._last_flush > self._flush_gap:
             self.flush()
 
@@ -62,8 +61,14 @@ class StatsWriter:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.records))
         os.replace(tmp, self.path)
-        if self._tb is not None:
-            self._tb.flush()
+        if self._pending:  # written here, in one go: per step, in the loop, the same events cost ~4x as much
+            events = self._events()
+            for kind, record in self._pending:
+                events.scalars({f"{kind}/{key}": value for key, value in record.items()
+                                if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")},
+                               step=record["tokens"])
+            events.flush()
+            self._pending.clear()
         self._last_flush = time.monotonic()
         self._flush_gap = max(self.flush_seconds, 50 * (self._last_flush - start))
 
