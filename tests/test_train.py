@@ -7,6 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
+from lmplay.errors import DivergedError
 from lmplay.runner import checkpoint
 
 
@@ -81,3 +82,41 @@ def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     proc = run_cli("lmplay.train", "--exp", "test_runner", "--device", "cpu", "--batch-size", "4",
                    "--mini-batch-size", "2", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=True)
     assert "runner.batch_size=4" in proc.stdout and "runner.mini_batch_size=2" in proc.stdout
+
+
+def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None):
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=40",
+                          "runner.save_interval=24"], tmp_path / name)
+    runner.defer_reads = defer
+    if poison_after is not None:
+        real, calls = runner.model.loss_terms, {"n": 0}
+
+        def poisoned(inputs, targets):
+            calls["n"] += runner.model.training
+            loss, correct = real(inputs, targets)
+            return (loss * float("nan"), correct) if calls["n"] > poison_after else (loss, correct)
+
+        runner.model.loss_terms = poisoned
+    runner.train()
+    strip = lambda records: [{k: v for k, v in r.items() if k not in ("tokens_per_second", "mfu")} for r in records]
+    return strip(runner.stats.records["train"]), strip(runner.stats.records["validation"]), runner.model.state_dict()
+
+
+def test_reading_the_loss_a_step_late_changes_nothing_but_timing(tmp_path):
+    """On a GPU each step's loss is read after the next step is queued; records, validations, checkpoints
+    and weights must be exactly those of reading it at once (the CPU path)."""
+    now, late = train_records(tmp_path, "now", False), train_records(tmp_path, "late", True)
+    assert now[0] == late[0] and len(now[0]) == 12
+    assert now[1] == late[1]
+    for key in now[2]:
+        assert torch.equal(now[2][key], late[2][key])
+    ckpt = checkpoint.load(tmp_path / "late" / "model.lmp")
+    assert json.loads(ckpt["components"]["runner"]["state"]["records_json"])["train"][-1]["step"] == 12
+
+
+def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
+    with pytest.raises(DivergedError, match="at step 5"):
+        train_records(tmp_path, "nan", True, poison_after=8)  # 2 mini-batches a step: step 5 is the first bad one
+    good = checkpoint.load(tmp_path / "nan" / "model.lmp")
+    assert good["components"]["runner"]["state"]["progress"]["step"] == 3  # saves every 3 steps (24 samples)
+    assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())

@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass
+class StepLog:
+    """A training step's stats, still on the device until log_step reads them."""
+
+    stage: str
+    lr: float
+    at: dict[str, int]  # step, samples, tokens after the step
+    loss: torch.Tensor
+    correct: torch.Tensor
+    num_tokens: int
+
+
 class LMRunnerBase:
     """Builds the components from a composed config (+ the run dir's checkpoint) and trains.
 
@@ -68,6 +81,8 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
+        self._window = (0.0, 0)  # (time, tokens) of the last train record: tokens/s is over the time since
+        self.defer_reads = self.device.type != "cpu"  # see _run_steps
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
@@ -261,19 +276,20 @@ class LMRunnerBase:
         model.train()
         return {"loss": loss_sum / max(tokens, 1), "accuracy": correct / max(tokens, 1)}
 
-    def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> float | None:
-        """Validate and record; returns the latest validation loss (None if the plan holds nothing out)."""
+    def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> None:
+        """Validate and record (nothing when the plan holds nothing out)."""
         values = self.validate(settings)
         if values is not None:
             self.record("validation", stage, lr, values)
-        return self.last_validation_loss()
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once; the last checkpoint stays good
 
-    def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float]) -> dict[str, Any]:
-        p = self.runner_c.progress
+    def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],
+               at: dict[str, int] | None = None) -> dict[str, Any]:
+        """A stats record at progress `at` (default: now)."""
+        p = at or self.runner_c.progress
         rec = {"stage": stage, "step": p["step"], "samples": p["samples"], "tokens": p["tokens"], **values,
                "lr": settings_lr}
         self.stats.add(kind, rec)
@@ -346,16 +362,26 @@ class LMRunnerBase:
         return finished
 
     def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
+        """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
+
+        On an accelerator a step's loss is read only once the next step's work is queued, so the host
+        prepares step k+1 while step k computes instead of waiting for it (the read returns when step k
+        is done, so tokens/s stays per step); whatever must see the step (a validation, a save, the
+        end) reads it first. A CPU computes as it goes, so there each step is read at once.
+        """
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
-        last_val = self.last_validation_loss()
-        window_start, window_tokens = time.perf_counter(), progress["tokens"]
+        defer = self.defer_reads
+        self._window = (time.perf_counter(), progress["tokens"])
+        pending: StepLog | None = None
+        finished = False
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
                 self._stop_signal = self._stop_signal or signal.SIGTERM
-                return False
+                break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
             if batch is None:
-                return True
+                finished = True
+                break
             lr = schedule.lr(base_lr, progress["stage_step"], total)
             self.scheduler_c.set_lr(self.optimizer_c.optimizer, lr)
             loss, correct = self.train_step(batch, settings)
@@ -364,27 +390,47 @@ class LMRunnerBase:
             progress["stage_step"] += 1
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
+            self.log_step(pending, bar)
+            pending = None
             if progress["step"] % settings.log_interval == 0:
-                loss_value, correct_value = self.world.sum(loss.item(), correct.item())
-                if not math.isfinite(loss_value):
-                    self.save("model.corrupted.lmp")
-                    raise DivergedError(f"loss became {loss_value} at step {progress['step']} (stage {stage.name}); "
-                                        f"wrote model.corrupted.lmp for inspection, model.lmp is the last good "
-                                        f"checkpoint; try a lower lr or grad_clip=1.0")
-                now = time.perf_counter()
-                speed = self.throughput((progress["tokens"] - window_tokens) / (now - window_start))
-                window_start, window_tokens = now, progress["tokens"]
-                self.record("train", stage.name, lr, {"loss": loss_value,
-                                                      "accuracy": correct_value / max(batch.num_tokens, 1), **speed})
-                bar.set_postfix_str(f"step {progress['step']} loss {loss_value:.3f} val "
-                                    f"{last_val if last_val is None else round(last_val, 3)} "
-                                    f"tok {progress['tokens']:,} {format_speed(speed)}", refresh=False)
+                at = {k: progress[k] for k in ("step", "samples", "tokens")}
+                pending = StepLog(stage.name, lr, at, loss, correct, batch.num_tokens)
+                if not defer:
+                    self.log_step(pending, bar)
+                    pending = None
             bar.update(1)
-            if crossed(samples_before, progress["samples"], settings.validation_interval):
-                last_val = self.validation_record(stage.name, lr, settings)
-            if crossed(samples_before, progress["samples"], settings.save_interval):
+            validate = crossed(samples_before, progress["samples"], settings.validation_interval)
+            save = crossed(samples_before, progress["samples"], settings.save_interval)
+            if validate or save:
+                self.log_step(pending, bar)
+                pending = None
+            if validate:
+                self.validation_record(stage.name, lr, settings)
+            if save:
                 self.save()
-        return False
+        self.log_step(pending, bar)
+        return finished
+
+    def log_step(self, log: "StepLog | None", bar) -> None:
+        """Read a step's loss and accuracy from the device, stop on NaN/Inf, and record them with tokens/s
+        over the time since the last record."""
+        if log is None:
+            return
+        loss_value, correct_value = self.world.sum(log.loss.item(), log.correct.item())
+        if not math.isfinite(loss_value):
+            self.save("model.corrupted.lmp")
+            raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
+                                f"model.corrupted.lmp for inspection, model.lmp is the last good checkpoint; try "
+                                f"a lower lr or grad_clip=1.0")
+        now, (start, tokens_before) = time.perf_counter(), self._window
+        speed = self.throughput((log.at["tokens"] - tokens_before) / (now - start))
+        self._window = (now, log.at["tokens"])
+        self.record("train", log.stage, log.lr, {"loss": loss_value,
+                                                 "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
+        last_val = self.last_validation_loss()
+        bar.set_postfix_str(f"step {log.at['step']} loss {loss_value:.3f} val "
+                            f"{last_val if last_val is None else round(last_val, 3)} "
+                            f"tok {log.at['tokens']:,} {format_speed(speed)}", refresh=False)
 
     def throughput(self, tokens_per_second: float) -> dict[str, float]:
         """tokens/s and, on a GPU the peak table knows, MFU. Wall-clock values: the only ones a resume can't replay."""
