@@ -2,8 +2,10 @@
 
 stats.json is rewritten atomically (temp + rename), so it is valid JSON at any moment; on resume the
 records come from the checkpoint, which rewinds whatever was logged after it. A rewrite costs time in
-proportion to the run's length, so rewrites are spaced at least `flush_seconds` apart and at least
-50 times their own duration: a long run spends under 2% of its time keeping stats.json current.
+proportion to the run's length, so flushes are spaced at least `flush_seconds` apart and at least
+50 times their own duration: a long run spends under 2% of its time keeping them current. A
+validation record rewrites stats.json at once; TensorBoard gets it at the next flush (which also keeps
+tensorboard's import out of the time to the first step).
 """
 
 import json
@@ -40,7 +42,9 @@ class StatsWriter:
         if not self.write:
             return
         self._pending.append((kind, record))
-        if kind == "validation" or time.monotonic() - self._last_flush > self._flush_gap:
+        if kind == "validation":
+            self._write_json()  # what users watch; TensorBoard catches up at the next flush
+        elif time.monotonic() - self._last_flush > self._flush_gap:
             self.flush()
 
     def _events(self):
@@ -54,13 +58,17 @@ class StatsWriter:
             self._purge_step = None
         return self._tb
 
-    def flush(self) -> None:
-        if not self.write:
-            return
-        start = time.monotonic()
+    def _write_json(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.records))
         os.replace(tmp, self.path)
+
+    def flush(self) -> None:
+        """stats.json and the TensorBoard file, up to the last record."""
+        if not self.write:
+            return
+        start = time.monotonic()
+        self._write_json()
         if self._pending:  # written here, in one go: per step, in the loop, the same events cost ~4x as much
             events = self._events()
             for kind, record in self._pending:
