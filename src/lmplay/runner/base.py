@@ -81,7 +81,7 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
-        self._window = (0.0, 0)  # (time, tokens) of the last train record: tokens/s is over the time since
+        self._window = (0.0, 0)  # (time, tokens) at the last train record; the next one's tokens/s starts there
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
 
     # -- construction ---------------------------------------------------------------------------------------
