@@ -287,13 +287,11 @@ class LMRunnerBase:
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once; the last checkpoint stays good
 
     def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],
-               at: dict[str, int] | None = None) -> dict[str, Any]:
+               at: dict[str, int] | None = None) -> None:
         """A stats record at progress `at` (default: now)."""
         p = at or self.runner_c.progress
-        rec = {"stage": stage, "step": p["step"], "samples": p["samples"], "tokens": p["tokens"], **values,
-               "lr": settings_lr}
-        self.stats.add(kind, rec)
-        return rec
+        self.stats.add(kind, {"stage": stage, "step": p["step"], "samples": p["samples"], "tokens": p["tokens"],
+                              **values, "lr": settings_lr})
 
     def train(self) -> None:
         """Run the remaining stages; save on a stop signal (stop_signals()), at the save interval, at each

@@ -60,7 +60,6 @@ class World:
             dist.destroy_process_group()
 
 
-
 def export_submitit_env() -> None:
     """In a submitit job with several tasks (SLURM or local), set the variables torchrun would set."""
     if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:

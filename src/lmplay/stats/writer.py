@@ -12,7 +12,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmplay.stats.tensorboard import EventFile
 
 
 class StatsWriter:
@@ -25,7 +28,6 @@ class StatsWriter:
         self.write = write
         self.records = {k: list((records or {}).get(k, [])) for k in self.KINDS}
         self.flush_seconds = flush_seconds
-        self._last_flush = 0.0
         self._flush_gap = flush_seconds
         self._tb = None
         self._pending: list[tuple[str, dict[str, Any]]] = []  # records not yet in the TensorBoard file
@@ -47,7 +49,7 @@ class StatsWriter:
         elif time.monotonic() - self._last_flush > self._flush_gap:
             self.flush()
 
-    def _events(self):
+    def _events(self) -> "EventFile":
         """The event file, opened on first use (again after close(), if training goes on)."""
         if self._tb is None:
             # imported here: tensorboard's record writer costs ~0.25 s even after torch; non-writing ranks
