@@ -119,23 +119,28 @@ class BareLoop:
 
         runner = build_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.model, self.device, self.settings = runner.model, runner.device, runner.runner_c.settings
-        self.forward = torch.compile(self.model) if args.compile else self.model
+        self.loss_sum = torch.compile(self.summed_loss) if args.compile else self.summed_loss
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
 
-    def step(self) -> int:
+    def summed_loss(self, x, y):
+        """Model and loss in one function, as nanoGPT's forward returns its loss: compiled together, the
+        logits are never stored in fp32."""
         import torch.nn.functional as F
 
         from lmplay.data.batch import IGNORE_INDEX
 
+        logits = self.model(x)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
+
+    def step(self) -> int:
         batch = self.curriculum.next_batch(self.settings.batch_size, True)
         total = batch.num_tokens
         for mini in batch.split(self.settings.mini_batch_size):
             x = mini.inputs.to(self.device, non_blocking=True)
             y = mini.targets.to(self.device, non_blocking=True)
             with self.autocast():
-                logits = self.forward(x)
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1),
-                                       ignore_index=IGNORE_INDEX, reduction="sum") / total
+                loss = self.loss_sum(x, y) / total
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
