@@ -234,8 +234,8 @@ class LMRunnerBase:
         """
         optimizer = self.optimizer_c.optimizer
         total_tokens = max(batch.num_tokens, 1)
-        loss_total = torch.zeros((), device=self.device)
-        correct_total = torch.zeros((), device=self.device, dtype=torch.long)
+        scale = total_tokens / self.world.size  # DDP averages gradients over ranks; the batch's loss is their sum
+        loss_total = correct_total = 0
         non_blocking = self.device.type == "cuda"
         shard = batch.shard(self.world.rank, self.world.size)
         minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
@@ -246,17 +246,16 @@ class LMRunnerBase:
             with nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
                     loss_sum, correct = self.loss_terms(inputs, targets)
-                loss = loss_sum / total_tokens
-                self.scaler.scale(loss * self.world.size).backward()
-            loss_total += loss.detach()
-            correct_total += correct
+                self.scaler.scale(loss_sum / scale).backward()
+            loss_total = loss_total + loss_sum.detach()
+            correct_total = correct_total + correct
         if settings.grad_clip:
             self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return loss_total, correct_total
+        return loss_total / total_tokens, correct_total
 
     @torch.no_grad()
     def validate(self, settings: RunnerSettings) -> dict[str, float] | None:
