@@ -59,3 +59,15 @@ def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
     loss_sum, correct = model.loss_terms(batch.inputs, batch.targets)
     assert torch.isfinite(loss_sum) and loss_sum / batch.num_tokens < 20
     assert int(model.token_logits(model(batch.inputs)).argmax(-1).max()) < vocab
+
+
+def test_accuracy_without_argmax_counts_the_same_hits_and_skips_ignored_targets():
+    from lmplay.data.batch import IGNORE_INDEX
+    from lmplay.model import top1_correct
+
+    logits = torch.randn(1000, 300, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, 300, (1000,), generator=torch.Generator().manual_seed(1))
+    targets[::3] = logits[::3].argmax(-1)  # a third are hits
+    targets[::7] = IGNORE_INDEX
+    expected = int((logits.argmax(-1) == targets).sum())
+    assert expected > 250 and int(top1_correct(logits, targets)) == expected
