@@ -75,6 +75,12 @@ def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):
     assert after == before
 
 
+def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_args):
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "batch_size=10", "mini_batch_size=4"),
+                          "batch_size=10")
+    assert not (tmp_path / "run").exists()
+
+
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     help_text = run_cli("lmplay.train", "--help", check=True).stdout
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):

@@ -1,5 +1,6 @@
 """`python -m lmplay.train` / `lmp_trainer`: train an experiment through its curriculum, resuming the run dir."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(cfg, out / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}), out / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def train(cfg: DictConfig) -> dict:
@@ -67,6 +74,7 @@ def main(cfg: DictConfig) -> dict:
     except LmplayError as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed and runs the others; the sweep summary shows the error
+        remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         report(e)
     except KeyboardInterrupt:
         raise SystemExit("interrupted before training started; nothing was saved") from None

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU rows of benchmarks/README.md in one go, on a machine with one CUDA GPU:
+#   1. the GPU tests (tests/test_gpu.py; CI has no GPU and skips them),
+#   2. a real `python -m lmplay.train` of EXP at context 1024, bf16, compile, vocabulary padded to 64,
+#      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
+#   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py).
+# Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
+# Logs and stats go to outputs/gpu_bench/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+EXP=${EXP:-gpt2ish}; STEPS=${STEPS:-60}; OUT=outputs/gpu_bench; mkdir -p "$OUT"
+export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
+COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
+        curriculum.batching=packed "$STAGES" runner.validation_interval=1000000000 runner.save_interval=1000000000)
+
+python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log"
+
+fits=""
+for mb in "${@:-256 128 64 32}"; do
+  for m in $mb; do
+    log="$OUT/train_mb$m.log"
+    if python -m lmplay.train "${COMMON[@]}" batch_size="$m" mini_batch_size="$m" max_steps="$STEPS" fresh=true \
+         hydra.run.dir="$OUT/run_mb$m" > "$log" 2>&1; then fits=$m; break 2; fi
+    echo "mini_batch_size=$m did not run (see $log): $(grep -m1 -iE 'out of memory|error' "$log")"
+  done
+done
+[ -n "$fits" ] || { echo "no mini-batch size fitted"; exit 1; }
+python - "$OUT/run_mb$fits/stats.json" "$EXP" "$fits" <<'PY'
+import json, statistics, sys
+train = json.load(open(sys.argv[1]))["train"][10:]  # the first steps compile
+tps = statistics.median(r["tokens_per_second"] for r in train)
+mfu = [r["mfu"] for r in train if "mfu" in r]
+print(f"{sys.argv[2]} mini-batch {sys.argv[3]}: median {tps:,.0f} tokens/s"
+      + (f", MFU {statistics.median(mfu):.1%}" if mfu else " (this GPU is not in the MFU table)"))
+PY
+python benchmarks/train_loop.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
+  --batch-size "$fits" --mini-batch-size "$fits" --steps 20 --chunk 10 vocab_multiple=64 curriculum.batching=packed \
+  "$STAGES" 2>&1 | tail -3 | tee "$OUT/train_loop.log"
