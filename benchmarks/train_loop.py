@@ -11,7 +11,10 @@ loop alone in a fresh process, for its own peak. Targets: speed ratio >= 0.97, m
     python benchmarks/train_loop.py --exp gpt2ish_mini --steps 40
     python benchmarks/train_loop.py --exp test_runner --steps 800
     python benchmarks/train_loop.py --exp gpt2ish --tokenizer bytes --context-len 256 --batch-size 8 --steps 6
-    python benchmarks/train_loop.py --exp gpt2ish --device cuda --amp --compile --steps 50
+    python benchmarks/train_loop.py --exp gpt2ish --device cuda --amp --compile --steps 50 curriculum.batching=packed
+
+With --compile, use packed batches (one shape) or a longer --warmup: rows batches vary in length, and
+the one recompile to dynamic shapes would otherwise land in a timed turn.
 """
 
 import argparse
