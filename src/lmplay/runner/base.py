@@ -352,8 +352,8 @@ class LMRunnerBase:
             finished = self._run_steps(stage, settings, schedule, base_lr, total, bar)
         finally:
             bar.close()
-        validated_now = self.stats.records["validation"][-1:] and \
-            self.stats.records["validation"][-1]["step"] == progress["step"]
+        last = self.stats.records["validation"][-1:]
+        validated_now = bool(last) and last[0]["step"] == progress["step"]
         if self._stop_signal is None and progress["step"] > step_before and not validated_now:
             self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
@@ -387,20 +387,17 @@ class LMRunnerBase:
             progress["stage_step"] += 1
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
-            self.log_step(pending, bar)
+            self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:
                 at = {k: progress[k] for k in ("step", "samples", "tokens")}
                 pending = StepLog(stage.name, lr, at, loss, correct, batch.num_tokens)
-                if not defer:
-                    self.log_step(pending, bar)
-                    pending = None
-            bar.update(1)
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
-            if validate or save:
+            if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
                 self.log_step(pending, bar)
                 pending = None
+            bar.update(1)
             if validate:
                 self.validation_record(stage.name, lr, settings)
             if save:
