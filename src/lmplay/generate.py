@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, fail, precheck, quote, report, translate_flags
+from lmplay.cli import CONF_DIR, fail, job_started, quote, report, run_hydra_app, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.generation.config import GenerationConfig
 
@@ -160,6 +160,7 @@ def generate(cfg: DictConfig) -> list[str]:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
 def main(cfg: DictConfig) -> list[str]:
+    job_started()
     try:
         return generate(cfg)
     except LmplayError as e:
@@ -169,12 +170,7 @@ def main(cfg: DictConfig) -> list[str]:
 
 
 def cli() -> None:
-    argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
-    hydra_only = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i")
-    if not any(a in hydra_only or a.startswith(("--cfg", "-c")) for a in argv):
-        precheck([a for a in argv if not a.startswith("-")], "generate")
-    sys.argv = [sys.argv[0], *argv]
-    main()
+    run_hydra_app(main, normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES)), "generate")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, precheck, report, translate_flags
+from lmplay.cli import CONF_DIR, job_started, report, run_hydra_app, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -69,6 +69,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict:
+    job_started()
     try:
         return train(cfg)
     except LmplayError as e:
@@ -81,12 +82,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 def cli() -> None:
-    argv = translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES)
-    if not any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-i") or a.startswith("--cfg")
-               or a.startswith("-c") for a in argv):
-        precheck([a for a in argv if not a.startswith("-")], "config")
-    sys.argv = [sys.argv[0], *argv]
-    main()
+    run_hydra_app(main, translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES), "config")
 
 
 if __name__ == "__main__":
