@@ -66,6 +66,12 @@ def test_unknown_experiment(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "exp=nope"), "exp=nope", "gpt2ish")
 
 
+def test_an_error_only_hydra_finds_is_shown_not_swallowed(tmp_path, tiny_run_args):
+    proc = run_cli("lmplay.train", *tiny_run_args, "hydra.job.chdir=maybe")
+    assert proc.returncode != 0 and "hydra.job.chdir=maybe" in proc.stderr and "not a valid bool" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):
     run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
