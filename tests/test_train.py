@@ -1,12 +1,14 @@
 """Training end to end: losses fall, outputs are valid, accumulation equals one big batch, bad input is clear."""
 
 import json
+import sys
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
+from lmplay.cli import job_started, run_hydra_app
 from lmplay.errors import DivergedError
 from lmplay.runner import checkpoint
 
@@ -70,6 +72,16 @@ def test_an_error_only_hydra_finds_is_shown_not_swallowed(tmp_path, tiny_run_arg
     proc = run_cli("lmplay.train", *tiny_run_args, "hydra.job.chdir=maybe")
     assert proc.returncode != 0 and "hydra.job.chdir=maybe" in proc.stderr and "not a valid bool" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_what_hydra_writes_before_the_job_reaches_stderr_in_order(capsys):
+    def app():
+        print("a hydra warning", file=sys.stderr)
+        job_started()
+        print("the job's own output", file=sys.stderr)
+
+    run_hydra_app(app, ["exp=test_runner"], "config")
+    assert capsys.readouterr().err == "a hydra warning\nthe job's own output\n"
 
 
 def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):

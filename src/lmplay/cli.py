@@ -64,11 +64,10 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     try:
         main()
     except SystemExit as e:
-        if e.code and _held:
-            real, hydra_said = _held.pop()
-            sys.stderr = real
+        if e.code and _held:  # Hydra gave up before the job started
+            hydra_said = release_stderr()
             precheck([a for a in argv if not a.startswith("-")], config_name)  # exits when it finds the cause
-            real.write(hydra_said.getvalue())
+            sys.stderr.write(hydra_said)
         raise
     finally:
         job_started()
@@ -77,9 +76,15 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
 def job_started() -> None:
     """The job has begun: stderr is the terminal again, with what Hydra wrote before (warnings)."""
     if _held:
-        real, hydra_said = _held.pop()
-        sys.stderr = real
-        real.write(hydra_said.getvalue())
+        hydra_said = release_stderr()  # first: `sys.stderr.write(release_stderr())` would write to the buffer
+        sys.stderr.write(hydra_said)
+
+
+def release_stderr() -> str:
+    """Give stderr back; returns what was written to it meanwhile."""
+    real, held = _held.pop()
+    sys.stderr = real
+    return held.getvalue()
 
 
 def precheck(overrides: list[str], config_name: str) -> None:
