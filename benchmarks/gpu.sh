@@ -3,7 +3,8 @@
 #   1. the GPU tests (tests/test_gpu.py; CI has no GPU and skips them),
 #   2. a real `python -m lmplay.train` of EXP at context 1024, bf16, compile, vocabulary padded to 64,
 #      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
-#   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py).
+#   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
+#   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py).
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
@@ -37,3 +38,6 @@ PY
 python benchmarks/train_loop.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
   --batch-size "$fits" --mini-batch-size "$fits" --steps 20 --chunk 10 vocab_multiple=64 curriculum.batching=packed \
   "$STAGES" 2>&1 | tail -3 | tee "$OUT/train_loop.log"
+python benchmarks/profile_step.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
+  --batch-size "$fits" --mini-batch-size "$fits" --steps 5 vocab_multiple=64 curriculum.batching=packed "$STAGES" \
+  2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"

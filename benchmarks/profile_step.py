@@ -1,0 +1,86 @@
+"""Where a training step's time goes: lmplay's real loop under torch.profiler, its time split into
+matmuls, attention, the loss, the optimizer and the rest, with the largest kernels.
+
+On a GPU the split is of kernel time, and `busy` is kernel time over wall time: near 100% means the
+host keeps the GPU fed and only faster kernels can raise MFU. On a CPU it is the ops' own time.
+The first --warmup steps (compilation) are not profiled. Takes train_loop.py's arguments:
+
+    python benchmarks/profile_step.py --exp gpt2ish --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size 64 --mini-batch-size 64 --steps 5 vocab_multiple=64 curriculum.batching=packed
+    python benchmarks/profile_step.py --exp gpt2ish_mini --steps 5
+"""
+
+import re
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from train_loop import LmplayLoop, machine, overrides, parse, sync
+
+# First match wins; names are lower-cased GPU kernel names (cuBLAS, cuDNN, inductor's triton_*) or CPU ops.
+CATEGORIES = [
+    ("optimizer", r"adam|multi_tensor_apply|foreach"),
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("loss", r"log_softmax|nll_loss|cross_entropy|logsumexp"),
+    ("matmul", r"gemm|nvjet|cutlass|xmma|cublas|aten::(mm|addmm|bmm|matmul)$"),
+]
+
+
+def category(name: str) -> str:
+    lowered = name.lower()
+    return next((label for label, pattern in CATEGORIES if re.search(pattern, lowered)), "other")
+
+
+def in_optimizer_step(event) -> bool:
+    """A CPU op run by optimizer.step() (torch marks the call with an `Optimizer.step#...` range)."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
+    """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the real loop."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        loop.run(steps)
+        sync(loop.runner.device)
+        wall = time.perf_counter() - start
+    times = defaultdict(float)
+    for event in prof.events():
+        self_time = event.self_device_time_total if on_gpu else event.self_cpu_time_total
+        if self_time > 0:
+            label = "optimizer" if not on_gpu and in_optimizer_step(event) else category(event.name)
+            times[label, event.name] += self_time
+    return times, wall
+
+
+def main() -> None:
+    args = parse()
+    on_gpu = args.device.startswith("cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = LmplayLoop(args, Path(tmp))
+        loop.run(args.warmup)
+        times, wall = profile_steps(loop, args.steps, on_gpu)
+    total = sum(times.values())
+    by_category = defaultdict(float)
+    for (label, _), us in times.items():
+        by_category[label] += us
+    what = "kernel" if on_gpu else "op"
+    print(f"config: {' '.join(overrides(args))}  ({args.steps} profiled steps after {args.warmup}; {machine(args.device)})")
+    print(f"wall {wall / args.steps * 1e3:.1f} ms a step; {what} time {total / args.steps / 1e3:.1f} ms a step"
+          + (f" (GPU busy {total / 1e6 / wall:.0%})" if on_gpu else ""))
+    for label, us in sorted(by_category.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<10} {us / args.steps / 1e3:8.2f} ms  {us / total:6.1%}")
+    print(f"largest {what}s:")
+    for (label, name), us in sorted(times.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {us / total:6.1%}  {label:<10} {name[:110]}")
+
+
+if __name__ == "__main__":
+    main()
