@@ -1,5 +1,6 @@
 """Every experiment config composes and builds its model; parameter counts match the design."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,9 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, make_runner
 from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError
 from lmplay.runner import registered
 
 EXPS = sorted(p.stem for p in (REPO / "conf" / "exp").glob("*.yaml"))
@@ -55,3 +57,12 @@ def test_seed_defaults():
 def test_vocab_size_comes_from_the_tokenizer():
     _, model = build("test_runner", device="cpu")
     assert model.embed.tok.num_embeddings == get_tokenizer("bytes").vocab_size
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lr=abc", "optimizer.lr='abc' should be a number (like the default 0.001)"),
+    ("batch_size=''", "runner.batch_size='' should be an integer"),
+])
+def test_ill_typed_value_names_the_key_and_the_type(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_runner(["exp=test_runner", "device=cpu", override], tmp_path)

@@ -45,8 +45,9 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
         if key not in schema:
             raise ConfigError(f"{component}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
         if not _type_ok(value, schema[key]):
-            raise ConfigError(f"{component}.{key}={value!r} should be a {type(schema[key]).__name__} "
-                              f"(like the default {schema[key]!r})")
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                    "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
+            raise ConfigError(f"{component}.{key}={value!r} should be {kind} (like the default {schema[key]!r})")
 
 
 class Component:
