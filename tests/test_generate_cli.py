@@ -104,6 +104,7 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt="], "error: prompt 1 is empty"),
     (["checkpoint={model}"], "error: no prompt"),
     (["prompt=hi"], "error: no checkpoint"),
+    (["checkpoint={model}", "prompt=hi", "+tempreture=0.5"], "unknown key 'tempreture' (did you mean temperature?)"),
 ])
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_path, args, message):
     files = {**foreign_files(tmp_path), "model": model_and_path[1]}

@@ -60,8 +60,10 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_misspelled_key(tmp_path, tiny_run_args):
-    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "lrr=0.1"), "lrr", "did you mean lr")
+@pytest.mark.parametrize("typo", ["lrr=0.1", "+lrr=0.1", "++lrr=0.1"])  # `+` adds a key: Hydra lets it through
+def test_misspelled_key(tmp_path, tiny_run_args, typo):
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, typo), "unknown key 'lrr'", "did you mean lr")
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_experiment(tmp_path, tiny_run_args):

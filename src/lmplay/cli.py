@@ -4,11 +4,11 @@ import difflib
 import io
 import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
-from lmplay.errors import LmplayError
+from lmplay.errors import ConfigError, LmplayError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -112,11 +112,17 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     text = " ".join(str(cause).split("\n")[0].split())
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in struct" in str(cause):
-        return f"unknown key '{key}'{suggest(str(key), config_name)}; see `--cfg job` for every key"
+        return unknown_key(str(key), every_key(config_name))
     return f"{text} (overrides: {' '.join(overrides)})"
 
 
-def suggest(key: str, config_name: str = "config") -> str:
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `--cfg job` for every key"
+
+
+def every_key(config_name: str) -> list[str]:
+    """Every dotted key of the default config (composed before any Hydra app runs)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -129,8 +135,21 @@ def suggest(key: str, config_name: str = "config") -> str:
             keys.append(prefix + k)
             if isinstance(v, dict):
                 stack.append((f"{prefix}{k}.", v))
-    close = difflib.get_close_matches(key, keys, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return keys
+
+
+def reject_added_keys(cfg: Any, config_name: str, set_by_groups: Iterable[str] = ()) -> None:
+    """A misspelled key added with `+key=value` (or `++`) at the top level, which Hydra's struct check lets
+    through and nothing would read, is a ConfigError like any other misspelled key. Known: the root config
+    file's keys, the config groups, and `set_by_groups` (keys such as `model` that a group's file sets)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    known = set(OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml")) - {"defaults", "hydra"}
+    known |= set(HydraConfig.get().runtime.choices) | set(set_by_groups)
+    for key in cfg:
+        if key not in known:
+            raise ConfigError(unknown_key(key, sorted(known)))
 
 
 def report(error: LmplayError) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, fail, job_started, quote, report, run_hydra_app, translate_flags
+from lmplay.cli import CONF_DIR, fail, job_started, quote, reject_added_keys, report, run_hydra_app, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.generation.config import GenerationConfig
 
@@ -119,6 +119,7 @@ def write(text: str) -> None:
 
 def generate(cfg: DictConfig) -> list[str]:
     """Print each prompt with its continuation; one continuation streams as it is generated."""
+    reject_added_keys(cfg, "generate")
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")

@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, job_started, report, run_hydra_app, translate_flags
+from lmplay.cli import CONF_DIR, job_started, reject_added_keys, report, run_hydra_app, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -41,6 +41,7 @@ def remove_if_empty(run_dir: Path) -> None:
 
 
 def train(cfg: DictConfig) -> dict:
+    reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
 
     if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
