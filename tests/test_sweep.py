@@ -100,6 +100,16 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
+@pytest.mark.parametrize("sweep, message", [
+    (["exp=test_runner,nope"], "exp=nope is unknown; available: "),
+    (["exp=test_runner", "optimizer.lrr=1e-3,2e-3"], "unknown key 'optimizer.lrr' (did you mean optimizer.lr?)"),
+])
+def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep, message):
+    proc = run_cli("lmplay.train", "-m", *sweep, "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not any(p.is_dir() for p in (tmp_path / "sweep").iterdir())
+
+
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):
     """One job fails by design (3 heads do not divide 32 channels): the other still runs, and the summary says which."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")

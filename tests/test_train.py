@@ -8,8 +8,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
-from lmplay.cli import job_started, run_hydra_app
 from lmplay.errors import DivergedError
+from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.runner import checkpoint
 
 
@@ -79,7 +79,7 @@ def test_an_error_only_hydra_finds_is_shown_not_swallowed(tmp_path, tiny_run_arg
 def test_what_hydra_writes_before_the_job_reaches_stderr_in_order(capsys):
     def app():
         print("a hydra warning", file=sys.stderr)
-        job_started()
+        HeldStderr().on_run_start(config=None)
         print("the job's own output", file=sys.stderr)
 
     run_hydra_app(app, ["exp=test_runner"], "config")

@@ -14,7 +14,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, fail, job_started, quote, reject_added_keys, report, run_hydra_app, translate_flags
+from lmplay.cli import CONF_DIR, fail, quote, report, translate_flags
+from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.generation.config import GenerationConfig
 
@@ -161,7 +162,6 @@ def generate(cfg: DictConfig) -> list[str]:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
 def main(cfg: DictConfig) -> list[str]:
-    job_started()
     try:
         return generate(cfg)
     except LmplayError as e:

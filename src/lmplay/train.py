@@ -11,7 +11,8 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, job_started, reject_added_keys, report, run_hydra_app, translate_flags
+from lmplay.cli import CONF_DIR, report, translate_flags
+from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.errors import ConfigError, LmplayError
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -70,7 +71,6 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict:
-    job_started()
     try:
         return train(cfg)
     except LmplayError as e:
