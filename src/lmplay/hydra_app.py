@@ -2,8 +2,8 @@
 
 Hydra reports a bad override in several lines. `run_hydra_app` holds Hydra's stderr until the run or the
 sweep's first job starts (the `HeldStderr` callback, in the config); only when Hydra gave up before that
-is the config composed again, with Hydra's compose API, to name the bad value in one line. Composing on
-failure only keeps ~0.2 s off every good start.
+is the config composed again, with Hydra's compose API, to name the bad value in one line. Composing only
+on failure saves ~0.2 s on every good start.
 """
 
 import difflib
