@@ -4,7 +4,8 @@
 #   2. a real `python -m lmplay.train` of EXP at context 1024, bf16, compile, vocabulary padded to 64,
 #      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
 #   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
-#   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py).
+#   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py),
+#   5. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (environment variables).
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
@@ -27,17 +28,31 @@ for mb in "${@:-256 128 64 32}"; do
   done
 done
 [ -n "$fits" ] || { echo "no mini-batch size fitted"; exit 1; }
-python - "$OUT/run_mb$fits/stats.json" "$EXP" "$fits" <<'PY'
+summarize() {  # STATS_JSON LABEL: median tokens/s and MFU of the train records after the compiling steps
+python - "$1" "$2" <<'PY'
 import json, statistics, sys
 train = json.load(open(sys.argv[1]))["train"][10:]  # the first steps compile
 tps = statistics.median(r["tokens_per_second"] for r in train)
 mfu = [r["mfu"] for r in train if "mfu" in r]
-print(f"{sys.argv[2]} mini-batch {sys.argv[3]}: median {tps:,.0f} tokens/s"
+print(f"{sys.argv[2]}: median {tps:,.0f} tokens/s"
       + (f", MFU {statistics.median(mfu):.1%}" if mfu else " (this GPU is not in the MFU table)"))
 PY
+}
+summarize "$OUT/run_mb$fits/stats.json" "$EXP mini-batch $fits" | tee "$OUT/row.log"
 python benchmarks/train_loop.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
   --batch-size "$fits" --mini-batch-size "$fits" --steps 20 --chunk 10 vocab_multiple=64 curriculum.batching=packed \
   "$STAGES" 2>&1 | tail -3 | tee "$OUT/train_loop.log"
 python benchmarks/profile_step.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
   --batch-size "$fits" --mini-batch-size "$fits" --steps 5 vocab_multiple=64 curriculum.batching=packed "$STAGES" \
   2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
+[ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
+for option in TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 \
+              TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1; do
+  name=${option%%=*}
+  if env "$option" timeout 240 python -m lmplay.train "${COMMON[@]}" batch_size="$fits" mini_batch_size="$fits" \
+       max_steps=40 fresh=true hydra.run.dir="$OUT/run_$name" > "$OUT/$name.log" 2>&1; then
+    summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"
+  else
+    echo "$option failed (see $OUT/$name.log): $(grep -m1 -iE 'error' "$OUT/$name.log")" | tee -a "$OUT/row.log"
+  fi
+done
