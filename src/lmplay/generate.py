@@ -15,8 +15,8 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, fail, quote, report, translate_flags
-from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.generation.config import GenerationConfig
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",

@@ -12,8 +12,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, report, translate_flags
-from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.hydra_app import reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
