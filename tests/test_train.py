@@ -66,6 +66,10 @@ def test_misspelled_key(tmp_path, tiny_run_args, typo):
     assert not (tmp_path / "run").exists()
 
 
+def test_misspelled_key_while_printing_the_config():
+    assert_one_line_error(run_cli("lmplay.train", "--cfg", "job", "lrr=0.1"), "unknown key 'lrr'", "did you mean lr")
+
+
 def test_unknown_experiment(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "exp=nope"), "exp=nope", "gpt2ish")
 

@@ -20,17 +20,12 @@ from lmplay.cli import CONF_DIR, fail
 from lmplay.errors import ConfigError
 
 
-# Flags whose work Hydra does itself (help, printing the config): their output is not held back.
-HYDRA_ONLY = ("--help", "-h", "--hydra-help", "--info", "-i")
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
 
 
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
-    if any(a in HYDRA_ONLY or a.startswith(("--cfg", "-c")) for a in argv):
-        main()
-        return
     _held.append((sys.stderr, io.StringIO()))
     sys.stderr = _held[-1][1]
     try:
@@ -38,7 +33,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     except SystemExit as e:
         if e.code and _held:  # Hydra gave up before the run started
             hydra_said = release_stderr()
-            precheck([a for a in argv if not a.startswith("-")], config_name)  # exits when it finds the cause
+            # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
+            precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
             sys.stderr.write(hydra_said)
         raise
     finally:
