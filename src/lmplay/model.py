@@ -80,7 +80,7 @@ class LMBase(MBase):
         logits = self.token_logits(self(inputs))
         flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss_sum, top1_correct(flat_logits, flat_targets)
+        return loss_sum, top1_correct(flat_logits.detach(), flat_targets)  # detached: no autograd nodes to record
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text."""
