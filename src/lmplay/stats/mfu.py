@@ -10,6 +10,8 @@ from torch import nn
 
 # Dense bf16 peaks in TFLOPS, without sparsity, from the vendors' data sheets.
 PEAK_TFLOPS = {
+    "B200": 2250.0,
+    "MI300X": 1307.4,  # ROCm builds of torch report AMD GPUs as "cuda" devices
     "H200": 989.0,
     "H100 SXM": 989.0,
     "H100 80GB HBM3": 989.0,
