@@ -21,6 +21,7 @@ from lmplay.errors import ConfigError
 
 
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
+_sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
 
 
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
@@ -33,6 +34,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     except SystemExit as e:
         if e.code and _held:  # Hydra gave up before the run started
             hydra_said = release_stderr()
+            remove_unused_sweep_dir()
             # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
             precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
             sys.stderr.write(hydra_said)
@@ -56,8 +58,19 @@ class HeldStderr(Callback):
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         self.give_back()
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _sweep_dirs.append(Path(config.hydra.sweep.dir))
+
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         self.give_back()
+
+
+def remove_unused_sweep_dir() -> None:
+    """A sweep that failed before any job leaves its dir holding only Hydra's multirun.yaml: remove both."""
+    for sweep_dir in _sweep_dirs:
+        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+            (sweep_dir / "multirun.yaml").unlink()
+            sweep_dir.rmdir()
 
 
 def release_stderr() -> str:
