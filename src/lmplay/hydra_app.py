@@ -27,6 +27,7 @@ _sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
+    _sweep_dirs.clear()
     _held.append((sys.stderr, io.StringIO()))
     sys.stderr = _held[-1][1]
     try:
