@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
+from lmplay.hydra_app import single_runs
 from lmplay.sweep import summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
@@ -98,6 +99,12 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text and "2 of 3 jobs have not completed" in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
+
+
+def test_a_sweep_is_checked_one_value_at_a_time():
+    runs = single_runs(["exp=a,b", "seed=range(1,3)", "lr=1e-3", "x=glob(*)"])
+    assert runs == [["exp=a", "seed=1", "lr=1e-3"], ["exp=b", "seed=1", "lr=1e-3"], ["exp=a", "seed=2", "lr=1e-3"]]
+    assert single_runs(["lr=1e-3", "+y=2"]) == [["lr=1e-3", "+y=2"]]
 
 
 @pytest.mark.parametrize("sweep, message", [
