@@ -43,6 +43,7 @@ def in_optimizer_step(event) -> bool:
 
 def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
     """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the real loop."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
@@ -53,6 +54,8 @@ def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
         wall = time.perf_counter() - start
     times = defaultdict(float)
     for event in prof.events():
+        if on_gpu and event.device_type == DeviceType.CPU:
+            continue  # a CPU op's self device time is its kernels', which are events of their own
         self_time = event.self_device_time_total if on_gpu else event.self_cpu_time_total
         if self_time > 0:
             label = "optimizer" if not on_gpu and in_optimizer_step(event) else category(event.name)
