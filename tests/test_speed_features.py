@@ -71,3 +71,10 @@ def test_accuracy_without_argmax_counts_the_same_hits_and_skips_ignored_targets(
     targets[::7] = IGNORE_INDEX
     expected = int((logits.argmax(-1) == targets).sum())
     assert expected > 250 and int(top1_correct(logits, targets)) == expected
+
+
+def test_the_start_up_report_names_the_speed_features_in_use(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "amp=true", "vocab_multiple=64"], tmp_path)
+    assert "speed: bf16 autocast, torch.compile (the first steps compile" in runner.describe()
+    assert "vocabulary padded 257 -> 320" in runner.describe()
+    assert "speed:" not in make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain").describe()
