@@ -18,8 +18,21 @@ def test_mfu_formula_for_gpt2ish_by_hand():
     n = L * per_block + 2 * d + V * d                                     # blocks, final LN, untied lm_head
     assert matmul_params(model) == n
     assert flops_per_token(n, L, T, d) == 6 * n + 12 * L * T * d
-    assert mfu(1000.0, 6e9, 989e12) == pytest.approx(1000 * 6e9 / 989e12)
-    assert mfu(1000.0, 6e9, None) is None
+    assert mfu(1000.0 * 6e9, 989e12) == pytest.approx(1000 * 6e9 / 989e12)
+    assert mfu(1000.0 * 6e9, None) is None
+
+
+def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=6"], tmp_path)
+    runner.peak_flops = 1e12  # a CPU has no entry in the peak table
+    widths, train_step = [], runner.train_step
+    runner.train_step = lambda batch, settings: widths.append(batch.inputs.size(1)) or train_step(batch, settings)
+    runner.train()
+    records = runner.stats.records["train"]
+    assert len(records) == len(widths) == 6 and min(widths) < runner.context_len  # rows batches are narrower
+    for record, width in zip(records, widths):
+        expected = record["tokens_per_second"] * runner.flops_per_token(width) / 1e12
+        assert record["mfu"] == pytest.approx(expected, rel=1e-9)
 
 
 def first_losses(tmp_path, compiled: bool, steps: int = 3) -> tuple[list[float], list[str]]:

@@ -56,6 +56,7 @@ class StepLog:
     loss: torch.Tensor
     correct: torch.Tensor
     num_tokens: int
+    flops: float  # the model FLOPs done so far, after the step (for MFU over the record's window)
 
 
 class LMRunnerBase:
@@ -81,7 +82,8 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
-        self._window = (0.0, 0)  # (time, tokens) at the last train record; the next one's tokens/s starts there
+        self._window = (0.0, 0, 0.0)  # (time, tokens, flops) at the last train record: the next one's rates start there
+        self.flops_done = 0.0  # model FLOPs of the steps trained in this process
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
 
     # -- construction ---------------------------------------------------------------------------------------
@@ -125,8 +127,8 @@ class LMRunnerBase:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
         self.peak_flops = peak_flops(self.device)
-        self.flops_per_token = flops_per_token(matmul_params(self.model), self.count_blocks(), self.context_len,
-                                               self.model.construction_args.get("embed_dim", 0))
+        self._flops_shape = (matmul_params(self.model), self.count_blocks(),
+                             self.model.construction_args.get("embed_dim", 0))
         self.ddp = None
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -383,7 +385,7 @@ class LMRunnerBase:
         """
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
         defer = self.defer_reads
-        self._window = (time.perf_counter(), progress["tokens"])
+        self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
         pending: StepLog | None = None
         finished = False
         while max_steps is None or progress["step"] < max_steps:
@@ -402,11 +404,12 @@ class LMRunnerBase:
             progress["stage_step"] += 1
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
+            self.flops_done += batch.num_tokens * self.flops_per_token(batch.inputs.size(1))
             self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:
                 at = {k: progress[k] for k in ("step", "samples", "tokens")}
-                pending = StepLog(stage.name, lr, at, loss, correct, batch.num_tokens)
+                pending = StepLog(stage.name, lr, at, loss, correct, batch.num_tokens, self.flops_done)
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -431,9 +434,10 @@ class LMRunnerBase:
             raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
                                 f"model.corrupted.lmp for inspection, model.lmp is the last good checkpoint; try "
                                 f"a lower lr or grad_clip=1.0")
-        now, (start, tokens_before) = time.perf_counter(), self._window
-        speed = self.throughput((log.at["tokens"] - tokens_before) / (now - start))
-        self._window = (now, log.at["tokens"])
+        now, (start, tokens_before, flops_before) = time.perf_counter(), self._window
+        seconds = now - start
+        speed = self.throughput((log.at["tokens"] - tokens_before) / seconds, (log.flops - flops_before) / seconds)
+        self._window = (now, log.at["tokens"], log.flops)
         self.record("train", log.stage, log.lr, {"loss": loss_value,
                                                  "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
         last_val = self.last_validation_loss()
@@ -441,10 +445,15 @@ class LMRunnerBase:
                             f"{last_val if last_val is None else round(last_val, 3)} "
                             f"tok {log.at['tokens']:,} {format_speed(speed)}", refresh=False)
 
-    def throughput(self, tokens_per_second: float) -> dict[str, float]:
+    def flops_per_token(self, width: int) -> float:
+        """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
+        num_params, num_blocks, embed_dim = self._flops_shape
+        return flops_per_token(num_params, num_blocks, width, embed_dim)
+
+    def throughput(self, tokens_per_second: float, flops_per_second: float) -> dict[str, float]:
         """tokens/s and, on a GPU the peak table knows, MFU. Wall-clock values: the only ones a resume can't replay."""
         speed = {"tokens_per_second": tokens_per_second}
-        value = mfu(tokens_per_second, self.flops_per_token, self.peak_flops)
+        value = mfu(flops_per_second, self.peak_flops)
         if value is not None:
             speed["mfu"] = value
         return speed

@@ -2,7 +2,8 @@
 
 Per token, training costs 6N FLOPs for the N parameters used in matmuls (embedding lookups are not
 matmuls; an untied output layer is), plus the attention score and value products:
-12 * layers * context * width (forward + backward).
+12 * layers * sequence length * width (forward + backward), with the sequence length of the batch
+(packed batches: the context; rows batches: their longest row).
 """
 
 import torch
@@ -35,9 +36,9 @@ def matmul_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in tables)
 
 
-def flops_per_token(num_params: int, num_blocks: int, context_len: int, embed_dim: int) -> float:
-    """6N + 12 L T d: the matmuls of forward + backward for one token at full context."""
-    return 6 * num_params + 12 * num_blocks * context_len * embed_dim
+def flops_per_token(num_params: int, num_blocks: int, seq_len: int, embed_dim: int) -> float:
+    """6N + 12 L T d: the matmuls of forward + backward for one token of a sequence of T tokens."""
+    return 6 * num_params + 12 * num_blocks * seq_len * embed_dim
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -51,5 +52,5 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def mfu(tokens_per_second: float, per_token: float, peak: float | None) -> float | None:
-    return None if peak is None else tokens_per_second * per_token / peak
+def mfu(flops_per_second: float, peak: float | None) -> float | None:
+    return None if peak is None else flops_per_second / peak
