@@ -5,6 +5,7 @@ import torch
 
 from conftest import make_runner
 from experiments.gpt2ish.model import GPT2ish
+from lmplay.runner.distributed import World
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu
 
 
@@ -20,6 +21,14 @@ def test_mfu_formula_for_gpt2ish_by_hand():
     assert flops_per_token(n, L, T, d) == 6 * n + 12 * L * T * d
     assert mfu(1000.0 * 6e9, 989e12) == pytest.approx(1000 * 6e9 / 989e12)
     assert mfu(1000.0 * 6e9, None) is None
+
+
+def test_mfu_under_ddp_is_per_device(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path)
+    runner.peak_flops = 1e12
+    assert runner.throughput(1000.0, 4e11)["mfu"] == pytest.approx(0.4)
+    runner.world = World(rank=0, size=4)  # the global batch's FLOPs are shared by 4 devices
+    assert runner.throughput(1000.0, 4e11) == {"tokens_per_second": 1000.0, "mfu": pytest.approx(0.1)}
 
 
 def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):

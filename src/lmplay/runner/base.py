@@ -451,9 +451,10 @@ class LMRunnerBase:
         return flops_per_token(num_params, num_blocks, width, embed_dim)
 
     def throughput(self, tokens_per_second: float, flops_per_second: float) -> dict[str, float]:
-        """tokens/s and, on a GPU the peak table knows, MFU. Wall-clock values: the only ones a resume can't replay."""
+        """tokens/s of the whole run (all ranks) and, on a GPU the peak table knows, MFU: each rank's share of
+        the FLOPs against one device's peak. Wall-clock values: the only ones a resume can't replay."""
         speed = {"tokens_per_second": tokens_per_second}
-        value = mfu(flops_per_second, self.peak_flops)
+        value = mfu(flops_per_second / self.world.size, self.peak_flops)
         if value is not None:
             speed["mfu"] = value
         return speed
