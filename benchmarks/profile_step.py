@@ -75,7 +75,8 @@ def main() -> None:
     for (label, _), us in times.items():
         by_category[label] += us
     what = "kernel" if on_gpu else "op"
-    print(f"config: {' '.join(overrides(args))}  ({args.steps} profiled steps after {args.warmup}; {machine(args.device)})")
+    print(f"config: {' '.join(overrides(args))}  ({args.steps} profiled steps after {args.warmup}; "
+          f"{machine(args.device)})")
     print(f"wall {wall / args.steps * 1e3:.1f} ms a step; {what} time {total / args.steps / 1e3:.1f} ms a step"
           + (f" (GPU busy {total / 1e6 / wall:.0%})" if on_gpu else ""))
     for label, us in sorted(by_category.items(), key=lambda kv: -kv[1]):
