@@ -15,16 +15,18 @@ export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
 COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
         curriculum.batching=packed "$STAGES" runner.validation_interval=1000000000 runner.save_interval=1000000000)
+train_at() {  # MINI_BATCH STEPS NAME [ENV=VALUE]: a real training run (5 min at most) into $OUT/run_NAME, log NAME.log
+  env ${4:+"$4"} timeout 300 python -m lmplay.train "${COMMON[@]}" batch_size="$1" mini_batch_size="$1" max_steps="$2" fresh=true \
+    hydra.run.dir="$OUT/run_$3" > "$OUT/$3.log" 2>&1
+}
 
 python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log"
 
 fits=""
 for mb in "${@:-256 128 64 32}"; do
   for m in $mb; do
-    log="$OUT/train_mb$m.log"
-    if python -m lmplay.train "${COMMON[@]}" batch_size="$m" mini_batch_size="$m" max_steps="$STEPS" fresh=true \
-         hydra.run.dir="$OUT/run_mb$m" > "$log" 2>&1; then fits=$m; break 2; fi
-    echo "mini_batch_size=$m did not run (see $log): $(grep -m1 -iE 'out of memory|error' "$log")"
+    if train_at "$m" "$STEPS" "mb$m"; then fits=$m; break 2; fi
+    echo "mini_batch_size=$m did not run (see $OUT/mb$m.log): $(grep -m1 -iE 'out of memory|error' "$OUT/mb$m.log")"
   done
 done
 [ -n "$fits" ] || { echo "no mini-batch size fitted"; exit 1; }
@@ -39,18 +41,15 @@ print(f"{sys.argv[2]}: median {tps:,.0f} tokens/s"
 PY
 }
 summarize "$OUT/run_mb$fits/stats.json" "$EXP mini-batch $fits" | tee "$OUT/row.log"
-python benchmarks/train_loop.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
-  --batch-size "$fits" --mini-batch-size "$fits" --steps 20 --chunk 10 vocab_multiple=64 curriculum.batching=packed \
-  "$STAGES" 2>&1 | tail -3 | tee "$OUT/train_loop.log"
-python benchmarks/profile_step.py --exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 \
-  --batch-size "$fits" --mini-batch-size "$fits" --steps 5 vocab_multiple=64 curriculum.batching=packed "$STAGES" \
-  2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
+BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size "$fits"
+       --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
+python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
+python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 for option in TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 \
               TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1; do
   name=${option%%=*}
-  if env "$option" timeout 240 python -m lmplay.train "${COMMON[@]}" batch_size="$fits" mini_batch_size="$fits" \
-       max_steps=40 fresh=true hydra.run.dir="$OUT/run_$name" > "$OUT/$name.log" 2>&1; then
+  if train_at "$fits" 40 "$name" "$option"; then
     summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"
   else
     echo "$option failed (see $OUT/$name.log): $(grep -m1 -iE 'error' "$OUT/$name.log")" | tee -a "$OUT/row.log"

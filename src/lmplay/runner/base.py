@@ -202,8 +202,8 @@ class LMRunnerBase:
         lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
                  f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
                  f"device {self.device}", f"run dir {self.run_dir.resolve()}"]
-        if self.speed_features():
-            lines.append(f"speed: {', '.join(self.speed_features())}")
+        if speed := self.speed_features():
+            lines.append(f"speed: {', '.join(speed)}")
         if self.provenance.report():
             lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
                       *self.provenance.report()]
@@ -211,14 +211,13 @@ class LMRunnerBase:
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
-        optimizer = self.optimizer_c.optimizer
+        optimizer, padded = self.optimizer_c.optimizer, self.padded_vocab()
         features = {
             f"{'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16 + GradScaler'} autocast": self.amp_dtype,
             "torch.compile (the first steps compile: about a minute on a GPU)": self.cfg.compile,
             f"fused {type(optimizer).__name__}": optimizer.defaults.get("fused"),
             "TF32 matmuls": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
-            f"vocabulary padded {self.tokenizer.vocab_size} -> {self.padded_vocab()}":
-                self.padded_vocab() != self.tokenizer.vocab_size,
+            f"vocabulary padded {self.tokenizer.vocab_size} -> {padded}": padded != self.tokenizer.vocab_size,
         }
         return [name for name, on in features.items() if on]
 
