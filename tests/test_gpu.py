@@ -61,3 +61,28 @@ def test_a_gpu_checkpoint_samples_on_a_cpu(tmp_path):
     proc = run_cli("lmplay.generate", f"checkpoint={tmp_path / 'model.lmp'}", "device=cpu", "prompt=ROMEO:",
                    "do_sample=false", "max_new_tokens=20", check=True)
     assert proc.stdout == "ROMEO:" + model.generate_prompts(["ROMEO:"], max_new_tokens=20)[0] + "\n"
+
+
+def test_the_loop_waits_for_the_gpu_only_when_it_reads_a_step(tmp_path, monkeypatch):
+    """No device sync in the hot loop: a step's loss reaches the host through a copy and an event, where
+    `.item()` would also wait for the next step's kernels (the GPU then idles while the host prepares)."""
+    runner = make_runner([*TINY, "max_steps=12", "amp=true", "runner.validation_interval=1000000",
+                          "runner.save_interval=1000000"], tmp_path)
+    train_step, run_steps, calls = runner.train_step, runner._run_steps, []
+
+    def checked_step(*args):
+        calls.append(args)
+        if len(calls) == 3:  # past the first steps' one-time set-up (optimizer state, cuBLAS handles)
+            torch.cuda.set_sync_debug_mode("error")
+        return train_step(*args)
+
+    def checked_run(*args):
+        try:
+            return run_steps(*args)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(runner, "train_step", checked_step)
+    monkeypatch.setattr(runner, "_run_steps", checked_run)
+    runner.train()
+    assert len(calls) == 12 and len(losses(runner)) == 12 and all(math.isfinite(x) for x in losses(runner))

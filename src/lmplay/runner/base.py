@@ -48,15 +48,39 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class StepLog:
-    """A training step's stats, still on the device until log_step reads them."""
+    """A training step's stats, on their way from the device until log_step reads them."""
 
     stage: str
     lr: float
     at: dict[str, int]  # step, samples, tokens after the step
-    loss: torch.Tensor
-    correct: torch.Tensor
+    values: torch.Tensor  # the step's loss and correct count
+    ready: "torch.cuda.Event | None"  # on a GPU, recorded once the copy to the host is done
     num_tokens: int
     flops: float  # the model FLOPs done so far, after the step (for MFU over the record's window)
+
+    @classmethod
+    def start(cls, stage: str, lr: float, at: dict[str, int], loss: torch.Tensor, correct: torch.Tensor,
+              num_tokens: int, flops: float) -> "StepLog":
+        """Queue the copy of the step's loss and correct count to the host right behind the step's kernels.
+
+        On a GPU the copy goes to pinned memory without waiting, and an event marks its end. `.item()`
+        at read time would instead queue behind the next step's kernels and wait for those too, leaving
+        the GPU idle while the host prepares the step after (17% of the throughput at gpt2ish's size).
+        """
+        values = torch.stack([loss.detach().double(), correct.double()])
+        ready = None
+        if values.is_cuda:
+            values = values.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        return cls(stage, lr, at, values, ready, num_tokens, flops)
+
+    def read(self) -> tuple[float, float]:
+        """The loss and correct count, once this step (and no later one) is done."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        loss, correct = self.values.tolist()
+        return loss, correct
 
 
 class LMRunnerBase:
@@ -378,8 +402,8 @@ class LMRunnerBase:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
 
         On an accelerator a step's loss is read only once the next step's work is queued, so the host
-        prepares step k+1 while step k computes instead of waiting for it (the read returns when step k
-        is done, so tokens/s stays per step); whatever must see the step (a validation, a save, the
+        prepares step k+1 while step k computes instead of waiting for it (StepLog waits for step k alone,
+        so tokens/s stays per step); whatever must see the step (a validation, a save, the
         end) reads it first. A CPU computes as it goes, so there each step is read at once.
         """
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
@@ -408,7 +432,7 @@ class LMRunnerBase:
             pending = None
             if progress["step"] % settings.log_interval == 0:
                 at = {k: progress[k] for k in ("step", "samples", "tokens")}
-                pending = StepLog(stage.name, lr, at, loss, correct, batch.num_tokens, self.flops_done)
+                pending = StepLog.start(stage.name, lr, at, loss, correct, batch.num_tokens, self.flops_done)
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -427,7 +451,7 @@ class LMRunnerBase:
         over the time since the last record."""
         if log is None:
             return
-        loss_value, correct_value = self.world.sum(log.loss.item(), log.correct.item())
+        loss_value, correct_value = self.world.sum(*log.read())
         if not math.isfinite(loss_value):
             self.save("model.corrupted.lmp")
             raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
