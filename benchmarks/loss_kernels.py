@@ -1,0 +1,107 @@
+"""The compiled output loss alone: ways of leaving a padded vocabulary's columns out, timed side by side.
+
+With `vocab_multiple=64` the output layer computes a few columns no token uses, and the loss must leave
+them out. Compiled, the loss is memory-bound: its floor is reading the bf16 logits once forward (online
+softmax), then reading them again and writing their gradient backward. This times forward + backward of
+each variant on the same random logits and prints milliseconds and the share of that floor reached:
+
+- `slice`: cross-entropy and accuracy over `logits[:, :vocab]` (what lmplay did until 2026-11-26);
+- `mask`: the padding columns set to -inf instead, so every kernel runs over the whole aligned row;
+  the same loss and gradient as `slice`;
+- `full`: the padding left in the softmax (nanoGPT's way: a different loss, for reference);
+- `slice_noacc`: `slice` without the accuracy's max, to show what the accuracy costs.
+
+    python benchmarks/loss_kernels.py --device cuda --rows 65536
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lmplay.data.batch import IGNORE_INDEX
+from lmplay.model import top1_correct
+
+
+def slice_loss(logits, targets, vocab):
+    real = logits[:, :vocab]
+    return F.cross_entropy(real.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
+        top1_correct(real.detach(), targets)
+
+
+def mask_loss(logits, targets, vocab):
+    padding = torch.arange(logits.size(-1), device=logits.device) >= vocab
+    masked = logits.float().masked_fill(padding, float("-inf"))
+    return F.cross_entropy(masked, targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
+        top1_correct(masked.detach(), targets)
+
+
+def full_loss(logits, targets, vocab):
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
+        top1_correct(logits.detach(), targets)
+
+
+def slice_noacc_loss(logits, targets, vocab):
+    real = logits[:, :vocab]
+    return F.cross_entropy(real.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), logits.new_zeros(())
+
+
+VARIANTS = {"slice": slice_loss, "mask": mask_loss, "full": full_loss, "slice_noacc": slice_noacc_loss}
+
+
+def time_variant(fn, logits, targets, vocab, repeats: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Mean seconds of forward + backward after 3 warm-up calls; also the loss and the logits' gradient."""
+    def once():
+        logits.grad = None
+        loss, correct = fn(logits, targets, vocab)
+        loss.backward()
+        return loss, correct
+    for _ in range(3):
+        once()
+    sync(logits.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loss, _ = once()
+    sync(logits.device)
+    return (time.perf_counter() - start) / repeats, loss.detach(), logits.grad
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", type=int, default=2048, help="tokens: mini-batch x context")
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--padded", type=int, default=50304)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    logits = (torch.randn(args.rows, args.padded, device=device) * 2).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, args.vocab, (args.rows,), device=device)
+    targets[::17] = IGNORE_INDEX
+    floor_bytes = 3 * logits.numel() * logits.element_size()
+    where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}")
+    reference = None
+    for name in args.variants:
+        seconds, loss, grad = time_variant(torch.compile(VARIANTS[name]), logits, targets, args.vocab, args.repeats)
+        same = ""
+        if reference is None:
+            reference = (loss, grad[:, :args.vocab].float())
+        elif name != "full":
+            equal = torch.allclose(loss, reference[0], rtol=1e-4) and \
+                torch.allclose(grad[:, :args.vocab].float(), reference[1], atol=1e-6)
+            same = "  same loss and gradient as the first" if equal else "  DIFFERS from the first"
+        print(f"{name:12s} {seconds * 1e3:8.2f} ms  {floor_bytes / seconds / 1e9:7.0f} GB/s of the floor's "
+              f"traffic{same}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
