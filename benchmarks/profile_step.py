@@ -42,17 +42,39 @@ def in_optimizer_step(event) -> bool:
 
 
 def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
-    """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the real loop."""
-    from torch.autograd import DeviceType
+    """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the real loop.
+
+    Only the steps and their reads are profiled (the runner's _run_steps), not what train() does once at
+    its end (the final validation and checkpoint), which a real run does once in thousands of steps.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with profile(activities=activities) as prof:
-        start = time.perf_counter()
+    runner, run_steps = loop.runner, loop.runner._run_steps
+    times, wall = defaultdict(float), 0.0
+
+    def profiled(*args):
+        nonlocal wall
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            result = run_steps(*args)
+            sync(runner.device)
+            wall += time.perf_counter() - start
+        tally(prof, on_gpu, times)
+        return result
+
+    runner._run_steps = profiled
+    try:
         loop.run(steps)
-        sync(loop.runner.device)
-        wall = time.perf_counter() - start
-    times = defaultdict(float)
+    finally:
+        del runner._run_steps
+    return times, wall
+
+
+def tally(prof, on_gpu: bool, times: dict) -> None:
+    """Add each kernel's (GPU) or op's (CPU) self time to `times`, by category and name."""
+    from torch.autograd import DeviceType
+
     for event in prof.events():
         if on_gpu and event.device_type == DeviceType.CPU:
             continue  # a CPU op's self device time is its kernels', which are events of their own
@@ -60,7 +82,6 @@ def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
         if self_time > 0:
             label = "optimizer" if not on_gpu and in_optimizer_step(event) else category(event.name)
             times[label, event.name] += self_time
-    return times, wall
 
 
 def main() -> None:

@@ -83,6 +83,27 @@ def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
     assert int(model.token_logits(model(batch.inputs)).argmax(-1).max()) < vocab
 
 
+def test_masked_padding_gives_the_loss_gradient_and_accuracy_of_the_real_columns_alone(tmp_path):
+    import torch.nn.functional as F
+
+    from lmplay.data.batch import IGNORE_INDEX
+
+    runner = make_runner(["exp=test_runner", "device=cpu", "vocab_multiple=64"], tmp_path)
+    model, vocab = runner.model, runner.tokenizer.vocab_size
+    batch = runner.curriculum.next_batch(8, True)
+    loss_sum, correct = model.loss_terms(batch.inputs, batch.targets)
+    loss_sum.backward()
+    masked_grad, model.lm_head.weight.grad = model.lm_head.weight.grad, None
+    real = model(batch.inputs)[..., :vocab].reshape(-1, vocab)
+    targets = batch.targets.reshape(-1)
+    expected = F.cross_entropy(real, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    expected.backward()
+    assert float(loss_sum) == pytest.approx(float(expected), rel=1e-5)
+    assert torch.allclose(masked_grad, model.lm_head.weight.grad, atol=1e-6)
+    assert not masked_grad[vocab:].any()  # the padding columns get no gradient
+    assert int(correct) == int((real.argmax(-1) == targets).sum())
+
+
 def test_accuracy_without_argmax_counts_the_same_hits_and_skips_ignored_targets():
     from lmplay.data.batch import IGNORE_INDEX
     from lmplay.model import top1_correct

@@ -21,6 +21,16 @@ def top1_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ((target_logits >= logits.amax(-1)) & real).sum()
 
 
+def mask_padding(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Set the columns of a vocabulary padded past the tokenizer's `vocab` to -inf: the loss and the accuracy
+    then never see them. A mask, not a slice: compiled kernels keep whole aligned rows (1.6x faster on an
+    H200, benchmarks/loss_kernels.py), and the loss and gradient are the same."""
+    if logits.size(-1) == vocab:
+        return logits
+    padding = torch.arange(logits.size(-1), device=logits.device) >= vocab
+    return logits.masked_fill(padding, float("-inf"))
+
+
 class MBase(nn.Module):
     """Tokenization, device handling and parameter counting.
 
@@ -77,9 +87,10 @@ class LMBase(MBase):
         Sums, not means: the runner divides by the tokens of the whole effective batch so that
         gradient accumulation equals one big batch.
         """
-        logits = self.token_logits(self(inputs))
-        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
-        loss_sum = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        logits = self(inputs)
+        flat_logits = mask_padding(logits.reshape(-1, logits.size(-1)).float(), self.tokenizer_vocab_size)
+        flat_targets = targets.reshape(-1)
+        loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, top1_correct(flat_logits.detach(), flat_targets)  # detached: no autograd nodes to record
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
