@@ -5,9 +5,10 @@ them out. Compiled, the loss is memory-bound: its floor is reading the bf16 logi
 softmax), then reading them again and writing their gradient backward. This times forward + backward of
 each variant on the same random logits and prints milliseconds and the share of that floor reached:
 
-- `slice`: cross-entropy and accuracy over `logits[:, :vocab]` (what lmplay did until 2026-11-26);
+- `slice`: cross-entropy and accuracy over `logits[:, :vocab]` (lmplay's way on a CPU, and on a GPU
+  until 2026-11-26);
 - `mask`: the padding columns set to -inf instead, so every kernel runs over the whole aligned row
-  (`lmplay.model.mask_padding`, what the models' loss_terms do now); the same loss and gradient;
+  (`lmplay.model.mask_padding`, what the models' loss_terms do on a GPU now); the same loss and gradient;
 - `full`: the padding left in the softmax (nanoGPT's way: a different loss, for reference);
 - `slice_noacc`: `slice` without the accuracy's max, to show what the accuracy costs.
 
