@@ -5,7 +5,8 @@
 #      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
 #   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py),
-#   5. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (environment variables).
+#   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
+#   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (environment variables).
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
@@ -45,6 +46,7 @@ BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len
        --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
 python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
 python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
+python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -5 | tee "$OUT/loss_kernels.log"
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 for option in TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 \
               TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1; do
