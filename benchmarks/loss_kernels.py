@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.model import mask_padding, top1_correct
+from train_loop import sync
 
 
 def slice_loss(logits, targets, vocab):
@@ -71,11 +72,6 @@ def same_gradient(grad: torch.Tensor, reference: torch.Tensor, vocab: int) -> bo
     """Equal on the real columns, a few thousand rows at a time (a whole fp32 copy would not fit beside the rest)."""
     return all(torch.allclose(g[:, :vocab].float(), r.float(), atol=1e-6)
                for g, r in zip(grad.split(4096), reference.split(4096)))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:

@@ -66,6 +66,12 @@ def test_a_gpu_checkpoint_samples_on_a_cpu(tmp_path):
 def test_the_loop_waits_for_the_gpu_only_when_it_reads_a_step(tmp_path, monkeypatch):
     """No device sync in the hot loop: a step's loss reaches the host through a copy and an event, where
     `.item()` would also wait for the next step's kernels (the GPU then idles while the host prepares)."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError):  # the mode does catch a read like the one the loop used to do
+            torch.ones(1, device="cuda").sum().item()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
     runner = make_runner([*TINY, "max_steps=12", "amp=true", "runner.validation_interval=1000000",
                           "runner.save_interval=1000000"], tmp_path)
     train_step, run_steps, calls = runner.train_step, runner._run_steps, []
