@@ -92,3 +92,24 @@ def test_the_loop_waits_for_the_gpu_only_when_it_reads_a_step(tmp_path, monkeypa
     monkeypatch.setattr(runner, "_run_steps", checked_run)
     runner.train()
     assert len(calls) == 12 and len(losses(runner)) == 12 and all(math.isfinite(x) for x in losses(runner))
+
+
+def test_on_the_gpu_the_masked_padding_gives_the_loss_of_the_real_columns(tmp_path):
+    """A GPU masks a padded vocabulary's columns (a CPU slices them): the loss and accuracy of the real ones."""
+    import torch.nn.functional as F
+
+    from lmplay.data.batch import IGNORE_INDEX
+
+    runner = make_runner([*TINY, "vocab_multiple=64"], tmp_path)
+    model, vocab = runner.model, runner.tokenizer.vocab_size
+    assert model.lm_head.out_features > vocab
+    with torch.no_grad():
+        model.lm_head.weight[vocab:] = 1.0  # padding columns that would count if they were not masked
+    batch = runner.curriculum.next_batch(8, True)
+    inputs, targets = batch.inputs.cuda(), batch.targets.cuda().reshape(-1)
+    with torch.no_grad():
+        loss_sum, correct = model.loss_terms(inputs, targets.view_as(inputs))
+        real = model(inputs)[..., :vocab].reshape(-1, vocab).float()
+    expected = F.cross_entropy(real, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    assert float(loss_sum) == pytest.approx(float(expected), rel=1e-4)
+    assert int(correct) == int((real.argmax(-1) == targets).sum())
