@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_runner
+from conftest import make_runner, run_cli
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.runner.distributed import World
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu
@@ -69,6 +69,32 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypa
     assert fallback == pytest.approx(eager, rel=1e-6)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "compile=true failed" in line]
     assert len(warnings) == 1 and "no C++ compiler found" in warnings[0] and "compile=false" in warnings[0]
+
+
+def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatch):
+    real_compile, passed = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: passed.append(kw["options"]) or real_compile(fn, **kw))
+    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true",
+                          "compile_options={coordinate_descent_tuning: true}"], tmp_path / "runner")
+    assert passed == [{"coordinate_descent_tuning": True}]
+    assert "torch.compile with coordinate_descent_tuning=True (the first steps" in runner.describe()
+    settings = runner.runner_c.settings
+    tuned = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
+             for _ in range(3)]
+    assert tuned == pytest.approx(first_losses(tmp_path / "eager", False)[0], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compile=true", "compile_options={no_such_option: 1}"],
+     "compile_options.no_such_option is not an inductor option of torch"),
+    (["compile_options={coordinate_descent_tuning: true}"],
+     "compile_options={'coordinate_descent_tuning': True} need compile=true; add compile=true or drop them"),
+])
+def test_bad_compile_options_get_one_clear_line_before_anything_is_written(tmp_path, args, message):
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", *args, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "stats.json").exists() and not (tmp_path / "model.lmp").exists()
 
 
 def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
