@@ -6,7 +6,8 @@
 #   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py),
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
-#   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (environment variables).
+#   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`;
+#      max_autotune_gemm is left out: on torch 2.11 its autotuning crashed with an illegal memory access).
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
 #        INDUCTOR_OPTIONS=only bash benchmarks/gpu.sh MINI_BATCH    (part 6 alone)
 # Logs and stats go to outputs/gpu_bench/.
@@ -17,9 +18,9 @@ export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
 COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
         curriculum.batching=packed "$STAGES" runner.validation_interval=1000000000 runner.save_interval=1000000000)
-train_at() {  # MINI_BATCH STEPS NAME [ENV=VALUE]: a real training run (5 min at most) into $OUT/run_NAME, log NAME.log
-  env ${4:+"$4"} timeout 300 python -m lmplay.train "${COMMON[@]}" batch_size="$1" mini_batch_size="$1" max_steps="$2" fresh=true \
-    hydra.run.dir="$OUT/run_$3" > "$OUT/$3.log" 2>&1
+train_at() {  # MINI_BATCH STEPS NAME [OVERRIDE]: a real training run (5 min at most) into $OUT/run_NAME, log NAME.log
+  timeout 300 python -m lmplay.train "${COMMON[@]}" batch_size="$1" mini_batch_size="$1" max_steps="$2" fresh=true \
+    hydra.run.dir="$OUT/run_$3" ${4:+"$4"} > "$OUT/$3.log" 2>&1
 }
 
 summarize() {  # STATS_JSON LABEL: median tokens/s and MFU of the train records after the compiling steps
@@ -54,9 +55,8 @@ else
   python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -5 | tee "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
-for option in TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 TORCHINDUCTOR_MAX_AUTOTUNE_POINTWISE=1 \
-              TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1; do
-  name=${option%%=*}
+for name in coordinate_descent_tuning max_autotune_pointwise; do
+  option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then
     summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"
   else
