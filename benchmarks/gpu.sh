@@ -6,6 +6,7 @@
 #   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py),
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
+#      and again with coordinate-descent tuning,
 #   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`;
 #      max_autotune_gemm is left out: on torch 2.11 its autotuning crashed with an illegal memory access).
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
@@ -53,6 +54,8 @@ else
   python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
   python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
   python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -5 | tee "$OUT/loss_kernels.log"
+  python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full \
+    --option coordinate_descent_tuning=true 2>&1 | tail -3 | tee -a "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 for name in coordinate_descent_tuning max_autotune_pointwise; do

@@ -3,7 +3,8 @@
 With `vocab_multiple=64` the output layer computes a few columns no token uses, and the loss must leave
 them out. Compiled, the loss is memory-bound: its floor is reading the bf16 logits once forward (online
 softmax), then reading them again and writing their gradient backward. This times forward + backward of
-each variant on the same random logits and prints milliseconds and the share of that floor reached:
+each variant on the same random logits and prints milliseconds (forward + backward, and forward alone)
+and the share of that floor reached:
 
 - `slice`: cross-entropy and accuracy over `logits[:, :vocab]` (lmplay's way on a CPU, and on a GPU
   until 2026-11-26);
@@ -13,6 +14,7 @@ each variant on the same random logits and prints milliseconds and the share of 
 - `slice_noacc`: `slice` without the accuracy's max, to show what the accuracy costs.
 
     python benchmarks/loss_kernels.py --device cuda --rows 65536
+    python benchmarks/loss_kernels.py --device cuda --rows 65536 --option coordinate_descent_tuning=true
 """
 
 import argparse
@@ -20,6 +22,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.model import mask_padding, top1_correct
@@ -51,21 +54,29 @@ def slice_noacc_loss(logits, targets, vocab):
 VARIANTS = {"slice": slice_loss, "mask": mask_loss, "full": full_loss, "slice_noacc": slice_noacc_loss}
 
 
-def time_variant(fn, logits, targets, vocab, repeats: int) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean seconds of forward + backward after 3 warm-up calls; also the loss and the logits' gradient."""
-    def once():
-        logits.grad = None
-        loss, correct = fn(logits, targets, vocab)
-        loss.backward()
-        return loss, correct
+def mean_seconds(once, repeats: int, device: torch.device):
+    """Mean seconds of `once()` after 3 warm-up calls, and its last result."""
     for _ in range(3):
         once()
-    sync(logits.device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        loss, _ = once()
-    sync(logits.device)
-    return (time.perf_counter() - start) / repeats, loss.detach(), logits.grad
+        result = once()
+    sync(device)
+    return (time.perf_counter() - start) / repeats, result
+
+
+def time_variant(fn, logits, targets, vocab, repeats: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Mean seconds of forward + backward and of forward alone; also the loss and the logits' gradient."""
+    def forward_backward():
+        logits.grad = None
+        loss, _ = fn(logits, targets, vocab)
+        loss.backward()
+        return loss
+    both, loss = mean_seconds(forward_backward, repeats, logits.device)
+    grad = logits.grad
+    forward, _ = mean_seconds(lambda: fn(logits, targets, vocab), repeats, logits.device)
+    return both, forward, loss.detach(), grad
 
 
 def same_gradient(grad: torch.Tensor, reference: torch.Tensor, vocab: int) -> bool:
@@ -82,7 +93,10 @@ def main() -> None:
     parser.add_argument("--padded", type=int, default=50304)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an inductor option for torch.compile, as lmplay's compile_options (repeatable)")
     args = parser.parse_args()
+    options = {key: yaml.safe_load(value) for key, value in (option.split("=", 1) for option in args.option)}
     device = torch.device(args.device)
     torch.manual_seed(0)
     logits = (torch.randn(args.rows, args.padded, device=device) * 2).to(torch.bfloat16).requires_grad_()
@@ -90,10 +104,12 @@ def main() -> None:
     targets[::17] = IGNORE_INDEX
     floor_bytes = 3 * logits.numel() * logits.element_size()
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}")
+    print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}"
+          + (f"; inductor options {options}" if options else ""))
     reference = None
     for name in args.variants:
-        seconds, loss, grad = time_variant(torch.compile(VARIANTS[name]), logits, targets, args.vocab, args.repeats)
+        compiled = torch.compile(VARIANTS[name], options=options or None)
+        seconds, forward, loss, grad = time_variant(compiled, logits, targets, args.vocab, args.repeats)
         same = ""
         if reference is None:
             reference = (loss, grad[:, :args.vocab].clone())
@@ -101,7 +117,8 @@ def main() -> None:
             equal = torch.allclose(loss, reference[0], rtol=1e-4) and same_gradient(grad, reference[1], args.vocab)
             same = "  same loss and gradient as the first" if equal else "  DIFFERS from the first"
         print(f"{name:12s} {seconds * 1e3:8.2f} ms  {floor_bytes / seconds / 1e9:7.0f} GB/s of the floor's "
-              f"traffic{same}", flush=True)
+              f"traffic; forward alone {forward * 1e3:.2f} ms, {floor_bytes / 3 / forward / 1e9:.0f} GB/s{same}",
+              flush=True)
 
 
 if __name__ == "__main__":
