@@ -53,9 +53,9 @@ else
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
   python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
   python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
-  python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -5 | tee "$OUT/loss_kernels.log"
-  python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full \
-    --option coordinate_descent_tuning=true 2>&1 | tail -3 | tee -a "$OUT/loss_kernels.log"
+  python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -6 | tee "$OUT/loss_kernels.log"
+  python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
+    --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 for name in coordinate_descent_tuning max_autotune_pointwise; do
