@@ -29,6 +29,14 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
     return proc
 
 
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """One tokenized-data cache for the whole session, away from the user's ~/.cache/lmplay."""

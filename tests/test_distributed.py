@@ -1,23 +1,13 @@
 """Data-parallel training with torchrun + DDP on CPU (gloo): same results as one process, checkpoints interchangeable."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import run_cli, torchrun
 
 BASE = ["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=2", "runner.validation_interval=16"]
-
-
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                           "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL)
 
 
 def losses(run_dir):

@@ -4,13 +4,14 @@ copies, reading each step's loss after the next is queued, and compile on a GPU.
 Skipped where no GPU is visible (CI has none); on a GPU machine: `pytest tests/test_gpu.py`.
 """
 
+import json
 import math
 import statistics
 
 import pytest
 import torch
 
-from conftest import make_runner, run_cli
+from conftest import make_runner, run_cli, torchrun
 from lmplay.runner import checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -113,3 +114,18 @@ def test_on_the_gpu_the_masked_padding_gives_the_loss_of_the_real_columns(tmp_pa
     expected = F.cross_entropy(real, targets, ignore_index=IGNORE_INDEX, reduction="sum")
     assert float(loss_sum) == pytest.approx(float(expected), rel=1e-4)
     assert int(correct) == int((real.argmax(-1) == targets).sum())
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_over_nccl_equal_one_gpu(tmp_path):
+    """DDP on CUDA all-reduces through NCCL (CI's distributed tests run gloo on CPUs)."""
+    base = ["exp=test_runner", "device=cuda", "batch_size=8", "mini_batch_size=2", "runner.validation_interval=16",
+            "max_steps=8"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_cli("lmplay.train", *base, f"hydra.run.dir={single}", check=True)
+    proc = torchrun(2, *base, f"hydra.run.dir={ddp}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((run / "stats.json").read_text()) for run in (single, ddp))
+    assert len(two["train"]) == 8
+    assert [r["loss"] for r in two["train"]] == pytest.approx([r["loss"] for r in one["train"]], rel=1e-4)
+    assert [r["loss"] for r in two["validation"]] == pytest.approx([r["loss"] for r in one["validation"]], rel=1e-4)
