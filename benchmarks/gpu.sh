@@ -4,7 +4,7 @@
 #   2. a real `python -m lmplay.train` of EXP at context 1024, bf16, compile, vocabulary padded to 64,
 #      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
 #   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
-#   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py),
+#   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py), in lmplay's loop and the bare one,
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
 #      and again with coordinate-descent tuning,
 #   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`;
@@ -53,6 +53,7 @@ else
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
   python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
   python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
+  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee -a "$OUT/profile.log"
   python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -6 | tee "$OUT/loss_kernels.log"
   python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
     --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"

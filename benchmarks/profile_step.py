@@ -1,5 +1,6 @@
-"""Where a training step's time goes: lmplay's real loop under torch.profiler, its time split into
-matmuls, attention, the loss, the optimizer and the rest, with the largest kernels.
+"""Where a training step's time goes: lmplay's real loop (or with --bare, train_loop.py's bare PyTorch loop)
+under torch.profiler, its time split into matmuls, attention, the loss, the optimizer and the rest, with
+the largest kernels.
 
 On a GPU the split is of kernel time, and `busy` is kernel time over wall time: near 100% means the
 host keeps the GPU fed and only faster kernels can raise MFU. On a CPU it is the ops' own time.
@@ -7,6 +8,7 @@ The first --warmup steps (compilation) are not profiled. Takes train_loop.py's a
 
     python benchmarks/profile_step.py --exp gpt2ish --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size 64 --mini-batch-size 64 --steps 5 vocab_multiple=64 curriculum.batching=packed
     python benchmarks/profile_step.py --exp gpt2ish_mini --steps 5
+    python benchmarks/profile_step.py --bare --exp gpt2ish_mini --steps 5    (the same for the bare loop)
 """
 
 import re
@@ -15,7 +17,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from train_loop import LmplayLoop, machine, overrides, parse, sync
+from train_loop import BareLoop, LmplayLoop, machine, overrides, parser, sync
 
 # First match wins; names are lower-cased GPU kernel names (cuBLAS, cuDNN, inductor's triton_*) or CPU ops.
 CATEGORIES = [
@@ -41,29 +43,33 @@ def in_optimizer_step(event) -> bool:
     return False
 
 
-def profile_steps(loop: LmplayLoop, steps: int, on_gpu: bool):
-    """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the real loop.
+def profile_steps(loop: LmplayLoop | BareLoop, steps: int, on_gpu: bool):
+    """({(category, op or kernel name): self time in us}, wall seconds) over `steps` steps of the loop.
 
-    Only the steps and their reads are profiled (the runner's _run_steps), not what train() does once at
-    its end (the final validation and checkpoint), which a real run does once in thousands of steps.
+    Of lmplay's loop only the steps and their reads are profiled (the runner's _run_steps), not what
+    train() does once at its end (the final validation and checkpoint), which a real run does once in
+    thousands of steps. Both loops start with the GPU idle and end when it is done.
     """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    runner, run_steps = loop.runner, loop.runner._run_steps
     times, wall = defaultdict(float), 0.0
 
-    def profiled(*args):
+    def profiled(run, *args):
         nonlocal wall
         with profile(activities=activities) as prof:
             start = time.perf_counter()
-            result = run_steps(*args)
-            sync(runner.device)
+            result = run(*args)
+            sync(loop.device)
             wall += time.perf_counter() - start
         tally(prof, on_gpu, times)
         return result
 
-    runner._run_steps = profiled
+    if isinstance(loop, BareLoop):
+        profiled(loop.run, steps)
+        return times, wall
+    runner, run_steps = loop.runner, loop.runner._run_steps
+    runner._run_steps = lambda *args: profiled(run_steps, *args)
     try:
         loop.run(steps)
     finally:
@@ -85,10 +91,12 @@ def tally(prof, on_gpu: bool, times: dict) -> None:
 
 
 def main() -> None:
-    args = parse()
+    command = parser(__doc__)
+    command.add_argument("--bare", action="store_true", help="profile train_loop.py's bare PyTorch loop instead")
+    args = command.parse_args()
     on_gpu = args.device.startswith("cuda")
     with tempfile.TemporaryDirectory() as tmp:
-        loop = LmplayLoop(args, Path(tmp))
+        loop = (BareLoop if args.bare else LmplayLoop)(args, Path(tmp))
         loop.run(args.warmup)
         times, wall = profile_steps(loop, args.steps, on_gpu)
     total = sum(times.values())
@@ -96,7 +104,8 @@ def main() -> None:
     for (label, _), us in times.items():
         by_category[label] += us
     what = "kernel" if on_gpu else "op"
-    print(f"config: {' '.join(overrides(args))}  ({args.steps} profiled steps after {args.warmup}; "
+    print(f"config: {' '.join(overrides(args))}  ({'the bare loop' if args.bare else 'lmplay'}: {args.steps} "
+          f"profiled steps after {args.warmup}; "
           f"{machine(args.device)})")
     print(f"wall {wall / args.steps * 1e3:.1f} ms a step; {what} time {total / args.steps / 1e3:.1f} ms a step"
           + (f" (GPU busy {total / 1e6 / wall:.0%})" if on_gpu else ""))

@@ -95,6 +95,7 @@ class LmplayLoop:
 
     def __init__(self, args, run_dir: Path) -> None:
         self.runner = build_runner(args, run_dir)
+        self.device = self.runner.device
 
     def run(self, steps: int) -> tuple[int, float]:
         """Train `steps` more steps; returns (tokens, seconds) of their windows."""
@@ -196,11 +197,12 @@ def peak_memory_run(variant: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         loop = (LmplayLoop if variant == "lmplay" else BareLoop)(args, Path(tmp))
         loop.run(args.warmup + 2)
-        return {"peak_memory": peak_memory(loop.runner.device if variant == "lmplay" else loop.device)}
+        return {"peak_memory": peak_memory(loop.device)}
 
 
-def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """The command line of this script; profile_step.py takes the same one."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", default="test_runner")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokenizer")
@@ -216,7 +218,7 @@ def parse(argv=None):
     parser.add_argument("--memory-of", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--speed-first", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. runner.save_interval=100000")
-    return parser.parse_args(argv)
+    return parser
 
 
 def subprocess_json(argv: list[str]) -> dict:
@@ -229,7 +231,7 @@ def subprocess_json(argv: list[str]) -> dict:
 
 
 def main() -> None:
-    args = parse()
+    args = parser().parse_args()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
