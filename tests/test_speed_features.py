@@ -89,8 +89,10 @@ def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatc
      "compile_options.no_such_option is not an inductor option of torch"),
     (["compile_options={coordinate_descent_tuning: true}"],
      "compile_options={'coordinate_descent_tuning': True} need compile=true; add compile=true or drop them"),
+    (["amp=true", "amp_dtype=fp8"], "amp_dtype='fp8' is unknown; use bf16 or fp16"),
+    (["amp=true", "amp_dtype=fp16"], "amp_dtype=fp16 needs device=cuda; use amp_dtype=bf16 on this device"),
 ])
-def test_bad_compile_options_get_one_clear_line_before_anything_is_written(tmp_path, args, message):
+def test_bad_speed_settings_get_one_clear_line_before_anything_is_written(tmp_path, args, message):
     proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", *args, f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -202,8 +202,9 @@ class LMRunnerBase:
     def curriculum(self):
         return self.curriculum_c.curriculum
 
-    @property
+    @cached_property
     def amp_dtype(self) -> torch.dtype | None:
+        """Read once: through OmegaConf each read cost ~10 us, and autocast() asks every mini-batch."""
         if not self.cfg.amp:
             return None
         if self.cfg.amp_dtype not in ("bf16", "fp16"):
