@@ -7,8 +7,9 @@
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py), in lmplay's loop and the bare one,
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
 #      and again with coordinate-descent tuning,
-#   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`;
-#      max_autotune_gemm is left out: on torch 2.11 its autotuning crashed with an illegal memory access).
+#   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`),
+#      and with CUDA graphs (triton.cudagraphs: no launch gaps between kernels); max_autotune_gemm is left
+#      out: on torch 2.11 its autotuning crashed with an illegal memory access.
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
 #        INDUCTOR_OPTIONS=only bash benchmarks/gpu.sh MINI_BATCH    (part 6 alone)
 # Logs and stats go to outputs/gpu_bench/.
@@ -59,7 +60,7 @@ else
     --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
-for name in coordinate_descent_tuning max_autotune_pointwise; do
+for name in coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs; do
   option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then
     summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"

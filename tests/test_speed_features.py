@@ -74,10 +74,11 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypa
 def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatch):
     real_compile, passed = torch.compile, []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: passed.append(kw["options"]) or real_compile(fn, **kw))
-    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true",
-                          "compile_options={coordinate_descent_tuning: true}"], tmp_path / "runner")
-    assert passed == [{"coordinate_descent_tuning": True}]
-    assert "torch.compile with coordinate_descent_tuning=True (the first steps" in runner.describe()
+    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "compile_options={coordinate_descent_tuning: "
+                          "true, triton.cudagraphs: false}", "+compile_options.cpp.simdlen=null"], tmp_path / "runner")
+    assert passed == [{"coordinate_descent_tuning": True, "triton.cudagraphs": False, "cpp.simdlen": None}]
+    assert ("torch.compile with coordinate_descent_tuning=True, triton.cudagraphs=False, cpp.simdlen=None (the first "
+            "steps") in runner.describe()
     settings = runner.runner_c.settings
     tuned = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
              for _ in range(3)]

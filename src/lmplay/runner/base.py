@@ -31,6 +31,17 @@ from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 
 
+def dotted(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"triton": {"cudagraphs": True}} -> {"triton.cudagraphs": True}."""
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -166,8 +177,10 @@ class LMRunnerBase:
 
     @property
     def compile_options(self) -> dict[str, Any]:
+        """`compile_options` with nested keys joined by dots, as inductor names them: both
+        `compile_options={triton.cudagraphs: true}` and `+compile_options.triton.cudagraphs=true` work."""
         options = self.cfg.compile_options
-        return OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        return dotted(OmegaConf.to_container(options, resolve=True)) if options is not None else {}
 
     def compile(self, fn: Callable) -> Callable | None:
         """torch.compile(fn) with compile=true, passing `compile_options` on to inductor (e.g.
