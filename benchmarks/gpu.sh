@@ -60,10 +60,12 @@ else
     --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
+export TORCH_LOGS=perf_hints  # where inductor skips CUDA graphs, it says why only as a perf hint
 for name in coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs; do
   option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then
     summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"
+    grep -m1 -i "skipping cudagraphs" "$OUT/$name.log" | tee -a "$OUT/row.log"  # inductor fell back without them
   else
     echo "$option failed (see $OUT/$name.log): $(grep -m1 -iE 'error' "$OUT/$name.log")" | tee -a "$OUT/row.log"
   fi
