@@ -1,5 +1,5 @@
 """What only a CUDA GPU exercises: bf16 and fp16 autocast, the GradScaler, fused AdamW, pinned non-blocking
-copies, reading each step's loss after the next is queued, and compile on a GPU.
+copies, reading each step's loss after the next is queued, compile on a GPU, and (with two GPUs) DDP over NCCL.
 
 Skipped where no GPU is visible (CI has none); on a GPU machine: `pytest tests/test_gpu.py`.
 """
