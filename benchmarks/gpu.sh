@@ -11,7 +11,7 @@
 #      and with CUDA graphs (triton.cudagraphs: no launch gaps between kernels); max_autotune_gemm is left
 #      out: on torch 2.11 its autotuning crashed with an illegal memory access.
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
-#        INDUCTOR_OPTIONS=only bash benchmarks/gpu.sh MINI_BATCH    (part 6 alone)
+#        INDUCTOR_OPTIONS=only bash benchmarks/gpu.sh MINI_BATCH    (part 6 alone; OPTIONS="a b" picks options)
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,15 +53,15 @@ else
   BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size "$fits"
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
   python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
-  python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee "$OUT/profile.log"
-  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -v USDT | tail -22 | tee -a "$OUT/profile.log"
+  python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log"
+  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log"
   python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -6 | tee "$OUT/loss_kernels.log"
   python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
     --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 export TORCH_LOGS=perf_hints  # where inductor skips CUDA graphs, it says why only as a perf hint
-for name in coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs; do
+for name in ${OPTIONS:-coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs}; do
   option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then
     summarize "$OUT/run_$name/stats.json" "$EXP mini-batch $fits, $option" | tee -a "$OUT/row.log"
