@@ -26,7 +26,7 @@ def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     of any softmax, max or loss taken over them.
 
     On a GPU the padding is masked, keeping whole aligned rows: the compiled loss runs 1.6x faster than
-    over a slice (H200, benchmarks/loss_kernels.py). On a CPU the slice is faster (the mask took 1.3x as
+    over a slice (H200 and H100, benchmarks/loss_kernels.py). On a CPU the slice is faster (the mask took 1.3x as
     long compiled, 2x eager). The loss and its gradient are the same either way.
     """
     if logits.size(-1) == vocab:
