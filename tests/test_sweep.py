@@ -117,6 +117,16 @@ def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep,
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
+    """batch_size=7 passes composition (so the sweep starts) and fails in its job: no traceback, exit 1."""
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "batch_size=7,8", *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\nerror: batch_size=7 is not divisible by mini_batch_size=4" in proc.stderr
+    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
+    assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")
+
+
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):
     """One job fails by design (3 heads do not divide 32 channels): the other still runs, and the summary says which."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -125,7 +135,8 @@ def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):
     assert proc.returncode != 0 and "job 0 failed" in proc.stderr
     rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"]) for r in rows] == [(0, "failed"), (1, "completed")]
-    assert "not divisible by num_heads=3" in rows[0]["error"]
+    assert rows[0]["error"].startswith("ConfigError: the model settings were rejected: embed_dim=32 is not divisible")
+    assert "Traceback" not in proc.stderr
     assert rows[1]["steps"] == 2 and (tmp_path / rows[1]["dir"] / "model.lmp").is_file()
 
 

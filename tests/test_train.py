@@ -52,6 +52,18 @@ def test_accumulation_equals_one_big_batch(tmp_path):
         torch.testing.assert_close(accumulated[name], grad, atol=1e-6, rtol=0, msg=name)
 
 
+def test_validation_is_the_same_whatever_the_mini_batch(tmp_path):
+    """mini_batch_size is a memory knob: the held-out samples, and so the validation loss, must not move with it."""
+    def validation(mini_batch_size: int) -> dict[str, float]:
+        runner = make_runner(["exp=test_runner", "device=cpu", "batch_size=8", f"mini_batch_size={mini_batch_size}",
+                              "runner.validation_batches=3"], tmp_path / str(mini_batch_size))
+        return runner.validate(runner.runner_c.settings)
+
+    whole, split = validation(8), validation(2)
+    assert whole["loss"] > 0
+    assert split == pytest.approx(whole, rel=1e-5)
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -102,6 +114,17 @@ def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):
 def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "batch_size=10", "mini_batch_size=4"),
                           "batch_size=10")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad, needles", [
+    (["curriculum=text_file"], ["curriculum.path=FILE"]),  # raised inside Hydra's instantiate of the curriculum
+    (["curriculum.batching=foo"], ["curriculum.batching='foo'", "rows, packed"]),
+    (["model.num_heads=3"], ["model settings", "embed_dim=32 is not divisible by num_heads=3", "attention.py"]),
+    (["lr=-1"], ["optimizer settings", "Invalid learning rate: -1"]),
+])
+def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *bad), *needles)
     assert not (tmp_path / "run").exists()
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
 from lmplay.cli import CONF_DIR, fail
@@ -42,6 +43,11 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         raise
     finally:
         HeldStderr.give_back()
+
+
+class JobError(CompactHydraException):
+    """A sweep job's LmplayError (its __cause__). Hydra records the job as failed and runs the others, and
+    a sweep that had one ends with its message as one line and exit code 1, not a traceback."""
 
 
 class HeldStderr(Callback):

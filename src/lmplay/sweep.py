@@ -29,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.hydra_app import JobError
 from lmplay.stats.runs import configuration, job_order, load_run, override_key
 
 JOB_FILE = "job.json"
@@ -48,7 +49,8 @@ class SweepSummary(Callback):
             try:
                 _ = job_return.return_value  # re-raises what the job raised
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
-                error = f"{type(e).__name__}: {e}"
+                cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
+                error = f"{type(cause).__name__}: {cause}"
         job_file = Path(config.hydra.runtime.output_dir) / JOB_FILE
         started = json.loads(job_file.read_text()).get("started_at") if job_file.is_file() else None
         write_job(config, {"status": "failed" if error else "completed", "error": error, "started_at": started,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.hydra_app import reject_added_keys, run_hydra_app
+from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -75,7 +75,7 @@ def main(cfg: DictConfig) -> dict:
         return train(cfg)
     except LmplayError as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the job as failed and runs the others; the sweep summary shows the error
+            raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         report(e)
     except KeyboardInterrupt:

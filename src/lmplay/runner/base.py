@@ -5,6 +5,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.errors import ConfigError, DivergedError
+from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance
@@ -40,6 +42,18 @@ def dotted(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def rejected_settings(group: str, error: Exception) -> LmplayError:
+    """What a config group's target refused to be built with, as one line: Hydra wraps what a `_target_`
+    raised (a curriculum's ConfigError comes out as is), and a ValueError (torch's "Invalid learning rate",
+    a model's "embed_dim is not divisible by num_heads") names the group and where it was raised."""
+    cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+    if isinstance(cause, LmplayError):
+        return cause
+    where = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
+    at = f" (raised at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return ConfigError(f"the {group} settings were rejected: {cause}{at}; see `--cfg job` for the {group} group's keys")
 
 
 def pick_device(name: str) -> torch.device:
@@ -147,7 +161,10 @@ class LMRunnerBase:
 
         def part(component, group_cfg):
             saved = components.get(component.name, {})
-            component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
+            try:
+                component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
+            except (InstantiationException, ValueError) as e:
+                raise rejected_settings(component.group, e) from None
             return component
 
         model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
@@ -335,15 +352,19 @@ class LMRunnerBase:
 
     @torch.no_grad()
     def validate(self, settings: RunnerSettings) -> dict[str, float] | None:
-        """Loss and accuracy on the stage's fixed held-out batches; None when the stage holds none out."""
-        batches = self.curriculum.validation_batches(settings.validation_batches, settings.mini_batch_size,
-                                                     settings.include_prompts)
-        if not batches:
+        """Loss and accuracy on the stage's fixed held-out batches; None when the stage holds none out.
+
+        `validation_batches` batches of `batch_size` samples, run in mini-batches: the held-out set is the
+        same whatever mini_batch_size a run needs, so runs that differ only in it compare."""
+        held = self.curriculum.validation_batches(settings.validation_batches, settings.batch_size,
+                                                  settings.include_prompts)
+        minis = [mini for batch in held for mini in batch.split(settings.mini_batch_size)]
+        if not minis:
             return None
         model = self.model
         model.eval()
         losses, corrects, tokens = [], [], 0
-        for batch in batches[self.world.rank::self.world.size]:
+        for batch in minis[self.world.rank::self.world.size]:
             with self.autocast():
                 ls, c = model.loss_terms(batch.inputs.to(self.device), batch.targets.to(self.device))
             losses.append(ls)  # read once at the end: no wait for the GPU between batches
