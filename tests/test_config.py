@@ -1,7 +1,6 @@
 """Every experiment config composes and builds its model; parameter counts match the design."""
 
 import re
-from pathlib import Path
 
 import pytest
 import torch

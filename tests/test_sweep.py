@@ -67,6 +67,18 @@ def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep dir" in proc.stderr
 
 
+def test_the_summary_is_readable_by_whoever_the_umask_allows(sweep_2x2, tmp_path):
+    """A shared cluster's colleagues can read the summary (mkstemp's 0600 kept them out), and no temp file stays."""
+    sweep, _ = sweep_2x2
+    old = os.umask(0o022)
+    try:
+        write_summary(sweep)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((sweep / "summary.json").stat().st_mode) == 0o644
+    assert not [p.name for p in sweep.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_plotting_a_sweep(sweep_2x2, tmp_path):
     sweep, _ = sweep_2x2
     proc = run_cli("lmplay.plot", str(sweep), "--train", "--out", str(tmp_path / "plots"), check=True)
@@ -125,6 +137,15 @@ def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_wi
     rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
     assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")
+
+
+def test_rerunning_a_sweep_adds_to_each_jobs_wall_time(tmp_path):
+    def wall_time() -> float:
+        run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1", *TINY, f"hydra.sweep.dir={tmp_path}", check=True)
+        return json.loads((tmp_path / "summary.json").read_text())["jobs"][0]["wall_time_s"]
+
+    first = wall_time()
+    assert wall_time() > first > 0  # the rerun resumed the finished job: its first attempt's time stays counted
 
 
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):

@@ -13,6 +13,7 @@ where lmplay finds it on its own. With --into DIR it goes into an importable pac
 import argparse
 import ast
 import importlib.util
+import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,15 +122,15 @@ def readme(name: str, src: Source, versions: list[str]) -> str:
 
 def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list[Path]:
     """Copy `source` to a new experiment `name`; returns the files written."""
-    if not NAME_RE.fullmatch(name):
+    if not NAME_RE.fullmatch(name) or keyword.iskeyword(name):
         raise ConfigError(f"'{name}' is not a valid experiment name: use lowercase letters, digits and _, "
-                          f"starting with a letter")
+                          f"starting with a letter, and not a Python keyword (it becomes a package name)")
     src = find_source(source, Path(CONF_DIR))
     if into is None:
         pkg_dir, conf_dir, module = REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
     else:
         into = Path(into)
-        if not NAME_RE.fullmatch(into.name):
+        if not NAME_RE.fullmatch(into.name) or keyword.iskeyword(into.name):
             raise ConfigError(f"--into {into}: the directory's name '{into.name}' must be an importable package "
                               f"name (lowercase letters, digits and _)")
         pkg_dir, conf_dir, module = into / name, into / "conf", f"{into.name}.{name}"

@@ -14,11 +14,9 @@ their directories, so it works the same with every launcher:
 """
 
 import json
-import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
 from lmplay.stats.runs import configuration, job_order, load_run, override_key
 
@@ -38,8 +37,10 @@ JOB_FILE = "job.json"
 class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            # Replaces what an earlier attempt of this job left: until it ends, the job reads as started.
-            write_job(config, {"status": "started", "started_at": time.time()})
+            # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
+            # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
+            earlier = read_job(config).get("wall_time_s") or 0.0
+            write_job(config, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -51,10 +52,11 @@ class SweepSummary(Callback):
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
                 error = f"{type(cause).__name__}: {cause}"
-        job_file = Path(config.hydra.runtime.output_dir) / JOB_FILE
-        started = json.loads(job_file.read_text()).get("started_at") if job_file.is_file() else None
+        job = read_job(config)
+        started = job.get("started_at")
+        wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
         write_job(config, {"status": "failed" if error else "completed", "error": error, "started_at": started,
-                           "wall_time_s": round(time.time() - started, 3) if started else None})
+                           "wall_time_s": round(wall, 3) if wall is not None else None})
         sweep_dir = Path(config.hydra.sweep.dir)
         write_summary(sweep_dir)
         if error:  # Hydra stops the sweep with this error once the other jobs of the batch are done
@@ -68,19 +70,17 @@ class SweepSummary(Callback):
             print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
 
 
+def read_job(config: DictConfig) -> dict[str, Any]:
+    """What the job's job.json says so far ({} before its first attempt)."""
+    job_file = Path(config.hydra.runtime.output_dir) / JOB_FILE
+    return json.loads(job_file.read_text()) if job_file.is_file() else {}
+
+
 def write_job(config: DictConfig, status: dict[str, Any]) -> None:
     """The job's own record, job.json in its run dir: which job, what it ran, how it went."""
     record = {"job": config.hydra.job.num, "experiment": config.hydra.runtime.choices.get("exp"),
               "overrides": list(config.hydra.overrides.task), **status}
-    write_atomic(Path(config.hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file + rename, so a reader (or a concurrent writer from another job) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(Path(config.hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -191,10 +191,10 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
     """Write summary.json and summary.md in the sweep dir; returns {"jobs", "over_seeds", "markdown"}."""
     rows = summarize(sweep_dir)
     groups = repeated_configs(rows)
-    write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
+    write_text_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
                                                          "over_seeds": groups}, indent=1))
     text = markdown(sweep_dir, rows, groups)
-    write_atomic(sweep_dir / "summary.md", text)
+    write_text_atomic(sweep_dir / "summary.md", text)
     return {"jobs": rows, "over_seeds": groups, "markdown": text}
 
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from lmplay.data.sources import DatasetSpec, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
+from lmplay.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,7 @@ class Curriculum:
             return steps
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"steps": steps}))
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps({"steps": steps}))
         except OSError as e:  # a read-only cache: count again next time
             log.debug("could not keep the step count in %s: %s", path, e)
         return steps

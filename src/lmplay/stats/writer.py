@@ -9,10 +9,11 @@ tensorboard's import out of the time to the first step).
 """
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lmplay.files import write_text_atomic
 
 if TYPE_CHECKING:
     from lmplay.stats.tensorboard import EventFile
@@ -61,9 +62,7 @@ class StatsWriter:
         return self._tb
 
     def _write_json(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.records))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(self.records))
 
     def flush(self) -> None:
         """stats.json and the TensorBoard file, up to the last record."""

@@ -1,0 +1,19 @@
+"""Writing a small text file so that no reader ever sees half of it."""
+
+import os
+import uuid
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Written aside, then renamed over `path`: a reader (or a crash) sees the old file or the new one.
+
+    The temp name is unique, so writers in other processes or on other nodes (a sweep's jobs refreshing
+    its summary) never share one, and it is created as `open` creates files, so the umask sets who may read.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
