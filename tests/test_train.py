@@ -135,6 +135,8 @@ def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     proc = run_cli("lmplay.train", "--exp", "test_runner", "--device", "cpu", "--batch-size", "4",
                    "--mini-batch-size", "2", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=True)
     assert "runner.batch_size=4" in proc.stdout and "runner.mini_batch_size=2" in proc.stdout
+    command_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("command line:"))
+    assert "device=cpu" in command_line and "max_steps=2" in command_line  # run keys no component reads, too
 
 
 def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None):

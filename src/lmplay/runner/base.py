@@ -18,6 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from lmplay.cli import CONF_DIR
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError, DivergedError, LmplayError
@@ -31,6 +32,7 @@ from lmplay.stats import StatsWriter
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
+RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
 
 
 def dotted(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -178,6 +180,7 @@ class LMRunnerBase:
         if ckpt and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
+        self.note_run_settings()
         self.peak_flops = peak_flops(self.device)
         self._flops_shape = (matmul_params(self.model), self.count_blocks(),
                              self.model.construction_args.get("embed_dim", 0))
@@ -191,6 +194,16 @@ class LMRunnerBase:
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
         if ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # last: constructing the components consumed random numbers
+
+    def note_run_settings(self) -> None:
+        """The run's own top-level keys (no component reads them) that differ from conf/config.yaml, for the
+        start-of-run report beside the components' settings."""
+        defaults = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
+        for key in RUN_KEYS:
+            if self.cfg[key] != defaults[key]:
+                source = "command line" if key in self.overridden else "config"
+                self.provenance.add("", key, OmegaConf.to_object(self.cfg[key]) if key == "compile_options"
+                                    else self.cfg[key], source)
 
     @property
     def compile_options(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ class Provenance:
 
     def add(self, group: str, key: str, value: Any, source: str) -> None:
         shown = value if not isinstance(value, (list, dict)) or len(repr(value)) < 40 else "[...]"
-        self.values[source].append(f"{group}.{key}={shown}")
+        self.values[source].append(f"{group}.{key}={shown}" if group else f"{key}={shown}")
 
     def report(self) -> list[str]:
         return [f"  {source + ':':14s}{' '.join(items)}" for source, items in self.values.items() if items]
