@@ -110,6 +110,8 @@ def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):
                    env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Hello") and "experiment gpt2" in proc.stderr
+    inspect = run_cli("lmplay.inspect", str(tmp_path / "model.lmp"), check=True)  # a model with no training yet
+    assert "experiment   gpt2" in inspect.stdout and "training     none yet" in inspect.stdout
 
 
 def test_training_resumes_from_an_imported_checkpoint(imported, tmp_path):

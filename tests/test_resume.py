@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO, make_runner, run_cli
-from lmplay.errors import ConfigError, DivergedError
+from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 
 # cosine with warmup: the lr curve itself must survive the interruptions
@@ -108,6 +108,14 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert lrs == [0.002] * 5 + [0.001] * 2
 
 
+def test_a_finished_run_says_there_is_nothing_to_train(tmp_path):
+    args = ["exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, check=True)
+    again = run_cli("lmplay.train", *args, check=True)
+    assert "max_steps=2: the run is already at step 2, so there is nothing to train" in again.stdout
+    assert len(json.loads((tmp_path / "run" / "stats.json").read_text())["train"]) == 2
+
+
 def test_architecture_cannot_change_on_resume(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
     run_cli("lmplay.train", *args, "max_steps=1", check=True)
@@ -149,20 +157,72 @@ def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
+def plain_checkpoint(value: torch.Tensor) -> dict:
+    """The least a checkpoint holds: an experiment name and a model."""
+    return {"exp": "x", "components": {"model": {"state_args": {}, "state": {"weights": {"w": value}}}}}
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")])
+def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure):
+    """A full disk (torch's writer says so with a RuntimeError) is one clear error; the last checkpoint stays."""
     path = tmp_path / "model.lmp"
-    checkpoint.save({"exp": "x", "value": torch.ones(3)}, path)
+    checkpoint.save(plain_checkpoint(torch.ones(3)), path)
 
     def half_write(obj, f):
         f.write(b"PK\x03\x04 partial")
-        raise OSError(28, "No space left on device")
+        raise failure
 
     monkeypatch.setattr(torch, "save", half_write)
-    with pytest.raises(OSError):
-        checkpoint.save({"exp": "x", "value": torch.zeros(3)}, path)
+    with pytest.raises(OutputError, match="could not write checkpoint .*model.lmp.*the previous one is intact"):
+        checkpoint.save(plain_checkpoint(torch.zeros(3)), path)
     monkeypatch.undo()
-    assert torch.equal(checkpoint.load(path)["value"], torch.ones(3))
+    assert torch.equal(weights(tmp_path)["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
+
+
+@pytest.mark.parametrize("ckpt, needle", [
+    ({"format_version": 1}, "has no experiment name"),
+    ({**plain_checkpoint(torch.ones(1)), "format_version": "1"}, "has no integer format_version"),
+    ({"format_version": 1, "exp": "test_runner", "components": {}}, "has no model arguments"),
+])
+def test_an_incomplete_checkpoint_is_one_line_and_touches_nothing(tmp_path, ckpt, needle):
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)
+    stats = (run / "stats.json").read_text()
+    torch.save(ckpt, run / "model.lmp")
+    for command in (["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=3", f"hydra.run.dir={run}"],
+                    ["lmplay.inspect", str(run / "model.lmp")],
+                    ["lmplay.generate", f"checkpoint={run / 'model.lmp'}", "prompt=a"]):
+        proc = run_cli(*command)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, \
+            (command, proc.stderr)
+    assert (run / "stats.json").read_text() == stats
+
+
+def test_another_experiment_cannot_resume_a_run_dir(tmp_path):
+    """gpt2 (tied embeddings) once loaded test_runner's weights into itself and trained on, under the old name."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)
+    before = (run / "model.lmp").read_bytes()
+    proc = run_cli("lmplay.train", "exp=gpt2", "optimizer=sgd", "device=cpu", "max_steps=3", f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "experiment 'test_runner', not exp=gpt2" in proc.stderr and "fresh=true" in proc.stderr
+    assert (run / "model.lmp").read_bytes() == before
+
+
+def test_resume_keeps_the_runs_seed_and_data_plan_unless_typed(tmp_path):
+    """Resuming with a shorter command (no seed=, no curriculum.batching=) continues the same run exactly."""
+    plan = ["exp=test_runner", "device=cpu", "seed=2", "curriculum.batching=packed"]
+    run_cli("lmplay.train", *plan, "max_steps=12", f"hydra.run.dir={tmp_path / 'whole'}", check=True)
+    run_cli("lmplay.train", *plan, "max_steps=6", f"hydra.run.dir={tmp_path / 'split'}", check=True)
+    resumed = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=12",
+                      f"hydra.run.dir={tmp_path / 'split'}", check=True)
+    assert provenance(resumed.stdout)["checkpoint"] >= {"curriculum.batching=packed", "seed=2"}
+    assert "packed batching" in resumed.stdout
+    whole, split = (replayable(json.loads((tmp_path / d / "stats.json").read_text())) for d in ("whole", "split"))
+    assert whole["train"] == split["train"]  # (the split run also validated where its first part stopped)
+    assert whole["validation"][-1] == split["validation"][-1]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -128,6 +128,15 @@ def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, n
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
+    (tmp_path / "a_file").write_text("not a directory")
+    for where in ("hydra.run.dir", "hydra.sweep.dir"):
+        proc = run_cli("lmplay.train", *(["-m"] if "sweep" in where else []), *tiny_run_args,
+                       f"{where}={tmp_path / 'a_file' / 'run'}")
+        assert_one_line_error(proc, f"{where}={tmp_path / 'a_file' / 'run'} cannot be made", "pick another")
+    assert (tmp_path / "a_file").read_text() == "not a directory"
+
+
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     help_text = run_cli("lmplay.train", "--help", check=True).stdout
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):

@@ -17,3 +17,7 @@ class DivergedError(LmplayError):
     """The loss became NaN or Inf; the last good checkpoint is untouched."""
 
     exit_code = 3
+
+
+class OutputError(LmplayError):
+    """A run's output could not be written (disk full, no permission); what was written before is intact."""

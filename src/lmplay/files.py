@@ -4,6 +4,8 @@ import os
 import uuid
 from pathlib import Path
 
+from lmplay.errors import OutputError
+
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Written aside, then renamed over `path`: a reader (or a crash) sees the old file or the new one.
@@ -15,5 +17,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"could not write {path} ({e.strerror or e}); the previous {path.name}, if any, is "
+                          f"intact") from None
     finally:
         tmp.unlink(missing_ok=True)

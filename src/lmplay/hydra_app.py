@@ -8,6 +8,7 @@ on failure saves ~0.2 s on every good start.
 
 import difflib
 import io
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -70,6 +71,27 @@ class HeldStderr(Callback):
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         self.give_back()
+
+
+class WritableOutputDir(Callback):
+    """The run dir (a sweep: the sweep dir) can be made and written, checked before Hydra makes it, so that a
+    path that is a file or a read-only place is one line, not Hydra's traceback."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        check_writable_dir(Path(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        check_writable_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def check_writable_dir(path: Path, key: str) -> None:
+    """Make the directory as Hydra would next (a failed run removes it again if it stays empty)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"{key}={path} cannot be made ({e.strerror or e}: {e.filename}); pick another directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"{key}={path} cannot be written (no permission); pick another directory")
 
 
 def remove_unused_sweep_dir() -> None:

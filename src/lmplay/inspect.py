@@ -9,23 +9,21 @@ from lmplay.errors import LmplayError
 def describe(path: str) -> str:
     from lmplay.runner import checkpoint
 
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path)  # its layout checked: an experiment name and a model
     parts = ckpt["components"]
-    progress = parts["runner"]["state"]["progress"]
     weights = parts["model"]["state"]["weights"]
-    position = parts["curriculum"]["state"]["position"]
-    lines = [
-        f"checkpoint   {path} (format {ckpt['format_version']})",
-        f"experiment   {ckpt['exp']}",
-        f"stage        {position.get('stage_name', position.get('stage', '?'))}",
-        f"step         {progress['step']}",
-        f"samples      {progress['samples']:,}",
-        f"tokens       {progress['tokens']:,}",
-        f"parameters   {sum(t.numel() for t in weights.values()):,}",
-        f"model        {parts['model']['state_args']}",
-        "config:",
-        *("  " + line for line in ckpt["config"].splitlines()),
-    ]
+    lines = [f"checkpoint   {path} (format {ckpt['format_version']})", f"experiment   {ckpt['exp']}"]
+    if "runner" in parts and "curriculum" in parts:
+        progress = parts["runner"]["state"]["progress"]
+        position = parts["curriculum"]["state"]["position"]
+        lines += [f"stage        {position.get('stage_name', position.get('stage', '?'))}",
+                  f"step         {progress['step']}", f"samples      {progress['samples']:,}",
+                  f"tokens       {progress['tokens']:,}"]
+    else:
+        lines.append("training     none yet (a model alone, e.g. imported: training it starts at step 0)")
+    lines += [f"parameters   {sum(t.numel() for t in weights.values()):,}",
+              f"model        {parts['model']['state_args']}",
+              "config:", *("  " + line for line in str(ckpt.get("config", "")).splitlines())]
     return "\n".join(lines)
 
 

@@ -155,9 +155,10 @@ class Curriculum:
         self._row_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- setup ----------------------------------------------------------------------------------------------
-    def prepare(self, tokenizer: Tokenizer | str, context_len: int, seed: int) -> None:
+    def prepare(self, tokenizer: Tokenizer | str, context_len: int, seed: int, position: dict | None = None) -> None:
         """Load and tokenize (or read from the cache) every stage's datasets, so that any mistake in the
-        plan shows up now rather than stages later; then start at the first stage."""
+        plan shows up now rather than stages later; then start at the first stage, or at a saved `position`
+        (a state_dict) when resuming."""
         self.tokenizer = get_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
         if context_len < 2:
             raise ConfigError(f"context_len={context_len} is too small for training; use at least 2")
@@ -174,7 +175,10 @@ class Curriculum:
                         self.validation_seed, self.stream_validation_rows, self.shuffle_buffer, self.tokenize_procs,
                         where)
             self._data.append([prepared[repr(spec)] for spec in stage.datasets])
-        self._enter_stage(0)
+        if position is None:
+            self._enter_stage(0)
+        else:
+            self.load_state_dict(position)
 
     def _enter_stage(self, index: int) -> None:
         stage, data = self.stages[index], self._data[index]

@@ -156,10 +156,15 @@ class LMRunnerBase:
             if key in arch and key in self.overridden and arch[key] != self.cfg[key]:
                 raise ConfigError(f"{key}={self.cfg[key]!r} cannot change on resume: the checkpoint's model has "
                                   f"{key}={arch[key]!r}; use fresh=true to start over")
+        if ckpt and ckpt["exp"] != self.cfg.exp_name:
+            raise ConfigError(f"the run dir {self.run_dir} holds a checkpoint of experiment {ckpt['exp']!r}, not "
+                              f"exp={self.cfg.exp_name}: use exp={ckpt['exp']} to resume it, another run_name, or "
+                              f"fresh=true to replace it")
         self.tokenizer = get_tokenizer(arch.get("tokenizer", self.cfg.tokenizer))
         self.context_len = arch.get("context_len", self.cfg.context_len)
-        self.exp_name = (ckpt or {}).get("exp", self.cfg.exp_name)
-        torch.manual_seed(self.cfg.seed)
+        self.exp_name = self.cfg.exp_name
+        self.seed = self.settle_seed(ckpt)
+        torch.manual_seed(self.seed)
 
         def part(component, group_cfg):
             saved = components.get(component.name, {})
@@ -190,20 +195,28 @@ class LMRunnerBase:
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
         # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is
         self._compiled = self.compile(self.ddp or self.model.loss_terms)
+        if ckpt and "rng" in ckpt:
+            checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
-        if ckpt:
-            checkpoint.set_rng_state(ckpt["rng"])  # last: constructing the components consumed random numbers
+
+    def settle_seed(self, ckpt: dict[str, Any] | None) -> int:
+        """The seed the run started with (it orders the data), unless typed on this command line: leaving
+        `seed=` off a resuming command must not reorder the rest of the epoch."""
+        if ckpt is None or "seed" in self.overridden:
+            return self.cfg.seed
+        return ckpt.get("seed", self.cfg.seed)
 
     def note_run_settings(self) -> None:
-        """The run's own top-level keys (no component reads them) that differ from conf/config.yaml, for the
-        start-of-run report beside the components' settings."""
+        """The run's own top-level keys (no component reads them) that differ from conf/config.yaml or come
+        from the checkpoint, for the start-of-run report beside the components' settings."""
         defaults = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
         for key in RUN_KEYS:
-            if self.cfg[key] != defaults[key]:
-                source = "command line" if key in self.overridden else "config"
-                self.provenance.add("", key, OmegaConf.to_object(self.cfg[key]) if key == "compile_options"
-                                    else self.cfg[key], source)
+            value = self.seed if key == "seed" else self.cfg[key]
+            if value == defaults[key] and value == self.cfg[key]:
+                continue
+            source = "command line" if key in self.overridden else "checkpoint" if value != self.cfg[key] else "config"
+            self.provenance.add("", key, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value, source)
 
     @property
     def compile_options(self) -> dict[str, Any]:
@@ -319,7 +332,7 @@ class LMRunnerBase:
 
     def archive(self) -> dict[str, Any]:
         parts = (self.curriculum_c, self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c)
-        return {"exp": self.exp_name, "config": self.config_yaml,
+        return {"exp": self.exp_name, "seed": self.seed, "config": self.config_yaml,
                 "components": {c.name: c.archive() for c in parts}, "rng": checkpoint.rng_state(),
                 "scaler": self.scaler.state_dict()}
 
@@ -430,6 +443,9 @@ class LMRunnerBase:
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        if max_steps is not None and progress["step"] >= max_steps:
+            print(f"max_steps={max_steps}: the run is already at step {progress['step']}, so there is nothing to "
+                  f"train; a larger max_steps goes on")
         if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
             stage = self.curriculum.stages[self.curriculum.stage_index]
             self.validation_record(stage.name, 0.0, self.runner_c.stage_settings(stage.overrides, stage.name,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
 
 FORMAT_VERSION = 1
 
@@ -67,13 +67,18 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+        raise OutputError(f"could not write checkpoint {path} ({reason}); the previous one is intact") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely; any damage is a one-line ConfigError that points at the `.bak`."""
+    """Read a checkpoint safely: a file torch cannot read as plain data, or one without an experiment name
+    and a model, is a one-line ConfigError that points at the `.bak`. (Nothing checksums the tensors' bytes.)"""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
@@ -92,7 +97,23 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
                           f"({type(e).__name__}){hint}") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
+    if missing := missing_part(ckpt):
+        raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}{hint}")
     return migrate(ckpt, path)
+
+
+def missing_part(ckpt: dict[str, Any]) -> str | None:
+    """The first part every checkpoint must hold (an imported model has no optimizer or progress yet) that
+    this one lacks or holds in the wrong shape; None when all are there."""
+    components = ckpt.get("components")
+    model = components.get("model") if isinstance(components, dict) else None
+    state = model.get("state") if isinstance(model, dict) else None
+    needed = {"integer format_version": isinstance(ckpt["format_version"], int),
+              "experiment name (exp)": isinstance(ckpt.get("exp"), str),
+              "components": isinstance(components, dict),
+              "model arguments": isinstance(model, dict) and isinstance(model.get("state_args"), dict),
+              "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)}
+    return next((part for part, present in needed.items() if not present), None)
 
 
 def migrate(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:

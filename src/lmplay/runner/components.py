@@ -38,12 +38,11 @@ class CurriculumComponent(Component):
         return signature_defaults(get_class(self.runner.cfg.curriculum._target_))
 
     def construct(self, construction_args, state_args, state) -> None:
-        self.settle(without_target(construction_args), state_args)
-        self.curriculum = instantiate(self.runner.cfg.curriculum, _convert_="all")
+        args = self.settle(without_target(construction_args), state_args)  # a resumed run keeps its data plan
+        self.curriculum = instantiate({"_target_": self.runner.cfg.curriculum._target_, **args}, _convert_="all")
         with self.runner.world.main_first():
-            self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.cfg.seed)
-        if state:
-            self.curriculum.load_state_dict(state["position"])
+            self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.seed,
+                                    state["position"] if state else None)
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.args), "state": {"position": self.curriculum.state_dict()}}
@@ -63,7 +62,12 @@ class ModelComponent(Component):
                            fixed=frozenset(self.advertise()) - set(self.resumable))
         self.model = self.runner.model_class(**args).to(self.runner.device)
         if state:
-            self.model.load_state_dict(state["weights"])
+            try:
+                self.model.load_state_dict(state["weights"])
+            except RuntimeError as e:
+                first = " ".join(str(e).splitlines()[:2]).strip()
+                raise ConfigError(f"the checkpoint's weights do not fit {self.runner.model_class.__name__} ({first}); "
+                                  f"was its code changed since? fresh=true starts over") from None
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.model.construction_args), "state": {"weights": self.model.state_dict()}}
@@ -151,7 +155,11 @@ class OptimizerComponent(Component):
         self.base_lr = args["lr"]
         self.target = target
         if state and same_kind:
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError) as e:
+                raise ConfigError(f"the checkpoint's optimizer state does not fit the model's parameters ({e}); "
+                                  f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": {"_target_": self.target, **self.args}, "state": {"optimizer": self.optimizer.state_dict()}}
