@@ -223,6 +223,9 @@ def test_resume_keeps_the_runs_seed_and_data_plan_unless_typed(tmp_path):
     whole, split = (replayable(json.loads((tmp_path / d / "stats.json").read_text())) for d in ("whole", "split"))
     assert whole["train"] == split["train"]  # (the split run also validated where its first part stopped)
     assert whole["validation"][-1] == split["validation"][-1]
+    chosen = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=14", "curriculum=shakespeare",
+                     f"hydra.run.dir={tmp_path / 'split'}", check=True)  # choosing the group's file types its keys
+    assert "rows batching" in chosen.stdout and "curriculum.batching=rows" in provenance(chosen.stdout)["command line"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -90,8 +90,10 @@ class Component:
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line"
-        for key, value in merged.items():
-            if key in sources and (value != schema.get(key) or sources[key] != "config"):
+        saved = state_args or {}
+        for key, value in merged.items():  # what differs from the default, or from the checkpoint, and why
+            if key in sources and (value != schema.get(key) or sources[key] == "checkpoint"
+                                   or (key in saved and saved[key] != value)):
                 self.runner.provenance.add(self.group, key, value, sources[key])
         self.args = merged
         return merged
