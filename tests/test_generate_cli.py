@@ -96,7 +96,7 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint=missing.lmp", "prompt=hi"], "error: checkpoint missing.lmp does not exist"),
     (["checkpoint={foreign}", "prompt=hi"], "is not an lmplay checkpoint"),
     (["checkpoint={text}", "prompt=hi"], "notes.lmp"),
-    (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not installed"),
+    (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not registered"),
     (["checkpoint={model}", "prompt=hi", "temperature=-1"], "error: temperature=-1 must be >= 0"),
     (["checkpoint={model}", "prompt=hi", "top_p=0"], "error: top_p=0 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),

@@ -95,10 +95,10 @@ def check_writable_dir(path: Path, key: str) -> None:
 
 
 def remove_unused_sweep_dir() -> None:
-    """A sweep that failed before any job leaves its dir holding only Hydra's multirun.yaml: remove both."""
+    """A sweep that failed before any job leaves its dir empty or holding only Hydra's multirun.yaml: remove it."""
     for sweep_dir in _sweep_dirs:
-        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
-            (sweep_dir / "multirun.yaml").unlink()
+        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"]):
+            (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
             sweep_dir.rmdir()
 
 

@@ -58,6 +58,7 @@ def registered() -> dict[str, Registration]:
 def get_runner(name: str, overrides: dict | None = None) -> BasicModelRunner:
     runners = registered()
     if name not in runners:
-        raise ConfigError(f"experiment '{name}' is not installed (its code is not importable); installed: "
-                          f"{', '.join(sorted(runners))}")
+        raise ConfigError(f"experiment '{name}' is not registered: no experiments/<package>/versions.py and no "
+                          f"'{ENTRY_POINT_GROUP}' entry point exposes it (`python -m lmplay.new_exp` prints the entry "
+                          f"point for a package of your own); registered: {', '.join(sorted(runners))}")
     return runners[name].factory(overrides)
