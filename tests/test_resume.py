@@ -181,22 +181,23 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
 
 
-@pytest.mark.parametrize("ckpt, needle", [
-    ({"format_version": 1}, "has no experiment name"),
-    ({**plain_checkpoint(torch.ones(1)), "format_version": "1"}, "has no integer format_version"),
-    ({"format_version": 1, "exp": "test_runner", "components": {}}, "has no model arguments"),
-])
-def test_an_incomplete_checkpoint_is_one_line_and_touches_nothing(tmp_path, ckpt, needle):
+def test_an_incomplete_checkpoint_is_one_line_and_touches_nothing(tmp_path):
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)
     stats = (run / "stats.json").read_text()
-    torch.save(ckpt, run / "model.lmp")
-    for command in (["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=3", f"hydra.run.dir={run}"],
-                    ["lmplay.inspect", str(run / "model.lmp")],
+    cases = [({"format_version": 1}, "has no experiment name"),
+             ({**plain_checkpoint(torch.ones(1)), "format_version": "1"}, "has no integer format_version"),
+             ({"format_version": 1, "exp": "test_runner", "components": {}}, "has no model arguments")]
+    for ckpt, needle in cases:
+        torch.save(ckpt, run / "model.lmp")
+        with pytest.raises(ConfigError, match=needle):
+            checkpoint.load(run / "model.lmp")
+        proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=3", f"hydra.run.dir={run}")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
+    for command in (["lmplay.inspect", str(run / "model.lmp")],
                     ["lmplay.generate", f"checkpoint={run / 'model.lmp'}", "prompt=a"]):
         proc = run_cli(*command)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, \
-            (command, proc.stderr)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
     assert (run / "stats.json").read_text() == stats
 
 
