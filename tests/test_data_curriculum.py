@@ -212,6 +212,8 @@ def test_text_file_without_a_path_says_how_to_give_one():
     ({"name": "x", "datasets": ["shakespeare"], "epoch": 1}, r"unknown key\(s\) epoch"),
     ({"name": "x", "datasets": [{"path": "a.txt", "colums": "t"}], "epochs": 1}, r"unknown dataset key\(s\) colums"),
     ({"name": "x", "datasets": ["shakespeare"], "epochs": 1, "batching": "bucketed"}, r"batching='bucketed' is unknown"),
+    *[({"name": "x", "datasets": ["shakespeare"], "epochs": 1, "weights": w}, r"must be a list of 1 positive finite")
+      for w in (3, ["a"], [float("inf")], [0], [1, 1])],
 ])
 def test_plan_mistakes_are_one_line_config_errors(stage, message):
     with pytest.raises(ConfigError, match=message) as e:

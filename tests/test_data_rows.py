@@ -65,6 +65,14 @@ def test_paragraph_rows_group_whole_paragraphs_and_never_join_works():
     assert not any(paras[5] in r and paras[6] in r for r in rows)  # the work boundary is a row boundary
 
 
+def test_a_paragraph_longer_than_a_row_is_cut_at_line_ends():
+    """A file with no blank lines was one row as long as the file: an epoch of one step."""
+    lines = [f"Line {i} of a file that has no blank lines at all." for i in range(200)] + ["x" * 250]
+    rows = paragraph_rows("\n".join(lines), row_chars=100)
+    assert all(len(r) <= 100 for r in rows) and len(rows) > 100
+    assert "\n".join(rows) == "\n".join(lines[:-1] + ["x" * 100, "x" * 100, "x" * 50])  # the long line cut at 100
+
+
 def counted_text(sample, prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
     tokens, counted = sample
     return tokens[1 + prompt_len:], counted[1 + prompt_len:]

@@ -5,6 +5,7 @@ import gzip
 import json
 import time
 
+import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
@@ -56,6 +57,31 @@ def test_text_file_becomes_paragraph_rows(tmp_path, no_hub):
         rows = [t.split("<|endoftext|>")[1] for t in texts]
         assert sorted(p for r in rows for p in r.split("\n\n")) == sorted(paras)
         assert all(len(r) <= 200 for r in rows) and len(rows) < 50
+
+
+def test_windows_line_ends_an_upper_case_gz_and_no_suffix_read_as_text(tmp_path, no_hub):
+    paras = [f"Para {i}.\nIts second line." for i in range(20)]
+    text = "\n\n".join(paras)
+    (tmp_path / "unix.txt").write_text(text)
+    (tmp_path / "dos.txt").write_bytes(text.replace("\n", "\r\n").encode())
+    (tmp_path / "NOTES").write_text(text)
+    with gzip.open(tmp_path / "BOOK.TXT.GZ", "wt") as f:
+        f.write(text)
+    expected = all_text(build(tmp_path, [{"path": str(tmp_path / "unix.txt"), "row_chars": 100}]))
+    for name in ("dos.txt", "NOTES", "BOOK.TXT.GZ"):
+        assert all_text(build(tmp_path, [{"path": str(tmp_path / name), "row_chars": 100}])) == expected, name
+
+
+def test_a_damaged_cache_entry_is_tokenized_again(tmp_path, no_hub):
+    path = tmp_path / "t.txt"
+    path.write_text("One. Two.\n\nThree.\n\nFour and five.")
+    first = all_text(build(tmp_path, [{"path": str(path)}]))
+    [entry] = (tmp_path / "cache" / "tokenized").iterdir()
+    tokens = np.load(entry / "tokens.npy")
+    np.save(entry / "tokens.npy", tokens[:3])  # a valid array, but not the rows' (silently trained on before)
+    assert all_text(build(tmp_path, [{"path": str(path)}])) == first
+    (entry / "tokens.npy").write_bytes((entry / "tokens.npy").read_bytes()[:100])  # truncated
+    assert all_text(build(tmp_path, [{"path": str(path)}])) == first
 
 
 def test_record_files_with_column_mapping(tmp_path, no_hub):
@@ -125,7 +151,7 @@ def test_validation_file(tmp_path, no_hub):
     (tmp_path / "train.txt").write_text("\n\n".join(f"Train para {i}." for i in range(4)))
     (tmp_path / "val.txt").write_text("Held para.")
     c = build(tmp_path, [{"path": str(tmp_path / "train.txt"), "validation_path": str(tmp_path / "val.txt"),
-                          "row_chars": 10}], validation_fraction=0.5)
+                          "row_chars": 20}], validation_fraction=0.5)
     assert sorted(all_text(c)) == [f"<|endoftext|>Train para {i}." for i in range(4)]
     assert TOK.decode(c.validation_batches(5, 1)[0].inputs[0].tolist()) == "<|endoftext|>Held para."
     assert len(c.validation_batches(5, 1)) == 1
@@ -218,12 +244,22 @@ def test_embedded_corpus(tmp_path_factory):
     ({"path": "DATA/rows.jsonl", "prompt": "content"}, r"a prompt needs a truth column too"),
     ({"path": "DATA/data.xml"}, r"don't know how to read .*data.xml"),
     ({"path": "embedded:homer"}, r"embedded corpus 'homer' is unknown; use one of: shakespeare"),
+    ({"path": "DATA/nothing.txt"}, r"dataset '.*nothing.txt' has no rows"),
+    ({"path": "DATA/nothing.jsonl"}, r"cannot load dataset 'json' from .*nothing.jsonl .*: it holds no records"),
+    ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*JSON parse error"),
+    ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),
+    ({"path": "DATA/rows.jsonl", "row_chars": 0}, r"row_chars=0 must be a positive integer"),
 ])
-def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message):
+def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
     (tmp_path / "data.xml").write_text("<a/>")
-    spec = {k: v.replace("DATA", str(tmp_path)) for k, v in spec.items()}
+    (tmp_path / "nothing.txt").write_text(" \n\n ")
+    (tmp_path / "nothing.jsonl").write_text("")
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"\n')
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n')
+    spec = {k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v for k, v in spec.items()}
     with pytest.raises(ConfigError, match=message) as e:
         build(tmp_path, [spec])
     assert "\n" not in str(e.value) and "stage 's'" in str(e.value)
+    assert "Failed to load" not in capfd.readouterr().err  # datasets' own log of the failure stays quiet

@@ -19,31 +19,43 @@ PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 
 
 def paragraph_rows(text: str, row_chars: int = DEFAULT_ROW_CHARS) -> list[str]:
-    """Group consecutive paragraphs into rows of at most `row_chars` characters (a longer paragraph is
-    a row of its own); works separated by a form-feed line are never joined."""
+    """Group consecutive paragraphs into rows of at most `row_chars` characters; works separated by a
+    form-feed line are never joined. A longer paragraph (or a file with no blank lines at all) is cut at
+    line ends, and a longer line at `row_chars`."""
     rows = []
     for work in WORK_SEPARATOR.split(text):
-        current: list[str] = []
-        size = 0
-        for para in PARAGRAPH_BREAK.split(work.strip()):
-            para = para.rstrip()
-            if not para:
-                continue
-            if current and size + 2 + len(para) > row_chars:
-                rows.append("\n\n".join(current))
-                current, size = [], 0
-            size += len(para) + (2 if current else 0)
-            current.append(para)
-        if current:
-            rows.append("\n\n".join(current))
+        paragraphs = [p.rstrip() for p in PARAGRAPH_BREAK.split(work.strip())]
+        pieces = [piece for p in paragraphs if p for piece in (line_rows(p, row_chars) if len(p) > row_chars else [p])]
+        rows += packed(pieces, "\n\n", row_chars)
     return rows
 
 
+def line_rows(paragraph: str, row_chars: int) -> list[str]:
+    """A paragraph longer than a row as rows of consecutive lines."""
+    lines = [line[i:i + row_chars] for line in paragraph.split("\n") for i in range(0, len(line) or 1, row_chars)]
+    return packed(lines, "\n", row_chars)
+
+
+def packed(parts: list[str], separator: str, limit: int) -> list[str]:
+    """Consecutive parts joined by `separator` into strings of at most `limit` characters (a longer part alone)."""
+    out, current, size = [], [], 0
+    for part in parts:
+        if current and size + len(separator) + len(part) > limit:
+            out.append(separator.join(current))
+            current, size = [], 0
+        size += len(part) + (len(separator) if current else 0)
+        current.append(part)
+    if current:
+        out.append(separator.join(current))
+    return out
+
+
 def read_text(path: Path) -> str:
-    """A text file's content as UTF-8 (gzip-compressed if it ends in .gz); undecodable bytes become U+FFFD."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """A text file's content as UTF-8 with Unix line ends (gzip-compressed if it ends in .gz, any case);
+    undecodable bytes become U+FFFD."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace")
+        return f.read().decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def embedded_path(name: str) -> Path:

@@ -13,6 +13,7 @@ which also lets estimate_stage_steps count steps exactly; a stage with a streame
 one row at a time, and a stream notices that it ran out only when a read fails.
 """
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -53,8 +54,10 @@ class Schedule:
 def check_interleave(strategy: str, weights: list[float] | None, num: int, where: str) -> None:
     if strategy not in STRATEGIES:
         raise ConfigError(f"{where}: interleave={strategy!r} is unknown; use one of: {', '.join(STRATEGIES)}")
-    if weights is not None and (len(weights) != num or any(not w > 0 for w in weights)):
-        raise ConfigError(f"{where}: weights={list(weights)} must be {num} positive number(s), one per dataset")
+    if weights is not None and (not isinstance(weights, (list, tuple)) or len(weights) != num or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf for w in weights)):
+        raise ConfigError(f"{where}: weights={weights!r} must be a list of {num} positive finite number(s), one per "
+                          f"dataset")
 
 
 class SizedStream:

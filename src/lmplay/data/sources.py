@@ -109,6 +109,9 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
                           f"text_file and two_stage curricula)")
     if spec.get("prompt") is not None and isinstance(spec["prompt"], str):
         spec["prompt"] = [spec["prompt"]]
+    row_chars = spec.get("row_chars", DEFAULT_ROW_CHARS)
+    if isinstance(row_chars, bool) or not isinstance(row_chars, int) or row_chars < 1:
+        raise ConfigError(f"{where}: row_chars={row_chars!r} must be a positive integer (characters per text row)")
     label = base_name or str(spec["path"])
     return DatasetSpec(**spec, label=label)
 
@@ -203,7 +206,7 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     local = Path(path).expanduser()
     if local.is_file():
         suffixes = [s.lower() for s in local.suffixes[-2:]]
-        kind = suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
+        kind = "" if not suffixes else suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1]
         if kind in TEXT_SUFFIXES or kind == "":
             return _text_file_records(local, spec)
         if kind in RECORD_BUILDERS:
@@ -254,16 +257,20 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
     """`datasets.load_dataset`, with its usual failures turned into one-line ConfigErrors."""
     datasets = hf_datasets()
     try:
-        records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming)
+        with quiet_logger("datasets"):  # a failure is reported below, in one line: not also in datasets' log
+            records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming)
     except ConnectionError as e:
         local_copy = f"{{dataset: {spec.label}, path: DIR}}" if spec.label in DATASETS else "path=DIR"
         raise ConfigError(
             f"{where}: hub dataset {path!r} is unreachable (no network) and not in the local HF cache; download it "
             f"where there is network (datasets.load_dataset(...).save_to_disk(DIR) or huggingface-cli download "
             f"--repo-type dataset) and use {local_copy}, or data_files=FILES") from e
-    except (FileNotFoundError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{where}: cannot load dataset {path!r} (name={name!r}, split={split!r}): {reason}") from e
+    except (FileNotFoundError, ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as e:
+        cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else "it holds no records"
+        files = f" from {data_files}" if data_files is not None else ""
+        raise ConfigError(f"{where}: cannot load dataset {path!r}{files} (name={name!r}, split={split!r}): "
+                          f"{reason}") from e
     if isinstance(records, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ConfigError(f"{where}: dataset {path!r} needs a split; set split=NAME")
     identity = "stream" if spec.streaming else f"hf:{records._fingerprint}"
@@ -291,6 +298,18 @@ def hub_reachable() -> bool:
         return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    """The logger `name` says nothing below CRITICAL inside."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
+FORMAT_VERSION = 3  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
 STORAGE = "npy1"    # the on-disk layout: change it when the files change (a new folder name: old ones are ignored)
 HOLDOUT_TAG = 0x68_6F_6C_64  # "hold": keeps the held-out draw independent of other uses of the same seed
 PARALLEL_ROWS = 200_000      # sources with more rows are tokenized with several processes
@@ -110,13 +110,26 @@ def cache_key(identity: str, fmt: RowFormat, tokenizer: Tokenizer) -> str:
 
 
 def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: Tokenizer, identity: str,
-                     label: str, cache_dir: Path, procs: int | None) -> tuple[TokenTable, str]:
-    """The tokenized rows of `records` (called only when they were not tokenized before) and their cache key."""
+                     label: str, cache_dir: Path, procs: int | None, where: str) -> tuple[TokenTable, str]:
+    """The tokenized rows of `records` (called only when they were not tokenized before) and their cache key;
+    a damaged cache entry is tokenized again."""
     key = cache_key(identity, fmt, tokenizer)
     safe_label = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[-60:]
     path = cache_dir / "tokenized" / f"{safe_label}-{tokenizer.name}-{key}.{STORAGE}"
-    if not is_complete(path):
-        build_cache(records(), fmt, tokenizer, key, label, path, procs)
+    if is_complete(path):
+        try:
+            return TokenTable(path), key
+        except (OSError, ValueError) as e:  # truncated or replaced by hand, a disk error: tokenize again
+            log.warning("the tokenized cache %s is damaged (%s); tokenizing %s again", path, e, label)
+            shutil.rmtree(path, ignore_errors=True)
+    rows = records()
+    if len(rows) == 0:
+        raise ConfigError(f"{where} has no rows; check the file, its split and its columns")
+    try:
+        build_cache(rows, fmt, tokenizer, key, label, path, procs)
+    except UnicodeDecodeError as e:  # arrow reads a json's strings lazily: bad bytes show up here
+        raise ConfigError(f"{where} holds text that is not UTF-8 ({e.reason} at byte {e.start}); save it as "
+                          f"UTF-8") from None
     return TokenTable(path), key
 
 
@@ -197,6 +210,11 @@ class TokenTable:
         self._token_starts, self._end_starts, self._line_starts = (_load(path / f"{name}_starts.npy")
                                                                    for name in LIST_COLUMNS)
         self.prompt_lens = _load(path / "prompt_len.npy").astype(np.int64)
+        for values, starts in ((self._tokens, self._token_starts), (self._ends, self._end_starts),
+                               (self._lines, self._line_starts)):
+            if len(starts) != len(self.prompt_lens) + 1 or starts[0] != 0 or starts[-1] != len(values):
+                raise ValueError(f"its rows and their offsets disagree ({len(values)} values, "
+                                 f"{len(starts)} offsets ending at {starts[-1] if len(starts) else None})")
         self.text_lens = np.diff(self._token_starts) - self.prompt_lens
 
     def __len__(self) -> int:
@@ -308,12 +326,13 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
         return PreparedDataset(label, StreamedRows(label, stream, skip, shuffle_buffer),
                                SizedRows(label, RowList(held_out), np.arange(len(held_out))), key)
     table, key = tokenize_records(lambda: source.records, source.fmt, tokenizer, source.identity, label, cache_dir,
-                                  procs)
+                                  procs, where)
     if len(table) == 0:
         raise ConfigError(f"{where} has no rows with text to train on; check the file, its split and its columns")
     if source.has_validation:
         val_table, val_key = tokenize_records(lambda: source.validation, source.fmt, tokenizer,
-                                              source.validation_identity, label + "-validation", cache_dir, procs)
+                                              source.validation_identity, label + "-validation", cache_dir, procs,
+                                              f"{where} (its validation rows)")
         return PreparedDataset(label, SizedRows(label, table, np.arange(len(table))),
                                SizedRows(label, val_table, np.arange(len(val_table))), key + val_key)
     train_idx, val_idx = holdout(len(table), fraction, validation_seed, where)
