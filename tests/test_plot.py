@@ -54,10 +54,27 @@ def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
     assert abs(c.mean[-1] - (1.9 + 3.0 * np.exp(-4))) < 0.03
 
 
+def test_each_seed_is_read_on_its_own_tokens(tmp_path):
+    """Seeds validate at the same samples, but with rows batching at different token counts: seeds whose loss
+    is the same function of tokens must show no spread, and the last column is one every seed reached."""
+    for seed, tokens_per_step in ((1, 100), (2, 120)):
+        run = fake_run(tmp_path / f"{seed}_seed={seed}", "test_runner", seed, 2.0, tokens_per_step)
+        stats = json.loads((run / "stats.json").read_text())
+        for r in stats["validation"]:
+            r["loss"] = 5.0 - r["tokens"] / 1000  # linear: interpolation is exact
+        (run / "stats.json").write_text(json.dumps(stats))
+    [group] = group_runs(load_runs([tmp_path]))
+    c = curve(group, "validation", "loss")
+    assert c.span == (602.0, 4001.0)  # from the latest first point to the earliest last one
+    assert np.allclose(c.values[0], c.values[1]) and c.tokens[-1] == 4001.0
+    table = comparison_table([group]).splitlines()
+    assert "±0.0000" in table[2] and "loss@4k" in table[0]
+
+
 def test_comparison_table_is_at_equal_tokens_with_the_baseline_first(sweep):
     table = comparison_table(group_runs(load_runs([sweep])))
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["run", "seeds", "loss@502"] and "vs baseline@4k" in lines[0]
+    assert lines[0].split()[:3] == ["run", "seeds", "loss@503"] and "vs baseline@4k" in lines[0]
     assert lines[2].startswith("gpt2ish_mini (baseline)") and lines[3].startswith("value_norm_mini")
     delta = float(lines[3].split()[-2])
     assert -0.12 < delta < -0.08  # the idea's 0.1 lower loss, measured at equal tokens

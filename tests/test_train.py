@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import pytest
 import torch
@@ -176,6 +177,19 @@ def test_reading_the_loss_a_step_late_changes_nothing_but_timing(tmp_path):
         assert torch.equal(now[2][key], late[2][key])
     ckpt = checkpoint.load(tmp_path / "late" / "model.lmp")
     assert json.loads(ckpt["components"]["runner"]["state"]["records_json"])["train"][-1]["step"] == 12
+
+
+def test_tokens_per_second_leaves_out_validation_and_saving(tmp_path, monkeypatch):
+    """A step right after a (here slowed down) validation or save reported a rate 30-300x too low."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=24",
+                          "runner.save_interval=40"], tmp_path)
+    for name in ("validate", "save"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, lambda *a, real=real: (time.sleep(0.5), real(*a))[1])
+    runner.train()
+    tokens = [r["tokens"] for r in runner.stats.records["train"]]
+    seconds = [(b - a) / r["tokens_per_second"] for a, b, r in zip([0, *tokens], tokens, runner.stats.records["train"])]
+    assert len(seconds) == 12 and max(seconds) < 0.4, seconds  # no step's time holds a 0.5 s pause
 
 
 def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):

@@ -536,6 +536,8 @@ class LMRunnerBase:
                 self.validation_record(stage.name, lr, settings)
             if save:
                 self.save()
+            if validate or save:  # tokens/s is training's: the next record's window starts after them
+                self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
         self.log_step(pending, bar)
         return finished
 

@@ -31,23 +31,42 @@ class Group:
 
 @dataclass
 class Curve:
-    """A configuration's metric: `values[seed, point]` at `tokens[point]` (the mean over seeds of the tokens seen)."""
+    """A configuration's metric: each seed's `seed_values[seed, point]` at its own `seed_tokens[seed, point]`.
+
+    Seeds validate at the same sample counts, but a sample holds a different number of tokens in each
+    seed's data order (rows batching), so each seed is read on its own token axis.
+    """
 
     label: str
-    tokens: np.ndarray
-    values: np.ndarray
+    seed_tokens: np.ndarray
+    seed_values: np.ndarray
 
     @property
     def runs(self) -> int:
-        return len(self.values)
+        return len(self.seed_values)
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """The tokens every seed has reached: no value of the curve is an extrapolation."""
+        return float(self.seed_tokens[:, 0].max()), float(self.seed_tokens[:, -1].min())
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The points drawn: the seeds' mean token counts, kept within the span."""
+        return np.unique(np.clip(self.seed_tokens.mean(0), *self.span))
+
+    @property
+    def values(self) -> np.ndarray:
+        """values[seed, point] at `tokens`."""
+        return self.at(self.tokens)
 
     @property
     def mean(self) -> np.ndarray:
         return self.values.mean(0)
 
-    def at(self, tokens: float) -> np.ndarray:
-        """Each seed's value at `tokens`, linear between points."""
-        return np.array([np.interp(tokens, self.tokens, v) for v in self.values])
+    def at(self, tokens: float | np.ndarray) -> np.ndarray:
+        """Each seed's value at `tokens`, linear between its own points."""
+        return np.array([np.interp(tokens, t, v) for t, v in zip(self.seed_tokens, self.seed_values)])
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -114,7 +133,7 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
 
 def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | None:
     """The group's line. Seeds of one configuration validate at the same sample counts, so their records
-    line up by `samples`; the curve keeps the points that every seed has reached."""
+    line up by `samples`; the curve keeps the sample counts that every seed has reached."""
     per_run = []
     for run in group.runs:
         records = [r for r in getattr(run, kind) if r.get(metric) is not None]
@@ -124,7 +143,7 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
     common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
     if not common:
         return None
-    tokens = np.array([[p[s][0] for s in common] for p in per_run], dtype=float).mean(0)
+    tokens = np.array([[p[s][0] for s in common] for p in per_run], dtype=float)
     return Curve(group.label, tokens, np.array([[p[s][1] for s in common] for p in per_run], dtype=float))
 
 
@@ -205,7 +224,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     rows = [row for row in rows if row[1] is not None]
     if not rows:
         return "no validation records in these runs yet\n"
-    start, end = max(loss.tokens[0] for _, loss, _ in rows), min(loss.tokens[-1] for _, loss, _ in rows)
+    start, end = max(loss.span[0] for _, loss, _ in rows), min(loss.span[1] for _, loss, _ in rows)
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
