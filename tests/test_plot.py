@@ -1,13 +1,16 @@
 """lmplay.plot: runs compared at equal tokens, seeds averaged, the baseline first; clear errors for non-run dirs."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from lmplay.errors import ConfigError
 from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline
 from lmplay.stats.runs import load_runs
@@ -102,6 +105,12 @@ def test_runs_of_different_lengths_compare_over_the_tokens_both_reached(tmp_path
     long = fake_run(tmp_path / "long", "b", 1, 2.0, steps=40, tokens_per_step=50)
     header = comparison_table(group_runs(load_runs([short, long]))).splitlines()[0]
     assert "loss@2k" in header  # min(20 * 100, 40 * 50) tokens: both reached it, neither is extrapolated
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):
+    proc = subprocess.run(f"{sys.executable} -m lmplay.plot {sweep} --out {tmp_path} | true", shell=True,
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
 def test_cli_writes_plots_and_table(sweep, tmp_path):

@@ -1,5 +1,6 @@
 """What lmplay's commands share: the config dir, the seed's flag forms, and errors as one line and an exit code."""
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,8 +45,13 @@ def report(error: LmplayError) -> None:
 
 
 def run_main(main: Callable[[list[str]], object]) -> None:
-    """Run a plain (argparse) CLI's `main(argv)`; an LmplayError becomes one line and its exit code."""
+    """Run a plain (argparse) CLI's `main(argv)`; an LmplayError becomes one line and its exit code, and a
+    reader that stops reading (`| head`) ends it quietly."""
     try:
         main(sys.argv[1:])
+        sys.stdout.flush()
     except LmplayError as e:
         report(e)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush fails no more
+        raise SystemExit(1) from None
