@@ -1,13 +1,26 @@
 """What lmplay's commands share: the config dir, the seed's flag forms, and errors as one line and an exit code."""
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmplay.errors import LmplayError
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@functools.cache
+def root_config(name: str = "config") -> "DictConfig":
+    """conf/<name>.yaml as written (its own keys and defaults, before any group or override); read once."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(CONF_DIR) / f"{name}.yaml")
 
 
 def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:

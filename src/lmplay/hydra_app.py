@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
-from lmplay.cli import CONF_DIR, fail
+from lmplay.cli import CONF_DIR, fail, root_config
 from lmplay.errors import ConfigError
 
 
@@ -185,9 +185,8 @@ def reject_added_keys(cfg: Any, config_name: str, set_by_groups: Iterable[str] =
     through and nothing would read, is a ConfigError like any other misspelled key. Known: the root config
     file's keys, the config groups, and `set_by_groups` (keys such as `model` that a group's file sets)."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
-    known = set(OmegaConf.load(Path(CONF_DIR) / f"{config_name}.yaml")) - {"defaults", "hydra"}
+    known = set(root_config(config_name)) - {"defaults", "hydra"}
     known |= set(HydraConfig.get().runtime.choices) | set(set_by_groups)
     for key in cfg:
         if key not in known:

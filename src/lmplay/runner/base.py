@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.cli import CONF_DIR
+from lmplay.cli import root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError, DivergedError, LmplayError
@@ -213,7 +213,7 @@ class LMRunnerBase:
     def note_run_settings(self) -> None:
         """The run's own top-level keys (no component reads them) that differ from conf/config.yaml or come
         from the checkpoint, for the start-of-run report beside the components' settings."""
-        defaults = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
+        defaults = root_config()
         for key in RUN_KEYS:
             value = self.seed if key == "seed" else self.cfg[key]
             if value == defaults[key] and value == self.cfg[key]:
