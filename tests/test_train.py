@@ -2,7 +2,7 @@
 
 import json
 import sys
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import make_runner, run_cli
 from lmplay.errors import DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
-from lmplay.runner import checkpoint
+from lmplay.runner import base, checkpoint
 
 
 def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
@@ -180,16 +180,31 @@ def test_reading_the_loss_a_step_late_changes_nothing_but_timing(tmp_path):
 
 
 def test_tokens_per_second_leaves_out_validation_and_saving(tmp_path, monkeypatch):
-    """A step right after a (here slowed down) validation or save reported a rate 30-300x too low."""
+    """A step right after a validation or save reported a rate 30-300x too low. The runner's clock is a fake
+    one (no timing in tests): each reading advances it 1 s, and each validation or save takes 1000 s."""
+    clock = {"now": 0.0, "pauses": 0}
+
+    def perf_counter() -> float:
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=perf_counter))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=24",
                           "runner.save_interval=40"], tmp_path)
     for name in ("validate", "save"):
         real = getattr(runner, name)
-        monkeypatch.setattr(runner, name, lambda *a, real=real: (time.sleep(0.5), real(*a))[1])
+
+        def paused(*args, real=real):
+            clock["now"] += 1000.0
+            clock["pauses"] += 1
+            return real(*args)
+        monkeypatch.setattr(runner, name, paused)
     runner.train()
-    tokens = [r["tokens"] for r in runner.stats.records["train"]]
-    seconds = [(b - a) / r["tokens_per_second"] for a, b, r in zip([0, *tokens], tokens, runner.stats.records["train"])]
-    assert len(seconds) == 12 and max(seconds) < 0.4, seconds  # no step's time holds a 0.5 s pause
+    records = runner.stats.records["train"]
+    tokens = [r["tokens"] for r in records]
+    seconds = [(b - a) / r["tokens_per_second"] for a, b, r in zip([0, *tokens], tokens, records)]
+    assert clock["pauses"] >= 5 and len(seconds) == 12  # validations at steps 0, 3, 6, 9, 12; saves at 5, 10, 12
+    assert max(seconds) < 1000, seconds  # no step's window holds a pause
 
 
 def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
