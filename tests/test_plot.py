@@ -52,7 +52,7 @@ def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
     groups = group_runs(load_runs([sweep]))
     assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("value_norm_mini", 3)]
     c = curve(groups[1], "validation", "loss")
-    assert c.runs == 3 and len(c.tokens) == 8  # 8 validation points every seed reached
+    assert c.num_seeds == 3 and len(c.tokens) == 8  # 8 validation points every seed reached
     assert np.all(c.values.min(0) <= c.mean) and np.all(c.mean <= c.values.max(0))
     assert abs(c.mean[-1] - (1.9 + 3.0 * np.exp(-4))) < 0.03
 

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from experiments.gpt2.model import GPT2, LN_EPS
 from experiments.gpt2.versions import SIZES
 from lmplay.cli import report
+from lmplay.data.sources import HUB_ID
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.runner import checkpoint
@@ -32,7 +33,6 @@ BLOCK_NAMES = {"ln_1": "ln1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.pr
 TOP_NAMES = {"wte.weight": "embed.tok.weight", "wpe.weight": "embed.pos.weight", "ln_f.weight": "ln_f.weight",
              "ln_f.bias": "ln_f.bias"}
 BUFFERS = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")  # old causal-mask buffers, not weights
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 BLOCK_KEY = re.compile(r"h\.(\d+)\.(.+)\.(weight|bias)$")
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmplay.cli import CONF_DIR, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
+from lmplay.stats.runs import override_key
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -22,7 +23,7 @@ SEED_SWITCHES = {"--amp": "amp", "--compile": "compile", "--fresh": "fresh"}
 
 def overridden_keys() -> set[str]:
     """The keys typed on this command line (`lr=1e-3` -> "lr"); they win over a resumed checkpoint."""
-    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    return {override_key(o) for o in HydraConfig.get().overrides.task}
 
 
 def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -41,7 +42,7 @@ def remove_if_empty(run_dir: Path) -> None:
         run_dir.rmdir()
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
 
@@ -66,13 +67,12 @@ def train(cfg: DictConfig) -> dict:
     print(runner.describe())
     runner.train()
     runner.world.close()
-    return runner.summary()
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> None:
     try:
-        return train(cfg)
+        train(cfg)
     except LmplayError as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run

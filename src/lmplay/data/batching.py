@@ -17,7 +17,6 @@ import torch
 from lmplay.data.batch import IGNORE_INDEX, Batch
 from lmplay.data.interleave import RowFeed
 from lmplay.data.rows import frame_row
-from lmplay.errors import ConfigError
 
 MODES = ("rows", "packed")
 
@@ -118,7 +117,6 @@ class PackedBatcher:
             self.offset = int(state["offset"])
 
 
-def make_batcher(mode: str, context_len: int, eot_id: int, where: str) -> RowsBatcher | PackedBatcher:
-    if mode not in MODES:
-        raise ConfigError(f"{where}: batching={mode!r} is unknown; use one of: {', '.join(MODES)}")
+def make_batcher(mode: str, context_len: int, eot_id: int) -> RowsBatcher | PackedBatcher:
+    """`mode` is one of MODES, as parse_stage checked."""
     return (RowsBatcher if mode == "rows" else PackedBatcher)(context_len, eot_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 EMBEDDED = {"shakespeare": "shakespeare.txt.gz"}  # name -> file in data/assets
 DEFAULT_ROW_CHARS = 3000
 WORK_SEPARATOR = re.compile(r"^\f$", re.MULTILINE)  # a line holding only a form feed separates works
-PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")  # one or more blank lines between paragraphs
 
 
 def paragraph_rows(text: str, row_chars: int = DEFAULT_ROW_CHARS) -> list[str]:
@@ -24,7 +24,7 @@ def paragraph_rows(text: str, row_chars: int = DEFAULT_ROW_CHARS) -> list[str]:
     line ends, and a longer line at `row_chars`."""
     rows = []
     for work in WORK_SEPARATOR.split(text):
-        paragraphs = [p.rstrip() for p in PARAGRAPH_BREAK.split(work.strip())]
+        paragraphs = [p.rstrip() for p in BLANK_LINES.split(work.strip())]
         pieces = [piece for p in paragraphs if p for piece in (line_rows(p, row_chars) if len(p) > row_chars else [p])]
         rows += packed(pieces, "\n\n", row_chars)
     return rows

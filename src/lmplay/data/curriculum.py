@@ -145,7 +145,7 @@ class Curriculum:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"curriculum stage names must differ (they name model.<stage>.lmp): {names}")
-        self.batching, self.path = batching, path
+        self.batching = batching
         self.validation_fraction, self.validation_seed = validation_fraction, validation_seed
         self.cache_dir, self.tokenize_procs = cache_dir, tokenize_procs
         self.stream_validation_rows, self.shuffle_buffer = stream_validation_rows, shuffle_buffer
@@ -192,8 +192,7 @@ class Curriculum:
             budget = max(1, round(stage.epochs * stream.epoch_len))
         self.stage_index = index
         self._feed = RowFeed(stream, budget)
-        self._batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id,
-                                     f"curriculum stage {stage.name!r}")
+        self._batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
         self._steps = self._tokens = 0
         sizes = ", ".join(f"{d.label} ({len(d.train)} rows, {len(d.validation)} held out)"
                           if isinstance(d.train, SizedRows) else f"{d.label} (streamed)" for d in data)
@@ -235,7 +234,7 @@ class Curriculum:
                 stream = SizedStream([v for v, _ in held], stage.interleave, weights, self.validation_seed,
                                      self.stage_index)
                 feed = RowFeed(stream, stream.epoch_len)
-                batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id, stage.name)
+                batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
                 while len(batches) < num_batches and (batch := batcher.next_batch(feed, batch_size,
                                                                                   include_prompts)) is not None:
                     batches.append(batch)

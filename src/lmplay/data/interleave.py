@@ -31,7 +31,7 @@ def rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng([int(k) % 2**32 for k in keys])
 
 
-class Schedule:
+class DrawSchedule:
     """Which dataset each draw of an epoch takes: round-robin, or weighted random in seeded blocks
     (the same for every epoch, so every epoch of a sized stage has the same length)."""
 
@@ -66,7 +66,7 @@ class SizedStream:
     def __init__(self, sources: list[SizedRows], strategy: str, weights: list[float] | None, seed: int,
                  stage: int) -> None:
         self.sources, self.strategy, self.seed, self.stage = sources, strategy, seed, stage
-        self.schedule = Schedule(len(sources), weights, seed, stage)
+        self.schedule = DrawSchedule(len(sources), weights, seed, stage)
         self.epoch_len = self._epoch_len()
         self.epoch, self.pos = 0, 0
         self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -133,7 +133,7 @@ class DrawnStream:
     def __init__(self, sources: list[SizedRows | StreamedRows], strategy: str, weights: list[float] | None,
                  seed: int, stage: int) -> None:
         self.sources, self.strategy, self.seed, self.stage = sources, strategy, seed, stage
-        self.schedule = Schedule(len(sources), weights, seed, stage)
+        self.schedule = DrawSchedule(len(sources), weights, seed, stage)
         n = len(sources)
         self.epoch, self.draws = 0, 0
         self.passes, self.cursor, self.exhausted = [0] * n, [0] * n, [0] * n

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 HUB_PROBE_TIMEOUT_S = 3.0
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
 RECORD_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repo id, `name` or `owner/name`: fullmatch it
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
         raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
                           f"(curriculum.path=FILE for curriculum=text_file)")
-    if not HUB_ID.match(path):
+    if not HUB_ID.fullmatch(path):
         raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
     return _loaded(*_hub_records(spec, path, split, where))
 

@@ -1,8 +1,8 @@
-"""Generation, in four small modules imported on their own (so checking settings needs no torch):
+"""Generation, in five small modules imported on their own (so checking settings needs no torch):
 
     config    GenerationConfig: what to generate, checked up front
     sampling  the logit processors (repetition penalty, temperature, top-k, top-p) and the pick
     decode    generate_tokens: the batched, KV-cached decode loop with a sliding window
-    text      generate_text: BOS, prompt cutting, streaming; what MBase.generate_prompts calls
+    text      generate_text: BOS, prompt cutting, streaming; what LMBase.generate_prompts calls
     loading   load_model: a checkpoint back into a model through the experiment registry
 """

@@ -362,12 +362,11 @@ class LMRunnerBase:
         shard = batch.shard(self.world.rank, self.world.size)
         minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
         for i, mini in enumerate(minis):
-            inputs = mini.inputs.to(self.device, non_blocking=non_blocking)
-            targets = mini.targets.to(self.device, non_blocking=non_blocking)
+            mini = mini.to(self.device, non_blocking)
             sync = self.ddp is None or i == len(minis) - 1
             with nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
-                    loss_sum, correct = self.loss_terms(inputs, targets)
+                    loss_sum, correct = self.loss_terms(mini.inputs, mini.targets)
                 self.scaler.scale(loss_sum / scale).backward()
             loss_total = loss_total + loss_sum.detach()
             correct_total = correct_total + correct
@@ -394,8 +393,9 @@ class LMRunnerBase:
         model.eval()
         losses, corrects, tokens = [], [], 0
         for batch in minis[self.world.rank::self.world.size]:
+            batch = batch.to(self.device)
             with self.autocast():
-                ls, c = model.loss_terms(batch.inputs.to(self.device), batch.targets.to(self.device))
+                ls, c = model.loss_terms(batch.inputs, batch.targets)
             losses.append(ls)  # read once at the end: no wait for the GPU between batches
             corrects.append(c)
             tokens += batch.num_tokens
@@ -576,12 +576,6 @@ class LMRunnerBase:
         if value is not None:
             speed["mfu"] = value
         return speed
-
-    def summary(self) -> dict[str, Any]:
-        """What a sweep's summary table shows for this run."""
-        p = self.runner_c.progress
-        return {"exp": self.exp_name, "steps": p["step"], "tokens": p["tokens"],
-                "final_validation_loss": self.last_validation_loss()}
 
     def last_validation_loss(self) -> float | None:
         records = self.stats.records["validation"]

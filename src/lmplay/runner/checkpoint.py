@@ -1,7 +1,7 @@
 """The `.lmp` checkpoint: one file, written atomically, loaded without unpickling arbitrary objects.
 
-Layout (FORMAT_VERSION 1): {"format_version", "exp", "config" (resolved YAML text), "components":
-{name: {"state_args", "state"}}, "rng"}. Everything in it is tensors, numbers, strings, lists and
+Layout (FORMAT_VERSION 1): {"format_version", "exp", "seed", "config" (resolved YAML text),
+"components": {name: {"state_args", "state"}}, "rng", "scaler" (fp16's GradScaler; empty when off)}. Everything in it is tensors, numbers, strings, lists and
 dicts, so `torch.load(weights_only=True)` reads it.
 """
 
@@ -99,7 +99,7 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
         raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
     if missing := missing_part(ckpt):
         raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}{hint}")
-    return migrate(ckpt, path)
+    return check_format_version(ckpt, path)
 
 
 def missing_part(ckpt: dict[str, Any]) -> str | None:
@@ -116,8 +116,9 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
     return next((part for part, present in needed.items() if not present), None)
 
 
-def migrate(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Bring an older checkpoint layout up to FORMAT_VERSION (none older exists yet)."""
+def check_format_version(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint this lmplay can read. Where a later format changes the layout, older ones are brought up
+    to it here."""
     if ckpt["format_version"] > FORMAT_VERSION:
         raise ConfigError(f"checkpoint {path} has format {ckpt['format_version']}, newer than this lmplay "
                           f"({FORMAT_VERSION}); upgrade lmplay")

@@ -51,10 +51,10 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
 
 
 class Component:
-    """Base of the five components. `name` is the config group it reads."""
+    """Base of the five components: `name` is its key in the checkpoint, `group` the Hydra config group it reads."""
 
-    name = "component"   # its key in the checkpoint
-    group = "component"  # its Hydra config group
+    name = "component"
+    group = "component"
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner

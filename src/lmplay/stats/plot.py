@@ -42,7 +42,7 @@ class Curve:
     seed_values: np.ndarray
 
     @property
-    def runs(self) -> int:
+    def num_seeds(self) -> int:
         return len(self.seed_values)
 
     @property
@@ -159,7 +159,8 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     for i, c in enumerate(curves):
         is_baseline = i == 0 and baseline_first
         color, width = ("black", 2.2) if is_baseline else (next(colors), 1.5)
-        label = c.label + (" (baseline)" if is_baseline else "") + (f", mean of {c.runs} seeds" if c.runs > 1 else "")
+        label = (c.label + (" (baseline)" if is_baseline else "")
+                 + (f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""))
         tokens, values = c.tokens, c.values
         if diff:
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1])
@@ -168,7 +169,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
                 markersize=3)
-        if c.runs > 1:
+        if c.num_seeds > 1:
             ax.fill_between(tokens, low, high, color=color, alpha=0.18, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel("tokens seen")
@@ -178,7 +179,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         ax.xaxis.set_minor_formatter(EngFormatter())  # a log axis over less than a decade labels only minor ticks
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(True, alpha=0.3, which="both")
-    if any(c.runs > 1 for c in curves):
+    if any(c.num_seeds > 1 for c in curves):
         ax.text(0.99, 0.01, "bands: lowest to highest seed", transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=8, alpha=0.7)
     ax.legend(fontsize=8)
@@ -237,7 +238,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     base = rows[0][1].at(end).mean()
     for i, (group, loss, accuracy) in enumerate(rows):
         cells = [f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "") for v in map(loss.at, points)]
-        row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.runs), *cells]
+        row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.num_seeds), *cells]
         row += [("-" if i == 0 else f"{loss.at(end).mean() - base:+.4f}")] if baseline_first else []
         row += [f"{accuracy.at(end).mean():.4f}"]
         table.append(row)
