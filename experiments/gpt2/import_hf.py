@@ -20,10 +20,10 @@ from omegaconf import OmegaConf
 
 from experiments.gpt2.model import GPT2, LN_EPS
 from experiments.gpt2.versions import SIZES
-from lmplay.cli import report
+from lmplay.cli import run_main
 from lmplay.data.sources import HUB_ID
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
-from lmplay.errors import ConfigError, LmplayError
+from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -178,11 +178,7 @@ def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | No
     shape = shape_of(weights, read_config(config_path), num_heads)
     model = GPT2(**shape, tokenizer=pick_tokenizer(shape["vocab_size"], tokenizer))
     weights["lm_head.weight"] = weights["embed.tok.weight"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
-        raise ConfigError(f"the weights in {weights_path} do not form a GPT-2 ({detail})") from None
+    checkpoint.load_weights(model, weights, f"the weights in {weights_path}")
     exp = version_name(shape)
     config = OmegaConf.to_yaml({"exp": exp, "imported_from": str(src), "tokenizer": model.tokenizer_name,
                                 "context_len": model.context_len,
@@ -192,23 +188,20 @@ def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | No
                                      "state": {"weights": model.state_dict()}}}}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.gpt2.import_hf", description=__doc__.split("\n")[0])
     parser.add_argument("src", help="model.safetensors, pytorch_model.bin, a directory with one, or a hub id")
     parser.add_argument("out", type=Path, help="the .lmp checkpoint to write (e.g. outputs/gpt2/model.lmp)")
     parser.add_argument("--num-heads", type=int, help="attention heads, when there is no config.json")
     parser.add_argument("--tokenizer", choices=sorted(TOKENIZERS), help="default: the one matching the vocabulary")
     args = parser.parse_args(argv)
-    try:
-        ckpt = build_checkpoint(args.src, args.num_heads, args.tokenizer)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(ckpt, args.out)
-    except LmplayError as e:
-        report(e)
+    ckpt = build_checkpoint(args.src, args.num_heads, args.tokenizer)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(ckpt, args.out)
     args_ = ckpt["components"]["model"]["state_args"]
     print(f"wrote {args.out}: experiment {ckpt['exp']}, {args_['num_blocks']} blocks, {args_['embed_dim']} wide, "
           f"{args_['num_heads']} heads, context {args_['context_len']}, tokenizer {args_['tokenizer']}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

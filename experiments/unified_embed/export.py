@@ -8,14 +8,15 @@ the optimizer's moments started afresh: the wide table they belonged to is gone.
 import sys
 from pathlib import Path
 
-from lmplay.errors import ConfigError, LmplayError
-from lmplay.generation.loading import load_model
+from lmplay.cli import run_main
+from lmplay.errors import ConfigError
+from lmplay.generation.loading import model_of
 from lmplay.runner import checkpoint
 
 
 def export(src: Path, dst: Path) -> None:
     ckpt = checkpoint.load(src)
-    model, exp = load_model(src)
+    model, exp = model_of(ckpt, src)
     if not hasattr(model, "export"):
         raise ConfigError(f"{src} is a checkpoint of {exp}, which has no unified embedding to collapse")
     plain = model.export()
@@ -27,15 +28,15 @@ def export(src: Path, dst: Path) -> None:
           f"{plain.parameter_count():,} parameters")
 
 
-def cli() -> None:
-    if len(sys.argv) != 3:
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
         print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp", file=sys.stderr)
         raise SystemExit(2)
-    try:
-        export(Path(sys.argv[1]), Path(sys.argv[2]))
-    except LmplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+    export(Path(argv[0]), Path(argv[1]))
+
+
+def cli() -> None:
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
 import argparse
 
-from lmplay.cli import report
-from lmplay.errors import LmplayError
+from lmplay.cli import run_main
 
 
 def describe(path: str) -> str:
@@ -27,14 +26,14 @@ def describe(path: str) -> str:
     return "\n".join(lines)
 
 
-def cli() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m lmplay.inspect", description=__doc__)
     parser.add_argument("checkpoint")
-    args = parser.parse_args()
-    try:
-        print(describe(args.checkpoint))
-    except LmplayError as e:
-        report(e)
+    print(describe(parser.parse_args(argv).checkpoint))
+
+
+def cli() -> None:
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.errors import ConfigError, LmplayError
+from lmplay.cli import run_main
+from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
 from lmplay.stats.runs import configuration, job_order, load_run, override_key
@@ -198,17 +199,16 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
     return {"jobs": rows, "over_seeds": groups, "markdown": text}
 
 
-def cli() -> None:
-    args = sys.argv[1:]
-    if len(args) != 1 or args[0].startswith("-"):
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m lmplay.sweep SWEEP_DIR   (writes SWEEP_DIR/summary.json and summary.md)",
               file=sys.stderr)
         raise SystemExit(2)
-    try:
-        print(write_summary(Path(args[0]))["markdown"])
-    except LmplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+    print(write_summary(Path(argv[0]))["markdown"])
+
+
+def cli() -> None:
+    run_main(main)
 
 
 if __name__ == "__main__":

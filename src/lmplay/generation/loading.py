@@ -1,6 +1,7 @@
 """A checkpoint back into a model: its experiment name picks the code from the registry, never the file."""
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,7 +12,11 @@ from lmplay.runner import checkpoint, get_runner
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
     """The checkpoint's model on `device`, in eval mode, and its experiment name."""
-    ckpt = checkpoint.load(path)  # its layout checked: an experiment name and a model
+    return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
+
+
+def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
+    """The model of a loaded checkpoint (read from `path`), as load_model gives it."""
     exp, model_args = ckpt["exp"], ckpt["components"]["model"]
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
     runner = get_runner(exp)
@@ -19,9 +24,5 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[LM
         model = runner.build_model(**state_args)
     except TypeError as e:
         raise ConfigError(f"checkpoint {path} does not fit the installed code of experiment '{exp}' ({e})") from None
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        first = " ".join(str(e).split("\n")[:2]).strip()
-        raise ConfigError(f"checkpoint {path}: its weights do not fit experiment '{exp}' ({first})") from None
+    checkpoint.load_weights(model, weights, f"checkpoint {path}: the weights of experiment '{exp}'")
     return model.to(device).eval(), exp

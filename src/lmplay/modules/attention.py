@@ -31,6 +31,11 @@ class MultiHeadAttention(nn.Module):
         q, k, v = x.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T, C] -> this step's q, k, v ([B, H, T, D]), before k and v join the cache: the place for an
+        idea that changes them, so that cached decoding sees what a full forward does."""
+        return self.split_heads(self.qkv(x))
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                attn_mask: torch.Tensor | None) -> torch.Tensor:
         """SDPA with the cheapest correct masking: `is_causal` when q and k line up, an explicit mask otherwise."""
@@ -46,7 +51,7 @@ class MultiHeadAttention(nn.Module):
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
         B, T, C = x.shape
-        q, k, v = self.split_heads(self.qkv(x))
+        q, k, v = self.heads(x)
         if cache is not None:
             k, v = cache.append(k, v)
         y = self.attend(q, k, v, attn_mask)

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmplay.modules.attention import MultiHeadAttention
-from lmplay.modules.kv_cache import KVCache
 
 
 class LearnedTemperatureAttention(MultiHeadAttention):
@@ -32,12 +31,6 @@ class LearnedTemperatureAttention(MultiHeadAttention):
         t = 2 * torch.sigmoid(F.linear(x, self.temperature_weight, self.temperature_bias))
         return t.transpose(1, 2).unsqueeze(-1)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.split_heads(self.qkv(x))
-        q = q / self.temperature(x)
-        if cache is not None:
-            k, v = cache.append(k, v)
-        y = self.attend(q, k, v, attn_mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().heads(x)
+        return q / self.temperature(x), k, v

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from lmplay.modules.attention import MultiHeadAttention
-from lmplay.modules.kv_cache import KVCache
 
 
 class ValueNormAttention(MultiHeadAttention):
@@ -18,12 +17,6 @@ class ValueNormAttention(MultiHeadAttention):
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout)
         self.value_norm = nn.LayerNorm(self.head_dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.split_heads(self.qkv(x))
-        v = self.value_norm(v)  # before the cache, so cached decoding sees the same values as a full forward
-        if cache is not None:
-            k, v = cache.append(k, v)
-        y = self.attend(q, k, v, attn_mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().heads(x)
+        return q, k, self.value_norm(v)

@@ -102,6 +102,16 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
     return check_format_version(ckpt, path)
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:
+    """`model.load_state_dict(weights)`; weights that do not fit are one line: `what` names them, then torch's
+    first two complaints (missing, unexpected or mis-shaped tensors), then `fix`."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+        raise ConfigError(f"{what} do not fit {type(model).__name__} ({detail}){fix}") from None
+
+
 def missing_part(ckpt: dict[str, Any]) -> str | None:
     """The first part every checkpoint must hold (an imported model has no optimizer or progress yet) that
     this one lacks or holds in the wrong shape; None when all are there."""

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import get_class, instantiate
 
 from lmplay.errors import ConfigError
+from lmplay.runner import checkpoint
 from lmplay.runner.component import Component, validate_args
 from lmplay.runner.optimizers import freeze, param_groups
 from lmplay.runner.schedules import Schedule
@@ -62,12 +63,8 @@ class ModelComponent(Component):
                            fixed=frozenset(self.advertise()) - set(self.resumable))
         self.model = self.runner.model_class(**args).to(self.runner.device)
         if state:
-            try:
-                self.model.load_state_dict(state["weights"])
-            except RuntimeError as e:
-                first = " ".join(str(e).splitlines()[:2]).strip()
-                raise ConfigError(f"the checkpoint's weights do not fit {self.runner.model_class.__name__} ({first}); "
-                                  f"was its code changed since? fresh=true starts over") from None
+            checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
+                                    "; was its code changed since? fresh=true starts over")
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.model.construction_args), "state": {"weights": self.model.state_dict()}}
