@@ -30,7 +30,7 @@ from lmplay.cli import run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
-from lmplay.stats.runs import configuration, job_order, load_run, override_key
+from lmplay.stats.runs import STATS, configuration, dirs_below, load_run, override_key
 
 JOB_FILE = "job.json"
 
@@ -40,7 +40,7 @@ class SweepSummary(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
-            earlier = read_job(config).get("wall_time_s") or 0.0
+            earlier = read_job(Path(config.hydra.runtime.output_dir)).get("wall_time_s") or 0.0
             write_job(config, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -53,7 +53,7 @@ class SweepSummary(Callback):
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
                 error = f"{type(cause).__name__}: {cause}"
-        job = read_job(config)
+        job = read_job(Path(config.hydra.runtime.output_dir))
         started = job.get("started_at")
         wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
         write_job(config, {"status": "failed" if error else "completed", "error": error, "started_at": started,
@@ -71,9 +71,9 @@ class SweepSummary(Callback):
             print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
 
 
-def read_job(config: DictConfig) -> dict[str, Any]:
-    """What the job's job.json says so far ({} before its first attempt)."""
-    job_file = Path(config.hydra.runtime.output_dir) / JOB_FILE
+def read_job(job_dir: Path) -> dict[str, Any]:
+    """What the job's job.json says so far ({} before its first attempt, or for a job no callback ran)."""
+    job_file = job_dir / JOB_FILE
     return json.loads(job_file.read_text()) if job_file.is_file() else {}
 
 
@@ -84,22 +84,10 @@ def write_job(config: DictConfig, status: dict[str, Any]) -> None:
     write_text_atomic(Path(config.hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Directories of the sweep's jobs: those with a job.json, a stats.json or a .hydra/, at any depth
-    (an override value holding a '/' nests a job dir), skipping hidden dirs such as submitit's logs."""
-    found = set()
-    for marker in (JOB_FILE, "stats.json", ".hydra"):
-        for path in sweep_dir.rglob(marker):
-            rel = path.parent.relative_to(sweep_dir)
-            if rel.parts and not any(part.startswith(".") for part in rel.parts):
-                found.add(path.parent)
-    return sorted(found, key=lambda p: job_order(p.relative_to(sweep_dir)))
-
-
 def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     """One row of the summary; stats.json is the truth for losses and tokens, job.json for status and time."""
-    job = json.loads((job_dir / JOB_FILE).read_text()) if (job_dir / JOB_FILE).is_file() else {}
-    run = load_run(job_dir) if (job_dir / "stats.json").is_file() else None
+    job = read_job(job_dir)
+    run = load_run(job_dir) if (job_dir / STATS).is_file() else None
     overrides = job.get("overrides") or (run.overrides if run else [])
     final = run.final_validation if run else None
     name = str(job_dir.relative_to(sweep_dir))
@@ -124,7 +112,7 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir} does not exist or is not a directory")
-    dirs = job_dirs(sweep_dir)
+    dirs = dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra"))
     if not dirs:
         raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
     return [job_row(sweep_dir, d) for d in dirs]

@@ -68,10 +68,18 @@ def find_run_dirs(path: Path) -> list[Path]:
         raise ConfigError(f"{path} does not exist or is not a directory")
     if (path / STATS).is_file():
         return [path]
-    found = [p.parent for p in path.rglob(STATS) if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    found = dirs_below(path, (STATS,))
     if not found:
         raise ConfigError(f"{path} has no {STATS}: it is neither a run dir nor a sweep dir of lmplay runs")
-    return sorted(found, key=lambda p: job_order(p.relative_to(path)))
+    return found
+
+
+def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
+    """The directories below `root`, at any depth (an override value holding a '/' nests a job dir), that hold
+    one of `markers`, in job order; hidden dirs such as .hydra/ or submitit's logs are skipped."""
+    found = {p.parent for marker in markers for p in root.rglob(marker)
+             if p.parent != root and not any(part.startswith(".") for part in p.parent.relative_to(root).parts)}
+    return sorted(found, key=lambda p: job_order(p.relative_to(root)))
 
 
 def read_yaml(path: Path) -> Any:
