@@ -2,11 +2,13 @@
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lmplay.data.batch import IGNORE_INDEX
+from lmplay.data.batching import collate
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.text import generate_text
@@ -105,15 +107,10 @@ class LMBase(MBase):
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text."""
         eot = self.tokenizer.eot_id
-        rows = [[eot, *ids, eot][: self.context_len + 1] for ids in self._tokenize_batch(prompts)]
-        width = max(len(r) for r in rows) - 1
-        inputs = torch.full((len(rows), width), eot, dtype=torch.long)
-        targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, r in enumerate(rows):
-            inputs[i, : len(r) - 1] = torch.tensor(r[:-1])
-            targets[i, : len(r) - 1] = torch.tensor(r[1:])
-        num_tokens = int((targets != IGNORE_INDEX).sum())
-        loss_sum, correct = self.loss_terms(inputs.to(self.device), targets.to(self.device))
+        rows = [np.array([eot, *ids, eot][: self.context_len + 1]) for ids in self._tokenize_batch(prompts)]
+        batch = collate([(row, np.ones(len(row), dtype=bool)) for row in rows], eot).to(self.device)
+        num_tokens = batch.num_tokens
+        loss_sum, correct = self.loss_terms(batch.inputs, batch.targets)
         loss = loss_sum / num_tokens
         return loss, {"loss": loss.item(), "accuracy": correct.item() / num_tokens, "tokens": num_tokens}
 
