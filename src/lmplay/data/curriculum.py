@@ -287,7 +287,7 @@ class Curriculum:
         if key not in self._row_stats:
             t, T = src.table, self.context_len
             samples = row_samples(t.prompt_lens, t.text_lens, t.boundaries, T)
-            # rows.kept_prompt_len's rule over the whole table at once (per row, it is ~100x slower)
+            # rows.kept_prompt_len's rule, over the whole table at once instead of row by row in Python
             keep = np.where(t.prompt_lens + t.text_lens + 1 <= T, t.prompt_lens, np.minimum(t.prompt_lens, T // 2))
             counted = t.text_lens + 1 + (keep if include_prompts else 0)
             self._row_stats[key] = samples, counted
