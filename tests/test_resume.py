@@ -116,6 +116,20 @@ def test_a_finished_run_says_there_is_nothing_to_train(tmp_path):
     assert len(json.loads((tmp_path / "run" / "stats.json").read_text())["train"]) == 2
 
 
+def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
+    args = ["exp=test_runner", "device=cpu", "scheduler=cosine", "scheduler.min_lr=0.0", "lr=0.002",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    same = run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    assert "schedule now spans" not in same.stdout
+    longer = run_cli("lmplay.train", *args, "max_steps=8", check=True)
+    # cosine over 4 steps had reached its end; over 8, step 4 (0-based) is at cos(pi / 2): half the lr
+    assert "note: this stage's lr schedule now spans 8 steps, not 4 (max_steps or the batch changed): its next " \
+           "step trains at lr 0.001, not 0" in longer.stdout
+    lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
+    assert lrs[4] == pytest.approx(0.001)
+
+
 def test_architecture_cannot_change_on_resume(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
     run_cli("lmplay.train", *args, "max_steps=1", check=True)

@@ -478,6 +478,7 @@ class LMRunnerBase:
         total = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
+        self.note_schedule_change(schedule, base_lr, total)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
         step_before = progress["step"]
@@ -490,6 +491,19 @@ class LMRunnerBase:
         if self._stop_signal is None and progress["step"] > step_before and not validated_now:
             self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
+
+    def note_schedule_change(self, schedule, base_lr: float, total: int) -> None:
+        """The lr schedule spans the stage's steps, capped by max_steps: a resume that changes them (a larger
+        max_steps, another batch_size) re-spans the rest of the schedule. Say so when it moves the lr."""
+        progress = self.runner_c.progress
+        before, step = progress.get("stage_total"), progress["stage_step"]
+        progress["stage_total"] = total
+        if before is None or before == total or step == 0 or not self.world.is_main:
+            return
+        was, now = schedule.lr(base_lr, step, before), schedule.lr(base_lr, step, total)
+        if not math.isclose(was, now, rel_tol=1e-6):
+            print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
+                  f"batch changed): its next step trains at lr {now:.3g}, not {was:.3g}")
 
     def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
