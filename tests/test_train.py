@@ -138,6 +138,15 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
     assert (tmp_path / "a_file").read_text() == "not a directory"
 
 
+def test_the_default_run_dir_is_checked_quietly(tmp_path):
+    """outputs/<exp> comes from Hydra's runtime choices: the check resolves it with no warning."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", cwd=tmp_path, check=True)
+    assert "Warning" not in proc.stderr and (tmp_path / "outputs" / "test_runner" / "model.lmp").is_file()
+    (tmp_path / "outputs" / "test_runner2").write_text("a file")
+    proc = run_cli("lmplay.train", "exp=test_runner", "run_name=test_runner2", "device=cpu", "max_steps=1", cwd=tmp_path)
+    assert_one_line_error(proc, "hydra.run.dir=outputs/test_runner2 cannot be made")
+
+
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     help_text = run_cli("lmplay.train", "--help", check=True).stdout
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
@@ -78,6 +79,9 @@ class WritableOutputDir(Callback):
     path that is a file or a read-only place is one line, not Hydra's traceback."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        # the run dir names the experiment through ${hydra:runtime.choices.exp}, which resolves only once
+        # HydraConfig holds this config; Hydra sets it a moment later for the job anyway
+        HydraConfig.instance().set_config(config)
         check_writable_dir(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
