@@ -129,6 +129,21 @@ def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, n
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("bad, needle", [
+    ("fresh=no", "fresh='no' should be true or false"),  # as a string, 'no' would read as true and wipe the run
+    ("amp=maybe", "amp='maybe' should be true or false"),
+    ("max_steps=ten", "max_steps='ten' should be an integer (or null)"),
+    ("batch_size=1.5", "batch_size=1.5 should be an integer"),
+    ("grad_clip=abc", "grad_clip='abc' should be a number (or null)"),
+    ("max_steps=-5", "max_steps=-5 must be >= 1"),
+])
+def test_a_top_level_value_of_the_wrong_kind_is_one_line_and_keeps_the_run(tmp_path, tiny_run_args, bad, needle):
+    run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, bad), needle)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
 def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
     (tmp_path / "a_file").write_text("not a directory")
     for where in ("hydra.run.dir", "hydra.sweep.dir"):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lmplay.errors import LmplayError
+from lmplay.errors import ConfigError, LmplayError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -21,6 +21,26 @@ def root_config(name: str = "config") -> "DictConfig":
     from omegaconf import OmegaConf
 
     return OmegaConf.load(Path(CONF_DIR) / f"{name}.yaml")
+
+
+def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | None = None) -> None:
+    """Each top-level true/false, integer or number key of conf/<name>.yaml holds a value of that kind (keys in
+    `nullable`, which default to null or accept it, hold the kind given or null). Hydra reads `fresh=no` as
+    the string 'no', which Python takes as true: for `fresh` that would wipe the run it meant to keep."""
+    from omegaconf import OmegaConf
+
+    nullable = nullable or {}
+    defaults = OmegaConf.to_container(root_config(name), resolve=False)
+    for key, default in defaults.items():
+        kind = nullable.get(key, type(default))
+        if kind not in (bool, int, float) or key not in cfg:
+            continue
+        value = cfg[key]
+        if value is None and key in nullable:
+            continue
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+            what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+            raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if key in nullable else ""))
 
 
 def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, fail, quote, report, translate_flags
+from lmplay.cli import CONF_DIR, check_value_types, fail, quote, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.generation.config import GenerationConfig
@@ -121,6 +121,7 @@ def write(text: str) -> None:
 def generate(cfg: DictConfig) -> list[str]:
     """Print each prompt with its continuation; one continuation streams as it is generated."""
     reject_added_keys(cfg, "generate")
+    check_value_types(cfg, "generate", nullable={"seed": int, "top_k": int})
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")

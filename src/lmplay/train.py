@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, report, translate_flags
+from lmplay.cli import CONF_DIR, check_value_types, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 from lmplay.stats.runs import override_key
@@ -44,6 +44,9 @@ def remove_if_empty(run_dir: Path) -> None:
 
 def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
+    check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
     from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
 
     if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
