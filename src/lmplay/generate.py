@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, check_value_types, fail, quote, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
+from lmplay.stats.runs import override_key
 from lmplay.generation.config import GenerationConfig
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
@@ -74,12 +76,23 @@ def normalize(argv: Sequence[str]) -> list[str]:
 
 
 # -- the app ------------------------------------------------------------------------------------------------
+def typed_prompts(cfg: DictConfig) -> list[str]:
+    """`prompt` as typed: text, never a config expression (`${HOME}` stays as written) or a number
+    (`prompt=1e3` stays 1e3, not 1000.0)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)["prompt"]
+    if raw is None:
+        return []
+    if isinstance(raw, list):
+        return [str(p) for p in raw]
+    if not isinstance(raw, str):  # Hydra read an unquoted number or true/false: take the text after `prompt=`
+        typed = [o.split("=", 1)[1] for o in HydraConfig.get().overrides.task if override_key(o) == "prompt"]
+        raw = typed[-1] if typed else str(raw)
+    return [raw]
+
+
 def read_prompts(cfg: DictConfig) -> list[str]:
     """prompt (one or a list) then the lines of prompt_file; an empty prompt is an error."""
-    prompts = []
-    if cfg.prompt is not None:
-        given = cfg.prompt if isinstance(cfg.prompt, ListConfig) else [cfg.prompt]
-        prompts += [str(p) for p in given]
+    prompts = typed_prompts(cfg)
     if cfg.prompt_file is not None:
         path = Path(cfg.prompt_file)
         if not path.is_file():
