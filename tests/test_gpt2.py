@@ -1,5 +1,7 @@
 """experiments/gpt2 is GPT-2 exactly: Hugging Face weights import, give the same logits and the same greedy text."""
 
+import re
+
 import pytest
 import torch
 from conftest import compose_config, make_runner, run_cli
@@ -112,6 +114,8 @@ def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):
     assert proc.stdout.startswith("Hello") and "experiment gpt2" in proc.stderr
     inspect = run_cli("lmplay.inspect", str(tmp_path / "model.lmp"), check=True)  # a model with no training yet
     assert "experiment   gpt2" in inspect.stdout and "training     none yet" in inspect.stdout
+    params = re.search(r"([\d,]+) parameters", proc.stderr).group(1)  # the tied lm_head counts once in both
+    assert f"parameters   {params}\n" in inspect.stdout
 
 
 def test_training_resumes_from_an_imported_checkpoint(imported, tmp_path):

@@ -20,7 +20,8 @@ def describe(path: str) -> str:
                   f"tokens       {progress['tokens']:,}"]
     else:
         lines.append("training     none yet (a model alone, e.g. imported: training it starts at step 0)")
-    lines += [f"parameters   {sum(t.numel() for t in weights.values()):,}",
+    distinct = {t.data_ptr(): t for t in weights.values()}.values()  # a tied lm_head shares the embedding's tensor
+    lines += [f"parameters   {sum(t.numel() for t in distinct):,}",
               f"model        {parts['model']['state_args']}",
               "config:", *("  " + line for line in str(ckpt.get("config", "")).splitlines())]
     return "\n".join(lines)
