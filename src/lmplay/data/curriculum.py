@@ -392,8 +392,8 @@ class Curriculum:
         names = [s.name for s in self.stages]
         if state.get("version") != STATE_VERSION or state.get("stage_name") not in names:
             raise ConfigError(f"the checkpoint's data position (stage {state.get('stage_name')!r}) does not fit this "
-                              f"curriculum (stages: {', '.join(names)}); resume with the run's curriculum or start "
-                              f"over with fresh=true")
+                              f"curriculum (stages: {', '.join(names)}); resume with the run's curriculum, train this one "
+                              f"in a run dir of its own (run_name=...), or start over with fresh=true")
         self._enter_stage(names.index(state["stage_name"]))
         if state["data"] != self._data_key():
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's; "

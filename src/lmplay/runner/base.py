@@ -434,7 +434,7 @@ class LMRunnerBase:
             self.stats.close()
 
     def _stop(self) -> None:
-        """Save, then exit; on a job's preemption signal, hand over to the handler the job installed (submitit
+        """Save, then exit with 128 + the signal's number; on a job's preemption signal, hand over to the handler the job installed (submitit
         requeues the job, which resumes from the checkpoint just saved)."""
         path, signum = self.save(), self._stop_signal
         name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
@@ -442,7 +442,9 @@ class LMRunnerBase:
         if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
             print(f"{name}: saved {path} at step {step}; handing over to the job's own handler", file=sys.stderr)
             previous(signum, None)
-        raise SystemExit(f"{name}: saved {path} at step {step}; run the same command to resume")
+        if self.world.is_main:
+            print(f"{name}: saved {path} at step {step}; run the same command to resume", file=sys.stderr)
+        raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
