@@ -1,10 +1,13 @@
 """`python -m lmplay.generate` as a user runs it: prompts in every form, streaming, and one-line errors."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
@@ -123,3 +126,12 @@ def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     proc = generate(f"checkpoint={model_and_path[1]}", f"prompt={typed}", "max_new_tokens=0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == typed
+
+
+@pytest.mark.parametrize("command", ["lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",
+                                     "lmplay.inspect {path}"])
+def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command):
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", **ONE_THREAD}
+    proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | head -c 1", shell=True,
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -1,9 +1,10 @@
 """What lmplay's commands share: the config dir, the seed's flag forms, and errors as one line and an exit code."""
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,13 +79,20 @@ def report(error: LmplayError) -> None:
 
 
 def run_main(main: Callable[[list[str]], object]) -> None:
-    """Run a plain (argparse) CLI's `main(argv)`; an LmplayError becomes one line and its exit code, and a
-    reader that stops reading (`| head`) ends it quietly."""
+    """Run a plain (argparse) CLI's `main(argv)`; an LmplayError becomes one line and its exit code."""
+    with reader_may_stop():
+        try:
+            main(sys.argv[1:])
+        except LmplayError as e:
+            report(e)
+
+
+@contextlib.contextmanager
+def reader_may_stop() -> Iterator[None]:
+    """A reader that stops reading the output (`| head`) ends the command quietly, not with a traceback."""
     try:
-        main(sys.argv[1:])
+        yield
         sys.stdout.flush()
-    except LmplayError as e:
-        report(e)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush fails no more
         raise SystemExit(1) from None

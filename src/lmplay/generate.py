@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, check_value_types, fail, quote, report, translate_flags
+from lmplay.cli import CONF_DIR, check_value_types, fail, quote, reader_may_stop, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.stats.runs import override_key
@@ -177,7 +177,8 @@ def generate(cfg: DictConfig) -> list[str]:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
 def main(cfg: DictConfig) -> list[str]:
     try:
-        return generate(cfg)
+        with reader_may_stop():  # inside the job: Hydra reports what a job raises as a traceback
+            return generate(cfg)
     except LmplayError as e:
         report(e)
     except KeyboardInterrupt:
