@@ -144,6 +144,10 @@ def test_importer_refuses_what_is_not_gpt2(hf_model, tmp_path):
         build_checkpoint(str(tmp_path / "untied.bin"), num_heads=4)
     with pytest.raises(ConfigError, match="does not exist"):
         build_checkpoint(str(tmp_path / "missing.safetensors"))
+    torch.save({"wte": torch.nn.Linear(2, 2)}, tmp_path / "code.bin")  # a pickled module: loading it runs code
+    with pytest.raises(ConfigError, match="not a file of plain tensors") as refused:
+        build_checkpoint(str(tmp_path / "code.bin"))
+    assert "weights_only=False" not in str(refused.value)  # torch's own advice is to run the file's code
     (tmp_path / "config.json").write_text('{"model_type": "gpt2", "activation_function": "relu", "n_head": 4}')
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="activation_function='relu'"):

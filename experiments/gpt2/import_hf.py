@@ -11,6 +11,7 @@ weight is [in, out]: they are transposed into nn.Linear's [out, in].
 
 import argparse
 import json
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -73,6 +74,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message goes on to suggest weights_only=False: running the file's code
+        raise ConfigError(f"cannot read {path} as a state dict: it is not a file of plain tensors (a .safetensors file, "
+                          f"or a weights-only pytorch_model.bin), and lmplay never runs code from a file") from None
     except Exception as e:  # noqa: BLE001 - corrupt or foreign files raise many kinds of errors
         raise ConfigError(f"cannot read {path} as a state dict ({type(e).__name__}: {str(e).splitlines()[0]})") \
             from None
