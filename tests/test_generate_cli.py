@@ -135,3 +135,11 @@ def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command):
     proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | head -c 1", shell=True,
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_run_dir_stands_for_its_model_lmp(model_and_path):
+    model, path = model_and_path
+    proc = generate(f"checkpoint={path.parent}", "prompt=To", "do_sample=false", "max_new_tokens=5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n"
+    assert "experiment   test_runner" in run_cli("lmplay.inspect", str(path.parent), check=True).stdout

@@ -1,10 +1,16 @@
-"""Writing a small text file so that no reader ever sees half of it."""
+"""Files: where a checkpoint is, and writing a small text file so that no reader ever sees half of it."""
 
 import os
 import uuid
 from pathlib import Path
 
 from lmplay.errors import OutputError
+
+
+def checkpoint_file(path: Path | str) -> Path:
+    """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp)."""
+    path = Path(path)
+    return path / "model.lmp" if path.is_dir() else path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, check_value_types, fail, quote, reader_may_stop, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.files import checkpoint_file
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
 from lmplay.stats.runs import override_key
 from lmplay.generation.config import GenerationConfig
@@ -138,8 +139,9 @@ def generate(cfg: DictConfig) -> list[str]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")
-    if not Path(cfg.checkpoint).is_file():
-        raise ConfigError(f"checkpoint {cfg.checkpoint} does not exist")
+    path = checkpoint_file(cfg.checkpoint)  # a run dir stands for its model.lmp
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
     config = settings(cfg)
     prompts = read_prompts(cfg)
 
@@ -150,8 +152,8 @@ def generate(cfg: DictConfig) -> list[str]:
     from lmplay.runner.base import pick_device
 
     device = pick_device(cfg.device)
-    model, exp = load_model(cfg.checkpoint, device)
-    print(f"{cfg.checkpoint}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
+    model, exp = load_model(path, device)
+    print(f"{path}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp_dtype] if cfg.amp else None
     generator = torch.Generator(device)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from lmplay.errors import ConfigError, OutputError
+from lmplay.files import checkpoint_file
 
 FORMAT_VERSION = 1
 
@@ -79,7 +80,7 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely: a file torch cannot read as plain data, or one without an experiment name
     and a model, is a one-line ConfigError that points at the `.bak`. (Nothing checksums the tensors' bytes.)"""
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     bak = path.with_name(path.name + ".bak")
