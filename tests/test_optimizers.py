@@ -1,8 +1,10 @@
 """Weight-decay groups and freezing follow the rule: no decay for biases, norms, embeddings, marked params."""
 
+import pytest
 import torch
 
 from experiments.gpt2ish.model import GPT2ish
+from lmplay.errors import ConfigError
 from lmplay.runner.optimizers import freeze, no_decay_names, param_groups
 
 
@@ -36,3 +38,10 @@ def test_freeze_by_pattern_removes_params_from_groups():
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
     opt = torch.optim.AdamW(groups)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(in_groups)
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_an_error():
+    model = tiny()
+    with pytest.raises(ConfigError, match="optimizer.freeze pattern 'embedd' matches no parameter"):
+        freeze(model, ["embed.*", "embedd"])
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen by the half that matched

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lmplay.errors import ConfigError
+
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -21,8 +23,14 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 
 def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
-    """requires_grad=False for parameters whose name matches any fnmatch pattern; returns their names."""
-    frozen = [n for n, p in model.named_parameters() if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
+    """requires_grad=False for parameters whose name matches any fnmatch pattern; returns their names. A
+    pattern that matches nothing is a typo that would train what it meant to freeze: an error."""
+    names = [n for n, _ in model.named_parameters()]
+    for pat in patterns:
+        if not any(fnmatch.fnmatch(n, pat) for n in names):
+            raise ConfigError(f"optimizer.freeze pattern {pat!r} matches no parameter; the names are like "
+                              f"{', '.join(names[:3])}, and patterns are fnmatch globs such as 'embed.*'")
+    frozen = [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)
