@@ -13,6 +13,7 @@ their directories, so it works the same with every launcher:
 `python -m lmplay.sweep SWEEP_DIR` rebuilds the summary by hand (e.g. while SLURM jobs still run).
 """
 
+import argparse
 import json
 import re
 import statistics
@@ -188,11 +189,10 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m lmplay.sweep SWEEP_DIR   (writes SWEEP_DIR/summary.json and summary.md)",
-              file=sys.stderr)
-        raise SystemExit(2)
-    print(write_summary(Path(argv[0]))["markdown"])
+    parser = argparse.ArgumentParser(prog="python -m lmplay.sweep", description="Rebuild a sweep's summary: "
+                                     "writes SWEEP_DIR/summary.json and summary.md and prints the table.")
+    parser.add_argument("sweep_dir", type=Path, help="a sweep dir, multirun/<date>/<time>")
+    print(write_summary(parser.parse_args(argv).sweep_dir)["markdown"])
 
 
 def cli() -> None:
