@@ -91,6 +91,15 @@ def test_baseline_can_be_named(sweep):
         pick_baseline(groups, "nope")
 
 
+def test_runs_that_differ_only_in_run_name_are_a_comparison_unless_their_seeds_differ(tmp_path):
+    fake_run(tmp_path / "g1", "a", 1, 2.0, extra=("run_name=g1",))
+    fake_run(tmp_path / "g2", "a", 1, 2.1, extra=("run_name=g2",))  # the same seed: e.g. an edited model.py
+    fake_run(tmp_path / "g3", "a", 2, 2.0, extra=("run_name=g3",))
+    groups = group_runs(load_runs([tmp_path / "g1", tmp_path / "g2", tmp_path / "g3"]))
+    assert [(g.label, [r.path.name for r in g.runs]) for g in groups] == [(f"a ({tmp_path.name}/g1)", ["g1", "g3"]),
+                                                                           (f"a ({tmp_path.name}/g2)", ["g2"])]
+
+
 def test_the_same_command_in_two_sweeps_is_a_comparison_not_more_seeds(tmp_path):
     for sweep in ("before", "after"):
         for seed in (1, 2):

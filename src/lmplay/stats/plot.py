@@ -73,15 +73,15 @@ def group_runs(runs: list[Run]) -> list[Group]:
     """Runs of one configuration with different seeds form a group, in the order the runs first appear.
 
     A run without .hydra/overrides.yaml is its own group (nothing says it repeats another), and so is a
-    run whose exact overrides a group already holds (the same command run twice, e.g. before and after
-    a code change, is a comparison, not a repeat).
+    run whose seed a group already holds: the same command run twice (e.g. before and after a code change,
+    in two sweeps or under two run_names) is a comparison, not a repeat.
     """
     groups: list[list[Run]] = []
     by_config: dict[tuple, list[list[Run]]] = {}
     for run in runs:
         key = run.config if run.overrides else ("path", str(run.path))
         same_config = by_config.setdefault(key, [])
-        group = next((g for g in same_config if all(sorted(r.overrides) != sorted(run.overrides) for r in g)), None)
+        group = next((g for g in same_config if all(r.seed != run.seed for r in g)), None)
         if group is None:
             group = []
             same_config.append(group)

@@ -33,6 +33,11 @@ class Run:
         return configuration(self.overrides)
 
     @property
+    def seed(self) -> str | None:
+        """The seed typed for the run (None: conf/config.yaml's)."""
+        return next((o.split("=", 1)[1] for o in self.overrides if override_key(o) == "seed"), None)
+
+    @property
     def final_validation(self) -> dict[str, Any] | None:
         return self.validation[-1] if self.validation else None
 
