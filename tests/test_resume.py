@@ -130,6 +130,22 @@ def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
     assert lrs[4] == pytest.approx(0.001)
 
 
+def test_bak_is_the_checkpoint_before_and_a_finished_run_rewrites_nothing(tmp_path):
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", "runner.save_interval=32", "runner.validation_interval=32",
+            "curriculum.stages=[{name: s, datasets: [shakespeare], steps: 8}]", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, check=True)  # 8 samples a step: a save and a validation at steps 4 and 8
+
+    def step(path):
+        return checkpoint.load(path)["components"]["runner"]["state"]["progress"]["step"]
+
+    assert (step(run / "model.lmp"), step(run / "model.lmp.bak")) == (8, 4)  # the end's save wrote nothing again
+    files = {p.name: p.read_bytes() for p in run.glob("model*.lmp*")}
+    assert "model.s.lmp" in files
+    run_cli("lmplay.train", *args, check=True)  # the curriculum is done: nothing is rewritten or rotated
+    assert {p.name: p.read_bytes() for p in run.glob("model*.lmp*")} == files
+
+
 def test_architecture_cannot_change_on_resume(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
     run_cli("lmplay.train", *args, "max_steps=1", check=True)

@@ -202,6 +202,8 @@ class LMRunnerBase:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
+        self._saved: dict[str, tuple[int, ...]] = {}  # checkpoint name -> the progress_state it was saved at
+        self._resumed_state = self.progress_state() if ckpt else None  # what the run dir's files hold
 
     def settle_seed(self, ckpt: dict[str, Any] | None) -> int:
         """The seed the run started with (it orders the data), unless typed on this command line: leaving
@@ -340,11 +342,23 @@ class LMRunnerBase:
                 "scaler": self.scaler.state_dict()}
 
     def save(self, name: str = "model.lmp") -> Path:
+        """Write a checkpoint, unless the file already holds this very state (the save interval and the end
+        of the run on one step; a rerun of a finished run): `.bak` stays the checkpoint before it."""
         path = self.run_dir / name
+        state = self.progress_state()
+        if self._saved.get(name, self._resumed_state if path.exists() else None) == state:
+            return path
         if self.world.is_main:
             self.stats.flush()
             checkpoint.save(self.archive(), path)
+        self._saved[name] = state
         return path
+
+    def progress_state(self) -> tuple[int, ...]:
+        """What a checkpoint's training state comes down to: equal tuples, equal checkpoints."""
+        p, records = self.runner_c.progress, self.stats.records
+        return (p["step"], p["stage_step"], self.curriculum.stage_index, len(records["train"]),
+                len(records["validation"]))
 
     # -- training -------------------------------------------------------------------------------------------
     def train_step(self, batch: Batch, settings: RunnerSettings) -> tuple[torch.Tensor, torch.Tensor]:
