@@ -162,6 +162,16 @@ def test_the_default_run_dir_is_checked_quietly(tmp_path):
     assert_one_line_error(proc, "hydra.run.dir=outputs/test_runner2 cannot be made")
 
 
+def test_without_a_terminal_progress_comes_as_plain_lines(tiny_run_args):
+    """A SLURM or nohup log has no progress bar: it gets the first step's line and every validation's."""
+    proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=20", "runner.validation_interval=80",
+                   env={"TQDM_DISABLE": ""}, check=True)
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if "validation loss" in line] == [
+        "shakespeare step 0", "shakespeare step 10", "shakespeare step 20"]
+    assert any(line.startswith("shakespeare step 1 loss ") and "tok/s" in line for line in lines)
+
+
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     help_text = run_cli("lmplay.train", "--help", check=True).stdout
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):
@@ -212,7 +222,7 @@ def test_tokens_per_second_leaves_out_validation_and_saving(tmp_path, monkeypatc
         clock["now"] += 1.0
         return clock["now"]
 
-    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=perf_counter, monotonic=perf_counter))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=24",
                           "runner.save_interval=40"], tmp_path)
     for name in ("validate", "save"):

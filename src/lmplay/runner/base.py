@@ -32,6 +32,7 @@ from lmplay.stats import StatsWriter
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
+PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
 
 
@@ -136,6 +137,9 @@ class LMRunnerBase:
         self._window = (0.0, 0, 0.0)  # (time, tokens, flops) at the last train record: the next one's rates start there
         self.flops_done = 0.0  # model FLOPs of the steps trained in this process
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
+        # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
+        self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
+        self._last_line = float("-inf")
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
@@ -424,6 +428,9 @@ class LMRunnerBase:
         values = self.validate(settings)
         if values is not None:
             self.record("validation", stage, lr, values)
+            if self.plain_progress:
+                print(f"{stage} step {self.runner_c.progress['step']}: validation loss {values['loss']:.4f} "
+                      f"accuracy {values['accuracy']:.4f}", flush=True)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum
@@ -589,9 +596,18 @@ class LMRunnerBase:
         self.record("train", log.stage, log.lr, {"loss": loss_value,
                                                  "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
         last_val = self.last_validation_loss()
-        bar.set_postfix_str(f"step {log.at['step']} loss {loss_value:.3f} val "
-                            f"{last_val if last_val is None else round(last_val, 3)} "
-                            f"tok {log.at['tokens']:,} {format_speed(speed)}", refresh=False)
+        self.show_progress(bar, log.stage, f"step {log.at['step']} loss {loss_value:.3f} val "
+                                f"{last_val if last_val is None else round(last_val, 3)} "
+                                f"tok {log.at['tokens']:,} {format_speed(speed)}")
+
+    def show_progress(self, bar, stage: str, text: str) -> None:
+        """The bar's postfix; without a terminal, the same text as a plain line every PLAIN_LINE_SECONDS, so a
+        log file shows the run going on (a validation prints its own line)."""
+        if not self.plain_progress:
+            bar.set_postfix_str(text, refresh=False)
+        elif time.monotonic() - self._last_line >= PLAIN_LINE_SECONDS:
+            print(f"{stage} {text}", flush=True)
+            self._last_line = time.monotonic()
 
     def flops_per_token(self, width: int) -> float:
         """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
