@@ -59,7 +59,7 @@ def test_vocab_size_comes_from_the_tokenizer():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("lr=abc", "optimizer.lr='abc' should be a number (like the default 0.001)"),
+    ("lr=abc", "optimizer.lr='abc' should be a number"),
     ("batch_size=''", "runner.batch_size='' should be an integer"),
 ])
 def test_ill_typed_value_names_the_key_and_the_type(tmp_path, override, message):

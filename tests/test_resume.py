@@ -15,6 +15,7 @@ import torch
 from conftest import REPO, make_runner, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
+from lmplay.runner.component import same
 
 # cosine with warmup: the lr curve itself must survive the interruptions
 RUN = ["exp=test_runner", "device=cpu", "max_steps=48", "runner.save_interval=16", "runner.validation_interval=40",
@@ -106,6 +107,15 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert "optimizer.lr=0.002" not in changed.stdout
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert lrs == [0.002] * 5 + [0.001] * 2
+
+
+def test_typed_values_are_reported_even_where_they_equal_the_classs_own_default(tmp_path):
+    """AdamW's signature says lr=0.001, weight_decay=0.01; lmplay's config says otherwise, so typing them changes
+    the run and the report must show them."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "lr=1e-3", "weight_decay=0.01",
+                   f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    assert provenance(proc.stdout)["command line"] >= {"optimizer.lr=0.001", "optimizer.weight_decay=0.01"}
+    assert same([0.9, 0.999], (0.9, 0.999))  # a YAML list is the tuple default it stands for: no "change" to report
 
 
 def test_a_finished_run_says_there_is_nothing_to_train(tmp_path):

@@ -143,11 +143,16 @@ class LMRunnerBase:
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
-        """Keys of a config group the user set on the command line, directly or through a top-level alias;
-        choosing the group's file (`curriculum=two_stage`) sets all of its keys."""
-        raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
+        """Keys of a config group the user set on the command line: typed_keys, or all of them when the
+        group's file was chosen (`curriculum=two_stage`)."""
         if group in self.overridden:
+            raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
             return set(raw) - {"_target_"}
+        return self.typed_keys(group)
+
+    def typed_keys(self, group: str) -> set[str]:
+        """Keys of a config group typed on the command line, directly or through a top-level alias (`lr`)."""
+        raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
         keys = {k.split(".", 1)[1] for k in self.overridden if k.startswith(group + ".")}
         for key, value in raw.items():
             if isinstance(value, str) and value.startswith("${") and value[2:-1] in self.overridden:

@@ -39,6 +39,11 @@ def _type_ok(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal as config values: a YAML list equals the tuple default it stands for ([0.9, 0.999] and (0.9, 0.999))."""
+    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+
 def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) -> None:
     """An unknown or ill-typed key is a ConfigError naming the component, the key and the valid keys."""
     for key, value in args.items():
@@ -47,7 +52,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
         if not _type_ok(value, schema[key]):
             kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
-            raise ConfigError(f"{component}.{key}={value!r} should be {kind} (like the default {schema[key]!r})")
+            raise ConfigError(f"{component}.{key}={value!r} should be {kind}")  # not "like <default>": the
+            # schema's defaults are the class's own (torch's lr=0.001), not the config's
 
 
 class Component:
@@ -90,10 +96,10 @@ class Component:
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line"
-        saved = state_args or {}
-        for key, value in merged.items():  # what differs from the default, or from the checkpoint, and why
-            if key in sources and (value != schema.get(key) or sources[key] == "checkpoint"
-                                   or (key in saved and saved[key] != value)):
+        saved, typed = state_args or {}, self.runner.typed_keys(self.group)
+        for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
+            if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
+                                   or (key in saved and not same(saved[key], value))):
                 self.runner.provenance.add(self.group, key, value, sources[key])
         self.args = merged
         return merged
