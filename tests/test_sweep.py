@@ -6,11 +6,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
 from lmplay.hydra_app import single_runs
-from lmplay.sweep import summarize, write_summary
+from lmplay.sweep import SweepSummary, summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -109,7 +110,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert [(r["job"], r["status"], r["final_validation_loss"]) for r in rows] == [
         (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None)]
     text = write_summary(tmp_path)["markdown"]
-    assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text and "2 of 3 jobs have not completed" in text
+    assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
+    assert "Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed)." in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
@@ -201,3 +203,13 @@ def test_slurm_presets_make_valid_sbatch_scripts(preset, expected, tmp_path, mon
     script = executor._executor._make_submission_file_text("python -m lmplay.train", "uid")
     for line in expected:
         assert line in script, (line, script)
+
+
+def test_a_job_is_in_the_summary_from_its_start(tmp_path):
+    """A sweep killed during a job (Ctrl-C, a node lost) never reaches that job's end: the summary lists it."""
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)},
+                                         "runtime": {"output_dir": str(tmp_path / "0_exp=a"), "choices": {"exp": "a"}},
+                                         "job": {"num": 0}, "overrides": {"task": ["exp=a"]}}})
+    (tmp_path / "0_exp=a").mkdir()
+    SweepSummary().on_job_start(config)
+    assert "| 0 | a | - | - | 0 | - | started |" in (tmp_path / "summary.md").read_text()

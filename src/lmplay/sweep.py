@@ -5,8 +5,8 @@ launcher runs a job (this process, a joblib worker, a SLURM node) and reads only
 their directories, so it works the same with every launcher:
 
 - each job keeps `job.json` in its run dir: "started" while it runs (or if it was killed), then
-  "completed" or "failed" with the error and its wall time; at its end the sweep's summary is
-  refreshed, so a sweep that dies half-way still has one;
+  "completed" or "failed" with the error and its wall time; at its start and its end the sweep's
+  summary is refreshed, so a sweep that dies half-way still has one that lists the job it died in;
 - at the end of the sweep it writes `summary.json` and `summary.md` in the sweep dir and prints the
   table, with means over seeds when a configuration was repeated with several seeds.
 
@@ -43,6 +43,7 @@ class SweepSummary(Callback):
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
             earlier = read_job(Path(config.hydra.runtime.output_dir)).get("wall_time_s") or 0.0
             write_job(config, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
+            write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -170,10 +171,13 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         for g in groups:
             lines.append(f"| {' '.join(g['overrides']) or '-'} | {', '.join(map(str, g['jobs']))} | "
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
-    failed = [r for r in rows if r["status"] != "completed"]
-    if failed:
-        lines += ["", (f"{len(failed)} of {len(rows)} jobs have not completed ('started': running, or killed). "
-                       "Rerunning the sweep with the same hydra.sweep.dir resumes each job from its own checkpoint.")]
+    failed = sum(r["status"] == "failed" for r in rows)
+    unfinished = sum(r["status"] not in ("completed", "failed") for r in rows)
+    if failed or unfinished:
+        counts = [f"{failed} failed (the error is in its row)"] * bool(failed) + [
+            f"{unfinished} did not finish ('started': running, or killed)"] * bool(unfinished)
+        lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
+                       "hydra.sweep.dir resumes each job from its own checkpoint.")]
     return "\n".join(lines) + "\n"
 
 
