@@ -73,6 +73,12 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.parametrize("words", [["fresh"], ["exp", "test_runner"]])
+def test_a_bare_word_is_one_line(tmp_path, tiny_run_args, words):
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *words), f"{words[0]!r} is not an override",
+                          "key=value")
+
+
 @pytest.mark.parametrize("typo", ["lrr=0.1", "+lrr=0.1", "++lrr=0.1"])  # `+` adds a key: Hydra lets it through
 def test_misspelled_key(tmp_path, tiny_run_args, typo):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, typo), "unknown key 'lrr'", "did you mean lr")

@@ -39,6 +39,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         if e.code and _held:  # Hydra gave up before the run started
             hydra_said = release_stderr()
             remove_unused_sweep_dir()
+            reject_bare_words(argv)
             # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
             precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
             sys.stderr.write(hydra_said)
@@ -129,6 +130,14 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     for i, options in values.items():
         runs += [list({**chosen, i: option}.values()) for option in options[1:]]
     return runs
+
+
+def reject_bare_words(argv: list[str]) -> None:
+    """`fresh` or `exp test_runner` (a word that is not key=value, and not the value of a flag such as
+    `--cfg job`) in one line: Hydra's parse error is three."""
+    for before, arg in zip(["", *argv], argv):
+        if "=" not in arg and not arg.startswith(("-", "~")) and not before.startswith("-"):
+            fail(f"{arg!r} is not an override: write key=value, as in fresh=true or exp=gpt2ish")
 
 
 def precheck(overrides: list[str], config_name: str) -> None:
