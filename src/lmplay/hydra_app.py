@@ -10,6 +10,7 @@ import difflib
 import io
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -87,6 +88,17 @@ class WritableOutputDir(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         check_writable_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+class SlurmAvailable(Callback):
+    """A SLURM launcher on a machine without SLURM is one line before the sweep, not submitit's traceback."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if "Slurm" in launcher and shutil.which("sbatch") is None:
+            choice = config.hydra.runtime.choices.get("hydra/launcher")
+            fail(f"hydra/launcher={choice} submits to SLURM, and this machine has no sbatch; run the sweep on a "
+                 f"SLURM login node, or here with hydra/launcher=joblib (parallel) or without hydra/launcher")
 
 
 def check_writable_dir(path: Path, key: str) -> None:
