@@ -138,9 +138,11 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     new_versions = [mapping[v] for v in src.versions]
     original = {mapping[v]: v for v in src.versions}
     targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in new_versions)]
+    if into is not None:  # this checkout's configs come first in Hydra's search path: a copy of the name there wins
+        targets += [REPO_EXPERIMENTS / name, *(Path(CONF_DIR) / "exp" / f"{v}.yaml" for v in new_versions)]
     taken = [str(p) for p in targets if p.exists()]
     if taken:
-        raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}")
+        raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}; pick another name")
 
     written = []
     if into is not None:
