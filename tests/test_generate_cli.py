@@ -105,6 +105,7 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_k=0"], "error: top_k=0 must be >= 1"),
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
+    (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
     (["checkpoint={model}", "prompt="], "error: prompt 1 is empty"),
     (["checkpoint={model}"], "error: no prompt"),

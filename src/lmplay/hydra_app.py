@@ -180,6 +180,9 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in struct" in str(cause):
         return unknown_key(str(key), every_key(config_name))
+    if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
+        return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
+                f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
 
 
