@@ -73,7 +73,7 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("words", [["fresh"], ["exp", "test_runner"]])
+@pytest.mark.parametrize("words", [["fresh"], ["exp", "test_runner"], ["-m", "fresh"]])
 def test_a_bare_word_is_one_line(tmp_path, tiny_run_args, words):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *words), f"{words[0]!r} is not an override",
                           "key=value")

@@ -144,11 +144,15 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # each takes the next word
+
+
 def reject_bare_words(argv: list[str]) -> None:
     """`fresh` or `exp test_runner` (a word that is not key=value, and not the value of a flag such as
     `--cfg job`) in one line: Hydra's parse error is three."""
     for before, arg in zip(["", *argv], argv):
-        if "=" not in arg and not arg.startswith(("-", "~")) and not before.startswith("-"):
+        if "=" not in arg and not arg.startswith(("-", "~")) and before not in HYDRA_VALUE_FLAGS:
             fail(f"{arg!r} is not an override: write key=value, as in fresh=true or exp=gpt2ish")
 
 
