@@ -73,10 +73,9 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("words", [["fresh"], ["exp", "test_runner"], ["-m", "fresh"]])
-def test_a_bare_word_is_one_line(tmp_path, tiny_run_args, words):
-    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *words), f"{words[0]!r} is not an override",
-                          "key=value")
+@pytest.mark.parametrize("words, bare", [(["fresh"], "fresh"), (["exp", "test_runner"], "exp"), (["-m", "fresh"], "fresh")])
+def test_a_bare_word_is_one_line(tmp_path, tiny_run_args, words, bare):
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *words), f"{bare!r} is not an override", "key=value")
 
 
 @pytest.mark.parametrize("typo", ["lrr=0.1", "+lrr=0.1", "++lrr=0.1"])  # `+` adds a key: Hydra lets it through
