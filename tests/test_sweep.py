@@ -219,7 +219,7 @@ def test_a_slurm_launcher_without_slurm_is_one_line(tmp_path):
     env = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "sbatch").exists())}
     proc = run_cli("lmplay.train", "-m", "hydra/launcher=slurm_gpu", "exp=test_runner", "device=cpu",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", env=env)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: hydra/launcher=slurm_gpu submits to SLURM, and this machine has no sbatch; run the sweep on a SLURM "
-        "login node, or here with hydra/launcher=joblib (parallel) or without hydra/launcher"], proc.stderr
+    expected = ("error: hydra/launcher=slurm_gpu submits to SLURM, and this machine has no sbatch; run the sweep on a "
+                "SLURM login node, or here with hydra/launcher=joblib (parallel) or without hydra/launcher")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected], proc.stderr
     assert not (tmp_path / "sweep").exists()
