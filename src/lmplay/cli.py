@@ -24,6 +24,16 @@ def root_config(name: str = "config") -> "DictConfig":
     return OmegaConf.load(Path(CONF_DIR) / f"{name}.yaml")
 
 
+def override_key(override: str) -> str:
+    """`+optimizer.lr=1e-3` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The text typed for `key` (the last one, as Hydra takes it), or None."""
+    return next((o.split("=", 1)[1] for o in reversed(overrides) if override_key(o) == key and "=" in o), None)
+
+
 def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | None = None) -> None:
     """Each top-level true/false, integer or number key of conf/<name>.yaml holds a value of that kind (keys in
     `nullable`, which default to null or accept it, hold the kind given or null). Hydra reads `fresh=no` as

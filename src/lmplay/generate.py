@@ -15,11 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, check_value_types, fail, quote, reader_may_stop, report, translate_flags
+from lmplay.cli import (CONF_DIR, check_value_types, fail, override_value, quote, reader_may_stop, report,
+                        translate_flags)
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
-from lmplay.stats.runs import override_key
 from lmplay.generation.config import GenerationConfig
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
@@ -86,8 +86,7 @@ def typed_prompts(cfg: DictConfig) -> list[str]:
     if isinstance(raw, list):
         return [str(p) for p in raw]
     if not isinstance(raw, str):  # Hydra read an unquoted number or true/false: take the text after `prompt=`
-        typed = [o.split("=", 1)[1] for o in HydraConfig.get().overrides.task if override_key(o) == "prompt"]
-        raw = typed[-1] if typed else str(raw)
+        raw = override_value(HydraConfig.get().overrides.task, "prompt") or str(raw)
     return [raw]
 
 

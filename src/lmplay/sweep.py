@@ -27,11 +27,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import run_main
+from lmplay.cli import override_key, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
-from lmplay.stats.runs import STATS, configuration, dirs_below, load_run, override_key
+from lmplay.stats.runs import STATS, configuration, dirs_below, load_run
 
 JOB_FILE = "job.json"
 

@@ -11,10 +11,9 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, check_value_types, report, translate_flags
+from lmplay.cli import CONF_DIR, check_value_types, override_key, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
-from lmplay.stats.runs import override_key
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -47,7 +46,10 @@ def train(cfg: DictConfig) -> None:
     check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
-    from lmplay.runner import LMRunnerBase, checkpoint  # torch loads here, after the config is known to be good
+    from lmplay.runner import (  # torch loads here, after the config is known to be good
+        LMRunnerBase,
+        checkpoint,
+    )
 
     if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
         from lmplay.data.hf import quiet_progress_bars

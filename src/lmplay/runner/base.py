@@ -460,8 +460,8 @@ class LMRunnerBase:
             self.stats.close()
 
     def _stop(self) -> None:
-        """Save, then exit with 128 + the signal's number; on a job's preemption signal, hand over to the handler the job installed (submitit
-        requeues the job, which resumes from the checkpoint just saved)."""
+        """Save, then exit with 128 + the signal's number; on a job's preemption signal, hand over to the
+        handler the job installed (submitit requeues the job, which resumes from the checkpoint just saved)."""
         path, signum = self.save(), self._stop_signal
         name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
         previous = self._old_handlers.get(signum)

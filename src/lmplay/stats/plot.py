@@ -14,8 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from lmplay.cli import override_key
 from lmplay.errors import ConfigError
-from lmplay.stats.runs import Run, override_key
+from lmplay.stats.runs import Run
 
 METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
 BETTER = {"loss": "lower is better", "accuracy": "higher is better"}

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from lmplay.cli import override_key, override_value
 from lmplay.errors import ConfigError
 
 STATS = "stats.json"
@@ -35,7 +36,7 @@ class Run:
     @property
     def seed(self) -> str | None:
         """The seed typed for the run (None: conf/config.yaml's)."""
-        return next((o.split("=", 1)[1] for o in self.overrides if override_key(o) == "seed"), None)
+        return override_value(self.overrides, "seed")
 
     @property
     def final_validation(self) -> dict[str, Any] | None:
@@ -48,11 +49,6 @@ class Run:
     @property
     def steps(self) -> int:
         return max((r["step"] for r in self.train + self.validation), default=0)
-
-
-def override_key(override: str) -> str:
-    """`+optimizer.lr=1e-3` -> `optimizer.lr`."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def configuration(overrides: list[str]) -> tuple[str, ...]:
@@ -101,7 +97,7 @@ def load_run(path: Path) -> Run:
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml") or []]
     hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
-    exp = exp or next((o.split("=", 1)[1] for o in overrides if override_key(o) == "exp"), None)
+    exp = exp or override_value(overrides, "exp")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp)
 
 
