@@ -16,6 +16,7 @@ from conftest import REPO, make_runner, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import same
+from lmplay.stats.runs import load_run
 
 # cosine with warmup: the lr curve itself must survive the interruptions
 RUN = ["exp=test_runner", "device=cpu", "max_steps=48", "runner.save_interval=16", "runner.validation_interval=40",
@@ -102,9 +103,12 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     run_cli("lmplay.train", *args, "max_steps=3", "lr=0.002", check=True)
     kept = run_cli("lmplay.train", *args, "max_steps=5", check=True)
     assert provenance(kept.stdout)["checkpoint"] >= {"optimizer.lr=0.002"}
+    # plots and sweeps label the run by .hydra/overrides.yaml: the resume keeps the lr an earlier command typed
+    assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.002", "max_steps=5")
     changed = run_cli("lmplay.train", *args, "max_steps=7", "lr=0.001", check=True)
     assert provenance(changed.stdout)["command line"] >= {"optimizer.lr=0.001"}
     assert "optimizer.lr=0.002" not in changed.stdout
+    assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "max_steps=7")
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert lrs == [0.002] * 5 + [0.001] * 2
 

@@ -25,14 +25,24 @@ def overridden_keys() -> set[str]:
     return {override_key(o) for o in HydraConfig.get().overrides.task}
 
 
-def save_hydra_config(cfg: DictConfig, run_dir: Path) -> None:
+def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
+    """A resumed run's overrides: the earlier commands' keys this one did not retype, then this one's. Plots
+    and sweeps label a run by them, and a resume keeps what the earlier commands set (`lr=3e-3`)."""
+    retyped = {override_key(o) for o in typed}
+    return [o for o in previous if override_key(o) not in retyped] + typed
+
+
+def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
     """Write .hydra/ as Hydra would, but only once the run has started cleanly."""
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
     hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    if resumed and (out / "overrides.yaml").is_file():
+        overrides = run_overrides([str(o) for o in OmegaConf.load(out / "overrides.yaml")], overrides)
     OmegaConf.save(cfg, out / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}), out / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), out / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), out / "overrides.yaml")
 
 
 def remove_if_empty(run_dir: Path) -> None:
@@ -68,7 +78,7 @@ def train(cfg: DictConfig) -> None:
         print(f"resuming {ckpt_path} (fresh=true starts over)")
     runner.setup(ckpt)
     if runner.world.is_main:
-        save_hydra_config(cfg, run_dir)
+        save_hydra_config(cfg, run_dir, resumed=ckpt is not None)
     print(runner.describe())
     runner.train()
     runner.world.close()
