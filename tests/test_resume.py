@@ -1,5 +1,6 @@
 """Interrupted runs resume exactly; checkpoints are safe to load and survive failed writes."""
 
+import io
 import json
 import os
 import pickle
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 import torch
@@ -199,6 +201,18 @@ def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
         assert proc.returncode == 2
         assert "truncated or corrupt" in proc.stderr and "model.lmp.bak" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+    flipped = bytearray(data)  # one bit of the largest tensor: torch.load alone would read it as a wrong weight
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        tensor = max(archive.infolist(), key=lambda record: record.file_size)
+    flipped[tensor.header_offset + 30 + len(tensor.filename) + len(tensor.extra) + tensor.file_size // 2] ^= 1
+    (run / "model.lmp").write_bytes(flipped)
+    for command in (["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=3", f"hydra.run.dir={run}"],
+                    ["lmplay.generate", f"checkpoint={run}", "prompt=hi", "max_new_tokens=2"]):
+        proc = run_cli(*command)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert "is corrupt: its bytes no longer match the checksums saved with them" in proc.stderr
+        assert "model.lmp.bak" in proc.stderr
+    assert (run / "model.lmp").read_bytes() == flipped  # nothing rewritten: the user can still recover it
 
 
 def plain_checkpoint(value: torch.Tensor) -> dict:

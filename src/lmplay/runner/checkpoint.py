@@ -10,6 +10,7 @@ import pickle
 import random
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,16 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely: a file torch cannot read as plain data, or one without an experiment name
-    and a model, is a one-line ConfigError that points at the `.bak`. (Nothing checksums the tensors' bytes.)"""
+    """Read a checkpoint safely: a file torch cannot read as plain data, whose bytes no longer match their
+    checksums, or without an experiment name and a model, is a one-line ConfigError that points at the `.bak`."""
     path = checkpoint_file(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     bak = path.with_name(path.name + ".bak")
     hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
+    if damaged := damaged_record(path):
+        raise ConfigError(f"checkpoint {path} is corrupt: its bytes no longer match the checksums saved with them "
+                          f"(in {damaged}){hint}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
@@ -101,6 +105,27 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
     if missing := missing_part(ckpt):
         raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}{hint}")
     return check_format_version(ckpt, path)
+
+
+def damaged_record(path: Path) -> str | None:
+    """The first record of torch's zip file whose bytes fail their CRC-32, or None. torch writes the checksums
+    but `torch.load` never checks them, so a flipped bit (a bad disk, a partial copy) would load as a wrong
+    weight. A file that is not a zip is left to torch.load, which says what it is."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return None
+    with archive:
+        for record in archive.infolist():
+            if record.CRC == 0 and record.file_size:  # saved with torch's checksums off: nothing to check
+                continue
+            try:
+                with archive.open(record) as data:
+                    while data.read(1 << 24):
+                        pass
+            except (zipfile.BadZipFile, OSError, EOFError):
+                return record.filename
+    return None
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:
