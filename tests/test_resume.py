@@ -190,6 +190,24 @@ def test_crafted_checkpoint_executes_nothing(tmp_path, monkeypatch):
     assert not pwned.exists()
 
 
+
+def test_targets_inside_a_checkpoints_settings_are_never_called(tmp_path):
+    """A checkpoint's curriculum settings (its stages, cache_dir) are data: a `_target_` nested in them, which
+    Hydra's instantiate would call, must stay a plain mapping; a stage's scheduler override builds only a Schedule."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    settings = ckpt["components"]["curriculum"]["state_args"]
+    settings["cache_dir"] = {"_target_": "pathlib.Path.write_text", "self": str(victim), "data": "pwned"}
+    settings["stages"][0]["overrides"] = {"scheduler": {"_target_": "subprocess.Popen",
+                                                        "args": ["touch", str(tmp_path / "PWNED")]}}
+    torch.save(ckpt, run / "model.lmp")
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}")
+    assert victim.read_text() == "precious" and not (tmp_path / "PWNED").exists()
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
 def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
     run = tmp_path / "run"
     for steps in (1, 2):  # two saves, so there is a .bak to offer

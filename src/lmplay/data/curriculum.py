@@ -137,6 +137,9 @@ class Curriculum:
             stages = OmegaConf.to_container(stages, resolve=True)
         if batching not in MODES:
             raise ConfigError(f"curriculum.batching={batching!r} is unknown; use one of: {', '.join(MODES)}")
+        for key, value in (("cache_dir", cache_dir), ("path", path)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"curriculum.{key}={value!r} should be a path")
         if not 0 <= validation_fraction < 1:
             raise ConfigError(f"curriculum.validation_fraction={validation_fraction} must be in [0, 1)")
         if not stages:

@@ -82,6 +82,10 @@ class Component:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
         schema = self.advertise()
         validate_args(self.group, construction_args, schema)
+        try:
+            validate_args(self.group, {k: v for k, v in (state_args or {}).items() if k in schema}, schema)
+        except ConfigError as e:
+            raise ConfigError(f"the checkpoint's settings are damaged: {e}") from None
         explicit = self.runner.explicit_keys(self.group)
         merged = {**schema, **construction_args}
         sources = {k: "config" for k in construction_args}

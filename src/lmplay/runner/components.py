@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
@@ -40,7 +40,8 @@ class CurriculumComponent(Component):
 
     def construct(self, construction_args, state_args, state) -> None:
         args = self.settle(without_target(construction_args), state_args)  # a resumed run keeps its data plan
-        self.curriculum = instantiate({"_target_": self.runner.cfg.curriculum._target_, **args}, _convert_="all")
+        # called, not instantiated: Hydra would call any `_target_` nested in the (checkpoint's) stages
+        self.curriculum = get_class(self.runner.cfg.curriculum._target_)(**args)
         with self.runner.world.main_first():
             self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.seed,
                                     state["position"] if state else None)
@@ -175,7 +176,14 @@ class SchedulerComponent(Component):
         self.schedule = self.build(self.runner.cfg.scheduler._target_, self.args)
 
     def build(self, target: str, args: dict[str, Any]) -> Schedule:
-        cls = get_class(target)
+        """A stage's override names its class (it may come from a checkpoint): only a Schedule is built."""
+        try:
+            cls = get_class(target)
+        except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, Schedule)):
+            raise ConfigError(f"scheduler _target_={target!r} is not an lr schedule (a subclass of "
+                              f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine)")
         validate_args(self.group, args, signature_defaults(cls))
         return cls(**args)
 
