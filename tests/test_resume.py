@@ -109,11 +109,29 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.002", "max_steps=5")
     changed = run_cli("lmplay.train", *args, "max_steps=7", "lr=0.001", check=True)
     assert provenance(changed.stdout)["command line"] >= {"optimizer.lr=0.001"}
+    assert "optimizer.lr=0.001 (was 0.002)" in changed.stdout
     assert "optimizer.lr=0.002" not in changed.stdout
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "max_steps=7")
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert lrs == [0.002] * 5 + [0.001] * 2
 
+
+
+def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_path):
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=4", "optimizer=sgd", "optimizer.momentum=0.5", "scheduler=cosine",
+            "lr=1e-3", check=True)
+    resumed = run_cli("lmplay.train", *args, "max_steps=8", check=True)  # neither choice retyped
+    assert "optimizer changed" not in resumed.stdout
+    assert "optimizer: torch.optim.SGD, as the run was built" in resumed.stdout
+    components = checkpoint.load(tmp_path / "run" / "model.lmp")["components"]
+    assert components["optimizers"]["state_args"]["_target_"] == "torch.optim.SGD"
+    assert components["optimizers"]["state_args"]["momentum"] == 0.5
+    assert components["lr_schedulers"]["state_args"]["_target_"] == "lmplay.runner.schedules.Cosine"
+    lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
+    assert all(a > b for a, b in zip(lrs[4:], lrs[5:])), lrs  # still decaying, not the default's constant lr
+    chosen = run_cli("lmplay.train", *args, "max_steps=9", "optimizer=adamw", check=True)
+    assert "optimizer changed to torch.optim.AdamW: its state starts fresh" in chosen.stdout
 
 def test_typed_values_are_reported_even_where_they_equal_the_classs_own_default(tmp_path):
     """AdamW's signature says lr=0.001, weight_decay=0.01; lmplay's config says otherwise, so typing them changes

@@ -275,10 +275,10 @@ class LMRunnerBase:
     @cached_property
     def amp_dtype(self) -> torch.dtype | None:
         """Read once: through OmegaConf each read cost ~10 us, and autocast() asks every mini-batch."""
+        if self.cfg.amp_dtype not in ("bf16", "fp16"):  # checked with amp off too: it is saved with the run
+            raise ConfigError(f"amp_dtype={self.cfg.amp_dtype!r} is unknown; use bf16 or fp16")
         if not self.cfg.amp:
             return None
-        if self.cfg.amp_dtype not in ("bf16", "fp16"):
-            raise ConfigError(f"amp_dtype={self.cfg.amp_dtype!r} is unknown; use bf16 or fp16")
         if self.cfg.amp_dtype == "fp16" and self.device.type != "cuda":
             raise ConfigError("amp_dtype=fp16 needs device=cuda; use amp_dtype=bf16 on this device")
         return torch.bfloat16 if self.cfg.amp_dtype == "bf16" else torch.float16

@@ -7,6 +7,8 @@ Values merge as: config defaults < checkpoint state_args < what the user typed o
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.utils import get_class
+
 from lmplay.errors import ConfigError
 
 
@@ -19,9 +21,12 @@ class Provenance:
 
     values: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SOURCES})
 
-    def add(self, group: str, key: str, value: Any, source: str) -> None:
-        shown = value if not isinstance(value, (list, dict)) or len(repr(value)) < 40 else "[...]"
-        self.values[source].append(f"{group}.{key}={shown}" if group else f"{key}={shown}")
+    def add(self, group: str, key: str, value: Any, source: str, was: Any = None) -> None:
+        """`was`: the checkpoint's value that a typed one replaces, shown beside it."""
+        def shown(v: Any) -> Any:
+            return v if not isinstance(v, (list, dict)) or len(repr(v)) < 40 else "[...]"
+        item = f"{group}.{key}={shown(value)}" if group else f"{key}={shown(value)}"
+        self.values[source].append(item if was is None else f"{item} (was {shown(was)})")
 
     def report(self) -> list[str]:
         return [f"  {source + ':':14s}{' '.join(items)}" for source, items in self.values.items() if items]
@@ -77,6 +82,26 @@ class Component:
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.args), "state": {}}
 
+    def kept_target(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                    base: type) -> tuple[str, dict[str, Any]]:
+        """The class to build and the config's arguments for it. A resumed run keeps the class it was built with
+        unless this command chose the group's file (`optimizer=sgd` stays SGD when a resume does not retype it),
+        and then only the keys typed now apply. The checkpoint names the class: it must be a `base`."""
+        target = construction_args["_target_"]
+        saved = (state_args or {}).get("_target_")
+        if saved is None or saved == target or self.group in self.runner.overridden:
+            return target, {k: v for k, v in construction_args.items() if k != "_target_"}
+        try:
+            cls = get_class(saved)
+        except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise ConfigError(f"the checkpoint's settings are damaged: its {self.group} {saved!r} is not a "
+                              f"{base.__module__}.{base.__qualname__}; {self.group}=NAME chooses one")
+        print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")
+        typed = self.runner.typed_keys(self.group)
+        return saved, {k: v for k, v in construction_args.items() if k in typed}
+
     def settle(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
@@ -104,6 +129,7 @@ class Component:
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
-                self.runner.provenance.add(self.group, key, value, sources[key])
+                replaced = key in saved and sources[key] == "command line" and not same(saved[key], value)
+                self.runner.provenance.add(self.group, key, value, sources[key], saved[key] if replaced else None)
         self.args = merged
         return merged

@@ -87,6 +87,8 @@ class RunnerSettings:
                   "log_interval"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"{where}{f}={getattr(self, f)} must be >= 1")
+        if self.grad_clip is not None and not self.grad_clip > 0:  # a negative norm would flip every gradient
+            raise ConfigError(f"{where}grad_clip={self.grad_clip} must be > 0 (or null: no clipping)")
         if self.batch_size % self.mini_batch_size:
             raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by mini_batch_size="
                               f"{self.mini_batch_size}; pick a mini_batch_size that divides it")
@@ -130,28 +132,29 @@ class OptimizerComponent(Component):
     extra = {"freeze": [], "fused": None}
 
     def advertise(self) -> dict[str, Any]:
-        cls = get_class(self.runner.cfg.optimizer._target_)
-        return {**signature_defaults(cls, skip=("self", "params")), **self.extra}
+        return {**signature_defaults(get_class(self.target), skip=("self", "params")), **self.extra}
 
     def construct(self, construction_args, state_args, state) -> None:
-        target = self.runner.cfg.optimizer._target_
+        self.target, config_args = self.kept_target(construction_args, state_args, torch.optim.Optimizer)
+        target = self.target
         same_kind = state_args is not None and state_args.get("_target_") == target
         if state_args is not None and not same_kind:
             print(f"optimizer changed to {target}: its state starts fresh")
-        args = self.settle(without_target(construction_args), state_args if same_kind else None)
+        args = self.settle(config_args, state_args if same_kind else None)
         model = self.runner.model
         frozen = freeze(model, args["freeze"])
         if frozen:
             print(f"frozen: {len(frozen)} parameter tensors matching {args['freeze']}")
         kwargs = {k: v for k, v in args.items() if k not in self.extra and v is not None}
         if "betas" in kwargs:
+            if len(kwargs["betas"]) != 2:
+                raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
             kwargs["betas"] = tuple(kwargs["betas"])
         if "fused" in signature_defaults(get_class(target)):
             fused = args["fused"]
             kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
         self.optimizer = get_class(target)(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
-        self.target = target
         if state and same_kind:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -169,11 +172,15 @@ class SchedulerComponent(Component):
     name, group = "lr_schedulers", "scheduler"
 
     def advertise(self) -> dict[str, Any]:
-        return signature_defaults(get_class(self.runner.cfg.scheduler._target_))
+        return signature_defaults(get_class(self.target))
 
     def construct(self, construction_args, state_args, state) -> None:
-        self.settle(without_target(construction_args), state_args)
-        self.schedule = self.build(self.runner.cfg.scheduler._target_, self.args)
+        self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
+        self.settle(config_args, state_args)
+        self.schedule = self.build(self.target, self.args)
+
+    def archive(self) -> dict[str, Any]:
+        return {"state_args": {"_target_": self.target, **self.args}, "state": {}}
 
     def build(self, target: str, args: dict[str, Any]) -> Schedule:
         """A stage's override names its class (it may come from a checkpoint): only a Schedule is built."""
@@ -194,8 +201,8 @@ class SchedulerComponent(Component):
         if not isinstance(override, dict):
             raise ConfigError(f"a stage's scheduler override must be a mapping like {{_target_: ..., warmup_steps: 10}}, "
                               f"not {override!r}")
-        target = override.get("_target_", self.runner.cfg.scheduler._target_)
-        base = self.args if target == self.runner.cfg.scheduler._target_ else {}
+        target = override.get("_target_", self.target)
+        base = self.args if target == self.target else {}
         return self.build(target, {**base, **without_target(override)})
 
     def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
