@@ -133,6 +133,22 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     chosen = run_cli("lmplay.train", *args, "max_steps=9", "optimizer=adamw", check=True)
     assert "optimizer changed to torch.optim.AdamW: its state starts fresh" in chosen.stdout
 
+
+def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):
+    """Starting over there would rotate the only good checkpoint away, or fail on the directory later."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}", "runner.save_interval=2"]
+    run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    (run / "model.lmp").unlink()
+    bak = (run / "model.lmp.bak").read_bytes()
+    proc = run_cli("lmplay.train", *args, "max_steps=6")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "has model.lmp.bak but no model.lmp: rename it to model.lmp to resume from it" in proc.stderr
+    assert (run / "model.lmp.bak").read_bytes() == bak and not (run / "model.lmp").exists()
+    (run / "model.lmp").mkdir()
+    proc = run_cli("lmplay.train", *args, "max_steps=6")
+    assert proc.returncode == 2 and f"{run / 'model.lmp'} is a directory, not a checkpoint" in proc.stderr
+
 def test_typed_values_are_reported_even_where_they_equal_the_classs_own_default(tmp_path):
     """AdamW's signature says lr=0.001, weight_decay=0.01; lmplay's config says otherwise, so typing them changes
     the run and the report must show them."""

@@ -131,6 +131,7 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["grad_clip=-1.0"], ["grad_clip=-1.0 must be > 0 (or null: no clipping)"]),  # would flip every gradient
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
     (["amp_dtype=fp8"], ["amp_dtype='fp8' is unknown; use bf16 or fp16"]),  # with amp off: saved with the run
+    (["run_name="], ["run_name='' would put the run into outputs/ itself"]),
 ])
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *bad), *needles)

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def remove_if_empty(run_dir: Path) -> None:
 def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
+    if not str(cfg.run_name).strip():
+        raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
     from lmplay.runner import (  # torch loads here, after the config is known to be good
@@ -72,6 +75,12 @@ def train(cfg: DictConfig) -> None:
         raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     ckpt_path = run_dir / "model.lmp"
+    bak = ckpt_path.with_name("model.lmp.bak")
+    if ckpt_path.is_dir():
+        raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
+    if not cfg.fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
+        raise ConfigError(f"{run_dir} has {bak.name} but no model.lmp: rename it to model.lmp to resume from it, "
+                          f"or fresh=true to start over")
     ckpt = None
     if ckpt_path.exists() and not cfg.fresh:
         ckpt = checkpoint.load(ckpt_path)
@@ -94,7 +103,9 @@ def main(cfg: DictConfig) -> None:
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         report(e)
     except KeyboardInterrupt:
-        raise SystemExit("interrupted before training started; nothing was saved") from None
+        remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 def cli() -> None:
