@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -173,11 +174,11 @@ def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
     same = run_cli("lmplay.train", *args, "max_steps=4", check=True)
     assert "schedule now spans" not in same.stdout
     longer = run_cli("lmplay.train", *args, "max_steps=8", check=True)
-    # cosine over 4 steps had reached its end; over 8, step 4 (0-based) is at cos(pi / 2): half the lr
+    # cosine over 4 steps had reached min_lr (0) at its last step; over 8, step 4 (0-based) is at cos(pi * 4 / 7)
     assert "note: this stage's lr schedule now spans 8 steps, not 4 (max_steps or the batch changed): its next " \
-           "step trains at lr 0.001, not 0" in longer.stdout
+           "step trains at lr 0.000777, not 0" in longer.stdout
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
-    assert lrs[4] == pytest.approx(0.001)
+    assert lrs[3] == 0.0 and lrs[4] == pytest.approx(0.001 * (1 + math.cos(math.pi * 4 / 7)))
 
 
 def test_bak_is_the_checkpoint_before_and_a_finished_run_rewrites_nothing(tmp_path):

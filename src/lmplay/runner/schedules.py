@@ -28,14 +28,15 @@ class Schedule:
         return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_fraction * total_steps)
 
     def decay(self, step: int, steps: int) -> float:
-        """1 -> 0 over the `steps` after warmup; 1 throughout for schedules that do not decay."""
+        """1 at the first of the `steps` after warmup, 0 at the last; 1 throughout for schedules that do not decay."""
         return 1.0
 
     def lr(self, base_lr: float, step: int, total_steps: int) -> float:
-        """The lr of optimizer step `step` (0-based) of a stage of `total_steps`."""
+        """The lr of optimizer step `step` (0-based) of a stage of `total_steps`. Warmup climbs as nanoGPT's
+        does, so that the base lr comes once, at the first step after warmup."""
         warmup = self.warmup(total_steps)
         if step < warmup:
-            return base_lr * (step + 1) / warmup
+            return base_lr * (step + 1) / (warmup + 1)
         return self.min_lr + (base_lr - self.min_lr) * self.decay(step - warmup, max(total_steps - warmup, 1))
 
 
@@ -55,7 +56,7 @@ class Cosine(Schedule):
     """Warmup, then cosine from the base lr to min_lr at the end of the stage."""
 
     def decay(self, step: int, steps: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+        return 0.5 * (1 + math.cos(math.pi * min(step / max(steps - 1, 1), 1.0)))
 
 
 @dataclass
