@@ -121,7 +121,8 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_pat
     assert proc.stderr.startswith("error: ") and message in proc.stderr
 
 
-@pytest.mark.parametrize("typed", ["In bash, echo ${HOME} prints it", "${oc.env:HOME}", "1e3", "3.10", "true"])
+@pytest.mark.parametrize("typed", ["In bash, echo ${HOME} prints it", "${oc.env:HOME}", "1e3", "3.10", "true",
+                                   "C:\\Users\\x", "it's \\'quoted\\' \\"])
 def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     """Neither a config expression (resolved, or an error) nor a number (1e3 -> 1000.0)."""
     proc = generate(f"checkpoint={model_and_path[1]}", f"prompt={typed}", "max_new_tokens=0")

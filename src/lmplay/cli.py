@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -73,10 +74,12 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
 
 
 def quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar when it holds spaces or special characters."""
+    """Quote a value for Hydra's override grammar when it holds spaces or special characters. Inside quotes
+    Hydra unescapes only backslashes before a quote or at the end, so only those are doubled (`C:\\Users` stays)."""
     if value and all(c.isalnum() or c in "._-/:" for c in value):
         return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, escaped) + "'"
 
 
 def fail(message: str, code: int = 2) -> None:
