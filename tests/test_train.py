@@ -153,6 +153,15 @@ def test_a_top_level_value_of_the_wrong_kind_is_one_line_and_keeps_the_run(tmp_p
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
+
+def test_data_shorter_than_one_packed_window_is_one_line(tmp_path, tiny_run_args):
+    """It used to train 0 steps and exit 0, as if done."""
+    (tmp_path / "short.txt").write_text("a few words\n\nand a few more\n" * 20)
+    proc = run_cli("lmplay.train", *tiny_run_args, "curriculum=text_file", f"curriculum.path={tmp_path / 'short.txt'}",
+                   "curriculum.batching=packed", "curriculum.validation_fraction=0", "context_len=4096", "max_steps=3")
+    assert_one_line_error(proc, "curriculum stage 'text_file' gives no training batch",
+                          "context_len+1 = 4097 tokens", "curriculum.batching=rows")
+
 def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
     (tmp_path / "a_file").write_text("not a directory")
     for where in ("hydra.run.dir", "hydra.sweep.dir"):

@@ -551,6 +551,11 @@ class LMRunnerBase:
                 self._stop_signal = self._stop_signal or signal.SIGTERM
                 break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
+            if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot
+                raise ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
+                                  f"batching its data is shorter than one window of context_len+1 = "
+                                  f"{self.context_len + 1} tokens; use a smaller context_len, more data, or "
+                                  f"curriculum.batching=rows")
             if batch is None:
                 finished = True
                 break
