@@ -6,6 +6,7 @@ import torch
 from experiments.gpt2.model import GPT2
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens, padded_causal_mask
 from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
@@ -272,3 +273,11 @@ def test_a_vocabulary_padded_past_the_tokenizers_never_yields_a_padding_id():
         model.lm_head.bias[257:] = 1e4  # the padding columns would win every argmax
     out = generate_tokens(model, prompts_of(5), GenerationConfig(max_new_tokens=30, stop_at_eot=False), eot_id=EOT)
     assert len(out[0]) == 30 and max(out[0]) < 257
+
+
+def test_nan_scores_are_a_clear_error_not_a_multinomial_traceback():
+    """Finite weights can still give NaN scores (an fp16 overflow under amp): the draw must not hide why."""
+    logits = torch.tensor([[0.0, float("nan"), 1.0]])
+    for config in (GenerationConfig(do_sample=False), GenerationConfig(do_sample=True)):
+        with pytest.raises(ConfigError, match="next-token scores are NaN"):
+            pick_next(logits, config)

@@ -91,8 +91,12 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     text = tmp_path / "notes.lmp"
     text.write_text("not a checkpoint")
     model = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
+    diverged = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
+    with torch.no_grad():
+        diverged.lm_head.weight.fill_(float("nan"))
     return {"foreign": not_lmplay, "text": text, "unknown_exp": save_model(model, "no_such_experiment",
-                                                                         tmp_path / "other.lmp")}
+                                                                         tmp_path / "other.lmp"),
+            "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp")}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -104,6 +108,9 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=hi", "top_p=0"], "error: top_p=0 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_k=0"], "error: top_k=0 must be >= 1"),
+    (["checkpoint={model}", "prompt=hi", "temperature=nan"], "error: temperature=nan should be a finite number"),
+    (["checkpoint={model}", "prompt=hi", "repetition_penalty=inf"], "repetition_penalty=inf should be a finite"),
+    (["checkpoint={diverged}", "prompt=hi"], "has weights that are not finite (NaN or inf: a diverged run?)"),
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
     (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),

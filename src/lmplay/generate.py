@@ -152,6 +152,9 @@ def generate(cfg: DictConfig) -> list[str]:
 
     device = pick_device(cfg.device)
     model, exp = load_model(path, device)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
+                          f"sample from an earlier checkpoint")
     print(f"{path}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp_dtype] if cfg.amp else None

@@ -1,5 +1,6 @@
 """What to generate and how each next token is picked, checked once up front so bad values fail fast."""
 
+import math
 from dataclasses import dataclass
 
 from lmplay.errors import ConfigError
@@ -11,6 +12,8 @@ def _check_number(name: str, value: object, integer: bool = False, allow_none: b
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={value} should be a finite number")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ softmax gives it probability exactly zero.
 import torch
 import torch.nn.functional as F
 
+from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 
 
@@ -56,6 +57,9 @@ def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.T
 def pick_next(logits: torch.Tensor, config: GenerationConfig, seen: torch.Tensor | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """The next token of each row ([B] long): argmax when greedy, else a draw from the processed distribution."""
+    if torch.isnan(logits).any():  # the stream syncs every token anyway
+        raise ConfigError("the model's next-token scores are NaN: its weights are not finite (a diverged "
+                          "checkpoint?); sample from an earlier checkpoint")
     logits = process_logits(logits, config, seen)
     if config.greedy:
         return logits.argmax(dim=-1)
