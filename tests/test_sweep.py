@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
     assert len(json.loads((sweep / "summary.json").read_text())["jobs"]) == 4
     proc = run_cli("lmplay.sweep", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep dir" in proc.stderr
+    runs = tmp_path / "outputs"  # plain run dirs: the summary would call every run a sweep job "not finished"
+    shutil.copytree(next(sweep.glob("0_*")), runs / "a_run")
+    proc = run_cli("lmplay.sweep", str(runs))
+    assert proc.returncode == 2 and "is not a sweep dir: it has no multirun.yaml" in proc.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["a_run"]
 
 
 def test_the_summary_is_readable_by_whoever_the_umask_allows(sweep_2x2, tmp_path):

@@ -196,7 +196,11 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m lmplay.sweep", description="Rebuild a sweep's summary: "
                                      "writes SWEEP_DIR/summary.json and summary.md and prints the table.")
     parser.add_argument("sweep_dir", type=Path, help="a sweep dir, multirun/<date>/<time>")
-    print(write_summary(parser.parse_args(argv).sweep_dir)["markdown"])
+    sweep_dir = parser.parse_args(argv).sweep_dir
+    if sweep_dir.is_dir() and not (sweep_dir / "multirun.yaml").is_file():  # writing there would mislead
+        raise ConfigError(f"{sweep_dir} is not a sweep dir: it has no multirun.yaml, which Hydra writes when a sweep "
+                          f"starts (multirun/<date>/<time>); `python -m lmplay.plot DIR...` compares plain runs")
+    print(write_summary(sweep_dir)["markdown"])
 
 
 def cli() -> None:
