@@ -55,7 +55,10 @@ def registered_versions(versions_py: Path) -> list[str]:
 
 def find_source(name: str, conf_dir: Path) -> Source:
     module = name if "." in name else f"experiments.{name}"
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # its parent package (`my_lab` of my_lab.my_idea) is not importable
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"--from {name}: no experiment package {module} is importable")
     path = Path(next(iter(spec.submodule_search_locations)))
