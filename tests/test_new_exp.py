@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -78,6 +79,22 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
                    "device=cpu", f"hydra.run.dir={run}", env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
     assert "experiment outside_test" in proc.stdout
     assert len(json.loads((run / "stats.json").read_text())["train"]) == 2
+    assert "'hydra.searchpath=[pkg://my_lab.conf]' exp=gpt2ish_mini,outside_mini" in \
+        (tmp_path / "my_lab" / "outside" / "README.md").read_text()
+    # the pyproject.toml new_exp wrote registers the experiment; what `pip install -e` would make of it:
+    entry_points = tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points == {"lmplay.experiments": {"outside": "my_lab.outside.versions"}}
+    installed = tmp_path / "my_lab-0.1.0.dist-info"
+    installed.mkdir()
+    (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: my_lab\nVersion: 0.1.0\n")
+    (installed / "entry_points.txt").write_text("[lmplay.experiments]\noutside = my_lab.outside.versions\n")
+    sample = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", "max_new_tokens=2",
+                     env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
+    assert sample.stdout.startswith("hi")
+    second = run_cli("lmplay.new_exp", "another", "--into", str(tmp_path / "my_lab"),
+                     env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
+    assert 'another = "my_lab.another.versions"' in second.stdout  # the pyproject.toml is the user's now: not rewritten
+    assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]["entry-points"] == entry_points
 
 
 def test_bad_names_are_one_line_errors(tmp_path):

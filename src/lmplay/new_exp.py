@@ -112,12 +112,30 @@ def comparable(versions: list[str]) -> str:
     return next((v for v in versions if v.endswith("_mini")), versions[0])
 
 
-def readme(name: str, src: Source, versions: list[str]) -> str:
+def sweep_command(versions: list[str], into: Path | None) -> str:
+    """The sweep that compares the new experiment with the baseline; configs outside this checkout need
+    Hydra's search path."""
+    searchpath = f"'hydra.searchpath=[pkg://{into.name}.conf]' " if into is not None else ""
+    return f"python -m lmplay.train -m {searchpath}exp=gpt2ish_mini,{comparable(versions)} seed=1,2,3"
+
+
+def pyproject(into: Path, name: str) -> str:
+    """A minimal pyproject.toml for a package made by --into: `pip install -e` on it registers the experiment,
+    so lmplay.generate finds its checkpoints by name (the registry never imports what a checkpoint names)."""
+    pkg = into.name
+    return (f'[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{pkg}"\nversion = "0.1.0"\n\n'
+            f'[project.entry-points."lmplay.experiments"]\n{name} = "{pkg}.{name}.versions"\n\n'
+            f'[tool.setuptools.packages.find]\ninclude = ["{pkg}*"]\n\n'
+            f'[tool.setuptools.package-data]\n"*" = ["*.yaml", "*.md"]\n')
+
+
+def readme(name: str, src: Source, versions: list[str], into: Path | None) -> str:
     return (f"# {name}\n\nCopied from `{src.module}` by `python -m lmplay.new_exp`.\n\n"
             "**Idea.** What you change and why it might help.\n\n"
             "**The change.** Which lines of model.py differ from the baseline's.\n\n"
             "**Run it against the baseline.**\n\n"
-            f"    python -m lmplay.train -m exp=gpt2ish_mini,{comparable(versions)} seed=1,2,3\n"
+            f"    {sweep_command(versions, into)}\n"
             "    python -m lmplay.plot multirun/<date>/<time>\n\n"
             "**What to look for.** The loss difference from the baseline at equal tokens, against the spread over "
             "seeds.\n\n" f"Versions: {', '.join(f'`{v}`' for v in versions)}.\n")
@@ -167,7 +185,10 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
         written.append(pkg_dir / file.name)
         written[-1].write_text(text)
     written.append(pkg_dir / "README.md")
-    written[-1].write_text(readme(name, src, new_versions))
+    written[-1].write_text(readme(name, src, new_versions, into))
+    if into is not None and not (into.parent / "pyproject.toml").exists():
+        written.append(into.parent / "pyproject.toml")
+        written[-1].write_text(pyproject(into, name))
     (conf_dir / "exp").mkdir(parents=True, exist_ok=True)
     for version, config in src.configs.items():
         text = rename(config.read_text(), mapping)
@@ -192,16 +213,19 @@ def main(argv: list[str]) -> None:
     written = create(args.name, args.source, args.into)
     print("\n".join(f"wrote {path}" for path in written))
     model_py = next(p for p in written if p.name == "model.py")
-    version = comparable([p.stem for p in written if p.suffix == ".yaml"])
+    versions = [p.stem for p in written if p.suffix == ".yaml"]
     if args.into is None:
         print(f"\nnext: change one thing in {model_py}, then compare it with the baseline:\n"
-              f"  python -m lmplay.train -m exp=gpt2ish_mini,{version} seed=1,2,3")
+              f"  {sweep_command(versions, None)}")
+        return
+    lab, pkg = args.into.resolve().parent, args.into.name
+    print(f"\nnext: change one thing in {model_py}; with {lab} on PYTHONPATH (or your package installed):\n"
+          f"  {sweep_command(versions, args.into)}")
+    if lab / "pyproject.toml" in [p.resolve() for p in written]:
+        print(f"For lmplay.generate to find its checkpoints by name, install the package once: pip install -e {lab}")
     else:
-        pkg = args.into.name
-        print(f"\nnext: change one thing in {model_py}; with {args.into.resolve().parent} on PYTHONPATH (or your "
-              f"package installed):\n  python -m lmplay.train -m 'hydra.searchpath=[pkg://{pkg}.conf]' "
-              f"exp=gpt2ish_mini,{version} seed=1,2,3\n"
-              f"For lmplay.generate to find its checkpoints by name, register its versions in your pyproject.toml:\n"
+        print(f"For lmplay.generate to find its checkpoints by name, register its versions in {lab / 'pyproject.toml'} "
+              f"and reinstall it:\n"
               f'  [project.entry-points."lmplay.experiments"]\n  {args.name} = "{pkg}.{args.name}.versions"')
 
 
