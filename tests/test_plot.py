@@ -148,3 +148,17 @@ def test_a_dir_without_stats_is_a_one_line_error(make, tmp_path):
     proc = run_cli("lmplay.plot", str(target))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and str(target) in proc.stderr
+
+
+def test_an_idea_swept_at_two_lrs_is_compared_with_the_baseline_at_its_own_lr(tmp_path):
+    """`exp=base,idea lr=1e-3,3e-3`: the idea at 3e-3 is 0.05 above the baseline at 3e-3, though 1.15 below
+    the baseline at 1e-3; the table and the difference plot must say +0.05."""
+    losses = {("test_runner", "1e-3"): 3.0, ("test_runner", "3e-3"): 1.8, ("my_idea", "1e-3"): 2.9,
+              ("my_idea", "3e-3"): 1.85}
+    for job, ((exp, lr), loss) in enumerate(losses.items()):
+        fake_run(tmp_path / "sweep" / f"{job}_exp={exp},lr={lr}", exp, 1, loss, extra=(f"lr={lr}",))
+    groups = group_runs(load_runs([tmp_path / "sweep"]))
+    rows = {line.split("  ")[0].strip(): line for line in comparison_table(groups).splitlines()[2:6]}
+    assert "+0.0500 (vs test_runner lr=3e-3)" in rows["my_idea lr=3e-3"]
+    assert "-0.1000" in rows["my_idea lr=1e-3"] and "(vs" not in rows["my_idea lr=1e-3"]
+    assert "-1.2000" in rows["test_runner lr=3e-3"]  # the baseline's own lr sweep is against its first run

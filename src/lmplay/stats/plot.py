@@ -121,6 +121,19 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
     return [matches[0], *[g for g in groups if g is not matches[0]]]
 
 
+def baselines(groups: list[Group]) -> list[int]:
+    """For each group, the index of the group it is compared with. An idea swept against the baseline at
+    several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings; what
+    has no such match, and the baseline experiment's own groups, with the first group."""
+    def settings(group: Group) -> tuple[str, ...]:
+        return tuple(o for o in group.runs[0].config if override_key(o) != "exp")
+
+    base_exp = groups[0].runs[0].exp if groups else None
+    return [0 if g.runs[0].exp == base_exp else
+            next((j for j, h in enumerate(groups) if h.runs[0].exp == base_exp and settings(h) == settings(g)), 0)
+            for g in groups]
+
+
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0."""
     if weight <= 0 or len(values) < 2:
@@ -149,21 +162,23 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
 
 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
-         diff: bool = False) -> Path:
-    """One PNG: a line per curve (a band when it averages seeds); `diff` draws each minus the first (the baseline)."""
+         bases: list[Curve] | None = None) -> Path:
+    """One PNG: a line per curve (a band when it averages seeds); with `bases`, each curve minus its baseline's."""
     fig = Figure(figsize=(9, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                    "tab:olive", "tab:cyan", "tab:gray"] * 10)
-    baseline = curves[0]
     for i, c in enumerate(curves):
         is_baseline = i == 0 and baseline_first
         color, width = ("black", 2.2) if is_baseline else (next(colors), 1.5)
         label = (c.label + (" (baseline)" if is_baseline else "")
                  + (f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""))
         tokens, values = c.tokens, c.values
-        if diff:
+        if bases:
+            baseline = bases[i]
+            if baseline is not curves[0]:
+                label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1])
             tokens = tokens[inside]
             values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
@@ -200,13 +215,14 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
             if not curves:
                 continue
             has_baseline = all_curves[0] is not None
+            bases = [all_curves[j] or all_curves[0] for c, j in zip(all_curves, baselines(groups)) if c is not None]
             note = f", smoothed {smooth[kind]}" if smooth[kind] > 0 else ""
             files.append(draw(curves, f"{kind} {metric}{note}", ylabel, out / f"{kind}_{metric}.png", logx,
                               has_baseline))
             if len(curves) > 1 and has_baseline:
                 files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
                                   f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
-                                  True, diff=True))
+                                  True, bases))
     return files
 
 
@@ -222,6 +238,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
 
     The token counts span what every configuration has reached, so no number is an extrapolation.
     """
+    matches = dict(zip(map(id, groups), baselines(groups)))
     rows = [(g, curve(g, "validation", "loss"), curve(g, "validation", "accuracy")) for g in groups]
     rows = [row for row in rows if row[1] is not None]
     if not rows:
@@ -236,11 +253,15 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     header += [f"vs baseline@{human(end)}"] if baseline_first else []
     header += [f"accuracy@{human(end)}"]
     table = [header]
-    base = rows[0][1].at(end).mean()
+    losses = {id(group): loss for group, loss, _ in rows}
     for i, (group, loss, accuracy) in enumerate(rows):
         cells = [f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "") for v in map(loss.at, points)]
         row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.num_seeds), *cells]
-        row += [("-" if i == 0 else f"{loss.at(end).mean() - base:+.4f}")] if baseline_first else []
+        if baseline_first:
+            base = groups[matches[id(group)]]
+            base = base if id(base) in losses else groups[0]
+            vs = "" if base is groups[0] else f" (vs {base.label})"
+            row += ["-" if i == 0 else f"{loss.at(end).mean() - losses[id(base)].at(end).mean():+.4f}{vs}"]
         row += [f"{accuracy.at(end).mean():.4f}"]
         table.append(row)
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
@@ -248,5 +269,6 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
     note = ("Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
-            "'vs baseline' < 0 means lower loss than the baseline.")
+            "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
+            "with the baseline at its own settings.")
     return "\n".join([*lines, "", note]) + "\n"
