@@ -56,6 +56,9 @@ def test_seed_flags_and_a_bare_prompt(model_and_path):
     assert headers == ["----- prompt 1 of 2, sample 1 of 2 -----", "----- prompt 1 of 2, sample 2 of 2 -----",
                        "----- prompt 2 of 2, sample 1 of 2 -----", "----- prompt 2 of 2, sample 2 of 2 -----"]
     assert "\nA bare prompt" in proc.stdout and "\na flag prompt" in proc.stdout
+    model = model_and_path[0]
+    greedy = generate("--model", str(path), "--greedy", "--prompt", "To", "--max-len", "5", "--seed", "3")
+    assert greedy.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n", greedy.stderr
 
 
 def test_prompt_list_and_prompt_file(model_and_path, tmp_path):

@@ -56,13 +56,14 @@ def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | 
 
 
 def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:
-    """Turn the original's `--batch-size 50` / `--amp` forms into Hydra overrides (`batch_size=50`, `amp=true`)."""
+    """Turn the original's `--batch-size 50` / `--amp` forms into Hydra overrides (`batch_size=50`, `amp=true`):
+    `flags` name the key that takes the next word, `switches` the override a bare flag stands for."""
     out, args = [], list(argv)
     while args:
         arg = args.pop(0)
         name, _, inline = arg.partition("=")
         if name in switches:
-            out.append(f"{switches[name]}=true")
+            out.append(switches[name])
         elif name in flags:
             if not inline and not args:
                 fail(f"{name} needs a value")

@@ -27,7 +27,7 @@ SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt":
               "--max-new-tokens": "max_new_tokens", "--temperature": "temperature", "--top-k": "top_k",
               "--top-p": "top_p", "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples",
               "--seed": "seed"}
-SEED_SWITCHES = {"--amp": "amp", "--sample": "do_sample"}
+SEED_SWITCHES = {"--amp": "amp=true", "--sample": "do_sample=true", "--greedy": "do_sample=false"}
 TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text (or null), never Hydra syntax
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
                           "--config-dir", "-cd", "--experimental-rerun"}

@@ -18,7 +18,7 @@ from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
-SEED_SWITCHES = {"--amp": "amp", "--compile": "compile", "--fresh": "fresh"}
+SEED_SWITCHES = {"--amp": "amp=true", "--compile": "compile=true", "--fresh": "fresh=true"}
 
 
 def overridden_keys() -> set[str]:
