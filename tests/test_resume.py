@@ -1,5 +1,6 @@
 """Interrupted runs resume exactly; checkpoints are safe to load and survive failed writes."""
 
+import copy
 import io
 import json
 import math
@@ -242,6 +243,26 @@ def test_targets_inside_a_checkpoints_settings_are_never_called(tmp_path):
     proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}")
     assert victim.read_text() == "precious" and not (tmp_path / "PWNED").exists()
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)
+    good = torch.load(run / "model.lmp", weights_only=True)
+    train = ["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}"]
+    cases = [(lambda c: c.update(rng={}), "random-number states are damaged", train),
+             (lambda c: c["components"]["runner"]["state"]["progress"].update(step="a"), "progress is damaged", train),
+             (lambda c: c["components"]["runner"]["state_args"].update(batch_size="abc"),
+              "settings are damaged: runner.batch_size='abc' should be an integer", train),
+             (lambda c: c["components"]["model"]["state"].update(weights={"a": 1}), "it has no model weights",
+              ["lmplay.inspect", str(run)])]
+    for change, needle, command in cases:
+        ckpt = copy.deepcopy(good)
+        change(ckpt)
+        torch.save(ckpt, run / "model.lmp")
+        proc = run_cli(*command)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert needle in proc.stderr
 
 def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
     run = tmp_path / "run"

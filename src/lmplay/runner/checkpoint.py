@@ -38,12 +38,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-    has_gauss, gauss = state["numpy_gauss"]
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    try:
+        random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+        has_gauss, gauss = state["numpy_gauss"]
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss,
+                             gauss))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise ConfigError(f"the checkpoint's random-number states are damaged ({type(e).__name__}: {e}); its "
+                          f"model.lmp.bak is the previous checkpoint, and fresh=true starts over") from None
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> None:
@@ -148,7 +153,8 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
               "experiment name (exp)": isinstance(ckpt.get("exp"), str),
               "components": isinstance(components, dict),
               "model arguments": isinstance(model, dict) and isinstance(model.get("state_args"), dict),
-              "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)}
+              "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)
+              and all(isinstance(w, torch.Tensor) for w in state["weights"].values())}
     return next((part for part, present in needed.items() if not present), None)
 
 
