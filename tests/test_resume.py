@@ -72,7 +72,7 @@ def test_kill_9_at_random_moments_then_resume_is_exact(tmp_path):
     assert replayable(json.loads((broken / "stats.json").read_text())) == \
         replayable(json.loads((whole / "stats.json").read_text()))
     lrs = [r["lr"] for r in json.loads((whole / "stats.json").read_text())["train"]]
-    assert lrs[4] == pytest.approx(3e-3) and lrs[-1] < 2e-4  # warmed up, then decayed towards min_lr
+    assert lrs[4] < lrs[5] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(1e-4)  # warmed up, decayed to min_lr
     a, b = weights(whole), weights(broken)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
