@@ -61,6 +61,16 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
             # schema's defaults are the class's own (torch's lr=0.001), not the config's
 
 
+def subclass_named(target: str, base: type) -> type | None:
+    """The class `target` names, if it is a `base`; else None. A name read from a checkpoint or a stage is
+    data: only a class of the expected kind is ever built from it."""
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, base) else None
+
+
 class Component:
     """Base of the five components: `name` is its key in the checkpoint, `group` the Hydra config group it reads."""
 
@@ -91,11 +101,7 @@ class Component:
         saved = (state_args or {}).get("_target_")
         if saved is None or saved == target or self.group in self.runner.overridden:
             return target, {k: v for k, v in construction_args.items() if k != "_target_"}
-        try:
-            cls = get_class(saved)
-        except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
-            cls = None
-        if not (isinstance(cls, type) and issubclass(cls, base)):
+        if subclass_named(saved, base) is None:
             raise ConfigError(f"the checkpoint's settings are damaged: its {self.group} {saved!r} is not a "
                               f"{base.__module__}.{base.__qualname__}; {self.group}=NAME chooses one")
         print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")

@@ -14,7 +14,7 @@ from hydra.utils import get_class
 
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
-from lmplay.runner.component import Component, validate_args
+from lmplay.runner.component import Component, subclass_named, validate_args
 from lmplay.runner.optimizers import freeze, param_groups
 from lmplay.runner.schedules import Schedule
 
@@ -188,11 +188,8 @@ class SchedulerComponent(Component):
 
     def build(self, target: str, args: dict[str, Any]) -> Schedule:
         """A stage's override names its class (it may come from a checkpoint): only a Schedule is built."""
-        try:
-            cls = get_class(target)
-        except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
-            cls = None
-        if not (isinstance(cls, type) and issubclass(cls, Schedule)):
+        cls = subclass_named(target, Schedule)
+        if cls is None:
             raise ConfigError(f"scheduler _target_={target!r} is not an lr schedule (a subclass of "
                               f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine)")
         validate_args(self.group, args, signature_defaults(cls))
