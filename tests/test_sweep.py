@@ -142,6 +142,7 @@ def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_wi
     proc = run_cli("lmplay.train", "-m", "exp=test_runner", "batch_size=7,8", *TINY, f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "\nerror: batch_size=7 is not divisible by mini_batch_size=4" in proc.stderr
+    assert proc.stderr.count("Error executing job with overrides") == 1  # Hydra's, at the end; not once more per job
     rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
     assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")

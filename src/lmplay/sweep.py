@@ -14,6 +14,8 @@ their directories, so it works the same with every launcher:
 """
 
 import argparse
+import contextlib
+import io
 import json
 import re
 import statistics
@@ -51,7 +53,8 @@ class SweepSummary(Callback):
         error = None
         if job_return.status == JobStatus.FAILED:
             try:
-                _ = job_return.return_value  # re-raises what the job raised
+                with contextlib.redirect_stderr(io.StringIO()):  # Hydra's "Error executing job" comes at the end
+                    _ = job_return.return_value  # re-raises what the job raised
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
                 error = f"{type(cause).__name__}: {cause}"
