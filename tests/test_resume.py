@@ -134,6 +134,8 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     assert all(a > b for a, b in zip(lrs[4:], lrs[5:])), lrs  # still decaying, not the default's constant lr
     chosen = run_cli("lmplay.train", *args, "max_steps=9", "optimizer=adamw", check=True)
     assert "optimizer changed to torch.optim.AdamW: its state starts fresh" in chosen.stdout
+    assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=1e-3", "max_steps=9", "optimizer=adamw",
+                                                 "scheduler=cosine")  # SGD's momentum is gone from the label
 
 
 def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):

@@ -28,9 +28,14 @@ def overridden_keys() -> set[str]:
 
 def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
     """A resumed run's overrides: the earlier commands' keys this one did not retype, then this one's. Plots
-    and sweeps label a run by them, and a resume keeps what the earlier commands set (`lr=3e-3`)."""
+    and sweeps label a run by them, and a resume keeps what the earlier commands set (`lr=3e-3`); a group
+    chosen anew (`optimizer=adamw`) drops the earlier group's keys (`optimizer.momentum=0.5`)."""
     retyped = {override_key(o) for o in typed}
-    return [o for o in previous if override_key(o) not in retyped] + typed
+
+    def replaced(key: str) -> bool:
+        return key in retyped or key.split(".", 1)[0] in retyped
+
+    return [o for o in previous if not replaced(override_key(o))] + typed
 
 
 def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
