@@ -195,10 +195,13 @@ def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):
         assert exp in help_text
     proc = run_cli("lmplay.train", "--exp", "test_runner", "--device", "cpu", "--batch-size", "4",
-                   "--mini-batch-size", "2", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=True)
+                   "--mini-batch-size", "2", "max_steps=2", "context_len=32", f"hydra.run.dir={tmp_path / 'run'}",
+                   check=True)
     assert "runner.batch_size=4" in proc.stdout and "runner.mini_batch_size=2" in proc.stdout
     command_line = next(line for line in proc.stdout.splitlines() if line.strip().startswith("command line:"))
     assert "device=cpu" in command_line and "max_steps=2" in command_line  # run keys no component reads, too
+    assert " context_len=32" in command_line and "model.context_len" not in proc.stdout  # as the user types it
+    assert "model.vocab_size" not in proc.stdout  # it follows from the tokenizer: nothing to type
 
 
 def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None):

@@ -76,6 +76,8 @@ class Component:
 
     name = "component"
     group = "component"
+    # keys the report names as the user types them: {key: its top-level name, or None to leave it out}
+    reported_as: dict[str, str | None] = {}
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
@@ -136,6 +138,10 @@ class Component:
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
                 replaced = key in saved and sources[key] == "command line" and not same(saved[key], value)
-                self.runner.provenance.add(self.group, key, value, sources[key], saved[key] if replaced else None)
+                if key not in self.reported_as:
+                    self.runner.provenance.add(self.group, key, value, sources[key], saved[key] if replaced else None)
+                elif self.reported_as[key]:
+                    self.runner.provenance.add("", self.reported_as[key], value, sources[key],
+                                               saved[key] if replaced else None)
         self.args = merged
         return merged

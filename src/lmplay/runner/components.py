@@ -55,6 +55,8 @@ class ModelComponent(Component):
 
     name, group = "model", "model"
     resumable = ("dropout",)
+    # typed as `tokenizer=` and `context_len=`; the vocabulary follows from the tokenizer (and vocab_multiple)
+    reported_as = {"tokenizer": "tokenizer", "context_len": "context_len", "vocab_size": None}
 
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(self.runner.model_class)
