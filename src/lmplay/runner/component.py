@@ -5,7 +5,7 @@ Values merge as: config defaults < checkpoint state_args < what the user typed o
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.utils import get_class
 
@@ -77,7 +77,7 @@ class Component:
     name = "component"
     group = "component"
     # keys the report names as the user types them: {key: its top-level name, or None to leave it out}
-    reported_as: dict[str, str | None] = {}
+    reported_as: ClassVar[dict[str, str | None]] = {}
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner

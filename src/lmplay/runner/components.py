@@ -7,7 +7,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import inspect
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from hydra.utils import get_class
@@ -56,7 +56,8 @@ class ModelComponent(Component):
     name, group = "model", "model"
     resumable = ("dropout",)
     # typed as `tokenizer=` and `context_len=`; the vocabulary follows from the tokenizer (and vocab_multiple)
-    reported_as = {"tokenizer": "tokenizer", "context_len": "context_len", "vocab_size": None}
+    reported_as: ClassVar[dict[str, str | None]] = {"tokenizer": "tokenizer", "context_len": "context_len",
+                                                     "vocab_size": None}
 
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(self.runner.model_class)
