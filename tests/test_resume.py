@@ -254,7 +254,8 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     good = torch.load(run / "model.lmp", weights_only=True)
     train = ["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}"]
     cases = [(lambda c: c.update(rng={}), "random-number states are damaged", train),
-             (lambda c: c["components"]["runner"]["state"]["progress"].update(step="a"), "progress is damaged", train),
+             (lambda c: c["components"]["runner"]["state"]["progress"].update(step="a"),
+              "progress counters are damaged", train),
              (lambda c: c["components"]["runner"]["state_args"].update(batch_size="abc"),
               "settings are damaged: runner.batch_size='abc' should be an integer", train),
              (lambda c: c["components"]["model"]["state"].update(weights={"a": 1}), "it has no model weights",

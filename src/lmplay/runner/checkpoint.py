@@ -37,6 +37,12 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def damaged(part: str, detail: str) -> ConfigError:
+    """The error for a checkpoint whose `part` (its settings, progress, ...) cannot be what lmplay saved."""
+    return ConfigError(f"the checkpoint's {part} are damaged: {detail}; the run dir's model.lmp.bak is the "
+                       f"previous checkpoint, and fresh=true starts over")
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     try:
         random.setstate((3, tuple(state["python"]), state["python_gauss"]))
@@ -47,8 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise ConfigError(f"the checkpoint's random-number states are damaged ({type(e).__name__}: {e}); its "
-                          f"model.lmp.bak is the previous checkpoint, and fresh=true starts over") from None
+        raise damaged("random-number states", f"{type(e).__name__}: {e}") from None
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from hydra.utils import get_class
 
 from lmplay.errors import ConfigError
+from lmplay.runner.checkpoint import damaged
 
 
 SOURCES = ("command line", "checkpoint", "config")
@@ -104,8 +105,8 @@ class Component:
         if saved is None or saved == target or self.group in self.runner.overridden:
             return target, {k: v for k, v in construction_args.items() if k != "_target_"}
         if subclass_named(saved, base) is None:
-            raise ConfigError(f"the checkpoint's settings are damaged: its {self.group} {saved!r} is not a "
-                              f"{base.__module__}.{base.__qualname__}; {self.group}=NAME chooses one")
+            raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
+                                      f"({self.group}=NAME chooses one)")
         print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")
         typed = self.runner.typed_keys(self.group)
         return saved, {k: v for k, v in construction_args.items() if k in typed}
@@ -118,7 +119,7 @@ class Component:
         try:
             validate_args(self.group, {k: v for k, v in (state_args or {}).items() if k in schema}, schema)
         except ConfigError as e:
-            raise ConfigError(f"the checkpoint's settings are damaged: {e}") from None
+            raise damaged("settings", str(e)) from None
         explicit = self.runner.explicit_keys(self.group)
         merged = {**schema, **construction_args}
         sources = {k: "config" for k in construction_args}

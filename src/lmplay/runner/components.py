@@ -115,8 +115,7 @@ class RunnerComponent(Component):
         self.progress = dict(state["progress"]) if state else {"step": 0, "samples": 0, "tokens": 0, "stage_step": 0}
         counters = ("step", "samples", "tokens", "stage_step")
         if not all(isinstance(self.progress.get(k), int) and self.progress[k] >= 0 for k in counters):
-            raise ConfigError(f"the checkpoint's progress is damaged ({ {k: self.progress.get(k) for k in counters} }); "
-                              f"its model.lmp.bak is the previous checkpoint, and fresh=true starts over")
+            raise checkpoint.damaged("progress counters", str({k: self.progress.get(k) for k in counters}))
         self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
 
     def stage_settings(self, overrides: dict[str, Any], stage: str, world_size: int = 1) -> RunnerSettings:
