@@ -31,7 +31,7 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
@@ -41,6 +41,12 @@ def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
 def isolated_cache(tmp_path_factory):
     """One tokenized-data cache for the whole session, away from the user's ~/.cache/lmplay."""
     os.environ["LMPLAY_CACHE"] = str(tmp_path_factory.mktemp("lmplay_cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_cli_run():
+    """The CLI runs the tests start get one thread each: pytest-xdist already runs one test per core."""
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -54,8 +54,7 @@ def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
     single = tmp_path / "single"
     run_cli("lmplay.train", *BASE, "max_steps=4", f"hydra.run.dir={single}", check=True)
     proc = run_cli("lmplay.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
-                   "hydra.launcher.timeout_min=10", *BASE, "max_steps=4", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   env={"OMP_NUM_THREADS": "1"})
+                   "hydra.launcher.timeout_min=10", *BASE, "max_steps=4", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if (p / "stats.json").exists()]
     assert losses(job)[0] == pytest.approx(losses(single)[0], abs=1e-5)

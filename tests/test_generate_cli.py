@@ -13,8 +13,6 @@ from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
 from lmplay.runner import checkpoint
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: one thread beats two fighting over a busy CPU
-
 
 def save_model(model: torch.nn.Module, exp: str, path: Path) -> Path:
     """A checkpoint with the model component laid out exactly as training writes it."""
@@ -32,7 +30,7 @@ def model_and_path(tmp_path_factory):
 
 
 def generate(*args: str, cwd: Path | None = None):
-    return run_cli("lmplay.generate", *args, cwd=cwd, env=ONE_THREAD, timeout=120)
+    return run_cli("lmplay.generate", *args, cwd=cwd, timeout=120)
 
 
 def test_greedy_output_is_the_prompt_and_the_models_continuation(model_and_path, tmp_path):
@@ -143,7 +141,7 @@ def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
 @pytest.mark.parametrize("command", ["lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",
                                      "lmplay.inspect {path}"])
 def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command):
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", **ONE_THREAD}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
     proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | head -c 1", shell=True,
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=False)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

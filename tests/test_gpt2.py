@@ -94,8 +94,7 @@ def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp
     """GPT2Model-style names (OpenAI's upload has no `transformer.` prefix); no config.json, so --num-heads."""
     torch.save(hf_model.transformer.state_dict(), tmp_path / "pytorch_model.bin")
     out = tmp_path / "gpt2.lmp"
-    proc = run_cli("experiments.gpt2.import_hf", str(tmp_path / "pytorch_model.bin"), str(out), "--num-heads", "4",
-                   env={"OMP_NUM_THREADS": "1"})
+    proc = run_cli("experiments.gpt2.import_hf", str(tmp_path / "pytorch_model.bin"), str(out), "--num-heads", "4")
     assert proc.returncode == 0, proc.stderr
     assert "experiment gpt2, 2 blocks, 32 wide, 4 heads, context 128, tokenizer bytes" in proc.stdout
     model, exp = load_model(out)
@@ -108,8 +107,7 @@ def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp
 def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):
     hf_model.save_pretrained(tmp_path)
     checkpoint.save(build_checkpoint(str(tmp_path)), tmp_path / "model.lmp")
-    proc = run_cli("lmplay.generate", f"checkpoint={tmp_path / 'model.lmp'}", "prompt=Hello", "max_new_tokens=20",
-                   env={"OMP_NUM_THREADS": "1"})
+    proc = run_cli("lmplay.generate", f"checkpoint={tmp_path / 'model.lmp'}", "prompt=Hello", "max_new_tokens=20")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Hello") and "experiment gpt2" in proc.stderr
     inspect = run_cli("lmplay.inspect", str(tmp_path / "model.lmp"), check=True)  # a model with no training yet
