@@ -268,3 +268,20 @@ def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
     good = checkpoint.load(tmp_path / "nan" / "model.lmp")
     assert good["components"]["runner"]["state"]["progress"]["step"] == 3  # saves every 3 steps (24 samples)
     assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())
+
+
+def test_a_stages_overrides_hold_in_that_stage_only_and_shadowing_a_typed_value_is_said(tmp_path, capsys):
+    stages = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 3, overrides: {lr: 1e-4, weight_decay: 0.5}},"
+              " {name: b, datasets: [shakespeare], steps: 3}]")
+    runner = make_runner(["exp=test_runner", "device=cpu", "lr=1e-3", "weight_decay=0.1", "scheduler=constant", stages,
+                          "runner.validation_interval=100000", "runner.save_interval=100000"], tmp_path / "run",
+                         overridden={"lr"})
+    optimizer = runner.optimizer_c.optimizer
+    seen, step = [], optimizer.step
+    optimizer.step = lambda *a, **k: (seen.append((optimizer.param_groups[0]["lr"],
+                                                   optimizer.param_groups[0]["weight_decay"])), step(*a, **k))[1]
+    runner.train()
+    assert seen == [(1e-4, 0.5)] * 3 + [(1e-3, 0.1)] * 3
+    out = capsys.readouterr().out
+    assert "note: curriculum stage 'a' sets lr=0.0001 itself; what you typed for it applies to the stages" in out
+    assert "stage 'b' sets" not in out

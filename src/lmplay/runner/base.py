@@ -500,8 +500,8 @@ class LMRunnerBase:
         settings = self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
         schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
         base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
-        if "weight_decay" in stage.overrides:
-            self.optimizer_c.optimizer.param_groups[0]["weight_decay"] = stage.overrides["weight_decay"]
+        self.optimizer_c.set_weight_decay(stage.overrides.get("weight_decay", self.optimizer_c.args["weight_decay"]))
+        self.note_stage_wins(stage)
         progress = self.runner_c.progress
         total = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
         if max_steps is not None:
@@ -519,6 +519,15 @@ class LMRunnerBase:
         if self._stop_signal is None and progress["step"] > step_before and not validated_now:
             self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
+
+    def note_stage_wins(self, stage) -> None:
+        """Inside a stage its own overrides win over the run's values, typed ones too (the curriculum asked
+        for them there): a value typed on this command line that a stage shadows would otherwise look applied."""
+        typed = self.typed_keys("optimizer") | self.typed_keys("runner")
+        shadowed = [f"{key}={value}" for key, value in stage.overrides.items() if key in typed]
+        if shadowed and self.world.is_main:
+            print(f"note: curriculum stage {stage.name!r} sets {', '.join(shadowed)} itself; what you typed for "
+                  f"{'them' if len(shadowed) > 1 else 'it'} applies to the stages without their own")
 
     def note_schedule_change(self, schedule, base_lr: float, total: int) -> None:
         """The lr schedule spans the stage's steps, capped by max_steps: a resume that changes them (a larger

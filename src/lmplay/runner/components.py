@@ -168,6 +168,12 @@ class OptimizerComponent(Component):
                 raise ConfigError(f"the checkpoint's optimizer state does not fit the model's parameters ({e}); "
                                   f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
 
+    def set_weight_decay(self, weight_decay: float) -> None:
+        """The decayed group's weight decay (a stage may override it; the next stage goes back to the run's)."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") == "decay":
+                group["weight_decay"] = weight_decay
+
     def archive(self) -> dict[str, Any]:
         return {"state_args": {"_target_": self.target, **self.args}, "state": {"optimizer": self.optimizer.state_dict()}}
 
