@@ -248,6 +248,21 @@ def test_targets_inside_a_checkpoints_settings_are_never_called(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_a_class_a_checkpoint_names_imports_no_module_outside_torch_and_lmplay(tmp_path, monkeypatch):
+    """Importing a module runs it: a checkpoint naming `payload.X` (a payload.py beside the user's cwd, which
+    `python -m` puts on sys.path) must not import it, even to find out that it is no optimizer."""
+    args = ["exp=test_runner", "device=cpu", "max_steps=1"]
+    make_runner(args, tmp_path / "run").train()
+    (tmp_path / "payload.py").write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w')\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for component in ("optimizers", "lr_schedulers"):
+        ckpt = checkpoint.load(tmp_path / "run" / "model.lmp")
+        ckpt["components"][component]["state_args"]["_target_"] = "payload.X"
+        with pytest.raises(ConfigError, match=r"'payload.X' is not a .* that a checkpoint may name .*_target_=payload.X"):
+            make_runner([*args, "max_steps=2"], tmp_path / "run", ckpt)
+    assert "payload" not in sys.modules and not (tmp_path / "PWNED").exists()
+
+
 def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)

@@ -4,10 +4,11 @@ from config + checkpoint, and archives itself into the checkpoint.
 Values merge as: config defaults < checkpoint state_args < what the user typed on this command line.
 """
 
+import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hydra.utils import get_class
 
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
@@ -62,13 +63,22 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
             # schema's defaults are the class's own (torch's lr=0.001), not the config's
 
 
+IMPORTABLE_ROOTS = ("torch", "lmplay")  # packages a name from a checkpoint may import
+
+
 def subclass_named(target: str, base: type) -> type | None:
     """The class `target` names, if it is a `base`; else None. A name read from a checkpoint or a stage is
-    data: only a class of the expected kind is ever built from it."""
-    try:
-        cls = get_class(target)
-    except Exception:  # noqa: BLE001 - hydra raises ValueError or ImportError variants
-        return None
+    data: only a class of the expected kind is ever built from it, and naming it imports nothing outside
+    torch and lmplay (importing a module runs its code). Another package's class must already be imported,
+    as the config's own `_target_` is."""
+    module_name, _, name = target.rpartition(".")
+    module = sys.modules.get(module_name)
+    if module is None and module_name.split(".")[0] in IMPORTABLE_ROOTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return None
+    cls = getattr(module, name, None) if module is not None else None
     return cls if isinstance(cls, type) and issubclass(cls, base) else None
 
 
@@ -106,7 +116,8 @@ class Component:
             return target, {k: v for k, v in construction_args.items() if k != "_target_"}
         if subclass_named(saved, base) is None:
             raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
-                                      f"({self.group}=NAME chooses one)")
+                                      f"that a checkpoint may name ({self.group}=NAME chooses one; a class outside "
+                                      f"torch and lmplay loads when typed: {self.group}._target_={saved})")
         print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")
         typed = self.runner.typed_keys(self.group)
         return saved, {k: v for k, v in construction_args.items() if k in typed}

@@ -199,7 +199,8 @@ class SchedulerComponent(Component):
         cls = subclass_named(target, Schedule)
         if cls is None:
             raise ConfigError(f"scheduler _target_={target!r} is not an lr schedule (a subclass of "
-                              f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine)")
+                              f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine) that a stage "
+                              f"may name (one outside lmplay must be imported: the run's scheduler._target_)")
         validate_args(self.group, args, signature_defaults(cls))
         return cls(**args)
 
