@@ -120,6 +120,19 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
 
 
 
+def test_optimizer_settings_typed_on_a_resume_are_the_ones_it_trains_with(tmp_path):
+    """torch's load_state_dict restores the saved groups' betas, eps and weight decay: the run's must win."""
+    args = ["exp=test_runner", "device=cpu", "weight_decay=0.01"]
+    make_runner([*args, "max_steps=2"], tmp_path / "run").train()
+    typed = ["weight_decay=0.3", "optimizer.betas=[0.5,0.6]", "optimizer.eps=0.001"]
+    runner = make_runner([*args, *typed, "max_steps=4"], tmp_path / "run", checkpoint.load(tmp_path / "run" / "model.lmp"),
+                         overridden={"weight_decay", "optimizer.betas", "optimizer.eps"})
+    decay, no_decay = runner.optimizer_c.optimizer.param_groups
+    assert (decay["weight_decay"], decay["betas"], decay["eps"]) == (0.3, (0.5, 0.6), 0.001)
+    assert (no_decay["weight_decay"], no_decay["betas"]) == (0.0, (0.5, 0.6))
+    assert runner.optimizer_c.optimizer.state  # the moments still come from the checkpoint
+
+
 def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
     run_cli("lmplay.train", *args, "max_steps=4", "optimizer=sgd", "optimizer.momentum=0.5", "scheduler=cosine",

@@ -162,11 +162,14 @@ class OptimizerComponent(Component):
         self.optimizer = get_class(target)(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
         if state and same_kind:
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
             except (ValueError, KeyError) as e:
                 raise ConfigError(f"the checkpoint's optimizer state does not fit the model's parameters ({e}); "
                                   f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
+            for group, own in zip(self.optimizer.param_groups, settings):  # the checkpoint brings state, not settings:
+                group.update(own)  # torch's load restores its groups' betas, eps, weight decay, fused over the run's
 
     def set_weight_decay(self, weight_decay: float) -> None:
         """The decayed group's weight decay (a stage may override it; the next stage goes back to the run's)."""
