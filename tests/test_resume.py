@@ -376,6 +376,19 @@ def test_another_experiment_cannot_resume_a_run_dir(tmp_path):
     assert (run / "model.lmp").read_bytes() == before
 
 
+def test_a_crash_early_in_a_later_stage_resumes_at_that_stages_start(tmp_path):
+    """model.lmp is saved as each stage ends: a divergence in the next stage, before its first periodic save,
+    used to leave only model.<stage>.lmp, so that rerunning the command started over from step 0."""
+    stages = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4},"
+              " {name: b, datasets: [shakespeare], steps: 30, overrides: {lr: 1.0e+6}}]")
+    runner = make_runner(["exp=test_runner", "device=cpu", "scheduler=constant", stages,
+                          "runner.save_interval=100000"], tmp_path / "run")
+    with pytest.raises(DivergedError):
+        runner.train()
+    progress = checkpoint.load(tmp_path / "run" / "model.lmp")["components"]["runner"]["state"]["progress"]
+    assert (progress["step"], progress["stage_step"]) == (4, 0)
+
+
 def test_resume_keeps_the_runs_seed_and_data_plan_unless_typed(tmp_path):
     """Resuming with a shorter command (no seed=, no curriculum.batching=) continues the same run exactly."""
     plan = ["exp=test_runner", "device=cpu", "seed=2", "curriculum.batching=packed"]

@@ -492,6 +492,7 @@ class LMRunnerBase:
             if not self.curriculum.advance_stage():
                 break
             progress["stage_step"] = 0
+            self.save()  # the run resumes here, whatever happens to the next stage before its first save
         self.save()
         print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
 
