@@ -1,6 +1,7 @@
 """Training end to end: losses fall, outputs are valid, accumulation equals one big batch, bad input is clear."""
 
 import json
+import re
 import sys
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
-from lmplay.errors import DivergedError
+from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.runner import base, checkpoint
 
@@ -285,3 +286,13 @@ def test_a_stages_overrides_hold_in_that_stage_only_and_shadowing_a_typed_value_
     out = capsys.readouterr().out
     assert "note: curriculum stage 'a' sets lr=0.0001 itself; what you typed for it applies to the stages" in out
     assert "stage 'b' sets" not in out
+
+
+@pytest.mark.parametrize("value, shown", [("1e-3x", "lr='1e-3x'"), ("-1", "lr=-1"), ("1e400", "lr=inf"),
+                                          ("true", "lr=True")])
+def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, shown):
+    """It used to be a TypeError, or training at a negative lr, when that stage began, after the others."""
+    stages = f"curriculum.stages=[{{name: a, datasets: [shakespeare], steps: 2}}, {{name: b, datasets: [shakespeare], " \
+             f"steps: 2, overrides: {{lr: {value}}}}}]"
+    with pytest.raises(ConfigError, match=rf"curriculum stage 'b' overrides {re.escape(shown)}; it should be a number >= 0"):
+        make_runner(["exp=test_runner", "device=cpu", stages], tmp_path / "run")

@@ -310,6 +310,11 @@ class LMRunnerBase:
                 if key not in known:
                     raise ConfigError(f"curriculum stage '{stage.name}' overrides unknown key '{key}'; "
                                       f"valid keys: {', '.join(sorted(known))}")
+            for key in ("lr", "weight_decay"):  # checked now, not when the stage starts after hours of the others
+                value = stage.overrides.get(key, 0.0)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                    raise ConfigError(f"curriculum stage '{stage.name}' overrides {key}={value!r}; it should be a "
+                                      f"number >= 0, like 1.0e-4")
             self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
             self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
 
