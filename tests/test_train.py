@@ -10,6 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import make_runner, run_cli
+from lmplay import train
+from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.runner import base, checkpoint
@@ -296,3 +298,17 @@ def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, sho
              f"steps: 2, overrides: {{lr: {value}}}}}]"
     with pytest.raises(ConfigError, match=rf"curriculum stage 'b' overrides {re.escape(shown)}; it should be a number >= 0"):
         make_runner(["exp=test_runner", "device=cpu", stages], tmp_path / "run")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-steps", "3", "exp=test_runner"], "unknown flag --max-steps; settings are key=value overrides, like max_steps=3"),
+    (["--max-steps=3"], "unknown flag --max-steps; settings are key=value overrides, like max_steps=3"),
+    (["--warmup", "lr=1"], "unknown flag --warmup; settings are key=value overrides, like warmup=VALUE"),
+])
+def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
+    """Hydra's answer was its usage block, or "'3' is not an override", which never named the flag."""
+    with pytest.raises(SystemExit) as stop:
+        translate_flags(argv, train.SEED_FLAGS, train.SEED_SWITCHES)
+    assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
+    assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
+        ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]

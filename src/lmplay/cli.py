@@ -69,9 +69,19 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
                 fail(f"{name} needs a value")
             value = inline or args.pop(0)
             out.append(f"{flags[name]}={quote(value)}")
+        elif name.startswith("-") and name not in HYDRA_FLAGS:
+            value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
+            fail(f"unknown flag {name}; settings are key=value overrides, like {name.lstrip('-').replace('-', '_')}="
+                 f"{value} (--help lists them)")
         else:
             out.append(arg)
     return out
+
+
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # each takes the next word
+HYDRA_FLAGS = HYDRA_VALUE_FLAGS | {"-h", "--help", "--hydra-help", "--version", "--resolve", "-r", "--run", "-m",
+                                   "--multirun", "-sc", "--shell-completion"}
 
 
 def quote(value: str) -> str:

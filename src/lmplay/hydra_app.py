@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
-from lmplay.cli import CONF_DIR, fail, root_config
+from lmplay.cli import CONF_DIR, HYDRA_VALUE_FLAGS, fail, root_config
 from lmplay.errors import ConfigError
 
 
@@ -142,10 +142,6 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     for i, options in values.items():
         runs += [list({**chosen, i: option}.values()) for option in options[1:]]
     return runs
-
-
-HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}  # each takes the next word
 
 
 def reject_bare_words(argv: list[str]) -> None:
