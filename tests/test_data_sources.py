@@ -147,6 +147,16 @@ def test_a_dataset_validation_split_is_used_instead_of_a_fraction(tmp_path, no_h
     assert held == [f"<|endoftext|>Held story {i}." for i in range(3)]
 
 
+def test_a_preset_pointed_at_one_local_file_holds_out_a_fraction_not_its_own_rows(tmp_path, no_hub):
+    """tinystories names a validation split; a single file has none, and reading "its validation split" gave
+    the training rows back, so validation measured training data."""
+    (tmp_path / "ts.jsonl").write_text("".join(json.dumps({"text": f"Story {i}."}) + "\n" for i in range(20)))
+    c = build(tmp_path, [{"dataset": "tinystories", "path": str(tmp_path / "ts.jsonl")}], validation_fraction=0.2)
+    texts = all_text(c)
+    held = [TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)]
+    assert len(texts) == 16 and len(held) == 4 and not set(held) & set(texts)
+
+
 def test_validation_file(tmp_path, no_hub):
     (tmp_path / "train.txt").write_text("\n\n".join(f"Train para {i}." for i in range(4)))
     (tmp_path / "val.txt").write_text("Held para.")
@@ -249,6 +259,7 @@ def test_embedded_corpus(tmp_path_factory):
     ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*JSON parse error"),
     ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),
     ({"path": "DATA/rows.jsonl", "row_chars": 0}, r"row_chars=0 must be a positive integer"),
+    ({"path": "DATA/rows.jsonl", "split": "test"}, r"rows.jsonl is one file, with no split 'test'; drop split="),
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")

@@ -148,11 +148,15 @@ class LoadedSource:
 def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
     """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns;
     a plain text file is only identified here (its records are built when they are first used)."""
+    one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
+    if one_file and spec.split != "train":  # a file is one split: every other name would read the same rows
+        raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.split!r}; drop split= "
+                          f"(it picks a split of a hub dataset or a dataset folder)")
     records, identity, columns = _load_records(spec, spec.path, spec.split, where)
     validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
-    elif spec.validation_split:
+    elif spec.validation_split and not one_file:  # a local copy of a preset: a held-out fraction, not its own rows
         validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
     fmt = row_format(spec, columns, where)
     if validation is not None:
