@@ -1,7 +1,9 @@
 """Training end to end: losses fall, outputs are valid, accumulation equals one big batch, bad input is clear."""
 
 import json
+import os
 import re
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import make_runner, run_cli
+from conftest import REPO, make_runner, run_cli
 from lmplay import train
 from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
@@ -312,3 +314,23 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]
+
+
+def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args):
+    """Two runs into one dir (a second terminal, a requeued job while the first still runs) wrote each over
+    the other's checkpoint, stats.json and .hydra. The holder stands in for a training run."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", f"from lmplay.files import hold_run_dir; from pathlib import Path; "
+                               f"hold_run_dir(Path({str(run)!r})); print('held', flush=True); input()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=4", "seed=2")
+        assert_one_line_error(proc, f"{run} is in use by another run that is still training", "run_name=NAME")
+        assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    finally:
+        holder.communicate("\n")
+    assert run_cli("lmplay.train", *tiny_run_args, "max_steps=4").returncode == 0  # the lock went with its process

@@ -1,16 +1,50 @@
-"""Files: where a checkpoint is, and writing a small text file so that no reader ever sees half of it."""
+"""Files: where a checkpoint is, writing a small text file so that no reader ever sees half of it, and
+keeping a run dir to one run at a time."""
 
+import fcntl
 import os
 import uuid
 from pathlib import Path
+from typing import TextIO
 
-from lmplay.errors import OutputError
+from lmplay.errors import ConfigError, OutputError
+
+LOCK_NAME = ".lmplay.lock"
+_held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, whether this process made it)
 
 
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp)."""
     path = Path(path)
     return path / "model.lmp" if path.is_dir() else path
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """Lock the run dir for this process (the OS drops the lock when it exits, however it exits): a second
+    run started into it (another terminal, a requeued job while the first still runs) would write the same
+    checkpoint and stats.json, each over the other's."""
+    made = not (run_dir / LOCK_NAME).exists()
+    lock = open(run_dir / LOCK_NAME, "a")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"{run_dir} is in use by another run that is still training; wait for it to end, or "
+                          f"train into another run dir (run_name=NAME)") from None
+    except OSError:  # a filesystem without locks (some NFS mounts): train unguarded rather than not at all
+        lock.close()
+        return
+    _held[run_dir] = (lock, made)
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Drop the lock, and its file if this process made it (a run that failed on bad input leaves its dir as
+    it found it)."""
+    lock, made = _held.pop(run_dir, (None, False))
+    if lock is not None:
+        if made:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        lock.close()
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, check_value_types, override_key, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
+from lmplay.files import hold_run_dir, release_run_dir
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -53,6 +54,7 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
 
 def remove_if_empty(run_dir: Path) -> None:
     """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind."""
+    release_run_dir(run_dir)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
 
@@ -79,6 +81,8 @@ def train(cfg: DictConfig) -> None:
     except Exception as e:  # noqa: BLE001 - import errors of experiment code vary
         raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
+    if runner.world.is_main:
+        hold_run_dir(run_dir)
     ckpt_path = run_dir / "model.lmp"
     bak = ckpt_path.with_name("model.lmp.bak")
     if ckpt_path.is_dir():
