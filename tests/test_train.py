@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import REPO, make_runner, run_cli
 from lmplay import train
 from lmplay.cli import translate_flags
+from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.runner import base, checkpoint
@@ -334,3 +335,30 @@ def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args
     finally:
         holder.communicate("\n")
     assert run_cli("lmplay.train", *tiny_run_args, "max_steps=4").returncode == 0  # the lock went with its process
+
+
+def test_batches_with_no_answer_tokens_are_skipped_not_recorded_as_a_loss_of_zero(tmp_path, capsys):
+    """Prompts longer than the window leave no target with include_prompts=false: the train records said
+    loss 0.0 (the best run of a sweep) while the optimizer stepped on weight decay alone."""
+    data = tmp_path / "long_prompts.jsonl"
+    rows = [{"prompt": "why? " * 140, "truth": "ok."}] * 30
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ["exp=test_runner", "device=cpu", "curriculum=text_file", f"curriculum.path={data}",
+            "include_prompts=false", "curriculum.batching=packed"]
+    runner = make_runner(args, tmp_path / "run")
+    runner.train()  # one answer token in ~700: a window of 65 holds one now and then
+    assert "note: stage 'text_file' skipped" in capsys.readouterr().out
+    assert runner.stats.records["train"] and all(r["tokens"] > 0 and r["loss"] > 0 for r in runner.stats.records["train"])
+    runner = make_runner(args, tmp_path / "run2")  # the same, with every answer gone
+    next_batch, held_out = runner.curriculum.next_batch, runner.curriculum.validation_batches
+
+    def no_answer(batch):
+        if batch is not None:
+            batch.targets[:] = IGNORE_INDEX
+            batch.__dict__.pop("num_tokens", None)
+        return batch
+    runner.curriculum.next_batch = lambda *a: no_answer(next_batch(*a))
+    runner.curriculum.validation_batches = lambda *a: [no_answer(b) for b in held_out(*a)]
+    assert runner.validate(runner.runner_c.settings) is None  # not a loss of 0 over nothing
+    with pytest.raises(ConfigError, match=r"stage 'text_file' gives no batch with a target token: .*context_len=64"):
+        runner.train()

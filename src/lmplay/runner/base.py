@@ -431,7 +431,9 @@ class LMRunnerBase:
         correct = int(torch.stack(corrects).sum()) if corrects else 0
         loss_sum, correct, tokens = self.world.sum(loss_sum, correct, tokens)
         model.train()
-        return {"loss": loss_sum / max(tokens, 1), "accuracy": correct / max(tokens, 1)}
+        if tokens == 0:  # held-out rows whose answers do not fit: no number beats a loss of 0 over nothing
+            return None
+        return {"loss": loss_sum / tokens, "accuracy": correct / tokens}
 
     def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> None:
         """Validate and record (nothing when the plan holds nothing out)."""
@@ -560,12 +562,19 @@ class LMRunnerBase:
         defer = self.defer_reads
         self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
         pending: StepLog | None = None
-        finished = False
+        finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
                 self._stop_signal = self._stop_signal or signal.SIGTERM
                 break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
+            if batch is not None and batch.num_tokens == 0:  # a step would record a loss of 0 over nothing
+                skipped += 1
+                continue
+            if batch is None and progress["stage_step"] == 0 and skipped:
+                raise ConfigError(f"curriculum stage {stage.name!r} gives no batch with a target token: with "
+                                  f"include_prompts=false its rows' prompts fill the context_len={self.context_len} "
+                                  f"window and leave no answer; use a larger context_len or include_prompts=true")
             if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot
                 raise ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
                                   f"batching its data is shorter than one window of context_len+1 = "
@@ -601,6 +610,9 @@ class LMRunnerBase:
             if validate or save:  # tokens/s is training's: the next record's window starts after them
                 self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
         self.log_step(pending, bar)
+        if skipped and self.world.is_main:
+            print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
+                  f"and prompts that fill the context_len={self.context_len} window)")
         return finished
 
     def log_step(self, log: "StepLog | None", bar) -> None:
