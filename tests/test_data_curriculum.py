@@ -86,6 +86,15 @@ def test_tokens_length_counts_loss_tokens(tmp_path, two_files):
     assert seen >= 1000 and steps == estimate
 
 
+def test_a_weight_that_makes_an_all_exhausted_epoch_endless_is_one_line(tmp_path, two_files):
+    """Counting the epoch drew 4,096 rows at a time until the 1e-9 dataset ran out: ~3e10 draws, a silent hang."""
+    with pytest.raises(ConfigError, match=r"stage 'mix': interleave=all_exhausted with weights=\[1e-09, 1.0\] would "
+                                          r"draw ~30,000,000,030 rows an epoch, until dataset 1 \(30 rows at weight "
+                                          r"1e-09\) runs out; raise its weight, or use interleave=first_exhausted"):
+        build(tmp_path, [{"name": "mix", "datasets": [{"path": p} for p in two_files], "epochs": 1,
+                          "interleave": "all_exhausted", "weights": [1e-9, 1]}], context_len=1000)
+
+
 @pytest.mark.parametrize("strategy, weights", [("first_exhausted", None), ("all_exhausted", None),
                                                ("first_exhausted", [3, 1]), ("all_exhausted", [1, 2])])
 def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, weights):

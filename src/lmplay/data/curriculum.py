@@ -187,7 +187,8 @@ class Curriculum:
         stage, data = self.stages[index], self._data[index]
         sources = [d.train for d in data]
         if all(isinstance(s, SizedRows) for s in sources):
-            stream = SizedStream(sources, stage.interleave, stage.weights, self.seed, index)
+            stream = SizedStream(sources, stage.interleave, stage.weights, self.seed, index,
+                                 f"curriculum stage {stage.name!r}")
         else:
             stream = DrawnStream(sources, stage.interleave, stage.weights, self.seed, index)
         budget = None
@@ -235,7 +236,7 @@ class Curriculum:
             if held:
                 weights = [w for _, w in held] if stage.weights else None
                 stream = SizedStream([v for v, _ in held], stage.interleave, weights, self.validation_seed,
-                                     self.stage_index)
+                                     self.stage_index, f"curriculum stage {stage.name!r} (held-out rows)")
                 feed = RowFeed(stream, stream.epoch_len)
                 batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
                 while len(batches) < num_batches and (batch := batcher.next_batch(feed, batch_size,

@@ -23,6 +23,7 @@ from lmplay.data.tokenized import SizedRows, StreamedRows
 from lmplay.errors import ConfigError
 
 STRATEGIES = ("first_exhausted", "all_exhausted")
+MAX_EPOCH_REPEATS = 1000  # an all_exhausted epoch of more draws than this many times the rows is a mistake
 ORDER_TAG, SCHEDULE_TAG = 0x6F_72_64, 0x73_63_68  # keep row orders and the dataset schedule independent
 SCHEDULE_BLOCK = 4096
 
@@ -64,12 +65,26 @@ class SizedStream:
     """The rows of a stage whose datasets all have a known size; position = (epoch, row of the epoch)."""
 
     def __init__(self, sources: list[SizedRows], strategy: str, weights: list[float] | None, seed: int,
-                 stage: int) -> None:
+                 stage: int, where: str = "a stage") -> None:
         self.sources, self.strategy, self.seed, self.stage = sources, strategy, seed, stage
         self.schedule = DrawSchedule(len(sources), weights, seed, stage)
+        self._check_epoch_size(weights, where)
         self.epoch_len = self._epoch_len()
         self.epoch, self.pos = 0, 0
         self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _check_epoch_size(self, weights: list[float] | None, where: str) -> None:
+        """all_exhausted draws until the rarest dataset runs out: ~len/probability draws, which a tiny weight
+        makes endless (counting the epoch would hang, then its plan would not fit in memory)."""
+        if self.schedule.p is None or self.strategy != "all_exhausted":
+            return
+        lens = np.array([len(s) for s in self.sources], dtype=np.float64)
+        draws = lens / self.schedule.p
+        if draws.max() > MAX_EPOCH_REPEATS * lens.sum():
+            d = int(draws.argmax())
+            raise ConfigError(f"{where}: interleave=all_exhausted with weights={list(weights)} would draw ~"
+                              f"{draws[d]:,.0f} rows an epoch, until dataset {d + 1} ({int(lens[d]):,} rows at weight "
+                              f"{weights[d]}) runs out; raise its weight, or use interleave=first_exhausted")
 
     def _epoch_len(self) -> int:
         lens = np.array([len(s) for s in self.sources])
