@@ -5,6 +5,7 @@ import io
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,6 +140,20 @@ def test_resume_in_a_fresh_curriculum_gives_the_same_batches(tmp_path, two_files
     resumed = build(tmp_path, stages, batching=batching)
     resumed.load_state_dict(state)
     assert same(take(resumed, 30), expected)
+
+
+def test_a_resume_after_the_data_shrank_goes_on_at_its_next_epoch(tmp_path, two_files, caplog):
+    """An epoch position past the smaller data's end was an IndexError inside the stream."""
+    stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 3}]
+    first = build(tmp_path, stages, context_len=1000)
+    take(first, 6)  # 24 of the 30 rows of epoch 1
+    write_jsonl(Path(two_files[0]), marked("A", 10))
+    resumed = build(tmp_path, stages, context_len=1000)
+    resumed.load_state_dict(first.state_dict())
+    assert "differ from the checkpoint's" in caplog.text
+    rows = [r for b in iter(lambda: resumed.next_batch(4, True), None) for r in rows_of(b)]
+    # the stage's 3 epochs are now 30 rows, of which 24 were trained: 6 more, from a new pass over the 10
+    assert len(rows) == len(set(rows)) == 6 and all(d == "A" and i < 10 for d, i in rows)
 
 
 def test_different_seeds_shuffle_differently(tmp_path, two_files):

@@ -139,6 +139,8 @@ class SizedStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        if self.pos > self.epoch_len:  # the data shrank since the checkpoint: its epoch is over
+            self.epoch, self.pos = self.epoch + 1, 0
 
 
 class DrawnStream:
