@@ -16,7 +16,7 @@ from lmplay import train
 from lmplay.cli import translate_flags
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
-from lmplay.hydra_app import HeldStderr, run_hydra_app
+from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
 from lmplay.runner import base, checkpoint
 
 
@@ -362,3 +362,20 @@ def test_batches_with_no_answer_tokens_are_skipped_not_recorded_as_a_loss_of_zer
     assert runner.validate(runner.runner_c.settings) is None  # not a loss of 0 over nothing
     with pytest.raises(ConfigError, match=r"stage 'text_file' gives no batch with a target token: .*context_len=64"):
         runner.train()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer=sgd", "optimizer.betas=[0.9,0.9]"],  # the defaults' adamw has betas: it said "did you mean betas?"
+     "unknown key 'optimizer.betas'; see `--cfg job` for every key (optimizer.betas is a key of optimizer=adam/adamw)"),
+    (["scheduler=wsd", "scheduler.decay_fractio=0.3"], "unknown key 'scheduler.decay_fractio' (did you mean "
+                                                       "scheduler.decay_fraction?)"),
+    (["scheduler.decay_fraction=0.3"], "(scheduler.decay_fraction is a key of scheduler=wsd)"),
+    (["exp=nnmemory_test", "model.num_cell=8"], "unknown key 'model.num_cell' (did you mean model.num_cells?)"),
+    (["exp=test_runner,nnmemory_test", "model.num_cells=8"],
+     "(model.num_cells is a key of exp=nnmemory/nnmemory_mini/nnmemory_test) (in the sweep's job exp=test_runner)"),
+])
+def test_an_unknown_keys_hint_comes_from_the_groups_chosen(capsys, overrides, message):
+    with pytest.raises(SystemExit):
+        precheck(overrides, "config")
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

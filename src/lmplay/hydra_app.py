@@ -161,17 +161,24 @@ def precheck(overrides: list[str], config_name: str) -> None:
 
     # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
     plain = [o for o in overrides if not o.startswith("hydra") or o.startswith("hydra.searchpath")]
-    try:
-        for run in single_runs(plain):
+    runs = single_runs(plain)
+    for run in runs:
+        try:
             with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
                 compose(config_name=config_name, overrides=run)
-    except MissingConfigException as e:
-        missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
-        if missing and e.options:
-            fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}")
-        fail(str(e).splitlines()[0])
-    except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
-        fail(one_line(e, plain, config_name))
+        except MissingConfigException as e:
+            missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
+            if missing and e.options:
+                fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}")
+            fail(str(e).splitlines()[0])
+        except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
+            job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
+            fail(one_line(e, run, config_name) + job)
+
+
+def group_choices(overrides: Iterable[str]) -> list[str]:
+    """The overrides that choose a config group's file (`optimizer=sgd`, `exp=gpt2ish`)."""
+    return [o for o in overrides if "=" in o and (Path(CONF_DIR) / o.split("=", 1)[0].lstrip("+~")).is_dir()]
 
 
 def one_line(e: Exception, overrides: list[str], config_name: str = "config") -> str:
@@ -179,11 +186,26 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     text = " ".join(str(cause).split("\n")[0].split())
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in struct" in str(cause):
-        return unknown_key(str(key), every_key(config_name))
+        if owners := elsewhere(str(key)):
+            return unknown_key(str(key), []) + owners
+        return unknown_key(str(key), every_key(config_name, group_choices(overrides)))
     if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def elsewhere(key: str) -> str:
+    """Where a key unknown to the chosen file of its group is known: `scheduler.decay_fraction` is wsd's, and
+    `model.num_cells` (the model's keys come with the experiment) nnmemory's."""
+    from omegaconf import OmegaConf
+
+    group, _, rest = key.partition(".")
+    if group == "model":
+        group, rest = "exp", key
+    files = sorted((Path(CONF_DIR) / group).glob("*.yaml")) if rest else []
+    owners = [f.stem for f in files if OmegaConf.select(OmegaConf.load(f), rest) is not None]
+    return f" ({key} is a key of {group}={'/'.join(owners)})" if owners else ""
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
@@ -191,13 +213,13 @@ def unknown_key(key: str, known: Iterable[str]) -> str:
     return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `--cfg job` for every key"
 
 
-def every_key(config_name: str) -> list[str]:
-    """Every dotted key of the default config (composed before any Hydra app runs)."""
+def every_key(config_name: str, choices: list[str] = ()) -> list[str]:
+    """Every dotted key of the config with these group choices (`optimizer=sgd`), else the defaults."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose(config_name=config_name), resolve=False)
+        cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=list(choices)), resolve=False)
     keys, stack = [], [("", cfg)]
     while stack:
         prefix, node = stack.pop()
