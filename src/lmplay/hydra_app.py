@@ -161,7 +161,10 @@ def precheck(overrides: list[str], config_name: str) -> None:
 
     # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
     plain = [o for o in overrides if not o.startswith("hydra") or o.startswith("hydra.searchpath")]
-    runs = single_runs(plain)
+    try:
+        runs = single_runs(plain)
+    except (HydraException, OmegaConfBaseException) as e:  # Hydra's grammar cannot read a value
+        fail(one_line(e, plain, config_name))
     for run in runs:
         try:
             with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
