@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
-from lmplay.hydra_app import single_runs
+from lmplay.hydra_app import job_dir_name, single_runs
 from lmplay.sweep import SweepSummary, summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
@@ -29,8 +29,8 @@ def test_2x2_sweep_gives_4_run_dirs_and_a_4_row_summary(sweep_2x2):
     sweep, proc = sweep_2x2
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == 4
-    for i, job in enumerate(jobs):  # <job number>_<its overrides>
-        assert job.startswith(f"{i}_exp=") and "seed=" in job, jobs
+    assert jobs == ["exp=test_runner,max_steps=2,seed=1", "exp=test_runner,max_steps=2,seed=2",
+                    "exp=value_norm_test,max_steps=2,seed=1", "exp=value_norm_test,max_steps=2,seed=2"]
     for job in jobs:
         run = sweep / job
         assert (run / "stats.json").is_file() and (run / "model.lmp").is_file() and (run / ".hydra").is_dir()
@@ -55,7 +55,7 @@ def test_jobs_never_share_a_checkpoint(sweep_2x2):
     """Each job trained from scratch in its own dir: different seeds, different data order, different losses."""
     sweep, proc = sweep_2x2
     assert "resuming" not in proc.stdout
-    losses = {json.loads((p / "stats.json").read_text())["train"][0]["loss"] for p in sweep.glob("[0-9]_*")}
+    losses = {json.loads((p / "stats.json").read_text())["train"][0]["loss"] for p in sweep.glob("exp=*")}
     assert len(losses) >= 2
 
 
@@ -68,7 +68,7 @@ def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
     proc = run_cli("lmplay.sweep", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a sweep dir" in proc.stderr
     runs = tmp_path / "outputs"  # plain run dirs: the summary would call every run a sweep job "not finished"
-    shutil.copytree(next(sweep.glob("0_*")), runs / "a_run")
+    shutil.copytree(next(sweep.glob("exp=*")), runs / "a_run")
     proc = run_cli("lmplay.sweep", str(runs))
     assert proc.returncode == 2 and "is not a sweep dir: it has no multirun.yaml" in proc.stderr
     assert sorted(p.name for p in runs.iterdir()) == ["a_run"]
@@ -148,13 +148,27 @@ def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_wi
     assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")
 
 
-def test_rerunning_a_sweep_adds_to_each_jobs_wall_time(tmp_path):
-    def wall_time() -> float:
-        run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1", *TINY, f"hydra.sweep.dir={tmp_path}", check=True)
-        return json.loads((tmp_path / "summary.json").read_text())["jobs"][0]["wall_time_s"]
+def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
+    """Job dirs began with the job's number, which the added value shifted: the rerun trained every job
+    again in new dirs, and the summary counted each configuration twice."""
+    def sweep(seeds: str) -> list[dict]:
+        run_cli("lmplay.train", "-m", "exp=test_runner", f"seed={seeds}", *TINY, f"hydra.sweep.dir={tmp_path}",
+                check=True)
+        return json.loads((tmp_path / "summary.json").read_text())["jobs"]
 
-    first = wall_time()
-    assert wall_time() > first > 0  # the rerun resumed the finished job: its first attempt's time stays counted
+    [first] = sweep("1")
+    checkpoint = (tmp_path / first["dir"] / "model.lmp").read_bytes()
+    rows = sweep("1,2")
+    assert [(r["job"], r["dir"]) for r in rows] == [(0, first["dir"]), (1, first["dir"].replace("seed=1", "seed=2"))]
+    assert (tmp_path / first["dir"] / "model.lmp").read_bytes() == checkpoint  # resumed: nothing left to train
+    assert rows[0]["wall_time_s"] > first["wall_time_s"] > 0  # and its first attempt's time stays counted
+
+
+def test_a_job_dir_is_its_overrides_with_paths_flattened_and_long_names_hashed():
+    assert job_dir_name("exp=a,seed=1") == "exp=a,seed=1"
+    assert job_dir_name("curriculum.path=/data/x.txt") == "curriculum.path=_data_x.txt"  # not a nested dir
+    long = "curriculum.stages=" + "x" * 300
+    assert len(job_dir_name(long).encode()) == 197 and job_dir_name(long) != job_dir_name(long + "y")
 
 
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):

@@ -7,6 +7,7 @@ on failure saves ~0.2 s on every good start.
 """
 
 import difflib
+import hashlib
 import io
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from lmplay.cli import CONF_DIR, HYDRA_VALUE_FLAGS, fail, root_config
 from lmplay.errors import ConfigError
@@ -47,6 +49,19 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         raise
     finally:
         HeldStderr.give_back()
+
+
+def job_dir_name(overrides: str) -> str:
+    """A sweep job's dir, named by its overrides alone: a job number would shift when a rerun of the sweep adds
+    a value (seed=1,2 -> seed=1,2,3), so the rerun would train every job again in new dirs. A `/` in a value
+    (a path) would nest dirs; a name past the filesystem's 255 bytes is cut and completed by its hash."""
+    name = overrides.replace("/", "_") or "defaults"
+    if len(name.encode()) <= 200:
+        return name
+    return name.encode()[:180].decode(errors="ignore") + "_" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+OmegaConf.register_new_resolver("lmplay_job_dir", job_dir_name, replace=True)
 
 
 class JobError(CompactHydraException):
@@ -201,8 +216,6 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
 def elsewhere(key: str) -> str:
     """Where a key unknown to the chosen file of its group is known: `scheduler.decay_fraction` is wsd's, and
     `model.num_cells` (the model's keys come with the experiment) nnmemory's."""
-    from omegaconf import OmegaConf
-
     group, _, rest = key.partition(".")
     if group == "model":
         group, rest = "exp", key
@@ -219,7 +232,6 @@ def unknown_key(key: str, known: Iterable[str]) -> str:
 def every_key(config_name: str, choices: list[str] = ()) -> list[str]:
     """Every dotted key of the config with these group choices (`optimizer=sgd`), else the defaults."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=list(choices)), resolve=False)

@@ -120,7 +120,8 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     dirs = dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra"))
     if not dirs:
         raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
-    return [job_row(sweep_dir, d) for d in dirs]
+    rows = [job_row(sweep_dir, d) for d in dirs]
+    return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"]))  # the sweep's order
 
 
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
