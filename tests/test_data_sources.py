@@ -260,6 +260,13 @@ def test_embedded_corpus(tmp_path_factory):
     ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),
     ({"path": "DATA/rows.jsonl", "row_chars": 0}, r"row_chars=0 must be a positive integer"),
     ({"path": "DATA/rows.jsonl", "split": "test"}, r"rows.jsonl is one file, with no split 'test'; drop split="),
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_fraction": "abc"},
+     r"validation_fraction='abc' must be a number in \[0, 1\)"),
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_fraction": -0.5},  # turned validation off silently
+     r"validation_fraction=-0.5 must be a number in \[0, 1\)"),
+    ({"path": "DATA/fake.txt.gz"}, r"fake.txt.gz ends in .gz but is not a whole gzip file"),
+    ({"path": "DATA/lists.jsonl"}, r"column 'text' holds a list \(\['a', 'b'\]\), not text"),  # trained as "['a', 'b']"
+    ({"path": "DATA/chat.jsonl", "messages": "messages"}, r"column 'messages' holds 'hello', not a list of chat turns"),
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
@@ -269,8 +276,19 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "nothing.jsonl").write_text("")
     (tmp_path / "broken.jsonl").write_text('{"text": "a"\n')
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n')
+    (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
+    (tmp_path / "lists.jsonl").write_text(json.dumps({"text": ["a", "b"]}) + "\n")
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": "hello"}) + "\n")
     spec = {k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v for k, v in spec.items()}
     with pytest.raises(ConfigError, match=message) as e:
         build(tmp_path, [spec])
     assert "\n" not in str(e.value) and "stage 's'" in str(e.value)
     assert "Failed to load" not in capfd.readouterr().err  # datasets' own log of the failure stays quiet
+
+
+def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    c = Curriculum([{"name": "s", "datasets": ["shakespeare"], "epochs": 1}], cache_dir=str(tmp_path / "a_file"))
+    with pytest.raises(ConfigError, match=r"the tokenized-data cache .*a_file cannot be made \(File exists\); set "
+                                          r"curriculum.cache_dir=DIR"):
+        c.prepare(TOK, 64, 0)

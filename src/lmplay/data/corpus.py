@@ -12,6 +12,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from lmplay.errors import ConfigError
+
 EMBEDDED = {"shakespeare": "shakespeare.txt.gz"}  # name -> file in data/assets
 DEFAULT_ROW_CHARS = 3000
 WORK_SEPARATOR = re.compile(r"^\f$", re.MULTILINE)  # a line holding only a form feed separates works
@@ -54,8 +56,13 @@ def read_text(path: Path) -> str:
     """A text file's content as UTF-8 with Unix line ends (gzip-compressed if it ends in .gz, any case);
     undecodable bytes become U+FFFD."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
+                          f"rename it without .gz") from None
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def embedded_path(name: str) -> Path:

@@ -31,7 +31,7 @@ from lmplay.data.batch import Batch
 from lmplay.data.batching import MODES, RowsBatcher, make_batcher
 from lmplay.data.interleave import DrawnStream, RowFeed, SizedStream, check_interleave
 from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
-from lmplay.data.sources import DatasetSpec, load_source, resolve_spec
+from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
@@ -140,8 +140,7 @@ class Curriculum:
         for key, value in (("cache_dir", cache_dir), ("path", path)):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"curriculum.{key}={value!r} should be a path")
-        if not 0 <= validation_fraction < 1:
-            raise ConfigError(f"curriculum.validation_fraction={validation_fraction} must be in [0, 1)")
+        check_fraction(validation_fraction, "curriculum.validation_fraction")
         if not stages:
             raise ConfigError("the curriculum has no stages; list at least one under stages:")
         self.stages = [parse_stage(s, i, batching) for i, s in enumerate(stages)]
@@ -167,16 +166,26 @@ class Curriculum:
             raise ConfigError(f"context_len={context_len} is too small for training; use at least 2")
         self.context_len, self.seed = int(context_len), int(seed)
         self._cache = cache = cache_root(self.cache_dir)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"the tokenized-data cache {cache} cannot be made ({e.strerror or e}); set "
+                              f"curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a directory you can write") from None
         prepared: dict[str, PreparedDataset] = {}
         self._data, self._validation, self._row_stats = [], {}, {}
         for stage in self.stages:
             for spec in stage.datasets:
                 if repr(spec) not in prepared:
                     where = f"curriculum stage {stage.name!r}"
-                    prepared[repr(spec)] = prepare_dataset(
-                        load_source(spec, where), self.tokenizer, cache, self.validation_fraction,
-                        self.validation_seed, self.stream_validation_rows, self.shuffle_buffer, self.tokenize_procs,
-                        where)
+                    try:
+                        prepared[repr(spec)] = prepare_dataset(
+                            load_source(spec, where), self.tokenizer, cache, self.validation_fraction,
+                            self.validation_seed, self.stream_validation_rows, self.shuffle_buffer,
+                            self.tokenize_procs, where)
+                    except ConfigError as e:  # one raised inside reading or tokenizing rows names no stage
+                        if str(e).startswith(where):
+                            raise
+                        raise ConfigError(f"{where}: {spec.label}: {e}") from None
             self._data.append([prepared[repr(spec)] for spec in stage.datasets])
         if position is None:
             self._enter_stage(0)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmplay.errors import ConfigError
+
 # A sentence ends after terminal punctuation (and any closing quotes/brackets) followed by whitespace,
 # or at the end of a paragraph. Cuts are placed right before the whitespace: for byte-level BPE (gpt2)
 # and bytes a token never spans a non-space/space transition, so cuts are token boundaries and a text
@@ -43,18 +45,26 @@ class RowFormat:
         return tuple(c for c in cols if c)
 
 
-def _as_text(value) -> str:
+def _as_text(value, column: str) -> str:
+    """A cell as text: a string, a number, or nothing. A list or a mapping would train as its Python repr."""
+    if isinstance(value, (list, dict, tuple)):
+        raise ConfigError(f"column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; name "
+                          f"a column of text (text=, prompt=, truth=), or messages= for a list of chat turns")
     return "" if value is None else str(value)
 
 
-def render_chat(messages: list[dict]) -> tuple[str, str]:
+def render_chat(messages: list[dict], column: str = "messages") -> tuple[str, str]:
     """A conversation as (prompt, truth): every turn before the last assistant turn is rendered as
     "Role: content" lines into the prompt, which ends with "Assistant: "; that last turn's content is the truth."""
+    if not isinstance(messages, list | None) or not all(isinstance(m, dict) for m in messages or []):
+        raise ConfigError(f"column {column!r} holds {str(messages)[:60]!r}, not a list of chat turns like "
+                          f"[{{role: user, content: ...}}, {{role: assistant, content: ...}}]")
     last = max((i for i, m in enumerate(messages or []) if m.get("role") == "assistant"), default=None)
     if last is None:
         return "", ""
-    turns = [f"{m.get('role', 'user').capitalize()}: {_as_text(m.get('content')).strip()}\n" for m in messages[:last]]
-    return "".join(turns) + "Assistant: ", _as_text(messages[last].get("content")).strip()
+    turns = [f"{m.get('role', 'user').capitalize()}: {_as_text(m.get('content'), column).strip()}\n"
+             for m in messages[:last]]
+    return "".join(turns) + "Assistant: ", _as_text(messages[last].get("content"), column).strip()
 
 
 def render_rows(batch: dict[str, list], fmt: RowFormat) -> tuple[list[str], list[str]]:
@@ -62,17 +72,16 @@ def render_rows(batch: dict[str, list], fmt: RowFormat) -> tuple[list[str], list
     (or "Assistant: " for chats) so that it reads as a separate line from the text it precedes."""
     n = len(batch[fmt.columns[0]])
     if fmt.kind == "chat":
-        pairs = [render_chat(batch[fmt.messages][i]) for i in range(n)]
+        pairs = [render_chat(batch[fmt.messages][i], fmt.messages) for i in range(n)]
         return [p for p, _ in pairs], [t for _, t in pairs]
     if fmt.kind == "pair":
         prompts = []
         for i in range(n):
-            prompt = "\n".join(p for c in fmt.prompt if (p := _as_text(batch[c][i]).strip()))
+            prompt = "\n".join(p for c in fmt.prompt if (p := _as_text(batch[c][i], c).strip()))
             prompts.append(prompt + "\n" if prompt else "")
-        return prompts, [_as_text(t) for t in batch[fmt.truth]]
-    titles = batch[fmt.title] if fmt.title else [None] * n
-    prompts = [f"Title: {_as_text(t).strip()}\n" if _as_text(t).strip() else "" for t in titles]
-    return prompts, [_as_text(t) for t in batch[fmt.text]]
+        return prompts, [_as_text(t, fmt.truth) for t in batch[fmt.truth]]
+    titles = [_as_text(t, fmt.title).strip() for t in batch[fmt.title]] if fmt.title else [""] * n
+    return [f"Title: {t}\n" if t else "" for t in titles], [_as_text(t, fmt.text) for t in batch[fmt.text]]
 
 
 def sentence_cuts(text: str) -> list[int]:

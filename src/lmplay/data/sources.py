@@ -109,11 +109,19 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
                           f"text_file and two_stage curricula)")
     if spec.get("prompt") is not None and isinstance(spec["prompt"], str):
         spec["prompt"] = [spec["prompt"]]
+    if spec.get("validation_fraction") is not None:
+        check_fraction(spec["validation_fraction"], f"{where}: validation_fraction")
     row_chars = spec.get("row_chars", DEFAULT_ROW_CHARS)
     if isinstance(row_chars, bool) or not isinstance(row_chars, int) or row_chars < 1:
         raise ConfigError(f"{where}: row_chars={row_chars!r} must be a positive integer (characters per text row)")
     label = base_name or str(spec["path"])
     return DatasetSpec(**spec, label=label)
+
+
+def check_fraction(value: Any, key: str) -> None:
+    """A held-out share of rows: a number in [0, 1) (a negative one turned validation off without a word)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} must be a number in [0, 1): the share of rows held out")
 
 
 Records = Callable[[], "Dataset | IterableDataset"]  # loads a dataset's records when called
