@@ -112,9 +112,13 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     job("2_curriculum.path=/data/x.txt,exp=b", {"job": 2, "experiment": "b", "status": "failed",
                                            "overrides": ["exp=b"], "error": "ConfigError: no"})
     job(".submitit/123", None, 1.0)
+    job("3_exp=c", None, 2.9)
+    (tmp_path / "3_exp=c" / "job.json").write_text('{"job": 3, "stat')  # damaged by hand: a row, not a traceback
     rows = summarize(tmp_path)
     assert [(r["job"], r["status"], r["final_validation_loss"]) for r in rows] == [
-        (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None)]
+        (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None), (3, "unknown", 2.9)]
+    assert "job.json is unreadable" in rows[3]["error"]
+    shutil.rmtree(tmp_path / "3_exp=c")
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
     assert "Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed)." in text

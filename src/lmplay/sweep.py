@@ -79,7 +79,13 @@ class SweepSummary(Callback):
 def read_job(job_dir: Path) -> dict[str, Any]:
     """What the job's job.json says so far ({} before its first attempt, or for a job no callback ran)."""
     job_file = job_dir / JOB_FILE
-    return json.loads(job_file.read_text()) if job_file.is_file() else {}
+    if not job_file.is_file():
+        return {}
+    try:
+        job = json.loads(job_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:  # written atomically: damaged by hand or disk
+        return {"status": "unknown", "error": f"{JOB_FILE} is unreadable ({e}); the job's rerun rewrites it"}
+    return job if isinstance(job, dict) else {"status": "unknown", "error": f"{JOB_FILE} is not a JSON object"}
 
 
 def write_job(config: DictConfig, status: dict[str, Any]) -> None:
