@@ -17,7 +17,7 @@ from lmplay.stats.runs import load_runs
 
 
 def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step: int = 100, steps: int = 40,
-             extra: tuple[str, ...] = ()) -> Path:
+             extra: tuple[str, ...] = (), held_out_tokens: int = 1000) -> Path:
     """A run dir as training leaves it: stats.json and .hydra/ (overrides, the chosen exp)."""
     path.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -28,7 +28,7 @@ def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step
                 "loss": float(loss), "accuracy": float(0.5 - loss / 20), "lr": 1e-3}
 
     stats = {"train": [record(s, 0.1) for s in range(1, steps + 1)],
-             "validation": [record(s, 0.01) for s in range(5, steps + 1, 5)]}
+             "validation": [{**record(s, 0.01), "held_out_tokens": held_out_tokens} for s in range(5, steps + 1, 5)]}
     (path / "stats.json").write_text(json.dumps(stats))
     (path / ".hydra").mkdir()
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"exp={exp}", f"seed={seed}", *extra]))
@@ -162,3 +162,17 @@ def test_an_idea_swept_at_two_lrs_is_compared_with_the_baseline_at_its_own_lr(tm
     assert "+0.0500 (vs test_runner lr=3e-3)" in rows["my_idea lr=3e-3"]
     assert "-0.1000" in rows["my_idea lr=1e-3"] and "(vs" not in rows["my_idea lr=1e-3"]
     assert "-1.2000" in rows["test_runner lr=3e-3"]  # the baseline's own lr sweep is against its first run
+
+
+def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_path):
+    """The held-out set is validation_batches batches of batch_size: a batch_size sweep measures each loss on
+    other samples, which the table must not pass over in silence."""
+    for job, (batch, held) in enumerate(((4, 1200), (16, 4800))):
+        fake_run(tmp_path / "sweep" / f"b{batch}", "test_runner", 1, 2.0, extra=(f"batch_size={batch}",),
+                 held_out_tokens=held)
+    table = comparison_table(group_runs(load_runs([tmp_path / "sweep"])))
+    assert ("Note: these runs' validation sets differ (held-out tokens: test_runner batch_size=16 4,800, "
+            "test_runner batch_size=4 1,200)") in table
+    fake_run(tmp_path / "same" / "a", "test_runner", 1, 2.0, extra=("lr=1e-3",))
+    fake_run(tmp_path / "same" / "b", "test_runner", 1, 2.0, extra=("lr=3e-3",))
+    assert "Note:" not in comparison_table(group_runs(load_runs([tmp_path / "same"])))

@@ -103,7 +103,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
             (tmp_path / name / "job.json").write_text(json.dumps(record))
         if val_loss is not None:
             stats = {"train": [{"step": 3, "samples": 24, "tokens": 700, "loss": 3.0}],
-                     "validation": [{"step": 3, "samples": 24, "tokens": 700, "loss": val_loss, "accuracy": 0.2}]}
+                     "validation": [{"step": 3, "samples": 24, "tokens": 700, "loss": val_loss, "accuracy": 0.2,
+                                     "held_out_tokens": 1000 if "seed=1" in name else 4000}]}
             (tmp_path / name / "stats.json").write_text(json.dumps(stats))
 
     job("0_exp=a,seed=1", {"job": 0, "experiment": "a", "overrides": ["exp=a", "seed=1"], "status": "completed",
@@ -121,6 +122,7 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     shutil.rmtree(tmp_path / "3_exp=c")
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
+    assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text
     assert "Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed)." in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 

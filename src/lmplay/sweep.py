@@ -110,6 +110,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "overrides": overrides,
         "final_validation_loss": final["loss"] if final else None,
         "final_validation_accuracy": final["accuracy"] if final else None,
+        "held_out_tokens": final.get("held_out_tokens") if final else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
         "wall_time_s": job.get("wall_time_s"),
@@ -176,6 +177,11 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         best = min(scored, key=lambda r: r["final_validation_loss"])
         lines += ["", (f"Lowest final validation loss: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
+        held = sorted({r["held_out_tokens"] for r in scored} - {None})
+        if len(held) > 1:
+            lines += ["", (f"Note: the jobs validated on different held-out text ({' to '.join(f'{held[i]:,}' for i in (0, -1))}"
+                           f" tokens): batch_size, runner.validation_batches, context_len or include_prompts change "
+                           f"which held-out samples a loss is measured on.")]
     if groups:
         lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:

@@ -271,4 +271,18 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     note = ("Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
-    return "\n".join([*lines, "", note]) + "\n"
+    return "\n".join([*lines, "", note, *held_out_note([g for g, _, _ in rows])]) + "\n"
+
+
+def held_out_note(groups: list[Group]) -> list[str]:
+    """A line when the configurations validated on different held-out text: the set is runner.validation_batches
+    batches of batch_size, framed at context_len, so runs that differ in those measure their loss on other
+    samples (nested ones, from the same held-out rows)."""
+    sizes = {g.label: {r.final_validation.get("held_out_tokens") for r in g.runs if r.final_validation} for g in groups}
+    if len({size for found in sizes.values() for size in found} - {None}) < 2:
+        return []
+    told = ", ".join(f"{label} {'/'.join(f'{s:,}' for s in sorted(found - {None}))}" for label, found in sizes.items()
+                     if found - {None})
+    return [f"Note: these runs' validation sets differ (held-out tokens: {told}): batch_size, "
+            f"runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
+            f"measured on."]
