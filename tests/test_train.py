@@ -324,8 +324,9 @@ def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args
     run = tmp_path / "run"
     run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    holder = subprocess.Popen([sys.executable, "-c", f"from lmplay.files import hold_run_dir; from pathlib import Path; "
-                               f"hold_run_dir(Path({str(run)!r})); print('held', flush=True); input()"],
+    hold = f"from lmplay.files import hold_run_dir; from pathlib import Path; hold_run_dir(Path({str(run)!r})); " \
+           f"print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     try:
@@ -368,8 +369,8 @@ def test_batches_with_no_answer_tokens_are_skipped_not_recorded_as_a_loss_of_zer
 @pytest.mark.parametrize("overrides, message", [
     (["optimizer=sgd", "optimizer.betas=[0.9,0.9]"],  # the defaults' adamw has betas: it said "did you mean betas?"
      "unknown key 'optimizer.betas'; see `--cfg job` for every key (optimizer.betas is a key of optimizer=adam/adamw)"),
-    (["scheduler=wsd", "scheduler.decay_fractio=0.3"], "unknown key 'scheduler.decay_fractio' (did you mean "
-                                                       "scheduler.decay_fraction?)"),
+    (["scheduler=wsd", "scheduler.decay_fractio=0.3"],
+     "unknown key 'scheduler.decay_fractio' (did you mean scheduler.decay_fraction?)"),
     (["scheduler.decay_fraction=0.3"], "(scheduler.decay_fraction is a key of scheduler=wsd)"),
     (["exp=nnmemory_test", "model.num_cell=8"], "unknown key 'model.num_cell' (did you mean model.num_cells?)"),
     (["exp=test_runner,nnmemory_test", "model.num_cells=8"],

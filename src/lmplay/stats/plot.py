@@ -283,6 +283,6 @@ def held_out_note(groups: list[Group]) -> list[str]:
         return []
     told = ", ".join(f"{label} {'/'.join(f'{s:,}' for s in sorted(found - {None}))}" for label, found in sizes.items()
                      if found - {None})
-    return [f"Note: these runs' validation sets differ (held-out tokens: {told}): batch_size, "
-            f"runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
-            f"measured on."]
+    return [(f"Note: these runs' validation sets differ (held-out tokens: {told}): batch_size, "
+             f"runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
+             f"measured on.")]
