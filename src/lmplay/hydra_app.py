@@ -65,8 +65,8 @@ OmegaConf.register_new_resolver("lmplay_job_dir", job_dir_name, replace=True)
 
 
 class JobError(CompactHydraException):
-    """A sweep job's LmplayError (its __cause__). Hydra records the job as failed and runs the others, and
-    a sweep that had one ends with its message as one line and exit code 1, not a traceback."""
+    """A sweep job's LmplayError (its __cause__). The sweep's summary records it in the job's row and the other
+    jobs run; the sweep ends with its table and one error line, exit code 1, not a traceback (lmplay.sweep)."""
 
 
 class HeldStderr(Callback):

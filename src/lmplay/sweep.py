@@ -53,11 +53,13 @@ class SweepSummary(Callback):
         error = None
         if job_return.status == JobStatus.FAILED:
             try:
-                with contextlib.redirect_stderr(io.StringIO()):  # Hydra's "Error executing job" comes at the end
+                with contextlib.redirect_stderr(io.StringIO()):  # Hydra's "Error executing job" line
                     _ = job_return.return_value  # re-raises what the job raised
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
                 error = f"{type(cause).__name__}: {cause}"
+                if isinstance(e, JobError):  # bad input, said in one line: the sweep goes on, and its end says so
+                    job_return.status, job_return.return_value = JobStatus.COMPLETED, None
         job = read_job(Path(config.hydra.runtime.output_dir))
         started = job.get("started_at")
         wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
@@ -71,9 +73,17 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            print(write_summary(sweep_dir)["markdown"])
-            print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
+        if not sweep_dir.is_dir():
+            return
+        summary = write_summary(sweep_dir)
+        print(summary["markdown"])
+        print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
+        failed = [r for r in summary["jobs"] if r["status"] == "failed"]
+        if failed:  # Hydra's own ending would be three lines after the table: "Error executing job", the error, a hint
+            first = failed[0]
+            print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: {first['error']} "
+                  f"(each failed job's error is in its row of {sweep_dir / 'summary.md'})", file=sys.stderr)
+            raise SystemExit(1)
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
