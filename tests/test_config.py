@@ -65,3 +65,26 @@ def test_vocab_size_comes_from_the_tokenizer():
 def test_ill_typed_value_names_the_key_and_the_type(tmp_path, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_runner(["exp=test_runner", "device=cpu", override], tmp_path)
+
+
+def test_an_experiment_package_that_cannot_be_imported_hides_no_other(tmp_path, monkeypatch, capsys):
+    """A half-written idea sorting first (aaa_...) stopped discovery: generate then found no test_runner, and
+    the error named everything but the broken package."""
+    import sys
+
+    import experiments
+    from lmplay.runner import registry
+
+    (tmp_path / "aaa_idea").mkdir()
+    (tmp_path / "aaa_idea" / "__init__.py").write_text("")
+    (tmp_path / "aaa_idea" / "versions.py").write_text("import no_such_module_xyz\n")
+    monkeypatch.setattr(experiments, "__path__", [str(tmp_path), *experiments.__path__])
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_BROKEN", {})
+    for name in [m for m in sys.modules if m.startswith("experiments.") and m.endswith(".versions")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert {"test_runner", "gpt2ish", "value_norm"} <= set(registry.registered())
+    assert ("warning: experiments.aaa_idea.versions cannot be imported (ModuleNotFoundError: No module named "
+            "'no_such_module_xyz'); its experiments are not registered") in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"experiments.aaa_idea.versions cannot be imported"):
+        registry.get_runner("no_such_experiment")

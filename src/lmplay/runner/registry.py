@@ -5,6 +5,7 @@ A checkpoint names its experiment; the class to rebuild it comes from here, neve
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -23,6 +24,7 @@ class Registration:
 
 
 _REGISTRY: dict[str, Registration] = {}
+_BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
 
 
 def expose_runner(name: str, description: str = "") -> Callable:
@@ -34,20 +36,33 @@ def expose_runner(name: str, description: str = "") -> Callable:
 
 
 def discover() -> None:
-    """Import every `experiments.<pkg>.versions` and each module named by an `lmplay.experiments` entry point."""
+    """Import every `experiments.<pkg>.versions` and each module named by an `lmplay.experiments` entry point.
+
+    A package that fails to import (an idea half-written) is skipped with a warning naming it: the others,
+    and every checkpoint of theirs, stay usable."""
     try:
         import experiments
-        for info in pkgutil.iter_modules(experiments.__path__):
-            if info.ispkg:
-                try:
-                    importlib.import_module(f"experiments.{info.name}.versions")
-                except ModuleNotFoundError as e:
-                    if e.name != f"experiments.{info.name}.versions":
-                        raise
     except ModuleNotFoundError:
-        pass
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        importlib.import_module(ep.value)
+        modules = []
+    else:
+        modules = [f"experiments.{info.name}.versions" for info in pkgutil.iter_modules(experiments.__path__)
+                   if info.ispkg]
+    for module in [*modules, *(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP))]:
+        if module in _BROKEN:
+            continue
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a package without versions.py exposes nothing; one whose imports fail is broken
+                skip(module, e)
+        except Exception as e:  # noqa: BLE001 - whatever an experiment's code raises on import
+            skip(module, e)
+
+
+def skip(module: str, error: Exception) -> None:
+    _BROKEN[module] = f"{type(error).__name__}: {error}"
+    print(f"warning: {module} cannot be imported ({_BROKEN[module]}); its experiments are not registered",
+          file=sys.stderr)
 
 
 def registered() -> dict[str, Registration]:
@@ -60,5 +75,6 @@ def get_runner(name: str, overrides: dict | None = None) -> BasicModelRunner:
     if name not in runners:
         raise ConfigError(f"experiment '{name}' is not registered: no experiments/<package>/versions.py and no "
                           f"'{ENTRY_POINT_GROUP}' entry point exposes it (`python -m lmplay.new_exp` prints the entry "
-                          f"point for a package of your own); registered: {', '.join(sorted(runners))}")
+                          f"point for a package of your own); registered: {', '.join(sorted(runners))}"
+                          + "".join(f"; {m} cannot be imported ({why})" for m, why in _BROKEN.items()))
     return runners[name].factory(overrides)
