@@ -2,16 +2,19 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, run_cli
+from lmplay.errors import ConfigError
 from lmplay.modules.value_norm_attention import ValueNormAttention
 from lmplay.new_exp import create
 
@@ -101,8 +104,37 @@ def test_bad_names_are_one_line_errors(tmp_path):
     for args, needle in ((["My-Idea"], "not a valid experiment name"), (["x", "--from", "nope"], "experiments.nope"),
                          (["x", "--from", "no_lab.my_idea"], "no experiment package no_lab.my_idea is importable"),
                          (["x", "--into", str(tmp_path / "Not-A-Package")], "importable package"),
-                         (["class", "--into", str(tmp_path / "lab")], "not a Python keyword"),
+                         (["class", "--into", str(tmp_path / "lab")], "not a valid experiment name"),
                          (["value_norm", "--into", str(tmp_path / "lab")], "experiment 'value_norm' already exists")):
         proc = run_cli("lmplay.new_exp", *args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "lab").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("name, into, message", [
+    ("null", "lab", "'null' is not a valid experiment name"),  # exp=null composes as None: a Hydra traceback
+    ("true", "lab", "'true' is not a valid experiment name"),  # class True(LMBase): a SyntaxError, half written
+    ("block", "lab", "'block' would name the copy's Block, which the code of experiments.gpt2ish already uses"),
+    ("expose_runner", "lab", "would name the copy's expose_runner, which the code"),  # rebinds the decorator
+    ("idea", "experiments", "a package named 'experiments' would hide lmplay's own"),
+])
+def test_names_that_would_make_a_broken_copy_are_refused_before_anything_is_written(tmp_path, name, into, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        create(name, into=tmp_path / into)
+    assert not (tmp_path / into).exists()
+
+
+def test_a_copy_renames_versions_only_where_they_name_versions(tmp_path):
+    """`lradd` is also lmplay.modules.lradd and `gpt2` the tokenizer: renaming every whole word made copies of
+    both fail at their first run."""
+    create("c_lradd", "lradd", into=tmp_path / "lab")
+    model = (tmp_path / "lab" / "c_lradd" / "model.py").read_text()
+    assert "from lmplay.modules.lradd import" in model and "class CLradd(" in model
+    versions = (tmp_path / "lab" / "c_lradd" / "versions.py").read_text()
+    assert '@expose_runner("c_lradd_mini"' in versions and "def c_lradd_mini(" in versions
+    create("c_gpt2", "gpt2", into=tmp_path / "lab")
+    config = (tmp_path / "lab" / "conf" / "exp" / "c_gpt2.yaml").read_text()
+    assert "tokenizer: gpt2\n" in config and "_target_: lab.c_gpt2.model.CGpt2" in config
+    assert "  - c_gpt2\n" in (tmp_path / "lab" / "conf" / "exp" / "c_gpt2_medium.yaml").read_text()
+    model = (tmp_path / "lab" / "c_gpt2" / "model.py").read_text()
+    assert 'tokenizer: str = "gpt2"' in model and "class CGpt2(" in model

@@ -24,6 +24,8 @@ from lmplay.errors import ConfigError
 REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
 RENAMED_VERSIONS = {"test_runner": "test"}  # the baseline's tiny version; its copies end in _test like the ports'
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+YAML_WORDS = {"null", "none", "true", "false", "yes", "no", "on", "off", "nan", "inf"}  # `exp=null` is not a name
+SHADOWED_PACKAGES = {"experiments", "lmplay"}  # an --into package of either name hides lmplay's own
 
 
 @dataclass
@@ -90,10 +92,19 @@ def rename_map(src: Source, name: str, module: str) -> dict[str, str]:
     return mapping
 
 
-def rename(text: str, mapping: dict[str, str]) -> str:
-    """One pass, longest names first, whole identifiers only: gpt2ish_mini is never read as gpt2ish + _mini."""
-    pattern = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
-    return re.sub(rf"(?<!\w)({pattern})(?!\w)", lambda m: mapping[m[1]], text)
+def rename(text: str, mapping: dict[str, str], versions: list[str]) -> str:
+    """The package path and model classes wherever they stand as whole names; a version's name only where it
+    names a version (`@expose_runner("v"`, `def v(`, a config's `- v` default): elsewhere the same word is
+    something else, a tokenizer ("gpt2", "gpt2-medium") or a module of lmplay's (lmplay.modules.lradd).
+    Longest names first: gpt2ish_mini is never read as gpt2ish + _mini."""
+    def alternatives(names) -> str:
+        return "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
+
+    names = [k for k in mapping if k not in versions]
+    text = re.sub(rf"(?<!\w)({alternatives(names)})(?!\w)", lambda m: mapping[m[1]], text)
+    for context in (r'(@expose_runner\(\s*")({v})(")', r"(\bdef\s+)({v})(\s*\()", r"(?m)(^\s*-\s*)({v})(\s*$)"):
+        text = re.sub(context.format(v=alternatives(versions)), lambda m: m[1] + mapping[m[2]] + m[3], text)
+    return text
 
 
 def replace_docstring(text: str, docstring: str) -> str:
@@ -141,11 +152,36 @@ def readme(name: str, src: Source, versions: list[str], into: Path | None) -> st
             "seeds.\n\n" f"Versions: {', '.join(f'`{v}`' for v in versions)}.\n")
 
 
+def defined_names(files: list[Path]) -> set[str]:
+    """The names code defines, imports or uses (a copy's new class or version must not rebind one)."""
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.alias):
+                names.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.Name):
+                names.add(node.id)
+    return names
+
+
+def check_name(name: str, src: Source, mapping: dict[str, str]) -> None:
+    """A name that parses as something else in YAML or Python, or whose class or version would rebind a name the
+    copied code uses (`block` -> class Block shadows lmplay.modules.Block: a recursion at the first step)."""
+    if not NAME_RE.fullmatch(name) or keyword.iskeyword(name) or keyword.iskeyword(camel(name)) or name in YAML_WORDS:
+        raise ConfigError(f"'{name}' is not a valid experiment name: use lowercase letters, digits and _, starting "
+                          f"with a letter, and no word that Python or YAML reads as something else (true, null, ...)")
+    classes = {mapping[k] for k in src.classes} & defined_names(sorted(src.path.glob("*.py")))
+    versions = {mapping[k] for k in src.versions} & defined_names([src.path / "versions.py"])  # its defs live there
+    clash = sorted((classes | versions) - set(mapping))
+    if clash:
+        raise ConfigError(f"'{name}' would name the copy's {', '.join(clash)}, which the code of {src.module} already "
+                          f"uses for something else; pick another name")
+
+
 def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list[Path]:
     """Copy `source` to a new experiment `name`; returns the files written."""
-    if not NAME_RE.fullmatch(name) or keyword.iskeyword(name):
-        raise ConfigError(f"'{name}' is not a valid experiment name: use lowercase letters, digits and _, "
-                          f"starting with a letter, and not a Python keyword (it becomes a package name)")
     src = find_source(source, Path(CONF_DIR))
     if into is None:
         pkg_dir, conf_dir, module = REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
@@ -154,8 +190,12 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
         if not NAME_RE.fullmatch(into.name) or keyword.iskeyword(into.name):
             raise ConfigError(f"--into {into}: the directory's name '{into.name}' must be an importable package "
                               f"name (lowercase letters, digits and _)")
+        if into.name in SHADOWED_PACKAGES:
+            raise ConfigError(f"--into {into}: a package named '{into.name}' would hide lmplay's own; name the "
+                              f"directory after your lab, like my_lab")
         pkg_dir, conf_dir, module = into / name, into / "conf", f"{into.name}.{name}"
     mapping = rename_map(src, name, module)
+    check_name(name, src, mapping)
     new_versions = [mapping[v] for v in src.versions]
     original = {mapping[v]: v for v in src.versions}
     targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in new_versions)]
@@ -165,39 +205,38 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     if taken:
         raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}; pick another name")
 
-    written = []
+    files: dict[Path, str] = {}  # everything is made, and the code checked, before anything is written
     if into is not None:
         for init in (into / "__init__.py", conf_dir / "__init__.py"):  # pkg://<into>.conf needs importable packages
             if not init.exists():
-                init.parent.mkdir(parents=True, exist_ok=True)
-                init.write_text("")
-                written.append(init)
-    pkg_dir.mkdir(parents=True)
+                files[init] = ""
     docstrings = {"__init__.py": f"{name}: copied from {src.module} by lmplay.new_exp; say here what idea it tries.",
                   "model.py": f"{name}'s model: a copy of {src.module}'s; change one thing and say here what and why.",
                   "versions.py": f"The registered versions of {name}; each has a conf/exp/<name>.yaml."}
     for file in sorted(src.path.glob("*.py")):
-        text = rename(file.read_text(), mapping)
+        text = rename(file.read_text(), mapping, src.versions)
         text = re.sub(r'(@expose_runner\("(\w+)",\s*description=")',
                       lambda m: f"{m[1]}copied from {original.get(m[2], m[2])}: ", text)
         if file.name in docstrings:
             text = replace_docstring(text, docstrings[file.name])
-        written.append(pkg_dir / file.name)
-        written[-1].write_text(text)
-    written.append(pkg_dir / "README.md")
-    written[-1].write_text(readme(name, src, new_versions, into))
+        try:
+            compile(text, str(pkg_dir / file.name), "exec")
+        except SyntaxError as e:
+            raise ConfigError(f"'{name}' makes {file.name} invalid Python ({e.msg}, line {e.lineno}); pick "
+                              f"another name") from None
+        files[pkg_dir / file.name] = text
+    files[pkg_dir / "README.md"] = readme(name, src, new_versions, into)
     if into is not None and not (into.parent / "pyproject.toml").exists():
-        written.append(into.parent / "pyproject.toml")
-        written[-1].write_text(pyproject(into, name))
-    (conf_dir / "exp").mkdir(parents=True, exist_ok=True)
+        files[into.parent / "pyproject.toml"] = pyproject(into, name)
     for version, config in src.configs.items():
-        text = rename(config.read_text(), mapping)
+        text = rename(config.read_text(), mapping, src.versions)
         package, _, rest = text.partition("\n") if text.startswith("# @package") else ("", "", text)
         header = f"# {mapping[version]}: copied from {version} by lmplay.new_exp.\n"
-        text = (package + "\n" if package else "") + header + rest
-        written.append(conf_dir / "exp" / f"{mapping[version]}.yaml")
-        written[-1].write_text(text)
-    return written
+        files[conf_dir / "exp" / f"{mapping[version]}.yaml"] = (package + "\n" if package else "") + header + rest
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)
 
 
 def main(argv: list[str]) -> None:
