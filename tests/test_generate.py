@@ -132,6 +132,16 @@ def test_overflow_past_the_context_produces_text(capsys):
     assert "prompt 1 has 61 tokens, more than the context (16); using its last 16" in capsys.readouterr().err
 
 
+def test_one_string_or_no_prompts_is_a_clear_error_not_a_batch_of_characters():
+    """generate_prompts("ROMEO:") gave six continuations, one per character; train_prompts a loss over them."""
+    model = tiny()
+    for call in (model.generate_prompts, model.train_prompts):
+        with pytest.raises(TypeError, match=r"prompts should be a list of strings, like \['ROMEO:'\], not one string"):
+            call("ROMEO:")
+        with pytest.raises(ValueError, match="no prompts given"):
+            call([])
+
+
 def test_stop_at_eot_ends_each_row_on_its_own():
     model = tiny()
     with torch.no_grad():

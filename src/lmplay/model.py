@@ -11,7 +11,7 @@ from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.batching import collate
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.generation.config import GenerationConfig
-from lmplay.generation.text import generate_text
+from lmplay.generation.text import generate_text, prompt_list
 from lmplay.modules import KVCache, MultiHeadAttention
 
 
@@ -71,7 +71,7 @@ class MBase(nn.Module):
         return self.tokenizer.encode(text)
 
     def _tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer.encode_batch(list(texts))
+        return self.tokenizer.encode_batch(prompt_list(texts))
 
 
 class LMBase(MBase):

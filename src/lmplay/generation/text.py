@@ -16,6 +16,15 @@ def notice(message: str) -> None:
     print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
+def prompt_list(prompts: Sequence[str]) -> list[str]:
+    """The prompts of a call as a list: one string would be a batch of its characters, and [] a batch of none."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts should be a list of strings, like [{prompts[:20]!r}], not one string")
+    if not prompts:
+        raise ValueError("no prompts given: pass a list of at least one string")
+    return list(prompts)
+
+
 def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], context_len: int,
                    notify: Callable[[str], None] = notice) -> list[list[int]]:
     """Each prompt as `[eot, *tokens]`, cut from the left to the context.
@@ -24,7 +33,7 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], context_len: in
     from its beginning, as the model has seen documents begin.
     """
     encoded = []
-    for number, ids in enumerate(tokenizer.encode_batch(list(prompts)), start=1):
+    for number, ids in enumerate(tokenizer.encode_batch(prompt_list(prompts)), start=1):
         ids = [tokenizer.eot_id, *ids]
         if len(ids) > context_len:
             notify(f"prompt {number} has {len(ids)} tokens, more than the context ({context_len}); "
