@@ -17,7 +17,7 @@ from lmplay.stats.runs import load_runs
 
 
 def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step: int = 100, steps: int = 40,
-             extra: tuple[str, ...] = (), held_out_tokens: int = 1000) -> Path:
+             extra: tuple[str, ...] = (), held_out_tokens: int = 1000, tokenizer: str = "bytes") -> Path:
     """A run dir as training leaves it: stats.json and .hydra/ (overrides, the chosen exp)."""
     path.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -33,6 +33,7 @@ def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step
     (path / ".hydra").mkdir()
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"exp={exp}", f"seed={seed}", *extra]))
     (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"exp": exp}}}}))
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": tokenizer}))
     return path
 
 
@@ -176,3 +177,16 @@ def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_p
     fake_run(tmp_path / "same" / "a", "test_runner", 1, 2.0, extra=("lr=1e-3",))
     fake_run(tmp_path / "same" / "b", "test_runner", 1, 2.0, extra=("lr=3e-3",))
     assert "Note:" not in comparison_table(group_runs(load_runs([tmp_path / "same"])))
+
+
+def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path):
+    """bytes against gpt2 read '+5.44 vs baseline' per token of different sizes; a run with no validation yet
+    dropped out of the table without a word."""
+    fake_run(tmp_path / "runs" / "a", "test_runner", 1, 2.0, extra=("tokenizer=bytes",))
+    fake_run(tmp_path / "runs" / "b", "test_runner", 1, 5.0, extra=("tokenizer=gpt2",), tokenizer="gpt2")
+    empty = fake_run(tmp_path / "runs" / "c", "test_runner", 1, 2.0, extra=("lr=1",))
+    (empty / "stats.json").write_text(json.dumps({"train": [], "validation": []}))
+    table = comparison_table(group_runs(load_runs([tmp_path / "runs"])))
+    assert ("Note: these runs use different tokenizers (test_runner tokenizer=bytes bytes, test_runner "
+            "tokenizer=gpt2 gpt2)") in table
+    assert "Left out, with no validation record yet: test_runner lr=1." in table

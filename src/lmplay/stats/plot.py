@@ -240,6 +240,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     """
     matches = dict(zip(map(id, groups), baselines(groups)))
     rows = [(g, curve(g, "validation", "loss"), curve(g, "validation", "accuracy")) for g in groups]
+    left_out = [g.label for g, loss, _ in rows if loss is None]
     rows = [row for row in rows if row[1] is not None]
     if not rows:
         return "no validation records in these runs yet\n"
@@ -271,7 +272,20 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     note = ("Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
-    return "\n".join([*lines, "", note, *held_out_note([g for g, _, _ in rows])]) + "\n"
+    notes = [note, *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
+    notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
+    return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def tokenizer_note(groups: list[Group]) -> list[str]:
+    """A line when the runs tokenize differently: their losses are per token of different sizes (a byte, a
+    GPT-2 token of ~4 bytes) and their token counts count different things."""
+    used = {g.label: sorted({r.tokenizer for r in g.runs} - {None}) for g in groups}
+    if len({t for found in used.values() for t in found}) < 2:
+        return []
+    told = ", ".join(f"{label} {'/'.join(found)}" for label, found in used.items() if found)
+    return [f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
+            f"across tokenizers; compare runs of one tokenizer."]
 
 
 def held_out_note(groups: list[Group]) -> list[str]:

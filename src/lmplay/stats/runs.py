@@ -28,6 +28,7 @@ class Run:
     validation: list[dict[str, Any]] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     exp: str | None = None
+    tokenizer: str | None = None  # a loss per token compares only between runs of one tokenizer
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -98,7 +99,9 @@ def load_run(path: Path) -> Run:
     hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
     exp = exp or override_value(overrides, "exp")
-    return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp)
+    tokenizer = (read_yaml(path / ".hydra" / "config.yaml") or {}).get("tokenizer")
+    return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
+               str(tokenizer) if tokenizer is not None else None)
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
