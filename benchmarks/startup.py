@@ -15,6 +15,7 @@ the curriculum, the run dir, stats).
     python benchmarks/startup.py
 """
 
+import argparse
 import json
 import os
 import select
@@ -110,8 +111,12 @@ def first_step_seconds(run_dir: Path) -> tuple[float, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=5, help="starts of each, taking turns (default: 5)")
+    turns = parser.parse_args().turns
     lmplay, record, bare = [], [], []
-    for _ in range(5):
+    for _ in range(turns):
         with tempfile.TemporaryDirectory() as tmp:
             step, first_record = first_step_seconds(Path(tmp) / "run")
         lmplay.append(step)

@@ -97,6 +97,8 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
     second = run_cli("lmplay.new_exp", "another", "--into", str(tmp_path / "my_lab"),
                      env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
     assert 'another = "my_lab.another.versions"' in second.stdout  # the pyproject.toml is the user's now: not rewritten
+    assert "add this line under [project.entry-points" in second.stdout  # not the table header: a second one breaks it
+    assert '\n  [project.entry-points' not in second.stdout
     assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]["entry-points"] == entry_points
 
 

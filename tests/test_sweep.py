@@ -3,14 +3,18 @@
 import json
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_cli
+from conftest import REPO, compose_config, run_cli
 from lmplay.hydra_app import job_dir_name, single_runs
 from lmplay.sweep import SweepSummary, summarize, write_summary
 
@@ -123,7 +127,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
     assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text
-    assert "Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed)." in text
+    assert ("Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed; "
+            "'interrupted': stopped by a signal, after saving).") in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
@@ -254,3 +259,25 @@ def test_a_slurm_launcher_without_slurm_is_one_line(tmp_path):
                 "SLURM login node, or here with hydra/launcher=joblib (parallel) or without hydra/launcher")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected], proc.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_job_a_signal_stops_is_in_the_summary_as_interrupted_with_its_steps_and_time(tmp_path):
+    """Hydra's on_job_end never runs for a job that exits on a signal: its row kept what it showed at its
+    start (0 tokens, no loss, 'started'), and the rerun's wall time lost the attempt."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmplay.train", "-m", "exp=test_runner", "device=cpu",
+                             "runner.save_interval=100000", "curriculum.stages.0.epochs=100", f"hydra.sweep.dir={tmp_path}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    stats = tmp_path / "curriculum.stages.0.epochs=100,exp=test_runner,runner.save_interval=100000" / "stats.json"
+    deadline = time.monotonic() + 120
+    while not stats.exists() or len(json.loads(stats.read_text())["train"]) < 3:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    [row] = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    assert row["status"] == "interrupted" and row["steps"] >= 3 and row["tokens"] > 0 and row["wall_time_s"] > 0

@@ -26,6 +26,7 @@ RENAMED_VERSIONS = {"test_runner": "test"}  # the baseline's tiny version; its c
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 YAML_WORDS = {"null", "none", "true", "false", "yes", "no", "on", "off", "nan", "inf"}  # `exp=null` is not a name
 SHADOWED_PACKAGES = {"experiments", "lmplay"}  # an --into package of either name hides lmplay's own
+ENTRY_POINTS_TABLE = '[project.entry-points."lmplay.experiments"]'
 
 
 @dataclass
@@ -136,7 +137,7 @@ def pyproject(into: Path, name: str) -> str:
     pkg = into.name
     return (f'[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
             f'[project]\nname = "{pkg}"\nversion = "0.1.0"\n\n'
-            f'[project.entry-points."lmplay.experiments"]\n{name} = "{pkg}.{name}.versions"\n\n'
+            f'{ENTRY_POINTS_TABLE}\n{name} = "{pkg}.{name}.versions"\n\n'
             f'[tool.setuptools.packages.find]\ninclude = ["{pkg}*"]\n\n'
             f'[tool.setuptools.package-data]\n"*" = ["*.yaml", "*.md"]\n')
 
@@ -262,10 +263,13 @@ def main(argv: list[str]) -> None:
           f"  {sweep_command(versions, args.into)}")
     if lab / "pyproject.toml" in [p.resolve() for p in written]:
         print(f"For lmplay.generate to find its checkpoints by name, install the package once: pip install -e {lab}")
+    elif ENTRY_POINTS_TABLE in (lab / "pyproject.toml").read_text():  # a second table of the name breaks the file
+        print(f"For lmplay.generate to find its checkpoints by name, add this line under {ENTRY_POINTS_TABLE} in "
+              f"{lab / 'pyproject.toml'} and reinstall it:\n  {args.name} = \"{pkg}.{args.name}.versions\"")
     else:
         print(f"For lmplay.generate to find its checkpoints by name, register its versions in {lab / 'pyproject.toml'} "
               f"and reinstall it:\n"
-              f'  [project.entry-points."lmplay.experiments"]\n  {args.name} = "{pkg}.{args.name}.versions"')
+              f'  {ENTRY_POINTS_TABLE}\n  {args.name} = "{pkg}.{args.name}.versions"')
 
 
 def cli() -> None:

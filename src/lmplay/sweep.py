@@ -44,7 +44,7 @@ class SweepSummary(Callback):
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
             earlier = read_job(Path(config.hydra.runtime.output_dir)).get("wall_time_s") or 0.0
-            write_job(config, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
+            write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
             write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -60,13 +60,8 @@ class SweepSummary(Callback):
                 error = f"{type(cause).__name__}: {cause}"
                 if isinstance(e, JobError):  # bad input, said in one line: the sweep goes on, and its end says so
                     job_return.status, job_return.return_value = JobStatus.COMPLETED, None
-        job = read_job(Path(config.hydra.runtime.output_dir))
-        started = job.get("started_at")
-        wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
-        write_job(config, {"status": "failed" if error else "completed", "error": error, "started_at": started,
-                           "wall_time_s": round(wall, 3) if wall is not None else None})
+        end_job(config.hydra, "failed" if error else "completed", error)
         sweep_dir = Path(config.hydra.sweep.dir)
-        write_summary(sweep_dir)
         if error:  # Hydra stops the sweep with this error once the other jobs of the batch are done
             print(f"job {config.hydra.job.num} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
                   file=sys.stderr)
@@ -98,11 +93,27 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     return job if isinstance(job, dict) else {"status": "unknown", "error": f"{JOB_FILE} is not a JSON object"}
 
 
-def write_job(config: DictConfig, status: dict[str, Any]) -> None:
+def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
     """The job's own record, job.json in its run dir: which job, what it ran, how it went."""
-    record = {"job": config.hydra.job.num, "experiment": config.hydra.runtime.choices.get("exp"),
-              "overrides": list(config.hydra.overrides.task), **status}
-    write_text_atomic(Path(config.hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
+    record = {"job": hydra.job.num, "experiment": hydra.runtime.choices.get("exp"),
+              "overrides": list(hydra.overrides.task), **status}
+    write_text_atomic(Path(hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
+
+
+def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:
+    """Close the job's record with its wall time (this attempt's and the earlier ones'), and refresh the summary."""
+    job = read_job(Path(hydra.runtime.output_dir))
+    started = job.get("started_at")
+    wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
+    write_job(hydra, {"status": status, "error": error, "started_at": started,
+                      "wall_time_s": round(wall, 3) if wall is not None else None})
+    write_summary(Path(hydra.sweep.dir))
+
+
+def job_interrupted(hydra: DictConfig) -> None:
+    """A job a signal stopped (it saved, and exits 128 + N): Hydra's on_job_end never runs for it, so its row
+    would keep what it showed at its start, and its time would be lost to the rerun's."""
+    end_job(hydra, "interrupted")
 
 
 def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
@@ -201,7 +212,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     unfinished = sum(r["status"] not in ("completed", "failed") for r in rows)
     if failed or unfinished:
         counts = [f"{failed} failed (the error is in its row)"] * bool(failed) + [
-            f"{unfinished} did not finish ('started': running, or killed)"] * bool(unfinished)
+            (f"{unfinished} did not finish ('started': running, or killed; 'interrupted': stopped by a signal, "
+             f"after saving)")] * bool(unfinished)
         lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
                        "hydra.sweep.dir resumes each job from its own checkpoint.")]
     return "\n".join(lines) + "\n"

@@ -111,6 +111,11 @@ def main(cfg: DictConfig) -> None:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         report(e)
+    except SystemExit as e:  # a signal stopped the run, which saved first: a sweep's job says so in its row
+        if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128:
+            from lmplay.sweep import job_interrupted
+            job_interrupted(HydraConfig.get())
+        raise
     except KeyboardInterrupt:
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
         print("interrupted before training started; nothing was saved", file=sys.stderr)

@@ -284,8 +284,8 @@ def tokenizer_note(groups: list[Group]) -> list[str]:
     if len({t for found in used.values() for t in found}) < 2:
         return []
     told = ", ".join(f"{label} {'/'.join(found)}" for label, found in used.items() if found)
-    return [f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
-            f"across tokenizers; compare runs of one tokenizer."]
+    return [(f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
+             f"across tokenizers; compare runs of one tokenizer.")]
 
 
 def held_out_note(groups: list[Group]) -> list[str]:
