@@ -187,11 +187,30 @@ def precheck(overrides: list[str], config_name: str) -> None:
         except MissingConfigException as e:
             missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
             if missing and e.options:
-                fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}")
+                fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}"
+                     + unimportable_searchpath(plain))
             fail(str(e).splitlines()[0])
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
             fail(one_line(e, run, config_name) + job)
+
+
+def unimportable_searchpath(overrides: list[str]) -> str:
+    """The configs of an experiment outside lmplay come through `hydra.searchpath=[pkg://my_lab.conf]`, which
+    Hydra skips without a word when my_lab cannot be imported: say so, or the user hunts a typo in exp=."""
+    import importlib.util
+
+    packages = [m[1] for o in overrides if o.startswith("hydra.searchpath") for m in re.finditer(r"pkg://([\w.]+)", o)]
+    missing = []
+    for package in packages:
+        try:
+            found = importlib.util.find_spec(package.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(package)
+    return "".join(f" (hydra.searchpath pkg://{p}: {p.split('.')[0]} is not importable; pip install -e its project, "
+                   f"or put the directory that holds it on PYTHONPATH)" for p in missing)
 
 
 def group_choices(overrides: Iterable[str]) -> list[str]:
