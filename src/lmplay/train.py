@@ -114,7 +114,8 @@ def main(cfg: DictConfig) -> None:
     except SystemExit as e:  # a signal stopped the run, which saved first: a sweep's job says so in its row
         if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128:
             from lmplay.sweep import job_interrupted
-            job_interrupted(HydraConfig.get())
+            with contextlib.suppress(LmplayError, OSError):  # the checkpoint is saved: the exit code must stay 128+N
+                job_interrupted(HydraConfig.get())
         raise
     except KeyboardInterrupt:
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
