@@ -110,6 +110,8 @@ def main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+        if isinstance(e, ConfigError) and os.environ.get("RANK", "0") != "0":  # under torchrun every rank reads
+            raise SystemExit(e.exit_code) from None  # the same config: rank 0 says what is wrong, once
         report(e)
     except SystemExit as e:  # a signal stopped the run, which saved first: a sweep's job says so in its row
         if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128:
