@@ -33,7 +33,7 @@ from lmplay.cli import override_key, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
-from lmplay.stats.runs import STATS, configuration, dirs_below, load_run
+from lmplay.stats.runs import HELD_OUT_CAUSE, STATS, configuration, dirs_below, load_run
 
 JOB_FILE = "job.json"
 
@@ -200,9 +200,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
         held = sorted({r["held_out_tokens"] for r in scored} - {None})
         if len(held) > 1:
-            lines += ["", (f"Note: the jobs validated on different held-out text ({' to '.join(f'{held[i]:,}' for i in (0, -1))}"
-                           f" tokens): batch_size, runner.validation_batches, context_len or include_prompts change "
-                           f"which held-out samples a loss is measured on.")]
+            lines += ["", (f"Note: the jobs validated on different held-out text ({held[0]:,} to {held[-1]:,} tokens): "
+                           f"{HELD_OUT_CAUSE}.")]
     if groups:
         lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:

@@ -6,8 +6,10 @@ configuration, drawn as their mean with a band from the lowest to the highest se
 between two ideas can be read against the spread that chance alone produces.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,7 +18,7 @@ from matplotlib.ticker import EngFormatter
 
 from lmplay.cli import override_key
 from lmplay.errors import ConfigError
-from lmplay.stats.runs import Run
+from lmplay.stats.runs import HELD_OUT_CAUSE, Run
 
 METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
 BETTER = {"loss": "lower is better", "accuracy": "higher is better"}
@@ -277,26 +279,24 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
+def differing(groups: list[Group], value: Callable[[Run], Any]) -> str:
+    """`label v1/v2, label v3` when the groups' runs hold more than one value (None: unknown, left out); else ""."""
+    found = {g.label: sorted({value(r) for r in g.runs} - {None}) for g in groups}
+    if len({v for values in found.values() for v in values}) < 2:
+        return ""
+    return ", ".join(f"{label} {'/'.join(f'{v:,}' if isinstance(v, int) else str(v) for v in values)}"
+                     for label, values in found.items() if values)
+
+
 def tokenizer_note(groups: list[Group]) -> list[str]:
     """A line when the runs tokenize differently: their losses are per token of different sizes (a byte, a
     GPT-2 token of ~4 bytes) and their token counts count different things."""
-    used = {g.label: sorted({r.tokenizer for r in g.runs} - {None}) for g in groups}
-    if len({t for found in used.values() for t in found}) < 2:
-        return []
-    told = ", ".join(f"{label} {'/'.join(found)}" for label, found in used.items() if found)
+    told = differing(groups, lambda r: r.tokenizer)
     return [(f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
-             f"across tokenizers; compare runs of one tokenizer.")]
+             f"across tokenizers; compare runs of one tokenizer.")] if told else []
 
 
 def held_out_note(groups: list[Group]) -> list[str]:
-    """A line when the configurations validated on different held-out text: the set is runner.validation_batches
-    batches of batch_size, framed at context_len, so runs that differ in those measure their loss on other
-    samples (nested ones, from the same held-out rows)."""
-    sizes = {g.label: {r.final_validation.get("held_out_tokens") for r in g.runs if r.final_validation} for g in groups}
-    if len({size for found in sizes.values() for size in found} - {None}) < 2:
-        return []
-    told = ", ".join(f"{label} {'/'.join(f'{s:,}' for s in sorted(found - {None}))}" for label, found in sizes.items()
-                     if found - {None})
-    return [(f"Note: these runs' validation sets differ (held-out tokens: {told}): batch_size, "
-             f"runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
-             f"measured on.")]
+    """A line when the configurations validated on different held-out text."""
+    told = differing(groups, lambda r: r.final_validation.get("held_out_tokens") if r.final_validation else None)
+    return [f"Note: these runs' validation sets differ (held-out tokens: {told}): {HELD_OUT_CAUSE}."] if told else []

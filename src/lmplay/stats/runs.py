@@ -17,6 +17,11 @@ from lmplay.cli import override_key, override_value
 from lmplay.errors import ConfigError
 
 STATS = "stats.json"
+# Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
+# framed at context_len (nested samples of the same held-out rows). plot's table and the sweep summary say it.
+HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include_prompts change which held-out "
+                  "samples a loss is measured on")
+
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
 
