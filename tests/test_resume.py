@@ -95,7 +95,7 @@ def test_sigint_saves_a_checkpoint(tmp_path):
 
 def provenance(stdout: str) -> dict[str, set[str]]:
     """The start-of-run block: {"command line": {"optimizer.lr=0.001", ...}, "checkpoint": {...}, ...}."""
-    out = {"command line": set(), "checkpoint": set(), "config": set()}
+    out = {"command line": set(), "chosen group": set(), "checkpoint": set(), "config": set()}
     for line in stdout.splitlines():
         for source in out:
             if line.strip().startswith(source + ":"):
@@ -135,8 +135,11 @@ def test_optimizer_settings_typed_on_a_resume_are_the_ones_it_trains_with(tmp_pa
 
 def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
-    run_cli("lmplay.train", *args, "max_steps=4", "optimizer=sgd", "optimizer.momentum=0.5", "scheduler=cosine",
-            "lr=1e-3", check=True)
+    first = run_cli("lmplay.train", *args, "max_steps=4", "optimizer=sgd", "optimizer.momentum=0.5", "scheduler=cosine",
+                    "lr=1e-3", "fresh=true", check=True)
+    said = provenance(first.stdout)  # what was typed, apart from what the chosen groups' files hold
+    assert {"optimizer.momentum=0.5", "optimizer.lr=0.001", "fresh=true"} <= said["command line"]
+    assert "scheduler.min_lr=6e-05" in said["chosen group"] and not said["chosen group"] & said["command line"]
     resumed = run_cli("lmplay.train", *args, "max_steps=8", check=True)  # neither choice retyped
     assert "optimizer changed" not in resumed.stdout
     assert "optimizer: torch.optim.SGD, as the run was built" in resumed.stdout
@@ -403,7 +406,7 @@ def test_resume_keeps_the_runs_seed_and_data_plan_unless_typed(tmp_path):
     assert whole["validation"][-1] == split["validation"][-1]
     chosen = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=14", "curriculum=shakespeare",
                      f"hydra.run.dir={tmp_path / 'split'}", check=True)  # choosing the group's file types its keys
-    assert "rows batching" in chosen.stdout and "curriculum.batching=rows" in provenance(chosen.stdout)["command line"]
+    assert "rows batching" in chosen.stdout and "curriculum.batching=rows" in provenance(chosen.stdout)["chosen group"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

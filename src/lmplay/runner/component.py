@@ -14,7 +14,9 @@ from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
 
 
-SOURCES = ("command line", "checkpoint", "config")
+# "chosen group": a key of a group chosen on the command line (`optimizer=sgd`): it wins over the checkpoint as a
+# typed key does, but the user typed the group's name, not the value
+SOURCES = ("command line", "chosen group", "checkpoint", "config")
 
 
 @dataclass
@@ -25,7 +27,9 @@ class Provenance:
 
     def add(self, group: str, key: str, value: Any, source: str, was: Any = None) -> None:
         """`was`: the checkpoint's value that a typed one replaces, shown beside it."""
-        def shown(v: Any) -> Any:
+        def shown(v: Any) -> Any:  # as YAML and the command line write it: true, null
+            if isinstance(v, bool) or v is None:
+                return {True: "true", False: "false", None: "null"}[v]
             return v if not isinstance(v, (list, dict)) or len(repr(v)) < 40 else "[...]"
         item = f"{group}.{key}={shown(value)}" if group else f"{key}={shown(value)}"
         self.values[source].append(item if was is None else f"{item} (was {shown(was)})")
@@ -142,14 +146,14 @@ class Component:
                                   f"the checkpoint's model has {key}={value!r}; use fresh=true to start over")
             if (key in fixed or key not in explicit) and value != merged[key]:
                 merged[key], sources[key] = value, "checkpoint"
+        saved, typed = state_args or {}, self.runner.typed_keys(self.group)
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
-                sources[key] = "command line"
-        saved, typed = state_args or {}, self.runner.typed_keys(self.group)
+                sources[key] = "command line" if key in typed else "chosen group"
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
-                replaced = key in saved and sources[key] == "command line" and not same(saved[key], value)
+                replaced = key in saved and key in explicit and not same(saved[key], value)
                 if key not in self.reported_as:
                     self.runner.provenance.add(self.group, key, value, sources[key], saved[key] if replaced else None)
                 elif self.reported_as[key]:
