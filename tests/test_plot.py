@@ -17,8 +17,10 @@ from lmplay.stats.runs import load_runs
 
 
 def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step: int = 100, steps: int = 40,
-             extra: tuple[str, ...] = (), held_out_tokens: int = 1000, tokenizer: str = "bytes") -> Path:
-    """A run dir as training leaves it: stats.json and .hydra/ (overrides, the chosen exp)."""
+             extra: tuple[str, ...] = (), held_out_tokens: int = 1000, tokenizer: str = "bytes",
+             job: int | None = None) -> Path:
+    """A run dir as training leaves it: stats.json and .hydra/ (overrides, the chosen exp; `job`: its number in a
+    sweep)."""
     path.mkdir(parents=True)
     rng = np.random.default_rng(seed)
 
@@ -32,26 +34,29 @@ def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step
     (path / "stats.json").write_text(json.dumps(stats))
     (path / ".hydra").mkdir()
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"exp={exp}", f"seed={seed}", *extra]))
-    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"exp": exp}}}}))
+    hydra = {"runtime": {"choices": {"exp": exp}}}
+    hydra |= {"mode": "MULTIRUN", "job": {"num": job}} if job is not None else {"mode": "RUN"}
+    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": tokenizer}))
     return path
 
 
 @pytest.fixture
 def sweep(tmp_path) -> Path:
-    """A sweep dir: baseline and idea, 3 seeds each, the idea 0.1 lower in loss."""
+    """A sweep dir: baseline and idea, 3 seeds each, the idea 0.1 lower in loss. Job dirs are named by their
+    overrides, and the idea's name sorts before the baseline's: only the job numbers say which came first."""
     job = 0
-    for exp, loss in (("gpt2ish_mini", 2.0), ("value_norm_mini", 1.9)):
+    for exp, loss in (("gpt2ish_mini", 2.0), ("attn_temp_mini", 1.9)):
         for seed in (1, 2, 3):
-            fake_run(tmp_path / "sweep" / f"{job}_exp={exp},max_steps=40,seed={seed}", exp, seed, loss,
-                     extra=("max_steps=40",))
+            fake_run(tmp_path / "sweep" / f"exp={exp},max_steps=40,seed={seed}", exp, seed, loss,
+                     extra=("max_steps=40",), job=job)
             job += 1
     return tmp_path / "sweep"
 
 
 def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
     groups = group_runs(load_runs([sweep]))
-    assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("value_norm_mini", 3)]
+    assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("attn_temp_mini", 3)]
     c = curve(groups[1], "validation", "loss")
     assert c.num_seeds == 3 and len(c.tokens) == 8  # 8 validation points every seed reached
     assert np.all(c.values.min(0) <= c.mean) and np.all(c.mean <= c.values.max(0))
@@ -79,15 +84,15 @@ def test_comparison_table_is_at_equal_tokens_with_the_baseline_first(sweep):
     table = comparison_table(group_runs(load_runs([sweep])))
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["run", "seeds", "loss@503"] and "vs baseline@4k" in lines[0]
-    assert lines[2].startswith("gpt2ish_mini (baseline)") and lines[3].startswith("value_norm_mini")
+    assert lines[2].startswith("gpt2ish_mini (baseline)") and lines[3].startswith("attn_temp_mini")
     delta = float(lines[3].split()[-2])
     assert -0.12 < delta < -0.08  # the idea's 0.1 lower loss, measured at equal tokens
     assert "±" in lines[2]  # the spread over seeds is shown
 
 
 def test_baseline_can_be_named(sweep):
-    groups = pick_baseline(group_runs(load_runs([sweep])), "value_norm")
-    assert groups[0].label == "value_norm_mini"
+    groups = pick_baseline(group_runs(load_runs([sweep])), "attn_temp")
+    assert groups[0].label == "attn_temp_mini"
     with pytest.raises(ConfigError, match="matches none"):
         pick_baseline(groups, "nope")
 
@@ -125,7 +130,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):
 
 def test_cli_writes_plots_and_table(sweep, tmp_path):
     out = tmp_path / "plots"
-    proc = run_cli("lmplay.plot", str(sweep / "0_exp=gpt2ish_mini,max_steps=40,seed=1"), str(sweep), "--train",
+    proc = run_cli("lmplay.plot", str(sweep / "exp=gpt2ish_mini,max_steps=40,seed=1"), str(sweep), "--train",
                    "--logx", "--out", str(out), check=True)
     names = {p.name for p in out.iterdir()}
     assert {"validation_loss.png", "validation_accuracy.png", "validation_loss_vs_baseline.png",

@@ -2,7 +2,7 @@
 
 A run directory is any directory holding a `stats.json` (see the README's "Where outputs go"); its
 `.hydra/` says which experiment and which command-line overrides produced it. A sweep directory
-holds one run directory per job, named `<job number>_<overrides>`.
+holds one run directory per job, named by its overrides (`exp=gpt2ish,seed=1`).
 """
 
 import json
@@ -62,10 +62,28 @@ def configuration(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(o for o in overrides if override_key(o) not in REPEAT_KEYS))
 
 
-def job_order(path: Path) -> tuple:
+def natural_order(path: Path) -> tuple:
     """Natural order, so job 10 comes after job 9: `10_exp=a` sorts by (10, "_exp=a")."""
     return tuple((int(p), s) if p else (float("inf"), s)
                  for p, s in (re.match(r"(\d*)(.*)", part).groups() for part in path.parts))
+
+
+def job_number(run_dir: Path) -> int | None:
+    """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
+    overrides alone, so its name does not give the sweep's order."""
+    hydra = ((read_yaml(run_dir / ".hydra" / "hydra.yaml") or {}).get("hydra") or {})
+    if (hydra.get("mode") or "") != "MULTIRUN":
+        return None
+    num = (hydra.get("job") or {}).get("num")
+    return num if isinstance(num, int) else None
+
+
+def job_order(root: Path, run_dir: Path) -> tuple:
+    """Sweep by sweep (natural order of their dirs), and within a sweep by job number: job 0, the first value of
+    `exp=`, is the baseline the plots compare with."""
+    relative = run_dir.relative_to(root)
+    number = job_number(run_dir)
+    return natural_order(relative.parent), number is None, number or 0, natural_order(relative)
 
 
 def find_run_dirs(path: Path) -> list[Path]:
@@ -86,7 +104,7 @@ def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
     one of `markers`, in job order; hidden dirs such as .hydra/ or submitit's logs are skipped."""
     found = {p.parent for marker in markers for p in root.rglob(marker)
              if p.parent != root and not any(part.startswith(".") for part in p.parent.relative_to(root).parts)}
-    return sorted(found, key=lambda p: job_order(p.relative_to(root)))
+    return sorted(found, key=lambda p: job_order(root, p))
 
 
 def read_yaml(path: Path) -> Any:
