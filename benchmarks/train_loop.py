@@ -88,9 +88,10 @@ class LmplayLoop:
     """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured.
 
     Driven a chunk at a time by raising max_steps. Timed from the runner's own per-step wall-clock
-    windows (log_interval=1 by default), which cover everything the loop does, periodic validation and
-    checkpoints included, but not the one-off end of each train() call (final validation and save),
-    which a real run does once in thousands of steps.
+    windows (log_interval=1 by default), which cover every step's work (batching, accumulation, the
+    loss reads, stats.json and TensorBoard flushes) but not validations and checkpoints, which the bare
+    loop does not do (their cost is the cadence's), the first record's opening of the TensorBoard file,
+    or the end of each train() call (final validation and save).
     """
 
     def __init__(self, args, run_dir: Path) -> None:

@@ -241,9 +241,10 @@ def test_reading_the_loss_a_step_late_changes_nothing_but_timing(tmp_path):
     assert json.loads(ckpt["components"]["runner"]["state"]["records_json"])["train"][-1]["step"] == 12
 
 
-def test_tokens_per_second_leaves_out_validation_and_saving(tmp_path, monkeypatch):
-    """A step right after a validation or save reported a rate 30-300x too low. The runner's clock is a fake
-    one (no timing in tests): each reading advances it 1 s, and each validation or save takes 1000 s."""
+def test_tokens_per_second_leaves_out_validation_saving_and_opening_the_event_file(tmp_path, monkeypatch):
+    """A step right after a validation or save reported a rate 30-300x too low, and so did the step after the
+    first record, whose flush imports tensorboard and opens the event file. The runner's clock is a fake one
+    (no timing in tests): each reading advances it 1 s, and each validation, save or opening takes 1000 s."""
     clock = {"now": 0.0, "pauses": 0}
 
     def perf_counter() -> float:
@@ -261,11 +262,19 @@ def test_tokens_per_second_leaves_out_validation_and_saving(tmp_path, monkeypatc
             clock["pauses"] += 1
             return real(*args)
         monkeypatch.setattr(runner, name, paused)
+    real_events = runner.stats._events
+
+    def slow_open():
+        if not runner.stats.events_open:
+            clock["now"] += 1000.0
+            clock["pauses"] += 1
+        return real_events()
+    monkeypatch.setattr(runner.stats, "_events", slow_open)
     runner.train()
     records = runner.stats.records["train"]
     tokens = [r["tokens"] for r in records]
     seconds = [(b - a) / r["tokens_per_second"] for a, b, r in zip([0, *tokens], tokens, records)]
-    assert clock["pauses"] >= 5 and len(seconds) == 12  # validations at steps 0, 3, 6, 9, 12; saves at 5, 10, 12
+    assert clock["pauses"] >= 6 and len(seconds) == 12  # validations at 0, 3, 6, 9, 12; saves at 5, 10, 12; opening
     assert max(seconds) < 1000, seconds  # no step's window holds a pause
 
 

@@ -631,8 +631,11 @@ class LMRunnerBase:
         seconds = now - start
         speed = self.throughput((log.at["tokens"] - tokens_before) / seconds, (log.flops - flops_before) / seconds)
         self._window = (now, log.at["tokens"], log.flops)
+        opening = not self.stats.events_open
         self.record("train", log.stage, log.lr, {"loss": loss_value,
                                                  "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
+        if opening and self.stats.events_open:  # tensorboard's import and a new event file: once a run, not a step's
+            self._window = (time.perf_counter(), log.at["tokens"], log.flops)
         last_val = self.last_validation_loss()
         self.show_progress(bar, log.stage, f"step {log.at['step']} loss {loss_value:.3f} val "
                                 f"{last_val if last_val is None else round(last_val, 3)} "

@@ -50,6 +50,10 @@ class StatsWriter:
         elif time.monotonic() - self._last_flush > self._flush_gap:
             self.flush()
 
+    @property
+    def events_open(self) -> bool:
+        return self._tb is not None
+
     def _events(self) -> "EventFile":
         """The event file, opened on first use (again after close(), if training goes on)."""
         if self._tb is None:
