@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 STAGE_KEYS = ("name", "datasets", "interleave", "weights", "steps", "tokens", "epochs", "overrides", "batching")
 LENGTH_KEYS = ("steps", "tokens", "epochs")
+STAGE_NAME = r"\w[\w.+-]*"  # a plain file-name part: no path separator, not . or ..
 
 
 @dataclass
@@ -95,8 +97,12 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
     overrides = entry.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: overrides must be a mapping of training keys, e.g. overrides: {{lr: 1.0e-4}}")
-    name = entry.get("name") or f"stage{index}"
-    return Stage(name=str(name), datasets=specs, interleave=interleave,
+    name = str(entry.get("name") or f"stage{index}")
+    if not re.fullmatch(STAGE_NAME, name):  # it names the stage's checkpoint, model.<name>.lmp
+        plain = re.sub(r"[^\w.+-]+", "_", name).strip("._+-") or "one"
+        raise ConfigError(f"{where}: name={name!r} names the stage's checkpoint file (model.<name>.lmp); use "
+                          f"letters, digits and _ . + - only, e.g. name: {plain}")
+    return Stage(name=name, datasets=specs, interleave=interleave,
                  weights=None if weights is None else [float(w) for w in weights],
                  **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},
                  overrides=dict(overrides), batching=batching)
