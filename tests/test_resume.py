@@ -343,6 +343,8 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
     monkeypatch.setattr(torch, "save", half_write)
     with pytest.raises(OutputError, match="could not write checkpoint .*model.lmp.*the previous one is intact"):
         checkpoint.save(plain_checkpoint(torch.zeros(3)), path)
+    with pytest.raises(OutputError, match="could not write checkpoint .*model.first.lmp.*none was written before it"):
+        checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.first.lmp")  # nothing to keep: no claim
     monkeypatch.undo()
     assert torch.equal(weights(tmp_path)["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
@@ -392,6 +394,12 @@ def test_a_crash_early_in_a_later_stage_resumes_at_that_stages_start(tmp_path):
     assert (progress["step"], progress["stage_step"]) == (4, 0)
 
 
+def test_a_divergence_before_any_save_does_not_point_at_a_checkpoint(tmp_path):
+    with pytest.raises(DivergedError, match="no good checkpoint was saved yet, so a rerun starts over"):
+        make_runner(["exp=test_runner", "device=cpu", "max_steps=60", "lr=1e4"], tmp_path).train()
+    assert (tmp_path / "model.corrupted.lmp").exists() and not (tmp_path / "model.lmp").exists()
+
+
 def test_resume_keeps_the_runs_seed_and_data_plan_unless_typed(tmp_path):
     """Resuming with a shorter command (no seed=, no curriculum.batching=) continues the same run exactly."""
     plan = ["exp=test_runner", "device=cpu", "seed=2", "curriculum.batching=packed"]
@@ -420,7 +428,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         return (loss * float("nan"), correct) if calls["n"] > 8 else (loss, correct)
 
     runner.model.loss_terms = poisoned
-    with pytest.raises(DivergedError, match="nan"):
+    with pytest.raises(DivergedError, match="nan.*model.lmp is the last good checkpoint"):
         runner.train()
     assert (tmp_path / "model.corrupted.lmp").exists()
     good = checkpoint.load(tmp_path / "model.lmp")

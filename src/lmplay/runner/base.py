@@ -624,9 +624,10 @@ class LMRunnerBase:
         loss_value, correct_value = self.world.sum(*log.read())
         if not math.isfinite(loss_value):
             self.save("model.corrupted.lmp")
+            good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
+                    "no good checkpoint was saved yet, so a rerun starts over")
             raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
-                                f"model.corrupted.lmp for inspection, model.lmp is the last good checkpoint; try "
-                                f"a lower lr or grad_clip=1.0")
+                                f"model.corrupted.lmp for inspection, {good}; try a lower lr or grad_clip=1.0")
         now, (start, tokens_before, flops_before) = time.perf_counter(), self._window
         seconds = now - start
         speed = self.throughput((log.at["tokens"] - tokens_before) / seconds, (log.flops - flops_before) / seconds)

@@ -82,7 +82,8 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
-        raise OutputError(f"could not write checkpoint {path} ({reason}); the previous one is intact") from None
+        kept = "the previous one is intact" if path.is_file() else "none was written before it"
+        raise OutputError(f"could not write checkpoint {path} ({reason}); {kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
