@@ -222,6 +222,12 @@ def test_architecture_cannot_change_on_resume(tmp_path):
     run_cli("lmplay.train", *args, "max_steps=1", check=True)
     proc = run_cli("lmplay.train", *args, "max_steps=2", "model.num_blocks=3")
     assert proc.returncode == 2 and "num_blocks" in proc.stderr and "fresh=true" in proc.stderr
+    # the vocabulary's padding too: it was ignored, while the start report said "vocabulary padded 257 -> 320"
+    proc = run_cli("lmplay.train", *args, "max_steps=2", "vocab_multiple=64")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "vocab_multiple=64 cannot change on resume: the checkpoint's model has vocab_size=257" in proc.stderr
+    resumed = run_cli("lmplay.train", *args, "max_steps=2", "vocab_multiple=1", check=True)  # the same vocabulary
+    assert "vocabulary padded" not in resumed.stdout
 
 
 class Exploit:

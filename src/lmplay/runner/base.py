@@ -173,6 +173,10 @@ class LMRunnerBase:
                               f"exp={self.cfg.exp_name}: use exp={ckpt['exp']} to resume it, another run_name, or "
                               f"fresh=true to replace it")
         self.tokenizer = get_tokenizer(arch.get("tokenizer", self.cfg.tokenizer))
+        if "vocab_multiple" in self.overridden and arch.get("vocab_size", self.padded_vocab()) != self.padded_vocab():
+            raise ConfigError(f"vocab_multiple={self.cfg.vocab_multiple} cannot change on resume: the checkpoint's "
+                              f"model has vocab_size={arch['vocab_size']} for the tokenizer's {self.tokenizer.vocab_size}; "
+                              f"use fresh=true to start over")
         self.context_len = arch.get("context_len", self.cfg.context_len)
         self.exp_name = self.cfg.exp_name
         self.seed = self.settle_seed(ckpt)
@@ -331,7 +335,7 @@ class LMRunnerBase:
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
-        optimizer, padded = self.optimizer_c.optimizer, self.padded_vocab()
+        optimizer, padded = self.optimizer_c.optimizer, self.model_c.args["vocab_size"]  # a resume keeps its own
         options = ", ".join(f"{k}={v}" for k, v in self.compile_options.items())
         features = {
             f"{'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16 + GradScaler'} autocast": self.amp_dtype,
