@@ -277,7 +277,9 @@ def test_a_job_a_signal_stops_is_in_the_summary_as_interrupted_with_its_steps_an
             raise AssertionError(proc.communicate())
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT
+    # the same command would start a new sweep in a dir named by the time: the line names the sweep dir
+    assert f"rerun the sweep with hydra.sweep.dir={tmp_path.resolve()} to resume it" in stderr
     [row] = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert row["status"] == "interrupted" and row["steps"] >= 3 and row["tokens"] > 0 and row["wall_time_s"] > 0

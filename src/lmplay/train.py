@@ -98,6 +98,9 @@ def train(cfg: DictConfig) -> None:
     if runner.world.is_main:
         save_hydra_config(cfg, run_dir, resumed=ckpt is not None)
     print(runner.describe())
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
+        runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()} "
+                              f"to resume it (each job from its own checkpoint)")
     runner.train()
     runner.world.close()
 

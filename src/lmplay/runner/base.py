@@ -134,6 +134,7 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
+        self.resume_hint = "run the same command to resume"  # a sweep's job names its sweep dir (lmplay.train)
         self._window = (0.0, 0, 0.0)  # (time, tokens, flops) at the last train record: the next one's rates start there
         self.flops_done = 0.0  # model FLOPs of the steps trained in this process
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
@@ -481,7 +482,7 @@ class LMRunnerBase:
             print(f"{name}: saved {path} at step {step}; handing over to the job's own handler", file=sys.stderr)
             previous(signum, None)
         if self.world.is_main:
-            print(f"{name}: saved {path} at step {step}; run the same command to resume", file=sys.stderr)
+            print(f"{name}: saved {path} at step {step}; {self.resume_hint}", file=sys.stderr)
         raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
     def _train_stages(self) -> None:
