@@ -44,3 +44,19 @@ def test_warmup_stable_decay():
 def test_bad_warmup_fraction():
     with pytest.raises(ConfigError, match="warmup_fraction=1.5"):
         LinearWarmup(warmup_fraction=1.5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scheduler=cosine", "lr=1e-5"], r"scheduler\.min_lr=6e-05 is above the lr=1e-05 of curriculum stage "
+                                      r"'shakespeare', so its Cosine schedule would raise the lr as it decays; set "
+                                      r"scheduler\.min_lr=1e-06 \(a tenth\) or 0"),
+    (["scheduler=wsd", "scheduler.min_lr=0.01"], r"scheduler\.min_lr=0\.01 is above the lr=0\.003"),
+    (["scheduler=cosine", "curriculum.stages=[{name: ft, datasets: [shakespeare], steps: 5, overrides: {lr: 1.0e-5}}]"],
+     r"above the lr=1e-05 of curriculum stage 'ft'"),
+])
+def test_a_min_lr_above_the_lr_is_refused_before_training(tmp_path, overrides, message):
+    """nanoGPT's absolute min_lr (6e-5) under a fine-tuning lr: the 'decay' climbed from 1e-5 to 6e-5, silently."""
+    from conftest import make_runner
+
+    with pytest.raises(ConfigError, match=message):
+        make_runner(["exp=test_runner", "device=cpu", *overrides], tmp_path)

@@ -321,7 +321,12 @@ class LMRunnerBase:
                     raise ConfigError(f"curriculum stage '{stage.name}' overrides {key}={value!r}; it should be a "
                                       f"number >= 0, like 1.0e-4")
             self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
-            self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
+            schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
+            base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
+            if schedule.min_lr > base_lr:  # nanoGPT's absolute min_lr, 6e-5, under a fine-tuning lr
+                raise ConfigError(f"scheduler.min_lr={schedule.min_lr:g} is above the lr={base_lr:g} of curriculum "
+                                  f"stage '{stage.name}', so its {type(schedule).__name__} schedule would raise the "
+                                  f"lr as it decays; set scheduler.min_lr={base_lr / 10:g} (a tenth) or 0")
 
     def describe(self) -> str:
         lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
