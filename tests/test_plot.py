@@ -147,6 +147,19 @@ def test_default_output_is_beside_the_first_run_dir(tmp_path):
     assert (a / "plots" / "validation_loss_vs_baseline.png").is_file()
 
 
+def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_is_an_error(sweep, tmp_path):
+    damaged = sweep / "exp=attn_temp_mini,max_steps=40,seed=2"
+    (damaged / "stats.json").write_text("[]")
+    (sweep / "exp=gpt2ish_mini,max_steps=40,seed=3" / ".hydra" / "overrides.yaml").write_text("garbage: [")
+    proc = run_cli("lmplay.plot", str(sweep), "--out", str(tmp_path / "plots"), check=True)
+    assert proc.stderr.count("note: left out: ") == 2 and "is not lmplay's stats" in proc.stderr
+    assert "overrides.yaml cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+    baseline, idea = proc.stdout.splitlines()[2:4]  # each with the 2 seeds that can be read
+    assert baseline.split()[:3] == ["gpt2ish_mini", "(baseline)", "2"] and idea.split()[:2] == ["attn_temp_mini", "2"]
+    proc = run_cli("lmplay.plot", str(damaged))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is not lmplay's stats" in proc.stderr
+
+
 @pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: None])
 def test_a_dir_without_stats_is_a_one_line_error(make, tmp_path):
     target = tmp_path / "not_a_run"

@@ -119,11 +119,16 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     job(".submitit/123", None, 1.0)
     job("3_exp=c", None, 2.9)
     (tmp_path / "3_exp=c" / "job.json").write_text('{"job": 3, "stat')  # damaged by hand: a row, not a traceback
+    job("4_exp=a,seed=3", {"job": 4, "experiment": "a", "overrides": ["exp=a", "seed=3"], "status": "completed"}, 2.6)
+    (tmp_path / "4_exp=a,seed=3" / "stats.json").write_text('{"train": [')  # so is this one's stats.json
     rows = summarize(tmp_path)
     assert [(r["job"], r["status"], r["final_validation_loss"]) for r in rows] == [
-        (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None), (3, "unknown", 2.9)]
-    assert "job.json is unreadable" in rows[3]["error"]
+        (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None), (3, "unknown", 2.9), (4, "completed", None)]
+    assert "job.json is unreadable" in rows[3]["error"] and "stats.json cannot be read" in rows[4]["error"]
     shutil.rmtree(tmp_path / "3_exp=c")
+    text = write_summary(tmp_path)["markdown"]
+    assert "| exp=a | 0, 1 (no loss yet: 4) |" in text  # the mean is over the seeds that have a loss
+    shutil.rmtree(tmp_path / "4_exp=a,seed=3")
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
     assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text

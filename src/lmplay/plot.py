@@ -7,9 +7,11 @@ baseline is the first run given (in a sweep, the lowest job number), or the one 
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from lmplay.cli import run_main
+from lmplay.errors import ConfigError
 from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
 
@@ -37,7 +39,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    groups = pick_baseline(group_runs(load_runs(args.run_dirs)), args.baseline)
+    skipped: list[str] = []
+    runs = load_runs(args.run_dirs, skipped)
+    for reason in skipped:
+        print(f"note: left out: {reason}", file=sys.stderr)
+    if not runs:
+        raise ConfigError("no run here can be read; see the notes above")
+    groups = pick_baseline(group_runs(runs), args.baseline)
     out = args.out or args.run_dirs[0] / "plots"
     kinds = ["validation", "train"] if args.train else ["validation"]
     files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)

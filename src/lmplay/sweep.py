@@ -119,7 +119,10 @@ def job_interrupted(hydra: DictConfig) -> None:
 def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     """One row of the summary; stats.json is the truth for losses and tokens, job.json for status and time."""
     job = read_job(job_dir)
-    run = load_run(job_dir) if (job_dir / STATS).is_file() else None
+    try:
+        run = load_run(job_dir) if (job_dir / STATS).is_file() else None
+    except ConfigError as e:  # damaged by hand or by a full disk: its row says so, and the other rows stand
+        run, job = None, {**job, "error": f"{job.get('error') or ''} {e}".strip()}
     overrides = job.get("overrides") or (run.overrides if run else [])
     final = run.final_validation if run else None
     name = str(job_dir.relative_to(sweep_dir))
@@ -163,6 +166,7 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         losses = [r["final_validation_loss"] for r in members if r["final_validation_loss"] is not None]
         out.append({"overrides": list(config), "jobs": [r["job"] for r in members], "runs_with_loss": len(losses),
+                    "jobs_with_loss": [r["job"] for r in members if r["final_validation_loss"] is not None],
                     "mean_final_validation_loss": statistics.fmean(losses) if losses else None,
                     "std_final_validation_loss": statistics.stdev(losses) if len(losses) > 1 else None})
     return out
@@ -205,7 +209,10 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     if groups:
         lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:
-            lines.append(f"| {' '.join(g['overrides']) or '-'} | {', '.join(map(str, g['jobs']))} | "
+            jobs = ", ".join(map(str, g["jobs_with_loss"]))
+            if len(g["jobs_with_loss"]) < len(g["jobs"]):
+                jobs += f" (no loss yet: {', '.join(str(j) for j in g['jobs'] if j not in g['jobs_with_loss'])})"
+            lines.append(f"| {' '.join(g['overrides']) or '-'} | {jobs} | "
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
     failed = sum(r["status"] == "failed" for r in rows)
     unfinished = sum(r["status"] not in ("completed", "failed") for r in rows)

@@ -108,7 +108,11 @@ def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
 
 
 def read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    """A .hydra/ file's contents (None when it is missing); a damaged one is a ConfigError naming it."""
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} cannot be read: {' '.join(str(e).split())[:200]}") from None
 
 
 def load_run(path: Path) -> Run:
@@ -118,6 +122,8 @@ def load_run(path: Path) -> Run:
         stats = json.loads((path / STATS).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path / STATS} cannot be read: {e}") from None
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k, []), list) for k in ("train", "validation")):
+        raise ConfigError(f"{path / STATS} is not lmplay's stats: it should be {{\"train\": [...], \"validation\": [...]}}")
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml") or []]
     hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
@@ -127,12 +133,20 @@ def load_run(path: Path) -> Run:
                str(tokenizer) if tokenizer is not None else None)
 
 
-def load_runs(paths: list[Path]) -> list[Run]:
-    """Every run under `paths`, in the order given (and job order within a sweep); a run found twice loads once."""
+def load_runs(paths: list[Path], skipped: list[str] | None = None) -> list[Run]:
+    """Every run under `paths`, in the order given (and job order within a sweep); a run found twice loads once.
+    A damaged run found inside a sweep is left out, its reason appended to `skipped`; one named itself is an
+    error."""
     seen, runs = set(), []
     for path in paths:
         for run_dir in find_run_dirs(path):
-            if run_dir.resolve() not in seen:
-                seen.add(run_dir.resolve())
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            try:
                 runs.append(load_run(run_dir))
+            except ConfigError as e:
+                if skipped is None or Path(path).resolve() == run_dir.resolve():
+                    raise
+                skipped.append(str(e))
     return runs
