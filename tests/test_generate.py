@@ -181,6 +181,16 @@ def test_temperature_zero_is_greedy():
     assert pick_next(logits, config).tolist() == [1]
 
 
+@pytest.mark.parametrize("settings", [{"temperature": 1e-45}, {"top_p": 1e-300}, {"temperature": 1e-45, "top_p": 1e-300}])
+def test_settings_at_the_edge_of_float32_still_draw_the_top_token(settings):
+    """A temperature that overflows the scores, or a top_p that rounds to 0, left no finite probability:
+    torch.multinomial raised 'probability tensor contains either inf, nan or element < 0'."""
+    logits = torch.tensor([[0.1, 3.0, 2.9, -1.0], [5.0, -2.0, 4.0, float("-inf")]])
+    config = GenerationConfig(do_sample=True, **settings)
+    for seed in range(5):
+        assert pick_next(logits, config, generator=torch.Generator().manual_seed(seed)).tolist() == [1, 0]
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5, 0.3, 0.15, 0.05
     logits = probs.log()

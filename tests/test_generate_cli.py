@@ -115,6 +115,7 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
     (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
+    (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}", "prompt="], "error: prompt 1 is empty"),
     (["checkpoint={model}"], "error: no prompt"),
     (["prompt=hi"], "error: no checkpoint"),

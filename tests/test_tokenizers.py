@@ -43,6 +43,9 @@ def test_bytes_non_ascii():
     assert ids == list(text.encode("utf-8")) and len(ids) > len(text)
     assert tok.decode(ids[:-1]) == "naïve café 東\ufffd"  # a character cut in half decodes with a replacement
     assert tok.decode([104, 105, 256, 33]) == f"hi{ENDOFTEXT}!"
+    # a prompt typed with bytes that are not UTF-8 reaches Python with them as surrogates: a UnicodeEncodeError
+    assert tok.encode(b"ab\xff\xfecd".decode("utf-8", errors="surrogateescape")) == list(b"ab\xff\xfecd")
+    assert tok.encode("a\ud800b") == list(b"a?b")  # a lone surrogate from a JSON escape
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bytes"])

@@ -53,6 +53,8 @@ def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | 
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
             what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
             raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if key in nullable else ""))
+        if key == "seed" and not -2**63 <= value < 2**64:  # torch's generators take a 64-bit seed
+            raise ConfigError(f"seed={value} is out of torch's range, -2**63 to 2**64-1; use a smaller one, e.g. seed=1")
 
 
 def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:

@@ -83,7 +83,12 @@ class ByteTokenizer(Tokenizer):
         self.token_bytes[self.eot_id] = 0
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        """Bytes that are not UTF-8 in a command line's text (Python holds them as surrogates) are those bytes
+        again; any other lone surrogate (a JSON escape) becomes '?'."""
+        try:
+            return list(text.encode("utf-8", errors="surrogateescape"))
+        except UnicodeEncodeError:
+            return list(text.encode("utf-8", errors="replace"))
 
     def decode(self, ids) -> str:
         """Bytes between eot ids are decoded; each eot is shown as "<|endoftext|>", as tiktoken does for gpt2."""

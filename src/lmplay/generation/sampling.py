@@ -37,6 +37,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     probs = F.softmax(sorted_logits, dim=-1)
     mass_before = probs.cumsum(dim=-1) - probs
     remove_sorted = mass_before >= p
+    remove_sorted[..., 0] = False  # a p that rounds to 0 in float32 (1e-300) would remove even the top token
     remove = torch.empty_like(remove_sorted).scatter_(-1, order, remove_sorted)
     return logits.masked_fill(remove, float("-inf"))
 
@@ -48,7 +49,8 @@ def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.T
         logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
     if config.greedy:
         return logits
-    logits = logits / config.temperature
+    # from the row's top score, so that a tiny temperature (1e-45) sends the others to -inf, not the top one to inf
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / config.temperature
     if config.top_k is not None:
         logits = top_k_filter(logits, config.top_k)
     return top_p_filter(logits, config.top_p)
