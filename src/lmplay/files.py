@@ -47,6 +47,17 @@ def release_run_dir(run_dir: Path) -> None:
         lock.close()
 
 
+def set_aside_old_checkpoints(run_dir: Path) -> list[str]:
+    """A run started over (fresh=true) renames the replaced run's stage checkpoints, model.<stage>.lmp and
+    model.corrupted.lmp, to <name>.bak, as its model.lmp becomes model.lmp.bak at the first save: left as they
+    were, they would read as this run's. Returns the new names."""
+    moved = []
+    for path in sorted(run_dir.glob("model.*.lmp")):
+        path.replace(path.with_name(path.name + ".bak"))
+        moved.append(path.name + ".bak")
+    return moved
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Written aside, then renamed over `path`: a reader (or a crash) sees the old file or the new one.
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, check_value_types, override_key, report, translate_flags
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import hold_run_dir, release_run_dir
+from lmplay.files import hold_run_dir, release_run_dir, set_aside_old_checkpoints
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -97,6 +97,8 @@ def train(cfg: DictConfig) -> None:
     runner.setup(ckpt)
     if runner.world.is_main:
         save_hydra_config(cfg, run_dir, resumed=ckpt is not None)
+        if cfg.fresh and (moved := set_aside_old_checkpoints(run_dir)):
+            print(f"fresh=true: the replaced run's stage checkpoints are now {', '.join(moved)}")
     print(runner.describe())
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
         runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()} "
