@@ -45,6 +45,16 @@ def test_greedy_output_is_the_prompt_and_the_models_continuation(model_and_path,
     assert list(tmp_path.iterdir()) == []  # no run dir, no .hydra, no log file
 
 
+@pytest.mark.parametrize("prompt", ["", "\n"])
+def test_an_empty_or_blank_prompt_samples_from_the_start_of_a_document(model_and_path, prompt):
+    """nanoGPT's sample.py starts from "\n" by default; an empty prompt is the eot token alone. Both were refused."""
+    model, path = model_and_path
+    proc = generate(f"checkpoint={path}", f"prompt={prompt}", "do_sample=false", "max_new_tokens=12")
+    assert proc.returncode == 0, proc.stderr
+    continuation = model.generate_prompts([prompt], max_new_tokens=12)[0]
+    assert len(continuation) > 0 and proc.stdout == prompt + continuation + "\n"
+
+
 def test_seed_flags_and_a_bare_prompt(model_and_path):
     _, path = model_and_path
     proc = generate("--model", str(path), "A bare prompt", "--prompt", "a flag prompt", "--max-len", "5",
@@ -116,7 +126,6 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
-    (["checkpoint={model}", "prompt="], "error: prompt 1 is empty"),
     (["checkpoint={model}"], "error: no prompt"),
     (["prompt=hi"], "error: no checkpoint"),
     (["checkpoint={model}", "prompt=hi", "+tempreture=0.5"], "unknown key 'tempreture' (did you mean temperature?)"),

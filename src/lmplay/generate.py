@@ -91,7 +91,8 @@ def typed_prompts(cfg: DictConfig) -> list[str]:
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
-    """prompt (one or a list) then the lines of prompt_file; an empty prompt is an error."""
+    """prompt (one or a list) then the lines of prompt_file. An empty prompt samples from the start of a document
+    (the eot token every prompt begins with), as nanoGPT's sample.py does from its start token."""
     prompts = typed_prompts(cfg)
     if cfg.prompt_file is not None:
         path = Path(cfg.prompt_file)
@@ -105,10 +106,8 @@ def read_prompts(cfg: DictConfig) -> list[str]:
             raise ConfigError(f"prompt_file={path} holds no prompt (one per line)")
         prompts += lines
     if not prompts:
-        raise ConfigError('no prompt: give prompt="Once upon a time" (or prompt_file=FILE, one prompt per line)')
-    for number, prompt in enumerate(prompts, start=1):
-        if not prompt.strip():
-            raise ConfigError(f"prompt {number} is empty; give some text to continue")
+        raise ConfigError('no prompt: give prompt="Once upon a time" (or prompt_file=FILE, one prompt per line; '
+                          'prompt="" samples from the start of a document)')
     return prompts
 
 
