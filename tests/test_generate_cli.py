@@ -91,7 +91,7 @@ def test_a_long_prompt_is_cut_with_a_notice_and_generation_goes_past_the_context
 def test_command_line_forms_become_safe_overrides():
     assert normalize(["prompt=It's late, Bob", "top_k=5"]) == ["top_k=5", "prompt='It\\'s late, Bob'"]
     assert normalize(["prompt='already quoted'"]) == ["prompt='already quoted'"]
-    assert normalize(["Once upon a time", "prompt=[a,b]"]) == ["prompt=['Once upon a time',a,b]"]
+    assert normalize(["Once upon a time", "prompt=[a,b]"]) == ["prompt=['Once upon a time','a','b']"]
     assert normalize(["--cfg", "job", "checkpoint=my model, v2.lmp"]) == ["--cfg", "job",
                                                                           "checkpoint='my model, v2.lmp'"]
 
@@ -146,6 +146,14 @@ def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     proc = generate(f"checkpoint={model_and_path[1]}", f"prompt={typed}", "max_new_tokens=0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == typed
+
+
+def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):
+    """`[1e3,true]` gave the prompts 1000.0 and True: Hydra reads an unquoted list item as a number or a bool."""
+    proc = generate(f"checkpoint={model_and_path[1]}", "prompt=[1e3, true,'x, y',${HOME}]", "max_new_tokens=0")
+    assert proc.returncode == 0, proc.stderr
+    texts = [line for line in proc.stdout.splitlines() if line and not line.startswith("-----")]
+    assert texts == ["1e3", "true", "x, y", "${HOME}"]
 
 
 @pytest.mark.parametrize("command", ["lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",

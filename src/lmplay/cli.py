@@ -86,10 +86,11 @@ HYDRA_FLAGS = HYDRA_VALUE_FLAGS | {"-h", "--help", "--hydra-help", "--version", 
                                    "--multirun", "-sc", "--shell-completion"}
 
 
-def quote(value: str) -> str:
-    """Quote a value for Hydra's override grammar when it holds spaces or special characters. Inside quotes
-    Hydra unescapes only backslashes before a quote or at the end, so only those are doubled (`C:\\Users` stays)."""
-    if value and all(c.isalnum() or c in "._-/:" for c in value):
+def quote(value: str, always: bool = False) -> str:
+    """Quote a value for Hydra's override grammar when it holds spaces or special characters (`always`: also
+    when Hydra would read it as a number or true/false). Inside quotes Hydra unescapes only backslashes before
+    a quote or at the end, so only those are doubled (`C:\\Users` stays)."""
+    if not always and value and all(c.isalnum() or c in "._-/:" for c in value):
         return value
     escaped = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
     return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, escaped) + "'"

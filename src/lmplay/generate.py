@@ -36,13 +36,36 @@ INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "search
 
 # -- command line -------------------------------------------------------------------------------------------
 def as_hydra_value(value: str) -> str:
-    """A typed value as Hydra should read it: kept when already quoted or a [list], else quoted as plain text,
-    so `prompt=It's late, Bob` stays one string instead of failing or becoming a sweep."""
+    """A typed value as Hydra should read it: kept when already quoted, a [list] with each unquoted item quoted,
+    else quoted as plain text, so `prompt=It's late, Bob` stays one string instead of failing or becoming a sweep."""
     if value.startswith("[") and value.endswith("]"):
-        return value
+        return quoted_items(value)
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value
     return quote(value)
+
+
+def quoted_items(value: str) -> str:
+    """`[1e3, true, 'x,y']` as `['1e3','true','x,y']`: Hydra reads an unquoted item as a number or a bool. Items
+    are split at the commas outside quotes; a list Hydra cannot read is left for Hydra to name."""
+    items, item, inside = [], "", None
+    for i, char in enumerate(value[1:-1], start=1):
+        if inside:
+            inside = None if char == inside and value[i - 1] != "\\" else inside
+        elif char in "'\"":
+            inside = char
+        elif char in "[]":
+            return value
+        elif char == ",":
+            items.append(item)
+            item = ""
+            continue
+        item += char
+    items.append(item)
+    if inside or not value[1:-1].strip():
+        return value
+    stripped = [i.strip() for i in items]
+    return "[" + ",".join(i if i[:1] in ("'", '"') else quote(i, always=True) for i in stripped) + "]"
 
 
 def takes_value(flag: str, rest: list[str]) -> bool:
