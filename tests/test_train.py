@@ -399,3 +399,32 @@ def test_an_unknown_exp_behind_a_searchpath_that_cannot_be_imported_says_which(c
     err = capsys.readouterr().err
     assert "exp=my_idea_test is unknown" in err and "(hydra.searchpath pkg://no_such_lab.conf: no_such_lab is not " \
         "importable; pip install -e its project, or put the directory that holds it on PYTHONPATH)" in err
+
+
+USER_CONFIGS = {  # a researcher's own group files, reached through hydra.searchpath
+    "curriculum/broken.yaml": "_target_: lmplay.data.curriculum.Curriculum\nstages:\n  - name: one\n    datasets: [shakespeare\n",
+    "curriculum/notarget.yaml": "stages:\n  - {name: one, datasets: [shakespeare], steps: 3}\n",
+    "curriculum/badtarget.yaml": "_target_: lmplay.data.curriculum.Curriculumm\nstages:\n  - {name: one, datasets: [shakespeare], steps: 3}\n",
+    "optimizer/badopt.yaml": "_target_: torch.optim.AdamWW\nlr: ${lr}\n",
+    "exp/brokenexp.yaml": "# @package _global_\ndefaults:\n  - test_runner\nmodel:\n  num_blocks: [2\n",
+}
+
+
+@pytest.mark.parametrize("choice, message", [
+    ("curriculum=broken", "curriculum/broken.yaml, line 5 is not valid YAML (expected ',' or ']', but got '<stream end>')"),
+    ("exp=brokenexp", "exp/brokenexp.yaml, line 6 is not valid YAML"),
+    ("curriculum=notarget", "the curriculum config names no class: its file needs a _target_ line, like "
+                            "_target_: lmplay.data.curriculum.Curriculum"),
+    ("curriculum=badtarget", "curriculum._target_='lmplay.data.curriculum.Curriculumm' cannot be imported "
+                             "(AttributeError: module 'lmplay.data.curriculum' has no attribute 'Curriculumm')"),
+    ("optimizer=badopt", "optimizer._target_='torch.optim.AdamWW' cannot be imported"),
+])
+def test_a_mistake_in_a_users_own_config_file_is_one_line(tmp_path, choice, message):
+    """They were Hydra's or Python's tracebacks, exit code 1."""
+    for name, text in USER_CONFIGS.items():
+        (tmp_path / "conf" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "conf" / name).write_text(text)
+    proc = run_cli("lmplay.train", "exp=test_runner", choice, "max_steps=2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr and not (tmp_path / "run").exists()

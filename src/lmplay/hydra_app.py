@@ -170,6 +170,7 @@ def reject_bare_words(argv: list[str]) -> None:
 def precheck(overrides: list[str], config_name: str) -> None:
     """Compose the config with Hydra's compose API (each value of a sweep) and exit with one line naming
     what is wrong, if anything."""
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
@@ -193,6 +194,10 @@ def precheck(overrides: list[str], config_name: str) -> None:
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
             fail(one_line(e, run, config_name) + job)
+        except yaml.YAMLError as e:  # a user's own config file (through hydra.searchpath)
+            mark = getattr(e, "problem_mark", None)
+            where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+            fail(f"{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix that file")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import CONF_DIR, check_value_types, override_key, report, translate_flags
@@ -70,16 +69,14 @@ def train(cfg: DictConfig) -> None:
         LMRunnerBase,
         checkpoint,
     )
+    from lmplay.runner.components import config_class
 
     if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
         from lmplay.data.hf import quiet_progress_bars
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        model_class = get_class(cfg.model._target_)
-    except Exception as e:  # noqa: BLE001 - import errors of experiment code vary
-        raise ConfigError(f"model._target_={cfg.model._target_!r} cannot be imported ({e})") from None
+    model_class = config_class(cfg, "model")
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)

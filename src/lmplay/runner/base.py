@@ -27,7 +27,7 @@ from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance
 from lmplay.runner.distributed import LossModule, init_world
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
-                                      RunnerSettings, SchedulerComponent)
+                                      RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 
@@ -191,6 +191,8 @@ class LMRunnerBase:
                 raise rejected_settings(component.group, e) from None
             return component
 
+        for group in ("curriculum", "optimizer", "scheduler"):
+            config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
         model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
                       "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
         self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))

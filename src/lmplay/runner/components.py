@@ -4,6 +4,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 (see `Component.settle`) and archives itself into the next checkpoint.
 """
 
+import importlib
 import inspect
 import json
 from dataclasses import asdict, dataclass, fields
@@ -11,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
@@ -24,6 +26,28 @@ def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, 
     params = inspect.signature(fn).parameters.values()
     return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in params if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
+                   "optimizer": "torch.optim.AdamW", "scheduler": "lmplay.runner.schedules.Cosine"}
+
+
+def config_class(cfg: DictConfig, group: str) -> type:
+    """The class a group's config names in `_target_`; a file without one, or a name that cannot be imported
+    (a typo, experiment code that fails to import), is one line naming it."""
+    target = OmegaConf.select(cfg, f"{group}._target_")
+    if not target:
+        raise ConfigError(f"the {group} config names no class: its file needs a _target_ line, like "
+                          f"_target_: {TARGET_EXAMPLES[group]}")
+    module, _, name = str(target).rpartition(".")
+    try:  # not hydra's get_class, which logs the failure in several lines before raising it
+        found = getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 - what importing someone's module raises varies
+        raise ConfigError(f"{group}._target_={target!r} cannot be imported ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:200]})") from None
+    if not isinstance(found, type):
+        raise ConfigError(f"{group}._target_={target!r} is not a class; name one, like {TARGET_EXAMPLES[group]}")
+    return found
 
 
 def without_target(args: dict[str, Any]) -> dict[str, Any]:
