@@ -250,7 +250,7 @@ def test_embedded_corpus(tmp_path_factory):
     ({"path": "/no/such/file.txt"}, r"dataset file /no/such/file.txt does not exist"),
     ({"path": "DATA/empty.jsonl"}, r"has no rows with text to train on"),
     ({"path": "DATA/rows.jsonl", "text": "body"}, r"has no column 'body' \(columns: content, id\)"),
-    ({"path": "DATA/rows.jsonl"}, r"has no 'text' column \(columns: content, id\); name the columns"),
+    ({"path": "DATA/rows.jsonl"}, r"has no 'text' column \(columns: content, id\); name the column in the dataset's entry"),
     ({"path": "DATA/rows.jsonl", "prompt": "content"}, r"a prompt needs a truth column too"),
     ({"path": "DATA/data.xml"}, r"don't know how to read .*data.xml"),
     ({"path": "embedded:homer"}, r"embedded corpus 'homer' is unknown; use one of: shakespeare"),

@@ -428,3 +428,13 @@ def test_a_mistake_in_a_users_own_config_file_is_one_line(tmp_path, choice, mess
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert message in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_the_text_column_override_the_error_names_works(tmp_path, tiny_run_args):
+    """The error said `text=COLUMN`, which is no key: only `+curriculum.stages.0.datasets.0.text=` got through."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"body": f"row {i} " + "words " * 30}) + "\n" for i in range(200)))
+    args = [*tiny_run_args, "curriculum=text_file", f"curriculum.path={data}", "max_steps=2"]
+    proc = run_cli("lmplay.train", *args)
+    assert proc.returncode == 2 and "type curriculum.stages.0.datasets.0.text=COLUMN" in proc.stderr
+    run_cli("lmplay.train", *args, "curriculum.stages.0.datasets.0.text=body", check=True)

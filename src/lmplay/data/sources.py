@@ -190,7 +190,8 @@ def row_format(spec: DatasetSpec, columns: list[str] | None, where: str) -> RowF
         fmt = RowFormat("chat", messages="messages")
     else:
         raise ConfigError(f"{where}: dataset {spec.label!r} has no 'text' column (columns: {', '.join(columns)}); "
-                          f"name the columns to use, e.g. text=COLUMN, or prompt=COLUMN truth=COLUMN")
+                          f"name the column in the dataset's entry, {{path: ..., text: COLUMN}} (or prompt: and "
+                          f"truth:); with curriculum=text_file, type curriculum.stages.0.datasets.0.text=COLUMN")
     if columns is not None:
         for col in fmt.columns:
             if col not in columns:
