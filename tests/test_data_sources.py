@@ -226,6 +226,19 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
         build(tmp_path, [{"path": str(path)}])
 
 
+def test_a_text_file_that_is_not_utf8_is_refused_and_a_stray_byte_is_a_warning(tmp_path, caplog):
+    """Both trained silently on U+FFFD, where prompt_file refuses the same file."""
+    (tmp_path / "latin1.txt").write_bytes("café au lait. ".encode("latin-1") * 200)
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 40)
+    for name in ("latin1.txt", "binary.txt"):
+        with pytest.raises(ConfigError, match=rf"{name} is not UTF-8 text \(.* of its .* bytes are not UTF-8\): a "
+                                              rf"binary file, or another encoding; convert it, e\.g\. iconv"):
+            read_text(tmp_path / name)
+    (tmp_path / "stray.txt").write_bytes("ok \ufffd ".encode() * 2000 + b"\xff")  # a real U+FFFD is no stray byte
+    assert read_text(tmp_path / "stray.txt").count("\ufffd") == 2001
+    assert "stray.txt: 1 bytes are not UTF-8 and are read as U+FFFD" in caplog.text
+
+
 def test_embedded_corpus(tmp_path_factory):
     """Rows of ~3 KB whole speeches: with a small context, a batch is a row and its continuations,
     each a contiguous piece of the corpus."""

@@ -8,11 +8,14 @@ A book is one long document; as a single row it would be cut at the context and 
 
 import gzip
 import hashlib
+import logging
 import re
 from importlib import resources
 from pathlib import Path
 
 from lmplay.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 EMBEDDED = {"shakespeare": "shakespeare.txt.gz"}  # name -> file in data/assets
 DEFAULT_ROW_CHARS = 3000
@@ -52,9 +55,13 @@ def packed(parts: list[str], separator: str, limit: int) -> list[str]:
     return out
 
 
+MAX_NOT_UTF8 = 0.001  # a share of a file's bytes: a few stray bytes are read as U+FFFD, more is another encoding
+
+
 def read_text(path: Path) -> str:
-    """A text file's content as UTF-8 with Unix line ends (gzip-compressed if it ends in .gz, any case);
-    undecodable bytes become U+FFFD."""
+    """A text file's content as UTF-8 with Unix line ends (gzip-compressed if it ends in .gz, any case). A few
+    undecodable bytes become U+FFFD, with a warning; a file with more is another encoding or not text, and an
+    error (it trained on U+FFFD)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -62,7 +69,14 @@ def read_text(path: Path) -> str:
     except (gzip.BadGzipFile, EOFError) as e:
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
                           f"rename it without .gz") from None
-    return data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    text = data.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - data.count("\ufffd".encode())
+    if replaced > MAX_NOT_UTF8 * len(data):
+        raise ConfigError(f"{path} is not UTF-8 text ({replaced:,} of its {len(data):,} bytes are not UTF-8): a binary "
+                          f"file, or another encoding; convert it, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8")
+    if replaced:
+        log.warning("%s: %d bytes are not UTF-8 and are read as U+FFFD", path, replaced)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def embedded_path(name: str) -> Path:
