@@ -115,6 +115,8 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={foreign}", "prompt=hi"], "is not an lmplay checkpoint"),
     (["checkpoint={text}", "prompt=hi"], "notes.lmp"),
     (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not registered"),
+    (["checkpoint={unknown_exp}", "prompt=hi"], "made with `python -m lmplay.new_exp NAME --into DIR`, run `pip install"),
+    (["checkpoint={model}", "prompt_file=/"], "prompt_file=/ is a directory; give a file, one prompt per line"),
     (["checkpoint={model}", "prompt=hi", "temperature=-1"], "error: temperature=-1 must be >= 0"),
     (["checkpoint={model}", "prompt=hi", "top_p=0"], "error: top_p=0 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),

@@ -120,7 +120,8 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     if cfg.prompt_file is not None:
         path = Path(cfg.prompt_file)
         if not path.is_file():
-            raise ConfigError(f"prompt_file={path} does not exist")
+            raise ConfigError(f"prompt_file={path} " + ("is a directory; give a file, one prompt per line"
+                                                       if path.is_dir() else "does not exist"))
         try:
             lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError as e:

@@ -651,7 +651,7 @@ class LMRunnerBase:
             self._window = (time.perf_counter(), log.at["tokens"], log.flops)
         last_val = self.last_validation_loss()
         self.show_progress(bar, log.stage, f"step {log.at['step']} loss {loss_value:.3f} val "
-                                f"{last_val if last_val is None else round(last_val, 3)} "
+                                f"{'-' if last_val is None else round(last_val, 3)} "
                                 f"tok {log.at['tokens']:,} {format_speed(speed)}")
 
     def show_progress(self, bar, stage: str, text: str) -> None:
