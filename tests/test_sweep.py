@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -133,7 +134,7 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
     assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text
     assert ("Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed; "
-            "'interrupted': stopped by a signal, after saving).") in text
+            "'interrupted': stopped by a signal, after saving; 'not started': not reached yet).") in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
@@ -288,3 +289,19 @@ def test_a_job_a_signal_stops_is_in_the_summary_as_interrupted_with_its_steps_an
     assert f"rerun the sweep with hydra.sweep.dir={tmp_path.resolve()} to resume it" in stderr
     [row] = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert row["status"] == "interrupted" and row["steps"] >= 3 and row["tokens"] > 0 and row["wall_time_s"] > 0
+
+
+def test_jobs_a_stopped_sweep_never_reached_are_rows_too(tmp_path):
+    """Its summary listed only the jobs that had started: 'Of 1 jobs' for a sweep of 4."""
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": ["exp=a,b", "seed=1,2", "max_steps=5"]}}}))
+    (tmp_path / "exp=a,max_steps=5,seed=2").mkdir()
+    (tmp_path / "exp=a,max_steps=5,seed=2" / "job.json").write_text(json.dumps(
+        {"job": 1, "experiment": "a", "overrides": ["exp=a", "seed=2", "max_steps=5"], "status": "interrupted"}))
+    rows = summarize(tmp_path)
+    assert [(r["job"], r["experiment"], r["status"]) for r in rows] == [
+        (0, "a", "not started"), (1, "a", "interrupted"), (2, "b", "not started"), (3, "b", "not started")]
+    assert rows[2]["overrides"] == ["exp=b", "seed=1", "max_steps=5"]
+    text = write_summary(tmp_path)["markdown"]
+    assert "| 3 | b | seed=2 max_steps=5 | - | 0 | - | not started |" in text and "Of 4 jobs, 4 did not finish" in text

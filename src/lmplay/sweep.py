@@ -33,12 +33,22 @@ from lmplay.cli import override_key, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
-from lmplay.stats.runs import HELD_OUT_CAUSE, STATS, configuration, dirs_below, load_run
+from lmplay.stats.runs import HELD_OUT_CAUSE, STATS, configuration, dirs_below, load_run, read_yaml
 
 JOB_FILE = "job.json"
 
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:
+            # jobs run one after another in this process: the first would also time the imports of torch and
+            # torch._dynamo (its optimizer's), ~4 s on a CPU, that every job after it finds done
+            import torch._dynamo  # noqa: F401
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
@@ -152,7 +162,40 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     if not dirs:
         raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
     rows = [job_row(sweep_dir, d) for d in dirs]
-    return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"]))  # the sweep's order
+    started = {tuple(sorted(r["overrides"])) for r in rows}
+    rows += [not_started_row(number, overrides) for number, overrides in enumerate(planned_jobs(sweep_dir))
+             if tuple(sorted(overrides)) not in started]
+    return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"] or ""))  # the sweep's order
+
+
+def planned_jobs(sweep_dir: Path) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands the sweep that multirun.yaml records ([] for
+    other sweepers, or what cannot be expanded without Hydra's config loader, such as glob())."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        hydra = (read_yaml(sweep_dir / "multirun.yaml") or {}).get("hydra") or {}
+    except ConfigError:  # damaged: the jobs' own dirs still make the summary
+        return []
+    sweeper = hydra.get("sweeper") or {}
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return []
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides([*params, *(hydra.get("overrides") or {}).get("task", [])])
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except (HydraException, ValueError):
+        return []
+
+
+def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
+    """A job of the sweep that no attempt has reached yet (the sweep was stopped before it)."""
+    experiment = next((o.split("=", 1)[1] for o in overrides if override_key(o) == "exp"), None)
+    return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides,
+            "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None, "tokens": 0,
+            "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
 
 
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -219,7 +262,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     if failed or unfinished:
         counts = [f"{failed} failed (the error is in its row)"] * bool(failed) + [
             (f"{unfinished} did not finish ('started': running, or killed; 'interrupted': stopped by a signal, "
-             f"after saving)")] * bool(unfinished)
+             f"after saving; 'not started': not reached yet)")] * bool(unfinished)
         lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
                        "hydra.sweep.dir resumes each job from its own checkpoint.")]
     return "\n".join(lines) + "\n"
