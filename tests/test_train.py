@@ -438,3 +438,20 @@ def test_the_text_column_override_the_error_names_works(tmp_path, tiny_run_args)
     proc = run_cli("lmplay.train", *args)
     assert proc.returncode == 2 and "type curriculum.stages.0.datasets.0.text=COLUMN" in proc.stderr
     run_cli("lmplay.train", *args, "curriculum.stages.0.datasets.0.text=body", check=True)
+
+
+def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_an_interruption():
+    """OmegaConf caught a Ctrl-C in the middle of loading a config and raised ConfigKeyError instead: a traceback
+    and exit code 1, where an interruption before training is one line and 130."""
+    from lmplay.train import caused_by_ctrl_c
+
+    def omegaconf_like():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise KeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")  # noqa: B904
+
+    with pytest.raises(KeyError) as e:
+        omegaconf_like()
+    assert caused_by_ctrl_c(e.value) and caused_by_ctrl_c(KeyboardInterrupt())
+    assert not caused_by_ctrl_c(ValueError("a bug"))

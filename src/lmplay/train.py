@@ -121,10 +121,30 @@ def main(cfg: DictConfig) -> None:
             with contextlib.suppress(LmplayError, OSError):  # the checkpoint is saved: the exit code must stay 128+N
                 job_interrupted(HydraConfig.get())
         raise
+    except Exception as e:  # noqa: BLE001 - re-raised unless a Ctrl-C caused it
+        if not caused_by_ctrl_c(e):
+            raise
+        interrupted_before_training()
     except KeyboardInterrupt:
-        remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        interrupted_before_training()
+
+
+def caused_by_ctrl_c(error: BaseException) -> bool:
+    """Whether a Ctrl-C during set-up turned into another error: OmegaConf, for one, catches the KeyboardInterrupt
+    in the middle of loading a config and raises its own ConfigKeyError while handling it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def interrupted_before_training() -> None:
+    remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+    print("interrupted before training started; nothing was saved", file=sys.stderr)
+    raise SystemExit(128 + signal.SIGINT) from None
 
 
 def cli() -> None:
