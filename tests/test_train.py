@@ -413,10 +413,10 @@ USER_CONFIGS = {  # a researcher's own group files, reached through hydra.search
 @pytest.mark.parametrize("choice, message", [
     ("curriculum=broken", "curriculum/broken.yaml, line 5 is not valid YAML (expected ',' or ']', but got '<stream end>')"),
     ("exp=brokenexp", "exp/brokenexp.yaml, line 6 is not valid YAML"),
-    ("curriculum=notarget", "the curriculum config names no class: its file needs a _target_ line, like "
-                            "_target_: lmplay.data.curriculum.Curriculum"),
-    ("curriculum=badtarget", "curriculum._target_='lmplay.data.curriculum.Curriculumm' cannot be imported "
-                             "(AttributeError: module 'lmplay.data.curriculum' has no attribute 'Curriculumm')"),
+    ("curriculum=notarget", ("the curriculum config names no class: its file needs a _target_ line, like "
+                             "_target_: lmplay.data.curriculum.Curriculum")),
+    ("curriculum=badtarget", ("curriculum._target_='lmplay.data.curriculum.Curriculumm' cannot be imported "
+                              "(AttributeError: module 'lmplay.data.curriculum' has no attribute 'Curriculumm')")),
     ("optimizer=badopt", "optimizer._target_='torch.optim.AdamWW' cannot be imported"),
 ])
 def test_a_mistake_in_a_users_own_config_file_is_one_line(tmp_path, choice, message):
@@ -449,7 +449,7 @@ def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise KeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")  # noqa: B904
+            raise KeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
 
     with pytest.raises(KeyError) as e:
         omegaconf_like()

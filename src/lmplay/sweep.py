@@ -33,7 +33,14 @@ from lmplay.cli import override_key, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
-from lmplay.stats.runs import HELD_OUT_CAUSE, STATS, configuration, dirs_below, load_run, read_yaml
+from lmplay.stats.runs import (
+    HELD_OUT_CAUSE,
+    STATS,
+    configuration,
+    dirs_below,
+    load_run,
+    read_yaml,
+)
 
 JOB_FILE = "job.json"
 

@@ -121,7 +121,7 @@ def main(cfg: DictConfig) -> None:
             with contextlib.suppress(LmplayError, OSError):  # the checkpoint is saved: the exit code must stay 128+N
                 job_interrupted(HydraConfig.get())
         raise
-    except Exception as e:  # noqa: BLE001 - re-raised unless a Ctrl-C caused it
+    except Exception as e:  # re-raised unless a Ctrl-C caused it
         if not caused_by_ctrl_c(e):
             raise
         interrupted_before_training()
