@@ -122,6 +122,21 @@ def test_runs_of_different_lengths_compare_over_the_tokens_both_reached(tmp_path
     assert "loss@2k" in header  # min(20 * 100, 40 * 50) tokens: both reached it, neither is extrapolated
 
 
+def test_identical_runs_stopped_at_different_steps_compare_equal_at_a_point_both_validated_at(tmp_path):
+    """The shorter run's last validation (step 12, at its max_steps) fell between the longer run's (steps 10 and
+    20): the longer run's value there was a straight line across a bending curve, 0.04 off an identical run."""
+    for name, steps in (("a", 30), ("b", 12)):
+        run = fake_run(tmp_path / name, name, 1, 2.0, steps=steps)
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"] = [{**r, "loss": 2.0 + 3.0 * np.exp(-r["step"] / 4)} for r in stats["validation"]
+                               if r["step"] % 10 == 0] + [{**stats["train"][-1], "loss": 2.0 + 3.0 * np.exp(-steps / 4)}]
+        (run / "stats.json").write_text(json.dumps({**stats, "validation": sorted(
+            {r["step"]: r for r in stats["validation"]}.values(), key=lambda r: r["step"])}))
+    lines = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()
+    assert "vs baseline@1k" in lines[0]  # step 10, where both validated, not step 12
+    assert lines[3].split()[-2] == "+0.0000"
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):
     proc = subprocess.run(f"{sys.executable} -m lmplay.plot {sweep} --out {tmp_path} | true", shell=True,
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})

@@ -250,6 +250,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
+    end = max(last_shared_point([loss for _, loss, _ in rows], end), start)
     points = np.unique(np.linspace(start, end, columns).round())
     baseline_first = rows[0][0] is groups[0]
     header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
@@ -271,12 +272,24 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
-    note = ("Validation loss at equal tokens seen (linear between validation points); ± is the std over seeds; "
+    note = ("Validation loss at equal tokens seen (linear between validation points; the last column is a point "
+            "every run validated at); ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
     notes = [note, *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
     return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def last_shared_point(curves: list[Curve], end: float, tolerance: float = 0.02) -> float:
+    """The latest token count up to `end` where every curve has a validation point of its own (within
+    `tolerance`, for seeds whose rows hold a few more or fewer tokens). A value between two validation points is
+    a straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated
+    at steps 10 and 20, differed by 0.04 at step 12. `end` when no point is shared."""
+    for t in sorted({float(t) for c in curves for t in c.tokens if t <= end}, reverse=True):
+        if all(np.abs(c.tokens - t).min() <= tolerance * t for c in curves):
+            return t
+    return end
 
 
 def differing(groups: list[Group], value: Callable[[Run], Any]) -> str:
