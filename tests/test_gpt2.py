@@ -102,6 +102,38 @@ def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp
     with torch.no_grad():
         assert (hf_model(ids).logits - model(ids)).abs().max().item() < 1e-4
     assert exp == "gpt2"
+    before = out.read_bytes()
+    import_again = ["experiments.gpt2.import_hf", str(tmp_path / "pytorch_model.bin"), str(out), "--num-heads", "4"]
+    proc = run_cli(*import_again)  # over a run fine-tuned there: the README's flow made that easy
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert f"{out} exists (a run fine-tuned there would be lost); write another path, or pass --replace" in proc.stderr
+    assert out.read_bytes() == before
+    run_cli(*import_again, "--replace", check=True)
+    assert (tmp_path / "gpt2.lmp.bak").read_bytes() == before
+
+
+@pytest.mark.parametrize("out, tokenizer, message", [
+    ("{tmp}", None, "is a directory; name the checkpoint file to write, e.g. "),
+    ("{tmp}/afile/model.lmp", None, "cannot make the directory {tmp}/afile (File exists); give another OUT path"),
+    ("{tmp}/x.lmp", "gpt2", "tokenizer gpt2 has 50257 tokens, more than the model's vocabulary (257)"),
+])
+def test_import_mistakes_are_one_line(hf_model, tmp_path, out, tokenizer, message):
+    torch.save(hf_model.transformer.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "afile").touch()
+    args = ["--tokenizer", tokenizer] if tokenizer else []
+    proc = run_cli("experiments.gpt2.import_hf", str(tmp_path / "pytorch_model.bin"), out.format(tmp=tmp_path),
+                   "--num-heads", "4", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr
+
+
+def test_a_tokenizer_far_smaller_than_the_weights_vocabulary_is_refused():
+    """GPT-2's 50257 rows read as 257 byte embeddings made a model that writes noise."""
+    from experiments.gpt2.import_hf import pick_tokenizer
+
+    assert pick_tokenizer(50304, "gpt2") == "gpt2" and pick_tokenizer(320, "bytes") == "bytes"  # padded for speed
+    with pytest.raises(ConfigError, match=r"vocabulary \(50257\) is far larger than tokenizer bytes's \(257\)"):
+        pick_tokenizer(50257, "bytes")
 
 
 def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):

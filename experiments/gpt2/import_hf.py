@@ -25,6 +25,7 @@ from lmplay.cli import run_main
 from lmplay.data.sources import HUB_ID
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
 from lmplay.errors import ConfigError
+from lmplay.files import hold_run_dir, release_run_dir
 from lmplay.runner import checkpoint
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -154,6 +155,9 @@ def shape_of(weights: dict[str, torch.Tensor], config: dict, num_heads: int | No
             "num_heads": heads}
 
 
+MAX_PADDING = 128  # a vocabulary padded for speed (50257 -> 50304) rounds up to at most this multiple
+
+
 def pick_tokenizer(vocab_size: int, name: str | None) -> str:
     """The named tokenizer, or the one whose vocabulary has exactly the model's size."""
     if name is None:
@@ -163,9 +167,12 @@ def pick_tokenizer(vocab_size: int, name: str | None) -> str:
             raise ConfigError(f"the model's vocabulary ({vocab_size}) matches no lmplay tokenizer ({sizes}); "
                               f"pass --tokenizer")
         return matches[0]
-    if get_tokenizer(name).vocab_size > vocab_size:
-        raise ConfigError(f"tokenizer {name} has {get_tokenizer(name).vocab_size} tokens, more than the model's "
-                          f"vocabulary ({vocab_size})")
+    size = get_tokenizer(name).vocab_size
+    if size > vocab_size:
+        raise ConfigError(f"tokenizer {name} has {size} tokens, more than the model's vocabulary ({vocab_size})")
+    if vocab_size > -(-size // MAX_PADDING) * MAX_PADDING:  # not padding: the rows are another tokenizer's tokens
+        raise ConfigError(f"the model's vocabulary ({vocab_size}) is far larger than tokenizer {name}'s ({size}): its "
+                          f"embedding rows are another tokenizer's; leave --tokenizer out to take the matching one")
     return name
 
 
@@ -192,16 +199,36 @@ def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | No
                                      "state": {"weights": model.state_dict()}}}}
 
 
+def check_out(out: Path, replace: bool) -> None:
+    """OUT is a checkpoint file to write; an existing one is replaced only when asked: the README's flow imports
+    into outputs/gpt2/model.lmp and fine-tunes there, so a second import wrote over the fine-tuned run."""
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
+    if out.exists() and not replace:
+        raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass --replace "
+                          f"(the old file is kept as {out.name}.bak)")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.gpt2.import_hf", description=__doc__.split("\n")[0])
     parser.add_argument("src", help="model.safetensors, pytorch_model.bin, a directory with one, or a hub id")
     parser.add_argument("out", type=Path, help="the .lmp checkpoint to write (e.g. outputs/gpt2/model.lmp)")
     parser.add_argument("--num-heads", type=int, help="attention heads, when there is no config.json")
     parser.add_argument("--tokenizer", choices=sorted(TOKENIZERS), help="default: the one matching the vocabulary")
+    parser.add_argument("--replace", action="store_true",
+                        help="write over an existing OUT (a fine-tuned run's, say), which is kept as OUT.bak")
     args = parser.parse_args(argv)
+    check_out(args.out, args.replace)
     ckpt = build_checkpoint(args.src, args.num_heads, args.tokenizer)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(ckpt, args.out)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot make the directory {args.out.parent} ({e.strerror}); give another OUT path") from None
+    hold_run_dir(args.out.parent)  # not while a run trains there: it would save over the import, or the other way
+    try:
+        checkpoint.save(ckpt, args.out)
+    finally:
+        release_run_dir(args.out.parent)
     args_ = ckpt["components"]["model"]["state_args"]
     print(f"wrote {args.out}: experiment {ckpt['exp']}, {args_['num_blocks']} blocks, {args_['embed_dim']} wide, "
           f"{args_['num_heads']} heads, context {args_['context_len']}, tokenizer {args_['tokenizer']}")
