@@ -128,7 +128,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert "job.json is unreadable" in rows[3]["error"] and "stats.json cannot be read" in rows[4]["error"]
     shutil.rmtree(tmp_path / "3_exp=c")
     text = write_summary(tmp_path)["markdown"]
-    assert "| exp=a | 0, 1 (no loss yet: 4) |" in text  # the mean is over the seeds that have a loss
+    assert "| exp=a | 0 (left out: 1, 4) | 2.5000 | - |" in text  # over the completed seeds with a loss
+    assert "Lowest final validation loss of the completed jobs: job 0 (a, seed=1): 2.5000." in text
     shutil.rmtree(tmp_path / "4_exp=a,seed=3")
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text

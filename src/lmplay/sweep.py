@@ -205,8 +205,15 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
             "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
 
 
+def finished(row: dict[str, Any]) -> bool:
+    """A completed job with a final loss: what a mean over seeds and the lowest loss compare. An interrupted
+    job's loss is from fewer tokens."""
+    return row["status"] == "completed" and row["final_validation_loss"] is not None
+
+
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and spread of the final validation loss over the seeds of each configuration run more than once."""
+    """Mean and spread of the final validation loss over the finished seeds of each configuration run more than
+    once."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(configuration(row["overrides"]), []).append(row)
@@ -214,9 +221,9 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for config, members in groups.items():
         if len(members) < 2:
             continue
-        losses = [r["final_validation_loss"] for r in members if r["final_validation_loss"] is not None]
+        losses = [r["final_validation_loss"] for r in members if finished(r)]
         out.append({"overrides": list(config), "jobs": [r["job"] for r in members], "runs_with_loss": len(losses),
-                    "jobs_with_loss": [r["job"] for r in members if r["final_validation_loss"] is not None],
+                    "jobs_with_loss": [r["job"] for r in members if finished(r)],
                     "mean_final_validation_loss": statistics.fmean(losses) if losses else None,
                     "std_final_validation_loss": statistics.stdev(losses) if len(losses) > 1 else None})
     return out
@@ -247,21 +254,22 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         lines.append(f"| {r['job'] if r['job'] is not None else '-'} | {r['experiment'] or '-'} | "
                      f"{shown_overrides(r['overrides'])} | {fmt_loss(r['final_validation_loss'])} | "
                      f"{r['tokens']:,} | {fmt_time(r['wall_time_s'])} | {status.replace('|', '/')} |")
-    scored = [r for r in rows if r["final_validation_loss"] is not None]
+    scored = [r for r in rows if finished(r)]
     if scored:
         best = min(scored, key=lambda r: r["final_validation_loss"])
-        lines += ["", (f"Lowest final validation loss: job {best['job']} ({best['experiment']}, "
+        lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
-        held = sorted({r["held_out_tokens"] for r in scored} - {None})
+        held = sorted({r["held_out_tokens"] for r in rows if r["final_validation_loss"] is not None} - {None})
         if len(held) > 1:
             lines += ["", (f"Note: the jobs validated on different held-out text ({held[0]:,} to {held[-1]:,} tokens): "
                            f"{HELD_OUT_CAUSE}.")]
     if groups:
-        lines += ["", "## Over seeds", "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
+        lines += ["", "## Over seeds", "", "The completed jobs with a final loss; an interrupted one's is from fewer tokens.",
+                  "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:
             jobs = ", ".join(map(str, g["jobs_with_loss"]))
             if len(g["jobs_with_loss"]) < len(g["jobs"]):
-                jobs += f" (no loss yet: {', '.join(str(j) for j in g['jobs'] if j not in g['jobs_with_loss'])})"
+                jobs += f" (left out: {', '.join(str(j) for j in g['jobs'] if j not in g['jobs_with_loss'])})"
             lines.append(f"| {' '.join(g['overrides']) or '-'} | {jobs} | "
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
     failed = sum(r["status"] == "failed" for r in rows)
