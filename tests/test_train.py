@@ -455,3 +455,11 @@ def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_
         omegaconf_like()
     assert caused_by_ctrl_c(e.value) and caused_by_ctrl_c(KeyboardInterrupt())
     assert not caused_by_ctrl_c(ValueError("a bug"))
+
+
+def test_a_batch_size_mistake_is_said_before_the_data_is_tokenized(tmp_path, tiny_run_args):
+    """Tokenizing a big dataset takes minutes; the error waited for it."""
+    cache = tmp_path / "cache"
+    proc = run_cli("lmplay.train", *tiny_run_args, "mini_batch_size=3", env={"LMPLAY_CACHE": str(cache)})
+    assert proc.returncode == 2 and "batch_size=8 is not divisible by mini_batch_size=3" in proc.stderr
+    assert "stage 'shakespeare'" not in proc.stdout and not any(cache.rglob("*"))

@@ -195,11 +195,12 @@ class LMRunnerBase:
             config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
         model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
                       "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
-        self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))
         self.model_c = part(ModelComponent(self), model_args)
         self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
         self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
         self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
+        # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
+        self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if ckpt and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
