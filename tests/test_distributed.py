@@ -24,6 +24,9 @@ def test_two_ranks_equal_one_process(tmp_path):
     assert len(train_1) == len(train_2) == 8
     assert train_2 == pytest.approx(train_1, abs=1e-5)
     assert val_2 == pytest.approx(val_1, abs=1e-5)
+    held = [json.loads((d / "stats.json").read_text())["validation"][-1]["held_out_tokens"] for d in (single, ddp)]
+    assert held[0] == held[1] and type(held[1]) is int  # summed across ranks as floats: it read 727.0
+    assert (proc.stdout + proc.stderr).count("stage 'shakespeare':") == 1  # rank 1's info lines said it twice
 
 
 def test_resume_two_rank_run_on_one_rank(tmp_path):

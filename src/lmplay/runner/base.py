@@ -447,7 +447,7 @@ class LMRunnerBase:
         if tokens == 0:  # held-out rows whose answers do not fit: no number beats a loss of 0 over nothing
             return None
         # held_out_tokens: what the loss is measured on, which batch_size and context_len change; comparisons say so
-        return {"loss": loss_sum / tokens, "accuracy": correct / tokens, "held_out_tokens": tokens}
+        return {"loss": loss_sum / tokens, "accuracy": correct / tokens, "held_out_tokens": int(tokens)}  # summed as floats
 
     def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> None:
         """Validate and record (nothing when the plan holds nothing out)."""

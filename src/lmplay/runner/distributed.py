@@ -4,6 +4,7 @@ Every rank builds the same global batch from the curriculum and trains on its sh
 samples, so the data order, the checkpoint and the results do not depend on the number of ranks.
 """
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -81,8 +82,9 @@ def init_world(device_type: str) -> World:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")), cpu_group)
-    if not world.is_main:
-        sys.stdout = open(os.devnull, "w")  # one voice: rank 0 reports; errors still reach stderr
+    if not world.is_main:  # one voice: rank 0 reports (its info lines too); warnings and errors reach stderr
+        sys.stdout = open(os.devnull, "w")
+        logging.getLogger("lmplay").setLevel(logging.WARNING)
     return world
 
 
