@@ -60,8 +60,10 @@ class SweepSummary(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
-            earlier = read_job(Path(config.hydra.runtime.output_dir)).get("wall_time_s") or 0.0
-            write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier})
+            job_dir = Path(config.hydra.runtime.output_dir)
+            earlier = read_job(job_dir).get("wall_time_s") or 0.0
+            write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
+                                     "steps_at_start": steps_done(job_dir)})
             write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -119,12 +121,23 @@ def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
 
 def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:
     """Close the job's record with its wall time (this attempt's and the earlier ones'), and refresh the summary."""
-    job = read_job(Path(hydra.runtime.output_dir))
+    job_dir = Path(hydra.runtime.output_dir)
+    job = read_job(job_dir)
     started = job.get("started_at")
     wall = job.get("earlier_wall_time_s", 0.0) + time.time() - started if started else None
+    if started and job.get("steps_at_start") is not None and steps_done(job_dir) == job["steps_at_start"] > 0:
+        wall = job.get("earlier_wall_time_s") or None  # a rerun of a finished job: it trained nothing
     write_job(hydra, {"status": status, "error": error, "started_at": started,
                       "wall_time_s": round(wall, 3) if wall is not None else None})
     write_summary(Path(hydra.sweep.dir))
+
+
+def steps_done(job_dir: Path) -> int | None:
+    """The optimizer steps the job's run has recorded (None: unreadable)."""
+    try:
+        return load_run(job_dir).steps if (job_dir / STATS).is_file() else 0
+    except ConfigError:
+        return None
 
 
 def job_interrupted(hydra: DictConfig) -> None:
