@@ -117,6 +117,8 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "max_steps=7")
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert lrs == [0.002] * 5 + [0.001] * 2
+    run_cli("lmplay.train", *args, "runner.validation_batches=1", check=True)  # no max_steps: trains to the end
+    assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "runner.validation_batches=1")
 
 
 

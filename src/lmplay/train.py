@@ -29,8 +29,10 @@ def overridden_keys() -> set[str]:
 def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
     """A resumed run's overrides: the earlier commands' keys this one did not retype, then this one's. Plots
     and sweeps label a run by them, and a resume keeps what the earlier commands set (`lr=3e-3`); a group
-    chosen anew (`optimizer=adamw`) drops the earlier group's keys (`optimizer.momentum=0.5`)."""
-    retyped = {override_key(o) for o in typed}
+    chosen anew (`optimizer=adamw`) drops the earlier group's keys (`optimizer.momentum=0.5`). `max_steps` and
+    `fresh` belong to their command alone: a resume without max_steps trains on, and its label must not keep the
+    earlier command's `max_steps=12` (identical runs were compared as two configurations)."""
+    retyped = {override_key(o) for o in typed} | {"max_steps", "fresh"}
 
     def replaced(key: str) -> bool:
         return key in retyped or key.split(".", 1)[0] in retyped
