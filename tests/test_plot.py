@@ -166,6 +166,7 @@ def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_i
     damaged = sweep / "exp=attn_temp_mini,max_steps=40,seed=2"
     (damaged / "stats.json").write_text("[]")
     (sweep / "exp=gpt2ish_mini,max_steps=40,seed=3" / ".hydra" / "overrides.yaml").write_text("garbage: [")
+    (sweep / "exp=gpt2ish_mini,max_steps=40,seed=3" / ".hydra" / "hydra.yaml").write_text("garbage: [")  # its order
     proc = run_cli("lmplay.plot", str(sweep), "--out", str(tmp_path / "plots"), check=True)
     assert proc.stderr.count("note: left out: ") == 2 and "is not lmplay's stats" in proc.stderr
     assert "overrides.yaml cannot be read" in proc.stderr and "Traceback" not in proc.stderr

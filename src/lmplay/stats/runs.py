@@ -71,7 +71,10 @@ def natural_order(path: Path) -> tuple:
 def job_number(run_dir: Path) -> int | None:
     """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
     overrides alone, so its name does not give the sweep's order."""
-    hydra = ((read_yaml(run_dir / ".hydra" / "hydra.yaml") or {}).get("hydra") or {})
+    try:
+        hydra = ((read_yaml(run_dir / ".hydra" / "hydra.yaml") or {}).get("hydra") or {})
+    except ConfigError:  # damaged: the run's own load says so; the order puts it last
+        return None
     if (hydra.get("mode") or "") != "MULTIRUN":
         return None
     num = (hydra.get("job") or {}).get("num")
