@@ -135,6 +135,12 @@ def test_identical_runs_stopped_at_different_steps_compare_equal_at_a_point_both
     lines = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()
     assert "vs baseline@1k" in lines[0]  # step 10, where both validated, not step 12
     assert lines[3].split()[-2] == "+0.0000"
+    stats = json.loads((tmp_path / "b" / "stats.json").read_text())
+    for r in stats["validation"]:
+        r["tokens"] = r["tokens"] * 1.37 if r["tokens"] else 0  # packed against rows: no shared point past 0
+    (tmp_path / "b" / "stats.json").write_text(json.dumps(stats))
+    header = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()[0]
+    assert "vs baseline@1.65k" in header  # the end of the shared span, as before: not a table at 0 tokens
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):

@@ -250,7 +250,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
-    end = max(last_shared_point([loss for _, loss, _ in rows], end), start)
+    end = last_shared_point([loss for _, loss, _ in rows], start, end)
     points = np.unique(np.linspace(start, end, columns).round())
     baseline_first = rows[0][0] is groups[0]
     header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
@@ -281,12 +281,13 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
-def last_shared_point(curves: list[Curve], end: float, tolerance: float = 0.02) -> float:
-    """The latest token count up to `end` where every curve has a validation point of its own (within
+def last_shared_point(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> float:
+    """The latest token count past 0 in [start, end] where every curve has a validation point of its own (within
     `tolerance`, for seeds whose rows hold a few more or fewer tokens). A value between two validation points is
     a straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated
-    at steps 10 and 20, differed by 0.04 at step 12. `end` when no point is shared."""
-    for t in sorted({float(t) for c in curves for t in c.tokens if t <= end}, reverse=True):
+    at steps 10 and 20, differed by 0.04 at step 12. `end` when no point past the start is shared (runs that
+    validate at other token counts: rows against packed batching)."""
+    for t in sorted({float(t) for c in curves for t in c.tokens if start <= t <= end and t > 0}, reverse=True):
         if all(np.abs(c.tokens - t).min() <= tolerance * t for c in curves):
             return t
     return end
