@@ -245,13 +245,15 @@ def test_plan_mistakes_are_one_line_config_errors(stage, message):
     assert "\n" not in str(e.value) and "'x'" in str(e.value)
 
 
-@pytest.mark.parametrize("name, plain", [("x/y", "x_y"), ("../../escape", "escape"), ("a b", "a_b"), (".hidden", "hidden")])
+@pytest.mark.parametrize("name, plain", [("x/y", "x_y"), ("../../escape", "escape"), ("a\\b", "a_b"), (".hidden", "hidden"),
+                                         ("corrupted", "corrupted_stage")])
 def test_a_stage_name_that_is_no_plain_file_name_is_refused_before_training(name, plain):
     """It names the stage's checkpoint, model.<name>.lmp: `x/y` trained the whole stage, then could not save it."""
     with pytest.raises(ConfigError, match=rf"name={re.escape(repr(name))} names the stage's checkpoint file .* "
                                           rf"e\.g\. name: {plain}$") as e:
         Curriculum([{"name": name, "datasets": ["shakespeare"], "steps": 1}])
     assert "\n" not in str(e.value)
+    Curriculum([{"name": "x y", "datasets": ["shakespeare"], "steps": 1}])  # a run that has one still resumes
 
 
 def test_unknown_batching_mode_is_a_config_error():

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 STAGE_KEYS = ("name", "datasets", "interleave", "weights", "steps", "tokens", "epochs", "overrides", "batching")
 LENGTH_KEYS = ("steps", "tokens", "epochs")
-STAGE_NAME = r"\w[\w.+-]*"  # a plain file-name part: no path separator, not . or ..
+RESERVED_STAGE_NAMES = ("corrupted",)  # model.corrupted.lmp is a diverged run's dump
 
 
 @dataclass
@@ -98,10 +98,11 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: overrides must be a mapping of training keys, e.g. overrides: {{lr: 1.0e-4}}")
     name = str(entry.get("name") or f"stage{index}")
-    if not re.fullmatch(STAGE_NAME, name):  # it names the stage's checkpoint, model.<name>.lmp
-        plain = re.sub(r"[^\w.+-]+", "_", name).strip("._+-") or "one"
-        raise ConfigError(f"{where}: name={name!r} names the stage's checkpoint file (model.<name>.lmp); use "
-                          f"letters, digits and _ . + - only, e.g. name: {plain}")
+    if re.search(r"[/\\\0]", name) or name.startswith(".") or name in RESERVED_STAGE_NAMES:  # model.<name>.lmp
+        plain = re.sub(r"[/\\\0]+", "_", name).strip("._") or "one"
+        plain = f"{plain}_stage" if plain in RESERVED_STAGE_NAMES else plain
+        raise ConfigError(f"{where}: name={name!r} names the stage's checkpoint file (model.<name>.lmp), which must be "
+                          f"a plain file name in the run dir, not a path or 'corrupted'; e.g. name: {plain}")
     return Stage(name=name, datasets=specs, interleave=interleave,
                  weights=None if weights is None else [float(w) for w in weights],
                  **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},
