@@ -472,15 +472,17 @@ def test_preemption_signal_saves_then_hands_over_to_the_jobs_handler(tmp_path):
     assert stopped.value.code == -1 and saved_steps == [4]  # the step under way when the signal came finished
 
 
-def test_fresh_sets_the_replaced_runs_stage_checkpoints_aside(tmp_path):
-    """They sat beside the new run's model.lmp as if it had finished those stages."""
+def test_fresh_sets_the_replaced_runs_checkpoints_aside(tmp_path):
+    """Its stage checkpoints sat beside the new run's model.lmp as if it had finished those stages, and the new
+    run's second save rotated its old model.lmp out of model.lmp.bak."""
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
     run_cli("lmplay.train", *args, "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2},"
             "{name: b, datasets: [shakespeare], steps: 2}]", check=True)
-    stage_a = (run / "model.a.lmp").read_bytes()
-    proc = run_cli("lmplay.train", *args, "max_steps=1", "fresh=true", check=True)
-    assert "the replaced run's stage checkpoints are now model.a.lmp.bak, model.b.lmp.bak" in proc.stdout
-    assert sorted(p.name for p in run.glob("model.*")) == ["model.a.lmp.bak", "model.b.lmp.bak", "model.lmp",
-                                                          "model.lmp.bak"]
-    assert (run / "model.a.lmp.bak").read_bytes() == stage_a
+    old = {p.name: p.read_bytes() for p in run.glob("model*.lmp*")}
+    assert {"model.a.lmp", "model.b.lmp", "model.lmp", "model.lmp.bak"} <= set(old)
+    proc = run_cli("lmplay.train", *args, "max_steps=4", "runner.save_interval=8", "fresh=true", check=True)
+    [aside] = run.glob("replaced_*")
+    assert f"the replaced run's checkpoints are kept in {aside}" in proc.stdout
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == old  # the new run saved twice: nothing rotated out
+    assert sorted(p.name for p in run.glob("model*")) == ["model.lmp", "model.lmp.bak"]

@@ -3,6 +3,7 @@ keeping a run dir to one run at a time."""
 
 import fcntl
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import TextIO
@@ -47,15 +48,19 @@ def release_run_dir(run_dir: Path) -> None:
         lock.close()
 
 
-def set_aside_old_checkpoints(run_dir: Path) -> list[str]:
-    """A run started over (fresh=true) renames the replaced run's stage checkpoints, model.<stage>.lmp and
-    model.corrupted.lmp, to <name>.bak, as its model.lmp becomes model.lmp.bak at the first save: left as they
-    were, they would read as this run's. Returns the new names."""
-    moved = []
-    for path in sorted(run_dir.glob("model.*.lmp")):
-        path.replace(path.with_name(path.name + ".bak"))
-        moved.append(path.name + ".bak")
-    return moved
+def set_aside_old_checkpoints(run_dir: Path) -> Path | None:
+    """A run started over (fresh=true) moves the replaced run's checkpoints (model.lmp, its .bak, the stage
+    checkpoints, a diverged run's dump) into `replaced_<time>/` in the run dir. Left in place, the stage ones read
+    as the new run's, and the new run's second save rotated the old model.lmp out of model.lmp.bak. Returns the
+    dir, or None when there was nothing to move."""
+    old = sorted(p for p in run_dir.glob("model*.lmp*") if p.is_file() and not p.name.endswith(".tmp"))
+    if not old:
+        return None
+    aside = run_dir / time.strftime("replaced_%Y%m%d-%H%M%S")
+    aside.mkdir(exist_ok=True)
+    for path in old:
+        path.replace(aside / path.name)
+    return aside
 
 
 def write_text_atomic(path: Path, text: str) -> None:

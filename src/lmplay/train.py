@@ -96,8 +96,8 @@ def train(cfg: DictConfig) -> None:
     runner.setup(ckpt)
     if runner.world.is_main:
         save_hydra_config(cfg, run_dir, resumed=ckpt is not None)
-        if cfg.fresh and (moved := set_aside_old_checkpoints(run_dir)):
-            print(f"fresh=true: the replaced run's stage checkpoints are now {', '.join(moved)}")
+        if cfg.fresh and (aside := set_aside_old_checkpoints(run_dir)):
+            print(f"fresh=true: the replaced run's checkpoints are kept in {aside}")
     print(runner.describe())
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
         runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()} "
