@@ -92,6 +92,8 @@ def test_command_line_forms_become_safe_overrides():
     assert normalize(["prompt=It's late, Bob", "top_k=5"]) == ["top_k=5", "prompt='It\\'s late, Bob'"]
     assert normalize(["prompt='already quoted'"]) == ["prompt='already quoted'"]
     assert normalize(["Once upon a time", "prompt=[a,b]"]) == ["prompt=['Once upon a time','a','b']"]
+    assert normalize(["prompt=[a\\,b, c]"]) == ["prompt=['a,b','c']"]  # Hydra's escaped comma is the prompt's
+    assert normalize(["prompt=[a, ]"]) == ["prompt=[a, ]"]  # left for Hydra to refuse, not an empty prompt
     assert normalize(["--cfg", "job", "checkpoint=my model, v2.lmp"]) == ["--cfg", "job",
                                                                           "checkpoint='my model, v2.lmp'"]
 

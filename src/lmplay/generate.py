@@ -48,10 +48,18 @@ def as_hydra_value(value: str) -> str:
 def quoted_items(value: str) -> str:
     """`[1e3, true, 'x,y']` as `['1e3','true','x,y']`: Hydra reads an unquoted item as a number or a bool. Items
     are split at the commas outside quotes; a list Hydra cannot read is left for Hydra to name."""
-    items, item, inside = [], "", None
-    for i, char in enumerate(value[1:-1], start=1):
+    items, item, inside, escaped = [], "", None, False
+    for char in value[1:-1]:
+        if escaped:  # Hydra's `\,` outside quotes: the character itself
+            item, escaped = item + char, False
+            continue
+        if char == "\\":
+            escaped = True
+            if inside:
+                item += char
+            continue
         if inside:
-            inside = None if char == inside and value[i - 1] != "\\" else inside
+            inside = None if char == inside else inside
         elif char in "'\"":
             inside = char
         elif char in "[]":
@@ -62,9 +70,9 @@ def quoted_items(value: str) -> str:
             continue
         item += char
     items.append(item)
-    if inside or not value[1:-1].strip():
-        return value
     stripped = [i.strip() for i in items]
+    if inside or escaped or not all(stripped):  # `[a, ]`: an empty item is Hydra's to refuse, not an empty prompt
+        return value
     return "[" + ",".join(i if i[:1] in ("'", '"') else quote(i, always=True) for i in stripped) + "]"
 
 
