@@ -110,6 +110,9 @@ def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp
     assert out.read_bytes() == before
     run_cli(*import_again, "--replace", check=True)
     assert (tmp_path / "gpt2.lmp.bak").read_bytes() == before
+    proc = run_cli(*import_again, "--replace")  # a second one would rotate the kept file away
+    assert proc.returncode == 2 and "gpt2.lmp.bak exists, and replacing" in proc.stderr
+    assert (tmp_path / "gpt2.lmp.bak").read_bytes() == before
 
 
 @pytest.mark.parametrize("out, tokenizer, message", [

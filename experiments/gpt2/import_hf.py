@@ -207,6 +207,9 @@ def check_out(out: Path, replace: bool) -> None:
     if out.exists() and not replace:
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass --replace "
                           f"(the old file is kept as {out.name}.bak)")
+    bak = out.with_name(out.name + ".bak")
+    if out.exists() and bak.exists():  # a second --replace would rotate the first one's kept file away
+        raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
 
 
 def main(argv: list[str]) -> None:
