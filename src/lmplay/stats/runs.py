@@ -118,6 +118,15 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path} cannot be read: {' '.join(str(e).split())[:200]}") from None
 
 
+def valid_record(record: Any) -> bool:
+    """A record the plots and the summary can read: counters that are numbers, a loss and accuracy that are
+    numbers or null."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (isinstance(record, dict) and all(number(record.get(k)) for k in ("step", "samples", "tokens"))
+            and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
+
+
 def load_run(path: Path) -> Run:
     """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides)."""
     path = Path(path)
@@ -127,6 +136,10 @@ def load_run(path: Path) -> Run:
         raise ConfigError(f"{path / STATS} cannot be read: {e}") from None
     if not isinstance(stats, dict) or not all(isinstance(stats.get(k, []), list) for k in ("train", "validation")):
         raise ConfigError(f"{path / STATS} is not lmplay's stats: it should be {{\"train\": [...], \"validation\": [...]}}")
+    for kind in ("train", "validation"):
+        bad = next((r for r in stats.get(kind, []) if not valid_record(r)), None)
+        if bad is not None:
+            raise ConfigError(f"{path / STATS} has a {kind} record that is not lmplay's: {str(bad)[:100]}")
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml") or []]
     hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
