@@ -280,7 +280,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         lines += ["", "## Over seeds", "", "The completed jobs with a final loss; an interrupted one's is from fewer tokens.",
                   "", "| overrides | jobs | mean final val loss | std |", "|---|---|---:|---:|"]
         for g in groups:
-            jobs = ", ".join(map(str, g["jobs_with_loss"]))
+            jobs = ", ".join(map(str, g["jobs_with_loss"])) or "none"
             if len(g["jobs_with_loss"]) < len(g["jobs"]):
                 jobs += f" (left out: {', '.join(str(j) for j in g['jobs'] if j not in g['jobs_with_loss'])})"
             lines.append(f"| {' '.join(g['overrides']) or '-'} | {jobs} | "

@@ -327,9 +327,12 @@ class LMRunnerBase:
             schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
             base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
             if schedule.min_lr > base_lr:  # nanoGPT's absolute min_lr, 6e-5, under a fine-tuning lr
-                raise ConfigError(f"scheduler.min_lr={schedule.min_lr:g} is above the lr={base_lr:g} of curriculum "
-                                  f"stage '{stage.name}', so its {type(schedule).__name__} schedule would raise the "
-                                  f"lr as it decays; set scheduler.min_lr={base_lr / 10:g} (a tenth) or 0")
+                own = "min_lr" in (stage.overrides.get("scheduler") or {})
+                key = "the stage's own scheduler override's min_lr" if own else "scheduler.min_lr"
+                fix = f"{base_lr / 10:g} (a tenth) or 0" if base_lr > 0 else "0"
+                raise ConfigError(f"{key}={schedule.min_lr:g} is above the lr={base_lr:g} of curriculum stage "
+                                  f"'{stage.name}', so its {type(schedule).__name__} schedule would raise the lr as it "
+                                  f"decays; set {'it' if own else 'scheduler.min_lr'} to {fix}")
 
     def describe(self) -> str:
         lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
