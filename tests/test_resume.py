@@ -142,6 +142,10 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     said = provenance(first.stdout)  # what was typed, apart from what the chosen groups' files hold
     assert {"optimizer.momentum=0.5", "optimizer.lr=0.001", "fresh=true"} <= said["command line"]
     assert "scheduler.min_lr=6e-05" in said["chosen group"] and not said["chosen group"] & said["command line"]
+    other = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "optimizer=sgd",
+                    f"hydra.run.dir={tmp_path / 'other'}", check=True)
+    said = provenance(other.stdout)  # sgd.yaml's `lr: ${lr}` takes test_runner's lr: a config value, as with adamw
+    assert "optimizer.lr=0.003" in said["config"] and said["chosen group"] == {"optimizer.momentum=0.9"}
     resumed = run_cli("lmplay.train", *args, "max_steps=8", check=True)  # neither choice retyped
     assert "optimizer changed" not in resumed.stdout
     assert "optimizer: torch.optim.SGD, as the run was built" in resumed.stdout

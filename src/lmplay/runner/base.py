@@ -151,6 +151,11 @@ class LMRunnerBase:
             return set(raw) - {"_target_"}
         return self.typed_keys(group)
 
+    def interpolated_keys(self, group: str) -> set[str]:
+        """Keys of a group's file that take their value from elsewhere (`lr: ${lr}`: the exp file, the defaults)."""
+        raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
+        return {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
+
     def typed_keys(self, group: str) -> set[str]:
         """Keys of a config group typed on the command line, directly or through a top-level alias (`lr`)."""
         raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}

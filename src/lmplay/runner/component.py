@@ -147,9 +147,10 @@ class Component:
             if (key in fixed or key not in explicit) and value != merged[key]:
                 merged[key], sources[key] = value, "checkpoint"
         saved, typed = state_args or {}, self.runner.typed_keys(self.group)
+        borrowed = self.runner.interpolated_keys(self.group)  # `lr: ${lr}` in sgd.yaml: the value is the exp's
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
-                sources[key] = "command line" if key in typed else "chosen group"
+                sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
