@@ -51,8 +51,8 @@ def test_bad_warmup_fraction():
                                        r"'shakespeare', so its Cosine schedule would raise the lr as it decays; set "
                                        r"scheduler\.min_lr to 1e-06 \(a tenth\) or 0")),
     (["scheduler=cosine", "lr=0"], r"above the lr=0 of .* set scheduler\.min_lr to 0$"),
-    (["curriculum.stages=[{name: ft, datasets: [shakespeare], steps: 5, "
-      "overrides: {scheduler: {_target_: lmplay.runner.schedules.Cosine, min_lr: 0.1}}}]"],
+    ([("curriculum.stages=[{name: ft, datasets: [shakespeare], steps: 5, "
+       "overrides: {scheduler: {_target_: lmplay.runner.schedules.Cosine, min_lr: 0.1}}}]")],
      r"the stage's own scheduler override's min_lr=0\.1 is above the lr=0\.003 .* set it to 0\.0003"),
     (["scheduler=wsd", "scheduler.min_lr=0.01"], r"scheduler\.min_lr=0\.01 is above the lr=0\.003"),
     (["scheduler=cosine", "curriculum.stages=[{name: ft, datasets: [shakespeare], steps: 5, overrides: {lr: 1.0e-5}}]"],
