@@ -151,18 +151,16 @@ class LMRunnerBase:
             return set(raw) - {"_target_"}
         return self.typed_keys(group)
 
-    def interpolated_keys(self, group: str) -> set[str]:
-        """Keys of a group's file that take their value from elsewhere (`lr: ${lr}`: the exp file, the defaults)."""
+    def interpolated_keys(self, group: str) -> dict[str, str]:
+        """Keys of a group's file that take their value from elsewhere, and what they name (`lr: ${lr}` -> lr):
+        the exp file or the defaults set it, or the command line through the top-level alias."""
         raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
-        return {k for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
+        return {k: v[2:-1] for k, v in raw.items() if isinstance(v, str) and v.startswith("${")}
 
     def typed_keys(self, group: str) -> set[str]:
         """Keys of a config group typed on the command line, directly or through a top-level alias (`lr`)."""
-        raw = OmegaConf.to_container(self.cfg[group], resolve=False) if group in self.cfg else {}
         keys = {k.split(".", 1)[1] for k in self.overridden if k.startswith(group + ".")}
-        for key, value in raw.items():
-            if isinstance(value, str) and value.startswith("${") and value[2:-1] in self.overridden:
-                keys.add(key)
+        keys |= {k for k, alias in self.interpolated_keys(group).items() if alias in self.overridden}
         if group == "model":
             keys |= {k for k in ("tokenizer", "context_len") if k in self.overridden}
         return keys

@@ -60,12 +60,12 @@ class CurriculumComponent(Component):
     name, group = "curriculum", "curriculum"
 
     def advertise(self) -> dict[str, Any]:
-        return signature_defaults(get_class(self.runner.cfg.curriculum._target_))
+        return signature_defaults(config_class(self.runner.cfg, "curriculum"))
 
     def construct(self, construction_args, state_args, state) -> None:
         args = self.settle(without_target(construction_args), state_args)  # a resumed run keeps its data plan
         # called, not instantiated: Hydra would call any `_target_` nested in the (checkpoint's) stages
-        self.curriculum = get_class(self.runner.cfg.curriculum._target_)(**args)
+        self.curriculum = config_class(self.runner.cfg, "curriculum")(**args)
         with self.runner.world.main_first():
             self.curriculum.prepare(self.runner.tokenizer, self.runner.context_len, self.runner.seed,
                                     state["position"] if state else None)
