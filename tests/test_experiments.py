@@ -1,14 +1,17 @@
 """The ports of the original's ideas: each special layer does what its README says, and each experiment trains."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from hydra.utils import get_class
 from torch import nn
 
 from conftest import compose_config, run_cli
+from lmplay.cli import CONF_DIR
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.modules.lradd import LRAdd
@@ -55,6 +58,16 @@ def test_port_keeps_the_baselines_settings(port):
             assert cfg[key] == base[key], (port, suffix, key)
         for key in ("num_blocks", "embed_dim", "num_heads", "dropout"):
             assert cfg.model[key] == base.model[key], (port, suffix, key)
+
+
+@pytest.mark.parametrize("exp", VERSIONS)
+def test_port_config_only_overrides_its_baseline(exp):
+    """A port's file restates none of its baseline's model keys, so resizing the baseline resizes the port
+    with it instead of leaving it behind at the old shape."""
+    own = yaml.safe_load((Path(CONF_DIR) / "exp" / f"{exp}.yaml").read_text())
+    base = compose_config([f"exp={own['defaults'][0]}"]).model
+    restated = [k for k, v in own["model"].items() if k != "_target_" and base.get(k) == v]
+    assert not restated, f"{exp}.yaml restates {restated} from {own['defaults'][0]}"
 
 
 @pytest.mark.parametrize("exp", [f"{p}_test" for p in PORTS])
