@@ -22,11 +22,11 @@ import time
 import torch
 
 from lmplay.data.tokenizers import get_tokenizer
+from lmplay.device import autocast
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import Decoder, Windows, generate_tokens
 from lmplay.generation.loading import load_model
 from lmplay.generation.sampling import pick_next
-from lmplay.generation.text import autocast
 from lmplay.runner import get_runner
 
 PROMPT_LEN = 4

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import (CONF_DIR, check_value_types, fail, override_value, quote, reader_may_stop, report,
                         translate_flags)
+from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file
 from lmplay.hydra_app import reject_added_keys, run_hydra_app
@@ -152,8 +153,7 @@ def settings(cfg: DictConfig) -> GenerationConfig:
         raise ConfigError(f"num_samples={cfg.num_samples!r} must be an integer >= 1")
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
         raise ConfigError(f"seed={cfg.seed!r} should be an integer (or null)")
-    if cfg.amp_dtype not in ("bf16", "fp16"):
-        raise ConfigError(f"amp_dtype={cfg.amp_dtype!r} is unknown; use bf16 or fp16")
+    check_amp_dtype(cfg.amp_dtype)
     return config
 
 
@@ -179,16 +179,14 @@ def generate(cfg: DictConfig) -> list[str]:
 
     from lmplay.generation.loading import load_model
     from lmplay.generation.text import generate_text
-    from lmplay.runner.base import pick_device
 
-    device = pick_device(cfg.device)
+    device, dtype = pick_device(cfg.device), amp_dtype(cfg.amp_dtype, cfg.amp)
     model, exp = load_model(path, device)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
                           f"sample from an earlier checkpoint")
     print(f"{path}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp_dtype] if cfg.amp else None
     generator = torch.Generator(device)
     if cfg.seed is None:
         generator.seed()
@@ -199,7 +197,7 @@ def generate(cfg: DictConfig) -> list[str]:
     if single:
         write(rows[0])
     outputs = generate_text(model, rows, config, generator=generator, stream=write if single else None,
-                            amp_dtype=amp_dtype)
+                            amp_dtype=dtype)
     if single:
         write("\n")
     else:

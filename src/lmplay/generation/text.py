@@ -2,11 +2,11 @@
 
 import sys
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 
 import torch
 
 from lmplay.data.tokenizers import Tokenizer
+from lmplay.device import autocast
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens
 
@@ -62,10 +62,6 @@ class TextStream:
         if self.pending:
             self.write(self.tokenizer.decode(self.pending))
             self.pending = []
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
 
 def generate_text(model: torch.nn.Module, prompts: Sequence[str], config: GenerationConfig,

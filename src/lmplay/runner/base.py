@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from lmplay.cli import root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
+from lmplay.device import amp_dtype, autocast, pick_device
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
@@ -57,22 +58,6 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
     where = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
     at = f" (raised at {Path(where.filename).name}:{where.lineno})" if where else ""
     return ConfigError(f"the {group} settings were rejected: {cause}{at}; see `--cfg job` for the {group} group's keys")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={name!r} is unknown; use auto, cpu, cuda or mps")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device=mps but MPS is not available; use device=cpu or device=auto")
-    return torch.device(name)
 
 
 @dataclass
@@ -286,17 +271,13 @@ class LMRunnerBase:
     @cached_property
     def amp_dtype(self) -> torch.dtype | None:
         """Read once: through OmegaConf each read cost ~10 us, and autocast() asks every mini-batch."""
-        if self.cfg.amp_dtype not in ("bf16", "fp16"):  # checked with amp off too: it is saved with the run
-            raise ConfigError(f"amp_dtype={self.cfg.amp_dtype!r} is unknown; use bf16 or fp16")
-        if not self.cfg.amp:
-            return None
-        if self.cfg.amp_dtype == "fp16" and self.device.type != "cuda":
+        dtype = amp_dtype(self.cfg.amp_dtype, self.cfg.amp)
+        if dtype == torch.float16 and self.device.type != "cuda":  # its GradScaler is CUDA's
             raise ConfigError("amp_dtype=fp16 needs device=cuda; use amp_dtype=bf16 on this device")
-        return torch.bfloat16 if self.cfg.amp_dtype == "bf16" else torch.float16
+        return dtype
 
-    def autocast(self):
-        dtype = self.amp_dtype
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+    def autocast(self) -> AbstractContextManager:
+        return autocast(self.device, self.amp_dtype)
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One mini-batch's loss terms (through DDP when distributed), compiled with compile=true. Where

@@ -1,0 +1,56 @@
+"""Which device runs, and in which autocast precision: one set of rules for training and generation alike.
+
+torch is imported inside the functions: `lmplay.generate` checks its settings before it pays for torch's
+import, so a typo is reported at once.
+"""
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
+
+from lmplay.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # amp_dtype= -> torch's dtype name
+
+
+def pick_device(name: str) -> "torch.device":
+    """`device=` as typed: auto takes cuda, then mps, then cpu; a named device that is not there is an error."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is unknown; use auto, cpu, cuda or mps")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but MPS is not available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def check_amp_dtype(name: str) -> None:
+    """Checked with amp off too: the name is saved with a run, and a later amp=true would meet it."""
+    if name not in AMP_DTYPES:
+        raise ConfigError(f"amp_dtype={name!r} is unknown; use bf16 or fp16")
+
+
+def amp_dtype(name: str, amp: bool) -> "torch.dtype | None":
+    """The autocast dtype of `amp=`/`amp_dtype=`, or None for full precision."""
+    check_amp_dtype(name)
+    if not amp:
+        return None
+    import torch
+
+    return getattr(torch, AMP_DTYPES[name])
+
+
+def autocast(device: "torch.device", dtype: "torch.dtype | None") -> AbstractContextManager:
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
