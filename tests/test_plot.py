@@ -141,6 +141,24 @@ def test_identical_runs_stopped_at_different_steps_compare_equal_at_a_point_both
     (tmp_path / "b" / "stats.json").write_text(json.dumps(stats))
     header = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()[0]
     assert "vs baseline@1.65k" in header  # the end of the shared span, as before: not a table at 0 tokens
+    assert "read off a straight line" in table_note(tmp_path / "a", tmp_path / "b")
+
+
+def table_note(*runs: Path) -> str:
+    return comparison_table(group_runs(load_runs(list(runs)))).split("\n\n")[1]
+
+
+def test_runs_that_validated_only_at_start_and_end_show_those_two_columns(tmp_path):
+    """Columns between the two would be a straight line from the untrained loss to the last, not a loss."""
+    for name in ("a", "b"):
+        run = fake_run(tmp_path / name, name, 1, 2.0, steps=30)
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"] = [{**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.5},
+                               stats["validation"][-1]]
+        (run / "stats.json").write_text(json.dumps(stats))
+    header = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()[0]
+    assert header.split()[2:4] == ["loss@0", "loss@3k"] and "loss@1" not in header
+    assert "where every run validated" in table_note(tmp_path / "a", tmp_path / "b")
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):

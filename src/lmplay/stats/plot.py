@@ -250,8 +250,12 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
-    end = last_shared_point([loss for _, loss, _ in rows], start, end)
-    points = np.unique(np.linspace(start, end, columns).round())
+    shared = shared_points([loss for _, loss, _ in rows], start, end)
+    if any(t > 0 for t in shared):
+        points = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, columns).round().astype(int))]
+    else:  # no point in common (rows against packed batching): read every curve between its own points
+        points = list(np.unique(np.linspace(start, end, columns).round()))
+    end = points[-1]
     baseline_first = rows[0][0] is groups[0]
     header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
     header += [f"vs baseline@{human(end)}"] if baseline_first else []
@@ -272,8 +276,10 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
-    note = ("Validation loss at equal tokens seen (linear between validation points; the last column is a point "
-            "every run validated at); ± is the std over seeds; "
+    where = ("at token counts where every run validated (within 2%)" if any(t > 0 for t in shared) else
+             "read off a straight line between each run's own validation points, which no token count past 0 shares "
+             "(e.g. rows against packed batching)")
+    note = (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
     notes = [note, *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
@@ -281,16 +287,18 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
-def last_shared_point(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> float:
-    """The latest token count past 0 in [start, end] where every curve has a validation point of its own (within
-    `tolerance`, for seeds whose rows hold a few more or fewer tokens). A value between two validation points is
-    a straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated
-    at steps 10 and 20, differed by 0.04 at step 12. `end` when no point past the start is shared (runs that
-    validate at other token counts: rows against packed batching)."""
-    for t in sorted({float(t) for c in curves for t in c.tokens if start <= t <= end and t > 0}, reverse=True):
-        if all(np.abs(c.tokens - t).min() <= tolerance * t for c in curves):
-            return t
-    return end
+def shared_points(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> list[float]:
+    """The token counts in [start, end] where every curve has a validation point of its own (within `tolerance`,
+    for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
+    straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated at
+    steps 10 and 20, differed by 0.04 at step 12; and runs that validated only at 0 and at their end would show a
+    line from one to the other as their losses in between."""
+    found: list[float] = []
+    for t in sorted({float(t) for c in curves for t in c.tokens if start <= t <= end}, reverse=True):
+        near_found = found and found[-1] - t <= tolerance * found[-1]  # the same point, another seed's count
+        if not near_found and all(np.abs(c.tokens - t).min() <= tolerance * t for c in curves):
+            found.append(t)
+    return found[::-1]
 
 
 def differing(groups: list[Group], value: Callable[[Run], Any]) -> str:
