@@ -107,7 +107,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
         if record is not None:
             (tmp_path / name / "job.json").write_text(json.dumps(record))
         if val_loss is not None:
-            stats = {"train": [{"step": 3, "samples": 24, "tokens": 700, "loss": 3.0}],
+            trained = 900 if "seed=2" in name else 700  # seed=2 was stopped before validating again
+            stats = {"train": [{"step": 3, "samples": 24, "tokens": trained, "loss": 3.0}],
                      "validation": [{"step": 3, "samples": 24, "tokens": 700, "loss": val_loss, "accuracy": 0.2,
                                      "held_out_tokens": 1000 if "seed=1" in name else 4000}]}
             (tmp_path / name / "stats.json").write_text(json.dumps(stats))
@@ -133,6 +134,7 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     shutil.rmtree(tmp_path / "4_exp=a,seed=3")
     text = write_summary(tmp_path)["markdown"]
     assert "| 0:00:12 |" in text and "failed: ConfigError: no" in text
+    assert "| 2.7000 (at 700 tokens) | 900 |" in text and "| 2.5000 | 700 |" in text  # where each loss was measured
     assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text
     assert ("Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed; "
             "'interrupted': stopped by a signal, after saving; 'not started': not reached yet).") in text

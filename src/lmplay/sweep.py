@@ -165,6 +165,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "final_validation_loss": final["loss"] if final else None,
         "final_validation_accuracy": final["accuracy"] if final else None,
         "held_out_tokens": final.get("held_out_tokens") if final else None,
+        "final_validation_tokens": final["tokens"] if final else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
         "wall_time_s": job.get("wall_time_s"),
@@ -214,7 +215,8 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     """A job of the sweep that no attempt has reached yet (the sweep was stopped before it)."""
     experiment = next((o.split("=", 1)[1] for o in overrides if override_key(o) == "exp"), None)
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides,
-            "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None, "tokens": 0,
+            "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
+            "final_validation_tokens": None, "tokens": 0,
             "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
 
 
@@ -258,6 +260,13 @@ def shown_overrides(overrides: list[str]) -> str:
     return " ".join(o for o in overrides if override_key(o) != "exp") or "-"
 
 
+def loss_cell(row: dict[str, Any]) -> str:
+    """The final validation loss, and where it was measured when that is not where the job's training stopped (an
+    interrupted job's last validation, perhaps the untrained model's at 0 tokens)."""
+    at = row["final_validation_tokens"]
+    return fmt_loss(row["final_validation_loss"]) + (f" (at {at:,} tokens)" if at not in (None, row["tokens"]) else "")
+
+
 def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     lines = [f"# Sweep {sweep_dir}", "",
              "| job | experiment | overrides | final val loss | tokens | wall time | status |",
@@ -265,7 +274,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     for r in rows:
         status = r["status"] + (f": {r['error']}" if r["error"] else "")
         lines.append(f"| {r['job'] if r['job'] is not None else '-'} | {r['experiment'] or '-'} | "
-                     f"{shown_overrides(r['overrides'])} | {fmt_loss(r['final_validation_loss'])} | "
+                     f"{shown_overrides(r['overrides'])} | {loss_cell(r)} | "
                      f"{r['tokens']:,} | {fmt_time(r['wall_time_s'])} | {status.replace('|', '/')} |")
     scored = [r for r in rows if finished(r)]
     if scored:
