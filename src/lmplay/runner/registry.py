@@ -75,7 +75,8 @@ def get_runner(name: str, overrides: dict | None = None) -> BasicModelRunner:
     if name not in runners:
         raise ConfigError(f"experiment '{name}' is not registered: no experiments/<package>/versions.py and no "
                           f"'{ENTRY_POINT_GROUP}' entry point exposes it (for a package of your own, made with "
-                          f"`python -m lmplay.new_exp NAME --into DIR`, run `pip install -e DIR` once); registered: "
+                          f"`python -m lmplay.new_exp NAME --into DIR`, run `pip install -e DIR` once: on PYTHONPATH alone it trains, but only "
+                          f"the install registers it; in Python, importing its versions module also does); registered: "
                           f"{', '.join(sorted(runners))}"
                           + "".join(f"; {m} cannot be imported ({why})" for m, why in _BROKEN.items()))
     return runners[name].factory(overrides)
