@@ -59,6 +59,34 @@ def test_text_file_becomes_paragraph_rows(tmp_path, no_hub):
         assert all(len(r) <= 200 for r in rows) and len(rows) < 50
 
 
+def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_path, no_hub):
+    """datasets' text builder would make each line a document and drop every line break."""
+    (tmp_path / "books").mkdir()
+    for name, first in (("a.txt", 0), ("b.md", 25)):
+        (tmp_path / "books" / name).write_text("\n\n".join(f"Para {i}.\nIts second line." for i in range(first, first + 25)))
+    texts = all_text(build(tmp_path, [{"path": str(tmp_path / "books"), "row_chars": 200}]))
+    rows = [t.split("<|endoftext|>")[1] for t in texts]
+    assert sorted(p for r in rows for p in r.split("\n\n")) == sorted(f"Para {i}.\nIts second line." for i in range(50))
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "train.txt").write_text("Trained on.")
+    (tmp_path / "split" / "test.txt").write_text("Held out.")
+    assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
+
+
+def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded(tmp_path, no_hub):
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.jsonl").write_text(json.dumps({"text": "From json."}) + "\n")
+    Dataset.from_dict({"text": ["From parquet."]}).to_parquet(str(tmp_path / "mixed" / "b.parquet"))
+    with pytest.raises(ConfigError, match=r"holds more than one kind of file \(\.jsonl: a\.jsonl; \.parquet: "
+                                          r"b\.parquet\), and a dataset reads one kind"):
+        build(tmp_path, [{"path": str(tmp_path / "mixed")}])
+    Dataset.from_dict({"text": [b"Hello.\nWorld."]}).to_parquet(str(tmp_path / "bytes.parquet"))
+    assert all_text(build(tmp_path, [{"path": str(tmp_path / "bytes.parquet")}])) == ["<|endoftext|>Hello.\nWorld."]
+    Dataset.from_dict({"text": [b"caf\xe9"]}).to_parquet(str(tmp_path / "latin1.parquet"))
+    with pytest.raises(ConfigError, match=r"column 'text' holds bytes that are not UTF-8 text \(b'caf\\xe9'\)"):
+        build(tmp_path, [{"path": str(tmp_path / "latin1.parquet")}])
+
+
 def test_windows_line_ends_an_upper_case_gz_and_no_suffix_read_as_text(tmp_path, no_hub):
     paras = [f"Para {i}.\nIts second line." for i in range(20)]
     text = "\n\n".join(paras)

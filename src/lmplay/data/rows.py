@@ -46,7 +46,14 @@ class RowFormat:
 
 
 def _as_text(value, column: str) -> str:
-    """A cell as text: a string, a number, or nothing. A list or a mapping would train as its Python repr."""
+    """A cell as text: a string, UTF-8 bytes (a binary column), a number, or nothing. A list or a mapping would
+    train as its Python repr, and so would bytes through str(): "b'Hello\\n'"."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"column {column!r} holds bytes that are not UTF-8 text ({value[:40]!r}); convert the "
+                              f"column to UTF-8 text") from None
     if isinstance(value, (list, dict, tuple)):
         raise ConfigError(f"column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; name "
                           f"a column of text (text=, prompt=, truth=), or messages= for a list of chat turns")

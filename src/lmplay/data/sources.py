@@ -215,13 +215,12 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         name = path.split(":", 1)[1]
         if name not in EMBEDDED:
             raise ConfigError(f"{where}: embedded corpus {name!r} is unknown; use one of: {', '.join(EMBEDDED)}")
-        return _text_file_records(embedded_path(name), spec)
+        return _text_file_records([embedded_path(name)], spec)
     local = Path(path).expanduser()
     if local.is_file():
-        suffixes = [s.lower() for s in local.suffixes[-2:]]
-        kind = "" if not suffixes else suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1]
+        kind = file_kind(local)
         if kind in TEXT_SUFFIXES or kind == "":
-            return _text_file_records(local, spec)
+            return _text_file_records([local], spec)
         if kind in RECORD_BUILDERS:
             return _loaded(*_hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
                                         data_files=str(local)))
@@ -230,6 +229,10 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     if local.is_dir():
         if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
             return _loaded(*_saved_records(local, spec, split, where))
+        if spec.data_files is None:
+            text_files = _folder_text_files(local, split, where)
+            if text_files:
+                return _text_file_records(text_files, spec)
         return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
     if spec.data_files is not None and path in ("json", "parquet", "csv", "text"):
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
@@ -241,13 +244,48 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     return _loaded(*_hub_records(spec, path, split, where))
 
 
-def _text_file_records(path: Path, spec: DatasetSpec) -> tuple[Records, str, list[str]]:
-    """A plain text file as paragraph rows (see corpus.py), identified by its content hash. The rows are
-    read and cut when the loader is called (a stream's at once: a stream is not cached)."""
-    identity = f"text:{file_digest(path)}:{spec.row_chars}"
+def file_kind(path: Path) -> str:
+    """A data file's suffix, lower case, through a .gz: "a.JSONL.gz" -> ".jsonl"; "" for none."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    return "" if not suffixes else suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1]
+
+
+def _folder_text_files(folder: Path, split: str, where: str) -> list[Path]:
+    """A folder's files of `split` as HF `datasets` finds them (train.txt / test.txt name splits; otherwise all
+    are train), when they are text files; [] when they are record files. datasets' own text builder would make
+    every line a document and drop the line breaks, where a text file here is paragraph rows; and it reads one
+    kind of file per folder, silently leaving out the others, which is an error here."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(str(folder)), base_path=str(folder))
+    except FileNotFoundError:  # datasets' EmptyDatasetError: no file it would read
+        raise ConfigError(f"{where}: folder {folder} holds no data files (.txt/.md text, .json/.jsonl/.parquet/.csv "
+                          f"records)") from None
+    if split not in files:
+        raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
+                          f"{', '.join(files)}); set split=NAME")
+    paths = sorted(Path(f) for f in files[split])
+    kinds: dict[str, list[str]] = {}
+    for p in paths:
+        kind = file_kind(p)
+        kinds.setdefault("text" if kind in TEXT_SUFFIXES or kind == "" else kind, []).append(p.name)
+    if len(kinds) > 1:
+        found = "; ".join(f"{kind}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                          for kind, names in kinds.items())
+        raise ConfigError(f"{where}: folder {folder} holds more than one kind of file ({found}), and a dataset reads "
+                          f"one kind; move the others out, or list one kind's files with data_files=[...]")
+    return paths if "text" in kinds else []
+
+
+def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, str, list[str]]:
+    """Plain text files as paragraph rows (see corpus.py), one file after another, identified by their content
+    hashes. The rows are read and cut when the loader is called (a stream's at once: a stream is not cached)."""
+    identity = f"text:{','.join(file_digest(p) for p in paths)}:{spec.row_chars}"
 
     def records() -> Dataset | IterableDataset:
-        rows = hf_datasets().Dataset.from_dict({"text": paragraph_rows(read_text(path), spec.row_chars)})
+        rows = [row for p in paths for row in paragraph_rows(read_text(p), spec.row_chars)]
+        rows = hf_datasets().Dataset.from_dict({"text": rows})
         return rows.to_iterable_dataset() if spec.streaming else rows
 
     if spec.streaming:
