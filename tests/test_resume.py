@@ -490,3 +490,15 @@ def test_fresh_sets_the_replaced_runs_checkpoints_aside(tmp_path):
     assert f"the replaced run's checkpoints are kept in {aside}" in proc.stdout
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == old  # the new run saved twice: nothing rotated out
     assert sorted(p.name for p in run.glob("model*")) == ["model.lmp", "model.lmp.bak"]
+
+
+def test_a_key_typed_inside_the_checkpoints_data_plan_changes_that_plan(tmp_path):
+    """`curriculum.stages.0.epochs=3` on a resume that does not retype `curriculum=NAME`: the run keeps its own
+    data (not the default plan's) and trains it for 3 epochs; before, the typed value was dropped in silence."""
+    (tmp_path / "small.txt").write_text("\n\n".join(f"Paragraph {i} of a small text." for i in range(200)))
+    run = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *run, "curriculum=text_file", f"curriculum.path={tmp_path / 'small.txt'}", "max_steps=2",
+            check=True)
+    resumed = run_cli("lmplay.train", *run, "max_steps=3", "curriculum.stages.0.epochs=3", check=True)
+    assert "small.txt" in resumed.stdout and "3.0 epochs" in resumed.stdout
+    assert "curriculum.stages.0.epochs=3 (was 1)" in resumed.stdout.split("command line:")[1].splitlines()[0]

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigIndexError, ConfigKeyError, ConfigTypeError
 
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
@@ -126,6 +128,22 @@ class Component:
         typed = self.runner.typed_keys(self.group)
         return saved, {k: v for k, v in construction_args.items() if k in typed}
 
+    def typed_into_saved(self, merged: dict[str, Any], path: str, construction_args: dict[str, Any]) -> Any:
+        """A key typed inside a value the checkpoint keeps (`curriculum.stages.0.epochs=3` on a resume that does not
+        retype `curriculum=NAME`), set inside the checkpoint's value: the run keeps its plan, with what was typed."""
+        top, inner = path.split(".", 1)
+        value = OmegaConf.select(OmegaConf.create(construction_args), path)
+        holder = OmegaConf.create({top: merged[top]})
+        was = OmegaConf.select(holder, path, default=None)
+        try:
+            OmegaConf.update(holder, path, value, force_add=True)
+        except (ConfigIndexError, ConfigKeyError, ConfigTypeError) as e:
+            raise ConfigError(f"{self.group}.{path}={value!r} does not fit this run's {self.group}.{top}, which comes "
+                              f"from its checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); type "
+                              f"{self.group}=NAME to choose a whole new one, or fresh=true") from None
+        self.runner.provenance.add(self.group, path, value, "command line", was)
+        return OmegaConf.to_container(holder)[top]
+
     def settle(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
@@ -147,6 +165,8 @@ class Component:
             if (key in fixed or key not in explicit) and value != merged[key]:
                 merged[key], sources[key] = value, "checkpoint"
         saved, typed = state_args or {}, self.runner.typed_keys(self.group)
+        for path in sorted(k for k in typed if "." in k and sources.get(k.split(".", 1)[0]) == "checkpoint"):
+            merged[path.split(".", 1)[0]] = self.typed_into_saved(merged, path, construction_args)
         borrowed = self.runner.interpolated_keys(self.group)  # `lr: ${lr}` in sgd.yaml: the value is the exp's
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
