@@ -131,7 +131,7 @@ class Component:
     def typed_into_saved(self, merged: dict[str, Any], path: str, construction_args: dict[str, Any]) -> Any:
         """A key typed inside a value the checkpoint keeps (`curriculum.stages.0.epochs=3` on a resume that does not
         retype `curriculum=NAME`), set inside the checkpoint's value: the run keeps its plan, with what was typed."""
-        top, inner = path.split(".", 1)
+        top = path.split(".", 1)[0]
         value = OmegaConf.select(OmegaConf.create(construction_args), path)
         holder = OmegaConf.create({top: merged[top]})
         was = OmegaConf.select(holder, path, default=None)
