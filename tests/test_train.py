@@ -463,3 +463,15 @@ def test_a_batch_size_mistake_is_said_before_the_data_is_tokenized(tmp_path, tin
     proc = run_cli("lmplay.train", *tiny_run_args, "mini_batch_size=3", env={"LMPLAY_CACHE": str(cache)})
     assert proc.returncode == 2 and "batch_size=8 is not divisible by mini_batch_size=3" in proc.stderr
     assert "stage 'shakespeare'" not in proc.stdout and not any(cache.rglob("*"))
+
+
+def test_held_out_rows_that_make_no_validation_batch_are_said_once(tmp_path, tiny_run_args):
+    """One held-out row of ~24 tokens fills no packed window of 65: the run went on with `val -` and no word why."""
+    data = tmp_path / "short.txt"
+    data.write_text("\n\n".join(f"Line number {i} here." for i in range(60)))
+    proc = run_cli("lmplay.train", *tiny_run_args, "curriculum=text_file", f"curriculum.path={data}",
+                   "curriculum.batching=packed", "+curriculum.stages.0.datasets.0.row_chars=30", "max_steps=3",
+                   check=True)
+    assert proc.stdout.count("note: stage 'text_file' holds 1 rows out for validation, but they make no validation "
+                             "batch (packed batching, context_len=64") == 1
+    assert not json.loads((tmp_path / "run" / "stats.json").read_text())["validation"]

@@ -239,6 +239,10 @@ class Curriculum:
         return True
 
     # -- validation -----------------------------------------------------------------------------------------
+    def held_out_rows(self) -> int:
+        """Rows the current stage holds out for validation."""
+        return sum(len(d.validation) for d in self._data[self.stage_index])
+
     def validation_batches(self, num_batches: int, batch_size: int, include_prompts: bool = True) -> list[Batch]:
         """The first `num_batches` batches of the current stage's held-out rows (fewer if they run out),
         batched like training; the same batches on every call."""

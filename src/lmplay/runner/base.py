@@ -126,6 +126,7 @@ class LMRunnerBase:
         # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
         self._last_line = float("-inf")
+        self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
@@ -439,6 +440,14 @@ class LMRunnerBase:
     def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> None:
         """Validate and record (nothing when the plan holds nothing out)."""
         values = self.validate(settings)
+        held_out = self.curriculum.held_out_rows()
+        if values is None and held_out and stage not in self._no_validation_noted and self.world.is_main:
+            self._no_validation_noted.add(stage)
+            print(f"note: stage {stage!r} holds {held_out} rows out for validation, but they make no validation batch "
+                  f"({self.curriculum.stages[self.curriculum.stage_index].batching} batching, context_len="
+                  f"{self.context_len}, include_prompts={str(settings.include_prompts).lower()}: too few tokens for "
+                  f"a window, or no answer inside one), so it records no validation loss; hold out more rows "
+                  f"(curriculum.validation_fraction=...) or use rows batching")
         if values is not None:
             self.record("validation", stage, lr, values)
             if self.plain_progress:
