@@ -98,7 +98,8 @@ def test_a_weight_that_makes_an_all_exhausted_epoch_endless_is_one_line(tmp_path
 
 @pytest.mark.parametrize("strategy, weights", [("first_exhausted", None), ("all_exhausted", None),
                                                ("first_exhausted", [3, 1]), ("all_exhausted", [1, 2])])
-def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, weights):
+def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, weights, caplog):
+    caplog.set_level("INFO", logger="lmplay")
     c = build(tmp_path, [{"name": "mix", "datasets": [{"path": p} for p in two_files], "epochs": 1,
                           "interleave": strategy, "weights": weights}], context_len=1000)
     estimate = c.estimate_stage_steps(4)
@@ -110,6 +111,7 @@ def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, we
     counts = Counter(d for d, _ in drawn)
     if weights is None and strategy == "first_exhausted":  # turns, until the smaller dataset ran out
         assert [d for d, _ in drawn] == ["A", "B"] * 12
+        assert "an epoch is 24 of their 42 rows (first_exhausted)" in caplog.text  # the stage line says so
     if weights is None and strategy == "all_exhausted":  # turns, the smaller one restarting, until both ran out
         assert [d for d, _ in drawn] == ["A", "B"] * 30
     if strategy == "first_exhausted":
@@ -259,6 +261,17 @@ def test_a_stage_name_that_is_no_plain_file_name_is_refused_before_training(name
 def test_unknown_batching_mode_is_a_config_error():
     with pytest.raises(ConfigError, match=r"batching='windows' is unknown; use one of: rows, packed"):
         Curriculum([{"name": "x", "datasets": ["shakespeare"], "epochs": 1}], batching="windows")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("tokenize_procs", "abc", r"curriculum.tokenize_procs='abc' should be an integer >= 1"),  # a TypeError, cache empty
+    ("tokenize_procs", 0, r"curriculum.tokenize_procs=0 should be an integer >= 1"),
+    ("shuffle_buffer", 1.5, r"curriculum.shuffle_buffer=1.5 should be an integer >= 1"),
+    ("stream_validation_rows", -1, r"curriculum.stream_validation_rows=-1 should be an integer >= 0"),
+])
+def test_a_bad_count_in_the_curriculum_settings_is_one_line(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Curriculum([{"name": "x", "datasets": ["shakespeare"], "epochs": 1}], **{key: value})
 
 
 def test_position_of_another_plan_is_refused(tmp_path, two_files):

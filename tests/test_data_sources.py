@@ -217,7 +217,7 @@ def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
     finally:
         sources.hub_reachable.cache_clear()
     message = str(e.value)
-    assert "\n" not in message and "'lmplay-tests/no-such-data' is unreachable" in message
+    assert "\n" not in message and "'lmplay-tests/no-such-data' is no local file or folder, and as a hub dataset it is unreachable" in message
     assert "{dataset: tinystories, path: DIR}" in message
 
 
@@ -298,6 +298,8 @@ def test_embedded_corpus(tmp_path_factory):
     ({"path": "DATA/nothing.txt"}, r"dataset '.*nothing.txt' has no rows"),
     ({"path": "DATA/nothing.jsonl"}, r"cannot load dataset 'json' from .*nothing.jsonl .*: it holds no records"),
     ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*JSON parse error"),
+    ({"path": "DATA/two_schemas"}, r"cannot load dataset .*two_schemas.*: Couldn't cast .* because column names don't match"),
+    ({"path": "json", "data_files": "DATA/nomatch*.jsonl"}, r"nomatch\*.jsonl .*: no file matches it, or it holds no records"),
     ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),
     ({"path": "DATA/rows.jsonl", "row_chars": 0}, r"row_chars=0 must be a positive integer"),
     ({"path": "DATA/rows.jsonl", "split": "test"}, r"rows.jsonl is one file, with no split 'test'; drop split="),
@@ -316,6 +318,9 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "nothing.txt").write_text(" \n\n ")
     (tmp_path / "nothing.jsonl").write_text("")
     (tmp_path / "broken.jsonl").write_text('{"text": "a"\n')
+    (tmp_path / "two_schemas").mkdir()
+    (tmp_path / "two_schemas" / "a.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    (tmp_path / "two_schemas" / "b.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n')
     (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
     (tmp_path / "lists.jsonl").write_text(json.dumps({"text": ["a", "b"]}) + "\n")

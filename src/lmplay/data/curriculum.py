@@ -148,6 +148,12 @@ class Curriculum:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"curriculum.{key}={value!r} should be a path")
         check_fraction(validation_fraction, "curriculum.validation_fraction")
+        counts = {"tokenize_procs": (1 if tokenize_procs is None else tokenize_procs, 1),
+                  "stream_validation_rows": (stream_validation_rows, 0), "shuffle_buffer": (shuffle_buffer, 1),
+                  "validation_seed": (validation_seed, 0)}
+        for key, (value, least) in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"curriculum.{key}={value!r} should be an integer >= {least}")
         if not stages:
             raise ConfigError("the curriculum has no stages; list at least one under stages:")
         self.stages = [parse_stage(s, i, batching) for i, s in enumerate(stages)]
@@ -216,6 +222,9 @@ class Curriculum:
         self._steps = self._tokens = 0
         sizes = ", ".join(f"{d.label} ({len(d.train)} rows, {len(d.validation)} held out)"
                           if isinstance(d.train, SizedRows) else f"{d.label} (streamed)" for d in data)
+        total = sum(len(s) for s in sources) if isinstance(stream, SizedStream) else None
+        if stage.epochs is not None and total is not None and stream.epoch_len < total:  # a small dataset ends it
+            sizes += f"; an epoch is {stream.epoch_len} of their {total} rows ({stage.interleave})"
         log.info("stage %r: %s; %s, %s batching", stage.name, sizes, stage.length, stage.batching)
 
     # -- training -------------------------------------------------------------------------------------------

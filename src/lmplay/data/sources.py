@@ -313,12 +313,14 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
     except ConnectionError as e:
         local_copy = f"{{dataset: {spec.label}, path: DIR}}" if spec.label in DATASETS else "path=DIR"
         raise ConfigError(
-            f"{where}: hub dataset {path!r} is unreachable (no network) and not in the local HF cache; download it "
+            f"{where}: {path!r} is no local file or folder, and as a hub dataset it is unreachable (no network) and "
+            f"not in the local HF cache; check the path, or download it "
             f"where there is network (datasets.load_dataset(...).save_to_disk(DIR) or huggingface-cli download "
             f"--repo-type dataset) and use {local_copy}, or data_files=FILES") from e
     except (FileNotFoundError, ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as e:
         cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else "it holds no records"
+        reason = " ".join(str(cause).split())[:300] or ("no file matches it, or it holds no records"
+                                                       if spec.data_files else "it holds no records")
         files = f" from {data_files}" if data_files is not None else ""
         raise ConfigError(f"{where}: cannot load dataset {path!r}{files} (name={name!r}, split={split!r}): "
                           f"{reason}") from e

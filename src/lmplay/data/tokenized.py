@@ -260,7 +260,8 @@ def holdout(num_rows: int, fraction: float, seed: int, where: str) -> tuple[np.n
     count = max(1, round(num_rows * fraction))
     if count >= num_rows:
         raise ConfigError(f"{where} has {num_rows} row(s): too few to hold out "
-                          f"validation_fraction={fraction}; use more data, validation_fraction=0 or a validation_path")
+                          f"validation_fraction={fraction}; use more data, curriculum.validation_fraction=0 (or validation_fraction: 0 "
+                          f"in the dataset's entry) or a validation_path")
     perm = np.random.default_rng([seed % 2**32, HOLDOUT_TAG]).permutation(num_rows)
     return np.sort(perm[count:]), np.sort(perm[:count])
 
