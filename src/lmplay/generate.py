@@ -15,8 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import (CONF_DIR, check_value_types, fail, override_value, quote, reader_may_stop, report,
-                        translate_flags)
+from lmplay.cli import (CONF_DIR, HYDRA_VALUE_FLAGS, check_value_types, fail, override_value, quote,
+                        reader_may_stop, report, translate_flags)
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file
@@ -30,8 +30,7 @@ SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt":
               "--seed": "seed"}
 SEED_SWITCHES = {"--amp": "amp=true", "--sample": "do_sample=true", "--greedy": "do_sample=false"}
 TEXT_KEYS = ("prompt", "checkpoint", "prompt_file")  # values that are text (or null), never Hydra syntax
-HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-                          "--config-dir", "-cd", "--experimental-rerun"}
+HYDRA_FLAGS_WITH_VALUE = HYDRA_VALUE_FLAGS - {"--info", "-i"}  # whose value is optional: INFO_CHOICES
 INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 

@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import override_key, run_main
+from lmplay.cli import override_key, override_value, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
 from lmplay.hydra_app import JobError
@@ -213,7 +213,7 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 
 def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     """A job of the sweep that no attempt has reached yet (the sweep was stopped before it)."""
-    experiment = next((o.split("=", 1)[1] for o in overrides if override_key(o) == "exp"), None)
+    experiment = override_value(overrides, "exp")
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
             "final_validation_tokens": None, "tokens": 0,

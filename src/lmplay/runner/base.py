@@ -594,7 +594,7 @@ class LMRunnerBase:
                 finished = True
                 break
             lr = schedule.lr(base_lr, progress["stage_step"], total)
-            self.scheduler_c.set_lr(self.optimizer_c.optimizer, lr)
+            self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
             samples_before = progress["samples"]
             progress["step"] += 1

@@ -72,6 +72,10 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
 IMPORTABLE_ROOTS = ("torch", "lmplay")  # packages a name from a checkpoint may import
 
 
+def without_target(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k != "_target_"}
+
+
 def subclass_named(target: str, base: type) -> type | None:
     """The class `target` names, if it is a `base`; else None. A name read from a checkpoint or a stage is
     data: only a class of the expected kind is ever built from it, and naming it imports nothing outside
@@ -119,7 +123,7 @@ class Component:
         target = construction_args["_target_"]
         saved = (state_args or {}).get("_target_")
         if saved is None or saved == target or self.group in self.runner.overridden:
-            return target, {k: v for k, v in construction_args.items() if k != "_target_"}
+            return target, without_target(construction_args)
         if subclass_named(saved, base) is None:
             raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
                                       f"that a checkpoint may name ({self.group}=NAME chooses one; a class outside "

@@ -16,7 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
-from lmplay.runner.component import Component, subclass_named, validate_args
+from lmplay.runner.component import (
+    Component,
+    subclass_named,
+    validate_args,
+    without_target,
+)
 from lmplay.runner.optimizers import freeze, param_groups
 from lmplay.runner.schedules import Schedule
 
@@ -48,10 +53,6 @@ def config_class(cfg: DictConfig, group: str) -> type:
     if not isinstance(found, type):
         raise ConfigError(f"{group}._target_={target!r} is not a class; name one, like {TARGET_EXAMPLES[group]}")
     return found
-
-
-def without_target(args: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in args.items() if k != "_target_"}
 
 
 class CurriculumComponent(Component):
@@ -195,6 +196,11 @@ class OptimizerComponent(Component):
             for group, own in zip(self.optimizer.param_groups, settings):  # the checkpoint brings state, not settings:
                 group.update(own)  # torch's load restores its groups' betas, eps, weight decay, fused over the run's
 
+    def set_lr(self, lr: float) -> None:
+        """Every group's lr, as the schedule gives it for the step about to run."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def set_weight_decay(self, weight_decay: float) -> None:
         """The decayed group's weight decay (a stage may override it; the next stage goes back to the run's)."""
         for group in self.optimizer.param_groups:
@@ -241,7 +247,3 @@ class SchedulerComponent(Component):
         target = override.get("_target_", self.target)
         base = self.args if target == self.target else {}
         return self.build(target, {**base, **without_target(override)})
-
-    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
