@@ -27,6 +27,7 @@ from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance
 from lmplay.runner.distributed import LossModule, init_world
+from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
@@ -58,6 +59,19 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
     where = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
     at = f" (raised at {Path(where.filename).name}:{where.lineno})" if where else ""
     return ConfigError(f"the {group} settings were rejected: {cause}{at}; see `--cfg job` for the {group} group's keys")
+
+
+@dataclass
+class StagePlan:
+    """What one curriculum stage trains with: the run's settings under the stage's own overrides."""
+
+    settings: RunnerSettings
+    schedule: Schedule
+    base_lr: float
+    weight_decay: float
+
+    def lr(self, stage_step: int, total: int) -> float:
+        return self.schedule.lr(self.base_lr, stage_step, total)
 
 
 @dataclass
@@ -308,9 +322,8 @@ class LMRunnerBase:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                     raise ConfigError(f"curriculum stage '{stage.name}' overrides {key}={value!r}; it should be a "
                                       f"number >= 0, like 1.0e-4")
-            self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
-            schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
-            base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
+            plan = self.stage_plan(stage)
+            schedule, base_lr = plan.schedule, plan.base_lr
             if schedule.min_lr > base_lr:  # nanoGPT's absolute min_lr, 6e-5, under a fine-tuning lr
                 own = "min_lr" in (stage.overrides.get("scheduler") or {})
                 key = "the stage's own scheduler override's min_lr" if own else "scheduler.min_lr"
@@ -496,8 +509,7 @@ class LMRunnerBase:
                   f"train; a larger max_steps goes on")
         if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
             stage = self.curriculum.stages[self.curriculum.stage_index]
-            self.validation_record(stage.name, 0.0, self.runner_c.stage_settings(stage.overrides, stage.name,
-                                                                                  self.world.size))
+            self.validation_record(stage.name, 0.0, self.stage_plan(stage).settings)
         while True:
             stage = self.curriculum.stages[self.curriculum.stage_index]
             finished = self._train_stage(stage, max_steps)
@@ -513,23 +525,30 @@ class LMRunnerBase:
         self.save()
         print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
 
+    def stage_plan(self, stage) -> StagePlan:
+        """The settings, lr schedule, lr and weight decay a stage trains with: the run's, under its overrides."""
+        overrides = stage.overrides
+        return StagePlan(self.runner_c.stage_settings(overrides, stage.name, self.world.size),
+                         self.scheduler_c.for_stage(overrides.get("scheduler")),
+                         overrides.get("lr", self.optimizer_c.base_lr),
+                         overrides.get("weight_decay", self.optimizer_c.args["weight_decay"]))
+
     def _train_stage(self, stage, max_steps: int | None) -> bool:
         """Train one stage; True when the stage ran to its end, False when max_steps or a signal stopped it."""
-        settings = self.runner_c.stage_settings(stage.overrides, stage.name, self.world.size)
-        schedule = self.scheduler_c.for_stage(stage.overrides.get("scheduler"))
-        base_lr = stage.overrides.get("lr", self.optimizer_c.base_lr)
-        self.optimizer_c.set_weight_decay(stage.overrides.get("weight_decay", self.optimizer_c.args["weight_decay"]))
+        plan = self.stage_plan(stage)
+        settings = plan.settings
+        self.optimizer_c.set_weight_decay(plan.weight_decay)
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
         total = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
-        self.note_schedule_change(schedule, base_lr, total)
+        self.note_schedule_change(plan, total)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
         step_before = progress["step"]
         try:
-            finished = self._run_steps(stage, settings, schedule, base_lr, total, bar)
+            finished = self._run_steps(stage, plan, total, bar)
         finally:
             bar.close()
         last = self.stats.records["validation"][-1:]
@@ -547,7 +566,7 @@ class LMRunnerBase:
             print(f"note: curriculum stage {stage.name!r} sets {', '.join(shadowed)} itself; what you typed for "
                   f"{'them' if len(shadowed) > 1 else 'it'} applies to the stages without their own")
 
-    def note_schedule_change(self, schedule, base_lr: float, total: int) -> None:
+    def note_schedule_change(self, plan: StagePlan, total: int) -> None:
         """The lr schedule spans the stage's steps, capped by max_steps: a resume that changes them (a larger
         max_steps, another batch_size) re-spans the rest of the schedule. Say so when it moves the lr."""
         progress = self.runner_c.progress
@@ -555,12 +574,12 @@ class LMRunnerBase:
         progress["stage_total"] = total
         if before is None or before == total or step == 0 or not self.world.is_main:
             return
-        was, now = schedule.lr(base_lr, step, before), schedule.lr(base_lr, step, total)
+        was, now = plan.lr(step, before), plan.lr(step, total)
         if not math.isclose(was, now, rel_tol=1e-6):
             print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
                   f"batch changed): its next step trains at lr {now:.3g}, not {was:.3g}")
 
-    def _run_steps(self, stage, settings: RunnerSettings, schedule, base_lr: float, total: int, bar) -> bool:
+    def _run_steps(self, stage, plan: StagePlan, total: int, bar) -> bool:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
 
         On an accelerator a step's loss is read only once the next step's work is queued, so the host
@@ -568,7 +587,7 @@ class LMRunnerBase:
         so tokens/s stays per step); whatever must see the step (a validation, a save, the
         end) reads it first. A CPU computes as it goes, so there each step is read at once.
         """
-        progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        progress, max_steps, settings = self.runner_c.progress, self.cfg.max_steps, plan.settings
         defer = self.defer_reads
         self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
         pending: StepLog | None = None
@@ -593,7 +612,7 @@ class LMRunnerBase:
             if batch is None:
                 finished = True
                 break
-            lr = schedule.lr(base_lr, progress["stage_step"], total)
+            lr = plan.lr(progress["stage_step"], total)
             self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
             samples_before = progress["samples"]
