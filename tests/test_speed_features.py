@@ -5,8 +5,8 @@ import torch
 
 from conftest import make_runner, run_cli
 from experiments.gpt2ish.model import GPT2ish
-from lmplay.runner.distributed import World
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu
+from lmplay.stats.speed import SpeedMeter
 
 
 def test_mfu_formula_for_gpt2ish_by_hand():
@@ -23,24 +23,24 @@ def test_mfu_formula_for_gpt2ish_by_hand():
     assert mfu(1000.0 * 6e9, None) is None
 
 
-def test_mfu_under_ddp_is_per_device(tmp_path):
-    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path)
-    runner.peak_flops = 1e12
-    assert runner.throughput(1000.0, 4e11)["mfu"] == pytest.approx(0.4)
-    runner.world = World(rank=0, size=4)  # the global batch's FLOPs are shared by 4 devices
-    assert runner.throughput(1000.0, 4e11) == {"tokens_per_second": 1000.0, "mfu": pytest.approx(0.1)}
+def test_mfu_under_ddp_is_per_device():
+    meter = SpeedMeter(torch.nn.Linear(4, 4), num_blocks=1, embed_dim=4, device=torch.device("cpu"), world_size=1)
+    meter.peak = 1e12  # a CPU has no entry in the peak table
+    assert meter.rates(1000.0, 4e11)["mfu"] == pytest.approx(0.4)
+    meter.world_size = 4  # the global batch's FLOPs are shared by 4 devices
+    assert meter.rates(1000.0, 4e11) == {"tokens_per_second": 1000.0, "mfu": pytest.approx(0.1)}
 
 
 def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=6"], tmp_path)
-    runner.peak_flops = 1e12  # a CPU has no entry in the peak table
+    runner.speed.peak = 1e12  # a CPU has no entry in the peak table
     widths, train_step = [], runner.train_step
     runner.train_step = lambda batch, settings: widths.append(batch.inputs.size(1)) or train_step(batch, settings)
     runner.train()
     records = runner.stats.records["train"]
     assert len(records) == len(widths) == 6 and min(widths) < runner.context_len  # rows batches are narrower
     for record, width in zip(records, widths):
-        expected = record["tokens_per_second"] * runner.flops_per_token(width) / 1e12
+        expected = record["tokens_per_second"] * runner.speed.flops_per_token(width) / 1e12
         assert record["mfu"] == pytest.approx(expected, rel=1e-9)
 
 

@@ -18,6 +18,7 @@ from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
 from lmplay.runner import base, checkpoint
+from lmplay.stats import speed
 
 
 def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
@@ -251,7 +252,8 @@ def test_tokens_per_second_leaves_out_validation_saving_and_opening_the_event_fi
         clock["now"] += 1.0
         return clock["now"]
 
-    monkeypatch.setattr(base, "time", SimpleNamespace(perf_counter=perf_counter, monotonic=perf_counter))
+    for module in (base, speed):
+        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=perf_counter, monotonic=perf_counter))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=24",
                           "runner.save_interval=40"], tmp_path)
     for name in ("validate", "save"):

@@ -31,7 +31,7 @@ from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
-from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
+from lmplay.stats.speed import SpeedMeter, format_speed
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
@@ -134,8 +134,6 @@ class LMRunnerBase:
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
         self.resume_hint = "run the same command to resume"  # a sweep's job names its sweep dir (lmplay.train)
-        self._window = (0.0, 0, 0.0)  # (time, tokens, flops) at the last train record: the next one's rates start there
-        self.flops_done = 0.0  # model FLOPs of the steps trained in this process
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
         # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
@@ -209,9 +207,8 @@ class LMRunnerBase:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
         self.note_run_settings()
-        self.peak_flops = peak_flops(self.device)
-        self._flops_shape = (matmul_params(self.model), self.count_blocks(),
-                             self.model.construction_args.get("embed_dim", 0))
+        self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
+                                self.device, self.world.size)
         self.ddp = None
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -589,7 +586,7 @@ class LMRunnerBase:
         """
         progress, max_steps, settings = self.runner_c.progress, self.cfg.max_steps, plan.settings
         defer = self.defer_reads
-        self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
+        self.speed.restart(progress["tokens"])
         pending: StepLog | None = None
         finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
@@ -620,12 +617,12 @@ class LMRunnerBase:
             progress["stage_step"] += 1
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
-            self.flops_done += batch.num_tokens * self.flops_per_token(batch.inputs.size(1))
+            self.speed.add(batch.num_tokens, batch.inputs.size(1))
             self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:
                 at = {k: progress[k] for k in ("step", "samples", "tokens")}
-                pending = StepLog.start(stage.name, lr, at, loss, correct, batch.num_tokens, self.flops_done)
+                pending = StepLog.start(stage.name, lr, at, loss, correct, batch.num_tokens, self.speed.flops_done)
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -637,7 +634,7 @@ class LMRunnerBase:
             if save:
                 self.save()
             if validate or save:  # tokens/s is training's: the next record's window starts after them
-                self._window = (time.perf_counter(), progress["tokens"], self.flops_done)
+                self.speed.restart(progress["tokens"])
         self.log_step(pending, bar)
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
@@ -656,15 +653,12 @@ class LMRunnerBase:
                     "no good checkpoint was saved yet, so a rerun starts over")
             raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
                                 f"model.corrupted.lmp for inspection, {good}; try a lower lr or grad_clip=1.0")
-        now, (start, tokens_before, flops_before) = time.perf_counter(), self._window
-        seconds = now - start
-        speed = self.throughput((log.at["tokens"] - tokens_before) / seconds, (log.flops - flops_before) / seconds)
-        self._window = (now, log.at["tokens"], log.flops)
+        speed = self.speed.read(log.at["tokens"], log.flops)
         opening = not self.stats.events_open
         self.record("train", log.stage, log.lr, {"loss": loss_value,
                                                  "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
         if opening and self.stats.events_open:  # tensorboard's import and a new event file: once a run, not a step's
-            self._window = (time.perf_counter(), log.at["tokens"], log.flops)
+            self.speed.restart(log.at["tokens"], log.flops)
         last_val = self.last_validation_loss()
         self.show_progress(bar, log.stage, f"step {log.at['step']} loss {loss_value:.3f} val "
                                 f"{'-' if last_val is None else round(last_val, 3)} "
@@ -679,20 +673,6 @@ class LMRunnerBase:
             print(f"{stage} {text}", flush=True)
             self._last_line = time.monotonic()
 
-    def flops_per_token(self, width: int) -> float:
-        """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
-        num_params, num_blocks, embed_dim = self._flops_shape
-        return flops_per_token(num_params, num_blocks, width, embed_dim)
-
-    def throughput(self, tokens_per_second: float, flops_per_second: float) -> dict[str, float]:
-        """tokens/s of the whole run (all ranks) and, on a GPU the peak table knows, MFU: each rank's share of
-        the FLOPs against one device's peak. Wall-clock values: the only ones a resume can't replay."""
-        speed = {"tokens_per_second": tokens_per_second}
-        value = mfu(flops_per_second / self.world.size, self.peak_flops)
-        if value is not None:
-            speed["mfu"] = value
-        return speed
-
     def last_validation_loss(self) -> float | None:
         records = self.stats.records["validation"]
         return records[-1]["loss"] if records else None
@@ -703,11 +683,6 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     preemption (submitit's SIGUSR2, or what SUBMITIT_PREEMPT_SIGNAL names)."""
     preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
     return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, preempt) if s is not None))
-
-
-def format_speed(speed: dict[str, float]) -> str:
-    text = f"{speed['tokens_per_second']:,.0f} tok/s"
-    return text + (f" MFU {speed['mfu']:.1%}" if "mfu" in speed else "")
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

@@ -1,0 +1,55 @@
+"""tokens/s and MFU of training, over the wall-clock windows between train records."""
+
+import time
+
+import torch
+from torch import nn
+
+from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
+
+
+class SpeedMeter:
+    """A train record's tokens/s and MFU cover the wall time since the record before it. What is not training (a
+    validation, a save, the first opening of the TensorBoard file) restarts the window after it, so its time
+    counts in no record: tokens/s is the loop's, and the cadence's cost shows in the run's wall time."""
+
+    def __init__(self, model: nn.Module, num_blocks: int, embed_dim: int, device: torch.device,
+                 world_size: int) -> None:
+        self.peak = peak_flops(device)
+        self.num_params, self.num_blocks, self.embed_dim = matmul_params(model), num_blocks, embed_dim
+        self.world_size = world_size
+        self.flops_done = 0.0  # model FLOPs of the steps trained in this process
+        self._start = (0.0, 0, 0.0)  # (time, tokens, flops) where the current window began
+
+    def flops_per_token(self, width: int) -> float:
+        """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
+        return flops_per_token(self.num_params, self.num_blocks, width, self.embed_dim)
+
+    def add(self, num_tokens: int, width: int) -> None:
+        """A step of `num_tokens` tokens in a batch `width` wide was trained."""
+        self.flops_done += num_tokens * self.flops_per_token(width)
+
+    def restart(self, tokens: int, flops: float | None = None) -> None:
+        """The next window begins now, at `tokens` seen and `flops` done (default: all done so far)."""
+        self._start = (time.perf_counter(), tokens, self.flops_done if flops is None else flops)
+
+    def read(self, tokens: int, flops: float) -> dict[str, float]:
+        """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here."""
+        now, (start, tokens_before, flops_before) = time.perf_counter(), self._start
+        self._start = (now, tokens, flops)
+        seconds = now - start
+        return self.rates((tokens - tokens_before) / seconds, (flops - flops_before) / seconds)
+
+    def rates(self, tokens_per_second: float, flops_per_second: float) -> dict[str, float]:
+        """tokens/s of the whole run (all ranks) and, on a GPU the peak table knows, MFU: each rank's share of
+        the FLOPs against one device's peak. Wall-clock values: the only ones a resume can't replay."""
+        speed = {"tokens_per_second": tokens_per_second}
+        value = mfu(flops_per_second / self.world_size, self.peak)
+        if value is not None:
+            speed["mfu"] = value
+        return speed
+
+
+def format_speed(speed: dict[str, float]) -> str:
+    text = f"{speed['tokens_per_second']:,.0f} tok/s"
+    return text + (f" MFU {speed['mfu']:.1%}" if "mfu" in speed else "")
