@@ -181,10 +181,11 @@ class OptimizerComponent(Component):
             if len(kwargs["betas"]) != 2:
                 raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
             kwargs["betas"] = tuple(kwargs["betas"])
-        if "fused" in signature_defaults(get_class(target)):
+        cls = get_class(target)
+        if "fused" in signature_defaults(cls):
             fused = args["fused"]
             kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
-        self.optimizer = get_class(target)(param_groups(model, args["weight_decay"]), **kwargs)
+        self.optimizer = cls(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
         if state and same_kind:
             settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
