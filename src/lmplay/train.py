@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> None:
     )
     from lmplay.runner.components import config_class
 
-    if not sys.stdout.isatty() or os.environ.get("TQDM_DISABLE"):
+    if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
         from lmplay.data.hf import quiet_progress_bars
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
