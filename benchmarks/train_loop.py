@@ -50,7 +50,7 @@ def build_runner(args, run_dir: Path):
     from hydra.utils import get_class
     from omegaconf import open_dict
 
-    from lmplay.cli import CONF_DIR
+    from lmplay.config import CONF_DIR
     from lmplay.runner import LMRunnerBase
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmplay.cli import CONF_DIR
+from lmplay.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from hydra.utils import get_class
 from torch import nn
 
 from conftest import compose_config, run_cli
-from lmplay.cli import CONF_DIR
+from lmplay.config import CONF_DIR
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.modules.lradd import LRAdd

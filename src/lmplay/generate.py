@@ -15,8 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import (CONF_DIR, HYDRA_VALUE_FLAGS, check_value_types, fail, override_value, quote,
-                        reader_may_stop, report, translate_flags)
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, translate_flags
+from lmplay.config import CONF_DIR, check_value_types, override_value
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file

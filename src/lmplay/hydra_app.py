@@ -22,7 +22,8 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from lmplay.cli import CONF_DIR, HYDRA_VALUE_FLAGS, fail, root_config
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail
+from lmplay.config import CONF_DIR, root_config
 from lmplay.errors import ConfigError
 
 

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmplay.cli import CONF_DIR, run_main
+from lmplay.cli import run_main
+from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError
 
 REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"

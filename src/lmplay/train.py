@@ -11,7 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.cli import CONF_DIR, check_value_types, override_key, report, translate_flags
+from lmplay.cli import report, translate_flags
+from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import hold_run_dir, release_run_dir, set_aside_old_checkpoints
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app

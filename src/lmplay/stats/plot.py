@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from lmplay.cli import override_key
+from lmplay.config import override_key
 from lmplay.errors import ConfigError
 from lmplay.stats.runs import HELD_OUT_CAUSE, Run
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lmplay.cli import override_key, override_value
+from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 
 STATS = "stats.json"

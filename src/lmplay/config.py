@@ -1,0 +1,53 @@
+"""lmplay's config tree: where it lives, its root file, and reading what a command line typed into it."""
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lmplay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@functools.cache
+def root_config(name: str = "config") -> "DictConfig":
+    """conf/<name>.yaml as written (its own keys and defaults, before any group or override); read once."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(CONF_DIR) / f"{name}.yaml")
+
+
+def override_key(override: str) -> str:
+    """`+optimizer.lr=1e-3` -> `optimizer.lr`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The text typed for `key` (the last one, as Hydra takes it), or None."""
+    return next((o.split("=", 1)[1] for o in reversed(overrides) if override_key(o) == key and "=" in o), None)
+
+
+def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | None = None) -> None:
+    """Each top-level true/false, integer or number key of conf/<name>.yaml holds a value of that kind (keys in
+    `nullable`, which default to null or accept it, hold the kind given or null). Hydra reads `fresh=no` as
+    the string 'no', which Python takes as true: for `fresh` that would wipe the run it meant to keep."""
+    from omegaconf import OmegaConf
+
+    nullable = nullable or {}
+    defaults = OmegaConf.to_container(root_config(name), resolve=False)
+    for key, default in defaults.items():
+        kind = nullable.get(key, type(default))
+        if kind not in (bool, int, float) or key not in cfg:
+            continue
+        value = cfg[key]
+        if value is None and key in nullable:
+            continue
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+            what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+            raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if key in nullable else ""))
+        if key == "seed" and not -2**63 <= value < 2**64:  # torch's generators take a 64-bit seed
+            raise ConfigError(f"seed={value} is out of torch's range, -2**63 to 2**64-1; use a smaller one, e.g. seed=1")
