@@ -212,9 +212,10 @@ def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     assert "model.vocab_size" not in proc.stdout  # it follows from the tokenizer: nothing to type
 
 
-def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None):
-    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=40",
-                          "runner.save_interval=24"], tmp_path / name)
+def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None, log_interval: int = 1,
+                  validation_interval: int = 40):
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", f"runner.validation_interval={validation_interval}",
+                          "runner.save_interval=24", f"runner.log_interval={log_interval}"], tmp_path / name)
     runner.defer_reads = defer
     if poison_after is not None:
         real, calls = runner.model.loss_terms, {"n": 0}
@@ -286,6 +287,32 @@ def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
     good = checkpoint.load(tmp_path / "nan" / "model.lmp")
     assert good["components"]["runner"]["state"]["progress"]["step"] == 3  # saves every 3 steps (24 samples)
     assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())
+
+
+def test_a_nan_between_loss_reads_is_caught_by_the_next_save_which_writes_nothing_bad(tmp_path):
+    """With log_interval=4 the loss is read at steps 4 and 8; the weights went NaN at step 5 and the save at step 6
+    wrote them as model.lmp (and rotated the good one to .bak), and the error then called it the good one. Now
+    the validation at step 5 stops the run, and without it the save at step 6 does."""
+    with pytest.raises(DivergedError, match=r"validation loss became nan at step 5 .*model.lmp is the last good"):
+        train_records(tmp_path, "nan", False, poison_after=8, log_interval=4)
+    with pytest.raises(DivergedError, match=r"the weights are NaN or inf at step 6 .*model.lmp is the last good"):
+        train_records(tmp_path, "nan_no_val", False, poison_after=8, log_interval=4, validation_interval=1000)
+    good = checkpoint.load(tmp_path / "nan" / "model.lmp")
+    assert good["components"]["runner"]["state"]["progress"]["step"] == 3
+    assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())
+
+
+def test_a_record_of_several_steps_holds_their_mean_and_the_last_steps_get_one(tmp_path):
+    """log_interval=5 recorded step 5's and step 10's own loss as if it were the five steps', and nothing of
+    steps 11-12."""
+    each = train_records(tmp_path, "each", False)[0]
+    five = train_records(tmp_path, "five", False, log_interval=5)[0]
+    assert [r["step"] for r in five] == [5, 10, 12]
+    for record, steps in zip(five, (each[0:5], each[5:10], each[10:12])):
+        tokens = [b["tokens"] - a["tokens"] for a, b in zip([{"tokens": 0}, *each], each)][steps[0]["step"] - 1:
+                                                                                          steps[-1]["step"]]
+        assert record["loss"] == pytest.approx(sum(r["loss"] * t for r, t in zip(steps, tokens)) / sum(tokens))
+        assert record["accuracy"] == pytest.approx(sum(r["accuracy"] * t for r, t in zip(steps, tokens)) / sum(tokens))
 
 
 def test_a_stages_overrides_hold_in_that_stage_only_and_shadowing_a_typed_value_is_said(tmp_path, capsys):

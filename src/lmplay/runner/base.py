@@ -35,6 +35,7 @@ from lmplay.stats.speed import SpeedMeter, format_speed
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
+CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
 
 
@@ -81,15 +82,16 @@ class StepLog:
     stage: str
     lr: float
     at: dict[str, int]  # step, samples, tokens after the step
-    loss: torch.Tensor
+    loss: torch.Tensor  # summed over the record's steps' tokens, as are correct and num_tokens
     correct: torch.Tensor
     ready: "torch.cuda.Event | None"  # on a GPU, recorded once the copies to the host are done
     num_tokens: int
+    steps: int
     flops: float  # the model FLOPs done so far, after the step (for MFU over the record's window)
 
     @classmethod
     def start(cls, stage: str, lr: float, at: dict[str, int], loss: torch.Tensor, correct: torch.Tensor,
-              num_tokens: int, flops: float) -> "StepLog":
+              num_tokens: int, steps: int, flops: float) -> "StepLog":
         """Queue the copies of the step's loss and correct count to the host right behind the step's kernels.
 
         On a GPU they go to pinned memory without waiting, and an event marks their end. `.item()` at
@@ -101,7 +103,7 @@ class StepLog:
             loss, correct = loss.to("cpu", non_blocking=True), correct.to("cpu", non_blocking=True)
             ready = torch.cuda.Event()
             ready.record()
-        return cls(stage, lr, at, loss, correct, ready, num_tokens, flops)
+        return cls(stage, lr, at, loss, correct, ready, num_tokens, steps, flops)
 
     def read(self) -> tuple[float, int]:
         """The loss and correct count, once this step (and no later one) is done."""
@@ -373,11 +375,27 @@ class LMRunnerBase:
         state = self.progress_state()
         if self._saved.get(name, self._resumed_state if path.exists() else None) == state:
             return path
+        if name != CORRUPTED and not self.weights_finite():  # a step between loss reads (log_interval > 1) blew up
+            self.diverged(f"the weights are NaN or inf at step {self.runner_c.progress['step']}",
+                          self.curriculum.stages[self.curriculum.stage_index].name)
         if self.world.is_main:
             self.stats.flush()
             checkpoint.save(self.archive(), path)
         self._saved[name] = state
         return path
+
+    def weights_finite(self) -> bool:
+        """One device sync for all parameters: what a save checks, so a checkpoint never holds NaN weights."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+
+    def diverged(self, what: str, stage: str) -> None:
+        """Stop a run whose loss or weights are no longer finite: dump them for inspection and say which
+        checkpoint is good (every save checks its weights, so model.lmp, where there is one, is)."""
+        self.save(CORRUPTED)
+        good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
+                "no good checkpoint was saved yet, so a rerun starts over")
+        raise DivergedError(f"{what} (stage {stage}); wrote {CORRUPTED} for inspection, {good}; try a lower lr or "
+                            f"grad_clip=1.0")
 
     def progress_state(self) -> tuple[int, ...]:
         """What a checkpoint's training state comes down to: equal tuples, equal checkpoints."""
@@ -389,7 +407,7 @@ class LMRunnerBase:
     def train_step(self, batch: Batch, settings: RunnerSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step over `batch`, accumulated in mini-batches so it equals one big batch.
 
-        Returns this rank's share of the batch loss and correct count (on one process: all of it).
+        Returns this rank's share of the batch's summed loss and correct count (on one process: all of it).
         Under DDP each rank takes its share of the samples; gradients are all-reduced only on the
         last mini-batch, and scaling by the world size turns DDP's average back into the batch's sum.
         """
@@ -415,7 +433,7 @@ class LMRunnerBase:
         self.scaler.step(optimizer)
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return loss_total / total_tokens, correct_total
+        return loss_total, correct_total
 
     @torch.no_grad()
     def validate(self, settings: RunnerSettings) -> dict[str, float] | None:
@@ -450,6 +468,8 @@ class LMRunnerBase:
     def validation_record(self, stage: str, lr: float, settings: RunnerSettings) -> None:
         """Validate and record (nothing when the plan holds nothing out)."""
         values = self.validate(settings)
+        if values is not None and not math.isfinite(values["loss"]):
+            self.diverged(f"validation loss became {values['loss']} at step {self.runner_c.progress['step']}", stage)
         held_out = self.curriculum.held_out_rows()
         if values is None and held_out and stage not in self._no_validation_noted and self.world.is_main:
             self._no_validation_noted.add(stage)
@@ -588,6 +608,7 @@ class LMRunnerBase:
         defer = self.defer_reads
         self.speed.restart(progress["tokens"])
         pending: StepLog | None = None
+        window: tuple = (None, None, 0, 0)  # loss and correct sums, tokens and steps since the last record
         finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
@@ -612,6 +633,9 @@ class LMRunnerBase:
             lr = plan.lr(progress["stage_step"], total)
             self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
+            if window[3]:
+                loss, correct = window[0] + loss, window[1] + correct
+            window = (loss, correct, window[2] + batch.num_tokens, window[3] + 1)
             samples_before = progress["samples"]
             progress["step"] += 1
             progress["stage_step"] += 1
@@ -620,9 +644,8 @@ class LMRunnerBase:
             self.speed.add(batch.num_tokens, batch.inputs.size(1))
             self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
-            if progress["step"] % settings.log_interval == 0:
-                at = {k: progress[k] for k in ("step", "samples", "tokens")}
-                pending = StepLog.start(stage.name, lr, at, loss, correct, batch.num_tokens, self.speed.flops_done)
+            if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
+                pending, window = self.step_log(stage.name, lr, window), (None, None, 0, 0)
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -636,27 +659,32 @@ class LMRunnerBase:
             if validate or save:  # tokens/s is training's: the next record's window starts after them
                 self.speed.restart(progress["tokens"])
         self.log_step(pending, bar)
+        if window[3]:  # the last steps, short of a log_interval
+            self.log_step(self.step_log(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], window), bar)
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
                   f"and prompts that fill the context_len={self.context_len} window)")
         return finished
+
+    def step_log(self, stage: str, lr: float, window: tuple) -> StepLog:
+        """A record of the steps in `window` (loss and correct sums, tokens, steps), at the run's progress now."""
+        at = {k: self.runner_c.progress[k] for k in ("step", "samples", "tokens")}
+        return StepLog.start(stage, lr, at, *window, self.speed.flops_done)
 
     def log_step(self, log: "StepLog | None", bar) -> None:
         """Read a step's loss and accuracy from the device, stop on NaN/Inf, and record them with tokens/s
         over the time since the last record."""
         if log is None:
             return
-        loss_value, correct_value = self.world.sum(*log.read())
+        loss_sum, correct = self.world.sum(*log.read())
+        loss_value = loss_sum / log.num_tokens
         if not math.isfinite(loss_value):
-            self.save("model.corrupted.lmp")
-            good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
-                    "no good checkpoint was saved yet, so a rerun starts over")
-            raise DivergedError(f"loss became {loss_value} at step {log.at['step']} (stage {log.stage}); wrote "
-                                f"model.corrupted.lmp for inspection, {good}; try a lower lr or grad_clip=1.0")
+            when = "at" if log.steps == 1 else f"in the {log.steps} steps up to"
+            self.diverged(f"loss became {loss_value} {when} step {log.at['step']}", log.stage)
         speed = self.speed.read(log.at["tokens"], log.flops)
         opening = not self.stats.events_open
-        self.record("train", log.stage, log.lr, {"loss": loss_value,
-                                                 "accuracy": correct_value / max(log.num_tokens, 1), **speed}, log.at)
+        self.record("train", log.stage, log.lr, {"loss": loss_value, "accuracy": correct / log.num_tokens, **speed},
+                    log.at)
         if opening and self.stats.events_open:  # tensorboard's import and a new event file: once a run, not a step's
             self.speed.restart(log.at["tokens"], log.flops)
         last_val = self.last_validation_loss()
