@@ -502,3 +502,21 @@ def test_a_key_typed_inside_the_checkpoints_data_plan_changes_that_plan(tmp_path
     resumed = run_cli("lmplay.train", *run, "max_steps=3", "curriculum.stages.0.epochs=3", check=True)
     assert "small.txt" in resumed.stdout and "3.0 epochs" in resumed.stdout
     assert "curriculum.stages.0.epochs=3 (was 1)" in resumed.stdout.split("command line:")[1].splitlines()[0]
+
+
+def test_a_resumed_runs_saved_config_is_the_run_it_trains_not_the_commands_defaults(tmp_path):
+    """.hydra/config.yaml and the checkpoint's config said AdamW, lr 0.003, batch 8, seed 1337 after a resume of
+    an SGD run at lr 0.01, batch 16, seed 5 that the start report rightly called SGD."""
+    import yaml
+
+    run = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *run, "max_steps=2", "optimizer=sgd", "lr=1e-2", "scheduler=cosine", "batch_size=16",
+            "grad_clip=0.5", "seed=5", check=True)
+    run_cli("lmplay.train", *run, "max_steps=3", check=True)
+    saved = yaml.safe_load((tmp_path / "run" / ".hydra" / "config.yaml").read_text())
+    stored = yaml.safe_load(checkpoint.load(tmp_path / "run" / "model.lmp")["config"])
+    for cfg in (saved, stored):
+        assert cfg["optimizer"]["_target_"] == "torch.optim.SGD" and cfg["optimizer"]["lr"] == cfg["lr"] == 0.01
+        assert cfg["scheduler"]["_target_"] == "lmplay.runner.schedules.Cosine"
+        assert cfg["runner"]["batch_size"] == cfg["batch_size"] == 16 and cfg["grad_clip"] == 0.5
+        assert cfg["seed"] == 5 and cfg["max_steps"] == 3  # what this command typed is there too

@@ -42,7 +42,8 @@ def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
 
 
 def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
-    """Write .hydra/ as Hydra would, but only once the run has started cleanly."""
+    """Write .hydra/ as Hydra would, but only once the run has started cleanly, and with the config the run trains
+    with (a resume's settled one, resolved)."""
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
     hydra_cfg = HydraConfig.get()
@@ -96,7 +97,7 @@ def train(cfg: DictConfig) -> None:
         print(f"resuming {ckpt_path} (fresh=true starts over)")
     runner.setup(ckpt)
     if runner.world.is_main:
-        save_hydra_config(cfg, run_dir, resumed=ckpt is not None)
+        save_hydra_config(runner.settled_config(), run_dir, resumed=ckpt is not None)
         if cfg.fresh and (aside := set_aside_old_checkpoints(run_dir)):
             print(f"fresh=true: the replaced run's checkpoints are kept in {aside}")
     print(runner.describe())

@@ -25,7 +25,7 @@ from lmplay.device import amp_dtype, autocast, pick_device
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
-from lmplay.runner.component import Provenance
+from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, init_world
 from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
@@ -357,10 +357,33 @@ class LMRunnerBase:
         return [name for name, on in features.items() if on]
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def settled_config(self) -> DictConfig:
+        """The config this run trains with: the composed one, resolved, with what the components settled put
+        back. On a resume those are the checkpoint's (its optimizer and schedule, batch sizes, data plan,
+        architecture, seed) where this command did not retype them, and the composed config holds this command's
+        defaults instead: .hydra/config.yaml and the checkpoint must describe the run, not the last command."""
+        cfg = OmegaConf.to_container(self.cfg, resolve=True)
+        for component in (self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c, self.curriculum_c):
+            group, schema = cfg[component.group], component.advertise()
+            target = getattr(component, "target", group.get("_target_"))
+            if target != group.get("_target_"):  # the class the run was built with: none of the composed keys apply
+                group = cfg[component.group] = {"_target_": target}
+            for key, value in component.args.items():
+                if key in component.reported_as:  # the model's tokenizer, context_len: top-level keys
+                    if component.reported_as[key]:
+                        cfg[component.reported_as[key]] = value
+                elif key in group or not same(value, schema.get(key)):
+                    group[key] = value
+            for key, alias in self.interpolated_keys(component.group).items():  # `lr: ${lr}`: the alias says it too
+                if alias in cfg and key in group:
+                    cfg[alias] = group[key]
+        cfg["seed"] = self.seed
+        return OmegaConf.create(cfg)
+
     @cached_property
     def config_yaml(self) -> str:
-        """The resolved config, for `lmplay.inspect`; built once (~20 ms) because the runner never changes it."""
-        return OmegaConf.to_yaml(self.cfg, resolve=True)
+        """The settled config, for `lmplay.inspect`; built once (~20 ms) because the runner never changes it."""
+        return OmegaConf.to_yaml(self.settled_config())
 
     def archive(self) -> dict[str, Any]:
         parts = (self.curriculum_c, self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c)
