@@ -64,3 +64,14 @@ def test_a_min_lr_above_the_lr_is_refused_before_training(tmp_path, overrides, m
 
     with pytest.raises(ConfigError, match=message):
         make_runner(["exp=test_runner", "device=cpu", *overrides], tmp_path)
+
+
+def test_a_stage_scheduler_override_the_schedule_cannot_take_names_the_stage(tmp_path):
+    """Was `scheduler: unknown key 'warmup_fraction'; valid keys: ` (nothing), with no stage and nothing typed."""
+    from conftest import make_runner
+
+    stages = ("curriculum.stages=[{name: c, datasets: [shakespeare], steps: 5, "
+              "overrides: {scheduler: {warmup_fraction: 0.5}}}]")
+    with pytest.raises(ConfigError, match=r"^curriculum stage 'c' \(its overrides' scheduler\): scheduler: unknown key "
+                                          r"'warmup_fraction'; it takes none$"):
+        make_runner(["exp=test_runner", "device=cpu", "scheduler=constant", stages], tmp_path)

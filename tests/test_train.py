@@ -504,3 +504,12 @@ def test_held_out_rows_that_make_no_validation_batch_are_said_once(tmp_path, tin
     assert proc.stdout.count("note: stage 'text_file' holds 1 rows out for validation, but they make no validation "
                              "batch (packed batching, context_len=64") == 1
     assert not json.loads((tmp_path / "run" / "stats.json").read_text())["validation"]
+
+
+def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
+    """scheduler=constant warmup_fraction=0.25 trained at a constant lr, said nothing, and was labelled a warmup run."""
+    proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=2", "scheduler=constant", "warmup_fraction=0.25",
+                   "curriculum=text_file", f"curriculum.path={REPO / 'README.md'}", check=True)
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note:")]
+    assert notes == ["note: warmup_fraction=0.25 changes nothing in this run: no config group it uses reads it (it is "
+                     "read by scheduler=cosine, scheduler=warmup, scheduler=wsd)"]

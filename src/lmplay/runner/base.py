@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.config import root_config
+from lmplay.config import CONF_DIR, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device
@@ -36,6 +36,7 @@ from lmplay.stats.speed import SpeedMeter, format_speed
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
+GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
 
 
@@ -209,6 +210,7 @@ class LMRunnerBase:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
         self.note_run_settings()
+        self.note_unread_keys()
         self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
                                 self.device, self.world.size)
         self.ddp = None
@@ -241,6 +243,19 @@ class LMRunnerBase:
                 continue
             source = "command line" if key in self.overridden else "checkpoint" if value != self.cfg[key] else "config"
             self.provenance.add("", key, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value, source)
+
+    def note_unread_keys(self) -> None:
+        """A top-level key that only the groups read (`warmup_fraction: ${warmup_fraction}`), typed while no chosen
+        group reads it (scheduler=constant), changes nothing, yet the run would be labelled by it: say so."""
+        read = {alias for group in GROUPS for alias in self.interpolated_keys(group).values()}
+        for key in sorted(self.overridden - read - set(RUN_KEYS) - {"tokenizer", "context_len", "run_name"}):
+            if "." in key:  # a group's own key: its group reads it
+                continue
+            readers = [f"{group}={p.stem}" for group in GROUPS for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
+                       if "${" + key + "}" in p.read_text()]
+            if readers and self.world.is_main:
+                print(f"note: {key}={self.cfg[key]} changes nothing in this run: no config group it uses reads it "
+                      f"(it is read by {', '.join(readers)})")
 
     @property
     def compile_options(self) -> dict[str, Any]:
@@ -568,8 +583,11 @@ class LMRunnerBase:
     def stage_plan(self, stage) -> StagePlan:
         """The settings, lr schedule, lr and weight decay a stage trains with: the run's, under its overrides."""
         overrides = stage.overrides
-        return StagePlan(self.runner_c.stage_settings(overrides, stage.name, self.world.size),
-                         self.scheduler_c.for_stage(overrides.get("scheduler")),
+        try:
+            schedule = self.scheduler_c.for_stage(overrides.get("scheduler"))
+        except ConfigError as e:  # the key came from the curriculum's file, not from anything typed
+            raise ConfigError(f"curriculum stage '{stage.name}' (its overrides' scheduler): {e}") from None
+        return StagePlan(self.runner_c.stage_settings(overrides, stage.name, self.world.size), schedule,
                          overrides.get("lr", self.optimizer_c.base_lr),
                          overrides.get("weight_decay", self.optimizer_c.args["weight_decay"]))
 

@@ -61,7 +61,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
     """An unknown or ill-typed key is a ConfigError naming the component, the key and the valid keys."""
     for key, value in args.items():
         if key not in schema:
-            raise ConfigError(f"{component}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
+            valid = f"valid keys: {', '.join(sorted(schema))}" if schema else "it takes none"
+            raise ConfigError(f"{component}: unknown key '{key}'; {valid}")
         if not _type_ok(value, schema[key]):
             kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")

@@ -61,7 +61,8 @@ class Cosine(Schedule):
 
 @dataclass
 class WarmupStableDecay(Schedule):
-    """Warmup, hold the base lr, then decay linearly to min_lr over the last decay_fraction of the stage."""
+    """Warmup, hold the base lr, then decay linearly to min_lr over the last decay_fraction of the steps after the
+    warmup (of the stage's steps, without warmup)."""
 
     decay_fraction: float = 0.2
 
