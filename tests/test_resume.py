@@ -353,8 +353,9 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
         raise failure
 
     monkeypatch.setattr(torch, "save", half_write)
-    with pytest.raises(OutputError, match="could not write checkpoint .*model.lmp.*the previous one is intact"):
+    with pytest.raises(OutputError, match="could not write checkpoint .*model.lmp.*the previous one is intact") as e:
         checkpoint.save(plain_checkpoint(torch.zeros(3)), path)
+    assert ("is the disk full (" in str(e.value)) == isinstance(failure, RuntimeError)  # torch's own words name no cause
     with pytest.raises(OutputError, match="could not write checkpoint .*model.first.lmp.*none was written before it"):
         checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.first.lmp")  # nothing to keep: no claim
     monkeypatch.undo()

@@ -9,6 +9,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -82,6 +83,9 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+        if not getattr(e, "strerror", None):  # torch's writer names no cause: the usual ones are these
+            free = shutil.disk_usage(path.parent).free / 2**20
+            reason += f"; is the disk full ({free:,.0f} MiB free there), or a file-size limit (ulimit -f) in the way?"
         kept = "the previous one is intact" if path.is_file() else "none was written before it"
         raise OutputError(f"could not write checkpoint {path} ({reason}); {kept}") from None
     except BaseException:
