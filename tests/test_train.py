@@ -195,7 +195,7 @@ def test_without_a_terminal_progress_comes_as_plain_lines(tiny_run_args):
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if "validation loss" in line] == [
         "shakespeare step 0", "shakespeare step 10", "shakespeare step 20"]
-    assert any(line.startswith("shakespeare step 1 loss ") and "tok/s" in line for line in lines)
+    assert any(line.startswith("shakespeare step 1 loss ") and "tok/s [1/20 of the stage, ETA " in line for line in lines)
 
 
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):

@@ -602,6 +602,7 @@ class LMRunnerBase:
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_schedule_change(plan, total)
+        self._stage_clock = (time.monotonic(), progress["stage_step"], total)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
         step_before = progress["step"]
@@ -739,8 +740,16 @@ class LMRunnerBase:
         if not self.plain_progress:
             bar.set_postfix_str(text, refresh=False)
         elif time.monotonic() - self._last_line >= PLAIN_LINE_SECONDS:
-            print(f"{stage} {text}", flush=True)
+            print(f"{stage} {text}{self.stage_eta()}", flush=True)
             self._last_line = time.monotonic()
+
+    def stage_eta(self) -> str:
+        """What the bar shows and a log line lacks: how far into its stage the run is, and the time left."""
+        start, first_step, total = self._stage_clock
+        step = self.runner_c.progress["stage_step"]
+        done, left = step - first_step, max(total - step, 0)
+        eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if done else ""
+        return f" [{step:,}/{total:,} of the stage{eta}]"
 
     def last_validation_loss(self) -> float | None:
         records = self.stats.records["validation"]
