@@ -89,13 +89,17 @@ def test_a_long_prompt_is_cut_with_a_notice_and_generation_goes_past_the_context
 
 
 def test_command_line_forms_become_safe_overrides():
-    assert normalize(["prompt=It's late, Bob", "top_k=5"]) == ["top_k=5", "prompt='It\\'s late, Bob'"]
+    assert normalize(["prompt=It's late, Bob", "top_k=5"]) == ["prompt='It\\'s late, Bob'", "top_k=5"]
     assert normalize(["prompt='already quoted'"]) == ["prompt='already quoted'"]
     assert normalize(["Once upon a time", "prompt=[a,b]"]) == ["prompt=['Once upon a time','a','b']"]
     assert normalize(["prompt=[a\\,b, c]"]) == ["prompt=['a,b','c']"]  # Hydra's escaped comma is the prompt's
     assert normalize(["prompt=[a, ]"]) == ["prompt=[a, ]"]  # left for Hydra to refuse, not an empty prompt
     assert normalize(["--cfg", "job", "checkpoint=my model, v2.lmp"]) == ["--cfg", "job",
                                                                           "checkpoint='my model, v2.lmp'"]
+    # a bare word holding `=` is a prompt unless it names a setting (or nearly does: a typo is an error)
+    assert normalize(["x = 1 + 2", "E=mc^2", "seed=3", "max_new_token=5"]) == [
+        "prompt=['x = 1 + 2','E=mc^2']", "seed=3", "max_new_token=5"]
+    assert normalize(["hi", "--cfg", "job"]) == ["prompt=hi", "--cfg", "job"]  # Hydra's overrides come first
 
 
 def foreign_files(tmp_path: Path) -> dict[str, Path]:

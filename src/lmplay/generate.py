@@ -7,6 +7,8 @@
 The checkpoint names its experiment; the model's code comes from the registry, never from the file.
 """
 
+import difflib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, translate_flags
-from lmplay.config import CONF_DIR, check_value_types, override_value
+from lmplay.config import CONF_DIR, check_value_types, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file
@@ -83,10 +85,20 @@ def takes_value(flag: str, rest: list[str]) -> bool:
     return flag in HYDRA_FLAGS_WITH_VALUE or (flag in ("--info", "-i") and rest[0] in INFO_CHOICES)
 
 
+def is_override(key: str) -> bool:
+    """Whether `key=...` on generate's command line sets something, or is a prompt that holds `=` (`x = 1 + 2`,
+    `E=mc^2`): a key of conf/generate.yaml or Hydra's, or a name close to one (a typo is an error, not a prompt)."""
+    name = key.lstrip("+~")
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", name):
+        return False
+    known = list(root_config("generate"))
+    return name.split(".")[0] in (*known, "hydra") or bool(difflib.get_close_matches(name, known, n=1))
+
+
 def normalize(argv: Sequence[str]) -> list[str]:
     """Hydra overrides from a command line: bare words and every `prompt=` become one `prompt=` override
-    (a list when there are several); checkpoint and file paths are quoted as text."""
-    prompts, out, args = [], [], list(argv)
+    (a list when there are several), where the first prompt stood; checkpoint and file paths are quoted as text."""
+    prompts, out, args, at = [], [], list(argv), None
     while args:
         arg = args.pop(0)
         key, eq, value = arg.partition("=")
@@ -96,14 +108,16 @@ def normalize(argv: Sequence[str]) -> list[str]:
             prompts.append(as_hydra_value(value))
         elif eq and key in TEXT_KEYS:
             out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
-        elif not eq and not arg.startswith("-"):
+        elif (not eq or not is_override(key)) and not arg.startswith("-"):
             prompts.append(quote(arg))
         else:
             out.append(arg)
+        if prompts and at is None:  # before any flag that follows: Hydra takes its overrides in one run of words
+            at = len(out)
     if len(prompts) == 1:
-        out.append(f"prompt={prompts[0]}")
+        out.insert(at, f"prompt={prompts[0]}")
     elif prompts:
-        out.append("prompt=[" + ",".join(p[1:-1] if p.startswith("[") else p for p in prompts) + "]")
+        out.insert(at, "prompt=[" + ",".join(p[1:-1] if p.startswith("[") else p for p in prompts) + "]")
     return out
 
 
