@@ -151,6 +151,16 @@ def test_stop_at_eot_ends_each_row_on_its_own():
     assert out == [[], []]
 
 
+def test_the_repetition_penalty_leaves_the_start_of_document_eot_alone():
+    """Every prompt starts with eot, which counted as seen text: a penalty made the end of a text less likely."""
+    model = tiny()
+    with torch.no_grad():
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(257))
+        model.lm_head.bias[EOT] = 5.0  # eot leads by a margin a penalty of 1e4 on it would overturn
+    config = GenerationConfig(max_new_tokens=5, repetition_penalty=1e4)
+    assert generate_tokens(model, prompts_of(3), config, eot_id=EOT) == [[]]  # it stops at once, as unpenalised
+
+
 def test_same_seed_same_samples_and_another_seed_others():
     model = tiny()
     config = GenerationConfig(max_new_tokens=40, do_sample=True, top_k=50, top_p=0.95, repetition_penalty=1.2)

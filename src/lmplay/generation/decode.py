@@ -146,7 +146,10 @@ def generate_tokens(model: torch.nn.Module, prompts: Sequence[Sequence[int]], co
     if config.max_new_tokens == 0:
         return new
     logits = decoder.prefill()
-    seen = seen_mask(windows.rows, logits.shape[-1], logits.device) if config.repetition_penalty != 1.0 else None
+    seen = None
+    if config.repetition_penalty != 1.0:
+        seen = seen_mask(windows.rows, logits.shape[-1], logits.device)
+        seen[:, eot_id] = False  # the eot each prompt starts with marks a document's start, not text it repeats
     for step in range(config.max_new_tokens):
         tokens = pick_next(logits, config, seen, generator)
         values = tokens.tolist()
