@@ -142,6 +142,17 @@ def test_one_string_or_no_prompts_is_a_clear_error_not_a_batch_of_characters():
             call([])
 
 
+def test_train_prompts_trains_on_every_token_of_a_text_longer_than_the_context():
+    """It kept the first context_len tokens of each text and dropped the rest without a word."""
+    model = tiny(context_len=16)
+    texts = ["a" * 50, "bc"]
+    loss, stats = model.train_prompts(texts)
+    assert stats["tokens"] == sum(len(t) + 1 for t in texts)  # each byte and the closing eot, once
+    windows = [model.train_prompts([t])[1] for t in ("a" * 15, "a" * 16)]
+    assert [w["tokens"] for w in windows] == [16, 17]  # one full window; one more token: a second sample
+    loss.backward()
+
+
 def test_stop_at_eot_ends_each_row_on_its_own():
     model = tiny()
     with torch.no_grad():

@@ -105,9 +105,12 @@ class LMBase(MBase):
         return loss_sum, top1_correct(flat_logits.detach(), flat_targets)  # detached: no autograd nodes to record
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text."""
-        eot = self.tokenizer.eot_id
-        rows = [np.array([eot, *ids, eot][: self.context_len + 1]) for ids in self._tokenize_batch(prompts)]
+        """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text.
+        A text longer than the context continues in more samples of the batch, as rows batching does: every
+        token of it is a target once."""
+        eot, width = self.tokenizer.eot_id, self.context_len
+        rows = [np.array(seq[start:start + width + 1]) for ids in self._tokenize_batch(prompts)
+                for seq in ([eot, *ids, eot],) for start in range(0, len(seq) - 1, width)]
         batch = collate([(row, np.ones(len(row), dtype=bool)) for row in rows], eot).to(self.device)
         num_tokens = batch.num_tokens
         loss_sum, correct = self.loss_terms(batch.inputs, batch.targets)
