@@ -136,6 +136,11 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}"], "error: no prompt"),
     (["prompt=hi"], "error: no checkpoint"),
+    (["checkpoint=null", "prompt=hi"], "error: checkpoint=null is not a path; give one"),  # were Hydra tracebacks
+    (["checkpoint=[a,b]", "prompt=hi"], "error: checkpoint=['a', 'b'] is not a path"),
+    (["checkpoint=", "prompt=hi"], "error: checkpoint='' is not a path"),  # was ./model.lmp, silently
+    (["checkpoint={model}", "prompt=hi", "prompt_file=[a,b]"], "error: prompt_file=['a', 'b'] is not a path"),
+    (["checkpoint=d${{HOME}}", "prompt=hi"], "error: checkpoint d${HOME} does not exist"),
     (["checkpoint={model}", "prompt=hi", "+tempreture=0.5"], "unknown key 'tempreture' (did you mean temperature?)"),
 ])
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_path, args, message):

@@ -135,12 +135,29 @@ def typed_prompts(cfg: DictConfig) -> list[str]:
     return [raw]
 
 
+def typed_path(cfg: DictConfig, key: str) -> str | None:
+    """A path key's text (`${oc.env:RUNS}/x` resolved where it can be, else as typed), or None for null: a list,
+    a number or an empty value is one line, not Hydra's traceback or the current directory."""
+    raw = OmegaConf.to_container(cfg, resolve=False)[key]
+    if raw is None and key == "prompt_file":
+        return None
+    if isinstance(raw, str) and "${" in raw:
+        try:
+            raw = str(OmegaConf.select(cfg, key, throw_on_resolution_failure=True))
+        except Exception:  # noqa: BLE001 - no such variable: the text as typed is the path
+            pass
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{key}={'null' if raw is None else repr(raw)} is not a path; give one, e.g. {key}=" +
+                          ("outputs/gpt2ish_mini" if key == "checkpoint" else "prompts.txt"))
+    return raw
+
+
 def read_prompts(cfg: DictConfig) -> list[str]:
     """prompt (one or a list) then the lines of prompt_file. An empty prompt samples from the start of a document
     (the eot token every prompt begins with), as nanoGPT's sample.py does from its start token."""
     prompts = typed_prompts(cfg)
-    if cfg.prompt_file is not None:
-        path = Path(cfg.prompt_file)
+    if (prompt_file := typed_path(cfg, "prompt_file")) is not None:
+        path = Path(prompt_file)
         if not path.is_file():
             raise ConfigError(f"prompt_file={path} " + ("is a directory; give a file, one prompt per line"
                                                        if path.is_dir() else "does not exist"))
@@ -182,7 +199,7 @@ def generate(cfg: DictConfig) -> list[str]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")
-    path = checkpoint_file(cfg.checkpoint)  # a run dir stands for its model.lmp
+    path = checkpoint_file(typed_path(cfg, "checkpoint"))  # a run dir stands for its model.lmp
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     config = settings(cfg)
