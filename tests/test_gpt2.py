@@ -185,6 +185,19 @@ def test_importer_refuses_what_is_not_gpt2(hf_model, tmp_path):
     torch.save(state, tmp_path / "pytorch_model.bin")
     with pytest.raises(ConfigError, match="activation_function='relu'"):
         build_checkpoint(str(tmp_path))
+    # what were tracebacks, or a file written with damaged weights or a blamed flag nobody typed
+    wpe = next(k for k in state if k.endswith("wpe.weight"))
+    broken = {"no_wpe.bin": ({k: v for k, v in state.items() if k != wpe}, r"not a GPT-2 state dict: no wpe.weight"),
+              "nan.bin": ({**state, wpe: torch.full_like(state[wpe], float("nan"))}, r"wpe.weight holds NaN or inf")}
+    for name, (weights, message) in broken.items():
+        torch.save(weights, tmp_path / name)
+        with pytest.raises(ConfigError, match=message):
+            build_checkpoint(str(tmp_path / name), num_heads=4)
+    for text, message in (("{not json", r"config.json is not JSON"), ("[1, 2]", r"is not a JSON object of settings"),
+                          ('{"n_head": 3}', r"config.json's n_head=3 does not divide the embedding width 32")):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            build_checkpoint(str(tmp_path))
 
 
 @pytest.mark.parametrize("exp, params", [("gpt2", 124_439_808), ("gpt2_medium", 354_823_168),

@@ -90,7 +90,12 @@ def read_config(path: Path | None) -> dict:
     """config.json, after refusing GPT-2 variants this architecture does not compute."""
     if path is None:
         return {}
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not JSON ({e}); use the model's config.json, or leave it out") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} is not a JSON object of settings (it holds a {type(config).__name__})")
     problems = []
     if config.get("model_type", "gpt2") != "gpt2":
         problems.append(f"model_type={config['model_type']!r} (only gpt2)")
@@ -131,8 +136,14 @@ def to_lmplay(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if unknown:
         raise ConfigError(f"not a GPT-2 state dict: unexpected tensors {', '.join(unknown[:5])}"
                           f"{' ...' if len(unknown) > 5 else ''}")
-    if "embed.tok.weight" not in out:
-        raise ConfigError("not a GPT-2 state dict: no token embedding (wte.weight)")
+    for name, hf_name in (("embed.tok.weight", "wte.weight"), ("embed.pos.weight", "wpe.weight")):
+        if name not in out:
+            raise ConfigError(f"not a GPT-2 state dict: no {hf_name}")
+        if out[name].dim() != 2:
+            raise ConfigError(f"not a GPT-2 state dict: {hf_name} has shape {list(out[name].shape)}, not [rows, width]")
+    bad = next((hf_key for hf_key, tensor in hf.items() if not torch.isfinite(tensor).all()), None)
+    if bad is not None:
+        raise ConfigError(f"{bad} holds NaN or inf values: these weights are damaged; nothing was written")
     head = out.pop("lm_head.weight", None)
     if head is not None and not torch.equal(head, out["embed.tok.weight"]):
         raise ConfigError("the output layer (lm_head.weight) differs from the token embedding; GPT-2 ties them")
@@ -145,12 +156,14 @@ def shape_of(weights: dict[str, torch.Tensor], config: dict, num_heads: int | No
     context_len = weights["embed.pos.weight"].shape[0]
     num_blocks = len({k.split(".")[1] for k in weights if k.startswith("blocks.")})
     heads = num_heads or config.get("n_head")
+    given = f"--num-heads {num_heads}" if num_heads else f"config.json's n_head={heads}"
     if heads is None:
         heads = max(1, embed_dim // 64)
-        print(f"notice: no config.json and no --num-heads; assuming GPT-2's 64-wide heads: {heads} heads",
-              file=sys.stderr)
-    if embed_dim % heads:
-        raise ConfigError(f"--num-heads {heads} does not divide the embedding width {embed_dim}")
+        given = f"the assumed {heads} heads"
+        print(f"notice: no config.json and no --num-heads; assuming GPT-2's 64-wide heads: {heads} "
+              f"head{'s' if heads > 1 else ''}", file=sys.stderr)
+    if not isinstance(heads, int) or heads < 1 or embed_dim % heads:
+        raise ConfigError(f"{given} does not divide the embedding width {embed_dim}; give --num-heads N")
     return {"vocab_size": vocab_size, "context_len": context_len, "num_blocks": num_blocks, "embed_dim": embed_dim,
             "num_heads": heads}
 
