@@ -7,6 +7,7 @@
 The checkpoint names its experiment; the model's code comes from the registry, never from the file.
 """
 
+import contextlib
 import difflib
 import re
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_value, root_config
@@ -142,10 +144,8 @@ def typed_path(cfg: DictConfig, key: str) -> str | None:
     if raw is None and key == "prompt_file":
         return None
     if isinstance(raw, str) and "${" in raw:
-        try:
+        with contextlib.suppress(OmegaConfBaseException):  # one that cannot resolve: the text as typed is the path
             raw = str(OmegaConf.select(cfg, key, throw_on_resolution_failure=True))
-        except Exception:  # noqa: BLE001 - no such variable: the text as typed is the path
-            pass
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"{key}={'null' if raw is None else repr(raw)} is not a path; give one, e.g. {key}=" +
                           ("outputs/gpt2ish_mini" if key == "checkpoint" else "prompts.txt"))
