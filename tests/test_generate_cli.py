@@ -113,7 +113,18 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
         diverged.lm_head.weight.fill_(float("nan"))
     return {"foreign": not_lmplay, "text": text, "unknown_exp": save_model(model, "no_such_experiment",
                                                                          tmp_path / "other.lmp"),
-            "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp")}
+            "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
+            "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
+            "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7)}  # would allocate terabytes
+
+
+def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
+    """A checkpoint of `model` whose stored arguments were edited: damaged, or an older version's."""
+    save_model(model, "test_runner", path)
+    ckpt = checkpoint.load(path)
+    ckpt["components"]["model"]["state_args"].update(state_args)
+    checkpoint.save({k: v for k, v in ckpt.items() if k != "format_version"}, path)
+    return path
 
 
 @pytest.mark.parametrize("args, message", [
@@ -130,6 +141,8 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     (["checkpoint={model}", "prompt=hi", "temperature=nan"], "error: temperature=nan should be a finite number"),
     (["checkpoint={model}", "prompt=hi", "repetition_penalty=inf"], "repetition_penalty=inf should be a finite"),
     (["checkpoint={diverged}", "prompt=hi"], "has weights that are not finite (NaN or inf: a diverged run?)"),
+    (["checkpoint={heads}", "prompt=hi"], "does not fit the installed code of experiment 'test_runner' (ValueError"),
+    (["checkpoint={huge}", "prompt=hi"], "do not fit its arguments (embed.tok.weight [257, 8] for [257, 10000000]"),
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
     (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
