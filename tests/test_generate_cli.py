@@ -72,12 +72,13 @@ def test_seed_flags_and_a_bare_prompt(model_and_path):
 def test_prompt_list_and_prompt_file(model_and_path, tmp_path):
     _, path = model_and_path
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("from the file\n\nsecond line, with a comma\n")
+    # Notepad's byte-order mark, a Windows line end, and U+2028 inside a line (which splitlines() splits at)
+    prompts.write_bytes("\ufefffrom the file\r\n\nsecond line, with a comma \u2028 and a separator\n".encode())
     proc = generate(f"checkpoint={path}", "prompt=[one,'two, three']", f"prompt_file={prompts}",
                     "max_new_tokens=4", "seed=3")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("----- prompt ") == 4
-    for text in ("one", "two, three", "from the file", "second line, with a comma"):
+    assert proc.stdout.count("----- prompt ") == 4 and "\ufeff" not in proc.stdout
+    for text in ("one", "two, three", "from the file", "second line, with a comma \u2028 and a separator"):
         assert f"\n{text}" in proc.stdout
 
 
@@ -197,3 +198,10 @@ def test_a_run_dir_stands_for_its_model_lmp(model_and_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n"
     assert "experiment   test_runner" in run_cli("lmplay.inspect", str(path.parent), check=True).stdout
+
+
+def test_greedy_samples_of_one_prompt_are_said_to_be_identical(model_and_path):
+    proc = generate(f"checkpoint={model_and_path[1]}", "prompt=hi", "num_samples=2", "do_sample=false",
+                    "max_new_tokens=3")
+    assert proc.returncode == 0 and proc.stdout.count("----- prompt ") == 2
+    assert "notice: num_samples=2 with greedy decoding (do_sample=false) gives that many identical" in proc.stderr

@@ -162,7 +162,9 @@ def read_prompts(cfg: DictConfig) -> list[str]:
             raise ConfigError(f"prompt_file={path} " + ("is a directory; give a file, one prompt per line"
                                                        if path.is_dir() else "does not exist"))
         try:
-            lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            text = path.read_text(encoding="utf-8-sig")  # Notepad's UTF-8 starts with a byte-order mark
+            lines = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]  # not splitlines():
+            # it also splits at U+2028, form feeds and other characters inside a line
         except UnicodeDecodeError as e:
             raise ConfigError(f"prompt_file={path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         if not lines:
@@ -222,6 +224,9 @@ def generate(cfg: DictConfig) -> list[str]:
         generator.seed()
     else:
         generator.manual_seed(cfg.seed)
+    if cfg.num_samples > 1 and not cfg.do_sample:
+        print(f"notice: num_samples={cfg.num_samples} with greedy decoding (do_sample=false) gives that many identical "
+              f"continuations; do_sample=true draws different ones", file=sys.stderr)
     rows = [p for p in prompts for _ in range(cfg.num_samples)]
     single = len(rows) == 1
     if single:
