@@ -660,15 +660,8 @@ class LMRunnerBase:
             if batch is not None and batch.num_tokens == 0:  # a step would record a loss of 0 over nothing
                 skipped += 1
                 continue
-            if batch is None and progress["stage_step"] == 0 and skipped:
-                raise ConfigError(f"curriculum stage {stage.name!r} gives no batch with a target token: with "
-                                  f"include_prompts=false its rows' prompts fill the context_len={self.context_len} "
-                                  f"window and leave no answer; use a larger context_len or include_prompts=true")
             if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot
-                raise ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
-                                  f"batching its data is shorter than one window of context_len+1 = "
-                                  f"{self.context_len + 1} tokens; use a smaller context_len, more data, or "
-                                  f"curriculum.batching=rows")
+                raise self.no_batch_error(stage, skipped)
             if batch is None:
                 finished = True
                 break
@@ -707,6 +700,16 @@ class LMRunnerBase:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
                   f"and prompts that fill the context_len={self.context_len} window)")
         return finished
+
+    def no_batch_error(self, stage, skipped: int) -> ConfigError:
+        """Why a stage gave no batch at its first step."""
+        if skipped:
+            return ConfigError(f"curriculum stage {stage.name!r} gives no batch with a target token: with "
+                               f"include_prompts=false its rows' prompts fill the context_len={self.context_len} "
+                               f"window and leave no answer; use a larger context_len or include_prompts=true")
+        return ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
+                           f"batching its data is shorter than one window of context_len+1 = {self.context_len + 1} "
+                           f"tokens; use a smaller context_len, more data, or curriculum.batching=rows")
 
     def step_log(self, stage: str, lr: float, window: tuple) -> StepLog:
         """A record of the steps in `window` (loss and correct sums, tokens, steps), at the run's progress now."""
