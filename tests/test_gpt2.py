@@ -135,8 +135,11 @@ def test_a_tokenizer_far_smaller_than_the_weights_vocabulary_is_refused():
     from experiments.gpt2.import_hf import pick_tokenizer
 
     assert pick_tokenizer(50304, "gpt2") == "gpt2" and pick_tokenizer(320, "bytes") == "bytes"  # padded for speed
-    with pytest.raises(ConfigError, match=r"vocabulary \(50257\) is far larger than tokenizer bytes's \(257\)"):
+    with pytest.raises(ConfigError, match=r"vocabulary \(50257\) is far larger than tokenizer bytes's \(257\).* leave "
+                                          r"--tokenizer out"):
         pick_tokenizer(50257, "bytes")
+    with pytest.raises(ConfigError, match=r"lmplay has no tokenizer of that size"):  # leaving it out asks for one
+        pick_tokenizer(512, "bytes")
 
 
 def test_generate_cli_samples_an_imported_checkpoint(hf_model, tmp_path):

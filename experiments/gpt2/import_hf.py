@@ -184,8 +184,11 @@ def pick_tokenizer(vocab_size: int, name: str | None) -> str:
     if size > vocab_size:
         raise ConfigError(f"tokenizer {name} has {size} tokens, more than the model's vocabulary ({vocab_size})")
     if vocab_size > -(-size // MAX_PADDING) * MAX_PADDING:  # not padding: the rows are another tokenizer's tokens
+        matching = [n for n in TOKENIZERS if get_tokenizer(n).vocab_size == vocab_size]
+        fix = ("leave --tokenizer out to take the matching one" if matching else
+               "lmplay has no tokenizer of that size, so these weights cannot be used with one of its tokenizers")
         raise ConfigError(f"the model's vocabulary ({vocab_size}) is far larger than tokenizer {name}'s ({size}): its "
-                          f"embedding rows are another tokenizer's; leave --tokenizer out to take the matching one")
+                          f"embedding rows are another tokenizer's; {fix}")
     return name
 
 
