@@ -97,9 +97,9 @@ def test_command_line_forms_become_safe_overrides():
     assert normalize(["prompt=[a, ]"]) == ["prompt=[a, ]"]  # left for Hydra to refuse, not an empty prompt
     assert normalize(["--cfg", "job", "checkpoint=my model, v2.lmp"]) == ["--cfg", "job",
                                                                           "checkpoint='my model, v2.lmp'"]
-    # a bare word holding `=` is a prompt unless it names a setting (or nearly does: a typo is an error)
-    assert normalize(["x = 1 + 2", "E=mc^2", "seed=3", "max_new_token=5"]) == [
-        "prompt=['x = 1 + 2','E=mc^2']", "seed=3", "max_new_token=5"]
+    # a bare word holding `=` is a prompt unless it starts with a name (a setting, or a typo: an error)
+    assert normalize(["x = 1 + 2", "1+1=2", "seed=3", "max_length=5", "hydra/job_logging=disabled"]) == [
+        "prompt=['x = 1 + 2','1+1=2']", "seed=3", "max_length=5", "hydra/job_logging=disabled"]
     assert normalize(["hi", "--cfg", "job"]) == ["prompt=hi", "--cfg", "job"]  # Hydra's overrides come first
 
 
@@ -156,6 +156,8 @@ def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
     (["checkpoint={model}", "prompt=hi", "prompt_file=[a,b]"], "error: prompt_file=['a', 'b'] is not a path"),
     (["checkpoint=d${{HOME}}", "prompt=hi"], "error: checkpoint d${HOME} does not exist"),
     (["checkpoint={model}", "prompt=hi", "+tempreture=0.5"], "unknown key 'tempreture' (did you mean temperature?)"),
+    (["checkpoint={model}", "E=mc^2"], "unknown key 'E'; see `--cfg job` for every key; a prompt that holds '=' is typed"),
+    (["checkpoint={model}", "max_length=20"], "unknown key 'max_length'"),  # a prompt, sampled in silence, for a while
 ])
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_path, args, message):
     files = {**foreign_files(tmp_path), "model": model_and_path[1]}

@@ -8,7 +8,6 @@ The checkpoint names its experiment; the model's code comes from the registry, n
 """
 
 import contextlib
-import difflib
 import re
 import sys
 from collections.abc import Sequence
@@ -88,13 +87,9 @@ def takes_value(flag: str, rest: list[str]) -> bool:
 
 
 def is_override(key: str) -> bool:
-    """Whether `key=...` on generate's command line sets something, or is a prompt that holds `=` (`x = 1 + 2`,
-    `E=mc^2`): a key of conf/generate.yaml or Hydra's, or a name close to one (a typo is an error, not a prompt)."""
-    name = key.lstrip("+~")
-    if not re.fullmatch(r"[A-Za-z_][\w.]*", name):
-        return False
-    known = list(root_config("generate"))
-    return name.split(".")[0] in (*known, "hydra") or bool(difflib.get_close_matches(name, known, n=1))
+    """Whether `key=...` on generate's command line is a setting, or a prompt that holds `=` (`x = 1 + 2`): a name
+    is a setting, and an unknown one an error (`max_length=20`, `temp=0.5`), never a prompt sampled in silence."""
+    return bool(re.fullmatch(r"[A-Za-z_][\w./]*", key.lstrip("+~")))
 
 
 def normalize(argv: Sequence[str]) -> list[str]:
@@ -112,6 +107,8 @@ def normalize(argv: Sequence[str]) -> list[str]:
             out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
         elif (not eq or not is_override(key)) and not arg.startswith("-"):
             prompts.append(quote(arg))
+        elif eq and re.split(r"[./]", key.lstrip("+~"))[0] not in (*root_config("generate"), "hydra"):
+            out.append(f"{key}={quote(value)}")  # unknown: an error naming it, not Hydra's parse error on `mc^2`
         else:
             out.append(arg)
         if prompts and at is None:  # before any flag that follows: Hydra takes its overrides in one run of words

@@ -231,7 +231,8 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     if key and "not in struct" in str(cause):
         if owners := elsewhere(str(key)):
             return unknown_key(str(key), []) + owners
-        return unknown_key(str(key), every_key(config_name, group_choices(overrides)))
+        hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
+        return unknown_key(str(key), every_key(config_name, group_choices(overrides))) + hint
     if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
