@@ -80,6 +80,9 @@ def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded
     with pytest.raises(ConfigError, match=r"holds more than one kind of file \(\.jsonl: a\.jsonl; \.parquet: "
                                           r"b\.parquet\), and a dataset reads one kind"):
         build(tmp_path, [{"path": str(tmp_path / "mixed")}])
+    (tmp_path / "mixed" / "b.parquet").unlink()
+    (tmp_path / "mixed" / "LICENSE").write_text("MIT")  # beside downloaded data: no kind of data file
+    assert all_text(build(tmp_path, [{"path": str(tmp_path / "mixed")}])) == ["<|endoftext|>From json."]
     Dataset.from_dict({"text": [b"Hello.\nWorld."]}).to_parquet(str(tmp_path / "bytes.parquet"))
     assert all_text(build(tmp_path, [{"path": str(tmp_path / "bytes.parquet")}])) == ["<|endoftext|>Hello.\nWorld."]
     Dataset.from_dict({"text": [b"caf\xe9"]}).to_parquet(str(tmp_path / "latin1.parquet"))

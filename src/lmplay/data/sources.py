@@ -266,10 +266,12 @@ def _folder_text_files(folder: Path, split: str, where: str) -> list[Path]:
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
                           f"{', '.join(files)}); set split=NAME")
     paths = sorted(Path(f) for f in files[split])
+    if any(file_kind(p) for p in paths):  # a LICENSE beside the data is no data (datasets reads no such file)
+        paths = [p for p in paths if file_kind(p)]
     kinds: dict[str, list[str]] = {}
     for p in paths:
         kind = file_kind(p)
-        kinds.setdefault("text" if kind in TEXT_SUFFIXES or kind == "" else kind, []).append(p.name)
+        kinds.setdefault("text" if kind in TEXT_SUFFIXES or not kind else kind, []).append(p.name)
     if len(kinds) > 1:
         found = "; ".join(f"{kind}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
                           for kind, names in kinds.items())
