@@ -315,6 +315,15 @@ def test_a_record_of_several_steps_holds_their_mean_and_the_last_steps_get_one(t
         assert record["accuracy"] == pytest.approx(sum(r["accuracy"] * t for r, t in zip(steps, tokens)) / sum(tokens))
 
 
+def test_a_last_record_after_a_validation_keeps_its_steps_speed(tmp_path):
+    """With log_interval=3 and a validation at step 10, the record of steps 10 (after the loop) read 0 tokens/s:
+    the validation had restarted the speed window at that step's tokens."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=10", "runner.log_interval=3"], tmp_path)
+    runner.train()
+    records = runner.stats.records["train"]
+    assert [r["step"] for r in records] == [3, 6, 9, 10] and all(r["tokens_per_second"] > 0 for r in records)
+
+
 def test_a_stages_overrides_hold_in_that_stage_only_and_shadowing_a_typed_value_is_said(tmp_path, capsys):
     stages = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 3, overrides: {lr: 1e-4, weight_decay: 0.5}},"
               " {name: b, datasets: [shakespeare], steps: 3}]")

@@ -687,12 +687,12 @@ class LMRunnerBase:
                 self.log_step(pending, bar)
                 pending = None
             bar.update(1)
-            if validate:
-                self.validation_record(stage.name, lr, settings)
-            if save:
-                self.save()
-            if validate or save:  # tokens/s is training's: the next record's window starts after them
-                self.speed.restart(progress["tokens"])
+            if validate or save:
+                with self.speed.paused():  # tokens/s is training's
+                    if validate:
+                        self.validation_record(stage.name, lr, settings)
+                    if save:
+                        self.save()
         self.log_step(pending, bar)
         if window[3]:  # the last steps, short of a log_interval
             self.log_step(self.step_log(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], window), bar)
@@ -727,11 +727,9 @@ class LMRunnerBase:
             when = "at" if log.steps == 1 else f"in the {log.steps} steps up to"
             self.diverged(f"loss became {loss_value} {when} step {log.at['step']}", log.stage)
         speed = self.speed.read(log.at["tokens"], log.flops)
-        opening = not self.stats.events_open
-        self.record("train", log.stage, log.lr, {"loss": loss_value, "accuracy": correct / log.num_tokens, **speed},
-                    log.at)
-        if opening and self.stats.events_open:  # tensorboard's import and a new event file: once a run, not a step's
-            self.speed.restart(log.at["tokens"], log.flops)
+        with self.speed.paused() if not self.stats.events_open else nullcontext():  # tensorboard's import and a new
+            self.record("train", log.stage, log.lr,  # event file, at the first record: once a run, not a step's
+                        {"loss": loss_value, "accuracy": correct / log.num_tokens, **speed}, log.at)
         last_val = self.last_validation_loss()
         self.show_progress(bar, log.stage, f"step {log.at['step']} loss {loss_value:.3f} val "
                                 f"{'-' if last_val is None else round(last_val, 3)} "

@@ -1,6 +1,8 @@
 """tokens/s and MFU of training, over the wall-clock windows between train records."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -10,8 +12,8 @@ from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 
 class SpeedMeter:
     """A train record's tokens/s and MFU cover the wall time since the record before it. What is not training (a
-    validation, a save, the first opening of the TensorBoard file) restarts the window after it, so its time
-    counts in no record: tokens/s is the loop's, and the cadence's cost shows in the run's wall time."""
+    validation, a save, the first opening of the TensorBoard file) runs `paused()`, so its time counts in no
+    record: tokens/s is the loop's, and the cadence's cost shows in the run's wall time."""
 
     def __init__(self, model: nn.Module, num_blocks: int, embed_dim: int, device: torch.device,
                  world_size: int) -> None:
@@ -29,9 +31,19 @@ class SpeedMeter:
         """A step of `num_tokens` tokens in a batch `width` wide was trained."""
         self.flops_done += num_tokens * self.flops_per_token(width)
 
-    def restart(self, tokens: int, flops: float | None = None) -> None:
-        """The next window begins now, at `tokens` seen and `flops` done (default: all done so far)."""
-        self._start = (time.perf_counter(), tokens, self.flops_done if flops is None else flops)
+    def restart(self, tokens: int) -> None:
+        """The next window begins now, at `tokens` seen (a stage's first step)."""
+        self._start = (time.perf_counter(), tokens, self.flops_done)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """What runs inside is not training: the window's clock skips it, and its steps so far still count."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            began, tokens, flops = self._start
+            self._start = (began + time.perf_counter() - start, tokens, flops)
 
     def read(self, tokens: int, flops: float) -> dict[str, float]:
         """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here."""
