@@ -486,11 +486,27 @@ def test_fresh_sets_the_replaced_runs_checkpoints_aside(tmp_path):
             "{name: b, datasets: [shakespeare], steps: 2}]", check=True)
     old = {p.name: p.read_bytes() for p in run.glob("model*.lmp*")}
     assert {"model.a.lmp", "model.b.lmp", "model.lmp", "model.lmp.bak"} <= set(old)
+    old_stats, old_events = (run / "stats.json").read_bytes(), sorted(p.name for p in (run / "tb").iterdir())
     proc = run_cli("lmplay.train", *args, "max_steps=4", "runner.save_interval=8", "fresh=true", check=True)
     [aside] = run.glob("replaced_*")
-    assert f"the replaced run's checkpoints are kept in {aside}" in proc.stdout
-    assert {p.name: p.read_bytes() for p in aside.iterdir()} == old  # the new run saved twice: nothing rotated out
+    assert f"the replaced run's checkpoints, stats and TensorBoard files are kept in {aside}" in proc.stdout
+    assert {p.name: p.read_bytes() for p in aside.glob("model*")} == old  # the new run saved twice: nothing rotated
     assert sorted(p.name for p in run.glob("model*")) == ["model.lmp", "model.lmp.bak"]
+    # TensorBoard drew the two runs as one curve in tb/; the old stats.json was overwritten
+    assert (aside / "stats.json").read_bytes() == old_stats and sorted(p.name for p in (aside / "tb").iterdir()) == old_events
+    assert not set(old_events) & {p.name for p in (run / "tb").iterdir()} and (aside / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_slurm_requeue_of_a_fresh_command_resumes_and_a_stopped_fresh_run_says_how_to_resume(tmp_path):
+    """submitit requeues a preempted job with its command as typed: fresh=true moved the checkpoint aside and
+    started from step 0 at every requeue; and 'run the same command to resume' started over too."""
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", "fresh=true"]
+    run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    requeued = run_cli("lmplay.train", *args, "max_steps=5", env={"SLURM_RESTART_COUNT": "1"}, check=True)
+    assert "this job is a SLURM requeue (SLURM_RESTART_COUNT=1) of the run, which resumes" in requeued.stdout
+    assert "resuming" in requeued.stdout and not list((tmp_path / "run").glob("replaced_*"))
+    runner = make_runner(["exp=test_runner", "device=cpu", "fresh=true"], tmp_path / "other")
+    assert runner.resume_hint == "run the same command without fresh=true to resume"
 
 
 def test_a_key_typed_inside_the_checkpoints_data_plan_changes_that_plan(tmp_path):

@@ -48,12 +48,14 @@ def release_run_dir(run_dir: Path) -> None:
         lock.close()
 
 
-def set_aside_old_checkpoints(run_dir: Path) -> Path | None:
-    """A run started over (fresh=true) moves the replaced run's checkpoints (model.lmp, its .bak, the stage
-    checkpoints, a diverged run's dump) into `replaced_<time>/` in the run dir. Left in place, the stage ones read
-    as the new run's, and the new run's second save rotated the old model.lmp out of model.lmp.bak. Returns the
-    dir, or None when there was nothing to move."""
+def set_aside_old_run(run_dir: Path) -> Path | None:
+    """A run started over (fresh=true) moves the replaced run's files into `replaced_<time>/` in the run dir: its
+    checkpoints (model.lmp, its .bak, the stage checkpoints, a diverged run's dump), stats.json, TensorBoard's tb/
+    and .hydra/. Left in place, the stage checkpoints read as the new run's, the new run's second save rotated the
+    old model.lmp out of model.lmp.bak, and TensorBoard drew both runs as one curve. Returns the dir, or None when
+    there was nothing to move."""
     old = sorted(p for p in run_dir.glob("model*.lmp*") if p.is_file() and not p.name.endswith(".tmp"))
+    old += [p for p in (run_dir / "stats.json", run_dir / "tb", run_dir / ".hydra") if p.exists()]
     if not old:
         return None
     aside = run_dir / time.strftime("replaced_%Y%m%d-%H%M%S")

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import hold_run_dir, release_run_dir, set_aside_old_checkpoints
+from lmplay.files import hold_run_dir, release_run_dir
 from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -79,6 +79,10 @@ def train(cfg: DictConfig) -> None:
         from lmplay.data.hf import quiet_progress_bars
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
+    if cfg.fresh and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:  # submitit requeues the same command
+        print(f"fresh=true is not applied again: this job is a SLURM requeue (SLURM_RESTART_COUNT="
+              f"{os.environ['SLURM_RESTART_COUNT']}) of the run, which resumes")
+        cfg.fresh = False
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     model_class = config_class(cfg, "model")
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
@@ -98,8 +102,9 @@ def train(cfg: DictConfig) -> None:
     runner.setup(ckpt)
     if runner.world.is_main:
         save_hydra_config(runner.settled_config(), run_dir, resumed=ckpt is not None)
-        if cfg.fresh and (aside := set_aside_old_checkpoints(run_dir)):
-            print(f"fresh=true: the replaced run's checkpoints are kept in {aside}")
+        if runner.replaced_dir:
+            print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in "
+                  f"{runner.replaced_dir}")
     print(runner.describe())
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
         runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()} "

@@ -23,6 +23,7 @@ from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device
 from lmplay.errors import ConfigError, DivergedError, LmplayError
+from lmplay.files import set_aside_old_run
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
@@ -136,7 +137,9 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
-        self.resume_hint = "run the same command to resume"  # a sweep's job names its sweep dir (lmplay.train)
+        # a sweep's job names its sweep dir (lmplay.train); fresh=true again would start over again
+        self.resume_hint = "run the same command without fresh=true to resume" if cfg.fresh else \
+            "run the same command to resume"
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
         # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
@@ -222,6 +225,7 @@ class LMRunnerBase:
         if ckpt and "rng" in ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
+        self.replaced_dir = set_aside_old_run(self.run_dir) if self.cfg.fresh and self.world.is_main else None
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
         self._saved: dict[str, tuple[int, ...]] = {}  # checkpoint name -> the progress_state it was saved at
         self._resumed_state = self.progress_state() if ckpt else None  # what the run dir's files hold
