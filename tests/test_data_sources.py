@@ -59,7 +59,7 @@ def test_text_file_becomes_paragraph_rows(tmp_path, no_hub):
         assert all(len(r) <= 200 for r in rows) and len(rows) < 50
 
 
-def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_path, no_hub):
+def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_path, no_hub, caplog):
     """datasets' text builder would make each line a document and drop every line break."""
     (tmp_path / "books").mkdir()
     for name, first in (("a.txt", 0), ("b.md", 25)):
@@ -70,7 +70,16 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
     (tmp_path / "split").mkdir()
     (tmp_path / "split" / "train.txt").write_text("Trained on.")
     (tmp_path / "split" / "test.txt").write_text("Held out.")
-    assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
+    with caplog.at_level("WARNING", logger="lmplay"):
+        assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
+    assert "also has test files, which are not read; validation_split=test holds them out" in caplog.text
+    (tmp_path / "split" / "hamlet.txt").write_text("Names no split.")  # datasets would leave it out, silently
+    with pytest.raises(ConfigError, match=r"names splits in some file names \(train, test\) but not in hamlet.txt"):
+        build(tmp_path, [{"path": str(tmp_path / "split")}])
+    (tmp_path / "only_test").mkdir()
+    (tmp_path / "only_test" / "test.txt").write_text("Held out.")
+    with pytest.raises(ConfigError, match=r"has no 'train' files \(its files name the splits test\)"):  # a TypeError
+        build(tmp_path, [{"path": str(tmp_path / "only_test")}])
 
 
 def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded(tmp_path, no_hub):

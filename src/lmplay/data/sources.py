@@ -230,7 +230,7 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
             return _loaded(*_saved_records(local, spec, split, where))
         if spec.data_files is None:
-            text_files = _folder_text_files(local, split, where)
+            text_files = _folder_text_files(local, split, where, read={spec.split, spec.validation_split})
             if text_files:
                 return _text_file_records(text_files, spec)
         return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
@@ -250,7 +250,14 @@ def file_kind(path: Path) -> str:
     return "" if not suffixes else suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1]
 
 
-def _folder_text_files(folder: Path, split: str, where: str) -> list[Path]:
+def data_files_of(folder: Path) -> list[str]:
+    """Every file of a folder that `datasets` would consider (not README.md or hidden ones)."""
+    from datasets.data_files import DataFilesDict
+
+    return list(DataFilesDict.from_patterns({"all": ["**"]}, base_path=str(folder))["all"])
+
+
+def _folder_text_files(folder: Path, split: str, where: str, read: set[str | None] = frozenset()) -> list[Path]:
     """A folder's files of `split` as HF `datasets` finds them (train.txt / test.txt name splits; otherwise all
     are train), when they are text files; [] when they are record files. datasets' own text builder would make
     every line a document and drop the line breaks, where a text file here is paragraph rows; and it reads one
@@ -258,13 +265,23 @@ def _folder_text_files(folder: Path, split: str, where: str) -> list[Path]:
     from datasets.data_files import DataFilesDict, get_data_patterns
 
     try:
-        files = DataFilesDict.from_patterns(get_data_patterns(str(folder)), base_path=str(folder))
+        patterns = get_data_patterns(str(folder))
+        files = DataFilesDict.from_patterns(patterns, base_path=str(folder))
     except FileNotFoundError:  # datasets' EmptyDatasetError: no file it would read
         raise ConfigError(f"{where}: folder {folder} holds no data files (.txt/.md text, .json/.jsonl/.parquet/.csv "
                           f"records)") from None
     if split not in files:
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
-                          f"{', '.join(files)}); set split=NAME")
+                          f"{', '.join(map(str, files))}); set split=NAME")
+    named = {f for fs in files.values() for f in fs}
+    if patterns != {"train": ["**"]}:  # file names name the splits: a file that names none is in none of them
+        if left := sorted(Path(f).name for f in data_files_of(folder) if f not in named):
+            raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))})"
+                              f" but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
+                              f"out; rename them (train/test/validation in the name), or move them out")
+    if unused := [str(name) for name in files if name != split and name not in read]:
+        log.warning("%s: folder %s also has %s files, which are not read; validation_split=%s holds them out", where,
+                    folder, " and ".join(unused), unused[0])
     paths = sorted(Path(f) for f in files[split])
     if any(file_kind(p) for p in paths):  # a LICENSE beside the data is no data (datasets reads no such file)
         paths = [p for p in paths if file_kind(p)]
