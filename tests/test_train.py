@@ -370,6 +370,7 @@ def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args
     the other's checkpoint, stats.json and .hydra. The holder stands in for a training run."""
     run = tmp_path / "run"
     run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
+    assert not (run / ".lmplay.lock").exists()  # released when the run ends: a sweep's next job may use the dir
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     hold = f"from lmplay.files import hold_run_dir; from pathlib import Path; hold_run_dir(Path({str(run)!r})); " \
            f"print('held', flush=True); input()"
@@ -380,7 +381,7 @@ def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args
         assert holder.stdout.readline() == "held\n"
         proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=4", "seed=2")
         assert_one_line_error(proc, f"{run} is in use by another run that is still training", "run_name=NAME")
-        assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+        assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lmplay.lock"} == before
     finally:
         holder.communicate("\n")
     assert run_cli("lmplay.train", *tiny_run_args, "max_steps=4").returncode == 0  # the lock went with its process

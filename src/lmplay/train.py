@@ -111,6 +111,7 @@ def train(cfg: DictConfig) -> None:
                               f"to resume it (each job from its own checkpoint)")
     runner.train()
     runner.world.close()
+    release_run_dir(run_dir)  # a sweep's next job may be started in this process while it lives on
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
