@@ -142,6 +142,9 @@ def test_identical_runs_stopped_at_different_steps_compare_equal_at_a_point_both
     header = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()[0]
     assert "vs baseline@1.65k" in header  # the end of the shared span, as before: not a table at 0 tokens
     assert "read off a straight line" in table_note(tmp_path / "a", tmp_path / "b")
+    assert "~ marks a value read off a straight line" in table_note(tmp_path / "a", tmp_path / "b")
+    table = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).split("\n\n")[0]
+    assert any(cell.startswith("~") for cell in table.split())  # the cells that are not measured say so
 
 
 def table_note(*runs: Path) -> str:
@@ -159,6 +162,7 @@ def test_runs_that_validated_only_at_start_and_end_show_those_two_columns(tmp_pa
     header = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).splitlines()[0]
     assert header.split()[2:4] == ["loss@0", "loss@3k"] and "loss@1" not in header
     assert "where every run validated" in table_note(tmp_path / "a", tmp_path / "b")
+    assert "~" not in comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"])))  # all measured
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):

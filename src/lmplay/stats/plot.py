@@ -263,14 +263,16 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     table = [header]
     losses = {id(group): loss for group, loss, _ in rows}
     for i, (group, loss, accuracy) in enumerate(rows):
-        cells = [f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "") for v in map(loss.at, points)]
+        cells = [approx(loss, t) + f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "")
+                 for t, v in zip(points, map(loss.at, points))]
         row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.num_seeds), *cells]
         if baseline_first:
             base = groups[matches[id(group)]]
             base = base if id(base) in losses else groups[0]
             vs = "" if base is groups[0] else f" (vs {base.label})"
-            row += ["-" if i == 0 else f"{loss.at(end).mean() - losses[id(base)].at(end).mean():+.4f}{vs}"]
-        row += [f"{accuracy.at(end).mean():.4f}"]
+            mark = approx(loss, end) or approx(losses[id(base)], end)
+            row += ["-" if i == 0 else f"{mark}{loss.at(end).mean() - losses[id(base)].at(end).mean():+.4f}{vs}"]
+        row += [f"{approx(accuracy, end)}{accuracy.at(end).mean():.4f}"]
         table.append(row)
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
@@ -279,12 +281,19 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     where = ("at token counts where every run validated (within 2%)" if any(t > 0 for t in shared) else
              "read off a straight line between each run's own validation points, which no token count past 0 shares "
              "(e.g. rows against packed batching)")
+    marked = any("~" in cell for row in table[1:] for cell in row[2:])
+    where += "; ~ marks a value read off a straight line between a run's validation points" if marked else ""
     note = (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
     notes = [note, *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
     return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str:
+    """"~" where the curve has no validation point of its own at `tokens` (within `tolerance`), else ""."""
+    return "" if np.abs(curve.tokens - tokens).min() <= tolerance * tokens else "~"
 
 
 def shared_points(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> list[float]:
