@@ -157,8 +157,9 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     assert all(a > b for a, b in itertools.pairwise(lrs[4:])), lrs  # still decaying, not the default's constant lr
     chosen = run_cli("lmplay.train", *args, "max_steps=9", "optimizer=adamw", check=True)
     assert "optimizer changed to torch.optim.AdamW: its state starts fresh" in chosen.stdout
-    assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=1e-3", "max_steps=9", "optimizer=adamw",
-                                                 "scheduler=cosine")  # SGD's momentum is gone from the label
+    assert load_run(tmp_path / "run").config == ("exp=test_runner", "max_steps=9", "optimizer=adamw",
+                                                 "scheduler=cosine")  # SGD's momentum is gone from the label, and
+    # lr=1e-3 too: adamw.yaml's `lr: ${lr}` is the exp's lr now, as the start report and config.yaml say
 
 
 def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):
@@ -537,3 +538,20 @@ def test_a_resumed_runs_saved_config_is_the_run_it_trains_not_the_commands_defau
         assert cfg["scheduler"]["_target_"] == "lmplay.runner.schedules.Cosine"
         assert cfg["runner"]["batch_size"] == cfg["batch_size"] == 16 and cfg["grad_clip"] == 0.5
         assert cfg["seed"] == 5 and cfg["max_steps"] == 3  # what this command typed is there too
+
+
+def test_a_top_level_key_the_kept_or_newly_chosen_group_does_not_read_is_said_and_not_kept_as_a_label(tmp_path):
+    """warmup_fraction=0.5 on a resume of a Constant-schedule run was 'scheduler: unknown key warmup_fraction' (a key
+    nobody typed), where a fresh run gets a note; and after optimizer=adamw on a resume, the label kept the earlier
+    command's lr=1e-2 while the run trained at the adamw file's lr."""
+    import yaml
+
+    run = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *run, "max_steps=2", "scheduler=constant", "optimizer=sgd", "lr=1e-2", check=True)
+    resumed = run_cli("lmplay.train", *run, "max_steps=3", "warmup_fraction=0.5", check=True)
+    assert ("note: warmup_fraction=0.5 changes nothing in this run: its scheduler, lmplay.runner.schedules.Constant as "
+            "the run was built, takes no warmup_fraction") in resumed.stdout
+    run_cli("lmplay.train", *run, "max_steps=4", "optimizer=adamw", check=True)
+    labels = yaml.safe_load((tmp_path / "run" / ".hydra" / "overrides.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "run" / ".hydra" / "config.yaml").read_text())
+    assert "optimizer=adamw" in labels and not any(o.startswith("lr=") for o in labels) and config["lr"] == 0.003

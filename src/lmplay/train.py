@@ -4,6 +4,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import hydra
@@ -27,13 +28,14 @@ def overridden_keys() -> set[str]:
     return {override_key(o) for o in HydraConfig.get().overrides.task}
 
 
-def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
+def run_overrides(previous: list[str], typed: list[str], reset: Iterable[str] = ()) -> list[str]:
     """A resumed run's overrides: the earlier commands' keys this one did not retype, then this one's. Plots
     and sweeps label a run by them, and a resume keeps what the earlier commands set (`lr=3e-3`); a group
     chosen anew (`optimizer=adamw`) drops the earlier group's keys (`optimizer.momentum=0.5`). `max_steps` and
     `fresh` belong to their command alone: a resume without max_steps trains on, and its label must not keep the
-    earlier command's `max_steps=12` (identical runs were compared as two configurations)."""
-    retyped = {override_key(o) for o in typed} | {"max_steps", "fresh"}
+    earlier command's `max_steps=12` (identical runs were compared as two configurations). `reset` keys are
+    dropped too: the top-level keys a group chosen anew reads (`lr` for `optimizer=adamw`) take its file's values."""
+    retyped = {override_key(o) for o in typed} | {"max_steps", "fresh"} | set(reset)
 
     def replaced(key: str) -> bool:
         return key in retyped or key.split(".", 1)[0] in retyped
@@ -41,7 +43,7 @@ def run_overrides(previous: list[str], typed: list[str]) -> list[str]:
     return [o for o in previous if not replaced(override_key(o))] + typed
 
 
-def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
+def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iterable[str] = ()) -> None:
     """Write .hydra/ as Hydra would, but only once the run has started cleanly, and with the config the run trains
     with (a resume's settled one, resolved)."""
     out = run_dir / ".hydra"
@@ -49,7 +51,7 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool) -> None:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     if resumed and (out / "overrides.yaml").is_file():
-        overrides = run_overrides([str(o) for o in OmegaConf.load(out / "overrides.yaml")], overrides)
+        overrides = run_overrides([str(o) for o in OmegaConf.load(out / "overrides.yaml")], overrides, reset)
     OmegaConf.save(cfg, out / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}), out / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(overrides), out / "overrides.yaml")
@@ -73,6 +75,7 @@ def train(cfg: DictConfig) -> None:
         LMRunnerBase,
         checkpoint,
     )
+    from lmplay.runner.base import GROUPS
     from lmplay.runner.components import config_class
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
@@ -101,7 +104,9 @@ def train(cfg: DictConfig) -> None:
         print(f"resuming {ckpt_path} (fresh=true starts over)")
     runner.setup(ckpt)
     if runner.world.is_main:
-        save_hydra_config(runner.settled_config(), run_dir, resumed=ckpt is not None)
+        chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
+        reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
+        save_hydra_config(runner.settled_config(), run_dir, resumed=ckpt is not None, reset=reset - runner.overridden)
         if runner.replaced_dir:
             print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in "
                   f"{runner.replaced_dir}")

@@ -274,11 +274,11 @@ def _folder_text_files(folder: Path, split: str, where: str, read: set[str | Non
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
                           f"{', '.join(map(str, files))}); set split=NAME")
     named = {f for fs in files.values() for f in fs}
-    if patterns != {"train": ["**"]}:  # file names name the splits: a file that names none is in none of them
-        if left := sorted(Path(f).name for f in data_files_of(folder) if f not in named):
-            raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))})"
-                              f" but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
-                              f"out; rename them (train/test/validation in the name), or move them out")
+    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named)  # a split's file name, or none
+    if patterns != {"train": ["**"]} and left:  # file names name the splits: one that names none is in none
+        raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
+                          f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
+                          f"out; rename them (train/test/validation in the name), or move them out")
     if unused := [str(name) for name in files if name != split and name not in read]:
         log.warning("%s: folder %s also has %s files, which are not read; validation_split=%s holds them out", where,
                     folder, " and ".join(unused), unused[0])

@@ -5,6 +5,7 @@ Values merge as: config defaults < checkpoint state_args < what the user typed o
 """
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -125,13 +126,18 @@ class Component:
         saved = (state_args or {}).get("_target_")
         if saved is None or saved == target or self.group in self.runner.overridden:
             return target, without_target(construction_args)
-        if subclass_named(saved, base) is None:
+        cls = subclass_named(saved, base)
+        if cls is None:
             raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
                                       f"that a checkpoint may name ({self.group}=NAME chooses one; a class outside "
                                       f"torch and lmplay loads when typed: {self.group}._target_={saved})")
         print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")
-        typed = self.runner.typed_keys(self.group)
-        return saved, {k: v for k, v in construction_args.items() if k in typed}
+        typed, takes = self.runner.typed_keys(self.group), inspect.signature(cls).parameters
+        aliases = self.runner.interpolated_keys(self.group)  # `warmup_fraction: ${warmup_fraction}`
+        for key in sorted(k for k in typed if k in aliases and k not in takes):  # typed as a top-level key
+            print(f"note: {aliases[key]}={construction_args[key]} changes nothing in this run: its {self.group}, "
+                  f"{saved} as the run was built, takes no {key}")
+        return saved, {k: v for k, v in construction_args.items() if k in typed and (k in takes or k not in aliases)}
 
     def typed_into_saved(self, merged: dict[str, Any], path: str, construction_args: dict[str, Any]) -> Any:
         """A key typed inside a value the checkpoint keeps (`curriculum.stages.0.epochs=3` on a resume that does not
