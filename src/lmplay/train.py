@@ -106,7 +106,7 @@ def train(cfg: DictConfig) -> None:
     if runner.world.is_main:
         chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
         reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
-        save_hydra_config(runner.settled_config(), run_dir, resumed=ckpt is not None, reset=reset - runner.overridden)
+        save_hydra_config(runner.settled_config, run_dir, resumed=ckpt is not None, reset=reset - runner.overridden)
         if runner.replaced_dir:
             print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in "
                   f"{runner.replaced_dir}")

@@ -376,6 +376,7 @@ class LMRunnerBase:
         return [name for name, on in features.items() if on]
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    @cached_property
     def settled_config(self) -> DictConfig:
         """The config this run trains with: the composed one, resolved, with what the components settled put
         back. On a resume those are the checkpoint's (its optimizer and schedule, batch sizes, data plan,
@@ -402,7 +403,7 @@ class LMRunnerBase:
     @cached_property
     def config_yaml(self) -> str:
         """The settled config, for `lmplay.inspect`; built once (~20 ms) because the runner never changes it."""
-        return OmegaConf.to_yaml(self.settled_config())
+        return OmegaConf.to_yaml(self.settled_config)
 
     def archive(self) -> dict[str, Any]:
         parts = (self.curriculum_c, self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c)
