@@ -72,7 +72,9 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
     (tmp_path / "split" / "test.txt").write_text("Held out.")
     with caplog.at_level("WARNING", logger="lmplay"):
         assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
-    assert "also has test files, which are not read; validation_split=test holds them out" in caplog.text
+    assert "also has test files, which are not read; validation_split: test in the dataset's entry holds" in caplog.text
+    (tmp_path / "split" / "LICENSE").write_text("MIT")  # no data file: neither read nor refused
+    assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
     (tmp_path / "split" / "hamlet.txt").write_text("Names no split.")  # datasets would leave it out, silently
     with pytest.raises(ConfigError, match=r"names splits in some file names \(train, test\) but not in hamlet.txt"):
         build(tmp_path, [{"path": str(tmp_path / "split")}])

@@ -157,7 +157,9 @@ def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
     (["checkpoint=d${{HOME}}", "prompt=hi"], "error: checkpoint d${HOME} does not exist"),
     (["checkpoint={model}", "prompt=hi", "+tempreture=0.5"], "unknown key 'tempreture' (did you mean temperature?)"),
     (["checkpoint={model}", "E=mc^2"], "unknown key 'E'; see `--cfg job` for every key; a prompt that holds '=' is typed"),
-    (["checkpoint={model}", "max_length=20"], "unknown key 'max_length'"),  # a prompt, sampled in silence, for a while
+    (["checkpoint={model}", "max_length=20"], "unknown key 'max_length' (did you mean max_new_tokens?)"),  # not prompts
+    (["checkpoint={model}", "prompt=hi", "temp=0.5"], "unknown key 'temp' (did you mean temperature?)"),
+    (["checkpoint={model}", "prompt=hi", "top-k=5"], "unknown key 'top-k' (did you mean top_k?)"),
 ])
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_path, args, message):
     files = {**foreign_files(tmp_path), "model": model_and_path[1]}

@@ -184,6 +184,13 @@ def test_cli_writes_plots_and_table(sweep, tmp_path):
     assert "wrote" in proc.stdout
 
 
+def test_what_fresh_true_set_aside_is_no_run(tmp_path):
+    """replaced_<time>/ holds the replaced run's stats.json and .hydra/: plot and sweep read it as another run."""
+    fake_run(tmp_path / "outputs" / "r", "a", 1, 2.0)
+    fake_run(tmp_path / "outputs" / "r" / "replaced_20261126-000000", "a", 1, 2.5)
+    assert [run.path.name for run in load_runs([tmp_path / "outputs"])] == ["r"]
+
+
 def test_default_output_is_beside_the_first_run_dir(tmp_path):
     a, b = fake_run(tmp_path / "a", "x", 1, 2.0), fake_run(tmp_path / "b", "y", 1, 1.9)
     run_cli("lmplay.plot", str(a), str(b), check=True)

@@ -502,10 +502,15 @@ def test_a_slurm_requeue_of_a_fresh_command_resumes_and_a_stopped_fresh_run_says
     """submitit requeues a preempted job with its command as typed: fresh=true moved the checkpoint aside and
     started from step 0 at every requeue; and 'run the same command to resume' started over too."""
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", "fresh=true"]
-    run_cli("lmplay.train", *args, "max_steps=3", check=True)
-    requeued = run_cli("lmplay.train", *args, "max_steps=5", env={"SLURM_RESTART_COUNT": "1"}, check=True)
-    assert "this job is a SLURM requeue (SLURM_RESTART_COUNT=1) of the run, which resumes" in requeued.stdout
+    run_cli("lmplay.train", *args, "max_steps=3", env={"SLURM_JOB_ID": "7"}, check=True)
+    requeued = run_cli("lmplay.train", *args, "max_steps=5", env={"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"},
+                       check=True)
+    assert "this SLURM job (SLURM_JOB_ID=7) started the run over before it was requeued" in requeued.stdout
     assert "resuming" in requeued.stdout and not list((tmp_path / "run").glob("replaced_*"))
+    # a requeue of a job that never got to start over (preempted while tokenizing) still starts over
+    other = run_cli("lmplay.train", *args, "max_steps=2", env={"SLURM_JOB_ID": "8", "SLURM_RESTART_COUNT": "1"},
+                    check=True)
+    assert "resuming" not in other.stdout and len(list((tmp_path / "run").glob("replaced_*"))) == 1
     runner = make_runner(["exp=test_runner", "device=cpu", "fresh=true"], tmp_path / "other")
     assert runner.resume_hint == "run the same command without fresh=true to resume"
 
@@ -551,6 +556,8 @@ def test_a_top_level_key_the_kept_or_newly_chosen_group_does_not_read_is_said_an
     resumed = run_cli("lmplay.train", *run, "max_steps=3", "warmup_fraction=0.5", check=True)
     assert ("note: warmup_fraction=0.5 changes nothing in this run: its scheduler, lmplay.runner.schedules.Constant as "
             "the run was built, takes no warmup_fraction") in resumed.stdout
+    assert not any("warmup_fraction" in o for o in yaml.safe_load((tmp_path / "run" / ".hydra" / "overrides.yaml")
+                                                                   .read_text()))  # nor labels the run
     run_cli("lmplay.train", *run, "max_steps=4", "optimizer=adamw", check=True)
     labels = yaml.safe_load((tmp_path / "run" / ".hydra" / "overrides.yaml").read_text())
     config = yaml.safe_load((tmp_path / "run" / ".hydra" / "config.yaml").read_text())

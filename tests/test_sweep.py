@@ -172,6 +172,20 @@ def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_wi
     assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")
 
 
+def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):
+    """fresh is left out of job dir names, so fresh=false,true share one dir: the failed job 0 held its lock, and
+    job 1 was refused as if job 0 were still training."""
+    job_dir = tmp_path / "exp=test_runner,max_steps=2"
+    job_dir.mkdir(parents=True)
+    (job_dir / "model.lmp.bak").write_bytes(b"only a .bak: job 0 refuses to start over it")
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "fresh=false,true", "max_steps=2", "device=cpu",
+                   f"hydra.sweep.dir={tmp_path}")
+    assert "has model.lmp.bak but no model.lmp" in proc.stderr and "in use" not in proc.stderr
+    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]  # one dir: job 1's job.json replaced job 0's
+    assert rows[-1]["status"] == "completed", proc.stderr
+    assert "with the same hydra.sweep.dir and without fresh=true resumes" in (tmp_path / "summary.md").read_text()
+
+
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     """Job dirs began with the job's number, which the added value shifted: the rerun trained every job
     again in new dirs, and the summary counted each configuration twice."""

@@ -521,5 +521,6 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
     proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=2", "scheduler=constant", "warmup_fraction=0.25",
                    "curriculum=text_file", f"curriculum.path={REPO / 'README.md'}", check=True)
     notes = [line for line in proc.stdout.splitlines() if line.startswith("note:")]
+    assert "warmup_fraction=0.25" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # no label
     assert notes == [("note: warmup_fraction=0.25 changes nothing in this run: no config group it uses reads it (it "
                       "is read by scheduler=cosine, scheduler=warmup, scheduler=wsd)")]

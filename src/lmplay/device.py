@@ -54,3 +54,13 @@ def autocast(device: "torch.device", dtype: "torch.dtype | None") -> AbstractCon
     import torch
 
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def synchronize(device: "torch.device") -> None:
+    """Wait for the work queued on an accelerator; a CPU computes as it goes."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

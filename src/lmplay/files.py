@@ -13,6 +13,7 @@ from lmplay.errors import ConfigError, OutputError
 LOCK_NAME = ".lmplay.lock"
 _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, whether this process made it)
 
+REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
 
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp)."""
@@ -58,7 +59,7 @@ def set_aside_old_run(run_dir: Path) -> Path | None:
     old += [p for p in (run_dir / "stats.json", run_dir / "tb", run_dir / ".hydra") if p.exists()]
     if not old:
         return None
-    aside = run_dir / time.strftime("replaced_%Y%m%d-%H%M%S")
+    aside = run_dir / time.strftime(f"{REPLACED_PREFIX}%Y%m%d-%H%M%S")
     aside.mkdir(exist_ok=True)
     for path in old:
         path.replace(aside / path.name)

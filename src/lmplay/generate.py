@@ -89,7 +89,7 @@ def takes_value(flag: str, rest: list[str]) -> bool:
 def is_override(key: str) -> bool:
     """Whether `key=...` on generate's command line is a setting, or a prompt that holds `=` (`x = 1 + 2`): a name
     is a setting, and an unknown one an error (`max_length=20`, `temp=0.5`), never a prompt sampled in silence."""
-    return bool(re.fullmatch(r"[A-Za-z_][\w./]*", key.lstrip("+~")))
+    return bool(re.fullmatch(r"[A-Za-z_][\w./-]*", key.lstrip("+~")))  # top-k=5: a typo of top_k
 
 
 def normalize(argv: Sequence[str]) -> list[str]:

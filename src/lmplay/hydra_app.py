@@ -252,6 +252,7 @@ def elsewhere(key: str) -> str:
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
+    close = close or [k for k in known if len(key) >= 3 and k.startswith(key[:4])][:1]  # temp: temperature
     return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `--cfg job` for every key"
 
 

@@ -43,13 +43,15 @@ def run_overrides(previous: list[str], typed: list[str], reset: Iterable[str] = 
     return [o for o in previous if not replaced(override_key(o))] + typed
 
 
-def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iterable[str] = ()) -> None:
+def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iterable[str] = (),
+                      unread: Iterable[str] = ()) -> None:
     """Write .hydra/ as Hydra would, but only once the run has started cleanly, and with the config the run trains
-    with (a resume's settled one, resolved)."""
+    with (a resume's settled one, resolved). `unread` keys, typed but read by nothing (a note said so), are no
+    part of what the run is labelled by."""
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in set(unread)]
     if resumed and (out / "overrides.yaml").is_file():
         overrides = run_overrides([str(o) for o in OmegaConf.load(out / "overrides.yaml")], overrides, reset)
     OmegaConf.save(cfg, out / "config.yaml")
@@ -71,10 +73,7 @@ def train(cfg: DictConfig) -> None:
         raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
-    from lmplay.runner import (  # torch loads here, after the config is known to be good
-        LMRunnerBase,
-        checkpoint,
-    )
+    from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.base import GROUPS
     from lmplay.runner.components import config_class
 
@@ -82,15 +81,40 @@ def train(cfg: DictConfig) -> None:
         from lmplay.data.hf import quiet_progress_bars
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
-    if cfg.fresh and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:  # submitit requeues the same command
-        print(f"fresh=true is not applied again: this job is a SLURM requeue (SLURM_RESTART_COUNT="
-              f"{os.environ['SLURM_RESTART_COUNT']}) of the run, which resumes")
-        cfg.fresh = False
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.fresh and started_over_in_this_slurm_job(run_dir):  # submitit requeues the command as typed
+        print(f"fresh=true is not applied again: this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) started "
+              f"the run over before it was requeued, and the requeue resumes it")
+        cfg.fresh = False
     model_class = config_class(cfg, "model")
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
+    try:
+        ckpt = resumed_checkpoint(cfg, run_dir)
+        runner.setup(ckpt)
+        if runner.world.is_main:
+            chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
+            reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
+            save_hydra_config(runner.settled_config, run_dir, resumed=ckpt is not None, reset=reset - runner.overridden,
+                              unread=runner.unread_keys)
+            if cfg.fresh:
+                note_fresh_start(run_dir, runner.replaced_dir)
+        print(runner.describe())
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
+            runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
+                                  f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
+                                  f"checkpoint)")
+        runner.train()
+        runner.world.close()
+    finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
+        release_run_dir(run_dir)
+
+
+def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The run dir's checkpoint to resume from, or None to start (over)."""
+    from lmplay.runner import checkpoint
+
     ckpt_path = run_dir / "model.lmp"
     bak = ckpt_path.with_name("model.lmp.bak")
     if ckpt_path.is_dir():
@@ -98,25 +122,30 @@ def train(cfg: DictConfig) -> None:
     if not cfg.fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
         raise ConfigError(f"{run_dir} has {bak.name} but no model.lmp: rename it to model.lmp to resume from it, "
                           f"or fresh=true to start over")
-    ckpt = None
-    if ckpt_path.exists() and not cfg.fresh:
-        ckpt = checkpoint.load(ckpt_path)
-        print(f"resuming {ckpt_path} (fresh=true starts over)")
-    runner.setup(ckpt)
-    if runner.world.is_main:
-        chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
-        reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
-        save_hydra_config(runner.settled_config, run_dir, resumed=ckpt is not None, reset=reset - runner.overridden)
-        if runner.replaced_dir:
-            print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in "
-                  f"{runner.replaced_dir}")
-    print(runner.describe())
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
-        runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()} "
-                              f"to resume it (each job from its own checkpoint)")
-    runner.train()
-    runner.world.close()
-    release_run_dir(run_dir)  # a sweep's next job may be started in this process while it lives on
+    if not ckpt_path.exists() or cfg.fresh:
+        return None
+    ckpt = checkpoint.load(ckpt_path)
+    print(f"resuming {ckpt_path} (fresh=true starts over)")
+    return ckpt
+
+
+FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
+
+
+def started_over_in_this_slurm_job(run_dir: Path) -> bool:
+    """A requeued SLURM job runs its command again, fresh=true included: starting over once more would throw away
+    what it trained before the requeue. Only a job that did start over is a requeue to resume."""
+    job = os.environ.get("SLURM_JOB_ID")
+    mark = run_dir / FRESH_MARK
+    return bool(job) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and mark.is_file() and \
+        mark.read_text().strip() == job
+
+
+def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:
+    if replaced:
+        print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in {replaced}")
+    if job := os.environ.get("SLURM_JOB_ID"):
+        (run_dir / FRESH_MARK).write_text(job)
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")

@@ -274,14 +274,15 @@ def _folder_text_files(folder: Path, split: str, where: str, read: set[str | Non
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
                           f"{', '.join(map(str, files))}); set split=NAME")
     named = {f for fs in files.values() for f in fs}
-    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named)  # a split's file name, or none
+    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and file_kind(Path(f)))  # a LICENSE
+    # is no data: datasets reads no suffix-less file beside others
     if patterns != {"train": ["**"]} and left:  # file names name the splits: one that names none is in none
         raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
                           f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
                           f"out; rename them (train/test/validation in the name), or move them out")
     if unused := [str(name) for name in files if name != split and name not in read]:
-        log.warning("%s: folder %s also has %s files, which are not read; validation_split=%s holds them out", where,
-                    folder, " and ".join(unused), unused[0])
+        log.warning("%s: folder %s also has %s files, which are not read; validation_split: %s in the dataset's entry "
+                    "holds them out", where, folder, " and ".join(unused), unused[0])
     paths = sorted(Path(f) for f in files[split])
     if any(file_kind(p) for p in paths):  # a LICENSE beside the data is no data (datasets reads no such file)
         paths = [p for p in paths if file_kind(p)]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lmplay.config import CONF_DIR, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.device import amp_dtype, autocast, pick_device
+from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import set_aside_old_run
 from lmplay.modules import MultiHeadAttention
@@ -145,6 +145,7 @@ class LMRunnerBase:
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
         self._last_line = float("-inf")
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
+        self.unread_keys: set[str] = set()  # typed top-level keys that nothing of this run reads (a note says so)
 
     # -- construction ---------------------------------------------------------------------------------------
     def explicit_keys(self, group: str) -> set[str]:
@@ -257,6 +258,8 @@ class LMRunnerBase:
                 continue
             readers = [f"{group}={p.stem}" for group in GROUPS for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
                        if "${" + key + "}" in p.read_text()]
+            if readers:
+                self.unread_keys.add(key)
             if readers and self.world.is_main:
                 print(f"note: {key}={self.cfg[key]} changes nothing in this run: no config group it uses reads it "
                       f"(it is read by {', '.join(readers)})")
@@ -693,6 +696,7 @@ class LMRunnerBase:
                 pending = None
             bar.update(1)
             if validate or save:
+                synchronize(self.device)  # the step's queued work is training's, not the pause's: let it finish
                 with self.speed.paused():  # tokens/s is training's
                     if validate:
                         self.validation_record(stage.name, lr, settings)

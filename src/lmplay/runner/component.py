@@ -135,6 +135,7 @@ class Component:
         typed, takes = self.runner.typed_keys(self.group), inspect.signature(cls).parameters
         aliases = self.runner.interpolated_keys(self.group)  # `warmup_fraction: ${warmup_fraction}`
         for key in sorted(k for k in typed if k in aliases and k not in takes):  # typed as a top-level key
+            self.runner.unread_keys.add(aliases[key])
             print(f"note: {aliases[key]}={construction_args[key]} changes nothing in this run: its {self.group}, "
                   f"{saved} as the run was built, takes no {key}")
         return saved, {k: v for k, v in construction_args.items() if k in typed and (k in takes or k not in aliases)}

@@ -15,6 +15,7 @@ import yaml
 
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
+from lmplay.files import REPLACED_PREFIX
 
 STATS = "stats.json"
 # Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
@@ -104,9 +105,11 @@ def find_run_dirs(path: Path) -> list[Path]:
 
 def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
     """The directories below `root`, at any depth (an override value holding a '/' nests a job dir), that hold
-    one of `markers`, in job order; hidden dirs such as .hydra/ or submitit's logs are skipped."""
+    one of `markers`, in job order; hidden dirs such as .hydra/ or submitit's logs are skipped, and so is what
+    fresh=true set aside (replaced_<time>/: a run the one beside it replaced)."""
     found = {p.parent for marker in markers for p in root.rglob(marker)
-             if p.parent != root and not any(part.startswith(".") for part in p.parent.relative_to(root).parts)}
+             if p.parent != root and not any(part.startswith((".", REPLACED_PREFIX))
+                                             for part in p.parent.relative_to(root).parts)}
     return sorted(found, key=lambda p: job_order(root, p))
 
 
