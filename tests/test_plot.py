@@ -184,6 +184,25 @@ def test_cli_writes_plots_and_table(sweep, tmp_path):
     assert "wrote" in proc.stdout
 
 
+def test_a_seed_far_behind_the_others_is_left_out_of_its_groups_curve(tmp_path):
+    """A seed still training (one validation of eight) cut its finished twin's curve back to that one point."""
+    for seed, steps in ((1, 40), (2, 5)):
+        fake_run(tmp_path / "sweep" / f"seed={seed}", "a", seed, 2.0, steps=steps, job=seed - 1)
+    [group] = group_runs(load_runs([tmp_path / "sweep"]))
+    c = curve(group, "validation", "loss")
+    assert c.num_seeds == 1 and len(c.tokens) == 8
+    assert "loss@4k" in comparison_table([group]).splitlines()[0]
+
+
+def test_a_value_a_seed_reads_off_a_line_is_marked(tmp_path):
+    """Seeds of rows batching validate a few % apart in tokens: the mean's axis hid that one seed's value at the
+    column was a straight line between its points."""
+    for seed, tokens_per_step in ((1, 100), (2, 106)):
+        fake_run(tmp_path / "sweep" / f"seed={seed}", "a", seed, 2.0, tokens_per_step=tokens_per_step, job=seed - 1)
+    [group] = group_runs(load_runs([tmp_path / "sweep"]))
+    assert "~" in comparison_table([group]).split("\n\n")[0]
+
+
 def test_what_fresh_true_set_aside_is_no_run(tmp_path):
     """replaced_<time>/ holds the replaced run's stats.json and .hydra/: plot and sweep read it as another run."""
     fake_run(tmp_path / "outputs" / "r", "a", 1, 2.0)

@@ -524,3 +524,15 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
     assert "warmup_fraction=0.25" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # no label
     assert notes == [("note: warmup_fraction=0.25 changes nothing in this run: no config group it uses reads it (it "
                       "is read by scheduler=cosine, scheduler=warmup, scheduler=wsd)")]
+
+
+def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):
+    """Between a sweep's jobs (Hydra composing the next one) or while torch loads at a sweep's start, a Ctrl-C
+    printed a 60-line traceback ending in KeyboardInterrupt."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        run_hydra_app(interrupted, [], "config")
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted between jobs, or before training started"]

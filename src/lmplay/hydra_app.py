@@ -12,6 +12,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -48,6 +49,12 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
             sys.stderr.write(hydra_said)
         raise
+    except KeyboardInterrupt:  # between a sweep's jobs, or while Hydra or torch load: no job is training
+        HeldStderr.give_back()
+        where = (f"; rerun the sweep with hydra.sweep.dir={_sweep_dirs[-1].resolve()} to resume it"
+                 if _sweep_dirs and _sweep_dirs[-1].is_dir() else "")
+        print(f"interrupted between jobs, or before training started{where}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         HeldStderr.give_back()
 

@@ -149,13 +149,17 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
 
 def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | None:
     """The group's line. Seeds of one configuration validate at the same sample counts, so their records
-    line up by `samples`; the curve keeps the sample counts that every seed has reached."""
+    line up by `samples`; the curve keeps the sample counts that every seed has reached. A seed with under half
+    the points of the group's furthest one (still training, or stopped early) is left out, rather than cutting
+    every seed's curve back to its few points."""
     per_run = []
     for run in group.runs:
         records = [r for r in getattr(run, kind) if r.get(metric) is not None]
         if records:
             values = ema(np.array([r[metric] for r in records], dtype=float), smooth)
             per_run.append({r["samples"]: (r["tokens"], v) for r, v in zip(records, values)})
+    furthest = max(map(len, per_run), default=0)
+    per_run = [p for p in per_run if 2 * len(p) >= furthest]
     common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
     if not common:
         return None
@@ -292,8 +296,10 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
 
 
 def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str:
-    """"~" where the curve has no validation point of its own at `tokens` (within `tolerance`), else ""."""
-    return "" if np.abs(curve.tokens - tokens).min() <= tolerance * tokens else "~"
+    """"~" where a seed of the curve has no validation point of its own at `tokens` (within `tolerance`), so its
+    value there is read off a straight line between two of its points; else ""."""
+    own = all(np.abs(seed - tokens).min() <= tolerance * tokens for seed in curve.seed_tokens)
+    return "" if own else "~"
 
 
 def shared_points(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> list[float]:
