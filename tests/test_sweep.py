@@ -322,3 +322,17 @@ def test_jobs_a_stopped_sweep_never_reached_are_rows_too(tmp_path):
     assert rows[2]["overrides"] == ["exp=b", "seed=1", "max_steps=5"]
     text = write_summary(tmp_path)["markdown"]
     assert "| 3 | b | seed=2 max_steps=5 | - | 0 | - | not started |" in text and "Of 4 jobs, 4 did not finish" in text
+
+
+def test_a_summary_of_jobs_with_different_tokenizers_says_their_losses_do_not_compare(tmp_path):
+    """The lowest loss was picked across bytes and gpt2 jobs (4.4 against 9.9) with no word; plot says so."""
+    for job, tokenizer in enumerate(("bytes", "gpt2")):
+        job_dir = tmp_path / f"tokenizer={tokenizer}"
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "config.yaml").write_text(f"tokenizer: {tokenizer}\n")
+        (job_dir / "job.json").write_text(json.dumps({"job": job, "experiment": "a", "status": "completed",
+                                                      "overrides": ["exp=a", f"tokenizer={tokenizer}"]}))
+        record = {"step": 3, "samples": 24, "tokens": 700, "loss": 4.4 + 5.5 * job, "accuracy": 0.2}
+        (job_dir / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+    text = write_summary(tmp_path)["markdown"]
+    assert "Note: the jobs use different tokenizers (bytes, gpt2): a loss per token does not compare" in text

@@ -1,10 +1,13 @@
 """Files: where a checkpoint is, writing a small text file so that no reader ever sees half of it, and
 keeping a run dir to one run at a time."""
 
+import contextlib
 import fcntl
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -81,3 +84,18 @@ def write_text_atomic(path: Path, text: str) -> None:
                           f"intact") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an OS lock on `lock_path` (made if need be); where none can be taken (a read-only dir, a filesystem
+    without locks), go on unlocked."""
+    try:
+        lock = open(lock_path, "a")  # noqa: SIM115 - held for the block
+    except OSError:
+        yield
+        return
+    with lock:
+        with contextlib.suppress(OSError):
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from lmplay.cli import run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import write_text_atomic
+from lmplay.files import exclusive, write_text_atomic
 from lmplay.hydra_app import JobError
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
@@ -167,6 +167,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "final_validation_accuracy": final["accuracy"] if final else None,
         "held_out_tokens": final.get("held_out_tokens") if final else None,
         "final_validation_tokens": final["tokens"] if final else None,
+        "tokenizer": run.tokenizer if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
         "wall_time_s": job.get("wall_time_s"),
@@ -217,7 +218,7 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     experiment = override_value(overrides, "exp")
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
-            "final_validation_tokens": None, "tokens": 0,
+            "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
             "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
 
 
@@ -282,6 +283,11 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         best = min(scored, key=lambda r: r["final_validation_loss"])
         lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
+        tokenizers = sorted({r["tokenizer"] for r in scored} - {None})
+        if len(tokenizers) > 1:
+            lines += ["", (f"Note: the jobs use different tokenizers ({', '.join(tokenizers)}): a loss per token does not "
+                           f"compare across tokenizers (a byte against a GPT-2 token of ~4 bytes), so neither does the "
+                           f"lowest loss above; compare jobs of one tokenizer.")]
         held = sorted({r["held_out_tokens"] for r in rows if r["final_validation_loss"] is not None} - {None})
         if len(held) > 1:
             lines += ["", (f"Note: the jobs validated on different held-out text ({held[0]:,} to {held[-1]:,} tokens): "
@@ -309,13 +315,16 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:
-    """Write summary.json and summary.md in the sweep dir; returns {"jobs", "over_seeds", "markdown"}."""
-    rows = summarize(sweep_dir)
-    groups = repeated_configs(rows)
-    write_text_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
-                                                         "over_seeds": groups}, indent=1))
-    text = markdown(sweep_dir, rows, groups)
-    write_text_atomic(sweep_dir / "summary.md", text)
+    """Write summary.json and summary.md in the sweep dir; returns {"jobs", "over_seeds", "markdown"}. Parallel
+    jobs (joblib, SLURM) each write it as they end: one at a time, each reading the job files after its own
+    update, so the last summary written is never one that read another job's file before that job updated it."""
+    with exclusive(sweep_dir / ".summary.lock"):
+        rows = summarize(sweep_dir)
+        groups = repeated_configs(rows)
+        write_text_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
+                                                             "over_seeds": groups}, indent=1))
+        text = markdown(sweep_dir, rows, groups)
+        write_text_atomic(sweep_dir / "summary.md", text)
     return {"jobs": rows, "over_seeds": groups, "markdown": text}
 
 
