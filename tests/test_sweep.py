@@ -200,6 +200,8 @@ def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     assert [(r["job"], r["dir"]) for r in rows] == [(0, first["dir"]), (1, first["dir"].replace("seed=1", "seed=2"))]
     assert (tmp_path / first["dir"] / "model.lmp").read_bytes() == checkpoint  # resumed: nothing left to train
     assert rows[0]["wall_time_s"] == first["wall_time_s"] > 0  # an attempt that trains nothing adds no time
+    rows = sweep("3,2")  # reordered, seed=1 dropped: numbered by this call's plan, the earlier job after it
+    assert [(r["job"], r["dir"].rsplit("seed=", 1)[1]) for r in rows] == [(0, "3"), (1, "2"), (2, "1")]
 
 
 def test_a_job_dir_is_its_overrides_with_paths_flattened_and_long_names_hashed():

@@ -185,9 +185,18 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     if not dirs:
         raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
     rows = [job_row(sweep_dir, d) for d in dirs]
+    planned = planned_jobs(sweep_dir)
+    plan = {tuple(sorted(overrides)): number for number, overrides in enumerate(planned)}
     started = {tuple(sorted(r["overrides"])) for r in rows}
-    rows += [not_started_row(number, overrides) for number, overrides in enumerate(planned_jobs(sweep_dir))
+    rows += [not_started_row(number, overrides) for number, overrides in enumerate(planned)
              if tuple(sorted(overrides)) not in started]
+    if plan:  # numbered by the sweep as last typed: an earlier call's `seed=1,2` and a rerun's `seed=3,2` both had a 0
+        earlier = sorted((r for r in rows if tuple(sorted(r["overrides"])) not in plan),
+                         key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"] or ""))
+        for r in rows:
+            r["job"] = plan.get(tuple(sorted(r["overrides"])), r["job"])
+        for number, r in enumerate(earlier, start=len(plan)):  # values the last call no longer has: after it
+            r["job"] = number
     return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"] or ""))  # the sweep's order
 
 
