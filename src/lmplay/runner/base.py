@@ -78,6 +78,22 @@ class StagePlan:
 
 
 @dataclass
+class RecordWindow:
+    """The steps since the last train record, which the next one averages over: their summed loss and correct
+    count (on the device, unread), tokens and number."""
+
+    loss: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    tokens: int = 0
+    steps: int = 0
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, tokens: int) -> None:
+        self.loss, self.correct = (loss, correct) if not self.steps else (self.loss + loss, self.correct + correct)
+        self.tokens += tokens
+        self.steps += 1
+
+
+@dataclass
 class StepLog:
     """A training step's stats, on their way from the device until log_step reads them."""
 
@@ -658,7 +674,7 @@ class LMRunnerBase:
         defer = self.defer_reads
         self.speed.restart(progress["tokens"])
         pending: StepLog | None = None
-        window: tuple = (None, None, 0, 0)  # loss and correct sums, tokens and steps since the last record
+        window = RecordWindow()
         finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
@@ -676,9 +692,7 @@ class LMRunnerBase:
             lr = plan.lr(progress["stage_step"], total)
             self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
-            if window[3]:
-                loss, correct = window[0] + loss, window[1] + correct
-            window = (loss, correct, window[2] + batch.num_tokens, window[3] + 1)
+            window.add(loss, correct, batch.num_tokens)
             samples_before = progress["samples"]
             progress["step"] += 1
             progress["stage_step"] += 1
@@ -688,7 +702,7 @@ class LMRunnerBase:
             self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
-                pending, window = self.step_log(stage.name, lr, window), (None, None, 0, 0)
+                pending, window = self.step_log(stage.name, lr, window), RecordWindow()
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -703,7 +717,7 @@ class LMRunnerBase:
                     if save:
                         self.save()
         self.log_step(pending, bar)
-        if window[3]:  # the last steps, short of a log_interval
+        if window.steps:  # the last steps, short of a log_interval
             self.log_step(self.step_log(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], window), bar)
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
@@ -720,10 +734,11 @@ class LMRunnerBase:
                            f"batching its data is shorter than one window of context_len+1 = {self.context_len + 1} "
                            f"tokens; use a smaller context_len, more data, or curriculum.batching=rows")
 
-    def step_log(self, stage: str, lr: float, window: tuple) -> StepLog:
-        """A record of the steps in `window` (loss and correct sums, tokens, steps), at the run's progress now."""
+    def step_log(self, stage: str, lr: float, window: RecordWindow) -> StepLog:
+        """A record of the steps in `window`, at the run's progress now."""
         at = {k: self.runner_c.progress[k] for k in ("step", "samples", "tokens")}
-        return StepLog.start(stage, lr, at, *window, self.speed.flops_done)
+        return StepLog.start(stage, lr, at, window.loss, window.correct, window.tokens, window.steps,
+                             self.speed.flops_done)
 
     def log_step(self, log: "StepLog | None", bar) -> None:
         """Read a step's loss and accuracy from the device, stop on NaN/Inf, and record them with tokens/s
