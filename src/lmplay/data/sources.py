@@ -273,19 +273,29 @@ def _folder_text_files(folder: Path, split: str, where: str, read: set[str | Non
     if split not in files:
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
                           f"{', '.join(map(str, files))}); set split=NAME")
-    named = {f for fs in files.values() for f in fs}
-    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and file_kind(Path(f)))  # a LICENSE
-    # is no data: datasets reads no suffix-less file beside others
-    if patterns != {"train": ["**"]} and left:  # file names name the splits: one that names none is in none
-        raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
-                          f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
-                          f"out; rename them (train/test/validation in the name), or move them out")
+    if patterns != {"train": ["**"]}:  # file names name the splits
+        _check_split_names(folder, files, where)
     if unused := [str(name) for name in files if name != split and name not in read]:
         log.warning("%s: folder %s also has %s files, which are not read; validation_split: %s in the dataset's entry "
                     "holds them out", where, folder, " and ".join(unused), unused[0])
+    # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
-    if any(file_kind(p) for p in paths):  # a LICENSE beside the data is no data (datasets reads no such file)
-        paths = [p for p in paths if file_kind(p)]
+    data = [p for p in paths if file_kind(p)] or paths
+    return data if _one_kind(data, folder, where) == "text" else []
+
+
+def _check_split_names(folder: Path, files: Any, where: str) -> None:
+    """A data file whose name names no split is in none of them: datasets would leave it out, silently."""
+    named = {f for fs in files.values() for f in fs}
+    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and file_kind(Path(f)))
+    if left:
+        raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
+                          f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
+                          f"out; rename them (train/test/validation in the name), or move them out")
+
+
+def _one_kind(paths: list[Path], folder: Path, where: str) -> str:
+    """"text", or the record suffix, of a folder's data files; more than one kind is an error."""
     kinds: dict[str, list[str]] = {}
     for p in paths:
         kind = file_kind(p)
@@ -295,7 +305,7 @@ def _folder_text_files(folder: Path, split: str, where: str, read: set[str | Non
                           for kind, names in kinds.items())
         raise ConfigError(f"{where}: folder {folder} holds more than one kind of file ({found}), and a dataset reads "
                           f"one kind; move the others out, or list one kind's files with data_files=[...]")
-    return paths if "text" in kinds else []
+    return next(iter(kinds))
 
 
 def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, str, list[str]]:
