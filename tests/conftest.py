@@ -29,9 +29,10 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
     return proc
 
 
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
+def torchrun(nproc: int, *args: str, path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them;
+    `path`: more dirs for PYTHONPATH, first (a test's sitecustomize)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO / "src", REPO])), "TQDM_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)

@@ -106,7 +106,7 @@ def train(cfg: DictConfig) -> None:
                                   f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
                                   f"checkpoint)")
         runner.train()
-        runner.world.close()
+        runner.close()
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         release_run_dir(run_dir)
 

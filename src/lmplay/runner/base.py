@@ -1,5 +1,6 @@
 """LMRunnerBase: owns the five components and runs the training loop over the curriculum's stages."""
 
+import gc
 import math
 import os
 import signal
@@ -568,10 +569,20 @@ class LMRunnerBase:
                 signal.signal(s, h)
             self.stats.close()
 
+    def close(self) -> None:
+        """Leave torchrun's process group, all ranks together. DDP's reducer holds the group: freed only at
+        interpreter exit, gloo's worker threads can abort a rank that finished ('terminate called without an
+        active exception', SIGABRT) and fail the run, so the wrapper goes first, while the interpreter is whole."""
+        if self.world.distributed:
+            self.ddp = self._compiled = None
+            gc.collect()  # the runner's reference cycles keep the wrapper alive otherwise
+        self.world.close()
+
     def _stop(self) -> None:
         """Save, then exit with 128 + the signal's number; on a job's preemption signal, hand over to the
         handler the job installed (submitit requeues the job, which resumes from the checkpoint just saved)."""
         path, signum = self.save(), self._stop_signal
+        self.close()  # every rank stops after the same step (World.any)
         name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
         previous = self._old_handlers.get(signum)
         if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
