@@ -1,5 +1,6 @@
 """The experiment workflow: new_exp copies an experiment that trains at once; an outside package holds experiments."""
 
+import importlib
 import json
 import os
 import re
@@ -140,3 +141,21 @@ def test_a_copy_renames_versions_only_where_they_name_versions(tmp_path):
     assert "  - c_gpt2\n" in (tmp_path / "lab" / "conf" / "exp" / "c_gpt2_medium.yaml").read_text()
     model = (tmp_path / "lab" / "c_gpt2" / "model.py").read_text()
     assert 'tokenizer: str = "gpt2"' in model and "class CGpt2(" in model
+
+
+def test_a_copy_of_gpt2_names_its_own_versions_in_what_it_imports_and_compares_with_gpt2(tmp_path, monkeypatch):
+    """Its importer stamped `gpt2` into every checkpoint (sampling then ran the original's code), and the sweep
+    it suggested pitted the byte-level gpt2ish_mini against 124M GPT-2."""
+    create("c3_gpt2", "gpt2", into=tmp_path / "lab3")
+    assert '"gpt2' not in (tmp_path / "lab3" / "c3_gpt2" / "versions.py").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_hf = importlib.import_module("lab3.c3_gpt2.import_hf")
+    assert import_hf.version_name({"num_blocks": 24, "embed_dim": 1024, "num_heads": 16, "vocab_size": 50257}) \
+        == "c3_gpt2_medium"
+    assert import_hf.version_name({"num_blocks": 2, "embed_dim": 32, "num_heads": 4}) == "c3_gpt2"
+    assert "exp=gpt2,c3_gpt2 seed=1,2,3" in (tmp_path / "lab3" / "c3_gpt2" / "README.md").read_text()
+    assert "exp=value_norm_mini,c4_vn_mini" in new_exp_output("c4_vn", "value_norm", tmp_path / "lab4")
+
+
+def new_exp_output(name: str, source: str, into: Path) -> str:
+    return run_cli("lmplay.new_exp", name, "--from", source, "--into", str(into), check=True).stdout

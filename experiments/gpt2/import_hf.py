@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from experiments.gpt2 import versions
 from experiments.gpt2.model import GPT2, LN_EPS
-from experiments.gpt2.versions import SIZES
 from lmplay.cli import run_main
 from lmplay.data.sources import HUB_ID
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.files import hold_run_dir, release_run_dir
 from lmplay.runner import checkpoint
+from lmplay.runner.registry import registered
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -193,9 +194,12 @@ def pick_tokenizer(vocab_size: int, name: str | None) -> str:
 
 
 def version_name(shape: dict[str, int]) -> str:
-    """The registered version with this shape; `gpt2` otherwise (the checkpoint's arguments carry the shape)."""
-    key = (shape["num_blocks"], shape["embed_dim"], shape["num_heads"])
-    return next((name for name, size in SIZES.items() if size == key), "gpt2")
+    """This package's version with this shape; its first (the smallest) otherwise: the checkpoint's
+    arguments carry the shape. Read off the registry, so a copy of the package names its own versions."""
+    own = [r for r in registered().values() if r.factory.__module__ == versions.__name__]
+    same = (r.name for r in own if all(r.factory().overrides[k] == v for k, v in shape.items()
+                                       if k in ("num_blocks", "embed_dim", "num_heads")))
+    return next(same, own[0].name)
 
 
 def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | None = None) -> dict:

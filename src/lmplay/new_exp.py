@@ -120,16 +120,20 @@ def replace_docstring(text: str, docstring: str) -> str:
     return f'"""{docstring}"""\n\n' + text
 
 
-def comparable(versions: list[str]) -> str:
-    """The version to sweep against gpt2ish_mini: the laptop-sized one when there is one."""
-    return next((v for v in versions if v.endswith("_mini")), versions[0])
+def copied_versions(name: str, source: str) -> dict[str, str]:
+    """The copy's versions -> the source's versions they were copied from."""
+    src = find_source(source, Path(CONF_DIR))
+    mapping = rename_map(src, name, src.module)
+    return {mapping[v]: v for v in src.versions}
 
 
-def sweep_command(versions: list[str], into: Path | None) -> str:
-    """The sweep that compares the new experiment with the baseline; configs outside this checkout need
-    Hydra's search path."""
+def sweep_command(copied: dict[str, str], into: Path | None) -> str:
+    """The sweep that compares a version of the copy (the laptop-sized one where there is one) with the version
+    it was copied from: the same size and tokenizer, one change apart. Configs outside this checkout need Hydra's
+    search path."""
+    copy = next((v for v in copied if v.endswith("_mini")), next(iter(copied)))
     searchpath = f"'hydra.searchpath=[pkg://{into.name}.conf]' " if into is not None else ""
-    return f"python -m lmplay.train -m {searchpath}exp=gpt2ish_mini,{comparable(versions)} seed=1,2,3"
+    return f"python -m lmplay.train -m {searchpath}exp={copied[copy]},{copy} seed=1,2,3"
 
 
 def pyproject(into: Path, name: str) -> str:
@@ -143,12 +147,13 @@ def pyproject(into: Path, name: str) -> str:
             f'[tool.setuptools.package-data]\n"*" = ["*.yaml", "*.md"]\n')
 
 
-def readme(name: str, src: Source, versions: list[str], into: Path | None) -> str:
+def readme(name: str, src: Source, copied: dict[str, str], into: Path | None) -> str:
+    versions = list(copied)
     return (f"# {name}\n\nCopied from `{src.module}` by `python -m lmplay.new_exp`.\n\n"
             "**Idea.** What you change and why it might help.\n\n"
-            "**The change.** Which lines of model.py differ from the baseline's.\n\n"
-            "**Run it against the baseline.**\n\n"
-            f"    {sweep_command(versions, into)}\n"
+            f"**The change.** Which lines of model.py differ from {src.name}'s.\n\n"
+            f"**Run it against {src.name}.**\n\n"
+            f"    {sweep_command(copied, into)}\n"
             "    python -m lmplay.plot multirun/<date>/<time>\n\n"
             "**What to look for.** The loss difference from the baseline at equal tokens, against the spread over "
             "seeds.\n\n" f"Versions: {', '.join(f'`{v}`' for v in versions)}.\n")
@@ -198,8 +203,8 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
         pkg_dir, conf_dir, module = into / name, into / "conf", f"{into.name}.{name}"
     mapping = rename_map(src, name, module)
     check_name(name, src, mapping)
-    new_versions = [mapping[v] for v in src.versions]
     original = {mapping[v]: v for v in src.versions}
+    new_versions = list(original)
     targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in new_versions)]
     if into is not None:  # this checkout's configs come first in Hydra's search path: a copy of the name there wins
         targets += [REPO_EXPERIMENTS / name, *(Path(CONF_DIR) / "exp" / f"{v}.yaml" for v in new_versions)]
@@ -227,7 +232,7 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
             raise ConfigError(f"'{name}' makes {file.name} invalid Python ({e.msg}, line {e.lineno}); pick "
                               f"another name") from None
         files[pkg_dir / file.name] = text
-    files[pkg_dir / "README.md"] = readme(name, src, new_versions, into)
+    files[pkg_dir / "README.md"] = readme(name, src, original, into)
     if into is not None and not (into.parent / "pyproject.toml").exists():
         files[into.parent / "pyproject.toml"] = pyproject(into, name)
     for version, config in src.configs.items():
@@ -254,14 +259,14 @@ def main(argv: list[str]) -> None:
     written = create(args.name, args.source, args.into)
     print("\n".join(f"wrote {path}" for path in written))
     model_py = next(p for p in written if p.name == "model.py")
-    versions = [p.stem for p in written if p.suffix == ".yaml"]
+    copied = copied_versions(args.name, args.source)
     if args.into is None:
         print(f"\nnext: change one thing in {model_py}, then compare it with the baseline:\n"
-              f"  {sweep_command(versions, None)}")
+              f"  {sweep_command(copied, None)}")
         return
     lab, pkg = args.into.resolve().parent, args.into.name
     print(f"\nnext: change one thing in {model_py}; with {lab} on PYTHONPATH (or your package installed):\n"
-          f"  {sweep_command(versions, args.into)}")
+          f"  {sweep_command(copied, args.into)}")
     if lab / "pyproject.toml" in [p.resolve() for p in written]:
         print(f"For lmplay.generate to find its checkpoints by name, install the package once: pip install -e {lab}")
     elif ENTRY_POINTS_TABLE in (lab / "pyproject.toml").read_text():  # a second table of the name breaks the file
