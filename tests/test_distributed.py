@@ -54,6 +54,19 @@ def test_bad_world_size_for_batch(tmp_path):
                     f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
     assert proc.stderr.count("batch_size=6 is not divisible by 2 ranks x mini_batch_size=2") == 1  # rank 0's alone
+    assert "mini_batch_size=1 keeps batch_size=6 (3 samples a rank)" in proc.stderr  # a resumed run keeps its batch
+
+
+def test_an_error_only_rank_0_meets_is_said_once_and_the_others_exit_quietly(tmp_path):
+    """Rank 0 reads the data first; where it failed, rank 1 printed a traceback of gloo's "connection closed"."""
+    missing = tmp_path / "missing.txt"
+    proc = torchrun(2, *BASE, "curriculum=text_file", f"curriculum.path={missing}", f"hydra.run.dir={tmp_path / 'a'}")
+    assert proc.returncode != 0
+    assert proc.stderr.count("does not exist") == 1, proc.stderr[-3000:]
+    assert "Connection closed" not in proc.stderr and "Error executing job" not in proc.stderr
+    proc = torchrun(2, *BASE, "lr=1e6", "max_steps=30", f"hydra.run.dir={tmp_path / 'b'}")
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: loss became") == 1, proc.stderr[-3000:]  # was once per rank
 
 
 def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
@@ -66,3 +79,10 @@ def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if (p / "stats.json").exists()]
     assert losses(job)[0] == pytest.approx(losses(single)[0], abs=1e-5)
+    # a job that fails: its row holds rank 0's error (rank 1 wrote its own over it: gloo's "connection closed")
+    proc = run_cli("lmplay.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                   "hydra.launcher.timeout_min=10", *BASE, "curriculum=text_file",
+                   f"curriculum.path={tmp_path / 'missing.txt'}", f"hydra.sweep.dir={tmp_path / 'failed'}")
+    assert proc.returncode != 0
+    (row,) = json.loads((tmp_path / "failed" / "summary.json").read_text())["jobs"]
+    assert row["status"] == "failed" and "does not exist" in row["error"], row

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, make_runner, run_cli
@@ -535,4 +536,27 @@ def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):
     with pytest.raises(SystemExit) as e:
         run_hydra_app(interrupted, [], "config")
     assert e.value.code == 130
-    assert capsys.readouterr().err.strip().splitlines() == ["interrupted between jobs, or before training started"]
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted before training started"]
+
+
+def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_saved(capsys, tmp_path):
+    """joblib kills its workers on a Ctrl-C: the line said no job was training, and the summary kept their
+    start (0 tokens)."""
+    job = tmp_path / "seed=1"
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"job": 0, "overrides": ["seed=1"], "status": "started"}))
+
+    def interrupted():
+        launcher = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+        HeldStderr().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)},
+                                                                   "launcher": {"_target_": launcher}}}))
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        run_hydra_app(interrupted, [], "config")
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted: the launcher stops the jobs it runs in other processes, which may not get to save (joblib kills "
+        "its workers), so each resumes from its last checkpoint (runner.save_interval); rerun the sweep with "
+        f"hydra.sweep.dir={tmp_path.resolve()} to resume it"]
+    assert "seed=1" in (tmp_path / "summary.md").read_text()  # rebuilt from the jobs' stats as they stand

@@ -6,6 +6,7 @@ is the config composed again, with Hydra's compose API, to name the bad value in
 on failure saves ~0.2 s on every good start.
 """
 
+import contextlib
 import difflib
 import hashlib
 import io
@@ -30,12 +31,27 @@ from lmplay.errors import ConfigError
 
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
 _sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
+_jobs_elsewhere: list[bool] = []  # its launcher runs the jobs in other processes (joblib, submitit)
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher numbers it, known before any process group exists: torchrun's RANK,
+    or a task's of a submitit job with several. Only rank 0 speaks for a run and writes its files."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().global_rank
+    return 0
 
 
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
     _sweep_dirs.clear()
+    _jobs_elsewhere.clear()
     _held.append((sys.stderr, io.StringIO()))
     sys.stderr = _held[-1][1]
     try:
@@ -49,14 +65,28 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
             sys.stderr.write(hydra_said)
         raise
-    except KeyboardInterrupt:  # between a sweep's jobs, or while Hydra or torch load: no job is training
-        HeldStderr.give_back()
-        where = (f"; rerun the sweep with hydra.sweep.dir={_sweep_dirs[-1].resolve()} to resume it"
-                 if _sweep_dirs and _sweep_dirs[-1].is_dir() else "")
-        print(f"interrupted between jobs, or before training started{where}", file=sys.stderr)
+    except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
+        HeldStderr.give_back()  # training, or in a launcher's waiting for jobs it runs in other processes
+        print(interrupted(), file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         HeldStderr.give_back()
+
+
+def interrupted() -> str:
+    """What a Ctrl-C outside a job's training stopped, and how to go on."""
+    if not (_sweep_dirs and _sweep_dirs[-1].is_dir()):
+        return "interrupted before training started"
+    sweep_dir = _sweep_dirs[-1].resolve()
+    resume = f"rerun the sweep with hydra.sweep.dir={sweep_dir} to resume it"
+    if not _jobs_elsewhere[-1]:
+        return f"interrupted between jobs, or before training started; {resume}"
+    from lmplay.sweep import write_summary
+
+    with contextlib.suppress(Exception):  # the summary as the jobs' stats.json stand now; the line still comes
+        write_summary(sweep_dir)
+    return (f"interrupted: the launcher stops the jobs it runs in other processes, which may not get to save (joblib "
+            f"kills its workers), so each resumes from its last checkpoint (runner.save_interval); {resume}")
 
 
 def job_dir_name(overrides: str) -> str:
@@ -94,6 +124,7 @@ class HeldStderr(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         _sweep_dirs.append(Path(config.hydra.sweep.dir))
+        _jobs_elsewhere.append(config.hydra.launcher.get("_target_") != BASIC_LAUNCHER)
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
         self.give_back()

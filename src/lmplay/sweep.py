@@ -33,7 +33,7 @@ from lmplay.cli import run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, write_text_atomic
-from lmplay.hydra_app import JobError
+from lmplay.hydra_app import BASIC_LAUNCHER, JobError, launcher_rank
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,
@@ -47,7 +47,6 @@ JOB_FILE = "job.json"
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
 class SweepSummary(Callback):
@@ -58,7 +57,7 @@ class SweepSummary(Callback):
             import torch._dynamo  # noqa: F401
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN:
+        if config.hydra.mode == RunMode.MULTIRUN and launcher_rank() == 0:  # a job's other tasks: its other ranks
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
             job_dir = Path(config.hydra.runtime.output_dir)
@@ -68,7 +67,7 @@ class SweepSummary(Callback):
             write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        if config.hydra.mode != RunMode.MULTIRUN or launcher_rank() != 0:  # rank 1 would overwrite rank 0's row
             return
         error = None
         if job_return.status == JobStatus.FAILED:

@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
-from lmplay.errors import ConfigError, LmplayError
+from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import hold_run_dir, release_run_dir
-from lmplay.hydra_app import JobError, reject_added_keys, run_hydra_app
+from lmplay.hydra_app import JobError, launcher_rank, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -156,11 +156,12 @@ def main(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-        if isinstance(e, ConfigError) and os.environ.get("RANK", "0") != "0":  # under torchrun every rank reads
-            raise SystemExit(e.exit_code) from None  # the same config: rank 0 says what is wrong, once
+        if isinstance(e, (ConfigError, DivergedError)) and launcher_rank() != 0:  # every rank reads the same
+            raise SystemExit(e.exit_code) from None  # config and loss: rank 0 says what is wrong, once
         report(e)
     except SystemExit as e:  # a signal stopped the run, which saved first: a sweep's job says so in its row
-        if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128 \
+                and launcher_rank() == 0:
             from lmplay.sweep import job_interrupted
             with contextlib.suppress(LmplayError, OSError):  # the checkpoint is saved: the exit code must stay 128+N
                 job_interrupted(HydraConfig.get())

@@ -548,7 +548,7 @@ class LMRunnerBase:
                       f"accuracy {values['accuracy']:.4f}", flush=True)
 
     def _on_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
+        self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once; the last checkpoint stays good
 
     def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],

@@ -46,12 +46,22 @@ class World:
 
     @contextmanager
     def main_first(self):
-        """Rank 0 runs the block first (e.g. filling a cache), then the others: no two write the same file."""
-        if self.distributed and not self.is_main:
-            dist.barrier(group=self.cpu_group)
-        yield
-        if self.distributed and self.is_main:
-            dist.barrier(group=self.cpu_group)
+        """Rank 0 runs the block first (e.g. filling a cache), then the others: no two write the same file.
+        Where rank 0's block fails (a missing data file), it says why and the others exit quietly (code 1),
+        not with gloo's "connection closed by peer" traceback once rank 0 is gone."""
+        if not self.distributed:
+            yield
+        elif self.is_main:
+            try:
+                yield
+            except BaseException:
+                self.sum(1.0)
+                raise
+            self.sum(0.0)
+        else:
+            if self.sum(0.0)[0]:
+                raise SystemExit(1)
+            yield
 
     def close(self) -> None:
         """Leave the process group together: a rank that exits while another still holds its connections
