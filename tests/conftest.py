@@ -1,8 +1,10 @@
 """Shared helpers: compose the config like the CLI does, and run the CLIs in subprocesses."""
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,32 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
     return proc
 
 
-def torchrun(nproc: int, *args: str, path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+def torchrun(nproc: int, *args: str, path: tuple[Path, ...] = (), env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them;
-    `path`: more dirs for PYTHONPATH, first (a test's sitecustomize)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO / "src", REPO])), "TQDM_DISABLE": "1"}
+    `path`: more dirs for PYTHONPATH, first (tests/probes)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO / "src", REPO])), "TQDM_DISABLE": "1",
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
+
+
+LAUNCH_ENV = re.compile(r"(SLURM|SUBMITIT|TORCHELASTIC)_.*|WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_(ADDR|PORT)"
+                        r"|HYDRA_FULL_ERROR|HF_(HUB|DATASETS)_OFFLINE")
+
+
+def pytest_configure(config):
+    """The tests and the CLI runs they start see neither the developer's launcher or Hydra settings (with
+    HYDRA_FULL_ERROR=1 a bad override is Hydra's traceback, not lmplay's one line) nor their HF cache: set before
+    any test module imports datasets, which reads HF_DATASETS_CACHE once."""
+    for name in [n for n in os.environ if LAUNCH_ENV.fullmatch(n)]:
+        del os.environ[name]
+    config._hf_cache = tempfile.TemporaryDirectory(prefix="lmplay-tests-hf-")
+    os.environ["HF_DATASETS_CACHE"] = config._hf_cache.name
+
+
+def pytest_unconfigure(config):
+    config._hf_cache.cleanup()
 
 
 @pytest.fixture(scope="session", autouse=True)

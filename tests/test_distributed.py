@@ -20,7 +20,8 @@ def losses(run_dir):
 def test_two_ranks_equal_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     run_cli("lmplay.train", *BASE, "max_steps=8", f"hydra.run.dir={single}", check=True)
-    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={ddp}", path=(Path(__file__).parent / "exit_probe",))
+    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={ddp}", path=(Path(__file__).parent / "probes",),
+                    env={"LMPLAY_PROBE_DDP_AT_EXIT": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # a DDP wrapper alive at exit made a finished rank abort now and then (gloo, SIGABRT): the runner frees it
     alive = re.findall(r"DDP wrappers alive at exit: (\d+)", proc.stderr)

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import pickle
-import random
 import signal
 import subprocess
 import sys
@@ -41,35 +40,33 @@ def weights(run_dir):
     return checkpoint.load(run_dir / "model.lmp")["components"]["model"]["state"]["weights"]
 
 
-def popen_train(args):
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
+PROBES = REPO / "tests" / "probes"
+
+
+def popen_train(args, env=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (PROBES, REPO / "src", REPO))), "TQDM_DISABLE": "1",
+           **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "lmplay.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
-def wait_for(path, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None or path.exists(), proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+def saved_step(run_dir) -> int:
+    return checkpoint.load(run_dir / "model.lmp")["components"]["runner"]["state"]["progress"]["step"]
 
 
-def test_kill_9_at_random_moments_then_resume_is_exact(tmp_path):
+def test_kill_9_between_saves_and_inside_one_then_resume_is_exact(tmp_path):
+    """SIGKILL mid-interval, inside a save (its file written, not yet renamed) and again mid-interval: each
+    resume starts from the last checkpoint that was whole, and the end equals the uninterrupted run."""
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    run_cli("lmplay.train", *RUN, f"hydra.run.dir={whole}", check=True)
-    rng = random.Random(0)
-    kills = 0
-    for _ in range(3):
-        proc = popen_train([*RUN, f"hydra.run.dir={broken}"])
-        wait_for(broken / "model.lmp", proc)
-        time.sleep(rng.uniform(0.0, 0.6))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.communicate()
-    assert kills, "the run always finished before it could be killed"
-    run_cli("lmplay.train", *RUN, f"hydra.run.dir={broken}", check=True)
+    args = [a if not a.startswith("runner.save_interval=") else "runner.save_interval=128" for a in RUN]  # 16 steps
+    run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
+    for kill, saved in (("step:20", 16), ("save:32", 16), ("step:40", 32)):
+        proc = popen_train([*args, f"hydra.run.dir={broken}"], env={"LMPLAY_PROBE_KILL": kill})
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, err
+        assert saved_step(broken) == saved
+        assert (broken / "model.lmp.tmp").exists() == (kill == "save:32")  # killed with the new file unrenamed
+    run_cli("lmplay.train", *args, f"hydra.run.dir={broken}", check=True)
     assert replayable(json.loads((broken / "stats.json").read_text())) == \
         replayable(json.loads((whole / "stats.json").read_text()))
     lrs = [r["lr"] for r in json.loads((whole / "stats.json").read_text())["train"]]

@@ -23,8 +23,10 @@ from lmplay.stats import speed
 
 
 def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
-    proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=40", "runner.validation_interval=64", check=True)
+    proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=40", "runner.validation_interval=64", check=True,
+                   env={"LMPLAY_CACHE": str(tmp_path / "cache")})
     run = tmp_path / "run"
+    assert [p.name for p in (tmp_path / "cache" / "tokenized").iterdir()]  # the tokens go where LMPLAY_CACHE says
     assert "parameters" in proc.stdout
     stats = json.loads((run / "stats.json").read_text())
     assert len(stats["train"]) == 40

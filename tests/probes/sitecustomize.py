@@ -1,0 +1,59 @@
+"""Put on PYTHONPATH by tests that watch a CLI run from inside, switched on by environment variables.
+
+LMPLAY_PROBE_DDP_AT_EXIT=1: at exit, say how many DDP wrappers are still alive. One alive at interpreter exit
+holds gloo's process group, whose worker threads can then abort a rank that finished (SIGABRT): an intermittent
+failure, so the test checks its cause rather than waiting for it.
+
+LMPLAY_PROBE_KILL=step:N | save:N: SIGKILL the process right after the N-th optimizer step, or inside the save of
+the checkpoint at step N, its new file written and not yet renamed over model.lmp: crashes at known moments,
+where a kill after a sleep lands wherever the machine's speed puts it.
+"""
+
+import atexit
+import os
+import signal
+import sys
+
+
+def _report_ddp() -> None:
+    if "torch" in sys.modules:  # the ranks, and torchrun's own agent
+        import gc
+
+        alive = sum(type(o).__name__ == "DistributedDataParallel" for o in gc.get_objects())
+        sys.stderr.write(f"DDP wrappers alive at exit: {alive}\n")
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _install_kill(where: str, step: int) -> None:
+    from lmplay.runner import base, checkpoint
+
+    if where == "step":
+        train_step = base.LMRunnerBase.train_step
+
+        def killing_train_step(self, *args, **kwargs):
+            result = train_step(self, *args, **kwargs)
+            if self.runner_c.progress["step"] + 1 == step:  # the counter moves on after the step
+                _kill()
+            return result
+
+        base.LMRunnerBase.train_step = killing_train_step
+        return
+    save = checkpoint.save
+
+    def killing_save(state, path):
+        if str(path).endswith("model.lmp") and state["components"]["runner"]["state"]["progress"]["step"] == step:
+            replace = checkpoint.os.replace
+            checkpoint.os.replace = lambda src, dst: _kill() if str(dst).endswith("model.lmp") else replace(src, dst)
+        save(state, path)
+
+    checkpoint.save = killing_save
+
+
+if os.environ.get("LMPLAY_PROBE_DDP_AT_EXIT"):
+    atexit.register(_report_ddp)
+if os.environ.get("LMPLAY_PROBE_KILL"):
+    _where, _step = os.environ["LMPLAY_PROBE_KILL"].split(":")
+    _install_kill(_where, int(_step))
