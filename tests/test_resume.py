@@ -75,6 +75,24 @@ def test_kill_9_between_saves_and_inside_one_then_resume_is_exact(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_stop_on_a_stages_last_step_or_the_runs_keeps_their_closing_validation(tmp_path):
+    """SIGTERM during the last step of a stage, or of the run, saved before the stage's closing validation, and
+    no resume recorded it: the final validation loss came from an earlier step, for good."""
+    args = ["exp=test_runner", "device=cpu", "max_steps=10", "runner.validation_interval=1000", "scheduler=constant",
+            "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4}, {name: b, datasets: [shakespeare], epochs: 1}]"]
+    whole = tmp_path / "whole"
+    run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
+    expected = replayable(json.loads((whole / "stats.json").read_text()))
+    assert [(r["stage"], r["step"]) for r in expected["validation"]] == [("a", 0), ("a", 4), ("b", 10)]
+    for stop in ("term:4", "term:10"):
+        run = tmp_path / stop.replace(":", "_")
+        proc = popen_train([*args, f"hydra.run.dir={run}"], env={"LMPLAY_PROBE_KILL": stop})
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        run_cli("lmplay.train", *args, f"hydra.run.dir={run}", check=True)
+        assert replayable(json.loads((run / "stats.json").read_text())) == expected, stop
+
+
 def test_sigint_saves_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",

@@ -4,9 +4,10 @@ LMPLAY_PROBE_DDP_AT_EXIT=1: at exit, say how many DDP wrappers are still alive. 
 holds gloo's process group, whose worker threads can then abort a rank that finished (SIGABRT): an intermittent
 failure, so the test checks its cause rather than waiting for it.
 
-LMPLAY_PROBE_KILL=step:N | save:N: SIGKILL the process right after the N-th optimizer step, or inside the save of
-the checkpoint at step N, its new file written and not yet renamed over model.lmp: crashes at known moments,
-where a kill after a sleep lands wherever the machine's speed puts it.
+LMPLAY_PROBE_KILL=step:N | save:N | term:N: SIGKILL the process right after the N-th optimizer step, or inside the
+save of the checkpoint at step N, its new file written and not yet renamed over model.lmp; or send it SIGTERM (a
+scheduler's stop) right after step N: crashes and stops at known moments, where a kill after a sleep lands wherever
+the machine's speed puts it.
 """
 
 import atexit
@@ -30,13 +31,13 @@ def _kill() -> None:
 def _install_kill(where: str, step: int) -> None:
     from lmplay.runner import base, checkpoint
 
-    if where == "step":
+    if where in ("step", "term"):
         train_step = base.LMRunnerBase.train_step
 
         def killing_train_step(self, *args, **kwargs):
             result = train_step(self, *args, **kwargs)
             if self.runner_c.progress["step"] + 1 == step:  # the counter moves on after the step
-                _kill()
+                _kill() if where == "step" else os.kill(os.getpid(), signal.SIGTERM)
             return result
 
         base.LMRunnerBase.train_step = killing_train_step

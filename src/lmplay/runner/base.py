@@ -640,14 +640,15 @@ class LMRunnerBase:
         self._stage_clock = (time.monotonic(), progress["stage_step"], total)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
-        step_before = progress["step"]
         try:
             finished = self._run_steps(stage, plan, total, bar)
         finally:
             bar.close()
         last = self.stats.records["validation"][-1:]
         validated_now = bool(last) and last[0]["step"] == progress["step"]
-        if self._stop_signal is None and progress["step"] > step_before and not validated_now:
+        # also where no step trained now: a stop signal on a stage's (or the run's) last step saved before this
+        # validation, and the resume that finds the stage at its end records it
+        if self._stop_signal is None and not validated_now:
             self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
         return finished
 
