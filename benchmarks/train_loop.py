@@ -2,11 +2,13 @@
 
 Speed: both loops run in one process and take turns every --chunk steps, so the load of a shared
 machine falls on both alike; this is done twice, in fresh processes, once with each loop's model built
-first (the order alone moved the ratio ~5% on a CPU). The headline ratio is the median over all turns
-(lmplay's chunk / bare's), which a burst of someone else's work cannot move; the ratio of the totals is
-printed beside it. A chunk spans whole validation and checkpoint periods where they fit in --steps
-(each turn then carries the same share of that work), so the median does not hide it. Memory: each
-loop alone in a fresh process, for its own peak. Targets: speed ratio >= 0.97, memory ratio <= 1.15.
+first (the order alone moved the ratio ~5% on a CPU). lmplay trains in one runner.train() call and the
+bare loop's turns run inside it, between two of its steps; both are timed by the same wall clock, so
+everything lmplay does between its steps counts (batching, records, stats.json and TensorBoard, and the
+validations and checkpoints of its cadence, where they fall in a turn). The headline ratio is the
+median over all turns (lmplay's chunk / bare's), which a burst of someone else's work cannot move; the
+ratio of the totals is printed beside it. Memory: each loop alone in a fresh process, for its own peak.
+Targets: speed ratio >= 0.97, memory ratio <= 1.15.
 
     python benchmarks/train_loop.py --exp gpt2ish_mini --steps 40
     python benchmarks/train_loop.py --exp test_runner --steps 800
@@ -85,33 +87,48 @@ def peak_memory(device) -> float:
 
 
 class LmplayLoop:
-    """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured.
-
-    Driven a chunk at a time by raising max_steps. Timed from the runner's own per-step wall-clock
-    windows (log_interval=1 by default), which cover every step's work (batching, accumulation, the
-    loss reads, stats.json and TensorBoard flushes) but not validations and checkpoints, which the bare
-    loop does not do (their cost is the cadence's), the first record's opening of the TensorBoard file,
-    or the end of each train() call (final validation and save).
-    """
+    """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured."""
 
     def __init__(self, args, run_dir: Path) -> None:
         self.runner = build_runner(args, run_dir)
         self.device = self.runner.device
 
-    def run(self, steps: int) -> tuple[int, float]:
-        """Train `steps` more steps; returns (tokens, seconds) of their windows."""
-        runner = self.runner
-        done = runner.runner_c.progress["step"]
-        runner.cfg.max_steps = done + steps
+    def run(self, steps: int) -> None:
+        """Train `steps` more steps (untimed: for a profile, or for the peak memory)."""
+        self.runner.cfg.max_steps = self.runner.runner_c.progress["step"] + steps
         with contextlib.redirect_stdout(io.StringIO()):
-            runner.train()
-        records = runner.stats.records["train"]
-        timed = [(b["tokens"] - a["tokens"], b["tokens_per_second"]) for a, b in zip(records, records[1:])
-                 if b["step"] > done]
-        if done == 0:  # the first step's window has no record before it
-            first = records[0]
-            timed.append((first["tokens"], first["tokens_per_second"]))
-        return sum(t for t, _ in timed), sum(t / rate for t, rate in timed)
+            self.runner.train()
+
+    def take_turns(self, bare: "BareLoop", warmup: int, steps: int, chunk: int) -> list[dict[str, tuple[int, float]]]:
+        """One train() call of warmup + steps steps (and one more, untimed: the run's closing validation and
+        save are not part of a step); from the warm-up's end on, the bare loop trains `chunk` steps at each
+        turn, between two of lmplay's. Returns each turn's {loop: (tokens, seconds)}."""
+        runner, progress = self.runner, self.runner.runner_c.progress
+        start = progress["step"] + warmup
+        ends = set(range(start, start + steps + 1, chunk)) | {start + steps}
+        turns, mark = [], {}
+        train_step = runner.train_step
+
+        def timed_train_step(*step_args, **step_kwargs):
+            if progress["step"] in ends:
+                sync(self.device)
+                now = time.perf_counter()
+                if mark:  # lmplay's turn ends as its next step starts; the bare loop's turn follows
+                    turns.append({"lmplay": (progress["tokens"] - mark["tokens"], now - mark["time"]),
+                                  "bare": bare.run(progress["step"] - mark["step"])})
+                else:  # the bare loop's warm-up: its compiles and caches
+                    bare.run(warmup)
+                if progress["step"] < start + steps:
+                    sync(self.device)
+                    mark.update(time=time.perf_counter(), tokens=progress["tokens"], step=progress["step"])
+            return train_step(*step_args, **step_kwargs)
+
+        runner.train_step = timed_train_step
+        try:
+            self.run(warmup + steps + 1)
+        finally:
+            del runner.train_step
+        return turns
 
 
 class BareLoop:
@@ -160,7 +177,8 @@ class BareLoop:
 
 
 def chunk_steps(args, settings) -> int:
-    """--chunk, or else the longest validation/checkpoint period (in steps) that fits in --steps, else 5."""
+    """--chunk, or else the longest validation/checkpoint period (in steps) that fits in --steps, else 5:
+    each of lmplay's turns then carries the same share of that work."""
     if args.chunk:
         return args.chunk
     periods = [-(-interval // settings.batch_size) for interval in (settings.validation_interval,
@@ -169,27 +187,17 @@ def chunk_steps(args, settings) -> int:
 
 
 def measure_speed(args, first: str) -> dict:
-    """Both loops in this process, taking turns (lmplay-bare, bare-lmplay, ...), so that whatever else the
-    machine is doing slows both alike; the first --warmup steps of each are not timed. `first` is the
-    loop whose model is built first: that alone moved the ratio by ~5% on a CPU (memory placement), so
-    main() measures both orders."""
+    """Both loops in this process, taking turns (LmplayLoop.take_turns), so that whatever else the machine is
+    doing slows both alike; the first --warmup steps of each are not timed. `first` is the loop whose model
+    is built first: that alone moved the ratio by ~5% on a CPU (memory placement), so main() measures both
+    orders."""
     with tempfile.TemporaryDirectory() as tmp:
         build = {"lmplay": LmplayLoop, "bare": BareLoop}
         loops = {name: build[name](args, Path(tmp, name)) for name in (first, *(set(build) - {first}))}
         chunk = chunk_steps(args, loops["bare"].settings)
-        for loop in loops.values():
-            loop.run(args.warmup)
-        totals = {name: [0, 0.0] for name in loops}
-        turn_ratios = []
-        for turn, start in enumerate(range(0, args.steps, chunk)):
-            rates = {}
-            order = ("lmplay", "bare") if turn % 2 == 0 else ("bare", "lmplay")  # neither always goes first
-            for name in order:
-                tokens, seconds = loops[name].run(min(chunk, args.steps - start))
-                totals[name][0] += tokens
-                totals[name][1] += seconds
-                rates[name] = tokens / seconds
-            turn_ratios.append(rates["lmplay"] / rates["bare"])
+        turns = loops["lmplay"].take_turns(loops["bare"], args.warmup, args.steps, chunk)
+    totals = {name: [sum(t[name][0] for t in turns), sum(t[name][1] for t in turns)] for name in loops}
+    turn_ratios = [(t["lmplay"][0] / t["lmplay"][1]) / (t["bare"][0] / t["bare"][1]) for t in turns]
     return {"totals": totals, "turn_ratios": turn_ratios, "chunk": chunk}
 
 
