@@ -85,6 +85,7 @@ def test_padding_never_counts(tmp_path):
         assert (batch.targets[n, :width] != IGNORE_INDEX).all()
         assert batch.targets[n, width - 1] == TOK.eot_id  # the closing eot is learned
     assert batch.num_tokens == sum(len(t) + 1 for t in ["Hi.", "A much longer row of text here.", "Mid size row."])
+    assert batch.num_positions == batch.num_tokens < batch.inputs.numel()  # MFU's count: no padding either
 
 
 def test_short_final_batch_is_emitted_once(tmp_path):
@@ -105,16 +106,22 @@ def test_second_epoch_reshuffles_and_flows_across_the_boundary(tmp_path):
 
 
 def test_prompts_count_only_with_include_prompts(tmp_path):
+    """In the loss, that is: the model computes on the prompts either way, and MFU counts them (it read 7x too low
+    on a stage of short answers to long prompts)."""
     records = [{"prompt": f"Question {i}?", "truth": f"Answer {i}."} for i in range(4)]
+    positions = set()
     for include in (True, False):
         c = curriculum(tmp_path, records)
         batch = c.next_batch(4, include)
+        positions.add(batch.num_positions)
+        assert (batch.num_tokens == batch.num_positions) == include
         for n in range(4):
             text = TOK.decode(batch.inputs[n].tolist())
             counted = TOK.decode(batch.targets[n][batch.targets[n] != IGNORE_INDEX].tolist())
             i = re.search(r"Question (\d)", text).group(1)
             expected = f"Question {i}?\nAnswer {i}.<|endoftext|>" if include else f"Answer {i}.<|endoftext|>"
             assert counted == expected
+    assert positions == {sum(len(f"Question {i}?\nAnswer {i}.") + 1 for i in range(4))}  # eot, text: the inputs
 
 
 def test_packed_windows_are_full_and_cover_the_stream_in_order(tmp_path):

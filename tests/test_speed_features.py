@@ -5,7 +5,7 @@ import torch
 
 from conftest import make_runner, run_cli
 from experiments.gpt2ish.model import GPT2ish
-from lmplay.stats.mfu import flops_per_token, matmul_params, mfu
+from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 from lmplay.stats.speed import SpeedMeter
 
 
@@ -34,13 +34,18 @@ def test_mfu_under_ddp_is_per_device():
 def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=6"], tmp_path)
     runner.speed.peak = 1e12  # a CPU has no entry in the peak table
-    widths, train_step = [], runner.train_step
-    runner.train_step = lambda batch, settings: widths.append(batch.inputs.size(1)) or train_step(batch, settings)
+    steps, train_step = [], runner.train_step
+    runner.train_step = lambda batch, settings: steps.append(batch) or train_step(batch, settings)
     runner.train()
     records = runner.stats.records["train"]
-    assert len(records) == len(widths) == 6 and min(widths) < runner.context_len  # rows batches are narrower
-    for record, width in zip(records, widths):
-        expected = record["tokens_per_second"] * runner.speed.flops_per_token(width) / 1e12
+    widths = [batch.inputs.size(1) for batch in steps]
+    assert len(records) == len(steps) == 6 and min(widths) < runner.context_len  # rows batches are narrower
+    # FLOPs are counted on every input the model computes on: a long row's continuation windows show again
+    # context they do not train on (tokens/s counts the loss's tokens alone)
+    assert any(batch.num_positions > batch.num_tokens for batch in steps)
+    for record, batch, width in zip(records, steps, widths):
+        expected = (record["tokens_per_second"] * batch.num_positions / batch.num_tokens
+                    * runner.speed.flops_per_token(width) / 1e12)
         assert record["mfu"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -155,3 +160,14 @@ def test_the_start_up_report_names_the_speed_features_in_use(tmp_path):
     assert "speed: bf16 autocast, torch.compile (the first steps compile" in runner.describe()
     assert "vocabulary padded 257 -> 320" in runner.describe()
     assert "speed:" not in make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain").describe()
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                          ("NVIDIA L40", 181.0), ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0),
+                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce RTX 4090", 165.0),
+                                          ("NVIDIA GeForce GTX 1080", None)])
+def test_the_peak_table_matches_whole_device_names(monkeypatch, name, tflops):
+    """An L40 was measured against the L4's peak ("L4" is inside "L40"): its MFU read 1.5x too high."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak = peak_flops(torch.device("cuda"))
+    assert peak == (None if tflops is None else tflops * 1e12)

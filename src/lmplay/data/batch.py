@@ -19,12 +19,19 @@ class Batch:
 
     inputs: torch.Tensor   # [N, T] int64
     targets: torch.Tensor  # [N, T] int64
+    positions: int | None = None  # the inputs that are no padding (collate counts them); None: all N x T
 
     @cached_property
     def num_tokens(self) -> int:
         """The tokens that count in the loss: the normaliser of a whole batch, and the unit of `tokens` stats.
         Counted once: the loop asks several times a step, and a batch's targets never change."""
         return int((self.targets != IGNORE_INDEX).sum())
+
+    @property
+    def num_positions(self) -> int:
+        """The positions the model computes on, padding left out: what a step's FLOPs are counted on (MFU).
+        More than num_tokens where prompts are trained through without a loss (include_prompts=false)."""
+        return self.inputs.numel() if self.positions is None else self.positions
 
     def __len__(self) -> int:
         return self.inputs.shape[0]

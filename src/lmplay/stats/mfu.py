@@ -6,6 +6,8 @@ matmuls; an untied output layer is), plus the attention score and value products
 (packed batches: the context; rows batches: their longest row).
 """
 
+import re
+
 import torch
 from torch import nn
 
@@ -20,6 +22,7 @@ PEAK_TFLOPS = {
     "H100 NVL": 835.0,
     "A100": 312.0,
     "L40S": 362.0,
+    "L40": 181.0,
     "L4": 121.0,
     "A10G": 70.0,
     "RTX 4090": 165.0,
@@ -46,8 +49,8 @@ def peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
-        if key.lower() in name.lower():
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # whole words: an L40 is no L4
+        if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", name, re.IGNORECASE):
             return PEAK_TFLOPS[key] * 1e12
     return None
 

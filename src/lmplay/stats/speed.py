@@ -27,9 +27,10 @@ class SpeedMeter:
         """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
         return flops_per_token(self.num_params, self.num_blocks, width, self.embed_dim)
 
-    def add(self, num_tokens: int, width: int) -> None:
-        """A step of `num_tokens` tokens in a batch `width` wide was trained."""
-        self.flops_done += num_tokens * self.flops_per_token(width)
+    def add(self, positions: int, width: int) -> None:
+        """A step over `positions` inputs (padding left out, prompts without a loss in) of a batch `width` wide
+        was trained: the FLOPs MFU counts. tokens/s counts the loss's tokens, the unit of the `tokens` axis."""
+        self.flops_done += positions * self.flops_per_token(width)
 
     def restart(self, tokens: int) -> None:
         """The next window begins now, at `tokens` seen (a stage's first step)."""
