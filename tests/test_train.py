@@ -1,8 +1,10 @@
 """Training end to end: losses fall, outputs are valid, accumulation equals one big batch, bad input is clear."""
 
+import itertools
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -42,6 +44,10 @@ def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
     logged = [(e.step, e.value) for e in tb.Scalars("train/loss")]
     assert logged == [(r["tokens"], pytest.approx(r["loss"], rel=1e-6)) for r in stats["train"]]
     assert {"train/accuracy", "train/lr", "train/tokens_per_second", "validation/loss"} <= set(tb.Tags()["scalars"])
+    # each event has its record's time, not its flush's (TensorBoard's wall-time axis was a staircase)
+    gaps = [b.wall_time - a.wall_time for a, b in itertools.pairwise(tb.Scalars("train/loss"))]
+    steps = [(b["tokens"] - a["tokens"]) / b["tokens_per_second"] for a, b in itertools.pairwise(stats["train"])]
+    assert statistics.median(gaps) > 0.5 * statistics.median(steps)
     assert (run / ".hydra" / "config.yaml").exists()
     inspect = run_cli("lmplay.inspect", str(run / "model.lmp"), check=True)
     assert "test_runner" in inspect.stdout and "step         40" in inspect.stdout

@@ -30,14 +30,15 @@ class EventFile:
         if purge_step is not None:
             self._write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
 
-    def _write(self, event: Event) -> None:
-        event.wall_time = time.time()
+    def _write(self, event: Event, wall_time: float | None = None) -> None:
+        event.wall_time = time.time() if wall_time is None else wall_time
         self._records.write(event.SerializeToString())
 
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        """Several scalars at one step, as one event."""
+    def scalars(self, values: dict[str, float], step: int, wall_time: float | None = None) -> None:
+        """Several scalars at one step, as one event, stamped `wall_time` (default: now). Events are written
+        in batches: stamped when they were recorded, TensorBoard's wall-time axis is no staircase of flushes."""
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()])
-        self._write(Event(step=step, summary=summary))
+        self._write(Event(step=step, summary=summary), wall_time)
 
     def flush(self) -> None:
         self._file.flush()
