@@ -2,8 +2,8 @@
 
 Runs `python -m lmplay.train exp=test_runner` a few times and times the moment its first optimizer step
 returns (a global step hook, registered by a two-line wrapper, writes to a pipe), imports included. It
-also reads when the first train record lands in stats.json, a few tenths later: the record imports
-TensorBoard's writer and writes both files, after the step.
+also reads when the first train record lands in stats.json, within milliseconds of the step (stats.json is
+written first; TensorBoard's writer is imported and its file opened just after, untimed here).
 
 The first run on a fresh cache ($LMPLAY_CACHE, else ~/.cache/lmplay) also tokenizes the embedded corpus
 and counts the stage's steps (a few seconds more); both are kept in that cache, so the median is a warm
