@@ -578,3 +578,14 @@ def test_a_top_level_key_the_kept_or_newly_chosen_group_does_not_read_is_said_an
     labels = yaml.safe_load((tmp_path / "run" / ".hydra" / "overrides.yaml").read_text())
     config = yaml.safe_load((tmp_path / "run" / ".hydra" / "config.yaml").read_text())
     assert "optimizer=adamw" in labels and not any(o.startswith("lr=") for o in labels) and config["lr"] == 0.003
+
+
+def test_a_damaged_overrides_file_is_said_on_resume_not_read_as_no_overrides(tmp_path):
+    """An emptied .hydra/overrides.yaml (a crash mid-write, before it was written atomically) silently dropped
+    the run's lr=1e-3 from its label: plots and sweeps then named it the default."""
+    args = ["exp=test_runner", "device=cpu", "lr=1e-3", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("")
+    proc = run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    assert "overrides.yaml is damaged (not a list of overrides)" in proc.stderr
+    assert not list((tmp_path / "run" / ".hydra").glob("*.tmp"))

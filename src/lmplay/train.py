@@ -10,12 +10,12 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
-from lmplay.files import hold_run_dir, release_run_dir
+from lmplay.files import hold_run_dir, release_run_dir, write_text_atomic
 from lmplay.hydra_app import JobError, launcher_rank, reject_added_keys, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
@@ -53,10 +53,26 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iter
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in set(unread)]
     if resumed and (out / "overrides.yaml").is_file():
-        overrides = run_overrides([str(o) for o in OmegaConf.load(out / "overrides.yaml")], overrides, reset)
-    OmegaConf.save(cfg, out / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg, resolve=False)}), out / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), out / "overrides.yaml")
+        overrides = run_overrides(earlier_overrides(out / "overrides.yaml"), overrides, reset)
+    # atomic: a crash or a full disk mid-write must not leave a torn file that drops the run's label
+    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text_atomic(out / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg,
+                                                                                             resolve=False)}))
+    write_text_atomic(out / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def earlier_overrides(path: Path) -> list[str]:
+    """What the run's earlier commands typed; a damaged file (edited by hand) is said, not read as none."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - whatever the YAML parser raises about the file
+        loaded = e
+    if isinstance(loaded, ListConfig):
+        return [str(o) for o in loaded]
+    print(f"warning: {path} is damaged ({loaded if isinstance(loaded, Exception) else 'not a list of overrides'}); "
+          f"the overrides the run's earlier commands typed are lost from its label (plots and sweeps name it by "
+          f"them): put them back in it by hand, one `- key=value` a line", file=sys.stderr)
+    return []
 
 
 def remove_if_empty(run_dir: Path) -> None:
