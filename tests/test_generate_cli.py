@@ -210,3 +210,20 @@ def test_greedy_samples_of_one_prompt_are_said_to_be_identical(model_and_path):
                     "max_new_tokens=3")
     assert proc.returncode == 0 and proc.stdout.count("----- prompt ") == 2
     assert "notice: num_samples=2 with greedy decoding (do_sample=false) gives that many identical" in proc.stderr
+
+
+def test_a_run_of_an_experiment_config_of_ones_own_can_be_sampled(tmp_path):
+    """A config of one's own over a registered class (--config-dir DIR, DIR/exp/my_tiny.yaml) trained, but its
+    checkpoint could not be sampled: 'experiment my_tiny is not registered'. Its model class is found in the
+    registry (never imported from the checkpoint)."""
+    (tmp_path / "u" / "exp").mkdir(parents=True)
+    (tmp_path / "u" / "exp" / "my_tiny.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - test_runner\nmodel:\n  num_blocks: 1\n")
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "exp=my_tiny", "max_steps=2", "device=cpu",
+            f"hydra.run.dir={run}", cwd=tmp_path, check=True)
+    proc = generate(f"checkpoint={run}", "prompt=ROMEO:", "max_new_tokens=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment my_tiny" in proc.stderr and proc.stdout.startswith("ROMEO:")
+    proc = run_cli("lmplay.train", "exp=test_runner", "exp_name=other", f"hydra.run.dir={tmp_path / 'b'}")
+    assert proc.returncode == 2 and "exp_name is the name of the exp= config the run uses" in proc.stderr

@@ -85,6 +85,9 @@ def remove_if_empty(run_dir: Path) -> None:
 def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
+    if "exp_name" in overridden_keys():  # the checkpoint's experiment name: sampling and resuming go by it
+        raise ConfigError("exp_name is the name of the exp= config the run uses, not a setting: choose exp=NAME (a "
+                          "config of your own: --config-dir DIR with DIR/exp/NAME.yaml)")
     if not str(cfg.run_name).strip():
         raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
     if cfg.max_steps is not None and cfg.max_steps < 1:

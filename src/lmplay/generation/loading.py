@@ -19,7 +19,7 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     """The model of a loaded checkpoint (read from `path`), as load_model gives it."""
     exp, model_args = ckpt["exp"], ckpt["components"]["model"]
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
-    runner = get_runner(exp)
+    runner = get_runner(exp, model_class=checkpoint.model_class(ckpt))
     what = f"checkpoint {path}: the weights of experiment '{exp}'"
     with torch.device("meta"):  # first without memory: arguments that would need terabytes fail here, not in malloc
         shapes = {name: t.shape for name, t in build(runner, state_args, path, exp).state_dict().items()}

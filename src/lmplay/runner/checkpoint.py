@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import checkpoint_file
@@ -141,6 +142,16 @@ def damaged_record(path: Path) -> str | None:
             except (zipfile.BadZipFile, OSError, EOFError):
                 return record.filename
     return None
+
+
+def model_class(ckpt: dict[str, Any]) -> str | None:
+    """The dotted model class the checkpoint's config names (`model._target_`), read as text: what the registry
+    is searched for when the experiment's name is one of the user's own configs. Never imported from here."""
+    try:
+        target = OmegaConf.select(OmegaConf.create(ckpt.get("config") or ""), "model._target_")
+    except Exception:  # noqa: BLE001 - a damaged config names no class; the caller's error says the name
+        return None
+    return target if isinstance(target, str) else None
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:

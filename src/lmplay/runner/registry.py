@@ -70,13 +70,23 @@ def registered() -> dict[str, Registration]:
     return dict(_REGISTRY)
 
 
-def get_runner(name: str, overrides: dict | None = None) -> BasicModelRunner:
+def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
+    """The runner of version `name`. A name no version has, with the model class its checkpoint's config names
+    (`model_class`, a dotted path): the runner of a registered version of that class. An experiment config of the
+    user's own (--config-dir, hydra.searchpath) is a new name over a registered class; the checkpoint's own
+    arguments give the shape, and the code still comes from the registry, never from the checkpoint."""
     runners = registered()
-    if name not in runners:
-        raise ConfigError(f"experiment '{name}' is not registered: no experiments/<package>/versions.py and no "
-                          f"'{ENTRY_POINT_GROUP}' entry point exposes it (for a package of your own, made with "
-                          f"`python -m lmplay.new_exp NAME --into DIR`, run `pip install -e DIR` once: on PYTHONPATH alone it trains, but only "
-                          f"the install registers it; in Python, importing its versions module also does); registered: "
-                          f"{', '.join(sorted(runners))}"
-                          + "".join(f"; {m} cannot be imported ({why})" for m, why in _BROKEN.items()))
-    return runners[name].factory(overrides)
+    if name in runners:
+        return runners[name].factory(overrides)
+    for version in sorted(runners):
+        runner = runners[version].factory(overrides)
+        if model_class and f"{runner.model_class.__module__}.{runner.model_class.__qualname__}" == model_class:
+            return runner
+    raise ConfigError(f"experiment '{name}' is not registered, and no registered version has its model class "
+                      f"({model_class or 'not named'}): no experiments/<package>/versions.py and no "
+                      f"'{ENTRY_POINT_GROUP}' entry point exposes it (for a package of your own, made with "
+                      f"`python -m lmplay.new_exp NAME --into DIR`, run `pip install -e` once on the folder holding "
+                      f"the pyproject.toml it wrote, DIR's parent: on PYTHONPATH alone it trains, but only the install "
+                      f"registers it; in Python, importing its versions module also does); registered: "
+                      f"{', '.join(sorted(runners))}"
+                      + "".join(f"; {m} cannot be imported ({why})" for m, why in _BROKEN.items()))
