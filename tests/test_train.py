@@ -298,6 +298,15 @@ def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
     assert all(torch.isfinite(t).all() for t in good["components"]["model"]["state"]["weights"].values())
 
 
+def test_a_nan_before_any_step_blames_the_models_forward_not_the_lr(tmp_path):
+    """A model whose code makes NaN (here a hook) failed the step-0 validation with 'try a lower lr'."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path)
+    runner.model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    with pytest.raises(DivergedError, match=r"validation loss became nan at step 0 .*no optimizer step has changed "
+                                            r"the weights yet, so the model's forward makes it"):
+        runner.train()
+
+
 def test_a_nan_between_loss_reads_is_caught_by_the_next_save_which_writes_nothing_bad(tmp_path):
     """With log_interval=4 the loss is read at steps 4 and 8; the weights went NaN at step 5 and the save at step 6
     wrote them as model.lmp (and rotated the good one to .bak), and the error then called it the good one. Now

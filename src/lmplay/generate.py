@@ -105,6 +105,9 @@ def normalize(argv: Sequence[str]) -> list[str]:
             prompts.append(as_hydra_value(value))
         elif eq and key in TEXT_KEYS:
             out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
+        elif not eq and re.fullmatch(r"~[A-Za-z_][\w.]*", arg):  # Hydra's deletion: not a prompt to sample
+            fail(f"{arg} would delete generate's setting {arg[1:]}: leave it out for its default, or type "
+                 f"prompt='{arg}' to sample the text")
         elif (not eq or not is_override(key)) and not arg.startswith("-"):
             prompts.append(quote(arg))
         elif eq and re.split(r"[./]", key.lstrip("+~"))[0] not in (*root_config("generate"), "hydra"):
@@ -186,9 +189,13 @@ def settings(cfg: DictConfig) -> GenerationConfig:
     return config
 
 
+_streamed = [""]  # the last text written: an error after a streamed prompt starts on a line of its own
+
+
 def write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+    _streamed[0] = text or _streamed[0]
 
 
 def generate(cfg: DictConfig) -> list[str]:
@@ -245,6 +252,8 @@ def main(cfg: DictConfig) -> list[str]:
         with reader_may_stop():  # inside the job: Hydra reports what a job raises as a traceback
             return generate(cfg)
     except LmplayError as e:
+        if _streamed[0] and not _streamed[0].endswith("\n"):
+            write("\n")
         report(e)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -60,8 +60,9 @@ def pick_next(logits: torch.Tensor, config: GenerationConfig, seen: torch.Tensor
               generator: torch.Generator | None = None) -> torch.Tensor:
     """The next token of each row ([B] long): argmax when greedy, else a draw from the processed distribution."""
     if torch.isnan(logits).any():  # the stream syncs every token anyway
-        raise ConfigError("the model's next-token scores are NaN: its weights are not finite (a diverged "
-                          "checkpoint?); sample from an earlier checkpoint")
+        raise ConfigError("the model's next-token scores are NaN: from weights that are not finite (a diverged "
+                          "checkpoint: sample from an earlier one), or from a forward that makes NaN of finite weights "
+                          "(the model's code, or amp: try amp=false)")
     logits = process_logits(logits, config, seen)
     if config.greedy:
         return logits.argmax(dim=-1)

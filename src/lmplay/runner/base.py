@@ -457,8 +457,9 @@ class LMRunnerBase:
         self.save(CORRUPTED)
         good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
                 "no good checkpoint was saved yet, so a rerun starts over")
-        raise DivergedError(f"{what} (stage {stage}); wrote {CORRUPTED} for inspection, {good}; try a lower lr or "
-                            f"grad_clip=1.0")
+        fix = ("no optimizer step has changed the weights yet, so the model's forward makes it: check its code, or "
+               "try amp=false" if self.runner_c.progress["step"] == 0 else "try a lower lr or grad_clip=1.0")
+        raise DivergedError(f"{what} (stage {stage}); wrote {CORRUPTED} for inspection, {good}; {fix}")
 
     def progress_state(self) -> tuple[int, ...]:
         """What a checkpoint's training state comes down to: equal tuples, equal checkpoints."""
