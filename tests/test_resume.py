@@ -93,6 +93,24 @@ def test_a_stop_on_a_stages_last_step_or_the_runs_keeps_their_closing_validation
         assert replayable(json.loads((run / "stats.json").read_text())) == expected, stop
 
 
+def test_records_of_several_steps_span_a_stop_or_a_crash_as_in_the_uninterrupted_run(tmp_path):
+    """With log_interval=3 a stop at step 17 wrote a record of steps 16-17 and, resumed, one of step 18 alone; a
+    kill -9 lost the loss of the steps between the last record and the save. The save keeps the window's sums."""
+    args = ["exp=test_runner", "device=cpu", "max_steps=24", "runner.log_interval=3", "runner.save_interval=40",
+            "runner.validation_interval=1000"]  # saves every 5 steps, mid-window
+    whole = tmp_path / "whole"
+    run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
+    expected = replayable(json.loads((whole / "stats.json").read_text()))
+    assert [r["step"] for r in expected["train"]] == list(range(3, 25, 3))
+    for stop, code in (("term:17", 128 + signal.SIGTERM), ("step:12", -signal.SIGKILL)):
+        run = tmp_path / stop.replace(":", "_")
+        proc = popen_train([*args, f"hydra.run.dir={run}"], env={"LMPLAY_PROBE_KILL": stop})
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == code, err
+        run_cli("lmplay.train", *args, f"hydra.run.dir={run}", check=True)
+        assert replayable(json.loads((run / "stats.json").read_text())) == expected, stop
+
+
 def test_sigint_saves_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",

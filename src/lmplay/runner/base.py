@@ -28,7 +28,7 @@ from lmplay.files import set_aside_old_run
 from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
-from lmplay.runner.distributed import LossModule, init_world
+from lmplay.runner.distributed import LossModule, World, init_world
 from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
@@ -92,6 +92,24 @@ class RecordWindow:
         self.loss, self.correct = (loss, correct) if not self.steps else (self.loss + loss, self.correct + correct)
         self.tokens += tokens
         self.steps += 1
+
+    def totals(self, world: World) -> dict[str, float | int]:
+        """What a checkpoint keeps of it: the sums over all ranks (a collective: every rank saves)."""
+        if not self.steps:
+            return {"steps": 0}
+        loss, correct = world.sum(float(self.loss), float(self.correct))
+        return {"loss": loss, "correct": correct, "tokens": self.tokens, "steps": self.steps}
+
+    @classmethod
+    def resumed(cls, totals: dict[str, float | int], device: torch.device, is_main: bool) -> "RecordWindow":
+        """The window a checkpoint was saved in, so that the resumed run's next record equals the uninterrupted
+        run's: its sums on rank 0 (each record sums the ranks' shares), zero on the others."""
+        if not totals.get("steps"):
+            return cls()
+        scale = 1.0 if is_main else 0.0
+        return cls(torch.tensor(totals["loss"] * scale, dtype=torch.float32, device=device),
+                   torch.tensor(round(totals["correct"] * scale), dtype=torch.int64, device=device), totals["tokens"],
+                   totals["steps"])
 
 
 @dataclass
@@ -232,6 +250,7 @@ class LMRunnerBase:
         self.check_stage_overrides()
         self.note_run_settings()
         self.note_unread_keys()
+        self.window = RecordWindow.resumed(self.runner_c.record_window, self.device, self.world.is_main)
         self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
                                 self.device, self.world.size)
         self.ddp = None
@@ -441,6 +460,7 @@ class LMRunnerBase:
         if name != CORRUPTED and not self.weights_finite():  # a step between loss reads (log_interval > 1) blew up
             self.diverged(f"the weights are NaN or inf at step {self.runner_c.progress['step']}",
                           self.curriculum.stages[self.curriculum.stage_index].name)
+        self.runner_c.record_window = self.window.totals(self.world)  # a record's steps that span the save
         if self.world.is_main:
             self.stats.flush()
             checkpoint.save(self.archive(), path)
@@ -687,7 +707,7 @@ class LMRunnerBase:
         defer = self.defer_reads
         self.speed.restart(progress["tokens"])
         pending: StepLog | None = None
-        window = RecordWindow()
+        window = self.window
         finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
@@ -716,6 +736,7 @@ class LMRunnerBase:
             pending = None
             if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
                 pending, window = self.step_log(stage.name, lr, window), RecordWindow()
+                self.window = window
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -730,8 +751,10 @@ class LMRunnerBase:
                     if save:
                         self.save()
         self.log_step(pending, bar)
-        if window.steps:  # the last steps, short of a log_interval
-            self.log_step(self.step_log(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], window), bar)
+        if window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
+            lr = self.optimizer_c.optimizer.param_groups[0]["lr"]  # save keeps them: the resume goes on with them)
+            self.log_step(self.step_log(stage.name, lr, window), bar)
+            self.window = RecordWindow()
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
                   f"and prompts that fill the context_len={self.context_len} window)")

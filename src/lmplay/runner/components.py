@@ -151,6 +151,11 @@ class RunnerComponent(Component):
         if not all(isinstance(self.progress.get(k), int) and self.progress[k] >= 0 for k in counters):
             raise checkpoint.damaged("progress counters", str({k: self.progress.get(k) for k in counters}))
         self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
+        self.record_window = dict((state or {}).get("record_window") or {"steps": 0})  # steps the next record averages
+        window = self.record_window
+        if not (isinstance(window.get("steps"), int) and window["steps"] >= 0 and (not window["steps"] or all(
+                isinstance(window.get(k), (int, float)) for k in ("loss", "correct", "tokens")))):
+            raise checkpoint.damaged("record window numbers", str(window))
 
     def stage_settings(self, overrides: dict[str, Any], stage: str, world_size: int = 1) -> RunnerSettings:
         keys = self.advertise()
@@ -162,7 +167,8 @@ class RunnerComponent(Component):
         """The records go in as one JSON string: pickling them value by value made a save's cost grow with
         the run's length (a million floats by step 100k); JSON keeps floats exact."""
         return {"state_args": dict(self.args),
-                "state": {"progress": dict(self.progress), "records_json": json.dumps(self.runner.stats.records)}}
+                "state": {"progress": dict(self.progress), "records_json": json.dumps(self.runner.stats.records),
+                          "record_window": dict(self.record_window)}}
 
 
 class OptimizerComponent(Component):
