@@ -577,3 +577,14 @@ def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_sav
         "its workers), so each resumes from its last checkpoint (runner.save_interval); rerun the sweep with "
         f"hydra.sweep.dir={tmp_path.resolve()} to resume it"]
     assert "seed=1" in (tmp_path / "summary.md").read_text()  # rebuilt from the jobs' stats as they stand
+
+
+def test_a_mistake_beside_a_config_dir_of_ones_own_is_named_not_blamed_on_its_exp(tmp_path):
+    """The check composed lmplay's conf/ alone: `--config-dir u exp=my_tiny lrr=1` said exp=my_tiny is unknown."""
+    (tmp_path / "u" / "exp").mkdir(parents=True)
+    (tmp_path / "u" / "exp" / "my_tiny.yaml").write_text("# @package _global_\ndefaults:\n  - test_runner\n")
+    for flags in (["--config-dir", str(tmp_path / "u")], [f"--config-dir={tmp_path / 'u'}"]):
+        proc = run_cli("lmplay.train", *flags, "exp=my_tiny", "lrr=1", cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            "error: unknown key 'lrr' (did you mean lr?); see `--cfg job` for every key"), proc.stderr
+    assert not (tmp_path / "outputs").exists()

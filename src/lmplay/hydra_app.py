@@ -62,7 +62,11 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             remove_unused_sweep_dir()
             reject_bare_words(argv)
             # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
-            precheck([a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))], config_name)
+            overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+            config_dir, named = config_flags(argv)
+            if config_dir != "path":  # --config-path moves the primary config dir: Hydra's own message stands
+                precheck(overrides + ([f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir
+                                      else []), named or config_name)
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -206,6 +210,19 @@ def reject_bare_words(argv: list[str]) -> None:
             fail(f"{arg!r} is not an override: write key=value, as in fresh=true or exp=gpt2ish")
 
 
+def config_flags(argv: list[str]) -> tuple[str | None, str | None]:
+    """Hydra's --config-dir DIR (or "path" for --config-path, which replaces lmplay's conf/) and --config-name
+    NAME, in any of their spellings: the check composes what the command composes, or it blames a good exp=."""
+    found: dict[str, str] = {}
+    flags = {"--config-dir": "dir", "-cd": "dir", "--config-path": "path", "-cp": "path", "--config-name": "name",
+             "-cn": "name"}
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in flags and (eq or i + 1 < len(argv)):
+            found[flags[flag]] = value if eq else argv[i + 1]
+    return ("path" if "path" in found else found.get("dir")), found.get("name")
+
+
 def precheck(overrides: list[str], config_name: str) -> None:
     """Compose the config with Hydra's compose API (each value of a sweep) and exit with one line naming
     what is wrong, if anything."""
@@ -270,7 +287,8 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         if owners := elsewhere(str(key)):
             return unknown_key(str(key), []) + owners
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
-        return unknown_key(str(key), every_key(config_name, group_choices(overrides))) + hint
+        searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
+        return unknown_key(str(key), every_key(config_name, group_choices(overrides) + searchpath)) + hint
     if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
