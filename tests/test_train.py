@@ -101,6 +101,25 @@ def test_misspelled_key(tmp_path, tiny_run_args, typo):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("override, message", [
+    ("~lr", "the config cannot be read: Interpolation key 'lr' not found (at optimizer.lr)"),
+    ("~seed", "the config cannot be read: Key 'seed' is not in struct (at seed)"),
+    ("lr=${nosuch}", "the config cannot be read: Interpolation key 'nosuch' not found (at lr)"),
+    ("scheduler=null", "scheduler=null: a config group takes the name of one of its files"),
+])
+def test_a_deleted_key_a_bad_interpolation_or_a_null_group_is_one_line(tmp_path, override, message):
+    """Each was OmegaConf's or Hydra's traceback, and left an empty outputs/ behind."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", override, cwd=tmp_path)
+    assert_one_line_error(proc, message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interval_sweep_under_the_basic_sweeper_is_one_line(tmp_path):
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "lr=interval(1e-4,1e-3)", cwd=tmp_path)
+    assert_one_line_error(proc, "interval() is a search space for an optimizing sweeper")
+    assert list(tmp_path.iterdir()) == []  # no multirun/<date>/ left either
+
+
 def test_misspelled_key_while_printing_the_config():
     assert_one_line_error(run_cli("lmplay.train", "--cfg", "job", "lrr=0.1"), "unknown key 'lrr'", "did you mean lr")
 

@@ -23,7 +23,7 @@ from lmplay.config import CONF_DIR, check_value_types, override_value, root_conf
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file
-from lmplay.hydra_app import reject_added_keys, run_hydra_app
+from lmplay.hydra_app import readable_config, reject_added_keys, run_hydra_app
 from lmplay.generation.config import GenerationConfig
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
@@ -249,7 +249,7 @@ def generate(cfg: DictConfig) -> list[str]:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
 def main(cfg: DictConfig) -> list[str]:
     try:
-        with reader_may_stop():  # inside the job: Hydra reports what a job raises as a traceback
+        with reader_may_stop(), readable_config():  # inside the job: Hydra reports what a job raises as a traceback
             return generate(cfg)
     except LmplayError as e:
         if _streamed[0] and not _streamed[0].endswith("\n"):

@@ -15,7 +15,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -75,6 +75,21 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         HeldStderr.give_back()
+
+
+@contextlib.contextmanager
+def readable_config() -> Iterator[None]:
+    """A config the job cannot read (a key `~key` deleted that others still name, an ${...} naming no key) is a
+    ConfigError of one line, not OmegaConf's traceback."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except OmegaConfBaseException as e:
+        what = " ".join(str(e).split("\n")[0].split())
+        where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
+        raise ConfigError(f"the config cannot be read: {what}{where}; a key deleted with ~ that the config still "
+                          f"reads, or an ${{...}} that names no key? Put the key back, or fix the interpolation") from None
 
 
 def interrupted() -> str:
@@ -175,6 +190,20 @@ def remove_unused_sweep_dir() -> None:
         if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"]):
             (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
             sweep_dir.rmdir()
+            remove_empty_default_parents(sweep_dir)
+
+
+def remove_empty_default_parents(run_dir: Path) -> None:
+    """The dirs Hydra's default paths made above a removed run or sweep dir, where nothing else is in them:
+    `multirun/<date>/`, `multirun/`, `outputs/` (a dir of the user's own choosing stays)."""
+    parent = run_dir.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and parent.parent.name == "multirun":
+        with contextlib.suppress(OSError):  # not empty: other sweeps of the day
+            parent.rmdir()
+        parent = parent.parent
+    if parent.name in ("multirun", "outputs"):
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 def release_stderr() -> str:
@@ -192,6 +221,11 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     from hydra.core.override_parser.types import ValueType
 
     parsed = OverridesParser.create().parse_overrides(overrides)
+    if not any(o.startswith("hydra/sweeper=") for o in overrides):  # Hydra's basic sweeper, which has failed
+        for o in parsed:
+            if o.value_type == ValueType.INTERVAL_SWEEP:
+                fail(f"{o.input_line}: Hydra's basic sweeper takes values (lr=1e-4,3e-4), range() or choice(); "
+                     f"interval() is a search space for an optimizing sweeper (hydra/sweeper=optuna, with its plugin)")
     values = {i: [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for i, o in enumerate(parsed)
               if o.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP)}
     chosen = {i: values[i][0] if i in values else o.input_line for i, o in enumerate(parsed)
@@ -250,6 +284,10 @@ def precheck(overrides: list[str], config_name: str) -> None:
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
             fail(one_line(e, run, config_name) + job)
+        except ValueError as e:  # `scheduler=null`: Hydra's "Config group override must be a string or a list"
+            nulled = [o for o in group_choices(run) if o.split("=", 1)[1] in ("null", "")]
+            fail(f"{' '.join(nulled) or e}: a config group takes the name of one of its files "
+                 f"(see --help), not null" if nulled else f"{e} (overrides: {' '.join(run)})")
         except yaml.YAMLError as e:  # a user's own config file (through hydra.searchpath)
             mark = getattr(e, "problem_mark", None)
             where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"

@@ -16,7 +16,8 @@ from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import hold_run_dir, release_run_dir, write_text_atomic
-from lmplay.hydra_app import JobError, launcher_rank, reject_added_keys, run_hydra_app
+from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys,
+                               remove_empty_default_parents, run_hydra_app)
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -80,6 +81,7 @@ def remove_if_empty(run_dir: Path) -> None:
     release_run_dir(run_dir)
     with contextlib.suppress(OSError):
         run_dir.rmdir()
+        remove_empty_default_parents(run_dir)
 
 
 def train(cfg: DictConfig) -> None:
@@ -170,7 +172,8 @@ def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        train(cfg)
+        with readable_config():
+            train(cfg)
     except LmplayError as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
