@@ -78,8 +78,9 @@ def test_kill_9_between_saves_and_inside_one_then_resume_is_exact(tmp_path):
 def test_a_stop_on_a_stages_last_step_or_the_runs_keeps_their_closing_validation(tmp_path):
     """SIGTERM during the last step of a stage, or of the run, saved before the stage's closing validation, and
     no resume recorded it: the final validation loss came from an earlier step, for good."""
-    args = ["exp=test_runner", "device=cpu", "max_steps=10", "runner.validation_interval=1000", "scheduler=constant",
-            "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4}, {name: b, datasets: [shakespeare], epochs: 1}]"]
+    args = ["exp=test_runner", "device=cpu", "max_steps=10", "runner.validation_interval=1000", "scheduler=cosine",
+            "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4},"
+            " {name: b, datasets: [shakespeare], epochs: 1, overrides: {lr: 1.0e-3}}]"]  # each record's lr its own
     whole = tmp_path / "whole"
     run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
     expected = replayable(json.loads((whole / "stats.json").read_text()))
@@ -606,4 +607,5 @@ def test_a_damaged_overrides_file_is_said_on_resume_not_read_as_no_overrides(tmp
     (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("")
     proc = run_cli("lmplay.train", *args, "max_steps=3", check=True)
     assert "overrides.yaml is damaged (not a list of overrides)" in proc.stderr
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml.damaged").read_text() == ""  # kept to mend the label from
     assert not list((tmp_path / "run" / ".hydra").glob("*.tmp"))

@@ -319,11 +319,13 @@ def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
 
 def test_a_nan_before_any_step_blames_the_models_forward_not_the_lr(tmp_path):
     """A model whose code makes NaN (here a hook) failed the step-0 validation with 'try a lower lr'."""
-    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path)
-    runner.model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
-    with pytest.raises(DivergedError, match=r"validation loss became nan at step 0 .*no optimizer step has changed "
-                                            r"the weights yet, so the model's forward makes it"):
-        runner.train()
+    for held_out, first in (("0.01", "validation loss became nan at step 0"), ("0", "loss became nan at step 1")):
+        runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=2",
+                              f"curriculum.validation_fraction={held_out}"], tmp_path / held_out)
+        runner.model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+        with pytest.raises(DivergedError, match=rf"{first} .*no optimizer step had changed the weights yet, so the "
+                                                rf"model's forward makes it"):
+            runner.train()
 
 
 def test_a_nan_between_loss_reads_is_caught_by_the_next_save_which_writes_nothing_bad(tmp_path):
@@ -592,9 +594,9 @@ def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_sav
         run_hydra_app(interrupted, [], "config")
     assert e.value.code == 130
     assert capsys.readouterr().err.strip().splitlines() == [
-        "interrupted: the launcher stops the jobs it runs in other processes, which may not get to save (joblib kills "
-        "its workers), so each resumes from its last checkpoint (runner.save_interval); rerun the sweep with "
-        f"hydra.sweep.dir={tmp_path.resolve()} to resume it"]
+        "interrupted: the jobs running in the launcher's workers save when the signal reaches them first, but the "
+        "launcher may stop them before (joblib kills its workers): each resumes from its last checkpoint; rerun the "
+        f"sweep with hydra.sweep.dir={tmp_path.resolve()} to resume it"]
     assert "seed=1" in (tmp_path / "summary.md").read_text()  # rebuilt from the jobs' stats as they stand
 
 

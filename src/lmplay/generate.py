@@ -105,9 +105,10 @@ def normalize(argv: Sequence[str]) -> list[str]:
             prompts.append(as_hydra_value(value))
         elif eq and key in TEXT_KEYS:
             out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
-        elif not eq and re.fullmatch(r"~[A-Za-z_][\w.]*", arg):  # Hydra's deletion: not a prompt to sample
-            fail(f"{arg} would delete generate's setting {arg[1:]}: leave it out for its default, or type "
-                 f"prompt='{arg}' to sample the text")
+        elif re.fullmatch(r"~[A-Za-z_][\w.]*", key):  # Hydra's deletion (`~seed`, `~seed=1`): not a prompt
+            what = (f"would delete generate's setting {key[1:]}: leave it out for its default"
+                    if key[1:].split(".")[0] in root_config("generate") else "names no setting of generate")
+            fail(f"{arg} {what}, or type prompt='{arg}' to sample the text")
         elif (not eq or not is_override(key)) and not arg.startswith("-"):
             prompts.append(quote(arg))
         elif eq and re.split(r"[./]", key.lstrip("+~"))[0] not in (*root_config("generate"), "hydra"):

@@ -57,6 +57,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     try:
         main()
     except SystemExit as e:
+        if isinstance(e.code, int) and e.code > 128 and _jobs_elsewhere and _jobs_elsewhere[-1]:
+            print(interrupted(), file=sys.stderr)  # a job in a launcher's worker stopped on a signal (Ctrl-C)
         if e.code and _held:  # Hydra gave up before the run started
             hydra_said = release_stderr()
             remove_unused_sweep_dir()
@@ -104,8 +106,9 @@ def interrupted() -> str:
 
     with contextlib.suppress(Exception):  # the summary as the jobs' stats.json stand now; the line still comes
         write_summary(sweep_dir)
-    return (f"interrupted: the launcher stops the jobs it runs in other processes, which may not get to save (joblib "
-            f"kills its workers), so each resumes from its last checkpoint (runner.save_interval); {resume}")
+    return (f"interrupted: the jobs running in the launcher's workers save when the signal reaches them first, "
+            f"but the launcher may stop them before (joblib kills its workers): each resumes from its last "
+            f"checkpoint; {resume}")
 
 
 def job_dir_name(overrides: str) -> str:

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterable
@@ -70,9 +71,12 @@ def earlier_overrides(path: Path) -> list[str]:
         loaded = e
     if isinstance(loaded, ListConfig):
         return [str(o) for o in loaded]
+    kept = path.with_name(path.name + ".damaged")
+    shutil.copyfile(path, kept)  # this run rewrites overrides.yaml: what is legible of the old one stays here
     print(f"warning: {path} is damaged ({loaded if isinstance(loaded, Exception) else 'not a list of overrides'}); "
           f"the overrides the run's earlier commands typed are lost from its label (plots and sweeps name it by "
-          f"them): put them back in it by hand, one `- key=value` a line", file=sys.stderr)
+          f"them): the damaged file is kept as {kept.name}; put them back in {path.name} by hand, one `- key=value` "
+          f"a line", file=sys.stderr)
     return []
 
 

@@ -471,14 +471,15 @@ class LMRunnerBase:
         """One device sync for all parameters: what a save checks, so a checkpoint never holds NaN weights."""
         return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
 
-    def diverged(self, what: str, stage: str) -> None:
+    def diverged(self, what: str, stage: str, untrained: bool = False) -> None:
         """Stop a run whose loss or weights are no longer finite: dump them for inspection and say which
         checkpoint is good (every save checks its weights, so model.lmp, where there is one, is)."""
         self.save(CORRUPTED)
         good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
                 "no good checkpoint was saved yet, so a rerun starts over")
-        fix = ("no optimizer step has changed the weights yet, so the model's forward makes it: check its code, or "
-               "try amp=false" if self.runner_c.progress["step"] == 0 else "try a lower lr or grad_clip=1.0")
+        fix = ("no optimizer step had changed the weights yet, so the model's forward makes it: check its code, or "
+               "try amp=false" if untrained or self.runner_c.progress["step"] == 0 else
+               "try a lower lr or grad_clip=1.0")
         raise DivergedError(f"{what} (stage {stage}); wrote {CORRUPTED} for inspection, {good}; {fix}")
 
     def progress_state(self) -> tuple[int, ...]:
@@ -669,8 +670,9 @@ class LMRunnerBase:
         validated_now = bool(last) and last[0]["step"] == progress["step"]
         # also where no step trained now: a stop signal on a stage's (or the run's) last step saved before this
         # validation, and the resume that finds the stage at its end records it
-        if self._stop_signal is None and not validated_now:
-            self.validation_record(stage.name, self.optimizer_c.optimizer.param_groups[0]["lr"], settings)
+        if self._stop_signal is None and not validated_now:  # at the lr of the stage's last step (a resume that
+            lr = plan.lr(max(progress["stage_step"] - 1, 0), total)  # trains nothing has not set it yet)
+            self.validation_record(stage.name, lr, settings)
         return finished
 
     def note_stage_wins(self, stage) -> None:
@@ -785,7 +787,8 @@ class LMRunnerBase:
         loss_value = loss_sum / log.num_tokens
         if not math.isfinite(loss_value):
             when = "at" if log.steps == 1 else f"in the {log.steps} steps up to"
-            self.diverged(f"loss became {loss_value} {when} step {log.at['step']}", log.stage)
+            self.diverged(f"loss became {loss_value} {when} step {log.at['step']}", log.stage,
+                          untrained=log.at["step"] == log.steps == 1)  # a fresh run's first step: initial weights
         speed = self.speed.read(log.at["tokens"], log.flops)
         with self.speed.paused() if not self.stats.events_open else nullcontext():  # tensorboard's import and a new
             self.record("train", log.stage, log.lr,  # event file, at the first record: once a run, not a step's
