@@ -334,7 +334,18 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     train = ["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}"]
     cases = [(lambda c: c.update(rng={}), "random-number states are damaged", train),
              (lambda c: c["components"]["runner"]["state"]["progress"].update(step="a"),
-              "progress counters are damaged", train),
+              "it has no progress counters (non-negative integers)", train),
+             # each was a traceback (KeyError, AttributeError, ValueError), blamed the settings, or resumed
+             # silently with fresh optimizer moments or the data from its first row
+             (lambda c: c["components"]["runner"]["state"].pop("progress"), "it has no progress counters",
+              ["lmplay.inspect", str(run)]),
+             (lambda c: c["components"]["curriculum"]["state"].update(position="x"), "it has no data position",
+              ["lmplay.inspect", str(run)]),
+             (lambda c: c["components"]["curriculum"]["state"].pop("position"), "it has no data position", train),
+             (lambda c: c.update(seed="abc"), "it has no integer seed", train),
+             (lambda c: c["components"]["optimizers"].update(state={}), "it has no optimizer state", train),
+             (lambda c: c["components"]["runner"]["state"].update(records_json="not json"),
+              "stats records are damaged: not JSON", train),
              (lambda c: c["components"]["runner"]["state_args"].update(batch_size="abc"),
               "settings are damaged: runner.batch_size='abc' should be an integer", train),
              (lambda c: c["components"]["model"]["state"].update(weights={"a": 1}), "it has no model weights",

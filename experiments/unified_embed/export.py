@@ -22,7 +22,7 @@ def export(src: Path, dst: Path) -> None:
     plain = model.export()
     ckpt["components"]["model"] = {"state_args": dict(plain.construction_args),
                                    "state": {"weights": plain.state_dict()}}
-    ckpt["components"]["optimizers"]["state"] = {}
+    ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
     checkpoint.save(ckpt, dst)
     print(f"wrote {dst}: {exp} with a plain embedding table, {model.parameter_count():,} -> "
           f"{plain.parameter_count():,} parameters")

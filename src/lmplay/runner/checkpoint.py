@@ -176,6 +176,30 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
               "model arguments": isinstance(model, dict) and isinstance(model.get("state_args"), dict),
               "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)
               and all(isinstance(w, torch.Tensor) for w in state["weights"].values())}
+    missing = next((part for part, present in needed.items() if not present), None)
+    return missing or (missing_training_part(ckpt, components) if "runner" in components else None)
+
+
+COUNTERS = ("step", "samples", "tokens", "stage_step")
+
+
+def missing_training_part(ckpt: dict[str, Any], components: dict[str, Any]) -> str | None:
+    """What a checkpoint of a training run (one with a runner part) must hold besides the model: checked here, so
+    that a damaged one is one line wherever it is read (a resume, inspect), not a KeyError, and never resumed
+    with fresh optimizer moments or the data from its first row in silence."""
+    def state(name: str) -> dict[str, Any]:
+        part = components.get(name)
+        return part["state"] if isinstance(part, dict) and isinstance(part.get("state"), dict) else {}
+
+    progress, optimizer = state("runner").get("progress"), state("optimizers").get("optimizer")
+    needed = {"integer seed": isinstance(ckpt.get("seed"), int) and not isinstance(ckpt.get("seed"), bool),
+              "progress counters (non-negative integers)": isinstance(progress, dict) and all(
+                  type(progress.get(k)) is int and progress[k] >= 0 for k in COUNTERS),
+              "stats records": isinstance(state("runner").get("records_json"), str),
+              "data position": isinstance(state("curriculum").get("position"), dict),
+              "optimizer state": optimizer is None and "optimizer" in state("optimizers")  # left out on purpose
+              or isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+              and isinstance(optimizer.get("param_groups"), list)}
     return next((part for part, present in needed.items() if not present), None)
 
 

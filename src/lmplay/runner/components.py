@@ -146,11 +146,14 @@ class RunnerComponent(Component):
     def construct(self, construction_args, state_args, state) -> None:
         self.settings = RunnerSettings(**self.settle(construction_args, state_args))
         self.settings.check("", self.runner.world.size)
-        self.progress = dict(state["progress"]) if state else {"step": 0, "samples": 0, "tokens": 0, "stage_step": 0}
-        counters = ("step", "samples", "tokens", "stage_step")
-        if not all(isinstance(self.progress.get(k), int) and self.progress[k] >= 0 for k in counters):
-            raise checkpoint.damaged("progress counters", str({k: self.progress.get(k) for k in counters}))
-        self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
+        self.progress = dict(state["progress"]) if state else dict.fromkeys(checkpoint.COUNTERS, 0)  # checked at load
+        try:
+            self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
+        except ValueError as e:
+            raise checkpoint.damaged("stats records", f"not JSON ({e})") from None
+        if not (isinstance(self.records, dict) and all(isinstance(self.records.get(k), list)
+                                                         for k in ("train", "validation"))):
+            raise checkpoint.damaged("stats records", "not lists of train and validation records")
         self.record_window = dict((state or {}).get("record_window") or {"steps": 0})  # steps the next record averages
         window = self.record_window
         if not (isinstance(window.get("steps"), int) and window["steps"] >= 0 and (not window["steps"] or all(
@@ -202,7 +205,10 @@ class OptimizerComponent(Component):
             kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
         self.optimizer = cls(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
-        if state and same_kind:
+        if state and state["optimizer"] is None:  # an export that changed the parameters (unified_embed's)
+            print("note: the checkpoint holds no optimizer state (left out where its parameters changed): the "
+                  "optimizer's moments start fresh")
+        elif state and same_kind:
             settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
