@@ -620,3 +620,14 @@ def test_a_damaged_overrides_file_is_said_on_resume_not_read_as_no_overrides(tmp
     assert "overrides.yaml is damaged (not a list of overrides)" in proc.stderr
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml.damaged").read_text() == ""  # kept to mend the label from
     assert not list((tmp_path / "run" / ".hydra").glob("*.tmp"))
+
+
+def test_a_resume_that_changes_the_held_out_set_says_so(tmp_path):
+    """A resume with another batch_size validated on twice the samples from then on, a jump in the curve that the
+    start report did not explain."""
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    proc = run_cli("lmplay.train", *args, "max_steps=3", "batch_size=16", check=True)
+    assert ("note: validation now holds out validation_batches x batch_size = 2 x 16 samples, not 16" in proc.stdout)
+    proc = run_cli("lmplay.train", *args, "max_steps=4", "batch_size=16", check=True)
+    assert "validation now holds out" not in proc.stdout  # the run's own batch since the last command

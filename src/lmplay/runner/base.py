@@ -250,6 +250,7 @@ class LMRunnerBase:
         self.check_stage_overrides()
         self.note_run_settings()
         self.note_unread_keys()
+        self.note_held_out_change(ckpt)
         self.window = RecordWindow.resumed(self.runner_c.record_window, self.device, self.world.is_main)
         self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
                                 self.device, self.world.size)
@@ -284,6 +285,17 @@ class LMRunnerBase:
                 continue
             source = "command line" if key in self.overridden else "checkpoint" if value != self.cfg[key] else "config"
             self.provenance.add("", key, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value, source)
+
+    def note_held_out_change(self, ckpt: dict[str, Any] | None) -> None:
+        """The held-out set is validation_batches x batch_size samples: a resume that changes either measures other
+        samples from here on, and the run's validation curve would jump for no change of the model."""
+        before = (ckpt or {}).get("components", {}).get("runner", {}).get("state_args", {})
+        after = self.runner_c.settings
+        was = before.get("validation_batches", after.validation_batches) * before.get("batch_size", after.batch_size)
+        if was != after.validation_batches * after.batch_size and self.world.is_main:
+            print(f"note: validation now holds out validation_batches x batch_size = {after.validation_batches} x "
+                  f"{after.batch_size} samples, not {was}: from here on this run's validation loss is measured on "
+                  f"other samples (keep runner.validation_batches x batch_size = {was} for a curve that compares)")
 
     def note_unread_keys(self) -> None:
         """A top-level key that only the groups read (`warmup_fraction: ${warmup_fraction}`), typed while no chosen
