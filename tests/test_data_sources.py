@@ -364,3 +364,19 @@ def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"the tokenized-data cache .*a_file cannot be made \(File exists\); set "
                                           r"curriculum.cache_dir=DIR"):
         c.prepare(TOK, 64, 0)
+
+
+def test_what_a_killed_tokenizing_left_is_removed_by_the_next_build_on_its_host(tmp_path):
+    """A SIGKILL while a dataset tokenized left its arrow files in the cache for good (gigabytes for a big one)."""
+    import os
+    import socket
+
+    path = tmp_path / "data-bytes-123"
+    host = socket.gethostname()
+    dead = [tmp_path / f".{path.name}.{kind}-{host}-999999999" for kind in ("tmp", "map")]
+    live = tmp_path / f".{path.name}.map-{host}-{os.getpid()}"  # a build going on in this very process
+    elsewhere = tmp_path / f".{path.name}.map-another-node-999999999"  # a shared cache: not ours to judge
+    for d in (*dead, live, elsewhere):
+        d.mkdir()
+    tokenized.remove_dead_builds(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name])

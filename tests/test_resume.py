@@ -631,3 +631,16 @@ def test_a_resume_that_changes_the_held_out_set_says_so(tmp_path):
     assert ("note: validation now holds out validation_batches x batch_size = 2 x 16 samples, not 16" in proc.stdout)
     proc = run_cli("lmplay.train", *args, "max_steps=4", "batch_size=16", check=True)
     assert "validation now holds out" not in proc.stdout  # the run's own batch since the last command
+
+
+def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp_path):
+    """It printed nothing (a SLURM log stayed empty) and left the half-built token cache in $LMPLAY_CACHE."""
+    (tmp_path / "data.txt").write_text("Some text to tokenize. " * 200)
+    proc = popen_train(["exp=test_runner", "device=cpu", "curriculum=text_file", f"curriculum.path={tmp_path / 'data.txt'}",
+                        f"hydra.run.dir={tmp_path / 'run'}"],
+                       env={"LMPLAY_PROBE_KILL": "tokenize:0", "LMPLAY_CACHE": str(tmp_path / "cache")})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: stopped before training started; nothing was saved" in err
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".")]
+    assert not (tmp_path / "run").exists()

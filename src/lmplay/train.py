@@ -88,6 +88,17 @@ def remove_if_empty(run_dir: Path) -> None:
         remove_empty_default_parents(run_dir)
 
 
+class StoppedBeforeTraining(KeyboardInterrupt):
+    """A SIGTERM during set-up (a scheduler's stop while a big dataset tokenizes): handled like a Ctrl-C there,
+    so that the set-up's own clean-up runs and the log says what happened."""
+
+    signum = signal.SIGTERM
+
+
+def stop_setup(signum: int, frame: object) -> None:
+    raise StoppedBeforeTraining
+
+
 def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
@@ -115,6 +126,7 @@ def train(cfg: DictConfig) -> None:
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
+    on_sigterm = signal.signal(signal.SIGTERM, stop_setup)  # until training starts, which saves on it
     try:
         ckpt = resumed_checkpoint(cfg, run_dir)
         runner.setup(ckpt)
@@ -130,9 +142,11 @@ def train(cfg: DictConfig) -> None:
             runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
                                   f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
                                   f"checkpoint)")
+        signal.signal(signal.SIGTERM, on_sigterm)
         runner.train()
         runner.close()
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
+        signal.signal(signal.SIGTERM, on_sigterm)
         release_run_dir(run_dir)
 
 
@@ -196,8 +210,8 @@ def main(cfg: DictConfig) -> None:
         if not caused_by_ctrl_c(e):
             raise
         interrupted_before_training()
-    except KeyboardInterrupt:
-        interrupted_before_training()
+    except KeyboardInterrupt as e:
+        interrupted_before_training(getattr(e, "signum", signal.SIGINT))
 
 
 def caused_by_ctrl_c(error: BaseException) -> bool:
@@ -212,10 +226,10 @@ def caused_by_ctrl_c(error: BaseException) -> bool:
     return False
 
 
-def interrupted_before_training() -> None:
+def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-    print("interrupted before training started; nothing was saved", file=sys.stderr)
-    raise SystemExit(128 + signal.SIGINT) from None
+    print(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved", file=sys.stderr)
+    raise SystemExit(128 + signum) from None
 
 
 def cli() -> None:

@@ -4,10 +4,10 @@ LMPLAY_PROBE_DDP_AT_EXIT=1: at exit, say how many DDP wrappers are still alive. 
 holds gloo's process group, whose worker threads can then abort a rank that finished (SIGABRT): an intermittent
 failure, so the test checks its cause rather than waiting for it.
 
-LMPLAY_PROBE_KILL=step:N | save:N | term:N: SIGKILL the process right after the N-th optimizer step, or inside the
-save of the checkpoint at step N, its new file written and not yet renamed over model.lmp; or send it SIGTERM (a
-scheduler's stop) right after step N: crashes and stops at known moments, where a kill after a sleep lands wherever
-the machine's speed puts it.
+LMPLAY_PROBE_KILL=step:N | save:N | term:N | tokenize:0: SIGKILL the process right after the N-th optimizer step, or
+inside the save of the checkpoint at step N, its new file written and not yet renamed over model.lmp; or send it
+SIGTERM (a scheduler's stop) right after step N, or as it starts tokenizing its data: crashes and stops at known
+moments, where a kill after a sleep lands wherever the machine's speed puts it.
 """
 
 import atexit
@@ -29,7 +29,18 @@ def _kill() -> None:
 
 
 def _install_kill(where: str, step: int) -> None:
+    from lmplay.data import tokenized
     from lmplay.runner import base, checkpoint
+
+    if where == "tokenize":
+        tokenize_batch = tokenized.tokenize_batch
+
+        def stopping_tokenize_batch(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return tokenize_batch(*args, **kwargs)
+
+        tokenized.tokenize_batch = stopping_tokenize_batch
+        return
 
     if where in ("step", "term"):
         train_step = base.LMRunnerBase.train_step

@@ -11,11 +11,13 @@ and training seed.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -144,8 +146,10 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
     if procs is None:
         procs = min(os.cpu_count() or 1, 8) if len(records) > PARALLEL_ROWS else 1
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    arrow_dir = path.with_name(f".{path.name}.map-{os.getpid()}")
+    remove_dead_builds(path)
+    me = f"{socket.gethostname()}-{os.getpid()}"
+    tmp = path.with_name(f".{path.name}.tmp-{me}")
+    arrow_dir = path.with_name(f".{path.name}.map-{me}")
     for d in (tmp, arrow_dir):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir()
@@ -166,6 +170,27 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(arrow_dir, ignore_errors=True)
+
+
+def remove_dead_builds(path: Path) -> None:
+    """What builds of `path` on this host left when they were killed (SIGKILL, a node's preemption), where their
+    process is gone: a big dataset's arrow files would otherwise stay in the cache for good. Builds on other
+    hosts of a shared cache are left alone (their processes cannot be seen from here)."""
+    host = socket.gethostname()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*-{glob.escape(host)}-*"):
+        pid = leftover.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_columns(table, out: Path) -> None:
