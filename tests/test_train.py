@@ -609,3 +609,15 @@ def test_a_mistake_beside_a_config_dir_of_ones_own_is_named_not_blamed_on_its_ex
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "error: unknown key 'lrr' (did you mean lr?); see `--cfg job` for every key"), proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_data_path_typed_without_a_plan_that_reads_it_is_a_note(tmp_path, tiny_run_args):
+    """curriculum.path=FILE without curriculum=text_file trained on Shakespeare, and the start report listed the
+    path as applied."""
+    proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=1", f"curriculum.path={REPO / 'README.md'}", check=True)
+    assert (f"note: curriculum.path={REPO / 'README.md'} changes nothing in this run: no config group it uses reads "
+            f"it (it is read by curriculum=text_file, curriculum=two_stage)") in proc.stdout
+    assert "curriculum.path" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "curriculum=text_file",
+                   f"curriculum.path={REPO / 'README.md'}", f"hydra.run.dir={tmp_path / 'b'}", check=True)
+    assert "changes nothing" not in proc.stdout

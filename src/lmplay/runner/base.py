@@ -249,7 +249,7 @@ class LMRunnerBase:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.check_stage_overrides()
         self.note_run_settings()
-        self.note_unread_keys()
+        self.note_unread_keys(ckpt is not None)
         self.note_held_out_change(ckpt)
         self.window = RecordWindow.resumed(self.runner_c.record_window, self.device, self.world.is_main)
         self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
@@ -297,19 +297,22 @@ class LMRunnerBase:
                   f"{after.batch_size} samples, not {was}: from here on this run's validation loss is measured on "
                   f"other samples (keep runner.validation_batches x batch_size = {was} for a curve that compares)")
 
-    def note_unread_keys(self) -> None:
+    def note_unread_keys(self, resumed: bool) -> None:
         """A top-level key that only the groups read (`warmup_fraction: ${warmup_fraction}`), typed while no chosen
         group reads it (scheduler=constant), changes nothing, yet the run would be labelled by it: say so."""
         read = {alias for group in GROUPS for alias in self.interpolated_keys(group).values()}
         for key in sorted(self.overridden - read - set(RUN_KEYS) - {"tokenizer", "context_len", "run_name"}):
-            if "." in key:  # a group's own key: its group reads it
-                continue
-            readers = [f"{group}={p.stem}" for group in GROUPS for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
-                       if "${" + key + "}" in p.read_text()]
+            group = key.split(".")[0] if "." in key else None
+            if group and (resumed or group not in GROUPS or  # a group's own key, read unless it is an input
+                          "${" + key + "}" in OmegaConf.to_yaml(self.cfg[group], resolve=False)):  # of some files
+                continue  # only (curriculum.path: text_file's), which the chosen file reads
+            readers = [f"{g}={p.stem}" for g in ([group] if group else GROUPS)
+                       for p in sorted((Path(CONF_DIR) / g).glob("*.yaml")) if "${" + key + "}" in p.read_text()]
             if readers:
                 self.unread_keys.add(key)
             if readers and self.world.is_main:
-                print(f"note: {key}={self.cfg[key]} changes nothing in this run: no config group it uses reads it "
+                print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: no config group it "
+                      f"uses reads it "
                       f"(it is read by {', '.join(readers)})")
 
     @property
