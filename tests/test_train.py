@@ -621,3 +621,15 @@ def test_a_data_path_typed_without_a_plan_that_reads_it_is_a_note(tmp_path, tiny
     proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "curriculum=text_file",
                    f"curriculum.path={REPO / 'README.md'}", f"hydra.run.dir={tmp_path / 'b'}", check=True)
     assert "changes nothing" not in proc.stdout
+
+
+def test_a_failed_start_removes_only_the_dirs_it_made(tmp_path):
+    """The clean-up of a failed start removed empty dirs the user had made: outputs/, or the hydra.run.dir named."""
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "mine").mkdir()
+    for run_dir in ("outputs/r2", "mine", "new/nested/run"):
+        proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "runner.log_interval=0",
+                       f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert_one_line_error(proc, "log_interval=0 must be >= 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "outputs"]
+    assert not list((tmp_path / "outputs").iterdir())

@@ -32,6 +32,7 @@ from lmplay.errors import ConfigError
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
 _sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
 _jobs_elsewhere: list[bool] = []  # its launcher runs the jobs in other processes (joblib, submitit)
+_existed: dict[Path, Path] = {}  # run or sweep dir -> the nearest of it and its parents that existed before this
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
@@ -178,7 +179,9 @@ class SlurmAvailable(Callback):
 
 
 def check_writable_dir(path: Path, key: str) -> None:
-    """Make the directory as Hydra would next (a failed run removes it again if it stays empty)."""
+    """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
+    path = path.absolute()
+    _existed[path] = next(p for p in (path, *path.parents) if p.exists())
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -192,21 +195,21 @@ def remove_unused_sweep_dir() -> None:
     for sweep_dir in _sweep_dirs:
         if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"]):
             (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
-            sweep_dir.rmdir()
-            remove_empty_default_parents(sweep_dir)
+            remove_made_dirs(sweep_dir)
 
 
-def remove_empty_default_parents(run_dir: Path) -> None:
-    """The dirs Hydra's default paths made above a removed run or sweep dir, where nothing else is in them:
-    `multirun/<date>/`, `multirun/`, `outputs/` (a dir of the user's own choosing stays)."""
-    parent = run_dir.parent
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and parent.parent.name == "multirun":
-        with contextlib.suppress(OSError):  # not empty: other sweeps of the day
-            parent.rmdir()
-        parent = parent.parent
-    if parent.name in ("multirun", "outputs"):
-        with contextlib.suppress(OSError):
-            parent.rmdir()
+def remove_made_dirs(path: Path) -> None:
+    """`path` and the parents this command made for it (outputs/, multirun/<date>/), where they stayed empty: a
+    failed start leaves nothing behind, and never removes a directory that was there before it."""
+    path = path.absolute()
+    existed = _existed.get(path, path)  # a dir this command did not make is left alone
+    for made in (path, *path.parents):
+        if made == existed:
+            return
+        try:
+            made.rmdir()
+        except OSError:  # not empty
+            return
 
 
 def release_stderr() -> str:

@@ -17,8 +17,8 @@ from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import hold_run_dir, release_run_dir, write_text_atomic
-from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys,
-                               remove_empty_default_parents, run_hydra_app)
+from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys, remove_made_dirs,
+                               run_hydra_app)
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
@@ -83,9 +83,7 @@ def earlier_overrides(path: Path) -> list[str]:
 def remove_if_empty(run_dir: Path) -> None:
     """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind."""
     release_run_dir(run_dir)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()
-        remove_empty_default_parents(run_dir)
+    remove_made_dirs(run_dir)
 
 
 class StoppedBeforeTraining(KeyboardInterrupt):
