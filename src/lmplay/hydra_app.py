@@ -180,8 +180,8 @@ class SlurmAvailable(Callback):
 
 def check_writable_dir(path: Path, key: str) -> None:
     """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
-    path = path.absolute()
-    _existed[path] = next(p for p in (path, *path.parents) if p.exists())
+    where = path.absolute()
+    _existed[where] = next(p for p in (where, *where.parents) if p.exists())
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
