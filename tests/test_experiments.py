@@ -101,6 +101,11 @@ def test_every_port_trains_through_the_cli(tmp_path):
     # a trained unified_embed checkpoint exports to one with a plain table and the same logits
     trained = sweep / summary["jobs"][PORTS.index("unified_embed")]["dir"] / "model.lmp"
     run_cli("experiments.unified_embed.export", str(trained), str(tmp_path / "plain.lmp"), check=True)
+    # neither over an existing file (a training checkpoint) unasked, nor again (only the optimizer state would go)
+    again = run_cli("experiments.unified_embed.export", str(trained), str(tmp_path / "plain.lmp"))
+    assert again.returncode == 2 and "plain.lmp exists" in again.stderr and "--replace" in again.stderr
+    again = run_cli("experiments.unified_embed.export", str(tmp_path / "plain.lmp"), str(tmp_path / "twice.lmp"))
+    assert again.returncode == 2 and "collapsed already" in again.stderr and not (tmp_path / "twice.lmp").exists()
     (model, exp), (plain, plain_exp) = load_model(trained), load_model(tmp_path / "plain.lmp")
     assert exp == plain_exp == "unified_embed_test" and type(plain.embed.tok) is nn.Embedding
     x = torch.randint(0, 257, (2, 40))

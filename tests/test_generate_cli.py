@@ -139,6 +139,7 @@ def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
     (["checkpoint={model}", "prompt=hi", "temperature=-1"], "error: temperature=-1 must be >= 0"),
     (["checkpoint={model}", "prompt=hi", "~seed"], "~seed would delete generate's setting seed"),  # was sampled
     (["checkpoint={model}", "prompt=hi", "~seed=1337"], "~seed=1337 would delete generate's setting seed"),
+    (["checkpoint={model}", "prompt=hi", "~checkpoint"], "~checkpoint would delete generate's setting checkpoint"),
     (["checkpoint={model}", "prompt=hi", "top_p=0"], "error: top_p=0 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_p=1.5"], "error: top_p=1.5 must be in (0, 1]"),
     (["checkpoint={model}", "prompt=hi", "top_k=0"], "error: top_k=0 must be >= 1"),

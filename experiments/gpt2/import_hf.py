@@ -219,19 +219,6 @@ def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | No
                                      "state": {"weights": model.state_dict()}}}}
 
 
-def check_out(out: Path, replace: bool) -> None:
-    """OUT is a checkpoint file to write; an existing one is replaced only when asked: the README's flow imports
-    into outputs/gpt2/model.lmp and fine-tunes there, so a second import wrote over the fine-tuned run."""
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
-    if out.exists() and not replace:
-        raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass --replace "
-                          f"(the old file is kept as {out.name}.bak)")
-    bak = out.with_name(out.name + ".bak")
-    if out.exists() and bak.exists():  # a second --replace would rotate the first one's kept file away
-        raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.gpt2.import_hf", description=__doc__.split("\n")[0])
     parser.add_argument("src", help="model.safetensors, pytorch_model.bin, a directory with one, or a hub id")
@@ -241,7 +228,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--replace", action="store_true",
                         help="write over an existing OUT (a fine-tuned run's, say), which is kept as OUT.bak")
     args = parser.parse_args(argv)
-    check_out(args.out, args.replace)
+    checkpoint.check_out(args.out, args.replace)
     ckpt = build_checkpoint(args.src, args.num_heads, args.tokenizer)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)

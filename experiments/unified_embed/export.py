@@ -1,4 +1,5 @@
-"""`python -m experiments.unified_embed.export IN.lmp OUT.lmp`: the checkpoint with its unified embedding collapsed.
+"""`python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]`: the checkpoint with its unified embedding
+collapsed (an existing OUT is written over only with --replace, and kept as OUT.bak).
 
 The exported model has the baseline's structure and parameter count and gives the same logits;
 `lmplay.generate` loads it like any checkpoint of this experiment. Training can resume from it, with
@@ -14,12 +15,15 @@ from lmplay.generation.loading import model_of
 from lmplay.runner import checkpoint
 
 
-def export(src: Path, dst: Path) -> None:
+def export(src: Path, dst: Path, replace: bool = False) -> None:
+    checkpoint.check_out(dst, replace)
     ckpt = checkpoint.load(src)
     model, exp = model_of(ckpt, src)
     if not hasattr(model, "export"):
         raise ConfigError(f"{src} is a checkpoint of {exp}, which has no unified embedding to collapse")
     plain = model.export()
+    if plain.parameter_count() == model.parameter_count():  # exporting again would only drop the optimizer state
+        raise ConfigError(f"{src}'s embedding is collapsed already (an export); use it as it is")
     ckpt["components"]["model"] = {"state_args": dict(plain.construction_args),
                                    "state": {"weights": plain.state_dict()}}
     ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
@@ -29,10 +33,12 @@ def export(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
-        print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp", file=sys.stderr)
+    replace = "--replace" in argv  # write over an existing OUT, which is kept as OUT.bak
+    paths = [a for a in argv if a != "--replace"]
+    if len(paths) != 2:
+        print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]", file=sys.stderr)
         raise SystemExit(2)
-    export(Path(argv[0]), Path(argv[1]))
+    export(Path(paths[0]), Path(paths[1]), replace)
 
 
 def cli() -> None:
