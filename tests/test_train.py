@@ -608,6 +608,11 @@ def test_a_mistake_beside_a_config_dir_of_ones_own_is_named_not_blamed_on_its_ex
         proc = run_cli("lmplay.train", *flags, "exp=my_tiny", "lrr=1", cwd=tmp_path)
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "error: unknown key 'lrr' (did you mean lr?); see `--cfg job` for every key"), proc.stderr
+    (tmp_path / "u2" / "curriculum").mkdir(parents=True)  # and beside a searchpath typed too: both are searched
+    (tmp_path / "u2" / "curriculum" / "mine.yaml").write_text((REPO / "conf" / "curriculum" / "shakespeare.yaml").read_text())
+    proc = run_cli("lmplay.train", "-cd", str(tmp_path / "u"), f"hydra.searchpath=[file://{tmp_path / 'u2'}]",
+                   "exp=my_tiny", "curriculum=mine", "lrr=1", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown key 'lrr'" in proc.stderr, proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 

@@ -68,8 +68,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
             config_dir, named = config_flags(argv)
             if config_dir != "path":  # --config-path moves the primary config dir: Hydra's own message stands
-                precheck(overrides + ([f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir
-                                      else []), named or config_name)
+                precheck(with_config_dir(overrides, config_dir), named or config_name)
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -248,6 +247,20 @@ def reject_bare_words(argv: list[str]) -> None:
     for before, arg in zip(["", *argv], argv):
         if "=" not in arg and not arg.startswith(("-", "~")) and before not in HYDRA_VALUE_FLAGS:
             fail(f"{arg!r} is not an override: write key=value, as in fresh=true or exp=gpt2ish")
+
+
+def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The overrides with --config-dir's folder first in hydra.searchpath, as Hydra searches it: beside a
+    searchpath typed too (one override of the key: a second would replace the first)."""
+    if not config_dir:
+        return overrides
+    entry = f"file://{Path(config_dir).resolve()}"
+    typed = [o for o in overrides if o.startswith("hydra.searchpath=")]
+    if not typed:
+        return [*overrides, f"hydra.searchpath=[{entry}]"]
+    listed = typed[-1].split("=", 1)[1].strip().removeprefix("[").removesuffix("]")
+    merged = f"hydra.searchpath=[{entry}{',' + listed if listed.strip() else ''}]"
+    return [o for o in overrides if not o.startswith("hydra.searchpath=")] + [merged]
 
 
 def config_flags(argv: list[str]) -> tuple[str | None, str | None]:
