@@ -79,8 +79,8 @@ def test_a_stop_on_a_stages_last_step_or_the_runs_keeps_their_closing_validation
     """SIGTERM during the last step of a stage, or of the run, saved before the stage's closing validation, and
     no resume recorded it: the final validation loss came from an earlier step, for good."""
     args = ["exp=test_runner", "device=cpu", "max_steps=10", "runner.validation_interval=1000", "scheduler=cosine",
-            "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4},"
-            " {name: b, datasets: [shakespeare], epochs: 1, overrides: {lr: 1.0e-3}}]"]  # each record's lr its own
+            ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 4},"
+             " {name: b, datasets: [shakespeare], epochs: 1, overrides: {lr: 1.0e-3}}]")]  # each record's lr its own
     whole = tmp_path / "whole"
     run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
     expected = replayable(json.loads((whole / "stats.json").read_text()))

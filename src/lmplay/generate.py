@@ -107,7 +107,8 @@ def normalize(argv: Sequence[str]) -> list[str]:
             out.append(f"{key}={value if value == 'null' else as_hydra_value(value)}")
         elif re.fullmatch(r"~[A-Za-z_][\w.]*", key):  # Hydra's deletion (`~seed`, `~seed=1`): not a prompt
             what = (f"would delete generate's setting {key[1:]}: leave it out for its default"
-                    if key[1:].split(".")[0] in root_config("generate").keys() else "names no setting of generate")
+                    if key[1:].split(".")[0] in root_config("generate").keys()  # noqa: SIM118 - `in` skips ??? keys
+                    else "names no setting of generate")
             fail(f"{arg} {what}, or type prompt='{arg}' to sample the text")
         elif (not eq or not is_override(key)) and not arg.startswith("-"):
             prompts.append(quote(arg))
