@@ -391,8 +391,8 @@ def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, sho
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-steps", "3", "exp=test_runner"], "unknown flag --max-steps; settings are key=value overrides, like max_steps=3"),
-    (["--max-steps=3"], "unknown flag --max-steps; settings are key=value overrides, like max_steps=3"),
+    (["--max-stepz", "3", "exp=test_runner"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
+    (["--max-stepz=3"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
     (["--warmup", "lr=1"], "unknown flag --warmup; settings are key=value overrides, like warmup=VALUE"),
 ])
 def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
@@ -402,6 +402,11 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]
+    # the original lmp_trainer's other common flags, which were refused with hints naming no real key
+    assert translate_flags(["--num-blocks", "8", "--validation-interval", "100", "--training-plan", "pretrain",
+                            "--grad-clip", "1.0", "--compile-model", "--max-steps", "3"], train.SEED_FLAGS,
+                           train.SEED_SWITCHES) == ["model.num_blocks=8", "runner.validation_interval=100",
+                                                    "curriculum=pretrain", "grad_clip=1.0", "compile=true", "max_steps=3"]
 
 
 def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args):

@@ -21,8 +21,12 @@ from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_a
                                run_hydra_app)
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
-              "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed"}
-SEED_SWITCHES = {"--amp": "amp=true", "--compile": "compile=true", "--fresh": "fresh=true"}
+              "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed",
+              "--grad-clip": "grad_clip", "--max-steps": "max_steps", "--context-len": "context_len",
+              "--num-blocks": "model.num_blocks", "--validation-interval": "runner.validation_interval",
+              "--save-interval": "runner.save_interval", "--training-plan": "curriculum"}
+SEED_SWITCHES = {"--amp": "amp=true", "--compile": "compile=true", "--compile-model": "compile=true",
+                 "--fresh": "fresh=true"}
 
 
 def overridden_keys() -> set[str]:
