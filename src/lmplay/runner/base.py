@@ -298,22 +298,24 @@ class LMRunnerBase:
                   f"other samples (keep runner.validation_batches x batch_size = {was} for a curve that compares)")
 
     def note_unread_keys(self, resumed: bool) -> None:
-        """A top-level key that only the groups read (`warmup_fraction: ${warmup_fraction}`), typed while no chosen
-        group reads it (scheduler=constant), changes nothing, yet the run would be labelled by it: say so."""
+        """A key that only some group files read through an interpolation, typed while the chosen one does not,
+        changes nothing, yet the run would be labelled by it: say so. A top-level alias (`warmup_fraction`, read as
+        ${warmup_fraction} by scheduler=cosine, not by scheduler=constant), or an input of a group's own
+        (`curriculum.path`, read by curriculum=text_file, not by the default plan; on a fresh run only: a resumed
+        plan comes from its checkpoint)."""
         read = {alias for group in GROUPS for alias in self.interpolated_keys(group).values()}
         for key in sorted(self.overridden - read - set(RUN_KEYS) - {"tokenizer", "context_len", "run_name"}):
             group = key.split(".")[0] if "." in key else None
-            if group and (resumed or group not in GROUPS or  # a group's own key, read unless it is an input
-                          "${" + key + "}" in OmegaConf.to_yaml(self.cfg[group], resolve=False)):  # of some files
-                continue  # only (curriculum.path: text_file's), which the chosen file reads
+            chosen_reads = group in GROUPS and "${" + key + "}" in OmegaConf.to_yaml(self.cfg[group], resolve=False)
+            if group and (resumed or group not in GROUPS or chosen_reads):
+                continue
             readers = [f"{g}={p.stem}" for g in ([group] if group else GROUPS)
                        for p in sorted((Path(CONF_DIR) / g).glob("*.yaml")) if "${" + key + "}" in p.read_text()]
             if readers:
                 self.unread_keys.add(key)
             if readers and self.world.is_main:
                 print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: no config group it "
-                      f"uses reads it "
-                      f"(it is read by {', '.join(readers)})")
+                      f"uses reads it (it is read by {', '.join(readers)})")
 
     @property
     def compile_options(self) -> dict[str, Any]:
