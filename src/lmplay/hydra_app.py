@@ -66,9 +66,9 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             reject_bare_words(argv)
             # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
             overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
-            config_dir, named = config_flags(argv)
-            if config_dir != "path":  # --config-path moves the primary config dir: Hydra's own message stands
-                precheck(with_config_dir(overrides, config_dir), named or config_name)
+            flags = config_flags(argv)
+            if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
+                precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -263,9 +263,9 @@ def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
     return [o for o in overrides if not o.startswith("hydra.searchpath=")] + [merged]
 
 
-def config_flags(argv: list[str]) -> tuple[str | None, str | None]:
-    """Hydra's --config-dir DIR (or "path" for --config-path, which replaces lmplay's conf/) and --config-name
-    NAME, in any of their spellings: the check composes what the command composes, or it blames a good exp=."""
+def config_flags(argv: list[str]) -> dict[str, str]:
+    """Hydra's --config-dir ("dir"), --config-path ("path": it replaces lmplay's conf/) and --config-name ("name")
+    as typed, in any of their spellings: the check composes what the command composes, or it blames a good exp=."""
     found: dict[str, str] = {}
     flags = {"--config-dir": "dir", "-cd": "dir", "--config-path": "path", "-cp": "path", "--config-name": "name",
              "-cn": "name"}
@@ -273,7 +273,7 @@ def config_flags(argv: list[str]) -> tuple[str | None, str | None]:
         flag, eq, value = arg.partition("=")
         if flag in flags and (eq or i + 1 < len(argv)):
             found[flags[flag]] = value if eq else argv[i + 1]
-    return ("path" if "path" in found else found.get("dir")), found.get("name")
+    return found
 
 
 def precheck(overrides: list[str], config_name: str) -> None:
