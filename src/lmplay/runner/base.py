@@ -726,7 +726,6 @@ class LMRunnerBase:
         defer = self.defer_reads
         self.speed.restart(progress["tokens"])
         pending: StepLog | None = None
-        window = self.window
         finished, skipped = False, 0
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
@@ -744,7 +743,7 @@ class LMRunnerBase:
             lr = plan.lr(progress["stage_step"], total)
             self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
-            window.add(loss, correct, batch.num_tokens)
+            self.window.add(loss, correct, batch.num_tokens)
             samples_before = progress["samples"]
             progress["step"] += 1
             progress["stage_step"] += 1
@@ -754,8 +753,7 @@ class LMRunnerBase:
             self.log_step(pending, bar)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
-                pending, window = self.step_log(stage.name, lr, window), RecordWindow()
-                self.window = window
+                pending, self.window = self.step_log(stage.name, lr, self.window), RecordWindow()
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
@@ -770,9 +768,9 @@ class LMRunnerBase:
                     if save:
                         self.save()
         self.log_step(pending, bar)
-        if window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
+        if self.window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
             lr = self.optimizer_c.optimizer.param_groups[0]["lr"]  # save keeps them: the resume goes on with them)
-            self.log_step(self.step_log(stage.name, lr, window), bar)
+            self.log_step(self.step_log(stage.name, lr, self.window), bar)
             self.window = RecordWindow()
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
