@@ -13,6 +13,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from conftest import REPO, make_runner, run_cli
 from lmplay import train
@@ -21,7 +23,7 @@ from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
 from lmplay.runner import base, checkpoint
-from lmplay.stats import speed
+from lmplay.stats import speed, tensorboard
 
 
 def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
@@ -51,6 +53,23 @@ def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
     assert (run / ".hydra" / "config.yaml").exists()
     inspect = run_cli("lmplay.inspect", str(run / "model.lmp"), check=True)
     assert "test_runner" in inspect.stdout and "step         40" in inspect.stdout
+
+
+def test_event_records_are_framed_and_checksummed_as_tensorboards_own_writer_does(tmp_path):
+    """lmplay frames its events with a C checksum; a wrong one would make TensorBoard drop the file as corrupt."""
+    data = [b"", b"x", bytes(range(256)) * 3]
+    with open(tmp_path / "theirs", "wb") as f:
+        for d in data:
+            RecordWriter(f).write(d)
+    assert b"".join(map(tensorboard.record, data)) == (tmp_path / "theirs").read_bytes()
+    events = tensorboard.EventFile(tmp_path / "tb")
+    events.scalars({"train/loss": 2.5}, step=7)
+    events.close()
+    (file,) = (tmp_path / "tb").iterdir()
+    assert len(list(EventFileLoader(str(file)).Load())) == 2  # its reader checks each CRC: a bad one stops it early
+    tb = EventAccumulator(str(tmp_path / "tb"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("train/loss")] == [(7, 2.5)]
 
 
 def weights_after_one_sgd_step(tmp_path, mini_batch_size: int) -> dict[str, torch.Tensor]:
@@ -307,6 +326,38 @@ def test_tokens_per_second_leaves_out_validation_saving_and_opening_the_event_fi
     seconds = [(b - a) / r["tokens_per_second"] for a, b, r in zip([0, *tokens], tokens, records)]
     assert clock["pauses"] >= 6 and len(seconds) == 12  # validations at 0, 3, 6, 9, 12; saves at 5, 10, 12; opening
     assert max(seconds) < 1000, seconds  # no step's window holds a pause
+
+
+def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_redraw(tmp_path, monkeypatch):
+    """The postfix is made at most once a `bar.mininterval` (making it at each step cost ~10 us of a 7 ms step);
+    as the stage ends, it shows the last step whatever the clock. The clock here stands still."""
+    shown = []
+
+    class Bar:
+        disable, mininterval = False, 0.1
+
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+            shown.append(text)
+
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(base, "tqdm", Bar)
+    monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: 100.0))
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12"], tmp_path)
+    runner.plain_progress = False  # as under a terminal
+    runner.train()
+    last = runner.stats.records["train"][-1]
+    validated = [r for r in runner.stats.records["validation"] if r["step"] < 12][-1]  # the stage's closing one
+    assert [text.split(" loss ")[0] for text in shown] == ["step 1", "step 12"]  # comes after the bar closes
+    assert shown[-1].startswith(f"step 12 loss {last['loss']:.3f} val {round(validated['loss'], 3)} ")
+    assert shown[-1].endswith(f"tok {last['tokens']:,} {last['tokens_per_second']:,.0f} tok/s")
 
 
 def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
