@@ -158,6 +158,21 @@ def test_a_resume_after_the_data_shrank_goes_on_at_its_next_epoch(tmp_path, two_
     assert len(rows) == len(set(rows)) == 6 and all(d == "A" and i < 10 for d, i in rows)
 
 
+def test_a_packed_resume_whose_row_got_shorter_goes_on_at_the_next_row(tmp_path, two_files, caplog):
+    """The saved offset inside the row the next window starts in was past the new row's end: windows grew past
+    context_len + 1 and the model's position embedding raised an IndexError."""
+    stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 3}]
+    first = build(tmp_path, stages, batching="packed", context_len=8)
+    take(first, 5)
+    state = first.state_dict()
+    write_jsonl(Path(two_files[0]), ["ab"] * 30)  # every row now 3 tokens with its eot
+    resumed = build(tmp_path, stages, batching="packed", context_len=8)
+    resumed.load_state_dict(state)
+    assert "differ from the checkpoint's" in caplog.text
+    batches = take(resumed, 3)
+    assert all(b.inputs.shape == (4, 8) and (b.inputs[:, 1:] == b.targets[:, :-1]).all() for b in batches)
+
+
 def test_different_seeds_shuffle_differently(tmp_path, two_files):
     stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 1}]
     one, two = build(tmp_path, stages, seed=1), build(tmp_path, stages, seed=2)

@@ -83,7 +83,7 @@ class PackedBatcher:
         need = self.context_len + 1
         parts, got = [], 0
         while got < need:
-            if self.doc is None or self.offset == len(self.doc[0]):
+            if self.doc is None or self.offset >= len(self.doc[0]):
                 if not self._next_doc(feed):
                     return None  # the stage's rows end inside this window: the partial window is dropped
             tokens, is_prompt = self.doc
@@ -109,12 +109,13 @@ class PackedBatcher:
         return {"doc_start": self.doc_start, "offset": self.offset} if self.doc is not None else {}
 
     def load_state_dict(self, state: dict, feed: RowFeed) -> None:
-        """Re-read the row the next window starts in (the feed must be at `doc_start`'s position first)."""
+        """Re-read the row the next window starts in (the feed must be at `doc_start`'s position first). Where
+        the data changed since the save and that row is now shorter than the offset, go on at the next row."""
         self.doc, self.offset, self.doc_start = None, 0, None
         if state:
             feed.load_state_dict(state["doc_start"])
-            self._next_doc(feed)
-            self.offset = int(state["offset"])
+            if self._next_doc(feed):
+                self.offset = min(int(state["offset"]), len(self.doc[0]))
 
 
 def make_batcher(mode: str, context_len: int, eot_id: int) -> RowsBatcher | PackedBatcher:
