@@ -173,6 +173,21 @@ def test_a_packed_resume_whose_row_got_shorter_goes_on_at_the_next_row(tmp_path,
     assert all(b.inputs.shape == (4, 8) and (b.inputs[:, 1:] == b.targets[:, :-1]).all() for b in batches)
 
 
+@pytest.mark.parametrize("interleave,weights", [("first_exhausted", None), ("all_exhausted", None),
+                                               ("first_exhausted", [1, 3])])
+def test_a_stage_of_several_datasets_validates_on_each_held_out_row_once(tmp_path, two_files, interleave, weights):
+    """The held-out set was one epoch of the stage's interleave: first_exhausted stopped at the smallest held-out
+    set's end (6 of 30 held-out rows here), all_exhausted repeated the smaller sets."""
+    stages = [{"name": "mix", "datasets": [{"path": p} for p in two_files], "epochs": 1, "interleave": interleave,
+               "weights": weights}]
+    c = build(tmp_path, stages, context_len=1000, validation_fraction=0.5)
+    assert c.held_out_rows() == 15 + 6
+    validated = [r for b in c.validation_batches(100, 4) for r in rows_of(b)]
+    assert len(validated) == len(set(validated)) == 21
+    if weights is None:  # turns while both have rows: the same first batches as before
+        assert [d for d, _ in validated[:12]] == ["A", "B"] * 6
+
+
 def test_different_seeds_shuffle_differently(tmp_path, two_files):
     stages = [{"name": "a", "datasets": [{"path": two_files[0]}], "epochs": 1}]
     one, two = build(tmp_path, stages, seed=1), build(tmp_path, stages, seed=2)

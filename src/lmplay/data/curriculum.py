@@ -30,7 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.data.batch import Batch
 from lmplay.data.batching import MODES, RowsBatcher, make_batcher
-from lmplay.data.interleave import DrawnStream, RowFeed, SizedStream, check_interleave
+from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStream, check_interleave
 from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
 from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
@@ -264,8 +264,7 @@ class Curriculum:
             batches: list[Batch] = []
             if held:
                 weights = [w for _, w in held] if stage.weights else None
-                stream = SizedStream([v for v, _ in held], stage.interleave, weights, self.validation_seed,
-                                     self.stage_index, f"curriculum stage {stage.name!r} (held-out rows)")
+                stream = HeldOutStream([v for v, _ in held], weights, self.validation_seed, self.stage_index)
                 feed = RowFeed(stream, stream.epoch_len)
                 batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
                 while len(batches) < num_batches and (batch := batcher.next_batch(feed, batch_size,

@@ -39,6 +39,14 @@ class DrawSchedule:
     def __init__(self, num: int, weights: list[float] | None, seed: int, stage: int) -> None:
         self.num, self.seed, self.stage = num, seed, stage
         self.p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self._block: tuple[int, np.ndarray] | None = None  # the block draw() read last
+
+    def draw(self, k: int) -> int:
+        """The dataset of draw k, for streams that draw one row at a time (a block is made once, not per row)."""
+        b = k // SCHEDULE_BLOCK
+        if self._block is None or self._block[0] != b:
+            self._block = (b, self.choices(b * SCHEDULE_BLOCK, (b + 1) * SCHEDULE_BLOCK))
+        return int(self._block[1][k % SCHEDULE_BLOCK])
 
     def block(self, b: int) -> np.ndarray:
         return rng(self.seed, self.stage, SCHEDULE_TAG, b).choice(self.num, SCHEDULE_BLOCK, p=self.p)
@@ -143,6 +151,33 @@ class SizedStream:
             self.epoch, self.pos = self.epoch + 1, 0
 
 
+class HeldOutStream:
+    """A stage's held-out rows, for its validation: every row of every dataset once, drawn as the stage draws
+    (turns, or its weights) while the datasets last, then from those that have rows left. An epoch of the
+    stage's own interleave would not do: first_exhausted ends at the smallest held-out set's end, leaving most
+    rows of the others out, and all_exhausted repeats the smaller sets. Until a set runs out, the order is a
+    SizedStream's first epoch (the same held-out batches as before for a single dataset)."""
+
+    def __init__(self, sources: list[SizedRows], weights: list[float] | None, seed: int, stage: int) -> None:
+        self.sources, self.schedule = sources, DrawSchedule(len(sources), weights, seed, stage)
+        self.rows = [src.index[rng(seed, stage, ORDER_TAG, d, 0, 0).permutation(len(src))]
+                     for d, src in enumerate(sources)]
+        self.cursor, self.draws = [0] * len(sources), 0
+        self.epoch_len = sum(len(src) for src in sources)
+
+    def next_row(self) -> Row:
+        left = [d for d, rows in enumerate(self.rows) if self.cursor[d] < len(rows)]
+        d = left[0] if len(left) == 1 else -1
+        while d not in left:  # a draw of a dataset with no rows left is skipped
+            d = self.schedule.draw(self.draws)
+            self.draws += 1
+        self.cursor[d] += 1
+        return self.sources[d].table.row(int(self.rows[d][self.cursor[d] - 1]))
+
+    def state_dict(self) -> dict:
+        return {"draws": self.draws, "cursor": list(self.cursor)}
+
+
 class DrawnStream:
     """The rows of a stage with at least one streamed dataset, drawn one at a time.
     Position = (epoch, draws this epoch, and per dataset: passes begun, rows read this pass, ran out)."""
@@ -155,13 +190,6 @@ class DrawnStream:
         self.epoch, self.draws = 0, 0
         self.passes, self.cursor, self.exhausted = [0] * n, [0] * n, [0] * n
         self._iters: list[Iterator[Row] | None] = [None] * n
-        self._block: tuple[int, np.ndarray] | None = None
-
-    def _choice(self, k: int) -> int:
-        b = k // SCHEDULE_BLOCK
-        if self._block is None or self._block[0] != b:
-            self._block = (b, self.schedule.choices(b * SCHEDULE_BLOCK, (b + 1) * SCHEDULE_BLOCK))
-        return int(self._block[1][k % SCHEDULE_BLOCK])
 
     def _pull(self, d: int) -> Row | None:
         src, pass_index = self.sources[d], self.passes[d]
@@ -189,7 +217,7 @@ class DrawnStream:
 
     def next_row(self) -> Row:
         while True:
-            d = self._choice(self.draws)
+            d = self.schedule.draw(self.draws)
             row = self._pull(d)
             if row is not None:
                 self.draws += 1
@@ -221,7 +249,7 @@ class DrawnStream:
 class RowFeed:
     """A stage's rows with its row budget (from `epochs`): `take()` gives None once the budget is used."""
 
-    def __init__(self, stream: SizedStream | DrawnStream, budget: int | None) -> None:
+    def __init__(self, stream: SizedStream | DrawnStream | HeldOutStream, budget: int | None) -> None:
         self.stream, self.budget, self.rows = stream, budget, 0
 
     def take(self) -> Row | None:
