@@ -265,6 +265,17 @@ def test_streaming_dataset_resumes_and_holds_out_its_head(tmp_path, no_hub):
     assert all(a.inputs.equal(b.inputs) for a, b in zip(again, rest))
 
 
+def test_a_streamed_dataset_all_held_out_names_the_key_that_holds_out_fewer(tmp_path, no_hub, caplog):
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Streamed row {i}."}) + "\n" for i in range(4)))
+    spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]
+    with pytest.raises(ConfigError, match=r"after the 4 held out for validation\); .* hold out fewer with "
+                                          r"curriculum.stream_validation_rows=N .* holds out its first 1000\)$"):
+        build(tmp_path, spec, steps=3, validation_fraction=0.01)
+    caplog.set_level("INFO", logger="lmplay")
+    build(tmp_path, spec, steps=3, validation_fraction=0.01, stream_validation_rows=2)
+    assert "s.jsonl (streamed, 2 held out)" in caplog.text
+
+
 def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
     path = tmp_path / "t.txt"
     path.write_text("One. Two.\n\nThree.")

@@ -221,7 +221,8 @@ class Curriculum:
         self._batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
         self._steps = self._tokens = 0
         sizes = ", ".join(f"{d.label} ({len(d.train)} rows, {len(d.validation)} held out)"
-                          if isinstance(d.train, SizedRows) else f"{d.label} (streamed)" for d in data)
+                          if isinstance(d.train, SizedRows) else f"{d.label} (streamed, {len(d.validation)} held out)"
+                          for d in data)
         total = sum(len(s) for s in sources) if isinstance(stream, SizedStream) else None
         if stage.epochs is not None and total is not None and stream.epoch_len < total:  # a small dataset ends it
             sizes += f"; an epoch is {stream.epoch_len} of their {total} rows ({stage.interleave})"

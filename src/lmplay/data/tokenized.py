@@ -346,8 +346,10 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
             held_out = list(stream_rows(stream.take(stream_validation_rows)))
             skip = len(held_out)
         if next(iter(stream.skip(skip).take(1)), None) is None:
+            fewer = (f", or hold out fewer with curriculum.stream_validation_rows=N (a streamed dataset without a "
+                     f"validation split holds out its first {stream_validation_rows})") if skip else ""
             raise ConfigError(f"{where} has no rows with text to train on (after the {skip} held out "
-                              f"for validation); check its path, split and columns")
+                              f"for validation); check its path, split and columns{fewer}")
         key = f"stream:{spec.path}:{spec.name}:{spec.split}:{tokenizer.name}:{skip}"
         return PreparedDataset(label, StreamedRows(label, stream, skip, shuffle_buffer),
                                SizedRows(label, RowList(held_out), np.arange(len(held_out))), key)
