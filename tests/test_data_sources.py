@@ -72,7 +72,10 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
     (tmp_path / "split" / "test.txt").write_text("Held out.")
     with caplog.at_level("WARNING", logger="lmplay"):
         assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
-    assert "also has test files, which are not read; validation_split: test in the dataset's entry holds" in caplog.text
+    assert "also has test split, which is not read; validation_split: test in the dataset's entry holds" in caplog.text
+    with pytest.raises(ConfigError, match=r"has no 'valid' files \(its files name the splits train, test\); set "
+                                          r"validation_split=NAME$"):
+        build(tmp_path, [{"path": str(tmp_path / "split"), "validation_split": "valid"}])
     (tmp_path / "split" / "LICENSE").write_text("MIT")  # no data file: neither read nor refused
     assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
     (tmp_path / "split" / "hamlet.txt").write_text("Names no split.")  # datasets would leave it out, silently
@@ -209,12 +212,17 @@ def test_validation_file(tmp_path, no_hub):
     assert len(c.validation_batches(5, 1)) == 1
 
 
-def test_save_to_disk_folder_with_splits(tmp_path, no_hub):
+def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
     DatasetDict({"train": Dataset.from_dict({"text": [f"Row {i}." for i in range(5)]}),
                  "test": Dataset.from_dict({"text": ["Held row."]})}).save_to_disk(str(tmp_path / "saved"))
     c = build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "test"}])
     assert len(all_text(c)) == 5
     assert TOK.decode(c.validation_batches(1, 1)[0].inputs[0].tolist()) == "<|endoftext|>Held row."
+    with caplog.at_level("WARNING", logger="lmplay"):  # its own held-out rows, unread unless named
+        build(tmp_path, [{"path": str(tmp_path / "saved")}])
+    assert "also has test split, which is not read; validation_split: test in the dataset's entry" in caplog.text
+    with pytest.raises(ConfigError, match=r"has no split 'valid' \(splits: train, test\); set validation_split=NAME$"):
+        build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "valid"}])
 
 
 def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):

@@ -230,7 +230,8 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
             return _loaded(*_saved_records(local, spec, split, where))
         if spec.data_files is None:
-            text_files = _folder_text_files(local, split, where, read={spec.split, spec.validation_split})
+            text_files = _folder_text_files(local, split, split_key(spec, split), where,
+                                            read={spec.split, spec.validation_split})
             if text_files:
                 return _text_file_records(text_files, spec)
         return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
@@ -257,7 +258,13 @@ def data_files_of(folder: Path) -> list[str]:
     return list(DataFilesDict.from_patterns({"all": ["**"]}, base_path=str(folder))["all"])
 
 
-def _folder_text_files(folder: Path, split: str, where: str, read: set[str | None] = frozenset()) -> list[Path]:
+def split_key(spec: DatasetSpec, split: str) -> str:
+    """The key of the dataset's entry that named `split`, for a message about it."""
+    return "validation_split" if split == spec.validation_split and split != spec.split else "split"
+
+
+def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set[str | None] = frozenset()
+                       ) -> list[Path]:
     """A folder's files of `split` as HF `datasets` finds them (train.txt / test.txt name splits; otherwise all
     are train), when they are text files; [] when they are record files. datasets' own text builder would make
     every line a document and drop the line breaks, where a text file here is paragraph rows; and it reads one
@@ -272,16 +279,21 @@ def _folder_text_files(folder: Path, split: str, where: str, read: set[str | Non
                           f"records)") from None
     if split not in files:
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
-                          f"{', '.join(map(str, files))}); set split=NAME")
+                          f"{', '.join(map(str, files))}); set {key}=NAME")
     if patterns != {"train": ["**"]}:  # file names name the splits
         _check_split_names(folder, files, where)
-    if unused := [str(name) for name in files if name != split and name not in read]:
-        log.warning("%s: folder %s also has %s files, which are not read; validation_split: %s in the dataset's entry "
-                    "holds them out", where, folder, " and ".join(unused), unused[0])
+    warn_unused_splits([str(name) for name in files if name != split and name not in read], folder, where)
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
     data = [p for p in paths if file_kind(p)] or paths
     return data if _one_kind(data, folder, where) == "text" else []
+
+
+def warn_unused_splits(unused: list[str], path: Path, where: str) -> None:
+    if unused:
+        log.warning("%s: %s also has %s split%s, which %s not read; validation_split: %s in the dataset's entry "
+                    "holds it out", where, path, " and ".join(unused), "s" if len(unused) > 1 else "",
+                    "are" if len(unused) > 1 else "is", unused[0])
 
 
 def _check_split_names(folder: Path, files: Any, where: str) -> None:
@@ -328,7 +340,9 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set split=NAME")
+            raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set "
+                              f"{split_key(spec, split)}=NAME")
+        warn_unused_splits([name for name in loaded if name not in (spec.split, spec.validation_split)], path, where)
         loaded = loaded[split]
     return (loaded.to_iterable_dataset() if spec.streaming else loaded), f"disk:{loaded._fingerprint}"
 
