@@ -564,14 +564,17 @@ def test_a_mistake_in_a_users_own_config_file_is_one_line(tmp_path, choice, mess
     assert message in proc.stderr and not (tmp_path / "run").exists()
 
 
-def test_the_text_column_override_the_error_names_works(tmp_path, tiny_run_args):
-    """The error said `text=COLUMN`, which is no key: only `+curriculum.stages.0.datasets.0.text=` got through."""
+@pytest.mark.parametrize("plan,entry", [("text_file", "curriculum.stages.0.datasets.0"),
+                                        ("two_stage", "curriculum.stages.1.datasets.0")])
+def test_the_text_column_override_the_error_names_works(tmp_path, tiny_run_args, plan, entry):
+    """The error said `text=COLUMN`, which is no key, then always stage 0's key without a `+`: two_stage's file is
+    stage 1's, whose entry has no `text:`."""
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"body": f"row {i} " + "words " * 30}) + "\n" for i in range(200)))
-    args = [*tiny_run_args, "curriculum=text_file", f"curriculum.path={data}", "max_steps=2"]
+    args = [*tiny_run_args, f"curriculum={plan}", f"curriculum.path={data}", "max_steps=2"]
     proc = run_cli("lmplay.train", *args)
-    assert proc.returncode == 2 and "type curriculum.stages.0.datasets.0.text=COLUMN" in proc.stderr
-    run_cli("lmplay.train", *args, "curriculum.stages.0.datasets.0.text=body", check=True)
+    assert proc.returncode == 2 and f"or on the command line: ++{entry}.text=COLUMN" in proc.stderr
+    run_cli("lmplay.train", *args, f"++{entry}.text=body", check=True)
 
 
 def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_an_interruption():

@@ -186,13 +186,14 @@ class Curriculum:
                               f"curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a directory you can write") from None
         prepared: dict[str, PreparedDataset] = {}
         self._data, self._validation, self._row_stats = [], {}, {}
-        for stage in self.stages:
-            for spec in stage.datasets:
+        for i, stage in enumerate(self.stages):
+            for j, spec in enumerate(stage.datasets):
                 if repr(spec) not in prepared:
                     where = f"curriculum stage {stage.name!r}"
                     try:
                         prepared[repr(spec)] = prepare_dataset(
-                            load_source(spec, where), self.tokenizer, cache, self.validation_fraction,
+                            load_source(spec, where, f"curriculum.stages.{i}.datasets.{j}"), self.tokenizer, cache,
+                            self.validation_fraction,
                             self.validation_seed, self.stream_validation_rows, self.shuffle_buffer,
                             self.tokenize_procs, where)
                     except ConfigError as e:  # one raised inside reading or tokenizing rows names no stage

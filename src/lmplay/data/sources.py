@@ -153,9 +153,10 @@ class LoadedSource:
         return self.load_validation is not None
 
 
-def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
+def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns;
-    a plain text file is only identified here (its records are built when they are first used)."""
+    a plain text file is only identified here (its records are built when they are first used). `entry` is the
+    dataset's config key (curriculum.stages.1.datasets.0), for the override a message suggests."""
     one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
     if one_file and spec.split != "train":  # a file is one split: every other name would read the same rows
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.split!r}; drop split= "
@@ -166,13 +167,13 @@ def load_source(spec: DatasetSpec, where: str) -> LoadedSource:
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
     elif spec.validation_split and not one_file:  # a local copy of a preset: a held-out fraction, not its own rows
         validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
-    fmt = row_format(spec, columns, where)
+    fmt = row_format(spec, columns, where, entry)
     if validation is not None:
-        row_format(spec, val_columns, where + " (validation)")
+        row_format(spec, val_columns, where + " (validation)", entry)
     return LoadedSource(spec, records, fmt, identity, validation, validation_identity)
 
 
-def row_format(spec: DatasetSpec, columns: list[str] | None, where: str) -> RowFormat:
+def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: str) -> RowFormat:
     """The RowFormat the spec asks for (or that the columns suggest), checked against the columns."""
     if spec.messages:
         fmt = RowFormat("chat", messages=spec.messages)
@@ -191,7 +192,7 @@ def row_format(spec: DatasetSpec, columns: list[str] | None, where: str) -> RowF
     else:
         raise ConfigError(f"{where}: dataset {spec.label!r} has no 'text' column (columns: {', '.join(columns)}); "
                           f"name the column in the dataset's entry, {{path: ..., text: COLUMN}} (or prompt: and "
-                          f"truth:); with curriculum=text_file, type curriculum.stages.0.datasets.0.text=COLUMN")
+                          f"truth:), or on the command line: ++{entry}.text=COLUMN")
     if columns is not None:
         for col in fmt.columns:
             if col not in columns:
