@@ -212,6 +212,18 @@ def test_validation_file(tmp_path, no_hub):
     assert len(c.validation_batches(5, 1)) == 1
 
 
+def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
+    """SQuAD-style files ({"version": ..., "data": [records]}) had no way in: text=data said the column holds a list."""
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"version": 1, "data": [{"text": f"Row {i}."} for i in range(3)]}))
+    with pytest.raises(ConfigError, match=r"column 'data' holds a list .* field=KEY$"):
+        build(tmp_path, [{"path": str(path), "text": "data"}])
+    assert sorted(all_text(build(tmp_path, [{"path": str(path), "field": "data"}]))) == [
+        f"<|endoftext|>Row {i}." for i in range(3)]
+    with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of it$"):
+        build(tmp_path, [{"path": str(path), "field": "rows"}])
+
+
 def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
     DatasetDict({"train": Dataset.from_dict({"text": [f"Row {i}." for i in range(5)]}),
                  "test": Dataset.from_dict({"text": ["Held row."]})}).save_to_disk(str(tmp_path / "saved"))

@@ -56,7 +56,8 @@ def _as_text(value, column: str) -> str:
                               f"column to UTF-8 text") from None
     if isinstance(value, (list, dict, tuple)):
         raise ConfigError(f"column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), not text; name "
-                          f"a column of text (text=, prompt=, truth=), or messages= for a list of chat turns")
+                          f"a column of text (text=, prompt=, truth=), messages= for a list of chat turns, or for a "
+                          f".json file whose records are the list under a key, field=KEY")
     return "" if value is None else str(value)
 
 

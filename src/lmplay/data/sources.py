@@ -22,7 +22,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -57,6 +57,7 @@ class DatasetSpec:
     name: str | None = None                 # the HF config name, e.g. 20231101.en
     split: str = "train"
     data_files: Any = None                  # as for datasets.load_dataset
+    field: str | None = None                # a .json file whose records are the list under this key ({"data": [...]})
     streaming: bool = False                 # read the hub lazily instead of downloading (see interleave.py)
     validation_split: str | None = None     # a held-out split the dataset ships with (instead of a fraction)
     validation_path: str | None = None      # a local file/folder of the same kind holding validation rows
@@ -67,7 +68,7 @@ class DatasetSpec:
     truth: str | None = None
     messages: str | None = None
     row_chars: int = DEFAULT_ROW_CHARS      # plain text files: characters per paragraph row
-    label: str = field(default="", compare=False)  # how messages name it: the DATASETS key or the path
+    label: str = dataclasses.field(default="", compare=False)  # how messages name it: the DATASETS key or the path
 
 
 # The original lmplay's datasets (wikipedia, TinyStories, OpenOrca, orca-math, smoltalk, cosmopedia)
@@ -354,7 +355,8 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
     datasets = hf_datasets()
     try:
         with quiet_logger("datasets"):  # a failure is reported below, in one line: not also in datasets' log
-            records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming)
+            records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming,
+                                            **({"field": spec.field} if spec.field else {}))
     except ConnectionError as e:
         local_copy = f"{{dataset: {spec.label}, path: DIR}}" if spec.label in DATASETS else "path=DIR"
         raise ConfigError(
@@ -366,6 +368,8 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
         cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
         reason = " ".join(str(cause).split())[:300] or ("no file matches it, or it holds no records"
                                                        if spec.data_files else "it holds no records")
+        if spec.field and isinstance(cause, KeyError):
+            reason = f"field={spec.field!r} is no top-level key of it"
         files = f" from {data_files}" if data_files is not None else ""
         raise ConfigError(f"{where}: cannot load dataset {path!r}{files} (name={name!r}, split={split!r}): "
                           f"{reason}") from e
