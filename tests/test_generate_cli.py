@@ -1,13 +1,14 @@
 """`python -m lmplay.generate` as a user runs it: prompts in every form, streaming, and one-line errors."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, compose_config, run_cli
 
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
@@ -151,6 +152,7 @@ def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
     (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
+    (["checkpoint={model}", "prompt=hi", "batch_size=0"], "error: batch_size=0 must be an integer >= 1"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}"], "error: no prompt"),
     (["prompt=hi"], "error: no checkpoint"),
@@ -191,13 +193,27 @@ def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):
     assert texts == ["1e3", "true", "x, y", "${HOME}"]
 
 
-@pytest.mark.parametrize("command", ["lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",
-                                     "lmplay.inspect {path}"])
-def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command):
+@pytest.mark.parametrize("command,reader", [("lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",
+                                             "head -c 1"), ("lmplay.inspect {path}", "head -c 1"),
+                                            ("lmplay.generate --help", "true"), ("lmplay.train --help", "true")])
+def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command, reader):
+    """`true` reads nothing: its pipe is closed before the command writes (Hydra's --help was a traceback)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
-    proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | head -c 1", shell=True,
+    proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | {reader}", shell=True,
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=False)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_during_a_streamed_continuation_says_so_on_a_line_of_its_own(model_and_path):
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmplay.generate", f"checkpoint={model_and_path[1]}", "prompt=To",
+                             "max_new_tokens=1000000", "stop_at_eot=false"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, env=env)
+    streamed = proc.stdout.read(8)  # the prompt and a few generated characters: it is streaming
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and len(streamed) == 8
+    assert (streamed + out).endswith(b"\n") and err.decode().endswith("error: interrupted\n")
 
 
 def test_a_run_dir_stands_for_its_model_lmp(model_and_path):
@@ -206,6 +222,42 @@ def test_a_run_dir_stands_for_its_model_lmp(model_and_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n"
     assert "experiment   test_runner" in run_cli("lmplay.inspect", str(path.parent), check=True).stdout
+
+
+def test_prompts_run_in_batches_each_printed_as_it_ends_and_running_out_of_memory_is_one_line(
+        model_and_path, monkeypatch, capsys):
+    """All rows ran as one batch, sized in advance: a long prompt file ran out of memory with a traceback, and
+    nothing was printed before every row was done. Here the third batch of two runs out of memory."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from lmplay.errors import ConfigError
+    from lmplay.generate import generate as generate_in_process
+    from lmplay.generation import text
+
+    path = model_and_path[1]
+    greedy = ["checkpoint=" + str(path), "do_sample=false", "max_new_tokens=3", "device=cpu"]
+    prompts = [f"p{i}" for i in range(6)]
+    batched = generate(*greedy, f"prompt=[{','.join(prompts)}]", "batch_size=2")
+    assert batched.returncode == 0, batched.stderr
+    assert batched.stdout == generate(*greedy, f"prompt=[{','.join(prompts)}]").stdout  # greedy: as one batch
+    cfg = compose_config([*greedy, f"prompt=[{','.join(prompts)}]", "batch_size=2"], "generate")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    calls = []
+
+    def third_runs_out(model, rows, *args, **kwargs):
+        calls.append(list(rows))
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 75.00 MiB")
+        return ["!" for _ in rows]
+
+    monkeypatch.setattr(text, "generate_text", third_runs_out)
+    with pytest.raises(ConfigError, match=r"^out of memory generating 2 rows at once .* use a smaller batch_size=N$"):
+        generate_in_process(cfg)
+    assert calls == [prompts[0:2], prompts[2:4], prompts[4:6]]
+    assert capsys.readouterr().out == "".join(f"----- prompt {i + 1} of 6 -----\np{i}!\n" for i in range(4))
 
 
 def test_greedy_samples_of_one_prompt_are_said_to_be_identical(model_and_path):

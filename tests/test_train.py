@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from conftest import REPO, make_runner, run_cli
-from lmplay import train
+from lmplay import generate, train
 from lmplay.cli import translate_flags
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
@@ -445,11 +445,14 @@ def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, sho
     (["--max-stepz", "3", "exp=test_runner"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
     (["--max-stepz=3"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
     (["--warmup", "lr=1"], "unknown flag --warmup; settings are key=value overrides, like warmup=VALUE"),
+    (["-5"], "unknown flag -5; --help lists the settings"),  # was: like 5=VALUE
+    (["--model", "m.lmp", "-5", "--max-len", "3"], "unknown flag -5; a prompt that starts with '-' is typed --prompt=-5"),
 ])
 def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     """Hydra's answer was its usage block, or "'3' is not an override", which never named the flag."""
+    app = generate if "--model" in argv else train
     with pytest.raises(SystemExit) as stop:
-        translate_flags(argv, train.SEED_FLAGS, train.SEED_SWITCHES)
+        translate_flags(argv, app.SEED_FLAGS, app.SEED_SWITCHES)
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]

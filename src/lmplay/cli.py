@@ -24,9 +24,12 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
             value = inline or args.pop(0)
             out.append(f"{flags[name]}={quote(value)}")
         elif name.startswith("-") and name not in HYDRA_FLAGS:
+            key = name.lstrip("-").replace("-", "_")
+            if not key.isidentifier():  # -5, -, --: no key's spelling, maybe a prompt
+                fail(f"unknown flag {arg}; " + (f"a prompt that starts with '-' is typed --prompt={arg}"
+                                                if "--prompt" in flags else "--help lists the settings"))
             value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
-            fail(f"unknown flag {name}; settings are key=value overrides, like {name.lstrip('-').replace('-', '_')}="
-                 f"{value} (--help lists them)")
+            fail(f"unknown flag {name}; settings are key=value overrides, like {key}={value} (--help lists them)")
         else:
             out.append(arg)
     return out

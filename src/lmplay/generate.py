@@ -10,7 +10,7 @@ The checkpoint names its experiment; the model's code comes from the registry, n
 import contextlib
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import hydra
@@ -183,8 +183,9 @@ def settings(cfg: DictConfig) -> GenerationConfig:
     config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                               top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
                               use_cache=cfg.use_cache, stop_at_eot=cfg.stop_at_eot)
-    if isinstance(cfg.num_samples, bool) or not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
-        raise ConfigError(f"num_samples={cfg.num_samples!r} must be an integer >= 1")
+    for key in ("num_samples", "batch_size"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
         raise ConfigError(f"seed={cfg.seed!r} should be an integer (or null)")
     check_amp_dtype(cfg.amp_dtype)
@@ -234,18 +235,34 @@ def generate(cfg: DictConfig) -> list[str]:
         print(f"notice: num_samples={cfg.num_samples} with greedy decoding (do_sample=false) gives that many identical "
               f"continuations; do_sample=true draws different ones", file=sys.stderr)
     rows = [p for p in prompts for _ in range(cfg.num_samples)]
-    single = len(rows) == 1
-    if single:
+    if len(rows) == 1:
         write(rows[0])
-    outputs = generate_text(model, rows, config, generator=generator, stream=write if single else None,
-                            amp_dtype=dtype)
-    if single:
+        outputs = generate_text(model, rows, config, generator=generator, stream=write, amp_dtype=dtype)
         write("\n")
-    else:
-        for i, (prompt, output) in enumerate(zip(rows, outputs)):
+        return outputs
+    outputs = []
+    for start in range(0, len(rows), cfg.batch_size):  # each batch printed as it ends: a long file shows progress
+        batch = rows[start:start + cfg.batch_size]
+        with out_of_memory_said(len(batch)):
+            outputs += generate_text(model, batch, config, generator=generator, amp_dtype=dtype)
+        for i in range(start, start + len(batch)):
             sample = f", sample {i % cfg.num_samples + 1} of {cfg.num_samples}" if cfg.num_samples > 1 else ""
-            write(f"----- prompt {i // cfg.num_samples + 1} of {len(prompts)}{sample} -----\n{prompt}{output}\n")
+            write(f"----- prompt {i // cfg.num_samples + 1} of {len(prompts)}{sample} -----\n{rows[i]}{outputs[i]}\n")
     return outputs
+
+
+@contextlib.contextmanager
+def out_of_memory_said(rows: int) -> Iterator[None]:
+    """Running out of memory while generating a batch is one line that says what to lower."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in str(e):
+            raise
+        raise ConfigError(f"out of memory generating {rows} rows at once (each holds a KV cache and logits as long "
+                          f"as the context); use a smaller batch_size=N") from None
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="generate")
@@ -254,11 +271,17 @@ def main(cfg: DictConfig) -> list[str]:
         with reader_may_stop(), readable_config():  # inside the job: Hydra reports what a job raises as a traceback
             return generate(cfg)
     except LmplayError as e:
-        if _streamed[0] and not _streamed[0].endswith("\n"):
-            write("\n")
+        end_streamed_line()
         report(e)
     except KeyboardInterrupt:
+        end_streamed_line()
         fail("interrupted", 130)
+
+
+def end_streamed_line() -> None:
+    """An error after streamed text starts on a line of its own."""
+    if _streamed[0] and not _streamed[0].endswith("\n"):
+        write("\n")
 
 
 def cli() -> None:

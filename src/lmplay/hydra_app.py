@@ -51,6 +51,9 @@ def launcher_rank() -> int:
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
+    if {"-h", "--help", "--hydra-help"} & set(argv) and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
+        # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
     _sweep_dirs.clear()
     _jobs_elsewhere.clear()
     _held.append((sys.stderr, io.StringIO()))
