@@ -37,6 +37,7 @@ from lmplay.stats.speed import SpeedMeter, format_speed
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
+FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with an ETA, comes sooner
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
@@ -178,7 +179,7 @@ class LMRunnerBase:
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
         # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
-        self._last_line = self._next_postfix = float("-inf")
+        self._next_line = self._next_postfix = float("-inf")
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
         self.unread_keys: set[str] = set()  # typed top-level keys that nothing of this run reads (a note says so)
 
@@ -677,7 +678,7 @@ class LMRunnerBase:
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_schedule_change(plan, total)
-        self._stage_clock = (time.monotonic(), progress["stage_step"], total)
+        self._stage_clock = (None, progress["stage_step"], total)  # started by the stage's first step (_run_steps)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
         try:
@@ -762,6 +763,8 @@ class LMRunnerBase:
                 self.log_step(pending, bar)
                 pending = None
             bar.update(1)
+            if progress["step"] == first_step + 1:  # the ETA's clock starts after the first step, which also imports,
+                self._stage_clock = (time.monotonic(), progress["stage_step"], total)  # opens files, warms up
             if validate or save:
                 synchronize(self.device)  # the step's queued work is training's, not the pause's: let it finish
                 with self.speed.paused():  # tokens/s is training's
@@ -816,14 +819,15 @@ class LMRunnerBase:
 
     def show_progress(self, bar, last: bool = False) -> None:
         """The last train record as the bar's postfix; without a terminal, as a plain line every
-        PLAIN_LINE_SECONDS, so a log file shows the run going on (a validation prints its own line).
+        PLAIN_LINE_SECONDS, so a log file shows the run going on (a validation prints its own line); the line
+        after a stage's first step's, the first that can give an ETA, comes after FIRST_ETA_SECONDS.
 
         The text is made only when it can show: the bar redraws at most every `bar.mininterval`, and making
         it at each step cost ~10 us, 0.15% of test_runner's step. `last`: the stage's last step, which the
         bar shows as it closes."""
         now = time.monotonic()
         if self.plain_progress:
-            due = not last and now - self._last_line >= PLAIN_LINE_SECONDS
+            due = not last and now >= self._next_line
         else:
             due = not bar.disable and (last or now >= self._next_postfix)
         records = self.stats.records["train"]
@@ -833,8 +837,9 @@ class LMRunnerBase:
         text = (f"step {r['step']} loss {r['loss']:.3f} val {'-' if last_val is None else round(last_val, 3)} "
                 f"tok {r['tokens']:,} {format_speed(r)}")
         if self.plain_progress:
-            print(f"{r['stage']} {text}{self.stage_eta()}", flush=True)
-            self._last_line = now
+            eta = self.stage_eta()
+            print(f"{r['stage']} {text}{eta}", flush=True)
+            self._next_line = now + (PLAIN_LINE_SECONDS if "ETA" in eta else FIRST_ETA_SECONDS)
         else:
             bar.set_postfix_str(text, refresh=False)
             self._next_postfix = now + bar.mininterval
@@ -844,7 +849,8 @@ class LMRunnerBase:
         start, first_step, total = self._stage_clock
         step = self.runner_c.progress["stage_step"]
         done, left = step - first_step, max(total - step, 0)
-        eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if done else ""
+        timed = start is not None and done > 0
+        eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if timed else ""
         return f" [{step:,}/{total:,} of the stage{eta}]"
 
     def last_validation_loss(self) -> float | None:
