@@ -95,6 +95,19 @@ def test_baseline_can_be_named(sweep):
     assert groups[0].label == "attn_temp_mini"
     with pytest.raises(ConfigError, match="matches none"):
         pick_baseline(groups, "nope")
+    with pytest.raises(ConfigError, match=r"--baseline 'mini' matches runs of more than one experiment: "
+                                          r"attn_temp_mini, gpt2ish_mini; give one of these labels$"):
+        pick_baseline(groups, "mini")  # was the first of them, unsaid
+    assert pick_baseline(groups, "gpt2ish_mini")[0].label == "gpt2ish_mini"
+
+
+def test_a_sweep_dir_named_after_the_idea_does_not_make_every_run_the_baseline(tmp_path):
+    """The pattern was matched against each run's whole path: a sweep dir named after the idea matched them all."""
+    for job, (exp, loss) in enumerate((("test_runner", 2.0), ("value_norm_test", 1.9))):
+        fake_run(tmp_path / "value_norm_study" / f"exp={exp},max_steps=20", exp, 1, loss, extra=("max_steps=20",),
+                 job=job)
+    groups = pick_baseline(group_runs(load_runs([tmp_path / "value_norm_study"])), "value_norm")
+    assert [g.label for g in groups] == ["value_norm_test", "test_runner"]
 
 
 def test_runs_that_differ_only_in_run_name_are_a_comparison_unless_their_seeds_differ(tmp_path):

@@ -114,12 +114,18 @@ def labels(groups: list[Group]) -> list[str]:
 
 
 def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
-    """The groups with the baseline first: the first whose label contains `pattern`, or the first group."""
+    """The groups with the baseline first: the one labelled `pattern`, else those whose label or run dir name
+    contains it, where they are one experiment's (baselines() pairs its settings with each idea's); else the first
+    group. Not the whole path: a sweep dir named after the idea matched every run."""
     if pattern is None:
         return groups
-    matches = [g for g in groups if pattern in g.label or any(pattern in str(r.path) for r in g.runs)]
+    matches = [g for g in groups if g.label == pattern] or [
+        g for g in groups if pattern in g.label or any(pattern in r.path.name for r in g.runs)]
     if not matches:
         raise ConfigError(f"--baseline {pattern!r} matches none of: {', '.join(g.label for g in groups)}")
+    if len({g.runs[0].exp for g in matches}) > 1:
+        raise ConfigError(f"--baseline {pattern!r} matches runs of more than one experiment: "
+                          f"{', '.join(g.label for g in matches)}; give one of these labels")
     return [matches[0], *[g for g in groups if g is not matches[0]]]
 
 
