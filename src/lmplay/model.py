@@ -1,6 +1,7 @@
 """MBase and LMBase: what every lmplay model shares, so an experiment's model.py only holds its idea."""
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.text import generate_text, prompt_list
 from lmplay.modules import KVCache, MultiHeadAttention
+from lmplay.stats.mfu import flops_per_token, matmul_params
 
 
 def top1_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -86,6 +88,19 @@ class LMBase(MBase):
         param = next(self.parameters())
         return [KVCache(batch_size, m.num_heads, max_len or self.context_len, m.head_dim, param.device, param.dtype)
                 for m in self.modules() if isinstance(m, MultiHeadAttention)]
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token of a `seq_len`-token sequence, for MFU (lmplay/stats/mfu.py): 6 per parameter a
+        token goes through in a matmul, and attention's scores and values. A model that applies parameters
+        otherwise (once a forward pass, or once per distinct token) or computes more per token says so here:
+        MFU is only as right as this count."""
+        attention = [m for m in self.modules() if isinstance(m, MultiHeadAttention)]
+        width = attention[0].num_heads * attention[0].head_dim if attention else 0
+        return flops_per_token(self.matmul_params, len(attention), seq_len, width)
+
+    @cached_property
+    def matmul_params(self) -> int:
+        return matmul_params(self)
 
     def token_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Drop the columns of a vocabulary padded past the tokenizer's (vocab_multiple): they are never predicted."""

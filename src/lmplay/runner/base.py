@@ -25,7 +25,6 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import set_aside_old_run
-from lmplay.modules import MultiHeadAttention
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, World, init_world
@@ -253,8 +252,7 @@ class LMRunnerBase:
         self.note_unread_keys(ckpt is not None)
         self.note_held_out_change(ckpt)
         self.window = RecordWindow.resumed(self.runner_c.record_window, self.device, self.world.is_main)
-        self.speed = SpeedMeter(self.model, self.count_blocks(), self.model.construction_args.get("embed_dim", 0),
-                                self.device, self.world.size)
+        self.speed = SpeedMeter(self.model.flops_per_token, self.device, self.world.size)
         self.ddp = None
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -339,9 +337,6 @@ class LMRunnerBase:
                 raise ConfigError(f"compile_options.{unknown[0]} is not an inductor option of torch "
                                   f"{torch.__version__}; torch._inductor.list_options() lists them")
         return torch.compile(fn, options=options or None)
-
-    def count_blocks(self) -> int:
-        return sum(isinstance(m, MultiHeadAttention) for m in self.model.modules())
 
     def padded_vocab(self) -> int:
         """The tokenizer's vocabulary rounded up to `vocab_multiple` (64 makes GPT-2's 50257 a faster 50304)."""

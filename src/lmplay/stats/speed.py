@@ -1,13 +1,13 @@
 """tokens/s and MFU of training, over the wall-clock windows between train records."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import torch
-from torch import nn
 
-from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
+from lmplay.stats.mfu import mfu, peak_flops
 
 
 class SpeedMeter:
@@ -15,17 +15,14 @@ class SpeedMeter:
     validation, a save, the first opening of the TensorBoard file) runs `paused()`, so its time counts in no
     record: tokens/s is the loop's, and the cadence's cost shows in the run's wall time."""
 
-    def __init__(self, model: nn.Module, num_blocks: int, embed_dim: int, device: torch.device,
-                 world_size: int) -> None:
+    def __init__(self, flops_per_token: Callable[[int], float], device: torch.device, world_size: int) -> None:
+        """`flops_per_token(width)`: the model's training FLOPs per token of a batch `width` tokens wide (its
+        attention spans that, not the context): LMBase.flops_per_token."""
         self.peak = peak_flops(device)
-        self.num_params, self.num_blocks, self.embed_dim = matmul_params(model), num_blocks, embed_dim
+        self.flops_per_token = cache(flops_per_token)  # a few widths, asked at every step
         self.world_size = world_size
         self.flops_done = 0.0  # model FLOPs of the steps trained in this process
         self._start = (0.0, 0, 0.0)  # (time, tokens, flops) where the current window began
-
-    def flops_per_token(self, width: int) -> float:
-        """Training FLOPs per token of a batch `width` tokens wide (its attention spans that, not the context)."""
-        return flops_per_token(self.num_params, self.num_blocks, width, self.embed_dim)
 
     def add(self, positions: int, width: int) -> None:
         """A step over `positions` inputs (padding left out, prompts without a loss in) of a batch `width` wide
