@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from hydra.utils import get_class
+from conftest import compose_config, run_cli
 from torch import nn
 
-from conftest import compose_config, run_cli
 from lmplay.config import CONF_DIR
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
@@ -39,15 +38,6 @@ def reference_attention(q, k, v, scale, causal=True):
 
 
 # -- every port -----------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("exp", VERSIONS)
-def test_versions_match_their_configs(exp):
-    runner = registered()[exp].factory()
-    cfg = compose_config([f"exp={exp}"])
-    assert get_class(cfg.model._target_) is runner.model_class
-    for key, value in runner.overrides.items():
-        assert cfg.model[key] == value, (exp, key)
-
 
 @pytest.mark.parametrize("port", PORTS)
 def test_port_keeps_the_baselines_settings(port):

@@ -1,5 +1,6 @@
 """The decode loop and sampling: cache == no cache, batched == alone, sliding past the context, definitions."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -322,3 +323,57 @@ def test_nan_scores_are_a_clear_error_not_a_multinomial_traceback():
     for config in (GenerationConfig(do_sample=False), GenerationConfig(do_sample=True)):
         with pytest.raises(ConfigError, match="next-token scores are NaN"):
             pick_next(logits, config)
+
+
+def test_a_model_refuses_a_vocabulary_smaller_than_its_tokenizers():
+    """It built, then every call raised an IndexError from the embedding (a device-side assert on CUDA)."""
+    with pytest.raises(ConfigError, match=r"vocab_size=257 is smaller than the 'gpt2' tokenizer's 50257 ids"):
+        GPT2ish(vocab_size=257, context_len=32, num_blocks=1, embed_dim=16, num_heads=1)
+
+
+@pytest.mark.parametrize("prompts, message", [([1, 2], r"prompt 1 is int \(1\), not a string"),
+                                              (["ok", None], r"prompt 2 is NoneType \(None\), not a string"),
+                                              ([b"abc"], r"prompt 1 is bytes"),
+                                              ({"a": 1}, r"a list of strings, not dict"),
+                                              (b"abc", r"a list of strings, not bytes")])
+def test_prompts_that_are_not_strings_are_refused_naming_the_item(prompts, message):
+    """Ints and None were an AttributeError from inside the tokenizer, and a dict's keys were trained on."""
+    model = tiny()
+    with pytest.raises(TypeError, match=message):
+        model.generate_prompts(prompts)
+    with pytest.raises(TypeError, match=message):
+        model.train_prompts(prompts)
+
+
+@pytest.mark.parametrize("seed, message", [("1", r"seed='1' should be an integer"),
+                                           (2**70, r"seed=1180591620717411303424 is out of torch's range")])
+def test_generate_prompts_refuses_a_seed_torch_cannot_take(seed, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny().generate_prompts(["a"], do_sample=True, seed=seed)
+
+
+def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_random_state(tmp_path, monkeypatch):
+    """A registered version's model, trained in Python, saved with save_model, loads as the CLI's commands do;
+    load_model drew the random initial weights it then overwrote from the caller's random state."""
+    from lmplay.generation.loading import load_model, save_model
+    from lmplay.runner import checkpoint, get_runner
+
+    model = get_runner("test_runner").build_model()
+    assert (model.tokenizer_name, model.context_len, model.construction_args["vocab_size"]) == ("bytes", 64, 257)
+    loss, _ = model.train_prompts(["Some text to learn."])
+    loss.backward()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = save_model(model, "test_runner", "~/run/model.lmp")
+    assert path == tmp_path / "run" / "model.lmp"
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    loaded, exp = load_model("~/run", "auto")  # a run dir under ~, on the CLI's device=auto
+    assert exp == "test_runner" and torch.rand(1) == expected
+    assert loaded.generate_prompts(["To"], max_new_tokens=8) == model.eval().generate_prompts(["To"], max_new_tokens=8)
+    with pytest.raises(ConfigError, match=r"a GPT2ish cannot be saved as experiment 'value_norm_test', whose model "
+                                          r"is ValueNormGPT"):
+        save_model(model, "value_norm_test", tmp_path / "other.lmp")
+    with pytest.raises(TypeError, match=r"checkpoint\['note'\] is a numpy.float64, which a checkpoint cannot hold"):
+        checkpoint.save({**checkpoint.load(path), "note": np.float64(1.5)}, tmp_path / "bad.lmp")
+    assert not (tmp_path / "bad.lmp").exists()  # refused before writing: load would refuse it for good

@@ -12,15 +12,8 @@ from conftest import REPO, compose_config, run_cli
 
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
+from lmplay.generation.loading import save_model
 from lmplay.runner import checkpoint
-
-
-def save_model(model: torch.nn.Module, exp: str, path: Path) -> Path:
-    """A checkpoint with the model component laid out exactly as training writes it."""
-    checkpoint.save({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
-                     "components": {"model": {"state_args": dict(model.construction_args),
-                                              "state": {"weights": model.state_dict()}}}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +107,18 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     diverged = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
     with torch.no_grad():
         diverged.lm_head.weight.fill_(float("nan"))
-    return {"foreign": not_lmplay, "text": text, "unknown_exp": save_model(model, "no_such_experiment",
-                                                                         tmp_path / "other.lmp"),
+    return {"foreign": not_lmplay, "text": text, "unknown_exp": altered(model, tmp_path / "other.lmp",
+                                                                      exp="no_such_experiment"),
             "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
             "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
             "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7)}  # would allocate terabytes
 
 
-def altered(model: torch.nn.Module, path: Path, **state_args) -> Path:
-    """A checkpoint of `model` whose stored arguments were edited: damaged, or an older version's."""
+def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **state_args) -> Path:
+    """A checkpoint of `model` whose experiment or stored arguments were edited: damaged, or an older version's."""
     save_model(model, "test_runner", path)
     ckpt = checkpoint.load(path)
+    ckpt["exp"] = exp
     ckpt["components"]["model"]["state_args"].update(state_args)
     checkpoint.save({k: v for k, v in ckpt.items() if k != "format_version"}, path)
     return path

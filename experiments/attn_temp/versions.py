@@ -12,9 +12,11 @@ def attn_temp(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("attn_temp_mini", description="Learned attention temperature at gpt2ish_mini's size; compare with it")
 def attn_temp_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(TempAttnGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, **(overrides or {})})
+    return BasicModelRunner(TempAttnGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                          "tokenizer": "bytes", "context_len": 256, **(overrides or {})})
 
 
 @expose_runner("attn_temp_test", description="Learned attention temperature at test_runner's size, for tests")
 def attn_temp_test(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(TempAttnGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, **(overrides or {})})
+    return BasicModelRunner(TempAttnGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                          "tokenizer": "bytes", "context_len": 64, **(overrides or {})})

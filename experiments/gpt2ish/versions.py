@@ -22,9 +22,11 @@ def gpt2ish_large(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("gpt2ish_mini", description="Laptop size: 4 blocks, 128 wide, byte-level; the default")
 def gpt2ish_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(GPT2ish, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, **(overrides or {})})
+    return BasicModelRunner(GPT2ish, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                      "tokenizer": "bytes", "context_len": 256, **(overrides or {})})
 
 
 @expose_runner("test_runner", description="Tiny: 2 blocks, 32 wide, for tests")
 def test_runner(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(GPT2ish, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, **(overrides or {})})
+    return BasicModelRunner(GPT2ish, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                      "tokenizer": "bytes", "context_len": 64, **(overrides or {})})

@@ -12,9 +12,11 @@ def lradd(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("lradd_mini", description="LRAdd residuals at gpt2ish_mini's size; compare with gpt2ish_mini")
 def lradd_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(LRAddGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, **(overrides or {})})
+    return BasicModelRunner(LRAddGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                       "tokenizer": "bytes", "context_len": 256, **(overrides or {})})
 
 
 @expose_runner("lradd_test", description="LRAdd residuals at test_runner's size, for tests")
 def lradd_test(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(LRAddGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, **(overrides or {})})
+    return BasicModelRunner(LRAddGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                       "tokenizer": "bytes", "context_len": 64, **(overrides or {})})

@@ -13,11 +13,13 @@ def nnmemory(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("nnmemory_mini", description="NNMemory at gpt2ish_mini's size; compare with gpt2ish_mini")
 def nnmemory_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(NNMemoryGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, "num_cells": 256,
+    return BasicModelRunner(NNMemoryGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                          "tokenizer": "bytes", "context_len": 256, "num_cells": 256,
                                           **(overrides or {})})
 
 
 @expose_runner("nnmemory_test", description="NNMemory at test_runner's size, for tests")
 def nnmemory_test(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(NNMemoryGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, "num_cells": 16,
+    return BasicModelRunner(NNMemoryGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                          "tokenizer": "bytes", "context_len": 64, "num_cells": 16,
                                           **(overrides or {})})

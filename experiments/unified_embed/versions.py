@@ -13,11 +13,13 @@ def unified_embed(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("unified_embed_mini", description="Unified embeddings at gpt2ish_mini's size; compare with gpt2ish_mini")
 def unified_embed_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(UnifiedEmbedGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, "front_mul": 16,
+    return BasicModelRunner(UnifiedEmbedGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                              "tokenizer": "bytes", "context_len": 256, "front_mul": 16,
                                               **(overrides or {})})
 
 
 @expose_runner("unified_embed_test", description="Unified embeddings at test_runner's size, for tests")
 def unified_embed_test(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(UnifiedEmbedGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, "front_mul": 4,
+    return BasicModelRunner(UnifiedEmbedGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                              "tokenizer": "bytes", "context_len": 64, "front_mul": 4,
                                               **(overrides or {})})

@@ -12,9 +12,11 @@ def value_norm(overrides: dict | None = None) -> BasicModelRunner:
 
 @expose_runner("value_norm_mini", description="Value-norm attention at gpt2ish_mini's size; compare with gpt2ish_mini")
 def value_norm_mini(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(ValueNormGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4, **(overrides or {})})
+    return BasicModelRunner(ValueNormGPT, {"num_blocks": 4, "embed_dim": 128, "num_heads": 4,
+                                           "tokenizer": "bytes", "context_len": 256, **(overrides or {})})
 
 
 @expose_runner("value_norm_test", description="Value-norm attention at test_runner's size, for tests")
 def value_norm_test(overrides: dict | None = None) -> BasicModelRunner:
-    return BasicModelRunner(ValueNormGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2, **(overrides or {})})
+    return BasicModelRunner(ValueNormGPT, {"num_blocks": 2, "embed_dim": 32, "num_heads": 2,
+                                           "tokenizer": "bytes", "context_len": 64, **(overrides or {})})

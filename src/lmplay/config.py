@@ -49,5 +49,13 @@ def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | 
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
             what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
             raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if key in nullable else ""))
-        if key == "seed" and not -2**63 <= value < 2**64:  # torch's generators take a 64-bit seed
-            raise ConfigError(f"seed={value} is out of torch's range, -2**63 to 2**64-1; use a smaller one, e.g. seed=1")
+        if key == "seed":
+            check_seed(value)
+
+
+def check_seed(seed: object) -> None:
+    """A seed torch's generators take: an integer of 64 bits (or None, for a fresh draw)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed={seed!r} should be an integer (or null)")
+    if seed is not None and not -2**63 <= seed < 2**64:
+        raise ConfigError(f"seed={seed} is out of torch's range, -2**63 to 2**64-1; use a smaller one, e.g. seed=1")

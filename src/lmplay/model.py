@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmplay.config import check_seed
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.batching import collate
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
+from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.text import generate_text, prompt_list
 from lmplay.modules import KVCache, MultiHeadAttention
@@ -55,6 +57,11 @@ class MBase(nn.Module):
         super().__init__()
         self.tokenizer_name = tokenizer
         self.tokenizer_vocab_size = get_tokenizer(tokenizer).vocab_size  # a plain int: compiled code reads it
+        vocab_size = construction_args.get("vocab_size")
+        if vocab_size is not None and vocab_size < self.tokenizer_vocab_size:  # an id past the table: IndexError
+            raise ConfigError(f"vocab_size={vocab_size} is smaller than the {tokenizer!r} tokenizer's "
+                              f"{self.tokenizer_vocab_size} ids; use vocab_size >= {self.tokenizer_vocab_size}, or "
+                              f"the tokenizer the vocabulary was meant for (tokenizer='bytes' has 257)")
         self.context_len = context_len
         self.construction_args = dict(tokenizer=tokenizer, context_len=context_len, **construction_args)
 
@@ -144,6 +151,7 @@ class LMBase(MBase):
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                                   use_cache=use_cache, stop_at_eot=stop_at_eot)
+        check_seed(seed)
         generator = None
         if seed is not None:
             generator = torch.Generator(self.device).manual_seed(seed)

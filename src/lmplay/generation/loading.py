@@ -1,18 +1,39 @@
-"""A checkpoint back into a model: its experiment name picks the code from the registry, never the file."""
+"""A checkpoint back into a model (its experiment name picks the code from the registry, never the file), and a
+model trained in Python into a checkpoint that the commands read."""
 
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lmplay.device import pick_device
 from lmplay.errors import ConfigError
 from lmplay.model import LMBase
 from lmplay.runner import checkpoint, get_runner
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
-    """The checkpoint's model on `device`, in eval mode, and its experiment name."""
+    """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (a torch.device, or
+    auto/cpu/cuda/mps as the CLI's device= takes it), in eval mode, and its experiment name."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    path = Path(path).expanduser()
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
+
+
+def save_model(model: LMBase, exp: str, path: Path | str) -> Path:
+    """Write `model` (its construction arguments and weights) as a checkpoint of registered version `exp`, which
+    load_model, `python -m lmplay.generate` and `lmplay.inspect` read; atomically, the file it replaces kept as
+    `.bak`. Where `exp` names another model class, load_model would refuse its weights: say so here instead."""
+    runner = get_runner(exp)
+    if type(model) is not runner.model_class:
+        raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
+                          f"{runner.model_class.__name__}; name the version it is a model of")
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
+                     "components": {"model": {"state_args": dict(model.construction_args),
+                                              "state": {"weights": model.state_dict()}}}}, path)
+    return path
 
 
 def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
@@ -27,7 +48,8 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
              if name in shapes and w.shape != shapes[name]]
     if wrong:
         raise ConfigError(f"{what} do not fit its arguments ({'; '.join(wrong[:2])}): a damaged checkpoint")
-    model = build(runner, state_args, path, exp)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
+        model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)
     return model.to(device).eval(), exp
 

@@ -1,7 +1,7 @@
 """Text in, text out: tokenization with the BOS the models were trained with, prompt cutting, streaming."""
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -20,8 +20,13 @@ def prompt_list(prompts: Sequence[str]) -> list[str]:
     """The prompts of a call as a list: one string would be a batch of its characters, and [] a batch of none."""
     if isinstance(prompts, str):
         raise TypeError(f"prompts should be a list of strings, like [{prompts[:20]!r}], not one string")
+    if isinstance(prompts, (bytes, Mapping)):
+        raise TypeError(f"prompts should be a list of strings, not {type(prompts).__name__}")
     if not prompts:
         raise ValueError("no prompts given: pass a list of at least one string")
+    for number, prompt in enumerate(prompts, start=1):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt {number} is {type(prompt).__name__} ({prompt!r:.40}), not a string")
     return list(prompts)
 
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import warnings
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         raise damaged("random-number states", f"{type(e).__name__}: {e}") from None
 
 
+def check_plain(value: Any, where: str = "checkpoint") -> None:
+    """What load() reads back: dicts, lists, tuples, strings, numbers, None and tensors. Anything else (a numpy
+    scalar, a Path, an OmegaConf node) would save, then be refused at every load."""
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            check_plain(key, f"{where} key")
+            check_plain(item, f"{where}[{key!r}]")
+    elif type(value) in (list, tuple, torch.Size):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif type(value) not in (str, int, float, bool, type(None)) and not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a checkpoint "
+                        f"cannot hold (load refuses all but dicts, lists, tuples, strings, numbers, None and "
+                        f"tensors); convert it, e.g. float(x) or str(path)")
+
+
 def save(checkpoint: dict[str, Any], path: Path) -> None:
     """Temp file + fsync + rename; the file being replaced survives as `<name>.bak`.
 
     A crash or a failed write at any moment leaves `path` as the old or the new checkpoint, never a torn one.
     """
+    check_plain(checkpoint)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
