@@ -174,7 +174,7 @@ def test_a_packed_resume_whose_row_got_shorter_goes_on_at_the_next_row(tmp_path,
 
 
 @pytest.mark.parametrize("interleave,weights", [("first_exhausted", None), ("all_exhausted", None),
-                                               ("first_exhausted", [1, 3])])
+                                               ("first_exhausted", [1, 3]), ("first_exhausted", [1, 1e-12])])
 def test_a_stage_of_several_datasets_validates_on_each_held_out_row_once(tmp_path, two_files, interleave, weights):
     """The held-out set was one epoch of the stage's interleave: first_exhausted stopped at the smallest held-out
     set's end (6 of 30 held-out rows here), all_exhausted repeated the smaller sets."""

@@ -222,6 +222,13 @@ def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
         f"<|endoftext|>Row {i}." for i in range(3)]
     with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of it$"):
         build(tmp_path, [{"path": str(path), "field": "rows"}])
+    with pytest.raises(ConfigError, match=r"field='version' holds no list of records"):
+        build(tmp_path, [{"path": str(path), "field": "version"}])
+    with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of .*s.json$"):  # a stream reads late
+        build(tmp_path, [{"path": str(path), "field": "rows", "streaming": True}], steps=2, validation_fraction=0.5)
+    (tmp_path / "s.jsonl").write_text(json.dumps({"text": "Row."}) + "\n")  # datasets: "Trailing data", or ignored
+    with pytest.raises(ConfigError, match=r"field='data' reads a .json file .* and .*s.jsonl is none .* drop field=$"):
+        build(tmp_path, [{"path": str(tmp_path / "s.jsonl"), "field": "data"}])
 
 
 def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
@@ -235,6 +242,16 @@ def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
     assert "also has test split, which is not read; validation_split: test in the dataset's entry" in caplog.text
     with pytest.raises(ConfigError, match=r"has no split 'valid' \(splits: train, test\); set validation_split=NAME$"):
         build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "valid"}])
+    with pytest.raises(ConfigError, match=r"split and validation_split both name 'test': the run would validate on the "
+                                          r"rows it trains on"):
+        build(tmp_path, [{"path": str(tmp_path / "saved"), "split": "test", "validation_split": "test"}])
+    DatasetDict({name: Dataset.from_dict({"text": [f"{name} {i}." for i in range(5)]})
+                 for name in ("train", "validation", "test")}).save_to_disk(str(tmp_path / "three"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmplay"):  # said once, not at each split's load, and no advice to
+        build(tmp_path, [{"path": str(tmp_path / "three"), "validation_split": "validation"}])  # replace the choice
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        f"{tmp_path / 'three'} also has test split, which is not read"]
 
 
 def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):

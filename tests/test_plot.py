@@ -108,6 +108,8 @@ def test_a_sweep_dir_named_after_the_idea_does_not_make_every_run_the_baseline(t
                  job=job)
     groups = pick_baseline(group_runs(load_runs([tmp_path / "value_norm_study"])), "value_norm")
     assert [g.label for g in groups] == ["value_norm_test", "test_runner"]
+    named = str(tmp_path / "value_norm_study" / "exp=test_runner,max_steps=20")  # a run dir, as given to plot
+    assert pick_baseline(groups, named)[0].label == "test_runner"
 
 
 def test_runs_that_differ_only_in_run_name_are_a_comparison_unless_their_seeds_differ(tmp_path):

@@ -644,3 +644,18 @@ def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp
     assert "SIGTERM: stopped before training started; nothing was saved" in err
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".")]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_held_out_set_that_changed_for_any_reason_is_said_at_the_first_validation(tmp_path, capsys):
+    """A stage of several datasets resumed across a change of how held-out rows are drawn validated on other rows
+    (304 held-out tokens, then 609), in silence: only a change of validation_batches x batch_size was said."""
+    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path)
+    settings = runner.runner_c.settings
+    runner.validation_record("shakespeare", 0.001, settings)
+    held = runner.stats.records["validation"][-1]["held_out_tokens"]
+    runner.stats.records["validation"][-1]["held_out_tokens"] = held - 7  # as a run before the change recorded it
+    runner.validation_record("shakespeare", 0.001, settings)
+    runner.validation_record("shakespeare", 0.001, settings)
+    said = capsys.readouterr().out
+    assert said.count("note: stage 'shakespeare' now validates on") == 1
+    assert f"now validates on {held:,} held-out tokens, where this run's earlier validations used {held - 7:,}" in said

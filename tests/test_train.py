@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -378,6 +379,21 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
     assert [text.split(" loss ")[0] for text in shown] == ["step 1", "step 12"]  # comes after the bar closes
     assert shown[-1].startswith(f"step 12 loss {last['loss']:.3f} val {round(validated['loss'], 3)} ")
     assert shown[-1].endswith(f"tok {last['tokens']:,} {last['tokens_per_second']:,.0f} tok/s")
+    # a resume stopped before its first record (log_interval): no record of its own, so none shown as if current
+    shown.clear()
+    resumed = make_runner(["exp=test_runner", "device=cpu", "max_steps=20", "runner.log_interval=100"], tmp_path,
+                          checkpoint.load(tmp_path / "model.lmp"), overridden={"runner.log_interval", "max_steps"})
+    resumed.plain_progress = False
+    step = resumed.train_step
+
+    def stopped_at_15(*args):
+        if resumed.runner_c.progress["step"] == 14:
+            resumed._stop_signal = signal.SIGINT
+        return step(*args)
+    monkeypatch.setattr(resumed, "train_step", stopped_at_15)
+    with pytest.raises(SystemExit):
+        resumed.train()
+    assert resumed.runner_c.progress["step"] == 15 and shown == []
 
 
 def test_a_late_read_nan_still_stops_before_any_save_of_bad_weights(tmp_path):
@@ -467,6 +483,8 @@ def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, sho
     (["--warmup", "lr=1"], "unknown flag --warmup; settings are key=value overrides, like warmup=VALUE"),
     (["-5"], "unknown flag -5; --help lists the settings"),  # was: like 5=VALUE
     (["--model", "m.lmp", "-5", "--max-len", "3"], "unknown flag -5; a prompt that starts with '-' is typed --prompt=-5"),
+    (["--model", "m.lmp", "- hi"], "unknown flag - hi; a prompt that starts with '-' is typed '--prompt=- hi'"),
+    (["--", "-5"], "unknown flag --; --help lists the settings"),  # training takes no prompt
 ])
 def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     """Hydra's answer was its usage block, or "'3' is not an override", which never named the flag."""
@@ -474,6 +492,8 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         translate_flags(argv, app.SEED_FLAGS, app.SEED_SWITCHES)
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
+    assert translate_flags(["--model", "m", "--", "-5", "a b"], generate.SEED_FLAGS, generate.SEED_SWITCHES) == [
+        "checkpoint=m", "prompt=-5", "prompt='a b'"]  # after --, every word is a prompt
     assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]
     # the original lmp_trainer's other common flags, which were refused with hints naming no real key

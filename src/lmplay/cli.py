@@ -3,6 +3,7 @@
 import contextlib
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -15,6 +16,9 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
     out, args = [], list(argv)
     while args:
         arg = args.pop(0)
+        if arg == "--" and "--prompt" in flags:  # the end of flags: the words after it are prompts (like -5)
+            out.extend(f"{flags['--prompt']}={quote(word)}" for word in args)
+            break
         name, _, inline = arg.partition("=")
         if name in switches:
             out.append(switches[name])
@@ -26,7 +30,7 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
         elif name.startswith("-") and name not in HYDRA_FLAGS:
             key = name.lstrip("-").replace("-", "_")
             if not key.isidentifier():  # -5, -, --: no key's spelling, maybe a prompt
-                fail(f"unknown flag {arg}; " + (f"a prompt that starts with '-' is typed --prompt={arg}"
+                fail(f"unknown flag {arg}; " + (f"a prompt that starts with '-' is typed {shlex.quote('--prompt=' + arg)}"
                                                 if "--prompt" in flags else "--help lists the settings"))
             value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
             fail(f"unknown flag {name}; settings are key=value overrides, like {key}={value} (--help lists them)")

@@ -48,10 +48,13 @@ def launcher_rank() -> int:
     return 0
 
 
+PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version"}  # no job runs
+
+
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
-    if {"-h", "--help", "--hydra-help"} & set(argv) and hasattr(signal, "SIGPIPE"):
+    if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
     _sweep_dirs.clear()

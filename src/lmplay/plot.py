@@ -23,7 +23,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="where the PNGs and comparison.txt go (default: FIRST_RUN_DIR/plots)")
     parser.add_argument("--baseline", metavar="TEXT",
-                        help="the baseline is the run whose label or path contains TEXT (default: the first run)")
+                        help="the baseline is the run labelled TEXT, or whose label or run dir name contains it, or "
+                             "the run dir TEXT itself (default: the first run)")
     parser.add_argument("--train", action="store_true", help="also plot the training loss and accuracy")
     parser.add_argument("--smooth", type=float, default=0.8, metavar="S",
                         help="exponential smoothing of training curves, 0 (none) to <1 (default 0.8)")

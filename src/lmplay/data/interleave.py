@@ -153,7 +153,7 @@ class SizedStream:
 
 class HeldOutStream:
     """A stage's held-out rows, for its validation: every row of every dataset once, drawn as the stage draws
-    (turns, or its weights) while the datasets last, then from those that have rows left. An epoch of the
+    (turns, or its weights); a draw of a dataset that ran out takes the next that has rows. An epoch of the
     stage's own interleave would not do: first_exhausted ends at the smallest held-out set's end, leaving most
     rows of the others out, and all_exhausted repeats the smaller sets. Until a set runs out, the order is a
     SizedStream's first epoch (the same held-out batches as before for a single dataset)."""
@@ -166,11 +166,10 @@ class HeldOutStream:
         self.epoch_len = sum(len(src) for src in sources)
 
     def next_row(self) -> Row:
-        left = [d for d, rows in enumerate(self.rows) if self.cursor[d] < len(rows)]
-        d = left[0] if len(left) == 1 else -1
-        while d not in left:  # a draw of a dataset with no rows left is skipped
-            d = self.schedule.draw(self.draws)
-            self.draws += 1
+        d = self.schedule.draw(self.draws)
+        self.draws += 1
+        while self.cursor[d] == len(self.rows[d]):  # a draw of a dataset with no rows left goes to the next that has
+            d = (d + 1) % len(self.rows)  # some (redrawing instead would take ~1/weight draws: a hang at tiny ones)
         self.cursor[d] += 1
         return self.sources[d].table.row(int(self.rows[d][self.cursor[d] - 1]))
 

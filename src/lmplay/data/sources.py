@@ -159,6 +159,12 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     a plain text file is only identified here (its records are built when they are first used). `entry` is the
     dataset's config key (curriculum.stages.1.datasets.0), for the override a message suggests."""
     one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
+    if spec.field is not None and not (one_file and file_kind(Path(spec.path)) == ".json" or spec.path == "json"):
+        raise ConfigError(f"{where}: field={spec.field!r} reads a .json file whose records are the list under that "
+                          f"top-level key, and {spec.path} is none (a .jsonl file has a record a line); drop field=")
+    if spec.validation_split is not None and spec.validation_split == spec.split:
+        raise ConfigError(f"{where}: split and validation_split both name {spec.split!r}: the run would validate on "
+                          f"the rows it trains on; name another split for one of them")
     if one_file and spec.split != "train":  # a file is one split: every other name would read the same rows
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.split!r}; drop split= "
                           f"(it picks a split of a hub dataset or a dataset folder)")
@@ -284,18 +290,22 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
                           f"{', '.join(map(str, files))}); set {key}=NAME")
     if patterns != {"train": ["**"]}:  # file names name the splits
         _check_split_names(folder, files, where)
-    warn_unused_splits([str(name) for name in files if name != split and name not in read], folder, where)
+    if key == "split":
+        warn_unused_splits([str(name) for name in files if name not in read], folder, where,
+                           holds_out=len(read - {None}) > 1)
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
     data = [p for p in paths if file_kind(p)] or paths
     return data if _one_kind(data, folder, where) == "text" else []
 
 
-def warn_unused_splits(unused: list[str], path: Path, where: str) -> None:
+def warn_unused_splits(unused: list[str], path: Path, where: str, holds_out: bool) -> None:
+    """Splits a dataset has and the run reads neither for training nor for validation, said once (at the training
+    split's load); with no validation_split set, how to hold the first out."""
     if unused:
-        log.warning("%s: %s also has %s split%s, which %s not read; validation_split: %s in the dataset's entry "
-                    "holds it out", where, path, " and ".join(unused), "s" if len(unused) > 1 else "",
-                    "are" if len(unused) > 1 else "is", unused[0])
+        hint = "" if holds_out else f"; validation_split: {unused[0]} in the dataset's entry holds it out"
+        log.warning("%s: %s also has %s split%s, which %s not read%s", where, path, " and ".join(unused),
+                    "s" if len(unused) > 1 else "", "are" if len(unused) > 1 else "is", hint)
 
 
 def _check_split_names(folder: Path, files: Any, where: str) -> None:
@@ -344,7 +354,9 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
         if split not in loaded:
             raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set "
                               f"{split_key(spec, split)}=NAME")
-        warn_unused_splits([name for name in loaded if name not in (spec.split, spec.validation_split)], path, where)
+        if split == spec.split:
+            warn_unused_splits([name for name in loaded if name not in (spec.split, spec.validation_split)], path,
+                               where, holds_out=spec.validation_split is not None)
         loaded = loaded[split]
     return (loaded.to_iterable_dataset() if spec.streaming else loaded), f"disk:{loaded._fingerprint}"
 
@@ -368,8 +380,9 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
         cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
         reason = " ".join(str(cause).split())[:300] or ("no file matches it, or it holds no records"
                                                        if spec.data_files else "it holds no records")
-        if spec.field and isinstance(cause, KeyError):
-            reason = f"field={spec.field!r} is no top-level key of it"
+        if spec.field:
+            reason = (f"field={spec.field!r} is no top-level key of it" if isinstance(cause, KeyError) else
+                      f"field={spec.field!r} holds no list of records ({reason})")
         files = f" from {data_files}" if data_files is not None else ""
         raise ConfigError(f"{where}: cannot load dataset {path!r}{files} (name={name!r}, split={split!r}): "
                           f"{reason}") from e

@@ -339,13 +339,19 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
     if source.spec.streaming:
         stream = tokenize_stream(source.records, source.fmt, tokenizer)
         skip, held_out = 0, []
-        if source.has_validation:
-            held_out = list(stream_rows(tokenize_stream(source.validation, source.fmt, tokenizer)
-                                        .take(stream_validation_rows)))
-        elif fraction > 0:
-            held_out = list(stream_rows(stream.take(stream_validation_rows)))
-            skip = len(held_out)
-        if next(iter(stream.skip(skip).take(1)), None) is None:
+        try:  # a stream reads its file only now: a field= naming no key fails here
+            if source.has_validation:
+                held_out = list(stream_rows(tokenize_stream(source.validation, source.fmt, tokenizer)
+                                            .take(stream_validation_rows)))
+            elif fraction > 0:
+                held_out = list(stream_rows(stream.take(stream_validation_rows)))
+                skip = len(held_out)
+            first = next(iter(stream.skip(skip).take(1)), None)
+        except KeyError as e:
+            if not spec.field:
+                raise
+            raise ConfigError(f"{where}: field={spec.field!r} is no top-level key of {spec.path}") from e
+        if first is None:
             fewer = (f", or hold out fewer with curriculum.stream_validation_rows=N (a streamed dataset without a "
                      f"validation split holds out its first {stream_validation_rows})") if skip else ""
             raise ConfigError(f"{where} has no rows with text to train on (after the {skip} held out "

@@ -180,6 +180,7 @@ class LMRunnerBase:
         self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
         self._next_line = self._next_postfix = float("-inf")
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
+        self._held_out_change_noted = False  # a resume's held-out set differs from the run's before: said once
         self.unread_keys: set[str] = set()  # typed top-level keys that nothing of this run reads (a note says so)
 
     # -- construction ---------------------------------------------------------------------------------------
@@ -292,6 +293,7 @@ class LMRunnerBase:
         after = self.runner_c.settings
         was = before.get("validation_batches", after.validation_batches) * before.get("batch_size", after.batch_size)
         if was != after.validation_batches * after.batch_size and self.world.is_main:
+            self._held_out_change_noted = True
             print(f"note: validation now holds out validation_batches x batch_size = {after.validation_batches} x "
                   f"{after.batch_size} samples, not {was}: from here on this run's validation loss is measured on "
                   f"other samples (keep runner.validation_batches x batch_size = {was} for a curve that compares)")
@@ -578,10 +580,21 @@ class LMRunnerBase:
                   f"a window, or no answer inside one), so it records no validation loss; hold out more rows "
                   f"(curriculum.validation_fraction=...) or use rows batching")
         if values is not None:
+            self.note_other_held_out_set(stage, values["held_out_tokens"])
             self.record("validation", stage, lr, values)
             if self.plain_progress:
                 print(f"{stage} step {self.runner_c.progress['step']}: validation loss {values['loss']:.4f} "
                       f"accuracy {values['accuracy']:.4f}", flush=True)
+
+    def note_other_held_out_set(self, stage: str, tokens: int) -> None:
+        """A held-out set of another size than the stage's earlier validations (before a resume: the data changed,
+        or how lmplay draws it) measures other samples: the curve would jump for no change of the model."""
+        earlier = [r.get("held_out_tokens") for r in self.stats.records["validation"] if r["stage"] == stage]
+        if earlier and earlier[-1] not in (None, tokens) and not self._held_out_change_noted and self.world.is_main:
+            self._held_out_change_noted = True
+            print(f"note: stage {stage!r} now validates on {tokens:,} held-out tokens, where this run's earlier "
+                  f"validations used {earlier[-1]:,} (its data, or how lmplay draws the held-out rows, changed): from "
+                  f"here on its validation loss is measured on other samples")
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
@@ -772,8 +785,9 @@ class LMRunnerBase:
             lr = self.optimizer_c.optimizer.param_groups[0]["lr"]  # save keeps them: the resume goes on with them)
             self.log_step(self.step_log(stage.name, lr, self.window), bar)
             self.window = RecordWindow()
-        if progress["step"] > first_step:
-            self.show_progress(bar, last=True)
+        records = self.stats.records["train"]
+        if records and records[-1]["step"] > first_step:  # not one from before a resume, or of the stage before: a
+            self.show_progress(bar, last=True)  # stop signal leaves a window short of log_interval unrecorded
         if skipped and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
                   f"and prompts that fill the context_len={self.context_len} window)")

@@ -114,12 +114,13 @@ def labels(groups: list[Group]) -> list[str]:
 
 
 def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
-    """The groups with the baseline first: the one labelled `pattern`, else those whose label or run dir name
-    contains it, where they are one experiment's (baselines() pairs its settings with each idea's); else the first
-    group. Not the whole path: a sweep dir named after the idea matched every run."""
+    """The groups with the baseline first: the one labelled `pattern` or holding the run dir it names, else those
+    whose label or run dir name contains it, where they are one experiment's (baselines() pairs its settings with
+    each idea's); else the first group. Not any part of a path: a sweep dir named after the idea matched every run."""
     if pattern is None:
         return groups
-    matches = [g for g in groups if g.label == pattern] or [
+    named = Path(pattern).expanduser().resolve()
+    matches = [g for g in groups if g.label == pattern or any(r.path.resolve() == named for r in g.runs)] or [
         g for g in groups if pattern in g.label or any(pattern in r.path.name for r in g.runs)]
     if not matches:
         raise ConfigError(f"--baseline {pattern!r} matches none of: {', '.join(g.label for g in groups)}")
