@@ -18,16 +18,19 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from lmplay.data.tokenizers import get_tokenizer
-from lmplay.device import autocast
-from lmplay.generation.config import GenerationConfig
-from lmplay.generation.decode import Decoder, Windows, generate_tokens
-from lmplay.generation.loading import load_model
-from lmplay.generation.sampling import pick_next
-from lmplay.runner import get_runner
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parents[1])]
+
+from lmplay.data.tokenizers import get_tokenizer  # noqa: E402 - this checkout's lmplay, as train_loop.py
+from lmplay.device import autocast  # noqa: E402
+from lmplay.generation.config import GenerationConfig  # noqa: E402
+from lmplay.generation.decode import Decoder, Windows, generate_tokens  # noqa: E402
+from lmplay.generation.loading import load_model  # noqa: E402
+from lmplay.generation.sampling import pick_next  # noqa: E402
+from lmplay.runner import get_runner  # noqa: E402
 
 PROMPT_LEN = 4
 SPREAD = 5  # a position's time is the median over the steps at positions within SPREAD of it
@@ -85,7 +88,7 @@ def main() -> None:
     parser.add_argument("--early", type=int, default=10, help="the early position")
     parser.add_argument("--late", type=int, default=900, help="the late position")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each cached measurement (tokens/s: the best; per position: all pooled)")
+                        help="runs of each cached measurement (tokens/s: their median; per position: all pooled)")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -101,13 +104,13 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, amp {args.amp}, torch {torch.__version__}")
     with torch.no_grad(), autocast(torch.device(args.device), torch.bfloat16 if args.amp else None):
         tokens_per_second(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
-        cached = max(tokens_per_second(model, args.new_tokens, True) for _ in range(args.repeats))
+        cached = statistics.median(tokens_per_second(model, args.new_tokens, True) for _ in range(args.repeats))
         per_step = step_times(model, [args.early, args.late], args.repeats)
         print("generating without the cache (the slow part) ...", file=sys.stderr, flush=True)
         uncached = tokens_per_second(model, args.new_tokens, False)  # minutes long on a CPU: once
     early, late = per_step[args.early], per_step[args.late]
-    print(f"{args.new_tokens} new tokens with the KV cache:    {cached:10.1f} tokens/s")
-    print(f"{args.new_tokens} new tokens without a cache:      {uncached:10.1f} tokens/s")
+    print(f"{args.new_tokens} new tokens with the KV cache:    {cached:10.1f} tokens/s (median of {args.repeats} runs)")
+    print(f"{args.new_tokens} new tokens without a cache:      {uncached:10.1f} tokens/s (one run)")
     print(f"cache speed-up: {cached / uncached:.1f}x (target >= 5x)")
     print(f"time per token at position ~{args.early}: {early * 1e3:.2f} ms, at ~{args.late}: {late * 1e3:.2f} ms; "
           f"late / early = {late / early:.2f}x (target <= 1.3x)")

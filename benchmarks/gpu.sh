@@ -15,13 +15,18 @@
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-EXP=${EXP:-gpt2ish}; STEPS=${STEPS:-60}; OUT=outputs/gpu_bench; mkdir -p "$OUT"
+EXP=${EXP:-gpt2ish}; STEPS=${STEPS:-60}; OUT=outputs/gpu_bench
+python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
+  || { echo "gpu.sh needs a CUDA GPU, and torch sees none here"; exit 1; }
+[ "$STEPS" -gt 15 ] || { echo "STEPS=$STEPS: the summary leaves out the first 10 records (compiling); use STEPS > 15"; exit 1; }
+mkdir -p "$OUT"
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
 COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
         curriculum.batching=packed "$STAGES" runner.validation_interval=1000000000 runner.save_interval=1000000000)
 train_at() {  # MINI_BATCH STEPS NAME [OVERRIDE]: a real training run (5 min at most) into $OUT/run_NAME, log NAME.log
-  timeout 300 python -m lmplay.train "${COMMON[@]}" batch_size="$1" mini_batch_size="$1" max_steps="$2" fresh=true \
+  rm -rf "$OUT/run_$3"  # a new run each time: fresh=true would keep the last one's GB-sized checkpoint aside
+  timeout 300 python -m lmplay.train "${COMMON[@]}" batch_size="$1" mini_batch_size="$1" max_steps="$2" \
     hydra.run.dir="$OUT/run_$3" ${4:+"$4"} > "$OUT/$3.log" 2>&1
 }
 
@@ -37,6 +42,7 @@ PY
 }
 
 if [ "${INDUCTOR_OPTIONS:-}" = only ]; then  # part 6 alone, at the first mini-batch given (a second call
+  [ $# -gt 0 ] || { echo "INDUCTOR_OPTIONS=only needs the mini-batch: bash benchmarks/gpu.sh 128"; exit 1; }
   fits=${1%% *}                              # on a device whose calls are time-limited)
 else
   python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log"
@@ -61,6 +67,7 @@ else
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
 export TORCH_LOGS=perf_hints  # where inductor skips CUDA graphs, it says why only as a perf hint
+failed=0
 for name in ${OPTIONS:-coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs}; do
   option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then
@@ -68,5 +75,7 @@ for name in ${OPTIONS:-coordinate_descent_tuning max_autotune_pointwise triton.c
     grep -m1 -i "skipping cudagraphs" "$OUT/$name.log" | tee -a "$OUT/row.log"  # inductor fell back without them
   else
     echo "$option failed (see $OUT/$name.log): $(grep -m1 -iE 'error' "$OUT/$name.log")" | tee -a "$OUT/row.log"
+    failed=1
   fi
 done
+exit "$failed"

@@ -20,15 +20,19 @@ and the share of that floor reached:
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import yaml
 
-from lmplay.data.batch import IGNORE_INDEX
-from lmplay.model import mask_padding, top1_correct
-from train_loop import sync
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # this checkout's lmplay, as train_loop.py
+
+from lmplay.data.batch import IGNORE_INDEX  # noqa: E402
+from lmplay.model import mask_padding, top1_correct  # noqa: E402
+from train_loop import sync  # noqa: E402
 
 
 def slice_loss(logits, targets, vocab):
@@ -109,11 +113,25 @@ def time_variant(fn, logits, targets, vocab, repeats: int) -> tuple[float, float
     return both, forward, loss.detach(), grad
 
 
-def same_gradient(grad: torch.Tensor, reference: torch.Tensor, vocab: int) -> bool:
-    """Equal on the real columns up to bf16 rounding (one unit in the last place where kernels sum in another
-    order), a few thousand rows at a time (a whole fp32 copy would not fit beside the rest)."""
-    return all(torch.allclose(g[:, :vocab].float(), r.float(), rtol=2 ** -7, atol=1e-6)
-               for g, r in zip(grad.split(4096), reference.split(4096)))
+def matches_reference(loss: torch.Tensor, grad: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                      vocab: int) -> str:
+    """How the loss and gradient compare with lmplay's loss computed in fp64: the padding left out of the softmax,
+    no gradient on its columns. In chunks of rows (a whole fp64 copy would not fit). Leaving the padding in
+    (`full`) moves the loss by ~7e-5 relative and the real columns' gradients by ~0.1%, under bf16's rounding:
+    the padding columns' gradient is the sharp test, and the loss is held to 1e-5."""
+    total, grad_ok, padding = 0.0, True, 0.0
+    for x, g, t in zip(logits.detach().split(4096), grad.split(4096), targets.split(4096)):
+        real = x[:, :vocab].double()
+        total += F.cross_entropy(real, t, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        expected = torch.softmax(real, -1) - F.one_hot(t.clamp(min=0), vocab).double()
+        expected[t == IGNORE_INDEX] = 0
+        grad_ok &= torch.allclose(g[:, :vocab].double(), expected, rtol=2 ** -7, atol=1e-6)
+        padding = max(padding, g[:, vocab:].abs().max().item() if g.size(1) > vocab else 0.0)
+    loss_error = abs(loss.item() - total) / abs(total)
+    if loss_error <= 1e-5 and grad_ok and padding == 0:
+        return "  = lmplay's loss and gradient (fp64 reference)"
+    return (f"  DIFFERS from lmplay's loss (fp64): loss off by {loss_error:.1e} relative, real columns' gradient "
+            f"{'within' if grad_ok else 'outside'} bf16 rounding, padding gradient up to {padding:.1e}")
 
 
 def main() -> None:
@@ -137,19 +155,13 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}"
           + (f"; inductor options {options}" if options else ""))
-    reference = None
     for name in args.variants:
         compiled = torch.compile(VARIANTS[name], options=options or None)
         seconds, forward, loss, grad = time_variant(compiled, logits, targets, args.vocab, args.repeats)
-        same = ""
-        if reference is None:
-            reference = (loss, grad[:, :args.vocab].clone())
-        elif name != "full":
-            equal = torch.allclose(loss, reference[0], rtol=1e-4) and same_gradient(grad, reference[1], args.vocab)
-            same = "  same loss and gradient as the first" if equal else "  DIFFERS from the first"
+        check = matches_reference(loss, grad, logits, targets, args.vocab)
         print(f"{name:12s} {seconds * 1e3:8.2f} ms  {floor_bytes / seconds / 1e9:7.0f} GB/s of the floor's "
-              f"traffic; forward alone {forward * 1e3:.2f} ms, {floor_bytes / 3 / forward / 1e9:.0f} GB/s{same}",
-              flush=True)
+              f"traffic; forward alone {forward * 1e3:.2f} ms, {floor_bytes / 3 / forward / 1e9:.0f} GB/s{check}"
+              + (" (as it should: nanoGPT's loss)" if name == "full" else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ ratio of the totals is printed beside it. Memory: each loop alone in a fresh pro
 Targets: speed ratio >= 0.97, memory ratio <= 1.15.
 
     python benchmarks/train_loop.py --exp gpt2ish_mini --steps 40
-    python benchmarks/train_loop.py --exp test_runner --steps 800
+    python benchmarks/train_loop.py --exp test_runner --steps 400 runner.validation_interval=10000 runner.save_interval=50000
     python benchmarks/train_loop.py --exp gpt2ish --tokenizer bytes --context-len 256 --batch-size 8 --steps 6
     python benchmarks/train_loop.py --exp gpt2ish --device cuda --amp --compile --steps 50 curriculum.batching=packed
 
 With --compile, use packed batches (one shape) or a longer --warmup: rows batches vary in length, and
-the one recompile to dynamic shapes would otherwise land in a timed turn.
+the one recompile to dynamic shapes would otherwise land in a timed turn. The bare loop does what the run's
+settings ask of a step: it clips gradients at grad_clip and compiles with compile_options; fp16 (a
+GradScaler) is refused.
 """
 
 import argparse
@@ -37,7 +39,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 
 def overrides(args) -> list[str]:
-    out = [f"exp={args.exp}", f"device={args.device}", f"max_steps={args.steps + args.warmup}",
+    out = [f"exp={args.exp}", f"device={args.device}", f"max_steps={args.steps + args.warmup + 1}",  # + 1: see take_turns
            f"amp={str(args.amp).lower()}", f"compile={str(args.compile).lower()}"]
     for key in ("tokenizer", "context_len", "batch_size", "mini_batch_size"):
         value = getattr(args, key)
@@ -49,19 +51,28 @@ def overrides(args) -> list[str]:
 def build_runner(args, run_dir: Path):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
     from hydra.utils import get_class
     from omegaconf import open_dict
 
     from lmplay.config import CONF_DIR
     from lmplay.runner import LMRunnerBase
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="config", overrides=overrides(args), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_))
-    runner.setup(None)
+    from lmplay.errors import LmplayError
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            cfg = compose(config_name="config", overrides=overrides(args), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        if cfg.amp and cfg.amp_dtype == "fp16":
+            raise SystemExit("error: amp_dtype=fp16 trains through a GradScaler, which the bare loop has not; "
+                             "benchmark bf16 (the default)")
+        runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_))
+        runner.setup(None)
+    except (LmplayError, HydraException) as e:  # a mistake in the command: one line, as `lmplay.train` says it
+        raise SystemExit(f"error: {' '.join(str(e).split())[:500]}") from None
     return runner
 
 
@@ -141,7 +152,8 @@ class BareLoop:
 
         runner = build_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.model, self.device, self.settings = runner.model, runner.device, runner.runner_c.settings
-        self.loss_sum = torch.compile(self.summed_loss) if args.compile else self.summed_loss
+        self.loss_sum = (torch.compile(self.summed_loss, options=runner.compile_options or None) if args.compile
+                         else self.summed_loss)
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
 
     def summed_loss(self, x, y):
@@ -164,6 +176,8 @@ class BareLoop:
             with self.autocast():
                 loss = self.loss_sum(x, y) / total
             loss.backward()
+        if self.settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
@@ -235,7 +249,10 @@ def subprocess_json(argv: list[str]) -> dict:
     proc = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True,
                           env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode:
-        raise SystemExit(f"{' '.join(argv[:2])} run failed:\n{proc.stderr[-3000:]}")
+        said = proc.stderr.strip().splitlines()
+        if said and said[-1].startswith("error: "):  # a mistake in the command: its one line
+            raise SystemExit(said[-1])
+        raise SystemExit(f"the {'memory' if '--memory-of' in argv else 'speed'} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
