@@ -24,13 +24,13 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parents[1])]
 
-from lmplay.data.tokenizers import get_tokenizer  # noqa: E402 - this checkout's lmplay, as train_loop.py
-from lmplay.device import autocast  # noqa: E402
-from lmplay.generation.config import GenerationConfig  # noqa: E402
-from lmplay.generation.decode import Decoder, Windows, generate_tokens  # noqa: E402
-from lmplay.generation.loading import load_model  # noqa: E402
-from lmplay.generation.sampling import pick_next  # noqa: E402
-from lmplay.runner import get_runner  # noqa: E402
+from lmplay.data.tokenizers import get_tokenizer
+from lmplay.device import autocast
+from lmplay.generation.config import GenerationConfig
+from lmplay.generation.decode import Decoder, Windows, generate_tokens
+from lmplay.generation.loading import load_model
+from lmplay.generation.sampling import pick_next
+from lmplay.runner import get_runner
 
 PROMPT_LEN = 4
 SPREAD = 5  # a position's time is the median over the steps at positions within SPREAD of it

@@ -30,9 +30,10 @@ import yaml
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # this checkout's lmplay, as train_loop.py
 
-from lmplay.data.batch import IGNORE_INDEX  # noqa: E402
-from lmplay.model import mask_padding, top1_correct  # noqa: E402
-from train_loop import sync  # noqa: E402
+from train_loop import sync
+
+from lmplay.data.batch import IGNORE_INDEX
+from lmplay.model import mask_padding, top1_correct
 
 
 def slice_loss(logits, targets, vocab):

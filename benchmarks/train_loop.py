@@ -56,9 +56,8 @@ def build_runner(args, run_dir: Path):
     from omegaconf import open_dict
 
     from lmplay.config import CONF_DIR
-    from lmplay.runner import LMRunnerBase
-
     from lmplay.errors import LmplayError
+    from lmplay.runner import LMRunnerBase
 
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
@@ -152,6 +151,7 @@ class BareLoop:
 
         runner = build_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.model, self.device, self.settings = runner.model, runner.device, runner.runner_c.settings
+        self.clip_grad_norm = torch.nn.utils.clip_grad_norm_
         self.loss_sum = (torch.compile(self.summed_loss, options=runner.compile_options or None) if args.compile
                          else self.summed_loss)
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
@@ -177,7 +177,7 @@ class BareLoop:
                 loss = self.loss_sum(x, y) / total
             loss.backward()
         if self.settings.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            self.clip_grad_norm(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total
