@@ -198,6 +198,18 @@ def test_unified_embed_export_gives_identical_logits_and_the_baselines_size():
     rebuilt.load_state_dict(exported.state_dict())
 
 
+def test_a_model_saved_from_python_exports_into_a_new_folder(tmp_path):
+    """save_model's checkpoint has no optimizer part: the export raised KeyError 'optimizers'."""
+    from experiments.unified_embed.export import export
+    from lmplay.generation.loading import save_model
+
+    model = tiny("unified_embed_test")
+    export(save_model(model, "unified_embed_test", tmp_path / "model.lmp"), tmp_path / "new" / "plain.lmp")
+    plain, _ = load_model(tmp_path / "new" / "plain.lmp")
+    assert plain.construction_args["collapsed"]
+    assert plain.generate_prompts(["ROMEO:"], 6) == model.eval().generate_prompts(["ROMEO:"], 6)
+
+
 # -- nnmemory ---------------------------------------------------------------------------------------------------
 
 def test_nnmemory_read_attends_over_the_cells_per_token():

@@ -331,6 +331,15 @@ def test_a_model_refuses_a_vocabulary_smaller_than_its_tokenizers():
         GPT2ish(vocab_size=257, context_len=32, num_blocks=1, embed_dim=16, num_heads=1)
 
 
+def test_prompts_may_come_as_any_iterable_of_strings():
+    """A generator was read up by the type check and then seen as no prompts."""
+    model = tiny()
+    expected = model.generate_prompts(["ab", "cd"], max_new_tokens=3)
+    assert model.generate_prompts((p for p in ["ab", "cd"]), max_new_tokens=3) == expected
+    assert model.generate_prompts(("ab", "cd"), max_new_tokens=3) == expected
+    assert model.train_prompts(iter(["ab", "cd"]))[1]["tokens"] == model.train_prompts(["ab", "cd"])[1]["tokens"]
+
+
 @pytest.mark.parametrize("prompts, message", [([1, 2], r"prompt 1 is int \(1\), not a string"),
                                               (["ok", None], r"prompt 2 is NoneType \(None\), not a string"),
                                               ([b"abc"], r"prompt 1 is bytes"),
@@ -356,6 +365,7 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
     """A registered version's model, trained in Python, saved with save_model, loads as the CLI's commands do;
     load_model drew the random initial weights it then overwrote from the caller's random state."""
     from lmplay.generation.loading import load_model, save_model
+    from lmplay.inspect import describe
     from lmplay.runner import checkpoint, get_runner
 
     model = get_runner("test_runner").build_model()
@@ -370,7 +380,13 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
     torch.manual_seed(0)
     loaded, exp = load_model("~/run", "auto")  # a run dir under ~, on the CLI's device=auto
     assert exp == "test_runner" and torch.rand(1) == expected
+    assert describe(str(path)).endswith("config       none (no training run wrote it: saved from Python, or imported)")
     assert loaded.generate_prompts(["To"], max_new_tokens=8) == model.eval().generate_prompts(["To"], max_new_tokens=8)
+    assert load_model(path, "cpu:0")[0].device == torch.device("cpu")  # any device torch names
+    with pytest.raises(ConfigError, match=r"model.lmp exists .* pass --replace"):  # a run's checkpoint: kept
+        save_model(torch.compile(loaded), "test_runner", path)  # (a compiled model saves as the model it wraps)
+    save_model(torch.compile(loaded), "test_runner", path, replace=True)
+    assert (tmp_path / "run" / "model.lmp.bak").is_file()
     with pytest.raises(ConfigError, match=r"a GPT2ish cannot be saved as experiment 'value_norm_test', whose model "
                                           r"is ValueNormGPT"):
         save_model(model, "value_norm_test", tmp_path / "other.lmp")

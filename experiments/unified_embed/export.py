@@ -26,7 +26,9 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
         raise ConfigError(f"{src}'s embedding is collapsed already (an export); use it as it is")
     ckpt["components"]["model"] = {"state_args": dict(plain.construction_args),
                                    "state": {"weights": plain.state_dict()}}
-    ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
+    if "optimizers" in ckpt["components"]:  # a training checkpoint (save_model's has none)
+        ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
+    dst.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(ckpt, dst)
     print(f"wrote {dst}: {exp} with a plain embedding table, {model.parameter_count():,} -> "
           f"{plain.parameter_count():,} parameters")

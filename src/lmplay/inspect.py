@@ -23,7 +23,8 @@ def describe(path: str) -> str:
     distinct = {t.data_ptr(): t for t in weights.values()}.values()  # a tied lm_head shares the embedding's tensor
     lines += [f"parameters   {sum(t.numel() for t in distinct):,}",
               f"model        {parts['model']['state_args']}",
-              "config:", *("  " + line for line in str(ckpt.get("config", "")).splitlines())]
+              *(["config:", *("  " + line for line in config.splitlines())] if (config := str(ckpt.get("config") or ""))
+                else ["config       none (no training run wrote it: saved from Python, or imported)"])]
     return "\n".join(lines)
 
 

@@ -12,23 +12,26 @@ from lmplay.model import LMBase
 from lmplay.runner import checkpoint, get_runner
 
 
-def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
-    """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (a torch.device, or
-    auto/cpu/cuda/mps as the CLI's device= takes it), in eval mode, and its experiment name."""
-    device = device if isinstance(device, torch.device) else pick_device(device)
+def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> tuple[LMBase, str]:
+    """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (anything torch.device
+    takes, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
+    device = pick_device(device) if device in (None, "auto", "cuda", "mps") else torch.device(device)
     path = Path(path).expanduser()
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
 
 
-def save_model(model: LMBase, exp: str, path: Path | str) -> Path:
+def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False) -> Path:
     """Write `model` (its construction arguments and weights) as a checkpoint of registered version `exp`, which
-    load_model, `python -m lmplay.generate` and `lmplay.inspect` read; atomically, the file it replaces kept as
-    `.bak`. Where `exp` names another model class, load_model would refuse its weights: say so here instead."""
+    load_model, `python -m lmplay.generate` and `lmplay.inspect` read. An existing file (a run's checkpoint, with
+    its optimizer and progress) is replaced only with `replace=True`, and kept as `.bak`. Where `exp` names
+    another model class, load_model would refuse its weights: say so here instead."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile(model)'s wrapper: the model it compiled
     runner = get_runner(exp)
     if type(model) is not runner.model_class:
         raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
                           f"{runner.model_class.__name__}; name the version it is a model of")
     path = Path(path).expanduser()
+    checkpoint.check_out(path, replace)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
                      "components": {"model": {"state_args": dict(model.construction_args),

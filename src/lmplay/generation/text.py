@@ -22,12 +22,13 @@ def prompt_list(prompts: Sequence[str]) -> list[str]:
         raise TypeError(f"prompts should be a list of strings, like [{prompts[:20]!r}], not one string")
     if isinstance(prompts, (bytes, Mapping)):
         raise TypeError(f"prompts should be a list of strings, not {type(prompts).__name__}")
+    prompts = list(prompts)  # once: a generator is read up by the first pass over it
     if not prompts:
         raise ValueError("no prompts given: pass a list of at least one string")
     for number, prompt in enumerate(prompts, start=1):
         if not isinstance(prompt, str):
             raise TypeError(f"prompt {number} is {type(prompt).__name__} ({prompt!r:.40}), not a string")
-    return list(prompts)
+    return prompts
 
 
 def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], context_len: int,

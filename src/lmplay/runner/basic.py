@@ -4,6 +4,7 @@ import inspect
 from typing import Any
 
 from lmplay.data.tokenizers import get_tokenizer
+from lmplay.errors import ConfigError
 from lmplay.model import LMBase
 
 
@@ -24,6 +25,10 @@ class BasicModelRunner:
         the version's own. vocab_size defaults to the tokenizer's (training pads it with vocab_multiple > 1)."""
         args = {**self.overrides, **args}
         if "vocab_size" not in args:
-            tokenizer = args.get("tokenizer", inspect.signature(self.model_class).parameters["tokenizer"].default)
+            declared = inspect.signature(self.model_class).parameters.get("tokenizer")
+            tokenizer = args.get("tokenizer", declared.default if declared else inspect.Parameter.empty)
+            if tokenizer is inspect.Parameter.empty:
+                raise ConfigError(f"{self.model_class.__name__} names no default tokenizer: pass tokenizer= (or "
+                                  f"vocab_size=) to build_model")
             args["vocab_size"] = get_tokenizer(tokenizer).vocab_size
         return self.model_class(**args)

@@ -59,20 +59,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         raise damaged("random-number states", f"{type(e).__name__}: {e}") from None
 
 
+PLAIN_LEAVES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device)
+
+
 def check_plain(value: Any, where: str = "checkpoint") -> None:
-    """What load() reads back: dicts, lists, tuples, strings, numbers, None and tensors. Anything else (a numpy
-    scalar, a Path, an OmegaConf node) would save, then be refused at every load."""
+    """What load() reads back (torch.load with weights_only=True): dicts, lists, tuples, sets, strings, bytes,
+    numbers, None, tensors, dtypes and devices. Anything else (a numpy scalar, a Path, an OmegaConf node) would
+    save, then be refused at every load."""
     if type(value) in (dict, OrderedDict):
         for key, item in value.items():
             check_plain(key, f"{where} key")
             check_plain(item, f"{where}[{key!r}]")
-    elif type(value) in (list, tuple, torch.Size):
+    elif type(value) in (list, tuple, set, torch.Size):
         for i, item in enumerate(value):
             check_plain(item, f"{where}[{i}]")
-    elif type(value) not in (str, int, float, bool, type(None)) and not isinstance(value, torch.Tensor):
+    elif type(value) not in PLAIN_LEAVES and not isinstance(value, torch.Tensor):
         raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a checkpoint "
-                        f"cannot hold (load refuses all but dicts, lists, tuples, strings, numbers, None and "
-                        f"tensors); convert it, e.g. float(x) or str(path)")
+                        f"cannot hold (load refuses all but dicts, lists, tuples, sets, strings, bytes, numbers, "
+                        f"None, tensors, dtypes and devices); convert it, e.g. float(x) or str(path)")
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> None:
