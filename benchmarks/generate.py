@@ -26,6 +26,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__fil
 
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import autocast
+from lmplay.errors import LmplayError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import Decoder, Windows, generate_tokens
 from lmplay.generation.loading import load_model
@@ -92,10 +93,15 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = build(args)
+    try:
+        model = build(args)
+    except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
+        raise SystemExit(f"error: {e}") from None
     if args.late + SPREAD >= model.context_len or args.early - SPREAD < 1:
         parser.error(f"--early and --late must lie in [{SPREAD + 1}, {model.context_len - SPREAD}) (the context is "
                      f"{model.context_len})")

@@ -20,6 +20,7 @@ python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
   || { echo "gpu.sh needs a CUDA GPU, and torch sees none here"; exit 1; }
 [ "$STEPS" -gt 15 ] || { echo "STEPS=$STEPS: the summary leaves out the first 10 records (compiling); use STEPS > 15"; exit 1; }
 mkdir -p "$OUT"
+failed=0  # any step that fails makes the exit status 1, after the others have run
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
 COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
@@ -45,7 +46,7 @@ if [ "${INDUCTOR_OPTIONS:-}" = only ]; then  # part 6 alone, at the first mini-b
   [ $# -gt 0 ] || { echo "INDUCTOR_OPTIONS=only needs the mini-batch: bash benchmarks/gpu.sh 128"; exit 1; }
   fits=${1%% *}                              # on a device whose calls are time-limited)
 else
-  python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log"
+  python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log" || failed=1
 
   fits=""
   for mb in "${@:-256 128 64 32}"; do
@@ -58,16 +59,15 @@ else
   summarize "$OUT/run_mb$fits/stats.json" "$EXP mini-batch $fits" | tee "$OUT/row.log"
   BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size "$fits"
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
-  python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log"
-  python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log"
-  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log"
-  python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -6 | tee "$OUT/loss_kernels.log"
+  python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log" || failed=1
+  python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log" || failed=1
+  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log" || failed=1
+  python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -6 | tee "$OUT/loss_kernels.log" || failed=1
   python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
-    --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log"
+    --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log" || failed=1
 fi
-[ -n "${INDUCTOR_OPTIONS:-}" ] || exit 0
+[ -n "${INDUCTOR_OPTIONS:-}" ] || exit "$failed"
 export TORCH_LOGS=perf_hints  # where inductor skips CUDA graphs, it says why only as a perf hint
-failed=0
 for name in ${OPTIONS:-coordinate_descent_tuning max_autotune_pointwise triton.cudagraphs}; do
   option="compile_options={$name: true}"
   if train_at "$fits" 40 "$name" "$option"; then

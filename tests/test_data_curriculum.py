@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from conftest import compose_config
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.curriculum import Curriculum
+from lmplay.data.interleave import HeldOutStream
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError
 
@@ -186,6 +187,28 @@ def test_a_stage_of_several_datasets_validates_on_each_held_out_row_once(tmp_pat
     assert len(validated) == len(set(validated)) == 21
     if weights is None:  # turns while both have rows: the same first batches as before
         assert [d for d, _ in validated[:12]] == ["A", "B"] * 6
+
+
+def test_held_out_draws_of_a_dataset_that_ran_out_spread_over_the_others_by_weight():
+    """They all went to the dataset listed after it: two datasets weighted alike were validated ~86/14."""
+    class Table:
+        def __init__(self, d: int) -> None:
+            self.d = d
+
+        def row(self, i: int) -> tuple[int, int]:
+            return self.d, i
+
+    class Source:
+        def __init__(self, d: int, n: int) -> None:
+            self.table, self.index = Table(d), np.arange(n)
+
+        def __len__(self) -> int:
+            return len(self.index)
+
+    for weights in (None, [0.8, 0.1, 0.1]):
+        stream = HeldOutStream([Source(0, 2), Source(1, 1000), Source(2, 1000)], weights, 0, 0)
+        drawn = Counter(stream.next_row()[0] for _ in range(600))
+        assert drawn[0] == 2 and abs(drawn[1] - drawn[2]) < 80, (weights, drawn)
 
 
 def test_different_seeds_shuffle_differently(tmp_path, two_files):

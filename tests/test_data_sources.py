@@ -226,8 +226,17 @@ def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
         build(tmp_path, [{"path": str(path), "field": "version"}])
     with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of .*s.json$"):  # a stream reads late
         build(tmp_path, [{"path": str(path), "field": "rows", "streaming": True}], steps=2, validation_fraction=0.5)
+    (tmp_path / "scalar.json").write_text(json.dumps({"data": 5}))
+    with pytest.raises(ConfigError, match=r"field='data' holds no list of records of .*scalar.json$"):
+        build(tmp_path, [{"path": str(tmp_path / "scalar.json"), "field": "data", "streaming": True}], steps=2)
+    (tmp_path / "squad").mkdir()  # a folder of such files, splits named by their files (SQuAD's layout)
+    for split, rows in (("train", 4), ("validation", 2)):
+        (tmp_path / "squad" / f"{split}.json").write_text(json.dumps({"data": [{"text": f"{split} {i}."}
+                                                                                for i in range(rows)]}))
+    c = build(tmp_path, [{"path": str(tmp_path / "squad"), "field": "data", "validation_split": "validation"}])
+    assert sorted(all_text(c)) == [f"<|endoftext|>train {i}." for i in range(4)] and c.held_out_rows() == 2
     (tmp_path / "s.jsonl").write_text(json.dumps({"text": "Row."}) + "\n")  # datasets: "Trailing data", or ignored
-    with pytest.raises(ConfigError, match=r"field='data' reads a .json file .* and .*s.jsonl is none .* drop field=$"):
+    with pytest.raises(ConfigError, match=r"field='data' reads .json files .* and .*s.jsonl is none .* drop field=$"):
         build(tmp_path, [{"path": str(tmp_path / "s.jsonl"), "field": "data"}])
 
 
@@ -242,6 +251,9 @@ def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
     assert "also has test split, which is not read; validation_split: test in the dataset's entry" in caplog.text
     with pytest.raises(ConfigError, match=r"has no split 'valid' \(splits: train, test\); set validation_split=NAME$"):
         build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "valid"}])
+    Dataset.from_dict({"text": ["One row."]}).save_to_disk(str(tmp_path / "one_split"))
+    with pytest.raises(ConfigError, match=r"is a saved Dataset, one split, with no split 'validation'; drop split="):
+        build(tmp_path, [{"path": str(tmp_path / "one_split"), "split": "validation"}])  # trained on all its rows
     with pytest.raises(ConfigError, match=r"split and validation_split both name 'test': the run would validate on the "
                                           r"rows it trains on"):
         build(tmp_path, [{"path": str(tmp_path / "saved"), "split": "test", "validation_split": "test"}])

@@ -492,8 +492,9 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
         translate_flags(argv, app.SEED_FLAGS, app.SEED_SWITCHES)
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
-    assert translate_flags(["--model", "m", "--", "-5", "a b"], generate.SEED_FLAGS, generate.SEED_SWITCHES) == [
-        "checkpoint=m", "prompt=-5", "prompt='a b'"]  # after --, every word is a prompt
+    assert translate_flags(["--model", "m", "--", "-5", "a b", "null"], generate.SEED_FLAGS,
+                           generate.SEED_SWITCHES) == [
+        "checkpoint=m", "prompt='-5'", "prompt='a b'", "prompt='null'"]  # after --, every word is a prompt, as text
     assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]
     # the original lmp_trainer's other common flags, which were refused with hints naming no real key

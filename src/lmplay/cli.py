@@ -17,7 +17,7 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
     while args:
         arg = args.pop(0)
         if arg == "--" and "--prompt" in flags:  # the end of flags: the words after it are prompts (like -5)
-            out.extend(f"{flags['--prompt']}={quote(word)}" for word in args)
+            out.extend(f"{flags['--prompt']}={quote(word, always=True)}" for word in args)
             break
         name, _, inline = arg.partition("=")
         if name in switches:

@@ -24,7 +24,7 @@ from lmplay.errors import ConfigError
 
 STRATEGIES = ("first_exhausted", "all_exhausted")
 MAX_EPOCH_REPEATS = 1000  # an all_exhausted epoch of more draws than this many times the rows is a mistake
-ORDER_TAG, SCHEDULE_TAG = 0x6F_72_64, 0x73_63_68  # keep row orders and the dataset schedule independent
+ORDER_TAG, SCHEDULE_TAG, SPILL_TAG = 0x6F_72_64, 0x73_63_68, 0x73_70_6C  # independent seeded streams
 SCHEDULE_BLOCK = 4096
 
 
@@ -153,7 +153,7 @@ class SizedStream:
 
 class HeldOutStream:
     """A stage's held-out rows, for its validation: every row of every dataset once, drawn as the stage draws
-    (turns, or its weights); a draw of a dataset that ran out takes the next that has rows. An epoch of the
+    (turns, or its weights); a draw of a dataset that ran out goes to one of those left, by their weights. An epoch of the
     stage's own interleave would not do: first_exhausted ends at the smallest held-out set's end, leaving most
     rows of the others out, and all_exhausted repeats the smaller sets. Until a set runs out, the order is a
     SizedStream's first epoch (the same held-out batches as before for a single dataset)."""
@@ -164,12 +164,16 @@ class HeldOutStream:
                      for d, src in enumerate(sources)]
         self.cursor, self.draws = [0] * len(sources), 0
         self.epoch_len = sum(len(src) for src in sources)
+        self.weights = np.ones(len(sources)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self._spill = rng(seed, stage, SPILL_TAG)
 
     def next_row(self) -> Row:
         d = self.schedule.draw(self.draws)
         self.draws += 1
-        while self.cursor[d] == len(self.rows[d]):  # a draw of a dataset with no rows left goes to the next that has
-            d = (d + 1) % len(self.rows)  # some (redrawing instead would take ~1/weight draws: a hang at tiny ones)
+        if self.cursor[d] == len(self.rows[d]):  # a draw of a dataset with no rows left: one of those with some, by
+            left = [i for i, rows in enumerate(self.rows) if self.cursor[i] < len(rows)]  # their weights (redrawing
+            p = self.weights[left] / self.weights[left].sum()  # the schedule took ~1/weight draws: a hang)
+            d = int(self._spill.choice(left, p=p))
         self.cursor[d] += 1
         return self.sources[d].table.row(int(self.rows[d][self.cursor[d] - 1]))
 

@@ -159,8 +159,9 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     a plain text file is only identified here (its records are built when they are first used). `entry` is the
     dataset's config key (curriculum.stages.1.datasets.0), for the override a message suggests."""
     one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
-    if spec.field is not None and not (one_file and file_kind(Path(spec.path)) == ".json" or spec.path == "json"):
-        raise ConfigError(f"{where}: field={spec.field!r} reads a .json file whose records are the list under that "
+    not_json = spec.path.startswith("embedded:") or one_file and file_kind(Path(spec.path)) != ".json"
+    if spec.field is not None and not_json:  # a folder or hub id of .json files: datasets' json builder says
+        raise ConfigError(f"{where}: field={spec.field!r} reads .json files whose records are the list under that "
                           f"top-level key, and {spec.path} is none (a .jsonl file has a record a line); drop field=")
     if spec.validation_split is not None and spec.validation_split == spec.split:
         raise ConfigError(f"{where}: split and validation_split both name {spec.split!r}: the run would validate on "
@@ -350,6 +351,9 @@ def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, s
 def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
     datasets = hf_datasets()
     loaded = datasets.load_from_disk(str(path))
+    if not isinstance(loaded, datasets.DatasetDict) and split != "train":  # a saved Dataset is one split
+        raise ConfigError(f"{where}: {path} is a saved Dataset, one split, with no split {split!r}; drop "
+                          f"{split_key(spec, split)}= (a DatasetDict saved with save_to_disk names its splits)")
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set "

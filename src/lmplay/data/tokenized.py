@@ -347,10 +347,11 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
                 held_out = list(stream_rows(stream.take(stream_validation_rows)))
                 skip = len(held_out)
             first = next(iter(stream.skip(skip).take(1)), None)
-        except KeyError as e:
+        except (KeyError, ValueError) as e:
             if not spec.field:
                 raise
-            raise ConfigError(f"{where}: field={spec.field!r} is no top-level key of {spec.path}") from e
+            what = "is no top-level key" if isinstance(e, KeyError) else "holds no list of records"
+            raise ConfigError(f"{where}: field={spec.field!r} {what} of {spec.data_files or spec.path}") from e
         if first is None:
             fewer = (f", or hold out fewer with curriculum.stream_validation_rows=N (a streamed dataset without a "
                      f"validation split holds out its first {stream_validation_rows})") if skip else ""
