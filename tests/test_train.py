@@ -188,7 +188,9 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
     (["amp_dtype=fp8"], ["amp_dtype='fp8' is unknown; use bf16 or fp16"]),  # with amp off: saved with the run
     (["run_name="], ["run_name='' would put the run into outputs/ itself"]),
-])
+    (["++model.vocab_size=100"], ["model.vocab_size is not the model group's to set: it follows from the tokenizer"]),
+    (["+model.context_len=32"], ["model.context_len is not the model group's to set: type context_len=..."]),
+])  # the last two were trained without them, unsaid
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *bad), *needles)
     assert not (tmp_path / "run").exists()

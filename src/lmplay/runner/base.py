@@ -237,6 +237,10 @@ class LMRunnerBase:
 
         for group in ("curriculum", "optimizer", "scheduler"):
             config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
+        for key in sorted(set(self.cfg.model) & {"tokenizer", "context_len", "vocab_size"}):  # the run sets them:
+            fix = ("it follows from the tokenizer (vocab_multiple=64 pads it)" if key == "vocab_size"  # a typed
+                   else f"type {key}=... (a top-level key) instead")  # ++model.KEY would be dropped unsaid
+            raise ConfigError(f"model.{key} is not the model group's to set: {fix}")
         model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
                       "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
         self.model_c = part(ModelComponent(self), model_args)
