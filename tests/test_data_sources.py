@@ -236,8 +236,12 @@ def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
     c = build(tmp_path, [{"path": str(tmp_path / "squad"), "field": "data", "validation_split": "validation"}])
     assert sorted(all_text(c)) == [f"<|endoftext|>train {i}." for i in range(4)] and c.held_out_rows() == 2
     (tmp_path / "s.jsonl").write_text(json.dumps({"text": "Row."}) + "\n")  # datasets: "Trailing data", or ignored
-    with pytest.raises(ConfigError, match=r"field='data' reads .json files .* and .*s.jsonl is none .* drop field=$"):
+    with pytest.raises(ConfigError, match=r"field='data' reads .json files .* and .*s.jsonl holds none .* drop field=$"):
         build(tmp_path, [{"path": str(tmp_path / "s.jsonl"), "field": "data"}])
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("Some text.")
+    with pytest.raises(ConfigError, match=r"field='data' reads .json files .* and .*texts holds none"):  # was ignored
+        build(tmp_path, [{"path": str(tmp_path / "texts"), "field": "data"}])
 
 
 def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):

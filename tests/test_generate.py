@@ -344,6 +344,8 @@ def test_prompts_may_come_as_any_iterable_of_strings():
                                               (["ok", None], r"prompt 2 is NoneType \(None\), not a string"),
                                               ([b"abc"], r"prompt 1 is bytes"),
                                               ({"a": 1}, r"a list of strings, not dict"),
+                                              ({"a", "b"}, r"a list of strings, not set"),  # no order
+                                              (None, r"a list of strings, not NoneType"),
                                               (b"abc", r"a list of strings, not bytes")])
 def test_prompts_that_are_not_strings_are_refused_naming_the_item(prompts, message):
     """Ints and None were an AttributeError from inside the tokenizer, and a dict's keys were trained on."""
@@ -382,8 +384,13 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
     assert exp == "test_runner" and torch.rand(1) == expected
     assert describe(str(path)).endswith("config       none (no training run wrote it: saved from Python, or imported)")
     assert loaded.generate_prompts(["To"], max_new_tokens=8) == model.eval().generate_prompts(["To"], max_new_tokens=8)
-    assert load_model(path, "cpu:0")[0].device == torch.device("cpu")  # any device torch names
-    with pytest.raises(ConfigError, match=r"model.lmp exists .* pass --replace"):  # a run's checkpoint: kept
+    assert load_model(path, "cpu:0")[0].device == torch.device("cpu") == load_model(path, None)[0].device
+    with pytest.raises(ConfigError, match=r"device='gpu' is no device torch knows"):
+        load_model(path, "gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device=cuda but no CUDA GPU is visible"):
+            load_model(path, "cuda:0")  # was torch's AssertionError, at .to()
+    with pytest.raises(ConfigError, match=r"model.lmp exists .* pass replace=True"):  # a run's checkpoint: kept
         save_model(torch.compile(loaded), "test_runner", path)  # (a compiled model saves as the model it wraps)
     save_model(torch.compile(loaded), "test_runner", path, replace=True)
     assert (tmp_path / "run" / "model.lmp.bak").is_file()

@@ -159,10 +159,9 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     a plain text file is only identified here (its records are built when they are first used). `entry` is the
     dataset's config key (curriculum.stages.1.datasets.0), for the override a message suggests."""
     one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
-    not_json = spec.path.startswith("embedded:") or one_file and file_kind(Path(spec.path)) != ".json"
-    if spec.field is not None and not_json:  # a folder or hub id of .json files: datasets' json builder says
+    if spec.field is not None and not reads_json(spec):
         raise ConfigError(f"{where}: field={spec.field!r} reads .json files whose records are the list under that "
-                          f"top-level key, and {spec.path} is none (a .jsonl file has a record a line); drop field=")
+                          f"top-level key, and {spec.path} holds none (a .jsonl file has a record a line); drop field=")
     if spec.validation_split is not None and spec.validation_split == spec.split:
         raise ConfigError(f"{where}: split and validation_split both name {spec.split!r}: the run would validate on "
                           f"the rows it trains on; name another split for one of them")
@@ -179,6 +178,18 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     if validation is not None:
         row_format(spec, val_columns, where + " (validation)", entry)
     return LoadedSource(spec, records, fmt, identity, validation, validation_identity)
+
+
+def reads_json(spec: DatasetSpec) -> bool:
+    """Whether datasets' json builder reads the dataset: `path: json`, a .json file, a folder of them (not a
+    save_to_disk folder), or a hub dataset (whose builder only the hub knows)."""
+    local = Path(spec.path).expanduser()
+    if spec.path == "json" or not (local.exists() or spec.path.startswith("embedded:")):
+        return spec.path == "json" or HUB_ID.fullmatch(spec.path) is not None
+    if local.is_file():
+        return file_kind(local) == ".json"
+    saved = (local / "state.json").exists() or (local / "dataset_dict.json").exists()
+    return not saved and {file_kind(Path(f)) for f in data_files_of(local) if file_kind(Path(f))} == {".json"}
 
 
 def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: str) -> RowFormat:

@@ -1,7 +1,7 @@
 """Text in, text out: tokenization with the BOS the models were trained with, prompt cutting, streaming."""
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ def prompt_list(prompts: Sequence[str]) -> list[str]:
     """The prompts of a call as a list: one string would be a batch of its characters, and [] a batch of none."""
     if isinstance(prompts, str):
         raise TypeError(f"prompts should be a list of strings, like [{prompts[:20]!r}], not one string")
-    if isinstance(prompts, (bytes, Mapping)):
+    if isinstance(prompts, (bytes, Mapping, set, frozenset)) or not isinstance(prompts, Iterable):  # a set: no order
         raise TypeError(f"prompts should be a list of strings, not {type(prompts).__name__}")
     prompts = list(prompts)  # once: a generator is read up by the first pass over it
     if not prompts:

@@ -116,15 +116,15 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
         raise
 
 
-def check_out(out: Path, replace: bool) -> None:
-    """OUT of a tool that writes a checkpoint (an import, an export) is replaced only when asked (--replace):
-    the README's flow imports into outputs/gpt2/model.lmp and fine-tunes there, so a second import wrote over the
-    fine-tuned run."""
+def check_out(out: Path, replace: bool, asked_by: str = "--replace") -> None:
+    """OUT of a tool that writes a checkpoint (an import, an export, save_model) is replaced only when asked
+    (`asked_by`: --replace, or replace=True in Python): the README's flow imports into outputs/gpt2/model.lmp and
+    fine-tunes there, so a second import wrote over the fine-tuned run."""
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
     if out.exists() and not replace:
-        raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass --replace "
-                          f"(the old file is kept as {out.name}.bak)")
+        raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
+                          f"{asked_by} (the old file is kept as {out.name}.bak)")
     bak = out.with_name(out.name + ".bak")
     if out.exists() and bak.exists():  # a second --replace would rotate the first one's kept file away
         raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
