@@ -30,8 +30,9 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
         elif name.startswith("-") and name not in HYDRA_FLAGS:
             key = name.lstrip("-").replace("-", "_")
             if not key.isidentifier():  # -5, -, --: no key's spelling, maybe a prompt
-                fail(f"unknown flag {arg}; " + (f"a prompt that starts with '-' is typed {shlex.quote('--prompt=' + arg)}"
-                                                if "--prompt" in flags else "--help lists the settings"))
+                hint = (f"a prompt that starts with '-' is typed {shlex.quote('--prompt=' + arg)}"
+                        if "--prompt" in flags else "--help lists the settings")
+                fail(f"unknown flag {arg}; {hint}")
             value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
             fail(f"unknown flag {name}; settings are key=value overrides, like {key}={value} (--help lists them)")
         else:

@@ -153,10 +153,11 @@ class SizedStream:
 
 class HeldOutStream:
     """A stage's held-out rows, for its validation: every row of every dataset once, drawn as the stage draws
-    (turns, or its weights); a draw of a dataset that ran out goes to one of those left, by their weights. An epoch of the
-    stage's own interleave would not do: first_exhausted ends at the smallest held-out set's end, leaving most
-    rows of the others out, and all_exhausted repeats the smaller sets. Until a set runs out, the order is a
-    SizedStream's first epoch (the same held-out batches as before for a single dataset)."""
+    (turns, or its weights); a draw of a dataset that ran out goes to one of those left, by their weights.
+
+    An epoch of the stage's own interleave would not do: first_exhausted ends at the smallest held-out set's
+    end, leaving most rows of the others out, and all_exhausted repeats the smaller sets. Until a set runs out,
+    the order is a SizedStream's first epoch (the same held-out batches as before for a single dataset)."""
 
     def __init__(self, sources: list[SizedRows], weights: list[float] | None, seed: int, stage: int) -> None:
         self.sources, self.schedule = sources, DrawSchedule(len(sources), weights, seed, stage)

@@ -850,9 +850,9 @@ class LMRunnerBase:
         text = (f"step {r['step']} loss {r['loss']:.3f} val {'-' if last_val is None else round(last_val, 3)} "
                 f"tok {r['tokens']:,} {format_speed(r)}")
         if self.plain_progress:
-            eta = self.stage_eta()
-            print(f"{r['stage']} {text}{eta}", flush=True)
-            self._next_line = now + (PLAIN_LINE_SECONDS if "ETA" in eta else FIRST_ETA_SECONDS)
+            print(f"{r['stage']} {text}{self.stage_eta()}", flush=True)
+            timed = self._stage_clock[0] is not None  # this line showed an ETA
+            self._next_line = now + (PLAIN_LINE_SECONDS if timed else FIRST_ETA_SECONDS)
         else:
             bar.set_postfix_str(text, refresh=False)
             self._next_postfix = now + bar.mininterval
