@@ -1,4 +1,5 @@
-"""How much the KV cache buys: tokens/s with and without it, and whether a late token costs what an early one does.
+"""How much the KV cache buys: tokens/s with and without it, whether a late token costs what an early one does,
+and what computing only the last column's logits saves a prefill.
 
     python benchmarks/generate.py                          # the baseline: gpt2ish, GPT-2 vocabulary, context 1024
     python benchmarks/generate.py --exp gpt2ish_mini --tokenizer bytes      # a 1M-parameter model: a quick look
@@ -12,6 +13,9 @@ The uncached run recomputes the whole window for every token: about 15 minutes o
 Attention over 900 cached keys is real work (2 x 900 x width multiply-adds per layer), so how close
 late tokens come to early ones depends on the width: at the baseline's 768 the weights dominate; a tiny
 model (gpt2ish_mini, 128 wide) spends about as much on attention at position 900 as on its weights.
+
+A prefill (the prompt's windows, and every window without a cache) needs only the last column's logits;
+an experiment whose forward takes `last_only` computes the output layer for that column alone.
 """
 
 import argparse
@@ -78,6 +82,21 @@ def step_times(model: torch.nn.Module, positions: list[int], repeats: int) -> di
     return {p: statistics.median(t) for p, t in times.items()}
 
 
+def prefill_seconds(model: torch.nn.Module, rows: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of a cached prefill of `rows` full-context windows: (last column only, every column).
+    The two take turns, so a busy machine slows them alike."""
+    prompts = [[i % 256 for i in range(model.context_len)] for _ in range(rows)]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for last_only in (True, False):
+            decoder = Decoder(model, Windows(prompts, model.context_len, stride=1), model.new_cache(rows), pad_id=0)
+            decoder.last_only = last_only
+            started = time.perf_counter()
+            decoder.prefill()
+            times[last_only].append(time.perf_counter() - started)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", default="gpt2ish", help="a registered experiment, random weights")
@@ -90,11 +109,12 @@ def main() -> None:
     parser.add_argument("--late", type=int, default=900, help="the late position")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each cached measurement (tokens/s: their median; per position: all pooled)")
+    parser.add_argument("--prefill-rows", type=int, default=8, help="windows in the prefill measurement")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.prefill_rows < 1:
+        parser.error("--repeats and --prefill-rows must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -112,6 +132,7 @@ def main() -> None:
         tokens_per_second(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
         cached = statistics.median(tokens_per_second(model, args.new_tokens, True) for _ in range(args.repeats))
         per_step = step_times(model, [args.early, args.late], args.repeats)
+        last_column, every_column = prefill_seconds(model, args.prefill_rows, args.repeats)
         print("generating without the cache (the slow part) ...", file=sys.stderr, flush=True)
         uncached = tokens_per_second(model, args.new_tokens, False)  # minutes long on a CPU: once
     early, late = per_step[args.early], per_step[args.late]
@@ -120,6 +141,10 @@ def main() -> None:
     print(f"cache speed-up: {cached / uncached:.1f}x (target >= 5x)")
     print(f"time per token at position ~{args.early}: {early * 1e3:.2f} ms, at ~{args.late}: {late * 1e3:.2f} ms; "
           f"late / early = {late / early:.2f}x (target <= 1.3x)")
+    if not Decoder(model, Windows([[0]], model.context_len, 1), None, 0).last_only:
+        print(f"prefill: {type(model).__name__}.forward takes no last_only, so generation computes every column")
+    print(f"prefill of {args.prefill_rows} x {model.context_len} tokens: last column only {last_column:.3f} s, every "
+          f"column {every_column:.3f} s; {every_column / last_column:.2f}x faster (median of {args.repeats})")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,40 @@ def test_every_experiment_decodes_the_same_cached_uncached_batched_and_alone(exp
     assert cached == uncached == alone
 
 
+@pytest.mark.parametrize("exp", TINY_VERSIONS)
+def test_every_experiment_computes_only_the_last_columns_logits_when_generating(exp):
+    """A prefill over every position would hold B x W x vocab logits only to read the last column."""
+    torch.manual_seed(0)
+    model = widened(registered()[exp].factory().build_model(vocab_size=257, tokenizer="bytes", context_len=48))
+    x = torch.tensor(prompts_of(21))
+    torch.testing.assert_close(model(x, last_only=True), model(x)[:, -1:])
+    widths = []
+    model.register_forward_hook(lambda _m, _a, out: widths.append((out[0] if isinstance(out, tuple) else out).shape[1]))
+    for use_cache in (True, False):
+        generate_tokens(model, prompts_of(4, 21), GenerationConfig(max_new_tokens=5, stop_at_eot=False,
+                                                                   use_cache=use_cache), eot_id=EOT)
+    assert widths == [1] * 10
+
+
+class OldStyleForward(GPT2ish):
+    """An experiment copied before `last_only` existed: its forward takes only (x, cache)."""
+
+    def forward(self, x, cache=None):
+        return super().forward(x, cache)
+
+
+def test_a_forward_without_last_only_still_generates_the_same_tokens():
+    torch.manual_seed(0)
+    old = widened(OldStyleForward(vocab_size=257, context_len=128, num_blocks=2, embed_dim=32, num_heads=4,
+                                  tokenizer="bytes"))
+    new = tiny()
+    new.load_state_dict(old.state_dict())
+    for use_cache in (True, False):
+        config = GenerationConfig(max_new_tokens=40, stop_at_eot=False, use_cache=use_cache)
+        assert generate_tokens(old, prompts_of(9), config, eot_id=EOT) == generate_tokens(new, prompts_of(9), config,
+                                                                                          eot_id=EOT)
+
+
 @pytest.mark.parametrize("cls", [GPT2ish, GPT2])
 def test_cached_steps_give_the_full_forward_logits(cls):
     """Positions and cache are right: decoding token by token reproduces one forward over the sequence."""

@@ -40,12 +40,14 @@ class TempAttnGPT(LMBase):
         init_gpt2_weights(self, num_blocks)
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False):
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.embed(x, positions)
         for i, block in enumerate(self.blocks):
             h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask)
+        if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference
+            h = h[:, -1:]
         logits = self.lm_head(self.ln_f(h))
         return (logits, cache) if cache is not None else logits

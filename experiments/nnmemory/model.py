@@ -55,7 +55,7 @@ class NNMemoryGPT(LMBase):
         return super().flops_per_token(seq_len) - 6 * memory + reads
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False):
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)
@@ -63,5 +63,7 @@ class NNMemoryGPT(LMBase):
         mem_keys, mem_values = self.memory.keys_values()  # once per forward, shared by every block
         for i, block in enumerate(self.blocks):
             h = block(h, mem_keys, mem_values, cache=cache[i] if cache else None, attn_mask=attn_mask)
+        if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference
+            h = h[:, -1:]
         logits = self.lm_head(self.ln_f(h))
         return (logits, cache) if cache is not None else logits
