@@ -5,6 +5,7 @@ and what computing only the last column's logits saves a prefill.
     python benchmarks/generate.py --exp gpt2ish_mini --tokenizer bytes      # a 1M-parameter model: a quick look
     python benchmarks/generate.py --device cuda --amp
     python benchmarks/generate.py --checkpoint outputs/gpt2/model.lmp
+    python benchmarks/generate.py --prefill-only --exp gpt2ish_mini --context-len 512     # seconds, not minutes
 
 Targets: cached at least 5x faster than uncached for 512 new tokens; the token at position ~900 within
 1.3x of the token at position ~10. Random weights are as fast as trained ones, so no training is needed.
@@ -97,6 +98,15 @@ def prefill_seconds(model: torch.nn.Module, rows: int, repeats: int) -> tuple[fl
     return statistics.median(times[True]), statistics.median(times[False])
 
 
+def report_prefill(model: torch.nn.Module, rows: int, repeats: int) -> None:
+    if not Decoder(model, Windows([[0]], model.context_len, 1), None, 0).last_only:
+        print(f"prefill: {type(model).__name__}.forward takes no last_only, so generation computes every column")
+        return
+    last_column, every_column = prefill_seconds(model, rows, repeats)
+    print(f"prefill of {rows} x {model.context_len} tokens: last column only {last_column:.3f} s, every column "
+          f"{every_column:.3f} s; {every_column / last_column:.2f}x faster (median of {repeats})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", default="gpt2ish", help="a registered experiment, random weights")
@@ -110,6 +120,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each cached measurement (tokens/s: their median; per position: all pooled)")
     parser.add_argument("--prefill-rows", type=int, default=8, help="windows in the prefill measurement")
+    parser.add_argument("--prefill-only", action="store_true", help="only the prefill measurement (seconds, not "
+                        "the uncached run's minutes)")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -122,7 +134,7 @@ def main() -> None:
         model = build(args)
     except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
         raise SystemExit(f"error: {e}") from None
-    if args.late + SPREAD >= model.context_len or args.early - SPREAD < 1:
+    if not args.prefill_only and (args.late + SPREAD >= model.context_len or args.early - SPREAD < 1):
         parser.error(f"--early and --late must lie in [{SPREAD + 1}, {model.context_len - SPREAD}) (the context is "
                      f"{model.context_len})")
     print(f"model: {args.checkpoint or args.exp}, {model.parameter_count():,} parameters, tokenizer "
@@ -130,9 +142,11 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, amp {args.amp}, torch {torch.__version__}")
     with torch.no_grad(), autocast(torch.device(args.device), torch.bfloat16 if args.amp else None):
         tokens_per_second(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
+        report_prefill(model, args.prefill_rows, args.repeats)
+        if args.prefill_only:
+            return
         cached = statistics.median(tokens_per_second(model, args.new_tokens, True) for _ in range(args.repeats))
         per_step = step_times(model, [args.early, args.late], args.repeats)
-        last_column, every_column = prefill_seconds(model, args.prefill_rows, args.repeats)
         print("generating without the cache (the slow part) ...", file=sys.stderr, flush=True)
         uncached = tokens_per_second(model, args.new_tokens, False)  # minutes long on a CPU: once
     early, late = per_step[args.early], per_step[args.late]
@@ -141,10 +155,6 @@ def main() -> None:
     print(f"cache speed-up: {cached / uncached:.1f}x (target >= 5x)")
     print(f"time per token at position ~{args.early}: {early * 1e3:.2f} ms, at ~{args.late}: {late * 1e3:.2f} ms; "
           f"late / early = {late / early:.2f}x (target <= 1.3x)")
-    if not Decoder(model, Windows([[0]], model.context_len, 1), None, 0).last_only:
-        print(f"prefill: {type(model).__name__}.forward takes no last_only, so generation computes every column")
-    print(f"prefill of {args.prefill_rows} x {model.context_len} tokens: last column only {last_column:.3f} s, every "
-          f"column {every_column:.3f} s; {every_column / last_column:.2f}x faster (median of {args.repeats})")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,14 @@ class OldStyleForward(GPT2ish):
         return super().forward(x, cache)
 
 
+def test_a_forward_without_positions_refuses_prompts_of_different_lengths_in_one_line():
+    old = OldStyleForward(vocab_size=257, context_len=64, num_blocks=2, embed_dim=32, num_heads=4, tokenizer="bytes")
+    with pytest.raises(ConfigError, match=r"OldStyleForward.forward takes no positions and attn_mask, which prompts "
+                                          r"of different lengths need in one batch: run them one at a time"):
+        old.generate_prompts(["a", "longer one"], max_new_tokens=3)
+    assert len(old.generate_prompts(["same", "size"], max_new_tokens=3)) == 2
+
+
 def test_a_forward_without_last_only_still_generates_the_same_tokens():
     torch.manual_seed(0)
     old = widened(OldStyleForward(vocab_size=257, context_len=128, num_blocks=2, embed_dim=32, num_heads=4,

@@ -304,7 +304,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
             missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
             if missing and e.options:
                 fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}"
-                     + unimportable_searchpath(plain))
+                     + (unimportable_searchpath(plain) or installed_elsewhere(missing[1], missing[2])))
             fail(str(e).splitlines()[0])
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
@@ -324,17 +324,37 @@ def unimportable_searchpath(overrides: list[str]) -> str:
     Hydra skips without a word when my_lab cannot be imported: say so, or the user hunts a typo in exp=."""
     import importlib.util
 
-    packages = [m[1] for o in overrides if o.startswith("hydra.searchpath") for m in re.finditer(r"pkg://([\w.]+)", o)]
-    missing = []
-    for package in packages:
+    def importable(module: str) -> bool:
         try:
-            found = importlib.util.find_spec(package.split(".")[0]) is not None
+            return importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(package)
-    return "".join(f" (hydra.searchpath pkg://{p}: {p.split('.')[0]} is not importable; pip install -e its project, "
-                   f"or put the directory that holds it on PYTHONPATH)" for p in missing)
+            return False
+
+    packages = [m[1] for o in overrides if o.startswith("hydra.searchpath") for m in re.finditer(r"pkg://([\w.]+)", o)]
+    hints = []
+    for package in packages:
+        top, _, inner = package.partition(".")
+        if not importable(top):
+            hints.append(f" (hydra.searchpath pkg://{package}: {top} is not importable; pip install -e its project, "
+                         f"or put the directory that holds it on PYTHONPATH)")
+        elif not importable(package):
+            hints.append(f" (hydra.searchpath pkg://{package}: {top} has no {inner}; new_exp --into writes "
+                         f"pkg://{top}.conf)")
+    return "".join(hints)
+
+
+def installed_elsewhere(group: str, name: str) -> str:
+    """An installed experiment package registers its versions, but Hydra sees its configs only through
+    hydra.searchpath: an `exp=` the registry knows is then "unknown" unless the hint names the search path."""
+    if group != "exp":
+        return ""
+    from lmplay.runner.registry import registered
+
+    registration = registered().get(name)
+    if registration is None or registration.factory.__module__.startswith("experiments."):
+        return ""
+    package = registration.factory.__module__.split(".")[0]
+    return f" ({name} is registered by the installed package {package}: add 'hydra.searchpath=[pkg://{package}.conf]')"
 
 
 def group_choices(overrides: Iterable[str]) -> list[str]:

@@ -83,12 +83,19 @@ class Decoder:
         self.padded = False
         self.key_mask = torch.zeros((len(windows.rows), windows.context_len), dtype=torch.bool, device=self.device)
         self.next_positions = torch.zeros(len(windows.rows), dtype=torch.long, device=self.device)
-        self.last_only = "last_only" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
+        self.last_only = "last_only" in parameters
+        self.takes_padding = {"positions", "attn_mask"} <= parameters.keys() or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
     def prefill(self) -> torch.Tensor:
         """Logits [B, vocab] after the whole windows; with a cache, the cache then holds exactly them."""
         ids, real = self.windows.batch(self.pad_id, self.device)
         self.padded = not bool(real.all())
+        if self.padded and not self.takes_padding:
+            raise ConfigError(f"{type(self.model).__name__}.forward takes no positions and attn_mask, which prompts of "
+                              f"different lengths need in one batch: run them one at a time (batch_size=1), or give "
+                              f"its forward the baseline's positions and attn_mask")
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)
         self.next_positions = positions[:, -1] + 1
         if self.cache is not None:
