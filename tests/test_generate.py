@@ -405,6 +405,29 @@ def test_generate_prompts_refuses_a_seed_torch_cannot_take(seed, message):
         tiny().generate_prompts(["a"], do_sample=True, seed=seed)
 
 
+def test_replacing_a_runs_checkpoint_sets_the_run_aside_so_the_next_training_save_keeps_it(tmp_path):
+    """Kept as model.lmp.bak only, the replaced run (fine-tuned after an import) was rotated away by the next
+    training save, and its stats.json and TensorBoard files read as the new run's."""
+    from lmplay.generation.loading import save_model
+    from lmplay.runner import checkpoint, get_runner
+
+    run = tmp_path / "run"
+    save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp")
+    checkpoint.save(checkpoint.load(run), run / "model.lmp")  # training's saves: model.lmp and its .bak
+    (run / "stats.json").write_text("{}")
+    (run / "tb").mkdir()
+    fine_tuned = (run / "model.lmp").read_bytes()
+    with pytest.raises(ConfigError, match=r"pass replace=True \(the run there is set aside in replaced_<time>/\)"):
+        save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp")
+    save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp", replace=True)
+    aside, = run.glob("replaced_*")
+    assert sorted(p.name for p in aside.iterdir()) == ["model.lmp", "model.lmp.bak", "stats.json", "tb"]
+    assert (aside / "model.lmp").read_bytes() == fine_tuned
+    assert sorted(p.name for p in run.iterdir()) == ["model.lmp", aside.name]
+    checkpoint.save(checkpoint.load(run), run / "model.lmp")  # the next training save
+    assert (aside / "model.lmp").read_bytes() == fine_tuned
+
+
 def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_random_state(tmp_path, monkeypatch):
     """A registered version's model, trained in Python, saved with save_model, loads as the CLI's commands do;
     load_model drew the random initial weights it then overwrote from the caller's random state."""

@@ -117,7 +117,7 @@ def test_a_plain_state_dict_without_prefix_imports_through_the_cli(hf_model, tmp
 
 @pytest.mark.parametrize("out, tokenizer, message", [
     ("{tmp}", None, "is a directory; name the checkpoint file to write, e.g. "),
-    ("{tmp}/afile/model.lmp", None, "cannot make the directory {tmp}/afile (File exists); give another OUT path"),
+    ("{tmp}/afile/model.lmp", None, "cannot make the directory {tmp}/afile (File exists); give another path"),
     ("{tmp}/x.lmp", "gpt2", "tokenizer gpt2 has 50257 tokens, more than the model's vocabulary (257)"),
 ])
 def test_import_mistakes_are_one_line(hf_model, tmp_path, out, tokenizer, message):

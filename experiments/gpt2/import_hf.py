@@ -25,7 +25,6 @@ from lmplay.cli import run_main
 from lmplay.data.sources import HUB_ID
 from lmplay.data.tokenizers import TOKENIZERS, get_tokenizer
 from lmplay.errors import ConfigError
-from lmplay.files import hold_run_dir, release_run_dir
 from lmplay.runner import checkpoint
 from lmplay.runner.registry import registered
 
@@ -226,22 +225,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--num-heads", type=int, help="attention heads, when there is no config.json")
     parser.add_argument("--tokenizer", choices=sorted(TOKENIZERS), help="default: the one matching the vocabulary")
     parser.add_argument("--replace", action="store_true",
-                        help="write over an existing OUT (a fine-tuned run's, say), which is kept as OUT.bak")
+                        help="write over an existing OUT (a fine-tuned run's, say), kept as OUT.bak, or a run's "
+                        "model.lmp: the run is set aside in replaced_<time>/")
     args = parser.parse_args(argv)
     checkpoint.check_out(args.out, args.replace)
     ckpt = build_checkpoint(args.src, args.num_heads, args.tokenizer)
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot make the directory {args.out.parent} ({e.strerror}); give another OUT path") from None
-    hold_run_dir(args.out.parent)  # not while a run trains there: it would save over the import, or the other way
-    try:
-        checkpoint.save(ckpt, args.out)
-    finally:
-        release_run_dir(args.out.parent)
+    aside = checkpoint.write_out(ckpt, args.out)
     args_ = ckpt["components"]["model"]["state_args"]
     print(f"wrote {args.out}: experiment {ckpt['exp']}, {args_['num_blocks']} blocks, {args_['embed_dim']} wide, "
           f"{args_['num_heads']} heads, context {args_['context_len']}, tokenizer {args_['tokenizer']}")
+    if aside:
+        print(f"the run it replaced (checkpoints, stats, TensorBoard files) is kept in {aside}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
                                    "state": {"weights": plain.state_dict()}}
     if "optimizers" in ckpt["components"]:  # a training checkpoint (save_model's has none)
         ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(ckpt, dst)
+    aside = checkpoint.write_out(ckpt, dst)
     print(f"wrote {dst}: {exp} with a plain embedding table, {model.parameter_count():,} -> "
           f"{plain.parameter_count():,} parameters")
+    if aside:
+        print(f"the run it replaced (checkpoints, stats, TensorBoard files) is kept in {aside}")
 
 
 def main(argv: list[str]) -> None:

@@ -38,7 +38,8 @@ def as_device(device: torch.device | str | None) -> torch.device:
 def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False) -> Path:
     """Write `model` (its construction arguments and weights) as a checkpoint of registered version `exp`, which
     load_model, `python -m lmplay.generate` and `lmplay.inspect` read. An existing file (a run's checkpoint, with
-    its optimizer and progress) is replaced only with `replace=True`, and kept as `.bak`. Where `exp` names
+    its optimizer and progress) is replaced only with `replace=True`: a run's model.lmp is set aside with
+    the run's stats in replaced_<time>/, any other file kept as `.bak`. Where `exp` names
     another model class, load_model would refuse its weights: say so here instead."""
     model = getattr(model, "_orig_mod", model)  # torch.compile(model)'s wrapper: the model it compiled
     runner = get_runner(exp)
@@ -47,10 +48,9 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
                           f"{runner.model_class.__name__}; name the version it is a model of")
     path = Path(path).expanduser()
     checkpoint.check_out(path, replace, asked_by="replace=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
-                     "components": {"model": {"state_args": dict(model.construction_args),
-                                              "state": {"weights": model.state_dict()}}}}, path)
+    checkpoint.write_out({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
+                          "components": {"model": {"state_args": dict(model.construction_args),
+                                                   "state": {"weights": model.state_dict()}}}}, path)
     return path
 
 

@@ -21,7 +21,12 @@ import torch
 from omegaconf import OmegaConf
 
 from lmplay.errors import ConfigError, OutputError
-from lmplay.files import checkpoint_file
+from lmplay.files import (
+    checkpoint_file,
+    hold_run_dir,
+    release_run_dir,
+    set_aside_old_run,
+)
 
 FORMAT_VERSION = 1
 
@@ -123,11 +128,35 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace") -> None:
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
     if out.exists() and not replace:
+        kept = "the run there is set aside in replaced_<time>/" if run_checkpoint(out) else \
+            f"the old file is kept as {out.name}.bak"
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
-                          f"{asked_by} (the old file is kept as {out.name}.bak)")
+                          f"{asked_by} ({kept})")
     bak = out.with_name(out.name + ".bak")
-    if out.exists() and bak.exists():  # a second --replace would rotate the first one's kept file away
+    if out.exists() and bak.exists() and not run_checkpoint(out):  # a second replace would rotate the kept file away
         raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
+
+
+def run_checkpoint(out: Path) -> bool:
+    """A run's model.lmp: training wrote its stats, TensorBoard files or settled config beside it."""
+    return out.name == "model.lmp" and any((out.parent / name).exists() for name in ("stats.json", "tb", ".hydra"))
+
+
+def write_out(ckpt: dict[str, Any], out: Path) -> Path | None:
+    """Write a tool's checkpoint (after `check_out`). A run's checkpoint it replaces is set aside with the run's
+    stats, TensorBoard files and its `.bak`, as fresh=true does: kept as `.bak` only, the next training save
+    rotated it away, and the replaced run's stats and curves read as the new one's. Returns where they went."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot make the directory {out.parent} ({e.strerror}); give another path") from None
+    hold_run_dir(out.parent)  # not while a run trains there: it would save over this file, or the other way
+    try:
+        aside = set_aside_old_run(out.parent) if out.exists() and run_checkpoint(out) else None
+        save(ckpt, out)
+    finally:
+        release_run_dir(out.parent)
+    return aside
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
