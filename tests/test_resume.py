@@ -410,6 +410,21 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
 
 
+def test_a_filesystem_without_hard_links_still_keeps_the_previous_checkpoint_as_bak(tmp_path, monkeypatch):
+    """gcsfuse, s3fs and some SMB mounts refuse link(): every save after the first stopped the run."""
+    def no_link(*_args, **_kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    path = tmp_path / "model.lmp"
+    for value in (1.0, 2.0, 3.0):
+        checkpoint.save(plain_checkpoint(torch.full((3,), value)), path)
+    assert torch.equal(weights(tmp_path)["w"], torch.full((3,), 3.0))
+    bak = torch.load(tmp_path / "model.lmp.bak", weights_only=True)["components"]["model"]["state"]["weights"]["w"]
+    assert torch.equal(bak, torch.full((3,), 2.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp", "model.lmp.bak"]
+
+
 def test_an_incomplete_checkpoint_is_one_line_and_touches_nothing(tmp_path):
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}", check=True)

@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -71,6 +72,21 @@ def test_event_records_are_framed_and_checksummed_as_tensorboards_own_writer_doe
     tb = EventAccumulator(str(tmp_path / "tb"))
     tb.Reload()
     assert [(e.step, e.value) for e in tb.Scalars("train/loss")] == [(7, 2.5)]
+
+
+def test_a_restart_after_a_crash_before_the_first_save_draws_step_0_once(tmp_path):
+    """Without a checkpoint the restart begins again at step 0; the killed run's step-0 point had stayed."""
+    from lmplay.stats.writer import StatsWriter
+
+    for loss in (5.5, 4.4):  # the killed run, then its restart: neither saved a checkpoint
+        stats = StatsWriter(tmp_path)
+        stats.add("validation", {"tokens": 0, "loss": loss})
+        stats.flush()
+        stats.close()
+        time.sleep(1.1)  # event files are named by the second they were opened in, and read in that order
+    tb = EventAccumulator(str(tmp_path / "tb"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("validation/loss")] == [(0, pytest.approx(4.4))]
 
 
 def weights_after_one_sgd_step(tmp_path, mini_batch_size: int) -> dict[str, torch.Tensor]:

@@ -100,7 +100,10 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
         if path.exists():
             bak, bak_tmp = path.with_name(path.name + ".bak"), path.with_name(path.name + ".bak.tmp")
             bak_tmp.unlink(missing_ok=True)
-            os.link(path, bak_tmp)
+            try:
+                os.link(path, bak_tmp)
+            except OSError:  # a filesystem without hard links (gcsfuse, s3fs, some SMB mounts): a copy instead
+                shutil.copyfile(path, bak_tmp)
             os.replace(bak_tmp, bak)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -32,7 +32,9 @@ class StatsWriter:
         self._flush_gap = flush_seconds
         self._tb = None
         self._pending: list[tuple[str, dict[str, Any], float]] = []  # (kind, record, time) not yet in TensorBoard
-        seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=0)
+        seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=-1)
+        # past the checkpoint's last record; without one, from 0: a run killed before its first save had
+        # already drawn its step-0 validation, which the restart draws again
         self._purge_step: int | None = seen + 1
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
