@@ -8,12 +8,14 @@ import importlib
 import inspect
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from lmplay.config import CONF_DIR, root_config
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import (
@@ -259,12 +261,19 @@ class SchedulerComponent(Component):
         validate_args(self.group, args, signature_defaults(cls))
         return cls(**args)
 
+    @staticmethod
+    def mapping_for(name: Any) -> str:
+        """What a stage writes for `scheduler: NAME`: the group's names choose the run's schedule, not a stage's."""
+        known = isinstance(name, str) and (Path(CONF_DIR) / "scheduler" / f"{name}.yaml").is_file()
+        target = root_config(f"scheduler/{name}")["_target_"] if known else "..."
+        return f"{{_target_: {target}, warmup_steps: 10}}"
+
     def for_stage(self, override: Any) -> Schedule:
         """A stage may override the schedule with a dict of its arguments (and optionally another `_target_`)."""
         if override is None:
             return self.schedule
         if not isinstance(override, dict):
-            raise ConfigError(f"a stage's scheduler override must be a mapping like {{_target_: ..., warmup_steps: 10}}, "
+            raise ConfigError(f"a stage's scheduler override must be a mapping like {self.mapping_for(override)}, "
                               f"not {override!r}")
         target = override.get("_target_", self.target)
         base = self.args if target == self.target else {}
