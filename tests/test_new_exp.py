@@ -95,11 +95,9 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
     sample = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", "max_new_tokens=2",
                      env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
     assert sample.stdout.startswith("hi")
-    for searchpath, hint in ((), "(outside_test is registered by the installed package my_lab: add "
-                                 "'hydra.searchpath=[pkg://my_lab.conf]')"), \
-                            (("hydra.searchpath=[pkg://my_lab.confs]",), "(hydra.searchpath pkg://my_lab.confs: my_lab "
-                                                                         "has no confs; new_exp --into writes "
-                                                                         "pkg://my_lab.conf)"):
+    unsearched = "(outside_test is registered by the installed package my_lab: add 'hydra.searchpath=[pkg://my_lab.conf]')"
+    misspelt = "(hydra.searchpath pkg://my_lab.confs: my_lab has no confs; new_exp --into writes pkg://my_lab.conf)"
+    for searchpath, hint in ((), unsearched), (("hydra.searchpath=[pkg://my_lab.confs]",), misspelt):
         unknown = run_cli("lmplay.train", *searchpath, "exp=outside_test", env=pythonpath(REPO / "src", REPO, tmp_path))
         assert unknown.returncode == 2 and "exp=outside_test is unknown" in unknown.stderr and hint in unknown.stderr, \
             unknown.stderr
