@@ -212,6 +212,18 @@ def test_validation_file(tmp_path, no_hub):
     assert len(c.validation_batches(5, 1)) == 1
 
 
+def test_row_chars_on_records_is_refused_and_on_text_cuts_the_rows(tmp_path, no_hub):
+    """row_chars on a record file (one row a record) trained with no word that it did nothing."""
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": "Some text. " * 40}) + "\n" for _ in range(4)))
+    with pytest.raises(ConfigError, match=r"row_chars=100 cuts plain text files into rows, and .*r.jsonl holds "
+                                          r"records, a row each; drop row_chars=$"):
+        build(tmp_path, [{"path": str(tmp_path / "r.jsonl"), "row_chars": 100}])
+    (tmp_path / "t.txt").write_text("\n\n".join("Paragraph number %d." % i for i in range(40)))
+    short, default = (all_text(build(tmp_path, [{"path": str(tmp_path / "t.txt"), **extra}]))
+                      for extra in ({"row_chars": 50}, {}))
+    assert max(map(len, short)) <= len("<|endoftext|>") + 50 < max(map(len, default))
+
+
 def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
     """SQuAD-style files ({"version": ..., "data": [records]}) had no way in: text=data said the column holds a list."""
     path = tmp_path / "s.json"

@@ -67,7 +67,7 @@ class DatasetSpec:
     prompt: str | list[str] | None = None
     truth: str | None = None
     messages: str | None = None
-    row_chars: int = DEFAULT_ROW_CHARS      # plain text files: characters per paragraph row
+    row_chars: int | None = None            # plain text files: characters per paragraph row (DEFAULT_ROW_CHARS)
     label: str = dataclasses.field(default="", compare=False)  # how messages name it: the DATASETS key or the path
 
 
@@ -112,8 +112,8 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
         spec["prompt"] = [spec["prompt"]]
     if spec.get("validation_fraction") is not None:
         check_fraction(spec["validation_fraction"], f"{where}: validation_fraction")
-    row_chars = spec.get("row_chars", DEFAULT_ROW_CHARS)
-    if isinstance(row_chars, bool) or not isinstance(row_chars, int) or row_chars < 1:
+    row_chars = spec.get("row_chars")
+    if row_chars is not None and (isinstance(row_chars, bool) or not isinstance(row_chars, int) or row_chars < 1):
         raise ConfigError(f"{where}: row_chars={row_chars!r} must be a positive integer (characters per text row)")
     label = base_name or str(spec["path"])
     return DatasetSpec(**spec, label=label)
@@ -169,6 +169,9 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.split!r}; drop split= "
                           f"(it picks a split of a hub dataset or a dataset folder)")
     records, identity, columns = _load_records(spec, spec.path, spec.split, where)
+    if spec.row_chars is not None and not identity.startswith("text:"):
+        raise ConfigError(f"{where}: row_chars={spec.row_chars} cuts plain text files into rows, and {spec.path} "
+                          f"holds records, a row each; drop row_chars=")
     validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
@@ -347,10 +350,11 @@ def _one_kind(paths: list[Path], folder: Path, where: str) -> str:
 def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, str, list[str]]:
     """Plain text files as paragraph rows (see corpus.py), one file after another, identified by their content
     hashes. The rows are read and cut when the loader is called (a stream's at once: a stream is not cached)."""
-    identity = f"text:{','.join(file_digest(p) for p in paths)}:{spec.row_chars}"
+    row_chars = spec.row_chars or DEFAULT_ROW_CHARS
+    identity = f"text:{','.join(file_digest(p) for p in paths)}:{row_chars}"
 
     def records() -> Dataset | IterableDataset:
-        rows = [row for p in paths for row in paragraph_rows(read_text(p), spec.row_chars)]
+        rows = [row for p in paths for row in paragraph_rows(read_text(p), row_chars)]
         rows = hf_datasets().Dataset.from_dict({"text": rows})
         return rows.to_iterable_dataset() if spec.streaming else rows
 
