@@ -156,6 +156,14 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "runner.validation_batches=1")
 
 
+def test_a_key_typed_inside_a_plan_is_reported_as_typed_on_a_fresh_run_too(tmp_path):
+    """It was credited to the config, as the whole `curriculum.stages=[...]`; a resume said it right."""
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", "curriculum.stages.0.epochs=2"]
+    said = provenance(run_cli("lmplay.train", *args, "max_steps=1", check=True).stdout)
+    assert "curriculum.stages.0.epochs=2" in said["command line"]
+    assert not any(item.startswith("curriculum.stages=") for items in said.values() for item in items)
+
+
 
 def test_optimizer_settings_typed_on_a_resume_are_the_ones_it_trains_with(tmp_path):
     """torch's load_state_dict restores the saved groups' betas, eps and weight decay: the run's must win."""

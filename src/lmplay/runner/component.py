@@ -140,6 +140,15 @@ class Component:
                   f"{saved} as the run was built, takes no {key}")
         return saved, {k: v for k, v in construction_args.items() if k in typed and (k in takes or k not in aliases)}
 
+    def report_typed_inside(self, key: str, value: Any, typed: set[str]) -> bool:
+        """Keys typed inside a value (`curriculum.stages.0.epochs=2`) are reported as typed, not as the whole
+        value under `config:`; whether there were any. (A checkpoint's value: `typed_into_saved` says them.)"""
+        inside = sorted(path for path in typed if path.startswith(f"{key}."))
+        holder = OmegaConf.create({key: value})
+        for path in inside:
+            self.runner.provenance.add(self.group, path, OmegaConf.select(holder, path), "command line")
+        return bool(inside)
+
     def typed_into_saved(self, merged: dict[str, Any], path: str, construction_args: dict[str, Any]) -> Any:
         """A key typed inside a value the checkpoint keeps (`curriculum.stages.0.epochs=3` on a resume that does not
         retype `curriculum=NAME`), set inside the checkpoint's value: the run keeps its plan, with what was typed."""
@@ -184,6 +193,8 @@ class Component:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
+            if key not in typed and sources.get(key) != "checkpoint" and self.report_typed_inside(key, value, typed):
+                continue
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
                 replaced = key in saved and key in explicit and not same(saved[key], value)
