@@ -243,6 +243,9 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
                        f"{where}={tmp_path / 'a_file' / 'run'}")
         assert_one_line_error(proc, f"{where}={tmp_path / 'a_file' / 'run'} cannot be made", "pick another")
     assert (tmp_path / "a_file").read_text() == "not a directory"
+    (tmp_path / "outputs").mkdir()  # a name too long is ENAMETOOLONG inside an existing dir (ENOENT outside one)
+    proc = run_cli("lmplay.train", "exp=test_runner", f"run_name={'x' * 300}", cwd=tmp_path)  # two tracebacks before
+    assert_one_line_error(proc, "cannot be made (File name too long", "pick another")
 
 
 def test_the_default_run_dir_is_checked_quietly(tmp_path):

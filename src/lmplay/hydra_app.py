@@ -186,8 +186,8 @@ class SlurmAvailable(Callback):
 def check_writable_dir(path: Path, key: str) -> None:
     """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
     where = path.absolute()
-    _existed[where] = next(p for p in (where, *where.parents) if p.exists())
     try:
+        _existed[where] = next(p for p in (where, *where.parents) if p.exists())  # a name too long raises here
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{key}={path} cannot be made ({e.strerror or e}: {e.filename}); pick another directory")
