@@ -160,6 +160,15 @@ def test_misspelled_key_while_printing_the_config():
     assert_one_line_error(run_cli("lmplay.train", "--cfg", "job", "lrr=0.1"), "unknown key 'lrr'", "did you mean lr")
 
 
+@pytest.mark.parametrize("args", [["hydra.run.dirr=x"], ["-m", "hydra.sweep.dirr=x"]])
+def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
+    """Hydra's own seven lines, exit 1, where every other misspelled key is one line."""
+    proc = run_cli("lmplay.train", *args, "exp=test_runner", cwd=tmp_path)
+    key = args[-1].split("=")[0]
+    assert_one_line_error(proc, f"unknown key '{key}' (did you mean {key[:-1]}?); see `--cfg hydra`")
+    assert proc.returncode == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_unknown_experiment(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "exp=nope"), "exp=nope", "gpt2ish")
 

@@ -75,6 +75,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             flags = config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
+            if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.S):
+                fail(unknown_key(unknown[1], every_key(config_name, with_hydra=True)))
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -392,15 +394,18 @@ def elsewhere(key: str) -> str:
 def unknown_key(key: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     close = close or [k for k in known if len(key) >= 3 and k.startswith(key[:4])][:1]  # temp: temperature
-    return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `--cfg job` for every key"
+    listing = "--cfg hydra" if key.startswith("hydra.") else "--cfg job"
+    return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `{listing}` for every key"
 
 
-def every_key(config_name: str, choices: list[str] = ()) -> list[str]:
-    """Every dotted key of the config with these group choices (`optimizer=sgd`), else the defaults."""
+def every_key(config_name: str, choices: list[str] = (), with_hydra: bool = False) -> list[str]:
+    """Every dotted key of the config with these group choices (`optimizer=sgd`), else the defaults; with
+    Hydra's own (`hydra.run.dir`) when `with_hydra`."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=list(choices)), resolve=False)
+        cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=list(choices),
+                                             return_hydra_config=with_hydra), resolve=False)
     keys, stack = [], [("", cfg)]
     while stack:
         prefix, node = stack.pop()
