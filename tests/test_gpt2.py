@@ -215,3 +215,17 @@ def test_versions_have_openais_shapes_and_configs(exp, params):
     with torch.device("meta"):
         model = runner.build_model(vocab_size=50257, tokenizer="gpt2", context_len=1024)
     assert model.parameter_count() == params
+
+
+def test_a_hub_id_without_the_network_is_one_line_at_once(monkeypatch, tmp_path):
+    """huggingface_hub retried for ~25 s, printing ten retry lines, before the same error."""
+    from experiments.gpt2 import import_hf
+    from lmplay.data import sources
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(ConfigError, match=r"cannot download gpt2 from the Hugging Face hub \(the hub is unreachable, "
+                                          r"and the local HF cache has no copy\); download model.safetensors"):
+        import_hf.download("gpt2")

@@ -58,12 +58,16 @@ def download(repo_id: str) -> tuple[Path, Path]:
         raise ConfigError(f"{repo_id} does not exist (give a weights file, a directory or a hub id such as gpt2)")
     from huggingface_hub import hf_hub_download
 
+    from lmplay.data.sources import hub_reachable
+
+    offline = not hub_reachable()  # else huggingface_hub retries for half a minute before it gives up
     try:
-        weights = Path(hf_hub_download(repo_id, "model.safetensors"))
-        return weights, Path(hf_hub_download(repo_id, "config.json"))
+        weights = Path(hf_hub_download(repo_id, "model.safetensors", local_files_only=offline))
+        return weights, Path(hf_hub_download(repo_id, "config.json", local_files_only=offline))
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, no such file: each ends the import the same way
-        raise ConfigError(f"cannot download {repo_id} from the Hugging Face hub ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else 'no detail'}); download model.safetensors "
+        why = "the hub is unreachable, and the local HF cache has no copy" if offline else \
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+        raise ConfigError(f"cannot download {repo_id} from the Hugging Face hub ({why}); download model.safetensors "
                           f"and config.json yourself and pass the directory") from None
 
 
