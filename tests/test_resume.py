@@ -19,7 +19,7 @@ import torch
 from conftest import REPO, make_runner, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
-from lmplay.runner.component import same
+from lmplay.runner.component import Provenance, same
 from lmplay.stats.runs import load_run
 
 # cosine with warmup: the lr curve itself must survive the interruptions
@@ -154,6 +154,15 @@ def test_command_line_lr_wins_on_resume_and_says_so(tmp_path):
     assert lrs == [0.002] * 5 + [0.001] * 2
     run_cli("lmplay.train", *args, "runner.validation_batches=1", check=True)  # no max_steps: trains to the end
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "lr=0.001", "runner.validation_batches=1")
+
+
+def test_a_long_value_replaced_on_resume_says_where_it_differs():
+    """A retyped curriculum=NAME took the file's plan back, shown as `stages=[...] (was [...])`."""
+    said = Provenance()
+    said.add("curriculum", "stages", [{"name": "a", "epochs": 1, "datasets": ["shakespeare"]}], "chosen group",
+             was=[{"name": "a", "steps": 15, "datasets": ["shakespeare"]}])
+    assert said.values["chosen group"] == ["curriculum.stages=[...] (stages.0.epochs none -> 1, stages.0.steps 15 -> "
+                                           "none)"]
 
 
 def test_a_key_typed_inside_a_plan_is_reported_as_typed_on_a_fresh_run_too(tmp_path):

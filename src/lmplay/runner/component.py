@@ -35,10 +35,28 @@ class Provenance:
                 return {True: "true", False: "false", None: "null"}[v]
             return v if not isinstance(v, (list, dict)) or len(repr(v)) < 40 else "[...]"
         item = f"{group}.{key}={shown(value)}" if group else f"{key}={shown(value)}"
+        if was is not None and shown(value) == shown(was) == "[...]":  # two long values: where they differ
+            changes = changed_paths(was, value, f"{key}.")
+            more = f", {len(changes) - 3} more" if len(changes) > 3 else ""
+            self.values[source].append(f"{item} ({', '.join(changes[:3])}{more})")
+            return
         self.values[source].append(item if was is None else f"{item} (was {shown(was)})")
 
     def report(self) -> list[str]:
         return [f"  {source + ':':14s}{' '.join(items)}" for source, items in self.values.items() if items]
+
+
+def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """`stages.0.steps 15 -> none` for each leaf that differs between two config values (lists and dicts)."""
+    def leaves(value: Any, at: str) -> dict[str, Any]:
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        if items is None:
+            return {at: value}
+        return {path: v for k, child in items for path, v in leaves(child, f"{at}{k}.").items()}
+
+    old, new = leaves(before, prefix), leaves(after, prefix)
+    return [f"{path.rstrip('.')} {old.get(path, 'none')} -> {new.get(path, 'none')}"
+            for path in sorted(old.keys() | new.keys()) if old.get(path, "none") != new.get(path, "none")]
 
 
 def _type_ok(value: Any, default: Any) -> bool:
