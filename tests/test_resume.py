@@ -161,8 +161,8 @@ def test_a_long_value_replaced_on_resume_says_where_it_differs():
     said = Provenance()
     said.add("curriculum", "stages", [{"name": "a", "epochs": 1, "datasets": ["shakespeare"]}], "chosen group",
              was=[{"name": "a", "steps": 15, "datasets": ["shakespeare"]}])
-    assert said.values["chosen group"] == ["curriculum.stages=[...] (stages.0.epochs none -> 1, stages.0.steps 15 -> "
-                                           "none)"]
+    assert said.values["chosen group"] == [
+        "curriculum.stages=[...] (stages.0.epochs none -> 1, stages.0.steps 15 -> none)"]
 
 
 def test_a_key_typed_inside_a_plan_is_reported_as_typed_on_a_fresh_run_too(tmp_path):
