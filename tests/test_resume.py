@@ -15,6 +15,7 @@ import zipfile
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import REPO, make_runner, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
@@ -574,6 +575,49 @@ def test_fresh_sets_the_replaced_runs_checkpoints_aside(tmp_path):
     # TensorBoard drew the two runs as one curve in tb/; the old stats.json was overwritten
     assert (aside / "stats.json").read_bytes() == old_stats and sorted(p.name for p in (aside / "tb").iterdir()) == old_events
     assert not set(old_events) & {p.name for p in (run / "tb").iterdir()} and (aside / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_set_aside_cut_short_is_finished_by_the_next_fresh_start_and_stops_a_resume(tmp_path, monkeypatch):
+    """kill -9 between two moves left model.lmp in replaced_<time>/ and the rest in the run dir: a resume then took
+    the older .bak, and the next fresh=true split the replaced run over two dirs."""
+    from lmplay.files import set_aside_old_run
+    from lmplay.train import resumed_checkpoint
+
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}", "runner.save_interval=8"]
+    run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    old = {p.name for p in run.iterdir()} - {".lmplay.lock"}
+    moves = []
+
+    def killed_after_one_move(self, target):
+        if moves:
+            raise KeyboardInterrupt  # as if killed here
+        moves.append(self)
+        return original(self, target)
+
+    original = type(run).replace
+    monkeypatch.setattr(type(run), "replace", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        set_aside_old_run(run)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"a fresh=true start was cut short while it moved the old run into "
+                                          r".*\.replaced_.*: rerun with fresh=true to finish it"):
+        resumed_checkpoint(OmegaConf.create({"fresh": False}), run)
+    proc = run_cli("lmplay.train", *args, "max_steps=2", "fresh=true", check=True)
+    [aside] = [p for p in run.iterdir() if "replaced_" in p.name]
+    assert not aside.name.startswith(".") and {p.name for p in aside.iterdir()} == old
+    assert f"kept in {aside}" in proc.stdout
+
+
+def test_two_set_asides_within_one_second_keep_both_runs(tmp_path):
+    """Both went into the same replaced_<time>/, the second run's files over the first's."""
+    from lmplay.files import set_aside_old_run
+
+    for text in ("first", "second"):
+        (tmp_path / "stats.json").write_text(text)
+        set_aside_old_run(tmp_path)
+    kept = sorted((p / "stats.json").read_text() for p in tmp_path.glob("replaced_*"))
+    assert kept == ["first", "second"]
 
 
 def test_a_slurm_requeue_of_a_fresh_command_resumes_and_a_stopped_fresh_run_says_how_to_resume(tmp_path):

@@ -57,16 +57,30 @@ def set_aside_old_run(run_dir: Path) -> Path | None:
     checkpoints (model.lmp, its .bak, the stage checkpoints, a diverged run's dump), stats.json, TensorBoard's tb/
     and .hydra/. Left in place, the stage checkpoints read as the new run's, the new run's second save rotated the
     old model.lmp out of model.lmp.bak, and TensorBoard drew both runs as one curve. Returns the dir, or None when
-    there was nothing to move."""
+    there was nothing to move.
+
+    The files go into a hidden `.replaced_<time>/` first, renamed when all are in: a set-aside cut short (kill -9)
+    is finished by the next one (`interrupted_set_aside` stops a resume meanwhile), never split over two dirs."""
     old = sorted(p for p in run_dir.glob("model*.lmp*") if p.is_file() and not p.name.endswith(".tmp"))
     old += [p for p in (run_dir / "stats.json", run_dir / "tb", run_dir / ".hydra") if p.exists()]
-    if not old:
+    moving = interrupted_set_aside(run_dir)
+    if not old and moving is None:
         return None
-    aside = run_dir / time.strftime(f"{REPLACED_PREFIX}%Y%m%d-%H%M%S")
-    aside.mkdir(exist_ok=True)
+    moving = moving or run_dir / time.strftime(f".{REPLACED_PREFIX}%Y%m%d-%H%M%S")
+    moving.mkdir(exist_ok=True)
     for path in old:
-        path.replace(aside / path.name)
+        path.replace(moving / path.name)
+    aside, n = run_dir / moving.name[1:], 1
+    while aside.exists():  # two starts over within one second
+        n += 1
+        aside = run_dir / f"{moving.name[1:]}-{n}"
+    moving.rename(aside)
     return aside
+
+
+def interrupted_set_aside(run_dir: Path) -> Path | None:
+    """The hidden dir of a fresh=true set-aside that did not finish, if any."""
+    return next(iter(sorted(p for p in run_dir.glob(f".{REPLACED_PREFIX}*") if p.is_dir())), None)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
-from lmplay.files import hold_run_dir, release_run_dir, write_text_atomic
+from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_text_atomic
 from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys, remove_made_dirs,
                                run_hydra_app)
 
@@ -160,6 +160,9 @@ def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
     bak = ckpt_path.with_name("model.lmp.bak")
     if ckpt_path.is_dir():
         raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
+    if not cfg.fresh and (moving := interrupted_set_aside(run_dir)):
+        raise ConfigError(f"a fresh=true start was cut short while it moved the old run into {moving}: rerun with "
+                          f"fresh=true to finish it, or move its files back into {run_dir} to resume the old run")
     if not cfg.fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
         raise ConfigError(f"{run_dir} has {bak.name} but no model.lmp: rename it to model.lmp to resume from it, "
                           f"or fresh=true to start over")
