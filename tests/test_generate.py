@@ -7,7 +7,7 @@ import torch
 from experiments.gpt2.model import GPT2
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens, padded_causal_mask
 from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
@@ -405,7 +405,7 @@ def test_generate_prompts_refuses_a_seed_torch_cannot_take(seed, message):
         tiny().generate_prompts(["a"], do_sample=True, seed=seed)
 
 
-def test_replacing_a_runs_checkpoint_sets_the_run_aside_so_the_next_training_save_keeps_it(tmp_path):
+def test_replacing_a_runs_checkpoint_sets_the_run_aside_so_the_next_training_save_keeps_it(tmp_path, monkeypatch):
     """Kept as model.lmp.bak only, the replaced run (fine-tuned after an import) was rotated away by the next
     training save, and its stats.json and TensorBoard files read as the new run's."""
     from lmplay.generation.loading import save_model
@@ -417,7 +417,7 @@ def test_replacing_a_runs_checkpoint_sets_the_run_aside_so_the_next_training_sav
     (run / "stats.json").write_text("{}")
     (run / "tb").mkdir()
     fine_tuned = (run / "model.lmp").read_bytes()
-    with pytest.raises(ConfigError, match=r"pass replace=True \(the run there is set aside in replaced_<time>/\)"):
+    with pytest.raises(ConfigError, match=r"pass replace=True \(a run there is set aside in replaced_<time>/\)"):
         save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp")
     save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp", replace=True)
     aside, = run.glob("replaced_*")
@@ -426,6 +426,21 @@ def test_replacing_a_runs_checkpoint_sets_the_run_aside_so_the_next_training_sav
     assert sorted(p.name for p in run.iterdir()) == ["model.lmp", aside.name]
     checkpoint.save(checkpoint.load(run), run / "model.lmp")  # the next training save
     assert (aside / "model.lmp").read_bytes() == fine_tuned
+    (run / "stats.json").write_text("{}")
+    imported = (run / "model.lmp").read_bytes()
+
+    def full_disk(obj, f):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OutputError, match=r"No space left on device\); the previous one is intact"):
+        save_model(get_runner("test_runner").build_model(), "test_runner", run / "model.lmp", replace=True)
+    monkeypatch.undo()
+    assert (run / "model.lmp").read_bytes() == imported and len(list(run.glob("replaced_*"))) == 1  # nothing moved
+    trained = checkpoint.load(run)
+    trained["components"]["runner"] = {"state_args": {}, "state": {"progress": [7]}}  # an export carries it on
+    assert checkpoint.write_out(trained, run / "model.lmp") is None
+    assert (run / "model.lmp.bak").read_bytes() == imported and (run / "stats.json").is_file()
 
 
 def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_random_state(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """`python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]`: the checkpoint with its unified embedding
-collapsed (an existing OUT is written over only with --replace, and kept as OUT.bak).
+collapsed (an existing OUT is written over only with --replace, and kept as OUT.bak; a run's model.lmp replaced
+by a checkpoint without training progress, one save_model wrote, is set aside with its run in replaced_<time>/).
 
 The exported model has the baseline's structure and parameter count and gives the same logits;
 `lmplay.generate` loads it like any checkpoint of this experiment. Training can resume from it, with
@@ -36,7 +37,7 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
 
 
 def main(argv: list[str]) -> None:
-    replace = "--replace" in argv  # write over an existing OUT, which is kept as OUT.bak
+    replace = "--replace" in argv  # write over an existing OUT (kept, as the docstring says)
     paths = [a for a in argv if a != "--replace"]
     if len(paths) != 2:
         print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]", file=sys.stderr)

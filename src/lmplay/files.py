@@ -24,7 +24,7 @@ def checkpoint_file(path: Path | str) -> Path:
     return path / "model.lmp" if path.is_dir() else path
 
 
-def hold_run_dir(run_dir: Path) -> None:
+def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_name=NAME)") -> None:
     """Lock the run dir for this process (the OS drops the lock when it exits, however it exits): a second
     run started into it (another terminal, a requeued job while the first still runs) would write the same
     checkpoint and stats.json, each over the other's."""
@@ -35,7 +35,7 @@ def hold_run_dir(run_dir: Path) -> None:
     except BlockingIOError:
         lock.close()
         raise ConfigError(f"{run_dir} is in use by another run that is still training; wait for it to end, or "
-                          f"train into another run dir (run_name=NAME)") from None
+                          f"{instead}") from None
     except OSError:  # a filesystem without locks (some NFS mounts): train unguarded rather than not at all
         lock.close()
         return

@@ -84,19 +84,23 @@ def check_plain(value: Any, where: str = "checkpoint") -> None:
                         f"None, tensors, dtypes and devices); convert it, e.g. float(x) or str(path)")
 
 
-def save(checkpoint: dict[str, Any], path: Path) -> None:
-    """Temp file + fsync + rename; the file being replaced survives as `<name>.bak`.
+def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) -> Path | None:
+    """Temp file + fsync + rename; the file being replaced survives as `<name>.bak`, or, with `set_run_aside`,
+    with the whole run in replaced_<time>/ (returned): moved only once the new file is written in full.
 
     A crash or a failed write at any moment leaves `path` as the old or the new checkpoint, never a torn one.
     """
     check_plain(checkpoint)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    aside = None
     try:
         with open(tmp, "wb") as f:
             torch.save({"format_version": FORMAT_VERSION, **checkpoint}, f)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists() and set_run_aside:
+            aside = set_aside_old_run(path.parent)
         if path.exists():
             bak, bak_tmp = path.with_name(path.name + ".bak"), path.with_name(path.name + ".bak.tmp")
             bak_tmp.unlink(missing_ok=True)
@@ -111,13 +115,15 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        return aside
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
         if not getattr(e, "strerror", None):  # torch's writer names no cause: the usual ones are these
             free = shutil.disk_usage(path.parent).free / 2**20
             reason += f"; is the disk full ({free:,.0f} MiB free there), or a file-size limit (ulimit -f) in the way?"
-        kept = "the previous one is intact" if path.is_file() else "none was written before it"
+        kept = f"the replaced run is in {aside}" if aside else "the previous one is intact" if path.is_file() else \
+            "none was written before it"
         raise OutputError(f"could not write checkpoint {path} ({reason}); {kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -131,7 +137,7 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace") -> None:
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
     if out.exists() and not replace:
-        kept = "the run there is set aside in replaced_<time>/" if run_checkpoint(out) else \
+        kept = "a run there is set aside in replaced_<time>/" if run_checkpoint(out) else \
             f"the old file is kept as {out.name}.bak"
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
                           f"{asked_by} ({kept})")
@@ -148,18 +154,17 @@ def run_checkpoint(out: Path) -> bool:
 def write_out(ckpt: dict[str, Any], out: Path) -> Path | None:
     """Write a tool's checkpoint (after `check_out`). A run's checkpoint it replaces is set aside with the run's
     stats, TensorBoard files and its `.bak`, as fresh=true does: kept as `.bak` only, the next training save
-    rotated it away, and the replaced run's stats and curves read as the new one's. Returns where they went."""
+    rotated it away, and the replaced run's stats and curves read as the new one's. Returns where they went.
+    A checkpoint that carries the run's progress on (an export of its model) replaces the file alone."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot make the directory {out.parent} ({e.strerror}); give another path") from None
-    hold_run_dir(out.parent)  # not while a run trains there: it would save over this file, or the other way
+    hold_run_dir(out.parent, instead="write another path")  # a run training there would save over this file
     try:
-        aside = set_aside_old_run(out.parent) if out.exists() and run_checkpoint(out) else None
-        save(ckpt, out)
+        return save(ckpt, out, set_run_aside=run_checkpoint(out) and "runner" not in ckpt["components"])
     finally:
         release_run_dir(out.parent)
-    return aside
 
 
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
