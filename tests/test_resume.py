@@ -172,6 +172,10 @@ def test_a_key_typed_inside_a_plan_is_reported_as_typed_on_a_fresh_run_too(tmp_p
     said = provenance(run_cli("lmplay.train", *args, "max_steps=1", check=True).stdout)
     assert "curriculum.stages.0.epochs=2" in said["command line"]
     assert not any(item.startswith("curriculum.stages=") for items in said.values() for item in items)
+    resumed = run_cli("lmplay.train", *args[:-1], "max_steps=2", "curriculum=shakespeare",  # the file's plan again
+                      "+curriculum.stages.0.batching=packed", check=True).stdout
+    assert "curriculum.stages.0.batching=packed" in provenance(resumed)["command line"]
+    assert "chosen group: curriculum.stages=[...] (stages.0.batching none -> packed, stages.0.epochs 2 -> 1)" in resumed
 
 
 

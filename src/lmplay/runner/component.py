@@ -211,7 +211,8 @@ class Component:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
-            if key not in typed and sources.get(key) != "checkpoint" and self.report_typed_inside(key, value, typed):
+            if key not in typed and sources.get(key) != "checkpoint" and self.report_typed_inside(key, value, typed) \
+                    and sources[key] == "config":  # a chosen group's value is said too, and how it differs
                 continue
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
