@@ -216,7 +216,8 @@ def test_row_chars_on_records_is_refused_and_on_text_cuts_the_rows(tmp_path, no_
     """row_chars on a record file (one row a record) trained with no word that it did nothing."""
     (tmp_path / "r.jsonl").write_text("".join(json.dumps({"text": "Some text. " * 40}) + "\n" for _ in range(4)))
     with pytest.raises(ConfigError, match=r"row_chars=100 cuts plain text files into rows, and .*r.jsonl holds "
-                                          r"records, a row each; drop row_chars=$"):
+                                          r"records, a row each; drop row_chars \(on the command line: "
+                                          r"\+\+curriculum.stages.0.datasets.0.row_chars=null\)$"):
         build(tmp_path, [{"path": str(tmp_path / "r.jsonl"), "row_chars": 100}])
     (tmp_path / "t.txt").write_text("\n\n".join("Paragraph number %d." % i for i in range(40)))
     short, default = (all_text(build(tmp_path, [{"path": str(tmp_path / "t.txt"), **extra}]))

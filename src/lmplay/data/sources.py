@@ -171,7 +171,7 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     records, identity, columns = _load_records(spec, spec.path, spec.split, where)
     if spec.row_chars is not None and not identity.startswith("text:"):
         raise ConfigError(f"{where}: row_chars={spec.row_chars} cuts plain text files into rows, and {spec.path} "
-                          f"holds records, a row each; drop row_chars=")
+                          f"holds records, a row each; drop row_chars (on the command line: ++{entry}.row_chars=null)")
     validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)

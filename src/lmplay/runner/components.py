@@ -266,7 +266,8 @@ class SchedulerComponent(Component):
         """What a stage writes for `scheduler: NAME`: the group's names choose the run's schedule, not a stage's."""
         known = isinstance(name, str) and (Path(CONF_DIR) / "scheduler" / f"{name}.yaml").is_file()
         target = root_config(f"scheduler/{name}")["_target_"] if known else "..."
-        return f"{{_target_: {target}, warmup_steps: 10}}"
+        takes_warmup = not known or "warmup_steps" in signature_defaults(get_class(target))
+        return f"{{_target_: {target}{', warmup_steps: 10' if takes_warmup else ''}}}"
 
     def for_stage(self, override: Any) -> Schedule:
         """A stage may override the schedule with a dict of its arguments (and optionally another `_target_`)."""
