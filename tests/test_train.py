@@ -255,6 +255,8 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_run_args):
     (tmp_path / "outputs").mkdir()  # a name too long is ENAMETOOLONG inside an existing dir (ENOENT outside one)
     proc = run_cli("lmplay.train", "exp=test_runner", f"run_name={'x' * 300}", cwd=tmp_path)  # two tracebacks before
     assert_one_line_error(proc, "cannot be made (File name too long", "pick another")
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", f"hydra.sweep.dir=outputs/{'x' * 300}", cwd=tmp_path)
+    assert_one_line_error(proc, "hydra.sweep.dir=outputs/xxx", "cannot be made (File name too long", "pick another")
 
 
 def test_the_default_run_dir_is_checked_quietly(tmp_path):

@@ -200,7 +200,11 @@ def check_writable_dir(path: Path, key: str) -> None:
 def remove_unused_sweep_dir() -> None:
     """A sweep that failed before any job leaves its dir empty or holding only Hydra's multirun.yaml: remove it."""
     for sweep_dir in _sweep_dirs:
-        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"]):
+        try:
+            unused = sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"])
+        except OSError:  # a name too long to be a dir: nothing was made
+            continue
+        if unused:
             (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
             remove_made_dirs(sweep_dir)
 
