@@ -160,13 +160,21 @@ def test_misspelled_key_while_printing_the_config():
     assert_one_line_error(run_cli("lmplay.train", "--cfg", "job", "lrr=0.1"), "unknown key 'lrr'", "did you mean lr")
 
 
-@pytest.mark.parametrize("args", [["hydra.run.dirr=x"], ["-m", "hydra.sweep.dirr=x"]])
+@pytest.mark.parametrize("args", [["hydra.run.dirr=x"], ["-m", "hydra.sweep.dirr=x"], ["+hydra.run.dirr=x"]])
 def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
-    """Hydra's own seven lines, exit 1, where every other misspelled key is one line."""
+    """Hydra's own seven lines, exit 1, where every other misspelled key is one line; with `+`, not a word."""
     proc = run_cli("lmplay.train", *args, "exp=test_runner", cwd=tmp_path)
-    key = args[-1].split("=")[0]
+    key = args[-1].split("=")[0].lstrip("+")
     assert_one_line_error(proc, f"unknown key '{key}' (did you mean {key[:-1]}?); see `--cfg hydra`")
     assert proc.returncode == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):
+    proc = run_cli("lmplay.train", "hydra.job.env_set.LMPLAY_X=1", "exp=test_runner", cwd=tmp_path)
+    assert_one_line_error(proc, "hydra.job.env_set.LMPLAY_X is a new key of the mapping hydra.job.env_set: add it "
+                                "with +hydra.job.env_set.LMPLAY_X=VALUE")
+    run_cli("lmplay.train", "+hydra.job.env_set.LMPLAY_X=1", "exp=test_runner", "max_steps=1", cwd=tmp_path,
+            check=True)
 
 
 def test_unknown_experiment(tmp_path, tiny_run_args):

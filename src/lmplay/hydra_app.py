@@ -75,8 +75,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             flags = config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
-            if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.S):
-                fail(unknown_key(unknown[1], every_key(config_name, with_hydra=True)))
+            if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
+                fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -297,6 +297,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
+    overrides = [o.lstrip("+") if o.lstrip("+").startswith("hydra.searchpath") else o for o in overrides]
     plain = [o for o in overrides if not o.startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
         runs = single_runs(plain)
@@ -402,15 +403,53 @@ def unknown_key(key: str, known: Iterable[str]) -> str:
     return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `{listing}` for every key"
 
 
-def every_key(config_name: str, choices: list[str] = (), with_hydra: bool = False) -> list[str]:
-    """Every dotted key of the config with these group choices (`optimizer=sgd`), else the defaults; with
-    Hydra's own (`hydra.run.dir`) when `with_hydra`."""
+def composed(config_name: str, choices: Iterable[str] = (), with_hydra: bool = False) -> Any:
+    """The config with these group choices (`optimizer=sgd`, `hydra/launcher=joblib`), else the defaults; with
+    Hydra's own keys (`hydra.run.dir`) when `with_hydra`."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=list(choices),
-                                             return_hydra_config=with_hydra), resolve=False)
-    keys, stack = [], [("", cfg)]
+        return compose(config_name=config_name, overrides=list(choices), return_hydra_config=with_hydra)
+
+
+def unknown_hydra_key(key: str, config_name: str, choices: Iterable[str]) -> str:
+    """A `hydra.*` key the config has not: a typo (with the key it is closest to), or a new key of one of Hydra's
+    mappings (`hydra.job.env_set.FOO`), which only `+key=value` adds."""
+    cfg = composed(config_name, choices, with_hydra=True)
+    parent = OmegaConf.select(cfg, key.rpartition(".")[0])
+    if OmegaConf.is_dict(parent) and OmegaConf.get_type(parent) is dict:
+        return f"{key} is a new key of the mapping {key.rpartition('.')[0]}: add it with +{key}=VALUE"
+    return unknown_key(key, every_key(config_name, list(choices), with_hydra=True))
+
+
+def reject_added_hydra_keys() -> None:
+    """`+hydra.run.dirr=x`, which Hydra takes and never reads, is refused like any misspelled key; a key added
+    to one of Hydra's mappings (`+hydra.job.env_set.FOO=1`) is what `+` is for."""
+    import dataclasses
+
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    typed = OmegaConf.to_container(hydra_cfg.overrides, resolve=False)  # a prompt's ${HOME} stays text
+    overrides = [*typed["hydra"], *typed["task"]]
+    for override in overrides:
+        key = override.lstrip("+").split("=", 1)[0]
+        if not override.startswith("+") or not key.startswith("hydra."):
+            continue
+        parent_path, _, name = key.removeprefix("hydra.").rpartition(".")
+        kind = OmegaConf.get_type(OmegaConf.select(hydra_cfg, parent_path) if parent_path else hydra_cfg)
+        if dataclasses.is_dataclass(kind) and name not in {f.name for f in dataclasses.fields(kind)}:
+            known = dotted_keys(OmegaConf.to_container(hydra_cfg, resolve=False), "hydra.")
+            raise ConfigError(unknown_key(key, [k for k in known if k != key]))
+
+
+def every_key(config_name: str, choices: list[str] = (), with_hydra: bool = False) -> list[str]:
+    """Every dotted key of the `composed` config."""
+    return dotted_keys(OmegaConf.to_container(composed(config_name, choices, with_hydra), resolve=False))
+
+
+def dotted_keys(cfg: dict, prefix: str = "") -> list[str]:
+    keys, stack = [], [(prefix, cfg)]
     while stack:
         prefix, node = stack.pop()
         for k, v in node.items():
@@ -431,3 +470,4 @@ def reject_added_keys(cfg: Any, config_name: str, set_by_groups: Iterable[str] =
     for key in cfg:
         if key not in known:
             raise ConfigError(unknown_key(key, sorted(known)))
+    reject_added_hydra_keys()
