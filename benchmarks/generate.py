@@ -1,5 +1,4 @@
-"""How much the KV cache buys: tokens/s with and without it, whether a late token costs what an early one does,
-and what computing only the last column's logits saves a prefill.
+"""What the KV cache buys (tokens/s with and without it; late vs early tokens) and what a last-column prefill saves.
 
     python benchmarks/generate.py                          # the baseline: gpt2ish, GPT-2 vocabulary, context 1024
     python benchmarks/generate.py --exp gpt2ish_mini --tokenizer bytes      # a 1M-parameter model: a quick look
@@ -103,8 +102,10 @@ def report_prefill(model: torch.nn.Module, rows: int, repeats: int) -> None:
         print(f"prefill: {type(model).__name__}.forward takes no last_only, so generation computes every column")
         return
     last_column, every_column = prefill_seconds(model, rows, repeats)
+    ratio = every_column / last_column
     print(f"prefill of {rows} x {model.context_len} tokens: last column only {last_column:.3f} s, every column "
-          f"{every_column:.3f} s; {every_column / last_column:.2f}x faster (median of {repeats})", flush=True)
+          f"{every_column:.3f} s; last column only {ratio if ratio >= 1 else 1 / ratio:.2f}x "
+          f"{'faster' if ratio >= 1 else 'slower'} (median of {repeats})", flush=True)
 
 
 def main() -> None:
@@ -125,8 +126,8 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    if args.repeats < 1 or args.prefill_rows < 1:
-        parser.error("--repeats and --prefill-rows must be at least 1")
+    if args.repeats < 1 or args.prefill_rows < 1 or args.context_len < 1:
+        parser.error("--repeats, --prefill-rows and --context-len must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 

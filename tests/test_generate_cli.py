@@ -82,6 +82,10 @@ def test_a_long_prompt_is_cut_with_a_notice_and_generation_goes_past_the_context
     proc = generate(f"checkpoint={path}", "prompt=" + "long prompt " * 10, "max_new_tokens=100", "use_cache=true")
     assert proc.returncode == 0, proc.stderr
     assert "notice: prompt 1 has 121 tokens, more than the context (64); using its last 64" in proc.stderr
+    proc = generate(f"checkpoint={path}", "prompt=[a,b," + "long prompt " * 10 + "]", "num_samples=2", "batch_size=3",
+                    "max_new_tokens=2")
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("notice: prompt")]
+    assert notices == ["notice: prompt 3 has 120 tokens, more than the context (64); using its last 64"]  # was 5, 6
 
 
 def test_command_line_forms_become_safe_overrides():

@@ -8,6 +8,7 @@ The checkpoint names its experiment; the model's code comes from the registry, n
 """
 
 import contextlib
+import functools
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -217,7 +218,7 @@ def generate(cfg: DictConfig) -> list[str]:
     import torch  # after the cheap checks: a mistake is reported without waiting for torch
 
     from lmplay.generation.loading import load_model
-    from lmplay.generation.text import generate_text
+    from lmplay.generation.text import encode_prompts, generate_text
 
     device, dtype = pick_device(cfg.device), amp_dtype(cfg.amp_dtype, cfg.amp)
     model, exp = load_model(path, device)
@@ -234,17 +235,19 @@ def generate(cfg: DictConfig) -> list[str]:
     if cfg.num_samples > 1 and not cfg.do_sample:
         print(f"notice: num_samples={cfg.num_samples} with greedy decoding (do_sample=false) gives that many identical "
               f"continuations; do_sample=true draws different ones", file=sys.stderr)
+    encode_prompts(model.tokenizer, prompts, model.context_len)  # a prompt cut to the context is said once, by
+    unsaid = functools.partial(generate_text, notify=lambda _said: None)  # its number, not its row's in a batch
     rows = [p for p in prompts for _ in range(cfg.num_samples)]
     if len(rows) == 1:
         write(rows[0])
-        outputs = generate_text(model, rows, config, generator=generator, stream=write, amp_dtype=dtype)
+        outputs = unsaid(model, rows, config, generator=generator, stream=write, amp_dtype=dtype)
         write("\n")
         return outputs
     outputs = []
     for start in range(0, len(rows), cfg.batch_size):  # each batch printed as it ends: a long file shows progress
         batch = rows[start:start + cfg.batch_size]
         with out_of_memory_said(len(batch)):
-            outputs += generate_text(model, batch, config, generator=generator, amp_dtype=dtype)
+            outputs += unsaid(model, batch, config, generator=generator, amp_dtype=dtype)
         for i in range(start, start + len(batch)):
             sample = f", sample {i % cfg.num_samples + 1} of {cfg.num_samples}" if cfg.num_samples > 1 else ""
             write(f"----- prompt {i // cfg.num_samples + 1} of {len(prompts)}{sample} -----\n{rows[i]}{outputs[i]}\n")

@@ -94,8 +94,9 @@ class Decoder:
         self.padded = not bool(real.all())
         if self.padded and not self.takes_padding:
             raise ConfigError(f"{type(self.model).__name__}.forward takes no positions and attn_mask, which prompts of "
-                              f"different lengths need in one batch: run them one at a time (batch_size=1), or give "
-                              f"its forward the baseline's positions and attn_mask")
+                              f"different lengths need in one batch: run them one at a time (batch_size=1 for "
+                              f"lmplay.generate, one prompt a call in Python), or give its forward the baseline's "
+                              f"positions and attn_mask")
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)
         self.next_positions = positions[:, -1] + 1
         if self.cache is not None:
