@@ -11,6 +11,7 @@ from conftest import compose_config, run_cli
 from torch import nn
 
 from lmplay.config import CONF_DIR
+from lmplay.errors import ConfigError
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.modules.lradd import LRAdd
@@ -208,6 +209,26 @@ def test_a_model_saved_from_python_exports_into_a_new_folder(tmp_path):
     plain, _ = load_model(tmp_path / "new" / "plain.lmp")
     assert plain.construction_args["collapsed"]
     assert plain.generate_prompts(["ROMEO:"], 6) == model.eval().generate_prompts(["ROMEO:"], 6)
+
+
+def test_an_export_over_another_run_sets_it_aside_and_one_in_place_keeps_its_run(tmp_path):
+    """Over another run's model.lmp, that run's stats went on with the export's steps and its checkpoint was
+    rotated away; in place, the run itself goes on from the export with its history."""
+    from experiments.unified_embed.export import export
+    from lmplay.generation.loading import save_model
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, exp in ((a, "unified_embed_test"), (b, "test_runner")):
+        save_model(tiny(exp), exp, run / "model.lmp")
+        (run / "stats.json").write_text("{}")
+    b_checkpoint = (b / "model.lmp").read_bytes()
+    export(a / "model.lmp", b / "model.lmp", replace=True)
+    [aside] = b.glob("replaced_*")
+    assert (aside / "model.lmp").read_bytes() == b_checkpoint and (aside / "stats.json").is_file()
+    with pytest.raises(ConfigError, match=r"pass --replace \(the old file is kept as model.lmp.bak\)"):
+        export(a, a / "model.lmp")
+    export(a, a / "model.lmp", replace=True)
+    assert not list(a.glob("replaced_*")) and (a / "stats.json").is_file() and (a / "model.lmp.bak").is_file()
 
 
 # -- nnmemory ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]`: the checkpoint with its unified embedding
-collapsed (an existing OUT is written over only with --replace, and kept as OUT.bak; a run's model.lmp replaced
-by a checkpoint without training progress, one save_model wrote, is set aside with its run in replaced_<time>/).
+collapsed (an existing OUT is written over only with --replace, and kept as OUT.bak; another run's model.lmp is
+set aside with its run in replaced_<time>/, while IN exported in place keeps its run, which goes on from it).
 
 The exported model has the baseline's structure and parameter count and gives the same logits;
 `lmplay.generate` loads it like any checkpoint of this experiment. Training can resume from it, with
@@ -13,11 +13,13 @@ from pathlib import Path
 from lmplay.cli import run_main
 from lmplay.errors import ConfigError
 from lmplay.generation.loading import model_of
+from lmplay.files import checkpoint_file
 from lmplay.runner import checkpoint
 
 
 def export(src: Path, dst: Path, replace: bool = False) -> None:
-    checkpoint.check_out(dst, replace)
+    in_place = dst.exists() and checkpoint_file(src).resolve() == dst.resolve()  # the run goes on from it
+    checkpoint.check_out(dst, replace, in_place=in_place)
     ckpt = checkpoint.load(src)
     model, exp = model_of(ckpt, src)
     if not hasattr(model, "export"):
@@ -29,7 +31,7 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
                                    "state": {"weights": plain.state_dict()}}
     if "optimizers" in ckpt["components"]:  # a training checkpoint (save_model's has none)
         ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
-    aside = checkpoint.write_out(ckpt, dst)
+    aside = checkpoint.write_out(ckpt, dst, in_place)
     print(f"wrote {dst}: {exp} with a plain embedding table, {model.parameter_count():,} -> "
           f"{plain.parameter_count():,} parameters")
     if aside:

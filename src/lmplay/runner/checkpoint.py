@@ -130,14 +130,15 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         raise
 
 
-def check_out(out: Path, replace: bool, asked_by: str = "--replace") -> None:
+def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: bool = False) -> None:
     """OUT of a tool that writes a checkpoint (an import, an export, save_model) is replaced only when asked
     (`asked_by`: --replace, or replace=True in Python): the README's flow imports into outputs/gpt2/model.lmp and
-    fine-tunes there, so a second import wrote over the fine-tuned run."""
+    fine-tunes there, so a second import wrote over the fine-tuned run. `in_place`: OUT is the checkpoint the
+    tool read (an export of a run's own model.lmp), which the run goes on from."""
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
     if out.exists() and not replace:
-        kept = "a run there is set aside in replaced_<time>/" if run_checkpoint(out) else \
+        kept = "a run there is set aside in replaced_<time>/" if run_checkpoint(out) and not in_place else \
             f"the old file is kept as {out.name}.bak"
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
                           f"{asked_by} ({kept})")
@@ -151,18 +152,19 @@ def run_checkpoint(out: Path) -> bool:
     return out.name == "model.lmp" and any((out.parent / name).exists() for name in ("stats.json", "tb", ".hydra"))
 
 
-def write_out(ckpt: dict[str, Any], out: Path) -> Path | None:
+def write_out(ckpt: dict[str, Any], out: Path, in_place: bool = False) -> Path | None:
     """Write a tool's checkpoint (after `check_out`). A run's checkpoint it replaces is set aside with the run's
     stats, TensorBoard files and its `.bak`, as fresh=true does: kept as `.bak` only, the next training save
     rotated it away, and the replaced run's stats and curves read as the new one's. Returns where they went.
-    A checkpoint that carries the run's progress on (an export of its model) replaces the file alone."""
+    Written `in_place` (over the checkpoint it was made from: an export of the run's own model), the run goes on
+    from it, and only the file is replaced."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot make the directory {out.parent} ({e.strerror}); give another path") from None
     hold_run_dir(out.parent, instead="write another path")  # a run training there would save over this file
     try:
-        return save(ckpt, out, set_run_aside=run_checkpoint(out) and "runner" not in ckpt["components"])
+        return save(ckpt, out, set_run_aside=run_checkpoint(out) and not in_place)
     finally:
         release_run_dir(out.parent)
 
