@@ -12,8 +12,8 @@ from pathlib import Path
 
 from lmplay.cli import run_main
 from lmplay.errors import ConfigError
-from lmplay.generation.loading import model_of
 from lmplay.files import checkpoint_file
+from lmplay.generation.loading import model_of
 from lmplay.runner import checkpoint
 
 
