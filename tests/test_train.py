@@ -169,6 +169,18 @@ def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
     assert proc.returncode == 2 and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args, message", [
+    (["+hydra.searchpath=[file:///tmp]"], "ignores +hydra.searchpath: drop the +"),  # was ignored without a word
+    (["+hydra.run.dir=rd"], "hydra.run.dir is a key already: set it without the +, hydra.run.dir=VALUE"),
+    (["+hydra.launcher.n_jobs=2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher too"),
+    (["-m", "hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
+])
+def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp_path, args, message):
+    proc = run_cli("lmplay.train", *args, "exp=test_runner", "max_steps=1", cwd=tmp_path)
+    assert_one_line_error(proc, message)
+    assert proc.returncode == 2 and not (tmp_path / "rd").exists()
+
+
 def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):
     proc = run_cli("lmplay.train", "hydra.job.env_set.LMPLAY_X=1", "exp=test_runner", cwd=tmp_path)
     assert_one_line_error(proc, "hydra.job.env_set.LMPLAY_X is a new key of the mapping hydra.job.env_set: add it "

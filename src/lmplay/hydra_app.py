@@ -77,6 +77,10 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
             if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
+            if there := re.search(r"Could not append to config. An item is already at '(hydra\.[\w.]+)'|"
+                                  r"Error merging override \+(hydra\.[\w.]+)=", hydra_said):
+                key = there[1] or there[2]
+                fail(f"{key} is a key already: set it without the +, {key}=VALUE")
             sys.stderr.write(hydra_said)
         raise
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
@@ -297,8 +301,9 @@ def precheck(overrides: list[str], config_name: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
-    overrides = [o.lstrip("+") if o.lstrip("+").startswith("hydra.searchpath") else o for o in overrides]
-    plain = [o for o in overrides if not o.startswith("hydra") or o.startswith("hydra.searchpath")]
+    if any(o.startswith("+") and o.lstrip("+").startswith("hydra.searchpath") for o in overrides):
+        fail(PLUS_SEARCHPATH)
+    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
         runs = single_runs(plain)
     except (HydraException, OmegaConfBaseException) as e:  # Hydra's grammar cannot read a value
@@ -412,14 +417,26 @@ def composed(config_name: str, choices: Iterable[str] = (), with_hydra: bool = F
         return compose(config_name=config_name, overrides=list(choices), return_hydra_config=with_hydra)
 
 
+PLUS_SEARCHPATH = "Hydra reads its search path from hydra.searchpath=[...] only, and ignores +hydra.searchpath: drop the +"
+
+
 def unknown_hydra_key(key: str, config_name: str, choices: Iterable[str]) -> str:
     """A `hydra.*` key the config has not: a typo (with the key it is closest to), or a new key of one of Hydra's
     mappings (`hydra.job.env_set.FOO`), which only `+key=value` adds."""
+    if hint := launcher_not_chosen(key, any(c.startswith("hydra/launcher=") for c in choices)):
+        return hint
     cfg = composed(config_name, choices, with_hydra=True)
     parent = OmegaConf.select(cfg, key.rpartition(".")[0])
     if OmegaConf.is_dict(parent) and OmegaConf.get_type(parent) is dict:
         return f"{key} is a new key of the mapping {key.rpartition('.')[0]}: add it with +{key}=VALUE"
     return unknown_key(key, every_key(config_name, list(choices), with_hydra=True))
+
+
+def launcher_not_chosen(key: str, chosen: bool) -> str:
+    """`hydra.launcher.n_jobs` typed without `hydra/launcher=joblib`: Hydra's basic launcher has no keys."""
+    if key.startswith("hydra.launcher.") and not chosen:
+        return f"{key} is a launcher's key: choose the launcher too (hydra/launcher=joblib, or slurm_cpu/slurm_gpu)"
+    return ""
 
 
 def reject_added_hydra_keys() -> None:
@@ -436,11 +453,14 @@ def reject_added_hydra_keys() -> None:
         key = override.lstrip("+").split("=", 1)[0]
         if not override.startswith("+") or not key.startswith("hydra."):
             continue
+        if key == "hydra.searchpath":
+            raise ConfigError(PLUS_SEARCHPATH)
         parent_path, _, name = key.removeprefix("hydra.").rpartition(".")
         kind = OmegaConf.get_type(OmegaConf.select(hydra_cfg, parent_path) if parent_path else hydra_cfg)
         if dataclasses.is_dataclass(kind) and name not in {f.name for f in dataclasses.fields(kind)}:
             known = dotted_keys(OmegaConf.to_container(hydra_cfg, resolve=False), "hydra.")
-            raise ConfigError(unknown_key(key, [k for k in known if k != key]))
+            chosen = hydra_cfg.runtime.choices.get("hydra/launcher") not in (None, "basic")
+            raise ConfigError(launcher_not_chosen(key, chosen) or unknown_key(key, [k for k in known if k != key]))
 
 
 def every_key(config_name: str, choices: list[str] = (), with_hydra: bool = False) -> list[str]:
