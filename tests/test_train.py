@@ -181,6 +181,14 @@ def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp
     assert proc.returncode == 2 and not (tmp_path / "rd").exists()
 
 
+def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_path):
+    """A resume typing its two-stage plan's stage 1 against the default one-stage plan: 'list index out of range'."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "curriculum.stages.1.overrides.lr=2e-4", cwd=tmp_path)
+    assert_one_line_error(proc, "curriculum.stages.1.overrides.lr=2e-4: the composed config has no such item (the plan "
+                                "of curriculum=shakespeare (the default) has fewer stages or datasets)",
+                          "typed with curriculum=NAME again")
+
+
 def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):
     proc = run_cli("lmplay.train", "hydra.job.env_set.LMPLAY_X=1", "exp=test_runner", cwd=tmp_path)
     assert_one_line_error(proc, "hydra.job.env_set.LMPLAY_X is a new key of the mapping hydra.job.env_set: add it "

@@ -384,10 +384,23 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
         searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
         return unknown_key(str(key), every_key(config_name, group_choices(overrides) + searchpath)) + hint
+    indexed = [o for o in overrides if re.match(r"[+~]*curriculum\.[\w.]*\d+(\.|=|$)", o)]
+    if "index out of range" in text and indexed:  # `curriculum.stages.1.lr=...` against the default one-stage plan
+        return (f"{' '.join(indexed)}: the composed config has no such item (the plan of curriculum="
+                f"{group_choice(overrides, 'curriculum')} has fewer stages or datasets); a run resumed with another "
+                f"plan keeps it, but its items are typed with curriculum=NAME again")
     if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def group_choice(overrides: list[str], group: str) -> str:
+    """The file chosen for `group` on the command line, or the root config's default."""
+    typed = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == group]
+    defaults = [d for d in OmegaConf.to_container(root_config("config")).get("defaults", [])
+                if isinstance(d, dict) and group in d]
+    return typed[-1] if typed else f"{defaults[0][group]} (the default)" if defaults else "?"
 
 
 def elsewhere(key: str) -> str:
