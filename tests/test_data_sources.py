@@ -219,7 +219,7 @@ def test_row_chars_on_records_is_refused_and_on_text_cuts_the_rows(tmp_path, no_
                                           r"records, a row each; drop row_chars \(on the command line: "
                                           r"\+\+curriculum.stages.0.datasets.0.row_chars=null\)$"):
         build(tmp_path, [{"path": str(tmp_path / "r.jsonl"), "row_chars": 100}])
-    (tmp_path / "t.txt").write_text("\n\n".join("Paragraph number %d." % i for i in range(40)))
+    (tmp_path / "t.txt").write_text("\n\n".join(f"Paragraph number {i}." for i in range(40)))
     short, default = (all_text(build(tmp_path, [{"path": str(tmp_path / "t.txt"), **extra}]))
                       for extra in ({"row_chars": 50}, {}))
     assert max(map(len, short)) <= len("<|endoftext|>") + 50 < max(map(len, default))
