@@ -225,7 +225,8 @@ def test_an_export_over_another_run_sets_it_aside_and_one_in_place_keeps_its_run
     export(a / "model.lmp", b / "model.lmp", replace=True)
     [aside] = b.glob("replaced_*")
     assert (aside / "model.lmp").read_bytes() == b_checkpoint and (aside / "stats.json").is_file()
-    with pytest.raises(ConfigError, match=r"pass --replace \(the old file is kept as model.lmp.bak\)"):
+    with pytest.raises(ConfigError, match=r"exists; write another path, or pass --replace to write over it in place "
+                                          r"\(its run goes on from it, and the old file is kept as model.lmp.bak\)"):
         export(a, a / "model.lmp")
     export(a, a / "model.lmp", replace=True)
     assert not list(a.glob("replaced_*")) and (a / "stats.json").is_file() and (a / "model.lmp.bak").is_file()

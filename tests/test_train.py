@@ -174,6 +174,8 @@ def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
     (["+hydra.run.dir=rd"], "hydra.run.dir is a key already: set it without the +, hydra.run.dir=VALUE"),
     (["+hydra.launcher.n_jobs=2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher too"),
     (["-m", "hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
+    (["-m", "+hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
+    (["--cfg", "job", "-m", "seed=1,2"], "-m with --cfg, --info or --shell-completion: these print one job's config"),
 ])
 def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp_path, args, message):
     proc = run_cli("lmplay.train", *args, "exp=test_runner", "max_steps=1", cwd=tmp_path)
@@ -184,9 +186,11 @@ def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp
 def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_path):
     """A resume typing its two-stage plan's stage 1 against the default one-stage plan: 'list index out of range'."""
     proc = run_cli("lmplay.train", "exp=test_runner", "curriculum.stages.1.overrides.lr=2e-4", cwd=tmp_path)
-    assert_one_line_error(proc, "curriculum.stages.1.overrides.lr=2e-4: the composed config has no such item (the plan "
-                                "of curriculum=shakespeare (the default) has fewer stages or datasets)",
-                          "typed with curriculum=NAME again")
+    assert_one_line_error(proc, "curriculum.stages.1.overrides.lr=2e-4: the plan of curriculum=shakespeare (the "
+                                "default) has no such stage or dataset", "typed with the keys it started with")
+    proc = run_cli("lmplay.train", "exp=test_runner", "optimizer.betas.5=0.9", "curriculum.stages.0.epochs=2",
+                   cwd=tmp_path)  # a stage that exists is not blamed for another key's index
+    assert proc.returncode != 0 and "curriculum.stages.0.epochs=2:" not in proc.stderr
 
 
 def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):

@@ -77,12 +77,20 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
             if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
+            if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
+                fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
             if there := re.search(r"Could not append to config. An item is already at '(hydra\.[\w.]+)'|"
                                   r"Error merging override \+(hydra\.[\w.]+)=", hydra_said):
                 key = there[1] or there[2]
                 fail(f"{key} is a key already: set it without the +, {key}=VALUE")
             sys.stderr.write(hydra_said)
         raise
+    except ValueError as e:
+        if "Only one of --run, --multirun" not in str(e):
+            raise
+        HeldStderr.give_back()
+        fail("-m with --cfg, --info or --shell-completion: these print one job's config, not a sweep's; drop -m "
+             "and give each key one value")
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
         HeldStderr.give_back()  # training, or in a launcher's waiting for jobs it runs in other processes
         print(interrupted(), file=sys.stderr)
@@ -384,15 +392,33 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
         searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
         return unknown_key(str(key), every_key(config_name, group_choices(overrides) + searchpath)) + hint
-    indexed = [o for o in overrides if re.match(r"[+~]*curriculum\.[\w.]*\d+(\.|=|$)", o)]
-    if "index out of range" in text and indexed:  # `curriculum.stages.1.lr=...` against the default one-stage plan
-        return (f"{' '.join(indexed)}: the composed config has no such item (the plan of curriculum="
-                f"{group_choice(overrides, 'curriculum')} has fewer stages or datasets); a run resumed with another "
-                f"plan keeps it, but its items are typed with curriculum=NAME again")
+    if "index out of range" in text and (past := past_the_plan(overrides, config_name)):
+        return (f"{' '.join(past)}: the plan of curriculum={group_choice(overrides, 'curriculum')} has no such stage "
+                f"or dataset; a run resumed with another plan is typed with the keys it started with (its "
+                f".hydra/overrides.yaml), e.g. curriculum=two_stage curriculum.path=FILE")
     if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def past_the_plan(overrides: list[str], config_name: str) -> list[str]:
+    """The `curriculum.stages.N...` overrides whose index runs past the plan the other overrides compose
+    (`curriculum.stages.1.lr=...` against the default one-stage plan)."""
+    indexed = [o for o in overrides if re.match(r"[+~]*curriculum\.[\w.]*\.\d+(\.|=|$)", o)]
+    try:
+        cfg = composed(config_name, [o for o in overrides if o not in indexed])
+    except Exception:  # noqa: BLE001 - the other overrides fail too: the generic line says so
+        return []
+    past = []
+    for override in indexed:
+        parts = override.lstrip("+~").split("=", 1)[0].split(".")
+        for i, part in enumerate(parts):
+            node = OmegaConf.select(cfg, ".".join(parts[:i]))
+            if part.isdigit() and OmegaConf.is_list(node) and int(part) >= len(node):
+                past.append(override)
+                break
+    return past
 
 
 def group_choice(overrides: list[str], group: str) -> str:

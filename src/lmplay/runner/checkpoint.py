@@ -137,8 +137,11 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: b
     tool read (an export of a run's own model.lmp), which the run goes on from."""
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
+    if out.exists() and not replace and in_place:
+        raise ConfigError(f"{out} exists; write another path, or pass {asked_by} to write over it in place (its run "
+                          f"goes on from it, and the old file is kept as {out.name}.bak)")
     if out.exists() and not replace:
-        kept = "a run there is set aside in replaced_<time>/" if run_checkpoint(out) and not in_place else \
+        kept = "a run there is set aside in replaced_<time>/" if run_checkpoint(out) else \
             f"the old file is kept as {out.name}.bak"
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
                           f"{asked_by} ({kept})")
