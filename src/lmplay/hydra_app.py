@@ -386,6 +386,8 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     cause = e.__cause__ or e
     text = " ".join(str(cause).split("\n")[0].split())
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    if key and "not in struct" in str(cause) and re.search(r"\[\d+\]", str(key)):  # inside a plan's stage or dataset
+        return unknown_plan_key(re.sub(r"\[(\d+)\]", r".\1", str(key)))
     if key and "not in struct" in str(cause):
         if owners := elsewhere(str(key)):
             return unknown_key(str(key), []) + owners
@@ -400,6 +402,22 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
                 f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def unknown_plan_key(key: str) -> str:
+    """A key typed into a stage or dataset entry of the plan that the entry does not list: a key entries take
+    is added with `+`; anything else is a typo."""
+    from lmplay.data.curriculum import STAGE_KEYS
+    from lmplay.data.sources import SPEC_KEYS
+
+    name = key.rpartition(".")[2]
+    known = sorted(SPEC_KEYS | {"dataset"}) if ".datasets." in key else list(STAGE_KEYS)
+    if name in known:
+        preset = f" (an entry that is a preset's name is replaced whole: '{key.rpartition('.')[0]}={{dataset: NAME, " \
+                 f"{name}: VALUE}}')" if ".datasets." in key else ""
+        return f"{key}: this entry of the plan has no {name} yet; add it with +{key}=VALUE{preset}"
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"unknown key '{key}'" + (f" (did you mean {close[0]}?)" if close else f"; valid keys: {', '.join(known)}")
 
 
 def past_the_plan(overrides: list[str], config_name: str) -> list[str]:
