@@ -195,9 +195,9 @@ def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_pat
 
 @pytest.mark.parametrize("key, message", [
     ("curriculum.stages.0.stepz", "unknown key 'curriculum.stages.0.stepz' (did you mean steps?)"),
-    ("curriculum.stages.0.datasets.0.text", "curriculum.stages.0.datasets.0.text: this entry of the plan has no text "
-                                            "yet; add it with +curriculum.stages.0.datasets.0.text=VALUE (an entry "
-                                            "that is a preset's name is replaced whole"),
+    ("curriculum.stages.0.datasets.0.text", ("curriculum.stages.0.datasets.0.text: this entry of the plan has no text "
+                                             "yet; add it with +curriculum.stages.0.datasets.0.text=VALUE (an entry "
+                                             "that is a preset's name is replaced whole")),
 ])
 def test_a_key_a_plans_entry_lacks_is_named_as_typed_with_its_fix(tmp_path, key, message):
     """Was `unknown key 'curriculum.stages[0].stepz' (did you mean curriculum.stages?)`."""
