@@ -235,8 +235,9 @@ def generate(cfg: DictConfig) -> list[str]:
     if cfg.num_samples > 1 and not cfg.do_sample:
         print(f"notice: num_samples={cfg.num_samples} with greedy decoding (do_sample=false) gives that many identical "
               f"continuations; do_sample=true draws different ones", file=sys.stderr)
-    encode_prompts(model.tokenizer, prompts, model.context_len)  # a prompt cut to the context is said once, by
-    unsaid = functools.partial(generate_text, notify=lambda _said: None)  # its number, not its row's in a batch
+    # a prompt cut to the context is noticed here, once, by its number in the list; batches would number their rows
+    encode_prompts(model.tokenizer, prompts, model.context_len)
+    unsaid = functools.partial(generate_text, notify=lambda _said: None)
     rows = [p for p in prompts for _ in range(cfg.num_samples)]
     if len(rows) == 1:
         write(rows[0])

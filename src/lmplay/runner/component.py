@@ -159,8 +159,9 @@ class Component:
         return saved, {k: v for k, v in construction_args.items() if k in typed and (k in takes or k not in aliases)}
 
     def report_typed_inside(self, key: str, value: Any, typed: set[str]) -> bool:
-        """Keys typed inside a value (`curriculum.stages.0.epochs=2`) are reported as typed, not as the whole
-        value under `config:`; whether there were any. (A checkpoint's value: `typed_into_saved` says them.)"""
+        """Report the keys typed inside a value (`curriculum.stages.0.epochs=2`) as typed, rather than the whole
+        value under `config:`, and return whether there were any. (Inside a checkpoint's value, `typed_into_saved`
+        reports them.)"""
         inside = sorted(path for path in typed if path.startswith(f"{key}."))
         holder = OmegaConf.create({key: value})
         for path in inside:
@@ -211,9 +212,10 @@ class Component:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
         for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
-            if key not in typed and sources.get(key) != "checkpoint" and self.report_typed_inside(key, value, typed) \
-                    and sources[key] == "config":  # a chosen group's value is said too, and how it differs
-                continue
+            if key not in typed and sources.get(key) != "checkpoint":
+                said_inside = self.report_typed_inside(key, value, typed)
+                if said_inside and sources[key] == "config":  # a chosen group's value is said too, and how it differs
+                    continue
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
                 replaced = key in saved and key in explicit and not same(saved[key], value)
