@@ -212,6 +212,15 @@ def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):
             check=True)
 
 
+def test_relative_data_paths_read_from_where_the_command_was_typed_under_hydra_job_chdir(tmp_path):
+    """With hydra.job.chdir=true the job runs in its run dir; `curriculum.path=data.txt` was not found there."""
+    (tmp_path / "data.txt").write_text("To be, or not to be, that is the question.\n\n" * 200)
+    run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "curriculum=text_file", "curriculum.path=data.txt",
+            "curriculum.cache_dir=cache", "hydra.job.chdir=true", cwd=tmp_path, check=True)
+    assert (tmp_path / "outputs" / "test_runner" / "model.lmp").is_file()
+    assert (tmp_path / "cache").is_dir() and not (tmp_path / "outputs" / "test_runner" / "cache").exists()
+
+
 def test_unknown_experiment(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "exp=nope"), "exp=nope", "gpt2ish")
 

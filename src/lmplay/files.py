@@ -24,6 +24,21 @@ def checkpoint_file(path: Path | str) -> Path:
     return path / "model.lmp" if path.is_dir() else path
 
 
+def from_launch_dir(path: str, to_create: bool = False) -> str:
+    """A relative path as the user meant it: from the directory the command was typed in. With
+    hydra.job.chdir=true the job runs inside its run dir, where `curriculum.path=data.txt` names nothing;
+    Hydra's rule (hydra.utils.to_absolute_path) reads it from the launch dir instead. A path that is read
+    moves there only where it exists (`org/name` may be a hub id); one `to_create` always does. Elsewhere
+    (chdir off, the Python API) the path is returned as given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if Path(path).expanduser().is_absolute() or not HydraConfig.initialized():
+        return path
+    launched = Path(HydraConfig.get().runtime.cwd)
+    moved = launched != Path.cwd() and (to_create or (launched / path).expanduser().exists())
+    return str(launched / path) if moved else path
+
+
 def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_name=NAME)") -> None:
     """Lock the run dir for this process (the OS drops the lock when it exits, however it exits): a second
     run started into it (another terminal, a requeued job while the first still runs) would write the same

@@ -33,6 +33,7 @@ from lmplay.data.corpus import DEFAULT_ROW_CHARS, EMBEDDED, embedded_path, file_
 from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import RowFormat
 from lmplay.errors import ConfigError
+from lmplay.files import from_launch_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
@@ -116,6 +117,9 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     if row_chars is not None and (isinstance(row_chars, bool) or not isinstance(row_chars, int) or row_chars < 1):
         raise ConfigError(f"{where}: row_chars={row_chars!r} must be a positive integer (characters per text row)")
     label = base_name or str(spec["path"])
+    for key in ("path", "validation_path"):
+        if isinstance(spec.get(key), str):
+            spec[key] = from_launch_dir(spec[key])
     return DatasetSpec(**spec, label=label)
 
 

@@ -29,6 +29,7 @@ from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import Row, RowFormat, line_cuts, render_rows, sentence_cuts
 from lmplay.data.tokenizers import Tokenizer
 from lmplay.errors import ConfigError
+from lmplay.files import from_launch_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset, Features, IterableDataset
@@ -47,7 +48,8 @@ CACHE_FILES = (*LIST_COLUMNS, *(f"{c}_starts" for c in LIST_COLUMNS), "prompt_le
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:
     """Where tokenized data is cached: `cache_dir`, else $LMPLAY_CACHE, else ~/.cache/lmplay."""
-    return Path(cache_dir or os.environ.get("LMPLAY_CACHE") or "~/.cache/lmplay").expanduser()
+    return Path(from_launch_dir(str(cache_dir or os.environ.get("LMPLAY_CACHE") or "~/.cache/lmplay"), to_create=True)
+                ).expanduser()
 
 
 def token_dtype(tokenizer: Tokenizer) -> str:
