@@ -12,7 +12,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from lmplay.errors import ConfigError
-from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline
+from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
 
 
@@ -209,6 +209,30 @@ def test_a_seed_far_behind_the_others_is_left_out_of_its_groups_curve(tmp_path):
     assert "loss@4k" in comparison_table([group]).splitlines()[0]
 
 
+def test_a_run_validated_only_at_0_and_past_the_others_end_shows_no_value_made_up_between(tmp_path):
+    """Two identical runs, one validated every 5 steps to step 30, one only at 0 and at step 45: no count past 0
+    is shared, and a line from 0 to step 45 put the second run's loss 0.7 off the first's."""
+    dense = fake_run(tmp_path / "dense", "idea", 1, 2.0, steps=45)
+    sparse = fake_run(tmp_path / "sparse", "idea", 1, 2.0, steps=45)
+    base = fake_run(tmp_path / "base", "base", 1, 2.0, steps=30)
+    stats = json.loads((sparse / "stats.json").read_text())
+    stats["validation"] = [{**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0},
+                           stats["validation"][-1]]
+    (sparse / "stats.json").write_text(json.dumps(stats))
+    for run in (dense, base):
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"].insert(0, {**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0})
+        (run / "stats.json").write_text(json.dumps(stats))
+    table, note = comparison_table(group_runs(load_runs([base, dense, sparse]))).split("\n\n")[:2]
+    base_row, dense_row, sparse_row = (line.split()[3:] for line in table.splitlines()[2:])
+    assert sparse_row == ["5.0000", "-", "-", "-", "-", "-"]  # its own loss@0; nothing made up past it
+    assert "-" not in dense_row and not any(cell.startswith("~") for cell in dense_row)  # the others' own points
+    assert "where 2 of the 3 runs validated" in note and "- marks a run with no validation points within 50%" in note
+    plots = plot_all(group_runs(load_runs([base, dense, sparse])), tmp_path / "plots", ["validation"],
+                     {"validation": 0.0}, logx=True)
+    assert any(p.name == "validation_loss_vs_baseline.png" for p in plots)
+
+
 def test_a_value_a_seed_reads_off_a_line_is_marked(tmp_path):
     """Seeds of rows batching validate a few % apart in tokens: the mean's axis hid that one seed's value at the
     column was a straight line between its points."""
@@ -286,6 +310,19 @@ def test_an_idea_swept_at_two_lrs_is_compared_with_the_baseline_at_its_own_lr(tm
     assert "+0.0500 (vs test_runner lr=3e-3)" in rows["my_idea lr=3e-3"]
     assert "-0.1000" in rows["my_idea lr=1e-3"] and "(vs" not in rows["my_idea lr=1e-3"]
     assert "-1.2000" in rows["test_runner lr=3e-3"]  # the baseline's own lr sweep is against its first run
+
+
+def test_a_sweep_job_trained_on_keeps_its_baseline_and_an_idea_with_none_at_its_settings_says_so(tmp_path):
+    """One job of an `exp=base,idea lr=...` sweep trained on to max_steps=25 was compared with the first baseline
+    (lr=1e-3), silently: +0.0891 where its own lr's said -0.0728."""
+    losses = {("test_runner", "1e-3", "20"): 3.0, ("test_runner", "3e-3", "20"): 1.8,
+              ("my_idea", "1e-3", "20"): 2.9, ("my_idea", "3e-3", "25"): 1.85, ("my_idea", "5e-3", "20"): 1.7}
+    for job, ((exp, lr, steps), loss) in enumerate(losses.items()):
+        fake_run(tmp_path / "sweep" / f"{job}_exp={exp},lr={lr}", exp, 1, loss, extra=(f"lr={lr}", f"max_steps={steps}"))
+    rows = {line.split("  ")[0].strip(): line for line in comparison_table(group_runs(load_runs([tmp_path / "sweep"])))
+            .splitlines()[2:7]}
+    assert "+0.0500 (vs test_runner lr=3e-3 max_steps=20)" in rows["my_idea lr=3e-3 max_steps=25"]
+    assert "-1.3000 (vs test_runner lr=1e-3 max_steps=20: none at its settings)" in rows["my_idea lr=5e-3 max_steps=20"]
 
 
 def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_path):

@@ -130,17 +130,31 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
     return [matches[0], *[g for g in groups if g is not matches[0]]]
 
 
+NOT_SETTINGS = ("exp", "max_steps", "runner.log_interval", "runner.validation_interval", "runner.save_interval")
+
+
+def settings(group: Group) -> tuple[str, ...]:
+    """What a configuration trains with besides its experiment: not how long it ran or how often it recorded
+    (one job of a sweep trained on to more steps is still compared with the baseline at its lr)."""
+    return tuple(o for o in group.runs[0].config if override_key(o) not in NOT_SETTINGS)
+
+
 def baselines(groups: list[Group]) -> list[int]:
     """For each group, the index of the group it is compared with. An idea swept against the baseline at
     several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings; what
     has no such match, and the baseline experiment's own groups, with the first group."""
-    def settings(group: Group) -> tuple[str, ...]:
-        return tuple(o for o in group.runs[0].config if override_key(o) != "exp")
-
     base_exp = groups[0].runs[0].exp if groups else None
     return [0 if g.runs[0].exp == base_exp else
             next((j for j, h in enumerate(groups) if h.runs[0].exp == base_exp and settings(h) == settings(g)), 0)
             for g in groups]
+
+
+def unmatched(group: Group, groups: list[Group], base: int) -> bool:
+    """Whether an idea is compared with the first group only because the baseline, run at several settings, has
+    none at the idea's: the table says so rather than pass the first for the idea's own."""
+    base_exp = groups[0].runs[0].exp
+    swept = sum(g.runs[0].exp == base_exp for g in groups) > 1
+    return swept and base == 0 and group.runs[0].exp != base_exp and settings(group) != settings(groups[0])
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -203,8 +217,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             baseline = bases[i]
             if baseline is not curves[0]:
                 label += f" (vs {baseline.label})"
-            inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1])
+            inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
             tokens = tokens[inside]
+            if len(tokens) < 2:  # a line of one point draws nothing
+                label += " (validated too rarely within the baseline's tokens to draw)"
             values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
@@ -272,7 +288,10 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
-    shared = shared_points([loss for _, loss, _ in rows], start, end)
+    curves = [loss for _, loss, _ in rows]
+    least = next((n for n in range(len(curves), 1, -1) if any(t > 0 for t in shared_points(curves, start, end, n))),
+                 len(curves))  # a run validated more rarely than the rest leaves the others their own points
+    shared = shared_points(curves, start, end, least)
     if any(t > 0 for t in shared):
         points = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, columns).round().astype(int))]
     else:  # no point in common (rows against packed batching): read every curve between its own points
@@ -285,26 +304,34 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     table = [header]
     losses = {id(group): loss for group, loss, _ in rows}
     for i, (group, loss, accuracy) in enumerate(rows):
-        cells = [approx(loss, t) + f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else "")
-                 for t, v in zip(points, map(loss.at, points))]
+        cells = [cell(loss, t, lambda v: f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else ""))
+                 for t in points]
         row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.num_seeds), *cells]
         if baseline_first:
             base = groups[matches[id(group)]]
             base = base if id(base) in losses else groups[0]
             vs = "" if base is groups[0] else f" (vs {base.label})"
-            mark = approx(loss, end) or approx(losses[id(base)], end)
-            row += ["-" if i == 0 else f"{mark}{loss.at(end).mean() - losses[id(base)].at(end).mean():+.4f}{vs}"]
-        row += [f"{approx(accuracy, end)}{accuracy.at(end).mean():.4f}"]
+            vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
+            marks = [approx(loss, end), approx(losses[id(base)], end)]
+            diff = loss.at(end).mean() - losses[id(base)].at(end).mean()
+            row += ["-" if i == 0 or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
+        row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
-    where = ("at token counts where every run validated (within 2%)" if any(t > 0 for t in shared) else
-             "read off a straight line between each run's own validation points, which no token count past 0 shares "
-             "(e.g. rows against packed batching)")
-    marked = any("~" in cell for row in table[1:] for cell in row[2:])
-    where += "; ~ marks a value read off a straight line between a run's validation points" if marked else ""
+    where = (("at token counts where every run validated (within 2%)" if least == len(curves) else
+              f"at token counts where {least} of the {len(curves)} runs validated (within 2%)")
+             if any(t > 0 for t in shared) else
+             "read off a straight line between each run's own validation points, as no token count past 0 has a "
+             "validation point of every run (different batching, or validation cadences)")
+    vs_column = 2 + len(points) if baseline_first else None  # the baseline's own is "-" by definition
+    cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row) if j >= 2 and (i, j) != (0, vs_column)]
+    where += "; ~ marks a value read off a straight line between a run's validation points" if any(
+        c.startswith("~") for c in cells) else ""
+    where += (f"; - marks a run with no validation points within {GAP:.0%} of that count of each other around it "
+              f"(a straight line across a wider gap would make the value up)") if "-" in cells else ""
     note = (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
@@ -313,23 +340,43 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
-def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str:
-    """"~" where a seed of the curve has no validation point of its own at `tokens` (within `tolerance`), so its
-    value there is read off a straight line between two of its points; else ""."""
-    own = all(np.abs(seed - tokens).min() <= tolerance * tokens for seed in curve.seed_tokens)
-    return "" if own else "~"
+GAP = 0.5  # the widest gap between two validation points, as a fraction of the tokens between them, read across
 
 
-def shared_points(curves: list[Curve], start: float, end: float, tolerance: float = 0.02) -> list[float]:
-    """The token counts in [start, end] where every curve has a validation point of its own (within `tolerance`,
-    for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
+def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
+    """"" where every seed of the curve has a validation point of its own at `tokens` (within `tolerance`); "~"
+    where a seed's value there is read off a straight line between two of its points at most GAP x `tokens`
+    apart; None where a seed has no such two: a run validated only at 0 and at its end would read as a line
+    between them, and two identical runs, one of them validated that way, differed by 0.7."""
+    marks = []
+    for seed in curve.seed_tokens:
+        below, above = seed[seed <= tokens], seed[seed >= tokens]
+        if np.abs(seed - tokens).min() <= tolerance * tokens:
+            marks.append("")
+        elif len(below) and len(above) and above.min() - below.max() <= GAP * tokens:
+            marks.append("~")
+        else:
+            return None
+    return max(marks)
+
+
+def cell(curve: Curve, tokens: float, show: Callable[[np.ndarray], str]) -> str:
+    """The curve's seeds' values at `tokens` as `show` writes them, marked as approx() says; "-" where it says None."""
+    mark = approx(curve, tokens)
+    return "-" if mark is None else mark + show(curve.at(tokens))
+
+
+def shared_points(curves: list[Curve], start: float, end: float, least: int | None = None,
+                  tolerance: float = 0.02) -> list[float]:
+    """The token counts in [start, end] where every curve (or `least` of them) has a validation point of its own
+    (within `tolerance`, for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
     straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated at
     steps 10 and 20, differed by 0.04 at step 12; and runs that validated only at 0 and at their end would show a
     line from one to the other as their losses in between."""
     found: list[float] = []
     for t in sorted({float(t) for c in curves for t in c.tokens if start <= t <= end}, reverse=True):
         near_found = found and found[-1] - t <= tolerance * found[-1]  # the same point, another seed's count
-        if not near_found and all(np.abs(c.tokens - t).min() <= tolerance * t for c in curves):
+        if not near_found and sum(np.abs(c.tokens - t).min() <= tolerance * t for c in curves) >= (least or len(curves)):
             found.append(t)
     return found[::-1]
 
