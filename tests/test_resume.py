@@ -249,6 +249,11 @@ def test_a_finished_run_says_there_is_nothing_to_train(tmp_path):
     again = run_cli("lmplay.train", *args, check=True)
     assert "max_steps=2: the run is already at step 2, so there is nothing to train" in again.stdout
     assert len(json.loads((tmp_path / "run" / "stats.json").read_text())["train"]) == 2
+    saved = (tmp_path / "run" / "model.lmp").read_bytes()
+    shorter = run_cli("lmplay.train", *args[:2], "max_steps=1", *args[3:], check=True)
+    assert "max_steps=1: the run is already at step 2" in shorter.stdout
+    assert "max_steps=2" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # its label: 2 steps trained
+    assert (tmp_path / "run" / "model.lmp").read_bytes() == saved
 
 
 def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):

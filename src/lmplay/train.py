@@ -132,6 +132,11 @@ def train(cfg: DictConfig) -> None:
     try:
         ckpt = resumed_checkpoint(cfg, run_dir)
         runner.setup(ckpt)
+        if ckpt is not None and (why := runner.nothing_to_train()) is not None:  # the run stays as it was: its
+            if runner.world.is_main:  # checkpoint and the label its plots and sweep summary read (.hydra/)
+                print(why)
+            runner.close()
+            return
         if runner.world.is_main:
             chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
             reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
