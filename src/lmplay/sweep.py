@@ -153,7 +153,8 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         run = load_run(job_dir) if (job_dir / STATS).is_file() else None
     except ConfigError as e:  # damaged by hand or by a full disk: its row says so, and the other rows stand
         run, job = None, {**job, "error": f"{job.get('error') or ''} {e}".strip()}
-    overrides = job.get("overrides") or (run.overrides if run else [])
+    overrides = (run.overrides if run else None) or job.get("overrides") or []  # the run's own: a job trained on
+    # by hand (hydra.run.dir=JOB_DIR max_steps=25) is labelled by what it trained with, as the plots label it
     final = run.final_validation if run else None
     name = str(job_dir.relative_to(sweep_dir))
     number = re.match(r"(\d+)_", name)
@@ -291,6 +292,11 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         best = min(scored, key=lambda r: r["final_validation_loss"])
         lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
+        at = sorted({r["final_validation_tokens"] for r in scored} - {None})
+        if at and at[-1] > 1.05 * at[0]:  # not the few % that seeds' rows differ by
+            lines += ["", (f"Note: the completed jobs' final validations are at different token counts ({at[0]:,} to "
+                           f"{at[-1]:,}): a lower loss can be a longer run's; `python -m lmplay.plot {sweep_dir}` "
+                           f"compares them at equal tokens.")]
         tokenizers = sorted({r["tokenizer"] for r in scored} - {None})
         if len(tokenizers) > 1:
             lines += ["", (f"Note: the jobs use different tokenizers ({', '.join(tokenizers)}): a loss per token does not "
