@@ -561,6 +561,17 @@ def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, sho
         make_runner(["exp=test_runner", "device=cpu", stages], tmp_path / "run")
 
 
+@pytest.mark.parametrize("value, shown", [("{include_prompts: 'false'}", "include_prompts='false' should be true or false"),
+                                          ("{batch_size: '8'}", "batch_size='8' should be an integer"),
+                                          ("{grad_clip: '1'}", "grad_clip='1' should be a number (or null)")])
+def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(tmp_path, value, shown):
+    """A quoted 'false' in a plan file trained on the prompts (a string is true); a quoted '8' was a TypeError."""
+    stages = f"curriculum.stages=[{{name: a, datasets: [shakespeare], steps: 2}}, {{name: b, datasets: [shakespeare], " \
+             f"steps: 2, overrides: {value}}}]"
+    with pytest.raises(ConfigError, match=re.escape(f"curriculum stage 'b' overrides: {shown}")):
+        make_runner(["exp=test_runner", "device=cpu", stages], tmp_path / "run")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--max-stepz", "3", "exp=test_runner"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
     (["--max-stepz=3"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),

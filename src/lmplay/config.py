@@ -44,13 +44,19 @@ def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | 
         if kind not in (bool, int, float) or key not in cfg:
             continue
         value = cfg[key]
-        if value is None and key in nullable:
-            continue
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
-            what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-            raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if key in nullable else ""))
+        check_kind(key, value, kind, key in nullable)
         if key == "seed":
             check_seed(value)
+
+
+def check_kind(key: str, value: object, kind: type, nullable: bool = False) -> None:
+    """`value` is a true/false (kind bool), an integer or a number (float), or null where `nullable`: a quoted
+    'false' is a string, which Python takes as true."""
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+        what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else ""))
 
 
 def check_seed(seed: object) -> None:

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.config import CONF_DIR, root_config
+from lmplay.config import CONF_DIR, check_kind, root_config
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import (
@@ -113,6 +113,9 @@ class RunnerSettings:
     log_interval: int = 1
 
     def check(self, where: str, world_size: int = 1) -> None:
+        for f in fields(self):  # a stage's overrides come from a plan file as written: `include_prompts: "false"`
+            check_kind(f"{where}{f.name}", getattr(self, f.name), float if f.name == "grad_clip" else type(f.default),
+                       nullable=f.name == "grad_clip")
         for f in ("batch_size", "mini_batch_size", "validation_interval", "validation_batches", "save_interval",
                   "log_interval"):
             if getattr(self, f) < 1:
