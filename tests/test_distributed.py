@@ -70,6 +70,14 @@ def test_an_error_only_rank_0_meets_is_said_once_and_the_others_exit_quietly(tmp
     assert proc.stderr.count("error: loss became") == 1, proc.stderr[-3000:]  # was once per rank
 
 
+def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
+    """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
+    proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: -m under torchrun: each rank would run the whole sweep on its own") == 1
+    assert "hydra.launcher.tasks_per_node=N" in proc.stderr and not (tmp_path / "sweep").exists()
+
+
 def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
     """The SLURM path (one task per GPU) via submitit_local: lmplay sets up the process group from the job."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

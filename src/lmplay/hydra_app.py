@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +49,18 @@ def launcher_rank() -> int:
     return 0
 
 
+def reject_sweep_under_torchrun() -> None:
+    """`torchrun ... -m`: every rank would run the whole sweep, each naming the sweep dir by its own clock and
+    joining a new process group per job, where ranks fell out of step (one rank's job 2 against another's job 1)
+    or hung. Rank 0 says so; the others leave quietly."""
+    if launcher_rank() != 0:
+        time.sleep(1.0)  # rank 0's line first: torchrun stops every rank once one exits
+        raise SystemExit(2)
+    fail("-m under torchrun: each rank would run the whole sweep on its own; sweep with a launcher that starts the "
+         "ranks of each job: -m hydra/launcher=submitit_local hydra.launcher.tasks_per_node=N (hydra/launcher="
+         "slurm_ddp on SLURM), or torchrun each job without -m")
+
+
 PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version"}  # no job runs
 
 
@@ -57,6 +70,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
+    if {"-m", "--multirun"} & set(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
+        reject_sweep_under_torchrun()
     _sweep_dirs.clear()
     _jobs_elsewhere.clear()
     _held.append((sys.stderr, io.StringIO()))
