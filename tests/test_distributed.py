@@ -70,6 +70,21 @@ def test_an_error_only_rank_0_meets_is_said_once_and_the_others_exit_quietly(tmp
     assert proc.stderr.count("error: loss became") == 1, proc.stderr[-3000:]  # was once per rank
 
 
+def test_a_run_dir_in_use_is_said_once_and_the_other_rank_claims_no_signal(tmp_path):
+    """Rank 0 alone holds the run dir; torchrun stopped rank 1 with a SIGTERM, which it reported as the user's."""
+    from lmplay.files import hold_run_dir, release_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    hold_run_dir(run)  # another run, still training
+    try:
+        proc = torchrun(2, *BASE, "max_steps=2", f"hydra.run.dir={run}")
+    finally:
+        release_run_dir(run)
+    assert proc.returncode != 0 and proc.stderr.count("is in use by another run") == 1, proc.stderr[-3000:]
+    assert "stopped before training started" not in proc.stderr
+
+
 def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
     """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
     proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")

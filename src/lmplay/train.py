@@ -237,8 +237,11 @@ def caused_by_ctrl_c(error: BaseException) -> bool:
 
 
 def interrupted_before_training(signum: int = signal.SIGINT) -> None:
+    """Rank 0 speaks for the run: torchrun forwards a Ctrl-C to every rank, and stops the others with a SIGTERM
+    when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
     remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-    print(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved", file=sys.stderr)
+    if launcher_rank() == 0:
+        print(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved", file=sys.stderr)
     raise SystemExit(128 + signum) from None
 
 
