@@ -148,7 +148,7 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={heads}", "prompt=hi"], "does not fit the installed code of experiment 'test_runner' (ValueError"),
     (["checkpoint={huge}", "prompt=hi"], "do not fit its arguments (embed.tok.weight [257, 8] for [257, 10000000]"),
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
-    (["checkpoint={model}", "prompt=[it's,b]"], "error: Hydra cannot parse a value (LexerNoViableAltException"),
+    (["checkpoint={model}", "prompt=[it's,b]"], "error: prompt=[it's,b]: Hydra cannot read this value (LexerNoViable"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),
     (["checkpoint={model}", "prompt=hi", "batch_size=0"], "error: batch_size=0 must be an integer >= 1"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),

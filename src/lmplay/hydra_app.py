@@ -90,6 +90,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             flags = config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
+            ambiguous_value(hydra_said)
             if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
             if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
@@ -326,6 +327,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
     # hydra.searchpath stays: it decides which configs exist (an external package's exp=...).
     if any(o.startswith("+") and o.lstrip("+").startswith("hydra.searchpath") for o in overrides):
         fail(PLUS_SEARCHPATH)
+    reject_unreadable(overrides)
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
         runs = single_runs(plain)
@@ -352,6 +354,33 @@ def precheck(overrides: list[str], config_name: str) -> None:
             mark = getattr(e, "problem_mark", None)
             where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
             fail(f"{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix that file")
+
+
+def reject_unreadable(overrides: list[str]) -> None:
+    """The first override Hydra's grammar cannot read, by name, with the quoting that reads it: Hydra said only
+    "mismatched input '=' expecting <EOF>" for hydra.run.dir=sweep/exp=a,lr=0.003 (a sweep job's dir)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as e:
+            key, _, value = override.partition("=")
+            quoted = f"\"{key}='{value}'\"" if "'" not in value else f"'{key}=\"{value}\"'"
+            fix = (f"quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
+                   if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "
+                                                 f"brackets or spaces)")
+            fail(f"{override}: Hydra cannot read this value ({str(e).splitlines()[0]}); {fix}")
+
+
+def ambiguous_value(hydra_said: str) -> None:
+    """Hydra's five lines for `key=a,b` without -m, as one."""
+    if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
+        key, value = found[1], found[2].replace("\\'", "'")
+        fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
+             f"\"{key}='{value}'\"; for a list, {key}=[{value}]")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:
@@ -413,9 +442,6 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         return (f"{' '.join(past)}: the plan of curriculum={group_choice(overrides, 'curriculum')} has no such stage "
                 f"or dataset; a run resumed with another plan is typed with the keys it started with (its "
                 f".hydra/overrides.yaml), e.g. curriculum=two_stage curriculum.path=FILE")
-    if "LexerNoViableAlt" in text or "no viable alternative" in text:  # Hydra's grammar could not read a value
-        return (f"Hydra cannot parse a value ({text}): quote a value holding quotes, brackets or commas, "
-                f"and each list item that does, as in prompt=\"[\\\"it's\\\",b]\" (overrides: {' '.join(overrides)})")
     return f"{text} (overrides: {' '.join(overrides)})"
 
 
