@@ -115,7 +115,14 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
                                                                       exp="no_such_experiment"),
             "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
             "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
-            "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7)}  # would allocate terabytes
+            "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7),  # would allocate terabytes
+            "sweep": sweep_of_two(tmp_path / "sweep", model)}
+
+
+def sweep_of_two(sweep: Path, model: torch.nn.Module) -> Path:
+    for job in ("0_seed=1", "1_seed=2"):
+        save_model(model, "test_runner", sweep / job / "model.lmp")
+    return sweep
 
 
 def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **state_args) -> Path:
@@ -153,6 +160,8 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={model}", "prompt=hi", "batch_size=0"], "error: batch_size=0 must be an integer >= 1"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}"], "error: no prompt"),
+    (["checkpoint={sweep}", "prompt=hi"], "holds 2 runs (a sweep's jobs?): give one of their checkpoints, e.g. "
+                                          "checkpoint="),  # was only: checkpoint sweep/model.lmp does not exist
     (["prompt=hi"], "error: no checkpoint"),
     (["checkpoint=null", "prompt=hi"], "error: checkpoint=null is not a path; give one"),  # were Hydra tracebacks
     (["checkpoint=[a,b]", "prompt=hi"], "error: checkpoint=['a', 'b'] is not a path"),

@@ -24,6 +24,17 @@ def checkpoint_file(path: Path | str) -> Path:
     return path / "model.lmp" if path.is_dir() else path
 
 
+def no_checkpoint(path: Path | str) -> ConfigError:
+    """`checkpoint X does not exist`, and where X is a dir of runs (a sweep's), the runs' checkpoints to pick from."""
+    path = Path(path)
+    message = f"checkpoint {checkpoint_file(path)} does not exist"
+    runs = sorted(path.glob("*/model.lmp")) if path.is_dir() else []
+    if runs:
+        message += (f"; {path} holds {len(runs)} runs (a sweep's jobs?): give one of their checkpoints, e.g. "
+                    f"checkpoint={runs[0]}")
+    return ConfigError(message)
+
+
 def from_launch_dir(path: str, to_create: bool = False) -> str:
     """A relative path as the user meant it: from the directory the command was typed in. With
     hydra.job.chdir=true the job runs inside its run dir, where `curriculum.path=data.txt` names nothing;

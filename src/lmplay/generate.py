@@ -23,7 +23,7 @@ from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, 
 from lmplay.config import CONF_DIR, check_value_types, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import checkpoint_file
+from lmplay.files import checkpoint_file, no_checkpoint
 from lmplay.hydra_app import readable_config, reject_added_keys, run_hydra_app
 from lmplay.generation.config import GenerationConfig
 
@@ -209,9 +209,10 @@ def generate(cfg: DictConfig) -> list[str]:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")
-    path = checkpoint_file(typed_path(cfg, "checkpoint"))  # a run dir stands for its model.lmp
+    typed = typed_path(cfg, "checkpoint")
+    path = checkpoint_file(typed)  # a run dir stands for its model.lmp
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
+        raise no_checkpoint(typed)
     config = settings(cfg)
     prompts = read_prompts(cfg)
 

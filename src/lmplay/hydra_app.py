@@ -369,7 +369,7 @@ def reject_unreadable(overrides: list[str]) -> None:
         except OverrideParseException as e:
             key, _, value = override.partition("=")
             quoted = f"\"{key}='{value}'\"" if "'" not in value else f"'{key}=\"{value}\"'"
-            fix = (f"quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
+            fix = ("quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
                    if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "
                                                  f"brackets or spaces)")
             fail(f"{override}: Hydra cannot read this value ({str(e).splitlines()[0]}); {fix}")

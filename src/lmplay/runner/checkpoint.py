@@ -24,6 +24,7 @@ from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     checkpoint_file,
     hold_run_dir,
+    no_checkpoint,
     release_run_dir,
     set_aside_old_run,
 )
@@ -175,9 +176,9 @@ def write_out(ckpt: dict[str, Any], out: Path, in_place: bool = False) -> Path |
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely: a file torch cannot read as plain data, whose bytes no longer match their
     checksums, or without an experiment name and a model, is a one-line ConfigError that points at the `.bak`."""
-    path = checkpoint_file(path)
+    typed, path = path, checkpoint_file(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
+        raise no_checkpoint(typed)
     bak = path.with_name(path.name + ".bak")
     hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
     if damaged := damaged_record(path):
