@@ -107,6 +107,10 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
     assert "add this line under [project.entry-points" in second.stdout  # not the table header: a second one breaks it
     assert '\n  [project.entry-points' not in second.stdout
     assert tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]["entry-points"] == entry_points
+    copy = run_cli("lmplay.new_exp", "third", "--from", "outside", "--into", str(tmp_path / "my_lab"),
+                   env=pythonpath(REPO / "src", REPO, tmp_path))  # the installed experiment, by its registered name
+    assert copy.returncode == 0, copy.stderr  # was: no experiment package experiments.outside is importable
+    assert "my_lab.third" in (tmp_path / "my_lab" / "third" / "versions.py").read_text()
 
 
 def test_bad_names_are_one_line_errors(tmp_path):

@@ -16,6 +16,7 @@ import importlib.util
 import keyword
 import re
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from lmplay.cli import run_main
@@ -57,14 +58,33 @@ def registered_versions(versions_py: Path) -> list[str]:
     return versions
 
 
+def installed_package(name: str) -> str | None:
+    """The package of an installed experiment outside lmplay named `name`, from its `lmplay.experiments` entry
+    point (`my_lab.relu_idea.versions` -> my_lab.relu_idea), or None."""
+    from importlib.metadata import entry_points
+
+    from lmplay.runner.registry import ENTRY_POINT_GROUP
+
+    packages = [ep.value.removesuffix(".versions") for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return next((p for p in packages if p.rsplit(".", 1)[-1] == name), None)
+
+
+def find_spec(module: str) -> ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(module)
+    except ModuleNotFoundError:  # its parent package (`my_lab` of my_lab.my_idea) is not importable
+        return None
+
+
 def find_source(name: str, conf_dir: Path) -> Source:
     module = name if "." in name else f"experiments.{name}"
-    try:
-        spec = importlib.util.find_spec(module)
-    except ModuleNotFoundError:  # its parent package (`my_lab` of my_lab.my_idea) is not importable
-        spec = None
+    spec = find_spec(module)
+    if (spec is None or not spec.submodule_search_locations) and "." not in name and installed_package(name):
+        module = installed_package(name)
+        spec = find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"--from {name}: no experiment package {module} is importable")
+        raise ConfigError(f"--from {name}: no experiment package {module} is importable (one in a package of your "
+                          f"own: --from PACKAGE.{name})")
     path = Path(next(iter(spec.submodule_search_locations)))
     if not (path / "versions.py").is_file():
         raise ConfigError(f"--from {name}: {path} has no versions.py, so it registers no versions to copy")
