@@ -215,6 +215,10 @@ def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: 
         fmt = RowFormat("pair", prompt=("prompt",), truth="truth")
     elif "messages" in columns:
         fmt = RowFormat("chat", messages="messages")
+    elif len(columns) == 1 and spec.field is None and reads_json(spec):  # {"data": [{...}, ...]}: one column
+        raise ConfigError(f"{where}: dataset {spec.label!r} has one column, {columns[0]!r}, and no 'text' column: if its "
+                          f"records are the list under the key {columns[0]!r}, read them with "
+                          f"+{entry}.field={columns[0]} (or field: {columns[0]} in the dataset's entry)")
     else:
         raise ConfigError(f"{where}: dataset {spec.label!r} has no 'text' column (columns: {', '.join(columns)}); "
                           f"name the column in the dataset's entry, {{path: ..., text: COLUMN}} (or prompt: and "
