@@ -74,7 +74,8 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
         assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
     assert "also has test split, which is not read; validation_split: test in the dataset's entry holds" in caplog.text
     with pytest.raises(ConfigError, match=r"has no 'valid' files \(its files name the splits train, test\); set "
-                                          r"validation_split=NAME$"):
+                                          r"validation_split=NAME; or validation_split: null in the dataset's entry "
+                                          r"holds out a fraction$"):
         build(tmp_path, [{"path": str(tmp_path / "split"), "validation_split": "valid"}])
     (tmp_path / "split" / "LICENSE").write_text("MIT")  # no data file: neither read nor refused
     assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
@@ -200,6 +201,21 @@ def test_a_preset_pointed_at_one_local_file_holds_out_a_fraction_not_its_own_row
     texts = all_text(c)
     held = [TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)]
     assert len(texts) == 16 and len(held) == 4 and not set(held) & set(texts)
+    with pytest.raises(ConfigError, match=r"ts.jsonl is one file, with no split 'test'; drop validation_split="):
+        build(tmp_path, [{"path": str(tmp_path / "ts.jsonl"), "validation_split": "test"}])  # typed: was ignored
+
+
+def test_a_presets_plain_folder_copy_is_told_to_drop_the_presets_name_and_split(tmp_path, no_hub):
+    """{dataset: wiki_en, path: DIR} on a folder of data files: BuilderConfig '20231101.en' not found, and nothing said
+    that name: null reads it; tinystories' validation split likewise."""
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "train.jsonl").write_text("".join(json.dumps({"title": "T", "text": f"Row {i}."}) + "\n"
+                                                           for i in range(20)))
+    with pytest.raises(ConfigError, match=r"a folder of data files has no config names: drop the name with name: null"):
+        build(tmp_path, [{"dataset": "wiki_en", "path": str(tmp_path / "copy")}])
+    assert len(all_text(build(tmp_path, [{"dataset": "wiki_en", "path": str(tmp_path / "copy"), "name": None}]))) > 0
+    with pytest.raises(ConfigError, match=r"or validation_split: null in the dataset's entry holds out a fraction$"):
+        build(tmp_path, [{"dataset": "tinystories", "path": str(tmp_path / "copy")}])
 
 
 def test_validation_file(tmp_path, no_hub):

@@ -120,6 +120,10 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     for key in ("path", "validation_path"):
         if isinstance(spec.get(key), str):
             spec[key] = from_launch_dir(spec[key])
+    path = str(spec["path"])
+    one_file = path.startswith("embedded:") or Path(path).expanduser().is_file()
+    if one_file and "validation_split" not in entry:  # a preset's: its local copy in one file holds out a fraction
+        spec["validation_split"] = None
     return DatasetSpec(**spec, label=label)
 
 
@@ -179,7 +183,11 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
-    elif spec.validation_split and not one_file:  # a local copy of a preset: a held-out fraction, not its own rows
+    elif spec.validation_split and one_file:
+        raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.validation_split!r}; drop "
+                          f"validation_split= (validation_fraction=F holds out a fraction of its rows, validation_path="
+                          f"FILE reads another file)")
+    elif spec.validation_split:
         validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
     fmt = row_format(spec, columns, where, entry)
     if validation is not None:
@@ -309,8 +317,10 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
         raise ConfigError(f"{where}: folder {folder} holds no data files (.txt/.md text, .json/.jsonl/.parquet/.csv "
                           f"records)") from None
     if split not in files:
+        fraction = "; or validation_split: null in the dataset's entry holds out a fraction" * (
+            key == "validation_split")
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
-                          f"{', '.join(map(str, files))}); set {key}=NAME")
+                          f"{', '.join(map(str, files))}); set {key}=NAME{fraction}")
     if patterns != {"train": ["**"]}:  # file names name the splits
         _check_split_names(folder, files, where)
     if key == "split":
@@ -411,6 +421,9 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
             reason = (f"field={spec.field!r} is no top-level key of it" if isinstance(cause, KeyError) else
                       f"field={spec.field!r} holds no list of records ({reason})")
         files = f" from {data_files}" if data_files is not None else ""
+        if name is not None and "BuilderConfig" in reason and Path(path).expanduser().is_dir():
+            reason += (f"; a folder of data files has no config names: drop the name with name: null in the dataset's "
+                       f"entry ({{dataset: {spec.label}, path: ..., name: null}} for a preset's local copy)")
         raise ConfigError(f"{where}: cannot load dataset {path!r}{files} (name={name!r}, split={split!r}): "
                           f"{reason}") from e
     if isinstance(records, (datasets.DatasetDict, datasets.IterableDatasetDict)):
