@@ -564,6 +564,14 @@ def test_a_stages_overrides_hold_in_that_stage_only_and_shadowing_a_typed_value_
     assert "stage 'b' sets" not in out
 
 
+def test_a_stage_shadowing_a_typed_switch_writes_it_as_typed(tmp_path, capsys):
+    stages = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 3, overrides: {include_prompts: false}}]"
+    runner = make_runner(["exp=test_runner", "device=cpu", "include_prompts=true", stages], tmp_path / "run",
+                         overridden={"include_prompts"})
+    runner.note_stage_wins(runner.curriculum.stages[0])
+    assert "sets include_prompts=false itself" in capsys.readouterr().out  # was Python's False
+
+
 @pytest.mark.parametrize("value, shown", [("1e-3x", "lr='1e-3x'"), ("-1", "lr=-1"), ("1e400", "lr=inf"),
                                           ("true", "lr=True")])
 def test_a_stages_bad_lr_is_refused_before_any_stage_trains(tmp_path, value, shown):

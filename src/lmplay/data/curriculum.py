@@ -76,7 +76,9 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
     lengths = [k for k in LENGTH_KEYS if entry.get(k) is not None]
     if len(lengths) != 1:
         given = f"got {' and '.join(lengths)}" if lengths else "got none"
-        raise ConfigError(f"{where}: give exactly one of steps, tokens or epochs ({given}), e.g. epochs: 1")
+        drop = (f"; on the command line, {' or '.join(f'~curriculum.stages.{index}.{k}' for k in lengths)} drops one"
+                if len(lengths) > 1 else "")
+        raise ConfigError(f"{where}: give exactly one of steps, tokens or epochs ({given}), e.g. epochs: 1{drop}")
     value = entry[lengths[0]]
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or \
             (lengths[0] != "epochs" and value != int(value)):

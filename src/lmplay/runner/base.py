@@ -717,7 +717,8 @@ class LMRunnerBase:
         """Inside a stage its own overrides win over the run's values, typed ones too (the curriculum asked
         for them there): a value typed on this command line that a stage shadows would otherwise look applied."""
         typed = self.typed_keys("optimizer") | self.typed_keys("runner")
-        shadowed = [f"{key}={value}" for key, value in stage.overrides.items() if key in typed]
+        shadowed = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"  # as typed: false, not False
+                    for key, value in stage.overrides.items() if key in typed]
         if shadowed and self.world.is_main:
             print(f"note: curriculum stage {stage.name!r} sets {', '.join(shadowed)} itself; what you typed for "
                   f"{'them' if len(shadowed) > 1 else 'it'} applies to the stages without their own")
