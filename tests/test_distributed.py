@@ -85,6 +85,16 @@ def test_a_run_dir_in_use_is_said_once_and_the_other_rank_claims_no_signal(tmp_p
     assert "stopped before training started" not in proc.stderr
 
 
+def test_rank_0_failing_mid_run_is_said_by_rank_0_alone(tmp_path):
+    """Rank 0's save failed (here: its temp file's name taken by a dir); rank 1 added gloo's "Connection closed by
+    peer" traceback below the real error."""
+    run = tmp_path / "run"
+    (run / "model.lmp.tmp").mkdir(parents=True)
+    proc = torchrun(2, *BASE, "max_steps=4", "runner.save_interval=16", f"hydra.run.dir={run}")
+    assert proc.returncode != 0 and "IsADirectoryError" in proc.stderr, proc.stderr[-3000:]
+    assert "by peer" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
     """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
     proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")

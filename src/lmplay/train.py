@@ -217,6 +217,10 @@ def main(cfg: DictConfig) -> None:
                 job_interrupted(HydraConfig.get())
         raise
     except Exception as e:  # re-raised unless a Ctrl-C caused it
+        from lmplay.runner.distributed import lost_a_peer
+
+        if launcher_rank() != 0 and lost_a_peer(e):  # rank 0 failed (a save's full disk) and says why, once
+            raise SystemExit(1) from None
         if not caused_by_ctrl_c(e):
             raise
         interrupted_before_training()

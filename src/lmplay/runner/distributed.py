@@ -71,6 +71,14 @@ class World:
             dist.destroy_process_group()
 
 
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank is gone (it failed, and says why itself): gloo's
+    "Connection closed by peer" / "reset by peer", NCCL's DistBackendError."""
+    text = str(error)
+    return isinstance(error, dist.DistBackendError) or (
+        isinstance(error, RuntimeError) and ("closed by peer" in text or "reset by peer" in text))
+
+
 def export_submitit_env() -> None:
     """In a submitit job with several tasks (SLURM or local), set the variables torchrun would set."""
     if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
