@@ -437,6 +437,15 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp"]
 
 
+def test_a_temp_file_that_cannot_be_made_is_one_error_not_two_chained(tmp_path):
+    checkpoint.save(plain_checkpoint(torch.ones(3)), tmp_path / "model.lmp")
+    (tmp_path / "model.lmp.tmp").mkdir()  # its name taken: the clean-up's unlink failed too, and chained a traceback
+    with pytest.raises(OutputError, match=r"could not write checkpoint .*model.lmp \(Is a directory\); the previous "
+                                          r"one is intact"):
+        checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.lmp")
+    assert torch.equal(weights(tmp_path)["w"], torch.ones(3))
+
+
 def test_a_filesystem_without_hard_links_still_keeps_the_previous_checkpoint_as_bak(tmp_path, monkeypatch):
     """gcsfuse, s3fs and some SMB mounts refuse link(): every save after the first stopped the run."""
     def no_link(*_args, **_kwargs):

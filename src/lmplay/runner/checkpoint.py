@@ -5,6 +5,7 @@ Layout (FORMAT_VERSION 1): {"format_version", "exp", "seed", "config" (resolved 
 dicts, so `torch.load(weights_only=True)` reads it.
 """
 
+import contextlib
 import os
 import pickle
 import random
@@ -118,7 +119,8 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
             os.close(dir_fd)
         return aside
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # what failed may be the temp file itself (its name taken by a dir)
+            tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
         if not getattr(e, "strerror", None):  # torch's writer names no cause: the usual ones are these
             free = shutil.disk_usage(path.parent).free / 2**20
