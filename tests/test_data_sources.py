@@ -155,6 +155,10 @@ def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):
     assert TOK.decode(batch.inputs[0].tolist()) == \
         "<|endoftext|>User: Hi\nAssistant: Hello.\nUser: Name a color\nAssistant: Blue."
     assert TOK.decode(batch.targets[0][batch.targets[0] != IGNORE_INDEX].tolist()) == "Blue.<|endoftext|>"
+    (tmp_path / "asked.jsonl").write_text(json.dumps({"messages": chat[:1]}) + "\n")  # no answer: said why
+    with pytest.raises(ConfigError, match=r"no rows with text to train on \(a chat row trains on its last turn with "
+                                          r"role: assistant, and no row of 'messages' has one with text\)"):
+        build(tmp_path, [{"path": str(tmp_path / "asked.jsonl")}])
 
 
 def write_hub_layout(root, config, splits: dict[str, list[dict]]):

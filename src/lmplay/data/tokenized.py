@@ -365,7 +365,9 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
     table, key = tokenize_records(lambda: source.records, source.fmt, tokenizer, source.identity, label, cache_dir,
                                   procs, where)
     if len(table) == 0:
-        raise ConfigError(f"{where} has no rows with text to train on; check the file, its split and its columns")
+        chats = (f" (a chat row trains on its last turn with role: assistant, and no row of {source.fmt.messages!r} "
+                 f"has one with text)") if source.fmt.kind == "chat" else ""
+        raise ConfigError(f"{where} has no rows with text to train on{chats}; check the file, its split and its columns")
     if source.has_validation:
         val_table, val_key = tokenize_records(lambda: source.validation, source.fmt, tokenizer,
                                               source.validation_identity, label + "-validation", cache_dir, procs,
