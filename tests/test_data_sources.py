@@ -73,10 +73,13 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
     with caplog.at_level("WARNING", logger="lmplay"):
         assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
     assert "also has test split, which is not read; validation_split: test in the dataset's entry holds" in caplog.text
-    with pytest.raises(ConfigError, match=r"has no 'valid' files \(its files name the splits train, test\); set "
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmplay"), \
+            pytest.raises(ConfigError, match=r"has no 'valid' files \(its files name the splits train, test\); set "
                                           r"validation_split=NAME; or validation_split: null in the dataset's entry "
                                           r"holds out a fraction$"):
         build(tmp_path, [{"path": str(tmp_path / "split"), "validation_split": "valid"}])
+    assert "which is not read" not in caplog.text
     (tmp_path / "split" / "LICENSE").write_text("MIT")  # no data file: neither read nor refused
     assert all_text(build(tmp_path, [{"path": str(tmp_path / "split")}])) == ["<|endoftext|>Trained on."]
     (tmp_path / "split" / "hamlet.txt").write_text("Names no split.")  # datasets would leave it out, silently
@@ -291,8 +294,11 @@ def test_save_to_disk_folder_with_splits(tmp_path, no_hub, caplog):
     with caplog.at_level("WARNING", logger="lmplay"):  # its own held-out rows, unread unless named
         build(tmp_path, [{"path": str(tmp_path / "saved")}])
     assert "also has test split, which is not read; validation_split: test in the dataset's entry" in caplog.text
-    with pytest.raises(ConfigError, match=r"has no split 'valid' \(splits: train, test\); set validation_split=NAME$"):
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmplay"), \
+            pytest.raises(ConfigError, match=r"has no split 'valid' \(splits: train, test\); set validation_split=NAME$"):
         build(tmp_path, [{"path": str(tmp_path / "saved"), "validation_split": "valid"}])
+    assert "which is not read" not in caplog.text  # noise before the error that says what to do
     Dataset.from_dict({"text": ["One row."]}).save_to_disk(str(tmp_path / "one_split"))
     with pytest.raises(ConfigError, match=r"is a saved Dataset, one split, with no split 'validation'; drop split="):
         build(tmp_path, [{"path": str(tmp_path / "one_split"), "split": "validation"}])  # trained on all its rows

@@ -323,7 +323,7 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
                           f"{', '.join(map(str, files))}); set {key}=NAME{fraction}")
     if patterns != {"train": ["**"]}:  # file names name the splits
         _check_split_names(folder, files, where)
-    if key == "split":
+    if key == "split" and read - {None} <= set(files):  # not where the validation split is missing: its error is next
         warn_unused_splits([str(name) for name in files if name not in read], folder, where,
                            holds_out=len(read - {None}) > 1)
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
@@ -391,7 +391,7 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
         if split not in loaded:
             raise ConfigError(f"{where}: {path} has no split {split!r} (splits: {', '.join(loaded)}); set "
                               f"{split_key(spec, split)}=NAME")
-        if split == spec.split:
+        if split == spec.split and spec.validation_split in (None, *loaded):  # else: its missing split's error
             warn_unused_splits([name for name in loaded if name not in (spec.split, spec.validation_split)], path,
                                where, holds_out=spec.validation_split is not None)
         loaded = loaded[split]
