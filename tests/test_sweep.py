@@ -145,16 +145,20 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
 def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are_noted(tmp_path):
     """Job 1 was launched with max_steps=20, then trained on to 25 (hydra.run.dir=its dir): the summary said
     max_steps=20 and named it lowest, at more tokens than the others, without a word."""
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": ["exp=a", "seed=1,2", "max_steps=20"]}}}))
     for job, steps, loss in ((0, 20, 3.3), (1, 25, 3.1)):
-        run = tmp_path / f"{job}_exp=a"
+        run = tmp_path / f"exp=a,max_steps=20,seed={job + 1}"
         (run / ".hydra").mkdir(parents=True)
-        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"max_steps={steps}"]))
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"seed={job + 1}", f"max_steps={steps}"]))
         (run / "job.json").write_text(json.dumps({"job": job, "experiment": "a", "status": "completed",
-                                                  "overrides": ["exp=a", "max_steps=20"]}))
+                                                  "overrides": ["exp=a", f"seed={job + 1}", "max_steps=20"]}))
         record = {"step": steps, "samples": 8 * steps, "tokens": 1000 * steps, "loss": loss, "accuracy": 0.2}
         (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
     text = write_summary(tmp_path)["markdown"]
-    assert "| 1 | a | max_steps=25 | 3.1000 |" in text
+    assert "| 1 | a | seed=2 max_steps=25 | 3.1000 |" in text
+    assert "not started" not in text and "| 2 |" not in text  # still the sweep's job 1, not a new job beside it
     assert (f"Note: the completed jobs' final validations are at different token counts (20,000 to 25,000): a lower "
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
 

@@ -153,8 +153,9 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         run = load_run(job_dir) if (job_dir / STATS).is_file() else None
     except ConfigError as e:  # damaged by hand or by a full disk: its row says so, and the other rows stand
         run, job = None, {**job, "error": f"{job.get('error') or ''} {e}".strip()}
-    overrides = (run.overrides if run else None) or job.get("overrides") or []  # the run's own: a job trained on
-    # by hand (hydra.run.dir=JOB_DIR max_steps=25) is labelled by what it trained with, as the plots label it
+    launched = job.get("overrides") or (run.overrides if run else [])  # which of the sweep's jobs it is
+    overrides = (run.overrides if run else None) or launched  # the run's own: a job trained on by hand
+    # (hydra.run.dir=JOB_DIR max_steps=25) is labelled by what it trained with, as the plots label it
     final = run.final_validation if run else None
     name = str(job_dir.relative_to(sweep_dir))
     number = re.match(r"(\d+)_", name)
@@ -163,6 +164,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "dir": name,
         "experiment": job.get("experiment") or (run.exp if run else None),
         "overrides": overrides,
+        "launched_with": launched,
         "final_validation_loss": final["loss"] if final else None,
         "final_validation_accuracy": final["accuracy"] if final else None,
         "held_out_tokens": final.get("held_out_tokens") if final else None,
@@ -187,14 +189,14 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = [job_row(sweep_dir, d) for d in dirs]
     planned = planned_jobs(sweep_dir)
     plan = {tuple(sorted(overrides)): number for number, overrides in enumerate(planned)}
-    started = {tuple(sorted(r["overrides"])) for r in rows}
+    started = {tuple(sorted(r["launched_with"])) for r in rows}
     rows += [not_started_row(number, overrides) for number, overrides in enumerate(planned)
              if tuple(sorted(overrides)) not in started]
     if plan:  # numbered by the sweep as last typed: an earlier call's `seed=1,2` and a rerun's `seed=3,2` both had a 0
-        earlier = sorted((r for r in rows if tuple(sorted(r["overrides"])) not in plan),
+        earlier = sorted((r for r in rows if tuple(sorted(r["launched_with"])) not in plan),
                          key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"] or ""))
         for r in rows:
-            r["job"] = plan.get(tuple(sorted(r["overrides"])), r["job"])
+            r["job"] = plan.get(tuple(sorted(r["launched_with"])), r["job"])
         for number, r in enumerate(earlier, start=len(plan)):  # values the last call no longer has: after it
             r["job"] = number
     return sorted(rows, key=lambda r: (r["job"] is None, r["job"] or 0, r["dir"] or ""))  # the sweep's order
@@ -225,7 +227,7 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     """A job of the sweep that no attempt has reached yet (the sweep was stopped before it)."""
     experiment = override_value(overrides, "exp")
-    return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides,
+    return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides, "launched_with": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
             "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
             "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
