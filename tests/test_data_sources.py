@@ -257,10 +257,12 @@ def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
     assert sorted(all_text(build(tmp_path, [{"path": str(path), "field": "data"}]))) == [
         f"<|endoftext|>Row {i}." for i in range(3)]
     (tmp_path / "only.json").write_text(json.dumps({"data": [{"text": "Row."}]}))  # the hint was text=COLUMN
-    with pytest.raises(ConfigError, match=r"has one column, 'data', and no 'text' column: if its records are the list "
-                                          r"under the key 'data', read them with \+curriculum.stages.0.datasets.0."
-                                          r"field=data"):
+    with pytest.raises(ConfigError, match=r"has one column, 'data', a list of records, and no 'text' column: read the "
+                                          r"records under that key with \+curriculum.stages.0.datasets.0.field=data"):
         build(tmp_path, [{"path": str(tmp_path / "only.json")}])
+    (tmp_path / "body.json").write_text(json.dumps([{"body": "Row."}]))  # one column of text: text=COLUMN, not field=
+    with pytest.raises(ConfigError, match=r"has no 'text' column \(columns: body\); name the column"):
+        build(tmp_path, [{"path": str(tmp_path / "body.json")}])
     with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of it$"):
         build(tmp_path, [{"path": str(path), "field": "rows"}])
     with pytest.raises(ConfigError, match=r"field='version' holds no list of records"):

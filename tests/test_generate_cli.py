@@ -160,8 +160,8 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={model}", "prompt=hi", "batch_size=0"], "error: batch_size=0 must be an integer >= 1"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}"], "error: no prompt"),
-    (["checkpoint={sweep}", "prompt=hi"], "holds 2 runs (a sweep's jobs?): give one of their checkpoints, e.g. "
-                                          "checkpoint="),  # was only: checkpoint sweep/model.lmp does not exist
+    (["checkpoint={sweep}", "prompt=hi"], "holds 2 runs (a sweep's jobs?): give one of their checkpoints, e.g. "),
+    (["checkpoint={sweep}/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # was only: ... does not exist
     (["prompt=hi"], "error: no checkpoint"),
     (["checkpoint=null", "prompt=hi"], "error: checkpoint=null is not a path; give one"),  # were Hydra tracebacks
     (["checkpoint=[a,b]", "prompt=hi"], "error: checkpoint=['a', 'b'] is not a path"),

@@ -219,6 +219,12 @@ def test_relative_data_paths_read_from_where_the_command_was_typed_under_hydra_j
             "curriculum.cache_dir=cache", "hydra.job.chdir=true", cwd=tmp_path, check=True)
     assert (tmp_path / "outputs" / "test_runner" / "model.lmp").is_file()
     assert (tmp_path / "cache").is_dir() and not (tmp_path / "outputs" / "test_runner" / "cache").exists()
+    (tmp_path / "recs").mkdir()
+    (tmp_path / "recs" / "a.jsonl").write_text("".join(json.dumps({"text": f"Row {i} of the records."}) + "\n"
+                                                       for i in range(200)))
+    run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "curriculum=text_file", "curriculum.path=json",
+            "+curriculum.stages.0.datasets.0.data_files=recs/*.jsonl", "run_name=records", "hydra.job.chdir=true",
+            cwd=tmp_path, check=True)  # a builder's data_files, a glob: from the launch dir too
 
 
 @pytest.mark.parametrize("override, message", [

@@ -28,10 +28,10 @@ def no_checkpoint(path: Path | str) -> ConfigError:
     """`checkpoint X does not exist`, and where X is a dir of runs (a sweep's), the runs' checkpoints to pick from."""
     path = Path(path)
     message = f"checkpoint {checkpoint_file(path)} does not exist"
-    runs = sorted(path.glob("*/model.lmp")) if path.is_dir() else []
+    folder = path if path.is_dir() else path.parent  # sweep/ or sweep/model.lmp
+    runs = sorted(folder.glob("*/model.lmp")) if folder.is_dir() else []
     if runs:
-        message += (f"; {path} holds {len(runs)} runs (a sweep's jobs?): give one of their checkpoints, e.g. "
-                    f"checkpoint={runs[0]}")
+        message += f"; {folder} holds {len(runs)} runs (a sweep's jobs?): give one of their checkpoints, e.g. {runs[0]}"
     return ConfigError(message)
 
 
@@ -46,7 +46,8 @@ def from_launch_dir(path: str, to_create: bool = False) -> str:
     if Path(path).expanduser().is_absolute() or not HydraConfig.initialized():
         return path
     launched = Path(HydraConfig.get().runtime.cwd)
-    moved = launched != Path.cwd() and (to_create or (launched / path).expanduser().exists())
+    found = (launched / path).exists() or (any(c in path for c in "*?[") and next(launched.glob(path), None))
+    moved = launched != Path.cwd() and (to_create or found)
     return str(launched / path) if moved else path
 
 

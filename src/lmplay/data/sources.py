@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 HUB_PROBE_TIMEOUT_S = 3.0
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
 RECORD_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+FILE_BUILDERS = ("json", "parquet", "csv", "text")  # `path: json` with data_files=FILES
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repo id, `name` or `owner/name`: fullmatch it
 
 
@@ -120,6 +121,8 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     for key in ("path", "validation_path"):
         if isinstance(spec.get(key), str):
             spec[key] = from_launch_dir(spec[key])
+    if spec["path"] in FILE_BUILDERS:  # `path: json`: its data_files are paths (beside a folder path, inside it)
+        spec["data_files"] = launch_dir_files(spec.get("data_files"))
     path = str(spec["path"])
     one_file = path.startswith("embedded:") or Path(path).expanduser().is_file()
     if one_file and "validation_split" not in entry:  # a preset's: its local copy in one file holds out a fraction
@@ -162,6 +165,18 @@ class LoadedSource:
         return self.load_validation is not None
 
 
+def launch_dir_files(files: Any) -> Any:
+    """data_files (a path, a list of them, or a mapping of splits to either) read from the launch dir, as
+    from_launch_dir reads a path."""
+    if isinstance(files, str):
+        return from_launch_dir(files)
+    if isinstance(files, list):
+        return [launch_dir_files(f) for f in files]
+    if isinstance(files, dict):
+        return {split: launch_dir_files(f) for split, f in files.items()}
+    return files
+
+
 def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns;
     a plain text file is only identified here (its records are built when they are first used). `entry` is the
@@ -189,7 +204,7 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
                           f"FILE reads another file)")
     elif spec.validation_split:
         validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
-    fmt = row_format(spec, columns, where, entry)
+    fmt = row_format(spec, columns, where, entry, listed_records(spec, records, columns))
     if validation is not None:
         row_format(spec, val_columns, where + " (validation)", entry)
     return LoadedSource(spec, records, fmt, identity, validation, validation_identity)
@@ -207,8 +222,21 @@ def reads_json(spec: DatasetSpec) -> bool:
     return not saved and {file_kind(Path(f)) for f in data_files_of(local) if file_kind(Path(f))} == {".json"}
 
 
-def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: str) -> RowFormat:
-    """The RowFormat the spec asks for (or that the columns suggest), checked against the columns."""
+def listed_records(spec: DatasetSpec, records: Records, columns: list[str] | None) -> str | None:
+    """The one column of a .json dataset that holds a list of records ({"data": [{...}, ...]}), which field= reads
+    as the records; None for any other (a one-column dataset of text is told text=COLUMN instead)."""
+    if columns is None or len(columns) != 1 or "text" in columns or spec.field is not None or not reads_json(spec):
+        return None
+    features = records().features  # loaded already: a one-column dataset is no text file, whose rows build late
+    feature = features.get(columns[0]) if features is not None else None
+    return columns[0] if isinstance(feature, list) or type(feature).__name__ in ("List", "LargeList", "Sequence") \
+        else None
+
+
+def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: str, listed: str | None = None
+               ) -> RowFormat:
+    """The RowFormat the spec asks for (or that the columns suggest), checked against the columns; `listed`: the
+    column that holds the records (listed_records)."""
     if spec.messages:
         fmt = RowFormat("chat", messages=spec.messages)
     elif spec.truth or spec.prompt:
@@ -223,10 +251,10 @@ def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: 
         fmt = RowFormat("pair", prompt=("prompt",), truth="truth")
     elif "messages" in columns:
         fmt = RowFormat("chat", messages="messages")
-    elif len(columns) == 1 and spec.field is None and reads_json(spec):  # {"data": [{...}, ...]}: one column
-        raise ConfigError(f"{where}: dataset {spec.label!r} has one column, {columns[0]!r}, and no 'text' column: if its "
-                          f"records are the list under the key {columns[0]!r}, read them with "
-                          f"+{entry}.field={columns[0]} (or field: {columns[0]} in the dataset's entry)")
+    elif listed:
+        raise ConfigError(f"{where}: dataset {spec.label!r} has one column, {listed!r}, a list of records, and no "
+                          f"'text' column: read the records under that key with +{entry}.field={listed} (or field: "
+                          f"{listed} in the dataset's entry)")
     else:
         raise ConfigError(f"{where}: dataset {spec.label!r} has no 'text' column (columns: {', '.join(columns)}); "
                           f"name the column in the dataset's entry, {{path: ..., text: COLUMN}} (or prompt: and "
@@ -274,7 +302,7 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
             if text_files:
                 return _text_file_records(text_files, spec)
         return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
-    if spec.data_files is not None and path in ("json", "parquet", "csv", "text"):
+    if spec.data_files is not None and path in FILE_BUILDERS:
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
         raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
