@@ -240,6 +240,30 @@ def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override,
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "sw").exists()
 
 
+@pytest.mark.parametrize("override", ["run_name=bob's run", 'run_name=say "hi"', "run_name=a,${x}", "run_name=`x`=y",
+                                      "curriculum.path=it's,b"])
+def test_the_quoting_a_refusal_suggests_reads_back_the_value_when_pasted_into_bash(tmp_path, override):
+    """The suggestion broke in bash for values holding ', ", $ or `: unbalanced, expanded, or quotes dropped."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    message = run_cli("lmplay.train", "exp=test_runner", override, cwd=tmp_path).stderr.strip()
+    suggested = re.search(r'(?:as in|quote it:) ("(?:[^"\\]|\\.)*")', message)[1]
+    pasted = subprocess.run(["bash", "-c", f"printf %s {suggested}"], capture_output=True, text=True, check=True).stdout
+    assert OverridesParser.create().parse_overrides([pasted])[0].value() == override.partition("=")[2]
+
+
+def test_a_key_that_cannot_be_one_and_a_trailing_comma_are_named_and_a_config_dir_with_odd_characters_is_no_override(
+        tmp_path):
+    assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", "model.num blocks=2", cwd=tmp_path),
+                          "'model.num blocks' is no config key")
+    assert_one_line_error(run_cli("lmplay.train", "-m", "exp=test_runner", "lr=1e-3,", cwd=tmp_path),
+                          "lr=1e-3,: a value cannot end in a comma; drop it")
+    odd = tmp_path / "my conf's,x=y"
+    odd.mkdir()  # was: "hydra.searchpath=[file://...]: Hydra cannot read this value", an override never typed
+    assert_one_line_error(run_cli("lmplay.train", "--config-dir", str(odd), "exp=test_runner", "nosuchkey=1",
+                                  cwd=tmp_path), "unknown key 'nosuchkey'")
+
+
 def test_unknown_experiment(tmp_path, tiny_run_args):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "exp=nope"), "exp=nope", "gpt2ish")
 

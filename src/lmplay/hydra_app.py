@@ -86,7 +86,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             remove_unused_sweep_dir()
             reject_bare_words(argv)
             # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
-            overrides = [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+            overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and ("=" in a or a.startswith("~"))
+                         and (i == 0 or argv[i - 1] not in HYDRA_VALUE_FLAGS)]  # not --config-dir's "a=b" dir
             flags = config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
@@ -294,7 +295,7 @@ def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
     searchpath typed too (one override of the key: a second would replace the first)."""
     if not config_dir:
         return overrides
-    entry = f"file://{Path(config_dir).resolve()}"
+    entry = "'file://" + str(Path(config_dir).resolve()).replace("'", "\\'") + "'"  # quoted: a dir "my conf's"
     typed = [o for o in overrides if o.startswith("hydra.searchpath=")]
     if not typed:
         return [*overrides, f"hydra.searchpath=[{entry}]"]
@@ -368,11 +369,27 @@ def reject_unreadable(overrides: list[str]) -> None:
             parser.parse_overrides([override])
         except OverrideParseException as e:
             key, _, value = override.partition("=")
-            quoted = f"\"{key}='{value}'\"" if "'" not in value else f"'{key}=\"{value}\"'"
+            said = str(e).splitlines()[0]
+            if not re.fullmatch(r"[+~]{0,2}[\w.@/-]+", key):
+                fail(f"{override}: {key!r} is no config key (a key is a dotted name, as in model.num_blocks; Hydra: "
+                     f"{said})")
+            if value.endswith(",") and not value.startswith("["):
+                fail(f"{override}: a value cannot end in a comma; drop it (a sweep lists values: {key}={value}VALUE2)")
             fix = ("quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
-                   if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "
-                                                 f"brackets or spaces)")
-            fail(f"{override}: Hydra cannot read this value ({str(e).splitlines()[0]}); {fix}")
+                   if value.startswith("[") else f"quote it whole, as in {shell_word(hydra_quoted(key, value))} (a value "
+                                                 f"holding '=', ',', quotes, brackets or spaces)")
+            fail(f"{override}: Hydra cannot read this value ({said}); {fix}")
+
+
+def hydra_quoted(key: str, value: str) -> str:
+    """key='value' as Hydra's grammar reads a quoted value back: a quote inside is escaped."""
+    return f"{key}='" + value.replace("'", "\\'") + "'"
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word for bash, in double quotes, with what bash reads inside them escaped: a suggestion
+    pasted into the shell must reach Hydra as it is shown."""
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
 def ambiguous_value(hydra_said: str) -> None:
@@ -380,7 +397,7 @@ def ambiguous_value(hydra_said: str) -> None:
     if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
         key, value = found[1], found[2].replace("\\'", "'")
         fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
-             f"\"{key}='{value}'\"; for a list, {key}=[{value}]")
+             f"{shell_word(hydra_quoted(key, value))}; for a list, {key}=[{value}]")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:
