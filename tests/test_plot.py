@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from matplotlib.figure import Figure
 
 from conftest import REPO, run_cli
 from lmplay.errors import ConfigError
@@ -160,6 +161,7 @@ def test_identical_runs_stopped_at_different_steps_compare_equal_at_a_point_both
     assert "~ marks a value read off a straight line" in table_note(tmp_path / "a", tmp_path / "b")
     table = comparison_table(group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))).split("\n\n")[0]
     assert any(cell.startswith("~") for cell in table.split())  # the cells that are not measured say so
+    assert "-" not in table.splitlines()[2].split()[3:7]  # a regular cadence is read between its points
 
 
 def table_note(*runs: Path) -> str:
@@ -227,10 +229,35 @@ def test_a_run_validated_only_at_0_and_past_the_others_end_shows_no_value_made_u
     base_row, dense_row, sparse_row = (line.split()[3:] for line in table.splitlines()[2:])
     assert sparse_row == ["5.0000", "-", "-", "-", "-", "-"]  # its own loss@0; nothing made up past it
     assert "-" not in dense_row and not any(cell.startswith("~") for cell in dense_row)  # the others' own points
-    assert "where 2 of the 3 runs validated" in note and "- marks a run with no validation points within 50%" in note
+    assert "where the runs of 2 of the 3 rows validated" in note and "- marks a run whose validation points" in note
     plots = plot_all(group_runs(load_runs([base, dense, sparse])), tmp_path / "plots", ["validation"],
                      {"validation": 0.0}, logx=True)
     assert any(p.name == "validation_loss_vs_baseline.png" for p in plots)
+
+
+def test_one_sparse_run_leaves_the_others_their_midpoints_and_a_sparse_baseline_draws_no_made_up_difference(
+        tmp_path, monkeypatch):
+    """Runs of one length: the sparse one's end was shared by all, so every row showed only loss@0 and the end; and
+    the difference plot read a dense idea against a straight baseline line from 0 to its end (-0.5 where +0.1)."""
+    def sparse(run: Path) -> Path:
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"] = [{**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0},
+                               stats["validation"][-1]]
+        (run / "stats.json").write_text(json.dumps(stats))
+        return run
+
+    base = fake_run(tmp_path / "base", "base", 1, 2.0, steps=40)
+    idea = fake_run(tmp_path / "idea", "idea", 1, 2.0, steps=40)
+    other = sparse(fake_run(tmp_path / "other", "other", 1, 2.0, steps=40))
+    header = comparison_table(group_runs(load_runs([base, idea, other]))).splitlines()[0]
+    assert len([c for c in header.split() if c.startswith("loss@")]) == 4
+    drawn = {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.__setitem__(Path(path).name, (
+        [t.get_text() for t in fig.axes[0].get_legend().get_texts()], [len(l.get_xdata()) for l in fig.axes[0].lines])))
+    plot_all(group_runs(load_runs([sparse(base), idea])), tmp_path / "plots", ["validation"], {"validation": 0.0},
+             logx=True)
+    labels, points = drawn["validation_loss_vs_baseline.png"]
+    assert "too few points where it and its baseline both validated to draw" in labels[1] and points[1] < 2
 
 
 def test_a_value_a_seed_reads_off_a_line_is_marked(tmp_path):

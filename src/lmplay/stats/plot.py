@@ -218,9 +218,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             if baseline is not curves[0]:
                 label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
+            inside &= np.array([approx(baseline, t) is not None for t in tokens], dtype=bool)  # not across its gaps
             tokens = tokens[inside]
             if len(tokens) < 2:  # a line of one point draws nothing
-                label += " (validated too rarely within the baseline's tokens to draw)"
+                label += " (too few points where it and its baseline both validated to draw)"
             values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
@@ -289,13 +290,12 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
     curves = [loss for _, loss, _ in rows]
-    least = next((n for n in range(len(curves), 1, -1) if any(t > 0 for t in shared_points(curves, start, end, n))),
-                 len(curves))  # a run validated more rarely than the rest leaves the others their own points
-    shared = shared_points(curves, start, end, least)
+    least, shared = most_shared_points(curves, start, end, columns - 1)
     if any(t > 0 for t in shared):
         points = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, columns).round().astype(int))]
     else:  # no point in common (rows against packed batching): read every curve between its own points
         points = list(np.unique(np.linspace(start, end, columns).round()))
+    points = [t for t in points if any(approx(c, t) is not None for c in curves)] or points[:1]  # no all-"-" column
     end = points[-1]
     baseline_first = rows[0][0] is groups[0]
     header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
@@ -322,7 +322,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
              for r in table]
     lines.insert(1, "-" * len(lines[0]))
     where = (("at token counts where every run validated (within 2%)" if least == len(curves) else
-              f"at token counts where {least} of the {len(curves)} runs validated (within 2%)")
+              f"at token counts where the runs of {least} of the {len(curves)} rows validated (within 2%)")
              if any(t > 0 for t in shared) else
              "read off a straight line between each run's own validation points, as no token count past 0 has a "
              "validation point of every run (different batching, or validation cadences)")
@@ -330,8 +330,9 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row) if j >= 2 and (i, j) != (0, vs_column)]
     where += "; ~ marks a value read off a straight line between a run's validation points" if any(
         c.startswith("~") for c in cells) else ""
-    where += (f"; - marks a run with no validation points within {GAP:.0%} of that count of each other around it "
-              f"(a straight line across a wider gap would make the value up)") if "-" in cells else ""
+    where += (f"; - marks a run whose validation points around that count are further apart than {GAP:.0%} of it "
+              f"and than its usual spacing (a straight line across that gap would make the value up)"
+              ) if "-" in cells else ""
     note = (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
@@ -353,10 +354,13 @@ def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
         below, above = seed[seed <= tokens], seed[seed >= tokens]
         if np.abs(seed - tokens).min() <= tolerance * tokens:
             marks.append("")
-        elif len(below) and len(above) and above.min() - below.max() <= GAP * tokens:
-            marks.append("~")
-        else:
+            continue
+        gap = above.min() - below.max() if len(below) and len(above) else np.inf
+        past_0 = seed[seed > 0]
+        cadence = np.median(np.diff(past_0)) if len(past_0) >= 3 else 0.0  # a run that validates regularly
+        if gap > max(GAP * tokens, 1.5 * cadence):
             return None
+        marks.append("~")
     return max(marks)
 
 
@@ -364,6 +368,17 @@ def cell(curve: Curve, tokens: float, show: Callable[[np.ndarray], str]) -> str:
     """The curve's seeds' values at `tokens` as `show` writes them, marked as approx() says; "-" where it says None."""
     mark = approx(curve, tokens)
     return "-" if mark is None else mark + show(curve.at(tokens))
+
+
+def most_shared_points(curves: list[Curve], start: float, end: float, wanted: int) -> tuple[int, list[float]]:
+    """(n, the counts where n of the curves have points of their own): the most curves that share `wanted` counts
+    past 0, else that share the most. A run validated more rarely than the rest (at 0 and its end only) would
+    leave every row just those two columns; it gets "-" between them instead."""
+    found = {n: shared_points(curves, start, end, n) for n in range(len(curves), 0, -1)}
+    past_0 = {n: sum(t > 0 for t in points) for n, points in found.items()}
+    enough = [n for n in found if past_0[n] >= wanted and n > 1]
+    least = enough[0] if enough else max(found, key=lambda n: (past_0[n] if n > 1 else 0, n))
+    return least, found[least]
 
 
 def shared_points(curves: list[Curve], start: float, end: float, least: int | None = None,
