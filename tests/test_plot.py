@@ -352,6 +352,22 @@ def test_a_sweep_job_trained_on_keeps_its_baseline_and_an_idea_with_none_at_its_
     assert "-1.3000 (vs test_runner lr=1e-3 max_steps=20: none at its settings)" in rows["my_idea lr=5e-3 max_steps=20"]
 
 
+def test_an_idea_at_the_default_lr_or_one_written_otherwise_is_compared_with_the_baseline_at_that_lr(tmp_path):
+    """Settings were compared as typed: an idea at the default lr (0.003) was '(vs ... lr=0.001: none at its
+    settings)' beside a baseline at lr=0.003, and lr=3e-3 did not match lr=0.003."""
+    for job, (exp, lr, loss) in enumerate((("base", "0.001", 3.0), ("base", "0.003", 1.8))):
+        fake_run(tmp_path / "sweep" / f"{job}_exp={exp},lr={lr}", exp, 1, loss, extra=(f"lr={lr}",))
+    for name, extra in (("default", ()), ("written", ("lr=3e-3",))):
+        run = fake_run(tmp_path / name, "idea", 1, 1.85, extra=extra)
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "lr": 0.003}))
+    for sweep in (tmp_path / "sweep").iterdir():
+        lr = float(sweep.name.rsplit("=", 1)[1])
+        (sweep / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "lr": lr}))
+    table = comparison_table(group_runs(load_runs([tmp_path / "sweep", tmp_path / "default", tmp_path / "written"])))
+    rows = [line for line in table.splitlines()[2:] if line.startswith("idea")]
+    assert len(rows) == 2 and all("+0.0500 (vs base lr=0.003)" in row for row in rows), table
+
+
 def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_path):
     """The held-out set is validation_batches batches of batch_size: a batch_size sweep measures each loss on
     other samples, which the table must not pass over in silence."""

@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
+from omegaconf import OmegaConf
 
-from lmplay.config import override_key
+from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.stats.runs import HELD_OUT_CAUSE, Run
 
@@ -133,10 +134,26 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
 NOT_SETTINGS = ("exp", "max_steps", "runner.log_interval", "runner.validation_interval", "runner.save_interval")
 
 
-def settings(group: Group) -> tuple[str, ...]:
-    """What a configuration trains with besides its experiment: not how long it ran or how often it recorded
-    (one job of a sweep trained on to more steps is still compared with the baseline at its lr)."""
-    return tuple(o for o in group.runs[0].config if override_key(o) not in NOT_SETTINGS)
+def setting_keys(group: Group) -> set[str]:
+    """The keys a configuration typed besides its experiment: not how long it ran or how often it recorded (one job
+    of a sweep trained on to more steps is still compared with the baseline at its lr)."""
+    return {override_key(o) for o in group.runs[0].config if override_key(o) not in NOT_SETTINGS}
+
+
+def setting(group: Group, key: str) -> Any:
+    """The value a configuration trained with at `key`: from its .hydra/config.yaml (lr=3e-3 typed and 0.003 by
+    default are one setting), else as typed; numbers as numbers."""
+    run = group.runs[0]
+    value = OmegaConf.select(OmegaConf.create(run.settled), key, default=None) if run.settled else None
+    value = override_value(run.overrides, key) if value is None else value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def same_settings(a: Group, b: Group) -> bool:
+    return all(setting(a, key) == setting(b, key) for key in setting_keys(a) | setting_keys(b))
 
 
 def baselines(groups: list[Group]) -> list[int]:
@@ -145,7 +162,7 @@ def baselines(groups: list[Group]) -> list[int]:
     has no such match, and the baseline experiment's own groups, with the first group."""
     base_exp = groups[0].runs[0].exp if groups else None
     return [0 if g.runs[0].exp == base_exp else
-            next((j for j, h in enumerate(groups) if h.runs[0].exp == base_exp and settings(h) == settings(g)), 0)
+            next((j for j, h in enumerate(groups) if h.runs[0].exp == base_exp and same_settings(h, g)), 0)
             for g in groups]
 
 
@@ -154,7 +171,7 @@ def unmatched(group: Group, groups: list[Group], base: int) -> bool:
     none at the idea's: the table says so rather than pass the first for the idea's own."""
     base_exp = groups[0].runs[0].exp
     swept = sum(g.runs[0].exp == base_exp for g in groups) > 1
-    return swept and base == 0 and group.runs[0].exp != base_exp and settings(group) != settings(groups[0])
+    return swept and base == 0 and group.runs[0].exp != base_exp and not same_settings(group, groups[0])
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:

@@ -35,6 +35,7 @@ class Run:
     overrides: list[str] = field(default_factory=list)
     exp: str | None = None
     tokenizer: str | None = None  # a loss per token compares only between runs of one tokenizer
+    settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml: the values the run trained with
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -147,9 +148,11 @@ def load_run(path: Path) -> Run:
     hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
     exp = exp or override_value(overrides, "exp")
-    tokenizer = (read_yaml(path / ".hydra" / "config.yaml") or {}).get("tokenizer")
+    settled = read_yaml(path / ".hydra" / "config.yaml") or {}
+    settled = settled if isinstance(settled, dict) else {}
+    tokenizer = settled.get("tokenizer")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
-               str(tokenizer) if tokenizer is not None else None)
+               str(tokenizer) if tokenizer is not None else None, settled)
 
 
 def load_runs(paths: list[Path], skipped: list[str] | None = None) -> list[Run]:
