@@ -122,6 +122,9 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
 def sweep_of_two(sweep: Path, model: torch.nn.Module) -> Path:
     for job in ("0_seed=1", "1_seed=2"):
         save_model(model, "test_runner", sweep / job / "model.lmp")
+    (sweep / "only_bak").mkdir()  # what a crash in a save's rename leaves
+    (sweep / "0_seed=1" / "model.lmp").rename(sweep / "only_bak" / "model.lmp.bak")
+    save_model(model, "test_runner", sweep / "0_seed=1" / "model.lmp")
     return sweep
 
 
@@ -162,6 +165,8 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={model}"], "error: no prompt"),
     (["checkpoint={sweep}", "prompt=hi"], "holds 2 runs (a sweep's jobs?): give one of their checkpoints, e.g. "),
     (["checkpoint={sweep}/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # was only: ... does not exist
+    (["checkpoint={sweep}/only_bak", "prompt=hi"], "model.lmp does not exist, but model.lmp.bak does: the previous "
+                                                   "checkpoint (rename it to model.lmp to use it)"),
     (["prompt=hi"], "error: no checkpoint"),
     (["checkpoint=null", "prompt=hi"], "error: checkpoint=null is not a path; give one"),  # were Hydra tracebacks
     (["checkpoint=[a,b]", "prompt=hi"], "error: checkpoint=['a', 'b'] is not a path"),

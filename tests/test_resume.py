@@ -440,8 +440,8 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch, failure)
 def test_a_temp_file_that_cannot_be_made_is_one_error_not_two_chained(tmp_path):
     checkpoint.save(plain_checkpoint(torch.ones(3)), tmp_path / "model.lmp")
     (tmp_path / "model.lmp.tmp").mkdir()  # its name taken: the clean-up's unlink failed too, and chained a traceback
-    with pytest.raises(OutputError, match=r"could not write checkpoint .*model.lmp \(Is a directory\); the previous "
-                                          r"one is intact"):
+    with pytest.raises(OutputError, match=r"could not write checkpoint .*model.lmp \(Is a directory: .*model.lmp.tmp\); "
+                                          r"the previous one is intact"):
         checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.lmp")
     assert torch.equal(weights(tmp_path)["w"], torch.ones(3))
 

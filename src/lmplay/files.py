@@ -28,6 +28,10 @@ def no_checkpoint(path: Path | str) -> ConfigError:
     """`checkpoint X does not exist`, and where X is a dir of runs (a sweep's), the runs' checkpoints to pick from."""
     path = Path(path)
     message = f"checkpoint {checkpoint_file(path)} does not exist"
+    bak = checkpoint_file(path).with_name(checkpoint_file(path).name + ".bak")
+    if bak.is_file():  # what a crash in a save's rename leaves
+        return ConfigError(f"{message}, but {bak.name} does: the previous checkpoint (rename it to "
+                           f"{checkpoint_file(path).name} to use it)")
     folder = path if path.is_dir() else path.parent  # sweep/ or sweep/model.lmp
     runs = sorted(folder.glob("*/model.lmp")) if folder.is_dir() else []
     if runs:

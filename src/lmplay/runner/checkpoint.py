@@ -122,6 +122,8 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         with contextlib.suppress(OSError):  # what failed may be the temp file itself (its name taken by a dir)
             tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
+        if getattr(e, "filename", None) and Path(e.filename) != path:  # the temp file, or the .bak, is what failed
+            reason += f": {e.filename}"
         if not getattr(e, "strerror", None):  # torch's writer names no cause: the usual ones are these
             free = shutil.disk_usage(path.parent).free / 2**20
             reason += f"; is the disk full ({free:,.0f} MiB free there), or a file-size limit (ulimit -f) in the way?"
