@@ -22,10 +22,12 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
+from train_loop import at_least
 
 from experiments.gpt2ish.model import GPT2ish  # noqa: E402
 from lmplay.data.curriculum import Curriculum  # noqa: E402
 from lmplay.data.tokenizers import get_tokenizer  # noqa: E402
+from lmplay.errors import LmplayError
 
 
 def shakespeare(cache_dir: str, batching: str) -> Curriculum:
@@ -73,19 +75,23 @@ def train_side(tokenizer: str, batches: list, args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--context-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--context-len", type=at_least(2), default=256)
+    parser.add_argument("--batch-size", type=at_least(1), default=32)
+    parser.add_argument("--train-steps", type=at_least(1), default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokenizers", nargs="+", default=["bytes", "gpt2"])
     args = parser.parse_args()
+    for tokenizer in args.tokenizers:
+        try:
+            get_tokenizer(tokenizer)  # building the gpt2 tables is a one-time cost, not tokenization
+        except LmplayError as e:
+            parser.error(str(e))
     datasets.disable_progress_bars()
     print(f"embedded corpus, context {args.context_len}, batch {args.batch_size}, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'tokenizer':9} {'batching':8} {'tokens':>10} {'tokenize/s':>12} {'batch/s':>12} {'tok+batch/s':>12} "
           f"{'train/s':>9} {'data/train':>10}")
     for tokenizer in args.tokenizers:
-        get_tokenizer(tokenizer)  # building the gpt2 tables is a one-time cost, not tokenization
         for batching in ("rows", "packed"):
             with tempfile.TemporaryDirectory() as cache_dir:  # cold: nothing cached
                 prepare_s, batch_s, batches = data_side(tokenizer, batching, cache_dir, args)

@@ -28,8 +28,10 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parents[1])]
 
+from train_loop import at_least
+
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.device import autocast
+from lmplay.device import autocast, pick_device
 from lmplay.errors import LmplayError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import Decoder, Windows, generate_tokens
@@ -112,26 +114,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", default="gpt2ish", help="a registered experiment, random weights")
     parser.add_argument("--tokenizer", default="gpt2", choices=["bytes", "gpt2"])
-    parser.add_argument("--context-len", type=int, default=1024)
+    parser.add_argument("--context-len", type=at_least(2), default=1024)
     parser.add_argument("--checkpoint", help="benchmark this checkpoint's model instead of --exp")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--new-tokens", type=int, default=512)
-    parser.add_argument("--early", type=int, default=10, help="the early position")
-    parser.add_argument("--late", type=int, default=900, help="the late position")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--new-tokens", type=at_least(1), default=512)
+    parser.add_argument("--early", type=at_least(1), default=10, help="the early position")
+    parser.add_argument("--late", type=at_least(1), default=900, help="the late position")
+    parser.add_argument("--repeats", type=at_least(1), default=3,
                         help="runs of each cached measurement (tokens/s: their median; per position: all pooled)")
-    parser.add_argument("--prefill-rows", type=int, default=8, help="windows in the prefill measurement")
+    parser.add_argument("--prefill-rows", type=at_least(1), default=8, help="windows in the prefill measurement")
     parser.add_argument("--prefill-only", action="store_true", help="only the prefill measurement (seconds, not "
                         "the uncached run's minutes)")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=at_least(1), help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    if args.repeats < 1 or args.prefill_rows < 1 or args.context_len < 1:
-        parser.error("--repeats, --prefill-rows and --context-len must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     try:
+        pick_device(args.device)  # an unknown or absent device: one line
         model = build(args)
     except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
         raise SystemExit(f"error: {e}") from None

@@ -30,7 +30,7 @@ import yaml
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # this checkout's lmplay, as train_loop.py
 
-from train_loop import sync
+from train_loop import at_least, sync
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.model import mask_padding, top1_correct
@@ -138,15 +138,21 @@ def matches_reference(loss: torch.Tensor, grad: torch.Tensor, logits: torch.Tens
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rows", type=int, default=2048, help="tokens: mini-batch x context")
-    parser.add_argument("--vocab", type=int, default=50257)
-    parser.add_argument("--padded", type=int, default=50304)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rows", type=at_least(1), default=2048, help="tokens: mini-batch x context")
+    parser.add_argument("--vocab", type=at_least(2), default=50257)
+    parser.add_argument("--padded", type=at_least(2), default=50304, help="columns, --vocab or more")
+    parser.add_argument("--repeats", type=at_least(1), default=10)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an inductor option for torch.compile, as lmplay's compile_options (repeatable)")
     args = parser.parse_args()
+    if args.padded < args.vocab:
+        parser.error(f"--padded {args.padded} is below --vocab {args.vocab}: the padding adds columns")
+    if bad := [o for o in args.option if "=" not in o]:
+        parser.error(f"--option {bad[0]} is no KEY=VALUE")
     options = {key: yaml.safe_load(value) for key, value in (option.split("=", 1) for option in args.option)}
+    if unknown := sorted(set(options) - set(torch._inductor.config.get_config_copy())):
+        parser.error(f"--option {unknown[0]} is no inductor option (torch._inductor.config)")
     device = torch.device(args.device)
     torch.manual_seed(0)
     logits = (torch.randn(args.rows, args.padded, device=device) * 2).to(torch.bfloat16).requires_grad_()

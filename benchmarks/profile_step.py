@@ -91,7 +91,7 @@ def tally(prof, on_gpu: bool, times: dict) -> None:
 
 
 def main() -> None:
-    command = parser(__doc__)
+    command = parser(__doc__, one_loop=True)
     command.add_argument("--bare", action="store_true", help="profile train_loop.py's bare PyTorch loop instead")
     args = command.parse_args()
     on_gpu = args.device.startswith("cuda")
@@ -104,7 +104,8 @@ def main() -> None:
     for (label, _), us in times.items():
         by_category[label] += us
     what = "kernel" if on_gpu else "op"
-    print(f"config: {' '.join(overrides(args))}  ({'the bare loop' if args.bare else 'lmplay'}: {args.steps} "
+    shown = [o for o in overrides(args) if not o.startswith("max_steps=")]  # the loop runs as long as asked
+    print(f"config: {' '.join(shown)}  ({'the bare loop' if args.bare else 'lmplay'}: {args.steps} "
           f"profiled steps after {args.warmup}; "
           f"{machine(args.device)})")
     print(f"wall {wall / args.steps * 1e3:.1f} ms a step; {what} time {total / args.steps / 1e3:.1f} ms a step"

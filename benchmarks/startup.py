@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from train_loop import at_least
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -113,7 +115,7 @@ def first_step_seconds(run_dir: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=5, help="starts of each, taking turns (default: 5)")
+    parser.add_argument("--turns", type=at_least(1), default=5, help="starts of each, taking turns (default: 5)")
     turns = parser.parse_args().turns
     lmplay, record, bare = [], [], []
     for _ in range(turns):

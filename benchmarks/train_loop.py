@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,11 +194,11 @@ class BareLoop:
 def chunk_steps(args, settings) -> int:
     """--chunk, or else the longest validation/checkpoint period (in steps) that fits in --steps, else 5:
     each of lmplay's turns then carries the same share of that work."""
-    if args.chunk:
-        return args.chunk
+    if args.chunk is not None:
+        return min(args.chunk, args.steps)
     periods = [-(-interval // settings.batch_size) for interval in (settings.validation_interval,
                                                                    settings.save_interval)]
-    return max([p for p in periods if p <= args.steps // 2], default=5)
+    return min(max([p for p in periods if p <= args.steps // 2], default=5), args.steps)
 
 
 def measure_speed(args, first: str) -> dict:
@@ -223,21 +224,38 @@ def peak_memory_run(variant: str, args) -> dict:
         return {"peak_memory": peak_memory(loop.device)}
 
 
-def parser(description: str = __doc__) -> argparse.ArgumentParser:
-    """The command line of this script; profile_step.py takes the same one."""
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low`; anything else is argparse's one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
+def parser(description: str = __doc__, one_loop: bool = False) -> argparse.ArgumentParser:
+    """The command line of this script; profile_step.py (`one_loop`: it runs one loop, without turns) takes the same."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", default="test_runner")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tokenizer")
-    parser.add_argument("--context-len", dest="context_len", type=int)
-    parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--mini-batch-size", dest="mini_batch_size", type=int)
+    parser.add_argument("--context-len", dest="context_len", type=at_least(2))
+    parser.add_argument("--batch-size", dest="batch_size", type=at_least(1))
+    parser.add_argument("--mini-batch-size", dest="mini_batch_size", type=at_least(1))
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps of each loop")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each loop first")
-    parser.add_argument("--chunk", type=int, help="steps per turn when the two loops alternate (default: see above)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
+    each = "" if one_loop else " of each loop"
+    parser.add_argument("--steps", type=at_least(1), default=40, help=f"timed steps{each}")
+    parser.add_argument("--warmup", type=at_least(0), default=3, help=f"untimed steps{each} first")
+    if not one_loop:
+        parser.add_argument("--chunk", type=at_least(1), help="steps per turn when the two loops alternate (default: "
+                            "the longest validation or checkpoint period, in steps, within half of --steps, else 5)")
+    parser.add_argument("--threads", type=at_least(1),
+                        help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
     parser.add_argument("--memory-of", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--speed-first", choices=["lmplay", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. runner.save_interval=100000")
