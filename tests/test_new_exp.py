@@ -111,6 +111,9 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
                    env=pythonpath(REPO / "src", REPO, tmp_path))  # the installed experiment, by its registered name
     assert copy.returncode == 0, copy.stderr  # was: no experiment package experiments.outside is importable
     assert "my_lab.third" in (tmp_path / "my_lab" / "third" / "versions.py").read_text()
+    elsewhere = run_cli("lmplay.new_exp", "fourth", "--from", "outside", "--into", str(tmp_path / "other_lab"),
+                        env=pythonpath(REPO / "src", REPO, tmp_path), check=True)
+    assert "'hydra.searchpath=[pkg://other_lab.conf,pkg://my_lab.conf]' exp=outside_mini,fourth_mini" in elsewhere.stdout
 
 
 def test_bad_names_are_one_line_errors(tmp_path):

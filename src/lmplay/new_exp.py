@@ -83,8 +83,8 @@ def find_source(name: str, conf_dir: Path) -> Source:
         module = installed_package(name)
         spec = find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"--from {name}: no experiment package {module} is importable (one in a package of your "
-                          f"own: --from PACKAGE.{name})")
+        hint = "" if "." in name else f" (one in a package of your own: --from PACKAGE.{name})"
+        raise ConfigError(f"--from {name}: no experiment package {module} is importable{hint}")
     path = Path(next(iter(spec.submodule_search_locations)))
     if not (path / "versions.py").is_file():
         raise ConfigError(f"--from {name}: {path} has no versions.py, so it registers no versions to copy")
@@ -147,12 +147,16 @@ def copied_versions(name: str, source: str) -> dict[str, str]:
     return {mapping[v]: v for v in src.versions}
 
 
-def sweep_command(copied: dict[str, str], into: Path | None) -> str:
+def sweep_command(copied: dict[str, str], into: Path | None, source_module: str) -> str:
     """The sweep that compares a version of the copy (the laptop-sized one where there is one) with the version
     it was copied from: the same size and tokenizer, one change apart. Configs outside this checkout need Hydra's
-    search path."""
+    search path: the copy's package's, and the source's where it is a package of its own (my_lab.my_idea)."""
     copy = next((v for v in copied if v.endswith("_mini")), next(iter(copied)))
-    searchpath = f"'hydra.searchpath=[pkg://{into.name}.conf]' " if into is not None else ""
+    packages = [into.name] if into is not None else []
+    if not source_module.startswith("experiments.") and source_module.split(".")[0] not in packages:
+        packages.append(source_module.split(".")[0])
+    entries = ",".join(f"pkg://{p}.conf" for p in packages)
+    searchpath = f"'hydra.searchpath=[{entries}]' " if packages else ""
     return f"python -m lmplay.train -m {searchpath}exp={copied[copy]},{copy} seed=1,2,3"
 
 
@@ -173,7 +177,7 @@ def readme(name: str, src: Source, copied: dict[str, str], into: Path | None) ->
             "**Idea.** What you change and why it might help.\n\n"
             f"**The change.** Which lines of model.py differ from {src.name}'s.\n\n"
             f"**Run it against {src.name}.**\n\n"
-            f"    {sweep_command(copied, into)}\n"
+            f"    {sweep_command(copied, into, src.module)}\n"
             "    python -m lmplay.plot multirun/<date>/<time>\n\n"
             "**What to look for.** The loss difference from the baseline at equal tokens, against the spread over "
             "seeds.\n\n" f"Versions: {', '.join(f'`{v}`' for v in versions)}.\n")
@@ -280,13 +284,14 @@ def main(argv: list[str]) -> None:
     print("\n".join(f"wrote {path}" for path in written))
     model_py = next(p for p in written if p.name == "model.py")
     copied = copied_versions(args.name, args.source)
+    source_module = find_source(args.source, Path(CONF_DIR)).module
     if args.into is None:
         print(f"\nnext: change one thing in {model_py}, then compare it with the baseline:\n"
-              f"  {sweep_command(copied, None)}")
+              f"  {sweep_command(copied, None, source_module)}")
         return
     lab, pkg = args.into.resolve().parent, args.into.name
     print(f"\nnext: change one thing in {model_py}; with {lab} on PYTHONPATH (or your package installed):\n"
-          f"  {sweep_command(copied, args.into)}")
+          f"  {sweep_command(copied, args.into, source_module)}")
     if lab / "pyproject.toml" in [p.resolve() for p in written]:
         print(f"For lmplay.generate to find its checkpoints by name, install the package once: pip install -e {lab}")
     elif ENTRY_POINTS_TABLE in (lab / "pyproject.toml").read_text():  # a second table of the name breaks the file
