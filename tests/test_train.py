@@ -193,15 +193,17 @@ def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_pat
     assert proc.returncode != 0 and "curriculum.stages.0.epochs=2:" not in proc.stderr
 
 
-@pytest.mark.parametrize("key, message", [
-    ("curriculum.stages.0.stepz", "unknown key 'curriculum.stages.0.stepz' (did you mean steps?)"),
-    ("curriculum.stages.0.datasets.0.text", ("curriculum.stages.0.datasets.0.text: this entry of the plan has no text "
-                                             "yet; add it with +curriculum.stages.0.datasets.0.text=VALUE (an entry "
-                                             "that is a preset's name is replaced whole")),
-])
-def test_a_key_a_plans_entry_lacks_is_named_as_typed_with_its_fix(tmp_path, key, message):
+@pytest.mark.parametrize("overrides, message", [
+    (["curriculum.stages.0.stepz=3"], "unknown key 'curriculum.stages.0.stepz' (did you mean steps?)"),
+    (["curriculum.stages.0.datasets.0.text=3"], ("curriculum.stages.0.datasets.0.text: this entry of the plan has no "
+                                                 "text yet; add it with +curriculum.stages.0.datasets.0.text=VALUE (an "
+                                                 "entry that is a preset's name is replaced whole")),
+    (["curriculum=text_file", "curriculum.stages.0.datasets.0={dataset: tinystories, path: x.txt}"],
+     "replace the stage's list whole: 'curriculum.stages.0.datasets=[{dataset: NAME, path: ...}]'"),  # a mapping typed
+])  # for a mapping entry merges: its hint was '{dataset: NAME, dataset: VALUE}'
+def test_a_key_a_plans_entry_lacks_is_named_as_typed_with_its_fix(tmp_path, overrides, message):
     """Was `unknown key 'curriculum.stages[0].stepz' (did you mean curriculum.stages?)`."""
-    assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", f"{key}=3", cwd=tmp_path), message)
+    assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", *overrides, cwd=tmp_path), message)
 
 
 def test_a_new_key_of_one_of_hydras_mappings_is_added_with_a_plus(tmp_path):

@@ -470,8 +470,13 @@ def unknown_plan_key(key: str) -> str:
 
     name = key.rpartition(".")[2]
     known = sorted(SPEC_KEYS | {"dataset"}) if ".datasets." in key else list(STAGE_KEYS)
+    entry = key.rpartition(".")[0]
+    if name == "dataset" and ".datasets." in key:  # a mapping typed for a mapping entry merges into it
+        return (f"{key}: this entry of the plan is a mapping, which what is typed for it merges into, and it has no "
+                f"dataset: add one with +{key}=NAME, or replace the stage's list whole: "
+                f"'{entry.rpartition('.')[0]}=[{{dataset: NAME, path: ...}}]'")
     if name in known:
-        preset = f" (an entry that is a preset's name is replaced whole: '{key.rpartition('.')[0]}={{dataset: NAME, " \
+        preset = f" (an entry that is a preset's name is replaced whole: '{entry}={{dataset: NAME, " \
                  f"{name}: VALUE}}')" if ".datasets." in key else ""
         return f"{key}: this entry of the plan has no {name} yet; add it with +{key}=VALUE{preset}"
     close = difflib.get_close_matches(name, known, n=1)
