@@ -211,14 +211,17 @@ def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     """Job dirs began with the job's number, which the added value shifted: the rerun trained every job
     again in new dirs, and the summary counted each configuration twice."""
+    said = []
+
     def sweep(seeds: str) -> list[dict]:
-        run_cli("lmplay.train", "-m", "exp=test_runner", f"seed={seeds}", *TINY, f"hydra.sweep.dir={tmp_path}",
-                check=True)
+        said.append(run_cli("lmplay.train", "-m", "exp=test_runner", f"seed={seeds}", *TINY,
+                            f"hydra.sweep.dir={tmp_path}", check=True).stdout)
         return json.loads((tmp_path / "summary.json").read_text())["jobs"]
 
     [first] = sweep("1")
     checkpoint = (tmp_path / first["dir"] / "model.lmp").read_bytes()
     rows = sweep("1,2")
+    assert "nothing to train; in a sweep a larger max_steps makes new jobs" in said[-1]  # not: a larger one goes on
     assert [(r["job"], r["dir"]) for r in rows] == [(0, first["dir"]), (1, first["dir"].replace("seed=1", "seed=2"))]
     assert (tmp_path / first["dir"] / "model.lmp").read_bytes() == checkpoint  # resumed: nothing left to train
     assert rows[0]["wall_time_s"] == first["wall_time_s"] > 0  # an attempt that trains nothing adds no time

@@ -101,6 +101,10 @@ def stop_setup(signum: int, frame: object) -> None:
     raise StoppedBeforeTraining
 
 
+SWEEP_JOB_ON = ("in a sweep a larger max_steps makes new jobs, whose dirs it names; a job trains on with "
+                "hydra.run.dir=ITS_DIR (README: Sweeps)")
+
+
 def train(cfg: DictConfig) -> None:
     reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
     check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
@@ -132,8 +136,10 @@ def train(cfg: DictConfig) -> None:
     try:
         ckpt = resumed_checkpoint(cfg, run_dir)
         runner.setup(ckpt)
-        if ckpt is not None and (why := runner.nothing_to_train()) is not None:  # the run stays as it was: its
-            if runner.world.is_main:  # checkpoint and the label its plots and sweep summary read (.hydra/)
+        in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+        why = runner.nothing_to_train(SWEEP_JOB_ON if in_sweep else "a larger max_steps goes on") if ckpt else None
+        if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep summary
+            if runner.world.is_main:  # read (.hydra/)
                 print(why)
             runner.close()
             return

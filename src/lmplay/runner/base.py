@@ -645,17 +645,17 @@ class LMRunnerBase:
             print(f"{name}: saved {path} at step {step}; {self.resume_hint}", file=sys.stderr)
         raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
-    def nothing_to_train(self) -> str | None:
-        """Why a resumed run has no step to train (max_steps at or below its step), or None."""
+    def nothing_to_train(self, longer: str) -> str | None:
+        """Why a resumed run has no step to train (max_steps at or below its step), or None; `longer`: how to train
+        it on."""
         step, max_steps = self.runner_c.progress["step"], self.cfg.max_steps
         if max_steps is None or step < max_steps:
             return None
-        return (f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; a larger "
-                f"max_steps goes on")
+        return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; {longer}"
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
-        if (why := self.nothing_to_train()) is not None:
+        if (why := self.nothing_to_train("a larger max_steps goes on")) is not None:
             print(why)
         if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
             stage = self.curriculum.stages[self.curriculum.stage_index]
