@@ -233,7 +233,8 @@ def test_a_run_dir_stands_for_its_model_lmp(model_and_path):
     proc = generate(f"checkpoint={path.parent}", "prompt=To", "do_sample=false", "max_new_tokens=5")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n"
-    assert "experiment   test_runner" in run_cli("lmplay.inspect", str(path.parent), check=True).stdout
+    shown = run_cli("lmplay.inspect", str(path.parent), check=True).stdout
+    assert "experiment   test_runner" in shown and f"checkpoint   {path} (format" in shown  # the file it read
 
 
 def test_prompts_run_in_batches_each_printed_as_it_ends_and_running_out_of_memory_is_one_line(

@@ -1,4 +1,5 @@
-"""`python -m lmplay.inspect PATH.lmp`: what a checkpoint holds, without running any of it."""
+"""`python -m lmplay.inspect PATH.lmp` (or a run dir, for its model.lmp): what a checkpoint holds, without running
+any of it."""
 
 import argparse
 
@@ -6,9 +7,11 @@ from lmplay.cli import run_main
 
 
 def describe(path: str) -> str:
+    from lmplay.files import checkpoint_file
     from lmplay.runner import checkpoint
 
     ckpt = checkpoint.load(path)  # its layout checked: an experiment name and a model
+    path = checkpoint_file(path)  # the file read, where a run dir was given
     parts = ckpt["components"]
     weights = parts["model"]["state"]["weights"]
     lines = [f"checkpoint   {path} (format {ckpt['format_version']})", f"experiment   {ckpt['exp']}"]
