@@ -91,7 +91,7 @@ def test_rank_0_failing_mid_run_is_said_by_rank_0_alone(tmp_path):
     run = tmp_path / "run"
     (run / "model.lmp.tmp").mkdir(parents=True)
     proc = torchrun(2, *BASE, "max_steps=4", "runner.save_interval=16", f"hydra.run.dir={run}")
-    assert proc.returncode != 0 and "IsADirectoryError" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode != 0 and proc.stderr.count("error: could not write checkpoint") == 1, proc.stderr[-3000:]
     assert "by peer" not in proc.stderr, proc.stderr[-3000:]
 
 
