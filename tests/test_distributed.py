@@ -120,3 +120,20 @@ def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
     assert proc.returncode != 0
     (row,) = json.loads((tmp_path / "failed" / "summary.json").read_text())["jobs"]
     assert row["status"] == "failed" and "does not exist" in row["error"], row
+
+
+@pytest.mark.parametrize("raised, passes", [(KeyboardInterrupt(), True), (RuntimeError("[gloo] Connection closed by "
+                                            "peer [127.0.0.1]:29500"), True), (RuntimeError("a real failure"), False)])
+def test_leaving_the_process_group_after_the_run_is_saved_is_no_failure(raised, passes):
+    """A Ctrl-C in the barrier after `done:` gave rank 0 gloo's "closed by peer" traceback."""
+    from lmplay.train import leave_world
+
+    class Runner:
+        def close(self):
+            raise raised
+
+    if passes:
+        leave_world(Runner())
+    else:
+        with pytest.raises(RuntimeError, match="a real failure"):
+            leave_world(Runner())

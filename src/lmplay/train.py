@@ -157,10 +157,24 @@ def train(cfg: DictConfig) -> None:
                                   f"checkpoint)")
         signal.signal(signal.SIGTERM, on_sigterm)
         runner.train()
-        runner.close()
+        leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         signal.signal(signal.SIGTERM, on_sigterm)
         release_run_dir(run_dir)
+
+
+def leave_world(runner) -> None:
+    """Leave torchrun's process group once the run is saved and done: a Ctrl-C now, or a rank that it stopped
+    first ("closed by peer"), ends nothing that was not finished, so it is no error."""
+    from lmplay.runner.distributed import lost_a_peer
+
+    try:
+        runner.close()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        if not lost_a_peer(e):
+            raise
 
 
 def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
