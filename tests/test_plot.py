@@ -253,7 +253,7 @@ def test_one_sparse_run_leaves_the_others_their_midpoints_and_a_sparse_baseline_
     assert len([c for c in header.split() if c.startswith("loss@")]) == 4
     drawn = {}
     monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.__setitem__(Path(path).name, (
-        [t.get_text() for t in fig.axes[0].get_legend().get_texts()], [len(l.get_xdata()) for l in fig.axes[0].lines])))
+        [t.get_text() for t in fig.axes[0].get_legend().get_texts()], [int(np.isfinite(line.get_ydata()).sum()) for line in fig.axes[0].lines])))
     plot_all(group_runs(load_runs([sparse(base), idea])), tmp_path / "plots", ["validation"], {"validation": 0.0},
              logx=True)
     labels, points = drawn["validation_loss_vs_baseline.png"]
@@ -366,6 +366,40 @@ def test_an_idea_at_the_default_lr_or_one_written_otherwise_is_compared_with_the
     table = comparison_table(group_runs(load_runs([tmp_path / "sweep", tmp_path / "default", tmp_path / "written"])))
     rows = [line for line in table.splitlines()[2:] if line.startswith("idea")]
     assert len(rows) == 2 and all("+0.0500 (vs base lr=0.003)" in row for row in rows), table
+
+
+def test_an_idea_swept_over_max_steps_keeps_its_own_length_and_optimizer_lr_is_lr(tmp_path):
+    """max_steps sets a cosine schedule: ignoring it compared the idea at 40 steps with the baseline at 20. And
+    optimizer.lr=0.001 typed for the idea was no match for the baseline's lr=1e-3."""
+    for job, (exp, steps, loss) in enumerate((("base", 20, 3.0), ("base", 40, 1.8), ("idea", 40, 1.85))):
+        run = fake_run(tmp_path / "sweep" / f"{job}_exp={exp},max_steps={steps}", exp, 1, loss,
+                       extra=(f"max_steps={steps}",))
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "max_steps": steps}))
+    rows = {line.split("  ")[0].strip(): line for line in
+            comparison_table(group_runs(load_runs([tmp_path / "sweep"]))).splitlines()[2:]}
+    assert "+0.0500 (vs base max_steps=40)" in rows["idea max_steps=40"]
+    for name, exp, typed, loss in (("b", "base", "lr=1e-3", 3.0), ("d", "base", "lr=3e-3", 1.8),
+                                   ("i", "idea", "optimizer.lr=0.001", 2.9)):
+        run = fake_run(tmp_path / name, exp, 1, loss, extra=(typed,))
+        lr = 0.003 if typed == "lr=3e-3" else 0.001
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "lr": 0.003 if name == "i"
+                                                                    else lr, "optimizer": {"lr": lr}}))
+    table = comparison_table(group_runs(load_runs([tmp_path / n for n in "bdi"])))
+    assert "-0.1000" in table and "none at its settings" not in table, table
+
+
+def test_seeds_of_rows_batching_with_two_validations_are_read_between_them(tmp_path):
+    """Seeds validate ~4% apart in tokens; with two validations past 0 each, every seed was '-' away from its own
+    points and the table kept only loss@0."""
+    for seed, per_step in ((1, 100), (2, 104), (3, 108)):
+        run = fake_run(tmp_path / "sweep" / f"seed={seed}", "a", seed, 2.0, tokens_per_step=per_step, steps=10,
+                       job=seed - 1)
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"].insert(0, {**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0})
+        (run / "stats.json").write_text(json.dumps(stats))
+    table = comparison_table(group_runs(load_runs([tmp_path / "sweep"]))).split("\n\n")[0]
+    assert len([c for c in table.splitlines()[0].split() if c.startswith("loss@")]) == 3, table
+    assert table.splitlines()[2].count(" - ") == 1, table  # the baseline's own 'vs baseline' alone
 
 
 def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_path):

@@ -15,7 +15,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
-from omegaconf import OmegaConf
 
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
@@ -134,35 +133,50 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
 NOT_SETTINGS = ("exp", "max_steps", "runner.log_interval", "runner.validation_interval", "runner.save_interval")
 
 
-def setting_keys(group: Group) -> set[str]:
-    """The keys a configuration typed besides its experiment: not how long it ran or how often it recorded (one job
-    of a sweep trained on to more steps is still compared with the baseline at its lr)."""
-    return {override_key(o) for o in group.runs[0].config if override_key(o) not in NOT_SETTINGS}
+COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
+
+
+def setting_keys(group: Group, ignored: tuple[str, ...] = ("exp",)) -> set[str]:
+    """The keys a configuration typed, as the component that reads them names them (lr -> optimizer.lr)."""
+    return {effective_key(group.runs[0], override_key(o)) for o in group.runs[0].config
+            if override_key(o) not in ignored}
+
+
+def effective_key(run: Run, key: str) -> str:
+    """`lr` is read as optimizer.lr: typed either way, one setting."""
+    if "." not in key:
+        return next((f"{c}.{key}" for c in COMPONENTS if f"{c}.{key}" in run.settled), key)
+    return key
 
 
 def setting(group: Group, key: str) -> Any:
     """The value a configuration trained with at `key`: from its .hydra/config.yaml (lr=3e-3 typed and 0.003 by
-    default are one setting), else as typed; numbers as numbers."""
+    default are one setting; a group's choice is its whole section), else as typed; numbers as numbers."""
     run = group.runs[0]
-    value = OmegaConf.select(OmegaConf.create(run.settled), key, default=None) if run.settled else None
+    value = run.settled.get(key)
+    if value is None and any(k.startswith(key + ".") for k in run.settled):
+        return {k: v for k, v in run.settled.items() if k.startswith(key + ".")}
     value = override_value(run.overrides, key) if value is None else value
     try:
         return float(value)
     except (TypeError, ValueError):
-        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        return value
 
 
-def same_settings(a: Group, b: Group) -> bool:
-    return all(setting(a, key) == setting(b, key) for key in setting_keys(a) | setting_keys(b))
+def same_settings(a: Group, b: Group, ignored: tuple[str, ...] = ("exp",)) -> bool:
+    return all(setting(a, key) == setting(b, key) for key in setting_keys(a, ignored) | setting_keys(b, ignored))
 
 
 def baselines(groups: list[Group]) -> list[int]:
     """For each group, the index of the group it is compared with. An idea swept against the baseline at
-    several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings; what
-    has no such match, and the baseline experiment's own groups, with the first group."""
+    several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings, or else
+    at them but for its length and recording cadence (one job trained on to more steps); what has no such
+    match, and the baseline experiment's own groups, with the first group."""
     base_exp = groups[0].runs[0].exp if groups else None
+    bases = [j for j, h in enumerate(groups) if h.runs[0].exp == base_exp]
     return [0 if g.runs[0].exp == base_exp else
-            next((j for j, h in enumerate(groups) if h.runs[0].exp == base_exp and same_settings(h, g)), 0)
+            next((j for j in bases if same_settings(groups[j], g)),
+                 next((j for j in bases if same_settings(groups[j], g, NOT_SETTINGS)), 0))
             for g in groups]
 
 
@@ -171,7 +185,7 @@ def unmatched(group: Group, groups: list[Group], base: int) -> bool:
     none at the idea's: the table says so rather than pass the first for the idea's own."""
     base_exp = groups[0].runs[0].exp
     swept = sum(g.runs[0].exp == base_exp for g in groups) > 1
-    return swept and base == 0 and group.runs[0].exp != base_exp and not same_settings(group, groups[0])
+    return swept and base == 0 and group.runs[0].exp != base_exp and not same_settings(group, groups[0], NOT_SETTINGS)
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -235,11 +249,12 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             if baseline is not curves[0]:
                 label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
-            inside &= np.array([approx(baseline, t) is not None for t in tokens], dtype=bool)  # not across its gaps
             tokens = tokens[inside]
-            if len(tokens) < 2:  # a line of one point draws nothing
-                label += " (too few points where it and its baseline both validated to draw)"
             values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
+            readable = np.array([approx(baseline, t) is not None for t in tokens], dtype=bool)
+            values[:, ~readable] = np.nan  # a break in the line, not a line across the baseline's gap
+            if readable.sum() < 2:  # a line of one point draws nothing
+                label += " (too few points where it and its baseline both validated to draw)"
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
                 markersize=3)
@@ -373,8 +388,7 @@ def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
             marks.append("")
             continue
         gap = above.min() - below.max() if len(below) and len(above) else np.inf
-        past_0 = seed[seed > 0]
-        cadence = np.median(np.diff(past_0)) if len(past_0) >= 3 else 0.0  # a run that validates regularly
+        cadence = np.median(np.diff(seed)) if len(seed) >= 3 else 0.0  # a run that validates regularly (0 counts)
         if gap > max(GAP * tokens, 1.5 * cadence):
             return None
         marks.append("~")

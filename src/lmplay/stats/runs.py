@@ -35,7 +35,7 @@ class Run:
     overrides: list[str] = field(default_factory=list)
     exp: str | None = None
     tokenizer: str | None = None  # a loss per token compares only between runs of one tokenizer
-    settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml: the values the run trained with
+    settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml, flat (optimizer.lr: 0.001)
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -131,6 +131,17 @@ def valid_record(record: Any) -> bool:
             and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
 
 
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one mapping of dotted keys to values: what the plots look settings up in, many times."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def load_run(path: Path) -> Run:
     """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides)."""
     path = Path(path)
@@ -149,7 +160,7 @@ def load_run(path: Path) -> Run:
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
     exp = exp or override_value(overrides, "exp")
     settled = read_yaml(path / ".hydra" / "config.yaml") or {}
-    settled = settled if isinstance(settled, dict) else {}
+    settled = flat(settled) if isinstance(settled, dict) else {}
     tokenizer = settled.get("tokenizer")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
                str(tokenizer) if tokenizer is not None else None, settled)
