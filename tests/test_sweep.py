@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, run_cli
 from lmplay.hydra_app import job_dir_name, single_runs
-from lmplay.sweep import SweepSummary, summarize, write_summary
+from lmplay.sweep import SweepSummary, repeated_configs, summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -159,8 +159,17 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
     text = write_summary(tmp_path)["markdown"]
     assert "| 1 | a | seed=2 max_steps=25 | 3.1000 |" in text
     assert "not started" not in text and "| 2 |" not in text  # still the sweep's job 1, not a new job beside it
+    again = tmp_path / "exp=a,max_steps=25,seed=2"  # the same seed at 25 steps again, in a job of its own
+    shutil.copytree(tmp_path / "exp=a,max_steps=20,seed=2", again)
+    (again / "job.json").write_text(json.dumps({"job": 2, "experiment": "a", "status": "completed",
+                                                "overrides": ["exp=a", "seed=2", "max_steps=25"]}))
+    assert not [g for g in summarize_groups(tmp_path) if "max_steps=25" in g["overrides"]]  # one seed: no mean
     assert (f"Note: the completed jobs' final validations are at different token counts (20,000 to 25,000): a lower "
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
+
+
+def summarize_groups(sweep: Path) -> list[dict]:
+    return repeated_configs(summarize(sweep))
 
 
 def test_a_sweep_is_checked_one_value_at_a_time():

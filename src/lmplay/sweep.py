@@ -243,8 +243,12 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread of the final validation loss over the finished seeds of each configuration run more than
     once."""
     groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(configuration(row["overrides"]), []).append(row)
+    seeds: set[tuple] = set()
+    for row in rows:  # one row a seed: a job trained on by hand can repeat another's configuration and seed
+        config, seed = configuration(row["overrides"]), override_value(row["overrides"], "seed")
+        if (config, seed) not in seeds:
+            seeds.add((config, seed))
+            groups.setdefault(config, []).append(row)
     out = []
     for config, members in groups.items():
         if len(members) < 2:
