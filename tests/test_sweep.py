@@ -236,6 +236,9 @@ def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     assert rows[0]["wall_time_s"] == first["wall_time_s"] > 0  # an attempt that trains nothing adds no time
     rows = sweep("3,2")  # reordered, seed=1 dropped: numbered by this call's plan, the earlier job after it
     assert [(r["job"], r["dir"].rsplit("seed=", 1)[1]) for r in rows] == [(0, "3"), (1, "2"), (2, "1")]
+    into_sweep = run_cli("lmplay.train", "exp=test_runner", *TINY, f"hydra.run.dir={tmp_path}")  # its plots lost the
+    assert into_sweep.returncode != 0 and "is a sweep's dir (it holds multirun.yaml), not a run's" in into_sweep.stderr
+    assert not (tmp_path / "model.lmp").exists()  # jobs behind a run trained into the sweep's own dir
 
 
 def test_a_job_dir_is_its_overrides_with_paths_flattened_and_long_names_hashed():

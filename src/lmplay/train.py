@@ -124,6 +124,11 @@ def train(cfg: DictConfig) -> None:
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if (run_dir / "multirun.yaml").is_file():  # a run there would read, to the plots, as the sweep's only run
+        jobs = sorted(p.parent.name for p in run_dir.glob("*/model.lmp"))
+        example = f"\"hydra.run.dir='{run_dir / jobs[0]}'\"" if jobs else "hydra.run.dir=ITS_DIR"
+        raise ConfigError(f"{run_dir} is a sweep's dir (it holds multirun.yaml), not a run's: train one of its jobs on "
+                          f"with its own dir, e.g. {example}, or give another run dir")
     if cfg.fresh and started_over_in_this_slurm_job(run_dir):  # submitit requeues the command as typed
         print(f"fresh=true is not applied again: this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) started "
               f"the run over before it was requeued, and the requeue resumes it")
