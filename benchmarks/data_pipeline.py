@@ -22,7 +22,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from train_loop import at_least
+from train_loop import at_least, torch_device
 
 from experiments.gpt2ish.model import GPT2ish  # noqa: E402
 from lmplay.data.curriculum import Curriculum  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--context-len", type=at_least(2), default=256)
     parser.add_argument("--batch-size", type=at_least(1), default=32)
     parser.add_argument("--train-steps", type=at_least(1), default=4)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=torch_device, default="cpu")
     parser.add_argument("--tokenizers", nargs="+", default=["bytes", "gpt2"])
     args = parser.parse_args()
     for tokenizer in args.tokenizers:

@@ -28,10 +28,10 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parents[1])]
 
-from train_loop import at_least
+from train_loop import at_least, torch_device
 
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.device import autocast, pick_device
+from lmplay.device import autocast
 from lmplay.errors import LmplayError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import Decoder, Windows, generate_tokens
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="gpt2", choices=["bytes", "gpt2"])
     parser.add_argument("--context-len", type=at_least(2), default=1024)
     parser.add_argument("--checkpoint", help="benchmark this checkpoint's model instead of --exp")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=torch_device, default="cpu")
     parser.add_argument("--new-tokens", type=at_least(1), default=512)
     parser.add_argument("--early", type=at_least(1), default=10, help="the early position")
     parser.add_argument("--late", type=at_least(1), default=900, help="the late position")
@@ -132,7 +132,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     try:
-        pick_device(args.device)  # an unknown or absent device: one line
         model = build(args)
     except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
         raise SystemExit(f"error: {e}") from None

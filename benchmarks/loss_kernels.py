@@ -30,7 +30,7 @@ import yaml
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # this checkout's lmplay, as train_loop.py
 
-from train_loop import at_least, sync
+from train_loop import at_least, sync, torch_device
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.model import mask_padding, top1_correct
@@ -137,7 +137,7 @@ def matches_reference(loss: torch.Tensor, grad: torch.Tensor, logits: torch.Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=torch_device, default="cpu")
     parser.add_argument("--rows", type=at_least(1), default=2048, help="tokens: mini-batch x context")
     parser.add_argument("--vocab", type=at_least(2), default=50257)
     parser.add_argument("--padded", type=at_least(2), default=50304, help="columns, --vocab or more")
@@ -148,8 +148,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.padded < args.vocab:
         parser.error(f"--padded {args.padded} is below --vocab {args.vocab}: the padding adds columns")
-    if bad := [o for o in args.option if "=" not in o]:
-        parser.error(f"--option {bad[0]} is no KEY=VALUE")
+    if bad := [o for o in args.option if not o.split("=", 1)[0] or "=" not in o]:
+        parser.error(f"--option {bad[0]!r} is no KEY=VALUE")
     options = {key: yaml.safe_load(value) for key, value in (option.split("=", 1) for option in args.option)}
     if unknown := sorted(set(options) - set(torch._inductor.config.get_config_copy())):
         parser.error(f"--option {unknown[0]} is no inductor option (torch._inductor.config)")
@@ -163,7 +163,10 @@ def main() -> None:
     print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}"
           + (f"; inductor options {options}" if options else ""))
     for name in args.variants:
-        compiled = torch.compile(VARIANTS[name], options=options or None)
+        try:
+            compiled = torch.compile(VARIANTS[name], options=options or None)
+        except RuntimeError as e:  # an option's type: "Unexpected type of attr max_autotune, got str should be bool"
+            parser.error(f"--option: {str(e).splitlines()[0]}")
         seconds, forward, loss, grad = time_variant(compiled, logits, targets, args.vocab, args.repeats)
         check = matches_reference(loss, grad, logits, targets, args.vocab)
         print(f"{name:12s} {seconds * 1e3:8.2f} ms  {floor_bytes / seconds / 1e9:7.0f} GB/s of the floor's "

@@ -237,6 +237,21 @@ def at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def torch_device(text: str) -> str:
+    """An argparse type for the scripts that run on torch directly: a device torch names (cpu, cuda, cuda:1, mps)
+    and this machine has."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no torch device (cpu, cuda, cuda:1, mps)") from None
+    there = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type, lambda: True)
+    if not there():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no {device.type} device")
+    return text
+
+
 def parser(description: str = __doc__, one_loop: bool = False) -> argparse.ArgumentParser:
     """The command line of this script; profile_step.py (`one_loop`: it runs one loop, without turns) takes the same."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

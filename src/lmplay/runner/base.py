@@ -342,7 +342,12 @@ class LMRunnerBase:
             if unknown := sorted(set(options) - set(list_options())):
                 raise ConfigError(f"compile_options.{unknown[0]} is not an inductor option of torch "
                                   f"{torch.__version__}; torch._inductor.list_options() lists them")
-        return torch.compile(fn, options=options or None)
+        try:
+            return torch.compile(fn, options=options or None)
+        except RuntimeError as e:  # "Unexpected type of attr max_autotune, got str should be bool"
+            if "Unexpected type of attr" not in str(e):
+                raise
+            raise ConfigError(f"compile_options: {str(e).splitlines()[0]}") from None
 
     def padded_vocab(self) -> int:
         """The tokenizer's vocabulary rounded up to `vocab_multiple` (64 makes GPT-2's 50257 a faster 50304)."""
