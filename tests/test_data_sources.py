@@ -263,6 +263,9 @@ def test_a_json_files_records_under_a_key_are_read_with_field(tmp_path, no_hub):
     (tmp_path / "body.json").write_text(json.dumps([{"body": "Row."}]))  # one column of text: text=COLUMN, not field=
     with pytest.raises(ConfigError, match=r"has no 'text' column \(columns: body\); name the column"):
         build(tmp_path, [{"path": str(tmp_path / "body.json")}])
+    (tmp_path / "toks.json").write_text("".join(json.dumps({"toks": ["a", "b"]}) + "\n" for _ in range(3)))
+    with pytest.raises(ConfigError, match=r"has no 'text' column \(columns: toks\); name the column"):
+        build(tmp_path, [{"path": str(tmp_path / "toks.json")}])  # lists of words, in rows: no records under a key
     with pytest.raises(ConfigError, match=r"field='rows' is no top-level key of it$"):
         build(tmp_path, [{"path": str(path), "field": "rows"}])
     with pytest.raises(ConfigError, match=r"field='version' holds no list of records"):

@@ -125,6 +125,7 @@ def sweep_of_two(sweep: Path, model: torch.nn.Module) -> Path:
     (sweep / "only_bak").mkdir()  # what a crash in a save's rename leaves
     (sweep / "0_seed=1" / "model.lmp").rename(sweep / "only_bak" / "model.lmp.bak")
     save_model(model, "test_runner", sweep / "0_seed=1" / "model.lmp")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
     return sweep
 
 
@@ -163,8 +164,9 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={model}", "prompt=hi", "batch_size=0"], "error: batch_size=0 must be an integer >= 1"),
     (["checkpoint={model}", "prompt=hi", "seed=99999999999999999999"], "seed=99999999999999999999 is out of torch's"),
     (["checkpoint={model}"], "error: no prompt"),
-    (["checkpoint={sweep}", "prompt=hi"], "holds 2 runs (a sweep's jobs?): give one of their checkpoints, e.g. "),
+    (["checkpoint={sweep}", "prompt=hi"], "is a sweep's dir, of 2 runs: give one of their checkpoints, e.g. "),
     (["checkpoint={sweep}/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # was only: ... does not exist
+    (["checkpoint={sweep}/9_seed=9/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # a job's name mistyped
     (["checkpoint={sweep}/only_bak", "prompt=hi"], "model.lmp does not exist, but model.lmp.bak does: the previous "
                                                    "checkpoint (rename it to model.lmp to use it)"),
     (["prompt=hi"], "error: no checkpoint"),

@@ -32,10 +32,11 @@ def no_checkpoint(path: Path | str) -> ConfigError:
     if bak.is_file():  # what a crash in a save's rename leaves
         return ConfigError(f"{message}, but {bak.name} does: the previous checkpoint (rename it to "
                            f"{checkpoint_file(path).name} to use it)")
-    folder = path if path.is_dir() else path.parent  # sweep/ or sweep/model.lmp
-    runs = sorted(folder.glob("*/model.lmp")) if folder.is_dir() else []
+    sweep = next((d for d in (path, path.parent, path.parent.parent) if (d / "multirun.yaml").is_file()), None)
+    runs = sorted(sweep.glob("*/model.lmp")) if sweep else []  # sweep/, sweep/model.lmp, sweep/JOB_TYPO/model.lmp
     if runs:
-        message += f"; {folder} holds {len(runs)} runs (a sweep's jobs?): give one of their checkpoints, e.g. {runs[0]}"
+        message += (f"; {sweep} is a sweep's dir, of {len(runs)} run{'s' * (len(runs) > 1)}: give one of their "
+                    f"checkpoints, e.g. {runs[0]}")
     return ConfigError(message)
 
 

@@ -122,7 +122,7 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
         if isinstance(spec.get(key), str):
             spec[key] = from_launch_dir(spec[key])
     if spec["path"] in FILE_BUILDERS:  # `path: json`: its data_files are paths (beside a folder path, inside it)
-        spec["data_files"] = launch_dir_files(spec.get("data_files"))
+        spec["data_files"] = launch_dir_files(spec.get("data_files"))  # files always: a missing one named there
     path = str(spec["path"])
     one_file = path.startswith("embedded:") or Path(path).expanduser().is_file()
     if one_file and "validation_split" not in entry:  # a preset's: its local copy in one file holds out a fraction
@@ -169,7 +169,7 @@ def launch_dir_files(files: Any) -> Any:
     """data_files (a path, a list of them, or a mapping of splits to either) read from the launch dir, as
     from_launch_dir reads a path."""
     if isinstance(files, str):
-        return from_launch_dir(files)
+        return from_launch_dir(files, to_create=True)
     if isinstance(files, list):
         return [launch_dir_files(f) for f in files]
     if isinstance(files, dict):
@@ -227,10 +227,11 @@ def listed_records(spec: DatasetSpec, records: Records, columns: list[str] | Non
     as the records; None for any other (a one-column dataset of text is told text=COLUMN instead)."""
     if columns is None or len(columns) != 1 or "text" in columns or spec.field is not None or not reads_json(spec):
         return None
-    features = records().features  # loaded already: a one-column dataset is no text file, whose rows build late
-    feature = features.get(columns[0]) if features is not None else None
-    return columns[0] if isinstance(feature, list) or type(feature).__name__ in ("List", "LargeList", "Sequence") \
-        else None
+    loaded = records()  # loaded already: a one-column dataset is no text file, whose rows build late
+    feature = loaded.features.get(columns[0]) if loaded.features is not None else None
+    element = feature[0] if isinstance(feature, list) and feature else getattr(feature, "feature", None)
+    one_row = not hasattr(loaded, "__len__") or len(loaded) == 1  # {"data": [...]} is one record of one list
+    return columns[0] if isinstance(element, dict) and one_row else None
 
 
 def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: str, listed: str | None = None
