@@ -444,6 +444,11 @@ def test_a_temp_file_that_cannot_be_made_is_one_error_not_two_chained(tmp_path):
                                           r"the previous one is intact"):
         checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.lmp")
     assert torch.equal(weights(tmp_path)["w"], torch.ones(3))
+    (tmp_path / "model.lmp.tmp").rmdir()
+    (tmp_path / "model.lmp.bak").mkdir()  # the rotation's target taken: named, and its temp link not left behind
+    with pytest.raises(OutputError, match=r"\(Is a directory: .*model.lmp.bak\)"):
+        checkpoint.save(plain_checkpoint(torch.zeros(3)), tmp_path / "model.lmp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.lmp", "model.lmp.bak"]
 
 
 def test_a_filesystem_without_hard_links_still_keeps_the_previous_checkpoint_as_bak(tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
     """
     check_plain(checkpoint)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, bak_tmp = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".bak.tmp")
     aside = None
     try:
         with open(tmp, "wb") as f:
@@ -104,7 +104,7 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         if path.exists() and set_run_aside:
             aside = set_aside_old_run(path.parent)
         if path.exists():
-            bak, bak_tmp = path.with_name(path.name + ".bak"), path.with_name(path.name + ".bak.tmp")
+            bak = path.with_name(path.name + ".bak")
             bak_tmp.unlink(missing_ok=True)
             try:
                 os.link(path, bak_tmp)
@@ -119,11 +119,13 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
             os.close(dir_fd)
         return aside
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as a RuntimeError
-        with contextlib.suppress(OSError):  # what failed may be the temp file itself (its name taken by a dir)
-            tmp.unlink(missing_ok=True)
+        for made in (tmp, bak_tmp):
+            with contextlib.suppress(OSError):  # what failed may be one of them (its name taken by a dir)
+                made.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:200]
-        if getattr(e, "filename", None) and Path(e.filename) != path:  # the temp file, or the .bak, is what failed
-            reason += f": {e.filename}"
+        failed = getattr(e, "filename2", None) or getattr(e, "filename", None)  # a rename's target, where it failed
+        if failed and Path(failed) != path:  # the temp file, or the .bak
+            reason += f": {failed}"
         if not getattr(e, "strerror", None):  # torch's writer names no cause: the usual ones are these
             free = shutil.disk_usage(path.parent).free / 2**20
             reason += f"; is the disk full ({free:,.0f} MiB free there), or a file-size limit (ulimit -f) in the way?"
