@@ -308,8 +308,9 @@ def main() -> None:
             for v in ("lmplay", "bare")}
     by_order = "; ".join(f"{first}'s model built first {statistics.median(run['turn_ratios']):.3f}"
                          for first, run in zip(("lmplay", "bare"), runs))
+    chunk, last = runs[0]["chunk"], args.steps % runs[0]["chunk"]
     print(f"config: {' '.join(overrides(args))}  (2 runs x {args.steps} timed steps of each loop, turns of "
-          f"{runs[0]['chunk']} steps; {machine(args.device)})")
+          f"{chunk} step{'s' * (chunk > 1)}{f', the last of {last}' if last else ''}; {machine(args.device)})")
     print(f"tokens/s     lmplay {rate['lmplay']:,.0f}   bare {rate['bare']:,.0f}   "
           f"ratio {statistics.median(ratios):.3f} median over {len(ratios)} turns (target >= 0.97); "
           f"{rate['lmplay'] / rate['bare']:.3f} of totals; {by_order}")

@@ -119,6 +119,7 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
 def test_bad_names_are_one_line_errors(tmp_path):
     for args, needle in ((["My-Idea"], "not a valid experiment name"), (["x", "--from", "nope"], "experiments.nope"),
                          (["x", "--from", "no_lab.my_idea"], "no experiment package no_lab.my_idea is importable"),
+                         (["x", "--from", ".outside"], "no experiment package .outside is importable"),  # a traceback
                          (["x", "--into", str(tmp_path / "Not-A-Package")], "importable package"),
                          (["class", "--into", str(tmp_path / "lab")], "not a valid experiment name"),
                          (["value_norm", "--into", str(tmp_path / "lab")], "experiment 'value_norm' already exists")):

@@ -72,8 +72,8 @@ def installed_package(name: str) -> str | None:
 def find_spec(module: str) -> ModuleSpec | None:
     try:
         return importlib.util.find_spec(module)
-    except ModuleNotFoundError:  # its parent package (`my_lab` of my_lab.my_idea) is not importable
-        return None
+    except (ImportError, ValueError):  # its parent package (`my_lab` of my_lab.my_idea) is not importable, or
+        return None  # the name is no module's (`.outside`, `a..b`)
 
 
 def find_source(name: str, conf_dir: Path) -> Source:
