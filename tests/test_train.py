@@ -235,7 +235,7 @@ def test_relative_data_paths_read_from_where_the_command_was_typed_under_hydra_j
                                         "lr=0.003'\""),  # a sweep job's dir, to train it on: Hydra's three lines
     ("run_name=a=b", "run_name=a=b: Hydra cannot read this value"),  # named no key
     ("curriculum.path=x,y", "curriculum.path=x,y: a comma makes a sweep, which needs -m; for one value that holds "
-                            "commas, quote it: \"curriculum.path='x,y'\"; for a list, curriculum.path=[x,y]"),
+                            "commas, quote it: \"curriculum.path='x,y'\"; for a list, \"curriculum.path=[x,y]\""),
 ])
 def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override, message):
     assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", override, cwd=tmp_path), message)
@@ -243,13 +243,13 @@ def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override,
 
 
 @pytest.mark.parametrize("override", ["run_name=bob's run", 'run_name=say "hi"', "run_name=a,${x}", "run_name=`x`=y",
-                                      "curriculum.path=it's,b"])
+                                      "curriculum.path=it's,b", "run_name=a$b`c\\d!e", "run_name=x\\'y"])
 def test_the_quoting_a_refusal_suggests_reads_back_the_value_when_pasted_into_bash(tmp_path, override):
     """The suggestion broke in bash for values holding ', ", $ or `: unbalanced, expanded, or quotes dropped."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     message = run_cli("lmplay.train", "exp=test_runner", override, cwd=tmp_path).stderr.strip()
-    suggested = re.search(r'(?:as in|quote it:) ("(?:[^"\\]|\\.)*")', message)[1]
+    suggested = re.search(r"(?:as in|quote it:) (.*?)(?: \(a value holding|; for a list)", message)[1]
     pasted = subprocess.run(["bash", "-c", f"printf %s {suggested}"], capture_output=True, text=True, check=True).stdout
     assert OverridesParser.create().parse_overrides([pasted])[0].value() == override.partition("=")[2]
 
@@ -260,10 +260,11 @@ def test_a_key_that_cannot_be_one_and_a_trailing_comma_are_named_and_a_config_di
                           "'model.num blocks' is no config key")
     assert_one_line_error(run_cli("lmplay.train", "-m", "exp=test_runner", "lr=1e-3,", cwd=tmp_path),
                           "lr=1e-3,: a value cannot end in a comma; drop it")
-    odd = tmp_path / "my conf's,x=y"
-    odd.mkdir()  # was: "hydra.searchpath=[file://...]: Hydra cannot read this value", an override never typed
-    assert_one_line_error(run_cli("lmplay.train", "--config-dir", str(odd), "exp=test_runner", "nosuchkey=1",
-                                  cwd=tmp_path), "unknown key 'nosuchkey'")
+    for name in ("my conf's,x=y", "ends in \\"):
+        odd = tmp_path / name
+        odd.mkdir()  # was: "hydra.searchpath=[file://...]: Hydra cannot read this value", an override never typed
+        assert_one_line_error(run_cli("lmplay.train", "--config-dir", str(odd), "exp=test_runner", "nosuchkey=1",
+                                      cwd=tmp_path), "unknown key 'nosuchkey'")
 
 
 def test_unknown_experiment(tmp_path, tiny_run_args):

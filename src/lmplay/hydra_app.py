@@ -295,7 +295,7 @@ def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
     searchpath typed too (one override of the key: a second would replace the first)."""
     if not config_dir:
         return overrides
-    entry = "'file://" + str(Path(config_dir).resolve()).replace("'", "\\'") + "'"  # quoted: a dir "my conf's"
+    entry = hydra_quote(f"file://{Path(config_dir).resolve()}")  # quoted: a dir "my conf's", or one ending in \\
     typed = [o for o in overrides if o.startswith("hydra.searchpath=")]
     if not typed:
         return [*overrides, f"hydra.searchpath=[{entry}]"]
@@ -382,13 +382,23 @@ def reject_unreadable(overrides: list[str]) -> None:
 
 
 def hydra_quoted(key: str, value: str) -> str:
-    """key='value' as Hydra's grammar reads a quoted value back: a quote inside is escaped."""
-    return f"{key}='" + value.replace("'", "\\'") + "'"
+    return f"{key}={hydra_quote(value)}"
+
+
+def hydra_quote(value: str) -> str:
+    """'value' as Hydra's grammar reads it back: a quote inside escaped, the backslashes before one (or at the
+    end) doubled, and an interpolation never closed (`${foo`) made literal."""
+    body = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
+    body = re.sub(r"(\\+)$", lambda m: m[1] * 2, body)
+    return "'" + re.sub(r"\$\{(?![^{}]*\})", r"\\${", body) + "'"
 
 
 def shell_word(text: str) -> str:
-    """`text` as one word for bash, in double quotes, with what bash reads inside them escaped: a suggestion
-    pasted into the shell must reach Hydra as it is shown."""
+    """`text` as one word for bash: a suggestion pasted into the shell must reach Hydra as it is shown. In double
+    quotes, with what bash reads inside them escaped; in single quotes where it holds a `!`, which an interactive
+    bash expands even inside double quotes."""
+    if "!" in text:
+        return "'" + text.replace("'", "'\\''") + "'"
     return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
@@ -397,7 +407,7 @@ def ambiguous_value(hydra_said: str) -> None:
     if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
         key, value = found[1], found[2].replace("\\'", "'")
         fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
-             f"{shell_word(hydra_quoted(key, value))}; for a list, {key}=[{value}]")
+             f"{shell_word(hydra_quoted(key, value))}; for a list, {shell_word(f'{key}=[{value}]')}")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:
