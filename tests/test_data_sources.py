@@ -76,8 +76,8 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
     caplog.clear()
     with caplog.at_level("WARNING", logger="lmplay"), \
             pytest.raises(ConfigError, match=r"has no 'valid' files \(its files name the splits train, test\); set "
-                                          r"validation_split=NAME; or validation_split: null in the dataset's entry "
-                                          r"holds out a fraction$"):
+                                          r"validation_split: NAME in the dataset's entry \(or null: a held-out "
+                                          r"fraction of the training rows\)$"):
         build(tmp_path, [{"path": str(tmp_path / "split"), "validation_split": "valid"}])
     assert "which is not read" not in caplog.text
     (tmp_path / "split" / "LICENSE").write_text("MIT")  # no data file: neither read nor refused
@@ -221,7 +221,7 @@ def test_a_presets_plain_folder_copy_is_told_to_drop_the_presets_name_and_split(
     with pytest.raises(ConfigError, match=r"a folder of data files has no config names: drop the name with name: null"):
         build(tmp_path, [{"dataset": "wiki_en", "path": str(tmp_path / "copy")}])
     assert len(all_text(build(tmp_path, [{"dataset": "wiki_en", "path": str(tmp_path / "copy"), "name": None}]))) > 0
-    with pytest.raises(ConfigError, match=r"or validation_split: null in the dataset's entry holds out a fraction$"):
+    with pytest.raises(ConfigError, match=r"in the dataset's entry \(or null: a held-out fraction of the training rows\)$"):
         build(tmp_path, [{"dataset": "tinystories", "path": str(tmp_path / "copy")}])
 
 

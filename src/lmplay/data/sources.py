@@ -346,10 +346,9 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
         raise ConfigError(f"{where}: folder {folder} holds no data files (.txt/.md text, .json/.jsonl/.parquet/.csv "
                           f"records)") from None
     if split not in files:
-        fraction = "; or validation_split: null in the dataset's entry holds out a fraction" * (
-            key == "validation_split")
+        fraction = " (or null: a held-out fraction of the training rows)" * (key == "validation_split")
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
-                          f"{', '.join(map(str, files))}); set {key}=NAME{fraction}")
+                          f"{', '.join(map(str, files))}); set {key}: NAME in the dataset's entry{fraction}")
     if patterns != {"train": ["**"]}:  # file names name the splits
         _check_split_names(folder, files, where)
     if key == "split" and read - {None} <= set(files):  # not where the validation split is missing: its error is next
