@@ -654,7 +654,8 @@ class LMRunnerBase:
         """Why a resumed run has no step to train (max_steps at or below its step), or None; `longer`: how to train
         it on."""
         step, max_steps = self.runner_c.progress["step"], self.cfg.max_steps
-        if max_steps is None or step < max_steps:
+        closed = any(r["step"] == step for r in self.stats.records["validation"][-1:])  # a stop on the last step
+        if max_steps is None or step < max_steps or not closed:  # saved before its closing validation: still to do
             return None
         return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; {longer}"
 
