@@ -260,6 +260,21 @@ def test_one_sparse_run_leaves_the_others_their_midpoints_and_a_sparse_baseline_
     assert "too few points where it and its baseline both validated to draw" in labels[1] and points[1] < 2
 
 
+def test_a_run_validated_at_0_and_twice_more_is_not_read_across_its_first_gap(tmp_path):
+    """Points at 0, T and 2T made a 'regular cadence' of T that let a line from 0 to T through: 0.19 off the same
+    run validated at T/2."""
+    from lmplay.stats.plot import approx
+
+    run = fake_run(tmp_path / "sparse", "a", 1, 2.0, steps=40)
+    stats = json.loads((run / "stats.json").read_text())
+    stats["validation"] = [{**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0},
+                           *(r for r in stats["validation"] if r["step"] in (20, 40))]
+    (run / "stats.json").write_text(json.dumps(stats))
+    [group] = group_runs(load_runs([run]))
+    sparse = curve(group, "validation", "loss")
+    assert approx(sparse, 1000) is None and approx(sparse, 2001) == "" and approx(sparse, 3000) is None
+
+
 def test_a_value_a_seed_reads_off_a_line_is_marked(tmp_path):
     """Seeds of rows batching validate a few % apart in tokens: the mean's axis hid that one seed's value at the
     column was a straight line between its points."""

@@ -374,22 +374,27 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
 
 
 GAP = 0.5  # the widest gap between two validation points, as a fraction of the tokens between them, read across
+NEAR = 0.1  # a value this close to one of a run's own validation points (a fraction of the tokens) is read off
 
 
 def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
     """"" where every seed of the curve has a validation point of its own at `tokens` (within `tolerance`); "~"
-    where a seed's value there is read off a straight line between two of its points at most GAP x `tokens`
-    apart; None where a seed has no such two: a run validated only at 0 and at its end would read as a line
-    between them, and two identical runs, one of them validated that way, differed by 0.7."""
+    where a seed's value there is read off a straight line between two of its points that are close: one of them
+    within NEAR of `tokens` (seeds of rows batching validate a few % apart), or at most GAP x `tokens` apart, or no
+    further apart than the run's regular cadence past 0; None where a seed has no such two: a run validated only at
+    0 and at its end would read as a line between them, and two identical runs, one validated that way, differed by
+    0.7."""
     marks = []
     for seed in curve.seed_tokens:
         below, above = seed[seed <= tokens], seed[seed >= tokens]
-        if np.abs(seed - tokens).min() <= tolerance * tokens:
+        distance = np.abs(seed - tokens).min()
+        if distance <= tolerance * tokens:
             marks.append("")
             continue
         gap = above.min() - below.max() if len(below) and len(above) else np.inf
-        cadence = np.median(np.diff(seed)) if len(seed) >= 3 else 0.0  # a run that validates regularly (0 counts)
-        if gap > max(GAP * tokens, 1.5 * cadence):
+        past_0 = seed[seed > 0]
+        cadence = np.median(np.diff(past_0)) if len(past_0) >= 3 else 0.0  # validated regularly, not only at 0 and T
+        if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, 1.5 * cadence)):
             return None
         marks.append("~")
     return max(marks)
