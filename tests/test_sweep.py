@@ -375,3 +375,15 @@ def test_a_summary_of_jobs_with_different_tokenizers_says_their_losses_do_not_co
         (job_dir / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
     text = write_summary(tmp_path)["markdown"]
     assert "Note: the jobs use different tokenizers (bytes, gpt2): a loss per token does not compare" in text
+
+
+def test_over_seeds_a_seed_run_twice_counts_once_by_its_finished_run():
+    """A job trained on by hand and a rerun's job of the same seed: counted twice; then the first (interrupted)
+    stood for the seed and the completed one was dropped."""
+    def row(job: int, seed: int, status: str, loss: float | None, tokens: int) -> dict:
+        return {"job": job, "overrides": ["exp=a", f"seed={seed}", "max_steps=60"], "status": status,
+                "final_validation_loss": loss, "tokens": tokens}
+
+    [group] = repeated_configs([row(0, 1, "interrupted", 3.9, 10), row(1, 2, "completed", 3.2, 20),
+                                row(2, 1, "completed", 3.0, 20)])
+    assert group["jobs"] == [1, 2] and group["mean_final_validation_loss"] == pytest.approx(3.1)

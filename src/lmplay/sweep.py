@@ -242,13 +242,16 @@ def finished(row: dict[str, Any]) -> bool:
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread of the final validation loss over the finished seeds of each configuration run more than
     once."""
+    best: dict[tuple, dict] = {}  # one row a seed: a job trained on by hand can repeat another's configuration
+    for row in rows:  # and seed; the finished one with the most tokens stands for it
+        key = (configuration(row["overrides"]), override_value(row["overrides"], "seed"))
+        if key not in best or (finished(row), row["tokens"]) > (finished(best[key]), best[key]["tokens"]):
+            best[key] = row
     groups: dict[tuple, list[dict]] = {}
-    seeds: set[tuple] = set()
-    for row in rows:  # one row a seed: a job trained on by hand can repeat another's configuration and seed
-        config, seed = configuration(row["overrides"]), override_value(row["overrides"], "seed")
-        if (config, seed) not in seeds:
-            seeds.add((config, seed))
-            groups.setdefault(config, []).append(row)
+    for row in rows:
+        key = (configuration(row["overrides"]), override_value(row["overrides"], "seed"))
+        if best[key] is row:
+            groups.setdefault(key[0], []).append(row)
     out = []
     for config, members in groups.items():
         if len(members) < 2:
