@@ -246,9 +246,11 @@ def torch_device(text: str) -> str:
         device = torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"{text!r} is no torch device (cpu, cuda, cuda:1, mps)") from None
-    there = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type, lambda: True)
-    if not there():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has no {device.type} device")
+    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    if device.type not in count:
+        raise argparse.ArgumentTypeError(f"{text!r}: these benchmarks run on cpu, cuda or mps")
+    if (device.index or 0) >= count[device.type]:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {count[device.type]} {device.type} devices")
     return text
 
 

@@ -16,6 +16,7 @@ from conftest import REPO
     ("data_pipeline.py", ["--tokenizers", "foo"], "tokenizer='foo' is unknown"),  # was a traceback
     ("generate.py", ["--device", "nosuch", "--prefill-only"], "argument --device: 'nosuch' is no torch device"),
     ("data_pipeline.py", ["--device", "nosuch"], "argument --device: 'nosuch' is no torch device"),
+    ("loss_kernels.py", ["--device", "meta"], "argument --device: 'meta': these benchmarks run on cpu, cuda or mps"),
     ("loss_kernels.py", ["--option", "nosuch=1"], "--option nosuch is no inductor option"),  # was 20,000 characters
     ("loss_kernels.py", ["--padded", "50000"], "--padded 50000 is below --vocab 50257"),
 ])

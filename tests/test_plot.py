@@ -393,6 +393,9 @@ def test_an_idea_swept_over_max_steps_keeps_its_own_length_and_optimizer_lr_is_l
     rows = {line.split("  ")[0].strip(): line for line in
             comparison_table(group_runs(load_runs([tmp_path / "sweep"]))).splitlines()[2:]}
     assert "+0.0500 (vs base max_steps=40)" in rows["idea max_steps=40"]
+    only_20 = comparison_table(group_runs(load_runs([tmp_path / "sweep" / "0_exp=base,max_steps=20",
+                                                     tmp_path / "sweep" / "2_exp=idea,max_steps=40"])))
+    assert "(vs base max_steps=20)" in only_20  # a baseline of another length is named, not passed for the idea's
     for name, exp, typed, loss in (("b", "base", "lr=1e-3", 3.0), ("d", "base", "lr=3e-3", 1.8),
                                    ("i", "idea", "optimizer.lr=0.001", 2.9)):
         run = fake_run(tmp_path / name, exp, 1, loss, extra=(typed,))

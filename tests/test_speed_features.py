@@ -112,6 +112,8 @@ def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatc
 @pytest.mark.parametrize("args, message", [
     (["compile=true", "compile_options={no_such_option: 1}"],
      "compile_options.no_such_option is not an inductor option of torch"),
+    (["compile=true", "compile_options=max-autotune"],  # torch.compile's mode, typed for the options: a traceback
+     "compile_options=max-autotune should be a mapping of inductor options, e.g. compile_options={max_autotune: true}"),
     (["compile=true", "compile_options={max_autotune: maybe}"],  # was torch's RuntimeError traceback
      "compile_options: Unexpected type of attr max_autotune, got str should be bool"),
     (["compile_options={coordinate_descent_tuning: true}"],

@@ -327,6 +327,9 @@ class LMRunnerBase:
         """`compile_options` with nested keys joined by dots, as inductor names them: both
         `compile_options={triton.cudagraphs: true}` and `+compile_options.triton.cudagraphs=true` work."""
         options = self.cfg.compile_options
+        if options is not None and not isinstance(options, DictConfig):  # compile_options=max-autotune: a mode
+            raise ConfigError(f"compile_options={options} should be a mapping of inductor options, e.g. "
+                              f"compile_options={{max_autotune: true}}")
         return dotted(OmegaConf.to_container(options, resolve=True)) if options is not None else {}
 
     def compile(self, fn: Callable) -> Callable | None:

@@ -342,7 +342,8 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
         if baseline_first:
             base = groups[matches[id(group)]]
             base = base if id(base) in losses else groups[0]
-            vs = "" if base is groups[0] else f" (vs {base.label})"
+            vs = "" if base is groups[0] and same_settings(group, base) else f" (vs {base.label})"  # or at another
+            # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
             diff = loss.at(end).mean() - losses[id(base)].at(end).mean()
