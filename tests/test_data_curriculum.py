@@ -282,8 +282,8 @@ def test_text_file_without_a_path_says_how_to_give_one():
 
 @pytest.mark.parametrize("stage, message", [
     ({"name": "x", "datasets": ["shakespeare"]}, r"give exactly one of steps, tokens or epochs \(got none\)"),
-    ({"name": "x", "datasets": ["shakespeare"], "steps": 5, "epochs": 1}, r"\(got steps and epochs\), e.g. epochs: 1; on "
-     r"the command line, ~curriculum.stages.0.steps or ~curriculum.stages.0.epochs drops one$"),
+    ({"name": "x", "datasets": ["shakespeare"], "steps": 5, "epochs": 1}, (r"\(got steps and epochs\), e.g. epochs: 1; "
+     r"on the command line, ~curriculum.stages.0.steps or ~curriculum.stages.0.epochs drops one$")),
     ({"name": "x", "datasets": ["shakespeare"], "steps": 0}, r"steps=0 must be a positive integer"),
     ({"name": "x", "datasets": ["shakespeare"], "epochs": 0}, r"epochs=0 must be a positive number"),
     ({"name": "x", "datasets": ["shakespear"], "epochs": 1}, r"dataset 'shakespear' is unknown; use one of: shakespeare"),

@@ -167,8 +167,8 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={sweep}", "prompt=hi"], "is a sweep's dir, of 2 runs: give one of their checkpoints, e.g. "),
     (["checkpoint={sweep}/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # was only: ... does not exist
     (["checkpoint={sweep}/9_seed=9/model.lmp", "prompt=hi"], "/0_seed=1/model.lmp"),  # a job's name mistyped
-    (["checkpoint={sweep}/only_bak", "prompt=hi"], "model.lmp does not exist, but model.lmp.bak does: the previous "
-                                                   "checkpoint (rename it to model.lmp to use it)"),
+    (["checkpoint={sweep}/only_bak", "prompt=hi"], ("model.lmp does not exist, but model.lmp.bak does: the previous "
+                                                    "checkpoint (rename it to model.lmp to use it)")),
     (["prompt=hi"], "error: no checkpoint"),
     (["checkpoint=null", "prompt=hi"], "error: checkpoint=null is not a path; give one"),  # were Hydra tracebacks
     (["checkpoint=[a,b]", "prompt=hi"], "error: checkpoint=['a', 'b'] is not a path"),

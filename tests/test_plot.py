@@ -226,7 +226,7 @@ def test_a_run_validated_only_at_0_and_past_the_others_end_shows_no_value_made_u
         stats["validation"].insert(0, {**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.0})
         (run / "stats.json").write_text(json.dumps(stats))
     table, note = comparison_table(group_runs(load_runs([base, dense, sparse]))).split("\n\n")[:2]
-    base_row, dense_row, sparse_row = (line.split()[3:] for line in table.splitlines()[2:])
+    _, dense_row, sparse_row = (line.split()[3:] for line in table.splitlines()[2:])
     assert sparse_row == ["5.0000", "-", "-", "-", "-", "-"]  # its own loss@0; nothing made up past it
     assert "-" not in dense_row and not any(cell.startswith("~") for cell in dense_row)  # the others' own points
     assert "where the runs of 2 of the 3 rows validated" in note and "- marks a run whose validation points" in note

@@ -230,12 +230,12 @@ def test_relative_data_paths_read_from_where_the_command_was_typed_under_hydra_j
 
 
 @pytest.mark.parametrize("override, message", [
-    ("hydra.run.dir=sw/exp=a,lr=0.003", "hydra.run.dir=sw/exp=a,lr=0.003: Hydra cannot read this value (mismatched "
-                                        "input '=' expecting <EOF>); quote it whole, as in \"hydra.run.dir='sw/exp=a,"
-                                        "lr=0.003'\""),  # a sweep job's dir, to train it on: Hydra's three lines
+    ("hydra.run.dir=sw/exp=a,lr=0.003", ("hydra.run.dir=sw/exp=a,lr=0.003: Hydra cannot read this value (mismatched "
+                                         "input '=' expecting <EOF>); quote it whole, as in \"hydra.run.dir='sw/exp=a,"
+                                         "lr=0.003'\"")),  # a sweep job's dir, to train it on: Hydra's three lines
     ("run_name=a=b", "run_name=a=b: Hydra cannot read this value"),  # named no key
-    ("curriculum.path=x,y", "curriculum.path=x,y: a comma makes a sweep, which needs -m; for one value that holds "
-                            "commas, quote it: \"curriculum.path='x,y'\"; for a list, \"curriculum.path=[x,y]\""),
+    ("curriculum.path=x,y", ("curriculum.path=x,y: a comma makes a sweep, which needs -m; for one value that holds "
+                             "commas, quote it: \"curriculum.path='x,y'\"; for a list, \"curriculum.path=[x,y]\"")),
 ])
 def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override, message):
     assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", override, cwd=tmp_path), message)
