@@ -130,9 +130,8 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
     return [matches[0], *[g for g in groups if g is not matches[0]]]
 
 
+# How long a run went and how often it recorded: what a baseline may differ in where none matches it exactly.
 NOT_SETTINGS = ("exp", "max_steps", "runner.log_interval", "runner.validation_interval", "runner.save_interval")
-
-
 COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
 
 
