@@ -376,13 +376,9 @@ def reject_unreadable(overrides: list[str]) -> None:
             if value.endswith(",") and not value.startswith("["):
                 fail(f"{override}: a value cannot end in a comma; drop it (a sweep lists values: {key}={value}VALUE2)")
             fix = ("quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
-                   if value.startswith("[") else f"quote it whole, as in {shell_word(hydra_quoted(key, value))} (a value "
+                   if value.startswith("[") else f"quote it whole, as in {shell_word(f'{key}={hydra_quote(value)}')} (a value "
                                                  f"holding '=', ',', quotes, brackets or spaces)")
             fail(f"{override}: Hydra cannot read this value ({said}); {fix}")
-
-
-def hydra_quoted(key: str, value: str) -> str:
-    return f"{key}={hydra_quote(value)}"
 
 
 def hydra_quote(value: str) -> str:
@@ -407,7 +403,7 @@ def ambiguous_value(hydra_said: str) -> None:
     if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
         key, value = found[1], found[2].replace("\\'", "'")
         fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
-             f"{shell_word(hydra_quoted(key, value))}; for a list, {shell_word(f'{key}=[{value}]')}")
+             f"{shell_word(f'{key}={hydra_quote(value)}')}; for a list, {shell_word(f'{key}=[{value}]')}")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:

@@ -242,16 +242,17 @@ def finished(row: dict[str, Any]) -> bool:
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread of the final validation loss over the finished seeds of each configuration run more than
     once."""
+    def seed_of(row: dict[str, Any]) -> tuple:
+        return configuration(row["overrides"]), override_value(row["overrides"], "seed")
+
     best: dict[tuple, dict] = {}  # one row a seed: a job trained on by hand can repeat another's configuration
     for row in rows:  # and seed; the finished one with the most tokens stands for it
-        key = (configuration(row["overrides"]), override_value(row["overrides"], "seed"))
-        if key not in best or (finished(row), row["tokens"]) > (finished(best[key]), best[key]["tokens"]):
-            best[key] = row
+        held = best.get(seed_of(row))
+        if held is None or (finished(row), row["tokens"]) > (finished(held), held["tokens"]):
+            best[seed_of(row)] = row
     groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        key = (configuration(row["overrides"]), override_value(row["overrides"], "seed"))
-        if best[key] is row:
-            groups.setdefault(key[0], []).append(row)
+    for row in (r for r in rows if best[seed_of(r)] is r):
+        groups.setdefault(seed_of(row)[0], []).append(row)
     out = []
     for config, members in groups.items():
         if len(members) < 2:
