@@ -105,6 +105,17 @@ def test_every_port_trains_through_the_cli(tmp_path):
 
 # -- value_norm -------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("exp, bad, needle", [
+    ("unified_embed_test", "model.front_mul=0", "front_mul=0 must be >= 1"),  # trained to a NaN blamed on the forward
+    ("unified_embed_test", "model.front_mul=1.5", "model.front_mul=1.5 should be an integer"),  # a TypeError
+    ("nnmemory_test", "model.num_cells=-5", "model.num_cells=-5 must be >= 0"),  # torch's negative-dimension error
+])
+def test_an_ideas_own_bad_setting_is_one_line(tmp_path, exp, bad, needle):
+    proc = run_cli("lmplay.train", f"exp={exp}", bad, "device=cpu", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_value_norm_normalises_each_heads_values():
     torch.manual_seed(0)
     attn = ValueNormAttention(embed_dim=32, num_heads=4)

@@ -191,7 +191,7 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_pat
 
 
 @pytest.mark.parametrize("typed", ["In bash, echo ${HOME} prints it", "${oc.env:HOME}", "1e3", "3.10", "true",
-                                   "C:\\Users\\x", "it's \\'quoted\\' \\"])
+                                   "C:\\Users\\x", "it's \\'quoted\\' \\", "it costs ${5", "${a ${b}"])
 def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     """Neither a config expression (resolved, or an error) nor a number (1e3 -> 1000.0)."""
     proc = generate(f"checkpoint={model_and_path[1]}", f"prompt={typed}", "max_new_tokens=0")
@@ -205,6 +205,14 @@ def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):
     assert proc.returncode == 0, proc.stderr
     texts = [line for line in proc.stdout.splitlines() if line and not line.startswith("-----")]
     assert texts == ["1e3", "true", "x, y", "${HOME}"]
+
+
+def test_bare_prompt_words_holding_an_unclosed_interpolation_are_their_text(model_and_path):
+    """`${` never closed was Hydra's parse error ("mismatched input '<EOF>'") for a bare prompt word."""
+    proc = generate(f"checkpoint={model_and_path[1]}", "it costs ${5", "and ${b", "max_new_tokens=0")
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line and not line.startswith("-----")] == \
+        ["it costs ${5", "and ${b"]
 
 
 @pytest.mark.parametrize("command,reader", [("lmplay.generate checkpoint={path} prompt=To max_new_tokens=2000",

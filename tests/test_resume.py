@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, make_runner, run_cli
+from experiments.gpt2ish.model import GPT2ish
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
@@ -254,6 +255,24 @@ def test_a_finished_run_says_there_is_nothing_to_train(tmp_path):
     assert "max_steps=1: the run is already at step 2" in shorter.stdout
     assert "max_steps=2" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # its label: 2 steps trained
     assert (tmp_path / "run" / "model.lmp").read_bytes() == saved
+
+
+def test_a_resume_of_a_finished_curriculum_trains_and_relabels_nothing_until_the_plan_grows(tmp_path):
+    """A run that trained through its plan, resumed with other settings (lr=...), has nothing to train: it was
+    re-saved and relabelled with settings it never trained with."""
+    run = tmp_path / "run"
+    plan = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 3}]"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, plan, check=True)
+    files = lambda: {p.name: p.read_bytes() for p in [*run.glob("model*.lmp*"), *(run / ".hydra").iterdir()]}  # noqa: E731
+    saved = files()
+    again = run_cli("lmplay.train", *args, plan, "lr=0.002", check=True)
+    assert "the run has trained through its curriculum (its last stage, 'a', ended at step 3), so there is nothing " \
+           "to train" in again.stdout
+    assert files() == saved
+    longer = run_cli("lmplay.train", *args, plan.replace("steps: 3", "steps: 5"), check=True)
+    assert "nothing to train" not in longer.stdout
+    assert [r["step"] for r in json.loads((run / "stats.json").read_text())["train"]] == [1, 2, 3, 4, 5]
 
 
 def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
@@ -758,3 +777,36 @@ def test_a_held_out_set_that_changed_for_any_reason_is_said_at_the_first_validat
     said = capsys.readouterr().out
     assert said.count("note: stage 'shakespeare' now validates on") == 1
     assert f"now validates on {held:,} held-out tokens, where this run's earlier validations used {held - 7:,}" in said
+
+
+def test_a_checkpoint_knows_when_its_models_code_changed_since(tmp_path):
+    """The registry finds a checkpoint's class by name alone: a resume or a sample on an edited model.py went on
+    with the new code unsaid, and the run's curves mixed two models."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    assert ckpt["components"]["model"]["state"]["code"] == checkpoint.code_digest(GPT2ish)
+    same_code = run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    assert "has changed since" not in same_code.stdout
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    ckpt["components"]["model"]["state"]["code"] = "0" * 16  # as saved by the code before an edit
+    torch.save(ckpt, run / "model.lmp")
+    resumed = run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    assert "experiments/gpt2ish/model.py has changed since this checkpoint was saved: the run goes on" in resumed.stdout
+    sampled = run_cli("lmplay.generate", f"checkpoint={run / 'model.lmp.bak'}", "prompt=a", "max_new_tokens=1",
+                      check=True)
+    assert "gpt2ish/model.py has changed since" in sampled.stderr
+
+
+def test_the_code_digest_follows_the_models_file(tmp_path, monkeypatch):
+    module = tmp_path / "edited_model.py"
+    module.write_text("class Model:\n    scale = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_model
+
+    before = checkpoint.code_digest(edited_model.Model)
+    assert checkpoint.changed_code(edited_model.Model, {"code": before}) is None
+    module.write_text("class Model:\n    scale = 2\n")
+    assert checkpoint.changed_code(edited_model.Model, {"code": before}) == str(module)
+    assert checkpoint.changed_code(edited_model.Model, {}) is None  # a checkpoint from before digests: nothing said

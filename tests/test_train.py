@@ -306,6 +306,9 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["curriculum=text_file"], ["curriculum.path=FILE"]),  # raised inside Hydra's instantiate of the curriculum
     (["curriculum.batching=foo"], ["curriculum.batching='foo'", "rows, packed"]),
     (["model.num_heads=3"], ["model settings", "embed_dim=32 is not divisible by num_heads=3", "attention.py"]),
+    (["model.num_heads=0"], ["model settings", "by zero", "attention.py"]),  # was a ZeroDivisionError traceback
+    (["model.embed_dim=2.5"], ["model.embed_dim=2.5 should be an integer"]),  # was torch's TypeError
+    (["model.num_blocks=-1"], ["model.num_blocks=-1 must be >= 0"]),  # trained a blockless model in silence
     (["lr=-1"], ["optimizer settings", "Invalid learning rate: -1"]),
     (["grad_clip=-1.0"], ["grad_clip=-1.0 must be > 0 (or null: no clipping)"]),  # would flip every gradient
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),

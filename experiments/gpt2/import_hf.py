@@ -218,8 +218,7 @@ def build_checkpoint(src: str, num_heads: int | None = None, tokenizer: str | No
                                 "context_len": model.context_len,
                                 "model": {"_target_": "experiments.gpt2.model.GPT2", **shape}})
     return {"exp": exp, "config": config, "rng": checkpoint.rng_state(),
-            "components": {"model": {"state_args": dict(model.construction_args),
-                                     "state": {"weights": model.state_dict()}}}}
+            "components": {"model": checkpoint.model_part(model)}}
 
 
 def main(argv: list[str]) -> None:

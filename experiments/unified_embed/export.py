@@ -27,8 +27,7 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
     plain = model.export()
     if plain.parameter_count() == model.parameter_count():  # exporting again would only drop the optimizer state
         raise ConfigError(f"{src}'s embedding is collapsed already (an export); use it as it is")
-    ckpt["components"]["model"] = {"state_args": dict(plain.construction_args),
-                                   "state": {"weights": plain.state_dict()}}
+    ckpt["components"]["model"] = checkpoint.model_part(plain)
     if "optimizers" in ckpt["components"]:  # a training checkpoint (save_model's has none)
         ckpt["components"]["optimizers"]["state"] = {"optimizer": None}  # its moments were the wide table's: left out
     aside = checkpoint.write_out(ckpt, dst, in_place)

@@ -49,11 +49,13 @@ HYDRA_FLAGS = HYDRA_VALUE_FLAGS | {"-h", "--help", "--hydra-help", "--version", 
 def quote(value: str, always: bool = False) -> str:
     """Quote a value for Hydra's override grammar when it holds spaces or special characters (`always`: also
     when Hydra would read it as a number or true/false). Inside quotes Hydra unescapes only backslashes before
-    a quote or at the end, so only those are doubled (`C:\\Users` stays)."""
+    a quote or at the end, so only those are doubled (`C:\\Users` stays); an interpolation never closed (`${5`),
+    which Hydra cannot parse, is escaped to the literal that a config read resolves back to `${5`."""
     if not always and value and all(c.isalnum() or c in "._-/:" for c in value):
         return value
-    escaped = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
-    return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, escaped) + "'"
+    body = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
+    body = re.sub(r"(\\+)$", lambda m: m[1] * 2, body)
+    return "'" + re.sub(r"\$\{(?![^{}]*\})", r"\\${", body) + "'"
 
 
 def fail(message: str, code: int = 2) -> None:

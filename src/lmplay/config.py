@@ -3,7 +3,7 @@
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lmplay.errors import ConfigError
 
@@ -29,6 +29,18 @@ def override_key(override: str) -> str:
 def override_value(overrides: Sequence[str], key: str) -> str | None:
     """The text typed for `key` (the last one, as Hydra takes it), or None."""
     return next((o.split("=", 1)[1] for o in reversed(overrides) if override_key(o) == key and "=" in o), None)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one of dotted keys: {"triton": {"cudagraphs": True}} -> {"triton.cudagraphs": True}; an
+    empty mapping is a value of its own."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def check_value_types(cfg: "DictConfig", name: str, nullable: dict[str, type] | None = None) -> None:

@@ -129,15 +129,15 @@ def normalize(argv: Sequence[str]) -> list[str]:
 # -- the app ------------------------------------------------------------------------------------------------
 def typed_prompts(cfg: DictConfig) -> list[str]:
     """`prompt` as typed: text, never a config expression (`${HOME}` stays as written) or a number
-    (`prompt=1e3` stays 1e3, not 1000.0)."""
+    (`prompt=1e3` stays 1e3, not 1000.0); an escaped `\\${` (how an unclosed `${` reaches Hydra) is `${`."""
     raw = OmegaConf.to_container(cfg, resolve=False)["prompt"]
     if raw is None:
         return []
     if isinstance(raw, list):
-        return [str(p) for p in raw]
+        return [str(p).replace("\\${", "${") for p in raw]
     if not isinstance(raw, str):  # Hydra read an unquoted number or true/false: take the text after `prompt=`
         raw = override_value(HydraConfig.get().overrides.task, "prompt") or str(raw)
-    return [raw]
+    return [raw.replace("\\${", "${")]
 
 
 def typed_path(cfg: DictConfig, key: str) -> str | None:
@@ -187,8 +187,6 @@ def settings(cfg: DictConfig) -> GenerationConfig:
     for key in ("num_samples", "batch_size"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")
-    if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
-        raise ConfigError(f"seed={cfg.seed!r} should be an integer (or null)")
     check_amp_dtype(cfg.amp_dtype)
     return config
 

@@ -25,7 +25,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from lmplay.cli import HYDRA_VALUE_FLAGS, fail
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
 from lmplay.config import CONF_DIR, root_config
 from lmplay.errors import ConfigError
 
@@ -295,7 +295,7 @@ def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
     searchpath typed too (one override of the key: a second would replace the first)."""
     if not config_dir:
         return overrides
-    entry = hydra_quote(f"file://{Path(config_dir).resolve()}")  # quoted: a dir "my conf's", or one ending in \\
+    entry = quote(f"file://{Path(config_dir).resolve()}", always=True)  # quoted: a dir "my conf's", or one ending in \\
     typed = [o for o in overrides if o.startswith("hydra.searchpath=")]
     if not typed:
         return [*overrides, f"hydra.searchpath=[{entry}]"]
@@ -375,18 +375,11 @@ def reject_unreadable(overrides: list[str]) -> None:
                      f"{said})")
             if value.endswith(",") and not value.startswith("["):
                 fail(f"{override}: a value cannot end in a comma; drop it (a sweep lists values: {key}={value}VALUE2)")
+            quoted = shell_word(f"{key}={quote(value, always=True)}")
             fix = ("quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
-                   if value.startswith("[") else f"quote it whole, as in {shell_word(f'{key}={hydra_quote(value)}')} (a value "
-                                                 f"holding '=', ',', quotes, brackets or spaces)")
+                   if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "
+                                                 f"brackets or spaces)")
             fail(f"{override}: Hydra cannot read this value ({said}); {fix}")
-
-
-def hydra_quote(value: str) -> str:
-    """'value' as Hydra's grammar reads it back: a quote inside escaped, the backslashes before one (or at the
-    end) doubled, and an interpolation never closed (`${foo`) made literal."""
-    body = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
-    body = re.sub(r"(\\+)$", lambda m: m[1] * 2, body)
-    return "'" + re.sub(r"\$\{(?![^{}]*\})", r"\\${", body) + "'"
 
 
 def shell_word(text: str) -> str:
@@ -403,7 +396,7 @@ def ambiguous_value(hydra_said: str) -> None:
     if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
         key, value = found[1], found[2].replace("\\'", "'")
         fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
-             f"{shell_word(f'{key}={hydra_quote(value)}')}; for a list, {shell_word(f'{key}=[{value}]')}")
+             f"{shell_word(f'{key}={quote(value, always=True)}')}; for a list, {shell_word(f'{key}=[{value}]')}")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:
@@ -570,8 +563,6 @@ def reject_added_hydra_keys() -> None:
     to one of Hydra's mappings (`+hydra.job.env_set.FOO=1`) is what `+` is for."""
     import dataclasses
 
-    from hydra.core.hydra_config import HydraConfig
-
     hydra_cfg = HydraConfig.get()
     typed = OmegaConf.to_container(hydra_cfg.overrides, resolve=False)  # a prompt's ${HOME} stays text
     overrides = [*typed["hydra"], *typed["task"]]
@@ -609,8 +600,6 @@ def reject_added_keys(cfg: Any, config_name: str, set_by_groups: Iterable[str] =
     """A misspelled key added with `+key=value` (or `++`) at the top level, which Hydra's struct check lets
     through and nothing would read, is a ConfigError like any other misspelled key. Known: the root config
     file's keys, the config groups, and `set_by_groups` (keys such as `model` that a group's file sets)."""
-    from hydra.core.hydra_config import HydraConfig
-
     known = set(root_config(config_name)) - {"defaults", "hydra"}
     known |= set(HydraConfig.get().runtime.choices) | set(set_by_groups)
     for key in cfg:

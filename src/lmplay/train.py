@@ -156,7 +156,7 @@ def train(cfg: DictConfig) -> None:
             if cfg.fresh:
                 note_fresh_start(run_dir, runner.replaced_dir)
         print(runner.describe())
-        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's default dir is named by the time it started
+        if in_sweep:  # the sweep's default dir is named by the time it started
             runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
                                   f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
                                   f"checkpoint)")

@@ -167,6 +167,7 @@ class Curriculum:
         self.cache_dir, self.tokenize_procs = cache_dir, tokenize_procs
         self.stream_validation_rows, self.shuffle_buffer = stream_validation_rows, shuffle_buffer
         self.stage_index = 0
+        self.finished = False  # the whole plan trained: a resume with the same plan has nothing to do
         self._data: list[list[PreparedDataset]] = []
         self._validation: dict[tuple, list[Batch]] = {}
         self._row_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -219,7 +220,7 @@ class Curriculum:
         budget = None
         if stage.epochs is not None:
             budget = max(1, round(stage.epochs * stream.epoch_len))
-        self.stage_index = index
+        self.stage_index, self.finished = index, False
         self._feed = RowFeed(stream, budget)
         self._batcher = make_batcher(stage.batching, self.context_len, self.tokenizer.eot_id)
         self._steps = self._tokens = 0
@@ -245,8 +246,9 @@ class Curriculum:
         return batch
 
     def advance_stage(self) -> bool:
-        """Move to the next stage; False (and no change) when the current stage is the last."""
+        """Move on from a stage that ended to the next one; False when it was the last: the plan is finished."""
         if self.stage_index + 1 >= len(self.stages):
+            self.finished = True
             return False
         self._enter_stage(self.stage_index + 1)
         return True
@@ -417,11 +419,19 @@ class Curriculum:
         parts += [str(self.context_len), str(self.seed), stage.batching, stage.interleave, str(stage.weights)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
+    def _plan_key(self) -> str:
+        """What a finished plan was: its stages' names, data and lengths. A resume that lengthens a stage or adds
+        one has more to train; one that changes only settings (an lr) has not."""
+        parts = [f"{s.name}|{[repr(d) for d in s.datasets]}|{s.length}|{s.interleave}|{s.weights}|{s.batching}"
+                 for s in self.stages]
+        return hashlib.sha256("||".join(parts).encode()).hexdigest()[:16]
+
     def state_dict(self) -> dict:
         """The position: plain ints, strings, lists and dicts only."""
         return {"version": STATE_VERSION, "stage": self.stage_index, "stage_name": self.stages[self.stage_index].name,
                 "steps": self._steps, "tokens": self._tokens, "feed": self._feed.state_dict(),
-                "batcher": self._batcher.state_dict(), "data": self._data_key()}
+                "batcher": self._batcher.state_dict(), "data": self._data_key(),
+                "finished_plan": self._plan_key() if self.finished else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a saved position (after prepare())."""
@@ -438,6 +448,7 @@ class Curriculum:
         self._steps, self._tokens = int(state["steps"]), int(state["tokens"])
         self._feed.load_state_dict(state["feed"])
         self._batcher.load_state_dict(state["batcher"], self._feed)
+        self.finished = state.get("finished_plan") == self._plan_key()
 
     def __repr__(self) -> str:
         plan = " -> ".join(f"{s.name} [{', '.join(d.label for d in s.datasets)}; {s.length}]" for s in self.stages)

@@ -1,6 +1,7 @@
 """A checkpoint back into a model (its experiment name picks the code from the registry, never the file), and a
 model trained in Python into a checkpoint that the commands read."""
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,7 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     path = Path(path).expanduser()
     checkpoint.check_out(path, replace, asked_by="replace=True")
     checkpoint.write_out({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
-                          "components": {"model": {"state_args": dict(model.construction_args),
-                                                   "state": {"weights": model.state_dict()}}}}, path)
+                          "components": {"model": checkpoint.model_part(model)}}, path)
     return path
 
 
@@ -69,6 +69,9 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
         model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)
+    if changed := checkpoint.changed_code(type(model), model_args["state"]):
+        print(f"note: {changed} has changed since {path} was saved: its weights run with the code as it is now",
+              file=sys.stderr)
     return model.to(device).eval(), exp
 
 

@@ -17,6 +17,8 @@ from torch import nn
 class UnifiedEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, front_mul: int = 8, init_std: float = 0.02) -> None:
         super().__init__()
+        if front_mul < 1:  # an empty wide row gives every token the same vector, and the init divides by its std
+            raise ValueError(f"front_mul={front_mul} must be >= 1 (each token's wide row is front_mul x embed_dim)")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.init_std = init_std

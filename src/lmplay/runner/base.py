@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.config import CONF_DIR, root_config
+from lmplay.config import CONF_DIR, flatten, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
@@ -40,17 +40,6 @@ FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
-
-
-def dotted(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"triton": {"cudagraphs": True}} -> {"triton.cudagraphs": True}."""
-    flat = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            flat.update(dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def rejected_settings(group: str, error: Exception) -> LmplayError:
@@ -233,6 +222,10 @@ class LMRunnerBase:
                 component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
             except (InstantiationException, ValueError) as e:
                 raise rejected_settings(component.group, e) from None
+            except (TypeError, ArithmeticError, RuntimeError) as e:  # a model's sizes its layers cannot be built
+                if component.group != "model":  # with (num_heads=0); the line names where it was raised
+                    raise
+                raise rejected_settings(component.group, e) from None
             return component
 
         for group in ("curriculum", "optimizer", "scheduler"):
@@ -330,7 +323,7 @@ class LMRunnerBase:
         if options is not None and not isinstance(options, DictConfig):  # compile_options=max-autotune: a mode
             raise ConfigError(f"compile_options={options} should be a mapping of inductor options, e.g. "
                               f"compile_options={{max_autotune: true}}")
-        return dotted(OmegaConf.to_container(options, resolve=True)) if options is not None else {}
+        return flatten(OmegaConf.to_container(options, resolve=True)) if options is not None else {}
 
     def compile(self, fn: Callable) -> Callable | None:
         """torch.compile(fn) with compile=true, passing `compile_options` on to inductor (e.g.
@@ -654,11 +647,18 @@ class LMRunnerBase:
         raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
     def nothing_to_train(self, longer: str) -> str | None:
-        """Why a resumed run has no step to train (max_steps at or below its step), or None; `longer`: how to train
-        it on."""
+        """Why a resumed run has no step to train (max_steps at or below its step, or its whole curriculum trained),
+        or None; `longer`: how a larger max_steps trains it on."""
         step, max_steps = self.runner_c.progress["step"], self.cfg.max_steps
         closed = any(r["step"] == step for r in self.stats.records["validation"][-1:])  # a stop on the last step
-        if max_steps is None or step < max_steps or not closed:  # saved before its closing validation: still to do
+        if not closed:  # saved before its closing validation: still to do
+            return None
+        if self.curriculum.finished:
+            last = self.curriculum.stages[-1]
+            return (f"the run has trained through its curriculum (its last stage, {last.name!r}, ended at step {step}), "
+                    f"so there is nothing to train; a longer plan goes on (a stage's steps, tokens or epochs raised, "
+                    f"or a stage added), and a new run_name trains these settings from the start")
+        if max_steps is None or step < max_steps:
             return None
         return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; {longer}"
 

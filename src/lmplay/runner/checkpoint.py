@@ -1,11 +1,14 @@
 """The `.lmp` checkpoint: one file, written atomically, loaded without unpickling arbitrary objects.
 
 Layout (FORMAT_VERSION 1): {"format_version", "exp", "seed", "config" (resolved YAML text),
-"components": {name: {"state_args", "state"}}, "rng", "scaler" (fp16's GradScaler; empty when off)}. Everything in it is tensors, numbers, strings, lists and
+"components": {name: {"state_args", "state"}}, "rng", "scaler" (fp16's GradScaler; empty when off)}; the model's
+state holds its "weights" and the digest of its "code" (model_part). Everything in it is tensors, numbers, strings, lists and
 dicts, so `torch.load(weights_only=True)` reads it.
 """
 
 import contextlib
+import hashlib
+import inspect
 import os
 import pickle
 import random
@@ -237,6 +240,30 @@ def model_class(ckpt: dict[str, Any]) -> str | None:
     except Exception:  # noqa: BLE001 - a damaged config names no class; the caller's error says the name
         return None
     return target if isinstance(target, str) else None
+
+
+def code_digest(model_class: type) -> str | None:
+    """A digest of the file that defines the model class (an experiment's model.py): the registry finds the class by
+    name alone, so a checkpoint keeps this to tell when the code changed under it."""
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(model_class) or "").read_bytes()).hexdigest()[:16]
+    except (OSError, TypeError):  # a class made at run time, or its file gone
+        return None
+
+
+def model_part(model: torch.nn.Module) -> dict[str, Any]:
+    """A checkpoint's model component: construction arguments, weights, and the digest of its code."""
+    return {"state_args": dict(model.construction_args),
+            "state": {"weights": model.state_dict(), "code": code_digest(type(model))}}
+
+
+def changed_code(model_class: type, state: dict[str, Any]) -> str | None:
+    """The model's source file where it changed since the checkpoint's model state was saved, else None (also for
+    a checkpoint that holds no digest)."""
+    saved, now = state.get("code"), code_digest(model_class)
+    if saved is None or now is None or saved == now:
+        return None
+    return inspect.getsourcefile(model_class)
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:

@@ -1,4 +1,6 @@
-"""The runner's five components, constructed in this order: curriculum, model, runner, optimizers, lr_schedulers.
+"""The runner's five components: curriculum, model, runner, optimizers, lr_schedulers (design.md's order).
+LMRunnerBase.setup constructs the curriculum last: it tokenizes its data, minutes for a big dataset, and a
+mistake in the other four's settings must be said before that, not after.
 
 Each is the single owner of its concern; each reads its config group, merges it with the checkpoint
 (see `Component.settle`) and archives itself into the next checkpoint.
@@ -7,6 +9,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +80,21 @@ class CurriculumComponent(Component):
         return {"state_args": dict(self.args), "state": {"position": self.curriculum.state_dict()}}
 
 
+def check_model_args(model_class: type, args: dict[str, Any]) -> None:
+    """A model's int/float/bool arguments are of their annotated kind, and no count is negative: `num_cells=-5`
+    was torch's traceback from deep in the model, `front_mul=1.5` for an int a TypeError."""
+    try:
+        hints = typing.get_type_hints(model_class.__init__)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: no kinds to check
+        return
+    for name, value in args.items():
+        kind = hints.get(name)
+        if kind in (int, float, bool):
+            check_kind(f"model.{name}", value, kind)
+            if kind is int and value < 0:
+                raise ConfigError(f"model.{name}={value} must be >= 0")
+
+
 class ModelComponent(Component):
     """Architecture arguments and weights. Architecture comes from the checkpoint on resume."""
 
@@ -92,13 +110,18 @@ class ModelComponent(Component):
     def construct(self, construction_args, state_args, state) -> None:
         args = self.settle(without_target(construction_args), state_args,
                            fixed=frozenset(self.advertise()) - set(self.resumable))
+        check_model_args(self.runner.model_class, args)
         self.model = self.runner.model_class(**args).to(self.runner.device)
         if state:
             checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
                                     "; was its code changed since? fresh=true starts over")
+        if state and (changed := checkpoint.changed_code(self.runner.model_class, state)) and self.runner.world.is_main:
+            print(f"note: {changed} has changed since this checkpoint was saved: the run goes on with the code as it "
+                  f"is now, and its curves from here on are the new code's; fresh=true (or another run_name) trains "
+                  f"the new code from the start")
 
     def archive(self) -> dict[str, Any]:
-        return {"state_args": dict(self.model.construction_args), "state": {"weights": self.model.state_dict()}}
+        return checkpoint.model_part(self.model)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lmplay.config import override_key, override_value
+from lmplay.config import flatten, override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import REPLACED_PREFIX
 
@@ -131,17 +131,6 @@ def valid_record(record: Any) -> bool:
             and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
 
 
-def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as one mapping of dotted keys to values: what the plots look settings up in, many times."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def load_run(path: Path) -> Run:
     """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides)."""
     path = Path(path)
@@ -160,7 +149,7 @@ def load_run(path: Path) -> Run:
     exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
     exp = exp or override_value(overrides, "exp")
     settled = read_yaml(path / ".hydra" / "config.yaml") or {}
-    settled = flat(settled) if isinstance(settled, dict) else {}
+    settled = flatten(settled) if isinstance(settled, dict) else {}
     tokenizer = settled.get("tokenizer")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
                str(tokenizer) if tokenizer is not None else None, settled)
