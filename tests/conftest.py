@@ -82,6 +82,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def no_hydra_config_left():
+    """make_runner sets Hydra's global config as a run does: cleared after each test, so that no later test on the
+    worker reads the run's launch dir (files.from_launch_dir) or mode from a test before it."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None
+
+
 @pytest.fixture
 def tiny_run_args(tmp_path):
     """Overrides for a fast test_runner run in its own directory."""

@@ -50,6 +50,20 @@ def test_resume_two_rank_run_on_one_rank(tmp_path):
         torch.testing.assert_close(w1[name], w2[name], atol=1e-5, rtol=1e-4)
 
 
+def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step_and_the_run_resumes(tmp_path):
+    """README: a SIGTERM reaching one rank (a scheduler's stop) is every rank's: they save at the same step."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={whole}").returncode == 0
+    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={stopped}", path=(Path(__file__).parent / "probes",),
+                    env={"LMPLAY_PROBE_KILL": "term:5", "LMPLAY_PROBE_RANK": "1"})
+    assert proc.returncode != 0 and "SIGTERM: saved" in proc.stderr, proc.stderr[-3000:]
+    saved = torch.load(stopped / "model.lmp", weights_only=True)["components"]["runner"]["state"]["progress"]
+    assert saved["step"] == 5
+    assert torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={stopped}").returncode == 0
+    assert losses(stopped)[0] == pytest.approx(losses(whole)[0], abs=1e-6)
+    assert losses(stopped)[1] == pytest.approx(losses(whole)[1], abs=1e-6)
+
+
 def test_bad_world_size_for_batch(tmp_path):
     proc = torchrun(2, "exp=test_runner", "device=cpu", "batch_size=6", "mini_batch_size=2",
                     f"hydra.run.dir={tmp_path / 'run'}")

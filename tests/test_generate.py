@@ -1,5 +1,7 @@
 """The decode loop and sampling: cache == no cache, batched == alone, sliding past the context, definitions."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -162,9 +164,12 @@ def test_the_cache_is_preallocated_and_never_reallocated():
     model = tiny(context_len=32)
     cache = model.new_cache(1)
     pointers = [(c.keys.data_ptr(), c.values.data_ptr(), c.max_len) for c in cache]
-    model.new_cache = lambda batch_size: cache
+    made = []
+    model.new_cache = lambda batch_size: made.append(batch_size) or cache
     generate_tokens(model, prompts_of(5), GenerationConfig(max_new_tokens=70, stop_at_eot=False), eot_id=EOT)
+    assert made == [1]  # one cache for the whole generation, across the slides past the 32-token context
     assert [(c.keys.data_ptr(), c.values.data_ptr(), c.max_len) for c in cache] == pointers
+    assert all(0 < c.length <= 32 for c in cache)  # and the decoding filled it
 
 
 def test_overflow_past_the_context_produces_text(capsys):
@@ -219,12 +224,15 @@ def test_same_seed_same_samples_and_another_seed_others():
     model = tiny()
     config = GenerationConfig(max_new_tokens=40, do_sample=True, top_k=50, top_p=0.95, repetition_penalty=1.2)
 
-    def draw(seed: int) -> list[list[int]]:
+    def draw(seed: int, use_cache: bool = True) -> list[list[int]]:
         generator = torch.Generator().manual_seed(seed)
-        return generate_tokens(model, prompts_of(4, 9), config, eot_id=EOT, generator=generator)
+        return generate_tokens(model, prompts_of(4, 9), dataclasses.replace(config, use_cache=use_cache), eot_id=EOT,
+                               generator=generator)
 
-    assert draw(7) == draw(7)
-    assert draw(7) != draw(8)
+    cached = draw(7)
+    assert draw(7) == cached
+    assert draw(8) != cached
+    assert draw(7, use_cache=False) == cached  # a seed's draws are the same without the cache: the same logits, the same sampling
     text = model.generate_prompts(["Hi"], do_sample=True, seed=3)
     assert text == model.generate_prompts(["Hi"], do_sample=True, seed=3)
 
@@ -466,7 +474,7 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
     with pytest.raises(ConfigError, match=r"device='gpu' is no device torch knows"):
         load_model(path, "gpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"device=cuda but no CUDA GPU is visible"):
+        with pytest.raises(ConfigError, match=r"device=cuda:0 but no CUDA GPU is visible"):
             load_model(path, "cuda:0")  # was torch's AssertionError, at .to()
     with pytest.raises(ConfigError, match=r"model.lmp exists .* pass replace=True"):  # a run's checkpoint: kept
         save_model(torch.compile(loaded), "test_runner", path)  # (a compiled model saves as the model it wraps)

@@ -191,7 +191,8 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(model_and_path, tmp_pat
 
 
 @pytest.mark.parametrize("typed", ["In bash, echo ${HOME} prints it", "${oc.env:HOME}", "1e3", "3.10", "true",
-                                   "C:\\Users\\x", "it's \\'quoted\\' \\", "it costs ${5", "${a ${b}"])
+                                   "C:\\Users\\x", "it's \\'quoted\\' \\", "it costs ${5", "${a ${b}",
+                                   "Café", "Привет", "½", '"Hi," she said. "Bye"', "'x' and 'y'"])  # Hydra's errors
 def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     """Neither a config expression (resolved, or an error) nor a number (1e3 -> 1000.0)."""
     proc = generate(f"checkpoint={model_and_path[1]}", f"prompt={typed}", "max_new_tokens=0")
@@ -205,6 +206,21 @@ def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):
     assert proc.returncode == 0, proc.stderr
     texts = [line for line in proc.stdout.splitlines() if line and not line.startswith("-----")]
     assert texts == ["1e3", "true", "x, y", "${HOME}"]
+
+
+def test_generate_refuses_a_sweep_a_nested_prompt_list_and_reads_a_checkpoint_under_home(model_and_path, tmp_path):
+    _, path = model_and_path
+    swept = generate("-m", f"checkpoint={path}", "prompt=x", "seed=1,2", cwd=tmp_path)
+    assert swept.returncode == 2 and "generate takes no -m" in swept.stderr  # the texts printed unlabelled
+    assert not (tmp_path / "multirun").exists()
+    nested = generate(f"checkpoint={path}", "prompt=[a,[b]]", "max_new_tokens=0")
+    assert nested.returncode == 2 and "prompt item ['b'] is a list or mapping, not a prompt" in nested.stderr
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    (home / "runs" / "model.lmp").write_bytes(path.read_bytes())
+    for typed in ("checkpoint=~/runs/model.lmp", "checkpoint=~/runs"):  # zsh does not expand `key=~/x`
+        proc = run_cli("lmplay.generate", typed, "prompt=hi", "max_new_tokens=0", env={"HOME": str(home)})
+        assert proc.returncode == 0 and proc.stdout.strip() == "hi", proc.stderr
 
 
 def test_bare_prompt_words_holding_an_unclosed_interpolation_are_their_text(model_and_path):

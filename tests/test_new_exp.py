@@ -24,12 +24,17 @@ def pythonpath(*paths: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(map(str, paths))}
 
 
-def test_new_exp_copies_the_baseline_and_trains(tmp_path):
-    """In a copy of the checkout, so the shared experiments/ and conf/ stay untouched."""
+def checkout_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the checkout and the PYTHONPATH that runs it: what new_exp writes (or would write, if a refusal
+    broke) never lands in the shared experiments/ and conf/."""
     repo = tmp_path / "repo"
     for part in ("src", "conf", "experiments"):
         shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
-    env = pythonpath(repo / "src", repo)
+    return repo, pythonpath(repo / "src", repo)
+
+
+def test_new_exp_copies_the_baseline_and_trains(tmp_path):
+    repo, env = checkout_copy(tmp_path)
     proc = run_cli("lmplay.new_exp", "my_idea", cwd=repo, env=env, check=True)
     assert "exp=gpt2ish_mini,my_idea_mini" in proc.stdout
     model_py = (repo / "experiments" / "my_idea" / "model.py").read_text()
@@ -40,7 +45,10 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
         assert f'@expose_runner("{version}"' in versions_py
         assert (repo / "conf" / "exp" / f"{version}.yaml").is_file()
     assert "_target_: experiments.my_idea.model.MyIdea" in (repo / "conf" / "exp" / "my_idea.yaml").read_text()
-    assert "- my_idea\n" in (repo / "conf" / "exp" / "my_idea_test.yaml").read_text()
+    # override-only, as the ports: the copy trains with test_runner's settings, also after a change to them
+    test_yaml = (repo / "conf" / "exp" / "my_idea_test.yaml").read_text()
+    assert "defaults:\n  - test_runner\nmodel:\n  _target_: experiments.my_idea.model.MyIdea\n" in test_yaml
+    assert "lr:" not in test_yaml and "batch_size" not in test_yaml
 
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=my_idea_test", "max_steps=2", "device=cpu", f"hydra.run.dir={run}", cwd=repo,
@@ -63,7 +71,7 @@ def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):
     assert {"ideas/vn2/model.py", "ideas/vn2/versions.py", "ideas/vn2/README.md", "ideas/conf/exp/vn2.yaml",
             "ideas/conf/exp/vn2_mini.yaml", "ideas/conf/exp/vn2_test.yaml", "ideas/conf/__init__.py"} <= names
     test_yaml = (tmp_path / "ideas" / "conf" / "exp" / "vn2_test.yaml").read_text()
-    assert "- test_runner\n" in test_yaml and "_target_: ideas.vn2.model.Vn2" in test_yaml
+    assert "- value_norm_test\n" in test_yaml and "_target_: ideas.vn2.model.Vn2" in test_yaml
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = compose_config([f"hydra.searchpath=[file://{tmp_path / 'ideas' / 'conf'}]", "exp=vn2_test"])
     args = OmegaConf.to_container(cfg.model, resolve=True)
@@ -98,7 +106,9 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
     unsearched = "(outside_test is registered by the installed package my_lab: add 'hydra.searchpath=[pkg://my_lab.conf]')"
     misspelt = "(hydra.searchpath pkg://my_lab.confs: my_lab has no confs; new_exp --into writes pkg://my_lab.conf)"
     for searchpath, hint in ((), unsearched), (("hydra.searchpath=[pkg://my_lab.confs]",), misspelt):
-        unknown = run_cli("lmplay.train", *searchpath, "exp=outside_test", env=pythonpath(REPO / "src", REPO, tmp_path))
+        unknown = run_cli("lmplay.train", *searchpath, "exp=outside_test", "max_steps=1", "device=cpu",
+                          f"hydra.run.dir={tmp_path / 'unknown'}", cwd=tmp_path,
+                          env=pythonpath(REPO / "src", REPO, tmp_path))
         assert unknown.returncode == 2 and "exp=outside_test is unknown" in unknown.stderr and hint in unknown.stderr, \
             unknown.stderr
     second = run_cli("lmplay.new_exp", "another", "--into", str(tmp_path / "my_lab"),
@@ -117,15 +127,20 @@ def test_an_external_package_trains_through_the_search_path(tmp_path):
 
 
 def test_bad_names_are_one_line_errors(tmp_path):
+    repo, env = checkout_copy(tmp_path)
     for args, needle in ((["My-Idea"], "not a valid experiment name"), (["x", "--from", "nope"], "experiments.nope"),
                          (["x", "--from", "no_lab.my_idea"], "no experiment package no_lab.my_idea is importable"),
                          (["x", "--from", ".outside"], "no experiment package .outside is importable"),  # a traceback
                          (["x", "--into", str(tmp_path / "Not-A-Package")], "importable package"),
                          (["class", "--into", str(tmp_path / "lab")], "not a valid experiment name"),
                          (["value_norm", "--into", str(tmp_path / "lab")], "experiment 'value_norm' already exists")):
-        proc = run_cli("lmplay.new_exp", *args)
+        proc = run_cli("lmplay.new_exp", *args, cwd=repo, env=env)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "lab").exists()  # nothing half-written
+    def packages(root: Path) -> set[str]:
+        return {p.name for p in (root / "experiments").iterdir()} - {"__pycache__"}
+
+    assert packages(repo) == packages(REPO)  # nothing written by a name it refused
 
 
 @pytest.mark.parametrize("name, into, message", [
@@ -151,8 +166,9 @@ def test_a_copy_renames_versions_only_where_they_name_versions(tmp_path):
     assert '@expose_runner("c_lradd_mini"' in versions and "def c_lradd_mini(" in versions
     create("c_gpt2", "gpt2", into=tmp_path / "lab")
     config = (tmp_path / "lab" / "conf" / "exp" / "c_gpt2.yaml").read_text()
-    assert "tokenizer: gpt2\n" in config and "_target_: lab.c_gpt2.model.CGpt2" in config
-    assert "  - c_gpt2\n" in (tmp_path / "lab" / "conf" / "exp" / "c_gpt2_medium.yaml").read_text()
+    assert "  - gpt2\n" in config and "_target_: lab.c_gpt2.model.CGpt2" in config
+    medium = (tmp_path / "lab" / "conf" / "exp" / "c_gpt2_medium.yaml").read_text()
+    assert "  - gpt2_medium\n" in medium and "_target_: lab.c_gpt2.model.CGpt2" in medium
     model = (tmp_path / "lab" / "c_gpt2" / "model.py").read_text()
     assert 'tokenizer: str = "gpt2"' in model and "class CGpt2(" in model
 

@@ -45,3 +45,22 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error():
     with pytest.raises(ConfigError, match="optimizer.freeze pattern 'embedd' matches no parameter"):
         freeze(model, ["embed.*", "embedd"])
     assert all(p.requires_grad for p in model.parameters())  # nothing frozen by the half that matched
+
+
+def test_optimizer_freeze_keeps_those_weights_through_training_and_a_resume(tmp_path):
+    """The runner's path, not freeze() alone: frozen tensors stay bit-equal while the rest trains, on resume too."""
+    from conftest import make_runner
+    from lmplay.runner import checkpoint
+
+    args = ["exp=test_runner", "device=cpu", "optimizer.freeze=[embed.*]", "weight_decay=0.1",
+            "runner.save_interval=100000", "runner.validation_interval=100000"]
+    runner = make_runner([*args, "max_steps=3"], tmp_path)
+    start = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    runner.train()
+    ckpt = checkpoint.load(tmp_path / "model.lmp")
+    resumed = make_runner([*args, "max_steps=5"], tmp_path, ckpt)
+    resumed.train()
+    end = resumed.model.state_dict()
+    assert all(torch.equal(start[k], end[k]) for k in ("embed.tok.weight", "embed.pos.weight"))
+    assert not torch.equal(start["lm_head.weight"], end["lm_head.weight"])
+    assert resumed.runner_c.progress["step"] == 5

@@ -114,20 +114,48 @@ def test_records_of_several_steps_span_a_stop_or_a_crash_as_in_the_uninterrupted
         assert replayable(json.loads((run / "stats.json").read_text())) == expected, stop
 
 
-def test_sigint_saves_a_checkpoint(tmp_path):
-    run = tmp_path / "run"
+def training(run) -> subprocess.Popen:
+    """A long run in `run`, once it has recorded 3 steps (and saved none)."""
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",
                         f"hydra.run.dir={run}"])
     deadline = time.monotonic() + 120
     while not (run / "stats.json").exists() or len(json.loads((run / "stats.json").read_text())["train"]) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])  # SIGHUP: the terminal closed, an ssh dropped
+def test_a_stop_signal_saves_a_checkpoint(tmp_path, signum):
+    run = tmp_path / "run"
+    proc = training(run)
+    proc.send_signal(signum)
     proc.send_signal(signal.SIGTERM)  # as torchrun's agent passes on a Ctrl-C: the first signal is the one reported
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT and "SIGINT: saved" in err  # 130, as a shell reports Ctrl-C
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum and f"{name}: saved" in err  # 130 for Ctrl-C, as a shell reports it
+    assert f"{name}: stopping after this step, saved; {name} again stops at once without saving" in err  # at once
     step = checkpoint.load(run / "model.lmp")["components"]["runner"]["state"]["progress"]["step"]
     assert step == json.loads((run / "stats.json").read_text())["train"][-1]["step"] > 0
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, capfd, monkeypatch):
+    """It killed the run without a word: the user could not tell what was lost. (In-process: two signals sent to
+    a process at once may reach it as one.)"""
+    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run")
+    before = signal.getsignal(signal.SIGINT)
+    killed = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: killed.append(signum))
+    try:
+        runner._on_signal(signal.SIGINT, None)
+        assert runner._stop_signal == signal.SIGINT and signal.getsignal(signal.SIGINT) == runner._on_second_signal
+        runner._on_second_signal(signal.SIGINT, None)
+        assert killed == [signal.SIGINT] and signal.getsignal(signal.SIGINT) == signal.SIG_DFL  # the signal's own end
+    finally:
+        signal.signal(signal.SIGINT, before)
+    err = capfd.readouterr().err
+    assert "SIGINT: stopping after this step, saved; SIGINT again stops at once without saving" in err
+    assert "SIGINT again: stopped without saving; the run resumes from its last checkpoint" in err
 
 
 def provenance(stdout: str) -> dict[str, set[str]]:
@@ -234,6 +262,21 @@ def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp
     (run / "model.lmp").mkdir()
     proc = run_cli("lmplay.train", *args, "max_steps=6")
     assert proc.returncode == 2 and f"{run / 'model.lmp'} is a directory, not a checkpoint" in proc.stderr
+
+def test_a_resume_killed_before_its_first_save_leaves_the_runs_label_as_it_was(tmp_path):
+    """The label (.hydra/) took the resume's lr=1e-4 at its start: killed before saving, the run then trained on at
+    its old lr and was plotted as lr=1e-4."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", "runner.save_interval=100000", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    label = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    proc = popen_train([*args, "max_steps=8", "lr=1e-4"], env={"LMPLAY_PROBE_KILL": "step:6"})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == label
+    run_cli("lmplay.train", *args, "max_steps=8", "lr=1e-4", check=True)  # saved now: the label is the resume's
+    assert "lr=1e-4" in load_run(run).config
+
 
 def test_typed_values_are_reported_even_where_they_equal_the_classs_own_default(tmp_path):
     """AdamW's signature says lr=0.001, weight_decay=0.01; lmplay's config says otherwise, so typing them changes

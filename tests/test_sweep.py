@@ -22,6 +22,9 @@ from lmplay.sweep import SweepSummary, repeated_configs, summarize, write_summar
 TINY = ["max_steps=2", "device=cpu"]
 
 
+ONE_SWEEP = pytest.mark.xdist_group("sweep_2x2")  # the tests of one sweep, on one worker: it is made once
+
+
 @pytest.fixture(scope="module")
 def sweep_2x2(tmp_path_factory) -> tuple[Path, object]:
     sweep = tmp_path_factory.mktemp("sweep") / "2x2"
@@ -30,6 +33,7 @@ def sweep_2x2(tmp_path_factory) -> tuple[Path, object]:
     return sweep, proc
 
 
+@ONE_SWEEP
 def test_2x2_sweep_gives_4_run_dirs_and_a_4_row_summary(sweep_2x2):
     sweep, proc = sweep_2x2
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -56,6 +60,7 @@ def test_2x2_sweep_gives_4_run_dirs_and_a_4_row_summary(sweep_2x2):
     assert "| job | experiment | overrides | final val loss | tokens | wall time | status |" in proc.stdout
 
 
+@ONE_SWEEP
 def test_jobs_never_share_a_checkpoint(sweep_2x2):
     """Each job trained from scratch in its own dir: different seeds, different data order, different losses."""
     sweep, proc = sweep_2x2
@@ -65,6 +70,7 @@ def test_jobs_never_share_a_checkpoint(sweep_2x2):
         assert first[f"exp={exp},max_steps=2,seed=1"] != first[f"exp={exp},max_steps=2,seed=2"]
 
 
+@ONE_SWEEP
 def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
     sweep, _ = sweep_2x2
     (sweep / "summary.json").unlink()
@@ -80,6 +86,7 @@ def test_sweep_summary_can_be_rebuilt_by_hand(sweep_2x2, tmp_path):
     assert sorted(p.name for p in runs.iterdir()) == ["a_run"]
 
 
+@ONE_SWEEP
 def test_the_summary_is_readable_by_whoever_the_umask_allows(sweep_2x2, tmp_path):
     """A shared cluster's colleagues can read the summary (mkstemp's 0600 kept them out), and no temp file stays."""
     sweep, _ = sweep_2x2
@@ -92,6 +99,7 @@ def test_the_summary_is_readable_by_whoever_the_umask_allows(sweep_2x2, tmp_path
     assert not [p.name for p in sweep.iterdir() if p.name.endswith(".tmp")]
 
 
+@ONE_SWEEP
 def test_plotting_a_sweep(sweep_2x2, tmp_path):
     sweep, _ = sweep_2x2
     proc = run_cli("lmplay.plot", str(sweep), "--train", "--out", str(tmp_path / "plots"), check=True)
@@ -276,6 +284,8 @@ def test_submitit_local_runs_two_jobs(tmp_path):
 @pytest.mark.parametrize("preset,expected", [
     ("slurm_gpu", ["--partition=gpu", "--gpus-per-node=1", "--time=1440", "--cpus-per-task=8", "module load cuda"]),
     ("slurm_cpu", ["--partition=gpu", "--time=720", "--cpus-per-task=16", "module load cuda"]),
+    ("slurm_ddp", ["--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=1", "--cpus-per-task=8",
+                   "--time=1440", "module load cuda"]),  # one rank per GPU
 ])
 def test_slurm_presets_make_valid_sbatch_scripts(preset, expected, tmp_path, monkeypatch):
     """What the submitit_slurm launcher would submit with a preset (submitit wants `srun` on PATH; a stub does)."""

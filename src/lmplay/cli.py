@@ -51,7 +51,8 @@ def quote(value: str, always: bool = False) -> str:
     when Hydra would read it as a number or true/false). Inside quotes Hydra unescapes only backslashes before
     a quote or at the end, so only those are doubled (`C:\\Users` stays); an interpolation never closed (`${5`),
     which Hydra cannot parse, is escaped to the literal that a config read resolves back to `${5`."""
-    if not always and value and all(c.isalnum() or c in "._-/:" for c in value):
+    if not always and value and all(c.isascii() and c.isalnum() or c in "._-/:" for c in value):  # Hydra's grammar
+        # reads unquoted ASCII words only: `Café` was its LexerNoViableAltException
         return value
     body = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", value)
     body = re.sub(r"(\\+)$", lambda m: m[1] * 2, body)

@@ -31,6 +31,16 @@ def override_value(overrides: Sequence[str], key: str) -> str | None:
     return next((o.split("=", 1)[1] for o in reversed(overrides) if override_key(o) == key and "=" in o), None)
 
 
+RUN_SET_MODEL_KEYS = ("tokenizer", "context_len", "vocab_size")  # model arguments the run passes, not model.*
+
+
+def not_the_models_to_set(key: str) -> str:
+    """Why `model.KEY` (one of RUN_SET_MODEL_KEYS) cannot be typed, and what sets it."""
+    fix = ("it follows from the tokenizer (vocab_multiple=64 pads it)" if key == "vocab_size"
+           else f"type {key}=... (a top-level key) instead")
+    return f"model.{key} is not the model group's to set: {fix}"
+
+
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested mapping as one of dotted keys: {"triton": {"cudagraphs": True}} -> {"triton.cudagraphs": True}; an
     empty mapping is a value of its own."""

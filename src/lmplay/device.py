@@ -15,23 +15,30 @@ if TYPE_CHECKING:
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # amp_dtype= -> torch's dtype name
 
 
-def pick_device(name: str) -> "torch.device":
-    """`device=` as typed: auto takes cuda, then mps, then cpu; a named device that is not there is an error."""
+def pick_device(name: "str | torch.device | None") -> "torch.device":
+    """`device=` as typed (or as a Python caller names it): auto (or None) takes cuda, then mps, then cpu; cuda:N
+    picks one GPU; a device that is not there is an error."""
     import torch
 
-    if name == "auto":
+    if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={name!r} is unknown; use auto, cpu, cuda or mps")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device=mps but MPS is not available; use device=cpu or device=auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={name!r} is no device torch knows; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is not one lmplay runs on; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} but MPS is not available; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def check_amp_dtype(name: str) -> None:

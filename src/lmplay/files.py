@@ -19,8 +19,9 @@ _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, w
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
 
 def checkpoint_file(path: Path | str) -> Path:
-    """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp)."""
-    path = Path(path)
+    """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp); `~` is the
+    home dir, as for load_model (zsh leaves a `checkpoint=~/x` unexpanded)."""
+    path = Path(path).expanduser()
     return path / "model.lmp" if path.is_dir() else path
 
 

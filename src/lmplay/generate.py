@@ -44,8 +44,8 @@ def as_hydra_value(value: str) -> str:
     else quoted as plain text, so `prompt=It's late, Bob` stays one string instead of failing or becoming a sweep."""
     if value.startswith("[") and value.endswith("]"):
         return quoted_items(value)
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value
+    if re.fullmatch(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", value):  # one quoted string, as Hydra quotes
+        return value  # (`"Hi," she said. "Bye"` is not one: it is text holding quotes)
     return quote(value)
 
 
@@ -134,6 +134,9 @@ def typed_prompts(cfg: DictConfig) -> list[str]:
     if raw is None:
         return []
     if isinstance(raw, list):
+        if nested := next((p for p in raw if isinstance(p, (list, dict))), None):
+            raise ConfigError(f"prompt item {nested} is a list or mapping, not a prompt: a prompt list holds strings, "
+                              f"like prompt=[a,b] (quote an item that holds brackets: prompt=\"['[b]']\")")
         return [str(p).replace("\\${", "${") for p in raw]
     if not isinstance(raw, str):  # Hydra read an unquoted number or true/false: take the text after `prompt=`
         raw = override_value(HydraConfig.get().overrides.task, "prompt") or str(raw)
@@ -152,7 +155,7 @@ def typed_path(cfg: DictConfig, key: str) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"{key}={'null' if raw is None else repr(raw)} is not a path; give one, e.g. {key}=" +
                           ("outputs/gpt2ish_mini" if key == "checkpoint" else "prompts.txt"))
-    return raw
+    return str(Path(raw).expanduser()) if raw.startswith("~") else raw  # zsh leaves `key=~/x` to us
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
@@ -288,7 +291,11 @@ def end_streamed_line() -> None:
 
 
 def cli() -> None:
-    run_hydra_app(main, normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES)), "generate")
+    argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
+    if any(arg in ("-m", "--multirun") for arg in argv):  # each job's text would print unlabelled, and a multirun/
+        fail("generate takes no -m: it prints, and writes no run dirs; run it once per setting (num_samples=N "
+             "samples a prompt N times)")  # dir be left behind
+    run_hydra_app(main, argv, "generate")
 
 
 if __name__ == "__main__":

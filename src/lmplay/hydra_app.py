@@ -9,6 +9,8 @@ on failure saves ~0.2 s on every good start.
 import contextlib
 import difflib
 import hashlib
+import importlib
+import inspect
 import io
 import os
 import re
@@ -26,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
-from lmplay.config import CONF_DIR, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, not_the_models_to_set, root_config
 from lmplay.errors import ConfigError
 
 
@@ -453,7 +455,10 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
             return unknown_key(str(key), []) + owners
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
         searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
-        return unknown_key(str(key), every_key(config_name, group_choices(overrides) + searchpath)) + hint
+        choices = group_choices(overrides) + searchpath
+        if config_name == "config" and (unlisted := unlisted_model_parameter(str(key), choices)):
+            return unlisted
+        return unknown_key(str(key), every_key(config_name, choices)) + hint
     if "index out of range" in text and (past := past_the_plan(overrides, config_name)):
         return (f"{' '.join(past)}: the plan of curriculum={group_choice(overrides, 'curriculum')} has no such stage "
                 f"or dataset; a run resumed with another plan is typed with the keys it started with (its "
@@ -518,6 +523,26 @@ def elsewhere(key: str) -> str:
     files = sorted((Path(CONF_DIR) / group).glob("*.yaml")) if rest else []
     owners = [f.stem for f in files if OmegaConf.select(OmegaConf.load(f), rest) is not None]
     return f" ({key} is a key of {group}={'/'.join(owners)})" if owners else ""
+
+
+def unlisted_model_parameter(key: str, choices: list[str]) -> str:
+    """`model.act=gelu` for a parameter of the experiment's model class that its exp file does not list (a copy
+    given a new argument): Hydra adds a key only with `+`, and "unknown key" pointed away from the class."""
+    name = key.removeprefix("model.")
+    if name == key or "." in name:
+        return ""
+    if name in RUN_SET_MODEL_KEYS:
+        return not_the_models_to_set(name)
+    try:
+        cfg = composed("config", choices)
+        module, _, class_name = str(cfg.model._target_).rpartition(".")
+        model_class = getattr(importlib.import_module(module), class_name)
+    except Exception:  # noqa: BLE001 - no class to look in: the plain unknown-key line
+        return ""
+    if name not in inspect.signature(model_class).parameters:
+        return ""
+    return (f"model.{name} is a parameter of {model_class.__name__} that exp={group_choice(choices, 'exp')}'s file does not set: "
+            f"add it with +model.{name}=VALUE, or give it a value in the file")
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:

@@ -1,8 +1,10 @@
 """`python -m lmplay.new_exp NAME [--from gpt2ish] [--into DIR]`: start a new experiment as a copy of another.
 
-Copies the source experiment's package (model.py, versions.py, ...) and its conf/exp configs under
-the new name, renaming the package, the model class and the registered versions, so that
-`python -m lmplay.train exp=NAME` trains the copy at once. Then change one thing in its model.py.
+Copies the source experiment's package (model.py, versions.py, ...) under the new name, renaming the package,
+the model class and the registered versions, and gives each version a conf/exp config that is the source
+version's with the copy's model class (`defaults: [gpt2ish_mini]`, `model._target_`): the two differ in the code
+alone, also after a change to the source's settings. `python -m lmplay.train exp=NAME` trains the copy at once;
+then change one thing in its model.py.
 
 Versions are renamed by prefix: gpt2ish -> NAME, gpt2ish_mini -> NAME_mini, and the baseline's tiny
 test_runner -> NAME_test. Without --into the copy goes into this checkout's experiments/ and conf/exp/,
@@ -99,6 +101,18 @@ def find_source(name: str, conf_dir: Path) -> Source:
     classes = sorted({m[1] for p in configs.values()
                       for m in re.finditer(rf"_target_:\s*{re.escape(module)}\.\w+\.(\w+)", p.read_text())})
     return Source(name.rsplit(".", 1)[-1], module, path, versions, configs, classes)
+
+
+def model_target(src: Source, version: str) -> str:
+    """The model class a source version trains (`experiments.gpt2ish.model.GPT2ish`): its config's `_target_`, or
+    that of the source version its config builds on (gpt2ish_mini's is gpt2ish's)."""
+    text = src.configs[version].read_text()
+    if found := re.search(rf"_target_:\s*({re.escape(src.module)}\.[\w.]+)", text):
+        return found[1]
+    for base in re.findall(r"(?m)^\s*-\s*(\w+)\s*$", text):
+        if base in src.configs and base != version:
+            return model_target(src, base)
+    raise ConfigError(f"--from {src.name}: {src.configs[version]} names no model class of {src.module} (model._target_)")
 
 
 def rename_map(src: Source, name: str, module: str) -> dict[str, str]:
@@ -259,11 +273,12 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     files[pkg_dir / "README.md"] = readme(name, src, original, into)
     if into is not None and not (into.parent / "pyproject.toml").exists():
         files[into.parent / "pyproject.toml"] = pyproject(into, name)
-    for version, config in src.configs.items():
-        text = rename(config.read_text(), mapping, src.versions)
-        package, _, rest = text.partition("\n") if text.startswith("# @package") else ("", "", text)
-        header = f"# {mapping[version]}: copied from {version} by lmplay.new_exp.\n"
-        files[conf_dir / "exp" / f"{mapping[version]}.yaml"] = (package + "\n" if package else "") + header + rest
+    for version in src.configs:
+        target = rename(model_target(src, version), mapping, src.versions)
+        files[conf_dir / "exp" / f"{mapping[version]}.yaml"] = (
+            f"# @package _global_\n# {mapping[version]}: {version}'s settings with its copy's model class (lmplay.new_exp):\n"
+            f"# the two differ in the code alone, also after a change to {version}.yaml; compare with exp={version}.\n"
+            f"defaults:\n  - {version}\nmodel:\n  _target_: {target}\n")
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

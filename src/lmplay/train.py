@@ -1,6 +1,7 @@
 """`python -m lmplay.train` / `lmp_trainer`: train an experiment through its curriculum, resuming the run dir."""
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -151,8 +152,12 @@ def train(cfg: DictConfig) -> None:
         if runner.world.is_main:
             chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
             reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
-            save_hydra_config(runner.settled_config, run_dir, resumed=ckpt is not None, reset=reset - runner.overridden,
-                              unread=runner.unread_keys)
+            label = functools.partial(save_hydra_config, runner.settled_config, run_dir, resumed=ckpt is not None,
+                                      reset=reset - runner.overridden, unread=runner.unread_keys)
+            if ckpt is None:
+                label()
+            else:  # a resume's settings label the run once it has saved a step trained with them: one that failed
+                runner.on_first_save = label  # or was killed before would be plotted as what it never trained with
             if cfg.fresh:
                 note_fresh_start(run_dir, runner.replaced_dir)
         print(runner.describe())

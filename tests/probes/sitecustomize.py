@@ -7,7 +7,8 @@ failure, so the test checks its cause rather than waiting for it.
 LMPLAY_PROBE_KILL=step:N | save:N | term:N | tokenize:0: SIGKILL the process right after the N-th optimizer step, or
 inside the save of the checkpoint at step N, its new file written and not yet renamed over model.lmp; or send it
 SIGTERM (a scheduler's stop) right after step N, or as it starts tokenizing its data: crashes and stops at known
-moments, where a kill after a sleep lands wherever the machine's speed puts it.
+moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
+torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
 """
 
 import atexit
@@ -66,6 +67,7 @@ def _install_kill(where: str, step: int) -> None:
 
 if os.environ.get("LMPLAY_PROBE_DDP_AT_EXIT"):
     atexit.register(_report_ddp)
-if os.environ.get("LMPLAY_PROBE_KILL"):
+if os.environ.get("LMPLAY_PROBE_KILL") and os.environ.get("LMPLAY_PROBE_RANK", os.environ.get("RANK")) == \
+        os.environ.get("RANK"):
     _where, _step = os.environ["LMPLAY_PROBE_KILL"].split(":")
     _install_kill(_where, int(_step))

@@ -16,24 +16,9 @@ from lmplay.runner import checkpoint, get_runner
 def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> tuple[LMBase, str]:
     """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (anything torch.device
     takes, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
-    device = as_device(device)
+    device = pick_device(device)
     path = Path(path).expanduser()
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
-
-
-def as_device(device: torch.device | str | None) -> torch.device:
-    """A device as a Python caller names it, checked as the CLI's device= is: one that is not there is one line."""
-    if device is None or device == "auto":
-        return pick_device("auto")
-    try:
-        named = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={device!r} is no device torch knows; use auto, cpu, cuda, cuda:N or mps") from None
-    if named.type in ("cuda", "mps"):
-        pick_device(named.type)  # there at all
-    if named.type == "cuda" and named.index is not None and named.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return named
 
 
 def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False) -> Path:

@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.config import CONF_DIR, flatten, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
@@ -161,6 +161,7 @@ class LMRunnerBase:
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
+        self.on_first_save: Callable[[], None] | None = None  # lmplay.train: a resume's label, once it has saved
         # a sweep's job names its sweep dir (lmplay.train); fresh=true again would start over again
         self.resume_hint = "run the same command without fresh=true to resume" if cfg.fresh else \
             "run the same command to resume"
@@ -230,10 +231,8 @@ class LMRunnerBase:
 
         for group in ("curriculum", "optimizer", "scheduler"):
             config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
-        for key in sorted(set(self.cfg.model) & {"tokenizer", "context_len", "vocab_size"}):  # the run sets them:
-            fix = ("it follows from the tokenizer (vocab_multiple=64 pads it)" if key == "vocab_size"  # a typed
-                   else f"type {key}=... (a top-level key) instead")  # ++model.KEY would be dropped unsaid
-            raise ConfigError(f"model.{key} is not the model group's to set: {fix}")
+        for key in sorted(set(self.cfg.model) & set(RUN_SET_MODEL_KEYS)):  # the run sets them: a typed
+            raise ConfigError(not_the_models_to_set(key))  # ++model.KEY would be dropped unsaid
         model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
                       "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
         self.model_c = part(ModelComponent(self), model_args)
@@ -484,6 +483,9 @@ class LMRunnerBase:
         if self.world.is_main:
             self.stats.flush()
             checkpoint.save(self.archive(), path)
+            if self.on_first_save is not None:
+                self.on_first_save, label = None, self.on_first_save
+                label()
         self._saved[name] = state
         return path
 
@@ -602,8 +604,23 @@ class LMRunnerBase:
                   f"here on its validation loss is measured on other samples")
 
     def _on_signal(self, signum, frame) -> None:
+        """Stop after this step, saved; said at once (a big model's step and save take seconds, which invites a
+        second Ctrl-C). Written with os.write: a print could land inside one of the progress bar's writes."""
+        first = self._stop_signal is None
         self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once; the last checkpoint stays good
+        signal.signal(signum, self._on_second_signal)
+        if first and self.world.is_main:
+            name = signal.Signals(signum).name
+            os.write(2, f"\n{name}: stopping after this step, saved; {name} again stops at once without saving (the "
+                        f"run then resumes from its last checkpoint)\n".encode())
+
+    def _on_second_signal(self, signum, frame) -> None:
+        """Stop at once, as the signal's default would, saying so: the last checkpoint stays good (saves are atomic)."""
+        if self.world.is_main:
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopped without saving; the run resumes from its last "
+                        f"checkpoint\n".encode())
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],
                at: dict[str, int] | None = None) -> None:
@@ -889,10 +906,14 @@ class LMRunnerBase:
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    """Ctrl-C, SIGTERM and, where the platform has it, the signal SLURM sends before a time limit or a
-    preemption (submitit's SIGUSR2, or what SUBMITIT_PREEMPT_SIGNAL names)."""
+    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or a dropped ssh; not under nohup, which ignores it) and, where
+    the platform has it, the signal SLURM sends before a time limit or a preemption (submitit's SIGUSR2, or what
+    SUBMITIT_PREEMPT_SIGNAL names)."""
     preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, preempt) if s is not None))
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_IGN:
+        hangup = None
+    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, hangup, preempt) if s is not None))
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

@@ -8,7 +8,9 @@ validation record rewrites stats.json at once; TensorBoard gets it at the next f
 tensorboard's import out of the time to the first step).
 """
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ class StatsWriter:
         self.flush_seconds = flush_seconds
         self._flush_gap = flush_seconds
         self._tb = None
+        self._events_failed = False
         self._pending: list[tuple[str, dict[str, Any], float]] = []  # (kind, record, time) not yet in TensorBoard
         seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=-1)
         # past the checkpoint's last record; without one, from 0: a run killed before its first save had
@@ -76,19 +79,25 @@ class StatsWriter:
             return
         start = time.monotonic()
         self._write_json()
-        if self._pending:  # written here, in one go: per step, in the loop, the same events cost ~4x as much
-            events = self._events()
-            for kind, record, wall_time in self._pending:
-                events.scalars({f"{kind}/{key}": value for key, value in record.items()
-                                if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")},
-                               step=record["tokens"], wall_time=wall_time)
-            events.flush()
-            self._pending.clear()
+        if self._pending and not self._events_failed:  # in one go: per step, in the loop, ~4x the cost
+            try:
+                events = self._events()
+                for kind, record, wall_time in self._pending:
+                    events.scalars({f"{kind}/{key}": value for key, value in record.items()
+                                    if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")},
+                                   step=record["tokens"], wall_time=wall_time)
+                events.flush()
+            except OSError as e:  # a full disk, or tb/ taken by a file: training and its checkpoints go on
+                self._events_failed = True
+                print(f"warning: TensorBoard events cannot be written in {self.path.parent / 'tb'} "
+                      f"({e.strerror or e}); training goes on, and stats.json keeps every record", file=sys.stderr)
+        self._pending.clear()
         self._last_flush = time.monotonic()
         self._flush_gap = max(self.flush_seconds, 50 * (self._last_flush - start))
 
     def close(self) -> None:
         self.flush()
         if self._tb is not None:
-            self._tb.close()
+            with contextlib.suppress(OSError):  # said at the flush that failed
+                self._tb.close()
             self._tb = None
