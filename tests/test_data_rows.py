@@ -171,3 +171,13 @@ def test_max_samples_truncates_the_framing():
     part = frame_row(row, 32, tok.eot_id, True, max_samples=2)
     assert len(full) > 2 and len(part) == 2
     assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(full, part))
+
+
+@pytest.mark.parametrize("name", ["bytes", "gpt2"])
+def test_the_cache_keys_row_schema_is_the_columns_tokenizing_makes(name):
+    """The cache key (and every checkpoint's data key) spells the columns out, to stay the same across HF versions;
+    a column changed in token_features alone would keep old caches valid for rows of another layout."""
+    from lmplay.data.tokenized import row_schema, token_features
+
+    tokenizer = get_tokenizer(name)
+    assert str(token_features(tokenizer)) == row_schema(tokenizer)

@@ -109,8 +109,9 @@ def test_every_port_trains_through_the_cli(tmp_path):
     ("unified_embed_test", "model.front_mul=0", "front_mul=0 must be >= 1"),  # trained to a NaN blamed on the forward
     ("unified_embed_test", "model.front_mul=1.5", "model.front_mul=1.5 should be an integer"),  # a TypeError
     ("nnmemory_test", "model.num_cells=-5", "model.num_cells=-5 must be >= 0"),  # torch's negative-dimension error
-    ("unified_embed_test", "model.collapsed=true", "model.collapsed is a parameter of UnifiedEmbedGPT that "
-     "exp=unified_embed_test's file does not set: add it with +model.collapsed=VALUE"),  # was "unknown key"
+    ("unified_embed_test", "model.collapsed=true", ("model.collapsed is a parameter of UnifiedEmbedGPT that "
+                                                    "exp=unified_embed_test's file does not set: add it with "
+                                                    "+model.collapsed=VALUE")),  # was "unknown key"
 ])
 def test_an_ideas_own_bad_setting_is_one_line(tmp_path, exp, bad, needle):
     proc = run_cli("lmplay.train", f"exp={exp}", bad, "device=cpu", "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")

@@ -50,6 +50,7 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error():
 def test_optimizer_freeze_keeps_those_weights_through_training_and_a_resume(tmp_path):
     """The runner's path, not freeze() alone: frozen tensors stay bit-equal while the rest trains, on resume too."""
     from conftest import make_runner
+
     from lmplay.runner import checkpoint
 
     args = ["exp=test_runner", "device=cpu", "optimizer.freeze=[embed.*]", "weight_decay=0.1",

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,6 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, make_runner, run_cli
-from experiments.gpt2ish.model import GPT2ish
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
@@ -155,7 +155,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, capfd, monkeypatch)
         signal.signal(signal.SIGINT, before)
     err = capfd.readouterr().err
     assert "SIGINT: stopping after this step, saved; SIGINT again stops at once without saving" in err
-    assert "SIGINT again: stopped without saving; the run resumes from its last checkpoint" in err
+    assert "SIGINT again: stopped without saving; nothing is saved yet, so a rerun starts over" in err  # no save yet
 
 
 def provenance(stdout: str) -> dict[str, set[str]]:
@@ -307,7 +307,9 @@ def test_a_resume_of_a_finished_curriculum_trains_and_relabels_nothing_until_the
     plan = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 3}]"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
     run_cli("lmplay.train", *args, plan, check=True)
-    files = lambda: {p.name: p.read_bytes() for p in [*run.glob("model*.lmp*"), *(run / ".hydra").iterdir()]}  # noqa: E731
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in [*run.glob("model*.lmp*"), *(run / ".hydra").iterdir()]}
+
     saved = files()
     again = run_cli("lmplay.train", *args, plan, "lr=0.002", check=True)
     assert "the run has trained through its curriculum (its last stage, 'a', ended at step 3), so there is nothing " \
@@ -828,28 +830,74 @@ def test_a_checkpoint_knows_when_its_models_code_changed_since(tmp_path):
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
     run_cli("lmplay.train", *args, "max_steps=2", check=True)
-    ckpt = torch.load(run / "model.lmp", weights_only=True)
-    assert ckpt["components"]["model"]["state"]["code"] == checkpoint.code_digest(GPT2ish)
+    code = torch.load(run / "model.lmp", weights_only=True)["components"]["model"]["state"]["code"]
+    assert {"experiments.gpt2ish.model", "lmplay.modules.attention", "lmplay.model"} <= set(code)  # the layers too
     same_code = run_cli("lmplay.train", *args, "max_steps=3", check=True)
-    assert "has changed since" not in same_code.stdout
+    assert "changed since" not in same_code.stdout
     ckpt = torch.load(run / "model.lmp", weights_only=True)
-    ckpt["components"]["model"]["state"]["code"] = "0" * 16  # as saved by the code before an edit
+    ckpt["components"]["model"]["state"]["code"]["lmplay.modules.attention"] = "0" * 16  # saved before an edit
     torch.save(ckpt, run / "model.lmp")
     resumed = run_cli("lmplay.train", *args, "max_steps=4", check=True)
-    assert "experiments/gpt2ish/model.py has changed since this checkpoint was saved: the run goes on" in resumed.stdout
+    assert "lmplay/modules/attention.py changed since this checkpoint was saved: the run goes on" in resumed.stdout
     sampled = run_cli("lmplay.generate", f"checkpoint={run / 'model.lmp.bak'}", "prompt=a", "max_new_tokens=1",
                       check=True)
-    assert "gpt2ish/model.py has changed since" in sampled.stderr
+    assert "attention.py changed since" in sampled.stderr
 
 
-def test_the_code_digest_follows_the_models_file(tmp_path, monkeypatch):
+def test_the_code_digests_follow_the_models_files(tmp_path, monkeypatch):
     module = tmp_path / "edited_model.py"
-    module.write_text("class Model:\n    scale = 1\n")
+    module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import edited_model
 
-    before = checkpoint.code_digest(edited_model.Model)
-    assert checkpoint.changed_code(edited_model.Model, {"code": before}) is None
-    module.write_text("class Model:\n    scale = 2\n")
-    assert checkpoint.changed_code(edited_model.Model, {"code": before}) == str(module)
-    assert checkpoint.changed_code(edited_model.Model, {}) is None  # a checkpoint from before digests: nothing said
+    model = edited_model.Model()
+    before = checkpoint.code_digests(model)
+    assert list(before) == ["edited_model"] and checkpoint.changed_code(model, {"code": before}) == []
+    module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 2\n")
+    assert checkpoint.changed_code(model, {"code": before}) == [str(module)]
+    assert checkpoint.changed_code(model, {}) == []  # a checkpoint from before digests: nothing said
+
+
+def test_a_resume_that_changes_the_batch_inside_a_stage_counts_the_rest_of_it_at_the_new_batch(tmp_path):
+    """The stage was counted whole at the new batch: a stage that ended at step 43 read [11/52 of the stage], and
+    its cosine schedule was cut off before min_lr."""
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"Line {i} of a small text, which the model reads. It ends here.\n" for i in range(300)))
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", "curriculum=text_file", f"curriculum.path={text}", "scheduler=cosine",
+            "scheduler.min_lr=1e-5", "+curriculum.stages.0.datasets.0.row_chars=200", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=6", check=True)
+    resumed = run_cli("lmplay.train", *args, "batch_size=4", "mini_batch_size=4", check=True)
+    spans = int(re.search(r"lr schedule now spans (\d+) steps", resumed.stdout)[1])
+    last = json.loads((run / "stats.json").read_text())["train"][-1]
+    assert last["step"] == spans and last["lr"] == pytest.approx(1e-5)  # the schedule ends on the stage's last step
+
+
+def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):
+    """A Ctrl-C that also stopped `| tee`, or a closed terminal (SIGHUP): the handler's message raised
+    BrokenPipeError or EIO inside the step, and the run ended without its save."""
+    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run")
+    before = signal.getsignal(signal.SIGINT)
+
+    def gone(fd, data):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(os, "write", gone)
+    try:
+        runner._on_signal(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert runner._stop_signal == signal.SIGINT
+
+
+def test_a_run_that_max_steps_stopped_at_its_plans_end_is_not_relabelled_by_a_resume_that_trains_nothing(tmp_path):
+    """max_steps ended the run on its plan's last step, before the plan could say it was done: a resume with other
+    settings trained nothing, yet wrote its lr into the run's label."""
+    run = tmp_path / "run"
+    plan = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2}, {name: b, datasets: [shakespeare], steps: 2}]"
+    args = ["exp=test_runner", "device=cpu", plan, f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    label = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    run_cli("lmplay.train", *args, "max_steps=100", "lr=1e-4", check=True)
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == label
+    assert [r["step"] for r in json.loads((run / "stats.json").read_text())["train"]] == [1, 2, 3, 4]

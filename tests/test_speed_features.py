@@ -191,6 +191,7 @@ def test_the_start_up_report_names_the_speed_features_in_use(tmp_path):
                                           ("NVIDIA L40", 181.0), ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0),
                                           ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce RTX 4090", 165.0),
                                           ("NVIDIA GH200 480GB", 989.0), ("NVIDIA H100 SXM5 80GB", 989.0),
+                                          ("NVIDIA H200", 989.0), ("NVIDIA H200 NVL", 835.0),  # was the SXM's peak
                                           ("NVIDIA GeForce GTX 1080", None)])
 def test_the_peak_table_matches_whole_device_names(monkeypatch, name, tflops):
     """An L40 was measured against the L4's peak ("L4" is inside "L40"): its MFU read 1.5x too high."""

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +21,7 @@ from lmplay.cli import translate_flags
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
-from lmplay.runner import base, checkpoint
+from lmplay.runner import base, checkpoint, progress
 from lmplay.stats import speed, tensorboard
 
 
@@ -335,7 +334,7 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["curriculum=text_file"], ["curriculum.path=FILE"]),  # raised inside Hydra's instantiate of the curriculum
     (["curriculum.batching=foo"], ["curriculum.batching='foo'", "rows, packed"]),
     (["model.num_heads=3"], ["model settings", "embed_dim=32 is not divisible by num_heads=3", "attention.py"]),
-    (["model.num_heads=0"], ["model settings", "by zero", "attention.py"]),  # was a ZeroDivisionError traceback
+    (["model.num_heads=0"], ["model settings", "num_heads=0 must be >= 1", "attention.py"]),  # a ZeroDivisionError
     (["model.embed_dim=2.5"], ["model.embed_dim=2.5 should be an integer"]),  # was torch's TypeError
     (["model.num_blocks=-1"], ["model.num_blocks=-1 must be >= 0"]),  # trained a blockless model in silence
     (["lr=-1"], ["optimizer settings", "Invalid learning rate: -1"]),
@@ -346,10 +345,34 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["++model.vocab_size=100"], ["model.vocab_size is not the model group's to set: it follows from the tokenizer"]),
     (["+model.context_len=32"], ["model.context_len is not the model group's to set: type context_len=..."]),
     (["model.vocab_size=100"], ["model.vocab_size is not the model group's to set: it follows from the tokenizer"]),
+    (["model.embed_dim=0"], ["embed_dim=0 and num_heads=2 must be >= 1"]),  # trained, "accuracy 1.0000"
+    (["context_len=-3"], ["context_len=-3 is too small for training; use at least 2"]),  # blamed model.context_len
+    (["model.embed_dim=1180591620717411303424"], ["model settings were rejected", "Overflow"]),  # and 40 C++ frames
+    (["optimizer.qqq=1"], ["unknown key 'optimizer.qqq'; see"]),  # "did you mean optimizer?"
+    (["runner.valid=1"], ["unknown key 'runner.valid' (did you mean runner.validation_interval?)"]),  # grad_clip
+    (["run_name=a${b"], ["run_name=a${b: a run_name cannot hold a literal '${'"]),  # Hydra's traceback, a stray dir
 ])  # the last two were trained without them, unsaid
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *bad), *needles)
     assert not (tmp_path / "run").exists()
+
+
+def test_model_arguments_are_checked_by_their_annotations_optional_and_postponed_ones_too():
+    from lmplay.runner.components import check_model_args
+
+    namespace = {}
+    exec("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+         "    from torch import Tensor\n"
+         "class Idea:\n    def __init__(self, expand: int = 1, gate: int | None = None, init: Tensor | None = None,"
+         " scale: float = 1.0, context_len: int = 8) -> None: ...\n", namespace)
+    idea = namespace["Idea"]
+    idea.__module__ = __name__  # its annotations resolve in a module, as a real experiment's do
+    check_model_args(idea, {"expand": 2, "gate": None, "init": None, "scale": 1, "context_len": -3})  # the run's key
+    for args, message in (({"expand": -1}, "model.expand=-1 must be >= 0"),  # one unresolvable annotation (Tensor)
+                          ({"gate": "abc"}, "model.gate='abc' should be an integer (or null)"),  # turned every check off
+                          ({"gate": -3}, "model.gate=-3 must be >= 0"), ({"scale": "x"}, "should be a number")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_model_args(idea, args)
 
 
 @pytest.mark.parametrize("device, message", [
@@ -426,9 +449,9 @@ def test_a_plain_lines_eta_leaves_out_the_stages_first_step(tmp_path, monkeypatc
     """The first step imports, opens files and warms up: an ETA timed on it was 10-20x too long, and the log's only
     one. On a fake clock the first step takes 100 s and the others 1 s each."""
     clock = [0.0]
-    monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12"], tmp_path)
-    runner.plain_progress = True
+    runner.display.plain = True
     real_step = runner.train_step
 
     def step(*args):
@@ -496,7 +519,7 @@ def test_tokens_per_second_leaves_out_validation_saving_and_opening_the_event_fi
         clock["now"] += 1.0
         return clock["now"]
 
-    for module in (base, speed):
+    for module in (progress, speed):
         monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=perf_counter, monotonic=perf_counter))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", "runner.validation_interval=24",
                           "runner.save_interval=40"], tmp_path)
@@ -545,9 +568,9 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
             pass
 
     monkeypatch.setattr(base, "tqdm", Bar)
-    monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: 100.0))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: 100.0))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12"], tmp_path)
-    runner.plain_progress = False  # as under a terminal
+    runner.display.plain = False  # as under a terminal
     runner.train()
     last = runner.stats.records["train"][-1]
     validated = [r for r in runner.stats.records["validation"] if r["step"] < 12][-1]  # the stage's closing one
@@ -558,7 +581,7 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
     shown.clear()
     resumed = make_runner(["exp=test_runner", "device=cpu", "max_steps=20", "runner.log_interval=100"], tmp_path,
                           checkpoint.load(tmp_path / "model.lmp"), overridden={"runner.log_interval", "max_steps"})
-    resumed.plain_progress = False
+    resumed.display.plain = False
     step = resumed.train_step
 
     def stopped_at_15(*args):

@@ -59,6 +59,14 @@ def quote(value: str, always: bool = False) -> str:
     return "'" + re.sub(r"\$\{(?![^{}]*\})", r"\\${", body) + "'"
 
 
+def tell(text: str) -> None:
+    """`text` to stderr, unbuffered and best-effort: from a signal handler (a print could land inside the progress
+    bar's own write), and where stderr may be gone (a Ctrl-C that also stopped `| tee`, a closed terminal), which
+    must not stop the save that follows."""
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode())
+
+
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -21,8 +21,16 @@ REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside 
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp); `~` is the
     home dir, as for load_model (zsh leaves a `checkpoint=~/x` unexpanded)."""
-    path = Path(path).expanduser()
+    path = home_expanded(path)
     return path / "model.lmp" if path.is_dir() else path
+
+
+def home_expanded(path: Path | str) -> Path:
+    """`~/x` and `~user/x` as the shell would expand them; as typed where there is no such user."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "Could not determine home directory": the file check that follows says it is missing
+        return Path(path)
 
 
 def no_checkpoint(path: Path | str) -> ConfigError:

@@ -8,6 +8,7 @@ The checkpoint names its experiment; the model's code comes from the registry, n
 """
 
 import contextlib
+import dataclasses
 import functools
 import re
 import sys
@@ -23,7 +24,7 @@ from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, 
 from lmplay.config import CONF_DIR, check_value_types, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import checkpoint_file, no_checkpoint
+from lmplay.files import checkpoint_file, home_expanded, no_checkpoint
 from lmplay.hydra_app import readable_config, reject_added_keys, run_hydra_app
 from lmplay.generation.config import GenerationConfig
 
@@ -155,7 +156,7 @@ def typed_path(cfg: DictConfig, key: str) -> str | None:
     if not isinstance(raw, str) or not raw.strip():
         raise ConfigError(f"{key}={'null' if raw is None else repr(raw)} is not a path; give one, e.g. {key}=" +
                           ("outputs/gpt2ish_mini" if key == "checkpoint" else "prompts.txt"))
-    return str(Path(raw).expanduser()) if raw.startswith("~") else raw  # zsh leaves `key=~/x` to us
+    return str(home_expanded(raw)) if raw.startswith("~") else raw  # zsh leaves `key=~/x` to us
 
 
 def read_prompts(cfg: DictConfig) -> list[str]:
@@ -184,9 +185,7 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 
 def settings(cfg: DictConfig) -> GenerationConfig:
     """The generation settings, checked before any model is loaded."""
-    config = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
-                              top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                              use_cache=cfg.use_cache, stop_at_eot=cfg.stop_at_eot)
+    config = GenerationConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(GenerationConfig)})
     for key in ("num_samples", "batch_size"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be an integer >= 1")

@@ -74,6 +74,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
     if {"-m", "--multirun"} & set(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
         reject_sweep_under_torchrun()
+    reject_literal_interpolation_in_run_name(argv)
     _sweep_dirs.clear()
     _jobs_elsewhere.clear()
     _held.append((sys.stderr, io.StringIO()))
@@ -359,6 +360,16 @@ def precheck(overrides: list[str], config_name: str) -> None:
             fail(f"{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix that file")
 
 
+def reject_literal_interpolation_in_run_name(argv: list[str]) -> None:
+    """A run_name holding a literal `${` (escaped, or never closed): Hydra reads the run dir's path made of it
+    (outputs/${run_name}) as an interpolation again, and failed with a traceback after making the dir."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "run_name" and ("\\${" in value or re.search(r"\$\{(?![^{}]*\})", value)):
+            fail(f"{arg}: a run_name cannot hold a literal '${{' (it names the run dir, whose path Hydra reads as "
+                 f"an interpolation); pick a name without it")
+
+
 def reject_unreadable(overrides: list[str]) -> None:
     """The first override Hydra's grammar cannot read, by name, with the quoting that reads it: Hydra said only
     "mismatched input '=' expecting <EOF>" for hydra.run.dir=sweep/exp=a,lr=0.003 (a sweep job's dir)."""
@@ -451,7 +462,10 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
     if key and "not in struct" in str(cause) and re.search(r"\[\d+\]", str(key)):  # inside a plan's stage or dataset
         return unknown_plan_key(re.sub(r"\[(\d+)\]", r".\1", str(key)))
     if key and "not in struct" in str(cause):
-        if owners := elsewhere(str(key)):
+        if config_name == "generate" and str(key).split(".")[0] in ("model", "tokenizer", "context_len", "exp"):
+            return (f"{key} is no setting of generate: the model, its tokenizer and its context come from the "
+                    f"checkpoint (python -m lmplay.inspect CHECKPOINT shows them)")
+        if config_name == "config" and (owners := elsewhere(str(key))):
             return unknown_key(str(key), []) + owners
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
         searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
@@ -539,15 +553,27 @@ def unlisted_model_parameter(key: str, choices: list[str]) -> str:
         model_class = getattr(importlib.import_module(module), class_name)
     except Exception:  # noqa: BLE001 - no class to look in: the plain unknown-key line
         return ""
-    if name not in inspect.signature(model_class).parameters:
-        return ""
-    return (f"model.{name} is a parameter of {model_class.__name__} that exp={group_choice(choices, 'exp')}'s file does not set: "
-            f"add it with +model.{name}=VALUE, or give it a value in the file")
+    exp = group_choice(choices, "exp")
+    parameters = [p for p in inspect.signature(model_class).parameters if p not in RUN_SET_MODEL_KEYS]
+    if name in parameters:
+        return (f"model.{name} is a parameter of {model_class.__name__} that exp={exp}'s file does not set: add it "
+                f"with +model.{name}=VALUE, or give it a value in the file")
+    unset = [p for p in parameters if p not in cfg.model]  # a near-typo of a key the file sets: the plain line
+    if close := difflib.get_close_matches(name, unset, n=1):
+        return (f"unknown key '{key}' (did you mean +model.{close[0]}, a parameter of {model_class.__name__} that "
+                f"exp={exp}'s file does not set?)")
+    return ""
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    close = close or [k for k in known if len(key) >= 3 and k.startswith(key[:4])][:1]  # temp: temperature
+    """`unknown key 'KEY'`, with the known key it is most likely a typo of: among the keys beside it (optimizer.lrr:
+    optimizer.lr, by the last part, or by its first letters: temp, temperature); elsewhere only where none is."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent and k != key}
+    close = [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=1)]
+    close = close or [k for name, k in siblings.items() if len(leaf) >= 3 and name.startswith(leaf[:4])][:1]
+    if not close and not siblings:
+        close = difflib.get_close_matches(key, [k for k in known if not key.startswith(f"{k}.")], n=1)
     listing = "--cfg hydra" if key.startswith("hydra.") else "--cfg job"
     return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `{listing}` for every key"
 

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import report, translate_flags
+from lmplay.cli import report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_text_atomic
@@ -92,18 +92,28 @@ def remove_if_empty(run_dir: Path) -> None:
 
 
 class StoppedBeforeTraining(KeyboardInterrupt):
-    """A SIGTERM during set-up (a scheduler's stop while a big dataset tokenizes): handled like a Ctrl-C there,
-    so that the set-up's own clean-up runs and the log says what happened."""
+    """A SIGTERM or SIGHUP during set-up (a scheduler's stop while a big dataset tokenizes, a closed terminal):
+    handled like a Ctrl-C there, so that the set-up's own clean-up runs and the log says what happened."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
 
 
 def stop_setup(signum: int, frame: object) -> None:
-    raise StoppedBeforeTraining
+    raise StoppedBeforeTraining(signum)
 
 
-SWEEP_JOB_ON = ("in a sweep a larger max_steps makes new jobs, whose dirs it names; a job trains on with "
-                "hydra.run.dir=ITS_DIR (README: Sweeps)")
+def setup_stop_signals() -> dict[int, object]:
+    """SIGTERM and SIGHUP (unless ignored: nohup) stop set-up cleanly; their handlers before, to put back."""
+    from lmplay.runner.base import stop_signals
+
+    stopping = [s for s in stop_signals() if s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))]
+    return {s: signal.signal(s, stop_setup) for s in stopping}
+
+
+SWEEP_JOB_ON = ("in a sweep a larger max_steps or a longer plan makes new jobs, whose dirs they name; a job trains "
+                "on with hydra.run.dir=ITS_DIR (README: Sweeps)")
 
 
 def train(cfg: DictConfig) -> None:
@@ -138,12 +148,12 @@ def train(cfg: DictConfig) -> None:
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
-    on_sigterm = signal.signal(signal.SIGTERM, stop_setup)  # until training starts, which saves on it
+    before = setup_stop_signals()  # until training starts, which saves on them
     try:
         ckpt = resumed_checkpoint(cfg, run_dir)
         runner.setup(ckpt)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-        why = runner.nothing_to_train(SWEEP_JOB_ON if in_sweep else "a larger max_steps goes on") if ckpt else None
+        why = runner.nothing_to_train(SWEEP_JOB_ON if in_sweep else None) if ckpt else None
         if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep summary
             if runner.world.is_main:  # read (.hydra/)
                 print(why)
@@ -165,12 +175,17 @@ def train(cfg: DictConfig) -> None:
             runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
                                   f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
                                   f"checkpoint)")
-        signal.signal(signal.SIGTERM, on_sigterm)
+        restore_signals(before)
         runner.train()
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
-        signal.signal(signal.SIGTERM, on_sigterm)
+        restore_signals(before)
         release_run_dir(run_dir)
+
+
+def restore_signals(handlers: dict[int, object]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def leave_world(runner) -> None:
@@ -275,7 +290,7 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
     remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
     if launcher_rank() == 0:
-        print(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved", file=sys.stderr)
+        tell(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved\n")
     raise SystemExit(128 + signum) from None
 
 

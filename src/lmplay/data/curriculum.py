@@ -311,6 +311,15 @@ class Curriculum:
             log.debug("could not keep the step count in %s: %s", path, e)
         return steps
 
+    def stage_fraction_done(self) -> float:
+        """How much of the current stage's length is behind the position: its steps, tokens or rows (epochs)."""
+        stage = self.stages[self.stage_index]
+        if stage.steps is not None:
+            return min(self._steps / stage.steps, 1.0)
+        if stage.tokens is not None:
+            return min(self._tokens / stage.tokens, 1.0)
+        return min(self._feed.rows / self._feed.budget, 1.0)
+
     def _estimate_key(self, batch_size: int, include_prompts: bool) -> str:
         """Everything a sized stage's step count depends on: its data, order and batching (_data_key), the
         stage's place and length, the batch, and the code that frames, orders and batches rows."""

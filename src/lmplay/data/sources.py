@@ -88,6 +88,11 @@ DATASETS: dict[str, dict[str, Any]] = {
 SPEC_KEYS = {f.name for f in dataclasses.fields(DatasetSpec)} - {"label"}
 
 
+def is_one_file(path: str) -> bool:
+    """A local file (or the embedded corpus) is one split of rows; a folder or a hub name may hold several."""
+    return path.startswith("embedded:") or Path(path).expanduser().is_file()
+
+
 def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict."""
     if isinstance(entry, str):
@@ -124,7 +129,7 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     if spec["path"] in FILE_BUILDERS:  # `path: json`: its data_files are paths (beside a folder path, inside it)
         spec["data_files"] = launch_dir_files(spec.get("data_files"))  # files always: a missing one named there
     path = str(spec["path"])
-    one_file = path.startswith("embedded:") or Path(path).expanduser().is_file()
+    one_file = is_one_file(path)
     if one_file and "validation_split" not in entry:  # a preset's: its local copy in one file holds out a fraction
         spec["validation_split"] = None
     return DatasetSpec(**spec, label=label)
@@ -181,7 +186,7 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     """Load a dataset's records (downloading or reading the HF cache for hub ids) and check its columns;
     a plain text file is only identified here (its records are built when they are first used). `entry` is the
     dataset's config key (curriculum.stages.1.datasets.0), for the override a message suggests."""
-    one_file = spec.path.startswith("embedded:") or Path(spec.path).expanduser().is_file()
+    one_file = is_one_file(spec.path)
     if spec.field is not None and not reads_json(spec):
         raise ConfigError(f"{where}: field={spec.field!r} reads .json files whose records are the list under that "
                           f"top-level key, and {spec.path} holds none (a .jsonl file has a record a line); drop field=")

@@ -14,8 +14,8 @@ from lmplay.runner import checkpoint, get_runner
 
 
 def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> tuple[LMBase, str]:
-    """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (anything torch.device
-    takes, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
+    """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (cpu, cuda, cuda:N, mps,
+    as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
     device = pick_device(device)
     path = Path(path).expanduser()
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
@@ -54,8 +54,8 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
         model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)
-    if changed := checkpoint.changed_code(type(model), model_args["state"]):
-        print(f"note: {changed} has changed since {path} was saved: its weights run with the code as it is now",
+    if changed := checkpoint.changed_code(model, model_args["state"]):
+        print(f"note: {', '.join(changed)} changed since {path} was saved: its weights run with the code as it is now",
               file=sys.stderr)
     return model.to(device).eval(), exp
 

@@ -17,6 +17,8 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
 class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
+        if min(embed_dim, num_heads) < 1:  # an empty layer trains without a word (accuracy 1.0 of nothing)
+            raise ValueError(f"embed_dim={embed_dim} and num_heads={num_heads} must be >= 1")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads

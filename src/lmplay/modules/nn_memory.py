@@ -19,6 +19,8 @@ class NNMemory(nn.Module):
 
     def __init__(self, num_cells: int, embed_dim: int, num_heads: int, bias: bool = True) -> None:
         super().__init__()
+        if min(num_cells, embed_dim, num_heads) < 1:  # an empty layer trains without a word (accuracy 1.0 of nothing)
+            raise ValueError(f"num_cells={num_cells}, embed_dim={embed_dim} and num_heads={num_heads} must be >= 1")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads

@@ -5,7 +5,6 @@ import math
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,6 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from lmplay.cli import tell
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
@@ -28,15 +28,14 @@ from lmplay.files import set_aside_old_run
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, World, init_world
+from lmplay.runner.progress import Progress
 from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
-from lmplay.stats.speed import SpeedMeter, format_speed
+from lmplay.stats.speed import SpeedMeter
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
-PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
-FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with an ETA, comes sooner
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
@@ -51,7 +50,8 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
         return cause
     where = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
     at = f" (raised at {Path(where.filename).name}:{where.lineno})" if where else ""
-    return ConfigError(f"the {group} settings were rejected: {cause}{at}; see `--cfg job` for the {group} group's keys")
+    said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__  # not torch's C++ stack
+    return ConfigError(f"the {group} settings were rejected: {said}{at}; see `--cfg job` for the {group} group's keys")
 
 
 @dataclass
@@ -158,6 +158,7 @@ class LMRunnerBase:
             torch.backends.cudnn.allow_tf32 = True
         if self.world.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
+        if self.device.type == "cuda" and self.device.index is not None:  # cuda:N: its streams and events, not GPU 0's
             torch.cuda.set_device(self.device)
         self._stop_signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -166,9 +167,9 @@ class LMRunnerBase:
         self.resume_hint = "run the same command without fresh=true to resume" if cfg.fresh else \
             "run the same command to resume"
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
-        # no terminal for the bar (a SLURM or nohup log): plain progress lines instead (show_progress)
-        self.plain_progress = self.world.is_main and not sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
-        self._next_line = self._next_postfix = float("-inf")
+        # no terminal for the bar (a SLURM or nohup log): plain progress lines instead
+        self.display = Progress(plain=self.world.is_main and not sys.stderr.isatty()
+                                 and not os.environ.get("TQDM_DISABLE"))
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
         self._held_out_change_noted = False  # a resume's held-out set differs from the run's before: said once
         self.unread_keys: set[str] = set()  # typed top-level keys that nothing of this run reads (a note says so)
@@ -213,6 +214,8 @@ class LMRunnerBase:
                               f"model has vocab_size={arch['vocab_size']} for the tokenizer's {self.tokenizer.vocab_size}; "
                               f"use fresh=true to start over")
         self.context_len = arch.get("context_len", self.cfg.context_len)
+        if isinstance(self.context_len, int) and self.context_len < 2:  # before the model is built with it
+            raise ConfigError(f"context_len={self.context_len} is too small for training; use at least 2")
         self.exp_name = self.cfg.exp_name
         self.seed = self.settle_seed(ckpt)
         torch.manual_seed(self.seed)
@@ -483,11 +486,16 @@ class LMRunnerBase:
         if self.world.is_main:
             self.stats.flush()
             checkpoint.save(self.archive(), path)
-            if self.on_first_save is not None:
+            if self.on_first_save is not None and self.trained_now:
                 self.on_first_save, label = None, self.on_first_save
                 label()
         self._saved[name] = state
         return path
+
+    @property
+    def trained_now(self) -> bool:
+        """Whether this command has trained a step (a resume that only records what a stop left undone has not)."""
+        return self._resumed_state is None or self.runner_c.progress["step"] > self._resumed_state[0]
 
     def weights_finite(self) -> bool:
         """One device sync for all parameters: what a save checks, so a checkpoint never holds NaN weights."""
@@ -589,9 +597,7 @@ class LMRunnerBase:
         if values is not None:
             self.note_other_held_out_set(stage, values["held_out_tokens"])
             self.record("validation", stage, lr, values)
-            if self.plain_progress:
-                print(f"{stage} step {self.runner_c.progress['step']}: validation loss {values['loss']:.4f} "
-                      f"accuracy {values['accuracy']:.4f}", flush=True)
+            self.display.validation(stage, self.runner_c.progress["step"], values)
 
     def note_other_held_out_set(self, stage: str, tokens: int) -> None:
         """A held-out set of another size than the stage's earlier validations (before a resume: the data changed,
@@ -605,22 +611,27 @@ class LMRunnerBase:
 
     def _on_signal(self, signum, frame) -> None:
         """Stop after this step, saved; said at once (a big model's step and save take seconds, which invites a
-        second Ctrl-C). Written with os.write: a print could land inside one of the progress bar's writes."""
+        second Ctrl-C)."""
         first = self._stop_signal is None
         self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
         signal.signal(signum, self._on_second_signal)
         if first and self.world.is_main:
             name = signal.Signals(signum).name
-            os.write(2, f"\n{name}: stopping after this step, saved; {name} again stops at once without saving (the "
-                        f"run then resumes from its last checkpoint)\n".encode())
+            tell(f"\n{name}: stopping after this step, saved; {name} again stops at once without saving "
+                 f"({self.without_this_save()})\n")
 
     def _on_second_signal(self, signum, frame) -> None:
         """Stop at once, as the signal's default would, saying so: the last checkpoint stays good (saves are atomic)."""
         if self.world.is_main:
-            os.write(2, f"\n{signal.Signals(signum).name} again: stopped without saving; the run resumes from its last "
-                        f"checkpoint\n".encode())
+            tell(f"\n{signal.Signals(signum).name} again: stopped without saving; {self.without_this_save()}\n")
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+    def without_this_save(self) -> str:
+        """Where a run stopped without saving goes on from."""
+        if (self.run_dir / "model.lmp").exists():
+            return "the run then resumes from its last checkpoint"
+        return "nothing is saved yet, so a rerun starts over"
 
     def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],
                at: dict[str, int] | None = None) -> None:
@@ -657,15 +668,16 @@ class LMRunnerBase:
         name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
         previous = self._old_handlers.get(signum)
         if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
-            print(f"{name}: saved {path} at step {step}; handing over to the job's own handler", file=sys.stderr)
+            tell(f"{name}: saved {path} at step {step}; handing over to the job's own handler\n")
             previous(signum, None)
-        if self.world.is_main:
-            print(f"{name}: saved {path} at step {step}; {self.resume_hint}", file=sys.stderr)
+        if self.world.is_main:  # best-effort: after a SIGHUP the terminal is gone
+            tell(f"{name}: saved {path} at step {step}; {self.resume_hint}\n")
         raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
-    def nothing_to_train(self, longer: str) -> str | None:
+    def nothing_to_train(self, longer: str | None = None) -> str | None:
         """Why a resumed run has no step to train (max_steps at or below its step, or its whole curriculum trained),
-        or None; `longer`: how a larger max_steps trains it on."""
+        or None; `longer`: how it trains on (a sweep's jobs train on in their own dirs), else a larger max_steps or
+        a longer plan."""
         step, max_steps = self.runner_c.progress["step"], self.cfg.max_steps
         closed = any(r["step"] == step for r in self.stats.records["validation"][-1:])  # a stop on the last step
         if not closed:  # saved before its closing validation: still to do
@@ -673,15 +685,17 @@ class LMRunnerBase:
         if self.curriculum.finished:
             last = self.curriculum.stages[-1]
             return (f"the run has trained through its curriculum (its last stage, {last.name!r}, ended at step {step}), "
-                    f"so there is nothing to train; a longer plan goes on (a stage's steps, tokens or epochs raised, "
-                    f"or a stage added), and a new run_name trains these settings from the start")
+                    f"so there is nothing to train; " + (longer or "a longer plan goes on (a stage's steps, tokens or "
+                                                         "epochs raised, or a stage added), and a new run_name trains "
+                                                         "these settings from the start"))
         if max_steps is None or step < max_steps:
             return None
-        return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; {longer}"
+        return (f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; "
+                f"{longer or 'a larger max_steps goes on'}")
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
-        if (why := self.nothing_to_train("a larger max_steps goes on")) is not None:
+        if (why := self.nothing_to_train()) is not None:
             print(why)
         if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
             stage = self.curriculum.stages[self.curriculum.stage_index]
@@ -719,11 +733,11 @@ class LMRunnerBase:
         self.optimizer_c.set_weight_decay(plan.weight_decay)
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
-        total = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
+        total = self.stage_steps(stage, settings)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_schedule_change(plan, total)
-        self._stage_clock = (None, progress["stage_step"], total)  # started by the stage's first step (_run_steps)
+        self.display.stage_started(progress["stage_step"], total)
         bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
                    disable=not self.world.is_main or None)
         try:
@@ -738,6 +752,25 @@ class LMRunnerBase:
             lr = plan.lr(max(progress["stage_step"] - 1, 0), total)  # trains nothing has not set it yet)
             self.validation_record(stage.name, lr, settings)
         return finished
+
+    def stage_steps(self, stage, settings: RunnerSettings) -> int:
+        """The stage's optimizer steps at this batch: counted over the whole stage, except where a resume changed
+        the batch (or include_prompts) inside it: then the steps trained plus the rest of the stage's data at the
+        new batch, in proportion to what is left of it (a stage counted whole at the new batch was as long as if
+        it had trained at that batch from its start: its bar, ETA and lr schedule ran past its real end)."""
+        progress = self.runner_c.progress
+        key, batch = f"{stage.name}|{stage.length}", [settings.batch_size, settings.include_prompts]
+        counted = progress.get("stage_count") if progress["stage_step"] else None
+        counted = counted if isinstance(counted, dict) and counted.get("stage") == key else None
+        if counted is not None and counted["batch"] == batch:
+            steps = counted["steps"]
+        else:
+            steps = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
+            if counted is not None:
+                left = 1.0 - self.curriculum.stage_fraction_done()
+                steps = progress["stage_step"] + math.ceil(steps * left)
+        progress["stage_count"] = {"stage": key, "batch": batch, "steps": steps}
+        return steps
 
     def note_stage_wins(self, stage) -> None:
         """Inside a stage its own overrides win over the run's values, typed ones too (the curriculum asked
@@ -809,8 +842,8 @@ class LMRunnerBase:
                 self.log_step(pending, bar)
                 pending = None
             bar.update(1)
-            if progress["step"] == first_step + 1:  # the ETA's clock starts after the first step, which also imports,
-                self._stage_clock = (time.monotonic(), progress["stage_step"], total)  # opens files, warms up
+            if progress["step"] == first_step + 1:
+                self.display.first_step_done(progress["stage_step"], total)
             if validate or save:
                 synchronize(self.device)  # the step's queued work is training's, not the pause's: let it finish
                 with self.speed.paused():  # tokens/s is training's
@@ -864,45 +897,10 @@ class LMRunnerBase:
                         {"loss": loss_value, "accuracy": correct / log.num_tokens, **speed}, log.at)
         self.show_progress(bar)
 
-    def show_progress(self, bar, last: bool = False) -> None:
-        """The last train record as the bar's postfix; without a terminal, as a plain line every
-        PLAIN_LINE_SECONDS, so a log file shows the run going on (a validation prints its own line); the line
-        after a stage's first step's, the first that can give an ETA, comes after FIRST_ETA_SECONDS.
-
-        The text is made only when it can show: the bar redraws at most every `bar.mininterval`, and making
-        it at each step cost ~10 us, 0.15% of test_runner's step. `last`: the stage's last step, which the
-        bar shows as it closes."""
-        now = time.monotonic()
-        if self.plain_progress:
-            due = not last and now >= self._next_line
-        else:
-            due = not bar.disable and (last or now >= self._next_postfix)
-        records = self.stats.records["train"]
-        if not due or not records:
-            return
-        r, last_val = records[-1], self.last_validation_loss()
-        text = (f"step {r['step']} loss {r['loss']:.3f} val {'-' if last_val is None else round(last_val, 3)} "
-                f"tok {r['tokens']:,} {format_speed(r)}")
-        if self.plain_progress:
-            print(f"{r['stage']} {text}{self.stage_eta()}", flush=True)
-            timed = self._stage_clock[0] is not None  # this line showed an ETA
-            self._next_line = now + (PLAIN_LINE_SECONDS if timed else FIRST_ETA_SECONDS)
-        else:
-            bar.set_postfix_str(text, refresh=False)
-            self._next_postfix = now + bar.mininterval
-
-    def stage_eta(self) -> str:
-        """What the bar shows and a log line lacks: how far into its stage the run is, and the time left."""
-        start, first_step, total = self._stage_clock
-        step = self.runner_c.progress["stage_step"]
-        done, left = step - first_step, max(total - step, 0)
-        timed = start is not None and done > 0
-        eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if timed else ""
-        return f" [{step:,}/{total:,} of the stage{eta}]"
-
-    def last_validation_loss(self) -> float | None:
-        records = self.stats.records["validation"]
-        return records[-1]["loss"] if records else None
+    def show_progress(self, bar: tqdm, last: bool = False) -> None:
+        validations = self.stats.records["validation"]
+        self.display.show(bar, self.stats.records["train"], validations[-1]["loss"] if validations else None,
+                           self.runner_c.progress["stage_step"], last)
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:

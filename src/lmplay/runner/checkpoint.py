@@ -8,6 +8,7 @@ dicts, so `torch.load(weights_only=True)` reads it.
 
 import contextlib
 import hashlib
+import importlib
 import inspect
 import os
 import pickle
@@ -242,28 +243,44 @@ def model_class(ckpt: dict[str, Any]) -> str | None:
     return target if isinstance(target, str) else None
 
 
-def code_digest(model_class: type) -> str | None:
-    """A digest of the file that defines the model class (an experiment's model.py): the registry finds the class by
-    name alone, so a checkpoint keeps this to tell when the code changed under it."""
-    try:
-        return hashlib.sha256(Path(inspect.getsourcefile(model_class) or "").read_bytes()).hexdigest()[:16]
-    except (OSError, TypeError):  # a class made at run time, or its file gone
-        return None
+def code_digests(model: torch.nn.Module) -> dict[str, str]:
+    """A digest of each source file the model's code comes from, by module (experiments.lradd.model, and the layers
+    it builds from, like lmplay.modules.lradd): the registry finds a checkpoint's class by name alone, so a
+    checkpoint keeps these to tell when the code changed under it. torch's own classes are left out."""
+    classes = {type(m) for m in model.modules()} | set(type(model).__mro__)
+    digests = {}
+    for cls in classes:
+        if cls.__module__.split(".")[0] in ("torch", "builtins"):
+            continue
+        try:
+            digests[cls.__module__] = hashlib.sha256(Path(inspect.getsourcefile(cls) or "").read_bytes()).hexdigest()[:16]
+        except (OSError, TypeError):  # a class made at run time (a notebook's), or its file gone
+            continue
+    return dict(sorted(digests.items()))
 
 
 def model_part(model: torch.nn.Module) -> dict[str, Any]:
-    """A checkpoint's model component: construction arguments, weights, and the digest of its code."""
+    """A checkpoint's model component: construction arguments, weights, and the digests of its code."""
     return {"state_args": dict(model.construction_args),
-            "state": {"weights": model.state_dict(), "code": code_digest(type(model))}}
+            "state": {"weights": model.state_dict(), "code": code_digests(model)}}
 
 
-def changed_code(model_class: type, state: dict[str, Any]) -> str | None:
-    """The model's source file where it changed since the checkpoint's model state was saved, else None (also for
-    a checkpoint that holds no digest)."""
-    saved, now = state.get("code"), code_digest(model_class)
-    if saved is None or now is None or saved == now:
-        return None
-    return inspect.getsourcefile(model_class)
+def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
+    """The source files (or modules, where gone) of the model's code that changed since the checkpoint's model state
+    was saved; none for a checkpoint that holds no digests."""
+    saved, now = state.get("code"), code_digests(model)
+    if not isinstance(saved, dict):
+        return []
+    changed = sorted(m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m))
+    return [where(m) for m in changed]
+
+
+def where(module: str) -> str:
+    """A module's source file, for a message; its name where it cannot be imported now."""
+    try:
+        return inspect.getsourcefile(importlib.import_module(module)) or module
+    except Exception:  # noqa: BLE001 - gone or broken: its name says enough
+        return module
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:

@@ -9,6 +9,8 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import sys
+import types
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.config import CONF_DIR, check_kind, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
 from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import (
@@ -81,18 +83,35 @@ class CurriculumComponent(Component):
 
 
 def check_model_args(model_class: type, args: dict[str, Any]) -> None:
-    """A model's int/float/bool arguments are of their annotated kind, and no count is negative: `num_cells=-5`
-    was torch's traceback from deep in the model, `front_mul=1.5` for an int a TypeError."""
-    try:
-        hints = typing.get_type_hints(model_class.__init__)
-    except Exception:  # noqa: BLE001 - an annotation that does not resolve: no kinds to check
-        return
+    """A model's int/float/bool arguments (or Optional ones) are of their annotated kind, and no count is negative:
+    `num_cells=-5` was torch's traceback from deep in the model, `front_mul=1.5` for an int a TypeError. The
+    arguments the run passes (tokenizer, context_len, vocab_size) are checked where they are typed."""
     for name, value in args.items():
-        kind = hints.get(name)
-        if kind in (int, float, bool):
-            check_kind(f"model.{name}", value, kind)
-            if kind is int and value < 0:
-                raise ConfigError(f"model.{name}={value} must be >= 0")
+        kind, nullable = annotated_kind(model_class, name)
+        if kind is None or name in RUN_SET_MODEL_KEYS:
+            continue
+        check_kind(f"model.{name}", value, kind, nullable=nullable)
+        if kind is int and value is not None and value < 0:
+            raise ConfigError(f"model.{name}={value} must be >= 0")
+
+
+def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
+    """(int, float or bool, whether None is allowed) of a constructor parameter's annotation, or (None, False) for
+    any other annotation, or one that does not resolve (`from __future__ import annotations` naming a type
+    imported only for type checkers)."""
+    parameter = inspect.signature(model_class).parameters.get(name)
+    annotation = parameter.annotation if parameter is not None else None
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, vars(sys.modules[model_class.__module__]), {})  # noqa: S307 - the class's
+        except Exception:  # noqa: BLE001 - own source text, resolved as typing.get_type_hints would
+            return None, False
+    members = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else {annotation}
+    kinds = members - {type(None)}
+    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float, bool):
+        return kind, type(None) in members
+    return None, False
 
 
 class ModelComponent(Component):
@@ -115,9 +134,9 @@ class ModelComponent(Component):
         if state:
             checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
                                     "; was its code changed since? fresh=true starts over")
-        if state and (changed := checkpoint.changed_code(self.runner.model_class, state)) and self.runner.world.is_main:
-            print(f"note: {changed} has changed since this checkpoint was saved: the run goes on with the code as it "
-                  f"is now, and its curves from here on are the new code's; fresh=true (or another run_name) trains "
+        if state and (changed := checkpoint.changed_code(self.model, state)) and self.runner.world.is_main:
+            print(f"note: {', '.join(changed)} changed since this checkpoint was saved: the run goes on with the code as "
+                  f"it is now, and its curves from here on are the new code's; fresh=true (or another run_name) trains "
                   f"the new code from the start")
 
     def archive(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ PEAK_TFLOPS = {
     "B200": 2250.0,
     "MI300X": 1307.4,  # ROCm builds of torch report AMD GPUs as "cuda" devices
     "H200": 989.0,
+    "H200 NVL": 835.0,  # the PCIe card, clocked as the H100 NVL
     "GH200": 989.0,  # a Grace Hopper board's H100/H200-class GPU
     "H100 SXM": 989.0,
     "H100 SXM5": 989.0,

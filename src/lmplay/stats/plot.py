@@ -82,7 +82,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups: list[list[Run]] = []
     by_config: dict[tuple, list[list[Run]]] = {}
     for run in runs:
-        key = run.config if run.overrides else ("path", str(run.path))
+        key = trained_config(run) if run.overrides else ("path", str(run.path))
         same_config = by_config.setdefault(key, [])
         group = next((g for g in same_config if all(r.seed != run.seed for r in g)), None)
         if group is None:
@@ -94,6 +94,17 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for group, label in zip(out, labels(out)):
         group.label = label
     return out
+
+
+def trained_config(run: Run) -> tuple:
+    """What a run typed, as the values it trained with (its .hydra/config.yaml): `lr=1e-3`, `lr=0.001` and
+    `optimizer.lr=0.001` are one configuration, whose seeds average together. A key the config lacks (a group's
+    choice, `curriculum=two_stage`) stays as typed."""
+    settings = set()
+    for typed in run.config:
+        key = effective_key(run, override_key(typed))
+        settings.add((key, repr(run.settled[key])) if key in run.settled else (typed, ""))
+    return tuple(sorted(settings))
 
 
 def labels(groups: list[Group]) -> list[str]:

@@ -1,0 +1,66 @@
+"""What a run shows while it trains: the last train record as the progress bar's postfix under a terminal;
+without one (a SLURM or nohup log), plain lines with how far into its stage the run is and an ETA."""
+
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from lmplay.stats.speed import format_speed
+
+PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
+FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with an ETA, comes sooner
+
+
+class Progress:
+    """`plain`: lines instead of the bar's postfix (set where stderr is no terminal, on the main rank)."""
+
+    def __init__(self, plain: bool) -> None:
+        self.plain = plain
+        self._next_line = self._next_postfix = float("-inf")
+        self._clock: tuple[float | None, int, int] = (None, 0, 0)  # (started at, its stage step, the stage's steps)
+
+    def stage_started(self, stage_step: int, total: int) -> None:
+        """A stage starts (or resumes) at `stage_step` of `total`: no ETA until its first step is done."""
+        self._clock = (None, stage_step, total)
+
+    def first_step_done(self, stage_step: int, total: int) -> None:
+        """The ETA's clock starts after the stage's first step, which also imports, opens files and warms up: an
+        ETA timed on it was 10-20x too long."""
+        self._clock = (time.monotonic(), stage_step, total)
+
+    def show(self, bar: tqdm, records: list[dict[str, Any]], last_validation: float | None, stage_step: int,
+             last: bool = False) -> None:
+        """The last train record as the bar's postfix; as a plain line every PLAIN_LINE_SECONDS (the line after a
+        stage's first step's comes after FIRST_ETA_SECONDS). The text is made only when it can show: the bar
+        redraws at most every `bar.mininterval`, and making it at each step cost ~10 us, 0.15% of test_runner's
+        step. `last`: the stage's last step, which the bar shows as it closes."""
+        now = time.monotonic()
+        due = (not last and now >= self._next_line) if self.plain else \
+            (not bar.disable and (last or now >= self._next_postfix))
+        if not due or not records:
+            return
+        r = records[-1]
+        text = (f"step {r['step']} loss {r['loss']:.3f} val {'-' if last_validation is None else round(last_validation, 3)} "
+                f"tok {r['tokens']:,} {format_speed(r)}")
+        if self.plain:
+            print(f"{r['stage']} {text}{self.eta(stage_step)}", flush=True)
+            timed = self._clock[0] is not None  # this line showed an ETA
+            self._next_line = now + (PLAIN_LINE_SECONDS if timed else FIRST_ETA_SECONDS)
+        else:
+            bar.set_postfix_str(text, refresh=False)
+            self._next_postfix = now + bar.mininterval
+
+    def eta(self, stage_step: int) -> str:
+        """What the bar shows and a log line lacks: how far into its stage the run is, and the time left."""
+        start, first_step, total = self._clock
+        done, left = stage_step - first_step, max(total - stage_step, 0)
+        timed = start is not None and done > 0
+        eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if timed else ""
+        return f" [{stage_step:,}/{total:,} of the stage{eta}]"
+
+    def validation(self, stage: str, step: int, values: dict[str, float]) -> None:
+        """A validation's own line in a log file (the bar's postfix shows it with the next record)."""
+        if self.plain:
+            print(f"{stage} step {step}: validation loss {values['loss']:.4f} accuracy {values['accuracy']:.4f}",
+                  flush=True)
