@@ -357,22 +357,22 @@ def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, n
     assert not (tmp_path / "run").exists()
 
 
-def test_model_arguments_are_checked_by_their_annotations_optional_and_postponed_ones_too():
+def test_model_arguments_are_checked_by_their_annotations_optional_and_postponed_ones_too(tmp_path, monkeypatch):
     from lmplay.runner.components import check_model_args
 
-    namespace = {}
-    exec("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-         "    from torch import Tensor\n"
-         "class Idea:\n    def __init__(self, expand: int = 1, gate: int | None = None, init: Tensor | None = None,"
-         " scale: float = 1.0, context_len: int = 8) -> None: ...\n", namespace)
-    idea = namespace["Idea"]
-    idea.__module__ = __name__  # its annotations resolve in a module, as a real experiment's do
-    check_model_args(idea, {"expand": 2, "gate": None, "init": None, "scale": 1, "context_len": -3})  # the run's key
+    (tmp_path / "postponed_idea.py").write_text(
+        "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        "    from torch import Tensor\n\n\nclass Idea:\n    def __init__(self, expand: int = 1, gate: int | None = None,"
+        " init: Tensor | None = None, scale: float = 1.0, context_len: int = 8) -> None: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from postponed_idea import Idea
+
+    check_model_args(Idea, {"expand": 2, "gate": None, "init": None, "scale": 1, "context_len": -3})  # the run's key
     for args, message in (({"expand": -1}, "model.expand=-1 must be >= 0"),  # one unresolvable annotation (Tensor)
                           ({"gate": "abc"}, "model.gate='abc' should be an integer (or null)"),  # turned every check off
                           ({"gate": -3}, "model.gate=-3 must be >= 0"), ({"scale": "x"}, "should be a number")):
         with pytest.raises(ConfigError, match=re.escape(message)):
-            check_model_args(idea, args)
+            check_model_args(Idea, args)
 
 
 @pytest.mark.parametrize("device, message", [

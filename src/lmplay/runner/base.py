@@ -898,9 +898,7 @@ class LMRunnerBase:
         self.show_progress(bar)
 
     def show_progress(self, bar: tqdm, last: bool = False) -> None:
-        validations = self.stats.records["validation"]
-        self.display.show(bar, self.stats.records["train"], validations[-1]["loss"] if validations else None,
-                           self.runner_c.progress["stage_step"], last)
+        self.display.show(bar, self.stats.records, self.runner_c.progress["stage_step"], last)
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:

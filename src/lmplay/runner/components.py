@@ -103,8 +103,8 @@ def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
     annotation = parameter.annotation if parameter is not None else None
     if isinstance(annotation, str):
         try:
-            annotation = eval(annotation, vars(sys.modules[model_class.__module__]), {})  # noqa: S307 - the class's
-        except Exception:  # noqa: BLE001 - own source text, resolved as typing.get_type_hints would
+            annotation = eval(annotation, vars(sys.modules[model_class.__module__]), {})  # the class's own source
+        except Exception:  # noqa: BLE001 - text, resolved as typing.get_type_hints would
             return None, False
     members = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else {annotation}

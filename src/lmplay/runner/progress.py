@@ -29,19 +29,18 @@ class Progress:
         ETA timed on it was 10-20x too long."""
         self._clock = (time.monotonic(), stage_step, total)
 
-    def show(self, bar: tqdm, records: list[dict[str, Any]], last_validation: float | None, stage_step: int,
-             last: bool = False) -> None:
-        """The last train record as the bar's postfix; as a plain line every PLAIN_LINE_SECONDS (the line after a
+    def show(self, bar: tqdm, records: dict[str, list[dict[str, Any]]], stage_step: int, last: bool = False) -> None:
+        """The last train record (of the stats `records`) as the bar's postfix; as a plain line every PLAIN_LINE_SECONDS (the line after a
         stage's first step's comes after FIRST_ETA_SECONDS). The text is made only when it can show: the bar
         redraws at most every `bar.mininterval`, and making it at each step cost ~10 us, 0.15% of test_runner's
         step. `last`: the stage's last step, which the bar shows as it closes."""
         now = time.monotonic()
         due = (not last and now >= self._next_line) if self.plain else \
             (not bar.disable and (last or now >= self._next_postfix))
-        if not due or not records:
+        if not due or not records["train"]:
             return
-        r = records[-1]
-        text = (f"step {r['step']} loss {r['loss']:.3f} val {'-' if last_validation is None else round(last_validation, 3)} "
+        r, validated = records["train"][-1], records["validation"][-1:]
+        text = (f"step {r['step']} loss {r['loss']:.3f} val {round(validated[0]['loss'], 3) if validated else '-'} "
                 f"tok {r['tokens']:,} {format_speed(r)}")
         if self.plain:
             print(f"{r['stage']} {text}{self.eta(stage_step)}", flush=True)
