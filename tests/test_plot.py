@@ -71,6 +71,17 @@ def test_seeds_of_one_setting_typed_in_different_ways_are_one_configuration(tmp_
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "optimizer": {"lr": 0.001}}))
     groups = group_runs(load_runs(sorted(tmp_path.iterdir())))
     assert [len(g.runs) for g in groups] == [3]
+    (tmp_path / "run3" / ".hydra" / "config.yaml").unlink()  # a run without its settled config: the typed value
+    assert [len(g.runs) for g in group_runs(load_runs(sorted(tmp_path.iterdir())))] == [3]
+
+
+def test_a_seed_left_at_its_default_and_the_same_seed_typed_are_one_run_not_two_seeds(tmp_path):
+    typed = fake_run(tmp_path / "typed", "base", 1337, 2.0)
+    default = fake_run(tmp_path / "default", "base", 1337, 2.0)
+    (default / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=base"]))
+    for run in (typed, default):
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": "bytes", "seed": 1337}))
+    assert [len(g.runs) for g in group_runs(load_runs([typed, default]))] == [1, 1]  # a comparison, not 2 seeds
 
 
 def test_each_seed_is_read_on_its_own_tokens(tmp_path):

@@ -350,6 +350,9 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["model.embed_dim=1180591620717411303424"], ["model settings were rejected", "Overflow"]),  # and 40 C++ frames
     (["optimizer.qqq=1"], ["unknown key 'optimizer.qqq'; see"]),  # "did you mean optimizer?"
     (["runner.valid=1"], ["unknown key 'runner.valid' (did you mean runner.validation_interval?)"]),  # grad_clip
+    (["runner.max_steps=3"], ["unknown key 'runner.max_steps' (did you mean max_steps?)"]),  # a key of another group
+    (["scheduler=constant", "scheduler.warmup_fraction=0.1"],
+     ["scheduler.warmup_fraction is a key of scheduler=cosine/warmup/wsd"]),  # was a recursive-interpolation traceback
     (["run_name=a${b"], ["run_name=a${b: a run_name cannot hold a literal '${'"]),  # Hydra's traceback, a stray dir
 ])  # the last two were trained without them, unsaid
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):

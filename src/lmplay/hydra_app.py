@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, not_the_models_to_set, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
 from lmplay.errors import ConfigError
 
 
@@ -535,7 +535,8 @@ def elsewhere(key: str) -> str:
     if group == "model":
         group, rest = "exp", key
     files = sorted((Path(CONF_DIR) / group).glob("*.yaml")) if rest else []
-    owners = [f.stem for f in files if OmegaConf.select(OmegaConf.load(f), rest) is not None]
+    # unresolved: a file alone cannot resolve its interpolations of the root's keys (warmup_fraction: ${...})
+    owners = [f.stem for f in files if rest in flatten(OmegaConf.to_container(OmegaConf.load(f), resolve=False))]
     return f" ({key} is a key of {group}={'/'.join(owners)})" if owners else ""
 
 
@@ -558,8 +559,8 @@ def unlisted_model_parameter(key: str, choices: list[str]) -> str:
     if name in parameters:
         return (f"model.{name} is a parameter of {model_class.__name__} that exp={exp}'s file does not set: add it "
                 f"with +model.{name}=VALUE, or give it a value in the file")
-    unset = [p for p in parameters if p not in cfg.model]  # a near-typo of a key the file sets: the plain line
-    if close := difflib.get_close_matches(name, unset, n=1):
+    close = difflib.get_close_matches(name, parameters, n=1)
+    if close and close[0] not in cfg.model:  # a near-typo of a key the file sets gets the plain line
         return (f"unknown key '{key}' (did you mean +model.{close[0]}, a parameter of {model_class.__name__} that "
                 f"exp={exp}'s file does not set?)")
     return ""
@@ -572,6 +573,7 @@ def unknown_key(key: str, known: Iterable[str]) -> str:
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent and k != key}
     close = [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=1)]
     close = close or [k for name, k in siblings.items() if len(leaf) >= 3 and name.startswith(leaf[:4])][:1]
+    close = close or [k for k in known if k.rpartition(".")[2] == leaf and k != key][:1]  # in another group: runner.lr
     if not close and not siblings:
         close = difflib.get_close_matches(key, [k for k in known if not key.startswith(f"{k}.")], n=1)
     listing = "--cfg hydra" if key.startswith("hydra.") else "--cfg job"

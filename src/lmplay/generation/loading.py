@@ -9,6 +9,7 @@ import torch
 
 from lmplay.device import pick_device
 from lmplay.errors import ConfigError
+from lmplay.files import home_expanded
 from lmplay.model import LMBase
 from lmplay.runner import checkpoint, get_runner
 
@@ -17,7 +18,7 @@ def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> t
     """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (cpu, cuda, cuda:N, mps,
     as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
     device = pick_device(device)
-    path = Path(path).expanduser()
+    path = home_expanded(path)
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
 
 

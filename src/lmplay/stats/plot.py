@@ -84,7 +84,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for run in runs:
         key = trained_config(run) if run.overrides else ("path", str(run.path))
         same_config = by_config.setdefault(key, [])
-        group = next((g for g in same_config if all(r.seed != run.seed for r in g)), None)
+        group = next((g for g in same_config if all(trained_seed(r) != trained_seed(run) for r in g)), None)
         if group is None:
             group = []
             same_config.append(group)
@@ -98,13 +98,33 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
 def trained_config(run: Run) -> tuple:
     """What a run typed, as the values it trained with (its .hydra/config.yaml): `lr=1e-3`, `lr=0.001` and
-    `optimizer.lr=0.001` are one configuration, whose seeds average together. A key the config lacks (a group's
-    choice, `curriculum=two_stage`) stays as typed."""
+    `optimizer.lr=0.001` are one configuration, whose seeds average together. Where the config lacks the key (a
+    group's choice, `curriculum=two_stage`; a run without .hydra/config.yaml) the typed value stands for it."""
     settings = set()
     for typed in run.config:
-        key = effective_key(run, override_key(typed))
-        settings.add((key, repr(run.settled[key])) if key in run.settled else (typed, ""))
+        key, _, text = typed.lstrip("+").partition("=")
+        full = effective_key(run, key)
+        value = run.settled[full] if full in run.settled else typed_value(text)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)  # grad_clip=1 is 1.0
+        component, _, alias = full.partition(".")
+        settings.add((alias if component in COMPONENTS and alias else full, repr(value)))
     return tuple(sorted(settings))
+
+
+def typed_value(text: str) -> Any:
+    """A typed override's value as Hydra reads a number: 1e-3 is 0.001."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def trained_seed(run: Run) -> str | None:
+    """The seed a run trained with: one left at its default (1337) and one typed as 1337 are the same run."""
+    return str(run.settled["seed"]) if "seed" in run.settled else run.seed
 
 
 def labels(groups: list[Group]) -> list[str]:
