@@ -901,3 +901,25 @@ def test_a_run_that_max_steps_stopped_at_its_plans_end_is_not_relabelled_by_a_re
     run_cli("lmplay.train", *args, "max_steps=100", "lr=1e-4", check=True)
     assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == label
     assert [r["step"] for r in json.loads((run / "stats.json").read_text())["train"]] == [1, 2, 3, 4]
+
+
+def test_the_closing_validation_a_resume_records_has_the_lr_its_step_trained_at(tmp_path):
+    """A stop on the last step saved before the closing validation; the resume that recorded it, typed with another
+    lr, stamped the record with the lr nothing trained at."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", "max_steps=6", "runner.validation_interval=100000",
+            "scheduler=constant", f"hydra.run.dir={run}"]
+    proc = popen_train([*args, "lr=1e-3"], env={"LMPLAY_PROBE_KILL": "term:6"})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    run_cli("lmplay.train", *args, "lr=5e-3", check=True)
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["train"][-1]["lr"] == stats["validation"][-1]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_progress_line_to_a_closed_pipe_does_not_stop_the_run():
+    """A Ctrl-C that also stopped `| tee`: the step's validation line raised BrokenPipeError before the save."""
+    code = "from lmplay.cli import say\nfor i in range(3): say('x' * 100000)\nprint('after', file=__import__('sys').stderr)"
+    proc = subprocess.run(f"{sys.executable} -c \"{code}\" | true", shell=True, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "after", proc.stderr

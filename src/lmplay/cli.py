@@ -67,6 +67,15 @@ def tell(text: str) -> None:
         os.write(2, text.encode())
 
 
+def say(text: str) -> None:
+    """A progress line on stdout, best-effort: where stdout is gone (a Ctrl-C that also stopped `| tee`, a closed
+    terminal) the run must still reach its save; later lines go nowhere (Python's advice for a broken pipe)."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -245,6 +245,19 @@ def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        run_job(cfg)
+    except SystemExit as e:  # a signal stopped the run (which saved first, or had not started): a sweep's job says
+        if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128 \
+                and launcher_rank() == 0:  # so in its row
+            from lmplay.sweep import job_interrupted
+            with contextlib.suppress(LmplayError, OSError):  # the exit code must stay 128+N
+                job_interrupted(HydraConfig.get())
+        raise
+
+
+def run_job(cfg: DictConfig) -> None:
+    """train(cfg), its errors as one line (a sweep's job as its row's error) and a stop during set-up said."""
+    try:
         with readable_config():
             train(cfg)
     except LmplayError as e:
@@ -254,13 +267,6 @@ def main(cfg: DictConfig) -> None:
         if isinstance(e, (ConfigError, DivergedError)) and launcher_rank() != 0:  # every rank reads the same
             raise SystemExit(e.exit_code) from None  # config and loss: rank 0 says what is wrong, once
         report(e)
-    except SystemExit as e:  # a signal stopped the run, which saved first: a sweep's job says so in its row
-        if HydraConfig.get().mode == RunMode.MULTIRUN and isinstance(e.code, int) and e.code > 128 \
-                and launcher_rank() == 0:
-            from lmplay.sweep import job_interrupted
-            with contextlib.suppress(LmplayError, OSError):  # the checkpoint is saved: the exit code must stay 128+N
-                job_interrupted(HydraConfig.get())
-        raise
     except Exception as e:  # re-raised unless a Ctrl-C caused it
         from lmplay.runner.distributed import lost_a_peer
 

@@ -748,8 +748,11 @@ class LMRunnerBase:
         validated_now = bool(last) and last[0]["step"] == progress["step"]
         # also where no step trained now: a stop signal on a stage's (or the run's) last step saved before this
         # validation, and the resume that finds the stage at its end records it
-        if self._stop_signal is None and not validated_now:  # at the lr of the stage's last step (a resume that
-            lr = plan.lr(max(progress["stage_step"] - 1, 0), total)  # trains nothing has not set it yet)
+        if self._stop_signal is None and not validated_now:  # at the lr of the stage's last step: a resume that
+            trained = self.stats.records["train"][-1:]  # trains nothing takes it from the record of that step, not
+            lr = plan.lr(max(progress["stage_step"] - 1, 0), total)  # from its own settings (lr=... typed anew)
+            if not self.trained_now and trained and trained[0]["step"] == progress["step"]:
+                lr = trained[0]["lr"]
             self.validation_record(stage.name, lr, settings)
         return finished
 

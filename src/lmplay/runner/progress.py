@@ -6,6 +6,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lmplay.cli import say
 from lmplay.stats.speed import format_speed
 
 PLAIN_LINE_SECONDS = 30.0  # progress lines in a log file: about two a minute
@@ -43,7 +44,7 @@ class Progress:
         text = (f"step {r['step']} loss {r['loss']:.3f} val {round(validated[0]['loss'], 3) if validated else '-'} "
                 f"tok {r['tokens']:,} {format_speed(r)}")
         if self.plain:
-            print(f"{r['stage']} {text}{self.eta(stage_step)}", flush=True)
+            say(f"{r['stage']} {text}{self.eta(stage_step)}")
             timed = self._clock[0] is not None  # this line showed an ETA
             self._next_line = now + (PLAIN_LINE_SECONDS if timed else FIRST_ETA_SECONDS)
         else:
@@ -61,5 +62,4 @@ class Progress:
     def validation(self, stage: str, step: int, values: dict[str, float]) -> None:
         """A validation's own line in a log file (the bar's postfix shows it with the next record)."""
         if self.plain:
-            print(f"{stage} step {step}: validation loss {values['loss']:.4f} accuracy {values['accuracy']:.4f}",
-                  flush=True)
+            say(f"{stage} step {step}: validation loss {values['loss']:.4f} accuracy {values['accuracy']:.4f}")
