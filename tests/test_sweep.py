@@ -146,7 +146,8 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert "| 2.7000 (at 700 tokens) | 900 |" in text and "| 2.5000 | 700 |" in text  # where each loss was measured
     assert "Note: the jobs validated on different held-out text (1,000 to 4,000 tokens)" in text
     assert ("Of 3 jobs, 1 failed (the error is in its row) and 1 did not finish ('started': running, or killed; "
-            "'interrupted': stopped by a signal, after saving; 'not started': not reached yet).") in text
+            "'interrupted': stopped by a signal, after saving what it had trained; 'not started': not reached yet).") \
+        in text
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 

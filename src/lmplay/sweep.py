@@ -330,7 +330,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
     if failed or unfinished:
         counts = [f"{failed} failed (the error is in its row)"] * bool(failed) + [
             (f"{unfinished} did not finish ('started': running, or killed; 'interrupted': stopped by a signal, "
-             f"after saving; 'not started': not reached yet)")] * bool(unfinished)
+             f"after saving what it had trained; 'not started': not reached yet)")] * bool(unfinished)
         fresh = any((override_value(r["overrides"], "fresh") or "").lower() == "true" for r in rows)  # starts over
         lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
                        f"hydra.sweep.dir{' and without fresh=true' if fresh else ''} resumes each job from its own "
