@@ -232,7 +232,7 @@ def test_same_seed_same_samples_and_another_seed_others():
     cached = draw(7)
     assert draw(7) == cached
     assert draw(8) != cached
-    assert draw(7, use_cache=False) == cached  # a seed's draws are the same without the cache: the same logits, the same sampling
+    assert draw(7, use_cache=False) == cached  # the same seed's draws without the cache: same logits, same sampling
     text = model.generate_prompts(["Hi"], do_sample=True, seed=3)
     assert text == model.generate_prompts(["Hi"], do_sample=True, seed=3)
 

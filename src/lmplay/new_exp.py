@@ -112,7 +112,8 @@ def model_target(src: Source, version: str) -> str:
     for base in re.findall(r"(?m)^\s*-\s*(\w+)\s*$", text):
         if base in src.configs and base != version:
             return model_target(src, base)
-    raise ConfigError(f"--from {src.name}: {src.configs[version]} names no model class of {src.module} (model._target_)")
+    raise ConfigError(f"--from {src.name}: {src.configs[version]} names no model class of {src.module} "
+                      f"(model._target_)")
 
 
 def rename_map(src: Source, name: str, module: str) -> dict[str, str]:
@@ -276,7 +277,8 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     for version in src.configs:
         target = rename(model_target(src, version), mapping, src.versions)
         files[conf_dir / "exp" / f"{mapping[version]}.yaml"] = (
-            f"# @package _global_\n# {mapping[version]}: {version}'s settings with its copy's model class (lmplay.new_exp):\n"
+            f"# @package _global_\n"
+            f"# {mapping[version]}: {version}'s settings with its copy's model class (lmplay.new_exp):\n"
             f"# the two differ in the code alone, also after a change to {version}.yaml; compare with exp={version}.\n"
             f"defaults:\n  - {version}\nmodel:\n  _target_: {target}\n")
     for path, text in files.items():

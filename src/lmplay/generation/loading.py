@@ -33,7 +33,7 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     if type(model) is not runner.model_class:
         raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
                           f"{runner.model_class.__name__}; name the version it is a model of")
-    path = Path(path).expanduser()
+    path = home_expanded(path)
     checkpoint.check_out(path, replace, asked_by="replace=True")
     checkpoint.write_out({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
                           "components": {"model": checkpoint.model_part(model)}}, path)

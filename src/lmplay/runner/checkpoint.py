@@ -2,8 +2,8 @@
 
 Layout (FORMAT_VERSION 1): {"format_version", "exp", "seed", "config" (resolved YAML text),
 "components": {name: {"state_args", "state"}}, "rng", "scaler" (fp16's GradScaler; empty when off)}; the model's
-state holds its "weights" and the digest of its "code" (model_part). Everything in it is tensors, numbers, strings, lists and
-dicts, so `torch.load(weights_only=True)` reads it.
+state holds its "weights" and the digests of its "code" (model_part). Everything in it is tensors, numbers, strings,
+lists and dicts, so `torch.load(weights_only=True)` reads it.
 """
 
 import contextlib
@@ -253,9 +253,10 @@ def code_digests(model: torch.nn.Module) -> dict[str, str]:
         if cls.__module__.split(".")[0] in ("torch", "builtins"):
             continue
         try:
-            digests[cls.__module__] = hashlib.sha256(Path(inspect.getsourcefile(cls) or "").read_bytes()).hexdigest()[:16]
+            source = Path(inspect.getsourcefile(cls) or "").read_bytes()
         except (OSError, TypeError):  # a class made at run time (a notebook's), or its file gone
             continue
+        digests[cls.__module__] = hashlib.sha256(source).hexdigest()[:16]
     return dict(sorted(digests.items()))
 
 

@@ -31,10 +31,10 @@ class Progress:
         self._clock = (time.monotonic(), stage_step, total)
 
     def show(self, bar: tqdm, records: dict[str, list[dict[str, Any]]], stage_step: int, last: bool = False) -> None:
-        """The last train record (of the stats `records`) as the bar's postfix; as a plain line every PLAIN_LINE_SECONDS (the line after a
-        stage's first step's comes after FIRST_ETA_SECONDS). The text is made only when it can show: the bar
-        redraws at most every `bar.mininterval`, and making it at each step cost ~10 us, 0.15% of test_runner's
-        step. `last`: the stage's last step, which the bar shows as it closes."""
+        """The last train record (of the stats `records`) as the bar's postfix; as a plain line every
+        PLAIN_LINE_SECONDS (the line after a stage's first step's comes after FIRST_ETA_SECONDS). The text is made
+        only when it can show: the bar redraws at most every `bar.mininterval`, and making it at each step cost
+        ~10 us, 0.15% of test_runner's step. `last`: the stage's last step, which the bar shows as it closes."""
         now = time.monotonic()
         due = (not last and now >= self._next_line) if self.plain else \
             (not bar.disable and (last or now >= self._next_postfix))
