@@ -10,15 +10,15 @@ import yaml
 from conftest import compose_config, run_cli
 from torch import nn
 
+from experiments.attn_temp.temperature_attention import LearnedTemperatureAttention
+from experiments.lradd.lradd import LRAdd
+from experiments.nnmemory.nn_memory import NNMemory, NNMemoryRead
+from experiments.unified_embed.unified_embedding import UnifiedEmbedding
+from experiments.value_norm.value_norm_attention import ValueNormAttention
 from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
-from lmplay.modules.lradd import LRAdd
-from lmplay.modules.nn_memory import NNMemory, NNMemoryRead
-from lmplay.modules.temperature_attention import LearnedTemperatureAttention
-from lmplay.modules.unified_embedding import UnifiedEmbedding
-from lmplay.modules.value_norm_attention import ValueNormAttention
 from lmplay.runner import registered
 from lmplay.runner.optimizers import no_decay_names
 

@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, run_cli
 from lmplay.errors import ConfigError
-from lmplay.modules.value_norm_attention import ValueNormAttention
 from lmplay.new_exp import create
 
 
@@ -68,7 +67,8 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
 def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):
     written = create("vn2", "value_norm", into=tmp_path / "ideas")
     names = {p.relative_to(tmp_path).as_posix() for p in written}
-    assert {"ideas/vn2/model.py", "ideas/vn2/versions.py", "ideas/vn2/README.md", "ideas/conf/exp/vn2.yaml",
+    assert {"ideas/vn2/model.py", "ideas/vn2/value_norm_attention.py", "ideas/vn2/versions.py", "ideas/vn2/README.md",
+            "ideas/conf/exp/vn2.yaml",
             "ideas/conf/exp/vn2_mini.yaml", "ideas/conf/exp/vn2_test.yaml", "ideas/conf/__init__.py"} <= names
     test_yaml = (tmp_path / "ideas" / "conf" / "exp" / "vn2_test.yaml").read_text()
     assert "- value_norm_test\n" in test_yaml and "_target_: ideas.vn2.model.Vn2" in test_yaml
@@ -80,7 +80,8 @@ def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):
     finally:
         for module in [m for m in sys.modules if m == "ideas" or m.startswith("ideas.")]:
             del sys.modules[module]
-    assert type(model).__name__ == "Vn2" and any(isinstance(m, ValueNormAttention) for m in model.modules())
+    attention = {type(m).__module__ + "." + type(m).__name__ for m in model.modules() if "Attention" in type(m).__name__}
+    assert type(model).__name__ == "Vn2" and attention == {"ideas.vn2.value_norm_attention.ValueNormAttention"}
 
 
 def test_an_external_package_trains_through_the_search_path(tmp_path):
@@ -157,11 +158,12 @@ def test_names_that_would_make_a_broken_copy_are_refused_before_anything_is_writ
 
 
 def test_a_copy_renames_versions_only_where_they_name_versions(tmp_path):
-    """`lradd` is also lmplay.modules.lradd and `gpt2` the tokenizer: renaming every whole word made copies of
-    both fail at their first run."""
+    """`lradd` is also the module of its layer (lradd.py) and `gpt2` the tokenizer: renaming every whole word made
+    copies of both fail at their first run."""
     create("c_lradd", "lradd", into=tmp_path / "lab")
     model = (tmp_path / "lab" / "c_lradd" / "model.py").read_text()
-    assert "from lmplay.modules.lradd import" in model and "class CLradd(" in model
+    assert "from lab.c_lradd.lradd import LRAdd" in model and "class CLradd(" in model
+    assert (tmp_path / "lab" / "c_lradd" / "lradd.py").exists()
     versions = (tmp_path / "lab" / "c_lradd" / "versions.py").read_text()
     assert '@expose_runner("c_lradd_mini"' in versions and "def c_lradd_mini(" in versions
     create("c_gpt2", "gpt2", into=tmp_path / "lab")

@@ -1,4 +1,4 @@
-"""TempAttnGPT: GPT2ish with learned-temperature attention (lmplay.modules.LearnedTemperatureAttention) in every block.
+"""TempAttnGPT: GPT2ish with learned-temperature attention (temperature_attention.py) in every block.
 
 A copy of experiments/gpt2ish/model.py; the one change is the attention class in `Block`.
 """
@@ -6,9 +6,9 @@ A copy of experiments/gpt2ish/model.py; the one change is the attention class in
 import torch
 from torch import nn
 
+from experiments.attn_temp.temperature_attention import LearnedTemperatureAttention
 from lmplay.model import LMBase
 from lmplay.modules import MLP, KVCache, TokenPositionEmbedding, init_gpt2_weights
-from lmplay.modules.temperature_attention import LearnedTemperatureAttention
 
 
 class Block(nn.Module):

@@ -1,4 +1,4 @@
-"""LRAddGPT: GPT2ish whose residual adds are LRAdd (lmplay.modules.LRAdd): alpha * x + beta * branch, per channel.
+"""LRAddGPT: GPT2ish whose residual adds are LRAdd (lradd.py): alpha * x + beta * branch, per channel.
 
 A copy of experiments/gpt2ish/model.py; the one change is the two residual adds in `Block`.
 """
@@ -6,9 +6,9 @@ A copy of experiments/gpt2ish/model.py; the one change is the two residual adds 
 import torch
 from torch import nn
 
+from experiments.lradd.lradd import LRAdd
 from lmplay.model import LMBase
 from lmplay.modules import MLP, KVCache, MultiHeadAttention, TokenPositionEmbedding, init_gpt2_weights
-from lmplay.modules.lradd import LRAdd
 
 
 class Block(nn.Module):

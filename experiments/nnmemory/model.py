@@ -1,4 +1,4 @@
-"""NNMemoryGPT: GPT2ish with a read of a shared NNMemory (lmplay.modules.NNMemory) in every block.
+"""NNMemoryGPT: GPT2ish with a read of a shared NNMemory (nn_memory.py) in every block.
 
 A copy of experiments/gpt2ish/model.py; the change is a third sub-layer in `Block`, between attention
 and the MLP: x + memory_read(ln(x)), where every block reads the same cells with its own queries.
@@ -7,9 +7,9 @@ and the MLP: x + memory_read(ln(x)), where every block reads the same cells with
 import torch
 from torch import nn
 
+from experiments.nnmemory.nn_memory import NNMemory, NNMemoryRead
 from lmplay.model import LMBase
 from lmplay.modules import MLP, KVCache, MultiHeadAttention, TokenPositionEmbedding, init_gpt2_weights
-from lmplay.modules.nn_memory import NNMemory, NNMemoryRead
 
 
 class Block(nn.Module):

@@ -1,4 +1,4 @@
-"""UnifiedEmbedGPT: GPT2ish whose token embedding is a UnifiedEmbedding (lmplay.modules.UnifiedEmbedding).
+"""UnifiedEmbedGPT: GPT2ish whose token embedding is a UnifiedEmbedding (unified_embedding.py).
 
 A copy of experiments/gpt2ish/model.py; the change is the token table in `Embedding`, plus `export()`,
 which collapses the unified embedding into a plain table (`collapsed=True`) with identical logits.
@@ -7,9 +7,9 @@ which collapses the unified embedding into a plain table (`collapsed=True`) with
 import torch
 from torch import nn
 
+from experiments.unified_embed.unified_embedding import UnifiedEmbedding
 from lmplay.model import LMBase
 from lmplay.modules import Block, KVCache, init_gpt2_weights
-from lmplay.modules.unified_embedding import UnifiedEmbedding
 
 
 class Embedding(nn.Module):

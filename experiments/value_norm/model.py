@@ -1,4 +1,4 @@
-"""ValueNormGPT: GPT2ish with value-norm attention (lmplay.modules.ValueNormAttention) in every block.
+"""ValueNormGPT: GPT2ish with value-norm attention (value_norm_attention.py) in every block.
 
 A copy of experiments/gpt2ish/model.py; the one change is the attention class in `Block`.
 """
@@ -6,9 +6,9 @@ A copy of experiments/gpt2ish/model.py; the one change is the attention class in
 import torch
 from torch import nn
 
+from experiments.value_norm.value_norm_attention import ValueNormAttention
 from lmplay.model import LMBase
 from lmplay.modules import MLP, KVCache, TokenPositionEmbedding, init_gpt2_weights
-from lmplay.modules.value_norm_attention import ValueNormAttention
 
 
 class Block(nn.Module):

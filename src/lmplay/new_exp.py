@@ -132,7 +132,7 @@ def rename_map(src: Source, name: str, module: str) -> dict[str, str]:
 def rename(text: str, mapping: dict[str, str], versions: list[str]) -> str:
     """The package path and model classes wherever they stand as whole names; a version's name only where it
     names a version (`@expose_runner("v"`, `def v(`, a config's `- v` default): elsewhere the same word is
-    something else, a tokenizer ("gpt2", "gpt2-medium") or a module of lmplay's (lmplay.modules.lradd).
+    something else, a tokenizer ("gpt2", "gpt2-medium") or a module of the package (experiments.lradd.lradd).
     Longest names first: gpt2ish_mini is never read as gpt2ish + _mini."""
     def alternatives(names) -> str:
         return "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))

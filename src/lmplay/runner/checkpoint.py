@@ -245,7 +245,7 @@ def model_class(ckpt: dict[str, Any]) -> str | None:
 
 def code_digests(model: torch.nn.Module) -> dict[str, str]:
     """A digest of each source file the model's code comes from, by module (experiments.lradd.model, and the layers
-    it builds from, like lmplay.modules.lradd): the registry finds a checkpoint's class by name alone, so a
+    it builds from, like experiments.lradd.lradd): the registry finds a checkpoint's class by name alone, so a
     checkpoint keeps these to tell when the code changed under it. torch's own classes are left out."""
     classes = {type(m) for m in model.modules()} | set(type(model).__mro__)
     digests = {}
