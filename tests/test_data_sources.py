@@ -367,6 +367,19 @@ def test_streaming_dataset_resumes_and_holds_out_its_head(tmp_path, no_hub):
     assert all(a.inputs.equal(b.inputs) for a, b in zip(again, rest))
 
 
+def test_a_stream_resumed_in_its_second_pass_reads_that_pass_s_order(tmp_path, no_hub):
+    """A resume after the first pass read the first pass's shuffle order from its position: rows twice, others never."""
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(30)))
+    spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]
+    c = build(tmp_path, spec, steps=16, validation_fraction=0.1, stream_validation_rows=2, shuffle_buffer=8)
+    [c.next_batch(4, True) for _ in range(10)]  # 40 rows: 28 of the first pass, 12 of the second
+    state = c.state_dict()
+    rest = [c.next_batch(4, True) for _ in range(6)]
+    resumed = build(tmp_path, spec, steps=16, validation_fraction=0.1, stream_validation_rows=2, shuffle_buffer=8)
+    resumed.load_state_dict(state)
+    assert [b.inputs.tolist() for b in (resumed.next_batch(4, True) for _ in range(6))] == [b.inputs.tolist() for b in rest]
+
+
 def test_a_streamed_dataset_all_held_out_names_the_key_that_holds_out_fewer(tmp_path, no_hub, caplog):
     (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Streamed row {i}."}) + "\n" for i in range(4)))
     spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]

@@ -317,8 +317,10 @@ class StreamedRows:
     def open(self, seed: int, pass_index: int, start: int) -> Iterator[Row]:
         """The pass `pass_index` of this stream, shuffled through a buffer, from its `start`-th row."""
         ds = self.stream.skip(self.skip).shuffle(seed=seed % 2**32, buffer_size=self.buffer_size)
-        ds.set_epoch(pass_index)
-        return stream_rows(ds.skip(start) if start else ds)
+        if start:
+            ds = ds.skip(start)
+        ds.set_epoch(pass_index)  # after skip(), which starts its copy at epoch 0 (a resume read pass 0's order)
+        return stream_rows(ds)
 
 
 @dataclass
