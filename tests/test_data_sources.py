@@ -377,7 +377,24 @@ def test_a_stream_resumed_in_its_second_pass_reads_that_pass_s_order(tmp_path, n
     rest = [c.next_batch(4, True) for _ in range(6)]
     resumed = build(tmp_path, spec, steps=16, validation_fraction=0.1, stream_validation_rows=2, shuffle_buffer=8)
     resumed.load_state_dict(state)
-    assert [b.inputs.tolist() for b in (resumed.next_batch(4, True) for _ in range(6))] == [b.inputs.tolist() for b in rest]
+    again = [resumed.next_batch(4, True) for _ in range(6)]
+    assert [b.inputs.tolist() for b in again] == [b.inputs.tolist() for b in rest]
+
+
+def test_a_packed_stream_without_prompts_estimates_its_steps_from_the_tokens_that_count(tmp_path, no_hub):
+    """The estimate took every packed token as counted: 6 steps for an 83-step stage, the schedule spent at step 6."""
+    rows = [{"prompt": f"Question {i}: what is the sum of {i} and {i}, explained?", "truth": f"{2 * i}."}
+            for i in range(300)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stage = {"name": "qa", "datasets": [{"path": str(tmp_path / "qa.jsonl"), "streaming": True}], "tokens": 2000,
+             "batching": "packed"}
+    c = Curriculum([stage], cache_dir=str(tmp_path / "cache"), stream_validation_rows=20)
+    c.prepare(TOK, 64, 0)
+    estimate = c.estimate_stage_steps(4, include_prompts=False)
+    steps = 0
+    while c.next_batch(4, False) is not None:
+        steps += 1
+    assert 0.8 < estimate / steps < 1.25, (estimate, steps)
 
 
 def test_a_streamed_dataset_all_held_out_names_the_key_that_holds_out_fewer(tmp_path, no_hub, caplog):

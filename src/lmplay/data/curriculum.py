@@ -33,7 +33,7 @@ from lmplay.data.batching import MODES, RowsBatcher, make_batcher
 from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStream, check_interleave
 from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
 from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
-from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
+from lmplay.data.tokenized import PreparedDataset, RowList, SizedRows, TokenTable, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
@@ -109,6 +109,16 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
                  weights=None if weights is None else [float(w) for w in weights],
                  **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},
                  overrides=dict(overrides), batching=batching)
+
+
+def counted_share(parts: list[tuple[TokenTable | RowList, np.ndarray]]) -> float:
+    """The share of packed tokens that the loss counts when prompts are left out: (text + EOS) over (prompt + text
+    + EOS), over the given rows of each table."""
+    counted = total = 0
+    for table, rows in parts:
+        text = int(table.text_lens[rows].sum()) + len(rows)
+        counted, total = counted + text, total + text + int(table.prompt_lens[rows].sum())
+    return counted / total if total else 1.0
 
 
 @functools.cache
@@ -282,7 +292,8 @@ class Curriculum:
     # -- length estimates -----------------------------------------------------------------------------------
     def estimate_stage_steps(self, batch_size: int, include_prompts: bool = True) -> int:
         """Optimizer steps in the whole current stage: exact for `steps`, and for `epochs` and `tokens` on
-        datasets of known size (with the same include_prompts as training); an estimate for streams.
+        datasets of known size (with the same include_prompts as training), except packed `tokens` without prompts
+        (from the share of tokens that count; a step or so off); an estimate for streams.
 
         Counting a sized stage replays its batching on row sizes (seconds on a big stage), so the count is
         kept in the cache dir under a key of everything it depends on, and a resumed or repeated run reads it."""
@@ -392,12 +403,8 @@ class Curriculum:
         if stage.tokens is not None:
             fraction = 1.0
             if not include_prompts:
-                which, rows, _, counted = self._sequence(stream, 1, False)
-                lengths = np.zeros(len(rows), np.int64)
-                for d, src in enumerate(stream.sources):
-                    sel = which == d
-                    lengths[sel] = 1 + src.table.prompt_lens[rows[sel]] + src.table.text_lens[rows[sel]]
-                fraction = counted.sum() / lengths.sum()
+                which, rows, _, _ = self._sequence(stream, 1, False)
+                fraction = counted_share([(src.table, rows[which == d]) for d, src in enumerate(stream.sources)])
             return max(1, math.ceil(stage.tokens / (batch_size * T * fraction)))
         budget = self._feed.budget
         which, rows, _, _ = self._sequence(stream, math.ceil(budget / stream.epoch_len), include_prompts)
@@ -409,7 +416,8 @@ class Curriculum:
         return max(1, math.ceil(((total - 1) // T) / batch_size))
 
     def _approximate_stream_steps(self, stage: Stage, batch_size: int, include_prompts: bool) -> int:
-        """tokens / (tokens per batch), the latter measured on the held-out rows."""
+        """tokens / (tokens per batch), the latter measured on the held-out rows: a packed window counts all its
+        tokens but the prompts' where they are left out."""
         counted_per_sample = float(self.context_len)
         held = [d.validation for d in self._data[self.stage_index] if len(d.validation)]
         if held and stage.batching == "rows":
@@ -418,6 +426,8 @@ class Curriculum:
                 s, c = self._stats(v, include_prompts)
                 samples, counted = samples + int(s.sum()), counted + int(c.sum())
             counted_per_sample = counted / samples
+        elif held and not include_prompts:
+            counted_per_sample *= counted_share([(v.table, v.index) for v in held])
         return max(1, math.ceil(stage.tokens / (batch_size * counted_per_sample)))
 
     # -- position -------------------------------------------------------------------------------------------
