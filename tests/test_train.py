@@ -970,6 +970,20 @@ def test_a_mistake_beside_a_config_dir_of_ones_own_is_named_not_blamed_on_its_ex
     assert not (tmp_path / "outputs").exists()
 
 
+def test_an_exp_file_without_its_global_header_is_an_error_not_the_baseline_under_its_name(tmp_path):
+    """Without `# @package _global_` Hydra put the file's keys under `exp:`: the run trained its defaults' model."""
+    (tmp_path / "u" / "exp").mkdir(parents=True)
+    (tmp_path / "u" / "exp" / "wide.yaml").write_text("defaults:\n  - test_runner\nmodel:\n  embed_dim: 48\n")
+    proc = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "exp=wide", "max_steps=1", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: exp=wide: its file sets model.embed_dim under `exp:`, where nothing reads them; make "
+        "`# @package _global_` its first line, as in lmplay's conf/exp/*.yaml"), proc.stderr
+    assert not (tmp_path / "outputs" / "wide" / "model.lmp").exists()
+    (tmp_path / "u" / "exp" / "same.yaml").write_text("defaults:\n  - test_runner\n")  # defaults alone: fine
+    assert run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "exp=same", "max_steps=1",
+                   cwd=tmp_path).returncode == 0
+
+
 def test_a_data_path_typed_without_a_plan_that_reads_it_is_a_note(tmp_path, tiny_run_args):
     """curriculum.path=FILE without curriculum=text_file trained on Shakespeare, and the start report listed the
     path as applied."""

@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, override_value, root_config
 from lmplay.errors import ConfigError
 
 
@@ -340,7 +340,10 @@ def precheck(overrides: list[str], config_name: str) -> None:
     for run in runs:
         try:
             with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-                compose(config_name=config_name, overrides=run)
+                headless = headless_exp_file(compose(config_name=config_name, overrides=run),
+                                             override_value(run, "exp") or "the default exp")
+            if headless:
+                fail(headless)
         except MissingConfigException as e:
             missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
             if missing and e.options:
@@ -649,12 +652,29 @@ def dotted_keys(cfg: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def headless_exp_file(cfg: Any, exp: str) -> str | None:
+    """An exp file without `# @package _global_` on its first line (Hydra's default package for a group's file is
+    the group) puts its keys under `exp:`, where nothing reads them: the run trained its defaults' experiment under
+    the new name. The message naming them, or None."""
+    node = cfg.get("exp") if hasattr(cfg, "get") else None
+    keys = list(flatten(OmegaConf.to_container(node, resolve=False))) if hasattr(node, "keys") else []
+    if not keys:  # a file of defaults alone: they keep their own packages
+        return None
+    keys = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+    return (f"exp={exp}: its file sets {keys} under `exp:`, where nothing reads them; make `# @package _global_` "
+            f"its first line, as in lmplay's conf/exp/*.yaml")
+
+
 def reject_added_keys(cfg: Any, config_name: str, set_by_groups: Iterable[str] = ()) -> None:
     """A misspelled key added with `+key=value` (or `++`) at the top level, which Hydra's struct check lets
     through and nothing would read, is a ConfigError like any other misspelled key. Known: the root config
     file's keys, the config groups, and `set_by_groups` (keys such as `model` that a group's file sets)."""
     known = set(root_config(config_name)) - {"defaults", "hydra"}
-    known |= set(HydraConfig.get().runtime.choices) | set(set_by_groups)
+    choices = HydraConfig.get().runtime.choices
+    headless = headless_exp_file(cfg, choices.get("exp", "the default exp"))
+    if headless:
+        raise ConfigError(headless)
+    known |= set(choices) | set(set_by_groups)
     for key in cfg:
         if key not in known:
             raise ConfigError(unknown_key(key, sorted(known)))
