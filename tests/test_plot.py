@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,6 +303,19 @@ def test_a_value_a_seed_reads_off_a_line_is_marked(tmp_path):
         fake_run(tmp_path / "sweep" / f"seed={seed}", "a", seed, 2.0, tokens_per_step=tokens_per_step, job=seed - 1)
     [group] = group_runs(load_runs([tmp_path / "sweep"]))
     assert "~" in comparison_table([group]).split("\n\n")[0]
+
+
+def test_a_table_cell_holds_each_seed_s_own_validation_where_it_validated_there(tmp_path):
+    """A seed that validated 1% later was read off a line back to its previous point (the convex curve's chord):
+    the table's mean sat above both seeds' measured values, and off the sweep summary's for the same runs."""
+    for seed, tokens_per_step in ((1, 100), (2, 101)):
+        fake_run(tmp_path / "sweep" / f"seed={seed}", "a", seed, 2.0, tokens_per_step=tokens_per_step, job=seed - 1)
+    [group] = group_runs(load_runs([tmp_path / "sweep"]))
+    last = [json.loads((tmp_path / "sweep" / f"seed={s}" / "stats.json").read_text())["validation"][-1]["loss"]
+            for s in (1, 2)]
+    header, _, row = (re.split(r"\s{2,}", line) for line in comparison_table([group]).splitlines()[:3])
+    at_end = row[header.index("loss@4k")]
+    assert at_end == f"{np.mean(last):.4f} ±{np.std(last, ddof=1):.4f}", (at_end, last)  # no "~": both measured
 
 
 def test_a_run_logged_every_4_steps_draws_on_the_curve_of_the_same_run_logged_every_step(tmp_path):

@@ -71,6 +71,16 @@ class Curve:
         """Each seed's value at `tokens`, linear between its own points."""
         return np.array([np.interp(tokens, t, v) for t, v in zip(self.seed_tokens, self.seed_values)])
 
+    def measured(self, tokens: float) -> np.ndarray:
+        """Each seed's value at `tokens` for a table: its own validation point where one is within SAME of `tokens`
+        (seeds of rows batching validate a few % apart), else `at`'s line. The line alone moved a seed's value
+        toward an earlier, higher point: a table's mean differed from the sweep summary's for the same runs."""
+        values = []
+        for t, v in zip(self.seed_tokens, self.seed_values):
+            nearest = np.abs(t - tokens).argmin()
+            values.append(v[nearest] if abs(t[nearest] - tokens) <= SAME * tokens else np.interp(tokens, t, v))
+        return np.array(values)
+
 
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs of one configuration with different seeds form a group, in the order the runs first appear.
@@ -376,7 +386,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
-            diff = loss.at(end).mean() - losses[id(base)].at(end).mean()
+            diff = loss.measured(end).mean() - losses[id(base)].measured(end).mean()
             row += ["-" if i == 0 or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
@@ -404,12 +414,13 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     return "\n".join([*lines, "", *notes]) + "\n"
 
 
+SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
 GAP = 0.5  # the widest gap between two validation points, as a fraction of the tokens between them, read across
 NEAR = 0.1  # a value this close to one of a run's own validation points (a fraction of the tokens) is read off
 
 
-def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
-    """"" where every seed of the curve has a validation point of its own at `tokens` (within `tolerance`); "~"
+def approx(curve: Curve, tokens: float) -> str | None:
+    """"" where every seed of the curve has a validation point of its own at `tokens` (within SAME); "~"
     where a seed's value there is read off a straight line between two of its points that are close: one of them
     within NEAR of `tokens` (seeds of rows batching validate a few % apart), or at most GAP x `tokens` apart, or no
     further apart than the run's regular cadence past 0; None where a seed has no such two: a run validated only at
@@ -419,7 +430,7 @@ def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
     for seed in curve.seed_tokens:
         below, above = seed[seed <= tokens], seed[seed >= tokens]
         distance = np.abs(seed - tokens).min()
-        if distance <= tolerance * tokens:
+        if distance <= SAME * tokens:
             marks.append("")
             continue
         gap = above.min() - below.max() if len(below) and len(above) else np.inf
@@ -434,7 +445,7 @@ def approx(curve: Curve, tokens: float, tolerance: float = 0.02) -> str | None:
 def cell(curve: Curve, tokens: float, show: Callable[[np.ndarray], str]) -> str:
     """The curve's seeds' values at `tokens` as `show` writes them, marked as approx() says; "-" where it says None."""
     mark = approx(curve, tokens)
-    return "-" if mark is None else mark + show(curve.at(tokens))
+    return "-" if mark is None else mark + show(curve.measured(tokens))
 
 
 def most_shared_points(curves: list[Curve], start: float, end: float, wanted: int) -> tuple[int, list[float]]:
@@ -449,7 +460,7 @@ def most_shared_points(curves: list[Curve], start: float, end: float, wanted: in
 
 
 def shared_points(curves: list[Curve], start: float, end: float, least: int | None = None,
-                  tolerance: float = 0.02) -> list[float]:
+                  tolerance: float = SAME) -> list[float]:
     """The token counts in [start, end] where every curve (or `least` of them) has a validation point of its own
     (within `tolerance`, for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
     straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated at
