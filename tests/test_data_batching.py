@@ -149,6 +149,17 @@ def test_packed_windows_are_full_and_cover_the_stream_in_order(tmp_path):
     assert packed.estimate_stage_steps(5) == len(batches)
 
 
+def test_packed_without_prompts_skips_windows_inside_a_prompt_and_counts_its_steps_exactly(tmp_path):
+    """A window inside one long prompt has no target: skipped, and left out of the stage's step count."""
+    rng = np.random.default_rng(5)
+    records = [{"prompt": "Q" * int(rng.integers(1, 120)) + "?", "truth": f"A{i}."} for i in range(40)]
+    for context_len, batch_size in ((16, 3), (32, 2), (7, 5)):
+        c = curriculum(tmp_path, records, context_len=context_len, batching="packed")
+        batches = drain(c, batch_size, include_prompts=False)
+        assert all(((b.targets != IGNORE_INDEX).sum(1) > 0).all() for b in batches)
+        assert c.skipped_windows > 0 and c.estimate_stage_steps(batch_size, include_prompts=False) == len(batches)
+
+
 def test_packed_masks_prompts_when_asked(tmp_path):
     records = [{"prompt": f"Q{i}?", "truth": f"A{i}."} for i in range(20)]
     c = curriculum(tmp_path, records, context_len=16, batching="packed")

@@ -7,6 +7,8 @@ rows: each row is a sample; a row longer than the context continues in further s
 packed: rows (eot + prompt + text) are joined into one stream and cut into full windows of context_len+1
     tokens, each window starting on the last token of the one before, so every token but the stage's
     first is a target exactly once; no padding. A row may span windows and batches: that is the point.
+    Without prompts in the loss, a window that lies inside one prompt has no target: it is skipped, so a
+    batch (and a stage's step) always trains on something.
 
 Both take rows from a RowFeed and keep their position as plain integers.
 """
@@ -38,6 +40,7 @@ class RowsBatcher:
 
     def __init__(self, context_len: int, eot_id: int) -> None:
         self.context_len, self.eot_id = context_len, eot_id
+        self.skipped = 0  # a row always has a target: its text's end
 
     def next_batch(self, feed: RowFeed, batch_size: int, include_prompts: bool) -> Batch | None:
         """`batch_size` samples, or fewer for the last batch of the stage's rows; None when there are none."""
@@ -66,6 +69,7 @@ class PackedBatcher:
         self.doc: tuple[np.ndarray, np.ndarray] | None = None  # (tokens, is_prompt) of eot + prompt + text
         self.offset = 0
         self.doc_start: dict | None = None  # the feed's state before it gave `doc`
+        self.skipped = 0  # windows with no target, in this process
 
     def _next_doc(self, feed: RowFeed) -> bool:
         self.doc_start = feed.state_dict()
@@ -102,7 +106,10 @@ class PackedBatcher:
             window = self._window(feed, include_prompts)
             if window is None:
                 break
-            windows.append(window)
+            if window[1][1:].any():
+                windows.append(window)
+            else:
+                self.skipped += 1
         return collate(windows, self.eot_id) if windows else None
 
     def state_dict(self) -> dict:

@@ -111,6 +111,16 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
                  overrides=dict(overrides), batching=batching)
 
 
+def targetless_windows(prompts: np.ndarray, docs: np.ndarray, context_len: int, windows: int) -> int:
+    """Packed windows (of the first `windows`) whose targets all lie inside one prompt, which the batcher skips
+    without prompts in the loss. Window k's targets are the stream's tokens kT+1..kT+T; a doc starting at s holds
+    its eot at s and its prompt at s+1..s+p."""
+    starts = np.concatenate(([0], np.cumsum(docs)[:-1]))
+    first = -(-starts // context_len)  # kT >= s
+    last = np.minimum((starts + prompts - context_len) // context_len, windows - 1)  # kT+T <= s+p
+    return int(np.maximum(last - first + 1, 0).sum())
+
+
 def counted_share(parts: list[tuple[TokenTable | RowList, np.ndarray]]) -> float:
     """The share of packed tokens that the loss counts when prompts are left out: (text + EOS) over (prompt + text
     + EOS), over the given rows of each table."""
@@ -322,6 +332,12 @@ class Curriculum:
             log.debug("could not keep the step count in %s: %s", path, e)
         return steps
 
+    @property
+    def skipped_windows(self) -> int:
+        """Packed windows of the current stage with no target (inside one prompt, without prompts in the loss),
+        skipped in this process."""
+        return self._batcher.skipped
+
     def stage_fraction_done(self) -> float:
         """How much of the current stage's length is behind the position: its steps, tokens or rows (epochs)."""
         stage = self.stages[self.stage_index]
@@ -409,11 +425,15 @@ class Curriculum:
         budget = self._feed.budget
         which, rows, _, _ = self._sequence(stream, math.ceil(budget / stream.epoch_len), include_prompts)
         which, rows = which[:budget], rows[:budget]
-        total = 0
+        prompts, docs = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
         for d, src in enumerate(stream.sources):
             sel = which == d
-            total += int((1 + src.table.prompt_lens[rows[sel]] + src.table.text_lens[rows[sel]]).sum())
-        return max(1, math.ceil(((total - 1) // T) / batch_size))
+            prompts[sel] = src.table.prompt_lens[rows[sel]]
+            docs[sel] = 1 + prompts[sel] + src.table.text_lens[rows[sel]]
+        windows = (int(docs.sum()) - 1) // T
+        if not include_prompts:
+            windows -= targetless_windows(prompts, docs, T, windows)
+        return max(1, math.ceil(windows / batch_size))
 
     def _approximate_stream_steps(self, stage: Stage, batch_size: int, include_prompts: bool) -> int:
         """tokens / (tokens per batch), the latter measured on the held-out rows: a packed window counts all its

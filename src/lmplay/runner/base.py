@@ -811,17 +811,14 @@ class LMRunnerBase:
         self.speed.restart(progress["tokens"])
         first_step = progress["step"]
         pending: StepLog | None = None
-        finished, skipped = False, 0
+        finished = False
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
                 self._stop_signal = self._stop_signal or signal.SIGTERM
                 break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
-            if batch is not None and batch.num_tokens == 0:  # a step would record a loss of 0 over nothing
-                skipped += 1
-                continue
             if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot
-                raise self.no_batch_error(stage, skipped)
+                raise self.no_batch_error(stage, self.curriculum.skipped_windows)
             if batch is None:
                 finished = True
                 break
@@ -862,9 +859,9 @@ class LMRunnerBase:
         records = self.stats.records["train"]
         if records and records[-1]["step"] > first_step:  # not one from before a resume, or of the stage before: a
             self.show_progress(bar, last=True)  # stop signal leaves a window short of log_interval unrecorded
-        if skipped and self.world.is_main:
-            print(f"note: stage {stage.name!r} skipped {skipped} batches with no target token (include_prompts=false "
-                  f"and prompts that fill the context_len={self.context_len} window)")
+        if self.curriculum.skipped_windows and self.world.is_main:
+            print(f"note: stage {stage.name!r} skipped {self.curriculum.skipped_windows} windows with no target token "
+                  f"(include_prompts=false and prompts that fill the context_len={self.context_len} window)")
         return finished
 
     def no_batch_error(self, stage, skipped: int) -> ConfigError:
