@@ -134,7 +134,7 @@ def test_a_stop_signal_saves_a_checkpoint(tmp_path, signum):
     _, err = proc.communicate(timeout=60)
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum and f"{name}: saved" in err  # 130 for Ctrl-C, as a shell reports it
-    assert f"{name}: stopping after this step, saved; {name} again stops at once without saving" in err  # at once
+    assert f"{name}: will save after this step and stop; {name} again stops at once without saving" in err  # at once
     step = checkpoint.load(run / "model.lmp")["components"]["runner"]["state"]["progress"]["step"]
     assert step == json.loads((run / "stats.json").read_text())["train"][-1]["step"] > 0
 
@@ -154,7 +154,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, capfd, monkeypatch)
     finally:
         signal.signal(signal.SIGINT, before)
     err = capfd.readouterr().err
-    assert "SIGINT: stopping after this step, saved; SIGINT again stops at once without saving" in err
+    assert "SIGINT: will save after this step and stop; SIGINT again stops at once without saving" in err
     assert "SIGINT again: stopped without saving; nothing is saved yet, so a rerun starts over" in err  # no save yet
 
 

@@ -37,6 +37,7 @@ def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
         assert {"stage", "step", "samples", "tokens", "loss", "accuracy", "lr"} <= set(record)
     val = [r["loss"] for r in stats["validation"]]
     assert len(val) >= 4 and val[-1] < val[0] - 0.3, val
+    assert f"done: step 40, {stats['train'][-1]['tokens']:,} tokens, validation loss {val[-1]:.4f}; " in proc.stdout
     assert len({r["held_out_tokens"] for r in stats["validation"]}) == 1  # the same held-out text every time
     ckpt = checkpoint.load(run / "model.lmp")
     assert ckpt["exp"] == "test_runner" and ckpt["components"]["runner"]["state"]["progress"]["step"] == 40

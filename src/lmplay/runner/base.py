@@ -610,14 +610,14 @@ class LMRunnerBase:
                   f"here on its validation loss is measured on other samples")
 
     def _on_signal(self, signum, frame) -> None:
-        """Stop after this step, saved; said at once (a big model's step and save take seconds, which invites a
+        """Save after this step and stop; said at once (a big model's step and save take seconds, which invites a
         second Ctrl-C)."""
         first = self._stop_signal is None
         self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
         signal.signal(signum, self._on_second_signal)
         if first and self.world.is_main:
             name = signal.Signals(signum).name
-            tell(f"\n{name}: stopping after this step, saved; {name} again stops at once without saving "
+            tell(f"\n{name}: will save after this step and stop; {name} again stops at once without saving "
                  f"({self.without_this_save()})\n")
 
     def _on_second_signal(self, signum, frame) -> None:
@@ -713,7 +713,17 @@ class LMRunnerBase:
             progress["stage_step"] = 0
             self.save()  # the run resumes here, whatever happens to the next stage before its first save
         self.save()
-        print(f"done: step {progress['step']}, {progress['tokens']:,} tokens; checkpoint {self.run_dir / 'model.lmp'}")
+        print(f"done: step {progress['step']}, {progress['tokens']:,} tokens{self.last_validation()}; checkpoint "
+              f"{self.run_dir / 'model.lmp'}")
+
+    def last_validation(self) -> str:
+        """The run's last validation loss, for its closing line: a terminal's bar shows a validation only with the
+        record after it, and the closing validation has none."""
+        records = self.stats.records["validation"]
+        if not records:
+            return ""
+        last, step = records[-1], self.runner_c.progress["step"]
+        return f", validation loss {last['loss']:.4f}" + (f" (at step {last['step']})" if last["step"] != step else "")
 
     def stage_plan(self, stage) -> StagePlan:
         """The settings, lr schedule, lr and weight decay a stage trains with: the run's, under its overrides."""
