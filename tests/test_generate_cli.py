@@ -321,3 +321,23 @@ def test_a_run_of_an_experiment_config_of_ones_own_can_be_sampled(tmp_path):
     assert "experiment my_tiny" in proc.stderr and proc.stdout.startswith("ROMEO:")
     proc = run_cli("lmplay.train", "exp=test_runner", "exp_name=other", f"hydra.run.dir={tmp_path / 'b'}")
     assert proc.returncode == 2 and "exp_name is the name of the exp= config the run uses" in proc.stderr
+
+
+def test_sampling_a_run_that_has_not_saved_yet_says_it_is_still_training(tmp_path):
+    """It said "checkpoint .../model.lmp does not exist", which reads as a typo in the path."""
+    run = tmp_path / "run"
+    run.mkdir()
+    hold = f"from lmplay.files import hold_run_dir; from pathlib import Path; hold_run_dir(Path({str(run)!r})); " \
+           f"print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", cwd=tmp_path)
+    finally:
+        holder.communicate("\n")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: checkpoint {run / 'model.lmp'} does not exist yet: the run in {run} is still training and has not "
+        f"saved (it saves every runner.save_interval samples, at each stage's end and at its own); sample once it has")
+    proc = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", cwd=tmp_path)  # no run holds it now
+    assert proc.stderr.strip() == f"error: checkpoint {run / 'model.lmp'} does not exist"

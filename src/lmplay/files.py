@@ -41,6 +41,10 @@ def no_checkpoint(path: Path | str) -> ConfigError:
     if bak.is_file():  # what a crash in a save's rename leaves
         return ConfigError(f"{message}, but {bak.name} does: the previous checkpoint (rename it to "
                            f"{checkpoint_file(path).name} to use it)")
+    if training_into(checkpoint_file(path).parent):
+        return ConfigError(f"{message} yet: the run in {checkpoint_file(path).parent} is still training and has not "
+                           f"saved (it saves every runner.save_interval samples, at each stage's end and at its "
+                           f"own); sample once it has")
     sweep = next((d for d in (path, path.parent, path.parent.parent) if (d / "multirun.yaml").is_file()), None)
     runs = sorted(sweep.glob("*/model.lmp")) if sweep else []  # sweep/, sweep/model.lmp, sweep/JOB_TYPO/model.lmp
     if runs:
@@ -81,6 +85,18 @@ def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_
         lock.close()
         return
     _held[run_dir] = (lock, made)
+
+
+def training_into(run_dir: Path) -> bool:
+    """Whether a run holds `run_dir`'s lock now (hold_run_dir's)."""
+    try:
+        with open(run_dir / LOCK_NAME) as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file, or a filesystem without locks
+        return False
+    return False
 
 
 def release_run_dir(run_dir: Path) -> None:
