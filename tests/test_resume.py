@@ -242,7 +242,8 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert all(a > b for a, b in itertools.pairwise(lrs[4:])), lrs  # still decaying, not the default's constant lr
     chosen = run_cli("lmplay.train", *args, "max_steps=9", "optimizer=adamw", check=True)
-    assert "optimizer changed to torch.optim.AdamW: its state starts fresh" in chosen.stdout
+    assert ("optimizer changed to torch.optim.AdamW: its state starts fresh; it takes lr=0.003 (was 0.001) from the "
+            "config (lr=0.001 keeps the run's)") in chosen.stdout  # the earlier command's lr was SGD's
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "max_steps=9", "optimizer=adamw",
                                                  "scheduler=cosine")  # SGD's momentum is gone from the label, and
     # lr=1e-3 too: adamw.yaml's `lr: ${lr}` is the exp's lr now, as the start report and config.yaml say

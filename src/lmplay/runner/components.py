@@ -234,9 +234,9 @@ class OptimizerComponent(Component):
         self.target, config_args = self.kept_target(construction_args, state_args, torch.optim.Optimizer)
         target = self.target
         same_kind = state_args is not None and state_args.get("_target_") == target
-        if state_args is not None and not same_kind:
-            print(f"optimizer changed to {target}: its state starts fresh")
         args = self.settle(config_args, state_args if same_kind else None)
+        if state_args is not None and not same_kind:
+            print(f"optimizer changed to {target}: its state starts fresh{self.settings_now(args, state_args)}")
         model = self.runner.model
         frozen = freeze(model, args["freeze"])
         if frozen:
@@ -264,6 +264,20 @@ class OptimizerComponent(Component):
                                   f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
             for group, own in zip(self.optimizer.param_groups, settings):  # the checkpoint brings state, not settings:
                 group.update(own)  # torch's load restores its groups' betas, eps, weight decay, fused over the run's
+
+    def settings_now(self, args: dict[str, Any], state_args: dict[str, Any]) -> str:
+        """The run-wide settings (`lr: ${lr}` in its file) that a newly chosen optimizer takes from the config, where
+        they differ from the run's before: an lr typed on an earlier command is the old optimizer's, not the new
+        one's."""
+        borrowed = self.runner.interpolated_keys(self.group).items()
+        changed = [(alias, args[key], state_args[key]) for key, alias in borrowed
+                   if key in state_args and key in args and args[key] != state_args[key]
+                   and alias not in self.runner.overridden]
+        if not changed:
+            return ""
+        now = ", ".join(f"{alias}={new} (was {old})" for alias, new, old in changed)
+        keep = " ".join(f"{alias}={old}" for alias, _, old in changed)
+        return f"; it takes {now} from the config ({keep} keeps the run's)"
 
     def set_lr(self, lr: float) -> None:
         """Every group's lr, as the schedule gives it for the step about to run."""
