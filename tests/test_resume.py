@@ -114,6 +114,23 @@ def test_records_of_several_steps_span_a_stop_or_a_crash_as_in_the_uninterrupted
         assert replayable(json.loads((run / "stats.json").read_text())) == expected, stop
 
 
+def test_a_stop_on_the_last_step_inside_a_record_window_keeps_the_records_lr_and_no_zero_speed(tmp_path):
+    """The resumed run flushed the open window with the freshly built optimizer's lr (0.003, not the cosine's
+    6e-05) and tokens/s 0.0; the closing validation copied that lr."""
+    args = ["exp=test_runner", "device=cpu", "max_steps=8", "runner.log_interval=3", "scheduler=cosine",
+            "runner.validation_interval=1000"]
+    whole, run = tmp_path / "whole", tmp_path / "stopped"
+    run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
+    expected = replayable(json.loads((whole / "stats.json").read_text()))
+    proc = popen_train([*args, f"hydra.run.dir={run}"], env={"LMPLAY_PROBE_KILL": "term:8"})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    run_cli("lmplay.train", *args, f"hydra.run.dir={run}", check=True)
+    stats = json.loads((run / "stats.json").read_text())
+    assert replayable(stats) == expected
+    assert expected["train"][-1]["lr"] == pytest.approx(6e-05) and "tokens_per_second" not in stats["train"][-1]
+
+
 def training(run) -> subprocess.Popen:
     """A long run in `run`, once it has recorded 3 steps (and saved none)."""
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",

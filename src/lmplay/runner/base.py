@@ -76,18 +76,20 @@ class RecordWindow:
     correct: torch.Tensor | None = None
     tokens: int = 0
     steps: int = 0
+    lr: float | None = None  # the last step's, which its record is stamped with
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, tokens: int) -> None:
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, tokens: int, lr: float) -> None:
         self.loss, self.correct = (loss, correct) if not self.steps else (self.loss + loss, self.correct + correct)
         self.tokens += tokens
         self.steps += 1
+        self.lr = lr
 
     def totals(self, world: World) -> dict[str, float | int]:
         """What a checkpoint keeps of it: the sums over all ranks (a collective: every rank saves)."""
         if not self.steps:
             return {"steps": 0}
         loss, correct = world.sum(float(self.loss), float(self.correct))
-        return {"loss": loss, "correct": correct, "tokens": self.tokens, "steps": self.steps}
+        return {"loss": loss, "correct": correct, "tokens": self.tokens, "steps": self.steps, "lr": self.lr}
 
     @classmethod
     def resumed(cls, totals: dict[str, float | int], device: torch.device, is_main: bool) -> "RecordWindow":
@@ -98,7 +100,7 @@ class RecordWindow:
         scale = 1.0 if is_main else 0.0
         return cls(torch.tensor(totals["loss"] * scale, dtype=torch.float32, device=device),
                    torch.tensor(round(totals["correct"] * scale), dtype=torch.int64, device=device), totals["tokens"],
-                   totals["steps"])
+                   totals["steps"], totals.get("lr"))  # none in a checkpoint older than lr in its window
 
 
 @dataclass
@@ -835,7 +837,7 @@ class LMRunnerBase:
             lr = plan.lr(progress["stage_step"], total)
             self.optimizer_c.set_lr(lr)
             loss, correct = self.train_step(batch, settings)
-            self.window.add(loss, correct, batch.num_tokens)
+            self.window.add(loss, correct, batch.num_tokens, lr)
             samples_before = progress["samples"]
             progress["step"] += 1
             progress["stage_step"] += 1
@@ -863,7 +865,9 @@ class LMRunnerBase:
                         self.save()
         self.log_step(pending, bar)
         if self.window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
-            lr = self.optimizer_c.optimizer.param_groups[0]["lr"]  # save keeps them: the resume goes on with them)
+            lr = self.window.lr  # save keeps them: the resume goes on with them)
+            if lr is None:  # a window resumed from an older checkpoint: the schedule's lr of the stage's last step
+                lr = plan.lr(max(progress["stage_step"] - 1, 0), total)
             self.log_step(self.step_log(stage.name, lr, self.window), bar)
             self.window = RecordWindow()
         records = self.stats.records["train"]

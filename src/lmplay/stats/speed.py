@@ -44,10 +44,13 @@ class SpeedMeter:
             self._start = (began + time.perf_counter() - start, tokens, flops)
 
     def read(self, tokens: int, flops: float) -> dict[str, float]:
-        """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here."""
+        """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here. None for
+        a window this process trained nothing of (a record resumed from a checkpoint's window): not a rate of 0."""
         now, (start, tokens_before, flops_before) = time.perf_counter(), self._start
         self._start = (now, tokens, flops)
         seconds = now - start
+        if tokens == tokens_before:
+            return {}
         return self.rates((tokens - tokens_before) / seconds, (flops - flops_before) / seconds)
 
     def rates(self, tokens_per_second: float, flops_per_second: float) -> dict[str, float]:
@@ -61,5 +64,7 @@ class SpeedMeter:
 
 
 def format_speed(speed: dict[str, float]) -> str:
+    if "tokens_per_second" not in speed:
+        return "- tok/s"
     text = f"{speed['tokens_per_second']:,.0f} tok/s"
     return text + (f" MFU {speed['mfu']:.1%}" if "mfu" in speed else "")
