@@ -84,6 +84,23 @@ def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):
     assert type(model).__name__ == "Vn2" and attention == {"ideas.vn2.value_norm_attention.ValueNormAttention"}
 
 
+def test_a_bug_in_a_copy_s_model_names_its_own_line_and_hydra_full_error_shows_the_traceback(tmp_path):
+    """A bug in the copy's __init__ was 'rejected settings (raised at linear.py:109)': torch's file alone."""
+    create("buggy", into=tmp_path / "my_lab")
+    model = tmp_path / "my_lab" / "buggy" / "model.py"
+    text = model.read_text()
+    anchor = next(line for line in text.splitlines() if "self.blocks = " in line)
+    model.write_text(text.replace(anchor, anchor + "\n        self.bad = nn.Linear(embed_dim * 1.5, 2)", 1))
+    line = model.read_text().splitlines().index("        self.bad = nn.Linear(embed_dim * 1.5, 2)") + 1
+    args = ["hydra.searchpath=[pkg://my_lab.conf]", "exp=buggy_test", "max_steps=1", "device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f", from {model}:{line}); see `--cfg job`" in proc.stderr and "HYDRA_FULL_ERROR=1" in proc.stderr
+    proc = run_cli("lmplay.train", *args, env={**pythonpath(REPO / "src", REPO, tmp_path), "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and f'"{model}", line {line}' in proc.stderr
+
+
 def test_an_external_package_trains_through_the_search_path(tmp_path):
     """Experiments in a package of the user's own: code by import, configs by hydra.searchpath=[pkg://...]."""
     create("outside", into=tmp_path / "my_lab")

@@ -48,10 +48,27 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
     cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
     if isinstance(cause, LmplayError):
         return cause
-    where = traceback.extract_tb(cause.__traceback__)[-1] if cause.__traceback__ else None
-    at = f" (raised at {Path(where.filename).name}:{where.lineno})" if where else ""
     said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__  # not torch's C++ stack
-    return ConfigError(f"the {group} settings were rejected: {said}{at}; see `--cfg job` for the {group} group's keys")
+    return ConfigError(f"the {group} settings were rejected: {said}{raised_at(cause)}; see `--cfg job` for the "
+                       f"{group} group's keys (HYDRA_FULL_ERROR=1 shows the traceback)")
+
+
+LIBRARIES = tuple(str(Path(m.__file__).parent) for m in (torch, traceback)) + (str(Path(__file__).parents[1]),)
+
+
+def raised_at(error: BaseException) -> str:
+    """Where an error was raised, and the line of the user's own code (an experiment's model.py, by its path) that
+    led there: a bug in a model's __init__ named torch's linear.py alone, or a bare "model.py" of many."""
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    if not frames:
+        return ""
+    own = [f for f in frames if not f.filename.startswith(LIBRARIES) and "site-packages" not in f.filename
+           and "<" not in f.filename]
+    last = frames[-1]
+    at = f"{last.filename}:{last.lineno}"
+    if own and own[-1] is not last:
+        at = f"{Path(last.filename).name}:{last.lineno}, from {own[-1].filename}:{own[-1].lineno}"
+    return f" (raised at {at})"
 
 
 @dataclass
@@ -227,10 +244,12 @@ class LMRunnerBase:
             try:
                 component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
             except (InstantiationException, ValueError) as e:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the whole traceback
+                    raise
                 raise rejected_settings(component.group, e) from None
             except (TypeError, ArithmeticError, RuntimeError) as e:  # a model's sizes its layers cannot be built
-                if component.group != "model":  # with (num_heads=0); the line names where it was raised
-                    raise
+                if component.group != "model" or os.environ.get("HYDRA_FULL_ERROR") == "1":  # with (num_heads=0);
+                    raise  # the line names where it was raised
                 raise rejected_settings(component.group, e) from None
             return component
 
