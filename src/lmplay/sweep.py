@@ -33,7 +33,7 @@ from lmplay.cli import run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, write_text_atomic
-from lmplay.hydra_app import BASIC_LAUNCHER, JobError, launcher_rank
+from lmplay.hydra_app import JobError, launcher_rank
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,
@@ -50,14 +50,13 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class SweepSummary(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:
-            # jobs run one after another in this process: the first would also time the imports of torch and
-            # torch._dynamo (its optimizer's), ~4 s on a CPU, that every job after it finds done
-            import torch._dynamo  # noqa: F401
-
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and launcher_rank() == 0:  # a job's other tasks: its other ranks
+            # before the clock: a process's first job would also time the imports of torch and torch._dynamo (its
+            # optimizer's), ~4 s on a CPU, that its later jobs find done (the basic launcher runs every job in one
+            # process, joblib's each worker a few): the first jobs, the baseline's, read as 4-7x slower
+            import torch._dynamo  # noqa: F401
+
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
             job_dir = Path(config.hydra.runtime.output_dir)
