@@ -381,6 +381,18 @@ def test_a_stream_resumed_in_its_second_pass_reads_that_pass_s_order(tmp_path, n
     assert [b.inputs.tolist() for b in again] == [b.inputs.tolist() for b in rest]
 
 
+def test_a_stream_beside_a_small_dataset_reads_on_across_its_epochs(tmp_path, no_hub):
+    """Each epoch of the small dataset (first_exhausted) restarted the stream at its head: 632 streamed rows trained
+    were 100 distinct ones of 2,990."""
+    (tmp_path / "web.jsonl").write_text("".join(json.dumps({"text": f"Web {i}."}) + "\n" for i in range(300)))
+    (tmp_path / "small.jsonl").write_text("".join(json.dumps({"text": f"Small {i}."}) + "\n" for i in range(4)))
+    spec = [{"path": str(tmp_path / "web.jsonl"), "streaming": True}, {"path": str(tmp_path / "small.jsonl")}]
+    c = build(tmp_path, spec, steps=40, stream_validation_rows=2, shuffle_buffer=8)
+    texts = [TOK.decode(c.next_batch(4, True).inputs.flatten().tolist()) for _ in range(40)]
+    web = [t for text in texts for t in text.split("<|endoftext|>") if t.startswith("Web")]
+    assert len(web) > 60 and len(set(web)) == len(web)  # many epochs of the small one, no streamed row twice
+
+
 def test_a_packed_stream_without_prompts_estimates_its_steps_from_the_tokens_that_count(tmp_path, no_hub):
     """The estimate took every packed token as counted: 6 steps for an 83-step stage, the schedule spent at step 6."""
     rows = [{"prompt": f"Question {i}: what is the sum of {i} and {i}, explained?", "truth": f"{2 * i}."}

@@ -183,8 +183,8 @@ class HeldOutStream:
 
 
 class DrawnStream:
-    """The rows of a stage with at least one streamed dataset, drawn one at a time.
-    Position = (epoch, draws this epoch, and per dataset: passes begun, rows read this pass, ran out)."""
+    """The rows of a stage with at least one streamed dataset, drawn one at a time. A stream starts a new pass only
+    when it runs out itself. Position = (epoch, draws this epoch, and per dataset: passes begun, rows read this pass, ran out)."""
 
     def __init__(self, sources: list[SizedRows | StreamedRows], strategy: str, weights: list[float] | None,
                  seed: int, stage: int) -> None:
@@ -232,10 +232,10 @@ class DrawnStream:
             self.exhausted[d] = 1
             self._restart(d)
             done = any if self.strategy == "first_exhausted" else all
-            if done(self.exhausted):
+            if done(self.exhausted):  # a new epoch reshuffles the datasets of known size; a stream reads on
                 self.epoch, self.draws, self.exhausted = self.epoch + 1, 0, [0] * len(self.sources)
-                for other in range(len(self.sources)):
-                    if other != d:
+                for other in range(len(self.sources)):  # (restarted, it re-read its head every epoch of a small
+                    if other != d and isinstance(self.sources[other], SizedRows):  # dataset beside it)
                         self._restart(other)
 
     def state_dict(self) -> dict:
