@@ -101,6 +101,19 @@ def test_a_bug_in_a_copy_s_model_names_its_own_line_and_hydra_full_error_shows_t
     assert proc.returncode != 0 and "Traceback" in proc.stderr and f'"{model}", line {line}' in proc.stderr
 
 
+def test_an_exp_of_a_package_on_the_path_but_not_the_search_path_or_misspelled_gets_a_hint(tmp_path):
+    """With the package on PYTHONPATH (the README's no-install way) and no hydra.searchpath, or a typo in exp=,
+    the error listed 29 names and no way on."""
+    create("lab_idea", into=tmp_path / "my_lab")
+    env = pythonpath(REPO / "src", REPO, tmp_path)
+    proc = run_cli("lmplay.train", "exp=lab_idea_test", "max_steps=1", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "(the package my_lab on the path has it: add 'hydra.searchpath=[pkg://my_lab.conf]')"), proc.stderr
+    proc = run_cli("lmplay.train", "hydra.searchpath=[pkg://my_lab.conf]", "exp=lab_idea_tst", "max_steps=1",
+                   cwd=tmp_path, env=env)
+    assert proc.stderr.startswith("error: exp=lab_idea_tst is unknown (did you mean lab_idea_test?); available: ")
+
+
 def test_an_external_package_trains_through_the_search_path(tmp_path):
     """Experiments in a package of the user's own: code by import, configs by hydra.searchpath=[pkg://...]."""
     create("outside", into=tmp_path / "my_lab")

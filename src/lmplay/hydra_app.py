@@ -347,8 +347,10 @@ def precheck(overrides: list[str], config_name: str) -> None:
         except MissingConfigException as e:
             missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
             if missing and e.options:
-                fail(f"{missing[1]}={missing[2]} is unknown; available: {', '.join(sorted(e.options))}"
-                     + (unimportable_searchpath(plain) or installed_elsewhere(missing[1], missing[2])))
+                where = unimportable_searchpath(plain) or installed_elsewhere(missing[1], missing[2])
+                near = [] if where else difflib.get_close_matches(missing[2], e.options, n=1)
+                fail(f"{missing[1]}={missing[2]} is unknown" + (f" (did you mean {near[0]}?)" if near else "")
+                     + f"; available: {', '.join(sorted(e.options))}{where}")
             fail(str(e).splitlines()[0])
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
@@ -448,9 +450,20 @@ def installed_elsewhere(group: str, name: str) -> str:
 
     registration = registered().get(name)
     if registration is None or registration.factory.__module__.startswith("experiments."):
-        return ""
+        return on_the_path(name)
     package = registration.factory.__module__.split(".")[0]
     return f" ({name} is registered by the installed package {package}: add 'hydra.searchpath=[pkg://{package}.conf]')"
+
+
+def on_the_path(name: str) -> str:
+    """A package on PYTHONPATH (not installed: no registration) whose conf/ has the experiment: Hydra sees it only
+    through hydra.searchpath, which a user training that way forgets."""
+    for entry in sys.path:
+        found = next(Path(entry or ".").glob(f"*/conf/exp/{name}.yaml"), None) if Path(entry or ".").is_dir() else None
+        if found is not None:
+            package = found.parents[2].name
+            return f" (the package {package} on the path has it: add 'hydra.searchpath=[pkg://{package}.conf]')"
+    return ""
 
 
 def group_choices(overrides: Iterable[str]) -> list[str]:
