@@ -135,9 +135,9 @@ class ModelComponent(Component):
             checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
                                     "; was its code changed since? fresh=true starts over")
         if state and (changed := checkpoint.changed_code(self.model, state)) and self.runner.world.is_main:
-            print(f"note: {', '.join(changed)} changed since this checkpoint was saved: the run goes on with the code as "
-                  f"it is now, and its curves from here on are the new code's; fresh=true (or another run_name) trains "
-                  f"the new code from the start")
+            print(f"note: {', '.join(changed)} changed since this checkpoint was saved: a step trained from here on "
+                  f"runs the code as it is now, and the run's curves would mix the two; fresh=true (or another "
+                  f"run_name) trains the new code from the start")
 
     def archive(self) -> dict[str, Any]:
         return checkpoint.model_part(self.model)
