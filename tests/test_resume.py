@@ -856,7 +856,7 @@ def test_a_checkpoint_knows_when_its_models_code_changed_since(tmp_path):
     ckpt["components"]["model"]["state"]["code"]["lmplay.modules.attention"] = "0" * 16  # saved before an edit
     torch.save(ckpt, run / "model.lmp")
     resumed = run_cli("lmplay.train", *args, "max_steps=4", check=True)
-    assert "lmplay/modules/attention.py changed since this checkpoint was saved: the run goes on" in resumed.stdout
+    assert "lmplay/modules/attention.py changed since this checkpoint was saved: a step trained from here on" in resumed.stdout
     sampled = run_cli("lmplay.generate", f"checkpoint={run / 'model.lmp.bak'}", "prompt=a", "max_new_tokens=1",
                       check=True)
     assert "attention.py changed since" in sampled.stderr
