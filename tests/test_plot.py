@@ -342,8 +342,11 @@ def test_what_fresh_true_set_aside_is_no_run(tmp_path):
 
 def test_default_output_is_beside_the_first_run_dir(tmp_path):
     a, b = fake_run(tmp_path / "a", "x", 1, 2.0), fake_run(tmp_path / "b", "y", 1, 1.9)
-    run_cli("lmplay.plot", str(a), str(b), check=True)
-    assert (a / "plots" / "validation_loss_vs_baseline.png").is_file()
+    run_cli("lmplay.plot", str(a), check=True)
+    own = (a / "plots" / "comparison.txt").read_text()
+    run_cli("lmplay.plot", str(a), str(b), check=True)  # beside a's own plots, not over them
+    assert (a / "plots_with_b" / "validation_loss_vs_baseline.png").is_file()
+    assert (a / "plots" / "comparison.txt").read_text() == own
 
 
 def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_is_an_error(sweep, tmp_path):

@@ -21,7 +21,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run dirs or sweep dirs")
     parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="where the PNGs and comparison.txt go (default: FIRST_RUN_DIR/plots)")
+                        help="where the PNGs and comparison.txt go (default: RUN_DIR/plots; with several dirs, "
+                             "FIRST_RUN_DIR/plots_with_OTHER_NAMES, so a sweep's own plots stay)")
     parser.add_argument("--baseline", metavar="TEXT",
                         help="the baseline is the run labelled TEXT, or whose label or run dir name contains it, or "
                              "the run dir TEXT itself (default: the first run)")
@@ -38,6 +39,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def default_out(run_dirs: list[Path]) -> Path:
+    """RUN_DIR/plots; a comparison with other dirs goes beside it, named by them, not over the first one's own."""
+    if len(run_dirs) == 1:
+        return run_dirs[0] / "plots"
+    others = "_".join(d.resolve().name for d in run_dirs[1:])
+    return run_dirs[0] / f"plots_with_{others[:80]}"
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     skipped: list[str] = []
@@ -47,7 +56,7 @@ def main(argv: list[str]) -> None:
     if not runs:
         raise ConfigError("no run here can be read; see the notes above")
     groups = pick_baseline(group_runs(runs), args.baseline)
-    out = args.out or args.run_dirs[0] / "plots"
+    out = args.out or default_out(args.run_dirs)
     kinds = ["validation", "train"] if args.train else ["validation"]
     files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)
     table = comparison_table(groups)
