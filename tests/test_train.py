@@ -355,7 +355,8 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["scheduler=constant", "scheduler.warmup_fraction=0.1"],
      ["scheduler.warmup_fraction is a key of scheduler=cosine/warmup/wsd"]),  # was a recursive-interpolation traceback
     (["run_name=a${b"], ["run_name=a${b: a run_name cannot hold a literal '${'"]),  # Hydra's traceback, a stray dir
-])  # the last two were trained without them, unsaid
+    (["hydra.run.dir=r${nosuch}"], ["the run's dir cannot be named: Interpolation key 'nosuch' not found"]),  # as
+])  # run_name=${nosuch}: Hydra's formatter failed on it, a traceback
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
     assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, *bad), *needles)
     assert not (tmp_path / "run").exists()

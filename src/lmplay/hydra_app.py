@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, override_value, root_config
@@ -200,7 +201,12 @@ class WritableOutputDir(Callback):
         # the run dir names the experiment through ${hydra:runtime.choices.exp}, which resolves only once
         # HydraConfig holds this config; Hydra sets it a moment later for the job anyway
         HydraConfig.instance().set_config(config)
-        check_writable_dir(Path(config.hydra.run.dir), "hydra.run.dir")
+        try:
+            run_dir = config.hydra.run.dir
+        except InterpolationResolutionError as e:  # Hydra's own report of it failed in its formatter, as a traceback
+            fail(f"the run's dir cannot be named: {str(e).splitlines()[0]} (at hydra.run.dir); fix the ${{...}} in "
+                 f"run_name or hydra.run.dir")
+        check_writable_dir(Path(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         check_writable_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
