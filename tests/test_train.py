@@ -18,7 +18,6 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from conftest import REPO, make_runner, run_cli
 from lmplay import generate, train
 from lmplay.cli import translate_flags
-from lmplay.data.batch import IGNORE_INDEX
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
 from lmplay.runner import base, checkpoint, progress
