@@ -153,11 +153,14 @@ def test_packed_without_prompts_skips_windows_inside_a_prompt_and_counts_its_ste
     """A window inside one long prompt has no target: skipped, and left out of the stage's step count."""
     rng = np.random.default_rng(5)
     records = [{"prompt": "Q" * int(rng.integers(1, 120)) + "?", "truth": f"A{i}."} for i in range(40)]
-    for context_len, batch_size in ((16, 3), (32, 2), (7, 5)):
-        c = curriculum(tmp_path, records, context_len=context_len, batching="packed")
-        batches = drain(c, batch_size, include_prompts=False)
+    in_tokens = [(16, 3, {"tokens": 900}), (32, 2, {"tokens": 3000}), (64, 4, {"tokens": 150})]
+    for context_len, batch_size, length in [(16, 3, {}), (32, 2, {}), (7, 5, {}), *in_tokens]:
+        length = {**length, "epochs": None} if length else {}
+        c = curriculum(tmp_path, records, context_len=context_len, batching="packed", **length)
+        estimate = c.estimate_stage_steps(batch_size, include_prompts=False)
+        batches = drain(c, batch_size, include_prompts=False)  # a stage in tokens runs into a second epoch
         assert all(((b.targets != IGNORE_INDEX).sum(1) > 0).all() for b in batches)
-        assert c.skipped_windows > 0 and c.estimate_stage_steps(batch_size, include_prompts=False) == len(batches)
+        assert c.skipped_windows > 0 and estimate == len(batches), (context_len, length)
 
 
 def test_packed_masks_prompts_when_asked(tmp_path):

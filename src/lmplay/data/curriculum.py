@@ -33,7 +33,7 @@ from lmplay.data.batching import MODES, RowsBatcher, make_batcher
 from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStream, check_interleave
 from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
 from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
-from lmplay.data.tokenized import PreparedDataset, RowList, SizedRows, TokenTable, cache_root, prepare_dataset
+from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.files import write_text_atomic
@@ -111,24 +111,22 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
                  overrides=dict(overrides), batching=batching)
 
 
-def targetless_windows(prompts: np.ndarray, docs: np.ndarray, context_len: int, windows: int) -> int:
-    """Packed windows (of the first `windows`) whose targets all lie inside one prompt, which the batcher skips
-    without prompts in the loss. Window k's targets are the stream's tokens kT+1..kT+T; a doc starting at s holds
-    its eot at s and its prompt at s+1..s+p."""
+def window_counts(prompts: np.ndarray, docs: np.ndarray, context_len: int, partial: bool = False) -> np.ndarray:
+    """The counted targets of each packed window without prompts in the loss (0: one the batcher skips). Window k's
+    targets are the stream's tokens kT+1..kT+T (the last, short window's up to the stream's end where `partial`); a
+    doc starting at s holds its eot at s (a target) and its prompt at s+1..s+p."""
+    T, total = context_len, int(docs.sum())
+    windows = -(-(total - 1) // T) if partial else (total - 1) // T
     starts = np.concatenate(([0], np.cumsum(docs)[:-1]))
-    first = -(-starts // context_len)  # kT >= s
-    last = np.minimum((starts + prompts - context_len) // context_len, windows - 1)  # kT+T <= s+p
-    return int(np.maximum(last - first + 1, 0).sum())
+    before = np.concatenate(([0], np.cumsum(prompts)))  # prompt tokens of the docs before each
 
+    def prompt_tokens_upto(x: np.ndarray) -> np.ndarray:
+        doc = np.searchsorted(starts, x, side="right") - 1
+        return before[doc] + np.clip(x - starts[doc], 0, prompts[doc])
 
-def counted_share(parts: list[tuple[TokenTable | RowList, np.ndarray]]) -> float:
-    """The share of packed tokens that the loss counts when prompts are left out: (text + EOS) over (prompt + text
-    + EOS), over the given rows of each table."""
-    counted = total = 0
-    for table, rows in parts:
-        text = int(table.text_lens[rows].sum()) + len(rows)
-        counted, total = counted + text, total + text + int(table.prompt_lens[rows].sum())
-    return counted / total if total else 1.0
+    begins = np.arange(windows, dtype=np.int64) * T
+    ends = np.minimum(begins + T, total - 1)
+    return (ends - begins) - (prompt_tokens_upto(ends) - prompt_tokens_upto(begins))
 
 
 @functools.cache
@@ -302,8 +300,7 @@ class Curriculum:
     # -- length estimates -----------------------------------------------------------------------------------
     def estimate_stage_steps(self, batch_size: int, include_prompts: bool = True) -> int:
         """Optimizer steps in the whole current stage: exact for `steps`, and for `epochs` and `tokens` on
-        datasets of known size (with the same include_prompts as training), except packed `tokens` without prompts
-        (from the share of tokens that count; a step or so off); an estimate for streams.
+        datasets of known size (with the same include_prompts as training); an estimate for streams.
 
         Counting a sized stage replays its batching on row sizes (seconds on a big stage), so the count is
         kept in the cache dir under a key of everything it depends on, and a resumed or repeated run reads it."""
@@ -414,26 +411,31 @@ class Curriculum:
             epochs *= 2
 
     def _count_packed(self, stream: SizedStream, batch_size: int, include_prompts: bool) -> int:
-        """Packed windows are cut from the row stream regardless of batches: count them."""
-        stage, T = self.stages[self.stage_index], self.context_len
-        if stage.tokens is not None:
-            fraction = 1.0
-            if not include_prompts:
-                which, rows, _, _ = self._sequence(stream, 1, False)
-                fraction = counted_share([(src.table, rows[which == d]) for d, src in enumerate(stream.sources)])
-            return max(1, math.ceil(stage.tokens / (batch_size * T * fraction)))
-        budget = self._feed.budget
-        which, rows, _, _ = self._sequence(stream, math.ceil(budget / stream.epoch_len), include_prompts)
-        which, rows = which[:budget], rows[:budget]
-        prompts, docs = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-        for d, src in enumerate(stream.sources):
-            sel = which == d
-            prompts[sel] = src.table.prompt_lens[rows[sel]]
-            docs[sel] = 1 + prompts[sel] + src.table.text_lens[rows[sel]]
-        windows = (int(docs.sum()) - 1) // T
-        if not include_prompts:
-            windows -= targetless_windows(prompts, docs, T, windows)
-        return max(1, math.ceil(windows / batch_size))
+        """Packed windows are cut from the row stream regardless of batches: count the batches of those that hold a
+        target (without prompts in the loss, one inside a prompt holds none and is skipped), up to the stage's
+        rows, or until they hold its tokens."""
+        stage, T, budget = self.stages[self.stage_index], self.context_len, self._feed.budget
+        if stage.tokens is not None and include_prompts:  # every window counts its T tokens
+            return max(1, math.ceil(stage.tokens / (batch_size * T)))
+        epochs = math.ceil(budget / stream.epoch_len) if budget is not None else 1
+        while True:
+            which, rows, _, _ = self._sequence(stream, epochs, include_prompts)
+            if budget is not None:
+                which, rows = which[:budget], rows[:budget]
+            prompts, docs = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+            for d, src in enumerate(stream.sources):
+                sel = which == d
+                prompts[sel] = src.table.prompt_lens[rows[sel]]
+                docs[sel] = 1 + prompts[sel] + src.table.text_lens[rows[sel]]
+            counts = np.full((int(docs.sum()) - 1) // T, T) if include_prompts else window_counts(prompts, docs, T)
+            counts = counts[counts > 0]
+            if stage.tokens is None or not len(counts):  # none: the runner says the stage gives no batch
+                return max(1, math.ceil(len(counts) / batch_size))
+            per_batch = np.add.reduceat(counts, np.arange(0, len(counts), batch_size))
+            reached = int(np.searchsorted(np.cumsum(per_batch), stage.tokens, side="left"))
+            if reached < len(per_batch):
+                return reached + 1
+            epochs *= 2
 
     def _approximate_stream_steps(self, stage: Stage, batch_size: int, include_prompts: bool) -> int:
         """tokens / (tokens per batch), the latter measured on the held-out rows: a packed window counts all its
@@ -446,8 +448,11 @@ class Curriculum:
                 s, c = self._stats(v, include_prompts)
                 samples, counted = samples + int(s.sum()), counted + int(c.sum())
             counted_per_sample = counted / samples
-        elif held and not include_prompts:
-            counted_per_sample *= counted_share([(v.table, v.index) for v in held])
+        elif held and not include_prompts:  # the windows that train: those holding a target
+            prompts = np.concatenate([v.table.prompt_lens[v.index] for v in held])
+            docs = 1 + prompts + np.concatenate([v.table.text_lens[v.index] for v in held])
+            counts = window_counts(prompts, docs, self.context_len, partial=True)
+            counted_per_sample = float(counts[counts > 0].mean()) if (counts > 0).any() else counted_per_sample
         return max(1, math.ceil(stage.tokens / (batch_size * counted_per_sample)))
 
     # -- position -------------------------------------------------------------------------------------------
