@@ -20,6 +20,7 @@ from lmplay.errors import ConfigError
 from lmplay.generation.loading import load_model
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.runner import registered
+from lmplay.runner.components import config_class
 from lmplay.runner.optimizers import no_decay_names
 
 PORTS = ["value_norm", "attn_temp", "lradd", "unified_embed", "nnmemory"]
@@ -271,3 +272,13 @@ def test_nnmemory_model_shares_one_memory_across_blocks():
     assert sum(isinstance(m, NNMemory) for m in model.modules()) == 1
     assert sum(isinstance(m, NNMemoryRead) for m in model.modules()) == len(model.blocks)
     assert len(model.new_cache(1)) == len(model.blocks)  # the memory needs no KV cache
+
+
+def test_code_copied_before_a_layer_moved_is_told_where_it_went(tmp_path, monkeypatch):
+    """Copies made by new_exp before the ports' layers moved into their packages import lmplay.modules.lradd."""
+    (tmp_path / "old_copy.py").write_text("from lmplay.modules.lradd import LRAdd\n\nclass OldCopy(LRAdd):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config(["exp=test_runner", "model._target_=old_copy.OldCopy"])
+    with pytest.raises(ConfigError, match=r"No module named 'lmplay.modules.lradd'\); lmplay.modules.lradd moved to "
+                                          r"experiments.lradd.lradd .*: import LRAdd from there"):
+        config_class(cfg, "model")

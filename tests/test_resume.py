@@ -873,6 +873,8 @@ def test_the_code_digests_follow_the_models_files(tmp_path, monkeypatch):
     assert list(before) == ["edited_model"] and checkpoint.changed_code(model, {"code": before}) == []
     module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 2\n")
     assert checkpoint.changed_code(model, {"code": before}) == [str(module)]
+    moved = {"lmplay.modules.old_home": checkpoint.code_digests(model)["edited_model"]}  # the same file, moved
+    assert checkpoint.changed_code(model, {"code": moved}) == []
     assert checkpoint.changed_code(model, {}) == []  # a checkpoint from before digests: nothing said
 
 

@@ -272,8 +272,9 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     saved, now = state.get("code"), code_digests(model)
     if not isinstance(saved, dict):
         return []
-    changed = sorted(m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m))
-    return [where(m) for m in changed]
+    changed = {m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m)}
+    moved = {m for m in changed if saved.get(m) in now.values() or now.get(m) in saved.values()}  # same file, renamed
+    return [where(m) for m in sorted(changed - moved)]  # (lmplay.modules.lradd is experiments.lradd.lradd now)
 
 
 def where(module: str) -> str:

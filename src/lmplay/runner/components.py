@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
 from lmplay.errors import ConfigError
+from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
 from lmplay.runner.component import (
     Component,
@@ -56,7 +57,7 @@ def config_class(cfg: DictConfig, group: str) -> type:
         found = getattr(importlib.import_module(module), name)
     except Exception as e:  # noqa: BLE001 - what importing someone's module raises varies
         raise ConfigError(f"{group}._target_={target!r} cannot be imported ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:200]})") from None
+                          f"{' '.join(str(e).split())[:200]}){moved_layer(e)}") from None
     if not isinstance(found, type):
         raise ConfigError(f"{group}._target_={target!r} is not a class; name one, like {TARGET_EXAMPLES[group]}")
     return found

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from lmplay.errors import ConfigError
+from lmplay.modules import moved_layer
 from lmplay.runner.basic import BasicModelRunner
 
 ENTRY_POINT_GROUP = "lmplay.experiments"
@@ -60,7 +61,7 @@ def discover() -> None:
 
 
 def skip(module: str, error: Exception) -> None:
-    _BROKEN[module] = f"{type(error).__name__}: {error}"
+    _BROKEN[module] = f"{type(error).__name__}: {error}{moved_layer(error)}"
     print(f"warning: {module} cannot be imported ({_BROKEN[module]}); its experiments are not registered",
           file=sys.stderr)
 
