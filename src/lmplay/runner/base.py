@@ -894,7 +894,8 @@ class LMRunnerBase:
             self.show_progress(bar, last=True)  # stop signal leaves a window short of log_interval unrecorded
         if self.curriculum.skipped_windows and self.world.is_main:
             print(f"note: stage {stage.name!r} skipped {self.curriculum.skipped_windows} windows with no target token "
-                  f"(include_prompts=false and prompts that fill the context_len={self.context_len} window)")
+                  f"since this command started (include_prompts=false and prompts that fill the "
+                  f"context_len={self.context_len} window)")
         return finished
 
     def no_batch_error(self, stage, skipped: int) -> ConfigError:
