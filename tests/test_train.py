@@ -978,6 +978,10 @@ def test_an_exp_file_without_its_global_header_is_an_error_not_the_baseline_unde
         "error: exp=wide: its file sets model.embed_dim under `exp:`, where nothing reads them; make "
         "`# @package _global_` its first line, as in lmplay's conf/exp/*.yaml"), proc.stderr
     assert not (tmp_path / "outputs" / "wide" / "model.lmp").exists()
+    sweep = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "-m", "exp=test_runner,wide", "max_steps=1",
+                    cwd=tmp_path)  # before the sweep starts: its jobs failed one by one in a new sweep dir
+    assert sweep.returncode == 2 and sweep.stderr.strip().startswith("error: exp=wide: its file sets model.embed_dim")
+    assert not (tmp_path / "multirun").exists()
     (tmp_path / "u" / "exp" / "same.yaml").write_text("defaults:\n  - test_runner\n")  # defaults alone: fine
     assert run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "exp=same", "max_steps=1",
                    cwd=tmp_path).returncode == 0

@@ -76,6 +76,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     if {"-m", "--multirun"} & set(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
         reject_sweep_under_torchrun()
     reject_literal_interpolation_in_run_name(argv)
+    check_own_exp_files_of_a_sweep(argv, config_name)
     _sweep_dirs.clear()
     _jobs_elsewhere.clear()
     _held.append((sys.stderr, io.StringIO()))
@@ -89,10 +90,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             hydra_said = release_stderr()
             remove_unused_sweep_dir()
             reject_bare_words(argv)
-            # overrides are `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not
-            overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and ("=" in a or a.startswith("~"))
-                         and (i == 0 or argv[i - 1] not in HYDRA_VALUE_FLAGS)]  # not --config-dir's "a=b" dir
-            flags = config_flags(argv)
+            overrides, flags = typed_overrides(argv), config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
             ambiguous_value(hydra_said)
@@ -259,6 +257,24 @@ def remove_made_dirs(path: Path) -> None:
             made.rmdir()
         except OSError:  # not empty
             return
+
+
+def typed_overrides(argv: list[str]) -> list[str]:
+    """The overrides: `key=value` or `~key`; Hydra's own flags (--cfg job, -m) and their values are not."""
+    return [a for i, a in enumerate(argv) if not a.startswith("-") and ("=" in a or a.startswith("~"))
+            and (i == 0 or argv[i - 1] not in HYDRA_VALUE_FLAGS)]  # not --config-dir's "a=b" dir
+
+
+def check_own_exp_files_of_a_sweep(argv: list[str], config_name: str) -> None:
+    """A sweep over configs of the user's own (--config-dir, hydra.searchpath) is checked whole before it starts, as
+    a single run is: Hydra composes each job only as it starts, and an exp file without its `# @package _global_`
+    made a sweep dir whose jobs failed one by one."""
+    if not {"-m", "--multirun"} & set(argv) or config_name != "config" or PRINT_ONLY_FLAGS & set(argv):
+        return
+    overrides, flags = typed_overrides(argv), config_flags(argv)
+    own = flags.get("dir") or any(o.lstrip("+").startswith("hydra.searchpath") for o in overrides)
+    if own and "path" not in flags:
+        precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
 
 
 def release_stderr() -> str:
