@@ -99,6 +99,11 @@ def test_a_bug_in_a_copy_s_model_names_its_own_line_and_hydra_full_error_shows_t
     assert f", from {model}:{line}); see `--cfg job`" in proc.stderr and "HYDRA_FULL_ERROR=1" in proc.stderr
     proc = run_cli("lmplay.train", *args, env={**pythonpath(REPO / "src", REPO, tmp_path), "HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr and f'"{model}", line {line}' in proc.stderr
+    model.write_text(model.read_text().replace("nn.Linear(embed_dim * 1.5, 2)", "nn.Linear(embed_dim, 2, wide=1)"))
+    proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))  # raised by its own line:
+    assert proc.stderr.strip() == (  # no setting to look up
+        f"error: the model's code failed: TypeError: Linear.__init__() got an unexpected keyword argument 'wide' "
+        f"(raised at {model}:{line}); HYDRA_FULL_ERROR=1 shows the traceback"), proc.stderr
 
 
 def test_an_exp_of_a_package_on_the_path_but_not_the_search_path_or_misspelled_gets_a_hint(tmp_path):

@@ -49,26 +49,33 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
     if isinstance(cause, LmplayError):
         return cause
     said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__  # not torch's C++ stack
-    return ConfigError(f"the {group} settings were rejected: {said}{raised_at(cause)}; see `--cfg job` for the "
-                       f"{group} group's keys (HYDRA_FULL_ERROR=1 shows the traceback)")
+    at, in_own_code = raised_at(cause)
+    if in_own_code:  # a bug of the experiment's own (or its own check of a setting): `--cfg job` would not help
+        return ConfigError(f"the {group}'s code failed: {type(cause).__name__}: {said}{at}; HYDRA_FULL_ERROR=1 shows "
+                           f"the traceback")
+    return ConfigError(f"the {group} settings were rejected: {said}{at}; see `--cfg job` for the {group} group's "
+                       f"keys (HYDRA_FULL_ERROR=1 shows the traceback)")
 
 
 LIBRARIES = tuple(str(Path(m.__file__).parent) for m in (torch, traceback)) + (str(Path(__file__).parents[1]),)
 
 
-def raised_at(error: BaseException) -> str:
+def raised_at(error: BaseException) -> tuple[str, bool]:
     """Where an error was raised, and the line of the user's own code (an experiment's model.py, by its path) that
-    led there: a bug in a model's __init__ named torch's linear.py alone, or a bare "model.py" of many."""
+    led there: a bug in a model's __init__ named torch's linear.py alone, or a bare "model.py" of many. True where
+    the user's own code raised it."""
     frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
     if not frames:
-        return ""
+        return "", False
     own = [f for f in frames if not f.filename.startswith(LIBRARIES) and "site-packages" not in f.filename
            and "<" not in f.filename]
     last = frames[-1]
+    if own and own[-1] is last:
+        return f" (raised at {last.filename}:{last.lineno})", True
     at = f"{last.filename}:{last.lineno}"
-    if own and own[-1] is not last:
+    if own:
         at = f"{Path(last.filename).name}:{last.lineno}, from {own[-1].filename}:{own[-1].lineno}"
-    return f" (raised at {at})"
+    return f" (raised at {at})", False
 
 
 @dataclass
