@@ -85,6 +85,24 @@ def test_each_event_has_its_records_time_not_its_flushs(tmp_path, monkeypatch):
     assert [(e.step, e.wall_time) for e in tb.Scalars("train/loss")] == [(10, 1007.0), (20, 1014.0), (30, 1021.0)]
 
 
+def test_each_record_is_serialized_once_so_a_rewrite_costs_no_more_python_work_as_the_run_grows(tmp_path,
+                                                                                                 monkeypatch):
+    """A validation and a save each re-serialized every record: at step 20k they took 10x their first cost."""
+    from lmplay.stats import writer
+
+    earlier = {"train": [{"step": i, "tokens": i, "loss": 1.0 / (i + 1)} for i in range(1000)], "validation": []}
+    stats = writer.StatsWriter(tmp_path, earlier)
+    calls = []
+    real = writer.json.dumps
+    monkeypatch.setattr(writer.json, "dumps", lambda obj, *a, **k: calls.append(obj) or real(obj, *a, **k))
+    for step in range(1000, 1005):
+        stats.add("validation", {"step": step, "tokens": step, "loss": float("nan")})
+    stats.flush()
+    assert calls == stats.records["validation"]  # each new record once; the 1000 earlier ones not again
+    assert json.loads((tmp_path / "stats.json").read_text().replace("NaN", "null"))["train"] == earlier["train"]
+    assert stats.as_json() == real(stats.records)  # the same text as dumping the whole
+
+
 def test_tensorboard_events_that_cannot_be_written_are_a_warning_and_stats_json_goes_on(tmp_path, capsys):
     """A full disk, or tb/ taken by a file, was a double traceback that also stopped the checkpoint's save."""
     from lmplay.stats.writer import StatsWriter

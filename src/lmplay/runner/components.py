@@ -218,7 +218,7 @@ class RunnerComponent(Component):
         """The records go in as one JSON string: pickling them value by value made a save's cost grow with
         the run's length (a million floats by step 100k); JSON keeps floats exact."""
         return {"state_args": dict(self.args),
-                "state": {"progress": dict(self.progress), "records_json": json.dumps(self.runner.stats.records),
+                "state": {"progress": dict(self.progress), "records_json": self.runner.stats.as_json(),
                           "record_window": dict(self.record_window)}}
 
 
