@@ -8,6 +8,7 @@ between two ideas can be read against the spread that chance alone produces.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,12 @@ class Curve:
     @property
     def num_seeds(self) -> int:
         return len(self.seed_values)
+
+    @cached_property
+    def cadences(self) -> list[float]:
+        """Each seed's median distance between its points past 0 (0 where it validated only at 0 and its end)."""
+        past_0 = [seed[seed > 0] for seed in self.seed_tokens]
+        return [float(np.median(np.diff(p))) if len(p) >= 3 else 0.0 for p in past_0]
 
     @property
     def span(self) -> tuple[float, float]:
@@ -427,15 +434,15 @@ def approx(curve: Curve, tokens: float) -> str | None:
     0 and at its end would read as a line between them, and two identical runs, one validated that way, differed by
     0.7."""
     marks = []
-    for seed in curve.seed_tokens:
-        below, above = seed[seed <= tokens], seed[seed >= tokens]
-        distance = np.abs(seed - tokens).min()
+    for seed, cadence in zip(curve.seed_tokens, curve.cadences):  # a seed's tokens ascend: found by bisection, as
+        i = int(np.searchsorted(seed, tokens, side="left"))  # a scan of every point per point made --train of
+        j = int(np.searchsorted(seed, tokens, side="right")) - 1  # 200k records 7.5 minutes
+        above, below = (seed[i] if i < len(seed) else np.inf), (seed[j] if j >= 0 else -np.inf)
+        distance = min(above - tokens, tokens - below)
         if distance <= SAME * tokens:
             marks.append("")
             continue
-        gap = above.min() - below.max() if len(below) and len(above) else np.inf
-        past_0 = seed[seed > 0]
-        cadence = np.median(np.diff(past_0)) if len(past_0) >= 3 else 0.0  # validated regularly, not only at 0 and T
+        gap = above - below
         if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, 1.5 * cadence)):
             return None
         marks.append("~")
