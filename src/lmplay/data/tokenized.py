@@ -126,7 +126,8 @@ def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: 
         except (OSError, ValueError) as e:  # truncated or replaced by hand, a disk error: tokenize again
             log.warning("the tokenized cache %s is damaged (%s); tokenizing %s again", path, e, label)
             shutil.rmtree(path, ignore_errors=True)
-    rows = records()
+    log.info("tokenizing %s (%s) into %s: once, later runs read it from there", label, tokenizer.name, path.parent)
+    rows = records()  # a big source takes minutes, with no bar where there is no terminal: the line says why
     if len(rows) == 0:
         raise ConfigError(f"{where} has no rows; check the file, its split and its columns")
     try:
