@@ -512,3 +512,12 @@ def test_the_approx_marks_by_bisection_equal_a_scan_of_every_point():
         curve = Curve("c", seeds.astype(float), np.ones_like(seeds, dtype=float))
         for tokens in np.concatenate([seeds.ravel()[seeds.ravel() > 0], rng.uniform(1, 6000, 20)]):
             assert approx(curve, float(tokens)) == scanned(curve, float(tokens))
+
+
+def test_a_plot_of_validation_curves_keeps_one_train_record_a_run(tmp_path):
+    """Every train record of every run was held for validation plots alone: 5 GB for 50 runs of 200k steps."""
+    run = fake_run(tmp_path / "r", "a", 1, 2.0, steps=40)
+    [whole] = load_runs([run])
+    [light] = load_runs([run], train=False)
+    assert len(whole.train) == 40 and light.train == whole.train[-1:]
+    assert (light.tokens, light.steps, light.validation) == (whole.tokens, whole.steps, whole.validation)

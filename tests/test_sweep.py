@@ -433,7 +433,7 @@ def test_a_summary_refresh_reads_only_the_runs_whose_files_changed(tmp_path, mon
     (job / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
     loads = []
     real = sweep.load_run
-    monkeypatch.setattr(sweep, "load_run", lambda path: loads.append(path) or real(path))
+    monkeypatch.setattr(sweep, "load_run", lambda path, **kw: loads.append(path) or real(path, **kw))
     assert sweep.run_summary(job).steps == 1 and sweep.run_summary(job).tokens == 100
     assert len(loads) == 1
     (job / "stats.json").write_text(json.dumps({"train": [record, {**record, "step": 2, "tokens": 200}],

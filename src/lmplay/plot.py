@@ -50,7 +50,7 @@ def default_out(run_dirs: list[Path]) -> Path:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     skipped: list[str] = []
-    runs = load_runs(args.run_dirs, skipped)
+    runs = load_runs(args.run_dirs, skipped, train=args.train)
     for reason in skipped:
         print(f"note: left out: {reason}", file=sys.stderr)
     if not runs:

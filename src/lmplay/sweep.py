@@ -170,7 +170,7 @@ def run_summary(job_dir: Path) -> RunSummary:
     key = tuple((st.st_mtime_ns, st.st_size, st.st_ino) if (st := stat_or_none(f)) else None for f in files)
     held = _summaries.get(job_dir)
     if held is None or held[0] != key:
-        run = load_run(job_dir)
+        run = load_run(job_dir, train=False)
         held = key, RunSummary(run.overrides, run.exp, run.final_validation, run.tokenizer, run.tokens, run.steps)
         _summaries[job_dir] = held
     return held[1]
