@@ -104,6 +104,10 @@ def test_a_bug_in_a_copy_s_model_names_its_own_line_and_hydra_full_error_shows_t
     assert proc.stderr.strip() == (  # no setting to look up
         f"error: the model's code failed: TypeError: Linear.__init__() got an unexpected keyword argument 'wide' "
         f"(raised at {model}:{line}); HYDRA_FULL_ERROR=1 shows the traceback"), proc.stderr
+    model.write_text(model.read_text().replace("nn.Linear(embed_dim, 2, wide=1)", "undefined_thing"))
+    proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))  # was a 20-line traceback
+    assert proc.stderr.strip() == (f"error: the model's code failed: NameError: name 'undefined_thing' is not "
+                                   f"defined (raised at {model}:{line}); HYDRA_FULL_ERROR=1 shows the traceback")
 
 
 def test_an_exp_of_a_package_on_the_path_but_not_the_search_path_or_misspelled_gets_a_hint(tmp_path):

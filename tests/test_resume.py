@@ -875,6 +875,10 @@ def test_the_code_digests_follow_the_models_files(tmp_path, monkeypatch):
     assert checkpoint.changed_code(model, {"code": before}) == [str(module)]
     moved = {"lmplay.modules.old_home": checkpoint.code_digests(model)["edited_model"]}  # the same file, moved
     assert checkpoint.changed_code(model, {"code": moved}) == []
+    digest = checkpoint.code_digests(model)["edited_model"]  # a copy of another file the model uses, then edited:
+    copied = {"edited_model": digest, "other_module": digest}  # its old digest is still among the current ones
+    module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 3\n")
+    assert checkpoint.changed_code(model, {"code": copied}) == [str(module), "other_module"]
     assert checkpoint.changed_code(model, {}) == []  # a checkpoint from before digests: nothing said
 
 

@@ -372,6 +372,7 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["scheduler=constant", "scheduler.warmup_fraction=0.1"],
      ["scheduler.warmup_fraction is a key of scheduler=cosine/warmup/wsd"]),  # was a recursive-interpolation traceback
     (["run_name=a${b"], ["run_name=a${b: a run_name cannot hold a literal '${'"]),  # Hydra's traceback, a stray dir
+    (["exp=unified_embed_test", "model.front_mul=0"], ["model settings were rejected: front_mul=0 must be >= 1"]),
     (["hydra.run.dir=r${nosuch}"], ["the run's dir cannot be named: Interpolation key 'nosuch' not found"]),  # as
 ])  # run_name=${nosuch}: Hydra's formatter failed on it, a traceback
 def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, needles):
@@ -1000,6 +1001,10 @@ def test_an_exp_file_without_its_global_header_is_an_error_not_the_baseline_unde
                     cwd=tmp_path)  # before the sweep starts: its jobs failed one by one in a new sweep dir
     assert sweep.returncode == 2 and sweep.stderr.strip().startswith("error: exp=wide: its file sets model.embed_dim")
     assert not (tmp_path / "multirun").exists()
+    (tmp_path / "u" / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nmax_steps: 1\n")  # a primary
+    proc = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "-cn", "mine", "-m", "exp=test_runner",
+                   "seed=1,2", cwd=tmp_path)  # config of one's own: the sweep's check cannot compose it; Hydra does
+    assert proc.returncode == 0 and "Cannot find primary config" not in proc.stderr, proc.stderr
     (tmp_path / "u" / "exp" / "same.yaml").write_text("defaults:\n  - test_runner\n")  # defaults alone: fine
     assert run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "exp=same", "max_steps=1",
                    cwd=tmp_path).returncode == 0

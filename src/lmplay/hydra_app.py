@@ -273,8 +273,8 @@ def check_own_exp_files_of_a_sweep(argv: list[str], config_name: str) -> None:
         return
     overrides, flags = typed_overrides(argv), config_flags(argv)
     own = flags.get("dir") or any(o.lstrip("+").startswith("hydra.searchpath") for o in overrides)
-    if own and "path" not in flags:
-        precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
+    if own and not {"path", "name"} & set(flags):  # a primary config of one's own: the check composes lmplay's
+        precheck(with_config_dir(overrides, flags.get("dir")), config_name)
 
 
 def release_stderr() -> str:

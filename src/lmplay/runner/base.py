@@ -50,7 +50,8 @@ def rejected_settings(group: str, error: Exception) -> LmplayError:
         return cause
     said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__  # not torch's C++ stack
     at, in_own_code = raised_at(cause)
-    if in_own_code:  # a bug of the experiment's own (or its own check of a setting): `--cfg job` would not help
+    if in_own_code and not isinstance(cause, (ValueError, AssertionError)):  # a bug of the experiment's own, not
+        # its check of a setting (front_mul=0 must be >= 1): `--cfg job` would not help
         return ConfigError(f"the {group}'s code failed: {type(cause).__name__}: {said}{at}; HYDRA_FULL_ERROR=1 shows "
                            f"the traceback")
     return ConfigError(f"the {group} settings were rejected: {said}{at}; see `--cfg job` for the {group} group's "
@@ -254,9 +255,10 @@ class LMRunnerBase:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the whole traceback
                     raise
                 raise rejected_settings(component.group, e) from None
-            except (TypeError, ArithmeticError, RuntimeError) as e:  # a model's sizes its layers cannot be built
-                if component.group != "model" or os.environ.get("HYDRA_FULL_ERROR") == "1":  # with (num_heads=0);
-                    raise  # the line names where it was raised
+            except Exception as e:  # noqa: BLE001 - a model's sizes its layers cannot be built with (num_heads=0),
+                if component.group != "model" or isinstance(e, LmplayError) or \
+                        os.environ.get("HYDRA_FULL_ERROR") == "1":  # or a bug in its code (a NameError): one line
+                    raise  # naming where it was raised
                 raise rejected_settings(component.group, e) from None
             return component
 

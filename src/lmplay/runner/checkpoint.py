@@ -273,8 +273,10 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     if not isinstance(saved, dict):
         return []
     changed = {m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m)}
-    moved = {m for m in changed if saved.get(m) in now.values() or now.get(m) in saved.values()}  # same file, renamed
-    return [where(m) for m in sorted(changed - moved)]  # (lmplay.modules.lradd is experiments.lradd.lradd now)
+    gone, new = saved.keys() - now.keys(), now.keys() - saved.keys()  # a file that only moved (lmplay.modules.lradd
+    moved = {m for m in gone if saved[m] in {now[n] for n in new}}  # is experiments.lradd.lradd now) is unchanged
+    moved |= {n for n in new if now[n] in {saved[m] for m in moved}}
+    return [where(m) for m in sorted(changed - moved)]
 
 
 def where(module: str) -> str:
