@@ -255,7 +255,7 @@ class LMRunnerBase:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the whole traceback
                     raise
                 raise rejected_settings(component.group, e) from None
-            except Exception as e:  # noqa: BLE001 - a model's sizes its layers cannot be built with (num_heads=0),
+            except Exception as e:  # a model's sizes its layers cannot be built with (num_heads=0),
                 if component.group != "model" or isinstance(e, LmplayError) or \
                         os.environ.get("HYDRA_FULL_ERROR") == "1":  # or a bug in its code (a NameError): one line
                     raise  # naming where it was raised
