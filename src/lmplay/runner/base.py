@@ -251,14 +251,12 @@ class LMRunnerBase:
             saved = components.get(component.name, {})
             try:
                 component.construct(group_cfg, saved.get("state_args"), saved.get("state"))
-            except (InstantiationException, ValueError) as e:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's switch for the whole traceback
-                    raise
-                raise rejected_settings(component.group, e) from None
-            except Exception as e:  # a model's sizes its layers cannot be built with (num_heads=0),
-                if component.group != "model" or isinstance(e, LmplayError) or \
-                        os.environ.get("HYDRA_FULL_ERROR") == "1":  # or a bug in its code (a NameError): one line
-                    raise  # naming where it was raised
+            except Exception as e:
+                # a group's target refused a setting (torch's "Invalid learning rate"); a model also sizes its layers
+                # cannot be built with (num_heads=0), or a bug in its code (a NameError): one line naming where
+                refused = isinstance(e, (InstantiationException, ValueError)) or component.group == "model"
+                if not refused or isinstance(e, LmplayError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise  # HYDRA_FULL_ERROR=1: Hydra's switch for the whole traceback
                 raise rejected_settings(component.group, e) from None
             return component
 
