@@ -184,7 +184,8 @@ class HeldOutStream:
 
 class DrawnStream:
     """The rows of a stage with at least one streamed dataset, drawn one at a time. A stream starts a new pass only
-    when it runs out itself. Position = (epoch, draws this epoch, and per dataset: passes begun, rows read this pass, ran out)."""
+    when it runs out itself. Position = (epoch, draws this epoch, and per dataset: passes begun, rows read this
+    pass, ran out)."""
 
     def __init__(self, sources: list[SizedRows | StreamedRows], strategy: str, weights: list[float] | None,
                  seed: int, stage: int) -> None:
