@@ -1000,6 +1000,9 @@ def test_an_exp_file_without_its_global_header_is_an_error_not_the_baseline_unde
     sweep = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "-m", "exp=test_runner,wide", "max_steps=1",
                     cwd=tmp_path)  # before the sweep starts: its jobs failed one by one in a new sweep dir
     assert sweep.returncode == 2 and sweep.stderr.strip().startswith("error: exp=wide: its file sets model.embed_dim")
+    globbed = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "-m", "exp=glob(wid*)", "max_steps=1",
+                      cwd=tmp_path)  # a glob over one's own files too: Hydra lists its values only as it sweeps
+    assert globbed.returncode == 2 and globbed.stderr.strip().startswith("error: exp=wide: its file sets")
     assert not (tmp_path / "multirun").exists()
     (tmp_path / "u" / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nmax_steps: 1\n")  # a primary
     proc = run_cli("lmplay.train", "--config-dir", str(tmp_path / "u"), "-cn", "mine", "-m", "exp=test_runner",

@@ -307,6 +307,31 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
+def listed_globs(overrides: list[str], config_name: str) -> list[str]:
+    """A config group swept by glob (`exp=glob(my_*)`) as the list of its options that match, searchpath's too, so
+    that the check composes each as Hydra's sweeper will (a glob of one's own exp files skipped the check)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not any(o.value_type == ValueType.GLOB_CHOICE_SWEEP for o in parsed):
+        return overrides
+    searchpath = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath")]
+    listed = []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        for o in parsed:
+            options = loader.get_group_options(o.key_or_group, results_filter=ObjectType.CONFIG,
+                                               config_name=config_name, overrides=searchpath) \
+                if o.value_type == ValueType.GLOB_CHOICE_SWEEP else []
+            matched = o.value().filter(options) if options else []
+            listed.append(f"{o.get_key_element()}={','.join(matched)}" if matched else o.input_line)
+    return listed
+
+
 def reject_bare_words(argv: list[str]) -> None:
     """`fresh` or `exp test_runner` (a word that is not key=value, and not the value of a flag such as
     `--cfg job`) in one line: Hydra's parse error is three."""
@@ -356,7 +381,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
     reject_unreadable(overrides)
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
-        runs = single_runs(plain)
+        runs = single_runs(listed_globs(plain, config_name))
     except (HydraException, OmegaConfBaseException) as e:  # Hydra's grammar cannot read a value
         fail(one_line(e, plain, config_name))
     for run in runs:
