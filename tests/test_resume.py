@@ -947,3 +947,27 @@ def test_a_progress_line_to_a_closed_pipe_does_not_stop_the_run():
     proc = subprocess.run(f"{sys.executable} -c \"{code}\" | true", shell=True, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stderr.strip() == "after", proc.stderr
+
+
+def test_names_in_a_checkpoint_import_nothing_and_its_cache_dir_is_not_this_machines(tmp_path, monkeypatch):
+    """A checkpoint is data: the code digests' module names were imported to name their files (./evil.py ran), a
+    schedule's _target_ could import torch's command-line tools, and its curriculum.cache_dir took the resume's
+    tokenized data there, ahead of LMPLAY_CACHE."""
+    from lmplay.runner.component import subclass_named
+    from lmplay.runner.schedules import Schedule
+
+    (tmp_path / "evil_probe.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = torch.nn.Linear(2, 2)
+    assert checkpoint.changed_code(model, {"code": {"evil_probe": "0" * 16, "bad": [1]}}) == ["evil_probe"]
+    assert subclass_named("torch.utils.model_dump.__main__.X", Schedule) is None
+    assert not (tmp_path / "ran").exists() and "torch.utils.model_dump.__main__" not in sys.modules
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    env = {"LMPLAY_CACHE": str(tmp_path / "cache")}
+    run_cli("lmplay.train", *args, "max_steps=2", env=env, check=True)
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    ckpt["components"]["curriculum"]["state_args"]["cache_dir"] = str(tmp_path / "elsewhere")
+    torch.save(ckpt, run / "model.lmp")
+    run_cli("lmplay.train", *args, "max_steps=3", env=env, check=True)
+    assert not (tmp_path / "elsewhere").exists()

@@ -8,13 +8,13 @@ lists and dicts, so `torch.load(weights_only=True)` reads it.
 
 import contextlib
 import hashlib
-import importlib
 import inspect
 import os
 import pickle
 import random
 import re
 import shutil
+import sys
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -272,6 +272,7 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     saved, now = state.get("code"), code_digests(model)
     if not isinstance(saved, dict):
         return []
+    saved = {m: d for m, d in saved.items() if isinstance(m, str) and isinstance(d, str)}  # data: text only
     changed = {m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m)}
     gone, new = saved.keys() - now.keys(), now.keys() - saved.keys()  # a file that only moved (lmplay.modules.lradd
     moved = {m for m in gone if saved[m] in {now[n] for n in new}}  # is experiments.lradd.lradd now) is unchanged
@@ -280,10 +281,11 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
 
 
 def where(module: str) -> str:
-    """A module's source file, for a message; its name where it cannot be imported now."""
+    """A module's source file, for a message, where it is imported already; else its name. A name read from a
+    checkpoint is never imported: importing runs a module's code (a checkpoint naming `evil` ran ./evil.py)."""
     try:
-        return inspect.getsourcefile(importlib.import_module(module)) or module
-    except Exception:  # noqa: BLE001 - gone or broken: its name says enough
+        return inspect.getsourcefile(sys.modules[module]) or module
+    except Exception:  # noqa: BLE001 - not imported, or a module without a source file: its name says enough
         return module
 
 

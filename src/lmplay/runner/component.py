@@ -89,7 +89,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
             # schema's defaults are the class's own (torch's lr=0.001), not the config's
 
 
-IMPORTABLE_ROOTS = ("torch", "lmplay")  # packages a name from a checkpoint may import
+IMPORTABLE = ("torch.optim", "lmplay.runner.schedules")  # the modules (and their submodules) a name from a
+# checkpoint may import: where optimizers and schedules live, never a command (`torch.utils.model_dump.__main__`)
 
 
 def without_target(args: dict[str, Any]) -> dict[str, Any]:
@@ -99,14 +100,15 @@ def without_target(args: dict[str, Any]) -> dict[str, Any]:
 def subclass_named(target: str, base: type) -> type | None:
     """The class `target` names, if it is a `base`; else None. A name read from a checkpoint or a stage is
     data: only a class of the expected kind is ever built from it, and naming it imports nothing outside
-    torch and lmplay (importing a module runs its code). Another package's class must already be imported,
+    torch.optim and lmplay's schedules (importing a module runs its code). Another package's class must already be imported,
     as the config's own `_target_` is."""
     module_name, _, name = target.rpartition(".")
     module = sys.modules.get(module_name)
-    if module is None and module_name.split(".")[0] in IMPORTABLE_ROOTS:
+    importable = module_name.startswith(tuple(p + "." for p in IMPORTABLE)) or module_name in IMPORTABLE
+    if module is None and importable and "__main__" not in module_name.split("."):
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except Exception:  # noqa: BLE001 - a name that imports nothing usable names no class
             return None
     cls = getattr(module, name, None) if module is not None else None
     return cls if isinstance(cls, type) and issubclass(cls, base) else None

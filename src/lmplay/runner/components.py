@@ -67,12 +67,15 @@ class CurriculumComponent(Component):
     """The plan of stages and the position in it."""
 
     name, group = "curriculum", "curriculum"
+    machine = ("cache_dir", "tokenize_procs")  # this machine's, never the checkpoint's: a run dir from a cluster (or
+    # a crafted one) sent the resume's tokenized data into its cache_dir, ahead of LMPLAY_CACHE
 
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(config_class(self.runner.cfg, "curriculum"))
 
     def construct(self, construction_args, state_args, state) -> None:
-        args = self.settle(without_target(construction_args), state_args)  # a resumed run keeps its data plan
+        kept = {k: v for k, v in state_args.items() if k not in self.machine} if state_args is not None else None
+        args = self.settle(without_target(construction_args), kept)  # a resumed run keeps its data plan
         # called, not instantiated: Hydra would call any `_target_` nested in the (checkpoint's) stages
         self.curriculum = config_class(self.runner.cfg, "curriculum")(**args)
         with self.runner.world.main_first():
