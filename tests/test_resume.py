@@ -971,3 +971,24 @@ def test_names_in_a_checkpoint_import_nothing_and_its_cache_dir_is_not_this_mach
     torch.save(ckpt, run / "model.lmp")
     run_cli("lmplay.train", *args, "max_steps=3", env=env, check=True)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_crafted_checkpoint_s_records_window_or_seed_is_one_line_not_a_traceback(tmp_path):
+    """records_json nested 100,000 deep (RecursionError), records without tokens (a KeyError in the stats writer), a
+    record window that is a list, a seed past torch's range: each was a traceback on resume."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    good = torch.load(run / "model.lmp", weights_only=True)
+    edits = {"not JSON": lambda c: c["components"]["runner"]["state"].update(records_json="[" * 100000 + "]" * 100000),
+             "not lists of train and validation records": lambda c: c["components"]["runner"]["state"].update(
+                 records_json='{"train": [{"x": 1}], "validation": []}'),
+             "record window numbers": lambda c: c["components"]["runner"]["state"].update(record_window=[1]),
+             "integer seed": lambda c: c.update(seed=2**80)}
+    for needle, edit in edits.items():
+        ckpt = copy.deepcopy(good)
+        edit(ckpt)
+        torch.save(ckpt, run / "model.lmp")
+        proc = run_cli("lmplay.train", *args, "max_steps=3")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, \
+            (needle, proc.stderr[-500:])

@@ -327,7 +327,8 @@ def missing_training_part(ckpt: dict[str, Any], components: dict[str, Any]) -> s
         return part["state"] if isinstance(part, dict) and isinstance(part.get("state"), dict) else {}
 
     progress, optimizer = state("runner").get("progress"), state("optimizers").get("optimizer")
-    needed = {"integer seed": isinstance(ckpt.get("seed"), int) and not isinstance(ckpt.get("seed"), bool),
+    needed = {"integer seed": isinstance(ckpt.get("seed"), int) and not isinstance(ckpt.get("seed"), bool)
+              and 0 <= ckpt["seed"] < 2**63,  # torch.manual_seed's range
               "progress counters (non-negative integers)": isinstance(progress, dict) and all(
                   type(progress.get(k)) is int and progress[k] >= 0 for k in COUNTERS),
               "stats records": isinstance(state("runner").get("records_json"), str),
