@@ -521,3 +521,16 @@ def test_a_plot_of_validation_curves_keeps_one_train_record_a_run(tmp_path):
     [light] = load_runs([run], train=False)
     assert len(whole.train) == 40 and light.train == whole.train[-1:]
     assert (light.tokens, light.steps, light.validation) == (whole.tokens, whole.steps, whole.validation)
+
+
+def test_a_run_whose_hydra_files_are_valid_yaml_of_the_wrong_shape_is_left_out_or_read_not_a_traceback(tmp_path):
+    """`hydra: [1, 2]` in hydra.yaml or `5` in overrides.yaml was an AttributeError/TypeError that stopped the plot
+    of every run in the sweep."""
+    good = fake_run(tmp_path / "sweep" / "seed=1", "a", 1, 2.0, job=0)
+    odd = fake_run(tmp_path / "sweep" / "seed=2", "a", 2, 2.0, job=1)
+    (odd / ".hydra" / "hydra.yaml").write_text("hydra: [1, 2]\n")
+    assert [r.path for r in load_runs([tmp_path / "sweep"])] == [good, odd]  # read, without a job number
+    (odd / ".hydra" / "overrides.yaml").write_text("5\n")
+    skipped = []
+    assert [r.path for r in load_runs([tmp_path / "sweep"], skipped)] == [good]
+    assert skipped == [f"{odd / '.hydra' / 'overrides.yaml'} cannot be read: it holds a int, not a list"]

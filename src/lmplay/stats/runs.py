@@ -74,12 +74,12 @@ def job_number(run_dir: Path) -> int | None:
     """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
     overrides alone, so its name does not give the sweep's order."""
     try:
-        hydra = ((read_yaml(run_dir / ".hydra" / "hydra.yaml") or {}).get("hydra") or {})
+        hydra = dig(read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra")
     except ConfigError:  # damaged: the run's own load says so; the order puts it last
         return None
-    if (hydra.get("mode") or "") != "MULTIRUN":
+    if dig(hydra, "mode") != "MULTIRUN":
         return None
-    num = (hydra.get("job") or {}).get("num")
+    num = dig(hydra, "job", "num")
     return num if isinstance(num, int) else None
 
 
@@ -114,12 +114,24 @@ def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda p: job_order(root, p))
 
 
-def read_yaml(path: Path) -> Any:
-    """A .hydra/ file's contents (None when it is missing); a damaged one is a ConfigError naming it."""
+def read_yaml(path: Path, kind: type = dict) -> Any:
+    """A .hydra/ file's contents (None when it is missing), a mapping or a list (`kind`); a damaged or mis-shaped one
+    is a ConfigError naming it (`hydra: [1, 2]` was an AttributeError that stopped the plot of every run)."""
     try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError, yaml.YAMLError) as e:
+        value = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"{path} cannot be read: {' '.join(str(e).split())[:200]}") from None
+    if value is not None and not isinstance(value, kind):
+        raise ConfigError(f"{path} cannot be read: it holds a {type(value).__name__}, not a "
+                          f"{'mapping' if kind is dict else 'list'}")
+    return value
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """value[key][key]..., or None where a level is missing or is not a mapping."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def valid_record(record: Any) -> bool:
@@ -148,10 +160,9 @@ def load_run(path: Path, train: bool = True) -> Run:
         bad = next((r for r in stats.get(kind, []) if not valid_record(r)), None)
         if bad is not None:
             raise ConfigError(f"{path / STATS} has a {kind} record that is not lmplay's: {str(bad)[:100]}")
-    overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml") or []]
-    hydra_cfg = read_yaml(path / ".hydra" / "hydra.yaml") or {}
-    exp = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("exp")
-    exp = exp or override_value(overrides, "exp")
+    overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml", list) or []]
+    exp = dig(read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "exp")
+    exp = (exp if isinstance(exp, str) else None) or override_value(overrides, "exp")
     settled = read_yaml(path / ".hydra" / "config.yaml") or {}
     settled = flatten(settled) if isinstance(settled, dict) else {}
     tokenizer = settled.get("tokenizer")
