@@ -136,6 +136,14 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert [(r["job"], r["status"], r["final_validation_loss"]) for r in rows] == [
         (0, "completed", 2.5), (1, "started", 2.7), (2, "failed", None), (3, "unknown", 2.9), (4, "completed", None)]
     assert "job.json is unreadable" in rows[3]["error"] and "stats.json cannot be read" in rows[4]["error"]
+    for damage, what in (('{"job": "x", "overrides": 5, "status": [1], "wall_time_s": 12.0}', "job, overrides, status"),
+                         ('{"a": ' * 100_000 + "1" + "}" * 100_000, "unreadable")):  # "overrides": 5 was a TypeError
+        (tmp_path / "3_exp=c" / "job.json").write_text(damage)
+        row = summarize(tmp_path)[3]
+        assert (row["status"], row["final_validation_loss"]) == ("unknown", 2.9) and what in row["error"]
+    assert row["wall_time_s"] is None and write_summary(tmp_path)
+    (tmp_path / "3_exp=c" / "job.json").write_text('{"job": 3, "overrides": 5, "wall_time_s": 12.0}')
+    assert summarize(tmp_path)[3]["wall_time_s"] == 12.0  # what stands is read
     shutil.rmtree(tmp_path / "3_exp=c")
     text = write_summary(tmp_path)["markdown"]
     assert "| exp=a | 0 (left out: 1, 4) | 2.5000 | - |" in text  # over the completed seeds with a loss

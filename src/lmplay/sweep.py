@@ -22,6 +22,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from lmplay.stats.runs import (
     configuration,
     dirs_below,
     load_run,
+    number,
     read_yaml,
 )
 
@@ -108,9 +110,29 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         return {}
     try:
         job = json.loads(job_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:  # written atomically: damaged by hand or disk
+    except (OSError, ValueError, RecursionError) as e:  # written atomically: damaged by hand or by a disk
         return {"status": "unknown", "error": f"{JOB_FILE} is unreadable ({e}); the job's rerun rewrites it"}
-    return job if isinstance(job, dict) else {"status": "unknown", "error": f"{JOB_FILE} is not a JSON object"}
+    if not isinstance(job, dict):
+        return {"status": "unknown", "error": f"{JOB_FILE} is not a JSON object; the job's rerun rewrites it"}
+    bad = [key for key, value in job.items() if key in JOB_KEYS and not JOB_KEYS[key](value)]
+    if bad:  # a row reads what stands; `"overrides": 5` stopped the summary of every job
+        return {**{k: v for k, v in job.items() if k in JOB_KEYS and k not in bad}, "status": "unknown",
+                "error": f"{JOB_FILE} holds a {', '.join(bad)} that is not lmplay's; the job's rerun rewrites it"}
+    return job
+
+
+# What each key of job.json may hold (None: not known yet).
+JOB_KEYS: dict[str, Callable[[Any], bool]] = {
+    "job": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "experiment": lambda v: v is None or isinstance(v, str),
+    "overrides": lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
+    "status": lambda v: isinstance(v, str),
+    "error": lambda v: v is None or isinstance(v, str),
+    "started_at": lambda v: v is None or number(v),
+    "earlier_wall_time_s": number,
+    "wall_time_s": lambda v: v is None or number(v),
+    "steps_at_start": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+}
 
 
 def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ holds one run directory per job, named by its overrides (`exp=gpt2ish,seed=1`).
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,11 +135,19 @@ def dig(value: Any, *keys: str) -> Any:
     return value
 
 
+def number(value: Any) -> bool:
+    """A JSON number a float holds: `1e400` tokens were an OverflowError in the plots."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def valid_record(record: Any) -> bool:
     """A record the plots and the summary can read: counters that are numbers, a loss and accuracy that are
     numbers or null."""
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
     return (isinstance(record, dict) and all(number(record.get(k)) for k in ("step", "samples", "tokens"))
             and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
 
@@ -150,7 +159,7 @@ def load_run(path: Path, train: bool = True) -> Run:
     path = Path(path)
     try:
         stats = json.loads((path / STATS).read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ConfigError(f"{path / STATS} cannot be read: {e}") from None
     if not isinstance(stats, dict) or not all(isinstance(stats.get(k, []), list) for k in ("train", "validation")):
         raise ConfigError(f"{path / STATS} is not lmplay's stats: it should be {{\"train\": [...], \"validation\": [...]}}")
