@@ -361,10 +361,10 @@ def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_i
     assert baseline.split()[:3] == ["gpt2ish_mini", "(baseline)", "2"] and idea.split()[:2] == ["attn_temp_mini", "2"]
     proc = run_cli("lmplay.plot", str(damaged))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is not lmplay's stats" in proc.stderr
-    huge = '{"step": 1, "samples": 8, "tokens": 1%s, "loss": 3.0}' % ("0" * 400)  # past a float: OverflowError
+    huge = '{"step": 1, "samples": 8, "tokens": 1' + "0" * 400 + ', "loss": 3.0}'  # past a float: OverflowError
     for records, kind in (('{"train": [1, 2], "validation": [3]}', "train"),
                           ('{"train": [], "validation": [{"tokens": 5}]}', "validation"),
-                          ('{"train": [], "validation": [%s]}' % huge, "validation")):
+                          ('{"train": [], "validation": [' + huge + "]}", "validation")):
         (damaged / "stats.json").write_text(records)  # the right shape, records that are not lmplay's
         proc = run_cli("lmplay.plot", str(sweep), "--out", str(tmp_path / "plots"), check=True)
         assert f"has a {kind} record that is not lmplay's" in proc.stderr
