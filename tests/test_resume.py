@@ -992,3 +992,12 @@ def test_a_crafted_checkpoint_s_records_window_or_seed_is_one_line_not_a_traceba
         proc = run_cli("lmplay.train", *args, "max_steps=3")
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, \
             (needle, proc.stderr[-500:])
+
+
+def test_a_run_with_a_negative_seed_resumes(tmp_path):
+    """seed=-5 trained (a typed seed may be any 64-bit integer), then its own resume called the checkpoint
+    incomplete: the checkpoint's check took only 0 to 2**63-1."""
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", "seed=-5"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    proc = run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    assert "done: step 3" in proc.stdout + proc.stderr

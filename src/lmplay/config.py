@@ -81,9 +81,14 @@ def check_kind(key: str, value: object, kind: type, nullable: bool = False) -> N
         raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else ""))
 
 
+def seed_in_range(seed: object) -> bool:
+    """An integer torch.manual_seed takes: the one rule for a typed seed and a checkpoint's."""
+    return isinstance(seed, int) and not isinstance(seed, bool) and -2**63 <= seed < 2**64
+
+
 def check_seed(seed: object) -> None:
     """A seed torch's generators take: an integer of 64 bits (or None, for a fresh draw)."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed={seed!r} should be an integer (or null)")
-    if seed is not None and not -2**63 <= seed < 2**64:
+    if seed is not None and not seed_in_range(seed):
         raise ConfigError(f"seed={seed} is out of torch's range, -2**63 to 2**64-1; use a smaller one, e.g. seed=1")

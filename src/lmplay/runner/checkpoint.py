@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from lmplay.config import seed_in_range
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     checkpoint_file,
@@ -327,8 +328,7 @@ def missing_training_part(ckpt: dict[str, Any], components: dict[str, Any]) -> s
         return part["state"] if isinstance(part, dict) and isinstance(part.get("state"), dict) else {}
 
     progress, optimizer = state("runner").get("progress"), state("optimizers").get("optimizer")
-    needed = {"integer seed": isinstance(ckpt.get("seed"), int) and not isinstance(ckpt.get("seed"), bool)
-              and 0 <= ckpt["seed"] < 2**63,  # torch.manual_seed's range
+    needed = {"integer seed": seed_in_range(ckpt.get("seed")),
               "progress counters (non-negative integers)": isinstance(progress, dict) and all(
                   type(progress.get(k)) is int and progress[k] >= 0 for k in COUNTERS),
               "stats records": isinstance(state("runner").get("records_json"), str),
