@@ -13,6 +13,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from conftest import REPO, run_cli
+import lmplay.stats.plot
 from lmplay.errors import ConfigError
 from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
@@ -272,9 +273,11 @@ def test_one_sparse_run_leaves_the_others_their_midpoints_and_a_sparse_baseline_
     other = sparse(fake_run(tmp_path / "other", "other", 1, 2.0, steps=40))
     header = comparison_table(group_runs(load_runs([base, idea, other]))).splitlines()[0]
     assert len([c for c in header.split() if c.startswith("loss@")]) == 4
-    drawn = {}
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.__setitem__(Path(path).name, (
-        [t.get_text() for t in fig.axes[0].get_legend().get_texts()], [int(np.isfinite(line.get_ydata()).sum()) for line in fig.axes[0].lines])))
+    drawn, figures = {}, []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(Path(path).name, (
+        [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()],
+        [int(np.isfinite(line.get_ydata()).sum()) for line in figures[-1].axes[0].lines])))
     plot_all(group_runs(load_runs([sparse(base), idea])), tmp_path / "plots", ["validation"], {"validation": 0.0},
              logx=True)
     labels, points = drawn["validation_loss_vs_baseline.png"]
@@ -380,6 +383,18 @@ def test_a_dir_without_stats_is_a_one_line_error(make, tmp_path):
     proc = run_cli("lmplay.plot", str(target))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and str(target) in proc.stderr
+
+
+def test_an_out_that_cannot_be_written_is_a_one_line_error(tmp_path):
+    """--out naming a file, or a dir holding a dir named comparison.txt, were FileExistsError/IsADirectoryError
+    tracebacks."""
+    run = fake_run(tmp_path / "a", "x", 1, 2.0)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "d" / "comparison.txt").mkdir(parents=True)
+    for out, why in (("afile", "it is a file, not a directory"), ("d", "could not write")):
+        proc = run_cli("lmplay.plot", str(run), "--out", str(tmp_path / out))
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and why in proc.stderr, proc.stderr
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_an_idea_swept_at_two_lrs_is_compared_with_the_baseline_at_its_own_lr(tmp_path):

@@ -140,7 +140,7 @@ def interrupted_set_aside(run_dir: Path) -> Path | None:
     return next(iter(sorted(p for p in run_dir.glob(f".{REPLACED_PREFIX}*") if p.is_dir())), None)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     """Written aside, then renamed over `path`: a reader (or a crash) sees the old file or the new one.
 
     The temp name is unique, so writers in other processes or on other nodes (a sweep's jobs refreshing
@@ -148,7 +148,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"could not write {path} ({e.strerror or e}); the previous {path.name}, if any, is "

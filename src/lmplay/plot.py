@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmplay.cli import run_main
 from lmplay.errors import ConfigError
+from lmplay.files import write_atomic
 from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
 from lmplay.stats.runs import load_runs
 
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> None:
     kinds = ["validation", "train"] if args.train else ["validation"]
     files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)
     table = comparison_table(groups)
-    (out / "comparison.txt").write_text(table)
+    write_atomic(out / "comparison.txt", table)
     print(table)
     for path in [*files, out / "comparison.txt"]:
         print(f"wrote {path}")

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from lmplay.cli import run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import exclusive, write_text_atomic
+from lmplay.files import exclusive, write_atomic
 from lmplay.hydra_app import JobError, launcher_rank
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
@@ -139,7 +139,7 @@ def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
     """The job's own record, job.json in its run dir: which job, what it ran, how it went."""
     record = {"job": hydra.job.num, "experiment": hydra.runtime.choices.get("exp"),
               "overrides": list(hydra.overrides.task), **status}
-    write_text_atomic(Path(hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
+    write_atomic(Path(hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
 
 
 def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:
@@ -404,10 +404,10 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
     with exclusive(sweep_dir / ".summary.lock"):
         rows = summarize(sweep_dir)
         groups = repeated_configs(rows)
-        write_text_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
+        write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
                                                              "over_seeds": groups}, indent=1))
         text = markdown(sweep_dir, rows, groups)
-        write_text_atomic(sweep_dir / "summary.md", text)
+        write_atomic(sweep_dir / "summary.md", text)
     return {"jobs": rows, "over_seeds": groups, "markdown": text}
 
 

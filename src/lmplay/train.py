@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, DivergedError, LmplayError
-from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_text_atomic
+from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
 from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys, remove_made_dirs,
                                run_hydra_app)
 
@@ -62,10 +62,10 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iter
     if resumed and (out / "overrides.yaml").is_file():
         overrides = run_overrides(earlier_overrides(out / "overrides.yaml"), overrides, reset)
     # atomic: a crash or a full disk mid-write must not leave a torn file that drops the run's label
-    write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg))
-    write_text_atomic(out / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg,
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_atomic(out / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg,
                                                                                              resolve=False)}))
-    write_text_atomic(out / "overrides.yaml", OmegaConf.to_yaml(overrides))
+    write_atomic(out / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
 def earlier_overrides(path: Path) -> list[str]:

@@ -36,7 +36,7 @@ from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolv
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
-from lmplay.files import write_text_atomic
+from lmplay.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Curriculum:
             return steps
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps({"steps": steps}))
+            write_atomic(path, json.dumps({"steps": steps}))
         except OSError as e:  # a read-only cache: count again next time
             log.debug("could not keep the step count in %s: %s", path, e)
         return steps

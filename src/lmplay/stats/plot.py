@@ -6,6 +6,7 @@ configuration, drawn as their mean with a band from the lowest to the highest se
 between two ideas can be read against the spread that chance alone produces.
 """
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from lmplay.config import override_key, override_value
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
+from lmplay.files import write_atomic
 from lmplay.stats.runs import HELD_OUT_CAUSE, Run
 
 METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
@@ -320,13 +322,19 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
                 fontsize=8, alpha=0.7)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    write_atomic(path, png.getvalue())
     return path
 
 
 def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str, float], logx: bool) -> list[Path]:
     """For each kind (validation, train) and metric: the curves, and their difference from the baseline."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "it is a file, not a directory" if out.is_file() else e.strerror or e
+        raise OutputError(f"cannot write the plots into {out} ({why}); choose another --out DIR") from None
     files = []
     for kind in kinds:
         for metric, ylabel in METRICS.items():

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmplay.files import write_text_atomic
+from lmplay.files import write_atomic
 
 if TYPE_CHECKING:
     from lmplay.stats.tensorboard import EventFile
@@ -79,7 +79,7 @@ class StatsWriter:
         return "{" + ", ".join(f'"{k}": [' + ", ".join(self._texts[k]) + "]" for k in self.KINDS) + "}"
 
     def _write_json(self) -> None:
-        write_text_atomic(self.path, self.as_json())
+        write_atomic(self.path, self.as_json())
 
     def flush(self) -> None:
         """stats.json and the TensorBoard file, up to the last record."""
