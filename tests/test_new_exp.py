@@ -27,9 +27,29 @@ def checkout_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the checkout and the PYTHONPATH that runs it: what new_exp writes (or would write, if a refusal
     broke) never lands in the shared experiments/ and conf/."""
     repo = tmp_path / "repo"
-    for part in ("src", "conf", "experiments"):
-        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("src", "conf", "experiments"):  # src/lmplay/conf stays a link to the copy's conf/
+        shutil.copytree(REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True)
+    shutil.copy(REPO / "pyproject.toml", repo)
     return repo, pythonpath(repo / "src", repo)
+
+
+def test_a_wheel_install_trains_and_new_exp_asks_for_a_package_of_one_s_own(tmp_path):
+    """`pip install .` or `pip install git+URL` (not -e) shipped no conf/: every command was Hydra's "Primary
+    config directory not found"."""
+    repo, _ = checkout_copy(tmp_path)
+    shutil.copy(REPO / "README.md", repo)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(repo)], check=True, capture_output=True, timeout=300)
+    assert (site / "lmplay" / "conf" / "exp" / "gpt2ish.yaml").is_file()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = pythonpath(site)
+    run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "device=cpu", cwd=work, env=env, check=True)
+    assert (work / "outputs" / "test_runner" / "model.lmp").is_file()
+    proc = run_cli("lmplay.new_exp", "my_idea", cwd=work, env=env)
+    assert proc.returncode == 2 and "installed from a wheel" in proc.stderr and "--into" in proc.stderr
+    run_cli("lmplay.new_exp", "my_idea", "--into", str(work / "my_lab"), cwd=work, env=env, check=True)
 
 
 def test_new_exp_copies_the_baseline_and_trains(tmp_path):

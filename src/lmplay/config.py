@@ -10,7 +10,11 @@ from lmplay.errors import ConfigError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The repo's conf/ is linked from src/lmplay/conf so that a wheel (`pip install .`, `pip install git+URL`) ships it
+# inside the package; where git checked the link out as a plain file (Windows without symlinks), the checkout's
+# conf/ is read directly.
+_IN_PACKAGE = Path(__file__).parent / "conf"
+CONF_DIR = str(_IN_PACKAGE.resolve() if _IN_PACKAGE.is_dir() else Path(__file__).resolve().parents[2] / "conf")
 
 
 @functools.cache

@@ -25,7 +25,8 @@ from lmplay.cli import run_main
 from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError
 
-REPO_EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
+CHECKOUT = Path(CONF_DIR).parent  # a clone of lmplay (conf/ beside experiments/), unless installed from a wheel
+REPO_EXPERIMENTS = CHECKOUT / "experiments"
 RENAMED_VERSIONS = {"test_runner": "test"}  # the baseline's tiny version; its copies end in _test like the ports'
 NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 YAML_WORDS = {"null", "none", "true", "false", "yes", "no", "on", "off", "nan", "inf"}  # `exp=null` is not a name
@@ -230,6 +231,9 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     """Copy `source` to a new experiment `name`; returns the files written."""
     src = find_source(source, Path(CONF_DIR))
     if into is None:
+        if not (CHECKOUT / "pyproject.toml").is_file():
+            raise ConfigError(f"lmplay is installed from a wheel, not a clone, so '{name}' has no experiments/ to go "
+                              f"into: make it a package of your own with --into DIR (e.g. --into ./my_lab)")
         pkg_dir, conf_dir, module = REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
     else:
         into = Path(into)
