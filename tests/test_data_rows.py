@@ -73,11 +73,6 @@ def test_a_paragraph_longer_than_a_row_is_cut_at_line_ends():
     assert "\n".join(rows) == "\n".join(lines[:-1] + ["x" * 100, "x" * 100, "x" * 50])  # the long line cut at 100
 
 
-def counted_text(sample, prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
-    tokens, counted = sample
-    return tokens[1 + prompt_len:], counted[1 + prompt_len:]
-
-
 @pytest.mark.parametrize("context_len", [64, 100, 160])
 def test_continuations_overlap_one_sentence_and_count_each_token_once(context_len):
     tok = get_tokenizer("bytes")

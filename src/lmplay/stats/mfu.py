@@ -42,9 +42,10 @@ def matmul_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in tables)
 
 
-def flops_per_token(num_params: int, num_blocks: int, seq_len: int, embed_dim: int) -> float:
-    """6N + 12 L T d: the matmuls of forward + backward for one token of a sequence of T tokens."""
-    return 6 * num_params + 12 * num_blocks * seq_len * embed_dim
+def flops_per_token(num_params: int, attention_layers: int, seq_len: int, attention_width: int) -> float:
+    """6N + 12 L T d: the matmuls of forward + backward for one token of a sequence of T tokens, with L attention
+    layers of d = heads x head_dim (nanoGPT's and PaLM's count; for GPT-2 shapes L blocks and d embed_dim)."""
+    return 6 * num_params + 12 * attention_layers * seq_len * attention_width
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -44,8 +44,8 @@ class SpeedMeter:
             self._start = (began + time.perf_counter() - start, tokens, flops)
 
     def read(self, tokens: int, flops: float) -> dict[str, float]:
-        """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here. None for
-        a window this process trained nothing of (a record resumed from a checkpoint's window): not a rate of 0."""
+        """The rates from the window's start to now, at `tokens` and `flops`; the next window starts here. None ({})
+        for a window this process trained nothing of (a record resumed from a checkpoint's window): not a rate of 0."""
         now, (start, tokens_before, flops_before) = time.perf_counter(), self._start
         self._start = (now, tokens, flops)
         seconds = now - start
