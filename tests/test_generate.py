@@ -253,14 +253,27 @@ def test_temperature_zero_is_greedy():
     assert pick_next(logits, config).tolist() == [1]
 
 
-@pytest.mark.parametrize("settings", [{"temperature": 1e-45}, {"top_p": 1e-300}, {"temperature": 1e-45, "top_p": 1e-300}])
+@pytest.mark.parametrize("settings", [{"temperature": 1e-45}, {"top_p": 1e-300}, {"temperature": 1e-45, "top_p": 1e-300},
+                                      {"temperature": 1e-46}, {"temperature": 1e-308}, {"temperature": 5e-324}])
 def test_settings_at_the_edge_of_float32_still_draw_the_top_token(settings):
-    """A temperature that overflows the scores, or a top_p that rounds to 0, left no finite probability:
-    torch.multinomial raised 'probability tensor contains either inf, nan or element < 0'."""
+    """A temperature that overflows the scores (or, below float32's smallest, turns 0: 0/0 at the top token), or a
+    top_p that rounds to 0, left no finite probability: torch.multinomial raised 'probability tensor contains
+    either inf, nan or element < 0'."""
     logits = torch.tensor([[0.1, 3.0, 2.9, -1.0], [5.0, -2.0, 4.0, float("-inf")]])
     config = GenerationConfig(do_sample=True, **settings)
     for seed in range(5):
         assert pick_next(logits, config, generator=torch.Generator().manual_seed(seed)).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("penalty", [1e-38, 1e-308])
+def test_a_tiny_repetition_penalty_favours_the_seen_tokens_without_nan(penalty):
+    """logits / 1e-38 overflowed float32 to inf, and inf - inf made the sampled distribution NaN."""
+    logits = torch.tensor([[0.1, 3.0, 2.9, -1.0]])
+    seen = torch.tensor([[True, False, True, False]])
+    for do_sample in (True, False):
+        config = GenerationConfig(do_sample=do_sample, repetition_penalty=penalty)
+        picks = {pick_next(logits, config, seen, torch.Generator().manual_seed(s)).item() for s in range(10)}
+        assert picks <= {0, 2} and (do_sample or picks == {2})
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
