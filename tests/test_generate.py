@@ -58,6 +58,18 @@ def test_greedy_with_cache_equals_without(cls, length):
 TINY_VERSIONS = sorted(name for name in registered() if name == "test_runner" or name.endswith("_test"))
 
 
+def test_a_model_with_no_layer_to_cache_decodes_without_one():
+    """An attention of one's own that is no MultiHeadAttention leaves new_cache empty: cached decoding (the default)
+    was an IndexError in the decoder."""
+    class OwnAttention(GPT2ish):
+        def new_cache(self, batch_size: int, max_len: int | None = None) -> list:
+            return []
+
+    prompts = prompts_of(3, 9)
+    assert generate_tokens(tiny(OwnAttention), prompts, GREEDY, eot_id=EOT) == generate_tokens(
+        tiny(GPT2ish), prompts, GREEDY, eot_id=EOT)
+
+
 @pytest.mark.parametrize("exp", TINY_VERSIONS)
 def test_every_experiment_decodes_the_same_cached_uncached_batched_and_alone(exp):
     """A new experiment's attention and positions must keep the cache contract: checked here for each."""

@@ -91,7 +91,9 @@ class LMBase(MBase):
     """
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
-        """One preallocated cache per attention layer, in the order the layers run."""
+        """One preallocated cache per attention layer (each `MultiHeadAttention`), in the order the layers run. An
+        attention of one's own that is no MultiHeadAttention gets none: subclass it, or override this; a model with
+        no cache at all decodes without one (the same tokens, each step a full forward)."""
         param = next(self.parameters())
         return [KVCache(batch_size, m.num_heads, max_len or self.context_len, m.head_dim, param.device, param.dtype)
                 for m in self.modules() if isinstance(m, MultiHeadAttention)]

@@ -154,7 +154,7 @@ def generate_tokens(model: torch.nn.Module, prompts: Sequence[Sequence[int]], co
         raise ConfigError("every prompt needs at least one token")
     context_len = model.context_len
     windows = Windows(prompts, context_len, stride or max(1, context_len // 4))
-    cache = model.new_cache(len(windows.rows)) if config.use_cache else None
+    cache = (model.new_cache(len(windows.rows)) or None) if config.use_cache else None  # []: no layer to cache
     decoder = Decoder(model, windows, cache, pad_id=eot_id)
     new: list[list[int]] = [[] for _ in windows.rows]
     stopped = [False] * len(new)
