@@ -189,7 +189,7 @@ def test_overflow_past_the_context_produces_text(capsys):
     prompt = "a prompt much longer than this model's sixteen-token context"
     outputs = model.generate_prompts([prompt, "short"], max_new_tokens=40, stop_at_eot=False)
     assert all(len(o) > 0 for o in outputs)
-    assert "prompt 1 has 61 tokens, more than the context (16); using its last 16" in capsys.readouterr().err
+    assert "prompt 1 has 60 tokens, more than the context (16); using its last 16" in capsys.readouterr().err
 
 
 def test_one_string_or_no_prompts_is_a_clear_error_not_a_batch_of_characters():
@@ -349,9 +349,9 @@ def test_bad_settings_are_one_clear_error(bad, message):
 def test_prompts_start_with_bos_and_long_ones_keep_their_end():
     tok = get_tokenizer("bytes")
     notes = []
-    encoded = encode_prompts(tok, ["abc", "x" * 20], context_len=8, notify=notes.append)
-    assert encoded == [[EOT, 97, 98, 99], [120] * 8]
-    assert notes == ["prompt 2 has 21 tokens, more than the context (8); using its last 8"]
+    encoded = encode_prompts(tok, ["abc", "x" * 20, "y" * 8, "z" * 7], context_len=8, notify=notes.append)
+    assert encoded == [[EOT, 97, 98, 99], [120] * 8, [121] * 8, [EOT, *[122] * 7]]
+    assert notes == ["prompt 2 has 20 tokens, more than the context (8); using its last 8"]  # the user's own tokens
 
 
 def test_streamed_text_equals_the_result_even_inside_multibyte_characters():

@@ -81,11 +81,11 @@ def test_a_long_prompt_is_cut_with_a_notice_and_generation_goes_past_the_context
     _, path = model_and_path
     proc = generate(f"checkpoint={path}", "prompt=" + "long prompt " * 10, "max_new_tokens=100", "use_cache=true")
     assert proc.returncode == 0, proc.stderr
-    assert "notice: prompt 1 has 121 tokens, more than the context (64); using its last 64" in proc.stderr
+    assert "notice: prompt 1 has 120 tokens, more than the context (64); using its last 64" in proc.stderr
     proc = generate(f"checkpoint={path}", "prompt=[a,b," + "long prompt " * 10 + "]", "num_samples=2", "batch_size=3",
                     "max_new_tokens=2")
     notices = [line for line in proc.stderr.splitlines() if line.startswith("notice: prompt")]
-    assert notices == ["notice: prompt 3 has 120 tokens, more than the context (64); using its last 64"]  # was 5, 6
+    assert notices == ["notice: prompt 3 has 119 tokens, more than the context (64); using its last 64"]  # was 5, 6
 
 
 def test_command_line_forms_become_safe_overrides():
@@ -304,6 +304,9 @@ def test_greedy_samples_of_one_prompt_are_said_to_be_identical(model_and_path):
                     "max_new_tokens=3")
     assert proc.returncode == 0 and proc.stdout.count("----- prompt ") == 2
     assert "notice: num_samples=2 with greedy decoding (do_sample=false) gives that many identical" in proc.stderr
+    proc = generate(f"checkpoint={model_and_path[1]}", "prompt=hi", "num_samples=2", "do_sample=true", "temperature=0",
+                    "max_new_tokens=3")  # greedy too (the config's own comment says so), and was said nothing of
+    assert "notice: num_samples=2 with greedy decoding (temperature=0) gives that many identical" in proc.stderr
 
 
 def test_a_run_of_an_experiment_config_of_ones_own_can_be_sampled(tmp_path):

@@ -233,9 +233,11 @@ def generate(cfg: DictConfig) -> list[str]:
         generator.seed()
     else:
         generator.manual_seed(cfg.seed)
-    if cfg.num_samples > 1 and not cfg.do_sample:
-        print(f"notice: num_samples={cfg.num_samples} with greedy decoding (do_sample=false) gives that many identical "
-              f"continuations; do_sample=true draws different ones", file=sys.stderr)
+    if cfg.num_samples > 1 and (config.greedy or config.top_k == 1):
+        why = "do_sample=false" if not cfg.do_sample else "temperature=0" if config.greedy else "top_k=1"
+        print(f"notice: num_samples={cfg.num_samples} with greedy decoding ({why}) gives that many identical "
+              f"continuations; do_sample=true with a temperature > 0 and top_k > 1 draws different ones",
+              file=sys.stderr)
     # a prompt cut to the context is noticed here, once, by its number in the list; batches would number their rows
     encode_prompts(model.tokenizer, prompts, model.context_len)
     unsaid = functools.partial(generate_text, notify=lambda _said: None)

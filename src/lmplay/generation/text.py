@@ -40,11 +40,13 @@ def encode_prompts(tokenizer: Tokenizer, prompts: Sequence[str], context_len: in
     """
     encoded = []
     for number, ids in enumerate(tokenizer.encode_batch(prompt_list(prompts)), start=1):
-        ids = [tokenizer.eot_id, *ids]
-        if len(ids) > context_len:
-            notify(f"prompt {number} has {len(ids)} tokens, more than the context ({context_len}); "
-                   f"using its last {context_len}")
+        if len(ids) >= context_len:  # the start-of-text eot does not fit: said only when the prompt's own tokens lose
+            if len(ids) > context_len:
+                notify(f"prompt {number} has {len(ids)} tokens, more than the context ({context_len}); "
+                       f"using its last {context_len}")
             ids = ids[-context_len:]
+        else:
+            ids = [tokenizer.eot_id, *ids]
         encoded.append(ids)
     return encoded
 
