@@ -12,6 +12,11 @@ from conftest import run_cli, torchrun
 BASE = ["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=2", "runner.validation_interval=16"]
 
 
+def said(proc) -> list[str]:
+    """The error lines the ranks printed (torchrun's closing report repeats each rank's, indented)."""
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+
+
 def losses(run_dir):
     stats = json.loads((run_dir / "stats.json").read_text())
     return [r["loss"] for r in stats["train"]], [r["loss"] for r in stats["validation"]]
@@ -68,7 +73,7 @@ def test_bad_world_size_for_batch(tmp_path):
     proc = torchrun(2, "exp=test_runner", "device=cpu", "batch_size=6", "mini_batch_size=2",
                     f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
-    assert proc.stderr.count("batch_size=6 is not divisible by 2 ranks x mini_batch_size=2") == 1  # rank 0's alone
+    assert [line.count("batch_size=6 is not divisible by 2 ranks x mini_batch_size=2") for line in said(proc)] == [1]
     assert "mini_batch_size=1 keeps batch_size=6 (3 samples a rank)" in proc.stderr  # a resumed run keeps its batch
 
 
@@ -77,11 +82,12 @@ def test_an_error_only_rank_0_meets_is_said_once_and_the_others_exit_quietly(tmp
     missing = tmp_path / "missing.txt"
     proc = torchrun(2, *BASE, "curriculum=text_file", f"curriculum.path={missing}", f"hydra.run.dir={tmp_path / 'a'}")
     assert proc.returncode != 0
-    assert proc.stderr.count("does not exist") == 1, proc.stderr[-3000:]
+    assert len(said(proc)) == 1 and "does not exist" in said(proc)[0], proc.stderr[-3000:]
+    assert "SIGABRT" not in proc.stderr  # rank 1's exit, once rank 0 was gone
     assert "Connection closed" not in proc.stderr and "Error executing job" not in proc.stderr
     proc = torchrun(2, *BASE, "lr=1e6", "max_steps=30", f"hydra.run.dir={tmp_path / 'b'}")
     assert proc.returncode != 0
-    assert proc.stderr.count("error: loss became") == 1, proc.stderr[-3000:]  # was once per rank
+    assert len(said(proc)) == 1 and "error: loss became" in said(proc)[0], proc.stderr[-3000:]  # was once per rank
 
 
 def test_a_run_dir_in_use_is_said_once_and_the_other_rank_claims_no_signal(tmp_path):
@@ -95,7 +101,7 @@ def test_a_run_dir_in_use_is_said_once_and_the_other_rank_claims_no_signal(tmp_p
         proc = torchrun(2, *BASE, "max_steps=2", f"hydra.run.dir={run}")
     finally:
         release_run_dir(run)
-    assert proc.returncode != 0 and proc.stderr.count("is in use by another run") == 1, proc.stderr[-3000:]
+    assert proc.returncode != 0 and len(said(proc)) == 1 and "is in use by another run" in said(proc)[0]
     assert "stopped before training started" not in proc.stderr
 
 
@@ -105,7 +111,7 @@ def test_rank_0_failing_mid_run_is_said_by_rank_0_alone(tmp_path):
     run = tmp_path / "run"
     (run / "model.lmp.tmp").mkdir(parents=True)
     proc = torchrun(2, *BASE, "max_steps=4", "runner.save_interval=16", f"hydra.run.dir={run}")
-    assert proc.returncode != 0 and proc.stderr.count("error: could not write checkpoint") == 1, proc.stderr[-3000:]
+    assert proc.returncode != 0 and len(said(proc)) == 1 and "error: could not write checkpoint" in said(proc)[0]
     assert "by peer" not in proc.stderr, proc.stderr[-3000:]
 
 
@@ -113,7 +119,7 @@ def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
     """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
     proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode != 0
-    assert proc.stderr.count("error: -m under torchrun: each rank would run the whole sweep on its own") == 1
+    assert len(said(proc)) == 1 and "error: -m under torchrun: each rank would run the whole sweep on its own" in said(proc)[0]
     assert "hydra.launcher.tasks_per_node=N" in proc.stderr and not (tmp_path / "sweep").exists()
 
 
@@ -151,3 +157,29 @@ def test_leaving_the_process_group_after_the_run_is_saved_is_no_failure(raised, 
     else:
         with pytest.raises(RuntimeError, match="a real failure"):
             leave_world(Runner())
+
+
+def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_are_said_once(tmp_path):
+    """A model that failed on rank 1 alone (an out-of-memory GPU) was never said: rank 1 was quiet, and rank 0
+    reported torchrun's SIGTERM as a stop before training; a rank killed mid-run left rank 0 with gloo's traceback;
+    and an unknown key was printed once per rank."""
+    (tmp_path / "rank_model.py").write_text(
+        "import os\nfrom experiments.gpt2ish.model import GPT2ish\n\n\nclass OnRank1(GPT2ish):\n"
+        "    def __init__(self, vocab_size: int, context_len: int = 1024, num_blocks: int = 6, embed_dim: int = 768,\n"
+        "                 num_heads: int = 12, dropout: float = 0.0, tokenizer: str = 'gpt2') -> None:\n"
+        "        if os.environ['RANK'] == '1':\n            raise RuntimeError('out of memory on rank 1')\n"
+        "        super().__init__(vocab_size, context_len, num_blocks, embed_dim, num_heads, dropout, tokenizer)\n")
+    (tmp_path / "conf" / "exp").mkdir(parents=True)
+    (tmp_path / "conf" / "exp" / "on_rank1.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - test_runner\nmodel:\n  _target_: rank_model.OnRank1\n")
+    proc = torchrun(2, "--config-dir", str(tmp_path / "conf"), *BASE, "exp=on_rank1", "max_steps=2",
+                    f"hydra.run.dir={tmp_path / 'a'}", path=(tmp_path,))
+    assert proc.returncode != 0 and "RuntimeError: out of memory on rank 1" in proc.stderr, proc.stderr[-3000:]
+    assert "(torchrun stops every rank when one fails: its report names it)" in proc.stderr
+    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}", path=(Path(__file__).parent / "probes",),
+                    env={"LMPLAY_PROBE_KILL": "step:3", "LMPLAY_PROBE_RANK": "1"})
+    assert proc.returncode != 0 and said(proc)[0].startswith("error: another rank stopped"), proc.stderr[-3000:]
+    assert len(said(proc)) == 1
+    assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr
+    proc = torchrun(2, *BASE, "lrr=3", f"hydra.run.dir={tmp_path / 'c'}")
+    assert proc.returncode != 0 and len(said(proc)) == 1 and "unknown key 'lrr'" in said(proc)[0], proc.stderr[-3000:]

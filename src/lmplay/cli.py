@@ -1,11 +1,14 @@
 """What lmplay's commands share: the seed's flag forms, Hydra's own flags, and errors as one line and an exit code."""
 
 import contextlib
+import json
 import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from lmplay.errors import LmplayError
 
@@ -77,8 +80,36 @@ def say(text: str) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """One line and an exit code. Under torchrun rank 0 speaks for the run (every rank read the same command line:
+    an 8-GPU node printed each error 8 times); each rank also leaves its line in torchrun's error file, so that an
+    error of one rank alone is in torchrun's closing report, beside that rank's number."""
+    leave_for_torchrun(f"error: {message}")
+    if launcher_rank() == 0:
+        print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def leave_for_torchrun(line: str) -> None:
+    """`line` as the error file torchrun's report reads (TORCHELASTIC_ERROR_FILE, set per rank by torchrun)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        record = {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}}
+        with contextlib.suppress(OSError):
+            Path(path).write_text(json.dumps(record))
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher numbers it, known before any process group exists: torchrun's RANK,
+    or a task's of a submitit job with several. Only rank 0 speaks for a run and writes its files."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if "SUBMITIT_EXECUTOR" in os.environ:
+        from submitit import JobEnvironment
+
+        return JobEnvironment().global_rank
+    return 0
+
+
 
 
 def report(error: LmplayError) -> None:

@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, launcher_rank, quote
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, override_value, root_config
 from lmplay.errors import ConfigError
 
@@ -38,18 +38,6 @@ _sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
 _jobs_elsewhere: list[bool] = []  # its launcher runs the jobs in other processes (joblib, submitit)
 _existed: dict[Path, Path] = {}  # run or sweep dir -> the nearest of it and its parents that existed before this
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-
-
-def launcher_rank() -> int:
-    """This process's rank as its launcher numbers it, known before any process group exists: torchrun's RANK,
-    or a task's of a submitit job with several. Only rank 0 speaks for a run and writes its files."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    if "SUBMITIT_EXECUTOR" in os.environ:
-        from submitit import JobEnvironment
-
-        return JobEnvironment().global_rank
-    return 0
 
 
 def reject_sweep_under_torchrun() -> None:

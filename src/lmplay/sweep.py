@@ -32,11 +32,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import run_main
+from lmplay.cli import launcher_rank, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, write_atomic
-from lmplay.hydra_app import JobError, launcher_rank
+from lmplay.hydra_app import JobError
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,

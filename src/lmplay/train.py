@@ -14,12 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import report, tell, translate_flags
+from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
-from lmplay.errors import ConfigError, DivergedError, LmplayError
+from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
-from lmplay.hydra_app import (JobError, launcher_rank, readable_config, reject_added_keys, remove_made_dirs,
-                               run_hydra_app)
+from lmplay.hydra_app import JobError, readable_config, reject_added_keys, remove_made_dirs, run_hydra_app
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed",
@@ -264,14 +263,15 @@ def run_job(cfg: DictConfig) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-        if isinstance(e, (ConfigError, DivergedError)) and launcher_rank() != 0:  # every rank reads the same
-            raise SystemExit(e.exit_code) from None  # config and loss: rank 0 says what is wrong, once
-        report(e)
+        report(e)  # under torchrun: rank 0's line, and every rank's in torchrun's report
     except Exception as e:  # re-raised unless a Ctrl-C caused it
         from lmplay.runner.distributed import lost_a_peer
 
-        if launcher_rank() != 0 and lost_a_peer(e):  # rank 0 failed (a save's full disk) and says why, once
-            raise SystemExit(1) from None
+        if lost_a_peer(e):  # the rank that failed says why (rank 0 itself, or torchrun's report for another)
+            if launcher_rank() != 0:
+                raise SystemExit(1) from None
+            fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); the "
+                 "same command resumes from the last save", 1)
         if not caused_by_ctrl_c(e):
             raise
         interrupted_before_training()
@@ -296,7 +296,9 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
     remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
     if launcher_rank() == 0:
-        tell(f"{signal.Signals(signum).name}: stopped before training started; nothing was saved\n")
+        why = " (torchrun stops every rank when one fails: its report names it)" if (
+            signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
+        tell(f"{signal.Signals(signum).name}: stopped before training started{why}; nothing was saved\n")
     raise SystemExit(128 + signum) from None
 
 
