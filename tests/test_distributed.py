@@ -1,13 +1,16 @@
 """Data-parallel training with torchrun + DDP on CPU (gloo): same results as one process, checkpoints interchangeable."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_cli, torchrun
+from conftest import REPO, run_cli, torchrun
 
 BASE = ["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=2", "runner.validation_interval=16"]
 
@@ -183,3 +186,21 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr
     proc = torchrun(2, *BASE, "lrr=3", f"hydra.run.dir={tmp_path / 'c'}")
     assert proc.returncode != 0 and len(said(proc)) == 1 and "unknown key 'lrr'" in said(proc)[0], proc.stderr[-3000:]
+
+
+def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout(tmp_path):
+    """They waited in a collective bounded by gloo's default timeout (30 minutes): a first tokenization of a large
+    corpus under torchrun ended in 'Timed out waiting'. Here the default is cut to 3 s and rank 0 takes 8 s."""
+    script = tmp_path / "slow_data.py"
+    script.write_text(
+        "import datetime, os, time\nimport torch.distributed.distributed_c10d as c10d\n"
+        "c10d._get_default_timeout = lambda backend: datetime.timedelta(seconds=3)\n"
+        "import lmplay.data.curriculum as curriculum\nprepare = curriculum.Curriculum.prepare\n\n\n"
+        "def slow_prepare(self, *args, **kwargs):\n    if os.environ['RANK'] == '0':\n        time.sleep(8)\n"
+        "    return prepare(self, *args, **kwargs)\n\n\ncurriculum.Curriculum.prepare = slow_prepare\n"
+        "from lmplay.train import cli\ncli()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [REPO / "src", REPO])), "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0 and "Timed out" not in proc.stderr, proc.stderr[-3000:]

@@ -4,6 +4,7 @@ Every rank builds the same global batch from the curriculum and trains on its sh
 samples, so the data order, the checkpoint and the results do not depend on the number of ranks.
 """
 
+import datetime
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     cpu_group: Any = None  # gloo group for the loop's small sums (None: the default group, gloo already)
+    patient_group: Any = None  # gloo group whose wait outlasts rank 0's first tokenization (main_first)
 
     @property
     def is_main(self) -> bool:
@@ -55,14 +57,21 @@ class World:
             try:
                 yield
             except BaseException:
-                self.sum(1.0)
+                self.agree(1.0)
                 raise
-            self.sum(0.0)
+            self.agree(0.0)
         else:
-            if self.sum(0.0)[0]:  # rank 0 is gone: an orderly exit ran the destructors of gloo's threads, which
+            if self.agree(0.0):  # rank 0 is gone: an orderly exit ran the destructors of gloo's threads, which
                 sys.stderr.flush()  # could abort (SIGABRT, 1 run in 4), and torchrun named that as the cause
                 os._exit(1)
             yield
+
+    def agree(self, failed: float) -> float:
+        """main_first's sum: the other ranks wait in it while rank 0 tokenizes, which for a large corpus takes
+        longer than a process group's default 30 minutes (gloo's timeout ended the run)."""
+        t = torch.tensor([failed])
+        dist.all_reduce(t, group=self.patient_group)
+        return t.item()
 
     def close(self) -> None:
         """Leave the process group together: a rank that exits while another still holds its connections
@@ -91,6 +100,9 @@ def export_submitit_env() -> None:
         env.export(set_cuda_visible_devices=False)
 
 
+PATIENCE = datetime.timedelta(days=2)  # how long ranks wait for rank 0 to prepare the data
+
+
 def init_world(device_type: str) -> World:
     """Join the process group torchrun (or a multi-task submitit job) describes: gloo on CPU, nccl on CUDA."""
     export_submitit_env()
@@ -100,7 +112,8 @@ def init_world(device_type: str) -> World:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")), cpu_group)
+    patient_group = dist.new_group(backend="gloo", timeout=PATIENCE)
+    world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")), cpu_group, patient_group)
     if not world.is_main:  # one voice: rank 0 reports (its info lines too); warnings and errors reach stderr
         sys.stdout = open(os.devnull, "w")
         logging.getLogger("lmplay").setLevel(logging.WARNING)
