@@ -31,6 +31,7 @@ def test_two_ranks_equal_one_process(tmp_path):
     proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={ddp}", path=(Path(__file__).parent / "probes",),
                     env={"LMPLAY_PROBE_DDP_AT_EXIT": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "device cpu, 2 ranks (DDP over gloo)" in proc.stdout  # the logs of 2 ranks read as one process's
     # a DDP wrapper alive at exit made a finished rank abort now and then (gloo, SIGABRT): the runner frees it
     alive = re.findall(r"DDP wrappers alive at exit: (\d+)", proc.stderr)
     assert len(alive) >= 2 and set(alive) == {"0"}, proc.stderr[-3000:]

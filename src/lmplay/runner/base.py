@@ -184,6 +184,10 @@ class LMRunnerBase:
             torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls (Ampere+)
             torch.backends.cudnn.allow_tf32 = True
         if self.world.distributed and self.device.type == "cuda":
+            if self.world.local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"torchrun started local rank {self.world.local_rank} on a node with "
+                                  f"{torch.cuda.device_count()} GPU(s): one rank a GPU, --nproc_per_node="
+                                  f"{torch.cuda.device_count()} or fewer")
             self.device = torch.device("cuda", self.world.local_rank)
         if self.device.type == "cuda" and self.device.index is not None:  # cuda:N: its streams and events, not GPU 0's
             torch.cuda.set_device(self.device)
@@ -439,10 +443,22 @@ class LMRunnerBase:
                                   f"'{stage.name}', so its {type(schedule).__name__} schedule would raise the lr as it "
                                   f"decays; set {'it' if own else 'scheduler.min_lr'} to {fix}")
 
+    def ranks(self) -> str:
+        """How many processes train (a DDP run's logs otherwise read as one process's), and a typed cuda:N that
+        torchrun's one GPU a rank overrode."""
+        if not self.world.distributed:
+            return ""
+        import torch.distributed as dist
+
+        typed = str(self.cfg.device)
+        ignored = f"; device={typed} is not used" if typed.startswith("cuda:") else ""
+        each = "; one GPU each, cuda:LOCAL_RANK" if self.device.type == "cuda" else ""
+        return f", {self.world.size} ranks (DDP over {dist.get_backend()}{each}{ignored})"
+
     def describe(self) -> str:
         lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
                  f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
-                 f"device {self.device}", f"run dir {self.run_dir.resolve()}"]
+                 f"device {self.device}{self.ranks()}", f"run dir {self.run_dir.resolve()}"]
         if speed := self.speed_features():
             lines.append(f"speed: {', '.join(speed)}")
         if self.provenance.report():
