@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -1035,3 +1036,31 @@ def test_a_failed_start_removes_only_the_dirs_it_made(tmp_path):
         assert_one_line_error(proc, "log_interval=0 must be >= 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "outputs"]
     assert not list((tmp_path / "outputs").iterdir())
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_and_leaves_no_run_dir(tmp_path):
+    """A cache dir that exists but cannot take the tokens (read-only, full, a size limit; here its tokenized/ is a
+    file) was a PermissionError/OSError traceback, and left an empty run dir behind."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tokenized").write_text("")
+    run = tmp_path / "run"
+    proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", f"hydra.run.dir={run}",
+                   env={"LMPLAY_CACHE": str(tmp_path / "cache")})
+    assert_one_line_error(proc, "could not write the tokenized", "GiB free there", "LMPLAY_CACHE=DIR")
+    assert proc.returncode == 1 and not run.exists()
+
+
+def test_a_run_dir_turned_read_only_keeps_its_one_line_error(tmp_path, monkeypatch):
+    """The save's clear error was followed by a PermissionError traceback from removing the run dir's lock file."""
+    from lmplay.files import LOCK_NAME, hold_run_dir, release_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    hold_run_dir(run)
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda p, *a, **k: (_ for _ in ()).throw(PermissionError(13, "read-only"))
+                        if p.name == LOCK_NAME else unlink(p, *a, **k))
+    release_run_dir(run)
+    monkeypatch.undo()
+    hold_run_dir(run)  # released all the same: the dir can be trained into again
+    release_run_dir(run)

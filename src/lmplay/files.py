@@ -104,8 +104,9 @@ def release_run_dir(run_dir: Path) -> None:
     it found it)."""
     lock, made = _held.pop(run_dir, (None, False))
     if lock is not None:
-        if made:
-            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        if made:  # best-effort: a dir turned read-only mid-run must leave its error line, not a second traceback
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_NAME).unlink(missing_ok=True)
         lock.close()
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import Row, RowFormat, line_cuts, render_rows, sentence_cuts
 from lmplay.data.tokenizers import Tokenizer
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
 from lmplay.files import from_launch_dir
 
 if TYPE_CHECKING:
@@ -135,7 +135,18 @@ def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: 
     except UnicodeDecodeError as e:  # arrow reads a json's strings lazily: bad bytes show up here
         raise ConfigError(f"{where} holds text that is not UTF-8 ({e.reason} at byte {e.start}); save it as "
                           f"UTF-8") from None
+    except OSError as e:  # a full disk, a read-only or size-limited cache: the build left nothing behind
+        raise OutputError(f"could not write the tokenized {label} into the cache {cache_dir} ({e.strerror or e}; "
+                          f"{free_space(cache_dir)}); free some space there, or set curriculum.cache_dir=DIR (or "
+                          f"LMPLAY_CACHE=DIR) to a directory with room") from None
     return TokenTable(path), key
+
+
+def free_space(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**30:.1f} GiB free there"
+    except OSError:
+        return "its free space unknown"
 
 
 def is_complete(path: Path) -> bool:
