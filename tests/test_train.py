@@ -1064,3 +1064,14 @@ def test_a_run_dir_turned_read_only_keeps_its_one_line_error(tmp_path, monkeypat
     monkeypatch.undo()
     hold_run_dir(run)  # released all the same: the dir can be trained into again
     release_run_dir(run)
+
+
+def test_a_ctrl_c_as_torch_loads_numpy_stops_the_run(tmp_path):
+    """torch's C code imports numpy and swallowed a Ctrl-C landing there (a moment after launch, 4 runs in 12): the
+    run went on as if nothing was pressed, or failed at its first step on a half-imported numpy."""
+    probes = Path(__file__).parent / "probes"
+    proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=3", f"hydra.run.dir={tmp_path / 'run'}",
+                   env={"LMPLAY_PROBE_CTRL_C_IN": "numpy",
+                        "PYTHONPATH": os.pathsep.join(map(str, [probes, REPO / "src", REPO]))})
+    assert proc.returncode == 130 and "SIGINT: stopped before training started" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "model.lmp").exists()

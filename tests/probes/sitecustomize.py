@@ -9,6 +9,9 @@ inside the save of the checkpoint at step N, its new file written and not yet re
 SIGTERM (a scheduler's stop) right after step N, or as it starts tokenizing its data: crashes and stops at known
 moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
 torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
+
+LMPLAY_PROBE_CTRL_C_IN=numpy: a Ctrl-C (SIGINT) as that module is first imported, where a Ctrl-C a moment after
+launch lands (torch's C code imports numpy and swallowed it, leaving numpy half-imported).
 """
 
 import atexit
@@ -71,3 +74,20 @@ if os.environ.get("LMPLAY_PROBE_KILL") and os.environ.get("LMPLAY_PROBE_RANK", o
         os.environ.get("RANK"):
     _where, _step = os.environ["LMPLAY_PROBE_KILL"].split(":")
     _install_kill(_where, int(_step))
+
+
+class _CtrlCOnImport:
+    """A meta path finder that finds nothing: it only sends the SIGINT, once, as the module's import begins."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+if os.environ.get("LMPLAY_PROBE_CTRL_C_IN"):
+    sys.meta_path.insert(0, _CtrlCOnImport(os.environ["LMPLAY_PROBE_CTRL_C_IN"]))
