@@ -82,11 +82,10 @@ class _CtrlCOnImport:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def find_spec(self, fullname, path=None, target=None):
+    def find_spec(self, fullname, path=None, target=None) -> None:
         if fullname == self.name:
             sys.meta_path.remove(self)
             os.kill(os.getpid(), signal.SIGINT)
-        return None
 
 
 if os.environ.get("LMPLAY_PROBE_CTRL_C_IN"):
