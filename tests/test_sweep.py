@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, run_cli
 from lmplay.hydra_app import job_dir_name, single_runs
-from lmplay.sweep import SweepSummary, repeated_configs, summarize, write_summary
+from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -447,3 +447,18 @@ def test_a_summary_refresh_reads_only_the_runs_whose_files_changed(tmp_path, mon
     (job / "stats.json").write_text(json.dumps({"train": [record, {**record, "step": 2, "tokens": 200}],
                                                 "validation": [record]}))
     assert sweep.run_summary(job).steps == 2 and len(loads) == 2  # rewritten: read again
+
+
+def test_a_job_killed_outright_keeps_the_time_it_ran_until_its_last_write(tmp_path):
+    """A SIGKILL (the OOM killer, a lost node) leaves job.json at 'started', without the attempt's wall time: the
+    rerun's row counted only the resumed part (3 s of a 10 s job)."""
+    now = time.time()
+    (tmp_path / "job.json").write_text(json.dumps({"status": "started", "started_at": now - 100,
+                                                   "earlier_wall_time_s": 5.0}))
+    assert earlier_wall_time(tmp_path) == 5.0  # killed before it wrote anything
+    (tmp_path / "stats.json").write_text("{}")
+    os.utime(tmp_path / "stats.json", (now - 40, now - 40))
+    assert earlier_wall_time(tmp_path) == pytest.approx(65.0)
+    (tmp_path / "job.json").write_text(json.dumps({"status": "interrupted", "started_at": now - 100,
+                                                   "wall_time_s": 80.0}))
+    assert earlier_wall_time(tmp_path) == 80.0  # an attempt that ended says its own

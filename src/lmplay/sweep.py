@@ -64,7 +64,7 @@ class SweepSummary(Callback):
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
             job_dir = Path(config.hydra.runtime.output_dir)
-            earlier = read_job(job_dir).get("wall_time_s") or 0.0
+            earlier = earlier_wall_time(job_dir)
             write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
                                      "steps_at_start": steps_done(job_dir)})
             write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
@@ -133,6 +133,16 @@ JOB_KEYS: dict[str, Callable[[Any], bool]] = {
     "wall_time_s": lambda v: v is None or number(v),
     "steps_at_start": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
 }
+
+
+def earlier_wall_time(job_dir: Path) -> float:
+    """The seconds the job's earlier attempts ran. One killed outright (SIGKILL: the OOM killer, a lost node) ended
+    without its wall time: it ran at least until its run last wrote stats.json or model.lmp."""
+    job = read_job(job_dir)
+    if job.get("wall_time_s") is not None or not job.get("started_at"):
+        return job.get("wall_time_s") or 0.0
+    written = [st.st_mtime for name in (STATS, "model.lmp") if (st := stat_or_none(job_dir / name))]
+    return job.get("earlier_wall_time_s", 0.0) + max(0.0, max(written, default=job["started_at"]) - job["started_at"])
 
 
 def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
