@@ -462,3 +462,19 @@ def test_a_job_killed_outright_keeps_the_time_it_ran_until_its_last_write(tmp_pa
     (tmp_path / "job.json").write_text(json.dumps({"status": "interrupted", "started_at": now - 100,
                                                    "wall_time_s": 80.0}))
     assert earlier_wall_time(tmp_path) == 80.0  # an attempt that ended says its own
+
+
+def test_a_submitit_job_killed_outright_is_one_line_and_the_rerun_resumes_it(tmp_path):
+    """A job that died without a result (SIGKILL here; the OOM killer, a lost rank) ended the sweep in submitit's
+    UncompletedJobError traceback, with no word of the summary or of resuming."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["-m", "hydra/launcher=submitit_local", "exp=test_runner", "device=cpu", "max_steps=5", "seed=1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    probes = Path(__file__).parent / "probes"
+    proc = run_cli("lmplay.train", *args, env={"LMPLAY_PROBE_KILL": "step:2",
+                                                "PYTHONPATH": os.pathsep.join(map(str, [probes, REPO / "src", REPO]))})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and "a job of the sweep ended without a result" in said[0] and "summary.md" in said[0]
+    run_cli("lmplay.train", *args, check=True)
+    assert [r["status"] for r in summarize(tmp_path / "sweep")] == ["completed"]

@@ -76,6 +76,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             print(interrupted(), file=sys.stderr)  # a job in a launcher's worker stopped on a signal (Ctrl-C)
         if e.code and _held:  # Hydra gave up before the run started
             hydra_said = release_stderr()
+            if died := re.search(r"UncompletedJobError: (.*)", hydra_said):  # submitit's: a job left no result
+                fail(job_died(died[1]), 1)
             remove_unused_sweep_dir()
             reject_bare_words(argv)
             overrides, flags = typed_overrides(argv), config_flags(argv)
@@ -119,6 +121,19 @@ def readable_config() -> Iterator[None]:
         where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
         raise ConfigError(f"the config cannot be read: {what}{where}; a key deleted with ~ that the config still "
                           f"reads, or an ${{...}} that names no key? Put the key back, or fix the interpolation") from None
+
+
+def job_died(said: str) -> str:
+    """A sweep job that ended without a result (SIGKILL, out of memory, a rank of it lost): the launcher stops
+    collecting there, though the jobs it started beside it may still run."""
+    where = f"{_sweep_dirs[-1].resolve()}/summary.md" if _sweep_dirs else "the sweep's summary.md"
+    with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
+        from lmplay.sweep import write_summary
+
+        write_summary(_sweep_dirs[-1])
+    return (f"a job of the sweep ended without a result ({' '.join(said.split())[:160]}): killed, out of memory, or "
+            f"one of its ranks lost; the launcher's other jobs may still be running, and their rows in {where} fill "
+            f"in as they end; then rerun the same command to resume the unfinished ones")
 
 
 def interrupted() -> str:
