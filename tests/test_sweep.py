@@ -206,18 +206,18 @@ def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep,
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
-    """batch_size=7 passes composition (so the sweep starts) and fails in its job: no traceback, exit 1, and
+    """batch_size=0 passes composition (so the sweep starts) and fails in its job: no traceback, exit 1, and
     the sweep ends with its table and one error line (Hydra's own ending repeated the error between two lines
     of its own: "Error executing job with overrides", and the HYDRA_FULL_ERROR hint)."""
-    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "batch_size=7,8", *TINY, f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "batch_size=0,8", *TINY, f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: 1 of 2 jobs failed; job 0: ConfigError: batch_size=7 is not divisible by mini_batch_size=4")
+        "error: 1 of 2 jobs failed; job 0: ConfigError: batch_size=0 must be >= 1")
     assert "Error executing job" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
     assert "| 1 | test_runner | batch_size=8 max_steps=2 device=cpu |" in proc.stdout  # the table, as a sweep ends
     rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
-    assert rows[0]["error"].startswith("ConfigError: batch_size=7 is not divisible")
+    assert rows[0]["error"].startswith("ConfigError: batch_size=0 must be >= 1")
 
 
 def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):

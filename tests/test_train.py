@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from conftest import REPO, make_runner, run_cli
+from conftest import REPO, compose_config, make_runner, run_cli
 from lmplay import generate, train
 from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
@@ -145,12 +145,24 @@ def weights_after_one_sgd_step(tmp_path, mini_batch_size: int) -> dict[str, torc
     return {k: before[k] - v for k, v in runner.model.state_dict().items()}  # = the gradient, as lr=1
 
 
-def test_accumulation_equals_one_big_batch(tmp_path):
+@pytest.mark.parametrize("mini_batch_size", [2, 3])
+def test_accumulation_equals_one_big_batch(tmp_path, mini_batch_size):
+    """3 leaves a shorter last mini-batch (8 = 3 + 3 + 2): refused before, so the defaults (batch_size=50,
+    mini_batch_size=4) and exp=gpt2ish did not train at all."""
     one_batch = weights_after_one_sgd_step(tmp_path, 8)
-    accumulated = weights_after_one_sgd_step(tmp_path, 2)
+    accumulated = weights_after_one_sgd_step(tmp_path, mini_batch_size)
     assert any(g.abs().max() > 0 for g in one_batch.values())
     for name, grad in one_batch.items():
         torch.testing.assert_close(accumulated[name], grad, atol=1e-6, rtol=0, msg=name)
+
+
+def test_the_default_batch_trains(tmp_path):
+    """conf/config.yaml's batch_size=50 and mini_batch_size=4, which exp=gpt2ish keeps: 'batch_size=50 is not
+    divisible by mini_batch_size=4' stopped the README's first command."""
+    cfg = compose_config(["exp=gpt2ish"])
+    assert (cfg.runner.batch_size, cfg.runner.mini_batch_size) == (50, 4)
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "batch_size=50", "mini_batch_size=4", "max_steps=1",
+            f"hydra.run.dir={tmp_path / 'run'}", check=True)
 
 
 def test_validation_is_the_same_whatever_the_mini_batch(tmp_path):
@@ -911,8 +923,8 @@ def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_
 def test_a_batch_size_mistake_is_said_before_the_data_is_tokenized(tmp_path, tiny_run_args):
     """Tokenizing a big dataset takes minutes; the error waited for it."""
     cache = tmp_path / "cache"
-    proc = run_cli("lmplay.train", *tiny_run_args, "mini_batch_size=3", env={"LMPLAY_CACHE": str(cache)})
-    assert proc.returncode == 2 and "batch_size=8 is not divisible by mini_batch_size=3" in proc.stderr
+    proc = run_cli("lmplay.train", *tiny_run_args, "mini_batch_size=0", env={"LMPLAY_CACHE": str(cache)})
+    assert proc.returncode == 2 and "mini_batch_size=0 must be >= 1" in proc.stderr
     assert "stage 'shakespeare'" not in proc.stdout and not any(cache.rglob("*"))
 
 

@@ -169,22 +169,10 @@ class RunnerSettings:
                 raise ConfigError(f"{where}{f}={getattr(self, f)} must be >= 1")
         if self.grad_clip is not None and not self.grad_clip > 0:  # a negative norm would flip every gradient
             raise ConfigError(f"{where}grad_clip={self.grad_clip} must be > 0 (or null: no clipping)")
-        if self.batch_size % self.mini_batch_size:
-            raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by mini_batch_size="
-                              f"{self.mini_batch_size}; pick a mini_batch_size that divides it")
-        if self.batch_size % (world_size * self.mini_batch_size):
-            raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by {world_size} ranks x "
-                              f"mini_batch_size={self.mini_batch_size}: batch_size is the global batch, split "
-                              f"evenly over the ranks; {self.rank_batch_fix(world_size)}")
-
-    def rank_batch_fix(self, world_size: int) -> str:
-        """A mini_batch_size that keeps the batch (a resumed run's batch_size is the run's own), where one does."""
-        multiple = f"use a batch_size that is a multiple of {world_size * self.mini_batch_size}"
-        if self.batch_size % world_size:
-            return multiple
-        per_rank = self.batch_size // world_size
-        fits = max(m for m in range(1, self.mini_batch_size + 1) if per_rank % m == 0)
-        return f"mini_batch_size={fits} keeps batch_size={self.batch_size} ({per_rank} samples a rank), or {multiple}"
+        if self.batch_size % world_size:  # mini-batches need not divide a rank's share: the last is shorter
+            raise ConfigError(f"{where}batch_size={self.batch_size} is not divisible by {world_size} ranks: "
+                              f"batch_size is the global batch, split evenly over the ranks; use a multiple of "
+                              f"{world_size}")
 
 
 class RunnerComponent(Component):
