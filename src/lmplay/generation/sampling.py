@@ -44,13 +44,15 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.Tensor | None) -> torch.Tensor:
     """All the configured processors, in Hugging Face's order; what remains is what the token is drawn from."""
-    logits = logits.double()  # float32 would turn a temperature of 1e-46 into 0 (0/0 = NaN at the top token)
+    logits = logits.float()  # float32, not 64: Apple's GPUs (mps) have no float64
     if config.repetition_penalty != 1.0 and seen is not None:  # a tiny penalty sends seen logits past the largest
         logits = apply_repetition_penalty(logits, seen, config.repetition_penalty).clamp(max=torch.finfo(logits.dtype).max)
     if config.greedy:
         return logits
-    # from the row's top score, so that a tiny temperature (1e-300) sends the others to -inf, not the top one to inf
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / config.temperature
+    # from the row's top score, so that a tiny temperature (1e-300) sends the others to -inf, not the top one to inf;
+    # the top ones stay 0 even where the temperature is 0 in float32 (0/0 was NaN)
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    logits = torch.where(shifted == 0, shifted, shifted / config.temperature)
     if config.top_k is not None:
         logits = top_k_filter(logits, config.top_k)
     return top_p_filter(logits, config.top_p)
