@@ -959,7 +959,7 @@ def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):
     with pytest.raises(SystemExit) as e:
         run_hydra_app(interrupted, [], "config")
     assert e.value.code == 130
-    assert capsys.readouterr().err.strip().splitlines() == ["interrupted before training started"]
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted before it started; nothing was saved"]
 
 
 def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_saved(capsys, tmp_path):
@@ -1081,9 +1081,14 @@ def test_a_run_dir_turned_read_only_keeps_its_one_line_error(tmp_path, monkeypat
 def test_a_ctrl_c_as_torch_loads_numpy_stops_the_run(tmp_path):
     """torch's C code imports numpy and swallowed a Ctrl-C landing there (a moment after launch, 4 runs in 12): the
     run went on as if nothing was pressed, or failed at its first step on a half-imported numpy."""
-    probes = Path(__file__).parent / "probes"
-    proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=3", f"hydra.run.dir={tmp_path / 'run'}",
-                   env={"LMPLAY_PROBE_CTRL_C_IN": "numpy",
-                        "PYTHONPATH": os.pathsep.join(map(str, [probes, REPO / "src", REPO]))})
-    assert proc.returncode == 130 and "SIGINT: stopped before training started" in proc.stderr, proc.stderr[-2000:]
-    assert not (tmp_path / "run" / "model.lmp").exists()
+    env = {"LMPLAY_PROBE_CTRL_C_IN": "numpy",
+           "PYTHONPATH": os.pathsep.join(map(str, [Path(__file__).parent / "probes", REPO / "src", REPO]))}
+    commands = {"lmplay.train": ["exp=test_runner", "max_steps=3", f"hydra.run.dir={tmp_path / 'run'}"],
+                "lmplay.generate": ["checkpoint=nosuch", "prompt=Hi"],  # its torch loads before the checkpoint's read
+                "lmplay.train -m": ["-m", "exp=test_runner", "max_steps=3", "seed=1,2",  # a job's torch._dynamo
+                                    f"hydra.sweep.dir={tmp_path / 'sweep'}"]}
+    for command, args in commands.items():
+        proc = run_cli(command.split()[0], *args, env=env)
+        said = proc.stderr.strip().splitlines()
+        assert proc.returncode == 130 and said == ["interrupted before it started; nothing was saved"], (command, said)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

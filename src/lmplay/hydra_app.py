@@ -70,6 +70,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     _held.append((sys.stderr, io.StringIO()))
     sys.stderr = _held[-1][1]
     try:
+        import numpy  # noqa: F401  before torch (a run's, generate's, a sweep job's), whose C code imports it and
+        # swallows a Ctrl-C landing there: numpy left half-imported, the command went on unstopped or failed on numpy.intp
         main()
     except SystemExit as e:
         if isinstance(e.code, int) and e.code > 128 and _jobs_elsewhere and _jobs_elsewhere[-1]:
@@ -139,7 +141,7 @@ def job_died(said: str) -> str:
 def interrupted() -> str:
     """What a Ctrl-C outside a job's training stopped, and how to go on."""
     if not (_sweep_dirs and _sweep_dirs[-1].is_dir()):
-        return "interrupted before training started"
+        return "interrupted before it started; nothing was saved"  # lmplay.train's or lmplay.generate's set-up
     sweep_dir = _sweep_dirs[-1].resolve()
     resume = f"rerun the sweep with hydra.sweep.dir={sweep_dir} to resume it"
     if not _jobs_elsewhere[-1]:

@@ -125,9 +125,6 @@ def train(cfg: DictConfig) -> None:
         raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
-    import numpy  # noqa: F401  before torch, whose C code imports it and swallows a Ctrl-C landing there
-    # (numpy left half-imported: the run went on and failed at its first step on numpy.intp)
-
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.base import GROUPS
     from lmplay.runner.components import config_class
