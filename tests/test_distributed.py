@@ -204,3 +204,11 @@ def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout
                            str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0 and "Timed out" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_rank_alone_in_the_environment_launches_nothing(tmp_path):
+    """`export RANK=$SLURM_PROCID` in a job script (or a Kubeflow pod's RANK) made every command's error silent:
+    only rank 0 spoke, though no process group was launched."""
+    for rank in ("1", "x"):
+        proc = run_cli("lmplay.generate", "checkpoint=nosuch", "prompt=x", env={"RANK": rank})
+        assert proc.returncode == 2 and said(proc) == ["error: checkpoint nosuch does not exist"], proc.stderr

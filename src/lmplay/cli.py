@@ -101,8 +101,8 @@ def leave_for_torchrun(line: str) -> None:
 def launcher_rank() -> int:
     """This process's rank as its launcher numbers it, known before any process group exists: torchrun's RANK,
     or a task's of a submitit job with several. Only rank 0 speaks for a run and writes its files."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
+    if os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "").isdigit():  # a RANK alone (a job
+        return int(os.environ["RANK"])  # script's `export RANK=$SLURM_PROCID`) launches nothing: it silenced errors
     if "SUBMITIT_EXECUTOR" in os.environ:
         from submitit import JobEnvironment
 
