@@ -1,8 +1,10 @@
 """Sources: local files and folders, the hub code path against local hub-layout data (no network),
 failing fast without network, streaming, the embedded corpus, the tokenized cache, one-line errors."""
 
+import errno
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.corpus import embedded_path, read_text
 from lmplay.data.curriculum import Curriculum
 from lmplay.data.hf import hf_datasets
+from lmplay.data.rows import RowFormat
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
 
 TOK = get_tokenizer("bytes")
 
@@ -519,6 +522,18 @@ def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"the tokenized-data cache .*a_file cannot be made \(File exists\); set "
                                           r"curriculum.cache_dir=DIR"):
         c.prepare(TOK, 64, 0)
+
+
+@pytest.mark.parametrize("code, says", [(28, "GiB free there: free some space there"), (27, "ulimit -f"),
+                                        (30, "read-only"), (13, "not writable by you")])
+def test_a_cache_write_failure_names_its_cause(tmp_path, monkeypatch, code, says):
+    """A file-size limit (EFBIG) was told to 'free some space' with 62 GiB free."""
+    assert code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES)
+    monkeypatch.setattr(tokenized, "build_cache", lambda *a, **k: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
+    rows = Dataset.from_dict({"text": ["some text"]})
+    with pytest.raises(OutputError, match=says):
+        tokenized.tokenize_records(lambda: rows, RowFormat("text", text="text"), TOK, "x", "label", tmp_path, 1,
+                                   "where")
 
 
 def test_what_a_killed_tokenizing_left_is_removed_by_the_next_build_on_its_host(tmp_path):

@@ -1058,7 +1058,7 @@ def test_a_cache_that_cannot_be_written_is_one_line_and_leaves_no_run_dir(tmp_pa
     run = tmp_path / "run"
     proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", f"hydra.run.dir={run}",
                    env={"LMPLAY_CACHE": str(tmp_path / "cache")})
-    assert_one_line_error(proc, "could not write the tokenized", "GiB free there", "LMPLAY_CACHE=DIR")
+    assert_one_line_error(proc, "could not write the tokenized", "(File exists)", "LMPLAY_CACHE=DIR")
     assert proc.returncode == 1 and not run.exists()
 
 

@@ -270,8 +270,10 @@ def run_job(cfg: DictConfig) -> None:
         if lost_a_peer(e):  # the rank that failed says why (rank 0 itself, or torchrun's report for another)
             if launcher_rank() != 0:
                 raise SystemExit(1) from None
-            fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); the "
-                 "same command resumes from the last save", 1)
+            saved = (Path(HydraConfig.get().runtime.output_dir) / "model.lmp").exists()
+            fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); "
+                 + ("the same command resumes from the last checkpoint" if saved else
+                    "nothing was saved yet, so the same command starts over"), 1)
         if not caused_by_ctrl_c(e):
             raise
         interrupted_before_training()

@@ -11,6 +11,7 @@ and training seed.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -136,9 +137,13 @@ def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: 
         raise ConfigError(f"{where} holds text that is not UTF-8 ({e.reason} at byte {e.start}); save it as "
                           f"UTF-8") from None
     except OSError as e:  # a full disk, a read-only or size-limited cache: the build left nothing behind
-        raise OutputError(f"could not write the tokenized {label} into the cache {cache_dir} ({e.strerror or e}; "
-                          f"{free_space(cache_dir)}); free some space there, or set curriculum.cache_dir=DIR (or "
-                          f"LMPLAY_CACHE=DIR) to a directory with room") from None
+        why = {errno.ENOSPC: f"{free_space(cache_dir)}: free some space there",
+               errno.EDQUOT: "over your disk quota: free some space there",
+               errno.EFBIG: "a file-size limit stops it (ulimit -f): lift it", errno.EROFS: "a read-only file system",
+               errno.EACCES: "not writable by you", errno.EPERM: "not writable by you"}.get(e.errno)
+        raise OutputError(f"could not write the tokenized {label} into the cache {cache_dir} ({e.strerror or e}"
+                          f"{'; ' + why if why else ''}); set curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a "
+                          f"directory with room that you can write") from None
     return TokenTable(path), key
 
 
