@@ -182,6 +182,7 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}", path=(Path(__file__).parent / "probes",),
                     env={"LMPLAY_PROBE_KILL": "step:3", "LMPLAY_PROBE_RANK": "1"})
     assert proc.returncode != 0 and said(proc)[0].startswith("error: another rank stopped"), proc.stderr[-3000:]
+    assert said(proc)[0].endswith("nothing was saved yet, so the same command starts over")  # saves every 16 steps
     assert len(said(proc)) == 1
     assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr
     proc = torchrun(2, *BASE, "lrr=3", f"hydra.run.dir={tmp_path / 'c'}")
