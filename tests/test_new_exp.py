@@ -33,6 +33,17 @@ def checkout_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return repo, pythonpath(repo / "src", repo)
 
 
+def test_a_copy_built_without_its_configs_says_why(monkeypatch, capsys):
+    """Where git stores src/lmplay/conf as a plain file (Windows without symlinks) a wheel has no configs: Hydra's
+    own line was 'Primary config directory not found'."""
+    import lmplay.hydra_app
+
+    monkeypatch.setattr(lmplay.hydra_app, "CONF_DIR", "/nonexistent/lmplay/conf")
+    with pytest.raises(SystemExit) as e:
+        lmplay.hydra_app.run_hydra_app(lambda: None, [], "config")
+    assert e.value.code == 2 and "core.symlinks=true" in capsys.readouterr().err
+
+
 def test_a_wheel_install_trains_and_new_exp_asks_for_a_package_of_one_s_own(tmp_path):
     """`pip install .` or `pip install git+URL` (not -e) shipped no conf/: every command was Hydra's "Primary
     config directory not found"."""

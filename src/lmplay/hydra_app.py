@@ -58,6 +58,10 @@ PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
+    if not Path(CONF_DIR).is_dir():  # Hydra's own line is "Primary config directory not found"
+        fail(f"lmplay's configs are missing ({CONF_DIR}): this copy was built from a clone whose src/lmplay/conf link "
+             f"git stored as a plain file (Windows without symlinks); reinstall from a clone made with "
+             f"`git clone -c core.symlinks=true`, or run from the clone with pip install -e")
     if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
