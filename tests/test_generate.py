@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from experiments.gpt2.model import GPT2
 from experiments.gpt2ish.model import GPT2ish
@@ -12,7 +13,12 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError, OutputError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.decode import generate_tokens, padded_causal_mask
-from lmplay.generation.sampling import apply_repetition_penalty, pick_next, top_k_filter, top_p_filter
+from lmplay.generation.sampling import (
+    apply_repetition_penalty,
+    pick_next,
+    top_k_filter,
+    top_p_filter,
+)
 from lmplay.generation.text import TextStream, encode_prompts, generate_text
 from lmplay.runner import registered
 
@@ -511,3 +517,19 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
     with pytest.raises(TypeError, match=r"checkpoint\['note'\] is a numpy.float64, which a checkpoint cannot hold"):
         checkpoint.save({**checkpoint.load(path), "note": np.float64(1.5)}, tmp_path / "bad.lmp")
     assert not (tmp_path / "bad.lmp").exists()  # refused before writing: load would refuse it for good
+
+
+def test_a_model_of_a_config_of_one_s_own_saves_under_the_name_load_model_gave(tmp_path):
+    """load_model of a run of `--config-dir DIR exp=myvar` (a settings-only variant) returned 'myvar', which
+    save_model then refused as not registered, advising a pip install the variant does not need."""
+    from lmplay.generation.loading import load_model, save_model
+
+    (tmp_path / "conf" / "exp").mkdir(parents=True)
+    (tmp_path / "conf" / "exp" / "myvar.yaml").write_text(
+        "# @package _global_\ndefaults: [test_runner]\nmodel: {embed_dim: 48}\n")
+    run_cli("lmplay.train", "--config-dir", str(tmp_path / "conf"), "exp=myvar", "max_steps=1", "device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    model, exp = load_model(tmp_path / "run")
+    again, exp_again = load_model(save_model(model, exp, tmp_path / "copy" / "model.lmp"))
+    assert exp == exp_again == "myvar" and again.construction_args["embed_dim"] == 48
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from lmplay.device import pick_device
 from lmplay.errors import ConfigError
 from lmplay.files import home_expanded
 from lmplay.model import LMBase
-from lmplay.runner import checkpoint, get_runner
+from lmplay.runner import checkpoint, get_runner, registered
 
 
 def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> tuple[LMBase, str]:
@@ -29,13 +30,16 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     the run's stats in replaced_<time>/, any other file kept as `.bak`. Where `exp` names
     another model class, load_model would refuse its weights: say so here instead."""
     model = getattr(model, "_orig_mod", model)  # torch.compile(model)'s wrapper: the model it compiled
-    runner = get_runner(exp)
-    if type(model) is not runner.model_class:
+    target = f"{type(model).__module__}.{type(model).__qualname__}"
+    runner = get_runner(exp, model_class=target)  # a config of one's own over a registered class, as load_model
+    if type(model) is not runner.model_class:  # gave it, saves under its name
         raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
                           f"{runner.model_class.__name__}; name the version it is a model of")
     path = home_expanded(path)
     checkpoint.check_out(path, replace, asked_by="replace=True")
-    checkpoint.write_out({"exp": exp, "config": "", "rng": checkpoint.rng_state(),
+    own = exp not in registered()  # a config of one's own: its class is what load_model finds the code by
+    config = OmegaConf.to_yaml({"model": {"_target_": target}}) if own else ""
+    checkpoint.write_out({"exp": exp, "config": config, "rng": checkpoint.rng_state(),
                           "components": {"model": checkpoint.model_part(model)}}, path)
     return path
 
