@@ -394,7 +394,7 @@ def test_a_value_a_component_refuses_is_one_line(tmp_path, tiny_run_args, bad, n
 
 
 def test_model_arguments_are_checked_by_their_annotations_optional_and_postponed_ones_too(tmp_path, monkeypatch):
-    from lmplay.runner.components import check_model_args
+    from lmplay.runner.basic import check_model_args
 
     (tmp_path / "postponed_idea.py").write_text(
         "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
@@ -409,6 +409,18 @@ def test_model_arguments_are_checked_by_their_annotations_optional_and_postponed
                           ({"gate": -3}, "model.gate=-3 must be >= 0"), ({"scale": "x"}, "should be a number")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             check_model_args(Idea, args)
+
+
+@pytest.mark.parametrize("args, message", [({"num_blocks": -1}, "model.num_blocks=-1 must be >= 0"),
+                                           ({"context_len": 0}, "context_len=0 must be >= 1"),
+                                           ({"context_len": "64"}, "context_len='64' should be an integer")])
+def test_build_model_checks_its_arguments_as_the_commands_do(args, message):
+    """build_model(num_blocks=-1) built a model of no blocks, context_len=0 one that failed at its first sample,
+    both of which then saved and loaded."""
+    from lmplay.runner import get_runner
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        get_runner("test_runner").build_model(**args)
 
 
 @pytest.mark.parametrize("device, message", [

@@ -1,8 +1,12 @@
 """BasicModelRunner: the runner for ordinary models, as a registered version sees it."""
 
 import inspect
+import sys
+import types
+import typing
 from typing import Any
 
+from lmplay.config import RUN_SET_MODEL_KEYS, check_kind
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.model import LMBase
@@ -24,6 +28,11 @@ class BasicModelRunner:
         """The version's model, freshly initialised; `args` (vocab_size, tokenizer, context_len, ...) win over
         the version's own. vocab_size defaults to the tokenizer's (training pads it with vocab_multiple > 1)."""
         args = {**self.overrides, **args}
+        check_model_args(self.model_class, args)  # as the commands check them: num_blocks=-1 built a model of none
+        context_len = args.get("context_len", 1)
+        check_kind("context_len", context_len, int)
+        if context_len < 1:
+            raise ConfigError(f"context_len={context_len} must be >= 1")
         if "vocab_size" not in args:
             declared = inspect.signature(self.model_class).parameters.get("tokenizer")
             tokenizer = args.get("tokenizer", declared.default if declared else inspect.Parameter.empty)
@@ -32,3 +41,35 @@ class BasicModelRunner:
                                   f"vocab_size=) to build_model")
             args["vocab_size"] = get_tokenizer(tokenizer).vocab_size
         return self.model_class(**args)
+
+
+def check_model_args(model_class: type, args: dict[str, Any]) -> None:
+    """A model's int/float/bool arguments (or Optional ones) are of their annotated kind, and no count is negative:
+    `num_cells=-5` was torch's traceback from deep in the model, `front_mul=1.5` for an int a TypeError. The
+    arguments the run passes (tokenizer, context_len, vocab_size) are checked where they are typed."""
+    for name, value in args.items():
+        kind, nullable = annotated_kind(model_class, name)
+        if kind is None or name in RUN_SET_MODEL_KEYS:
+            continue
+        check_kind(f"model.{name}", value, kind, nullable=nullable)
+        if kind is int and value is not None and value < 0:
+            raise ConfigError(f"model.{name}={value} must be >= 0")
+
+
+def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
+    """(int, float or bool, whether None is allowed) of a constructor parameter's annotation, or (None, False) for
+    any other annotation, or one that does not resolve (`from __future__ import annotations` naming a type
+    imported only for type checkers)."""
+    parameter = inspect.signature(model_class).parameters.get(name)
+    annotation = parameter.annotation if parameter is not None else None
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, vars(sys.modules[model_class.__module__]), {})  # the class's own source
+        except Exception:  # noqa: BLE001 - text, resolved as typing.get_type_hints would
+            return None, False
+    members = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else {annotation}
+    kinds = members - {type(None)}
+    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float, bool):
+        return kind, type(None) in members
+    return None, False

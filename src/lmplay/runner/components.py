@@ -9,9 +9,6 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
-import sys
-import types
-import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,10 +17,11 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
+from lmplay.config import CONF_DIR, check_kind, root_config
 from lmplay.errors import ConfigError
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
+from lmplay.runner.basic import check_model_args
 from lmplay.runner.component import (
     Component,
     subclass_named,
@@ -85,38 +83,6 @@ class CurriculumComponent(Component):
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": dict(self.args), "state": {"position": self.curriculum.state_dict()}}
-
-
-def check_model_args(model_class: type, args: dict[str, Any]) -> None:
-    """A model's int/float/bool arguments (or Optional ones) are of their annotated kind, and no count is negative:
-    `num_cells=-5` was torch's traceback from deep in the model, `front_mul=1.5` for an int a TypeError. The
-    arguments the run passes (tokenizer, context_len, vocab_size) are checked where they are typed."""
-    for name, value in args.items():
-        kind, nullable = annotated_kind(model_class, name)
-        if kind is None or name in RUN_SET_MODEL_KEYS:
-            continue
-        check_kind(f"model.{name}", value, kind, nullable=nullable)
-        if kind is int and value is not None and value < 0:
-            raise ConfigError(f"model.{name}={value} must be >= 0")
-
-
-def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
-    """(int, float or bool, whether None is allowed) of a constructor parameter's annotation, or (None, False) for
-    any other annotation, or one that does not resolve (`from __future__ import annotations` naming a type
-    imported only for type checkers)."""
-    parameter = inspect.signature(model_class).parameters.get(name)
-    annotation = parameter.annotation if parameter is not None else None
-    if isinstance(annotation, str):
-        try:
-            annotation = eval(annotation, vars(sys.modules[model_class.__module__]), {})  # the class's own source
-        except Exception:  # noqa: BLE001 - text, resolved as typing.get_type_hints would
-            return None, False
-    members = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
-        else {annotation}
-    kinds = members - {type(None)}
-    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float, bool):
-        return kind, type(None) in members
-    return None, False
 
 
 class ModelComponent(Component):
