@@ -282,3 +282,21 @@ def test_code_copied_before_a_layer_moved_is_told_where_it_went(tmp_path, monkey
     with pytest.raises(ConfigError, match=r"No module named 'lmplay.modules.lradd'\); lmplay.modules.lradd moved to "
                                           r"experiments.lradd.lradd .*: import LRAdd from there"):
         config_class(cfg, "model")
+
+
+def test_expose_runner_refuses_a_bare_use_and_a_name_another_module_registered():
+    """`@expose_runner` without its name registered nothing, silently; `@expose_runner("test_runner")` in a notebook
+    replaced the built-in version, and every test_runner checkpoint then loaded as the notebook's class."""
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.errors import ConfigError
+    from lmplay.runner import BasicModelRunner, expose_runner, get_runner
+
+    def factory(overrides=None):
+        return BasicModelRunner(GPT2ish, {"tokenizer": "bytes"})
+
+    with pytest.raises(TypeError, match="takes the version's name first"):
+        expose_runner(factory)
+    get_runner("test_runner")  # the registry discovered
+    with pytest.raises(ConfigError, match="'test_runner' is registered already, by experiments.gpt2ish.versions"):
+        expose_runner("test_runner")(factory)
+    assert get_runner("test_runner").model_class is GPT2ish

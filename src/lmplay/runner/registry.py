@@ -17,23 +17,39 @@ from lmplay.runner.basic import BasicModelRunner
 ENTRY_POINT_GROUP = "lmplay.experiments"
 
 
+Factory = Callable[[dict | None], BasicModelRunner]
+
+
 @dataclass(frozen=True)
 class Registration:
     name: str
     description: str
-    factory: Callable[..., BasicModelRunner]
+    factory: Factory
 
 
 _REGISTRY: dict[str, Registration] = {}
 _BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
 
 
-def expose_runner(name: str, description: str = "") -> Callable:
-    """Register a version: `@expose_runner("gpt2ish")` on a function returning a BasicModelRunner."""
-    def register(factory: Callable[..., BasicModelRunner]) -> Callable[..., BasicModelRunner]:
+def expose_runner(name: str, description: str = "") -> Callable[[Factory], Factory]:
+    """Register a version: `@expose_runner("gpt2ish")` on a function `(overrides=None) -> BasicModelRunner`.
+    A name another module registered is refused: a notebook's `@expose_runner("test_runner")` made every
+    test_runner checkpoint load as its class."""
+    if not isinstance(name, str):  # `@expose_runner` without the name registered nothing, silently
+        raise TypeError("expose_runner takes the version's name first: @expose_runner(\"my_idea\")")
+
+    def register(factory: Factory) -> Factory:
+        held = _REGISTRY.get(name)
+        if held is not None and where(held.factory) != where(factory):  # the same function again: a re-run cell
+            raise ConfigError(f"experiment '{name}' is registered already, by {where(held.factory)}; give "
+                              f"{where(factory)} another name")
         _REGISTRY[name] = Registration(name, description, factory)
         return factory
     return register
+
+
+def where(factory: Callable) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
 
 
 def discover() -> None:
