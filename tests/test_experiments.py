@@ -203,7 +203,9 @@ def test_unified_embed_export_gives_identical_logits_and_the_baselines_size():
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    state = torch.get_rng_state()
     exported = model.export()
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded notebook's later draws do not depend on an export
     assert type(exported.embed.tok) is nn.Embedding and exported.construction_args["collapsed"]
     assert exported.parameter_count() == tiny("test_runner").parameter_count() < model.parameter_count()
     model.eval(), exported.eval()

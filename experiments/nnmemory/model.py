@@ -46,9 +46,10 @@ class NNMemoryGPT(LMBase):
 
     def flops_per_token(self, seq_len: int) -> float:
         """The baseline's count less the memory's cells and key/value layers, which run on the cells once a
-        forward pass, not per token (~0.03% of gpt2ish-sized work at 128k tokens a step: left out), plus each
-        block's read: scores and values over num_cells cells, 12 x num_cells x embed_dim a token (forward and
-        backward), as attention over a context that long."""
+        forward pass (a mini-batch), not per token: left out, so MFU reads that share low (~0.9% of gpt2ish-sized
+        work at mini_batch_size=4 x 1024 tokens, less for larger mini-batches); plus each block's read: scores and
+        values over num_cells cells, 12 x num_cells x embed_dim a token (forward and backward), as attention over
+        a context that long."""
         args = self.construction_args
         memory = sum(p.numel() for p in self.memory.parameters())
         reads = 12 * args["num_blocks"] * args["num_cells"] * args["embed_dim"]

@@ -30,8 +30,8 @@ class UnifiedEmbedding(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Unit-normal front rows and PyTorch's default Linear init, then fc2 scaled so that the generated
-        rows start with std `init_std`: the scale a plain table has under GPT-2's init, so a model that
-        swaps its table for this one starts where the baseline starts."""
+        rows start with std `init_std`: the scale a plain table has under GPT-2's init (the rows share a common
+        direction a table's do not, GELU's positive mean, so the start is near the baseline's, not at it)."""
         nn.init.normal_(self.front.weight)
         self.fc1.reset_parameters()
         self.fc2.reset_parameters()
