@@ -346,18 +346,17 @@ def test_what_hydra_writes_before_the_job_reaches_stderr_in_order(capsys):
     assert capsys.readouterr().err == "a hydra warning\nthe job's own output\n"
 
 
-def test_batch_not_divisible_and_run_dir_untouched(tmp_path, tiny_run_args):
+def test_a_bad_batch_leaves_the_run_dir_untouched(tmp_path, tiny_run_args):
     run_cli("lmplay.train", *tiny_run_args, "max_steps=2", check=True)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
-    proc = run_cli("lmplay.train", *tiny_run_args, "batch_size=10", "mini_batch_size=4", "fresh=true")
-    assert_one_line_error(proc, "batch_size=10", "mini_batch_size=4")
+    proc = run_cli("lmplay.train", *tiny_run_args, "mini_batch_size=0", "fresh=true")
+    assert_one_line_error(proc, "mini_batch_size=0 must be >= 1")
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert after == before
 
 
 def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_args):
-    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "batch_size=10", "mini_batch_size=4"),
-                          "batch_size=10")
+    assert_one_line_error(run_cli("lmplay.train", *tiny_run_args, "batch_size=0"), "batch_size=0")
     assert not (tmp_path / "run").exists()
 
 
