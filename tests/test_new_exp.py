@@ -261,3 +261,18 @@ def test_a_copy_of_gpt2_names_its_own_versions_in_what_it_imports_and_compares_w
 
 def new_exp_output(name: str, source: str, into: Path) -> str:
     return run_cli("lmplay.new_exp", name, "--from", source, "--into", str(into), check=True).stdout
+
+
+def test_a_hand_copy_that_kept_the_baseline_s_version_names_never_takes_them(tmp_path):
+    """A copy sorting before gpt2ish (experiments/aaa_copy) registered 'test_runner' first, and every test_runner
+    checkpoint then loaded as the copy's class; the warning told the baseline to rename."""
+    repo, env = checkout_copy(tmp_path)
+    copy = repo / "experiments" / "aaa_copy"
+    shutil.copytree(repo / "experiments" / "gpt2ish", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for py in copy.glob("*.py"):
+        py.write_text(py.read_text().replace("experiments.gpt2ish", "experiments.aaa_copy"))
+    proc = subprocess.run([sys.executable, "-c", "from lmplay.runner import get_runner; "
+                           "print(get_runner('test_runner').model_class.__module__)"], cwd=repo, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "experiments.gpt2ish.model"
+    assert "experiments.aaa_copy.versions cannot be imported" in proc.stderr and "give experiments.aaa_copy" in proc.stderr

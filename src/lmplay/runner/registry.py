@@ -28,6 +28,7 @@ class Registration:
 
 
 _REGISTRY: dict[str, Registration] = {}
+BASELINE = "experiments.gpt2ish.versions"
 _BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
 
 
@@ -62,8 +63,9 @@ def discover() -> None:
     except ModuleNotFoundError:
         modules = []
     else:
-        modules = [f"experiments.{info.name}.versions" for info in pkgutil.iter_modules(experiments.__path__)
-                   if info.ispkg]
+        modules = sorted((f"experiments.{info.name}.versions" for info in pkgutil.iter_modules(experiments.__path__)
+                          if info.ispkg), key=lambda m: m != BASELINE)  # the baseline first: a copy that kept its
+        # version names is the one refused, never the baseline (the first to register a name keeps it)
     for module in [*modules, *(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP))]:
         if module in _BROKEN:
             continue
