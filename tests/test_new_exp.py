@@ -271,8 +271,8 @@ def test_a_hand_copy_that_kept_the_baseline_s_version_names_never_takes_them(tmp
     shutil.copytree(repo / "experiments" / "gpt2ish", copy, ignore=shutil.ignore_patterns("__pycache__"))
     for py in copy.glob("*.py"):
         py.write_text(py.read_text().replace("experiments.gpt2ish", "experiments.aaa_copy"))
-    proc = subprocess.run([sys.executable, "-c", "from lmplay.runner import get_runner; "
-                           "print(get_runner('test_runner').model_class.__module__)"], cwd=repo, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120, check=True)
+    probe = "from lmplay.runner import get_runner; print(get_runner('test_runner').model_class.__module__)"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=repo, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "experiments.gpt2ish.model"
     assert "experiments.aaa_copy.versions cannot be imported" in proc.stderr and "give experiments.aaa_copy" in proc.stderr

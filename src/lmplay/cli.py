@@ -101,12 +101,12 @@ def leave_for_torchrun(line: str) -> None:
 def launcher_rank() -> int:
     """This process's rank as its launcher numbers it, known before any process group exists: torchrun's RANK,
     or a task's of a submitit job with several. Only rank 0 speaks for a run and writes its files."""
-    if os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "").isdigit():  # a RANK alone (a job
-        return int(os.environ["RANK"])  # script's `export RANK=$SLURM_PROCID`) launches nothing: it silenced errors
-    if "SUBMITIT_EXECUTOR" in os.environ:
-        from submitit import JobEnvironment
+    if "SUBMITIT_EXECUTOR" in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ:  # the job's own, whatever
+        from submitit import JobEnvironment  # a job script exported
 
         return JobEnvironment().global_rank
+    if os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "").isdigit():  # a RANK alone (a job
+        return int(os.environ["RANK"])  # script's `export RANK=$SLURM_PROCID`) launches nothing: it silenced errors
     return 0
 
 

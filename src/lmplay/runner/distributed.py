@@ -90,14 +90,15 @@ def lost_a_peer(error: BaseException) -> bool:
 
 
 def export_submitit_env() -> None:
-    """In a submitit job with several tasks (SLURM or local), set the variables torchrun would set."""
-    if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
+    """In a submitit job with several tasks (SLURM or local), set the variables torchrun would set, over any a job
+    script exported (`export RANK=$SLURM_PROCID` was submitit's "Cannot export ... RANK is already set")."""
+    if "SUBMITIT_EXECUTOR" not in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun's are set
         return
     from submitit.helpers import TorchDistributedEnvironment
 
     env = TorchDistributedEnvironment()
     if env.world_size > 1:
-        env.export(set_cuda_visible_devices=False)
+        env.export(set_cuda_visible_devices=False, overwrite=True)
 
 
 PATIENCE = datetime.timedelta(days=2)  # how long ranks wait for rank 0 to prepare the data
