@@ -524,8 +524,8 @@ def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
         c.prepare(TOK, 64, 0)
 
 
-@pytest.mark.parametrize("code, says", [(28, "GiB free there: free some space there"), (27, "ulimit -f"),
-                                        (30, "read-only"), (13, "not writable by you")])
+@pytest.mark.parametrize("code, says", [(28, "GiB free there: free some space there"), (27, "ulimit -f unlimited"),
+                                        (30, "read-only"), (13, "a directory with room that you can write")])
 def test_a_cache_write_failure_names_its_cause(tmp_path, monkeypatch, code, says):
     """A file-size limit (EFBIG) was told to 'free some space' with 62 GiB free."""
     assert code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES)

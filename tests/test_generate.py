@@ -533,3 +533,13 @@ def test_a_model_of_a_config_of_one_s_own_saves_under_the_name_load_model_gave(t
     again, exp_again = load_model(save_model(model, exp, tmp_path / "copy" / "model.lmp"))
     assert exp == exp_again == "myvar" and again.construction_args["embed_dim"] == 48
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_save_model_refuses_a_near_typo_of_a_version_s_name(tmp_path):
+    """Accepting the name of a config of one's own let 'test_runer' through: a checkpoint no command could resume."""
+    from lmplay.generation.loading import save_model
+    from lmplay.runner import get_runner
+
+    with pytest.raises(ConfigError, match="did you mean 'test_runner'"):
+        save_model(get_runner("test_runner").build_model(), "test_runer", tmp_path / "model.lmp")
+    assert not (tmp_path / "model.lmp").exists()

@@ -7,14 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from conftest import REPO, compose_config, run_cli
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config, run_cli
 from lmplay.errors import ConfigError
 from lmplay.new_exp import create
 
@@ -36,12 +36,16 @@ def checkout_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_a_copy_built_without_its_configs_says_why(monkeypatch, capsys):
     """Where git stores src/lmplay/conf as a plain file (Windows without symlinks) a wheel has no configs: Hydra's
     own line was 'Primary config directory not found'."""
+    import lmplay.config
     import lmplay.hydra_app
+    import lmplay.new_exp
 
-    monkeypatch.setattr(lmplay.hydra_app, "CONF_DIR", "/nonexistent/lmplay/conf")
+    monkeypatch.setattr(lmplay.config, "CONF_DIR", "/nonexistent/lmplay/conf")
     with pytest.raises(SystemExit) as e:
         lmplay.hydra_app.run_hydra_app(lambda: None, [], "config")
     assert e.value.code == 2 and "core.symlinks=true" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="core.symlinks=true"):  # new_exp --into, what a plain install uses
+        lmplay.new_exp.main(["foo", "--into", "/nonexistent/lab"])
 
 
 def test_a_wheel_install_trains_and_new_exp_asks_for_a_package_of_one_s_own(tmp_path):

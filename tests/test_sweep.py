@@ -476,5 +476,7 @@ def test_a_submitit_job_killed_outright_is_one_line_and_the_rerun_resumes_it(tmp
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1 and "a job of the sweep ended without a result" in said[0] and "summary.md" in said[0]
+    assert f"rerun the sweep with hydra.sweep.dir={(tmp_path / 'sweep').resolve()}" in said[0]  # a new default dir
+    # would start every job over
     run_cli("lmplay.train", *args, check=True)
     assert [r["status"] for r in summarize(tmp_path / "sweep")] == ["completed"]

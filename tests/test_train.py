@@ -1103,3 +1103,13 @@ def test_a_ctrl_c_as_torch_loads_numpy_stops_the_run(tmp_path):
         said = proc.stderr.strip().splitlines()
         assert proc.returncode == 130 and said == ["interrupted before it started; nothing was saved"], (command, said)
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_a_mini_batch_that_does_not_divide_a_rank_s_share_is_noted_for_compile(tmp_path):
+    """Each step then ends with a shorter mini-batch, a second shape that compile=true compiles again: said at the
+    start with a mini_batch_size that divides it."""
+    uneven = make_runner(["exp=test_runner", "device=cpu", "batch_size=10", "mini_batch_size=4"], tmp_path / "a")
+    assert "ends with a mini-batch of 2" in uneven.uneven_mini_batch() and "mini_batch_size=2 divides it" in \
+        uneven.uneven_mini_batch()
+    even = make_runner(["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=4"], tmp_path / "b")
+    assert even.uneven_mini_batch() is None

@@ -17,6 +17,15 @@ _IN_PACKAGE = Path(__file__).parent / "conf"
 CONF_DIR = str(_IN_PACKAGE.resolve() if _IN_PACKAGE.is_dir() else Path(__file__).resolve().parents[2] / "conf")
 
 
+def configs_missing() -> str | None:
+    """Why lmplay's conf/ is not there, or None: a copy built where git stored the src/lmplay/conf link as a file."""
+    if Path(CONF_DIR).is_dir():
+        return None
+    return (f"lmplay's configs are missing ({CONF_DIR}): this copy was built from a clone whose src/lmplay/conf link "
+            f"git stored as a plain file (Windows without symlinks); reinstall from a clone made with "
+            f"`git clone -c core.symlinks=true`, or run from the clone with pip install -e")
+
+
 @functools.cache
 def root_config(name: str = "config") -> "DictConfig":
     """conf/<name>.yaml as written (its own keys and defaults, before any group or override); read once."""

@@ -29,7 +29,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, launcher_rank, quote
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, override_value, root_config
+from lmplay.config import (CONF_DIR, RUN_SET_MODEL_KEYS, configs_missing, flatten, not_the_models_to_set,
+                           override_value, root_config)
 from lmplay.errors import ConfigError
 
 
@@ -58,10 +59,8 @@ PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
     sys.argv = [sys.argv[0], *argv]
-    if not Path(CONF_DIR).is_dir():  # Hydra's own line is "Primary config directory not found"
-        fail(f"lmplay's configs are missing ({CONF_DIR}): this copy was built from a clone whose src/lmplay/conf link "
-             f"git stored as a plain file (Windows without symlinks); reinstall from a clone made with "
-             f"`git clone -c core.symlinks=true`, or run from the clone with pip install -e")
+    if missing := configs_missing():  # Hydra's own line is "Primary config directory not found"
+        fail(missing)
     if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
@@ -132,14 +131,16 @@ def readable_config() -> Iterator[None]:
 def job_died(said: str) -> str:
     """A sweep job that ended without a result (SIGKILL, out of memory, a rank of it lost): the launcher stops
     collecting there, though the jobs it started beside it may still run."""
-    where = f"{_sweep_dirs[-1].resolve()}/summary.md" if _sweep_dirs else "the sweep's summary.md"
+    sweep_dir = _sweep_dirs[-1].resolve() if _sweep_dirs else None
+    where = f"{sweep_dir}/summary.md" if sweep_dir else "the sweep's summary.md"
+    rerun = f"rerun the sweep with hydra.sweep.dir={sweep_dir}" if sweep_dir else "rerun the sweep in its dir"
     with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
         from lmplay.sweep import write_summary
 
         write_summary(_sweep_dirs[-1])
     return (f"a job of the sweep ended without a result ({' '.join(said.split())[:160]}): killed, out of memory, or "
             f"one of its ranks lost; the launcher's other jobs may still be running, and their rows in {where} fill "
-            f"in as they end; then rerun the same command to resume the unfinished ones")
+            f"in as they end; then {rerun} to resume the unfinished ones")
 
 
 def interrupted() -> str:

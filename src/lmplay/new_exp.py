@@ -22,7 +22,7 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 from lmplay.cli import run_main
-from lmplay.config import CONF_DIR
+from lmplay.config import CONF_DIR, configs_missing
 from lmplay.errors import ConfigError
 
 CHECKOUT = Path(CONF_DIR).parent  # a clone of lmplay (conf/ beside experiments/), unless installed from a wheel
@@ -292,6 +292,8 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
 
 
 def main(argv: list[str]) -> None:
+    if missing := configs_missing():
+        raise ConfigError(missing)
     parser = argparse.ArgumentParser(prog="python -m lmplay.new_exp", description=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the new experiment's name (its package, and the prefix of its versions)")

@@ -272,7 +272,8 @@ def run_job(cfg: DictConfig) -> None:
                 raise SystemExit(1) from None
             saved = (Path(HydraConfig.get().runtime.output_dir) / "model.lmp").exists()
             fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); "
-                 + ("the same command resumes from the last checkpoint" if saved else
+                 + (f"the same command{' without fresh=true' if cfg.fresh else ''} resumes from the last checkpoint"
+                    if saved else
                     "nothing was saved yet, so the same command starts over"), 1)
         if not caused_by_ctrl_c(e):
             raise

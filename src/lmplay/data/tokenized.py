@@ -137,13 +137,13 @@ def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: 
         raise ConfigError(f"{where} holds text that is not UTF-8 ({e.reason} at byte {e.start}); save it as "
                           f"UTF-8") from None
     except OSError as e:  # a full disk, a read-only or size-limited cache: the build left nothing behind
-        why = {errno.ENOSPC: f"{free_space(cache_dir)}: free some space there",
-               errno.EDQUOT: "over your disk quota: free some space there",
-               errno.EFBIG: "a file-size limit stops it (ulimit -f): lift it", errno.EROFS: "a read-only file system",
-               errno.EACCES: "not writable by you", errno.EPERM: "not writable by you"}.get(e.errno)
-        raise OutputError(f"could not write the tokenized {label} into the cache {cache_dir} ({e.strerror or e}"
-                          f"{'; ' + why if why else ''}); set curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a "
-                          f"directory with room that you can write") from None
+        elsewhere = "set curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a directory with room that you can write"
+        fix = {errno.ENOSPC: f"{free_space(cache_dir)}: free some space there, or {elsewhere}",
+               errno.EDQUOT: f"over your disk quota: free some space there, or {elsewhere}",
+               errno.EFBIG: "a file-size limit of this shell stops it (ulimit -f): lift it, e.g. ulimit -f unlimited",
+               errno.EROFS: f"a read-only file system: {elsewhere}"}.get(e.errno, elsewhere)
+        raise OutputError(f"could not write the tokenized {label} into the cache {cache_dir} ({e.strerror or e}); "
+                          f"{fix}") from None
     return TokenTable(path), key
 
 

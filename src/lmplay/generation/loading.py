@@ -1,6 +1,7 @@
 """A checkpoint back into a model (its experiment name picks the code from the registry, never the file), and a
 model trained in Python into a checkpoint that the commands read."""
 
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     path = home_expanded(path)
     checkpoint.check_out(path, replace, asked_by="replace=True")
     own = exp not in registered()  # a config of one's own: its class is what load_model finds the code by
+    if own and (near := difflib.get_close_matches(exp, registered(), n=1, cutoff=0.8)):  # not a typo of a version's
+        raise ConfigError(f"experiment '{exp}' is not registered: did you mean '{near[0]}'? (a config of one's own "
+                          f"saves under its own name, as load_model gave it)")
     config = OmegaConf.to_yaml({"model": {"_target_": target}}) if own else ""
     checkpoint.write_out({"exp": exp, "config": config, "rng": checkpoint.rng_state(),
                           "components": {"model": checkpoint.model_part(model)}}, path)

@@ -461,10 +461,24 @@ class LMRunnerBase:
                  f"device {self.device}{self.ranks()}", f"run dir {self.run_dir.resolve()}"]
         if speed := self.speed_features():
             lines.append(f"speed: {', '.join(speed)}")
+        if self.cfg.compile and (uneven := self.uneven_mini_batch()):
+            lines.append(uneven)
         if self.provenance.report():
             lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
                       *self.provenance.report()]
         return "\n".join(lines)
+
+    def uneven_mini_batch(self) -> str | None:
+        """A note where mini_batch_size does not divide a rank's share of the batch: the shorter last mini-batch is
+        a second shape, which compile=true compiles again for dynamic shapes (slower kernels than one fixed shape)."""
+        settings = self.runner_c.settings
+        share, mini = settings.batch_size // self.world.size, settings.mini_batch_size
+        if share % mini == 0 or mini > share:
+            return None
+        fits = max(m for m in range(1, mini + 1) if share % m == 0)
+        return (f"note: mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each step "
+                f"ends with a mini-batch of {share % mini}, which compile=true compiles again for dynamic shapes; "
+                f"mini_batch_size={fits} divides it")
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
