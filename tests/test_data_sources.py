@@ -529,7 +529,8 @@ def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
 def test_a_cache_write_failure_names_its_cause(tmp_path, monkeypatch, code, says):
     """A file-size limit (EFBIG) was told to 'free some space' with 62 GiB free."""
     assert code in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES)
-    monkeypatch.setattr(tokenized, "build_cache", lambda *a, **k: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
+    failing = OSError(code, os.strerror(code))
+    monkeypatch.setattr(tokenized, "build_cache", lambda *a, **k: (_ for _ in ()).throw(failing))
     rows = Dataset.from_dict({"text": ["some text"]})
     with pytest.raises(OutputError, match=says):
         tokenized.tokenize_records(lambda: rows, RowFormat("text", text="text"), TOK, "x", "label", tmp_path, 1,

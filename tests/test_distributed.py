@@ -122,7 +122,8 @@ def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
     """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
     proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode != 0
-    assert len(said(proc)) == 1 and "error: -m under torchrun: each rank would run the whole sweep on its own" in said(proc)[0]
+    assert len(said(proc)) == 1
+    assert "error: -m under torchrun: each rank would run the whole sweep on its own" in said(proc)[0]
     assert "hydra.launcher.tasks_per_node=N" in proc.stderr and not (tmp_path / "sweep").exists()
 
 
@@ -179,8 +180,11 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     proc = torchrun(2, "--config-dir", str(tmp_path / "conf"), *BASE, "exp=on_rank1", "max_steps=2",
                     f"hydra.run.dir={tmp_path / 'a'}", path=(tmp_path,))
     assert proc.returncode != 0 and "RuntimeError: out of memory on rank 1" in proc.stderr, proc.stderr[-3000:]
-    assert "(torchrun stops every rank when one fails: its report names it)" in proc.stderr
-    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}", path=(Path(__file__).parent / "probes",),
+    # rank 0 hears of it by torchrun's SIGTERM or, where it was already waiting in a collective, by the lost peer
+    assert "(torchrun stops every rank when one fails: its report names it)" in proc.stderr or \
+        said(proc)[0].startswith("error: another rank stopped"), proc.stderr[-3000:]
+    proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}",
+                    path=(Path(__file__).parent / "probes",),
                     env={"LMPLAY_PROBE_KILL": "step:3", "LMPLAY_PROBE_RANK": "1"})
     assert proc.returncode != 0 and said(proc)[0].startswith("error: another rank stopped"), proc.stderr[-3000:]
     assert said(proc)[0].endswith("nothing was saved yet, so the same command starts over")  # saves every 16 steps

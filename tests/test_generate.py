@@ -271,8 +271,9 @@ def test_temperature_zero_is_greedy():
     assert pick_next(logits, config).tolist() == [1]
 
 
-@pytest.mark.parametrize("settings", [{"temperature": 1e-45}, {"top_p": 1e-300}, {"temperature": 1e-45, "top_p": 1e-300},
-                                      {"temperature": 1e-46}, {"temperature": 1e-308}, {"temperature": 5e-324}])
+@pytest.mark.parametrize("settings", [{"temperature": 1e-45}, {"top_p": 1e-300},
+                                      {"temperature": 1e-45, "top_p": 1e-300}, {"temperature": 1e-46},
+                                      {"temperature": 1e-308}, {"temperature": 5e-324}])
 def test_settings_at_the_edge_of_float32_still_draw_the_top_token(settings):
     """A temperature that overflows the scores (or, below float32's smallest, turns 0: 0/0 at the top token), or a
     top_p that rounds to 0, left no finite probability: torch.multinomial raised 'probability tensor contains

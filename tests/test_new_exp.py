@@ -279,4 +279,5 @@ def test_a_hand_copy_that_kept_the_baseline_s_version_names_never_takes_them(tmp
     proc = subprocess.run([sys.executable, "-c", probe], cwd=repo, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "experiments.gpt2ish.model"
-    assert "experiments.aaa_copy.versions cannot be imported" in proc.stderr and "give experiments.aaa_copy" in proc.stderr
+    assert "experiments.aaa_copy.versions cannot be imported" in proc.stderr
+    assert "give experiments.aaa_copy" in proc.stderr

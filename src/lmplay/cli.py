@@ -110,8 +110,6 @@ def launcher_rank() -> int:
     return 0
 
 
-
-
 def report(error: LmplayError) -> None:
     fail(str(error), error.exit_code)
 

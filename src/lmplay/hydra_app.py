@@ -74,7 +74,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     sys.stderr = _held[-1][1]
     try:
         import numpy  # noqa: F401  before torch (a run's, generate's, a sweep job's), whose C code imports it and
-        # swallows a Ctrl-C landing there: numpy left half-imported, the command went on unstopped or failed on numpy.intp
+        # swallows a Ctrl-C landing there: numpy was left half-imported, and the command went on unstopped
         main()
     except SystemExit as e:
         if isinstance(e.code, int) and e.code > 128 and _jobs_elsewhere and _jobs_elsewhere[-1]:

@@ -415,7 +415,7 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
         rows = summarize(sweep_dir)
         groups = repeated_configs(rows)
         write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
-                                                             "over_seeds": groups}, indent=1))
+                                                        "over_seeds": groups}, indent=1))
         text = markdown(sweep_dir, rows, groups)
         write_atomic(sweep_dir / "summary.md", text)
     return {"jobs": rows, "over_seeds": groups, "markdown": text}

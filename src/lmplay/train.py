@@ -63,7 +63,7 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iter
     # atomic: a crash or a full disk mid-write must not leave a torn file that drops the run's label
     write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg))
     write_atomic(out / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg,
-                                                                                             resolve=False)}))
+                                                                                        resolve=False)}))
     write_atomic(out / "overrides.yaml", OmegaConf.to_yaml(overrides))
 
 
