@@ -134,10 +134,11 @@ def job_died(said: str) -> str:
     sweep_dir = _sweep_dirs[-1].resolve() if _sweep_dirs else None
     where = f"{sweep_dir}/summary.md" if sweep_dir else "the sweep's summary.md"
     rerun = f"rerun the sweep with hydra.sweep.dir={sweep_dir}" if sweep_dir else "rerun the sweep in its dir"
-    with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
-        from lmplay.sweep import write_summary
+    if sweep_dir:
+        with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
+            from lmplay.sweep import write_summary
 
-        write_summary(_sweep_dirs[-1])
+            write_summary(sweep_dir)
     return (f"a job of the sweep ended without a result ({' '.join(said.split())[:160]}): killed, out of memory, or "
             f"one of its ranks lost; the launcher's other jobs may still be running, and their rows in {where} fill "
             f"in as they end; then {rerun} to resume the unfinished ones")

@@ -15,6 +15,7 @@ from lmplay.modules import moved_layer
 from lmplay.runner.basic import BasicModelRunner
 
 ENTRY_POINT_GROUP = "lmplay.experiments"
+BASELINE = "experiments.gpt2ish.versions"  # discovered first: the first to register a name keeps it
 
 
 Factory = Callable[[dict | None], BasicModelRunner]
@@ -28,7 +29,6 @@ class Registration:
 
 
 _REGISTRY: dict[str, Registration] = {}
-BASELINE = "experiments.gpt2ish.versions"
 _BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
 
 
@@ -41,15 +41,15 @@ def expose_runner(name: str, description: str = "") -> Callable[[Factory], Facto
 
     def register(factory: Factory) -> Factory:
         held = _REGISTRY.get(name)
-        if held is not None and where(held.factory) != where(factory):  # the same function again: a re-run cell
-            raise ConfigError(f"experiment '{name}' is registered already, by {where(held.factory)}; give "
-                              f"{where(factory)} another name")
+        if held is not None and defined_at(held.factory) != defined_at(factory):  # the same function again: a re-run cell
+            raise ConfigError(f"experiment '{name}' is registered already, by {defined_at(held.factory)}; give "
+                              f"{defined_at(factory)} another name")
         _REGISTRY[name] = Registration(name, description, factory)
         return factory
     return register
 
 
-def where(factory: Callable) -> str:
+def defined_at(factory: Callable) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
