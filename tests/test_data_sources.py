@@ -62,6 +62,25 @@ def test_text_file_becomes_paragraph_rows(tmp_path, no_hub):
         assert all(len(r) <= 200 for r in rows) and len(rows) < 50
 
 
+def test_text_rows_are_named_by_their_files_not_by_pickling_them(tmp_path, no_hub, monkeypatch):
+    """On the H200 machine (Python 3.12.3) datasets could not pickle an in-memory table with dill to fingerprint
+    it, and every text-file run failed; the files' content hashes name the rows instead."""
+    import datasets.arrow_dataset
+
+    def unpicklable(dataset):
+        raise TypeError("Can't pickle <class 'MonthDayNano'>")
+    monkeypatch.setattr(datasets.arrow_dataset, "generate_fingerprint", unpicklable)
+    book = tmp_path / "book.txt"
+    book.write_text("First paragraph.\n\nSecond one.")
+    def rows():
+        return sources._text_file_records([book], sources.DatasetSpec(path=str(book)))[0]()
+    named = [rows(), rows()]
+    assert list(named[0]["text"]) == ["First paragraph.\n\nSecond one."]
+    book.write_text("Changed.")
+    changed = rows()
+    assert named[0]._fingerprint == named[1]._fingerprint != changed._fingerprint
+
+
 def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_path, no_hub, caplog):
     """datasets' text builder would make each line a document and drop every line break."""
     (tmp_path / "books").mkdir()
