@@ -20,10 +20,16 @@ def compose_config(overrides: list[str] = (), config_name: str = "config"):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
 
 
+def python_path(*first: Path) -> str:
+    """The checkout's dirs on PYTHONPATH, after `first` and before the caller's own entries (where an environment
+    keeps its packages on PYTHONPATH, as the GPU machine's wheels did, a subprocess needs them too)."""
+    return os.pathsep.join([*map(str, [*first, REPO / "src", REPO]), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m module args...` as a user would; never inherits a TTY."""
-    full_env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
                           timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
@@ -34,8 +40,7 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
 def torchrun(nproc: int, *args: str, path: tuple[Path, ...] = (), env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m lmplay.train args...` on `nproc` local ranks, as `torchrun --standalone` starts them;
     `path`: more dirs for PYTHONPATH, first (tests/probes)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO / "src", REPO])), "TQDM_DISABLE": "1",
-           **(env or {})}
+    env = {**os.environ, "PYTHONPATH": python_path(*path), "TQDM_DISABLE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                            "-m", "lmplay.train", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)

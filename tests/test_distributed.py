@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli, torchrun
+from conftest import REPO, python_path, run_cli, torchrun
 
 BASE = ["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=2", "runner.validation_interval=16"]
 
@@ -205,7 +205,7 @@ def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout
         "def slow_prepare(self, *args, **kwargs):\n    if os.environ['RANK'] == '0':\n        time.sleep(8)\n"
         "    return prepare(self, *args, **kwargs)\n\n\ncurriculum.Curriculum.prepare = slow_prepare\n"
         "from lmplay.train import cli\ncli()\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [REPO / "src", REPO])), "TQDM_DISABLE": "1"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)

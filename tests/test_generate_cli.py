@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, compose_config, python_path, run_cli
 
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generate import normalize
@@ -236,14 +236,14 @@ def test_bare_prompt_words_holding_an_unclosed_interpolation_are_their_text(mode
                                             ("lmplay.generate --help", "true"), ("lmplay.train --help", "true")])
 def test_a_reader_that_stops_early_gets_no_traceback(model_and_path, command, reader):
     """`true` reads nothing: its pipe is closed before the command writes (Hydra's --help was a traceback)."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     proc = subprocess.run(f"{sys.executable} -m {command.format(path=model_and_path[1])} | {reader}", shell=True,
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120, check=False)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 
 def test_ctrl_c_during_a_streamed_continuation_says_so_on_a_line_of_its_own(model_and_path):
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    env = {**os.environ, "PYTHONPATH": python_path()}
     proc = subprocess.Popen([sys.executable, "-m", "lmplay.generate", f"checkpoint={model_and_path[1]}", "prompt=To",
                              "max_new_tokens=1000000", "stop_at_eot=false"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=REPO, env=env)
@@ -333,7 +333,7 @@ def test_sampling_a_run_that_has_not_saved_yet_says_it_is_still_training(tmp_pat
     hold = f"from lmplay.files import hold_run_dir; from pathlib import Path; hold_run_dir(Path({str(run)!r})); " \
            f"print('held', flush=True); input()"
     holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                              env={**os.environ, "PYTHONPATH": python_path()})
     try:
         assert holder.stdout.readline() == "held\n"
         proc = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", cwd=tmp_path)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from conftest import REPO, run_cli
+from conftest import REPO, python_path, run_cli
 import lmplay.stats.plot
 from lmplay.errors import ConfigError
 from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline, plot_all
@@ -206,7 +206,7 @@ def test_runs_that_validated_only_at_start_and_end_show_those_two_columns(tmp_pa
 
 def test_a_reader_that_stops_early_gets_no_traceback(sweep, tmp_path):
     proc = subprocess.run(f"{sys.executable} -m lmplay.plot {sweep} --out {tmp_path} | true", shell=True,
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": python_path()})
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
 
 

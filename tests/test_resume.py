@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import REPO, make_runner, run_cli
+from conftest import REPO, make_runner, python_path, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
@@ -46,7 +46,7 @@ PROBES = REPO / "tests" / "probes"
 
 
 def popen_train(args, env=None):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (PROBES, REPO / "src", REPO))), "TQDM_DISABLE": "1",
+    env = {**os.environ, "PYTHONPATH": python_path(PROBES), "TQDM_DISABLE": "1",
            **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "lmplay.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -945,7 +945,7 @@ def test_a_progress_line_to_a_closed_pipe_does_not_stop_the_run():
     """A Ctrl-C that also stopped `| tee`: the step's validation line raised BrokenPipeError before the save."""
     code = "from lmplay.cli import say\nfor i in range(3): say('x' * 100000)\nprint('after', file=__import__('sys').stderr)"
     proc = subprocess.run(f"{sys.executable} -c \"{code}\" | true", shell=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60, check=False)
+                          env={**os.environ, "PYTHONPATH": python_path()}, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stderr.strip() == "after", proc.stderr
 
 

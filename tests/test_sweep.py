@@ -15,7 +15,7 @@ import yaml
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, compose_config, python_path, run_cli
 from lmplay.hydra_app import job_dir_name, single_runs
 from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
 
@@ -345,7 +345,7 @@ def test_a_slurm_launcher_without_slurm_is_one_line(tmp_path):
 def test_a_job_a_signal_stops_is_in_the_summary_as_interrupted_with_its_steps_and_time(tmp_path):
     """Hydra's on_job_end never runs for a job that exits on a signal: its row kept what it showed at its
     start (0 tokens, no loss, 'started'), and the rerun's wall time lost the attempt."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lmplay.train", "-m", "exp=test_runner", "device=cpu",
                              "runner.save_interval=100000", "curriculum.stages.0.epochs=100", f"hydra.sweep.dir={tmp_path}"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -426,7 +426,7 @@ sweep.SweepSummary().on_job_start(OmegaConf.create({{"hydra": hydra}}))
 print(seen[0])
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}, check=False)
+                         env={**os.environ, "PYTHONPATH": python_path()}, check=False)
     assert out.stdout.split()[:1] == ["True"], out.stderr
 
 
