@@ -5,9 +5,12 @@ import errno
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import python_path
 from datasets import Dataset, DatasetDict
 
 from lmplay.data import sources, tokenized
@@ -570,3 +573,19 @@ def test_what_a_killed_tokenizing_left_is_removed_by_the_next_build_on_its_host(
         d.mkdir()
     tokenized.remove_dead_builds(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name])
+
+
+def test_datasets_import_notes_stay_out_of_a_runs_log(tmp_path):
+    """With JAX installed, every run that tokenized printed "JAX version 0.11.2 available." (datasets logs it at
+    INFO while importing, through the root logger that Hydra sets to INFO)."""
+    fake = tmp_path / "site"
+    for package in ("jax", "jaxlib"):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").touch()
+    (fake / "jax-0.11.2.dist-info").mkdir()
+    (fake / "jax-0.11.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: jax\nVersion: 0.11.2\n")
+    code = "import logging; logging.basicConfig(level=logging.INFO)\nfrom lmplay.data.hf import hf_datasets\n" \
+           "print(hf_datasets().config.JAX_AVAILABLE)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": python_path(fake)}, check=True)
+    assert proc.stdout.strip() == "True" and "JAX version" not in proc.stderr, proc.stderr

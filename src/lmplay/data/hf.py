@@ -5,6 +5,7 @@
 importing it: the setting is applied when the module is first handed out, or at once if already imported.
 """
 
+import logging
 import sys
 from types import ModuleType
 
@@ -21,6 +22,9 @@ def quiet_progress_bars() -> None:
 
 def hf_datasets() -> ModuleType:
     """The `datasets` module, with the progress-bar setting applied."""
+    hf_log = logging.getLogger("datasets")
+    if hf_log.level == logging.NOTSET:  # its import logs at INFO, through a run's log, which of JAX/TensorFlow it
+        hf_log.setLevel(logging.WARNING)  # found, before it sets its own level (from DATASETS_VERBOSITY) after
     import datasets
 
     if _quiet:
