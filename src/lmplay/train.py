@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +20,9 @@ from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
 from lmplay.hydra_app import JobError, readable_config, reject_added_keys, remove_made_dirs, run_hydra_app
+
+if TYPE_CHECKING:  # torch: imported only once the config is known to be good
+    from lmplay.runner import LMRunnerBase
 
 SEED_FLAGS = {"--exp": "exp", "--device": "device", "--batch-size": "batch_size",
               "--mini-batch-size": "mini_batch_size", "--lr": "lr", "--run-name": "run_name", "--seed": "seed",
@@ -116,17 +120,8 @@ SWEEP_JOB_ON = ("in a sweep a larger max_steps or a longer plan makes new jobs, 
 
 
 def train(cfg: DictConfig) -> None:
-    reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
-    check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
-    if "exp_name" in overridden_keys():  # the checkpoint's experiment name: sampling and resuming go by it
-        raise ConfigError("exp_name is the name of the exp= config the run uses, not a setting: choose exp=NAME (a "
-                          "config of your own: --config-dir DIR with DIR/exp/NAME.yaml)")
-    if not str(cfg.run_name).strip():
-        raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
+    check_run_settings(cfg)
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
-    from lmplay.runner.base import GROUPS
     from lmplay.runner.components import config_class
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
@@ -134,15 +129,7 @@ def train(cfg: DictConfig) -> None:
         quiet_progress_bars()  # HF's "Map" bars would flood logs; lmplay's own bar stays
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if (run_dir / "multirun.yaml").is_file():  # a run there would read, to the plots, as the sweep's only run
-        jobs = sorted(p.parent.name for p in run_dir.glob("*/model.lmp"))
-        example = f"\"hydra.run.dir='{run_dir / jobs[0]}'\"" if jobs else "hydra.run.dir=ITS_DIR"
-        raise ConfigError(f"{run_dir} is a sweep's dir (it holds multirun.yaml), not a run's: train one of its jobs on "
-                          f"with its own dir, e.g. {example}, or give another run dir")
-    if cfg.fresh and started_over_in_this_slurm_job(run_dir):  # submitit requeues the command as typed
-        print(f"fresh=true is not applied again: this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) started "
-              f"the run over before it was requeued, and the requeue resumes it")
-        cfg.fresh = False
+    check_run_dir(cfg, run_dir)
     model_class = config_class(cfg, "model")
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
@@ -159,16 +146,7 @@ def train(cfg: DictConfig) -> None:
             runner.close()
             return
         if runner.world.is_main:
-            chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
-            reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
-            label = functools.partial(save_hydra_config, runner.settled_config, run_dir, resumed=ckpt is not None,
-                                      reset=reset - runner.overridden, unread=runner.unread_keys)
-            if ckpt is None:
-                label()
-            else:  # a resume's settings label the run once it has saved a step trained with them: one that failed
-                runner.on_first_save = label  # or was killed before would be plotted as what it never trained with
-            if cfg.fresh:
-                note_fresh_start(run_dir, runner.replaced_dir)
+            label_run(runner, run_dir, resumed=ckpt is not None, fresh=cfg.fresh)
         print(runner.describe())
         if in_sweep:  # the sweep's default dir is named by the time it started
             runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
@@ -180,6 +158,48 @@ def train(cfg: DictConfig) -> None:
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         restore_signals(before)
         release_run_dir(run_dir)
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """The top-level settings' mistakes, before torch is imported."""
+    reject_added_keys(cfg, "config", set_by_groups=["model"])  # `model` comes from the exp file
+    check_value_types(cfg, "config", nullable={"max_steps": int, "grad_clip": float})
+    if "exp_name" in overridden_keys():  # the checkpoint's experiment name: sampling and resuming go by it
+        raise ConfigError("exp_name is the name of the exp= config the run uses, not a setting: choose exp=NAME (a "
+                          "config of your own: --config-dir DIR with DIR/exp/NAME.yaml)")
+    if not str(cfg.run_name).strip():
+        raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
+
+
+def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """A sweep's dir is not a run's; a requeued SLURM job does not start its run over twice."""
+    if (run_dir / "multirun.yaml").is_file():  # a run there would read, to the plots, as the sweep's only run
+        jobs = sorted(p.parent.name for p in run_dir.glob("*/model.lmp"))
+        example = f"\"hydra.run.dir='{run_dir / jobs[0]}'\"" if jobs else "hydra.run.dir=ITS_DIR"
+        raise ConfigError(f"{run_dir} is a sweep's dir (it holds multirun.yaml), not a run's: train one of its jobs on "
+                          f"with its own dir, e.g. {example}, or give another run dir")
+    if cfg.fresh and started_over_in_this_slurm_job(run_dir):  # submitit requeues the command as typed
+        print(f"fresh=true is not applied again: this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) started "
+              f"the run over before it was requeued, and the requeue resumes it")
+        cfg.fresh = False
+
+
+def label_run(runner: "LMRunnerBase", run_dir: Path, resumed: bool, fresh: bool) -> None:
+    """Write the settings the run trains with (.hydra/), which plots and the sweep summary read."""
+    from lmplay.runner.base import GROUPS
+
+    chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
+    reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
+    label = functools.partial(save_hydra_config, runner.settled_config, run_dir, resumed=resumed,
+                              reset=reset - runner.overridden, unread=runner.unread_keys)
+    if not resumed:
+        label()
+    else:  # a resume's settings label the run once it has saved a step trained with them: one that failed
+        runner.on_first_save = label  # or was killed before would be plotted as what it never trained with
+    if fresh:
+        note_fresh_start(run_dir, runner.replaced_dir)
 
 
 def restore_signals(handlers: dict[int, object]) -> None:

@@ -229,8 +229,24 @@ class LMRunnerBase:
         return keys
 
     def setup(self, ckpt: dict[str, Any] | None) -> None:
+        """Build the five components (from the checkpoint's state where resuming), then what the steps need."""
         components = (ckpt or {}).get("components", {})
-        arch = components.get("model", {}).get("state_args", {})
+        self.settle_architecture(ckpt, components.get("model", {}).get("state_args", {}))
+        self.exp_name = self.cfg.exp_name
+        self.seed = self.settle_seed(ckpt)
+        torch.manual_seed(self.seed)
+        self.build_components(components)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if ckpt and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.check_stage_overrides()
+        self.note_run_settings()
+        self.note_unread_keys(ckpt is not None)
+        self.note_held_out_change(ckpt)
+        self.prepare_steps(ckpt)
+
+    def settle_architecture(self, ckpt: dict[str, Any] | None, arch: dict[str, Any]) -> None:
+        """The tokenizer and context length: a resumed model's own, which the command line may not change."""
         for key in ("tokenizer", "context_len"):
             if key in arch and key in self.overridden and arch[key] != self.cfg[key]:
                 raise ConfigError(f"{key}={self.cfg[key]!r} cannot change on resume: the checkpoint's model has "
@@ -247,9 +263,15 @@ class LMRunnerBase:
         self.context_len = arch.get("context_len", self.cfg.context_len)
         if isinstance(self.context_len, int) and self.context_len < 2:  # before the model is built with it
             raise ConfigError(f"context_len={self.context_len} is too small for training; use at least 2")
-        self.exp_name = self.cfg.exp_name
-        self.seed = self.settle_seed(ckpt)
-        torch.manual_seed(self.seed)
+
+    def build_components(self, components: dict[str, Any]) -> None:
+        """model, runner, optimizer, scheduler and curriculum, each from its group's config and saved state."""
+        for group in ("curriculum", "optimizer", "scheduler"):
+            config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
+        for key in sorted(set(self.cfg.model) & set(RUN_SET_MODEL_KEYS)):  # the run sets them: a typed
+            raise ConfigError(not_the_models_to_set(key))  # ++model.KEY would be dropped unsaid
+        model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
+                      "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
 
         def part(component, group_cfg):
             saved = components.get(component.name, {})
@@ -264,25 +286,15 @@ class LMRunnerBase:
                 raise rejected_settings(component.group, e) from None
             return component
 
-        for group in ("curriculum", "optimizer", "scheduler"):
-            config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
-        for key in sorted(set(self.cfg.model) & set(RUN_SET_MODEL_KEYS)):  # the run sets them: a typed
-            raise ConfigError(not_the_models_to_set(key))  # ++model.KEY would be dropped unsaid
-        model_args = {**OmegaConf.to_container(self.cfg.model, resolve=True), "tokenizer": self.cfg.tokenizer,
-                      "context_len": self.cfg.context_len, "vocab_size": self.padded_vocab()}
         self.model_c = part(ModelComponent(self), model_args)
         self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
         self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
         self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
         # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
         self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if ckpt and "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.check_stage_overrides()
-        self.note_run_settings()
-        self.note_unread_keys(ckpt is not None)
-        self.note_held_out_change(ckpt)
+
+    def prepare_steps(self, ckpt: dict[str, Any] | None) -> None:
+        """The record window, DDP and compile wrappers, the resumed RNG, then the run dir's stats file."""
         self.window = RecordWindow.resumed(self.runner_c.record_window, self.device, self.world.is_main)
         self.speed = SpeedMeter(self.model.flops_per_token, self.device, self.world.size)
         self.ddp = None
@@ -913,27 +925,37 @@ class LMRunnerBase:
             if progress["step"] == first_step + 1:
                 self.display.first_step_done(progress["stage_step"], total)
             if validate or save:
-                synchronize(self.device)  # the step's queued work is training's, not the pause's: let it finish
-                with self.speed.paused():  # tokens/s is training's
-                    if validate:
-                        self.validation_record(stage.name, lr, settings)
-                    if save:
-                        self.save()
+                self.pause_for(validate, save, stage.name, lr, settings)
+        self.end_steps(stage.name, plan, total, pending, bar, first_step)
+        return finished
+
+    def pause_for(self, validate: bool, save: bool, stage_name: str, lr: float, settings: RunnerSettings) -> None:
+        """A validation and/or a save between two steps, left out of training's tokens/s."""
+        synchronize(self.device)  # the step's queued work is training's, not the pause's: let it finish
+        with self.speed.paused():
+            if validate:
+                self.validation_record(stage_name, lr, settings)
+            if save:
+                self.save()
+
+    def end_steps(self, stage_name: str, plan: StagePlan, total: int, pending: StepLog | None, bar,
+                  first_step: int) -> None:
+        """The last step's read, a record of the steps short of a log_interval, and the closing progress line."""
+        progress = self.runner_c.progress
         self.log_step(pending, bar)
         if self.window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
             lr = self.window.lr  # save keeps them: the resume goes on with them)
             if lr is None:  # a window resumed from an older checkpoint: the schedule's lr of the stage's last step
                 lr = plan.lr(max(progress["stage_step"] - 1, 0), total)
-            self.log_step(self.step_log(stage.name, lr, self.window), bar)
+            self.log_step(self.step_log(stage_name, lr, self.window), bar)
             self.window = RecordWindow()
         records = self.stats.records["train"]
         if records and records[-1]["step"] > first_step:  # not one from before a resume, or of the stage before: a
             self.show_progress(bar, last=True)  # stop signal leaves a window short of log_interval unrecorded
         if self.curriculum.skipped_windows and self.world.is_main:
-            print(f"note: stage {stage.name!r} skipped {self.curriculum.skipped_windows} windows with no target token "
+            print(f"note: stage {stage_name!r} skipped {self.curriculum.skipped_windows} windows with no target token "
                   f"since this command started (include_prompts=false and prompts that fill the "
                   f"context_len={self.context_len} window)")
-        return finished
 
     def no_batch_error(self, stage, skipped: int) -> ConfigError:
         """Why a stage gave no batch at its first step."""

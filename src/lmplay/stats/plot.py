@@ -405,28 +405,37 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             row += ["-" if i == 0 or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
-    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
-             for r in table]
-    lines.insert(1, "-" * len(lines[0]))
-    where = (("at token counts where every run validated (within 2%)" if least == len(curves) else
-              f"at token counts where the runs of {least} of the {len(curves)} rows validated (within 2%)")
-             if any(t > 0 for t in shared) else
-             "read off a straight line between each run's own validation points, as no token count past 0 has a "
-             "validation point of every run (different batching, or validation cadences)")
     vs_column = 2 + len(points) if baseline_first else None  # the baseline's own is "-" by definition
     cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row) if j >= 2 and (i, j) != (0, vs_column)]
+    notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)),
+             *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
+    notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
+    return "\n".join([*aligned(table), "", *notes]) + "\n"
+
+
+def aligned(table: list[list[str]]) -> list[str]:
+    """The table's lines: the first column left-aligned, the numbers right-aligned, a rule under the header."""
+    widths = [max(len(r[c]) for r in table) for c in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
+             for r in table]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
+
+
+def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> str:
+    """How the table's numbers were read: at shared validation points, or off straight lines (~), or not at all (-)."""
+    where = (("at token counts where every run validated (within 2%)" if least == num_rows else
+              f"at token counts where the runs of {least} of the {num_rows} rows validated (within 2%)")
+             if shared else
+             "read off a straight line between each run's own validation points, as no token count past 0 has a "
+             "validation point of every run (different batching, or validation cadences)")
     where += "; ~ marks a value read off a straight line between a run's validation points" if any(
         c.startswith("~") for c in cells) else ""
     where += (f"; - marks a run whose validation points around that count are further apart than {GAP:.0%} of it "
               f"and than its usual spacing (a straight line across that gap would make the value up)"
               ) if "-" in cells else ""
-    note = (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
+    return (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
             "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
             "with the baseline at its own settings.")
-    notes = [note, *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
-    notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
-    return "\n".join([*lines, "", *notes]) + "\n"
 
 
 SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
