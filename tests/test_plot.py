@@ -57,6 +57,20 @@ def sweep(tmp_path) -> Path:
     return tmp_path / "sweep"
 
 
+def test_a_job_trained_on_by_a_single_run_keeps_its_place_in_the_sweep(sweep):
+    """README: "to train one job on, name its dir". That run rewrites .hydra/hydra.yaml as a single run's, and the
+    baseline's job went last: the idea was labelled the baseline, and the baseline compared against it."""
+    for seed in (1, 2, 3):
+        job_dir = sweep / f"exp=gpt2ish_mini,max_steps=40,seed={seed}"
+        (job_dir / "job.json").write_text(json.dumps({"job": seed - 1, "experiment": "gpt2ish_mini",
+                                                      "overrides": [], "status": "completed"}))
+        hydra = {"hydra": {"runtime": {"choices": {"exp": "gpt2ish_mini"}}, "mode": "RUN", "job": {"num": "???"}}}
+        (job_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    groups = group_runs(load_runs([sweep]))
+    assert [g.label for g in groups] == ["gpt2ish_mini", "attn_temp_mini"]
+    assert "gpt2ish_mini (baseline)" in comparison_table(groups)
+
+
 def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
     groups = group_runs(load_runs([sweep]))
     assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("attn_temp_mini", 3)]

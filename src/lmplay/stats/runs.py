@@ -73,15 +73,16 @@ def natural_order(path: Path) -> tuple:
 
 def job_number(run_dir: Path) -> int | None:
     """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
-    overrides alone, so its name does not give the sweep's order."""
+    overrides alone, so its name does not give the sweep's order. A job trained on by a single run (README:
+    Sweeps) has a hydra.yaml of that run: its job.json, which the sweep wrote, still names its place."""
+    from lmplay.sweep import read_job  # the sweep's own record (lmplay.sweep reads runs through this module)
+
     try:
         hydra = dig(read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra")
     except ConfigError:  # damaged: the run's own load says so; the order puts it last
-        return None
-    if dig(hydra, "mode") != "MULTIRUN":
-        return None
-    num = dig(hydra, "job", "num")
-    return num if isinstance(num, int) else None
+        hydra = None
+    num = dig(hydra, "job", "num") if dig(hydra, "mode") == "MULTIRUN" else read_job(run_dir).get("job")
+    return num if isinstance(num, int) and not isinstance(num, bool) else None
 
 
 def job_order(root: Path, run_dir: Path) -> tuple:
