@@ -71,6 +71,22 @@ def test_a_job_trained_on_by_a_single_run_keeps_its_place_in_the_sweep(sweep):
     assert "gpt2ish_mini (baseline)" in comparison_table(groups)
 
 
+def test_a_sweeps_seeds_stay_together_and_join_another_sweeps_only_where_none_repeats(tmp_path):
+    """Sweep A ran seed 0, sweep B (after a code change) seeds 0 and 1: A's seed 0 was averaged with B's seed 1
+    under A's label, and B's seed 0 stood alone."""
+    def sweep(name: str, seeds: tuple[int, ...], loss: float) -> None:
+        for seed in seeds:
+            fake_run(tmp_path / name / f"seed={seed}", "gpt2ish_mini", seed, loss, job=seed)
+
+    sweep("A", (0,), 2.0)
+    sweep("B", (0, 1), 1.5)
+    assert [[r.path.parent.name for r in g.runs] for g in group_runs(load_runs([tmp_path / "A", tmp_path / "B"]))] \
+        == [["A"], ["B", "B"]]
+    sweep("C", (2, 3), 1.5)  # more seeds of B's configuration, none of them B's: one group of four
+    groups = group_runs(load_runs([tmp_path / "B", tmp_path / "C"]))
+    assert [sorted(r.seed for r in g.runs) for g in groups] == [["0", "1", "2", "3"]]
+
+
 def test_seeds_are_grouped_and_labelled_by_what_differs(sweep):
     groups = group_runs(load_runs([sweep]))
     assert [(g.label, len(g.runs)) for g in groups] == [("gpt2ish_mini", 3), ("attn_temp_mini", 3)]

@@ -96,19 +96,35 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
     A run without .hydra/overrides.yaml is its own group (nothing says it repeats another), and so is a
     run whose seed a group already holds: the same command run twice (e.g. before and after a code change,
-    in two sweeps or under two run_names) is a comparison, not a repeat.
+    in two sweeps or under two run_names) is a comparison, not a repeat. A sweep's seeds stay together: they
+    join another dir's runs only where no seed is in both (seeds 0,1 of a sweep, then 2,3 of another).
     """
+    def config(run: Run) -> tuple:
+        return trained_config(run) if run.overrides else ("path", str(run.path))
+
+    def new_seeds(group: list[Run], more: list[Run]) -> bool:
+        return not {trained_seed(r) for r in group} & {trained_seed(r) for r in more}
+
+    batches: list[list[Run]] = []  # one configuration's runs in one dir (a sweep's), no seed twice
+    by_dir: dict[tuple, list[list[Run]]] = {}
+    for run in runs:
+        same = by_dir.setdefault((config(run), run.path.parent), [])
+        batch = next((b for b in same if new_seeds(b, [run])), None)
+        if batch is None:
+            batch = []
+            same.append(batch)
+            batches.append(batch)
+        batch.append(run)
     groups: list[list[Run]] = []
     by_config: dict[tuple, list[list[Run]]] = {}
-    for run in runs:
-        key = trained_config(run) if run.overrides else ("path", str(run.path))
-        same_config = by_config.setdefault(key, [])
-        group = next((g for g in same_config if all(trained_seed(r) != trained_seed(run) for r in g)), None)
+    for batch in batches:
+        same = by_config.setdefault(config(batch[0]), [])
+        group = next((g for g in same if new_seeds(g, batch)), None)
         if group is None:
             group = []
-            same_config.append(group)
+            same.append(group)
             groups.append(group)
-        group.append(run)
+        group.extend(batch)
     out = [Group("", members) for members in groups]
     for group, label in zip(out, labels(out)):
         group.label = label
