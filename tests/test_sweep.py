@@ -180,7 +180,11 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
     shutil.copytree(tmp_path / "exp=a,max_steps=20,seed=2", again)
     (again / "job.json").write_text(json.dumps({"job": 2, "experiment": "a", "status": "completed",
                                                 "overrides": ["exp=a", "seed=2", "max_steps=25"]}))
-    assert not [g for g in summarize_groups(tmp_path) if "max_steps=25" in g["overrides"]]  # one seed: no mean
+    # the sweep ran seeds 1 and 2 of max_steps=20; one trained on to 25 leaves each length one seed: both stay in
+    # "Over seeds" (they went unsaid), each a row of its own with no spread
+    assert [(g["overrides"], g["jobs"]) for g in summarize_groups(tmp_path)] == [
+        (["exp=a", "max_steps=20"], [0]), (["exp=a", "max_steps=25"], [1])]
+    assert "| exp=a max_steps=25 | 1 | 3.1000 | - |" in write_summary(tmp_path)["markdown"]
     assert (f"Note: the completed jobs' final validations are at different token counts (20,000 to 25,000): a lower "
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
 
