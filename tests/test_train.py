@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -971,6 +972,24 @@ def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):
         run_hydra_app(interrupted, [], "config")
     assert e.value.code == 130
     assert capsys.readouterr().err.strip().splitlines() == ["interrupted before it started; nothing was saved"]
+
+
+def test_a_ctrl_c_that_an_error_replaced_inside_hydra_is_still_the_stop(capsys):
+    """A Ctrl-C landing in OmegaConf's clean-up while Hydra set a sweep's job up became an AttributeError, which
+    Hydra reported as the job's error: "'NoneType' object has no attribute '_invalidate_flags_cache'", exit 1."""
+    def replaced():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("'NoneType' object has no attribute '_invalidate_flags_cache'", file=sys.stderr)
+            sys.exit(1)  # Hydra's run_and_report, after printing the exception
+
+    with pytest.raises(SystemExit) as e:
+        run_hydra_app(replaced, [], "config")
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted before it started; nothing was saved"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_saved(capsys, tmp_path):

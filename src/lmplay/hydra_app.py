@@ -34,6 +34,7 @@ from lmplay.config import (CONF_DIR, RUN_SET_MODEL_KEYS, configs_missing, flatte
 from lmplay.errors import ConfigError
 
 
+_ctrl_c: list[int] = []  # a Ctrl-C reached this command (note_ctrl_c)
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
 _sweep_dirs: list[Path] = []  # the sweep dir, once Hydra has named it
 _jobs_elsewhere: list[bool] = []  # its launcher runs the jobs in other processes (joblib, submitit)
@@ -70,13 +71,22 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     check_own_exp_files_of_a_sweep(argv, config_name)
     _sweep_dirs.clear()
     _jobs_elsewhere.clear()
+    _ctrl_c.clear()
     _held.append((sys.stderr, io.StringIO()))
     sys.stderr = _held[-1][1]
+    ctrl_c_before = signal.getsignal(signal.SIGINT)
+    if ctrl_c_before is signal.default_int_handler:
+        signal.signal(signal.SIGINT, note_ctrl_c)
     try:
         import numpy  # noqa: F401  before torch (a run's, generate's, a sweep job's), whose C code imports it and
         # swallows a Ctrl-C landing there: numpy was left half-imported, and the command went on unstopped
         main()
     except SystemExit as e:
+        if _ctrl_c and e.code and not (isinstance(e.code, int) and e.code > 128):  # the error a Ctrl-C made
+            if _held:  # (Hydra reports it as the job's and exits 1), not one to show
+                release_stderr()
+            print(interrupted(), file=sys.stderr)
+            raise SystemExit(128 + signal.SIGINT) from None
         if isinstance(e.code, int) and e.code > 128 and _jobs_elsewhere and _jobs_elsewhere[-1]:
             print(interrupted(), file=sys.stderr)  # a job in a launcher's worker stopped on a signal (Ctrl-C)
         if e.code and _held:  # Hydra gave up before the run started
@@ -111,6 +121,15 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         HeldStderr.give_back()
+        if ctrl_c_before is signal.default_int_handler and signal.getsignal(signal.SIGINT) is note_ctrl_c:
+            signal.signal(signal.SIGINT, ctrl_c_before)
+
+
+def note_ctrl_c(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C (a KeyboardInterrupt), noted: one landing in OmegaConf's clean-up code while Hydra sets a
+    sweep's job up became an AttributeError there, which Hydra reported as the job's error, exiting 1."""
+    _ctrl_c.append(signum)
+    signal.default_int_handler(signum, frame)
 
 
 @contextlib.contextmanager
