@@ -236,13 +236,17 @@ def baselines(groups: list[Group]) -> list[int]:
     """For each group, the index of the group it is compared with. An idea swept against the baseline at
     several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings, or else
     at them but for its length and recording cadence (one job trained on to more steps); what has no such
-    match, and the baseline experiment's own groups, with the first group."""
+    match, and the baseline experiment's own groups, with the first group. A baseline group an idea is compared
+    with is compared with nothing (its own index): the baseline at lr=3e-3 minus the baseline at lr=1e-3 drew a
+    line that dwarfed every idea's difference."""
     base_exp = groups[0].runs[0].exp if groups else None
     bases = [j for j, h in enumerate(groups) if h.runs[0].exp == base_exp]
-    return [0 if g.runs[0].exp == base_exp else
-            next((j for j in bases if same_settings(groups[j], g)),
-                 next((j for j in bases if same_settings(groups[j], g, NOT_SETTINGS)), 0))
-            for g in groups]
+    matched = [0 if g.runs[0].exp == base_exp else
+               next((j for j in bases if same_settings(groups[j], g)),
+                    next((j for j in bases if same_settings(groups[j], g, NOT_SETTINGS)), 0))
+               for g in groups]
+    chosen = {m for g, m in zip(groups, matched) if g.runs[0].exp != base_exp}
+    return [j if j in chosen else m for j, m in enumerate(matched)]
 
 
 def unmatched(group: Group, groups: list[Group], base: int) -> bool:
@@ -311,6 +315,8 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         tokens, values = c.tokens, c.values
         if bases:
             baseline = bases[i]
+            if baseline is c and i > 0:  # the baseline at an idea's settings: the idea's line is drawn against it
+                continue
             if baseline is not curves[0]:
                 label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
@@ -409,16 +415,16 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     for i, (group, loss, accuracy) in enumerate(rows):
         cells = [cell(loss, t, lambda v: f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else ""))
                  for t in points]
-        row = [group.label + (" (baseline)" if i == 0 and baseline_first else ""), str(loss.num_seeds), *cells]
+        base = groups[matches[id(group)]]
+        base = base if id(base) in losses else groups[0]
+        row = [group.label + (" (baseline)" if base is group and baseline_first else ""), str(loss.num_seeds), *cells]
         if baseline_first:
-            base = groups[matches[id(group)]]
-            base = base if id(base) in losses else groups[0]
             vs = "" if base is groups[0] and same_settings(group, base) else f" (vs {base.label})"  # or at another
             # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
             diff = loss.measured(end).mean() - losses[id(base)].measured(end).mean()
-            row += ["-" if i == 0 or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
+            row += ["-" if base is group or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
     vs_column = 2 + len(points) if baseline_first else None  # the baseline's own is "-" by definition
