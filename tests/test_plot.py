@@ -1,6 +1,7 @@
 """lmplay.plot: runs compared at equal tokens, seeds averaged, the baseline first; clear errors for non-run dirs."""
 
 import json
+import warnings
 import os
 import re
 import subprocess
@@ -586,3 +587,23 @@ def test_a_run_whose_hydra_files_are_valid_yaml_of_the_wrong_shape_is_left_out_o
     skipped = []
     assert [r.path for r in load_runs([tmp_path / "sweep"], skipped)] == [good]
     assert skipped == [f"{odd / '.hydra' / 'overrides.yaml'} cannot be read: it holds a int, not a list"]
+
+
+def test_twenty_lines_keep_a_readable_legend_and_lines_of_their_own(tmp_path, monkeypatch):
+    """A sweep of 10 lrs x 2 experiments: the legend covered two thirds of the axes and was cut off (matplotlib's
+    "Tight layout not applied"), and colours came back every 10 lines with the same style."""
+    from matplotlib.axes import Axes
+
+    for job in range(20):
+        exp = "gpt2ish_mini" if job % 2 == 0 else "attn_temp_mini"
+        fake_run(tmp_path / "sweep" / f"{job}_lr={job}", exp, 1, 2.0 + job / 100, extra=(f"lr={job}e-4",), job=job)
+    drawn = []
+    plot_line = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, *a, **kw: drawn.append((kw["color"], kw.get("linestyle", "-")))
+                        or plot_line(ax, *a, **kw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tight-layout warning
+        plot_all(group_runs(load_runs([tmp_path / "sweep"])), tmp_path / "plots", ["validation"], {"validation": 0.0},
+                 logx=False)
+    first_plot = drawn[:20]
+    assert len(set(first_plot)) == 20

@@ -7,6 +7,7 @@ between two ideas can be read against the spread that chance alone produces.
 """
 
 import io
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -302,14 +303,16 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
          bases: list[Curve] | None = None) -> Path:
     """One PNG: a line per curve (a band when it averages seeds); with `bases`, each curve minus its baseline's."""
-    fig = Figure(figsize=(9, 5.5), dpi=110)
+    many = len(curves) > LEGEND_INSIDE  # the legend goes beside the axes, which it would cover
+    fig = Figure(figsize=(13 if many else 9, 5.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-                   "tab:olive", "tab:cyan", "tab:gray"] * 10)
+    styles = iter(itertools.product(["-", "--", ":", "-."], ["tab:blue", "tab:orange", "tab:green", "tab:red",
+                                                               "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                                                               "tab:cyan", "tab:gray"]))
     for i, c in enumerate(curves):
         is_baseline = i == 0 and baseline_first
-        color, width = ("black", 2.2) if is_baseline else (next(colors), 1.5)
+        (style, color), width = (("-", "black"), 2.2) if is_baseline else (next(styles, ("-", "tab:gray")), 1.5)
         label = (c.label + (" (baseline)" if is_baseline else "")
                  + (f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""))
         tokens, values = c.tokens, c.values
@@ -327,8 +330,8 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             if readable.sum() < 2:  # a line of one point draws nothing
                 label += " (too few points where it and its baseline both validated to draw)"
         mean, low, high = values.mean(0), values.min(0), values.max(0)
-        ax.plot(tokens, mean, color=color, linewidth=width, label=label, marker="o" if len(tokens) < 20 else None,
-                markersize=3)
+        ax.plot(tokens, mean, color=color, linestyle=style, linewidth=width, label=label,
+                marker="o" if len(tokens) < 20 else None, markersize=3)
         if c.num_seeds > 1:
             ax.fill_between(tokens, low, high, color=color, alpha=0.18, linewidth=0)
     ax.set_title(title)
@@ -342,10 +345,13 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     if any(c.num_seeds > 1 for c in curves):
         ax.text(0.99, 0.01, "bands: lowest to highest seed", transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=8, alpha=0.7)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     png = io.BytesIO()
-    fig.savefig(png, format="png")
+    fig.savefig(png, format="png", bbox_inches="tight" if many else None)
     write_atomic(path, png.getvalue())
     return path
 
@@ -461,6 +467,7 @@ def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> s
 
 
 SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
+LEGEND_INSIDE = 8  # lines a legend inside the axes can list without covering them
 GAP = 0.5  # the widest gap between two validation points, as a fraction of the tokens between them, read across
 NEAR = 0.1  # a value this close to one of a run's own validation points (a fraction of the tokens) is read off
 
