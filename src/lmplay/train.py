@@ -115,10 +115,6 @@ def setup_stop_signals() -> dict[int, object]:
     return {s: signal.signal(s, stop_setup) for s in stopping}
 
 
-SWEEP_JOB_ON = ("in a sweep a larger max_steps or a longer plan makes new jobs, whose dirs they name; a job trains "
-                "on with hydra.run.dir=ITS_DIR (README: Sweeps)")
-
-
 def train(cfg: DictConfig) -> None:
     check_run_settings(cfg)
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
@@ -139,7 +135,7 @@ def train(cfg: DictConfig) -> None:
         ckpt = resumed_checkpoint(cfg, run_dir)
         runner.setup(ckpt)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-        why = runner.nothing_to_train(SWEEP_JOB_ON if in_sweep else None) if ckpt else None
+        why = runner.nothing_to_train(in_sweep) if ckpt else None
         if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep summary
             if runner.world.is_main:  # read (.hydra/)
                 print(why)

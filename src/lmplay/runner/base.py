@@ -744,24 +744,27 @@ class LMRunnerBase:
             tell(f"{name}: saved {path} at step {step}; {self.resume_hint}\n")
         raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
 
-    def nothing_to_train(self, longer: str | None = None) -> str | None:
+    def nothing_to_train(self, in_sweep: bool = False) -> str | None:
         """Why a resumed run has no step to train (max_steps at or below its step, or its whole curriculum trained),
-        or None; `longer`: how it trains on (a sweep's jobs train on in their own dirs), else a larger max_steps or
-        a longer plan."""
+        or None. A sweep's job says so in a few words: a sweep rerun with the same values (to resume its
+        unfinished jobs) meets every finished one, and a larger max_steps names new jobs, not these."""
         step, max_steps = self.runner_c.progress["step"], self.cfg.max_steps
         closed = any(r["step"] == step for r in self.stats.records["validation"][-1:])  # a stop on the last step
         if not closed:  # saved before its closing validation: still to do
             return None
         if self.curriculum.finished:
             last = self.curriculum.stages[-1]
+            if in_sweep:
+                return f"finished before: trained through its curriculum (step {step}); nothing to train"
             return (f"the run has trained through its curriculum (its last stage, {last.name!r}, ended at step {step}), "
-                    f"so there is nothing to train; " + (longer or "a longer plan goes on (a stage's steps, tokens or "
-                                                         "epochs raised, or a stage added), and a new run_name trains "
-                                                         "these settings from the start"))
+                    f"so there is nothing to train; a longer plan goes on (a stage's steps, tokens or epochs raised, or "
+                    f"a stage added), and a new run_name trains these settings from the start")
         if max_steps is None or step < max_steps:
             return None
-        return (f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; "
-                f"{longer or 'a larger max_steps goes on'}")
+        if in_sweep:
+            return f"finished before: at step {step} of max_steps={max_steps}; nothing to train"
+        return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; " \
+               f"a larger max_steps goes on"
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps
