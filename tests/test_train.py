@@ -1132,3 +1132,5 @@ def test_a_mini_batch_that_does_not_divide_a_rank_s_share_is_noted_for_compile(t
         uneven.uneven_mini_batch()
     even = make_runner(["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=4"], tmp_path / "b")
     assert even.uneven_mini_batch() is None
+    prime = make_runner(["exp=test_runner", "device=cpu", "batch_size=7", "mini_batch_size=3"], tmp_path / "c")
+    assert prime.uneven_mini_batch().endswith("batch_size=6 or 9 divides by it")  # not 7 mini-batches of 1

@@ -488,9 +488,13 @@ class LMRunnerBase:
         if share % mini == 0 or mini > share:
             return None
         fits = max(m for m in range(1, mini + 1) if share % m == 0)
+        step = mini * self.world.size  # batch sizes every rank's share of divides by mini_batch_size
+        near = [b for b in (settings.batch_size // step * step, (settings.batch_size // step + 1) * step) if b]
+        fix = (f"mini_batch_size={fits} divides it" if 2 * fits >= mini else  # not 7 mini-batches of 1 for 3+3+1
+               f"batch_size={' or '.join(map(str, near))} divides by it")
         return (f"note: mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each step "
                 f"ends with a mini-batch of {share % mini}, which compile=true compiles again for dynamic shapes; "
-                f"mini_batch_size={fits} divides it")
+                f"{fix}")
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
