@@ -1134,3 +1134,16 @@ def test_a_mini_batch_that_does_not_divide_a_rank_s_share_is_noted_for_compile(t
     assert even.uneven_mini_batch() is None
     prime = make_runner(["exp=test_runner", "device=cpu", "batch_size=7", "mini_batch_size=3"], tmp_path / "c")
     assert prime.uneven_mini_batch().endswith("batch_size=6 or 9 divides by it")  # not 7 mini-batches of 1
+
+
+def test_a_validation_of_part_of_the_held_out_rows_says_so_once(tmp_path):
+    """The start said "37 held out", then each validation measured 727 tokens: the first windows of two of them."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=12", "runner.validation_interval=40",
+                   f"hydra.run.dir={tmp_path / 'a'}", check=True)
+    notes = [line for line in proc.stdout.splitlines() if "rows it holds out" in line]
+    assert notes == ["note: validation of stage 'shakespeare' measures 727 tokens (runner.validation_batches=2 batches "
+                     "of 8) of the 37 rows it holds out, which make more; a larger runner.validation_batches measures "
+                     "more of them (each validation then takes longer)"]
+    whole = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "runner.validation_batches=1000",
+                    f"hydra.run.dir={tmp_path / 'b'}", check=True)
+    assert "which make more" not in whole.stdout

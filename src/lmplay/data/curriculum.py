@@ -188,6 +188,7 @@ class Curriculum:
         self.finished = False  # the whole plan trained: a resume with the same plan has nothing to do
         self._data: list[list[PreparedDataset]] = []
         self._validation: dict[tuple, list[Batch]] = {}
+        self._held_out_beyond: dict[tuple, bool] = {}
         self._row_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- setup ----------------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class Curriculum:
             raise ConfigError(f"the tokenized-data cache {cache} cannot be made ({e.strerror or e}); set "
                               f"curriculum.cache_dir=DIR (or LMPLAY_CACHE=DIR) to a directory you can write") from None
         prepared: dict[str, PreparedDataset] = {}
-        self._data, self._validation, self._row_stats = [], {}, {}
+        self._data, self._validation, self._held_out_beyond, self._row_stats = [], {}, {}, {}
         for i, stage in enumerate(self.stages):
             for j, spec in enumerate(stage.datasets):
                 if repr(spec) not in prepared:
@@ -294,8 +295,15 @@ class Curriculum:
                 while len(batches) < num_batches and (batch := batcher.next_batch(feed, batch_size,
                                                                                   include_prompts)) is not None:
                     batches.append(batch)
+                self._held_out_beyond[key] = batcher.next_batch(feed, 1, include_prompts) is not None
             self._validation[key] = batches
         return self._validation[key]
+
+    def held_out_beyond(self, num_batches: int, batch_size: int, include_prompts: bool = True) -> bool:
+        """Whether the held-out rows make more than those `validation_batches` batches: a validation loss measured on
+        part of them (a long row's first windows) reads firmer than it is unless said."""
+        self.validation_batches(num_batches, batch_size, include_prompts)
+        return self._held_out_beyond.get((self.stage_index, num_batches, batch_size, include_prompts), False)
 
     # -- length estimates -----------------------------------------------------------------------------------
     def estimate_stage_steps(self, batch_size: int, include_prompts: bool = True) -> int:

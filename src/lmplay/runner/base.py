@@ -202,6 +202,7 @@ class LMRunnerBase:
         self.display = Progress(plain=self.world.is_main and not sys.stderr.isatty()
                                  and not os.environ.get("TQDM_DISABLE"))
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
+        self._part_held_out_noted: set[str] = set()  # stages whose validation measures part of their held-out rows
         self._held_out_change_noted = False  # a resume's held-out set differs from the run's before: said once
         self.unread_keys: set[str] = set()  # typed top-level keys that nothing of this run reads (a note says so)
 
@@ -672,6 +673,19 @@ class LMRunnerBase:
             self.note_other_held_out_set(stage, values["held_out_tokens"])
             self.record("validation", stage, lr, values)
             self.display.validation(stage, self.runner_c.progress["step"], values)
+            self.note_part_held_out(stage, values["held_out_tokens"], settings)
+
+    def note_part_held_out(self, stage: str, tokens: int, settings: RunnerSettings) -> None:
+        """Once a stage a command: its validation measures part of the rows it holds out ("37 held out" at the start,
+        then a loss over the first windows of two of them)."""
+        if stage in self._part_held_out_noted or not self.world.is_main or not self.curriculum.held_out_beyond(
+                settings.validation_batches, settings.batch_size, settings.include_prompts):
+            return
+        self._part_held_out_noted.add(stage)
+        print(f"note: validation of stage {stage!r} measures {tokens:,} tokens (runner.validation_batches="
+              f"{settings.validation_batches} batches of {settings.batch_size}) of the {self.curriculum.held_out_rows():,}"
+              f" rows it holds out, which make more; a larger runner.validation_batches measures more of them (each "
+              f"validation then takes longer)")
 
     def note_other_held_out_set(self, stage: str, tokens: int) -> None:
         """A held-out set of another size than the stage's earlier validations (before a resume: the data changed,
