@@ -454,9 +454,40 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
         raise AssertionError("re-tokenized")
     monkeypatch.setattr(tokenized, "tokenize_batch", refuse)
     assert all_text(build(tmp_path, [{"path": str(path)}])) == first
+    copy = tmp_path / "copy of t.txt"  # the same rows through another path: tokenized once, not once a spelling
+    copy.write_text(path.read_text())
+    assert all_text(build(tmp_path, [{"path": str(copy)}])) == first
     path.write_text("Changed text.")
     with pytest.raises(AssertionError, match="re-tokenized"):  # new content, new cache key
         build(tmp_path, [{"path": str(path)}])
+
+
+def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog):
+    """A fifth of the records had their text under another key: 480 rows trained, and nothing said the rest went."""
+    with open(tmp_path / "r.jsonl", "w") as f:
+        for i in range(50):
+            f.write(json.dumps({"body": "misnamed"} if i % 5 == 0 else {"text": f"Record {i}."}) + "\n")
+    caplog.set_level("INFO", logger="lmplay")
+    build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
+    assert "r.jsonl: 10 of its 50 records have no text in column 'text' and are left out" in caplog.text
+
+
+def test_a_bad_cell_in_a_parallel_tokenizing_is_one_line_not_a_hung_pool(tmp_path, no_hub):
+    """A ConfigError raised in a worker of datasets' pool hung the run, now and then, for good."""
+    Dataset.from_dict({"text": [["a", "b"]] * 20}).to_parquet(tmp_path / "lists.parquet")
+    c = Curriculum([{"name": "s", "datasets": [{"path": str(tmp_path / "lists.parquet")}], "epochs": 1}],
+                   cache_dir=str(tmp_path / "cache"), validation_fraction=0.0, tokenize_procs=2)
+    calls = []
+    monkeypatch_map = Dataset.map
+
+    def map_after_the_check(self, *args, **kwargs):
+        calls.append(kwargs.get("num_proc"))
+        return monkeypatch_map(self, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Dataset, "map", map_after_the_check)
+        with pytest.raises(ConfigError, match="column 'text' holds a list"):
+            c.prepare(TOK, 64, 0)
+    assert calls == []  # refused before the pool started
 
 
 def test_a_text_file_that_is_not_utf8_is_refused_and_a_stray_byte_is_a_warning(tmp_path, caplog):

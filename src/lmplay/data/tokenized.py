@@ -121,6 +121,9 @@ def tokenize_records(records: Callable[[], Dataset], fmt: RowFormat, tokenizer: 
     key = cache_key(identity, fmt, tokenizer)
     safe_label = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[-60:]
     path = cache_dir / "tokenized" / f"{safe_label}-{tokenizer.name}-{key}.{STORAGE}"
+    if not is_complete(path):  # the same rows read through another path (a copy, ./a.txt for a.txt) are one entry
+        made = sorted((cache_dir / "tokenized").glob(f"*-{glob.escape(tokenizer.name)}-{key}.{STORAGE}"))
+        path = next((p for p in made if is_complete(p)), path)
     if is_complete(path):
         try:
             return TokenTable(path), key
@@ -173,10 +176,16 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir()
     try:
+        if procs > 1:  # a cell the rows refuse, raised in a worker of datasets' pool, could hang it for good
+            check_cells(records, fmt)
         tokenized = records.map(tokenize_batch, batched=True, batch_size=256, remove_columns=records.column_names,
                                 features=token_features(tokenizer), fn_kwargs={"fmt": fmt, "tokenizer": tokenizer},
                                 cache_file_name=str(arrow_dir / "tokenized.arrow"), new_fingerprint=key,
                                 num_proc=procs if procs > 1 else None, desc=f"tokenizing {label} ({tokenizer.name})")
+        if dropped := len(records) - len(tokenized):
+            log.warning("%s: %d of its %d records have no text in %s %s and are left out (a column named wrong, or "
+                        "an export that left cells empty?)", label, dropped, len(records),
+                        "column" if len(fmt.columns) == 1 else "columns", ", ".join(map(repr, fmt.columns)))
         write_columns(tokenized.data.table, tmp)
         del tokenized
         if path.exists() and not is_complete(path):
@@ -189,6 +198,13 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(arrow_dir, ignore_errors=True)
+
+
+def check_cells(records: Dataset, fmt: RowFormat) -> None:
+    """Every record rendered as a row, without tokenizing (a fraction of its cost): a bad cell is a ConfigError in
+    this process, not one in a pool worker."""
+    for batch in records.select_columns(list(fmt.columns)).iter(batch_size=4096):
+        render_rows(batch, fmt)
 
 
 def remove_dead_builds(path: Path) -> None:
