@@ -141,8 +141,10 @@ def test_windows_line_ends_an_upper_case_gz_and_no_suffix_read_as_text(tmp_path,
     (tmp_path / "NOTES").write_text(text)
     with gzip.open(tmp_path / "BOOK.TXT.GZ", "wt") as f:
         f.write(text)
+    with gzip.open(tmp_path / "corpus.gz", "wt") as f:  # no suffix, then .gz (README): it was refused
+        f.write(text)
     expected = all_text(build(tmp_path, [{"path": str(tmp_path / "unix.txt"), "row_chars": 100}]))
-    for name in ("dos.txt", "NOTES", "BOOK.TXT.GZ"):
+    for name in ("dos.txt", "NOTES", "BOOK.TXT.GZ", "corpus.gz"):
         assert all_text(build(tmp_path, [{"path": str(tmp_path / name), "row_chars": 100}])) == expected, name
 
 
@@ -547,6 +549,14 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "DATA/fake.txt.gz"}, r"fake.txt.gz ends in .gz but is not a whole gzip file"),
     ({"path": "DATA/lists.jsonl"}, r"column 'text' holds a list \(\['a', 'b'\]\), not text"),  # trained as "['a', 'b']"
     ({"path": "DATA/chat.jsonl", "messages": "messages"}, r"column 'messages' holds 'hello', not a list of chat turns"),
+    ({"path": "DATA/damaged.txt.gz"}, r"damaged.txt.gz ends in .gz but is not a whole gzip file"),  # zlib's traceback
+    ({"path": "DATA/damaged.jsonl.gz"}, r"cannot load dataset 'json' from .*damaged.jsonl.gz"),
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/rows.jsonl"},  # validated on its training
+     r"validation_path=.*rows.jsonl is the dataset's own path: the run would validate on the rows it trains on"),
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/empty.jsonl", "validation_fraction": 0.3},
+     r"validation_fraction=0.3 and validation_path both choose the held-out rows"),  # the fraction went unread
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/nope.txt"},
+     r"dataset file .*nope.txt does not exist; check the dataset's validation_path$"),  # it named curriculum.path
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
@@ -562,6 +572,8 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
     (tmp_path / "lists.jsonl").write_text(json.dumps({"text": ["a", "b"]}) + "\n")
     (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": "hello"}) + "\n")
+    for name in ("damaged.txt.gz", "damaged.jsonl.gz"):  # a gzip header, then data zlib cannot inflate
+        (tmp_path / name).write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
     spec = {k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v for k, v in spec.items()}
     with pytest.raises(ConfigError, match=message) as e:
         build(tmp_path, [spec])

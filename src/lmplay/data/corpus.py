@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import logging
 import re
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def read_text(path: Path) -> str:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (gzip.BadGzipFile, EOFError) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
                           f"rename it without .gz") from None
     text = data.decode("utf-8", errors="replace")

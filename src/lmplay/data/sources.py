@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import socket
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,7 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
                           f"holds records, a row each; drop row_chars (on the command line: ++{entry}.row_chars=null)")
     validation, validation_identity, val_columns = None, "", None
     if spec.validation_path:
+        check_validation_path(spec, where)
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
     elif spec.validation_split and one_file:
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.validation_split!r}; drop "
@@ -312,17 +314,20 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     if spec.data_files is not None and path in FILE_BUILDERS:
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
-        raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
-                          f"(curriculum.path=FILE for curriculum=text_file)")
+        key = "validation_path" if path == spec.validation_path != spec.path else "path"
+        raise ConfigError(f"{where}: dataset file {path} does not exist; check the dataset's {key}"
+                          + (" (curriculum.path=FILE for curriculum=text_file)" if key == "path" else ""))
     if not HUB_ID.fullmatch(path):
         raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
     return _loaded(*_hub_records(spec, path, split, where))
 
 
 def file_kind(path: Path) -> str:
-    """A data file's suffix, lower case, through a .gz: "a.JSONL.gz" -> ".jsonl"; "" for none."""
+    """A data file's suffix, lower case, through a .gz: "a.JSONL.gz" -> ".jsonl"; "" for none ("corpus.gz" too)."""
     suffixes = [s.lower() for s in path.suffixes[-2:]]
-    return "" if not suffixes else suffixes[-2] if suffixes[-1] == ".gz" and len(suffixes) == 2 else suffixes[-1]
+    if suffixes[-1:] == [".gz"]:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
 
 
 def data_files_of(folder: Path) -> list[str]:
@@ -383,6 +388,19 @@ def _check_split_names(folder: Path, files: Any, where: str) -> None:
         raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
                           f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
                           f"out; rename them (train/test/validation in the name), or move them out")
+
+
+def check_validation_path(spec: DatasetSpec, where: str) -> None:
+    """validation_path names other rows than path's (as validation_split must name another split), and it
+    replaces validation_fraction, which would go unread."""
+    same = Path(spec.validation_path).expanduser().resolve() == Path(spec.path or "").expanduser().resolve()
+    if same:
+        raise ConfigError(f"{where}: validation_path={spec.validation_path} is the dataset's own path: the run would "
+                          f"validate on the rows it trains on; name another file, or drop it (validation_fraction=F "
+                          f"holds out a fraction of its rows)")
+    if spec.validation_fraction is not None:
+        raise ConfigError(f"{where}: validation_fraction={spec.validation_fraction} and validation_path both choose "
+                          f"the held-out rows, and validation_path's file wins: drop one of them")
 
 
 def _one_kind(paths: list[Path], folder: Path, where: str) -> str:
@@ -452,7 +470,8 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
             f"not in the local HF cache; check the path, or download it "
             f"where there is network (datasets.load_dataset(...).save_to_disk(DIR) or huggingface-cli download "
             f"--repo-type dataset) and use {local_copy}, or data_files=FILES") from e
-    except (FileNotFoundError, ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as e:
+    except (FileNotFoundError, ValueError, StopIteration, EOFError, zlib.error,  # a damaged .gz
+            datasets.exceptions.DatasetGenerationError) as e:
         cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
         reason = " ".join(str(cause).split())[:300] or ("no file matches it, or it holds no records"
                                                        if spec.data_files else "it holds no records")
