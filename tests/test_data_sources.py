@@ -474,6 +474,14 @@ def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog
     assert "r.jsonl: 10 of its 50 records have no text in column 'text' and are left out" in caplog.text
 
 
+def test_a_text_column_of_numbers_is_noted(tmp_path, no_hub, caplog):
+    """An id column named as the text trained on "0", "1", ... without a word."""
+    Dataset.from_dict({"text": list(range(40)), "body": ["Words."] * 40}).to_parquet(tmp_path / "ids.parquet")
+    caplog.set_level("INFO", logger="lmplay")
+    build(tmp_path, [{"path": str(tmp_path / "ids.parquet")}])
+    assert "ids.parquet: column 'text' holds numbers (int64), which train as digit strings" in caplog.text
+
+
 def test_a_bad_cell_in_a_parallel_tokenizing_is_one_line_not_a_hung_pool(tmp_path, no_hub):
     """A ConfigError raised in a worker of datasets' pool hung the run, now and then, for good."""
     Dataset.from_dict({"text": [["a", "b"]] * 20}).to_parquet(tmp_path / "lists.parquet")

@@ -178,6 +178,7 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
     try:
         if procs > 1:  # a cell the rows refuse, raised in a worker of datasets' pool, could hang it for good
             check_cells(records, fmt)
+        note_number_columns(records, fmt, label)
         tokenized = records.map(tokenize_batch, batched=True, batch_size=256, remove_columns=records.column_names,
                                 features=token_features(tokenizer), fn_kwargs={"fmt": fmt, "tokenizer": tokenizer},
                                 cache_file_name=str(arrow_dir / "tokenized.arrow"), new_fingerprint=key,
@@ -205,6 +206,16 @@ def check_cells(records: Dataset, fmt: RowFormat) -> None:
     this process, not one in a pool worker."""
     for batch in records.select_columns(list(fmt.columns)).iter(batch_size=4096):
         render_rows(batch, fmt)
+
+
+def note_number_columns(records: Dataset, fmt: RowFormat, label: str) -> None:
+    """A text or prompt column of numbers trains on digit strings ("0", "1", ...): almost always the wrong column
+    named (a truth column of numbers is an answer, and fine)."""
+    for column in (fmt.text, *fmt.prompt):
+        dtype = getattr(records.features.get(column), "dtype", "")
+        if dtype.startswith(("int", "uint", "float")):
+            log.warning("%s: column %r holds numbers (%s), which train as digit strings; name the column of text "
+                        "in the dataset's entry (text=COLUMN, or prompt=/truth=)", label, column, dtype)
 
 
 def remove_dead_builds(path: Path) -> None:
