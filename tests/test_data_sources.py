@@ -133,6 +133,17 @@ def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded
         build(tmp_path, [{"path": str(tmp_path / "latin1.parquet")}])
 
 
+def test_a_folder_of_a_text_file_and_a_suffix_less_gz_reads_both(tmp_path, no_hub):
+    """corpus.gz beside book.txt was left out as if a LICENSE (once suffix-less .gz read as text)."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "book.txt").write_text("Para one. Its end.")
+    with gzip.open(folder / "more.gz", "wt") as f:
+        f.write("Para two. Its end.")
+    texts = all_text(build(tmp_path, [{"path": str(folder), "row_chars": 40}]))
+    assert sorted(t.split("<|endoftext|>")[1] for t in texts) == ["Para one. Its end.", "Para two. Its end."]
+
+
 def test_windows_line_ends_an_upper_case_gz_and_no_suffix_read_as_text(tmp_path, no_hub):
     paras = [f"Para {i}.\nIts second line." for i in range(20)]
     text = "\n\n".join(paras)
@@ -459,6 +470,9 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
     copy = tmp_path / "copy of t.txt"  # the same rows through another path: tokenized once, not once a spelling
     copy.write_text(path.read_text())
     assert all_text(build(tmp_path, [{"path": str(copy)}])) == first
+    (tmp_path / "t.txt.gz").write_text(path.read_text())  # the same bytes read through gzip: not these rows
+    with pytest.raises(ConfigError, match="ends in .gz but is not a whole gzip file"):
+        build(tmp_path, [{"path": str(tmp_path / "t.txt.gz")}])
     path.write_text("Changed text.")
     with pytest.raises(AssertionError, match="re-tokenized"):  # new content, new cache key
         build(tmp_path, [{"path": str(path)}])
@@ -560,11 +574,17 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "DATA/damaged.txt.gz"}, r"damaged.txt.gz ends in .gz but is not a whole gzip file"),  # zlib's traceback
     ({"path": "DATA/damaged.jsonl.gz"}, r"cannot load dataset 'json' from .*damaged.jsonl.gz"),
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/rows.jsonl"},  # validated on its training
-     r"validation_path=.*rows.jsonl is the dataset's own path: the run would validate on the rows it trains on"),
+     r"validation_path=.*rows.jsonl is the dataset's own path: the run would validate on rows it trains on"),
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/empty.jsonl", "validation_fraction": 0.3},
      r"validation_fraction=0.3 and validation_path both choose the held-out rows"),  # the fraction went unread
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/nope.txt"},
-     r"dataset file .*nope.txt does not exist; check the dataset's validation_path$"),  # it named curriculum.path
+     r"validation_path=.*nope.txt does not exist; check it"),  # it named curriculum.path
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "va"},  # hub advice for path=
+     r"validation_path=.*va does not exist; check it \(a local file or folder of the dataset's kind\)$"),
+    ({"path": "DATA/texts", "validation_path": "DATA/texts/b.txt"},
+     r"validation_path=.*b.txt is inside the dataset's folder .*texts: the run would validate"),
+    ({"path": "DATA/texts/a.txt", "validation_path": "DATA/a copy.txt"},
+     r"validation_path=.*a copy.txt holds the same content as the dataset's path"),
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
@@ -580,6 +600,10 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
     (tmp_path / "lists.jsonl").write_text(json.dumps({"text": ["a", "b"]}) + "\n")
     (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": "hello"}) + "\n")
+    (tmp_path / "texts").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "texts" / name).write_text(f"The text of {name}.")
+    (tmp_path / "a copy.txt").write_text("The text of a.txt.")
     for name in ("damaged.txt.gz", "damaged.jsonl.gz"):  # a gzip header, then data zlib cannot inflate
         (tmp_path / name).write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
     spec = {k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v for k, v in spec.items()}
@@ -635,8 +659,11 @@ def test_datasets_import_notes_stay_out_of_a_runs_log(tmp_path):
         (fake / package / "__init__.py").touch()
     (fake / "jax-0.11.2.dist-info").mkdir()
     (fake / "jax-0.11.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: jax\nVersion: 0.11.2\n")
-    code = "import logging; logging.basicConfig(level=logging.INFO)\nfrom lmplay.data.hf import hf_datasets\n" \
-           "print(hf_datasets().config.JAX_AVAILABLE)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": python_path(fake)}, check=True)
-    assert proc.stdout.strip() == "True" and "JAX version" not in proc.stderr, proc.stderr
+    first_use = {"hf_datasets": "from lmplay.data.hf import hf_datasets; hf_datasets()",  # a folder's files are
+                 "a folder": f"from lmplay.data.sources import data_files_of; data_files_of({str(tmp_path)!r})"}  # listed
+    for how, use in first_use.items():  # by datasets before its records are read
+        code = f"import logging, sys; logging.basicConfig(level=logging.INFO)\n{use}\n" \
+               "print(sys.modules['datasets'].config.JAX_AVAILABLE)"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": python_path(fake)}, check=True)
+        assert proc.stdout.strip() == "True" and "JAX version" not in proc.stderr, (how, proc.stderr)

@@ -206,6 +206,9 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     if spec.validation_path:
         check_validation_path(spec, where)
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
+        if validation_identity == identity:  # a copy of path's file
+            raise ConfigError(f"{where}: validation_path={spec.validation_path} holds the same content as the "
+                              f"dataset's path: the run would validate on the rows it trains on; name another file")
     elif spec.validation_split and one_file:
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.validation_split!r}; drop "
                           f"validation_split= (validation_fraction=F holds out a fraction of its rows, validation_path="
@@ -314,9 +317,8 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     if spec.data_files is not None and path in FILE_BUILDERS:
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
-        key = "validation_path" if path == spec.validation_path != spec.path else "path"
-        raise ConfigError(f"{where}: dataset file {path} does not exist; check the dataset's {key}"
-                          + (" (curriculum.path=FILE for curriculum=text_file)" if key == "path" else ""))
+        raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
+                          f"(curriculum.path=FILE for curriculum=text_file)")
     if not HUB_ID.fullmatch(path):
         raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
     return _loaded(*_hub_records(spec, path, split, where))
@@ -332,6 +334,7 @@ def file_kind(path: Path) -> str:
 
 def data_files_of(folder: Path) -> list[str]:
     """Every file of a folder that `datasets` would consider (not README.md or hidden ones)."""
+    hf_datasets()  # its import-time notes quieted first
     from datasets.data_files import DataFilesDict
 
     return list(DataFilesDict.from_patterns({"all": ["**"]}, base_path=str(folder))["all"])
@@ -348,6 +351,7 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
     are train), when they are text files; [] when they are record files. datasets' own text builder would make
     every line a document and drop the line breaks, where a text file here is paragraph rows; and it reads one
     kind of file per folder, silently leaving out the others, which is an error here."""
+    hf_datasets()  # its import-time notes quieted first
     from datasets.data_files import DataFilesDict, get_data_patterns
 
     try:
@@ -367,7 +371,7 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
                            holds_out=len(read - {None}) > 1)
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
-    data = [p for p in paths if file_kind(p)] or paths
+    data = [p for p in paths if file_kind(p) or p.suffix.lower() == ".gz"] or paths  # corpus.gz: text
     return data if _one_kind(data, folder, where) == "text" else []
 
 
@@ -391,13 +395,18 @@ def _check_split_names(folder: Path, files: Any, where: str) -> None:
 
 
 def check_validation_path(spec: DatasetSpec, where: str) -> None:
-    """validation_path names other rows than path's (as validation_split must name another split), and it
-    replaces validation_fraction, which would go unread."""
-    same = Path(spec.validation_path).expanduser().resolve() == Path(spec.path or "").expanduser().resolve()
-    if same:
-        raise ConfigError(f"{where}: validation_path={spec.validation_path} is the dataset's own path: the run would "
-                          f"validate on the rows it trains on; name another file, or drop it (validation_fraction=F "
-                          f"holds out a fraction of its rows)")
+    """validation_path is a local file or folder with other rows than path's (as validation_split must name another
+    split), and it replaces validation_fraction, which would go unread."""
+    held = Path(spec.validation_path).expanduser().resolve()
+    if not held.exists():  # not a hub id: the message would name path's hints
+        raise ConfigError(f"{where}: validation_path={spec.validation_path} does not exist; check it (a local file or "
+                          f"folder of the dataset's kind)")
+    train = Path(spec.path).expanduser().resolve() if spec.path else None
+    if train is not None and train.exists() and (held == train or train in held.parents):
+        where_it_is = "the dataset's own path" if held == train else f"inside the dataset's folder {spec.path}"
+        raise ConfigError(f"{where}: validation_path={spec.validation_path} is {where_it_is}: the run would validate "
+                          f"on rows it trains on; name another file, or drop it "
+                          f"(validation_fraction=F holds out a fraction of its rows)")
     if spec.validation_fraction is not None:
         raise ConfigError(f"{where}: validation_fraction={spec.validation_fraction} and validation_path both choose "
                           f"the held-out rows, and validation_path's file wins: drop one of them")
@@ -421,7 +430,8 @@ def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, s
     """Plain text files as paragraph rows (see corpus.py), one file after another, identified by their content
     hashes. The rows are read and cut when the loader is called (a stream's at once: a stream is not cached)."""
     row_chars = spec.row_chars or DEFAULT_ROW_CHARS
-    identity = f"text:{','.join(file_digest(p) for p in paths)}:{row_chars}"
+    read = [file_digest(p) + (":gunzipped" if p.suffix.lower() == ".gz" else "") for p in paths]  # the same bytes
+    identity = f"text:{','.join(read)}:{row_chars}"  # named a.txt.gz are other rows, or none
 
     def records() -> Dataset | IterableDataset:
         import pyarrow as pa
