@@ -486,6 +486,11 @@ def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog
     caplog.set_level("INFO", logger="lmplay")
     build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
     assert "r.jsonl: 10 of its 50 records have no text in column 'text' and are left out" in caplog.text
+    with open(tmp_path / "pairs.jsonl", "w") as f:  # the prompt has text, the answer not: it named both columns
+        for i in range(20):
+            f.write(json.dumps({"prompt": f"Q{i}?", "truth": "A." if i % 4 else ""}) + "\n")
+    build(tmp_path, [{"path": str(tmp_path / "pairs.jsonl")}])
+    assert "pairs.jsonl: 5 of its 20 records have no text in column 'truth' and are left out" in caplog.text
 
 
 def test_a_text_column_of_numbers_is_noted(tmp_path, no_hub, caplog):

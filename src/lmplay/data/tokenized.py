@@ -184,9 +184,10 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
                                 cache_file_name=str(arrow_dir / "tokenized.arrow"), new_fingerprint=key,
                                 num_proc=procs if procs > 1 else None, desc=f"tokenizing {label} ({tokenizer.name})")
         if dropped := len(records) - len(tokenized):
-            log.warning("%s: %d of its %d records have no text in %s %s and are left out (a column named wrong, or "
-                        "an export that left cells empty?)", label, dropped, len(records),
-                        "column" if len(fmt.columns) == 1 else "columns", ", ".join(map(repr, fmt.columns)))
+            missing = {"chat": f"no assistant turn in column {fmt.messages!r}",
+                       "pair": f"no text in column {fmt.truth!r}"}.get(fmt.kind, f"no text in column {fmt.text!r}")
+            log.warning("%s: %d of its %d records have %s and are left out (a column named wrong, or an export that "
+                        "left cells empty?)", label, dropped, len(records), missing)
         write_columns(tokenized.data.table, tmp)
         del tokenized
         if path.exists() and not is_complete(path):
