@@ -480,15 +480,13 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
 
 def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog):
     """A fifth of the records had their text under another key: 480 rows trained, and nothing said the rest went."""
-    with open(tmp_path / "r.jsonl", "w") as f:
-        for i in range(50):
-            f.write(json.dumps({"body": "misnamed"} if i % 5 == 0 else {"text": f"Record {i}."}) + "\n")
+    records = [{"body": "misnamed"} if i % 5 == 0 else {"text": f"Record {i}."} for i in range(50)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     caplog.set_level("INFO", logger="lmplay")
     build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
     assert "r.jsonl: 10 of its 50 records have no text in column 'text' and are left out" in caplog.text
-    with open(tmp_path / "pairs.jsonl", "w") as f:  # the prompt has text, the answer not: it named both columns
-        for i in range(20):
-            f.write(json.dumps({"prompt": f"Q{i}?", "truth": "A." if i % 4 else ""}) + "\n")
+    (tmp_path / "pairs.jsonl").write_text("".join(  # the prompt has text, the answer not: it named both columns
+        json.dumps({"prompt": f"Q{i}?", "truth": "A." if i % 4 else ""}) + "\n" for i in range(20)))
     build(tmp_path, [{"path": str(tmp_path / "pairs.jsonl")}])
     assert "pairs.jsonl: 5 of its 20 records have no text in column 'truth' and are left out" in caplog.text
 
@@ -664,9 +662,9 @@ def test_datasets_import_notes_stay_out_of_a_runs_log(tmp_path):
         (fake / package / "__init__.py").touch()
     (fake / "jax-0.11.2.dist-info").mkdir()
     (fake / "jax-0.11.2.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: jax\nVersion: 0.11.2\n")
-    first_use = {"hf_datasets": "from lmplay.data.hf import hf_datasets; hf_datasets()",  # a folder's files are
-                 "a folder": f"from lmplay.data.sources import data_files_of; data_files_of({str(tmp_path)!r})"}  # listed
-    for how, use in first_use.items():  # by datasets before its records are read
+    first_use = {"hf_datasets": "from lmplay.data.hf import hf_datasets; hf_datasets()",  # datasets lists a
+                 "a folder": f"from lmplay.data.sources import data_files_of; data_files_of({str(tmp_path)!r})"}
+    for how, use in first_use.items():  # folder's files before its records are read
         code = f"import logging, sys; logging.basicConfig(level=logging.INFO)\n{use}\n" \
                "print(sys.modules['datasets'].config.JAX_AVAILABLE)"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -7,11 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
-from conftest import REPO, compose_config, run_cli
+from conftest import REPO, compose_config, python_path, run_cli
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
@@ -20,7 +20,7 @@ from lmplay.new_exp import create
 
 
 def pythonpath(*paths: Path) -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join(map(str, paths))}
+    return {"PYTHONPATH": python_path(*paths)}  # before the checkout's own dirs, which they shadow
 
 
 def checkout_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:

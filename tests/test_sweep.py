@@ -477,7 +477,7 @@ def test_a_submitit_job_killed_outright_is_one_line_and_the_rerun_resumes_it(tmp
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     probes = Path(__file__).parent / "probes"
     proc = run_cli("lmplay.train", *args, env={"LMPLAY_PROBE_KILL": "step:2",
-                                                "PYTHONPATH": os.pathsep.join(map(str, [probes, REPO / "src", REPO]))})
+                                                "PYTHONPATH": python_path(probes)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1 and "a job of the sweep ended without a result" in said[0] and "summary.md" in said[0]

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from conftest import REPO, compose_config, make_runner, run_cli
+from conftest import REPO, compose_config, make_runner, python_path, run_cli
 from lmplay import generate, train
 from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
@@ -811,7 +811,7 @@ def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args
            f"print('held', flush=True); input()"
     holder = subprocess.Popen([sys.executable, "-c", hold],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                              env={**os.environ, "PYTHONPATH": python_path()})
     try:
         assert holder.stdout.readline() == "held\n"
         proc = run_cli("lmplay.train", *tiny_run_args, "max_steps=4", "seed=2")
@@ -1112,7 +1112,7 @@ def test_a_ctrl_c_as_torch_loads_numpy_stops_the_run(tmp_path):
     """torch's C code imports numpy and swallowed a Ctrl-C landing there (a moment after launch, 4 runs in 12): the
     run went on as if nothing was pressed, or failed at its first step on a half-imported numpy."""
     env = {"LMPLAY_PROBE_CTRL_C_IN": "numpy",
-           "PYTHONPATH": os.pathsep.join(map(str, [Path(__file__).parent / "probes", REPO / "src", REPO]))}
+           "PYTHONPATH": python_path(Path(__file__).parent / "probes")}
     commands = {"lmplay.train": ["exp=test_runner", "max_steps=3", f"hydra.run.dir={tmp_path / 'run'}"],
                 "lmplay.generate": ["checkpoint=nosuch", "prompt=Hi"],  # its torch loads before the checkpoint's read
                 "lmplay.train -m": ["-m", "exp=test_runner", "max_steps=3", "seed=1,2",  # a job's torch._dynamo
@@ -1141,9 +1141,9 @@ def test_a_validation_of_part_of_the_held_out_rows_says_so_once(tmp_path):
     proc = run_cli("lmplay.train", "exp=test_runner", "max_steps=12", "runner.validation_interval=40",
                    f"hydra.run.dir={tmp_path / 'a'}", check=True)
     notes = [line for line in proc.stdout.splitlines() if "rows it holds out" in line]
-    assert notes == ["note: validation of stage 'shakespeare' measures 727 tokens (runner.validation_batches=2 batches "
-                     "of 8) of the 37 rows it holds out, which make more; a larger runner.validation_batches measures "
-                     "more of them (each validation then takes longer)"]
+    assert notes == [("note: validation of stage 'shakespeare' measures 727 tokens (runner.validation_batches=2 "
+                      "batches of 8) of the 37 rows it holds out, which make more; a larger runner.validation_batches "
+                      "measures more of them (each validation then takes longer)")]
     whole = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "runner.validation_batches=1000",
                     f"hydra.run.dir={tmp_path / 'b'}", check=True)
     assert "which make more" not in whole.stdout

@@ -682,10 +682,11 @@ class LMRunnerBase:
                 settings.validation_batches, settings.batch_size, settings.include_prompts):
             return
         self._part_held_out_noted.add(stage)
+        rows = self.curriculum.held_out_rows()
         print(f"note: validation of stage {stage!r} measures {tokens:,} tokens (runner.validation_batches="
-              f"{settings.validation_batches} batches of {settings.batch_size}) of the {self.curriculum.held_out_rows():,}"
-              f" rows it holds out, which make more; a larger runner.validation_batches measures more of them (each "
-              f"validation then takes longer)")
+              f"{settings.validation_batches} batches of {settings.batch_size}) of the {rows:,} rows it holds out, "
+              f"which make more; a larger runner.validation_batches measures more of them (each validation then "
+              f"takes longer)")
 
     def note_other_held_out_set(self, stage: str, tokens: int) -> None:
         """A held-out set of another size than the stage's earlier validations (before a resume: the data changed,
@@ -774,9 +775,9 @@ class LMRunnerBase:
             last = self.curriculum.stages[-1]
             if in_sweep:
                 return f"finished before: trained through its curriculum (step {step}); nothing to train"
-            return (f"the run has trained through its curriculum (its last stage, {last.name!r}, ended at step {step}), "
-                    f"so there is nothing to train; a longer plan goes on (a stage's steps, tokens or epochs raised, or "
-                    f"a stage added), and a new run_name trains these settings from the start")
+            return (f"the run has trained through its curriculum (its last stage, {last.name!r}, ended at step "
+                    f"{step}), so there is nothing to train; a longer plan goes on (a stage's steps, tokens or epochs "
+                    f"raised, or a stage added), and a new run_name trains these settings from the start")
         if max_steps is None or step < max_steps:
             return None
         if in_sweep:
