@@ -133,6 +133,15 @@ def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded
         build(tmp_path, [{"path": str(tmp_path / "latin1.parquet")}])
 
 
+def test_a_validation_file_beside_the_training_split_in_its_folder_is_read(tmp_path, no_hub):
+    """sp/train.txt trained on, sp/valid.txt held out: refused as 'inside the dataset's folder' by the first fix."""
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "sp" / "train.txt").write_text("Training text. " * 40)
+    (tmp_path / "sp" / "valid.txt").write_text("Held-out text. " * 40)
+    c = build(tmp_path, [{"path": str(tmp_path / "sp"), "validation_path": str(tmp_path / "sp" / "valid.txt")}])
+    assert c.held_out_rows() == 1
+
+
 def test_a_folder_of_a_text_file_and_a_suffix_less_gz_reads_both(tmp_path, no_hub):
     """corpus.gz beside book.txt was left out as if a LICENSE (once suffix-less .gz read as text)."""
     folder = tmp_path / "f"
@@ -497,6 +506,9 @@ def test_a_text_column_of_numbers_is_noted(tmp_path, no_hub, caplog):
     caplog.set_level("INFO", logger="lmplay")
     build(tmp_path, [{"path": str(tmp_path / "ids.parquet")}])
     assert "ids.parquet: column 'text' holds numbers (int64), which train as digit strings" in caplog.text
+    Dataset.from_dict({"text": [True, False] * 20}).to_parquet(tmp_path / "flags.parquet")  # "True"/"False"
+    build(tmp_path, [{"path": str(tmp_path / "flags.parquet")}])
+    assert "flags.parquet: column 'text' holds numbers (bool)" in caplog.text
 
 
 def test_a_bad_cell_in_a_parallel_tokenizing_is_one_line_not_a_hung_pool(tmp_path, no_hub):
@@ -584,10 +596,14 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
      r"validation_path=.*nope.txt does not exist; check it"),  # it named curriculum.path
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "va"},  # hub advice for path=
      r"validation_path=.*va does not exist; check it \(a local file or folder of the dataset's kind\)$"),
-    ({"path": "DATA/texts", "validation_path": "DATA/texts/b.txt"},
-     r"validation_path=.*b.txt is inside the dataset's folder .*texts: the run would validate"),
+    ({"path": "DATA/texts", "validation_path": "DATA/texts/b.txt"},  # a file the folder trains on
+     r"validation_path=.*b.txt holds a text file of the same content as one the dataset trains on"),
     ({"path": "DATA/texts/a.txt", "validation_path": "DATA/a copy.txt"},
-     r"validation_path=.*a copy.txt holds the same content as the dataset's path"),
+     r"validation_path=.*a copy.txt holds a text file of the same content as one the dataset trains on"),
+    ({"path": "DATA/texts/a.txt", "validation_path": "DATA/texts"},  # a folder holding the file it trains on
+     r"validation_path=.*texts holds a text file of the same content as one the dataset trains on"),
+    ({"path": "DATA/gzipped"}, r"gzipped holds gzip-compressed data; name it gzipped.gz, or decompress it"),
+    ({"path": "DATA/split_named"}, r"names splits in some file names \(train\) but not in more.gz, which would be left"),
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
@@ -607,6 +623,10 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     for name in ("a.txt", "b.txt"):
         (tmp_path / "texts" / name).write_text(f"The text of {name}.")
     (tmp_path / "a copy.txt").write_text("The text of a.txt.")
+    (tmp_path / "gzipped").write_bytes(gzip.compress(b"Text, compressed, in a file named without .gz."))
+    (tmp_path / "split_named").mkdir()
+    (tmp_path / "split_named" / "train.txt").write_text("Training text.")
+    (tmp_path / "split_named" / "more.gz").write_bytes(gzip.compress(b"More text, in no split."))
     for name in ("damaged.txt.gz", "damaged.jsonl.gz"):  # a gzip header, then data zlib cannot inflate
         (tmp_path / name).write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
     spec = {k: v.replace("DATA", str(tmp_path)) if isinstance(v, str) else v for k, v in spec.items()}

@@ -70,6 +70,8 @@ def read_text(path: Path) -> str:
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
                           f"rename it without .gz") from None
+    if data.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic bytes: read through gzip by name only
+        raise ConfigError(f"{path} holds gzip-compressed data; name it {path.name}.gz, or decompress it")
     text = data.decode("utf-8", errors="replace")
     replaced = text.count("\ufffd") - data.count("\ufffd".encode())
     if replaced > MAX_NOT_UTF8 * len(data):

@@ -206,9 +206,10 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     if spec.validation_path:
         check_validation_path(spec, where)
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
-        if validation_identity == identity:  # a copy of path's file
-            raise ConfigError(f"{where}: validation_path={spec.validation_path} holds the same content as the "
-                              f"dataset's path: the run would validate on the rows it trains on; name another file")
+        if text_files_read(validation_identity) & text_files_read(identity):  # a copy of a file it trains on
+            raise ConfigError(f"{where}: validation_path={spec.validation_path} holds a text file of the same content "
+                              f"as one the dataset trains on: the run would validate on rows it trains on; name "
+                              f"other files")
     elif spec.validation_split and one_file:
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.validation_split!r}; drop "
                           f"validation_split= (validation_fraction=F holds out a fraction of its rows, validation_path="
@@ -332,6 +333,11 @@ def file_kind(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def is_data_file(path: Path) -> bool:
+    """A file with a data suffix, or a suffix-less .gz (text): a LICENSE beside the data is none."""
+    return bool(file_kind(path)) or path.suffix.lower() == ".gz"
+
+
 def data_files_of(folder: Path) -> list[str]:
     """Every file of a folder that `datasets` would consider (not README.md or hidden ones)."""
     hf_datasets()  # its import-time notes quieted first
@@ -371,7 +377,7 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
                            holds_out=len(read - {None}) > 1)
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
-    data = [p for p in paths if file_kind(p) or p.suffix.lower() == ".gz"] or paths  # corpus.gz: text
+    data = [p for p in paths if is_data_file(p)] or paths
     return data if _one_kind(data, folder, where) == "text" else []
 
 
@@ -387,11 +393,17 @@ def warn_unused_splits(unused: list[str], path: Path, where: str, holds_out: boo
 def _check_split_names(folder: Path, files: Any, where: str) -> None:
     """A data file whose name names no split is in none of them: datasets would leave it out, silently."""
     named = {f for fs in files.values() for f in fs}
-    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and file_kind(Path(f)))
+    left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and is_data_file(Path(f)))
     if left:
         raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
                           f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
                           f"out; rename them (train/test/validation in the name), or move them out")
+
+
+def text_files_read(identity: str) -> set[str]:
+    """The content digests (with how each is read) in a text source's identity, `text:D1,D2:gunzipped:ROW_CHARS`;
+    none for other sources, whose identity is datasets' fingerprint."""
+    return set(identity.removeprefix("text:").rsplit(":", 1)[0].split(",")) if identity.startswith("text:") else set()
 
 
 def check_validation_path(spec: DatasetSpec, where: str) -> None:
@@ -401,12 +413,10 @@ def check_validation_path(spec: DatasetSpec, where: str) -> None:
     if not held.exists():  # not a hub id: the message would name path's hints
         raise ConfigError(f"{where}: validation_path={spec.validation_path} does not exist; check it (a local file or "
                           f"folder of the dataset's kind)")
-    train = Path(spec.path).expanduser().resolve() if spec.path else None
-    if train is not None and train.exists() and (held == train or train in held.parents):
-        where_it_is = "the dataset's own path" if held == train else f"inside the dataset's folder {spec.path}"
-        raise ConfigError(f"{where}: validation_path={spec.validation_path} is {where_it_is}: the run would validate "
-                          f"on rows it trains on; name another file, or drop it "
-                          f"(validation_fraction=F holds out a fraction of its rows)")
+    if spec.path and held == Path(spec.path).expanduser().resolve():
+        raise ConfigError(f"{where}: validation_path={spec.validation_path} is the dataset's own path: the run would "
+                          f"validate on rows it trains on; name another file, or drop it (validation_fraction=F holds "
+                          f"out a fraction of its rows)")
     if spec.validation_fraction is not None:
         raise ConfigError(f"{where}: validation_fraction={spec.validation_fraction} and validation_path both choose "
                           f"the held-out rows, and validation_path's file wins: drop one of them")

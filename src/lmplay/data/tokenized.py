@@ -184,7 +184,7 @@ def build_cache(records: Dataset, fmt: RowFormat, tokenizer: Tokenizer, key: str
                                 cache_file_name=str(arrow_dir / "tokenized.arrow"), new_fingerprint=key,
                                 num_proc=procs if procs > 1 else None, desc=f"tokenizing {label} ({tokenizer.name})")
         if dropped := len(records) - len(tokenized):
-            missing = {"chat": f"no assistant turn in column {fmt.messages!r}",
+            missing = {"chat": f"no assistant turn with text in column {fmt.messages!r}",
                        "pair": f"no text in column {fmt.truth!r}"}.get(fmt.kind, f"no text in column {fmt.text!r}")
             log.warning("%s: %d of its %d records have %s and are left out (a column named wrong, or an export that "
                         "left cells empty?)", label, dropped, len(records), missing)
@@ -214,7 +214,7 @@ def note_number_columns(records: Dataset, fmt: RowFormat, label: str) -> None:
     named (a truth column of numbers is an answer, and fine)."""
     for column in (fmt.text, *fmt.prompt):
         dtype = getattr(records.features.get(column), "dtype", "")
-        if dtype.startswith(("int", "uint", "float")):
+        if dtype.startswith(("int", "uint", "float", "bool")):
             log.warning("%s: column %r holds numbers (%s), which train as digit strings; name the column of text "
                         "in the dataset's entry (text=COLUMN, or prompt=/truth=)", label, column, dtype)
 
