@@ -603,7 +603,8 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "DATA/texts/a.txt", "validation_path": "DATA/texts"},  # a folder holding the file it trains on
      r"validation_path=.*texts holds a text file of the same content as one the dataset trains on"),
     ({"path": "DATA/gzipped"}, r"gzipped holds gzip-compressed data; name it gzipped.gz, or decompress it"),
-    ({"path": "DATA/split_named"}, r"names splits in some file names \(train\) but not in more.gz, which would be left"),
+    ({"path": "DATA/split_named"},
+     r"names splits in some file names \(train\) but not in more.gz, which would be left"),
 ])
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
