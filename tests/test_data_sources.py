@@ -505,10 +505,10 @@ def test_a_text_column_of_numbers_is_noted(tmp_path, no_hub, caplog):
     Dataset.from_dict({"text": list(range(40)), "body": ["Words."] * 40}).to_parquet(tmp_path / "ids.parquet")
     caplog.set_level("INFO", logger="lmplay")
     build(tmp_path, [{"path": str(tmp_path / "ids.parquet")}])
-    assert "ids.parquet: column 'text' holds numbers (int64), which train as digit strings" in caplog.text
+    assert "ids.parquet: column 'text' holds int64 values, which train as their text" in caplog.text
     Dataset.from_dict({"text": [True, False] * 20}).to_parquet(tmp_path / "flags.parquet")  # "True"/"False"
     build(tmp_path, [{"path": str(tmp_path / "flags.parquet")}])
-    assert "flags.parquet: column 'text' holds numbers (bool)" in caplog.text
+    assert "flags.parquet: column 'text' holds bool values" in caplog.text
 
 
 def test_a_bad_cell_in_a_parallel_tokenizing_is_one_line_not_a_hung_pool(tmp_path, no_hub):

@@ -210,13 +210,13 @@ def check_cells(records: Dataset, fmt: RowFormat) -> None:
 
 
 def note_number_columns(records: Dataset, fmt: RowFormat, label: str) -> None:
-    """A text or prompt column of numbers trains on digit strings ("0", "1", ...): almost always the wrong column
-    named (a truth column of numbers is an answer, and fine)."""
+    """A text or prompt column of numbers or booleans trains on their text ("0", "1", ...): almost always the wrong
+    column named (a truth column of numbers is an answer, and fine)."""
     for column in (fmt.text, *fmt.prompt):
         dtype = getattr(records.features.get(column), "dtype", "")
         if dtype.startswith(("int", "uint", "float", "bool")):
-            log.warning("%s: column %r holds numbers (%s), which train as digit strings; name the column of text "
-                        "in the dataset's entry (text=COLUMN, or prompt=/truth=)", label, column, dtype)
+            log.warning("%s: column %r holds %s values, which train as their text (\"1\", \"True\"); name the "
+                        "column of text in the dataset's entry (text=COLUMN, or prompt=/truth=)", label, column, dtype)
 
 
 def remove_dead_builds(path: Path) -> None:
