@@ -322,12 +322,15 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict]] = {}
     for row in (r for r in rows if best[seed_of(r)] is r):
         groups.setdefault(seed_of(row)[0], []).append(row)
+    def launched_as(row: dict[str, Any]) -> tuple:
+        return configuration(row.get("launched_with") or row["overrides"])
+
     launched: dict[tuple, int] = {}  # seeds the sweep ran of each configuration: one of them trained on by hand
     for row in rows:  # (max_steps=60) makes a configuration of its own, and neither it nor the rest may go unsaid
-        launched[configuration(row["launched_with"])] = launched.get(configuration(row["launched_with"]), 0) + 1
+        launched[launched_as(row)] = launched.get(launched_as(row), 0) + 1
     out = []
     for config, members in groups.items():
-        if len(members) < 2 and launched.get(configuration(members[0]["launched_with"]), 0) < 2:
+        if len(members) < 2 and launched.get(launched_as(members[0]), 0) < 2:
             continue
         losses = [r["final_validation_loss"] for r in members if finished(r)]
         out.append({"overrides": list(config), "jobs": [r["job"] for r in members], "runs_with_loss": len(losses),
