@@ -186,10 +186,13 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}",
                     path=(Path(__file__).parent / "probes",),
                     env={"LMPLAY_PROBE_KILL": "step:3", "LMPLAY_PROBE_RANK": "1"})
-    assert proc.returncode != 0 and said(proc)[0].startswith("error: another rank stopped"), proc.stderr[-3000:]
-    assert said(proc)[0].endswith("nothing was saved yet, so the same command starts over")  # saves every 16 steps
-    assert len(said(proc)) == 1
-    assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr
+    lines = said(proc)  # rank 0 finds the lost peer, or (seen once in CI, under load) torchrun's SIGTERM stops it
+    lost_peer = lines[:1] and lines[0].startswith("error: another rank stopped")
+    stopped = not lines and "SIGTERM: will save after this step" in proc.stderr
+    assert proc.returncode != 0 and (lost_peer or stopped), proc.stderr[-3000:]
+    assert not lines or lines == [lines[0]] and lines[0].endswith(  # saves every 16 steps
+        "nothing was saved yet, so the same command starts over"), proc.stderr[-3000:]
+    assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr, proc.stderr[-3000:]
     proc = torchrun(2, *BASE, "lrr=3", f"hydra.run.dir={tmp_path / 'c'}")
     assert proc.returncode != 0 and len(said(proc)) == 1 and "unknown key 'lrr'" in said(proc)[0], proc.stderr[-3000:]
 
