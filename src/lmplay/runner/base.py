@@ -782,8 +782,8 @@ class LMRunnerBase:
             return None
         if in_sweep:
             return f"finished before: at step {step} of max_steps={max_steps}; nothing to train"
-        return f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; " \
-               f"a larger max_steps goes on"
+        return (f"max_steps={max_steps}: the run is already at step {step}, so there is nothing to train; a larger "
+                f"max_steps goes on")
 
     def _train_stages(self) -> None:
         progress, max_steps = self.runner_c.progress, self.cfg.max_steps

@@ -106,26 +106,22 @@ def group_runs(runs: list[Run]) -> list[Group]:
     def new_seeds(group: list[Run], more: list[Run]) -> bool:
         return not {trained_seed(r) for r in group} & {trained_seed(r) for r in more}
 
-    batches: list[list[Run]] = []  # one configuration's runs in one dir (a sweep's), no seed twice
-    by_dir: dict[tuple, list[list[Run]]] = {}
-    for run in runs:
-        same = by_dir.setdefault((config(run), run.path.parent), [])
-        batch = next((b for b in same if new_seeds(b, [run])), None)
-        if batch is None:
-            batch = []
-            same.append(batch)
-            batches.append(batch)
-        batch.append(run)
-    groups: list[list[Run]] = []
-    by_config: dict[tuple, list[list[Run]]] = {}
-    for batch in batches:
-        same = by_config.setdefault(config(batch[0]), [])
-        group = next((g for g in same if new_seeds(g, batch)), None)
-        if group is None:
-            group = []
-            same.append(group)
-            groups.append(group)
-        group.extend(batch)
+    def pool(parts: list[list[Run]], key: Callable[[Run], tuple]) -> list[list[Run]]:
+        """Each part joins the first pool of its key that holds none of its seeds, else starts one."""
+        pools: list[list[Run]] = []
+        by_key: dict[tuple, list[list[Run]]] = {}
+        for part in parts:
+            same = by_key.setdefault(key(part[0]), [])
+            joined = next((p for p in same if new_seeds(p, part)), None)
+            if joined is None:
+                joined = []
+                same.append(joined)
+                pools.append(joined)
+            joined.extend(part)
+        return pools
+
+    batches = pool([[run] for run in runs], lambda run: (config(run), run.path.parent))  # a sweep's seeds
+    groups = pool(batches, config)  # then across dirs
     out = [Group("", members) for members in groups]
     for group, label in zip(out, labels(out)):
         group.label = label
