@@ -139,9 +139,34 @@ def test_comparison_table_is_at_equal_tokens_with_the_baseline_first(sweep):
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["run", "seeds", "loss@503"] and "vs baseline@4k" in lines[0]
     assert lines[2].startswith("gpt2ish_mini (baseline)") and lines[3].startswith("attn_temp_mini")
-    delta = float(lines[3].split()[-2])
+    delta = float(lines[3].split()[-3])
     assert -0.12 < delta < -0.08  # the idea's 0.1 lower loss, measured at equal tokens
     assert "±" in lines[2]  # the spread over seeds is shown
+
+
+def test_the_difference_from_the_baseline_has_the_spread_of_one_seeds_difference(sweep, tmp_path):
+    """'vs baseline' had no ±, and the plot's band was the idea's own seed spread: a 0.1 gain that every seed
+    of the same data order shows looked as uncertain as the seeds' spread. fake_run gives a seed the same noise in
+    either experiment, so paired by seed the difference is exact; with the idea on other seeds the two spreads add."""
+    def vs_cell(groups: list) -> tuple[float, float]:
+        row = comparison_table(groups).splitlines()[3].split()
+        return float(row[-3]), float(row[-2].lstrip("±"))
+
+    groups = group_runs(load_runs([sweep]))
+    diff, spread = vs_cell(groups)
+    assert -0.12 < diff < -0.08 and spread < 1e-4
+    idea, base = (curve(g, "validation", "loss") for g in reversed(groups))
+    assert idea.pairs_with(base) and np.allclose(idea.minus(base, idea.tokens), -0.1, atol=1e-3)
+    for seed in (4, 5, 6):  # the idea on seeds the baseline did not run: nothing to pair
+        fake_run(tmp_path / "other" / f"seed={seed}", "attn_temp_mini", seed, 1.9, extra=("max_steps=40",), job=seed)
+    groups = group_runs(load_runs([sweep / f"exp=gpt2ish_mini,max_steps=40,seed={s}" for s in (1, 2, 3)]
+                                  + [tmp_path / "other"]))
+    diff, spread = vs_cell(groups)
+    end = curve(groups[0], "validation", "loss").span[1]
+    idea, base = (curve(g, "validation", "loss") for g in reversed(groups))
+    expected = np.hypot(idea.measured(end).std(ddof=1), base.measured(end).std(ddof=1))
+    assert not idea.pairs_with(base) and -0.13 < diff < -0.07 and spread == pytest.approx(expected, abs=1e-4)
+    assert spread > 0.005
 
 
 def test_baseline_can_be_named(sweep):

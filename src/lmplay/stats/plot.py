@@ -47,6 +47,7 @@ class Curve:
     label: str
     seed_tokens: np.ndarray
     seed_values: np.ndarray
+    seeds: tuple[str | None, ...] = ()
 
     @property
     def num_seeds(self) -> int:
@@ -90,6 +91,27 @@ class Curve:
             nearest = np.abs(t - tokens).argmin()
             values.append(v[nearest] if abs(t[nearest] - tokens) <= SAME * tokens else np.interp(tokens, t, v))
         return np.array(values)
+
+    def minus(self, base: "Curve", tokens: np.ndarray, read: str = "at") -> np.ndarray:
+        """Each seed's difference from the baseline at `tokens` (`read`: "at" or "measured"), paired by seed where
+        both ran the same seeds (the same data order, so the difference is the idea's, not the order's), else from
+        the baseline's mean."""
+        mine, theirs = getattr(self, read)(tokens), getattr(base, read)(tokens)
+        if self.pairs_with(base):
+            return mine - theirs[[base.seeds.index(s) for s in self.seeds]]
+        return mine - theirs.mean(0)
+
+    def pairs_with(self, base: "Curve") -> bool:
+        return self.num_seeds > 1 and None not in self.seeds and sorted(self.seeds) == sorted(base.seeds)
+
+    def spread_minus(self, base: "Curve", tokens: float) -> float | None:
+        """The std of one seed's difference from the baseline at `tokens`: of the paired differences, else of two
+        independent seeds' (their variances add); None where a side has one seed (no spread to tell)."""
+        if self.pairs_with(base):
+            return float(self.minus(base, np.array(tokens), "measured").std(ddof=1))
+        if self.num_seeds < 2 or base.num_seeds < 2:
+            return None
+        return float(np.hypot(self.measured(tokens).std(ddof=1), base.measured(tokens).std(ddof=1)))
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -281,19 +303,22 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
     line up by `samples`; the curve keeps the sample counts that every seed has reached. A seed with under half
     the points of the group's furthest one (still training, or stopped early) is left out, rather than cutting
     every seed's curve back to its few points."""
-    per_run = []
+    per_run, seeds = [], []
     for run in group.runs:
         records = [r for r in getattr(run, kind) if r.get(metric) is not None]
         if records:
             values = ema(np.array([r[metric] for r in records], dtype=float), smooth)
             per_run.append({r["samples"]: (x, v) for r, x, v in zip(records, placed(records, kind), values)})
+            seeds.append(trained_seed(run))
     furthest = max(map(len, per_run), default=0)
-    per_run = [p for p in per_run if 2 * len(p) >= furthest]
+    kept = [i for i, p in enumerate(per_run) if 2 * len(p) >= furthest]
+    per_run, seeds = [per_run[i] for i in kept], [seeds[i] for i in kept]
     common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
     if not common:
         return None
     tokens = np.array([[p[s][0] for s in common] for p in per_run], dtype=float)
-    return Curve(group.label, tokens, np.array([[p[s][1] for s in common] for p in per_run], dtype=float))
+    values = np.array([[p[s][1] for s in common] for p in per_run], dtype=float)
+    return Curve(group.label, tokens, values, tuple(seeds))
 
 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
@@ -320,7 +345,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
                 label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
             tokens = tokens[inside]
-            values = values[:, inside] - np.interp(tokens, baseline.tokens, baseline.mean)
+            values = c.minus(baseline, tokens)
             readable = np.array([approx(baseline, t) is not None for t in tokens], dtype=bool)
             values[:, ~readable] = np.nan  # a break in the line, not a line across the baseline's gap
             if readable.sum() < 2:  # a line of one point draws nothing
@@ -339,7 +364,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(True, alpha=0.3, which="both")
     if any(c.num_seeds > 1 for c in curves):
-        ax.text(0.99, 0.01, "bands: lowest to highest seed", transform=ax.transAxes, ha="right", va="bottom",
+        paired = bases and any(c.pairs_with(b) for c, b in zip(curves[1:], bases[1:]))
+        band = "bands: lowest to highest seed" + ("; of an idea run with the baseline's seeds, each seed minus the "
+                                                  "baseline's run of the same seed" if paired else "")
+        ax.text(0.99, 0.01, band, transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=8, alpha=0.7)
     if many:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -426,7 +454,9 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
             diff = loss.measured(end).mean() - losses[id(base)].measured(end).mean()
-            row += ["-" if base is group or None in marks else f"{max(marks)}{diff:+.4f}{vs}"]
+            spread = loss.spread_minus(losses[id(base)], end)
+            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}")
+            row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
     vs_column = 2 + len(points) if baseline_first else None  # the baseline's own is "-" by definition
@@ -457,9 +487,10 @@ def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> s
     where += (f"; - marks a run whose validation points around that count are further apart than {GAP:.0%} of it "
               f"and than its usual spacing (a straight line across that gap would make the value up)"
               ) if "-" in cells else ""
-    return (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds; "
-            "'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is compared "
-            "with the baseline at its own settings.")
+    return (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds, and on 'vs baseline' the std "
+            "of one seed's difference (paired with the baseline's run of the same seed where both ran the same "
+            "seeds); 'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is "
+            "compared with the baseline at its own settings.")
 
 
 SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
