@@ -27,6 +27,7 @@ from train_loop import at_least, torch_device
 from experiments.gpt2ish.model import GPT2ish  # noqa: E402
 from lmplay.data.curriculum import Curriculum  # noqa: E402
 from lmplay.data.tokenizers import get_tokenizer  # noqa: E402
+from lmplay.device import synchronize
 from lmplay.errors import LmplayError
 
 
@@ -63,13 +64,11 @@ def train_side(tokenizer: str, batches: list, args) -> float:
 
     step(batches[0])
     timed = batches[1:1 + args.train_steps]
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(torch.device(args.device))
     started = time.perf_counter()
     for batch in timed:
         step(batch)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(torch.device(args.device))
     return sum(b.num_tokens for b in timed) / (time.perf_counter() - started)
 
 

@@ -30,9 +30,10 @@ import yaml
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src")]  # this checkout's lmplay, as train_loop.py
 
-from train_loop import at_least, sync, torch_device
+from train_loop import at_least, torch_device
 
 from lmplay.data.batch import IGNORE_INDEX
+from lmplay.device import synchronize
 from lmplay.model import mask_padding, top1_correct
 
 
@@ -93,11 +94,11 @@ def mean_seconds(once, repeats: int, device: torch.device):
     """Mean seconds of `once()` after 3 warm-up calls, and its last result."""
     for _ in range(3):
         once()
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         result = once()
-    sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) / repeats, result
 
 

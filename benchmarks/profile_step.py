@@ -17,7 +17,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from train_loop import BareLoop, LmplayLoop, machine, overrides, parser, sync
+from train_loop import BareLoop, LmplayLoop, machine, overrides, parser
+
+from lmplay.device import synchronize
 
 # First match wins; names are lower-cased GPU kernel names (cuBLAS, cuDNN, inductor's triton_*) or CPU ops.
 CATEGORIES = [
@@ -60,7 +62,7 @@ def profile_steps(loop: LmplayLoop | BareLoop, steps: int, on_gpu: bool):
         with profile(activities=activities) as prof:
             start = time.perf_counter()
             result = run(*args)
-            sync(loop.device)
+            synchronize(loop.device)
             wall += time.perf_counter() - start
         tally(prof, on_gpu, times)
         return result

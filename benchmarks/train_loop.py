@@ -38,6 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
+from lmplay.device import synchronize  # imports torch only when called
+
 
 def overrides(args) -> list[str]:
     out = [f"exp={args.exp}", f"device={args.device}", f"max_steps={args.steps + args.warmup + 1}",  # + 1: see take_turns
@@ -83,12 +85,6 @@ def machine(device: str) -> str:
     return f"torch {torch.__version__}, {where}"
 
 
-def sync(device) -> None:
-    import torch
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def peak_memory(device) -> float:
     """Peak bytes: CUDA allocator peak on a GPU, the process's max RSS on a CPU."""
     import torch
@@ -122,7 +118,7 @@ class LmplayLoop:
 
         def timed_train_step(*step_args, **step_kwargs):
             if progress["step"] in ends:
-                sync(self.device)
+                synchronize(self.device)
                 now = time.perf_counter()
                 if mark:  # lmplay's turn ends as its next step starts; the bare loop's turn follows
                     turns.append({"lmplay": (progress["tokens"] - mark["tokens"], now - mark["time"]),
@@ -130,7 +126,7 @@ class LmplayLoop:
                 else:  # the bare loop's warm-up: its compiles and caches
                     bare.run(warmup)
                 if progress["step"] < start + steps:
-                    sync(self.device)
+                    synchronize(self.device)
                     mark.update(time=time.perf_counter(), tokens=progress["tokens"], step=progress["step"])
             return train_step(*step_args, **step_kwargs)
 
@@ -184,10 +180,10 @@ class BareLoop:
         return total
 
     def run(self, steps: int) -> tuple[int, float]:
-        sync(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         tokens = sum(self.step() for _ in range(steps))
-        sync(self.device)
+        synchronize(self.device)
         return tokens, time.perf_counter() - start
 
 
@@ -238,20 +234,14 @@ def at_least(low: int) -> Callable[[str], int]:
 
 
 def torch_device(text: str) -> str:
-    """An argparse type for the scripts that run on torch directly: a device torch names (cpu, cuda, cuda:1, mps)
-    and this machine has."""
-    import torch
+    """An argparse type: a device this machine has, by lmplay's own rule (`device=`; auto picks one)."""
+    from lmplay.device import pick_device
+    from lmplay.errors import ConfigError
 
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is no torch device (cpu, cuda, cuda:1, mps)") from None
-    count = {"cpu": 1, "cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
-    if device.type not in count:
-        raise argparse.ArgumentTypeError(f"{text!r}: these benchmarks run on cpu, cuda or mps")
-    if (device.index or 0) >= count[device.type]:
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {count[device.type]} {device.type} devices")
-    return text
+        return str(pick_device(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("device=", "--device ")) from None
 
 
 def parser(description: str = __doc__, one_loop: bool = False) -> argparse.ArgumentParser:

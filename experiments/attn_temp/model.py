@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from experiments.attn_temp.temperature_attention import LearnedTemperatureAttention
-from lmplay.model import LMBase
+from lmplay.model import LMBase, LMOutput
 from lmplay.modules import MLP, KVCache, TokenPositionEmbedding, init_gpt2_weights
 
 
@@ -40,7 +40,9 @@ class TempAttnGPT(LMBase):
         init_gpt2_weights(self, num_blocks)
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
+        """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
+        [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)

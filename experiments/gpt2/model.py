@@ -7,7 +7,7 @@ Parameter names follow lmplay's modules; `experiments.gpt2.import_hf` maps Huggi
 import torch
 from torch import nn
 
-from lmplay.model import LMBase
+from lmplay.model import LMBase, LMOutput
 from lmplay.modules import Block, KVCache, TokenPositionEmbedding, init_gpt2_weights
 
 LN_EPS = 1e-5
@@ -27,7 +27,7 @@ class GPT2(LMBase):
         init_gpt2_weights(self, num_blocks)
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
         """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
         [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:

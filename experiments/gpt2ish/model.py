@@ -6,7 +6,7 @@ This file is the baseline to copy: `python -m lmplay.new_exp NAME` copies the pa
 import torch
 from torch import nn
 
-from lmplay.model import LMBase
+from lmplay.model import LMBase, LMOutput
 from lmplay.modules import Block, KVCache, TokenPositionEmbedding, init_gpt2_weights
 
 
@@ -22,7 +22,9 @@ class GPT2ish(LMBase):
         init_gpt2_weights(self, num_blocks)
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
+        """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
+        [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)

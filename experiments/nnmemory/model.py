@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from experiments.nnmemory.nn_memory import NNMemory, NNMemoryRead
-from lmplay.model import LMBase
+from lmplay.model import LMBase, LMOutput
 from lmplay.modules import MLP, KVCache, MultiHeadAttention, TokenPositionEmbedding, init_gpt2_weights
 
 
@@ -56,7 +56,9 @@ class NNMemoryGPT(LMBase):
         return super().flops_per_token(seq_len) - 6 * memory + reads
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
+        """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
+        [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from experiments.unified_embed.unified_embedding import UnifiedEmbedding
-from lmplay.model import LMBase
+from lmplay.model import LMBase, LMOutput
 from lmplay.modules import Block, KVCache, init_gpt2_weights
 
 
@@ -64,7 +64,9 @@ class UnifiedEmbedGPT(LMBase):
         return super().flops_per_token(seq_len) - 6 * mlp
 
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None, last_only: bool = False):
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
+        """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
+        [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)

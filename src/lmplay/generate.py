@@ -219,11 +219,12 @@ def generate(cfg: DictConfig) -> list[str]:
     import torch  # after the cheap checks: a mistake is reported without waiting for torch
 
     from lmplay.generation.loading import load_model
-    from lmplay.generation.text import encode_prompts, generate_text
+    from lmplay.generation.text import encode_prompts, generate_text, notice
+    from lmplay.model import all_finite
 
     device, dtype = pick_device(cfg.device), amp_dtype(cfg.amp_dtype, cfg.amp)
     model, exp = load_model(path, device)
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+    if not all_finite(model.parameters()):
         raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
                           f"sample from an earlier checkpoint")
     print(f"{path}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
@@ -235,9 +236,8 @@ def generate(cfg: DictConfig) -> list[str]:
         generator.manual_seed(cfg.seed)
     if cfg.num_samples > 1 and (config.greedy or config.top_k == 1):
         why = "do_sample=false" if not cfg.do_sample else "temperature=0" if config.greedy else "top_k=1"
-        print(f"notice: num_samples={cfg.num_samples} with greedy decoding ({why}) gives that many identical "
-              f"continuations; do_sample=true with a temperature > 0 and top_k > 1 draws different ones",
-              file=sys.stderr)
+        notice(f"num_samples={cfg.num_samples} with greedy decoding ({why}) gives that many identical "
+               f"continuations; do_sample=true with a temperature > 0 and top_k > 1 draws different ones")
     # a prompt cut to the context is noticed here, once, by its number in the list; batches would number their rows
     encode_prompts(model.tokenizer, prompts, model.context_len)
     unsaid = functools.partial(generate_text, notify=lambda _said: None)

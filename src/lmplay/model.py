@@ -1,6 +1,6 @@
 """MBase and LMBase: what every lmplay model shares, so an experiment's model.py only holds its idea."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -40,6 +40,12 @@ def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     return mask_padding(logits, vocab) if logits.is_cuda else logits[..., :vocab]
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether no tensor holds a NaN or inf, with one device sync for them all: what a save checks (a checkpoint
+    never holds NaN weights) and what sampling checks first (a diverged run's weights give only garbage)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def mask_padding(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """The columns past `vocab` set to -inf: they get no probability, no gradient and never the max."""
     padding = torch.arange(logits.size(-1), device=logits.device) >= vocab
@@ -76,11 +82,11 @@ class MBase(nn.Module):
     def parameter_count(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def _tokenize_str(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     def _tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(prompt_list(texts))
+
+
+LMOutput = torch.Tensor | tuple[torch.Tensor, list[KVCache]]  # a forward's logits, and with a cache the cache
 
 
 class LMBase(MBase):

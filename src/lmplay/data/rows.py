@@ -14,6 +14,7 @@ one, else where the room ends.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,7 +207,8 @@ def frame_row(row: Row, context_len: int, eot_id: int, include_prompts: bool,
     return samples
 
 
-def row_samples(prompt_lens: np.ndarray, text_lens: np.ndarray, boundaries_of, context_len: int) -> np.ndarray:
+def row_samples(prompt_lens: np.ndarray, text_lens: np.ndarray,
+                boundaries_of: Callable[[int], tuple[np.ndarray, np.ndarray]], context_len: int) -> np.ndarray:
     """Samples per row (for exact step estimates). `boundaries_of(i)` gives row i's (sent_ends, line_ends);
     it is only called for the rows that do not fit in one sample."""
     counts = np.ones(len(text_lens), dtype=np.int64)

@@ -23,7 +23,7 @@ import logging
 import re
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -534,7 +534,7 @@ def hub_reachable() -> bool:
 
 
 @contextlib.contextmanager
-def quiet_logger(name: str):
+def quiet_logger(name: str) -> Iterator[None]:
     """The logger `name` says nothing below CRITICAL inside."""
     logger = logging.getLogger(name)
     level = logger.level
@@ -546,7 +546,7 @@ def quiet_logger(name: str):
 
 
 @contextlib.contextmanager
-def offline_hub():
+def offline_hub() -> Iterator[None]:
     """HF offline mode for the calls inside: load_dataset then reads the local cache and fails at once."""
     datasets = hf_datasets()
     saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE

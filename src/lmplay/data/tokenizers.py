@@ -7,6 +7,7 @@ framing decides where documents start and end.
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
@@ -38,7 +39,7 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -69,7 +70,7 @@ class TiktokenGPT2(Tokenizer):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(texts)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode([int(i) for i in ids])
 
 
@@ -90,7 +91,7 @@ class ByteTokenizer(Tokenizer):
         except UnicodeEncodeError:
             return list(text.encode("utf-8", errors="replace"))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Sequence[int]) -> str:
         """Bytes between eot ids are decoded; each eot is shown as "<|endoftext|>", as tiktoken does for gpt2."""
         out, run = [], bytearray()
         for i in ids:

@@ -25,6 +25,7 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError
 from lmplay.files import set_aside_old_run
+from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, World, init_world
@@ -554,7 +555,7 @@ class LMRunnerBase:
         state = self.progress_state()
         if self._saved.get(name, self._resumed_state if path.exists() else None) == state:
             return path
-        if name != CORRUPTED and not self.weights_finite():  # a step between loss reads (log_interval > 1) blew up
+        if name != CORRUPTED and not all_finite(self.model.parameters()):  # a step between loss reads (log_interval > 1) blew up
             self.diverged(f"the weights are NaN or inf at step {self.runner_c.progress['step']}",
                           self.curriculum.stages[self.curriculum.stage_index].name)
         self.runner_c.record_window = self.window.totals(self.world)  # a record's steps that span the save
@@ -571,10 +572,6 @@ class LMRunnerBase:
     def trained_now(self) -> bool:
         """Whether this command has trained a step (a resume that only records what a stop left undone has not)."""
         return self._resumed_state is None or self.runner_c.progress["step"] > self._resumed_state[0]
-
-    def weights_finite(self) -> bool:
-        """One device sync for all parameters: what a save checks, so a checkpoint never holds NaN weights."""
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
 
     def diverged(self, what: str, stage: str, untrained: bool = False) -> None:
         """Stop a run whose loss or weights are no longer finite: dump them for inspection and say which

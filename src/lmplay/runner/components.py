@@ -72,7 +72,8 @@ class CurriculumComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(config_class(self.runner.cfg, "curriculum"))
 
-    def construct(self, construction_args, state_args, state) -> None:
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
         kept = {k: v for k, v in state_args.items() if k not in self.machine} if state_args is not None else None
         args = self.settle(without_target(construction_args), kept)  # a resumed run keeps its data plan
         # called, not instantiated: Hydra would call any `_target_` nested in the (checkpoint's) stages
@@ -97,7 +98,8 @@ class ModelComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(self.runner.model_class)
 
-    def construct(self, construction_args, state_args, state) -> None:
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
         args = self.settle(without_target(construction_args), state_args,
                            fixed=frozenset(self.advertise()) - set(self.resumable))
         check_model_args(self.runner.model_class, args)
@@ -149,7 +151,8 @@ class RunnerComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return {f.name: f.default for f in fields(RunnerSettings)}
 
-    def construct(self, construction_args, state_args, state) -> None:
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
         self.settings = RunnerSettings(**self.settle(construction_args, state_args))
         self.settings.check("", self.runner.world.size)
         self.progress = dict(state["progress"]) if state else dict.fromkeys(checkpoint.COUNTERS, 0)  # checked at load
@@ -190,7 +193,8 @@ class OptimizerComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return {**signature_defaults(get_class(self.target), skip=("self", "params")), **self.extra}
 
-    def construct(self, construction_args, state_args, state) -> None:
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, torch.optim.Optimizer)
         target = self.target
         same_kind = state_args is not None and state_args.get("_target_") == target
@@ -262,7 +266,8 @@ class SchedulerComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(get_class(self.target))
 
-    def construct(self, construction_args, state_args, state) -> None:
+    def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
+                  state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
         self.settle(config_args, state_args)
         self.schedule = self.build(self.target, self.args)

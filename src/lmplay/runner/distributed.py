@@ -8,6 +8,7 @@ import datetime
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class World:
         return self.sum(float(flag))[0] > 0
 
     @contextmanager
-    def main_first(self):
+    def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (e.g. filling a cache), then the others: no two write the same file.
         Where rank 0's block fails (a missing data file), it says why and the others exit quietly (code 1),
         not with gloo's "connection closed by peer" traceback once rank 0 is gone."""

@@ -75,7 +75,8 @@ def job_number(run_dir: Path) -> int | None:
     """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
     overrides alone, so its name does not give the sweep's order. A job trained on by a single run (README:
     Sweeps) has a hydra.yaml of that run: its job.json, which the sweep wrote, still names its place."""
-    from lmplay.sweep import read_job  # the sweep's own record (lmplay.sweep reads runs through this module)
+    # the sweep's own record, imported here: lmplay.sweep reads runs through this module
+    from lmplay.sweep import read_job
 
     try:
         hydra = dig(read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra")
