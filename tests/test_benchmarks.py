@@ -13,7 +13,8 @@ from conftest import REPO
     ("profile_step.py", ["--chunk", "3"], "unrecognized arguments: --chunk"),  # it runs one loop, without turns
     ("startup.py", ["--turns", "0"], "argument --turns: 0 is below 1"),
     ("data_pipeline.py", ["--tokenizers", "foo"], "tokenizer='foo' is unknown"),  # was a traceback
-    ("generate.py", ["--device", "nosuch", "--prefill-only"], "argument --device: --device 'nosuch' is no device torch knows"),
+    ("generate.py", ["--device", "nosuch", "--prefill-only"],
+     "argument --device: --device 'nosuch' is no device torch knows"),
     ("data_pipeline.py", ["--device", "nosuch"], "argument --device: --device 'nosuch' is no device torch knows"),
     ("loss_kernels.py", ["--device", "meta"], "argument --device: --device 'meta' is not one lmplay runs on"),
     ("loss_kernels.py", ["--option", "nosuch=1"], "--option nosuch is no inductor option"),  # was 20,000 characters

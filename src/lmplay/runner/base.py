@@ -555,7 +555,8 @@ class LMRunnerBase:
         state = self.progress_state()
         if self._saved.get(name, self._resumed_state if path.exists() else None) == state:
             return path
-        if name != CORRUPTED and not all_finite(self.model.parameters()):  # a step between loss reads (log_interval > 1) blew up
+        # a step between loss reads (log_interval > 1) blew up
+        if name != CORRUPTED and not all_finite(self.model.parameters()):
             self.diverged(f"the weights are NaN or inf at step {self.runner_c.progress['step']}",
                           self.curriculum.stages[self.curriculum.stage_index].name)
         self.runner_c.record_window = self.window.totals(self.world)  # a record's steps that span the save
