@@ -5,6 +5,7 @@
     python benchmarks/generate.py --device cuda --amp
     python benchmarks/generate.py --checkpoint outputs/gpt2/model.lmp
     python benchmarks/generate.py --prefill-only --exp gpt2ish_mini --context-len 512     # seconds, not minutes
+    python benchmarks/generate.py --batch-rows 16 --exp gpt2ish_mini --tokenizer bytes --context-len 256
 
 Targets: cached at least 5x faster than uncached for 512 new tokens; the token at position ~900 within
 1.3x of the token at position ~10. Random weights are as fast as trained ones, so no training is needed.
@@ -16,6 +17,10 @@ model (gpt2ish_mini, 128 wide) spends about as much on attention at position 900
 
 A prefill (the prompt's windows, and every window without a cache) needs only the last column's logits;
 an experiment whose forward takes `last_only` computes the output layer for that column alone.
+
+`--batch-rows N`: N prompts of different lengths generating past the context in one batch, against the same
+prompts one at a time (target: the batch faster). Each row's window slides at its own moment; the batch
+rebuilds only that row's cache.
 """
 
 import argparse
@@ -99,6 +104,27 @@ def prefill_seconds(model: torch.nn.Module, rows: int, repeats: int) -> tuple[fl
     return statistics.median(times[True]), statistics.median(times[False])
 
 
+def batch_seconds(model: torch.nn.Module, rows: int, new_tokens: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of `rows` prompts of different lengths decoded as one batch and one at a time, taking turns."""
+    prompts = [[i % 256 for i in range(1 + 7 * r % model.context_len)] for r in range(rows)]
+    config = GenerationConfig(max_new_tokens=new_tokens, stop_at_eot=False)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for batched in (True, False):
+            started = time.perf_counter()
+            for part in [prompts] if batched else [[p] for p in prompts]:
+                generate_tokens(model, part, config, eot_id=0)
+            times[batched].append(time.perf_counter() - started)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
+def report_batch(model: torch.nn.Module, rows: int, new_tokens: int, repeats: int) -> None:
+    batch, alone = batch_seconds(model, rows, new_tokens, repeats)
+    print(f"{rows} prompts of different lengths, {new_tokens} new tokens each (context {model.context_len}): one batch "
+          f"{batch:.2f} s, one at a time {alone:.2f} s; the batch {alone / batch:.2f}x as fast (target > 1; median of "
+          f"{repeats})", flush=True)
+
+
 def report_prefill(model: torch.nn.Module, rows: int, repeats: int) -> None:
     if not Decoder(model, Windows([[0]], model.context_len, 1), None, 0).last_only:
         print(f"prefill: {type(model).__name__}.forward takes no last_only, so generation computes every column")
@@ -125,6 +151,8 @@ def main() -> None:
     parser.add_argument("--prefill-rows", type=at_least(1), default=8, help="windows in the prefill measurement")
     parser.add_argument("--prefill-only", action="store_true", help="only the prefill measurement (seconds, not "
                         "the uncached run's minutes)")
+    parser.add_argument("--batch-rows", type=at_least(2), help="only the measurement of a batch of this many prompts "
+                        "of different lengths against them one at a time (--new-tokens each)")
     parser.add_argument("--amp", action="store_true", help="autocast to bf16")
     parser.add_argument("--threads", type=at_least(1), help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
@@ -135,7 +163,7 @@ def main() -> None:
         model = build(args)
     except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
         raise SystemExit(f"error: {e}") from None
-    if not args.prefill_only and (args.late + SPREAD >= model.context_len or args.early - SPREAD < 1):
+    if not (args.prefill_only or args.batch_rows) and (args.late + SPREAD >= model.context_len or args.early - SPREAD < 1):
         parser.error(f"--early and --late must lie in [{SPREAD + 1}, {model.context_len - SPREAD}) (the context is "
                      f"{model.context_len})")
     print(f"model: {args.checkpoint or args.exp}, {model.parameter_count():,} parameters, tokenizer "
@@ -143,6 +171,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, amp {args.amp}, torch {torch.__version__}")
     with torch.no_grad(), autocast(torch.device(args.device), torch.bfloat16 if args.amp else None):
         tokens_per_second(model, 32, use_cache=True)  # warm-up: allocator, kernels, caches
+        if args.batch_rows:
+            return report_batch(model, args.batch_rows, args.new_tokens, args.repeats)
         report_prefill(model, args.prefill_rows, args.repeats)
         if args.prefill_only:
             return

@@ -168,6 +168,20 @@ def test_batched_prompts_equal_one_by_one(use_cache, lengths):
     assert batched == alone
 
 
+def test_a_row_that_slides_rebuilds_its_own_cache_not_the_batchs():
+    """Each row slides at its own moment, and each slide prefilled the whole batch: 16 prompts of different lengths
+    took 1.4x as long in one batch as one at a time. A slid row's window is prefilled alone now."""
+    model = tiny(context_len=48)
+    shapes = []
+    model.register_forward_pre_hook(lambda _module, args: shapes.append(tuple(args[0].shape)))
+    prompts = prompts_of(3, 17, 9, 30)
+    config = GenerationConfig(max_new_tokens=60, stop_at_eot=False)
+    batched = generate_tokens(model, prompts, config, eot_id=EOT)
+    prefills = [s for s in shapes if s[1] > 1]
+    assert batched == [generate_tokens(model, [p], config, eot_id=EOT)[0] for p in prompts]
+    assert prefills[0] == (4, 30) and len(prefills) > 4 and all(rows == 1 for rows, _ in prefills[1:]), prefills
+
+
 def test_sliding_past_the_context_is_the_same_with_and_without_cache():
     model = tiny(context_len=32)
     prompt = prompts_of(20)

@@ -23,7 +23,7 @@ StepCallback = Callable[[list[int | None]], None]
 class Windows:
     """Each row's tokens so far and where the part the model sees, its window, starts.
 
-    A row that outgrows the context has its window moved forward by `stride` tokens and the cache is
+    A row that outgrows the context has its window moved forward by `stride` tokens and its cache is
     rebuilt from the shorter window: one prefill per `stride` new tokens instead of one per token.
     Cached and uncached decoding slide at the same moments, so they see the same tokens.
     """
@@ -41,18 +41,20 @@ class Windows:
         for row, token in zip(self.rows, tokens):
             row.append(token)
 
-    def slide(self) -> bool:
-        """Move the window of each row longer than the context; True when any moved."""
-        moved = False
+    def slide(self) -> list[int]:
+        """Move the window of each row longer than the context; the rows moved."""
+        moved = []
         for i, length in enumerate(self.lengths()):
             if length > self.context_len:
                 self.starts[i] += length - self.context_len + self.stride - 1
-                moved = True
+                moved.append(i)
         return moved
 
-    def batch(self, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The windows as left-padded ids [B, W] and the mask of their real tokens [B, W]."""
-        windows = [row[start:] for row, start in zip(self.rows, self.starts)]
+    def batch(self, pad_id: int, device: torch.device, rows: Sequence[int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows (of `rows`, else all) as left-padded ids [B, W] and the mask of their real tokens [B, W]."""
+        rows = range(len(self.rows)) if rows is None else rows
+        windows = [self.rows[i][self.starts[i]:] for i in rows]
         width = max(len(w) for w in windows)
         ids = torch.full((len(windows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(windows), width), dtype=torch.bool)
@@ -92,43 +94,80 @@ class Decoder:
         """Logits [B, vocab] after the whole windows; with a cache, the cache then holds exactly them."""
         ids, real = self.windows.batch(self.pad_id, self.device)
         self.padded = not bool(real.all())
+        self.check_padding()
+        if self.cache is not None:
+            for layer in self.cache:
+                layer.reset()
+            self.key_mask[:, : real.shape[1]] = real
+        logits, self.next_positions = self.run(ids, real, self.cache)
+        return logits
+
+    def check_padding(self) -> None:
         if self.padded and not self.takes_padding:
             raise ConfigError(f"{type(self.model).__name__}.forward takes no positions and attn_mask, which prompts of "
                               f"different lengths need in one batch: run them one at a time (batch_size=1 for "
                               f"lmplay.generate, one prompt a call in Python), or give its forward the baseline's "
                               f"positions and attn_mask")
+
+    def run(self, ids: torch.Tensor, real: torch.Tensor, cache: list[KVCache] | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last column's logits after left-padded windows (`real` marks their tokens), and each row's next
+        position."""
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)
-        self.next_positions = positions[:, -1] + 1
-        if self.cache is not None:
-            for layer in self.cache:
-                layer.reset()
-            self.key_mask[:, : real.shape[1]] = real
-        return self.forward(ids, positions, padded_causal_mask(real) if self.padded else None)
+        padded = not bool(real.all())
+        return self.forward(ids, positions, padded_causal_mask(real) if padded else None, cache), positions[:, -1] + 1
 
     def advance(self, tokens: torch.Tensor, values: list[int]) -> torch.Tensor:
         """Logits [B, vocab] after appending `tokens` ([B]; `values` is the same as a list) to every row."""
         self.windows.append(values)
-        if self.windows.slide() or self.cache is None:
+        moved = self.windows.slide()
+        if self.cache is None or len(moved) == len(self.windows.rows) or (moved and not self.takes_padding):
             return self.prefill()
-        positions = self.next_positions[:, None]
+        if moved:  # rebuilding every row's cache for each row that slides cost more than decoding them alone
+            self.make_room()
+        positions = self.next_positions[:, None].clone()
+        positions[moved] = 0  # past the context; rebuild() replaces what the step computes for these rows
         self.next_positions = self.next_positions + 1
         width = self.cache[0].length + 1
         self.key_mask[:, width - 1] = True  # the new column is real in every row (an older layout may differ)
         attn_mask = self.key_mask[:, None, None, :width] if self.padded else None
-        return self.forward(tokens[:, None], positions, attn_mask)
+        logits = self.forward(tokens[:, None], positions, attn_mask, self.cache)
+        return self.rebuild(moved, logits) if moved else logits
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def make_room(self) -> None:
+        """Drop the cache's oldest columns that no row's window reaches now, so that the new column fits."""
+        drop = self.cache[0].length + 1 - max(self.windows.lengths())
+        for layer in self.cache:
+            layer.drop_oldest(drop)
+        self.key_mask = self.key_mask.roll(-drop, dims=1)
+
+    def rebuild(self, rows: list[int], logits: torch.Tensor) -> torch.Tensor:
+        """Prefill the slid `rows` alone and put their caches, right-aligned, into the batch's: the other rows keep
+        theirs. Their logits replace the batch step's, which read their old windows."""
+        ids, real = self.windows.batch(self.pad_id, self.device, rows)
+        own = self.model.new_cache(len(rows))
+        logits[rows], self.next_positions[rows] = self.run(ids, real, own)
+        width, own_width = self.cache[0].length, ids.shape[1]
+        for layer, fresh in zip(self.cache, own):
+            layer.put_rows(rows, fresh, width - own_width)
+        self.key_mask[rows, :width] = False
+        self.key_mask[rows, width - own_width:width] = real
+        self.padded = True
+        return logits
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, attn_mask: torch.Tensor | None,
+                cache: list[KVCache] | None) -> torch.Tensor:
         """The last column's logits over the tokenizer's tokens (a vocabulary padded for speed has more
         columns, never to be picked). Without padding the model's own positions are right, so a model whose
         forward takes only (x, cache) still generates; padding needs positions and attn_mask.
 
         A forward that takes `last_only` computes the output layer for the last column alone: a prefill of
         16 windows of 1024 tokens with GPT-2's 50k vocabulary would otherwise hold 3.3 GB of fp32 logits."""
-        kwargs = {"positions": positions, "attn_mask": attn_mask} if self.padded else {}
+        kwargs = {"positions": positions, "attn_mask": attn_mask} if attn_mask is not None or self.padded else {}
         if self.last_only:
             kwargs["last_only"] = True
-        out = self.model(ids, cache=self.cache, **kwargs)
-        logits = out[0] if self.cache is not None else out
+        out = self.model(ids, cache=cache, **kwargs)
+        logits = out[0] if cache is not None else out
         return self.model.token_logits(logits[:, -1])
 
 

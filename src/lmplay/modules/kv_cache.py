@@ -31,3 +31,16 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the first `n` positions of every row, moving the rest to the front."""
+        if n > 0:
+            for buffer in (self.keys, self.values):
+                buffer[:, :, :self.length - n] = buffer[:, :, n:self.length].clone()
+            self.length -= n
+
+    def put_rows(self, rows: list[int], other: "KVCache", at: int) -> None:
+        """Replace `rows` by `other`'s rows (in order), placed from position `at`; what is before it is zeroed."""
+        for buffer, source in ((self.keys, other.keys), (self.values, other.values)):
+            buffer[rows, :, :at] = 0
+            buffer[rows, :, at:at + other.length] = source[:, :, :other.length]
