@@ -163,7 +163,8 @@ def main() -> None:
         model = build(args)
     except LmplayError as e:  # a mistake in the command (an unknown --exp, a missing checkpoint): one line
         raise SystemExit(f"error: {e}") from None
-    if not (args.prefill_only or args.batch_rows) and (args.late + SPREAD >= model.context_len or args.early - SPREAD < 1):
+    positions_ok = SPREAD < args.early and args.late + SPREAD < model.context_len
+    if not (args.prefill_only or args.batch_rows or positions_ok):
         parser.error(f"--early and --late must lie in [{SPREAD + 1}, {model.context_len - SPREAD}) (the context is "
                      f"{model.context_len})")
     print(f"model: {args.checkpoint or args.exp}, {model.parameter_count():,} parameters, tokenizer "
