@@ -269,6 +269,17 @@ def test_same_seed_same_samples_and_another_seed_others():
     assert text == model.generate_prompts(["Hi"], do_sample=True, seed=3)
 
 
+def test_a_temperature_without_do_sample_is_said_to_decode_greedily(capsys):
+    """generate_prompts(p, 50, 0.8) reads like sampling at 0.8 and decoded greedily without a word."""
+    model = tiny()
+    assert model.generate_prompts(["Hi"], 5, 0.8) == model.generate_prompts(["Hi"], 5)
+    err = capsys.readouterr().err
+    assert err.count("notice: do_sample=false decodes greedily, so temperature has no effect; do_sample=true "
+                     "samples with it") == 1
+    model.generate_prompts(["Hi"], 5, 0.8, do_sample=True, top_k=3, seed=1)
+    assert "decodes greedily" not in capsys.readouterr().err
+
+
 def test_top_k_1_equals_greedy():
     model = tiny()
     prompts = prompts_of(6, 2)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, translate_flags
-from lmplay.config import CONF_DIR, check_value_types, override_value, root_config
+from lmplay.config import CONF_DIR, check_value_types, override_key, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file, home_expanded, no_checkpoint
@@ -234,6 +234,8 @@ def generate(cfg: DictConfig) -> list[str]:
         generator.seed()
     else:
         generator.manual_seed(cfg.seed)
+    if (note := config.unread(override_key(o) for o in HydraConfig.get().overrides.task)) is not None:
+        notice(note)
     if cfg.num_samples > 1 and (config.greedy or config.top_k == 1):
         why = "do_sample=false" if not cfg.do_sample else "temperature=0" if config.greedy else "top_k=1"
         notice(f"num_samples={cfg.num_samples} with greedy decoding ({why}) gives that many identical "

@@ -14,7 +14,7 @@ from lmplay.data.batching import collate
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
-from lmplay.generation.text import generate_text, prompt_list
+from lmplay.generation.text import generate_text, notice, prompt_list
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
 
@@ -160,6 +160,10 @@ class LMBase(MBase):
                                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                                   use_cache=use_cache, stop_at_eot=stop_at_eot)
         check_seed(seed)
+        chosen = {"temperature": temperature != 1.0, "top_k": top_k is not None, "top_p": top_p != 1.0,
+                  "seed": seed is not None}
+        if (note := config.unread(key for key, set_ in chosen.items() if set_)) is not None:
+            notice(note)
         generator = None
         if seed is not None:
             generator = torch.Generator(self.device).manual_seed(seed)

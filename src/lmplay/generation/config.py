@@ -1,6 +1,7 @@
 """What to generate and how each next token is picked, checked once up front so bad values fail fast."""
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lmplay.errors import ConfigError
@@ -58,3 +59,15 @@ class GenerationConfig:
     @property
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
+
+    def unread(self, chosen: Iterable[str]) -> str | None:
+        """A note when settings only sampling reads (of `chosen`) meet do_sample=false, as Hugging Face's generate
+        warns: `generate_prompts(p, 50, 0.8)` reads like sampling at 0.8 and decodes greedily."""
+        unread = [key for key in chosen if key in SAMPLING_KEYS]
+        if self.do_sample or not unread:
+            return None
+        return (f"do_sample=false decodes greedily, so {', '.join(unread)} {'has' if len(unread) == 1 else 'have'} "
+                f"no effect; do_sample=true samples with {'it' if len(unread) == 1 else 'them'}")
+
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed")  # what greedy decoding never reads
