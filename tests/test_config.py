@@ -89,3 +89,9 @@ def test_an_experiment_package_that_cannot_be_imported_hides_no_other(tmp_path, 
             "'no_such_module_xyz'); its experiments are not registered") in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"experiments.aaa_idea.versions cannot be imported"):
         registry.get_runner("no_such_experiment")
+    # its own checkpoint: the import error first, not "no versions.py ... pip install -e" (which would not help)
+    with pytest.raises(ConfigError, match=r"^experiment 'aaa_idea_test' \(experiments.aaa_idea.model.IdeaGPT\) "
+                                          r"cannot be loaded: experiments.aaa_idea.versions cannot be imported "
+                                          r"\(ModuleNotFoundError: No module named 'no_such_module_xyz'\); fix that "
+                                          r"import$"):
+        registry.get_runner("aaa_idea_test", model_class="experiments.aaa_idea.model.IdeaGPT")

@@ -101,6 +101,11 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
         runner = runners[version].factory(overrides)
         if model_class and f"{runner.model_class.__module__}.{runner.model_class.__qualname__}" == model_class:
             return runner
+    package = (model_class or "").rpartition(".")[0].rpartition(".")[0]  # experiments.lradd of ...lradd.model.X
+    broken = next((m for m in _BROKEN if package and m.rpartition(".")[0] == package), None)
+    if broken is not None:  # its versions.py is there: registering it failed, and an install would not help
+        raise ConfigError(f"experiment '{name}' ({model_class}) cannot be loaded: {broken} cannot be imported "
+                          f"({_BROKEN[broken]}); fix that import")
     raise ConfigError(f"experiment '{name}' is not registered, and no registered version has its model class "
                       f"({model_class or 'not named'}): no experiments/<package>/versions.py and no "
                       f"'{ENTRY_POINT_GROUP}' entry point exposes it (for a package of your own, made with "
