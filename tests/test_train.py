@@ -120,6 +120,48 @@ def test_tensorboard_events_that_cannot_be_written_are_a_warning_and_stats_json_
                                                          f"{tmp_path / 'tb'}")
 
 
+def test_a_run_dir_turned_read_only_mid_run_is_one_error_not_a_traceback(tmp_path, monkeypatch):
+    """A failing disk remounted read-only (ext4 errors=remount-ro) refuses even the unlink of a temp file never made
+    (EROFS, not ENOENT): that OSError replaced write_atomic's one-line error, and the run's last stats write in
+    train()'s `finally` raised once more over it."""
+    import errno
+
+    from lmplay.errors import OutputError
+
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=30", "runner.validation_interval=10",
+                          "runner.save_interval=10"], tmp_path)
+    real_write, real_unlink = Path.write_text, Path.unlink
+    read_only = [False]
+
+    def refuse(real):
+        def call(self, *args, **kwargs):
+            if read_only[0] and tmp_path in self.parents:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real(self, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Path, "write_text", refuse(real_write))
+    monkeypatch.setattr(Path, "unlink", refuse(real_unlink))
+    real_save = runner.save
+    monkeypatch.setattr(runner, "save", lambda *a, **k: (real_save(*a, **k), read_only.__setitem__(0, True))[0])
+    with pytest.raises(OutputError, match=r"^could not write .*stats.json \(Read-only file system\); the previous "
+                                          r"stats.json, if any, is intact$") as raised:
+        runner.train()
+    assert raised.value.__suppress_context__  # said as one line, the OSError behind it not shown
+    assert torch.load(tmp_path / "model.lmp", weights_only=True)["components"]["runner"]
+
+
+def test_a_run_dir_on_a_read_only_file_system_is_not_blamed_on_permissions(tmp_path, monkeypatch, capsys):
+    from lmplay import hydra_app
+
+    monkeypatch.setattr(hydra_app.os, "access", lambda *a: False)
+    monkeypatch.setattr(hydra_app.os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY))
+    with pytest.raises(SystemExit):
+        hydra_app.check_writable_dir(tmp_path, "hydra.run.dir")
+    assert capsys.readouterr().err == (f"error: hydra.run.dir={tmp_path} cannot be written (its file system is mounted "
+                                       f"read-only); pick another directory\n")
+
+
 def test_a_restart_after_a_crash_before_the_first_save_draws_step_0_once(tmp_path, monkeypatch):
     """Without a checkpoint the restart begins again at step 0; the killed run's step-0 point had stayed."""
     from lmplay.stats.writer import StatsWriter

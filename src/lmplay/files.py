@@ -155,7 +155,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise OutputError(f"could not write {path} ({e.strerror or e}); the previous {path.name}, if any, is "
                           f"intact") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only file system refuses even this unlink of nothing (EROFS)
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager

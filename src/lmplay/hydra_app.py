@@ -260,7 +260,15 @@ def check_writable_dir(path: Path, key: str) -> None:
     except OSError as e:
         fail(f"{key}={path} cannot be made ({e.strerror or e}: {e.filename}); pick another directory")
     if not os.access(path, os.W_OK | os.X_OK):
-        fail(f"{key}={path} cannot be written (no permission); pick another directory")
+        why = "its file system is mounted read-only" if read_only(path) else "no permission"
+        fail(f"{key}={path} cannot be written ({why}); pick another directory")
+
+
+def read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
 
 
 def remove_unused_sweep_dir() -> None:

@@ -1,5 +1,6 @@
 """LMRunnerBase: owns the five components and runs the training loop over the curriculum's stages."""
 
+import contextlib
 import gc
 import math
 import os
@@ -23,7 +24,7 @@ from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
-from lmplay.errors import ConfigError, DivergedError, LmplayError
+from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import set_aside_old_run
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
@@ -736,7 +737,9 @@ class LMRunnerBase:
         finally:
             for s, h in self._old_handlers.items():
                 signal.signal(s, h)
-            self.stats.close()
+            in_flight = sys.exc_info()[1] is not None  # what stopped the run says why; a failed last write must not
+            with contextlib.suppress(OutputError) if in_flight else nullcontext():  # replace it
+                self.stats.close()
 
     def close(self) -> None:
         """Leave torchrun's process group, all ranks together. DDP's reducer holds the group: freed only at
