@@ -238,6 +238,32 @@ def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):
     assert "with the same hydra.sweep.dir and without fresh=true resumes" in (tmp_path / "summary.md").read_text()
 
 
+def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path):
+    """A sweep rerun while the first still trains (a closed terminal under nohup, a SLURM requeue while the old task
+    lives on): the refused attempt wrote 'failed' into the running job's job.json, and its start time, from which
+    the real run's end then counted its wall time."""
+    job_dir = tmp_path / "exp=test_runner,max_steps=2,seed=2"
+    job_dir.mkdir(parents=True)
+    record = '{"job": 1, "experiment": "test_runner", "overrides": [], "status": "started", "started_at": 1.0}'
+    (job_dir / "job.json").write_text(record)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+                               str(job_dir / ".lmplay.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        proc = run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1,2", "max_steps=2", "device=cpu",
+                       f"hydra.sweep.dir={tmp_path}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (job_dir / "job.json").read_text() == record
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: job 1 ({job_dir}) was in use by another run that is still training, so this sweep left it alone; "
+        f"rerun the sweep once that run ends"), proc.stderr
+    assert json.loads((tmp_path / "exp=test_runner,max_steps=2,seed=1" / "job.json").read_text())["status"] == \
+        "completed"
+
+
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     """Job dirs began with the job's number, which the added value shifted: the rerun trained every job
     again in new dirs, and the summary counted each configuration twice."""

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from lmplay.cli import launcher_rank, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import exclusive, write_atomic
+from lmplay.files import exclusive, training_into, write_atomic
 from lmplay.hydra_app import JobError
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
@@ -54,7 +54,12 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.left_alone: list[str] = []  # jobs another run was training: their records are that run's
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if training_into(Path(config.hydra.runtime.output_dir)):  # this attempt is refused (hold_run_dir)
+            return
         if config.hydra.mode == RunMode.MULTIRUN and launcher_rank() == 0:  # a job's other tasks: its other ranks
             # before the clock: a process's first job would also time the imports of torch and torch._dynamo (its
             # optimizer's), ~4 s on a CPU, that its later jobs find done (the basic launcher runs every job in one
@@ -71,6 +76,10 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or launcher_rank() != 0:  # rank 1 would overwrite rank 0's row
+            return
+        if training_into(Path(config.hydra.runtime.output_dir)):  # its job.json and wall time are the other run's
+            self.left_alone.append(f"job {config.hydra.job.num} ({config.hydra.runtime.output_dir})")
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, None
             return
         error = None
         if job_return.status == JobStatus.FAILED:
@@ -95,11 +104,17 @@ class SweepSummary(Callback):
         summary = write_summary(sweep_dir)
         print(summary["markdown"])
         print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
+        if self.left_alone:
+            was, it = ("was", "it") if len(self.left_alone) == 1 else ("were", "them")
+            print(f"error: {', '.join(self.left_alone)} {was} in use by another run that is still training, so this "
+                  f"sweep left {it} alone; rerun the sweep once that run ends", file=sys.stderr)
         failed = [r for r in summary["jobs"] if r["status"] == "failed"]
         if failed:  # Hydra's own ending would be three lines after the table: "Error executing job", the error, a hint
             first = failed[0]
             print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: {first['error']} "
                   f"(each failed job's error is in its row of {sweep_dir / 'summary.md'})", file=sys.stderr)
+            raise SystemExit(1)
+        if self.left_alone:
             raise SystemExit(1)
 
 
