@@ -827,6 +827,22 @@ def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_sigterm_in_a_resumes_set_up_says_the_checkpoint_is_still_there(tmp_path):
+    """It said "nothing was saved" of a run whose checkpoint stands, as if the run were lost."""
+    (tmp_path / "data.txt").write_text("Some text to tokenize. " * 200)
+    args = ["exp=test_runner", "device=cpu", "curriculum=text_file", f"curriculum.path={tmp_path / 'data.txt'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    run_cli("lmplay.train", *args, "max_steps=2", env={"LMPLAY_CACHE": str(tmp_path / "cache")}, check=True)
+    checkpoint = (tmp_path / "run" / "model.lmp").read_bytes()
+    proc = popen_train([*args, "max_steps=4"],  # another cache: the resume tokenizes, and the probe stops it there
+                       env={"LMPLAY_PROBE_KILL": "tokenize:0", "LMPLAY_CACHE": str(tmp_path / "cache2")})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert (f"SIGTERM: stopped before training started; nothing new was saved, and the run resumes from its last "
+            f"checkpoint ({tmp_path / 'run' / 'model.lmp'})") in err
+    assert (tmp_path / "run" / "model.lmp").read_bytes() == checkpoint
+
+
 def test_a_held_out_set_that_changed_for_any_reason_is_said_at_the_first_validation(tmp_path, capsys):
     """A stage of several datasets resumed across a change of how held-out rows are drawn validated on other rows
     (304 held-out tokens, then 609), in silence: only a change of validation_batches x batch_size was said."""

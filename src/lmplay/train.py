@@ -313,11 +313,14 @@ def caused_by_ctrl_c(error: BaseException) -> bool:
 def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     """Rank 0 speaks for the run: torchrun forwards a Ctrl-C to every rank, and stops the others with a SIGTERM
     when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
-    remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    remove_if_empty(run_dir)
     if launcher_rank() == 0:
         why = " (torchrun stops every rank when one fails: its report names it)" if (
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
-        tell(f"{signal.Signals(signum).name}: stopped before training started{why}; nothing was saved\n")
+        saved = (f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / 'model.lmp'})"
+                 if (run_dir / "model.lmp").is_file() else "nothing was saved")
+        tell(f"{signal.Signals(signum).name}: stopped before training started{why}; {saved}\n")
     raise SystemExit(128 + signum) from None
 
 
