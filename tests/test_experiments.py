@@ -52,6 +52,23 @@ def test_port_keeps_the_baselines_settings(port):
             assert cfg.model[key] == base.model[key], (port, suffix, key)
 
 
+@pytest.mark.parametrize("port", PORTS)
+def test_every_weight_an_idea_shares_with_the_baseline_starts_as_the_baseline_s(port):
+    """A run of one seed differs from the baseline's by the idea alone: nnmemory's memory, built before the blocks,
+    and unified_embed's wide table moved every later weight along the random stream, so their same-seed runs
+    also differed by the baseline's own seed-to-seed noise."""
+    base, idea = (tiny(name).state_dict() for name in ("test_runner", f"{port}_test"))
+    shared = [k for k in base if k in idea and base[k].shape == idea[k].shape]
+    assert len(shared) >= len(base) - 1  # unified_embed replaces the token table
+    assert [k for k in shared if not torch.equal(base[k], idea[k])] == []
+    assert not torch.equal(base["blocks.0.attn.qkv.weight"], tiny_seed("test_runner", 1)["blocks.0.attn.qkv.weight"])
+
+
+def tiny_seed(exp: str, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return registered()[exp].factory().build_model(vocab_size=257, tokenizer="bytes", context_len=32).state_dict()
+
+
 @pytest.mark.parametrize("exp", VERSIONS)
 def test_port_config_only_overrides_its_baseline(exp):
     """A port's file restates none of its baseline's model keys, so resizing the baseline resizes the port
@@ -172,6 +189,21 @@ def test_lradd_is_a_plain_add_at_init_and_learns_per_channel_gains():
     assert add.weight.grad.abs().min() > 0
 
 
+def test_lradd_per_add_is_the_original_lmplay_s_two_gains_per_add(tmp_path):
+    """The port learned per channel and said it was the original's; the original's LRAdd has one alpha and one beta."""
+    add = LRAdd(16, per_channel=False)
+    assert add.weight.shape == (2, 1)
+    with torch.no_grad():
+        add.weight[:] = torch.tensor([[0.5], [-0.5]])
+    x, y = torch.randn(3, 16), torch.randn(3, 16)
+    alpha, beta = 2 * torch.sigmoid(torch.tensor(0.5)), 2 * torch.sigmoid(torch.tensor(-0.5))
+    torch.testing.assert_close(add(x, y), alpha * x + beta * y)
+    run_cli("lmplay.train", "exp=lradd_test", "model.per_channel=false", "max_steps=2", "device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    model, _ = load_model(tmp_path / "run")
+    assert sum(p.numel() for n, p in model.named_parameters() if "_add." in n) == 4 * len(model.blocks)
+
+
 def test_lradd_model_starts_as_the_baseline_and_keeps_gains_out_of_weight_decay():
     model = tiny("lradd_test")
     assert all(g == (1.0, 1.0) for g in model.residual_gains().values()) and len(model.residual_gains()) == 4
@@ -274,6 +306,39 @@ def test_nnmemory_model_shares_one_memory_across_blocks():
     assert sum(isinstance(m, NNMemory) for m in model.modules()) == 1
     assert sum(isinstance(m, NNMemoryRead) for m in model.modules()) == len(model.blocks)
     assert len(model.new_cache(1)) == len(model.blocks)  # the memory needs no KV cache
+
+
+def test_nnmemory_keeps_its_cells_keys_and_values_between_forwards_without_gradients_until_a_weight_changes():
+    """Decoding runs a forward per token, and each recomputed the memory's keys and values: sampling was ~10x
+    slower than the baseline's. Kept ones must never go stale: an optimizer step, a load, a move, autocast."""
+    model = tiny("nnmemory_test").eval()
+    calls = []
+    real = model.memory.project
+    model.memory.project = lambda: calls.append(1) or real()
+    x = torch.randint(0, 257, (2, 12))
+    with torch.no_grad():
+        first = model(x)
+        torch.testing.assert_close(model(x), first)
+        assert model.generate_prompts(["ROMEO:"], 20, stop_at_eot=False) and len(calls) == 1
+        for change in (lambda: model.memory.cells.add_(0.5), lambda: model.load_state_dict(tiny("nnmemory_test").
+                                                                                              state_dict())):
+            change()
+            fresh = model(x)
+            model.memory._kept = None
+            torch.testing.assert_close(fresh, model(x))  # what a model without kept values gives
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model.memory.keys_values()[0].dtype == torch.bfloat16
+    model.train()
+    model(x).sum().backward()  # with gradients they are computed anew, in the graph
+    assert model.memory.cells.grad is not None
+
+
+def test_unified_embed_exports_in_the_models_own_dtype():
+    model = tiny("unified_embed_test").to(torch.float64).eval()
+    exported = model.export()
+    assert next(exported.parameters()).dtype == torch.float64
+    x = torch.randint(0, 257, (2, 20))
+    torch.testing.assert_close(exported(x), model(x), atol=1e-12, rtol=0)
 
 
 def test_code_copied_before_a_layer_moved_is_told_where_it_went(tmp_path, monkeypatch):

@@ -1,11 +1,12 @@
-"""LRAdd: a learned residual add, alpha * x + beta * y with alpha and beta learned per channel.
+"""LRAdd: a learned residual add, alpha * x + beta * y with alpha and beta learned per channel (or per add).
 
 Why: a pre-LN transformer adds every branch to the residual stream at a fixed weight of 1, so the
 stream's scale grows with depth and a block cannot damp the stream or its own branch. LRAdd lets
-each channel learn how much of the stream (alpha) and of the branch (beta) to keep. As in the
-original lmplay the gains are 2 * sigmoid(w): they start at exactly 1 (a plain add, so the model
-is the baseline at init) and stay in (0, 2), so a gain can fade a path out or double it but cannot
-flip its sign or explode. Like LayerNorm gains they are excluded from weight decay.
+each channel learn how much of the stream (alpha) and of the branch (beta) to keep. The original
+lmplay's LRAdd learns one alpha and one beta per add (`per_channel=False`); per channel is this port's
+variant, the default. As in the original the gains are 2 * sigmoid(w): they start at exactly 1 (a plain
+add, so the model is the baseline at init) and stay in (0, 2), so a gain can fade a path out or double
+it but cannot flip its sign or explode. Like LayerNorm gains they are excluded from weight decay.
 """
 
 import torch
@@ -13,13 +14,13 @@ from torch import nn
 
 
 class LRAdd(nn.Module):
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, per_channel: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(2, dim))
+        self.weight = nn.Parameter(torch.zeros(2, dim if per_channel else 1))
         self.weight.skip_weight_decay = True
 
     def gains(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha, beta), each [dim]: the weights of the stream and of the branch."""
+        """(alpha, beta), each [dim] (or [1]): the weights of the stream and of the branch."""
         alpha, beta = 2 * torch.sigmoid(self.weight)
         return alpha, beta
 

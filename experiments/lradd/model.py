@@ -1,4 +1,4 @@
-"""LRAddGPT: GPT2ish whose residual adds are LRAdd (lradd.py): alpha * x + beta * branch, per channel.
+"""LRAddGPT: GPT2ish whose residual adds are LRAdd (lradd.py): alpha * x + beta * branch, per channel or per add.
 
 A copy of experiments/gpt2ish/model.py; the one change is the two residual adds in `Block`.
 """
@@ -14,14 +14,14 @@ from lmplay.modules import MLP, KVCache, MultiHeadAttention, TokenPositionEmbedd
 class Block(nn.Module):
     """The baseline's pre-LN block with learned residual adds."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, per_channel: bool = True) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(embed_dim)
         self.attn = MultiHeadAttention(embed_dim, num_heads, dropout=dropout)
-        self.attn_add = LRAdd(embed_dim)
+        self.attn_add = LRAdd(embed_dim, per_channel)
         self.ln2 = nn.LayerNorm(embed_dim)
         self.mlp = MLP(embed_dim, dropout=dropout)
-        self.mlp_add = LRAdd(embed_dim)
+        self.mlp_add = LRAdd(embed_dim, per_channel)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None,
@@ -32,11 +32,12 @@ class Block(nn.Module):
 
 class LRAddGPT(LMBase):
     def __init__(self, vocab_size: int, context_len: int = 1024, num_blocks: int = 6, embed_dim: int = 768,
-                 num_heads: int = 12, dropout: float = 0.0, tokenizer: str = "gpt2") -> None:
+                 num_heads: int = 12, dropout: float = 0.0, per_channel: bool = True, tokenizer: str = "gpt2") -> None:
         super().__init__(tokenizer=tokenizer, context_len=context_len, vocab_size=vocab_size, num_blocks=num_blocks,
-                         embed_dim=embed_dim, num_heads=num_heads, dropout=dropout)
+                         embed_dim=embed_dim, num_heads=num_heads, dropout=dropout, per_channel=per_channel)
         self.embed = TokenPositionEmbedding(vocab_size, context_len, embed_dim, dropout)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout=dropout) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, dropout=dropout, per_channel=per_channel)
+                                    for _ in range(num_blocks))
         self.ln_f = nn.LayerNorm(embed_dim)
         self.lm_head = nn.Linear(embed_dim, vocab_size, bias=False)
         init_gpt2_weights(self, num_blocks)

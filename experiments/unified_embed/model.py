@@ -49,7 +49,8 @@ class UnifiedEmbedGPT(LMBase):
         if self.construction_args["collapsed"]:
             return self
         with torch.random.fork_rng(devices=[]):  # new layers' initial weights, overwritten: the caller's draws stay
-            exported = type(self)(**{**self.construction_args, "collapsed": True}).to(self.device)
+            weight = self.embed.tok.front.weight  # a bf16 or fp64 model exports as one, not as float32
+            exported = type(self)(**{**self.construction_args, "collapsed": True}).to(weight.device, weight.dtype)
             state = {k: v for k, v in self.state_dict().items() if not k.startswith("embed.tok.")}
             state["embed.tok.weight"] = self.embed.tok.collapse().weight
         exported.load_state_dict(state)

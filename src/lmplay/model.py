@@ -61,6 +61,9 @@ class MBase(nn.Module):
 
     def __init__(self, tokenizer: str, context_len: int, **construction_args) -> None:
         super().__init__()
+        # drawn before any layer is built: an idea's own layers draw more, and init_gpt2_weights seeds each
+        # weight from this, so the weights it shares with the baseline start as the baseline's at the same seed
+        self.init_seed = int(torch.randint(2**62, (), device="cpu").item())  # cpu: a model built on meta too
         self.tokenizer_name = tokenizer
         self.tokenizer_vocab_size = get_tokenizer(tokenizer).vocab_size  # a plain int: compiled code reads it
         vocab_size = construction_args.get("vocab_size")

@@ -54,7 +54,9 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
     runner = get_runner(exp, model_class=checkpoint.model_class(ckpt))
     what = f"checkpoint {path}: the weights of experiment '{exp}'"
-    with torch.device("meta"):  # first without memory: arguments that would need terabytes fail here, not in malloc
+    # first without memory: arguments that would need terabytes fail here, not in malloc (the model's init seed is
+    # drawn even so: the caller's random state is kept)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         shapes = {name: t.shape for name, t in build(runner, state_args, path, exp).state_dict().items()}
     wrong = [f"{name} {list(w.shape)} for {list(shapes[name])}" for name, w in weights.items()
              if name in shapes and w.shape != shapes[name]]
