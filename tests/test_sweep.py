@@ -16,7 +16,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, python_path, run_cli
-from lmplay.hydra_app import job_dir_name, single_runs
+from lmplay.hydra_app import job_dir_name
+from lmplay.overrides import single_runs
 from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
 
 TINY = ["max_steps=2", "device=cpu"]

@@ -21,7 +21,8 @@ from conftest import REPO, compose_config, make_runner, python_path, run_cli
 from lmplay import generate, train
 from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
-from lmplay.hydra_app import HeldStderr, precheck, run_hydra_app
+from lmplay.hydra_app import HeldStderr, run_hydra_app
+from lmplay.overrides import precheck
 from lmplay.runner import base, checkpoint, progress
 from lmplay.stats import speed, tensorboard
 

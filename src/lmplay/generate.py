@@ -25,8 +25,9 @@ from lmplay.config import CONF_DIR, check_value_types, override_key, override_va
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file, home_expanded, no_checkpoint
-from lmplay.hydra_app import readable_config, reject_added_keys, run_hydra_app
+from lmplay.hydra_app import readable_config, run_hydra_app
 from lmplay.generation.config import GenerationConfig
+from lmplay.overrides import reject_added_keys
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
               "--prompt-file": "prompt_file", "--device": "device", "--max-len": "max_new_tokens",
@@ -234,7 +235,8 @@ def generate(cfg: DictConfig) -> list[str]:
         generator.seed()
     else:
         generator.manual_seed(cfg.seed)
-    if (note := config.unread(override_key(o) for o in HydraConfig.get().overrides.task)) is not None:
+    typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # a prompt's ${HOME} stays text
+    if (note := config.unread(override_key(o) for o in typed)) is not None:
         notice(note)
     if cfg.num_samples > 1 and (config.greedy or config.top_k == 1):
         why = "do_sample=false" if not cfg.do_sample else "temperature=0" if config.greedy else "top_k=1"

@@ -19,7 +19,8 @@ from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
-from lmplay.hydra_app import JobError, readable_config, reject_added_keys, remove_made_dirs, run_hydra_app
+from lmplay.hydra_app import JobError, readable_config, remove_made_dirs, run_hydra_app
+from lmplay.overrides import reject_added_keys
 
 if TYPE_CHECKING:  # torch: imported only once the config is known to be good
     from lmplay.runner import LMRunnerBase
