@@ -63,6 +63,15 @@ def test_seed_flags_and_a_bare_prompt(model_and_path):
     assert greedy.stdout == "To" + model.generate_prompts(["To"], max_new_tokens=5)[0] + "\n", greedy.stderr
 
 
+def test_prompts_from_a_pipe(model_and_path):
+    """prompt_file=/dev/stdin (or <(cmd)) was refused as a file that does not exist."""
+    proc = subprocess.run([sys.executable, "-m", "lmplay.generate", f"checkpoint={model_and_path[1]}",
+                           "prompt_file=/dev/stdin", "max_new_tokens=2"], input="ROMEO:\nJULIET:\n", text=True,
+                          capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": python_path()}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "----- prompt 1 of 2 -----\nROMEO:" in proc.stdout and "----- prompt 2 of 2 -----\nJULIET:" in proc.stdout
+
+
 def test_prompt_list_and_prompt_file(model_and_path, tmp_path):
     _, path = model_and_path
     prompts = tmp_path / "prompts.txt"

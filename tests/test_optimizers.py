@@ -47,6 +47,12 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error():
     assert all(p.requires_grad for p in model.parameters())  # nothing frozen by the half that matched
 
 
+def test_freeze_patterns_that_are_not_strings_are_one_line():
+    """optimizer.freeze=[1] was fnmatch's TypeError traceback."""
+    with pytest.raises(ConfigError, match=r"^optimizer.freeze=\[1\] should be a list of fnmatch patterns"):
+        freeze(tiny(), [1])
+
+
 def test_optimizer_freeze_keeps_those_weights_through_training_and_a_resume(tmp_path):
     """The runner's path, not freeze() alone: frozen tensors stay bit-equal while the rest trains, on resume too."""
     from conftest import make_runner

@@ -614,6 +614,18 @@ def test_a_run_whose_hydra_files_are_valid_yaml_of_the_wrong_shape_is_left_out_o
     assert skipped == [f"{odd / '.hydra' / 'overrides.yaml'} cannot be read: it holds a int, not a list"]
 
 
+def test_a_config_of_yaml_aliases_is_refused_not_expanded_for_good(tmp_path):
+    """772 bytes of nested aliases expanded into 10^8 keys: lmplay.plot and the sweep summary grew to gigabytes."""
+    run = fake_run(tmp_path / "run", "a", 1, 2.0)
+    lines = ["l0: &l0 {" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    lines += [f"l{n}: &l{n} {{" + ", ".join(f"k{i}: *l{n - 1}" for i in range(10)) + "}" for n in range(1, 8)]
+    (run / ".hydra" / "config.yaml").write_text("\n".join(lines))
+    skipped = []
+    assert load_runs([tmp_path], skipped) == []
+    assert skipped == [(f"{run / '.hydra' / 'config.yaml'} cannot be read: it uses YAML aliases (*name), which "
+                        f"Hydra never writes")]
+
+
 def test_twenty_lines_keep_a_readable_legend_and_lines_of_their_own(tmp_path, monkeypatch):
     """A sweep of 10 lrs x 2 experiments: the legend covered two thirds of the axes and was cut off (matplotlib's
     "Tight layout not applied"), and colours came back every 10 lines with the same style."""

@@ -458,7 +458,23 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
              (lambda c: c["components"]["runner"]["state_args"].update(batch_size="abc"),
               "settings are damaged: runner.batch_size='abc' should be an integer", train),
              (lambda c: c["components"]["model"]["state"].update(weights={"a": 1}), "it has no model weights",
-              ["lmplay.inspect", str(run)])]
+              ["lmplay.inspect", str(run)]),
+             # a weight named by a number was an AttributeError traceback in generate and load_model
+             (lambda c: c["components"]["model"]["state"]["weights"].update({123: torch.zeros(1)}),
+              "it has no model weights", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+             # built whole (minutes, gigabytes) before saying the weights were missing
+             (lambda c: c["components"]["model"]["state_args"].update(num_blocks=3),
+              "do not fit its arguments (missing blocks.2.", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+             # torch's C++ stack, 14 lines of it, inside the "one line"
+             (lambda c: c["components"]["model"]["state_args"].update(vocab_size=2**70),
+              "does not fit the installed code of experiment 'test_runner'",
+              ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+             # the config's ${oc.env:...} was resolved into the error naming the class
+             (lambda c: c.update(exp="mine", config={"model": {"_target_": "${oc.env:HOME}"}}),
+              "no registered version has its model class (${oc.env:HOME})",
+              ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+             (lambda c: c["components"]["optimizers"]["state_args"].update(_target_="torch.optim.LBFGS"),
+              "optimizer torch.optim.LBFGS takes no weight_decay", train)]
     for change, needle, command in cases:
         ckpt = copy.deepcopy(good)
         change(ckpt)
@@ -825,6 +841,34 @@ def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp
     assert "SIGTERM: stopped before training started; nothing was saved" in err
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".")]
     assert not (tmp_path / "run").exists()
+
+
+def test_symlinks_in_a_run_dir_from_elsewhere_never_lead_its_writes_out_of_it(tmp_path):
+    """A run dir from a tarball or a shared folder may hold symlinks named as lmplay's own files: a resume wrote the
+    damaged overrides' text through one (into ~/.bashrc, say), the checkpoint's bytes through another, fresh=true
+    moved the run into the directory a third named, and the lock created a fourth's target."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    victim, precious, elsewhere = tmp_path / "victim", tmp_path / "precious", tmp_path / "elsewhere"
+    victim.write_text("original")
+    precious.write_text("precious")
+    (run / ".hydra" / "overrides.yaml").write_text("touch PWNED")
+    (run / ".hydra" / "overrides.yaml.damaged").symlink_to(victim)
+    (run / "model.lmp.tmp").symlink_to(precious)
+    run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    assert victim.read_text() == "original" and precious.read_text() == "precious"
+    assert (run / ".hydra" / "overrides.yaml.damaged").read_text() == "touch PWNED"  # kept, as a file of the run
+    assert not (run / "model.lmp").is_symlink() and saved_step(run) == 3
+    (elsewhere / "stats.json").parent.mkdir()
+    (elsewhere / "stats.json").write_text("keep")
+    (run / ".replaced_20990101-000000").symlink_to(elsewhere)
+    run_cli("lmplay.train", *args, "max_steps=3", "fresh=true", check=True)
+    assert [p.name for p in elsewhere.iterdir()] == ["stats.json"] and (elsewhere / "stats.json").read_text() == "keep"
+    (run / ".lmplay.lock").symlink_to(tmp_path / "created")
+    proc = run_cli("lmplay.train", *args, "max_steps=4")
+    assert proc.returncode != 0 and "cannot be opened as the run's lock" in proc.stderr, proc.stderr
+    assert not (tmp_path / "created").exists()
 
 
 def test_a_sigterm_in_a_resumes_set_up_says_the_checkpoint_is_still_there(tmp_path):

@@ -247,9 +247,10 @@ def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path):
     job_dir.mkdir(parents=True)
     record = '{"job": 1, "experiment": "test_runner", "overrides": [], "status": "started", "started_at": 1.0}'
     (job_dir / "job.json").write_text(record)
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
-                               str(job_dir / ".lmplay.lock")], stdout=subprocess.PIPE, text=True)
+    hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(job_dir / ".lmplay.lock")], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         proc = run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1,2", "max_steps=2", "device=cpu",

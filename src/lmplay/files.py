@@ -74,7 +74,11 @@ def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_
     run started into it (another terminal, a requeued job while the first still runs) would write the same
     checkpoint and stats.json, each over the other's."""
     made = not (run_dir / LOCK_NAME).exists()
-    lock = open(run_dir / LOCK_NAME, "a")  # noqa: SIM115 - held open until the process exits
+    try:  # held open until the process exits; O_NOFOLLOW: a symlink of its name would create its target elsewhere
+        lock = os.fdopen(os.open(run_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW), "a")
+    except OSError as e:
+        raise ConfigError(f"{run_dir / LOCK_NAME} cannot be opened as the run's lock ({e.strerror or e}: a symlink "
+                          f"there?); remove it") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -138,7 +142,8 @@ def set_aside_old_run(run_dir: Path) -> Path | None:
 
 def interrupted_set_aside(run_dir: Path) -> Path | None:
     """The hidden dir of a fresh=true set-aside that did not finish, if any."""
-    return next(iter(sorted(p for p in run_dir.glob(f".{REPLACED_PREFIX}*") if p.is_dir())), None)
+    return next(iter(sorted(p for p in run_dir.glob(f".{REPLACED_PREFIX}*") if p.is_dir() and not p.is_symlink())),
+                None)  # a symlink of that name (a run dir from elsewhere) would move the run's files out of it
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

@@ -166,7 +166,7 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     prompts = typed_prompts(cfg)
     if (prompt_file := typed_path(cfg, "prompt_file")) is not None:
         path = Path(prompt_file)
-        if not path.is_file():
+        if path.is_dir() or not path.exists():  # a pipe (/dev/stdin, <(cmd)) is read like a file
             raise ConfigError(f"prompt_file={path} " + ("is a directory; give a file, one prompt per line"
                                                        if path.is_dir() else "does not exist"))
         try:

@@ -3,7 +3,6 @@
 import contextlib
 import functools
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Iterable
@@ -81,7 +80,8 @@ def earlier_overrides(path: Path) -> list[str]:
     if isinstance(loaded, ListConfig):
         return [str(o) for o in loaded]
     kept = path.with_name(path.name + ".damaged")
-    shutil.copyfile(path, kept)  # this run rewrites overrides.yaml: what is legible of the old one stays here
+    write_atomic(kept, path.read_bytes())  # this run rewrites overrides.yaml: what is legible of the old one stays
+    # here (written aside and renamed: a symlink of that name in a run dir from elsewhere is replaced, not followed)
     print(f"warning: {path} is damaged ({loaded if isinstance(loaded, Exception) else 'not a list of overrides'}); "
           f"the overrides the run's earlier commands typed are lost from its label (plots and sweeps name it by "
           f"them): the damaged file is kept as {kept.name}; put them back in {path.name} by hand, one `- key=value` "

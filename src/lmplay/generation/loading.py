@@ -60,6 +60,8 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
         shapes = {name: t.shape for name, t in build(runner, state_args, path, exp).state_dict().items()}
     wrong = [f"{name} {list(w.shape)} for {list(shapes[name])}" for name, w in weights.items()
              if name in shapes and w.shape != shapes[name]]
+    wrong += [f"missing {name}" for name in shapes if name not in weights][:2]  # before the real build: a crafted
+    wrong += [f"unexpected {name}" for name in weights if name not in shapes][:2]  # num_blocks=100000 built for minutes
     if wrong:
         raise ConfigError(f"{what} do not fit its arguments ({'; '.join(wrong[:2])}): a damaged checkpoint")
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
@@ -76,5 +78,6 @@ def build(runner: Any, state_args: dict[str, Any], path: Path | str, exp: str) -
     try:
         return runner.build_model(**state_args)
     except (TypeError, ValueError, RuntimeError) as e:
+        said = str(e).strip().splitlines()[0] if str(e).strip() else ""  # not torch's C++ stack below it
         raise ConfigError(f"checkpoint {path} does not fit the installed code of experiment '{exp}' "
-                          f"({type(e).__name__}: {e})") from None
+                          f"({type(e).__name__}: {said})") from None

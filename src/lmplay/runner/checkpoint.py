@@ -102,7 +102,8 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
     tmp, bak_tmp = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".bak.tmp")
     aside = None
     try:
-        with open(tmp, "wb") as f:
+        tmp.unlink(missing_ok=True)  # a crash's leftover, or a symlink of that name in a run dir from elsewhere:
+        with open(tmp, "xb") as f:  # created anew, never written through
             torch.save({"format_version": FORMAT_VERSION, **checkpoint}, f)
             f.flush()
             os.fsync(f.fileno())
@@ -237,8 +238,10 @@ def damaged_record(path: Path) -> str | None:
 def model_class(ckpt: dict[str, Any]) -> str | None:
     """The dotted model class the checkpoint's config names (`model._target_`), read as text: what the registry
     is searched for when the experiment's name is one of the user's own configs. Never imported from here."""
-    try:
-        target = OmegaConf.select(OmegaConf.create(ckpt.get("config") or ""), "model._target_")
+    try:  # unresolved: a crafted `${oc.env:SECRET}` would print the secret in the error naming the class
+        config = OmegaConf.to_container(OmegaConf.create(ckpt.get("config") or ""), resolve=False)
+        model = config.get("model") if isinstance(config, dict) else None
+        target = model.get("_target_") if isinstance(model, dict) else None
     except Exception:  # noqa: BLE001 - a damaged config names no class; the caller's error says the name
         return None
     return target if isinstance(target, str) else None
@@ -311,7 +314,7 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
               "components": isinstance(components, dict),
               "model arguments": isinstance(model, dict) and isinstance(model.get("state_args"), dict),
               "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)
-              and all(isinstance(w, torch.Tensor) for w in state["weights"].values())}
+              and all(isinstance(k, str) and isinstance(w, torch.Tensor) for k, w in state["weights"].items())}
     missing = next((part for part, present in needed.items() if not present), None)
     return missing or (missing_training_part(ckpt, components) if "runner" in components else None)
 

@@ -214,6 +214,9 @@ class OptimizerComponent(Component):
         if "fused" in signature_defaults(cls):
             fused = args["fused"]
             kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
+        if "weight_decay" not in args:  # LBFGS, SparseAdam: a checkpoint may name any torch optimizer
+            raise ConfigError(f"optimizer {target} takes no weight_decay, which lmplay's parameter groups set; choose "
+                              f"one that does (optimizer=adamw, optimizer=sgd)")
         self.optimizer = cls(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
         if state and state["optimizer"] is None:  # an export that changed the parameters (unified_embed's)

@@ -26,6 +26,9 @@ def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
     """requires_grad=False for parameters whose name matches any fnmatch pattern; returns their names. A
     pattern that matches nothing is a typo that would train what it meant to freeze: an error."""
     names = [n for n, _ in model.named_parameters()]
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(f"optimizer.freeze={list(patterns) if not isinstance(patterns, str) else patterns!r} should "
+                          f"be a list of fnmatch patterns (strings), like ['embed.*']")
     for pat in patterns:
         if not any(fnmatch.fnmatch(n, pat) for n in names):
             raise ConfigError(f"optimizer.freeze pattern {pat!r} matches no parameter; the names are like "

@@ -117,11 +117,21 @@ def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda p: job_order(root, p))
 
 
+class NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`), which Hydra never writes: a crafted .hydra/config.yaml of 772 bytes expanded
+    through them into 10^8 keys and held lmplay.plot and the sweep summary for good."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("it uses YAML aliases (*name), which Hydra never writes")
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: Path, kind: type = dict) -> Any:
     """A .hydra/ file's contents (None when it is missing), a mapping or a list (`kind`); a damaged or mis-shaped one
     is a ConfigError naming it (`hydra: [1, 2]` was an AttributeError that stopped the plot of every run)."""
     try:
-        value = yaml.safe_load(path.read_text()) if path.is_file() else None
+        value = yaml.load(path.read_text(), Loader=NoAliasLoader) if path.is_file() else None
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"{path} cannot be read: {' '.join(str(e).split())[:200]}") from None
     if value is not None and not isinstance(value, kind):
