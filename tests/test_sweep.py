@@ -393,8 +393,10 @@ def test_a_job_a_signal_stops_is_in_the_summary_as_interrupted_with_its_steps_an
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT
-    # the same command would start a new sweep in a dir named by the time: the line names the sweep dir
-    assert f"rerun the sweep with hydra.sweep.dir={tmp_path.resolve()} to resume it" in stderr
+    # the same command would start a new sweep in a dir named by the time: the line is the command that resumes it
+    assert (f"to resume the sweep (each job from its own checkpoint): python -m lmplay.train -m exp=test_runner "
+            f"device=cpu runner.save_interval=100000 curriculum.stages.0.epochs=100 "
+            f"hydra.sweep.dir={tmp_path.resolve()}") in stderr, stderr
     [row] = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert row["status"] == "interrupted" and row["steps"] >= 3 and row["tokens"] > 0 and row["wall_time_s"] > 0
 
@@ -509,7 +511,8 @@ def test_a_submitit_job_killed_outright_is_one_line_and_the_rerun_resumes_it(tmp
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1 and "a job of the sweep ended without a result" in said[0] and "summary.md" in said[0]
-    assert f"rerun the sweep with hydra.sweep.dir={(tmp_path / 'sweep').resolve()}" in said[0]  # a new default dir
+    assert (f"rerun the sweep, `python -m lmplay.train -m hydra/launcher=submitit_local exp=test_runner device=cpu "
+            f"max_steps=5 seed=1 hydra.sweep.dir={(tmp_path / 'sweep').resolve()}`,") in said[0]  # a new default dir
     # would start every job over
     run_cli("lmplay.train", *args, check=True)
     assert [r["status"] for r in summarize(tmp_path / "sweep")] == ["completed"]

@@ -150,11 +150,12 @@ def job_died(said: str) -> str:
     collecting there, though the jobs it started beside it may still run."""
     sweep_dir = _sweep_dirs[-1].resolve() if _sweep_dirs else None
     where = f"{sweep_dir}/summary.md" if sweep_dir else "the sweep's summary.md"
-    rerun = f"rerun the sweep with hydra.sweep.dir={sweep_dir}" if sweep_dir else "rerun the sweep in its dir"
+    rerun = "rerun the sweep in its dir"
     if sweep_dir:
-        with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
-            from lmplay.sweep import write_summary
+        from lmplay.sweep import rerun_command, write_summary
 
+        rerun = f"rerun the sweep, `{rerun_command(sweep_dir)}`,"
+        with contextlib.suppress(Exception):  # the rows as the jobs' files stand now; the line still comes
             write_summary(sweep_dir)
     return (f"a job of the sweep ended without a result ({' '.join(said.split())[:160]}): killed, out of memory, or "
             f"one of its ranks lost; the launcher's other jobs may still be running, and their rows in {where} fill "
@@ -166,10 +167,11 @@ def interrupted() -> str:
     if not (_sweep_dirs and _sweep_dirs[-1].is_dir()):
         return "interrupted before it started; nothing was saved"  # lmplay.train's or lmplay.generate's set-up
     sweep_dir = _sweep_dirs[-1].resolve()
-    resume = f"rerun the sweep with hydra.sweep.dir={sweep_dir} to resume it"
+    from lmplay.sweep import rerun_command, write_summary
+
+    resume = f"to resume it: {rerun_command(sweep_dir)}"
     if not _jobs_elsewhere[-1]:
         return f"interrupted between jobs, or before training started; {resume}"
-    from lmplay.sweep import write_summary
 
     with contextlib.suppress(Exception):  # the summary as the jobs' stats.json stand now; the line still comes
         write_summary(sweep_dir)

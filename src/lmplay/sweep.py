@@ -19,6 +19,7 @@ import io
 import json
 import os
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,
     configuration,
+    dig,
     dirs_below,
     load_run,
     number,
@@ -424,8 +426,23 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         fresh = any((override_value(r["overrides"], "fresh") or "").lower() == "true" for r in rows)  # starts over
         lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
                        f"hydra.sweep.dir{' and without fresh=true' if fresh else ''} resumes each job from its own "
-                       f"checkpoint.")]
+                       f"checkpoint: `{rerun_command(sweep_dir)}`")]
     return "\n".join(lines) + "\n"
+
+
+def rerun_command(sweep_dir: Path) -> str:
+    """The command that resumes the sweep: its own overrides (from Hydra's multirun.yaml) and its dir, without
+    fresh=true; the same command alone would start a new sweep dir, named by the time. The words a shell would split
+    or expand are quoted."""
+    try:
+        overrides = dig(read_yaml(sweep_dir / "multirun.yaml"), "hydra", "overrides") or {}
+    except ConfigError:
+        overrides = {}
+    hydra = [o for o in overrides.get("hydra") or [] if isinstance(o, str) and override_key(o) not in
+             ("hydra.sweep.dir", "hydra.mode")]
+    task = [o for o in overrides.get("task") or [] if isinstance(o, str) and override_key(o) != "fresh"]
+    words = [*hydra, *task, f"hydra.sweep.dir={sweep_dir.resolve()}"]
+    return "python -m lmplay.train -m " + " ".join(shlex.quote(w) for w in words)
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:

@@ -146,9 +146,10 @@ def train(cfg: DictConfig) -> None:
             label_run(runner, run_dir, resumed=ckpt is not None, fresh=cfg.fresh)
         print(runner.describe())
         if in_sweep:  # the sweep's default dir is named by the time it started
-            runner.resume_hint = (f"rerun the sweep with hydra.sweep.dir={Path(HydraConfig.get().sweep.dir).resolve()}"
-                                  f"{' without fresh=true' if cfg.fresh else ''} to resume it (each job from its own "
-                                  f"checkpoint)")
+            from lmplay.sweep import rerun_command
+
+            runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
+                                  f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
         restore_signals(before)
         runner.train()
         leave_world(runner)
