@@ -614,6 +614,19 @@ def test_a_run_whose_hydra_files_are_valid_yaml_of_the_wrong_shape_is_left_out_o
     assert skipped == [f"{odd / '.hydra' / 'overrides.yaml'} cannot be read: it holds a int, not a list"]
 
 
+def test_an_unrelated_run_beside_an_lr_comparison_leaves_it_alone(tmp_path):
+    """`plot a b` compared b (the default lr) with a (lr=1e-3); `plot a b m`, m another experiment at b's settings,
+    made b a second "(baseline)" with no difference: m's match took b's comparison away. A compiled run or one with
+    a padded vocabulary is still at the same settings."""
+    a = fake_run(tmp_path / "a", "test_runner", 1, 2.0, extra=("lr=1e-3",))
+    b = fake_run(tmp_path / "b", "test_runner", 1, 1.8)
+    m = fake_run(tmp_path / "m", "gpt2ish_mini", 1, 1.7, extra=("compile=true", "vocab_multiple=64"))
+    lines = comparison_table(group_runs(load_runs([a, b, m]))).splitlines()
+    assert [line.split()[0] for line in lines[2:5]] == ["test_runner", "test_runner", "gpt2ish_mini"]
+    assert sum("(baseline)" in line for line in lines) == 1 and -0.22 < float(lines[3].split()[-5]) < -0.18
+    assert "(vs test_runner)" in lines[4] and -0.12 < float(lines[4].split()[-4]) < -0.08  # m against b
+
+
 def test_a_config_of_yaml_aliases_is_refused_not_expanded_for_good(tmp_path):
     """772 bytes of nested aliases expanded into 10^8 keys: lmplay.plot and the sweep summary grew to gigabytes."""
     run = fake_run(tmp_path / "run", "a", 1, 2.0)

@@ -215,8 +215,11 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
     return [matches[0], *[g for g in groups if g is not matches[0]]]
 
 
+# How a run ran, not what it trained: an idea compiled, or with a padded vocabulary, still matches its baseline.
+HOW_IT_RAN = ("exp", "compile", "compile_options", "vocab_multiple", "device")
 # How long a run went and how often it recorded: what a baseline may differ in where none matches it exactly.
-NOT_SETTINGS = ("exp", "max_steps", "runner.log_interval", "runner.validation_interval", "runner.save_interval")
+NOT_SETTINGS = (*HOW_IT_RAN, "max_steps", "runner.log_interval", "runner.validation_interval",
+                "runner.save_interval")
 COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
 
 
@@ -255,16 +258,20 @@ def baselines(groups: list[Group]) -> list[int]:
     """For each group, the index of the group it is compared with. An idea swept against the baseline at
     several settings (`exp=base,idea lr=1e-3,3e-3`) is compared with the baseline at its own settings, or else
     at them but for its length and recording cadence (one job trained on to more steps); what has no such
-    match, and the baseline experiment's own groups, with the first group. A baseline group an idea is compared
-    with is compared with nothing (its own index): the baseline at lr=3e-3 minus the baseline at lr=1e-3 drew a
-    line that dwarfed every idea's difference."""
+    match, and the baseline experiment's own groups, with the first group. Where ideas are matched with the first
+    group and with others (a grid of ideas x settings), a baseline group an idea is compared with is compared with
+    nothing (its own index): the baseline at lr=3e-3 minus the baseline at lr=1e-3 drew a line that dwarfed every
+    idea's difference. Without ideas at the first group's settings, each baseline group keeps its comparison with
+    the first: an unrelated run plotted beside `a b` (an lr comparison) took b's away."""
     base_exp = groups[0].runs[0].exp if groups else None
     bases = [j for j, h in enumerate(groups) if h.runs[0].exp == base_exp]
     matched = [0 if g.runs[0].exp == base_exp else
-               next((j for j in bases if same_settings(groups[j], g)),
+               next((j for j in bases if same_settings(groups[j], g, HOW_IT_RAN)),
                     next((j for j in bases if same_settings(groups[j], g, NOT_SETTINGS)), 0))
                for g in groups]
     chosen = {m for g, m in zip(groups, matched) if g.runs[0].exp != base_exp}
+    if 0 not in chosen:
+        return matched
     return [j if j in chosen else m for j, m in enumerate(matched)]
 
 
@@ -449,7 +456,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
         base = base if id(base) in losses else groups[0]
         row = [group.label + (" (baseline)" if base is group and baseline_first else ""), str(loss.num_seeds), *cells]
         if baseline_first:
-            vs = "" if base is groups[0] and same_settings(group, base) else f" (vs {base.label})"  # or at another
+            vs = "" if base is groups[0] and same_settings(group, base, HOW_IT_RAN) else f" (vs {base.label})"  # or at
             # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
