@@ -140,6 +140,10 @@ def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
     loss_sum, correct = model.loss_terms(batch.inputs, batch.targets)
     assert torch.isfinite(loss_sum) and loss_sum / batch.num_tokens < 20
     assert int(model.token_logits(model(batch.inputs)).argmax(-1).max()) < vocab
+    # the start report's size: the padding rows (63 in the table and the output layer, 32 wide) said apart
+    assert model.size_text() == f"{model.parameter_count():,} parameters (4,032 of them vocabulary padding)"
+    assert model.parameter_count() - 4032 == make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain"
+                                                         ).model.parameter_count()
 
 
 def test_masked_padding_gives_the_loss_gradient_and_accuracy_of_the_sliced_real_columns():

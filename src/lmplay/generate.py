@@ -228,7 +228,7 @@ def generate(cfg: DictConfig) -> list[str]:
     if not all_finite(model.parameters()):
         raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
                           f"sample from an earlier checkpoint")
-    print(f"{path}: experiment {exp}, {model.parameter_count():,} parameters, tokenizer "
+    print(f"{path}: experiment {exp}, {model.size_text()}, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
     generator = torch.Generator(device)
     if cfg.seed is None:

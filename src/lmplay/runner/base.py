@@ -471,7 +471,7 @@ class LMRunnerBase:
         return f", {self.world.size} ranks (DDP over {dist.get_backend()}{each}{ignored})"
 
     def describe(self) -> str:
-        lines = [f"experiment {self.exp_name}: {self.model.parameter_count():,} parameters, "
+        lines = [f"experiment {self.exp_name}: {self.model.size_text()}, "
                  f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
                  f"device {self.device}{self.ranks()}", f"run dir {self.run_dir.resolve()}"]
         if speed := self.speed_features():
