@@ -46,6 +46,13 @@ class Provenance:
         return [f"  {source + ':':14s}{' '.join(items)}" for source, items in self.values.items() if items]
 
 
+def typed_choice(group: str) -> str | None:
+    """The file typed for a config group (`optimizer=sgd` -> "sgd"), as Hydra chose it; None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
 def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
     """`stages.0.steps 15 -> none` for each leaf that differs between two config values (lists and dicts)."""
     def leaves(value: Any, at: str) -> dict[str, Any]:
@@ -189,6 +196,8 @@ class Component:
     def settle(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
+        if self.group in self.runner.overridden and (choice := typed_choice(self.group)):  # optimizer=sgd: the
+            self.runner.provenance.add("", self.group, choice, "command line")  # report's biggest difference
         schema = self.advertise()
         validate_args(self.group, construction_args, schema)
         try:
