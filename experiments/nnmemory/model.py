@@ -4,6 +4,8 @@ A copy of experiments/gpt2ish/model.py; the change is a third sub-layer in `Bloc
 and the MLP: x + memory_read(ln(x)), where every block reads the same cells with its own queries.
 """
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -43,6 +45,7 @@ class NNMemoryGPT(LMBase):
         self.ln_f = nn.LayerNorm(embed_dim)
         self.lm_head = nn.Linear(embed_dim, vocab_size, bias=False)
         init_gpt2_weights(self, num_blocks)
+        self._kept: tuple[weakref.ref, tuple[torch.Tensor, torch.Tensor]] | None = None  # memory_for's
 
     def flops_per_token(self, seq_len: int) -> float:
         """The baseline's count less the memory's cells and key/value layers, which run on the cells once a
@@ -55,6 +58,17 @@ class NNMemoryGPT(LMBase):
         reads = 12 * args["num_blocks"] * args["num_cells"] * args["embed_dim"]
         return super().flops_per_token(seq_len) - 6 * memory + reads
 
+    def memory_for(self, cache: list[KVCache] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's keys and values: once per forward, and once per generation while decoding (kept with the
+        generation's cache): each new token is a forward of its own, and computing them for each (two embed_dim^2
+        layers over every cell) made sampling ~10x slower than the baseline's. Kept no longer than the cache lives,
+        they never outlast a weight change (a fused optimizer's step leaves no mark on a tensor to check)."""
+        if not cache or torch.is_grad_enabled():
+            return self.memory.keys_values()
+        if self._kept is None or self._kept[0]() is not cache[0]:
+            self._kept = (weakref.ref(cache[0]), self.memory.keys_values())
+        return self._kept[1]
+
     def forward(self, x: torch.Tensor, cache: list[KVCache] | None = None, positions: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
         """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
@@ -63,7 +77,7 @@ class NNMemoryGPT(LMBase):
             start = cache[0].length if cache else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.embed(x, positions)
-        mem_keys, mem_values = self.memory.keys_values()  # once per forward, shared by every block
+        mem_keys, mem_values = self.memory_for(cache)  # shared by every block
         for i, block in enumerate(self.blocks):
             h = block(h, mem_keys, mem_values, cache=cache[i] if cache else None, attn_mask=attn_mask)
         if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference

@@ -4,8 +4,8 @@ Why: self-attention can only retrieve what is in the context; the MLPs store kno
 implicitly. NNMemory gives the model an explicit, content-addressed store: a set of learned cells
 whose keys and values every token can attend to, like attending to a context that never changes.
 Reads are per token (a token sees the cells, never other tokens), so the layer is causal by
-construction and needs no KV cache; the cells' keys and values are computed once per forward pass, and without
-gradients (sampling, validation) kept until a weight changes.
+construction and needs no KV cache; the cells' keys and values are computed once per forward pass (once per
+generation when decoding: NNMemoryGPT keeps them for the generation's cache).
 This is the original lmplay's NNMemory (its cells came from a unified embedding; here they are a
 plain learned tensor, so the idea stands on its own).
 """
@@ -30,22 +30,9 @@ class NNMemory(nn.Module):
         self.cells.skip_weight_decay = True  # a table, like an embedding's
         self.key = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.value = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self._kept: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of the cells, each [1, H, num_cells, head_dim]. Without gradients they are kept until a
-        weight changes (or moves, or autocast changes): decoding runs one forward per token, and computing them
-        each time (two embed_dim^2 layers over every cell) made sampling ~10x slower than the baseline's."""
-        if torch.is_grad_enabled():
-            return self.project()
-        device = self.cells.device.type
-        stamp = (tuple((p.data_ptr(), p._version) for p in self.parameters()), torch.is_autocast_enabled(device),
-                 torch.get_autocast_dtype(device))
-        if self._kept is None or self._kept[0] != stamp:
-            self._kept = (stamp, self.project())
-        return self._kept[1]
-
-    def project(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the cells, each [1, H, num_cells, head_dim]."""
         M = self.cells.shape[0]
         k = self.key(self.cells).view(1, M, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.value(self.cells).view(1, M, self.num_heads, self.head_dim).transpose(1, 2)
