@@ -278,6 +278,9 @@ def test_a_temperature_without_do_sample_is_said_to_decode_greedily(capsys):
                      "samples with it") == 1
     model.generate_prompts(["Hi"], 5, 0.8, do_sample=True, top_k=3, seed=1)
     assert "decodes greedily" not in capsys.readouterr().err
+    model.generate_prompts(["Hi"], 5, 0.0, do_sample=True, top_k=3)  # greedy too, as the num_samples notice says
+    assert "notice: temperature=0 decodes greedily, so top_k has no effect; a temperature above 0 samples with it" \
+        in capsys.readouterr().err
 
 
 def test_top_k_1_equals_greedy():

@@ -885,6 +885,12 @@ def test_a_sigterm_in_a_resumes_set_up_says_the_checkpoint_is_still_there(tmp_pa
     assert (f"SIGTERM: stopped before training started; nothing new was saved, and the run resumes from its last "
             f"checkpoint ({tmp_path / 'run' / 'model.lmp'})") in err
     assert (tmp_path / "run" / "model.lmp").read_bytes() == checkpoint
+    proc = popen_train([*args, "max_steps=4", "fresh=true"],  # fresh=true would start over: it says so
+                       env={"LMPLAY_PROBE_KILL": "tokenize:0", "LMPLAY_CACHE": str(tmp_path / "cache3")})
+    _, err = proc.communicate(timeout=300)
+    assert (f"SIGTERM: stopped before training started; the run is as it was ({tmp_path / 'run' / 'model.lmp'}): "
+            f"the same command starts it over, and without fresh=true it resumes") in err, err
+    assert (tmp_path / "run" / "model.lmp").read_bytes() == checkpoint
 
 
 def test_a_held_out_set_that_changed_for_any_reason_is_said_at_the_first_validation(tmp_path, capsys):

@@ -239,13 +239,17 @@ def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):
     assert "with the same hydra.sweep.dir and without fresh=true resumes" in (tmp_path / "summary.md").read_text()
 
 
-def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path, launcher):
     """A sweep rerun while the first still trains (a closed terminal under nohup, a SLURM requeue while the old task
     lives on): the refused attempt wrote 'failed' into the running job's job.json, and its start time, from which
-    the real run's end then counted its wall time."""
+    the real run's end then counted its wall time. Under joblib the sweep's end said nothing of it (exit 0)."""
+    if launcher:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     job_dir = tmp_path / "exp=test_runner,max_steps=2,seed=2"
     job_dir.mkdir(parents=True)
-    record = '{"job": 1, "experiment": "test_runner", "overrides": [], "status": "started", "started_at": 1.0}'
+    record = json.dumps({"job": 1, "experiment": "test_runner", "overrides": ["exp=test_runner", "seed=2"],
+                         "status": "started", "started_at": 1.0})
     (job_dir / "job.json").write_text(record)
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
             "print('held', flush=True); time.sleep(120)")
@@ -253,14 +257,14 @@ def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path):
                               text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        proc = run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1,2", "max_steps=2", "device=cpu",
+        proc = run_cli("lmplay.train", "-m", *launcher, "exp=test_runner", "seed=1,2", "max_steps=2", "device=cpu",
                        f"hydra.sweep.dir={tmp_path}")
     finally:
         holder.kill()
         holder.wait()
     assert (job_dir / "job.json").read_text() == record
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-        f"error: job 1 ({job_dir}) was in use by another run that is still training, so this sweep left it alone; "
+        f"error: the job in {job_dir} was in use by another run that is still training, so this sweep left it alone; "
         f"rerun the sweep once that run ends"), proc.stderr
     assert json.loads((tmp_path / "exp=test_runner,max_steps=2,seed=1" / "job.json").read_text())["status"] == \
         "completed"

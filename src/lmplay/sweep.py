@@ -56,9 +56,6 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class SweepSummary(Callback):
-    def __init__(self) -> None:
-        self.left_alone: list[str] = []  # jobs another run was training: their records are that run's
-
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if training_into(Path(config.hydra.runtime.output_dir)):  # this attempt is refused (hold_run_dir)
             return
@@ -79,9 +76,8 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or launcher_rank() != 0:  # rank 1 would overwrite rank 0's row
             return
-        if training_into(Path(config.hydra.runtime.output_dir)):  # its job.json and wall time are the other run's
-            self.left_alone.append(f"job {config.hydra.job.num} ({config.hydra.runtime.output_dir})")
-            job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+        if training_into(Path(config.hydra.runtime.output_dir)):  # its job.json and wall time are the other run's;
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, None  # the sweep's end says so
             return
         error = None
         if job_return.status == JobStatus.FAILED:
@@ -106,9 +102,12 @@ class SweepSummary(Callback):
         summary = write_summary(sweep_dir)
         print(summary["markdown"])
         print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
-        if self.left_alone:
-            was, it = ("was", "it") if len(self.left_alone) == 1 else ("were", "them")
-            print(f"error: {', '.join(self.left_alone)} {was} in use by another run that is still training, so this "
+        # read from the job dirs, not kept by on_job_end: a launcher's workers (joblib, submitit) call their own copy
+        left_alone = [f"the job in {sweep_dir / r['dir']}" for r in summary["jobs"]
+                      if r.get("dir") and training_into(sweep_dir / r["dir"])]
+        if left_alone:
+            was, it = ("was", "it") if len(left_alone) == 1 else ("were", "them")
+            print(f"error: {', '.join(left_alone)} {was} in use by another run that is still training, so this "
                   f"sweep left {it} alone; rerun the sweep once that run ends", file=sys.stderr)
         failed = [r for r in summary["jobs"] if r["status"] == "failed"]
         if failed:  # Hydra's own ending would be three lines after the table: "Error executing job", the error, a hint
@@ -116,7 +115,7 @@ class SweepSummary(Callback):
             print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: {first['error']} "
                   f"(each failed job's error is in its row of {sweep_dir / 'summary.md'})", file=sys.stderr)
             raise SystemExit(1)
-        if self.left_alone:
+        if left_alone:
             raise SystemExit(1)
 
 

@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
-from lmplay.config import CONF_DIR, check_value_types, override_key
+from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
 from lmplay.hydra_app import JobError, readable_config, remove_made_dirs, run_hydra_app
@@ -320,8 +320,11 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     if launcher_rank() == 0:
         why = " (torchrun stops every rank when one fails: its report names it)" if (
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
-        saved = (f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / 'model.lmp'})"
-                 if (run_dir / "model.lmp").is_file() else "nothing was saved")
+        fresh = (override_value(HydraConfig.get().overrides.task, "fresh") or "").lower() == "true"
+        saved = ("nothing was saved" if not (run_dir / "model.lmp").is_file() else
+                 f"the run is as it was ({run_dir / 'model.lmp'}): the same command starts it over, and without "
+                 f"fresh=true it resumes" if fresh else
+                 f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / 'model.lmp'})")
         tell(f"{signal.Signals(signum).name}: stopped before training started{why}; {saved}\n")
     raise SystemExit(128 + signum) from None
 

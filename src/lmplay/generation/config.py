@@ -63,11 +63,13 @@ class GenerationConfig:
     def unread(self, chosen: Iterable[str]) -> str | None:
         """A note when settings only sampling reads (of `chosen`) meet do_sample=false, as Hugging Face's generate
         warns: `generate_prompts(p, 50, 0.8)` reads like sampling at 0.8 and decodes greedily."""
-        unread = [key for key in chosen if key in SAMPLING_KEYS]
-        if self.do_sample or not unread:
+        why = "do_sample=false" if not self.do_sample else "temperature=0" if self.temperature == 0 else None
+        unread = [key for key in chosen if key in SAMPLING_KEYS and (why, key) != ("temperature=0", "temperature")]
+        if why is None or not unread:
             return None
-        return (f"do_sample=false decodes greedily, so {', '.join(unread)} {'has' if len(unread) == 1 else 'have'} "
-                f"no effect; do_sample=true samples with {'it' if len(unread) == 1 else 'them'}")
+        fix = "do_sample=true samples" if why == "do_sample=false" else "a temperature above 0 samples"
+        return (f"{why} decodes greedily, so {', '.join(unread)} {'has' if len(unread) == 1 else 'have'} no effect; "
+                f"{fix} with {'it' if len(unread) == 1 else 'them'}")
 
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "seed")  # what greedy decoding never reads
