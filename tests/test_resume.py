@@ -244,6 +244,7 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
                     "lr=1e-3", "fresh=true", check=True)
     said = provenance(first.stdout)  # what was typed, apart from what the chosen groups' files hold
     assert {"optimizer.momentum=0.5", "optimizer.lr=0.001", "fresh=true"} <= said["command line"]
+    assert {"optimizer=sgd", "scheduler=cosine"} <= said["command line"]  # the groups typed: left out before
     assert "scheduler.min_lr=6e-05" in said["chosen group"] and not said["chosen group"] & said["command line"]
     other = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "optimizer=sgd",
                     f"hydra.run.dir={tmp_path / 'other'}", check=True)
