@@ -437,6 +437,19 @@ def test_a_class_a_checkpoint_names_imports_no_module_outside_torch_and_lmplay(t
     assert "payload" not in sys.modules and not (tmp_path / "PWNED").exists()
 
 
+def test_a_checkpoint_s_strings_reach_the_terminal_escaped(tmp_path):
+    """An experiment name holding escape sequences cleared the screen and retitled the terminal when inspect,
+    generate or a resume's error printed it."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    ckpt["exp"] = "x\x1b[2J\x1b]0;pwn\x07"
+    torch.save(ckpt, run / "model.lmp")
+    for proc in (run_cli("lmplay.inspect", str(run)), run_cli("lmplay.generate", f"checkpoint={run}", "prompt=Hi"),
+                 run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}")):
+        assert "\x1b" not in proc.stdout + proc.stderr and "x\\x1b[2J" in proc.stdout + proc.stderr, proc
+
+
 def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)

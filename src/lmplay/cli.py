@@ -62,6 +62,13 @@ def quote(value: str, always: bool = False) -> str:
     return "'" + re.sub(r"\$\{(?![^{}]*\})", r"\\${", body) + "'"
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters (but newlines and tabs) escaped: a checkpoint's or a job file's strings
+    are data from wherever the file came from, and an escape sequence in them would clear the terminal or retitle
+    it when printed."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
 def tell(text: str) -> None:
     """`text` to stderr, unbuffered and best-effort: from a signal handler (a print could land inside the progress
     bar's own write), and where stderr may be gone (a Ctrl-C that also stopped `| tee`, a closed terminal), which
@@ -83,6 +90,7 @@ def fail(message: str, code: int = 2) -> None:
     """One line and an exit code. Under torchrun rank 0 speaks for the run (every rank read the same command line:
     an 8-GPU node printed each error 8 times); each rank also leaves its line in torchrun's error file, so that an
     error of one rank alone is in torchrun's closing report, beside that rank's number."""
+    message = printable(message)
     leave_for_torchrun(f"error: {message}")
     if launcher_rank() == 0:
         print(f"error: {message}", file=sys.stderr)

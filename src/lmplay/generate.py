@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, reader_may_stop, report, translate_flags
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, printable, quote, reader_may_stop, report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
@@ -228,7 +228,7 @@ def generate(cfg: DictConfig) -> list[str]:
     if not all_finite(model.parameters()):
         raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
                           f"sample from an earlier checkpoint")
-    print(f"{path}: experiment {exp}, {model.size_text()}, tokenizer "
+    print(f"{path}: experiment {printable(exp)}, {model.size_text()}, tokenizer "
           f"{model.tokenizer_name}, context {model.context_len}, device {device}", file=sys.stderr)
     generator = torch.Generator(device)
     if cfg.seed is None:

@@ -3,7 +3,7 @@ any of it."""
 
 import argparse
 
-from lmplay.cli import run_main
+from lmplay.cli import printable, run_main
 
 
 def describe(path: str) -> str:
@@ -34,7 +34,7 @@ def describe(path: str) -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m lmplay.inspect", description=__doc__)
     parser.add_argument("checkpoint")
-    print(describe(parser.parse_args(argv).checkpoint))
+    print(printable(describe(parser.parse_args(argv).checkpoint)))  # the checkpoint's strings are data
 
 
 def cli() -> None:

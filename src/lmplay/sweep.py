@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import launcher_rank, run_main
+from lmplay.cli import launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, training_into, write_atomic
@@ -100,7 +100,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = write_summary(sweep_dir)
-        print(summary["markdown"])
+        print(printable(summary["markdown"]))  # job.json's strings are data
         print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
         # read from the job dirs, not kept by on_job_end: a launcher's workers (joblib, submitit) call their own copy
         left_alone = [f"the job in {sweep_dir / r['dir']}" for r in summary["jobs"]
@@ -112,7 +112,8 @@ class SweepSummary(Callback):
         failed = [r for r in summary["jobs"] if r["status"] == "failed"]
         if failed:  # Hydra's own ending would be three lines after the table: "Error executing job", the error, a hint
             first = failed[0]
-            print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: {first['error']} "
+            print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: "
+                  f"{printable(str(first['error']))} "
                   f"(each failed job's error is in its row of {sweep_dir / 'summary.md'})", file=sys.stderr)
             raise SystemExit(1)
         if left_alone:
@@ -466,7 +467,7 @@ def main(argv: list[str]) -> None:
     if sweep_dir.is_dir() and not (sweep_dir / "multirun.yaml").is_file():  # writing there would mislead
         raise ConfigError(f"{sweep_dir} is not a sweep dir: it has no multirun.yaml, which Hydra writes when a sweep "
                           f"starts (multirun/<date>/<time>); `python -m lmplay.plot DIR...` compares plain runs")
-    print(write_summary(sweep_dir)["markdown"])
+    print(printable(write_summary(sweep_dir)["markdown"]))
 
 
 def cli() -> None:
