@@ -7,7 +7,7 @@ The exported model has the baseline's structure and parameter count and gives th
 the optimizer's moments started afresh: the wide table they belonged to is gone.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 from lmplay.cli import run_main
@@ -38,12 +38,13 @@ def export(src: Path, dst: Path, replace: bool = False) -> None:
 
 
 def main(argv: list[str]) -> None:
-    replace = "--replace" in argv  # write over an existing OUT (kept, as the docstring says)
-    paths = [a for a in argv if a != "--replace"]
-    if len(paths) != 2:
-        print("usage: python -m experiments.unified_embed.export IN.lmp OUT.lmp [--replace]", file=sys.stderr)
-        raise SystemExit(2)
-    export(Path(paths[0]), Path(paths[1]), replace)
+    parser = argparse.ArgumentParser(prog="python -m experiments.unified_embed.export",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", metavar="IN.lmp", type=Path, help="a checkpoint of unified_embed (or its run dir)")
+    parser.add_argument("dst", metavar="OUT.lmp", type=Path, help="where the collapsed checkpoint goes")
+    parser.add_argument("--replace", action="store_true", help="write over an existing OUT (kept as OUT.bak)")
+    args = parser.parse_args(argv)
+    export(args.src, args.dst, args.replace)
 
 
 def cli() -> None:
