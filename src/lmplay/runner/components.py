@@ -17,7 +17,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.config import CONF_DIR, check_kind, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
 from lmplay.errors import ConfigError
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
@@ -92,8 +92,8 @@ class ModelComponent(Component):
     name, group = "model", "model"
     resumable = ("dropout",)
     # typed as `tokenizer=` and `context_len=`; the vocabulary follows from the tokenizer (and vocab_multiple)
-    reported_as: ClassVar[dict[str, str | None]] = {"tokenizer": "tokenizer", "context_len": "context_len",
-                                                     "vocab_size": None}
+    reported_as: ClassVar[dict[str, str | None]] = {key: None if key == "vocab_size" else key
+                                                     for key in RUN_SET_MODEL_KEYS}
 
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(self.runner.model_class)
