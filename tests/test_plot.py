@@ -627,6 +627,21 @@ def test_an_unrelated_run_beside_an_lr_comparison_leaves_it_alone(tmp_path):
     assert "(vs test_runner)" in lines[4] and -0.12 < float(lines[4].split()[-4]) < -0.08  # m against b
 
 
+def test_a_plots_dir_that_is_a_symlink_is_not_written_through(tmp_path):
+    """A run dir from elsewhere with plots/ linked out of it: the PNGs and comparison.txt went wherever it pointed."""
+    from lmplay.plot import main
+
+    run = fake_run(tmp_path / "run", "a", 1, 2.0)
+    (tmp_path / "elsewhere").mkdir()
+    (run / "plots").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"plots is a symlink \(to .*elsewhere\); remove it, or choose where the "
+                                          r"plots go with --out DIR$"):
+        main([str(run)])
+    assert not list((tmp_path / "elsewhere").iterdir())
+    main([str(run), "--out", str(tmp_path / "chosen")])
+    assert (tmp_path / "chosen" / "comparison.txt").is_file()
+
+
 def test_a_config_of_yaml_aliases_is_refused_not_expanded_for_good(tmp_path):
     """772 bytes of nested aliases expanded into 10^8 keys: lmplay.plot and the sweep summary grew to gigabytes."""
     run = fake_run(tmp_path / "run", "a", 1, 2.0)

@@ -475,7 +475,7 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
               ["lmplay.inspect", str(run)]),
              # a weight named by a number was an AttributeError traceback in generate and load_model
              (lambda c: c["components"]["model"]["state"]["weights"].update({123: torch.zeros(1)}),
-              "it has no model weights", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+              "it has no weight names (strings)", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
              # built whole (minutes, gigabytes) before saying the weights were missing
              (lambda c: c["components"]["model"]["state_args"].update(num_blocks=3),
               "do not fit its arguments (missing blocks.2.", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
@@ -883,6 +883,20 @@ def test_symlinks_in_a_run_dir_from_elsewhere_never_lead_its_writes_out_of_it(tm
     proc = run_cli("lmplay.train", *args, "max_steps=4")
     assert proc.returncode != 0 and "cannot be opened as the run's lock" in proc.stderr, proc.stderr
     assert not (tmp_path / "created").exists()
+    (run / ".lmplay.lock").unlink()
+    for name in ("tb", ".lmplay.fresh_job", ".hydra"):  # TensorBoard's events, the SLURM mark, Hydra's own labels
+        moved = run / f"{name}.real"
+        if (run / name).exists():
+            (run / name).rename(moved)
+        (run / name).symlink_to(elsewhere)
+        proc = run_cli("lmplay.train", *args, "max_steps=5")
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: {run / name} is a symlink (to {elsewhere}), and lmplay writes there as the run's own; remove it, "
+            f"or train into another run dir"], proc.stderr
+        (run / name).unlink()
+        if moved.exists():
+            moved.rename(run / name)
+    assert [p.name for p in elsewhere.iterdir()] == ["stats.json"]
 
 
 def test_a_sigterm_in_a_resumes_set_up_says_the_checkpoint_is_still_there(tmp_path):

@@ -144,6 +144,10 @@ def test_padded_vocabulary_never_predicts_a_padding_id(tmp_path):
     assert model.size_text() == f"{model.parameter_count():,} parameters (4,032 of them vocabulary padding)"
     assert model.parameter_count() - 4032 == make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain"
                                                          ).model.parameter_count()
+    # a model as wide as the padded vocabulary (bytes padded to 384, nanoGPT's shakespeare-char width): its norms
+    # and projections are no padding
+    wide = GPT2ish(vocab_size=384, context_len=16, num_blocks=1, embed_dim=384, num_heads=4, tokenizer="bytes")
+    assert wide.size_text().endswith(f"({2 * 127 * 384:,} of them vocabulary padding)")
 
 
 def test_masked_padding_gives_the_loss_gradient_and_accuracy_of_the_sliced_real_columns():

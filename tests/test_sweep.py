@@ -270,6 +270,21 @@ def test_a_job_another_run_is_training_is_left_alone_record_and_all(tmp_path, la
         "completed"
 
 
+def test_the_resume_command_keeps_the_config_dir_and_name_and_quotes_for_the_shell(tmp_path):
+    """A sweep of one's own configs (--config-dir) printed a command without it: pasted, exp=mine was unknown."""
+    from lmplay.sweep import rerun_command
+
+    hydra = {"overrides": {"hydra": ["hydra.sweep.dir=x", "hydra.mode=MULTIRUN", "hydra/launcher=joblib"],
+                           "task": ["exp=mine", "lr=3e-3,-1", "fresh=true", "run_name='a b'"]},
+             "runtime": {"config_sources": [{"path": "/work/main/conf", "schema": "file", "provider": "main"},
+                                            {"path": "/my cfg", "schema": "file", "provider": "command-line"}]},
+             "job": {"config_name": "mine_primary"}}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    assert rerun_command(tmp_path) == ('python -m lmplay.train -m --config-dir "/my cfg" --config-name mine_primary '
+                                       f"hydra/launcher=joblib exp=mine lr=3e-3,-1 \"run_name='a b'\" "
+                                       f"hydra.sweep.dir={tmp_path.resolve()}")
+
+
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):
     """Job dirs began with the job's number, which the added value shifted: the rerun trained every job
     again in new dirs, and the summary counted each configuration twice."""

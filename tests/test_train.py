@@ -1190,3 +1190,19 @@ def test_a_validation_of_part_of_the_held_out_rows_says_so_once(tmp_path):
     whole = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "runner.validation_batches=1000",
                     f"hydra.run.dir={tmp_path / 'b'}", check=True)
     assert "which make more" not in whole.stdout
+
+
+def test_printed_data_keeps_text_and_escapes_only_control_characters(tmp_path):
+    """A checkpoint's experiment name may hold escape sequences; an ordinary prompt, run name or label holds emoji,
+    Persian with its zero-width joiners, or a no-break space, which must reach the terminal (and a pasted hint) as
+    they are: escaping every non-printable character changed a suggested command's value."""
+    from lmplay.cli import printable
+    from lmplay.files import exclusive
+
+    text = "café\u00a0x 👨\u200d👩\u200d👧 می\u200cخواهم 日本\u3000語\ttab\nline"
+    assert printable(text) == text
+    assert printable("x\x1b[2J\x1b]0;pwn\x07") == "x\\x1b[2J\\x1b]0;pwn\\x07"
+    (tmp_path / ".summary.lock").symlink_to(tmp_path / "created")  # a sweep dir from elsewhere
+    with exclusive(tmp_path / ".summary.lock"):
+        pass
+    assert not (tmp_path / "created").exists()

@@ -7,6 +7,7 @@ import re
 import shlex
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def printable(text: str) -> str:
     """`text` with its control characters (but newlines and tabs) escaped: a checkpoint's or a job file's strings
     are data from wherever the file came from, and an escape sequence in them would clear the terminal or retitle
     it when printed."""
-    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
 
 
 def tell(text: str) -> None:

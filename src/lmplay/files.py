@@ -74,8 +74,8 @@ def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_
     run started into it (another terminal, a requeued job while the first still runs) would write the same
     checkpoint and stats.json, each over the other's."""
     made = not (run_dir / LOCK_NAME).exists()
-    try:  # held open until the process exits; O_NOFOLLOW: a symlink of its name would create its target elsewhere
-        lock = os.fdopen(os.open(run_dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW), "a")
+    try:  # held open until the process exits
+        lock = open_lock(run_dir / LOCK_NAME)
     except OSError as e:
         raise ConfigError(f"{run_dir / LOCK_NAME} cannot be opened as the run's lock ({e.strerror or e}: a symlink "
                           f"there?); remove it") from None
@@ -89,6 +89,28 @@ def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_
         lock.close()
         return
     _held[run_dir] = (lock, made)
+
+
+def open_lock(path: Path) -> TextIO:
+    """A lock file, made if need be; O_NOFOLLOW: a symlink of its name (a run dir from elsewhere) would make its
+    target, wherever it points."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW), "a")
+
+
+# The names lmplay (and Hydra) write in a run dir as the run's own: a symlink there would take the writes elsewhere.
+RUN_FILES = (".hydra", "tb", "stats.json", "job.json", "model.lmp", "model.lmp.bak", ".lmplay.fresh_job", "plots")
+
+
+def planted_symlink(run_dir: Path) -> Path | None:
+    """The first of the run's own names in `run_dir` that is a symlink (a run dir from a tarball or a shared folder):
+    lmplay would write its checkpoints, TensorBoard events or labels wherever it points."""
+    names = [run_dir / name for name in RUN_FILES] + sorted(run_dir.glob("model.*.lmp*"))
+    return next((p for p in names if p.is_symlink()), None)
+
+
+def symlink_refused(link: Path) -> str:
+    return (f"{link} is a symlink (to {os.readlink(link)}), and lmplay writes there as the run's own; remove it, or "
+            f"train into another run dir")
 
 
 def training_into(run_dir: Path) -> bool:
@@ -169,8 +191,8 @@ def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an OS lock on `lock_path` (made if need be); where none can be taken (a read-only dir, a filesystem
     without locks), go on unlocked."""
     try:
-        lock = open(lock_path, "a")  # noqa: SIM115 - held for the block
-    except OSError:
+        lock = open_lock(lock_path)
+    except OSError:  # a symlink there too (O_NOFOLLOW): unlocked rather than a file made wherever it points
         yield
         return
     with lock:

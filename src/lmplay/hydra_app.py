@@ -28,6 +28,7 @@ from omegaconf.errors import InterpolationResolutionError
 from lmplay.cli import fail, launcher_rank
 from lmplay.config import configs_missing
 from lmplay.errors import ConfigError
+from lmplay.files import planted_symlink, symlink_refused
 from lmplay.overrides import (ambiguous_value, config_flags, group_choices, launcher_not_chosen, precheck,
                               reject_bare_words, reject_literal_interpolation_in_run_name, typed_overrides,
                               unknown_hydra_key, with_config_dir)
@@ -262,6 +263,8 @@ def check_writable_dir(path: Path, key: str) -> None:
     if not os.access(path, os.W_OK | os.X_OK):
         why = "its file system is mounted read-only" if read_only(path) else "no permission"
         fail(f"{key}={path} cannot be written ({why}); pick another directory")
+    if (link := planted_symlink(path)) is not None:
+        fail(symlink_refused(link))
 
 
 def read_only(path: Path) -> bool:

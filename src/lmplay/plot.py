@@ -7,6 +7,7 @@ baseline is the first run given (in a sweep, the lowest job number), or the one 
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def main(argv: list[str]) -> None:
         raise ConfigError("no run here can be read; see the notes above")
     groups = pick_baseline(group_runs(runs), args.baseline)
     out = args.out or default_out(args.run_dirs)
+    if args.out is None and out.is_symlink():  # a run dir from elsewhere: the plots would go wherever it points
+        raise ConfigError(f"{out} is a symlink (to {os.readlink(out)}); remove it, or choose where the plots go with "
+                          f"--out DIR")
     kinds = ["validation", "train"] if args.train else ["validation"]
     files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)
     table = comparison_table(groups)

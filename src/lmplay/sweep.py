@@ -38,6 +38,7 @@ from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, training_into, write_atomic
 from lmplay.hydra_app import JobError
+from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,
@@ -435,14 +436,20 @@ def rerun_command(sweep_dir: Path) -> str:
     fresh=true; the same command alone would start a new sweep dir, named by the time. The words a shell would split
     or expand are quoted."""
     try:
-        overrides = dig(read_yaml(sweep_dir / "multirun.yaml"), "hydra", "overrides") or {}
+        recorded = dig(read_yaml(sweep_dir / "multirun.yaml"), "hydra") or {}
     except ConfigError:
-        overrides = {}
+        recorded = {}
+    overrides = recorded.get("overrides") or {}
     hydra = [o for o in overrides.get("hydra") or [] if isinstance(o, str) and override_key(o) not in
              ("hydra.sweep.dir", "hydra.mode")]
     task = [o for o in overrides.get("task") or [] if isinstance(o, str) and override_key(o) != "fresh"]
-    words = [*hydra, *task, f"hydra.sweep.dir={sweep_dir.resolve()}"]
-    return "python -m lmplay.train -m " + " ".join(shlex.quote(w) for w in words)
+    flags = [w for source in dig(recorded, "runtime", "config_sources") or [] if isinstance(source, dict)
+             and source.get("provider") == "command-line" and source.get("schema") == "file"
+             for w in ("--config-dir", str(source.get("path")))]  # a sweep of configs of one's own
+    if (name := dig(recorded, "job", "config_name")) not in (None, "config"):
+        flags += ["--config-name", str(name)]
+    words = [*flags, *hydra, *task, f"hydra.sweep.dir={sweep_dir.resolve()}"]
+    return "python -m lmplay.train -m " + " ".join(w if shlex.quote(w) == w else shell_word(w) for w in words)
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import hold_run_dir, interrupted_set_aside, release_run_dir, write_atomic
+from lmplay.files import (hold_run_dir, interrupted_set_aside, planted_symlink, release_run_dir, symlink_refused,
+                          write_atomic)
 from lmplay.hydra_app import JobError, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -172,7 +173,10 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 
 def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
-    """A sweep's dir is not a run's; a requeued SLURM job does not start its run over twice."""
+    """A sweep's dir is not a run's; a requeued SLURM job does not start its run over twice; a symlink named as the
+    run's own file is not followed (a sweep's job dirs are checked here: Hydra makes them as each job starts)."""
+    if (link := planted_symlink(run_dir)) is not None:
+        raise ConfigError(symlink_refused(link))
     if (run_dir / "multirun.yaml").is_file():  # a run there would read, to the plots, as the sweep's only run
         jobs = sorted(p.parent.name for p in run_dir.glob("*/model.lmp"))
         example = f"\"hydra.run.dir='{run_dir / jobs[0]}'\"" if jobs else "hydra.run.dir=ITS_DIR"
@@ -256,7 +260,7 @@ def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:
     if replaced:
         print(f"fresh=true: the replaced run's checkpoints, stats and TensorBoard files are kept in {replaced}")
     if job := os.environ.get("SLURM_JOB_ID"):
-        (run_dir / FRESH_MARK).write_text(job)
+        write_atomic(run_dir / FRESH_MARK, job)
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")

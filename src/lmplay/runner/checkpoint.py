@@ -314,7 +314,9 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
               "components": isinstance(components, dict),
               "model arguments": isinstance(model, dict) and isinstance(model.get("state_args"), dict),
               "model weights": isinstance(state, dict) and isinstance(state.get("weights"), dict)
-              and all(isinstance(k, str) and isinstance(w, torch.Tensor) for k, w in state["weights"].items())}
+              and all(isinstance(w, torch.Tensor) for w in state["weights"].values()),
+              "weight names (strings)": isinstance(state, dict) and isinstance(state.get("weights"), dict)
+              and all(isinstance(k, str) for k in state["weights"])}
     missing = next((part for part, present in needed.items() if not present), None)
     return missing or (missing_training_part(ckpt, components) if "runner" in components else None)
 

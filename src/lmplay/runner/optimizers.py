@@ -28,7 +28,8 @@ def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
     names = [n for n, _ in model.named_parameters()]
     if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
         raise ConfigError(f"optimizer.freeze={list(patterns) if not isinstance(patterns, str) else patterns!r} should "
-                          f"be a list of fnmatch patterns (strings), like ['embed.*']")
+                          f"be a list of fnmatch patterns (strings), like ['embed.*'] (a resumed run's comes from its "
+                          f"checkpoint: optimizer.freeze=[] freezes nothing)")
     for pat in patterns:
         if not any(fnmatch.fnmatch(n, pat) for n in names):
             raise ConfigError(f"optimizer.freeze pattern {pat!r} matches no parameter; the names are like "
