@@ -890,9 +890,9 @@ def test_symlinks_in_a_run_dir_from_elsewhere_never_lead_its_writes_out_of_it(tm
             (run / name).rename(moved)
         (run / name).symlink_to(elsewhere)
         proc = run_cli("lmplay.train", *args, "max_steps=5")
-        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-            f"error: {run / name} is a symlink (to {elsewhere}), and lmplay writes there as the run's own; remove it, "
-            f"or train into another run dir"], proc.stderr
+        said = (f"error: {run / name} is a symlink (to {elsewhere}), and lmplay writes there as the run's own; "
+                f"remove it, or train into another run dir")
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [said], proc.stderr
         (run / name).unlink()
         if moved.exists():
             moved.rename(run / name)
