@@ -1053,8 +1053,8 @@ def test_a_ctrl_c_in_a_sweep_whose_jobs_run_elsewhere_says_they_may_not_have_sav
     assert e.value.code == 130
     assert capsys.readouterr().err.strip().splitlines() == [(
         "interrupted: the jobs running in the launcher's workers save when the signal reaches them first, but the "
-        "launcher may stop them before (joblib kills its workers): each resumes from its last checkpoint; rerun the "
-        f"sweep with hydra.sweep.dir={tmp_path.resolve()} to resume it")]
+        "launcher may stop them before (joblib kills its workers): each resumes from its last checkpoint; to resume "
+        f"it: python -m lmplay.train -m hydra.sweep.dir={tmp_path.resolve()}")]  # (its multirun.yaml adds overrides)
     assert "seed=1" in (tmp_path / "summary.md").read_text()  # rebuilt from the jobs' stats as they stand
 
 
