@@ -58,9 +58,9 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if training_into(Path(config.hydra.runtime.output_dir)):  # this attempt is refused (hold_run_dir)
-            return
-        if config.hydra.mode == RunMode.MULTIRUN and launcher_rank() == 0:  # a job's other tasks: its other ranks
+        job_dir = Path(config.hydra.runtime.output_dir)
+        # a job's other tasks are its other ranks; a job another run is training is refused (hold_run_dir)
+        if config.hydra.mode == RunMode.MULTIRUN and launcher_rank() == 0 and not training_into(job_dir):
             # before the clock: a process's first job would also time the imports of torch and torch._dynamo (its
             # optimizer's), ~4 s on a CPU, that its later jobs find done (the basic launcher runs every job in one
             # process, joblib's each worker a few): the first jobs, the baseline's, read as 4-7x slower
@@ -68,7 +68,6 @@ class SweepSummary(Callback):
 
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
-            job_dir = Path(config.hydra.runtime.output_dir)
             earlier = earlier_wall_time(job_dir)
             write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
                                      "steps_at_start": steps_done(job_dir)})
