@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.data.batch import Batch
 from lmplay.data.batching import MODES, RowsBatcher, make_batcher
+from lmplay.data.estimate import packed_steps, row_stats, rows_steps, stream_steps
 from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStream, check_interleave
-from lmplay.data.rows import kept_prompt_len, plan_cuts, row_samples
 from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
@@ -111,31 +110,13 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
                  overrides=dict(overrides), batching=batching)
 
 
-def window_counts(prompts: np.ndarray, docs: np.ndarray, context_len: int, partial: bool = False) -> np.ndarray:
-    """The counted targets of each packed window without prompts in the loss (0: one the batcher skips). Window k's
-    targets are the stream's tokens kT+1..kT+T (the last, short window's up to the stream's end where `partial`); a
-    doc starting at s holds its eot at s (a target) and its prompt at s+1..s+p."""
-    T, total = context_len, int(docs.sum())
-    windows = -(-(total - 1) // T) if partial else (total - 1) // T
-    starts = np.concatenate(([0], np.cumsum(docs)[:-1]))
-    before = np.concatenate(([0], np.cumsum(prompts)))  # prompt tokens of the docs before each
-
-    def prompt_tokens_upto(x: np.ndarray) -> np.ndarray:
-        doc = np.searchsorted(starts, x, side="right") - 1
-        return before[doc] + np.clip(x - starts[doc], 0, prompts[doc])
-
-    begins = np.arange(windows, dtype=np.int64) * T
-    ends = np.minimum(begins + T, total - 1)
-    return (ends - begins) - (prompt_tokens_upto(ends) - prompt_tokens_upto(begins))
-
-
 @functools.cache
 def _counting_code_digest() -> str:
     """A digest of the modules that decide how many batches a stage gives, so a kept step count is never
     read back by a version of lmplay that would count differently."""
     h = hashlib.sha256()
     for name in ("lmplay.data.rows", "lmplay.data.batching", "lmplay.data.interleave", "lmplay.data.tokenized",
-                 __name__):
+                 "lmplay.data.estimate", __name__):
         h.update(Path(sys.modules[name].__file__).read_bytes())
     return h.hexdigest()
 
@@ -316,18 +297,22 @@ class Curriculum:
         if stage.steps is not None:
             return stage.steps
         stream = self._feed.stream
+        stats = functools.partial(self._stats, include_prompts=include_prompts)
         if not isinstance(stream, SizedStream):
-            return self._approximate_stream_steps(stage, batch_size, include_prompts)
+            held = [d.validation for d in self._data[self.stage_index] if len(d.validation)]
+            return stream_steps(held, stats, stage.batching, batch_size, self.context_len, include_prompts,
+                                stage.tokens)
         path = None
         try:
             path = self._cache / "estimates" / f"{self._estimate_key(batch_size, include_prompts)}.json"
             return int(json.loads(path.read_text())["steps"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        length = {"budget": self._feed.budget, "tokens": stage.tokens}
         if isinstance(self._batcher, RowsBatcher):
-            steps = self._simulate_rows(stream, batch_size, include_prompts)
+            steps = rows_steps(stream, stats, batch_size, self.context_len, include_prompts, **length)
         else:
-            steps = self._count_packed(stream, batch_size, include_prompts)
+            steps = packed_steps(stream, batch_size, self.context_len, include_prompts, **length)
         if path is None:  # the code digest could not be read: no kept counts
             return steps
         try:
@@ -361,107 +346,11 @@ class Curriculum:
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def _stats(self, src: SizedRows, include_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(samples, counted tokens) of every row of a dataset's table when framed whole (rows batching)."""
+        """estimate.row_stats, computed once per table."""
         key = (id(src.table), include_prompts)
         if key not in self._row_stats:
-            t, T = src.table, self.context_len
-            samples = row_samples(t.prompt_lens, t.text_lens, t.boundaries, T)
-            # rows.kept_prompt_len's rule, over the whole table at once instead of row by row in Python
-            keep = np.where(t.prompt_lens + t.text_lens + 1 <= T, t.prompt_lens, np.minimum(t.prompt_lens, T // 2))
-            counted = t.text_lens + 1 + (keep if include_prompts else 0)
-            self._row_stats[key] = samples, counted
+            self._row_stats[key] = row_stats(src, self.context_len, include_prompts)
         return self._row_stats[key]
-
-    def _sequence(self, stream: SizedStream, epochs: int, include_prompts: bool):
-        """(dataset, table row, samples, counted) of the stage's rows over its first `epochs` epochs."""
-        which = np.concatenate([stream.plan(e)[0] for e in range(epochs)])
-        rows = np.concatenate([stream.plan(e)[1] for e in range(epochs)])
-        samples, counted = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
-        for d, src in enumerate(stream.sources):
-            sel = which == d
-            s, c = self._stats(src, include_prompts)
-            samples[sel], counted[sel] = s[rows[sel]], c[rows[sel]]
-        return which, rows, samples, counted
-
-    def _simulate_rows(self, stream: SizedStream, batch_size: int, include_prompts: bool) -> int:
-        """Replays the rows batcher on row sizes alone: batches take whole rows, the last row of a full
-        batch only the samples that fit."""
-        stage, T = self.stages[self.stage_index], self.context_len
-        budget, target = self._feed.budget, stage.tokens
-        epochs = math.ceil(budget / stream.epoch_len) if budget is not None else 1
-        while True:
-            which, rows, samples, counted = self._sequence(stream, epochs, include_prompts)
-            if budget is not None:
-                which, rows, samples, counted = which[:budget], rows[:budget], samples[:budget], counted[:budget]
-            cum_samples, cum_counted = np.cumsum(samples), np.cumsum(counted)
-            i, steps, tokens = 0, 0, 0
-            while i < len(rows) and (target is None or tokens < target):
-                before = cum_samples[i - 1] if i else 0
-                j = int(np.searchsorted(cum_samples, before + batch_size, side="left"))
-                counted_before = cum_counted[i - 1] if i else 0
-                if j >= len(rows):  # the last, short batch
-                    tokens += int(cum_counted[-1] - counted_before)
-                    steps, i = steps + 1, len(rows)
-                    break
-                fit = batch_size - int((cum_samples[j - 1] if j else 0) - before)
-                tokens += int((cum_counted[j - 1] if j else 0) - counted_before)
-                if fit == samples[j]:
-                    tokens += int(counted[j])
-                else:
-                    src = stream.sources[which[j]]
-                    row = int(rows[j])
-                    cuts = plan_cuts(int(src.table.prompt_lens[row]), *src.table.boundaries(row), T, fit)
-                    keep = kept_prompt_len(int(src.table.prompt_lens[row]), int(src.table.text_lens[row]), T)
-                    tokens += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
-                steps, i = steps + 1, j + 1
-            if budget is not None or tokens >= target:
-                return steps
-            epochs *= 2
-
-    def _count_packed(self, stream: SizedStream, batch_size: int, include_prompts: bool) -> int:
-        """Packed windows are cut from the row stream regardless of batches: count the batches of those that hold a
-        target (without prompts in the loss, one inside a prompt holds none and is skipped), up to the stage's
-        rows, or until they hold its tokens."""
-        stage, T, budget = self.stages[self.stage_index], self.context_len, self._feed.budget
-        if stage.tokens is not None and include_prompts:  # every window counts its T tokens
-            return max(1, math.ceil(stage.tokens / (batch_size * T)))
-        epochs = math.ceil(budget / stream.epoch_len) if budget is not None else 1
-        while True:
-            which, rows, _, _ = self._sequence(stream, epochs, include_prompts)
-            if budget is not None:
-                which, rows = which[:budget], rows[:budget]
-            prompts, docs = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-            for d, src in enumerate(stream.sources):
-                sel = which == d
-                prompts[sel] = src.table.prompt_lens[rows[sel]]
-                docs[sel] = 1 + prompts[sel] + src.table.text_lens[rows[sel]]
-            counts = np.full((int(docs.sum()) - 1) // T, T) if include_prompts else window_counts(prompts, docs, T)
-            counts = counts[counts > 0]
-            if stage.tokens is None or not len(counts):  # none: the runner says the stage gives no batch
-                return max(1, math.ceil(len(counts) / batch_size))
-            per_batch = np.add.reduceat(counts, np.arange(0, len(counts), batch_size))
-            reached = int(np.searchsorted(np.cumsum(per_batch), stage.tokens, side="left"))
-            if reached < len(per_batch):
-                return reached + 1
-            epochs *= 2
-
-    def _approximate_stream_steps(self, stage: Stage, batch_size: int, include_prompts: bool) -> int:
-        """tokens / (tokens per batch), the latter measured on the held-out rows: a packed window counts all its
-        tokens but the prompts' where they are left out."""
-        counted_per_sample = float(self.context_len)
-        held = [d.validation for d in self._data[self.stage_index] if len(d.validation)]
-        if held and stage.batching == "rows":
-            samples = counted = 0
-            for v in held:
-                s, c = self._stats(v, include_prompts)
-                samples, counted = samples + int(s.sum()), counted + int(c.sum())
-            counted_per_sample = counted / samples
-        elif held and not include_prompts:  # the windows that train: those holding a target
-            prompts = np.concatenate([v.table.prompt_lens[v.index] for v in held])
-            docs = 1 + prompts + np.concatenate([v.table.text_lens[v.index] for v in held])
-            counts = window_counts(prompts, docs, self.context_len, partial=True)
-            counted_per_sample = float(counts[counts > 0].mean()) if (counts > 0).any() else counted_per_sample
-        return max(1, math.ceil(stage.tokens / (batch_size * counted_per_sample)))
 
     # -- position -------------------------------------------------------------------------------------------
     def _data_key(self) -> str:
