@@ -41,6 +41,21 @@ def test_sentence_ends_are_exact_token_boundaries(name):
     assert ends.tolist() == np.cumsum([len(tok.encode(p)) for p in pieces]).tolist()
 
 
+CJK = "これはテストです。「次の文です！」と言った。3つ目？ 最後の文。English after."
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bytes"])
+def test_full_width_sentence_ends_need_no_space_and_are_exact_token_boundaries(name):
+    """CJK text has no space after 。！？: its long rows were cut hard mid-sentence, with no sentence of overlap."""
+    cuts = sentence_cuts(CJK)
+    pieces = [CJK[a:b] for a, b in zip([0, *cuts], cuts)]
+    assert pieces == ["これはテストです。「次の文です！」", "と言った。", "3つ目？", " 最後の文。", "English after."]  # 。「 is
+    # one gpt2 token: no cut between
+    tok = get_tokenizer(name)
+    assert [t for p in pieces for t in tok.encode(p)] == tok.encode(CJK)
+    assert sentence_cuts("U.S.A is 3.14 wide. Ok") == [19, 22]  # a period before a letter or digit ends none
+
+
 def test_render_text_title_pair_and_chat():
     batch = {"title": ["Cats", None], "text": ["Cats purr.", "No title."]}
     assert render_rows(batch, RowFormat("text", text="text", title="title")) == (
@@ -59,16 +74,24 @@ def test_render_text_title_pair_and_chat():
 def test_paragraph_rows_group_whole_paragraphs_and_never_join_works():
     paras = [f"SPEAKER {i}.\nLine {i} of verse." for i in range(10)]
     text = "\n\n".join(paras[:6]) + "\n\f\n" + "\n\n".join(paras[6:])
-    rows = paragraph_rows(text, row_chars=70)
+    rows = list(paragraph_rows(text.split("\n"), row_chars=70))
     assert all(len(r) <= 70 for r in rows)
     assert "\n\n".join(rows) == "\n\n".join(paras)  # nothing lost, order kept, paragraphs whole
     assert not any(paras[5] in r and paras[6] in r for r in rows)  # the work boundary is a row boundary
 
 
+def test_paragraphs_keep_their_first_lines_indentation():
+    """The blank-line split ate the next paragraph's leading spaces: an indented code block or verse lost its layout
+    in its first line only."""
+    text = "    Indented first.\n\nIntro:\n \n    def f():\n        return 1\n\n\n       SONG.\n   \n"
+    assert list(paragraph_rows(text.split("\n"))) == [
+        "    Indented first.\n\nIntro:\n\n    def f():\n        return 1\n\n       SONG."]
+
+
 def test_a_paragraph_longer_than_a_row_is_cut_at_line_ends():
     """A file with no blank lines was one row as long as the file: an epoch of one step."""
     lines = [f"Line {i} of a file that has no blank lines at all." for i in range(200)] + ["x" * 250]
-    rows = paragraph_rows("\n".join(lines), row_chars=100)
+    rows = list(paragraph_rows(lines, row_chars=100))
     assert all(len(r) <= 100 for r in rows) and len(rows) > 100
     assert "\n".join(rows) == "\n".join(lines[:-1] + ["x" * 100, "x" * 100, "x" * 50])  # the long line cut at 100
 

@@ -13,12 +13,13 @@ import pytest
 from conftest import python_path
 from datasets import Dataset, DatasetDict
 
-from lmplay.data import sources, tokenized
+from lmplay.data import corpus, sources, tokenized
 from lmplay.data.batch import IGNORE_INDEX
-from lmplay.data.corpus import embedded_path, read_text
+from lmplay.data.corpus import embedded_path, text_lines
 from lmplay.data.curriculum import Curriculum
 from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import RowFormat
+from lmplay.data.sources import text_file_rows
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.errors import ConfigError, OutputError
 
@@ -395,9 +396,14 @@ def test_unreachable_hub_fails_at_once_with_the_fix(monkeypatch):
     assert "{dataset: tinystories, path: DIR}" in message
 
 
-def test_streaming_dataset_resumes_and_holds_out_its_head(tmp_path, no_hub):
-    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Streamed row {i}."}) + "\n" for i in range(40)))
-    spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]
+@pytest.mark.parametrize("kind", ["jsonl", "txt"])
+def test_streaming_dataset_resumes_and_holds_out_its_head(tmp_path, no_hub, kind):
+    if kind == "jsonl":
+        (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": f"Streamed row {i}."}) + "\n" for i in range(40)))
+        spec = [{"path": str(tmp_path / "s.jsonl"), "streaming": True}]
+    else:  # a paragraph a row, read a line at a time
+        (tmp_path / "s.txt").write_text("\n\n".join(f"Streamed row {i}." for i in range(40)))
+        spec = [{"path": str(tmp_path / "s.txt"), "streaming": True, "row_chars": 16}]
     c = build(tmp_path, spec, steps=12, validation_fraction=0.1, stream_validation_rows=5, shuffle_buffer=8)
     held = {TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)}
     assert held == {f"<|endoftext|>Streamed row {i}." for i in range(5)}  # the head of the stream
@@ -536,16 +542,33 @@ def test_a_text_file_that_is_not_utf8_is_refused_and_a_stray_byte_is_a_warning(t
     for name in ("latin1.txt", "binary.txt"):
         with pytest.raises(ConfigError, match=rf"{name} is not UTF-8 text \(.* of its .* bytes are not UTF-8\): a "
                                               rf"binary file, or another encoding; convert it, e\.g\. iconv"):
-            read_text(tmp_path / name)
+            list(text_lines(tmp_path / name))
     (tmp_path / "stray.txt").write_bytes("ok \ufffd ".encode() * 2000 + b"\xff")  # a real U+FFFD is no stray byte
-    assert read_text(tmp_path / "stray.txt").count("\ufffd") == 2001
+    assert "\n".join(text_lines(tmp_path / "stray.txt")).count("\ufffd") == 2001
     assert "stray.txt: 1 bytes are not UTF-8 and are read as U+FFFD" in caplog.text
+
+
+def test_text_files_are_read_a_block_at_a_time_with_line_ends_and_a_byte_order_mark_as_a_reader_expects(
+        tmp_path, monkeypatch):
+    """A streamed 10 GB text file was read whole into memory (five times its size) before its first row; Notepad's
+    byte-order mark trained as text."""
+    monkeypatch.setattr(corpus, "READ_BYTES", 7)  # a \r\n split across two blocks is one line end, not two
+    text = "First line.\r\nSecond\r\n\r\nThird \u00e9t\u00e9.\rlast"
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert list(text_lines(tmp_path / "a.txt")) == ["First line.", "Second", "", "Third \u00e9t\u00e9.", "last"]
+    monkeypatch.setattr(corpus, "READ_BYTES", 64)
+    good = b"One paragraph.\n\nAnother.\n\n" + b"More text here.\n\n" * 8
+    (tmp_path / "big.txt").write_bytes(good + bytes(range(128, 256)) * 100)
+    rows = text_file_rows((str(tmp_path / "big.txt"),), 20)
+    assert next(rows) == {"text": "One paragraph."}  # read before the file's end, where it is not text
+    with pytest.raises(ConfigError, match="big.txt is not UTF-8 text"):
+        list(rows)
 
 
 def test_embedded_corpus(tmp_path_factory, monkeypatch):
     """Rows of ~3 KB whole speeches: with a small context, a batch is a row and its continuations,
     each a contiguous piece of the corpus."""
-    corpus = read_text(embedded_path("shakespeare"))
+    corpus = "\n".join(text_lines(embedded_path("shakespeare")))
     cache = str(tmp_path_factory.mktemp("embedded"))
     for name in ("bytes", "gpt2"):
         tok = get_tokenizer(name)

@@ -6,11 +6,13 @@ A book is one long document; as a single row it would be cut at the context and 
 `row_chars` characters: rows keep their sentence structure, and a row never spans two works.
 """
 
+import codecs
 import gzip
 import hashlib
+import itertools
 import logging
-import re
 import zlib
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -20,66 +22,87 @@ log = logging.getLogger(__name__)
 
 EMBEDDED = {"shakespeare": "shakespeare.txt.gz"}  # name -> file in data/assets
 DEFAULT_ROW_CHARS = 3000
-WORK_SEPARATOR = re.compile(r"^\f$", re.MULTILINE)  # a line holding only a form feed separates works
-BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")  # one or more blank lines between paragraphs
+WORK_SEPARATOR = "\f"  # a line holding only a form feed separates works
+READ_BYTES = 1 << 24  # a text file is read, decoded and cut into rows this many bytes at a time
 
 
-def paragraph_rows(text: str, row_chars: int = DEFAULT_ROW_CHARS) -> list[str]:
+def paragraph_rows(lines: Iterable[str], row_chars: int = DEFAULT_ROW_CHARS) -> Iterator[str]:
     """Group consecutive paragraphs into rows of at most `row_chars` characters; works separated by a
     form-feed line are never joined. A longer paragraph (or a file with no blank lines at all) is cut at
-    line ends, and a longer line at `row_chars`."""
-    rows = []
-    for work in WORK_SEPARATOR.split(text):
-        paragraphs = [p.rstrip() for p in BLANK_LINES.split(work.strip())]
-        pieces = [piece for p in paragraphs if p for piece in (line_rows(p, row_chars) if len(p) > row_chars else [p])]
-        rows += packed(pieces, "\n\n", row_chars)
-    return rows
+    line ends, and a longer line at `row_chars`. Lazy: a file streams through a line at a time."""
+    for _, work in itertools.groupby(paragraphs(lines), key=lambda numbered: numbered[0]):
+        pieces = (piece for _, p in work for piece in (line_rows(p, row_chars) if len(p) > row_chars else [p]))
+        yield from packed(pieces, "\n\n", row_chars)
+
+
+def paragraphs(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(work number, paragraph) of text lines: a paragraph ends at a line of only spaces and tabs, keeping its
+    first line's indentation (verse, an indented code block) and losing its trailing whitespace."""
+    work, paragraph = 0, []
+    for line in lines:
+        if line == WORK_SEPARATOR or not line.strip(" \t"):
+            if text := "\n".join(paragraph).rstrip():
+                yield work, text
+            work, paragraph = work + (line == WORK_SEPARATOR), []
+        else:
+            paragraph.append(line)
+    if text := "\n".join(paragraph).rstrip():
+        yield work, text
 
 
 def line_rows(paragraph: str, row_chars: int) -> list[str]:
     """A paragraph longer than a row as rows of consecutive lines."""
     lines = [line[i:i + row_chars] for line in paragraph.split("\n") for i in range(0, len(line) or 1, row_chars)]
-    return packed(lines, "\n", row_chars)
+    return list(packed(lines, "\n", row_chars))
 
 
-def packed(parts: list[str], separator: str, limit: int) -> list[str]:
+def packed(parts: Iterable[str], separator: str, limit: int) -> Iterator[str]:
     """Consecutive parts joined by `separator` into strings of at most `limit` characters (a longer part alone)."""
-    out, current, size = [], [], 0
+    current, size = [], 0
     for part in parts:
         if current and size + len(separator) + len(part) > limit:
-            out.append(separator.join(current))
+            yield separator.join(current)
             current, size = [], 0
         size += len(part) + (len(separator) if current else 0)
         current.append(part)
     if current:
-        out.append(separator.join(current))
-    return out
+        yield separator.join(current)
 
 
 MAX_NOT_UTF8 = 0.001  # a share of a file's bytes: a few stray bytes are read as U+FFFD, more is another encoding
 
 
-def read_text(path: Path) -> str:
-    """A text file's content as UTF-8 with Unix line ends (gzip-compressed if it ends in .gz, any case). A few
-    undecodable bytes become U+FFFD, with a warning; a file with more is another encoding or not text, and an
-    error (it trained on U+FFFD)."""
+def text_lines(path: Path) -> Iterator[str]:
+    """A text file's lines (without their ends: \\n, \\r\\n or \\r), read as UTF-8 a block at a time (gzip-compressed
+    if it ends in .gz, any case; a byte-order mark dropped). A few undecodable bytes become U+FFFD, with a warning; a
+    file with more is another encoding or not text, and an error (it trained on U+FFFD)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    read = replaced = 0
+    tail = ""  # the unfinished last line of the blocks so far
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            while block := f.read(READ_BYTES):
+                if not read and block.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic: read by name only
+                    raise ConfigError(f"{path} holds gzip-compressed data; name it {path.name}.gz, or decompress it")
+                text = decoder.decode(block)
+                read, replaced = read + len(block), replaced + text.count("\ufffd") - block.count("\ufffd".encode())
+                if replaced > MAX_NOT_UTF8 * read:
+                    raise ConfigError(f"{path} is not UTF-8 text ({replaced:,} of its first {read:,} bytes are not "
+                                      f"UTF-8): a binary file, or another encoding; convert it, e.g. iconv -f latin1 "
+                                      f"-t utf-8 FILE > FILE.utf8")
+                lines = (tail + text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                if text.endswith("\r"):  # its \n may start the next block
+                    lines[-2:] = [lines[-2] + "\r"]
+                tail = lines.pop()
+                yield from lines
+            tail += decoder.decode(b"", final=True)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
                           f"rename it without .gz") from None
-    if data.startswith(b"\x1f\x8b") and opener is open:  # gzip's magic bytes: read through gzip by name only
-        raise ConfigError(f"{path} holds gzip-compressed data; name it {path.name}.gz, or decompress it")
-    text = data.decode("utf-8", errors="replace")
-    replaced = text.count("\ufffd") - data.count("\ufffd".encode())
-    if replaced > MAX_NOT_UTF8 * len(data):
-        raise ConfigError(f"{path} is not UTF-8 text ({replaced:,} of its {len(data):,} bytes are not UTF-8): a binary "
-                          f"file, or another encoding; convert it, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8")
     if replaced:
         log.warning("%s: %d bytes are not UTF-8 and are read as U+FFFD", path, replaced)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    yield from tail.replace("\r", "\n").split("\n")
 
 
 def embedded_path(name: str) -> Path:

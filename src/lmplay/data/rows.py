@@ -21,11 +21,13 @@ import numpy as np
 
 from lmplay.errors import ConfigError
 
-# A sentence ends after terminal punctuation (and any closing quotes/brackets) followed by whitespace,
-# or at the end of a paragraph. Cuts are placed right before the whitespace: for byte-level BPE (gpt2)
-# and bytes a token never spans a non-space/space transition, so cuts are token boundaries and a text
-# tokenized whole has exactly the same tokens as one tokenized sentence by sentence.
-SENTENCE_END = re.compile(r"""[.!?…。！？]+["'”’)\]]*(?=\s)""")
+# A sentence ends after terminal punctuation (and any closing quotes/brackets) followed by whitespace, after a
+# full-width one (CJK text has no spaces between sentences) followed by whitespace, a letter or a digit, or at the
+# end of a paragraph. For byte-level BPE (gpt2) and bytes a token never spans a space/non-space transition, nor
+# the end of a run of punctuation before a letter or digit, so cuts are token boundaries and a text tokenized whole
+# has exactly the same tokens as one tokenized sentence by sentence. "U.S.A" and "3.14" end no sentence.
+CLOSERS = "\"'”’)\\]」』）】》"
+SENTENCE_END = re.compile(rf"""[.!?…]+[{CLOSERS}]*(?=\s)|[。！？][.!?…。！？]*[{CLOSERS}]*(?=\s|[^\W_])""")
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 @dataclass(frozen=True)

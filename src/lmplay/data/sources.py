@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import huggingface_hub.constants
 
-from lmplay.data.corpus import DEFAULT_ROW_CHARS, EMBEDDED, embedded_path, file_digest, paragraph_rows, read_text
+from lmplay.data.corpus import DEFAULT_ROW_CHARS, EMBEDDED, embedded_path, file_digest, paragraph_rows, text_lines
 from lmplay.data.hf import hf_datasets
 from lmplay.data.rows import RowFormat
 from lmplay.errors import ConfigError
@@ -438,24 +438,31 @@ def _one_kind(paths: list[Path], folder: Path, where: str) -> str:
 
 def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, str, list[str]]:
     """Plain text files as paragraph rows (see corpus.py), one file after another, identified by their content
-    hashes. The rows are read and cut when the loader is called (a stream's at once: a stream is not cached)."""
+    hashes. The rows are read and cut when the loader is called; a stream's as it is iterated, a line at a time."""
     row_chars = spec.row_chars or DEFAULT_ROW_CHARS
     read = [file_digest(p) + (":gunzipped" if p.suffix.lower() == ".gz" else "") for p in paths]  # the same bytes
     identity = f"text:{','.join(read)}:{row_chars}"  # named a.txt.gz are other rows, or none
+    if spec.streaming:  # a tuple: datasets would shard a list of paths across workers, out of order
+        return _loaded(hf_datasets().IterableDataset.from_generator(
+            text_file_rows, gen_kwargs={"paths": tuple(map(str, paths)), "row_chars": row_chars}), identity)
 
-    def records() -> Dataset | IterableDataset:
+    def records() -> Dataset:
         import pyarrow as pa
 
-        rows = [row for p in paths for row in paragraph_rows(read_text(p), row_chars)]
+        rows = [row["text"] for row in text_file_rows(tuple(map(str, paths)), row_chars)]
         # The fingerprint is the files' identity: from_dict would pickle all the rows with dill to make one, which
         # takes seconds for a big folder, and failed on an H200 machine's Python 3.12.3 (pyarrow's MonthDayNano)
         fingerprint = hashlib.sha256(identity.encode()).hexdigest()[:32]
-        rows = hf_datasets().Dataset(pa.table({"text": rows}), fingerprint=fingerprint)
-        return rows.to_iterable_dataset() if spec.streaming else rows
+        return hf_datasets().Dataset(pa.table({"text": rows}), fingerprint=fingerprint)
 
-    if spec.streaming:
-        return _loaded(records(), identity)
     return records, identity, ["text"]
+
+
+def text_file_rows(paths: tuple[str, ...], row_chars: int) -> Iterator[dict[str, str]]:
+    """The paragraph rows of text files as records, a file's lines read as they are needed."""
+    for path in paths:
+        for row in paragraph_rows(text_lines(Path(path)), row_chars):
+            yield {"text": row}
 
 
 def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:
