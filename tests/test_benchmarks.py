@@ -24,3 +24,20 @@ def test_a_bad_argument_is_one_line_before_any_measurement(script, args, message
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_bare_loop_trains_each_stage_with_the_stage_s_own_batch_settings(tmp_path, monkeypatch):
+    """The bare loop took the run's batch_size and mini_batch_size for every stage, and crashed where the first
+    stage ended: a plan with stage overrides compared different work (a reviewer's read 0.496)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import train_loop
+
+    plan = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2, overrides: {batch_size: 4, "
+            "mini_batch_size: 1, include_prompts: false}}, {name: b, datasets: [shakespeare], steps: 5}]")
+    bare = train_loop.BareLoop(train_loop.parser().parse_args(["--exp", "test_runner", plan]), tmp_path)
+    drawn = []
+    next_batch = bare.curriculum.next_batch
+    monkeypatch.setattr(bare.curriculum, "next_batch", lambda *a: drawn.append(a) or next_batch(*a))
+    assert all(bare.step() > 0 for _ in range(4))
+    assert drawn == [(4, False), (4, False), (4, False), (8, True), (8, True)]  # the 3rd: stage a's end
+    assert bare.settings.mini_batch_size == 4 and bare.curriculum.stage_index == 1

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from conftest import REPO, python_path, run_cli
 import lmplay.stats.plot
 from lmplay.errors import ConfigError
-from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline, plot_all
+from lmplay.stats.plot import comparison_table, curve, group_runs, pick_baseline, plot_all, smoothing_unit
 from lmplay.stats.runs import load_runs
 
 
@@ -388,8 +388,12 @@ def test_a_run_logged_every_4_steps_draws_on_the_curve_of_the_same_run_logged_ev
                                                                                     r["step"] + 1)]))}
                           for r in stats["train"] if r["step"] % every == 0]
         (run / "stats.json").write_text(json.dumps(stats))
-    each, four = (curve(g, "train", "loss") for g in group_runs(load_runs([tmp_path / "each", tmp_path / "four"])))
+    groups = group_runs(load_runs([tmp_path / "each", tmp_path / "four"]))
+    each, four = (curve(g, "train", "loss") for g in groups)
     assert np.allclose(four.mean, each.at(four.tokens).mean(0), atol=1e-4)  # (the fake counts start at 1, not 0)
+    unit = smoothing_unit(groups, "train")  # smoothed per record, the 4-step run lagged 4x as far and drew +0.35
+    each, four = (curve(g, "train", "loss", 0.8, unit) for g in groups)  # above in a reviewer's identical runs
+    assert np.allclose(four.mean, each.at(four.tokens).mean(0), atol=1e-4)
 
 
 def test_what_fresh_true_set_aside_is_no_run(tmp_path):

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, python_path, run_cli
-from lmplay.hydra_app import job_dir_name
+from lmplay.config import CONF_DIR
+from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
-from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
+from lmplay.sweep import (SweepSummary, earlier_wall_time, job_configs, repeated_configs, shared_job_dir, summarize,
+                          write_summary)
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -203,11 +206,62 @@ def test_a_sweep_is_checked_one_value_at_a_time():
 @pytest.mark.parametrize("sweep, message", [
     (["exp=test_runner,nope"], "exp=nope is unknown; available: "),
     (["exp=test_runner", "optimizer.lrr=1e-3,2e-3"], "unknown key 'optimizer.lrr' (did you mean optimizer.lr?)"),
+    (["exp=test_runner", "hydra.job.config.override_dirname.exclude_keys=[seed,fresh,device]"],
+     "jobs 0 and 1 of this sweep would share the dir "),  # job 1 resumed job 0's run as its own, exit 0
+    (["exp=glob(*_tes)"], "exp=glob(*_tes) matches no choice, so the sweep has no jobs"),  # exit 0, its dir left
+    (["exp=test_runner", "batch_size=8,abc"],  # found after jobs 0 and 1 trained; its dir left behind
+     "job 2 (batch_size=abc seed=1 max_steps=2 device=cpu): batch_size='abc' should be"),
 ])
 def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep, message):
     proc = run_cli("lmplay.train", "-m", *sweep, "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def sweep_check(tmp_path: Path, typed: list[str], hydra: list[str] = ()) -> str | None:
+    """What the sweep's start says of its jobs' dirs, given the config its callbacks get: composed without its swept
+    values, which it lists."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("config", ["exp=test_runner", f"hydra.sweep.dir={tmp_path}", *hydra], return_hydra_config=True)
+        cfg.hydra.overrides.task = ["exp=test_runner", *typed]
+        return shared_job_dir(tmp_path, job_configs(cfg))
+
+
+def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_job(tmp_path, capsys):
+    """A job resumes what its dir holds: with seed left out of the dirs' names, or dirs numbered by job, a job trained
+    on from another's checkpoint, labelled as itself, and the sweep exited 0."""
+    excluded = ["hydra.job.config.override_dirname.exclude_keys=[seed,fresh,device]"]
+    said = sweep_check(tmp_path, ["lr=1e-3", "seed=1,2"], excluded)
+    assert said.startswith(f"jobs 0 and 1 of this sweep would share the dir {tmp_path}/exp=test_runner,lr=0.001 "
+                           f"(they differ in seed), and job 1 would train on from job 0's checkpoint"), said
+    assert sweep_check(tmp_path, ["lr=1e-3", "seed=1,2"]) is None  # named by every override
+    assert sweep_check(tmp_path, ["fresh=false,true"]) is None  # one run, trained on and then started over
+    assert sweep_check(tmp_path, ["seed=1,2"], ["hydra.sweep.subdir=s${seed}"]) is None  # named by a swept value
+    numbered = ["hydra.sweep.subdir=${hydra.job.num}"]
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "job.json").write_text(json.dumps({"overrides": ["exp=test_runner", "max_steps=2", "lr=0.002"]}))
+    said = sweep_check(tmp_path, ["max_steps=3", "lr=1e-3,2e-3"], numbered)
+    assert said is None  # job 1 is the earlier lr=0.002 job, trained on for longer (max_steps may change)
+    said = sweep_check(tmp_path, ["max_steps=3", "lr=2e-3,1e-3"], numbered)
+    assert said == (f"job 1 (max_steps=3 lr=0.001) would resume {tmp_path}/1, which holds the run of another job "
+                    f"(max_steps=2 lr=0.002): give this sweep a hydra.sweep.dir of its own, or name each job's dir by "
+                    f"its overrides (hydra.sweep.subdir's default)")
+    (tmp_path / "model.lmp").write_bytes(b"a run's checkpoint")
+    with pytest.raises(SystemExit) as e:
+        SweepSummary().on_multirun_start(compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}"]))
+    assert e.value.code == 2 and f"hydra.sweep.dir={tmp_path} holds a run (model.lmp), not a sweep" in \
+        capsys.readouterr().err  # whose resume was refused from then on: "a sweep's dir, not a run's"
+
+
+def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, capsys):
+    """hydra.output_subdir=.hydra: Hydra wrote .hydra/ before the run, left it behind a run refused for bad input, and
+    replaced a resumed run's overrides.yaml (its label) before lmplay read the earlier commands' overrides."""
+    with pytest.raises(SystemExit) as e:
+        WritableOutputDir().on_run_start(compose_config(["exp=test_runner", "hydra.output_subdir=.hydra",
+                                                         f"hydra.run.dir={tmp_path / 'run'}"]))
+    assert e.value.code == 2 and "hydra.output_subdir=.hydra: lmplay writes the run's .hydra/ itself" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):

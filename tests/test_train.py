@@ -286,6 +286,13 @@ def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp
     assert proc.returncode == 2 and not (tmp_path / "rd").exists()
 
 
+def test_help_with_a_misspelled_exp_is_one_line(tmp_path):
+    """Hydra's help composes the config outside its own error report: a traceback, exit 1."""
+    proc = run_cli("lmplay.train", "--help", "exp=test_runer", cwd=tmp_path)
+    assert_one_line_error(proc, "exp=test_runer is unknown (did you mean test_runner?)")
+    assert proc.returncode == 2
+
+
 def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_path):
     """A resume typing its two-stage plan's stage 1 against the default one-stage plan: 'list index out of range'."""
     proc = run_cli("lmplay.train", "exp=test_runner", "curriculum.stages.1.overrides.lr=2e-4", cwd=tmp_path)
@@ -899,6 +906,8 @@ def test_windows_with_no_answer_token_are_skipped_and_the_stage_still_trains_its
     (["exp=nnmemory_test", "model.num_cell=8"], "unknown key 'model.num_cell' (did you mean model.num_cells?)"),
     (["exp=test_runner,nnmemory_test", "model.num_cells=8"],
      "(model.num_cells is a key of exp=nnmemory/nnmemory_mini/nnmemory_test) (in the sweep's job exp=test_runner)"),
+    (["+lr=1e-3"], "error: lr is a key already: set it without the +, lr=VALUE"),  # Hydra's "Could not append"
+    (["exp="], "error: exp= is unknown; available: attn_temp, "),  # "Could not find 'exp/'", no choices
 ])
 def test_an_unknown_keys_hint_comes_from_the_groups_chosen(capsys, overrides, message):
     with pytest.raises(SystemExit):

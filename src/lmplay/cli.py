@@ -50,6 +50,13 @@ HYDRA_FLAGS = HYDRA_VALUE_FLAGS | {"-h", "--help", "--hydra-help", "--version", 
                                    "--multirun", "-sc", "--shell-completion"}
 
 
+def is_sweep(argv: list[str]) -> bool:
+    """-m, or the override that Hydra reads as -m (hydra.mode=MULTIRUN), which got past every check of -m."""
+    return bool({"-m", "--multirun"} & set(argv)) or any(
+        a.split("=", 1)[0].lstrip("+") == "hydra.mode" and a.split("=", 1)[-1].strip().upper() == "MULTIRUN"
+        for a in argv)
+
+
 def quote(value: str, always: bool = False) -> str:
     """Quote a value for Hydra's override grammar when it holds spaces or special characters (`always`: also
     when Hydra would read it as a number or true/false). Inside quotes Hydra unescapes only backslashes before

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lmplay.cli import HYDRA_VALUE_FLAGS, fail, printable, quote, reader_may_stop, report, translate_flags
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, is_sweep, printable, quote, reader_may_stop, report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value, root_config
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
@@ -297,7 +297,7 @@ def end_streamed_line() -> None:
 
 def cli() -> None:
     argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
-    if any(arg in ("-m", "--multirun") for arg in argv):  # each job's text would print unlabelled, and a multirun/
+    if is_sweep(argv):  # each job's text would print unlabelled, and a multirun/
         fail("generate takes no -m: it prints, and writes no run dirs; run it once per setting (num_samples=N "
              "samples a prompt N times)")  # dir be left behind
     run_hydra_app(main, argv, "generate")

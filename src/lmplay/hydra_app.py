@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from lmplay.cli import fail, launcher_rank
+from lmplay.cli import fail, is_sweep, launcher_rank
 from lmplay.config import configs_missing
 from lmplay.errors import ConfigError
 from lmplay.files import planted_symlink, symlink_refused
-from lmplay.overrides import (ambiguous_value, config_flags, group_choices, launcher_not_chosen, precheck,
-                              reject_bare_words, reject_literal_interpolation_in_run_name, typed_overrides,
+from lmplay.overrides import (already_a_key, ambiguous_value, config_flags, group_choices, launcher_not_chosen,
+                              precheck, reject_bare_words, reject_literal_interpolation_in_run_name, typed_overrides,
                               unknown_hydra_key, with_config_dir)
 
 _ctrl_c: list[int] = []  # a Ctrl-C reached this command (note_ctrl_c)
@@ -64,7 +65,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--help | head`: Hydra prints it, and would print a
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
-    if {"-m", "--multirun"} & set(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
+    if is_sweep(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
         reject_sweep_under_torchrun()
     reject_literal_interpolation_in_run_name(argv)
     check_own_exp_files_of_a_sweep(argv, config_name)
@@ -102,11 +103,15 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
             if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
                 fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
-            if there := re.search(r"Could not append to config. An item is already at '(hydra\.[\w.]+)'|"
-                                  r"Error merging override \+(hydra\.[\w.]+)=", hydra_said):
-                key = there[1] or there[2]
-                fail(f"{key} is a key already: set it without the +, {key}=VALUE")
+            if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
+                fail(there)
             sys.stderr.write(hydra_said)
+        raise
+    except HydraException:  # `--help exp=test_runer`: Hydra's help composes the config outside its error report
+        if not PRINT_ONLY_FLAGS & set(argv):
+            raise
+        HeldStderr.give_back()
+        precheck(typed_overrides(argv), config_name)
         raise
     except ValueError as e:
         if "Only one of --run, --multirun" not in str(e):
@@ -227,6 +232,7 @@ class WritableOutputDir(Callback):
     path that is a file or a read-only place is one line, not Hydra's traceback."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        reject_output_subdir(config)
         # the run dir names the experiment through ${hydra:runtime.choices.exp}, which resolves only once
         # HydraConfig holds this config; Hydra sets it a moment later for the job anyway
         HydraConfig.instance().set_config(config)
@@ -238,7 +244,16 @@ class WritableOutputDir(Callback):
         check_writable_dir(Path(run_dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        reject_output_subdir(config)
         check_writable_dir(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def reject_output_subdir(config: Any) -> None:
+    """Hydra would write its .hydra/ before the job starts: a run refused for bad input left it behind, and a resume's
+    overrides.yaml was replaced by this command's before lmplay read the run's earlier overrides (its label)."""
+    if config.hydra.output_subdir is not None:
+        fail(f"hydra.output_subdir={config.hydra.output_subdir}: lmplay writes the run's .hydra/ itself, once the run "
+             f"has started cleanly, with the settings it trains with; drop hydra.output_subdir")
 
 
 class SlurmAvailable(Callback):
@@ -274,15 +289,20 @@ def read_only(path: Path) -> bool:
         return False
 
 
+SUMMARY_LOCK = ".summary.lock"  # the sweep's jobs write its summary.md one at a time
+SWEEP_OWN_FILES = ("multirun.yaml", SUMMARY_LOCK)  # Hydra's record of the sweep, and the summary's lock
+
+
 def remove_unused_sweep_dir() -> None:
-    """A sweep that failed before any job leaves its dir empty or holding only Hydra's multirun.yaml: remove it."""
+    """A sweep that failed before any job leaves its dir empty or holding only its own files: remove it."""
     for sweep_dir in _sweep_dirs:
         try:
-            unused = sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"])
+            unused = sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= set(SWEEP_OWN_FILES)
         except OSError:  # a name too long to be a dir: nothing was made
             continue
         if unused:
-            (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+            for name in SWEEP_OWN_FILES:
+                (sweep_dir / name).unlink(missing_ok=True)
             remove_made_dirs(sweep_dir)
 
 
@@ -304,7 +324,7 @@ def check_own_exp_files_of_a_sweep(argv: list[str], config_name: str) -> None:
     """A sweep over configs of the user's own (--config-dir, hydra.searchpath) is checked whole before it starts, as
     a single run is: Hydra composes each job only as it starts, and an exp file without its `# @package _global_`
     made a sweep dir whose jobs failed one by one."""
-    if not {"-m", "--multirun"} & set(argv) or config_name != "config" or PRINT_ONLY_FLAGS & set(argv):
+    if not is_sweep(argv) or config_name != "config" or PRINT_ONLY_FLAGS & set(argv):
         return
     overrides, flags = typed_overrides(argv), config_flags(argv)
     own = flags.get("dir") or any(o.lstrip("+").startswith("hydra.searchpath") for o in overrides)

@@ -19,10 +19,13 @@ from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
 
 
-def top1_correct(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """How many real targets have the highest logit: `target logit >= max logit` rather than an argmax,
-    which on a CPU is 5-10x slower than a max (and a tie, rare in floats, counts as correct)."""
+def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False) -> torch.Tensor:
+    """How many real targets are their logits' argmax. Logits computed in fp32 hardly ever tie, and there `target
+    logit >= max logit` counts the same hits 5-10x faster on a CPU than an argmax; a bf16 or fp16 model's logits
+    (amp=true) do tie (`ties`): counted as hits, ties read ~1% more accuracy than the same model's in fp32."""
     real = targets != IGNORE_INDEX
+    if ties:
+        return ((logits.argmax(-1) == targets) & real).sum()
     target_logits = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return ((target_logits >= logits.amax(-1)) & real).sum()
 
@@ -147,7 +150,8 @@ class LMBase(MBase):
         flat_logits = real_columns(logits.reshape(-1, logits.size(-1)).float(), self.tokenizer_vocab_size)
         flat_targets = targets.reshape(-1)
         loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss_sum, top1_correct(flat_logits.detach(), flat_targets)  # detached: no autograd nodes to record
+        ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
+        return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text.

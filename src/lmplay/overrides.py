@@ -136,7 +136,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
             if headless:
                 fail(headless)
         except MissingConfigException as e:
-            missing = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
+            missing = re.search(r"Could not find '(.+)/([^/']*)'", str(e))  # `exp=`: no name at all
             if missing and e.options:
                 where = unimportable_searchpath(plain) or installed_elsewhere(missing[1], missing[2])
                 near = [] if where else difflib.get_close_matches(missing[2], e.options, n=1)
@@ -280,11 +280,22 @@ def one_line(e: Exception, overrides: list[str], config_name: str = "config") ->
         if config_name == "config" and (unlisted := unlisted_model_parameter(str(key), choices)):
             return unlisted
         return unknown_key(str(key), every_key(config_name, choices)) + hint
+    if there := already_a_key(text):
+        return there
     if "index out of range" in text and (past := past_the_plan(overrides, config_name)):
         return (f"{' '.join(past)}: the plan of curriculum={group_choice(overrides, 'curriculum')} has no such stage "
                 f"or dataset; a run resumed with another plan is typed with the keys it started with (its "
                 f".hydra/overrides.yaml), e.g. curriculum=two_stage curriculum.path=FILE")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def already_a_key(hydra_said: str) -> str | None:
+    """`+lr=1e-3`: Hydra's "Could not append to config. An item is already at 'lr'", said as its fix."""
+    if there := re.search(r"Could not append to config. An item is already at '([\w.]+)'|"
+                          r"Error merging override \+([\w.]+)=", hydra_said):
+        key = there[1] or there[2]
+        return f"{key} is a key already: set it without the +, {key}=VALUE"
+    return None
 
 
 def unknown_plan_key(key: str) -> str:

@@ -30,7 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "the run dir TEXT itself (default: the first run)")
     parser.add_argument("--train", action="store_true", help="also plot the training loss and accuracy")
     parser.add_argument("--smooth", type=float, default=0.8, metavar="S",
-                        help="exponential smoothing of training curves, 0 (none) to <1 (default 0.8)")
+                        help="exponential smoothing of training curves, TensorBoard's weight per point of the most often "
+                             "logged run (others by the tokens between their points): 0 (none) to <1 (default 0.8)")
     parser.add_argument("--smooth-validation", type=float, default=0.0, metavar="S",
                         help="the same for validation curves (default 0: each point is already an average)")
     parser.add_argument("--logx", action="store_true", help="log scale for tokens seen")

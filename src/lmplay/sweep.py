@@ -28,16 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmplay.cli import launcher_rank, printable, run_main
+from lmplay.cli import fail, launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, training_into, write_atomic
-from lmplay.hydra_app import JobError
+from lmplay.hydra_app import (
+    SUMMARY_LOCK,
+    JobError,
+    readable_config,
+    remove_unused_sweep_dir,
+)
 from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
@@ -57,6 +63,16 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if (sweep_dir / "model.lmp").exists() and not (sweep_dir / "multirun.yaml").exists():
+            fail(f"hydra.sweep.dir={sweep_dir} holds a run (model.lmp), not a sweep: its jobs' dirs inside it would "
+                 f"keep that run from being resumed; give the sweep a dir of its own")
+        jobs = job_configs(config)
+        if clash := shared_job_dir(sweep_dir, jobs):
+            fail(clash)
+        check_job_settings(jobs)
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         job_dir = Path(config.hydra.runtime.output_dir)
         # a job's other tasks are its other ranks; a job another run is training is refused (hold_run_dir)
@@ -99,6 +115,11 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
+        if not dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra")):  # `exp=glob(*_tes)`: Hydra launched 0 jobs
+            remove_unused_sweep_dir()
+            globs = [o for o in config.hydra.overrides.task if "glob(" in o]
+            fail(f"{' '.join(globs) or 'the sweep'} matches no choice, so the sweep has no jobs; --help lists the "
+                 f"choices")
         summary = write_summary(sweep_dir)
         print(printable(summary["markdown"]))  # job.json's strings are data
         print(f"summary: {sweep_dir / 'summary.md'} and summary.json")
@@ -291,14 +312,19 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
 def planned_jobs(sweep_dir: Path) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper expands the sweep that multirun.yaml records ([] for
     other sweepers, or what cannot be expanded without Hydra's config loader, such as glob())."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     try:
         hydra = (read_yaml(sweep_dir / "multirun.yaml") or {}).get("hydra") or {}
     except ConfigError:  # damaged: the jobs' own dirs still make the summary
         return []
+    return expanded_jobs(hydra)
+
+
+def expanded_jobs(hydra: dict[str, Any]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper expands a sweep's `hydra` config node (see planned_jobs)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     sweeper = hydra.get("sweeper") or {}
     if sweeper.get("_target_") != BASIC_SWEEPER:
         return []
@@ -308,6 +334,84 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except (HydraException, ValueError):
         return []
+
+
+RESUME_MAY_CHANGE = ("max_steps", "fresh", "device")  # what a rerun of a sweep may change for a job it resumes
+
+
+def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """Each job's overrides and config, composed by Hydra's config loader as its launcher will (the basic sweeper's
+    jobs; none for another sweeper's, or a glob()'s, that only the sweeper knows)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader, jobs = GlobalHydra.instance().config_loader(), []
+    for num, job in enumerate(expanded_jobs(OmegaConf.to_container(config.hydra, resolve=False))):
+        cfg = loader.load_sweep_config(config, job)
+        with open_dict(cfg):
+            cfg.hydra.job.num = cfg.hydra.job.id = num
+        jobs.append((job, cfg))
+    return jobs
+
+
+def shared_job_dir(sweep_dir: Path, jobs: list[tuple[list[str], DictConfig]]) -> str | None:
+    """Why two of the sweep's jobs, or a job and an earlier sweep's, would share a dir, if they would. A job resumes
+    what its dir holds: a swept key left out of the dirs' names (`exclude_keys=[seed]`, `subdir=${hydra.job.num}`)
+    trained the second job on from the first's checkpoint, labelled as itself."""
+    taken: dict[Path, tuple[int, dict[str, Any]]] = {}
+    for num, (job, cfg) in enumerate(jobs):
+        values = typed_values(job)
+        try:
+            job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
+        except Exception:  # noqa: BLE001 - a subdir of the job's runtime (${hydra:runtime...}): told as it runs
+            return None
+        if values is None:
+            return None
+        other, other_values = taken.get(job_dir, (num, values))
+        if keys := differing(values, other_values):  # not fresh=false,true: one run, trained on, then started over
+            return (f"jobs {other} and {num} of this sweep would share the dir {job_dir} (they differ in "
+                    f"{', '.join(keys)}), and job {num} would train on from job {other}'s checkpoint as if it were its "
+                    f"own: name each job's dir by every key the sweep varies (keep them out of "
+                    f"hydra.job.config.override_dirname.exclude_keys; hydra.sweep.subdir is named by them by default)")
+        taken[job_dir] = num, values
+        recorded = read_job(job_dir).get("overrides")
+        earlier = typed_values(recorded) if recorded is not None else values
+        if earlier is not None and differing(values, earlier):
+            return (f"job {num} ({shown_overrides(job)}) would resume {job_dir}, which holds the run of another job "
+                    f"({shown_overrides(recorded)}): give this sweep a hydra.sweep.dir of its own, or name each job's dir "
+                    f"by its overrides (hydra.sweep.subdir's default)")
+    return None
+
+
+def check_job_settings(jobs: list[tuple[list[str], DictConfig]]) -> None:
+    """A job's bad value (max_steps=abc, lr=${nope}) is one line before any job trains, as a single run's is: found as
+    the job started, it came after the jobs before it had trained, and left a job dir named by the bad value."""
+    from lmplay.train import check_run_settings
+
+    for num, (job, cfg) in enumerate(jobs):
+        HydraConfig.instance().set_config(cfg)  # as the launcher sets it for the job, whose config is the rest
+        task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+        try:
+            with readable_config():
+                check_run_settings(task)
+        except ConfigError as e:
+            fail(f"job {num} ({shown_overrides(job)}): {e}")
+
+
+def differing(values: dict[str, Any], others: dict[str, Any]) -> list[str]:
+    """The keys two jobs set apart, but for those a resume may change."""
+    return sorted(k for k in values.keys() | others.keys()
+                  if values.get(k) != others.get(k) and k not in RESUME_MAY_CHANGE)
+
+
+def typed_values(overrides: list[str]) -> dict[str, Any] | None:
+    """key -> value of a job's overrides, as Hydra reads them (lr=1e-3 and lr=0.001 are one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+    except (HydraException, ValueError):
+        return None
 
 
 def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
@@ -455,7 +559,7 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
     """Write summary.json and summary.md in the sweep dir; returns {"jobs", "over_seeds", "markdown"}. Parallel
     jobs (joblib, SLURM) each write it as they end: one at a time, each reading the job files after its own
     update, so the last summary written is never one that read another job's file before that job updated it."""
-    with exclusive(sweep_dir / ".summary.lock"):
+    with exclusive(sweep_dir / SUMMARY_LOCK):
         rows = summarize(sweep_dir)
         groups = repeated_configs(rows)
         write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,

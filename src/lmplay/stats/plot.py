@@ -283,15 +283,27 @@ def unmatched(group: Group, groups: list[Group], base: int) -> bool:
     return swept and base == 0 and group.runs[0].exp != base_exp and not same_settings(group, groups[0], NOT_SETTINGS)
 
 
-def ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average, debiased so the start is not pulled to 0."""
+def ema(values: np.ndarray, weight: float, spans: np.ndarray | None = None) -> np.ndarray:
+    """TensorBoard's smoothing, an exponential moving average debiased so the start is not pulled to 0, with each
+    point weighted by what it spans: a point `spans[i]` units after the one before decays the average by
+    weight**spans[i]. Per point alone, a run that logged every 4 steps was smoothed over 4x the tokens of the same
+    run logged every step, lagged 4x as far behind its loss, and drew above it."""
     if weight <= 0 or len(values) < 2:
         return values
-    out, last = np.empty_like(values), 0.0
-    for i, v in enumerate(values):
-        last = last * weight + (1 - weight) * v
-        out[i] = last / (1 - weight ** (i + 1))
+    out, last, norm = np.empty_like(values), 0.0, 0.0
+    for i, (v, span) in enumerate(zip(values, np.ones(len(values)) if spans is None else spans)):
+        decay = weight ** max(span, 1e-9)  # a validation at 0 tokens spans none: its value alone, then
+        last, norm = last * decay + (1 - decay) * v, norm * decay + (1 - decay)
+        out[i] = last / norm
     return out
+
+
+def smoothing_unit(groups: list[Group], kind: str) -> float:
+    """The tokens between two points of the most often logged run (its median): one unit of smoothing, so that
+    every run of a plot is smoothed over the same tokens."""
+    gaps = [float(np.median(np.diff(ends))) for g in groups for run in g.runs
+            if len(ends := [float(r["tokens"]) for r in getattr(run, kind)]) > 1]
+    return min((gap for gap in gaps if gap > 0), default=1.0)
 
 
 def placed(records: list[dict[str, Any]], kind: str) -> list[float]:
@@ -305,7 +317,7 @@ def placed(records: list[dict[str, Any]], kind: str) -> list[float]:
     return [(start + end) / 2 for start, end in zip([0.0, *ends[:-1]], ends)]
 
 
-def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | None:
+def curve(group: Group, kind: str, metric: str, smooth: float = 0.0, unit: float = 1.0) -> Curve | None:
     """The group's line. Seeds of one configuration validate at the same sample counts, so their records
     line up by `samples`; the curve keeps the sample counts that every seed has reached. A seed with under half
     the points of the group's furthest one (still training, or stopped early) is left out, rather than cutting
@@ -314,8 +326,12 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0) -> Curve | 
     for run in group.runs:
         records = [r for r in getattr(run, kind) if r.get(metric) is not None]
         if records:
-            values = ema(np.array([r[metric] for r in records], dtype=float), smooth)
-            per_run.append({r["samples"]: (x, v) for r, x, v in zip(records, placed(records, kind), values)})
+            spans = np.diff([float(r["tokens"]) for r in records], prepend=0.0) / unit
+            values = ema(np.array([r[metric] for r in records], dtype=float), smooth, spans)
+            # each smoothed value at the mean place of the records it averages, with their weights: curves of the
+            # same loss then coincide however often their runs logged (a smoothed curve lags its records no more)
+            places = ema(np.array(placed(records, kind)), smooth, spans)
+            per_run.append({r["samples"]: (x, v) for r, x, v in zip(records, places, values)})
             seeds.append(trained_seed(run))
     furthest = max(map(len, per_run), default=0)
     kept = [i for i, p in enumerate(per_run) if 2 * len(p) >= furthest]
@@ -397,7 +413,7 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
     files = []
     for kind in kinds:
         for metric, ylabel in METRICS.items():
-            all_curves = [curve(g, kind, metric, smooth[kind]) for g in groups]
+            all_curves = [curve(g, kind, metric, smooth[kind], smoothing_unit(groups, kind)) for g in groups]
             curves = [c for c in all_curves if c is not None]
             if not curves:
                 continue
