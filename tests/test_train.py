@@ -22,7 +22,7 @@ from lmplay import generate, train
 from lmplay.cli import translate_flags
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
-from lmplay.overrides import precheck
+from lmplay.overrides import ambiguous_value, precheck
 from lmplay.runner import base, checkpoint, progress
 from lmplay.stats import speed, tensorboard
 
@@ -350,6 +350,18 @@ def test_relative_data_paths_read_from_where_the_command_was_typed_under_hydra_j
 def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override, message):
     assert_one_line_error(run_cli("lmplay.train", "exp=test_runner", override, cwd=tmp_path), message)
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("app, typed, message", [
+    ("config", "lr=1e-3,2e-3", "error: lr=1e-3,2e-3: a comma makes a sweep, which needs -m\n"),  # no quoting advice
+    ("generate", "temperature=0.5,1.0", "error: temperature=0.5,1.0: generate takes one value a setting (a comma lists "
+                                        "several): run it once per value\n"),  # generate has no -m
+])
+def test_numbers_listed_without_a_sweep_are_not_told_to_be_quoted(capsys, app, typed, message):
+    """"quote it: temperature='0.5,1.0'" is no fix for a number, and generate takes no -m."""
+    with pytest.raises(SystemExit):
+        ambiguous_value(f"Ambiguous value for argument '{typed}'\n", app)
+    assert capsys.readouterr().err == message
 
 
 @pytest.mark.parametrize("override", ["run_name=bob's run", 'run_name=say "hi"', "run_name=a,${x}", "run_name=`x`=y",

@@ -98,7 +98,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             overrides, flags = typed_overrides(argv), config_flags(argv)
             if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
-            ambiguous_value(hydra_said)
+            ambiguous_value(hydra_said, config_name)
             if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
             if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):

@@ -18,7 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, override_value, root_config
+from lmplay.config import (CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, number_text, override_value,
+                           root_config)
 from lmplay.errors import ConfigError
 
 
@@ -200,12 +201,16 @@ def shell_word(text: str) -> str:
     return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
-def ambiguous_value(hydra_said: str) -> None:
+def ambiguous_value(hydra_said: str, config_name: str) -> None:
     """Hydra's five lines for `key=a,b` without -m, as one."""
     if found := re.search(r"Ambiguous value for argument '([^=']+)=(.*)'\n", hydra_said):
         key, value = found[1], found[2].replace("\\'", "'")
-        fail(f"{key}={value}: a comma makes a sweep, which needs -m; for one value that holds commas, quote it: "
-             f"{shell_word(f'{key}={quote(value, always=True)}')}; for a list, {shell_word(f'{key}=[{value}]')}")
+        listed = ("generate takes one value a setting (a comma lists several): run it once per value"
+                  if config_name == "generate" else "a comma makes a sweep, which needs -m")
+        text = "" if all(map(number_text, value.split(","))) else (  # numbers: a sweep, not a text with commas
+            f"; for one value that holds commas, quote it: {shell_word(f'{key}={quote(value, always=True)}')}; "
+            f"for a list, {shell_word(f'{key}=[{value}]')}")
+        fail(f"{key}={value}: {listed}{text}")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigIndexError, ConfigKeyError, ConfigTypeError
 
+from lmplay.config import quoted
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
 
@@ -92,8 +93,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
         if not _type_ok(value, schema[key]):
             kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
-            raise ConfigError(f"{component}.{key}={value!r} should be {kind}")  # not "like <default>": the
-            # schema's defaults are the class's own (torch's lr=0.001), not the config's
+            # not "like <default>": the schema's defaults are the class's own (torch's lr=0.001), not the config's
+            raise ConfigError(f"{component}.{key}={value!r} should be {kind}{quoted(value)}")
 
 
 IMPORTABLE = ("torch.optim", "lmplay.runner.schedules")  # the modules (and their submodules) a name from a
