@@ -52,6 +52,20 @@ def _stage_rows(stream: SizedStream, epochs: int, budget: int | None) -> tuple[n
     return (which, rows) if budget is None else (which[:budget], rows[:budget])
 
 
+def _gathered(stream: SizedStream, which: np.ndarray, rows: np.ndarray,
+              columns: Callable[[SizedRows], tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+    """Per-row columns of each dataset's table (`columns`), read at the stage's rows: dataset `which`, table row
+    `rows`."""
+    out: list[np.ndarray] = []
+    for d, src in enumerate(stream.sources):
+        sel = which == d
+        for i, column in enumerate(columns(src)):
+            if i == len(out):
+                out.append(np.zeros(len(rows), np.int64))
+            out[i][sel] = column[rows[sel]]
+    return out
+
+
 def _first_epochs(stream: SizedStream, budget: int | None) -> int:
     return math.ceil(budget / stream.epoch_len) if budget is not None else 1
 
@@ -63,11 +77,7 @@ def rows_steps(stream: SizedStream, stats: RowStats, batch_size: int, context_le
     epochs = _first_epochs(stream, budget)
     while True:
         which, rows = _stage_rows(stream, epochs, budget)
-        samples, counted = np.empty(len(rows), np.int64), np.empty(len(rows), np.int64)
-        for d, src in enumerate(stream.sources):
-            sel = which == d
-            s, c = stats(src)
-            samples[sel], counted[sel] = s[rows[sel]], c[rows[sel]]
+        samples, counted = _gathered(stream, which, rows, stats)
         cum_samples, cum_counted = np.cumsum(samples), np.cumsum(counted)
         i, steps, held = 0, 0, 0
         while i < len(rows) and (tokens is None or held < tokens):
@@ -104,11 +114,8 @@ def packed_steps(stream: SizedStream, batch_size: int, context_len: int, include
     epochs = _first_epochs(stream, budget)
     while True:
         which, rows = _stage_rows(stream, epochs, budget)
-        prompts, docs = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
-        for d, src in enumerate(stream.sources):
-            sel = which == d
-            prompts[sel] = src.table.prompt_lens[rows[sel]]
-            docs[sel] = 1 + prompts[sel] + src.table.text_lens[rows[sel]]
+        prompts, texts = _gathered(stream, which, rows, lambda src: (src.table.prompt_lens, src.table.text_lens))
+        docs = 1 + prompts + texts
         counts = np.full((int(docs.sum()) - 1) // T, T) if include_prompts else window_counts(prompts, docs, T)
         counts = counts[counts > 0]
         if tokens is None or not len(counts):  # none: the runner says the stage gives no batch
