@@ -167,6 +167,10 @@ def test_the_difference_from_the_baseline_has_the_spread_of_one_seeds_difference
     expected = np.hypot(idea.measured(end).std(ddof=1), base.measured(end).std(ddof=1))
     assert not idea.pairs_with(base) and -0.13 < diff < -0.07 and spread == pytest.approx(expected, abs=1e-4)
     assert spread > 0.005
+    groups = group_runs(load_runs([sweep / f"exp={exp},max_steps=40,seed={s}" for exp, seeds in (
+        ("gpt2ish_mini", (1, 2, 3)), ("attn_temp_mini", (1, 2))) for s in seeds]))  # the idea on 2 of 3 seeds: it
+    diff, spread = vs_cell(groups)  # was compared unpaired, against the mean of a seed it never ran too
+    assert -0.101 < diff < -0.099 and spread < 1e-4
 
 
 def test_baseline_can_be_named(sweep):

@@ -102,7 +102,8 @@ class Curve:
         return mine - theirs.mean(0)
 
     def pairs_with(self, base: "Curve") -> bool:
-        return self.num_seeds > 1 and None not in self.seeds and sorted(self.seeds) == sorted(base.seeds)
+        """Every seed of this curve is one the baseline ran too: seed by seed, the data order is the same."""
+        return self.num_seeds > 1 and None not in self.seeds and set(self.seeds) <= set(base.seeds)
 
     def spread_minus(self, base: "Curve", tokens: float) -> float | None:
         """The std of one seed's difference from the baseline at `tokens`: of the paired differences, else of two
@@ -476,7 +477,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
-            diff = loss.measured(end).mean() - losses[id(base)].measured(end).mean()
+            diff = loss.minus(losses[id(base)], np.array(end), "measured").mean()  # paired: on the idea's seeds
             spread = loss.spread_minus(losses[id(base)], end)
             diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}")
             row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
@@ -511,8 +512,8 @@ def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> s
               f"and than its usual spacing (a straight line across that gap would make the value up)"
               ) if "-" in cells else ""
     return (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds, and on 'vs baseline' the std "
-            "of one seed's difference (paired with the baseline's run of the same seed where both ran the same "
-            "seeds); 'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is "
+            "of one seed's difference (paired with the baseline's run of the same seed where the baseline ran "
+            "every seed of the row); 'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is "
             "compared with the baseline at its own settings.")
 
 
