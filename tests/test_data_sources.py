@@ -563,6 +563,9 @@ def test_text_files_are_read_a_block_at_a_time_with_line_ends_and_a_byte_order_m
     assert next(rows) == {"text": "One paragraph."}  # read before the file's end, where it is not text
     with pytest.raises(ConfigError, match="big.txt is not UTF-8 text"):
         list(rows)
+    (tmp_path / "lines.txt").write_bytes(b"A line of its own.\n" * 20 + bytes(range(128, 256)) * 100)
+    rows = text_file_rows((str(tmp_path / "lines.txt"),), 40)  # no blank lines: one paragraph, held whole until
+    assert next(rows) == {"text": "A line of its own.\nA line of its own."}  # its end, read the whole file first
 
 
 def test_embedded_corpus(tmp_path_factory, monkeypatch):

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, python_path, run_cli
-from lmplay.config import CONF_DIR
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
-from lmplay.sweep import (SweepSummary, earlier_wall_time, job_configs, repeated_configs, shared_job_dir, summarize,
+from lmplay.sweep import (SweepSummary, earlier_wall_time, repeated_configs, shared_job_dir, summarize,
                           write_summary)
 
 TINY = ["max_steps=2", "device=cpu"]
@@ -210,7 +208,8 @@ def test_a_sweep_is_checked_one_value_at_a_time():
      "jobs 0 and 1 of this sweep would share the dir "),  # job 1 resumed job 0's run as its own, exit 0
     (["exp=glob(*_tes)"], "exp=glob(*_tes) matches no choice, so the sweep has no jobs"),  # exit 0, its dir left
     (["exp=test_runner", "batch_size=8,abc"],  # found after jobs 0 and 1 trained; its dir left behind
-     "job 2 (batch_size=abc seed=1 max_steps=2 device=cpu): batch_size='abc' should be"),
+     "batch_size='abc' should be an integer (in the sweep's job with batch_size=abc seed=1 max_steps=2 device=cpu)"),
+    (["exp=test_runner", "lr=1e-3,${nope}"], "the config cannot be read: Interpolation key 'nope' not found"),
 ])
 def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep, message):
     proc = run_cli("lmplay.train", "-m", *sweep, "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -221,10 +220,9 @@ def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep,
 def sweep_check(tmp_path: Path, typed: list[str], hydra: list[str] = ()) -> str | None:
     """What the sweep's start says of its jobs' dirs, given the config its callbacks get: composed without its swept
     values, which it lists."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose("config", ["exp=test_runner", f"hydra.sweep.dir={tmp_path}", *hydra], return_hydra_config=True)
-        cfg.hydra.overrides.task = ["exp=test_runner", *typed]
-        return shared_job_dir(tmp_path, job_configs(cfg))
+    cfg = compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}", *hydra])
+    cfg.hydra.overrides.task = ["exp=test_runner", *typed]
+    return shared_job_dir(cfg)
 
 
 def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_job(tmp_path, capsys):
@@ -236,6 +234,8 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
                            f"(they differ in seed), and job 1 would train on from job 0's checkpoint"), said
     assert sweep_check(tmp_path, ["lr=1e-3", "seed=1,2"]) is None  # named by every override
     assert sweep_check(tmp_path, ["fresh=false,true"]) is None  # one run, trained on and then started over
+    said = sweep_check(tmp_path, ["device=cpu,auto"])  # a key left out of the names by default: one dir, job 0 never
+    assert said.startswith("jobs 0 and 1 of this sweep would share the dir ") and "(they differ in device)" in said
     assert sweep_check(tmp_path, ["seed=1,2"], ["hydra.sweep.subdir=s${seed}"]) is None  # named by a swept value
     numbered = ["hydra.sweep.subdir=${hydra.job.num}"]
     (tmp_path / "1").mkdir()

@@ -15,6 +15,7 @@ their directories, so it works the same with every launcher:
 
 import argparse
 import contextlib
+import copy
 import io
 import json
 import os
@@ -32,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import fail, launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
@@ -44,7 +45,7 @@ from lmplay.hydra_app import (
     readable_config,
     remove_unused_sweep_dir,
 )
-from lmplay.overrides import shell_word
+from lmplay.overrides import shell_word, single_runs
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     STATS,
@@ -68,10 +69,9 @@ class SweepSummary(Callback):
         if (sweep_dir / "model.lmp").exists() and not (sweep_dir / "multirun.yaml").exists():
             fail(f"hydra.sweep.dir={sweep_dir} holds a run (model.lmp), not a sweep: its jobs' dirs inside it would "
                  f"keep that run from being resumed; give the sweep a dir of its own")
-        jobs = job_configs(config)
-        if clash := shared_job_dir(sweep_dir, jobs):
+        if clash := shared_job_dir(config):
             fail(clash)
-        check_job_settings(jobs)
+        check_swept_values(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         job_dir = Path(config.hydra.runtime.output_dir)
@@ -339,35 +339,19 @@ def expanded_jobs(hydra: dict[str, Any]) -> list[list[str]]:
 RESUME_MAY_CHANGE = ("max_steps", "fresh", "device")  # what a rerun of a sweep may change for a job it resumes
 
 
-def job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
-    """Each job's overrides and config, composed by Hydra's config loader as its launcher will (the basic sweeper's
-    jobs; none for another sweeper's, or a glob()'s, that only the sweeper knows)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    loader, jobs = GlobalHydra.instance().config_loader(), []
-    for num, job in enumerate(expanded_jobs(OmegaConf.to_container(config.hydra, resolve=False))):
-        cfg = loader.load_sweep_config(config, job)
-        with open_dict(cfg):
-            cfg.hydra.job.num = cfg.hydra.job.id = num
-        jobs.append((job, cfg))
-    return jobs
-
-
-def shared_job_dir(sweep_dir: Path, jobs: list[tuple[list[str], DictConfig]]) -> str | None:
+def shared_job_dir(config: DictConfig) -> str | None:
     """Why two of the sweep's jobs, or a job and an earlier sweep's, would share a dir, if they would. A job resumes
     what its dir holds: a swept key left out of the dirs' names (`exclude_keys=[seed]`, `subdir=${hydra.job.num}`)
-    trained the second job on from the first's checkpoint, labelled as itself."""
-    taken: dict[Path, tuple[int, dict[str, Any]]] = {}
-    for num, (job, cfg) in enumerate(jobs):
-        values = typed_values(job)
-        try:
-            job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
-        except Exception:  # noqa: BLE001 - a subdir of the job's runtime (${hydra:runtime...}): told as it runs
+    trained the second job on from the first's checkpoint, labelled as itself. Jobs only the sweeper knows (another
+    sweeper's, a glob()'s), and dirs named by more than the job's overrides and number, are not checked."""
+    sweep_dir, taken = Path(config.hydra.sweep.dir), {}
+    for num, job in enumerate(expanded_jobs(OmegaConf.to_container(config.hydra, resolve=False))):
+        values, subdir = typed_values(job), job_subdir(config, job, num)
+        if values is None or subdir is None:
             return None
-        if values is None:
-            return None
+        job_dir = sweep_dir / subdir
         other, other_values = taken.get(job_dir, (num, values))
-        if keys := differing(values, other_values):  # not fresh=false,true: one run, trained on, then started over
+        if keys := differing(values, other_values, ("fresh",)):  # fresh=false,true: one run, then started over
             return (f"jobs {other} and {num} of this sweep would share the dir {job_dir} (they differ in "
                     f"{', '.join(keys)}), and job {num} would train on from job {other}'s checkpoint as if it were its "
                     f"own: name each job's dir by every key the sweep varies (keep them out of "
@@ -375,32 +359,58 @@ def shared_job_dir(sweep_dir: Path, jobs: list[tuple[list[str], DictConfig]]) ->
         taken[job_dir] = num, values
         recorded = read_job(job_dir).get("overrides")
         earlier = typed_values(recorded) if recorded is not None else values
-        if earlier is not None and differing(values, earlier):
+        if earlier is not None and differing(values, earlier, RESUME_MAY_CHANGE):
             return (f"job {num} ({shown_overrides(job)}) would resume {job_dir}, which holds the run of another job "
                     f"({shown_overrides(recorded)}): give this sweep a hydra.sweep.dir of its own, or name each job's dir "
                     f"by its overrides (hydra.sweep.subdir's default)")
     return None
 
 
-def check_job_settings(jobs: list[tuple[list[str], DictConfig]]) -> None:
-    """A job's bad value (max_steps=abc, lr=${nope}) is one line before any job trains, as a single run's is: found as
-    the job started, it came after the jobs before it had trained, and left a job dir named by the bad value."""
+def job_subdir(config: DictConfig, job: list[str], num: int) -> str | None:
+    """The dir in the sweep's that Hydra will give its job `num`, from its overrides and number alone (None for a
+    subdir that names more): composing each job's config, as Hydra's launcher will, took 0.06 s a job."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    naming = config.hydra.job.config.override_dirname
+    try:
+        parsed = OverridesParser.create().parse_overrides(job)
+        runtime = {"override_dirname": get_overrides_dirname(parsed, list(naming.exclude_keys), naming.item_sep,
+                                                             naming.kv_sep), "num": num, "id": num}
+        typed = {o.key_or_group: o.value() for o in parsed if "." not in o.key_or_group}  # ${seed} in a subdir
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
+        return str(OmegaConf.create({**typed, "hydra": {"job": runtime}, "subdir": subdir}).subdir)
+    except Exception:  # noqa: BLE001 - a subdir naming more (${hydra:runtime...}): told as the job runs
+        return None
+
+
+def check_swept_values(config: DictConfig) -> None:
+    """A bad value in a sweep (batch_size=8,abc; lr=${nope}) is one line before any job trains, as a single run's is:
+    found as its job started, it came after the jobs before it had trained, and left a job dir named by it. Each
+    value of the sweep is checked once, set into the sweep's config (its groups' choices are Hydra's to check)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from lmplay.train import check_run_settings
 
-    for num, (job, cfg) in enumerate(jobs):
-        HydraConfig.instance().set_config(cfg)  # as the launcher sets it for the job, whose config is the rest
-        task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    HydraConfig.instance().set_config(config)  # as the launcher sets it for each job
+    task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])  # what a job's config holds
+    for run in single_runs(OmegaConf.to_container(config.hydra.overrides, resolve=False)["task"]):  # as typed
+        cfg = copy.deepcopy(task)
         try:
             with readable_config():
-                check_run_settings(task)
+                for o in OverridesParser.create().parse_overrides(run):
+                    if o.is_sweep_override() or isinstance(OmegaConf.select(cfg, o.key_or_group, default={}),
+                                                           (dict, DictConfig, ListConfig)):
+                        continue  # a glob(), a group's choice, or a key the sweep adds: Hydra checks it as it composes
+                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False)
+                check_run_settings(cfg)
         except ConfigError as e:
-            fail(f"job {num} ({shown_overrides(job)}): {e}")
+            fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
 
 
-def differing(values: dict[str, Any], others: dict[str, Any]) -> list[str]:
-    """The keys two jobs set apart, but for those a resume may change."""
-    return sorted(k for k in values.keys() | others.keys()
-                  if values.get(k) != others.get(k) and k not in RESUME_MAY_CHANGE)
+def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:
+    """The keys two jobs' overrides set apart, `but` those."""
+    return sorted(k for k in values.keys() | others.keys() if values.get(k) != others.get(k) and k not in but)
 
 
 def typed_values(overrides: list[str]) -> dict[str, Any] | None:

@@ -30,30 +30,54 @@ def paragraph_rows(lines: Iterable[str], row_chars: int = DEFAULT_ROW_CHARS) -> 
     """Group consecutive paragraphs into rows of at most `row_chars` characters; works separated by a
     form-feed line are never joined. A longer paragraph (or a file with no blank lines at all) is cut at
     line ends, and a longer line at `row_chars`. Lazy: a file streams through a line at a time."""
-    for _, work in itertools.groupby(paragraphs(lines), key=lambda numbered: numbered[0]):
-        pieces = (piece for _, p in work for piece in (line_rows(p, row_chars) if len(p) > row_chars else [p]))
-        yield from packed(pieces, "\n\n", row_chars)
+    for _, work in itertools.groupby(pieces(lines, row_chars), key=lambda numbered: numbered[0]):
+        yield from packed((piece for _, piece in work), "\n\n", row_chars)
 
 
-def paragraphs(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    """(work number, paragraph) of text lines: a paragraph ends at a line of only spaces and tabs, keeping its
-    first line's indentation (verse, an indented code block) and losing its trailing whitespace."""
-    work, paragraph = 0, []
-    for line in lines:
-        if line == WORK_SEPARATOR or not line.strip(" \t"):
-            if text := "\n".join(paragraph).rstrip():
-                yield work, text
-            work, paragraph = work + (line == WORK_SEPARATOR), []
+def pieces(lines: Iterable[str], row_chars: int) -> Iterator[tuple[int, str]]:
+    """(work number, piece) of text lines: each paragraph, or the rows of one longer than a row. A paragraph ends
+    at a line of only spaces and tabs, keeping its first line's indentation (verse, an indented code block) and
+    losing its trailing whitespace."""
+    work = 0
+    for ends, group in itertools.groupby(lines, key=lambda line: line == WORK_SEPARATOR or not line.strip(" \t")):
+        if ends:
+            work += sum(line == WORK_SEPARATOR for line in group)
         else:
-            paragraph.append(line)
-    if text := "\n".join(paragraph).rstrip():
-        yield work, text
+            yield from ((work, piece) for piece in paragraph_pieces(group, row_chars))
 
 
-def line_rows(paragraph: str, row_chars: int) -> list[str]:
-    """A paragraph longer than a row as rows of consecutive lines."""
-    lines = [line[i:i + row_chars] for line in paragraph.split("\n") for i in range(0, len(line) or 1, row_chars)]
-    return list(packed(lines, "\n", row_chars))
+def paragraph_pieces(lines: Iterator[str], row_chars: int) -> Iterator[str]:
+    """A paragraph's lines as the paragraph, or, once it is longer than a row, as rows of its lines cut as they are
+    read: a file without blank lines is one paragraph, which held whole was read whole."""
+    lines, head, size = rstripped(lines), [], -1
+    for line in lines:
+        head.append(line)
+        size += len(line) + 1
+        if size > row_chars:
+            yield from line_rows(itertools.chain(head, lines), row_chars)
+            return
+    if head:
+        yield "\n".join(head)
+
+
+def rstripped(lines: Iterable[str]) -> Iterator[str]:
+    """The lines of `"\\n".join(lines).rstrip()`, read one at a time: a line with text is held until another
+    follows."""
+    held: list[str] = []
+    for line in lines:
+        if line.strip():
+            yield from held
+            held = [line]
+        else:
+            held.append(line)
+    if held and held[0].strip():
+        yield held[0].rstrip()
+
+
+def line_rows(lines: Iterable[str], row_chars: int) -> Iterator[str]:
+    """A paragraph longer than a row as rows of consecutive lines, a line longer than a row cut at `row_chars`."""
+    return packed((line[i:i + row_chars] for line in lines for i in range(0, len(line) or 1, row_chars)), "\n",
+                  row_chars)
 
 
 def packed(parts: Iterable[str], separator: str, limit: int) -> Iterator[str]:

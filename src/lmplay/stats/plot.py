@@ -413,8 +413,9 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
         raise OutputError(f"cannot write the plots into {out} ({why}); choose another --out DIR") from None
     files = []
     for kind in kinds:
+        unit = smoothing_unit(groups, kind)
         for metric, ylabel in METRICS.items():
-            all_curves = [curve(g, kind, metric, smooth[kind], smoothing_unit(groups, kind)) for g in groups]
+            all_curves = [curve(g, kind, metric, smooth[kind], unit) for g in groups]
             curves = [c for c in all_curves if c is not None]
             if not curves:
                 continue
