@@ -225,6 +225,9 @@ def test_generate_refuses_a_sweep_a_nested_prompt_list_and_reads_a_checkpoint_un
     swept = generate("hydra.mode=MULTIRUN", f"checkpoint={path}", "prompt=x", "temperature=0.5,1.0", cwd=tmp_path)
     assert swept.returncode == 2 and "generate takes no -m" in swept.stderr  # -m by another name ran two jobs
     assert not (tmp_path / "multirun").exists()
+    into = generate(f"checkpoint={path}", "prompt=x", "max_new_tokens=0", f"hydra.run.dir={tmp_path / 'x'}")
+    assert into.returncode == 2 and "generate prints its text and writes no run dir" in into.stderr
+    assert not (tmp_path / "x").exists()  # made, and left empty
     nested = generate(f"checkpoint={path}", "prompt=[a,[b]]", "max_new_tokens=0")
     assert nested.returncode == 2 and "prompt item ['b'] is a list or mapping, not a prompt" in nested.stderr
     home = tmp_path / "home"

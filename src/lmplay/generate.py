@@ -300,6 +300,9 @@ def cli() -> None:
     if is_sweep(argv):  # each job's text would print unlabelled, and a multirun/
         fail("generate takes no -m: it prints, and writes no run dirs; run it once per setting (num_samples=N "
              "samples a prompt N times)")  # dir be left behind
+    if run_dir := next((a for a in argv if override_key(a) == "hydra.run.dir"), None):  # Hydra would make it, empty
+        fail(f"{run_dir}: generate prints its text and writes no run dir; drop hydra.run.dir (to keep the text: "
+             f"python -m lmplay.generate ... > FILE)")
     run_hydra_app(main, argv, "generate")
 
 
