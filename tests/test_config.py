@@ -63,7 +63,8 @@ def test_vocab_size_comes_from_the_tokenizer():
     ("lr=abc", "optimizer.lr='abc' should be a number"),
     ("batch_size=''", "runner.batch_size='' should be an integer"),
     ("lr='3e-4'", ("optimizer.lr='3e-4' should be a number: it is text, as quotes or ${oc.env:...} make it; "
-                   "${oc.decode:${oc.env:VAR}} reads an environment variable as a number")),
+                   "'optimizer.lr=\"${oc.decode:${oc.env:VAR}}\"' reads an environment variable as the value it "
+                   "spells")),
 ])
 def test_ill_typed_value_names_the_key_and_the_type(tmp_path, override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -149,8 +149,8 @@ def test_the_difference_from_the_baseline_has_the_spread_of_one_seeds_difference
     of the same data order shows looked as uncertain as the seeds' spread. fake_run gives a seed the same noise in
     either experiment, so paired by seed the difference is exact; with the idea on other seeds the two spreads add."""
     def vs_cell(groups: list) -> tuple[float, float]:
-        row = comparison_table(groups).splitlines()[3].split()
-        return float(row[-3]), float(row[-2].lstrip("±"))
+        cell = re.search(r"([-+]\d\.\d{4}) ±(\d\.\d{4})", comparison_table(groups).splitlines()[3])
+        return float(cell[1]), float(cell[2])
 
     groups = group_runs(load_runs([sweep]))
     diff, spread = vs_cell(groups)
@@ -167,10 +167,18 @@ def test_the_difference_from_the_baseline_has_the_spread_of_one_seeds_difference
     expected = np.hypot(idea.measured(end).std(ddof=1), base.measured(end).std(ddof=1))
     assert not idea.pairs_with(base) and -0.13 < diff < -0.07 and spread == pytest.approx(expected, abs=1e-4)
     assert spread > 0.005
-    groups = group_runs(load_runs([sweep / f"exp={exp},max_steps=40,seed={s}" for exp, seeds in (
-        ("gpt2ish_mini", (1, 2, 3)), ("attn_temp_mini", (1, 2))) for s in seeds]))  # the idea on 2 of 3 seeds: it
-    diff, spread = vs_cell(groups)  # was compared unpaired, against the mean of a seed it never ran too
-    assert -0.101 < diff < -0.099 and spread < 1e-4
+    for seed in (4, 5):
+        fake_run(tmp_path / "more" / f"seed={seed}", "gpt2ish_mini", seed, 2.0, extra=("max_steps=40",), job=seed)
+    for base_seeds, idea_seeds, pairs in (((1, 2, 3), (1, 2), 2), ((1, 2, 3), (1,), 1), ((1, 2), (1, 2, 3), 2),
+                                          ((1, 2, 3, 4), (1, 2, 5), 2)):  # compared unpaired, against the mean of
+        runs = [sweep / f"exp=gpt2ish_mini,max_steps=40,seed={s}" if s < 4 else tmp_path / "more" / f"seed={s}"
+                for s in base_seeds]  # seeds the other side never ran (a reviewer's read -1.01 and +0.49 for -0.01)
+        runs += [sweep / f"exp=attn_temp_mini,max_steps=40,seed={s}" for s in idea_seeds if s < 4]
+        runs += [tmp_path / "other" / f"seed={s}" for s in idea_seeds if s > 3]  # attn_temp_mini on seed 5: none
+        table = comparison_table(group_runs(load_runs(runs)))
+        cell = re.search(r"([-+]\d\.\d{4})( ±\d\.\d{4})?(?: \((\d) pairs?\))?", table.splitlines()[3])
+        marked = pairs if pairs < len(idea_seeds) else None  # "(2 pairs)" where the row ran more
+        assert -0.101 < float(cell[1]) < -0.099 and (cell[3] and int(cell[3])) == marked, table
 
 
 def test_baseline_can_be_named(sweep):

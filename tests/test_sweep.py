@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_config, python_path, run_cli
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
-from lmplay.sweep import (SweepSummary, earlier_wall_time, repeated_configs, shared_job_dir, summarize,
-                          write_summary)
+from lmplay.sweep import (SweepSummary, check_swept_values, earlier_wall_time, repeated_configs, shared_job_dir,
+                          summarize, write_summary)
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -251,6 +251,26 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
         SweepSummary().on_multirun_start(compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}"]))
     assert e.value.code == 2 and f"hydra.sweep.dir={tmp_path} holds a run (model.lmp), not a sweep" in \
         capsys.readouterr().err  # whose resume was refused from then on: "a sweep's dir, not a run's"
+
+
+@pytest.mark.parametrize("typed, params, message", [
+    (["optimizer.lr=1e-3,abc"], {}, "optimizer.lr='abc' should be a number (in the sweep's job with optimizer.lr=abc"),
+    (["optimizer.betas=0.9,0.95"], {}, "optimizer.betas=0.9 should be a list, like optimizer.betas=[0.9,...]"),
+    (["lr=1e-3,${nope}"], {}, "Interpolation key 'nope' not found (at lr)"),
+    ([], {"batch_size": "8,abc"}, "batch_size='abc' should be an integer"),  # an exp file's hydra.sweeper.params
+    (["optimizer=adamw,sgd", "seed=range(1,3)", "run_name=r${seed}", "+x.y=1,2", "optimizer.lr=1e-3,2"], {}, None),
+])
+def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
+    """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""
+    cfg = compose_config(["exp=test_runner"])
+    cfg.hydra.overrides.task = ["exp=test_runner", *typed]
+    cfg.hydra.sweeper.params = params
+    if message is None:
+        check_swept_values(cfg)
+        return
+    with pytest.raises(SystemExit):
+        check_swept_values(cfg)
+    assert message in capsys.readouterr().err
 
 
 def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, capsys):

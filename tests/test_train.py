@@ -353,9 +353,11 @@ def test_a_value_hydra_cannot_read_is_named_with_its_quoting(tmp_path, override,
 
 
 @pytest.mark.parametrize("app, typed, message", [
-    ("config", "lr=1e-3,2e-3", "error: lr=1e-3,2e-3: a comma makes a sweep, which needs -m\n"),  # no quoting advice
+    ("config", "lr=1e-3,2e-3", ('error: lr=1e-3,2e-3: a comma makes a sweep, which needs -m; for a list, '
+                                '"lr=[1e-3,2e-3]"\n')),  # no quoting advice
     ("generate", "temperature=0.5,1.0", ("error: temperature=0.5,1.0: generate takes one value a setting (a comma "
-                                         "lists several): run it once per value\n")),  # generate has no -m
+                                         "lists several): run it once per value; for a list, "
+                                         '"temperature=[0.5,1.0]"\n')),  # generate has no -m
 ])
 def test_numbers_listed_without_a_sweep_are_not_told_to_be_quoted(capsys, app, typed, message):
     """"quote it: temperature='0.5,1.0'" is no fix for a number, and generate takes no -m."""

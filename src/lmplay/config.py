@@ -91,7 +91,7 @@ def check_kind(key: str, value: object, kind: type, nullable: bool = False) -> N
         return
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
         what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else "") + quoted(value))
+        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else "") + quoted(key, value))
 
 
 def number_text(text: str) -> bool:
@@ -102,12 +102,12 @@ def number_text(text: str) -> bool:
     return True
 
 
-def quoted(value: object) -> str:
+def quoted(key: str, value: object) -> str:
     """What to add to "should be a number" for a number given as text: `lr=${oc.env:LR}` reads the variable as text."""
     if not isinstance(value, str) or not (number_text(value) or value.strip().lower() in ("true", "false")):
         return ""
-    return (": it is text, as quotes or ${oc.env:...} make it; ${oc.decode:${oc.env:VAR}} reads an environment "
-            "variable as a number")
+    return (f": it is text, as quotes or ${{oc.env:...}} make it; '{key}=\"${{oc.decode:${{oc.env:VAR}}}}\"' reads an "
+            f"environment variable as the value it spells")
 
 
 def seed_in_range(seed: object) -> bool:

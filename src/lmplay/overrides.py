@@ -207,10 +207,9 @@ def ambiguous_value(hydra_said: str, config_name: str) -> None:
         key, value = found[1], found[2].replace("\\'", "'")
         listed = ("generate takes one value a setting (a comma lists several): run it once per value"
                   if config_name == "generate" else "a comma makes a sweep, which needs -m")
-        text = "" if all(map(number_text, value.split(","))) else (  # numbers: a sweep, not a text with commas
-            f"; for one value that holds commas, quote it: {shell_word(f'{key}={quote(value, always=True)}')}; "
-            f"for a list, {shell_word(f'{key}=[{value}]')}")
-        fail(f"{key}={value}: {listed}{text}")
+        text = "" if all(map(number_text, value.split(","))) else (  # numbers: a sweep or a list, not one text
+            f"; for one value that holds commas, quote it: {shell_word(f'{key}={quote(value, always=True)}')}")
+        fail(f"{key}={value}: {listed}{text}; for a list, {shell_word(f'{key}=[{value}]')}")
 
 
 def unimportable_searchpath(overrides: list[str]) -> str:

@@ -33,10 +33,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from lmplay.cli import fail, launcher_rank, printable, run_main
-from lmplay.config import override_key, override_value
+from lmplay.config import check_kind, override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import exclusive, training_into, write_atomic
 from lmplay.hydra_app import (
@@ -325,15 +325,23 @@ def expanded_jobs(hydra: dict[str, Any]) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    sweeper = hydra.get("sweeper") or {}
-    if sweeper.get("_target_") != BASIC_SWEEPER:
+    if (typed := swept_overrides(hydra)) is None:
         return []
-    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     try:
-        parsed = OverridesParser.create().parse_overrides([*params, *(hydra.get("overrides") or {}).get("task", [])])
+        parsed = OverridesParser.create().parse_overrides(typed)
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except (HydraException, ValueError):
         return []
+
+
+def swept_overrides(hydra: dict[str, Any]) -> list[str] | None:
+    """What Hydra's basic sweeper expands into jobs: an exp file's hydra.sweeper.params, then the command's overrides
+    (None for another sweeper)."""
+    sweeper = hydra.get("sweeper") or {}
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    return [*params, *(hydra.get("overrides") or {}).get("task", [])]
 
 
 RESUME_MAY_CHANGE = ("max_steps", "fresh", "device")  # what a rerun of a sweep may change for a job it resumes
@@ -385,27 +393,47 @@ def job_subdir(config: DictConfig, job: list[str], num: int) -> str | None:
 
 
 def check_swept_values(config: DictConfig) -> None:
-    """A bad value in a sweep (batch_size=8,abc; lr=${nope}) is one line before any job trains, as a single run's is:
-    found as its job started, it came after the jobs before it had trained, and left a job dir named by it. Each
-    value of the sweep is checked once, set into the sweep's config (its groups' choices are Hydra's to check)."""
+    """A bad value in a sweep (batch_size=8,abc; optimizer.lr=1e-3,abc; lr=${nope}) is one line before any job
+    trains, as a single run's is: found as its job started, it came after the jobs before it had trained, and left a
+    job dir named by it. Each value of the sweep is checked once, set into the sweep's config: against the kind of
+    the value it replaces, and by the run's own checks of its settings (a group's choice is Hydra's to check)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from lmplay.train import check_run_settings
 
-    HydraConfig.instance().set_config(config)  # as the launcher sets it for each job
+    if (typed := swept_overrides(OmegaConf.to_container(config.hydra, resolve=False))) is None:  # ${...} as typed
+        return
     task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])  # what a job's config holds
-    for run in single_runs(OmegaConf.to_container(config.hydra.overrides, resolve=False)["task"]):  # as typed
+    job = copy.deepcopy(config)
+    for run in single_runs(typed):
         cfg = copy.deepcopy(task)
+        with read_write(job.hydra):
+            job.hydra.overrides.task = run  # as the launcher sets it for each job: what its command typed
+        HydraConfig.instance().set_config(job)
         try:
             with readable_config():
                 for o in OverridesParser.create().parse_overrides(run):
-                    if o.is_sweep_override() or isinstance(OmegaConf.select(cfg, o.key_or_group, default={}),
-                                                           (dict, DictConfig, ListConfig)):
-                        continue  # a glob(), a group's choice, or a key the sweep adds: Hydra checks it as it composes
-                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False)
+                    was = OmegaConf.select(cfg, o.key_or_group, default=ABSENT)
+                    if not (o.is_sweep_override() or o.is_delete() or was is ABSENT or isinstance(was, DictConfig)):
+                        set_like(cfg, o.key_or_group, o.value(), was)  # not a glob(), ~key, +key or a group's choice
                 check_run_settings(cfg)
+                OmegaConf.to_container(cfg, resolve=True)  # every ${...} names a key
         except ConfigError as e:
             fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
+
+
+ABSENT = object()  # OmegaConf.select's default for a key the config does not have
+
+
+def set_like(cfg: DictConfig, key: str, value: Any, was: Any) -> None:
+    """Set `key` to `value`, which must be of the kind of the value `was` it replaces (a number for a number, a list
+    for a list); null, and an interpolation (read as the job reads it, by the run's checks), are not judged here."""
+    if value is not None and not (isinstance(value, str) and "${" in value):
+        if isinstance(was, ListConfig) and not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} should be a list, like {key}=[{value},...]")
+        if isinstance(was, (bool, int, float)):
+            check_kind(key, value, type(was))
+    OmegaConf.update(cfg, key, value, merge=False)
 
 
 def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:

@@ -13,7 +13,7 @@ def _check_number(name: str, value: object, integer: bool = False, allow_none: b
         return
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}{quoted(value)}")
+        raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}{quoted(name, value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{name}={value} should be a finite number")
 

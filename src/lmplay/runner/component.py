@@ -94,7 +94,7 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
             kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
             # not "like <default>": the schema's defaults are the class's own (torch's lr=0.001), not the config's
-            raise ConfigError(f"{component}.{key}={value!r} should be {kind}{quoted(value)}")
+            raise ConfigError(f"{component}.{key}={value!r} should be {kind}{quoted(f'{component}.{key}', value)}")
 
 
 IMPORTABLE = ("torch.optim", "lmplay.runner.schedules")  # the modules (and their submodules) a name from a

@@ -93,23 +93,23 @@ class Curve:
         return np.array(values)
 
     def minus(self, base: "Curve", tokens: np.ndarray, read: str = "at") -> np.ndarray:
-        """Each seed's difference from the baseline at `tokens` (`read`: "at" or "measured"), paired by seed where
-        both ran the same seeds (the same data order, so the difference is the idea's, not the order's), else from
-        the baseline's mean."""
+        """Each seed's difference from the baseline at `tokens` (`read`: "at" or "measured"), paired by seed on the
+        seeds both ran (the same data order, so the difference is the idea's, not the order's), else from the
+        baseline's mean."""
         mine, theirs = getattr(self, read)(tokens), getattr(base, read)(tokens)
-        if self.pairs_with(base):
-            return mine - theirs[[base.seeds.index(s) for s in self.seeds]]
+        if pairs := self.pairs_with(base):
+            return mine[[self.seeds.index(s) for s in pairs]] - theirs[[base.seeds.index(s) for s in pairs]]
         return mine - theirs.mean(0)
 
-    def pairs_with(self, base: "Curve") -> bool:
-        """Every seed of this curve is one the baseline ran too: seed by seed, the data order is the same."""
-        return self.num_seeds > 1 and None not in self.seeds and set(self.seeds) <= set(base.seeds)
+    def pairs_with(self, base: "Curve") -> list[str]:
+        """The seeds both curves ran: seed by seed, the data order is the same, and the difference is the idea's."""
+        return [s for s in self.seeds if s is not None and s in base.seeds]
 
     def spread_minus(self, base: "Curve", tokens: float) -> float | None:
         """The std of one seed's difference from the baseline at `tokens`: of the paired differences, else of two
-        independent seeds' (their variances add); None where a side has one seed (no spread to tell)."""
-        if self.pairs_with(base):
-            return float(self.minus(base, np.array(tokens), "measured").std(ddof=1))
+        independent seeds' (their variances add); None where there is one pair, or a side has one seed."""
+        if pairs := self.pairs_with(base):
+            return float(self.minus(base, np.array(tokens), "measured").std(ddof=1)) if len(pairs) > 1 else None
         if self.num_seeds < 2 or base.num_seeds < 2:
             return None
         return float(np.hypot(self.measured(tokens).std(ddof=1), base.measured(tokens).std(ddof=1)))
@@ -480,7 +480,9 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             marks = [approx(loss, end), approx(losses[id(base)], end)]
             diff = loss.minus(losses[id(base)], np.array(end), "measured").mean()  # paired: on the idea's seeds
             spread = loss.spread_minus(losses[id(base)], end)
-            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}")
+            pairs = len(loss.pairs_with(losses[id(base)]))
+            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}") + (
+                f" ({pairs} pair{'s' * (pairs > 1)})" if 0 < pairs < loss.num_seeds else "")
             row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
@@ -513,9 +515,9 @@ def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> s
               f"and than its usual spacing (a straight line across that gap would make the value up)"
               ) if "-" in cells else ""
     return (f"Validation loss at equal tokens seen, {where}; ± is the std over seeds, and on 'vs baseline' the std "
-            "of one seed's difference (paired with the baseline's run of the same seed where the baseline ran "
-            "every seed of the row); 'vs baseline' < 0 means lower loss than the baseline; an idea swept at several settings is "
-            "compared with the baseline at its own settings.")
+            "of one seed's difference (paired with the baseline's run of the same seed, on the seeds both ran: "
+            "'(2 pairs)' where the row ran more); 'vs baseline' < 0 means lower loss than the baseline; an idea swept "
+            "at several settings is compared with the baseline at its own settings.")
 
 
 SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
