@@ -39,11 +39,16 @@ def pieces(lines: Iterable[str], row_chars: int) -> Iterator[tuple[int, str]]:
     at a line of only spaces and tabs, keeping its first line's indentation (verse, an indented code block) and
     losing its trailing whitespace."""
     work = 0
-    for ends, group in itertools.groupby(lines, key=lambda line: line == WORK_SEPARATOR or not line.strip(" \t")):
+    for ends, group in itertools.groupby(lines, key=is_break):
         if ends:
             work += sum(line == WORK_SEPARATOR for line in group)
         else:
             yield from ((work, piece) for piece in paragraph_pieces(group, row_chars))
+
+
+def is_break(line: str) -> bool:
+    """A line that ends a paragraph: only spaces and tabs, or a work separator."""
+    return line == WORK_SEPARATOR or not line.strip(" \t")
 
 
 def paragraph_pieces(lines: Iterator[str], row_chars: int) -> Iterator[str]:
@@ -96,10 +101,14 @@ def packed(parts: Iterable[str], separator: str, limit: int) -> Iterator[str]:
 MAX_NOT_UTF8 = 0.001  # a share of a file's bytes: a few stray bytes are read as U+FFFD, more is another encoding
 
 
-def text_lines(path: Path) -> Iterator[str]:
+def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
     """A text file's lines (without their ends: \\n, \\r\\n or \\r), read as UTF-8 a block at a time (gzip-compressed
     if it ends in .gz, any case; a byte-order mark dropped). A few undecodable bytes become U+FFFD, with a warning; a
-    file with more is another encoding or not text, and an error (it trained on U+FFFD)."""
+    file with more is another encoding or not text, and an error (it trained on U+FFFD).
+
+    A line longer than `longest` (paragraph_rows' row_chars) comes in pieces of `longest` characters as it is read,
+    which paragraph_rows cuts into the rows it would cut the whole line into: a one-line file (text8) was held whole
+    (no piece of only spaces, which would read as a blank line, is cut off)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     read = replaced = 0
@@ -120,6 +129,9 @@ def text_lines(path: Path) -> Iterator[str]:
                     lines[-2:] = [lines[-2] + "\r"]
                 tail = lines.pop()
                 yield from lines
+                if longest:
+                    yield from (pieces := line_pieces(tail, longest))
+                    tail = tail[len(pieces) * longest:]
             tail += decoder.decode(b"", final=True)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
@@ -127,6 +139,20 @@ def text_lines(path: Path) -> Iterator[str]:
     if replaced:
         log.warning("%s: %d bytes are not UTF-8 and are read as U+FFFD", path, replaced)
     yield from tail.replace("\r", "\n").split("\n")
+
+
+def line_pieces(tail: str, longest: int) -> list[str]:
+    """The pieces of `longest` characters that can be cut off the front of an unfinished line: none that reads as a
+    blank line, and none that leaves a rest that could (the rest must hold text: a line end must find text after
+    the last cut, or the rest of a long line would end its paragraph)."""
+    text_ends = len(tail.rstrip(" \t\r\f"))  # tail[i:] is no blank or separator line iff i < text_ends ("\r": a
+    # line end to come; "\f": a rest of only a form feed would read as a work separator)
+    pieces: list[str] = []
+    for start in range(0, len(tail) - longest - 1, longest):
+        if start + longest >= text_ends or is_break(piece := tail[start:start + longest]):
+            break
+        pieces.append(piece)
+    return pieces
 
 
 def embedded_path(name: str) -> Path:

@@ -461,7 +461,7 @@ def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, s
 def text_file_rows(paths: tuple[str, ...], row_chars: int) -> Iterator[dict[str, str]]:
     """The paragraph rows of text files as records, a file's lines read as they are needed."""
     for path in paths:
-        for row in paragraph_rows(text_lines(Path(path)), row_chars):
+        for row in paragraph_rows(text_lines(Path(path), row_chars), row_chars):
             yield {"text": row}
 
 
