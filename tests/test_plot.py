@@ -181,6 +181,21 @@ def test_the_difference_from_the_baseline_has_the_spread_of_one_seeds_difference
         assert -0.101 < float(cell[1]) < -0.099 and (cell[3] and int(cell[3])) == marked, table
 
 
+def test_the_difference_plot_names_the_pairs_it_draws(sweep, tmp_path, monkeypatch):
+    """An idea on seeds 1-3 against a baseline on 3-5 drew seed 3's difference alone, labelled "mean of 3 seeds"."""
+    from matplotlib.axes import Axes
+
+    for seed in (4, 5):
+        fake_run(tmp_path / "more" / f"seed={seed}", "gpt2ish_mini", seed, 2.0, extra=("max_steps=40",), job=seed)
+    groups = group_runs(load_runs([sweep / "exp=gpt2ish_mini,max_steps=40,seed=3", tmp_path / "more",
+                                   *[sweep / f"exp=attn_temp_mini,max_steps=40,seed={s}" for s in (1, 2, 3)]]))
+    labels = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, *a, **k: labels.append(k.get("label")) or plot(ax, *a, **k))
+    plot_all(groups, tmp_path / "plots", ["validation"], {"validation": 0.0}, False)
+    assert "attn_temp_mini, 1 pair" in labels and "attn_temp_mini, mean of 3 seeds" in labels  # vs baseline; own
+
+
 def test_baseline_can_be_named(sweep):
     groups = pick_baseline(group_runs(load_runs([sweep])), "attn_temp")
     assert groups[0].label == "attn_temp_mini"

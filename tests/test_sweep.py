@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, python_path, run_cli
+from lmplay.config import CONF_DIR
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
 from lmplay.sweep import (SweepSummary, check_swept_values, earlier_wall_time, repeated_configs, shared_job_dir,
@@ -258,18 +260,23 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["optimizer.betas=0.9,0.95"], {}, "optimizer.betas=0.9 should be a list, like optimizer.betas=[0.9,...]"),
     (["lr=1e-3,${nope}"], {}, "Interpolation key 'nope' not found (at lr)"),
     ([], {"batch_size": "8,abc"}, "batch_size='abc' should be an integer"),  # an exp file's hydra.sweeper.params
+    (["batch_size=8"], {"batch_size": "8,abc"}, None),  # the command's value replaces the exp file's sweep
+    (["optimizer=sgd,rmsprop", "optimizer.momentum=0.5,abc"], {},  # a key the default optimizer has not
+     "optimizer.momentum='abc' should be a number (in the sweep's job with optimizer=sgd optimizer.momentum=abc"),
     (["optimizer=adamw,sgd", "seed=range(1,3)", "run_name=r${seed}", "+x.y=1,2", "optimizer.lr=1e-3,2"], {}, None),
+    (["curriculum.stages.0.epochs=0.5,1", "weight_decay=0,0.1"], {}, None),  # `epochs: 1` in the file takes 0.5
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""
-    cfg = compose_config(["exp=test_runner"])
-    cfg.hydra.overrides.task = ["exp=test_runner", *typed]
-    cfg.hydra.sweeper.params = params
-    if message is None:
-        check_swept_values(cfg)
-        return
-    with pytest.raises(SystemExit):
-        check_swept_values(cfg)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):  # Hydra's loader composes group choices
+        cfg = compose("config", ["exp=test_runner"], return_hydra_config=True)
+        cfg.hydra.overrides.task = ["exp=test_runner", *typed]
+        cfg.hydra.sweeper.params = params
+        if message is None:
+            check_swept_values(cfg)
+            return
+        with pytest.raises(SystemExit):
+            check_swept_values(cfg)
     assert message in capsys.readouterr().err
 
 

@@ -36,7 +36,8 @@ def single_runs(overrides: list[str]) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = list({o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}.values())  # a key
+    # twice (an exp file's hydra.sweeper.params, then the command): the last wins, as in Hydra's basic sweeper
     if not any(o.startswith("hydra/sweeper=") for o in overrides):  # Hydra's basic sweeper, which has failed
         for o in parsed:
             if o.value_type == ValueType.INTERVAL_SWEEP:

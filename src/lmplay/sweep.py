@@ -395,27 +395,36 @@ def job_subdir(config: DictConfig, job: list[str], num: int) -> str | None:
 def check_swept_values(config: DictConfig) -> None:
     """A bad value in a sweep (batch_size=8,abc; optimizer.lr=1e-3,abc; lr=${nope}) is one line before any job
     trains, as a single run's is: found as its job started, it came after the jobs before it had trained, and left a
-    job dir named by it. Each value of the sweep is checked once, set into the sweep's config: against the kind of
-    the value it replaces, and by the run's own checks of its settings (a group's choice is Hydra's to check)."""
+    job dir named by it. Each value of the sweep is checked once, set into the config of its job's group choices
+    (composed by Hydra once a combination of them): against the kind of the value it replaces, and by the run's own
+    checks of its settings."""
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from lmplay.train import check_run_settings
 
     if (typed := swept_overrides(OmegaConf.to_container(config.hydra, resolve=False))) is None:  # ${...} as typed
         return
-    task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])  # what a job's config holds
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(typed) if o.is_sweep_override()}
+    groups = set(config.hydra.runtime.choices)  # exp, optimizer, ...: choosing one composes other keys
+    bases: dict[tuple[str, ...], DictConfig] = {}
     job = copy.deepcopy(config)
     for run in single_runs(typed):
-        cfg = copy.deepcopy(task)
+        parsed = OverridesParser.create().parse_overrides(run)
+        chosen = tuple(o.input_line for o in parsed if o.key_or_group in groups or o.key_or_group not in swept)
+        if chosen not in bases:  # the job's config but for its swept values: Hydra's, as the launcher composes it
+            composed = GlobalHydra.instance().config_loader().load_sweep_config(config, list(chosen))
+            bases[chosen] = OmegaConf.masked_copy(composed, [key for key in composed if key != "hydra"])
+        cfg = copy.deepcopy(bases[chosen])
         with read_write(job.hydra):
             job.hydra.overrides.task = run  # as the launcher sets it for each job: what its command typed
         HydraConfig.instance().set_config(job)
         try:
             with readable_config():
-                for o in OverridesParser.create().parse_overrides(run):
-                    was = OmegaConf.select(cfg, o.key_or_group, default=ABSENT)
-                    if not (o.is_sweep_override() or o.is_delete() or was is ABSENT or isinstance(was, DictConfig)):
-                        set_like(cfg, o.key_or_group, o.value(), was)  # not a glob(), ~key, +key or a group's choice
+                for o in parsed:
+                    if o.key_or_group in swept and o.key_or_group not in groups and not o.is_sweep_override():
+                        was = OmegaConf.select(cfg, o.key_or_group, default=ABSENT)
+                        set_like(cfg, o.key_or_group, o.value(), was)  # not a glob() or a group's choice
                 check_run_settings(cfg)
                 OmegaConf.to_container(cfg, resolve=True)  # every ${...} names a key
         except ConfigError as e:
@@ -427,13 +436,15 @@ ABSENT = object()  # OmegaConf.select's default for a key the config does not ha
 
 def set_like(cfg: DictConfig, key: str, value: Any, was: Any) -> None:
     """Set `key` to `value`, which must be of the kind of the value `was` it replaces (a number for a number, a list
-    for a list); null, and an interpolation (read as the job reads it, by the run's checks), are not judged here."""
+    for a list; an integer or not is the run's checks' to say: `epochs: 1` takes 0.5); null, an interpolation (read
+    as the job reads it, by the run's checks) and a key the job adds (+key, `was` ABSENT) are not judged here."""
     if value is not None and not (isinstance(value, str) and "${" in value):
         if isinstance(was, ListConfig) and not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} should be a list, like {key}=[{value},...]")
-        if isinstance(was, (bool, int, float)):
-            check_kind(key, value, type(was))
-    OmegaConf.update(cfg, key, value, merge=False)
+        if isinstance(was, (bool, int, float)) and "." in key:  # a top-level key: the run's checks say more
+            check_kind(key, value, bool if isinstance(was, bool) else float)
+    if was is not ABSENT:
+        OmegaConf.update(cfg, key, value, merge=False)
 
 
 def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:

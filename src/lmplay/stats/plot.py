@@ -358,13 +358,17 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     for i, c in enumerate(curves):
         is_baseline = i == 0 and baseline_first
         (style, color), width = (("-", "black"), 2.2) if is_baseline else (next(styles, ("-", "tab:gray")), 1.5)
-        label = (c.label + (" (baseline)" if is_baseline else "")
-                 + (f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""))
+        label = c.label + (" (baseline)" if is_baseline else "")
+        seeds = f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""
         tokens, values = c.tokens, c.values
         if bases:
             baseline = bases[i]
             if baseline is c and i > 0:  # the baseline at an idea's settings: the idea's line is drawn against it
                 continue
+            pairs = len(c.pairs_with(baseline))
+            seeds = f", {pairs} pair{'s' * (pairs > 1)}" if 0 < pairs < c.num_seeds else seeds  # the seeds drawn
+        label += seeds
+        if bases:
             if baseline is not curves[0]:
                 label += f" (vs {baseline.label})"
             inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
@@ -377,7 +381,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linestyle=style, linewidth=width, label=label,
                 marker="o" if len(tokens) < 20 else None, markersize=3)
-        if c.num_seeds > 1:
+        if len(values) > 1:
             ax.fill_between(tokens, low, high, color=color, alpha=0.18, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel("tokens seen")
