@@ -20,8 +20,8 @@ from conftest import REPO, compose_config, python_path, run_cli
 from lmplay.config import CONF_DIR
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
-from lmplay.sweep import (SweepSummary, check_swept_values, earlier_wall_time, repeated_configs, shared_job_dir,
-                          summarize, write_summary)
+from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
+from lmplay.sweep_start import SweepStart, check_swept_values, shared_job_dir
 
 TINY = ["max_steps=2", "device=cpu"]
 
@@ -250,7 +250,7 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
                     f"its overrides (hydra.sweep.subdir's default)")
     (tmp_path / "model.lmp").write_bytes(b"a run's checkpoint")
     with pytest.raises(SystemExit) as e:
-        SweepSummary().on_multirun_start(compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}"]))
+        SweepStart().on_multirun_start(compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}"]))
     assert e.value.code == 2 and f"hydra.sweep.dir={tmp_path} holds a run (model.lmp), not a sweep" in \
         capsys.readouterr().err  # whose resume was refused from then on: "a sweep's dir, not a run's"
 

@@ -1,0 +1,153 @@
+"""What a sweep checks before its first job, so that nothing a job would find wrong costs the jobs before it.
+
+A job resumes whatever its dir holds, so jobs whose dirs would be one (a swept key left out of the dirs' names) are
+refused, and so is a job whose dir holds an earlier sweep's other job; a bad value of the sweep (`batch_size=8,abc`,
+`optimizer.lr=1e-3,${nope}`) is one line, as a single run's is, not a failure once the jobs before it have trained.
+Hydra's own start composes every job's config once already: these checks compose only each combination of the
+sweep's group choices, and set each swept value into it.
+"""
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+
+from lmplay.cli import fail
+from lmplay.config import check_kind
+from lmplay.errors import ConfigError
+from lmplay.hydra_app import readable_config
+from lmplay.overrides import single_runs
+from lmplay.sweep import expanded_jobs, read_job, shown_overrides, swept_overrides
+
+
+class SweepStart(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if (sweep_dir / "model.lmp").exists() and not (sweep_dir / "multirun.yaml").exists():
+            fail(f"hydra.sweep.dir={sweep_dir} holds a run (model.lmp), not a sweep: its jobs' dirs inside it would "
+                 f"keep that run from being resumed; give the sweep a dir of its own")
+        if clash := shared_job_dir(config):
+            fail(clash)
+        check_swept_values(config)
+
+
+RESUME_MAY_CHANGE = ("max_steps", "fresh", "device")  # what a rerun of a sweep may change for a job it resumes
+
+
+def shared_job_dir(config: DictConfig) -> str | None:
+    """Why two of the sweep's jobs, or a job and an earlier sweep's, would share a dir, if they would. A job resumes
+    what its dir holds: a swept key left out of the dirs' names (`exclude_keys=[seed]`, `subdir=${hydra.job.num}`)
+    trained the second job on from the first's checkpoint, labelled as itself. Jobs only the sweeper knows (another
+    sweeper's, a glob()'s), and dirs named by more than the job's overrides and number, are not checked."""
+    sweep_dir, taken = Path(config.hydra.sweep.dir), {}
+    for num, job in enumerate(expanded_jobs(OmegaConf.to_container(config.hydra, resolve=False))):
+        values, subdir = typed_values(job), job_subdir(config, job, num)
+        if values is None or subdir is None:
+            return None
+        job_dir = sweep_dir / subdir
+        other, other_values = taken.get(job_dir, (num, values))
+        if keys := differing(values, other_values, ("fresh",)):  # fresh=false,true: one run, then started over
+            return (f"jobs {other} and {num} of this sweep would share the dir {job_dir} (they differ in "
+                    f"{', '.join(keys)}), and job {num} would train on from job {other}'s checkpoint as if it were its "
+                    f"own: name each job's dir by every key the sweep varies (keep them out of "
+                    f"hydra.job.config.override_dirname.exclude_keys; hydra.sweep.subdir is named by them by default)")
+        taken[job_dir] = num, values
+        recorded = read_job(job_dir).get("overrides")
+        earlier = typed_values(recorded) if recorded is not None else values
+        if earlier is not None and differing(values, earlier, RESUME_MAY_CHANGE):
+            return (f"job {num} ({shown_overrides(job)}) would resume {job_dir}, which holds the run of another job "
+                    f"({shown_overrides(recorded)}): give this sweep a hydra.sweep.dir of its own, or name each job's dir "
+                    f"by its overrides (hydra.sweep.subdir's default)")
+    return None
+
+
+def job_subdir(config: DictConfig, job: list[str], num: int) -> str | None:
+    """The dir in the sweep's that Hydra will give its job `num`, from its overrides and number alone (None for a
+    subdir that names more): composing each job's config, as Hydra's launcher will, took 0.06 s a job."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    naming = config.hydra.job.config.override_dirname
+    try:
+        parsed = OverridesParser.create().parse_overrides(job)
+        runtime = {"override_dirname": get_overrides_dirname(parsed, list(naming.exclude_keys), naming.item_sep,
+                                                             naming.kv_sep), "num": num, "id": num}
+        typed = {o.key_or_group: o.value() for o in parsed if "." not in o.key_or_group}  # ${seed} in a subdir
+        subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]
+        return str(OmegaConf.create({**typed, "hydra": {"job": runtime}, "subdir": subdir}).subdir)
+    except Exception:  # noqa: BLE001 - a subdir naming more (${hydra:runtime...}): told as the job runs
+        return None
+
+
+def check_swept_values(config: DictConfig) -> None:
+    """A bad value in a sweep (batch_size=8,abc; optimizer.lr=1e-3,abc; lr=${nope}) is one line before any job
+    trains, as a single run's is: found as its job started, it came after the jobs before it had trained, and left a
+    job dir named by it. Each value of the sweep is checked once, set into the config of its job's group choices
+    (composed by Hydra once a combination of them): against the kind of the value it replaces, and by the run's own
+    checks of its settings."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lmplay.train import check_run_settings
+
+    if (typed := swept_overrides(OmegaConf.to_container(config.hydra, resolve=False))) is None:  # ${...} as typed
+        return
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(typed) if o.is_sweep_override()}
+    groups = set(config.hydra.runtime.choices)  # exp, optimizer, ...: choosing one composes other keys
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    job = copy.deepcopy(config)
+    for run in single_runs(typed):
+        parsed = OverridesParser.create().parse_overrides(run)
+        chosen = tuple(o.input_line for o in parsed if o.key_or_group in groups or o.key_or_group not in swept)
+        if chosen not in bases:  # the job's config but for its swept values: Hydra's, as the launcher composes it
+            composed = GlobalHydra.instance().config_loader().load_sweep_config(config, list(chosen))
+            bases[chosen] = OmegaConf.masked_copy(composed, [key for key in composed if key != "hydra"])
+        cfg = copy.deepcopy(bases[chosen])
+        with read_write(job.hydra):
+            job.hydra.overrides.task = run  # as the launcher sets it for each job: what its command typed
+        HydraConfig.instance().set_config(job)
+        try:
+            with readable_config():
+                for o in parsed:
+                    if o.key_or_group in swept and o.key_or_group not in groups and not o.is_sweep_override():
+                        was = OmegaConf.select(cfg, o.key_or_group, default=ABSENT)
+                        set_like(cfg, o.key_or_group, o.value(), was)  # not a glob() or a group's choice
+                check_run_settings(cfg)
+                OmegaConf.to_container(cfg, resolve=True)  # every ${...} names a key
+        except ConfigError as e:
+            fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
+
+
+ABSENT = object()  # OmegaConf.select's default for a key the config does not have
+
+
+def set_like(cfg: DictConfig, key: str, value: Any, was: Any) -> None:
+    """Set `key` to `value`, which must be of the kind of the value `was` it replaces (a number for a number, a list
+    for a list; an integer or not is the run's checks' to say: `epochs: 1` takes 0.5); null, an interpolation (read
+    as the job reads it, by the run's checks) and a key the job adds (+key, `was` ABSENT) are not judged here."""
+    if value is not None and not (isinstance(value, str) and "${" in value):
+        if isinstance(was, ListConfig) and not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} should be a list, like {key}=[{value},...]")
+        if isinstance(was, (bool, int, float)) and "." in key:  # a top-level key: the run's checks say more
+            check_kind(key, value, bool if isinstance(was, bool) else float)
+    if was is not ABSENT:
+        OmegaConf.update(cfg, key, value, merge=False)
+
+
+def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:
+    """The keys two jobs' overrides set apart, `but` those."""
+    return sorted(k for k in values.keys() | others.keys() if values.get(k) != others.get(k) and k not in but)
+
+
+def typed_values(overrides: list[str]) -> dict[str, Any] | None:
+    """key -> value of a job's overrides, as Hydra reads them (lr=1e-3 and lr=0.001 are one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+    except (HydraException, ValueError):
+        return None
