@@ -62,6 +62,7 @@ def test_vocab_size_comes_from_the_tokenizer():
 @pytest.mark.parametrize("override,message", [
     ("lr=abc", "optimizer.lr='abc' should be a number"),
     ("batch_size=''", "runner.batch_size='' should be an integer"),
+    ("runner.validation_batches=abc", "runner.validation_batches='abc' should be an integer"),  # not "a number"
     ("lr='3e-4'", ("optimizer.lr='3e-4' should be a number: it is text, as quotes or ${oc.env:...} make it; "
                    "'optimizer.lr=\"${oc.decode:${oc.env:VAR}}\"' reads an environment variable as the value it "
                    "spells")),

@@ -566,11 +566,13 @@ def test_text_files_are_read_a_block_at_a_time_with_line_ends_and_a_byte_order_m
     (tmp_path / "lines.txt").write_bytes(b"A line of its own.\n" * 20 + bytes(range(128, 256)) * 100)
     rows = text_file_rows((str(tmp_path / "lines.txt"),), 40)  # no blank lines: one paragraph, held whole until
     assert next(rows) == {"text": "A line of its own.\nA line of its own."}  # its end, read the whole file first
-    (tmp_path / "one.txt").write_bytes(b"word " * 60 + bytes(range(128, 256)) * 100)  # one line (text8): held whole
-    assert next(text_file_rows((str(tmp_path / "one.txt"),), 20)) == {"text": "word " * 4}
+    for blanks in (0, 20):  # one line (text8) was held whole; so was one with a row of blanks in it
+        (tmp_path / "one.txt").write_bytes(b"word " * 4 + b" " * blanks + b"word " * 60 + bytes(range(128, 256)) * 100)
+        assert next(text_file_rows((str(tmp_path / "one.txt"),), 20)) == {"text": "word " * 4}
 
 
 @pytest.mark.parametrize("text", ["\u3000b  \r\u3000aaa\tword. b", "x\nabxyz \x0c\r\n  word. \nend", "ab  \t  cd" * 5,
+                                  "ab" + " " * 7 + "cd" * 9,
                                   "one line, no end " * 9, "a\n\nlong line here\x0c\n\x0c\nb" * 3])
 def test_a_long_line_cut_as_it_is_read_gives_the_rows_of_the_whole_line(tmp_path, monkeypatch, text):
     """Pieces of a line that read as a blank line or a work separator (spaces, a lone form feed) would end its

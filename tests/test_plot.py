@@ -498,6 +498,7 @@ def test_an_idea_swept_at_two_lrs_is_compared_with_the_baseline_at_its_own_lr(tm
     # the baseline at 3e-3 is the idea's baseline there, not a line against the baseline at 1e-3 (its -1.2 dwarfed
     # every idea's difference in the plot): a baseline of its own
     assert rows["test_runner lr=3e-3 (baseline)"].split()[-2] == "-"
+    assert "- marks a run" not in comparison_table(groups)  # every cell measured: its "-" explained no gap
 
 
 def test_a_sweep_job_trained_on_keeps_its_baseline_and_an_idea_with_none_at_its_settings_says_so(tmp_path):
@@ -593,6 +594,21 @@ def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path)
     assert "Left out, with no validation record yet: test_runner lr=1." in table
 
 
+def test_a_run_validated_at_its_cadence_is_not_read_between_0_and_its_first_validation(tmp_path):
+    """The cadence allows a line between two regular points, but not from the untrained model's at 0 to the first:
+    two identical runs, one validated 4x as often, read 0.68 apart there."""
+    for name, every, steps in (("often", 10, 30), ("rarely", 50, 300)):  # a sweep of 30 steps, one of 300
+        run = fake_run(tmp_path / name, name, 1, 2.0, steps=steps)
+        stats = json.loads((run / "stats.json").read_text())
+        stats["validation"] = [{**stats["validation"][0], "step": s, "samples": 8 * s, "tokens": 100 * s,
+                                "loss": 2.0 + 3.0 * np.exp(-s / 10)} for s in range(0, steps + 1, every)]
+        (run / "stats.json").write_text(json.dumps(stats))
+    table = comparison_table(group_runs(load_runs([tmp_path / "often", tmp_path / "rarely"])))
+    header, rarely = table.splitlines()[0].split(), table.splitlines()[3].split()
+    assert rarely[0] == "rarely" and header[3:6] == ["loss@1k", "loss@2k", "loss@3k"], table
+    assert rarely[3:6] == ["-", "-", "-"], table  # before its first validation, at 5k tokens: read off a line, ~0.7 up
+
+
 def test_the_approx_marks_by_bisection_equal_a_scan_of_every_point():
     """approx() scanned every point of every seed for each point read (--train of 200k records: 7.5 minutes); the
     bisection must mark exactly as the scan did."""
@@ -609,7 +625,8 @@ def test_the_approx_marks_by_bisection_equal_a_scan_of_every_point():
             gap = above.min() - below.max() if len(below) and len(above) else np.inf
             past_0 = seed[seed > 0]
             cadence = np.median(np.diff(past_0)) if len(past_0) >= 3 else 0.0
-            if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, 1.5 * cadence)):
+            regular = 1.5 * cadence if len(below) and below.max() > 0 else 0.0  # not across the start by cadence
+            if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, regular)):
                 return None
             marks.append("~")
         return max(marks)

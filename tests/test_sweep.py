@@ -113,6 +113,23 @@ def test_plotting_a_sweep(sweep_2x2, tmp_path):
     assert "test_runner (baseline)" in proc.stdout and "value_norm_test" in proc.stdout
 
 
+def test_a_ctrl_c_between_jobs_leaves_the_summary_as_the_jobs_stand(tmp_path, monkeypatch):
+    """A Ctrl-C inside a job's last summary refresh left its row 'started' (0 tokens) though its job.json said
+    completed: the basic launcher's interrupted line wrote no summary."""
+    from lmplay import hydra_app
+
+    job = tmp_path / "exp=a,seed=1"
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"job": 0, "experiment": "a", "overrides": ["exp=a", "seed=1"],
+                                              "status": "completed", "wall_time_s": 1.0}))
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["exp=a", "seed=1"]}}}))
+    (tmp_path / "summary.md").write_text("| 0 | a | seed=1 | - | 0 | - | started |\n")
+    monkeypatch.setattr(hydra_app, "_sweep_dirs", [tmp_path])
+    monkeypatch.setattr(hydra_app, "_jobs_elsewhere", [False])
+    assert hydra_app.interrupted().startswith("interrupted between jobs, or before training started; to resume it")
+    assert "| completed |" in (tmp_path / "summary.md").read_text()
+
+
 def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     """Finished, failed, killed and nested job dirs; launcher logs are not jobs."""
     def job(name: str, record: dict | None, val_loss: float | None = None) -> None:
@@ -265,6 +282,9 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
      "optimizer.momentum='abc' should be a number (in the sweep's job with optimizer=sgd optimizer.momentum=abc"),
     (["optimizer=adamw,sgd", "seed=range(1,3)", "run_name=r${seed}", "+x.y=1,2", "optimizer.lr=1e-3,2"], {}, None),
     (["curriculum.stages.0.epochs=0.5,1", "weight_decay=0,0.1"], {}, None),  # `epochs: 1` in the file takes 0.5
+    (["runner.validation_interval=16,5e3"], {}, "runner.validation_interval=5000.0 should be an integer"),
+    (["curriculum.cache_dir=${oc.env:LMPLAY_UNSET_IN_TESTS}/c,/tmp/c"], {}, None),  # the job's variable (env_set)
+    ([], {"optimizer": "sgd,nope"}, None),  # a choice that is not there: Hydra's own start says so, in its words
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""

@@ -176,11 +176,10 @@ def interrupted() -> str:
     from lmplay.sweep import rerun_command, write_summary
 
     resume = f"to resume it: {rerun_command(sweep_dir)}"
+    with contextlib.suppress(Exception):  # the summary as the jobs' files stand now (a Ctrl-C inside a job's end
+        write_summary(sweep_dir)  # left its row 'started' though it had finished); the line still comes
     if not _jobs_elsewhere[-1]:
         return f"interrupted between jobs, or before training started; {resume}"
-
-    with contextlib.suppress(Exception):  # the summary as the jobs' stats.json stand now; the line still comes
-        write_summary(sweep_dir)
     return (f"interrupted: the jobs running in the launcher's workers save when the signal reaches them first, "
             f"but the launcher may stop them before (joblib kills its workers): each resumes from its last "
             f"checkpoint; {resume}")

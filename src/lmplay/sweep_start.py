@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+from omegaconf.errors import InterpolationResolutionError
 
 from lmplay.cli import fail
 from lmplay.config import check_kind
@@ -103,7 +105,10 @@ def check_swept_values(config: DictConfig) -> None:
         parsed = OverridesParser.create().parse_overrides(run)
         chosen = tuple(o.input_line for o in parsed if o.key_or_group in groups or o.key_or_group not in swept)
         if chosen not in bases:  # the job's config but for its swept values: Hydra's, as the launcher composes it
-            composed = GlobalHydra.instance().config_loader().load_sweep_config(config, list(chosen))
+            try:
+                composed = GlobalHydra.instance().config_loader().load_sweep_config(config, list(chosen))
+            except HydraException:  # a group choice that is not there (an exp file's params): Hydra's start says
+                return
             bases[chosen] = OmegaConf.masked_copy(composed, [key for key in composed if key != "hydra"])
         cfg = copy.deepcopy(bases[chosen])
         with read_write(job.hydra):
@@ -111,12 +116,17 @@ def check_swept_values(config: DictConfig) -> None:
         HydraConfig.instance().set_config(job)
         try:
             with readable_config():
-                for o in parsed:
-                    if o.key_or_group in swept and o.key_or_group not in groups and not o.is_sweep_override():
-                        was = OmegaConf.select(cfg, o.key_or_group, default=ABSENT)
-                        set_like(cfg, o.key_or_group, o.value(), was)  # not a glob() or a group's choice
+                values = [o for o in parsed if o.key_or_group in swept and o.key_or_group not in groups
+                          and not o.is_sweep_override()]  # not a glob() or a group's choice
+                for o in values:
+                    set_like(cfg, o.key_or_group, o.value(), OmegaConf.select(cfg, o.key_or_group, default=ABSENT))
                 check_run_settings(cfg)
-                OmegaConf.to_container(cfg, resolve=True)  # every ${...} names a key
+                for o in values:  # each ${...} names a key
+                    try:
+                        OmegaConf.select(cfg, o.key_or_group)
+                    except InterpolationResolutionError:
+                        if "oc.env" not in str(o.value()):  # a variable may be the job's own (env_set, a SLURM
+                            raise  # node's): its job says
         except ConfigError as e:
             fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
 
@@ -132,9 +142,18 @@ def set_like(cfg: DictConfig, key: str, value: Any, was: Any) -> None:
         if isinstance(was, ListConfig) and not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} should be a list, like {key}=[{value},...]")
         if isinstance(was, (bool, int, float)) and "." in key:  # a top-level key: the run's checks say more
-            check_kind(key, value, bool if isinstance(was, bool) else float)
+            check_kind(key, value, kind_of(key, was))
     if was is not ABSENT:
         OmegaConf.update(cfg, key, value, merge=False)
+
+
+def kind_of(key: str, was: float) -> type:
+    """The kind a value must have where `was` stood: lmplay's runner and models take an integer where their config
+    has one (runner.validation_interval=5e3 is refused); elsewhere a number takes any number (a stage's `epochs: 1`
+    takes 0.5, torch's `momentum=0` takes 0.9)."""
+    if isinstance(was, bool):
+        return bool
+    return int if isinstance(was, int) and key.split(".")[0] in ("runner", "model") else float
 
 
 def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:

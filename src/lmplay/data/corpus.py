@@ -131,7 +131,7 @@ def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
                 yield from lines
                 if longest:
                     yield from (pieces := line_pieces(tail, longest))
-                    tail = tail[len(pieces) * longest:]
+                    tail = tail[sum(map(len, pieces)):]
             tail += decoder.decode(b"", final=True)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
@@ -142,16 +142,17 @@ def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
 
 
 def line_pieces(tail: str, longest: int) -> list[str]:
-    """The pieces of `longest` characters that can be cut off the front of an unfinished line: none that reads as a
-    blank line, and none that leaves a rest that could (the rest must hold text: a line end must find text after
-    the last cut, or the rest of a long line would end its paragraph)."""
+    """Pieces of `k x longest` characters that can be cut off the front of an unfinished line: none that reads as a
+    blank line (a run of blanks goes with the text after it), and none that leaves a rest that could (a line end must
+    find text after the last cut, or the rest of a long line would end its paragraph)."""
     text_ends = len(tail.rstrip(" \t\r\f"))  # tail[i:] is no blank or separator line iff i < text_ends ("\r": a
     # line end to come; "\f": a rest of only a form feed would read as a work separator)
     pieces: list[str] = []
-    for start in range(0, len(tail) - longest - 1, longest):
-        if start + longest >= text_ends or is_break(piece := tail[start:start + longest]):
-            break
-        pieces.append(piece)
+    start = 0
+    for end in range(longest, min(len(tail) - 1, text_ends), longest):
+        if not is_break(piece := tail[start:end]):
+            pieces.append(piece)
+            start = end
     return pieces
 
 

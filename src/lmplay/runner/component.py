@@ -91,7 +91,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
             valid = f"valid keys: {', '.join(sorted(schema))}" if schema else "it takes none"
             raise ConfigError(f"{component}: unknown key '{key}'; {valid}")
         if not _type_ok(value, schema[key]):
-            kind = {"int": "a number", "float": "a number", "bool": "true or false", "str": "a string",  # int: as 0.0
+            kind = {"int": "a number" if component in ("optimizer", "scheduler") else "an integer",  # torch's 0 is 0.0
+                    "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
             # not "like <default>": the schema's defaults are the class's own (torch's lr=0.001), not the config's
             raise ConfigError(f"{component}.{key}={value!r} should be {kind}{quoted(f'{component}.{key}', value)}")

@@ -469,7 +469,7 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     header = ["run", "seeds", *[f"loss@{human(t)}" for t in points]]
     header += [f"vs baseline@{human(end)}"] if baseline_first else []
     header += [f"accuracy@{human(end)}"]
-    table = [header]
+    table, own_baselines = [header], set()  # rows whose 'vs baseline' is "-" by definition: they are baselines
     losses = {id(group): loss for group, loss, _ in rows}
     for i, (group, loss, accuracy) in enumerate(rows):
         cells = [cell(loss, t, lambda v: f"{v.mean():.4f}" + (f" ±{v.std(ddof=1):.4f}" if len(v) > 1 else ""))
@@ -488,10 +488,12 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}") + (
                 f" ({pairs} pair{'s' * (pairs > 1)})" if 0 < pairs < loss.num_seeds else "")
             row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
+            own_baselines |= {i} if base is group else set()
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
         table.append(row)
-    vs_column = 2 + len(points) if baseline_first else None  # the baseline's own is "-" by definition
-    cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row) if j >= 2 and (i, j) != (0, vs_column)]
+    vs_column = 2 + len(points) if baseline_first else None
+    cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row)
+             if j >= 2 and not (j == vs_column and i in own_baselines)]
     notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)),
              *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
@@ -534,9 +536,9 @@ def approx(curve: Curve, tokens: float) -> str | None:
     """"" where every seed of the curve has a validation point of its own at `tokens` (within SAME); "~"
     where a seed's value there is read off a straight line between two of its points that are close: one of them
     within NEAR of `tokens` (seeds of rows batching validate a few % apart), or at most GAP x `tokens` apart, or no
-    further apart than the run's regular cadence past 0; None where a seed has no such two: a run validated only at
-    0 and at its end would read as a line between them, and two identical runs, one validated that way, differed by
-    0.7."""
+    further apart than the run's regular cadence past 0 (not from 0 to the first validation); None where a seed has
+    no such two: a run validated only at 0 and at its end would read as a line between them, and two identical runs,
+    one validated that way, differed by 0.7."""
     marks = []
     for seed, cadence in zip(curve.seed_tokens, curve.cadences):  # a seed's tokens ascend: found by bisection, as
         i = int(np.searchsorted(seed, tokens, side="left"))  # a scan of every point per point made --train of
@@ -546,8 +548,9 @@ def approx(curve: Curve, tokens: float) -> str | None:
         if distance <= SAME * tokens:
             marks.append("")
             continue
-        gap = above - below
-        if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, 1.5 * cadence)):
+        gap = above - below  # not across the start (0 to the first validation, the steepest part) by cadence:
+        regular = 1.5 * cadence if below > 0 else 0.0  # an identical run validated more often read 0.68 lower there
+        if gap == np.inf or (distance > NEAR * tokens and gap > max(GAP * tokens, regular)):
             return None
         marks.append("~")
     return max(marks)
