@@ -284,6 +284,8 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["curriculum.stages.0.epochs=0.5,1", "weight_decay=0,0.1"], {}, None),  # `epochs: 1` in the file takes 0.5
     (["runner.validation_interval=16,5e3"], {}, "runner.validation_interval=5000.0 should be an integer"),
     (["curriculum.cache_dir=${oc.env:LMPLAY_UNSET_IN_TESTS}/c,/tmp/c"], {}, None),  # the job's variable (env_set)
+    (["optimizer.lr='${oc.decode:${oc.env:LMPLAY_UNSET_IN_TESTS}}',0.002"], {}, None),  # quoted, as numbers need
+    (["curriculum.validation_seed=1,2.5"], {}, "curriculum.validation_seed=2.5 should be an integer"),
     ([], {"optimizer": "sgd,nope"}, None),  # a choice that is not there: Hydra's own start says so, in its words
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):

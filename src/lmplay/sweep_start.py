@@ -8,6 +8,7 @@ sweep's group choices, and set each swept value into it.
 """
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
-from omegaconf.errors import InterpolationResolutionError
 
 from lmplay.cli import fail
 from lmplay.config import check_kind
@@ -117,16 +117,13 @@ def check_swept_values(config: DictConfig) -> None:
         try:
             with readable_config():
                 values = [o for o in parsed if o.key_or_group in swept and o.key_or_group not in groups
-                          and not o.is_sweep_override()]  # not a glob() or a group's choice
+                          and not o.is_sweep_override() and "oc.env" not in str(o.value())]  # not a glob(), a
+                # group's choice, or an environment variable, which may be the job's own (env_set, a SLURM node's)
                 for o in values:
                     set_like(cfg, o.key_or_group, o.value(), OmegaConf.select(cfg, o.key_or_group, default=ABSENT))
                 check_run_settings(cfg)
                 for o in values:  # each ${...} names a key
-                    try:
-                        OmegaConf.select(cfg, o.key_or_group)
-                    except InterpolationResolutionError:
-                        if "oc.env" not in str(o.value()):  # a variable may be the job's own (env_set, a SLURM
-                            raise  # node's): its job says
+                    OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
             fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
 
@@ -148,12 +145,24 @@ def set_like(cfg: DictConfig, key: str, value: Any, was: Any) -> None:
 
 
 def kind_of(key: str, was: float) -> type:
-    """The kind a value must have where `was` stood: lmplay's runner and models take an integer where their config
-    has one (runner.validation_interval=5e3 is refused); elsewhere a number takes any number (a stage's `epochs: 1`
-    takes 0.5, torch's `momentum=0` takes 0.9)."""
+    """The kind a value must have where `was` stood: an integer where lmplay's runner or curriculum declares one
+    (runner.validation_interval=5e3, curriculum.validation_seed=2.5 are refused), else any number: a model's kind is
+    its class's, which the job checks (an idea's `dropout: 0` takes 0.1), a torch optimizer's `momentum=0` takes 0.9
+    and a stage's `epochs: 1` takes 0.5."""
     if isinstance(was, bool):
         return bool
-    return int if isinstance(was, int) and key.split(".")[0] in ("runner", "model") else float
+    group, _, name = key.partition(".")
+    declared = None
+    if group == "runner":
+        from lmplay.runner.components import RunnerSettings
+
+        declared = getattr(RunnerSettings(), name, None)
+    elif group == "curriculum":
+        from lmplay.data.curriculum import Curriculum
+
+        parameter = inspect.signature(Curriculum).parameters.get(name)
+        declared = parameter.default if parameter else None
+    return int if isinstance(declared, int) and not isinstance(declared, bool) else float
 
 
 def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:

@@ -36,7 +36,8 @@ SEED_SWITCHES = {"--amp": "amp=true", "--compile": "compile=true", "--compile-mo
 
 def overridden_keys() -> set[str]:
     """The keys typed on this command line (`lr=1e-3` -> "lr"); they win over a resumed checkpoint."""
-    return {override_key(o) for o in HydraConfig.get().overrides.task}
+    typed = OmegaConf.to_container(HydraConfig.get().overrides, resolve=False)["task"]  # as typed: a value's
+    return {override_key(o) for o in typed}  # ${oc.env:X} is no key, and may be the job's own variable
 
 
 def run_overrides(previous: list[str], typed: list[str], reset: Iterable[str] = ()) -> list[str]:
