@@ -130,8 +130,8 @@ def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
                 tail = lines.pop()
                 yield from lines
                 if longest:
-                    yield from (pieces := line_pieces(tail, longest))
-                    tail = tail[sum(map(len, pieces)):]
+                    yield from (cut := line_pieces(tail, longest))
+                    tail = tail[sum(map(len, cut)):]
             tail += decoder.decode(b"", final=True)
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # zlib.error: a gzip header over damaged data
         raise ConfigError(f"{path} ends in .gz but is not a whole gzip file ({e}); compress it with gzip, or "
