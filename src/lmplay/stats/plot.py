@@ -105,6 +105,11 @@ class Curve:
         """The seeds both curves ran: seed by seed, the data order is the same, and the difference is the idea's."""
         return [s for s in self.seeds if s is not None and s in base.seeds]
 
+    def fewer_pairs(self, base: "Curve") -> str:
+        """"2 pairs" where a difference from `base` is paired on fewer seeds than this curve ran, else ""."""
+        pairs = len(self.pairs_with(base))
+        return f"{pairs} pair{'s' * (pairs > 1)}" if 0 < pairs < self.num_seeds else ""
+
     def spread_minus(self, base: "Curve", tokens: float) -> float | None:
         """The std of one seed's difference from the baseline at `tokens`: of the paired differences, else of two
         independent seeds' (their variances add); None where there is one pair, or a side has one seed."""
@@ -365,8 +370,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             baseline = bases[i]
             if baseline is c and i > 0:  # the baseline at an idea's settings: the idea's line is drawn against it
                 continue
-            pairs = len(c.pairs_with(baseline))
-            seeds = f", {pairs} pair{'s' * (pairs > 1)}" if 0 < pairs < c.num_seeds else seeds  # the seeds drawn
+            seeds = f", {pairs}" if (pairs := c.fewer_pairs(baseline)) else seeds  # the seeds drawn
         label += seeds
         if bases:
             if baseline is not curves[0]:
@@ -482,11 +486,10 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             # max_steps: one that sets a cosine schedule's every lr
             vs = f" (vs {base.label}: none at its settings)" if unmatched(group, groups, matches[id(group)]) else vs
             marks = [approx(loss, end), approx(losses[id(base)], end)]
-            diff = loss.minus(losses[id(base)], np.array(end), "measured").mean()  # paired: on the idea's seeds
+            diff = loss.minus(losses[id(base)], np.array(end), "measured").mean()  # paired: on the seeds both ran
             spread = loss.spread_minus(losses[id(base)], end)
-            pairs = len(loss.pairs_with(losses[id(base)]))
-            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}") + (
-                f" ({pairs} pair{'s' * (pairs > 1)})" if 0 < pairs < loss.num_seeds else "")
+            pairs = loss.fewer_pairs(losses[id(base)])
+            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}") + (f" ({pairs})" if pairs else "")
             row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
             own_baselines |= {i} if base is group else set()
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
