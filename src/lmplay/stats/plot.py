@@ -489,7 +489,8 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
             diff = loss.minus(losses[id(base)], np.array(end), "measured").mean()  # paired: on the seeds both ran
             spread = loss.spread_minus(losses[id(base)], end)
             pairs = loss.fewer_pairs(losses[id(base)])
-            diff_text = f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}") + (f" ({pairs})" if pairs else "")
+            diff_text = (f"{diff:+.4f}" + ("" if spread is None else f" ±{spread:.4f}")
+                         + (f" ({pairs})" if pairs else ""))
             row += ["-" if base is group or None in marks else f"{max(marks)}{diff_text}{vs}"]
             own_baselines |= {i} if base is group else set()
         row += [cell(accuracy, end, lambda v: f"{v.mean():.4f}")]
