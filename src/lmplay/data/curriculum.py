@@ -383,9 +383,9 @@ class Curriculum:
                               f"in a run dir of its own (run_name=...), or start over with fresh=true")
         self._enter_stage(names.index(state["stage_name"]))
         if state["data"] != self._data_key():
-            log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's; "
-                        "continuing from the same row count, but the batches are not the ones the run would have got",
-                        state["stage_name"])
+            log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
+                        "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
+                        "but the batches are not the ones the run would have got", state["stage_name"])
         self._steps, self._tokens = int(state["steps"]), int(state["tokens"])
         self._feed.load_state_dict(state["feed"])
         self._batcher.load_state_dict(state["batcher"], self._feed)
