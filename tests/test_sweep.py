@@ -130,6 +130,27 @@ def test_a_ctrl_c_between_jobs_leaves_the_summary_as_the_jobs_stand(tmp_path, mo
     assert "| completed |" in (tmp_path / "summary.md").read_text()
 
 
+def test_a_second_ctrl_c_while_the_stopped_sweeps_summary_is_written_leaves_no_traceback(tmp_path, monkeypatch):
+    """It raised KeyboardInterrupt out of the first one's handling: a traceback, and no line saying how to resume."""
+    from lmplay import hydra_app, sweep
+
+    def write_summary(sweep_dir: Path) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the signal is handled here, if it is not ignored
+        (sweep_dir / "summary.md").write_text("written")
+
+    monkeypatch.setattr(sweep, "write_summary", write_summary)
+    monkeypatch.setattr(hydra_app, "_sweep_dirs", [tmp_path])
+    monkeypatch.setattr(hydra_app, "_jobs_elsewhere", [False])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        line = hydra_app.interrupted()
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C ended the first one's handling")
+    assert line.startswith("interrupted between jobs") and (tmp_path / "summary.md").read_text() == "written"
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     """Finished, failed, killed and nested job dirs; launcher logs are not jobs."""
     def job(name: str, record: dict | None, val_loss: float | None = None) -> None:

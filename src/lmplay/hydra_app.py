@@ -31,8 +31,8 @@ from lmplay.config import configs_missing
 from lmplay.errors import ConfigError
 from lmplay.files import planted_symlink, symlink_refused
 from lmplay.overrides import (already_a_key, ambiguous_value, config_flags, group_choices, launcher_not_chosen,
-                              precheck, reject_bare_words, reject_literal_interpolation_in_run_name, typed_overrides,
-                              unknown_hydra_key, with_config_dir)
+                              precheck, reject_bare_words, reject_literal_interpolation_in_run_name, sweeper_params_typed,
+                              typed_overrides, unknown_hydra_key, with_config_dir)
 
 _ctrl_c: list[int] = []  # a Ctrl-C reached this command (note_ctrl_c)
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
@@ -103,6 +103,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
             if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
                 fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
+            if typed := sweeper_params_typed(overrides):
+                fail(typed)
             if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
                 fail(there)
             sys.stderr.write(hydra_said)
@@ -176,13 +178,24 @@ def interrupted() -> str:
     from lmplay.sweep import rerun_command, write_summary
 
     resume = f"to resume it: {rerun_command(sweep_dir)}"
-    with contextlib.suppress(Exception):  # the summary as the jobs' files stand now (a Ctrl-C inside a job's end
-        write_summary(sweep_dir)  # left its row 'started' though it had finished); the line still comes
+    with contextlib.suppress(Exception), ctrl_c_ignored():  # the summary as the jobs' files stand now (a Ctrl-C
+        write_summary(sweep_dir)  # inside a job's end left its row 'started' though it had finished); a second
+        # Ctrl-C, typed while it is written, would have ended in a traceback before the line below
     if not _jobs_elsewhere[-1]:
         return f"interrupted between jobs, or before training started; {resume}"
     return (f"interrupted: the jobs running in the launcher's workers save when the signal reaches them first, "
             f"but the launcher may stop them before (joblib kills its workers): each resumes from its last "
             f"checkpoint; {resume}")
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored for the ~0.1 s of writing a stopped sweep's summary: the user has stopped it already."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def job_dir_name(overrides: str) -> str:

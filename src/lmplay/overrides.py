@@ -303,6 +303,16 @@ def already_a_key(hydra_said: str) -> str | None:
     return None
 
 
+def sweeper_params_typed(overrides: list[str]) -> str | None:
+    """`hydra.sweeper.params=...` on the command line: Hydra's sweeper starts with no params to merge into, and
+    ends in OmegaConf's traceback; the command line's own form of the same sweep is its overrides."""
+    if typed := [o for o in overrides if o.lstrip("+~").startswith("hydra.sweeper.params")]:
+        return (f"{typed[0]}: Hydra cannot set hydra.sweeper.params on the command line; type the swept values as "
+                f"overrides with -m (seed=1,2 optimizer.lr=1e-4,3e-4), or list them in an exp file under "
+                f"hydra: sweeper: params:")
+    return None
+
+
 def unknown_plan_key(key: str) -> str:
     """A key typed into a stage or dataset entry of the plan that the entry does not list: a key entries take
     is added with `+`; anything else is a typo."""
