@@ -279,8 +279,8 @@ def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
     (["-m", "hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
     (["-m", "+hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
     (["--cfg", "job", "-m", "seed=1,2"], "-m with --cfg, --info or --shell-completion: these print one job's config"),
-    (["-m", "hydra.sweeper.params={seed: '1,2'}"], "Hydra cannot set hydra.sweeper.params on the command line; type "
-                                                   "the swept values as overrides with -m (seed=1,2"),  # a traceback
+    (["-m", "hydra.sweeper.params={seed: '1,2'}"], ("Hydra cannot set hydra.sweeper.params on the command line; "
+                                                    "type the swept values as overrides with -m (seed=1,2")),
     (["-m", "+hydra.sweeper.params.seed='1,2'"], "Hydra cannot set hydra.sweeper.params on the command line"),
 ])
 def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp_path, args, message):
