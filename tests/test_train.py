@@ -282,11 +282,22 @@ def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
     (["-m", "hydra.sweeper.params={seed: '1,2'}"], ("Hydra cannot set hydra.sweeper.params on the command line; "
                                                     "type the swept values as overrides with -m (seed=1,2")),
     (["-m", "+hydra.sweeper.params.seed='1,2'"], "Hydra cannot set hydra.sweeper.params on the command line"),
+    (["-m", "optimizer=sgd,rmsprop", "optimizer.momentum=0.9"], ("optimizer.momentum=0.9: Hydra sets a sweep's single "
+     "values on the config of each group's default before it sweeps, and that config has no optimizer.momentum; "
+     "every job's has: type it ++optimizer.momentum=0.9")),  # Hydra's seven lines, exit 1
 ])
 def test_hydra_keys_typed_the_wrong_way_are_one_line_that_says_the_right_one(tmp_path, args, message):
     proc = run_cli("lmplay.train", *args, "exp=test_runner", "max_steps=1", cwd=tmp_path)
     assert_one_line_error(proc, message)
     assert proc.returncode == 2 and not (tmp_path / "rd").exists()
+
+
+def test_a_key_only_the_swept_choices_have_is_set_in_each_job_with_the_plus_plus_the_error_names(tmp_path):
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "optimizer=sgd,rmsprop", "++optimizer.momentum=0.9",
+                   "max_steps=1", "device=cpu", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path, check=True)
+    momenta = [OmegaConf.load(job / ".hydra" / "config.yaml")["optimizer"]["momentum"]
+               for job in sorted(tmp_path.glob("*optimizer=*"))]
+    assert momenta == [0.9, 0.9] and proc.stdout.count("completed") >= 2
 
 
 def test_help_with_a_misspelled_exp_is_one_line(tmp_path):

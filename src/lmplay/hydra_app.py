@@ -32,7 +32,7 @@ from lmplay.errors import ConfigError
 from lmplay.files import planted_symlink, symlink_refused
 from lmplay.overrides import (already_a_key, ambiguous_value, config_flags, group_choices, launcher_not_chosen,
                               precheck, reject_bare_words, reject_literal_interpolation_in_run_name,
-                              sweeper_params_typed, typed_overrides, unknown_hydra_key, with_config_dir)
+                              set_before_the_sweep, sweeper_params_typed, typed_overrides, unknown_hydra_key, with_config_dir)
 
 _ctrl_c: list[int] = []  # a Ctrl-C reached this command (note_ctrl_c)
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
@@ -105,6 +105,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
             if typed := sweeper_params_typed(overrides):
                 fail(typed)
+            if is_sweep(argv) and (default_lacks := set_before_the_sweep(hydra_said, overrides)):
+                fail(default_lacks)
             if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
                 fail(there)
             sys.stderr.write(hydra_said)

@@ -313,6 +313,20 @@ def sweeper_params_typed(overrides: list[str]) -> str | None:
     return None
 
 
+def set_before_the_sweep(hydra_said: str, overrides: list[str]) -> str | None:
+    """`-m optimizer=sgd,rmsprop optimizer.momentum=0.9`: every job's config has the key (the check composed each),
+    but Hydra first sets a sweep's single values on the config of the groups' defaults (adamw: no momentum), and
+    said "Could not override" in seven lines. `++` sets the key, or adds it where a config lacks it."""
+    if not (refused := re.search(r"Could not override '([\w.]+)'", hydra_said)):
+        return None
+    typed = [o for o in overrides if o.lstrip("+").partition("=")[0] == refused[1]]
+    if not typed:
+        return None
+    line = typed[-1].lstrip("+")
+    return (f"{line}: Hydra sets a sweep's single values on the config of each group's default before it sweeps, "
+            f"and that config has no {refused[1]}; every job's has: type it ++{line}")
+
+
 def unknown_plan_key(key: str) -> str:
     """A key typed into a stage or dataset entry of the plan that the entry does not list: a key entries take
     is added with `+`; anything else is a typo."""
