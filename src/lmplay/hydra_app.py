@@ -32,7 +32,8 @@ from lmplay.errors import ConfigError
 from lmplay.files import planted_symlink, symlink_refused
 from lmplay.overrides import (already_a_key, ambiguous_value, config_flags, group_choices, launcher_not_chosen,
                               precheck, reject_bare_words, reject_literal_interpolation_in_run_name,
-                              set_before_the_sweep, sweeper_params_typed, typed_overrides, unknown_hydra_key, with_config_dir)
+                              set_before_the_sweep, sweeper_params_typed, typed_overrides, unknown_hydra_key,
+                              with_config_dir)
 
 _ctrl_c: list[int] = []  # a Ctrl-C reached this command (note_ctrl_c)
 _held: list[tuple[TextIO, io.StringIO]] = []  # (real stderr, what Hydra wrote) while Hydra composes
