@@ -73,6 +73,21 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step_and_the_
     assert losses(stopped)[1] == pytest.approx(losses(whole)[1], abs=1e-6)
 
 
+def test_ranks_draw_dropout_masks_of_their_own_and_a_resume_draws_the_uninterrupted_runs(tmp_path):
+    """Every rank was seeded alike: rank 1's samples got rank 0's masks (half the masks of one process's batch)."""
+    args, probes = [*BASE, "model.dropout=0.1"], (Path(__file__).parent / "probes",)
+    env = {"LMPLAY_PROBE_DROPOUT": "1"}
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    runs = [torchrun(2, *args, "max_steps=4", f"hydra.run.dir={whole}", path=probes, env=env),
+            torchrun(2, *args, "max_steps=2", f"hydra.run.dir={resumed}", path=probes, env=env),
+            torchrun(2, *args, "max_steps=4", f"hydra.run.dir={resumed}", path=probes, env=env)]
+    assert all(proc.returncode == 0 for proc in runs), runs[-1].stderr[-3000:]
+    masks = [dict(re.findall(r"dropout mask: (rank \d step \d) (\w+)", proc.stderr)) for proc in runs]
+    assert masks[0]["rank 0 step 0"] != masks[0]["rank 1 step 0"]
+    assert masks[0]["rank 1 step 3"] == masks[2]["rank 1 step 3"] and masks[0] == {**masks[1], **masks[2]}
+    assert losses(resumed)[0] == pytest.approx(losses(whole)[0], abs=1e-6)
+
+
 def test_bad_world_size_for_batch(tmp_path):
     proc = torchrun(2, "exp=test_runner", "device=cpu", "batch_size=7", "mini_batch_size=2",
                     f"hydra.run.dir={tmp_path / 'run'}")

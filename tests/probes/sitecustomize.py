@@ -10,6 +10,9 @@ SIGTERM (a scheduler's stop) right after step N, or as it starts tokenizing its 
 moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
 torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
 
+LMPLAY_PROBE_DROPOUT=1: print which elements each step's first dropout zeroed (a hash), with the rank and step:
+whether ranks draw masks of their own.
+
 LMPLAY_PROBE_CTRL_C_IN=numpy: a Ctrl-C (SIGINT) as that module is first imported, where a Ctrl-C a moment after
 launch lands (torch's C code imports numpy and swallowed it, leaving numpy half-imported).
 """
@@ -74,6 +77,34 @@ if os.environ.get("LMPLAY_PROBE_KILL") and os.environ.get("LMPLAY_PROBE_RANK", o
         os.environ.get("RANK"):
     _where, _step = os.environ["LMPLAY_PROBE_KILL"].split(":")
     _install_kill(_where, int(_step))
+
+
+def _install_dropout_probe() -> None:
+    import hashlib
+
+    from torch.nn import functional
+
+    from lmplay.runner import base
+
+    train_step, dropout, seen = base.LMRunnerBase.train_step, functional.dropout, {}
+
+    def noted_train_step(self, *args, **kwargs):
+        seen["step"], seen["said"] = self.runner_c.progress["step"], False
+        return train_step(self, *args, **kwargs)
+
+    def noted_dropout(x, p=0.5, training=True, inplace=False):
+        out = dropout(x, p, training, inplace)
+        if training and p > 0 and not seen.get("said", True):
+            seen["said"] = True
+            zeroed = hashlib.sha256((out == 0).numpy().tobytes()).hexdigest()[:12]
+            sys.stderr.write(f"dropout mask: rank {os.environ.get('RANK', '0')} step {seen['step']} {zeroed}\n")
+        return out
+
+    base.LMRunnerBase.train_step, functional.dropout = noted_train_step, noted_dropout
+
+
+if os.environ.get("LMPLAY_PROBE_DROPOUT"):
+    _install_dropout_probe()
 
 
 class _CtrlCOnImport:

@@ -122,6 +122,15 @@ def init_world(device_type: str) -> World:
     return world
 
 
+def rank_step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one rank's step under DDP: one run seed gave every rank the same dropout masks (half the
+    masks of one process's batch on 2 ranks), and a function of the step, not a generator's state, lets a resume
+    draw the masks of the uninterrupted run on any rank."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**64, step, rank]).generate_state(1, np.uint64)[0])
+
+
 class LossModule(nn.Module):
     """Wraps a model so DDP's forward is the model's own `loss_terms` (an experiment may override it)."""
 
