@@ -25,11 +25,11 @@ from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
-from lmplay.files import set_aside_old_run
+from lmplay.files import CHECKPOINT, set_aside_old_run
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
-from lmplay.runner.distributed import LossModule, World, init_world
+from lmplay.runner.distributed import LossModule, World, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
@@ -604,6 +604,8 @@ class LMRunnerBase:
         total_tokens = max(batch.num_tokens, 1)
         scale = total_tokens / self.world.size  # DDP averages gradients over ranks; the batch's loss is their sum
         non_blocking = self.device.type == "cuda"
+        if self.world.distributed:
+            torch.manual_seed(rank_step_seed(self.seed, self.runner_c.progress["step"], self.world.rank))
         shard = batch.shard(self.world.rank, self.world.size)
         minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
         for i, mini in enumerate(minis):
