@@ -363,3 +363,29 @@ def test_expose_runner_refuses_a_bare_use_and_a_name_another_module_registered()
     with pytest.raises(ConfigError, match="'test_runner' is registered already, by experiments.gpt2ish.versions"):
         expose_runner("test_runner")(factory)
     assert get_runner("test_runner").model_class is GPT2ish
+
+
+def test_a_registered_experiment_trained_as_another_class_is_refused_before_it_trains(tmp_path):
+    """Its checkpoint named test_runner, which loaded as GPT2ish: a 'damaged checkpoint' error for an idea with more
+    weights, the baseline's code running on the idea's weights, silently, for one without."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "model._target_=experiments.value_norm.model.ValueNormGPT",
+                   "device=cpu", "max_steps=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
+        "error: model._target_=experiments.value_norm.model.ValueNormGPT is not the class experiment 'test_runner' is "
+        "registered with (experiments.gpt2ish.model.GPT2ish): its checkpoints would load as that class; train another "
+        "class as an experiment of its own (python -m lmplay.new_exp NAME, then exp=NAME), or make the exp file's "
+        "_target_ and its versions.py agree")]
+    assert not (tmp_path / "run" / "model.lmp").exists()
+
+
+def test_a_checkpoint_trained_as_another_class_than_its_experiments_is_not_loaded_as_that_one(tmp_path):
+    """One saved before training refused it: loading went by the name alone."""
+    from conftest import make_runner
+
+    runner = make_runner(["exp=test_runner", "model._target_=experiments.value_norm.model.ValueNormGPT",
+                          "device=cpu", "max_steps=1"], tmp_path)
+    path = runner.save()
+    with pytest.raises(ConfigError, match=r"this checkpoint of experiment 'test_runner' was trained as "
+                                          r"experiments.value_norm.model.ValueNormGPT, not as the class 'test_runner' "
+                                          r"is registered with \(experiments.gpt2ish.model.GPT2ish\)"):
+        load_model(path)

@@ -16,13 +16,16 @@ from lmplay.errors import ConfigError, OutputError
 LOCK_NAME = ".lmplay.lock"
 _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, whether this process made it)
 
+CHECKPOINT = "model.lmp"  # a run dir's files, by the names design.md §7 gives them
+STATS = "stats.json"
+FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
 
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp); `~` is the
     home dir, as for load_model (zsh leaves a `checkpoint=~/x` unexpanded)."""
     path = home_expanded(path)
-    return path / "model.lmp" if path.is_dir() else path
+    return path / CHECKPOINT if path.is_dir() else path
 
 
 def home_expanded(path: Path | str) -> Path:
@@ -98,7 +101,7 @@ def open_lock(path: Path) -> TextIO:
 
 
 # The names lmplay (and Hydra) write in a run dir as the run's own: a symlink there would take the writes elsewhere.
-RUN_FILES = (".hydra", "tb", "stats.json", "job.json", "model.lmp", "model.lmp.bak", ".lmplay.fresh_job", "plots")
+RUN_FILES = (".hydra", "tb", STATS, "job.json", CHECKPOINT, f"{CHECKPOINT}.bak", FRESH_MARK, "plots")
 
 
 def planted_symlink(run_dir: Path) -> Path | None:
@@ -146,7 +149,7 @@ def set_aside_old_run(run_dir: Path) -> Path | None:
     The files go into a hidden `.replaced_<time>/` first, renamed when all are in: a set-aside cut short (kill -9)
     is finished by the next one (`interrupted_set_aside` stops a resume meanwhile), never split over two dirs."""
     old = sorted(p for p in run_dir.glob("model*.lmp*") if p.is_file() and not p.name.endswith(".tmp"))
-    old += [p for p in (run_dir / "stats.json", run_dir / "tb", run_dir / ".hydra") if p.exists()]
+    old += [p for p in (run_dir / STATS, run_dir / "tb", run_dir / ".hydra") if p.exists()]
     moving = interrupted_set_aside(run_dir)
     if not old and moving is None:
         return None

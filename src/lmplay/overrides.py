@@ -6,7 +6,6 @@ one's own, a bare word, an unreadable value), so that a mistake is one line nami
 """
 
 import difflib
-import importlib
 import inspect
 import re
 import sys
@@ -396,9 +395,10 @@ def unlisted_model_parameter(key: str, choices: list[str]) -> str:
     if name in RUN_SET_MODEL_KEYS:
         return not_the_models_to_set(name)
     try:
+        from lmplay.runner.components import config_class
+
         cfg = composed("config", choices)
-        module, _, class_name = str(cfg.model._target_).rpartition(".")
-        model_class = getattr(importlib.import_module(module), class_name)
+        model_class = config_class(cfg, "model")
     except Exception:  # noqa: BLE001 - no class to look in: the plain unknown-key line
         return ""
     exp = group_choice(choices, "exp")

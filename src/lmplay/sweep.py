@@ -36,12 +36,11 @@ from omegaconf import DictConfig
 from lmplay.cli import fail, launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import exclusive, training_into, write_atomic
+from lmplay.files import CHECKPOINT, STATS, exclusive, training_into, write_atomic
 from lmplay.hydra_app import SUMMARY_LOCK, JobError, remove_unused_sweep_dir
 from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
-    STATS,
     configuration,
     dig,
     dirs_below,
@@ -163,7 +162,7 @@ def earlier_wall_time(job_dir: Path) -> float:
     job = read_job(job_dir)
     if job.get("wall_time_s") is not None or not job.get("started_at"):
         return job.get("wall_time_s") or 0.0
-    written = [st.st_mtime for name in (STATS, "model.lmp") if (st := stat_or_none(job_dir / name))]
+    written = [st.st_mtime for name in (STATS, CHECKPOINT) if (st := stat_or_none(job_dir / name))]
     return job.get("earlier_wall_time_s", 0.0) + max(0.0, max(written, default=job["started_at"]) - job["started_at"])
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 from lmplay.cli import fail
 from lmplay.config import check_kind
 from lmplay.errors import ConfigError
+from lmplay.files import CHECKPOINT
 from lmplay.hydra_app import readable_config
 from lmplay.overrides import single_runs
 from lmplay.sweep import expanded_jobs, read_job, shown_overrides, swept_overrides
@@ -28,7 +29,7 @@ from lmplay.sweep import expanded_jobs, read_job, shown_overrides, swept_overrid
 class SweepStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if (sweep_dir / "model.lmp").exists() and not (sweep_dir / "multirun.yaml").exists():
+        if (sweep_dir / CHECKPOINT).exists() and not (sweep_dir / "multirun.yaml").exists():
             fail(f"hydra.sweep.dir={sweep_dir} holds a run (model.lmp), not a sweep: its jobs' dirs inside it would "
                  f"keep that run from being resumed; give the sweep a dir of its own")
         if clash := shared_job_dir(config):

@@ -17,8 +17,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (hold_run_dir, interrupted_set_aside, planted_symlink, release_run_dir, symlink_refused,
-                          write_atomic)
+from lmplay.files import (CHECKPOINT, FRESH_MARK, hold_run_dir, interrupted_set_aside, planted_symlink, release_run_dir,
+                          symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> None:
     check_run_settings(cfg)
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.components import config_class
+    from lmplay.runner.registry import check_trained_class
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
         from lmplay.data.hf import quiet_progress_bars
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_run_dir(cfg, run_dir)
     model_class = config_class(cfg, "model")
+    check_trained_class(cfg.exp_name, model_class)
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
@@ -179,7 +181,7 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     if (link := planted_symlink(run_dir)) is not None:
         raise ConfigError(symlink_refused(link))
     if (run_dir / "multirun.yaml").is_file():  # a run there would read, to the plots, as the sweep's only run
-        jobs = sorted(p.parent.name for p in run_dir.glob("*/model.lmp"))
+        jobs = sorted(p.parent.name for p in run_dir.glob(f"*/{CHECKPOINT}"))
         example = f"\"hydra.run.dir='{run_dir / jobs[0]}'\"" if jobs else "hydra.run.dir=ITS_DIR"
         raise ConfigError(f"{run_dir} is a sweep's dir (it holds multirun.yaml), not a run's: train one of its jobs on "
                           f"with its own dir, e.g. {example}, or give another run dir")
@@ -228,7 +230,7 @@ def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
     """The run dir's checkpoint to resume from, or None to start (over)."""
     from lmplay.runner import checkpoint
 
-    ckpt_path = run_dir / "model.lmp"
+    ckpt_path = run_dir / CHECKPOINT
     bak = ckpt_path.with_name("model.lmp.bak")
     if ckpt_path.is_dir():
         raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
@@ -245,7 +247,6 @@ def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
     return ckpt
 
 
-FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
 
 
 def started_over_in_this_slurm_job(run_dir: Path) -> bool:
@@ -293,7 +294,7 @@ def run_job(cfg: DictConfig) -> None:
         if lost_a_peer(e):  # the rank that failed says why (rank 0 itself, or torchrun's report for another)
             if launcher_rank() != 0:
                 raise SystemExit(1) from None
-            saved = (Path(HydraConfig.get().runtime.output_dir) / "model.lmp").exists()
+            saved = (Path(HydraConfig.get().runtime.output_dir) / CHECKPOINT).exists()
             fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); "
                  + (f"the same command{' without fresh=true' if cfg.fresh else ''} resumes from the last checkpoint"
                     if saved else
@@ -326,7 +327,7 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
         why = " (torchrun stops every rank when one fails: its report names it)" if (
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
         fresh = (override_value(HydraConfig.get().overrides.task, "fresh") or "").lower() == "true"
-        saved = ("nothing was saved" if not (run_dir / "model.lmp").is_file() else
+        saved = ("nothing was saved" if not (run_dir / CHECKPOINT).is_file() else
                  f"the run is as it was ({run_dir / 'model.lmp'}): the same command starts it over, and without "
                  f"fresh=true it resumes" if fresh else
                  f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / 'model.lmp'})")

@@ -549,7 +549,7 @@ class LMRunnerBase:
                 "components": {c.name: c.archive() for c in parts}, "rng": checkpoint.rng_state(),
                 "scaler": self.scaler.state_dict()}
 
-    def save(self, name: str = "model.lmp") -> Path:
+    def save(self, name: str = CHECKPOINT) -> Path:
         """Write a checkpoint, unless the file already holds this very state (the save interval and the end
         of the run on one step; a rerun of a finished run): `.bak` stays the checkpoint before it."""
         path = self.run_dir / name
@@ -579,7 +579,7 @@ class LMRunnerBase:
         """Stop a run whose loss or weights are no longer finite: dump them for inspection and say which
         checkpoint is good (every save checks its weights, so model.lmp, where there is one, is)."""
         self.save(CORRUPTED)
-        good = ("model.lmp is the last good checkpoint" if (self.run_dir / "model.lmp").is_file() else
+        good = ("model.lmp is the last good checkpoint" if (self.run_dir / CHECKPOINT).is_file() else
                 "no good checkpoint was saved yet, so a rerun starts over")
         fix = ("no optimizer step had changed the weights yet, so the model's forward makes it: check its code, or "
                "try amp=false" if untrained or self.runner_c.progress["step"] == 0 else
@@ -719,7 +719,7 @@ class LMRunnerBase:
 
     def without_this_save(self) -> str:
         """Where a run stopped without saving goes on from."""
-        if (self.run_dir / "model.lmp").exists():
+        if (self.run_dir / CHECKPOINT).exists():
             return "the run then resumes from its last checkpoint"
         return "nothing is saved yet, so a rerun starts over"
 

@@ -28,6 +28,8 @@ from omegaconf import OmegaConf
 from lmplay.config import seed_in_range
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
+    CHECKPOINT,
+    STATS,
     checkpoint_file,
     hold_run_dir,
     no_checkpoint,
@@ -165,7 +167,7 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: b
 
 def run_checkpoint(out: Path) -> bool:
     """A run's model.lmp: training wrote its stats, TensorBoard files or settled config beside it."""
-    return out.name == "model.lmp" and any((out.parent / name).exists() for name in ("stats.json", "tb", ".hydra"))
+    return out.name == CHECKPOINT and any((out.parent / name).exists() for name in (STATS, "tb", ".hydra"))
 
 
 def write_out(ckpt: dict[str, Any], out: Path, in_place: bool = False) -> Path | None:

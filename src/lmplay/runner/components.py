@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
@@ -51,7 +50,12 @@ def config_class(cfg: DictConfig, group: str) -> type:
     if not target:
         raise ConfigError(f"the {group} config names no class: its file needs a _target_ line, like "
                           f"_target_: {TARGET_EXAMPLES[group]}")
-    module, _, name = str(target).rpartition(".")
+    return class_named(str(target), group)
+
+
+def class_named(target: str, group: str) -> type:
+    """The class a config's `_target_` names (never one read from a checkpoint: see subclass_named)."""
+    module, _, name = target.rpartition(".")
     try:  # not hydra's get_class, which logs the failure in several lines before raising it
         found = getattr(importlib.import_module(module), name)
     except Exception as e:  # noqa: BLE001 - what importing someone's module raises varies
@@ -191,7 +195,7 @@ class OptimizerComponent(Component):
     extra = {"freeze": [], "fused": None}
 
     def advertise(self) -> dict[str, Any]:
-        return {**signature_defaults(get_class(self.target), skip=("self", "params")), **self.extra}
+        return {**signature_defaults(class_named(self.target, self.group), skip=("self", "params")), **self.extra}
 
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
@@ -210,7 +214,7 @@ class OptimizerComponent(Component):
             if len(kwargs["betas"]) != 2:
                 raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
             kwargs["betas"] = tuple(kwargs["betas"])
-        cls = get_class(target)
+        cls = class_named(target, self.group)
         if "fused" in signature_defaults(cls):
             fused = args["fused"]
             kwargs["fused"] = self.runner.device.type == "cuda" if fused is None else fused
@@ -267,7 +271,7 @@ class SchedulerComponent(Component):
     name, group = "lr_schedulers", "scheduler"
 
     def advertise(self) -> dict[str, Any]:
-        return signature_defaults(get_class(self.target))
+        return signature_defaults(class_named(self.target, self.group))
 
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
@@ -293,7 +297,7 @@ class SchedulerComponent(Component):
         """What a stage writes for `scheduler: NAME`: the group's names choose the run's schedule, not a stage's."""
         known = isinstance(name, str) and (Path(CONF_DIR) / "scheduler" / f"{name}.yaml").is_file()
         target = root_config(f"scheduler/{name}")["_target_"] if known else "..."
-        takes_warmup = not known or "warmup_steps" in signature_defaults(get_class(target))
+        takes_warmup = not known or "warmup_steps" in signature_defaults(class_named(target, "scheduler"))
         return f"{{_target_: {target}{', warmup_steps: 10' if takes_warmup else ''}}}"
 
     def for_stage(self, override: Any) -> Schedule:

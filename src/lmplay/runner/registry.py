@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from lmplay.errors import ConfigError
 from lmplay.modules import moved_layer
 from lmplay.runner.basic import BasicModelRunner
+from lmplay.runner.component import subclass_named
 
 ENTRY_POINT_GROUP = "lmplay.experiments"
 BASELINE = "experiments.gpt2ish.versions"  # discovered first: the first to register a name keeps it
@@ -49,7 +50,7 @@ def expose_runner(name: str, description: str = "") -> Callable[[Factory], Facto
     return register
 
 
-def defined_at(factory: Callable) -> str:
+def defined_at(factory: Callable | type) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
@@ -89,6 +90,18 @@ def registered() -> dict[str, Registration]:
     return dict(_REGISTRY)
 
 
+def check_trained_class(name: str, model_class: type) -> None:
+    """`exp=test_runner model._target_=...ValueNormGPT`, or an exp file pointed at a class its versions.py does not
+    register: the checkpoint names test_runner, and loading it as test_runner's class ran the baseline's code on the
+    idea's weights (silently, where the idea adds no parameter)."""
+    runners = registered()
+    if name in runners and (own := runners[name].factory(None).model_class) is not model_class:
+        raise ConfigError(f"model._target_={defined_at(model_class)} is not the class experiment '{name}' is "
+                          f"registered with ({defined_at(own)}): its checkpoints would load as that class; train "
+                          f"another class as an experiment of its own (python -m lmplay.new_exp NAME, then exp=NAME), "
+                          f"or make the exp file's _target_ and its versions.py agree")
+
+
 def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
     """The runner of version `name`. A name no version has, with the model class its checkpoint's config names
     (`model_class`, a dotted path): the runner of a registered version of that class. An experiment config of the
@@ -96,7 +109,14 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
     arguments give the shape, and the code still comes from the registry, never from the checkpoint."""
     runners = registered()
     if name in runners:
-        return runners[name].factory(overrides)
+        runner = runners[name].factory(overrides)
+        if model_class and model_class != defined_at(runner.model_class) and \
+                subclass_named(model_class, object) is not runner.model_class:  # not the same class re-exported
+            raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the "
+                              f"class '{name}' is registered with ({defined_at(runner.model_class)}), which would "
+                              f"run other code on its weights; train that class as an experiment of its own "
+                              f"(python -m lmplay.new_exp NAME, then exp=NAME)")
+        return runner
     for version in sorted(runners):
         runner = runners[version].factory(overrides)
         if model_class and f"{runner.model_class.__module__}.{runner.model_class.__qualname__}" == model_class:

@@ -16,9 +16,8 @@ import yaml
 
 from lmplay.config import flatten, override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import REPLACED_PREFIX
+from lmplay.files import REPLACED_PREFIX, STATS
 
-STATS = "stats.json"
 # Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
 # framed at context_len (nested samples of the same held-out rows). plot's table and the sweep summary say it.
 HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include_prompts change which held-out "

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmplay.files import write_atomic
+from lmplay.files import STATS, write_atomic
 
 if TYPE_CHECKING:
     from lmplay.stats.tensorboard import EventFile
@@ -29,7 +29,7 @@ class StatsWriter:
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
                  write: bool = True, flush_seconds: float = 10.0) -> None:
         """`write=False` keeps the records in memory only (DDP ranks other than 0)."""
-        self.path = Path(run_dir) / "stats.json"
+        self.path = Path(run_dir) / STATS
         self.write = write
         self.records = {k: list((records or {}).get(k, [])) for k in self.KINDS}
         self._texts = {k: [json.dumps(r) for r in self.records[k]] for k in self.KINDS}  # each record's JSON
