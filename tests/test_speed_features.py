@@ -225,3 +225,45 @@ def test_the_peak_table_matches_whole_device_names(monkeypatch, name, tflops):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     peak = peak_flops(torch.device("cuda"))
     assert peak == (None if tflops is None else tflops * 1e12)
+
+
+def test_validation_runs_compiled_and_measures_what_eager_does(tmp_path, capsys):
+    """Validation ran eagerly: on a GPU its fp32 copies of the logits took ~5x a compiled training mini-batch's
+    memory for them, so a mini-batch that trained ran out of memory at the first validation."""
+    from torch._dynamo.utils import counters
+
+    eager = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "eager")
+    compiled = make_runner(["exp=test_runner", "device=cpu", "compile=true"], tmp_path / "compiled")
+    settings = compiled.runner_c.settings
+    graphs = counters["stats"]["unique_graphs"]
+    held_out = compiled.validate(settings)
+    assert counters["stats"]["unique_graphs"] > graphs and "compile=true failed" not in capsys.readouterr().err
+    assert held_out == pytest.approx(eager.validate(settings), rel=1e-5)
+    step = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
+            for runner in (eager, compiled)]  # training after it: its own graph, as before
+    assert step[1] == pytest.approx(step[0], rel=1e-4)
+    assert compiled.validate(settings)["loss"] == pytest.approx(eager.validate(settings)["loss"], rel=1e-5)
+
+
+def test_a_stages_last_shorter_batch_keeps_the_compiled_loss_to_one_graph_and_its_losses(tmp_path):
+    """Packed batching's last batch of an epoch recompiled the loss for dynamic shapes, and that graph, the newest,
+    ran every later full batch: packed batching is meant to keep one shape."""
+    from torch._dynamo.utils import counters
+
+    text = tmp_path / "data.txt"
+    text.write_text("".join(f"Line {i} of a text, long enough to pack.\n\n" for i in range(120)))
+    plan = ["curriculum=text_file", f"curriculum.path={text}", "curriculum.batching=packed", "batch_size=8",
+            "mini_batch_size=4"]
+    torch._dynamo.reset()
+    runs = {}
+    for compiled in (False, True):
+        runner = make_runner(["exp=test_runner", "device=cpu", f"compile={str(compiled).lower()}", *plan],
+                             tmp_path / str(compiled))
+        graphs, losses, rows = counters["stats"]["unique_graphs"], [], []
+        while (batch := runner.curriculum.next_batch(8, True)) is not None:
+            losses.append(runner.train_step(batch, runner.runner_c.settings)[0].item())
+            rows.append(len(batch))
+        runs[compiled] = losses, rows, counters["stats"]["unique_graphs"] - graphs
+    assert runs[True][1][-1] < 8 == runs[True][1][0]  # the stage ended on a shorter batch
+    assert runs[True][2] == 1
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)

@@ -40,6 +40,15 @@ class Batch:
         """Consecutive chunks of at most `mini_batch_size` samples (for gradient accumulation)."""
         return [Batch(i, t) for i, t in zip(self.inputs.split(mini_batch_size), self.targets.split(mini_batch_size))]
 
+    def padded(self, rows: int) -> "Batch":
+        """The batch with rows appended that count nothing (token 0 in, no target), up to `rows`."""
+        extra = rows - len(self)
+        if extra <= 0:
+            return self
+        width = self.inputs.size(1)
+        return Batch(torch.cat([self.inputs, self.inputs.new_zeros(extra, width)]),
+                     torch.cat([self.targets, self.targets.new_full((extra, width), IGNORE_INDEX)]), self.positions)
+
     def shard(self, rank: int, world: int) -> "Batch":
         """Samples rank, rank + world, ... : this process's share under data parallelism."""
         if world == 1:

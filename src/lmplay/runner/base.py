@@ -304,8 +304,12 @@ class LMRunnerBase:
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
-        # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is
+        # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is.
+        # Validation runs compiled too (a graph of its own, eval and no grad): eager, the loss's fp32 copies of the
+        # logits took ~5x a compiled training mini-batch's memory for them. Never through DDP, whose forward syncs
+        # ranks that validate unequal numbers of mini-batches.
         self._compiled = self.compile(self.ddp or self.model.loss_terms)
+        self._compiled_held_out = self.compile(self.model.loss_terms) if self.ddp else self._compiled
         if ckpt and "rng" in ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
@@ -420,20 +424,22 @@ class LMRunnerBase:
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.amp_dtype)
 
-    def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One mini-batch's loss terms (through DDP when distributed), compiled with compile=true. Where
-        compiling fails (no C++ compiler, an unsupported platform or op), say so once and go on eagerly:
+    def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor,
+                   held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch's loss terms (a training one through DDP when distributed), compiled with compile=true.
+        Where compiling fails (no C++ compiler, an unsupported platform or op), say so once and go on eagerly:
         a compile failure happens before the mini-batch has computed anything."""
-        eager = self.ddp or self.model.loss_terms
-        if self._compiled is None:
+        eager = self.model.loss_terms if held_out else self.ddp or self.model.loss_terms
+        compiled = self._compiled_held_out if held_out else self._compiled
+        if compiled is None:
             return eager(inputs, targets)
         try:
-            return self._compiled(inputs, targets)
+            return compiled(inputs, targets)
         except torch._dynamo.exc.TorchDynamoException as e:
             reason = " ".join(str(e).strip().splitlines()[:2])[:300]  # e.g. "backend='inductor' raised: <error>"
             print(f"warning: compile=true failed on this machine ({type(e).__name__}: {reason}); training on "
                   f"without compiling (compile=false skips the attempt)", file=sys.stderr)
-            self._compiled = None
+            self._compiled = self._compiled_held_out = None
             return eager(inputs, targets)
 
     def check_stage_overrides(self) -> None:
@@ -607,7 +613,11 @@ class LMRunnerBase:
         if self.world.distributed:
             torch.manual_seed(rank_step_seed(self.seed, self.runner_c.progress["step"], self.world.rank))
         shard = batch.shard(self.world.rank, self.world.size)
-        minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
+        mini_size = settings.mini_batch_size
+        if self._compiled is not None and len(batch) < settings.batch_size and len(shard) % mini_size:
+            shard = shard.padded(-(-len(shard) // mini_size) * mini_size)  # a stage's last, shorter batch: one more
+            # shape recompiled the loss for dynamic shapes, and that graph, the newest, then ran every later step
+        minis = (shard.pin_memory() if non_blocking else shard).split(mini_size)
         for i, mini in enumerate(minis):
             mini = mini.to(self.device, non_blocking)
             sync = self.ddp is None or i == len(minis) - 1
@@ -644,9 +654,9 @@ class LMRunnerBase:
         for batch in minis[self.world.rank::self.world.size]:
             batch = batch.to(self.device)
             with self.autocast():
-                ls, c = model.loss_terms(batch.inputs, batch.targets)
-            losses.append(ls)  # read once at the end: no wait for the GPU between batches
-            corrects.append(c)
+                ls, c = self.loss_terms(batch.inputs, batch.targets, held_out=True)
+            losses.append(ls.clone())  # read once at the end: no wait for the GPU between batches (copies: CUDA
+            corrects.append(c.clone())  # graphs, compile_options' triton.cudagraphs, reuse their outputs' memory)
             tokens += batch.num_tokens
         loss_sum = float(torch.stack(losses).cpu().double().sum()) if losses else 0.0  # MPS has no float64
         correct = int(torch.stack(corrects).sum()) if corrects else 0
