@@ -11,7 +11,9 @@ and the share of that floor reached:
 - `mask`: the padding columns set to -inf instead, so every kernel runs over the whole aligned row
   (`lmplay.model.mask_padding`, what the models' loss_terms do on a GPU now); the same loss and gradient;
 - `full`: the padding left in the softmax (nanoGPT's way: a different loss, for reference);
-- `slice_noacc`: `slice` without the accuracy's max, to show what the accuracy costs;
+- `slice_noacc`, `mask_noacc`: `slice` and `mask` without the accuracy, to show what it costs (the accuracy
+  of these bf16 logits is an argmax, ties counted as the models count them under amp: until 2026-11-28 this
+  benchmark timed fp32 logits' cheaper max comparison, which no amp run computes);
 - `mask_lse`: `mask` as an autograd function that saves each row's log-sum-exp, so that its backward is
   one pointwise pass (softmax minus one-hot) instead of inductor's log_softmax backward reduction.
 
@@ -37,26 +39,34 @@ from lmplay.device import synchronize
 from lmplay.model import mask_padding, top1_correct
 
 
+def accuracy(logits, targets):
+    """As loss_terms counts it for bf16 logits (amp=true): an argmax, ties counted as argmax breaks them."""
+    return top1_correct(logits.detach(), targets, ties=True)
+
+
 def slice_loss(logits, targets, vocab):
     real = logits[:, :vocab]
-    return F.cross_entropy(real.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
-        top1_correct(real.detach(), targets)
+    return F.cross_entropy(real.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), accuracy(real, targets)
 
 
 def mask_loss(logits, targets, vocab):
     masked = mask_padding(logits.float(), vocab)
-    return F.cross_entropy(masked, targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
-        top1_correct(masked.detach(), targets)
+    return F.cross_entropy(masked, targets, ignore_index=IGNORE_INDEX, reduction="sum"), accuracy(masked, targets)
 
 
 def full_loss(logits, targets, vocab):
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), \
-        top1_correct(logits.detach(), targets)
+        accuracy(logits, targets)
 
 
 def slice_noacc_loss(logits, targets, vocab):
     real = logits[:, :vocab]
     return F.cross_entropy(real.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"), logits.new_zeros(())
+
+
+def mask_noacc_loss(logits, targets, vocab):
+    masked = mask_padding(logits.float(), vocab)
+    return F.cross_entropy(masked, targets, ignore_index=IGNORE_INDEX, reduction="sum"), logits.new_zeros(())
 
 
 class MaskedCrossEntropy(torch.autograd.Function):
@@ -83,11 +93,11 @@ class MaskedCrossEntropy(torch.autograd.Function):
 
 
 def mask_lse_loss(logits, targets, vocab):
-    return MaskedCrossEntropy.apply(logits, targets, vocab), top1_correct(mask_padding(logits.detach(), vocab), targets)
+    return MaskedCrossEntropy.apply(logits, targets, vocab), accuracy(mask_padding(logits.detach(), vocab), targets)
 
 
 VARIANTS = {"slice": slice_loss, "mask": mask_loss, "full": full_loss, "slice_noacc": slice_noacc_loss,
-            "mask_lse": mask_lse_loss}
+            "mask_noacc": mask_noacc_loss, "mask_lse": mask_lse_loss}
 
 
 def mean_seconds(once, repeats: int, device: torch.device):
