@@ -300,6 +300,18 @@ def test_a_key_only_the_swept_choices_have_is_set_in_each_job_with_the_plus_plus
     assert momenta == [0.9, 0.9] and proc.stdout.count("completed") >= 2
 
 
+def test_a_runs_logged_warnings_are_said_on_stderr_as_warnings_and_its_notes_stay_on_stdout(tmp_path):
+    """The data's warnings (a stray byte, a damaged cache) came on stdout without a word saying what they were: a
+    run's `> log.txt` hid them from the terminal."""
+    text = tmp_path / "stray.txt"
+    text.write_bytes(b"A stray \xff byte.\n\n" + b"".join(b"Line %d of the text.\n" % i for i in range(300)))
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "curriculum=text_file",
+                   f"curriculum.path={text}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=True,
+                   env={"LMPLAY_CACHE": str(tmp_path / "cache")})
+    assert f"warning: {text}: 1 bytes are not UTF-8 and are read as U+FFFD" in proc.stderr.splitlines()
+    assert "U+FFFD" not in proc.stdout and f"tokenizing {text} (bytes)" in proc.stdout
+
+
 def test_help_with_a_misspelled_exp_is_one_line(tmp_path):
     """Hydra's help composes the config outside its own error report: a traceback, exit 1."""
     proc = run_cli("lmplay.train", "--help", "exp=test_runer", cwd=tmp_path)

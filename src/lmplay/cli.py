@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -10,6 +11,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from lmplay.errors import LmplayError
 
@@ -83,6 +85,30 @@ def tell(text: str) -> None:
     must not stop the save that follows."""
     with contextlib.suppress(OSError):
         os.write(2, text.encode())
+
+
+class StderrWarnings(logging.StreamHandler):
+    """A run's logged warnings (the data's) on stderr as lmplay's own: `warning: ...`. The stream is stderr as it
+    is when one comes: Hydra sets a sweep's logging up while lmplay still holds stderr back (hydra_app)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {super().format(record)}"
+
+
+def below_warnings() -> Callable[[logging.LogRecord], bool]:
+    """The records a run's stdout shows: its notes; warnings go to stderr (StderrWarnings)."""
+    return lambda record: record.levelno < logging.WARNING
 
 
 def say(text: str) -> None:

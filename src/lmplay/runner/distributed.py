@@ -116,9 +116,9 @@ def init_world(device_type: str) -> World:
     cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     patient_group = dist.new_group(backend="gloo", timeout=PATIENCE)
     world = World(dist.get_rank(), size, int(os.environ.get("LOCAL_RANK", "0")), cpu_group, patient_group)
-    if not world.is_main:  # one voice: rank 0 reports (its info lines too); warnings and errors reach stderr
+    if not world.is_main:  # one voice: rank 0 reports its info lines and warnings (every rank reads the same data)
         sys.stdout = open(os.devnull, "w")
-        logging.getLogger("lmplay").setLevel(logging.WARNING)
+        logging.getLogger("lmplay").setLevel(logging.ERROR)
     return world
 
 
