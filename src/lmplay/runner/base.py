@@ -6,7 +6,6 @@ import math
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -29,8 +28,10 @@ from lmplay.files import CHECKPOINT, set_aside_old_run
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
-from lmplay.runner.distributed import LossModule, World, init_world, rank_step_seed
+from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
+from lmplay.runner.records import RecordWindow, StepLog
+from lmplay.runner.rejections import rejected_settings
 from lmplay.runner.schedules import Schedule
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
@@ -41,44 +42,6 @@ STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
-
-
-def rejected_settings(group: str, error: Exception) -> LmplayError:
-    """What a config group's target refused to be built with, as one line: Hydra wraps what a `_target_`
-    raised (a curriculum's ConfigError comes out as is), and a ValueError (torch's "Invalid learning rate",
-    a model's "embed_dim is not divisible by num_heads") names the group and where it was raised."""
-    cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
-    if isinstance(cause, LmplayError):
-        return cause
-    said = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__  # not torch's C++ stack
-    at, in_own_code = raised_at(cause)
-    if in_own_code and not isinstance(cause, (ValueError, AssertionError)):  # a bug of the experiment's own, not
-        # its check of a setting (front_mul=0 must be >= 1): `--cfg job` would not help
-        return ConfigError(f"the {group}'s code failed: {type(cause).__name__}: {said}{at}; HYDRA_FULL_ERROR=1 shows "
-                           f"the traceback")
-    return ConfigError(f"the {group} settings were rejected: {said}{at}; see `--cfg job` for the {group} group's "
-                       f"keys (HYDRA_FULL_ERROR=1 shows the traceback)")
-
-
-LIBRARIES = tuple(str(Path(m.__file__).parent) for m in (torch, traceback)) + (str(Path(__file__).parents[1]),)
-
-
-def raised_at(error: BaseException) -> tuple[str, bool]:
-    """Where an error was raised, and the line of the user's own code (an experiment's model.py, by its path) that
-    led there: a bug in a model's __init__ named torch's linear.py alone, or a bare "model.py" of many. True where
-    the user's own code raised it."""
-    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
-    if not frames:
-        return "", False
-    own = [f for f in frames if not f.filename.startswith(LIBRARIES) and "site-packages" not in f.filename
-           and "<" not in f.filename]
-    last = frames[-1]
-    if own and own[-1] is last:
-        return f" (raised at {last.filename}:{last.lineno})", True
-    at = f"{last.filename}:{last.lineno}"
-    if own:
-        at = f"{Path(last.filename).name}:{last.lineno}, from {own[-1].filename}:{own[-1].lineno}"
-    return f" (raised at {at})", False
 
 
 @dataclass
@@ -92,79 +55,6 @@ class StagePlan:
 
     def lr(self, stage_step: int, total: int) -> float:
         return self.schedule.lr(self.base_lr, stage_step, total)
-
-
-@dataclass
-class RecordWindow:
-    """The steps since the last train record, which the next one averages over: their summed loss and correct
-    count (on the device, unread), tokens and number."""
-
-    loss: torch.Tensor | None = None
-    correct: torch.Tensor | None = None
-    tokens: int = 0
-    steps: int = 0
-    lr: float | None = None  # the last step's, which its record is stamped with
-
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, tokens: int, lr: float) -> None:
-        self.loss, self.correct = (loss, correct) if not self.steps else (self.loss + loss, self.correct + correct)
-        self.tokens += tokens
-        self.steps += 1
-        self.lr = lr
-
-    def totals(self, world: World) -> dict[str, float | int]:
-        """What a checkpoint keeps of it: the sums over all ranks (a collective: every rank saves)."""
-        if not self.steps:
-            return {"steps": 0}
-        loss, correct = world.sum(float(self.loss), float(self.correct))
-        return {"loss": loss, "correct": correct, "tokens": self.tokens, "steps": self.steps, "lr": self.lr}
-
-    @classmethod
-    def resumed(cls, totals: dict[str, float | int], device: torch.device, is_main: bool) -> "RecordWindow":
-        """The window a checkpoint was saved in, so that the resumed run's next record equals the uninterrupted
-        run's: its sums on rank 0 (each record sums the ranks' shares), zero on the others."""
-        if not totals.get("steps"):
-            return cls()
-        scale = 1.0 if is_main else 0.0
-        return cls(torch.tensor(totals["loss"] * scale, dtype=torch.float32, device=device),
-                   torch.tensor(round(totals["correct"] * scale), dtype=torch.int64, device=device), totals["tokens"],
-                   totals["steps"], totals.get("lr"))  # none in a checkpoint older than lr in its window
-
-
-@dataclass
-class StepLog:
-    """A training step's stats, on their way from the device until log_step reads them."""
-
-    stage: str
-    lr: float
-    at: dict[str, int]  # step, samples, tokens after the step
-    loss: torch.Tensor  # summed over the record's steps' tokens, as are correct and num_tokens
-    correct: torch.Tensor
-    ready: "torch.cuda.Event | None"  # on a GPU, recorded once the copies to the host are done
-    num_tokens: int
-    steps: int
-    flops: float  # the model FLOPs done so far, after the step (for MFU over the record's window)
-
-    @classmethod
-    def start(cls, stage: str, lr: float, at: dict[str, int], loss: torch.Tensor, correct: torch.Tensor,
-              num_tokens: int, steps: int, flops: float) -> "StepLog":
-        """Queue the copies of the step's loss and correct count to the host right behind the step's kernels.
-
-        On a GPU they go to pinned memory without waiting, and an event marks their end. `.item()` at
-        read time would instead queue behind the next step's kernels and wait for those too, leaving
-        the GPU idle while the host prepares the step after.
-        """
-        loss, ready = loss.detach(), None
-        if loss.is_cuda:
-            loss, correct = loss.to("cpu", non_blocking=True), correct.to("cpu", non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record()
-        return cls(stage, lr, at, loss, correct, ready, num_tokens, steps, flops)
-
-    def read(self) -> tuple[float, int]:
-        """The loss and correct count, once this step (and no later one) is done."""
-        if self.ready is not None:
-            self.ready.synchronize()
-        return self.loss.item(), self.correct.item()
 
 
 class LMRunnerBase:
