@@ -334,3 +334,12 @@ def test_position_of_another_plan_is_refused(tmp_path, two_files):
     other = build(tmp_path, [{"name": "b", "datasets": [{"path": two_files[0]}], "epochs": 1}])
     with pytest.raises(ConfigError, match=r"stage 'a'.*stages: b"):
         other.load_state_dict(state)
+
+
+def test_a_stage_name_too_long_for_its_checkpoint_file_is_refused_before_it_trains():
+    """model.<245 characters>.lmp could not be written once the stage had trained: every rerun trained it again."""
+    from lmplay.data.curriculum import parse_stage
+
+    with pytest.raises(ConfigError, match=r"is 245 bytes long; its checkpoint file, model.<name>.lmp, must fit the "
+                                          r"filesystem's 255 bytes: give it a name of at most 200"):
+        parse_stage({"name": "s" * 245, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows")

@@ -1009,19 +1009,25 @@ def test_the_text_column_override_the_error_names_works(tmp_path, tiny_run_args,
 
 def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_an_interruption():
     """OmegaConf caught a Ctrl-C in the middle of loading a config and raised ConfigKeyError instead: a traceback
-    and exit code 1, where an interruption before training is one line and 130."""
-    from lmplay.train import caused_by_ctrl_c
+    and exit code 1, where an interruption before training is one line and 130. Read by readable_config, it was said
+    as the user's broken config ("put the key back"); a SIGTERM found this way was said as SIGINT, exit 130."""
+    from omegaconf.errors import ConfigKeyError
 
-    def omegaconf_like():
+    from lmplay.hydra_app import ctrl_c_in, readable_config
+    from lmplay.train import StoppedBeforeTraining
+
+    def omegaconf_like(stop: KeyboardInterrupt):
         try:
-            raise KeyboardInterrupt
+            raise stop
         except KeyboardInterrupt:
-            raise KeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+            raise ConfigKeyError("'NoneType' object has no attribute '_invalidate_flags_cache'")
 
-    with pytest.raises(KeyError) as e:
-        omegaconf_like()
-    assert caused_by_ctrl_c(e.value) and caused_by_ctrl_c(KeyboardInterrupt())
-    assert not caused_by_ctrl_c(ValueError("a bug"))
+    with pytest.raises(ConfigKeyError) as e, readable_config():
+        omegaconf_like(StoppedBeforeTraining(signal.SIGTERM))
+    assert ctrl_c_in(e.value).signum == signal.SIGTERM
+    assert ctrl_c_in(KeyboardInterrupt()) is not None and ctrl_c_in(ValueError("a bug")) is None
+    with pytest.raises(ConfigError, match="the config cannot be read"), readable_config():  # the config's own
+        raise ConfigKeyError("no such key")
 
 
 def test_a_batch_size_mistake_is_said_before_the_data_is_tokenized(tmp_path, tiny_run_args):

@@ -150,10 +150,24 @@ def readable_config() -> Iterator[None]:
     try:
         yield
     except OmegaConfBaseException as e:
+        if ctrl_c_in(e) is not None:  # a Ctrl-C landing inside OmegaConf, which raised its own error handling it
+            raise
         what = " ".join(str(e).split("\n")[0].split())
         where = f" (at {e.full_key})" if getattr(e, "full_key", None) else ""
         raise ConfigError(f"the config cannot be read: {what}{where}; a key deleted with ~ that the config still "
                           f"reads, or an ${{...}} that names no key? Put the key back, or fix the interpolation") from None
+
+
+def ctrl_c_in(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or a stop signal handled as one) that a library turned into an error of its own while handling
+    it: OmegaConf, for one, catches a KeyboardInterrupt in the middle of loading a config and raises its own."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def job_died(said: str) -> str:

@@ -19,7 +19,7 @@ from lmplay.config import CONF_DIR, check_value_types, override_key, override_va
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, FRESH_MARK, hold_run_dir, interrupted_set_aside, planted_symlink, release_run_dir,
                           symlink_refused, write_atomic)
-from lmplay.hydra_app import JobError, readable_config, remove_made_dirs, run_hydra_app
+from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
 if TYPE_CHECKING:  # torch: imported only once the config is known to be good
@@ -299,23 +299,11 @@ def run_job(cfg: DictConfig) -> None:
                  + (f"the same command{' without fresh=true' if cfg.fresh else ''} resumes from the last checkpoint"
                     if saved else
                     "nothing was saved yet, so the same command starts over"), 1)
-        if not caused_by_ctrl_c(e):
+        if (stop := ctrl_c_in(e)) is None:
             raise
-        interrupted_before_training()
+        interrupted_before_training(getattr(stop, "signum", signal.SIGINT))  # a SIGTERM read as a Ctrl-C said SIGINT
     except KeyboardInterrupt as e:
         interrupted_before_training(getattr(e, "signum", signal.SIGINT))
-
-
-def caused_by_ctrl_c(error: BaseException) -> bool:
-    """Whether a Ctrl-C during set-up turned into another error: OmegaConf, for one, catches the KeyboardInterrupt
-    in the middle of loading a config and raises its own ConfigKeyError while handling it."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def interrupted_before_training(signum: int = signal.SIGINT) -> None:
