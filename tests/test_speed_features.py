@@ -102,7 +102,8 @@ def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatc
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: passed.append(kw["options"]) or real_compile(fn, **kw))
     runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "compile_options={coordinate_descent_tuning: "
                           "true, triton.cudagraphs: false}", "+compile_options.cpp.simdlen=null"], tmp_path / "runner")
-    assert passed == [{"coordinate_descent_tuning": True, "triton.cudagraphs": False, "cpp.simdlen": None}]
+    assert passed == [{"coordinate_descent_tuning": True, "triton.cudagraphs": False, "cpp.simdlen": None}] * 2  # the
+    # training loss's and validation's
     assert ("torch.compile with coordinate_descent_tuning=True, triton.cudagraphs=False, cpp.simdlen=None (the first "
             "steps") in runner.describe()
     settings = runner.runner_c.settings
@@ -245,25 +246,29 @@ def test_validation_runs_compiled_and_measures_what_eager_does(tmp_path, capsys)
     assert compiled.validate(settings)["loss"] == pytest.approx(eager.validate(settings)["loss"], rel=1e-5)
 
 
-def test_a_stages_last_shorter_batch_keeps_the_compiled_loss_to_one_graph_and_its_losses(tmp_path):
-    """Packed batching's last batch of an epoch recompiled the loss for dynamic shapes, and that graph, the newest,
-    ran every later full batch: packed batching is meant to keep one shape."""
+def test_every_mini_batch_keeps_the_compiled_loss_to_one_shape_and_its_losses(tmp_path):
+    """A shorter mini-batch recompiled the loss for dynamic shapes, and that graph, the newest, ran every later
+    step: packed batching's last batch of an epoch, each step's tail where mini_batch_size does not divide
+    batch_size, and a held-out set's last mini-batch (validated before the first step: the training graph was
+    then compiled dynamic from the start)."""
     from torch._dynamo.utils import counters
 
     text = tmp_path / "data.txt"
-    text.write_text("".join(f"Line {i} of a text, long enough to pack.\n\n" for i in range(120)))
-    plan = ["curriculum=text_file", f"curriculum.path={text}", "curriculum.batching=packed", "batch_size=8",
-            "mini_batch_size=4"]
+    text.write_text("".join(f"Line {i} of a text, long enough to pack.\n\n" for i in range(150)))
+    plan = ["curriculum=text_file", f"curriculum.path={text}", "curriculum.batching=packed", "batch_size=10",
+            "mini_batch_size=4", "runner.validation_batches=1"]
     torch._dynamo.reset()
     runs = {}
     for compiled in (False, True):
         runner = make_runner(["exp=test_runner", "device=cpu", f"compile={str(compiled).lower()}", *plan],
                              tmp_path / str(compiled))
-        graphs, losses, rows = counters["stats"]["unique_graphs"], [], []
-        while (batch := runner.curriculum.next_batch(8, True)) is not None:
+        graphs, rows = counters["stats"]["unique_graphs"], []
+        losses = [runner.validate(runner.runner_c.settings)["loss"]]
+        while (batch := runner.curriculum.next_batch(10, True)) is not None:
             losses.append(runner.train_step(batch, runner.runner_c.settings)[0].item())
             rows.append(len(batch))
+        losses.append(runner.validate(runner.runner_c.settings)["loss"])
         runs[compiled] = losses, rows, counters["stats"]["unique_graphs"] - graphs
-    assert runs[True][1][-1] < 8 == runs[True][1][0]  # the stage ended on a shorter batch
-    assert runs[True][2] == 1
+    assert runs[True][1][-1] < 10 == runs[True][1][0]  # the stage ended on a shorter batch
+    assert runs[True][2] == 2  # one graph to train, one to validate
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)

@@ -195,11 +195,12 @@ class LMRunnerBase:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
         # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is.
-        # Validation runs compiled too (a graph of its own, eval and no grad): eager, the loss's fp32 copies of the
-        # logits took ~5x a compiled training mini-batch's memory for them. Never through DDP, whose forward syncs
-        # ranks that validate unequal numbers of mini-batches.
+        # Validation runs compiled too (eager, the loss's fp32 copies of the logits took ~5x a compiled training
+        # mini-batch's memory for them), never through DDP (whose forward syncs ranks that validate unequal numbers
+        # of mini-batches), and from a function of its own: dynamo marks a shape dynamic per function, and held-out
+        # batches of other widths made the training graph dynamic too.
         self._compiled = self.compile(self.ddp or self.model.loss_terms)
-        self._compiled_held_out = self.compile(self.model.loss_terms) if self.ddp else self._compiled
+        self._compiled_held_out = self.compile(lambda inputs, targets: self.model.loss_terms(inputs, targets))
         if ckpt and "rng" in ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
@@ -314,6 +315,15 @@ class LMRunnerBase:
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.amp_dtype)
 
+    def one_shape(self, batch: Batch, rows: int) -> Batch:
+        """Under compile=true, `batch` filled up to a multiple of `rows` (mini_batch_size) with rows that count
+        nothing: a shorter mini-batch (a stage's last batch, a batch_size that mini_batch_size does not divide, a
+        held-out set's last) recompiled the loss for dynamic shapes, and that graph, the newest, ran every later
+        step; a held-out one, run before the first step, made the training graph dynamic too."""
+        if self._compiled is None or len(batch) % rows == 0:
+            return batch
+        return batch.padded(-(-len(batch) // rows) * rows)
+
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor,
                    held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One mini-batch's loss terms (a training one through DDP when distributed), compiled with compile=true.
@@ -380,8 +390,8 @@ class LMRunnerBase:
         return "\n".join(lines)
 
     def uneven_mini_batch(self) -> str | None:
-        """A note where mini_batch_size does not divide a rank's share of the batch: the shorter last mini-batch is
-        a second shape, which compile=true compiles again for dynamic shapes (slower kernels than one fixed shape)."""
+        """A note where mini_batch_size does not divide a rank's share of the batch: compile=true fills the shorter
+        last mini-batch up (one_shape), computing samples that count nothing."""
         settings = self.runner_c.settings
         share, mini = settings.batch_size // self.world.size, settings.mini_batch_size
         if share % mini == 0 or mini > share:
@@ -392,8 +402,8 @@ class LMRunnerBase:
         fix = (f"mini_batch_size={fits} divides it" if 2 * fits >= mini else  # not 7 mini-batches of 1 for 3+3+1
                f"batch_size={' or '.join(map(str, near))} divides by it")
         return (f"note: mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each step "
-                f"ends with a mini-batch of {share % mini}, which compile=true compiles again for dynamic shapes; "
-                f"{fix}")
+                f"ends with a mini-batch of {share % mini}, which compile=true fills up to {mini} with samples that "
+                f"count nothing (one shape, one compiled graph): {mini - share % mini} more a step; {fix}")
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
@@ -502,12 +512,8 @@ class LMRunnerBase:
         non_blocking = self.device.type == "cuda"
         if self.world.distributed:
             torch.manual_seed(rank_step_seed(self.seed, self.runner_c.progress["step"], self.world.rank))
-        shard = batch.shard(self.world.rank, self.world.size)
-        mini_size = settings.mini_batch_size
-        if self._compiled is not None and len(batch) < settings.batch_size and len(shard) % mini_size:
-            shard = shard.padded(-(-len(shard) // mini_size) * mini_size)  # a stage's last, shorter batch: one more
-            # shape recompiled the loss for dynamic shapes, and that graph, the newest, then ran every later step
-        minis = (shard.pin_memory() if non_blocking else shard).split(mini_size)
+        shard = self.one_shape(batch.shard(self.world.rank, self.world.size), settings.mini_batch_size)
+        minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
         for i, mini in enumerate(minis):
             mini = mini.to(self.device, non_blocking)
             sync = self.ddp is None or i == len(minis) - 1
@@ -535,7 +541,8 @@ class LMRunnerBase:
         same whatever mini_batch_size a run needs, so runs that differ only in it compare."""
         held = self.curriculum.validation_batches(settings.validation_batches, settings.batch_size,
                                                   settings.include_prompts)
-        minis = [mini for batch in held for mini in batch.split(settings.mini_batch_size)]
+        size = settings.mini_batch_size
+        minis = [mini for batch in held for mini in self.one_shape(batch, size).split(size)]
         if not minis:
             return None
         model = self.model
