@@ -372,20 +372,30 @@ def test_a_registered_experiment_trained_as_another_class_is_refused_before_it_t
                    "device=cpu", "max_steps=1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
         "error: model._target_=experiments.value_norm.model.ValueNormGPT is not the class experiment 'test_runner' is "
-        "registered with (experiments.gpt2ish.model.GPT2ish): its checkpoints would load as that class; train another "
-        "class as an experiment of its own (python -m lmplay.new_exp NAME, then exp=NAME), or make the exp file's "
-        "_target_ and its versions.py agree")]
+        "registered with (experiments.gpt2ish.model.GPT2ish), as which its checkpoints would load: train it as a "
+        "version of its own, exp=value_norm or value_norm_mini or value_norm_test, or make the exp file's _target_ "
+        "and its versions.py agree")]
     assert not (tmp_path / "run" / "model.lmp").exists()
 
 
-def test_a_checkpoint_trained_as_another_class_than_its_experiments_is_not_loaded_as_that_one(tmp_path):
-    """One saved before training refused it: loading went by the name alone."""
+def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the_class_it_trained(tmp_path,
+                                                                                                   monkeypatch):
+    """One saved before training refused it loaded by its name alone: as GPT2ish. With a registered version of its
+    class it loads as that class; with none, it is refused."""
     from conftest import make_runner
+    from experiments.value_norm.model import ValueNormGPT
 
-    runner = make_runner(["exp=test_runner", "model._target_=experiments.value_norm.model.ValueNormGPT",
-                          "device=cpu", "max_steps=1"], tmp_path)
-    path = runner.save()
+    def saved(target: str, name: str) -> Path:
+        runner = make_runner(["exp=test_runner", f"model._target_={target}", "device=cpu"], tmp_path / name)
+        return runner.save()
+
+    path = saved("experiments.value_norm.model.ValueNormGPT", "vn")
+    assert type(load_model(path)[0]) is ValueNormGPT
+    (tmp_path / "own_class.py").write_text("from experiments.gpt2ish.model import GPT2ish\n\n"
+                                           "class Sharper(GPT2ish):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = saved("own_class.Sharper", "own")
     with pytest.raises(ConfigError, match=r"this checkpoint of experiment 'test_runner' was trained as "
-                                          r"experiments.value_norm.model.ValueNormGPT, not as the class 'test_runner' "
-                                          r"is registered with \(experiments.gpt2ish.model.GPT2ish\)"):
+                                          r"own_class.Sharper, not as the class 'test_runner' is registered with "
+                                          r"\(experiments.gpt2ish.model.GPT2ish\), and no registered version has"):
         load_model(path)

@@ -20,6 +20,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from conftest import REPO, compose_config, make_runner, python_path, run_cli
 from lmplay import generate, train
 from lmplay.cli import translate_flags
+from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.overrides import ambiguous_value, precheck
@@ -310,6 +311,14 @@ def test_a_runs_logged_warnings_are_said_on_stderr_as_warnings_and_its_notes_sta
                    env={"LMPLAY_CACHE": str(tmp_path / "cache")})
     assert f"warning: {text}: 1 bytes are not UTF-8 and are read as U+FFFD" in proc.stderr.splitlines()
     assert "U+FFFD" not in proc.stdout and f"tokenizing {text} (bytes)" in proc.stdout
+
+
+def test_a_typo_in_a_sweep_with_config_path_is_not_told_to_add_plus_plus(tmp_path):
+    """--config-path skips the check that composes each job, so no job is known to have the key: the ++ advice
+    launched the sweep, and every job failed on the typo."""
+    proc = run_cli("lmplay.train", "-m", "--config-path", str(CONF_DIR), "exp=test_runner", "seed=1,2",
+                   "optimizer.momentm=0.9", cwd=tmp_path)
+    assert proc.returncode != 0 and "momentm" in proc.stderr and "++" not in proc.stderr
 
 
 def test_help_with_a_misspelled_exp_is_one_line(tmp_path):

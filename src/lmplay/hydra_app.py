@@ -97,7 +97,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
             remove_unused_sweep_dir()
             reject_bare_words(argv)
             overrides, flags = typed_overrides(argv), config_flags(argv)
-            if "path" not in flags:  # --config-path moves the primary config dir: Hydra's own message stands
+            checked = "path" not in flags  # --config-path moves the primary config dir: Hydra's own message stands
+            if checked:  # each job composed, with the keys it sets, or one line said what is wrong
                 precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
             ambiguous_value(hydra_said, config_name)
             if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
@@ -106,7 +107,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
                 fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
             if typed := sweeper_params_typed(overrides):
                 fail(typed)
-            if is_sweep(argv) and (default_lacks := set_before_the_sweep(hydra_said, overrides)):
+            if checked and is_sweep(argv) and (default_lacks := set_before_the_sweep(hydra_said, overrides)):
                 fail(default_lacks)
             if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
                 fail(there)

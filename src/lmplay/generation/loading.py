@@ -32,17 +32,17 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     another model class, load_model would refuse its weights: say so here instead."""
     model = getattr(model, "_orig_mod", model)  # torch.compile(model)'s wrapper: the model it compiled
     target = f"{type(model).__module__}.{type(model).__qualname__}"
-    runner = get_runner(exp, model_class=target)  # a config of one's own over a registered class, as load_model
-    if type(model) is not runner.model_class:  # gave it, saves under its name
+    own = exp not in registered()  # a config of one's own over a registered class, as load_model gave it, saves
+    runner = get_runner(exp, model_class=target if own else None)  # under its name; a version's name, as that one
+    if type(model) is not runner.model_class:
         raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
                           f"{runner.model_class.__name__}; name the version it is a model of")
     path = home_expanded(path)
     checkpoint.check_out(path, replace, asked_by="replace=True")
-    own = exp not in registered()  # a config of one's own: its class is what load_model finds the code by
     if own and (near := difflib.get_close_matches(exp, registered(), n=1, cutoff=0.8)):  # not a typo of a version's
         raise ConfigError(f"experiment '{exp}' is not registered: did you mean '{near[0]}'? (a config of one's own "
                           f"saves under its own name, as load_model gave it)")
-    config = OmegaConf.to_yaml({"model": {"_target_": target}}) if own else ""
+    config = OmegaConf.to_yaml({"model": {"_target_": target}}) if own else ""  # own: load_model finds it by class
     checkpoint.write_out({"exp": exp, "config": config, "rng": checkpoint.rng_state(),
                           "components": {"model": checkpoint.model_part(model)}}, path)
     return path

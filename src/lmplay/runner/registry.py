@@ -54,11 +54,11 @@ def defined_at(factory: Callable | type) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def discover() -> None:
+def discover(warn: bool = True) -> None:
     """Import every `experiments.<pkg>.versions` and each module named by an `lmplay.experiments` entry point.
 
-    A package that fails to import (an idea half-written) is skipped with a warning naming it: the others,
-    and every checkpoint of theirs, stay usable."""
+    A package that fails to import (an idea half-written) is skipped with a warning naming it (`warn`): the
+    others, and every checkpoint of theirs, stay usable."""
     try:
         import experiments
     except ModuleNotFoundError:
@@ -74,32 +74,42 @@ def discover() -> None:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name != module:  # a package without versions.py exposes nothing; one whose imports fail is broken
-                skip(module, e)
+                skip(module, e, warn)
         except Exception as e:  # noqa: BLE001 - whatever an experiment's code raises on import
-            skip(module, e)
+            skip(module, e, warn)
 
 
-def skip(module: str, error: Exception) -> None:
+def skip(module: str, error: Exception, warn: bool) -> None:
     _BROKEN[module] = f"{type(error).__name__}: {error}{moved_layer(error)}"
-    print(f"warning: {module} cannot be imported ({_BROKEN[module]}); its experiments are not registered",
-          file=sys.stderr)
+    if warn:
+        print(f"warning: {module} cannot be imported ({_BROKEN[module]}); its experiments are not registered",
+              file=sys.stderr)
 
 
-def registered() -> dict[str, Registration]:
-    discover()
+def registered(warn: bool = True) -> dict[str, Registration]:
+    discover(warn)
     return dict(_REGISTRY)
+
+
+def versions_of(model_class: str, runners: dict[str, Registration]) -> list[str]:
+    """The registered versions whose model is `model_class` (a dotted path, as a checkpoint's config names it)."""
+    return [name for name in sorted(runners) if defined_at(runners[name].factory(None).model_class) == model_class]
 
 
 def check_trained_class(name: str, model_class: type) -> None:
     """`exp=test_runner model._target_=...ValueNormGPT`, or an exp file pointed at a class its versions.py does not
     register: the checkpoint names test_runner, and loading it as test_runner's class ran the baseline's code on the
-    idea's weights (silently, where the idea adds no parameter)."""
-    runners = registered()
-    if name in runners and (own := runners[name].factory(None).model_class) is not model_class:
-        raise ConfigError(f"model._target_={defined_at(model_class)} is not the class experiment '{name}' is "
-                          f"registered with ({defined_at(own)}): its checkpoints would load as that class; train "
-                          f"another class as an experiment of its own (python -m lmplay.new_exp NAME, then exp=NAME), "
-                          f"or make the exp file's _target_ and its versions.py agree")
+    idea's weights (silently, where the idea adds no parameter). Quiet about other packages' import errors: a
+    half-written idea beside the one trained warned on every run."""
+    runners = registered(warn=False)
+    if name not in runners or (own := runners[name].factory(None).model_class) is model_class:
+        return
+    trains_it = versions_of(defined_at(model_class), runners)
+    fix = (f"train it as a version of its own, exp={' or '.join(trains_it)}" if trains_it else
+           "make it an experiment of its own (python -m lmplay.new_exp NAME, with the class in its model.py)")
+    raise ConfigError(f"model._target_={defined_at(model_class)} is not the class experiment '{name}' is registered "
+                      f"with ({defined_at(own)}), as which its checkpoints would load: {fix}, or make the exp file's "
+                      f"_target_ and its versions.py agree")
 
 
 def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
@@ -110,17 +120,16 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
     runners = registered()
     if name in runners:
         runner = runners[name].factory(overrides)
-        if model_class and model_class != defined_at(runner.model_class) and \
-                subclass_named(model_class, object) is not runner.model_class:  # not the same class re-exported
-            raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the "
-                              f"class '{name}' is registered with ({defined_at(runner.model_class)}), which would "
-                              f"run other code on its weights; train that class as an experiment of its own "
-                              f"(python -m lmplay.new_exp NAME, then exp=NAME)")
-        return runner
-    for version in sorted(runners):
-        runner = runners[version].factory(overrides)
-        if model_class and f"{runner.model_class.__module__}.{runner.model_class.__qualname__}" == model_class:
+        if not model_class or model_class == defined_at(runner.model_class) or \
+                subclass_named(model_class, object) is runner.model_class:  # the same class re-exported
             return runner
+    if model_class and (trained_as := versions_of(model_class, runners)):  # a config of one's own, or a version
+        return runners[trained_as[0]].factory(overrides)  # trained with model._target_ (before that was refused)
+    if name in runners:
+        raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the class "
+                          f"'{name}' is registered with ({defined_at(runners[name].factory(None).model_class)}), "
+                          f"and no registered version has that class: loading it as '{name}' would run other code "
+                          f"on its weights")
     package = (model_class or "").rpartition(".")[0].rpartition(".")[0]  # experiments.lradd of ...lradd.model.X
     broken = next((m for m in _BROKEN if package and m.rpartition(".")[0] == package), None)
     if broken is not None:  # its versions.py is there: registering it failed, and an install would not help
