@@ -383,6 +383,7 @@ def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the
     """One saved before training refused it loaded by its name alone: as GPT2ish. With a registered version of its
     class it loads as that class; with none, it is refused."""
     from conftest import make_runner
+
     from experiments.value_norm.model import ValueNormGPT
 
     def saved(target: str, name: str) -> Path:
