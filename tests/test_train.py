@@ -873,9 +873,15 @@ def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(t
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--max-stepz", "3", "exp=test_runner"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
-    (["--max-stepz=3"], "unknown flag --max-stepz; settings are key=value overrides, like max_stepz=3"),
-    (["--warmup", "lr=1"], "unknown flag --warmup; settings are key=value overrides, like warmup=VALUE"),
+    (["--max-stepz", "3", "exp=test_runner"], ("unknown flag --max-stepz; settings are key=value overrides, did you "
+                                                "mean max_steps=3?")),  # was: like max_stepz=3, itself refused
+    (["--max-stepz=3"], "unknown flag --max-stepz; settings are key=value overrides, did you mean max_steps=3?"),
+    (["--warmup", "lr=1"], ("unknown flag --warmup; settings are key=value overrides, did you mean "
+                            "warmup_fraction=VALUE?")),
+    (["--amp-dtype", "fp16"], "unknown flag --amp-dtype; settings are key=value overrides, like amp_dtype=fp16"),
+    (["--model", "m.lmp", "--temp", "0.5"], ("unknown flag --temp; settings are key=value overrides, did you mean "
+                                             "temperature=0.5?")),
+    (["--zzz"], "unknown flag --zzz; settings are key=value overrides, and zzz is none of them (--help lists them)"),
     (["-5"], "unknown flag -5; --help lists the settings"),  # was: like 5=VALUE
     (["--model", "m.lmp", "-5", "--max-len", "3"], "unknown flag -5; a prompt that starts with '-' is typed --prompt=-5"),
     (["--model", "m.lmp", "- hi"], "unknown flag - hi; a prompt that starts with '-' is typed '--prompt=- hi'"),
@@ -885,17 +891,18 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
     """Hydra's answer was its usage block, or "'3' is not an override", which never named the flag."""
     app = generate if "--model" in argv else train
     with pytest.raises(SystemExit) as stop:
-        translate_flags(argv, app.SEED_FLAGS, app.SEED_SWITCHES)
+        translate_flags(argv, app.SEED_FLAGS, app.SEED_SWITCHES, "generate" if app is generate else "config")
     assert stop.value.code == 2 and capsys.readouterr().err.strip().startswith(f"error: {message}")
     assert translate_flags(["--model", "m", "--", "-5", "a b", "null"], generate.SEED_FLAGS,
-                           generate.SEED_SWITCHES) == [
+                           generate.SEED_SWITCHES, "generate") == [
         "checkpoint=m", "prompt='-5'", "prompt='a b'", "prompt='null'"]  # after --, every word is a prompt, as text
-    assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES) == \
+    assert translate_flags(["-m", "--cfg", "job", "--lr", "1e-3", "--amp"], train.SEED_FLAGS, train.SEED_SWITCHES,
+                           "config") == \
         ["-m", "--cfg", "job", "lr=1e-3", "amp=true"]
     # the original lmp_trainer's other common flags, which were refused with hints naming no real key
     assert translate_flags(["--num-blocks", "8", "--validation-interval", "100", "--training-plan", "pretrain",
                             "--grad-clip", "1.0", "--compile-model", "--max-steps", "3"], train.SEED_FLAGS,
-                           train.SEED_SWITCHES) == ["model.num_blocks=8", "runner.validation_interval=100",
+                           train.SEED_SWITCHES, "config") == ["model.num_blocks=8", "runner.validation_interval=100",
                                                     "curriculum=pretrain", "grad_clip=1.0", "compile=true", "max_steps=3"]
 
 

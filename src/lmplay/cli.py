@@ -16,9 +16,11 @@ from typing import TextIO
 from lmplay.errors import LmplayError
 
 
-def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str]) -> list[str]:
+def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[str, str],
+                    config_name: str) -> list[str]:
     """Turn the original's `--batch-size 50` / `--amp` forms into Hydra overrides (`batch_size=50`, `amp=true`):
-    `flags` name the key that takes the next word, `switches` the override a bare flag stands for."""
+    `flags` name the key that takes the next word, `switches` the override a bare flag stands for; an unknown
+    flag is told as the key of conf/<config_name>.yaml it is closest to."""
     out, args = [], list(argv)
     while args:
         arg = args.pop(0)
@@ -40,10 +42,26 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
                         if "--prompt" in flags else "--help lists the settings")
                 fail(f"unknown flag {arg}; {hint}")
             value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
-            fail(f"unknown flag {name}; settings are key=value overrides, like {key}={value} (--help lists them)")
+            fail(f"unknown flag {name}; settings are key=value overrides, {flag_hint(key, value, config_name)} "
+                 f"(--help lists them)")
         else:
             out.append(arg)
     return out
+
+
+def flag_hint(key: str, value: str, config_name: str) -> str:
+    """`--top-k 5`: like top_k=5, where the config has the key (or the group); `--temp 0.5`: the key it is closest
+    to (temp=0.5 would be refused in turn)."""
+    import difflib
+
+    from lmplay.config import root_config
+
+    root = root_config(config_name)
+    keys = [k for k in root if k != "defaults"] + [g for d in root.get("defaults", []) if hasattr(d, "keys") for g in d]
+    if key in keys:
+        return f"like {key}={value}"
+    close = [k for k in keys if k.startswith(key)][:1] or difflib.get_close_matches(key, keys, n=1)
+    return f"did you mean {close[0]}={value}?" if close else f"and {key} is none of them"
 
 
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

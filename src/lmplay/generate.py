@@ -296,7 +296,7 @@ def end_streamed_line() -> None:
 
 
 def cli() -> None:
-    argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES))
+    argv = normalize(translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES, "generate"))
     if is_sweep(argv):  # each job's text would print unlabelled, and a multirun/
         fail("generate takes no -m: it prints, and writes no run dirs; run it once per setting (num_samples=N "
              "samples a prompt N times)")  # dir be left behind

@@ -324,7 +324,7 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
 
 
 def cli() -> None:
-    run_hydra_app(main, translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES), "config")
+    run_hydra_app(main, translate_flags(sys.argv[1:], SEED_FLAGS, SEED_SWITCHES, "config"), "config")
 
 
 if __name__ == "__main__":
