@@ -125,7 +125,12 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
             "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
             "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
             "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7),  # would allocate terabytes
-            "sweep": sweep_of_two(tmp_path / "sweep", model)}
+            "sweep": sweep_of_two(tmp_path / "sweep", model), "dir_named_lmp": dir_named_lmp(tmp_path / "run")}
+
+
+def dir_named_lmp(run: Path) -> Path:
+    (run / "model.lmp").mkdir(parents=True)
+    return run
 
 
 def sweep_of_two(sweep: Path, model: torch.nn.Module) -> Path:
@@ -150,6 +155,8 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
 
 @pytest.mark.parametrize("args, message", [
     (["checkpoint=missing.lmp", "prompt=hi"], "error: checkpoint missing.lmp does not exist"),
+    (["checkpoint={dir_named_lmp}", "prompt=hi"], "model.lmp is a directory, not a checkpoint file"),  # "does not
+    # exist", of a path that does
     (["checkpoint={foreign}", "prompt=hi"], "is not an lmplay checkpoint"),
     (["checkpoint={text}", "prompt=hi"], "notes.lmp"),
     (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not registered"),

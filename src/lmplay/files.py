@@ -39,6 +39,9 @@ def home_expanded(path: Path | str) -> Path:
 def no_checkpoint(path: Path | str) -> ConfigError:
     """`checkpoint X does not exist`, and where X is a dir of runs (a sweep's), the runs' checkpoints to pick from."""
     path = Path(path)
+    if folder := next((p for p in (home_expanded(path), checkpoint_file(path)) if p.suffix == ".lmp" and p.is_dir()),
+                      None):  # `mkdir run/model.lmp` read as "run/model.lmp does not exist"
+        return ConfigError(f"checkpoint {folder} is a directory, not a checkpoint file")
     message = f"checkpoint {checkpoint_file(path)} does not exist"
     bak = checkpoint_file(path).with_name(checkpoint_file(path).name + ".bak")
     if bak.is_file():  # what a crash in a save's rename leaves
