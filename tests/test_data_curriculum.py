@@ -340,6 +340,9 @@ def test_a_stage_name_too_long_for_its_checkpoint_file_is_refused_before_it_trai
     """model.<245 characters>.lmp could not be written once the stage had trained: every rerun trained it again."""
     from lmplay.data.curriculum import parse_stage
 
-    with pytest.raises(ConfigError, match=r"is 245 bytes long; its checkpoint file, model.<name>.lmp, must fit the "
-                                          r"filesystem's 255 bytes: give it a name of at most 200"):
+    with pytest.raises(ConfigError, match=r"is 245 bytes long \(UTF-8\); its checkpoint file, model.<name>.lmp, must "
+                                          r"fit the filesystem's 255 bytes: give it a name of at most 237 bytes"):
         parse_stage({"name": "s" * 245, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows")
+    with pytest.raises(ConfigError, match=r"is 240 bytes long \(UTF-8\)"):  # 80 characters
+        parse_stage({"name": "語" * 80, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows")
+    assert parse_stage({"name": "語" * 79, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows").name == "語" * 79

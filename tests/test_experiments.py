@@ -392,6 +392,9 @@ def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the
 
     path = saved("experiments.value_norm.model.ValueNormGPT", "vn")
     assert type(load_model(path)[0]) is ValueNormGPT
+    run_cli("lmplay.train", "exp=test_runner", "model._target_=experiments.value_norm.model.ValueNormGPT",
+            "device=cpu", "max_steps=1", f"hydra.run.dir={path.parent}", cwd=tmp_path, check=True)  # and resumes
+    assert type(load_model(path)[0]) is ValueNormGPT
     (tmp_path / "own_class.py").write_text("from experiments.gpt2ish.model import GPT2ish\n\n"
                                            "class Sharper(GPT2ish):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -400,3 +403,16 @@ def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the
                                           r"own_class.Sharper, not as the class 'test_runner' is registered with "
                                           r"\(experiments.gpt2ish.model.GPT2ish\), and no registered version has"):
         load_model(path)
+
+
+def test_a_class_named_through_its_packages_re_export_finds_its_versions(monkeypatch):
+    """A config of one's own naming `my_lab.idea.Idea` (re-exported by the package) trained, but generate said no
+    registered version has its model class: the names were compared as text."""
+    import experiments.value_norm
+    from experiments.value_norm.model import ValueNormGPT
+    from lmplay.runner.registry import versions_of
+
+    monkeypatch.setattr(experiments.value_norm, "ReExported", ValueNormGPT, raising=False)
+    assert versions_of("experiments.value_norm.ReExported", registered()) == \
+        versions_of("experiments.value_norm.model.ValueNormGPT", registered()) == \
+        ["value_norm", "value_norm_mini", "value_norm_test"]

@@ -49,19 +49,23 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
     return out
 
 
+ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head": "model.num_heads",
+           "n_embd": "model.embed_dim", "learning_rate": "lr", "max_iters": "max_steps", "dropout": "model.dropout",
+           "eval_interval": "runner.validation_interval", "eval_iters": "runner.validation_batches",
+           "exp_name": "exp"}  # training's keys by nanoGPT's names (and exp_name, a label, not a setting)
+
+
 def flag_hint(key: str, value: str, config_name: str) -> str:
-    """`--top-k 5`: like top_k=5, where the config has the key (or the group); `--temp 0.5`: the key it is closest
-    to (temp=0.5 would be refused in turn)."""
-    import difflib
+    """`--top-k 5`: like top_k=5; `--temp 0.5`, `--embed-dim 64`, `--block-size 256`: the key it stands for
+    (temperature, model.embed_dim, context_len), never a respelling that is refused in turn."""
+    from lmplay.overrides import closest_key, every_key
 
-    from lmplay.config import root_config
-
-    root = root_config(config_name)
-    keys = [k for k in root if k != "defaults"] + [g for d in root.get("defaults", []) if hasattr(d, "keys") for g in d]
-    if key in keys:
+    known = [k for k in every_key(config_name) if k not in ALIASES]
+    if key in known:
         return f"like {key}={value}"
-    close = [k for k in keys if k.startswith(key)][:1] or difflib.get_close_matches(key, keys, n=1)
-    return f"did you mean {close[0]}={value}?" if close else f"and {key} is none of them"
+    close = ALIASES.get(key) if config_name == "config" else None
+    close = close or closest_key(key, known)
+    return f"did you mean {close}={value}?" if close else f"and {key} is none of them"
 
 
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

@@ -414,17 +414,25 @@ def unlisted_model_parameter(key: str, choices: list[str]) -> str:
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:
-    """`unknown key 'KEY'`, with the known key it is most likely a typo of: among the keys beside it (optimizer.lrr:
-    optimizer.lr, by the last part, or by its first letters: temp, temperature); elsewhere only where none is."""
+    """`unknown key 'KEY'`, with the known key it is most likely a typo of (closest_key)."""
+    close = closest_key(key, list(known))
+    listing = "--cfg hydra" if key.startswith("hydra.") else "--cfg job"
+    return f"unknown key '{key}'{f' (did you mean {close}?)' if close else ''}; see `{listing}` for every key"
+
+
+def closest_key(key: str, known: list[str]) -> str | None:
+    """The known key `key` is most likely a typo of: among the keys beside it (optimizer.lrr: optimizer.lr, by the
+    last part, or by its first letters: temp, temperature); elsewhere only where none is (embed_dim:
+    model.embed_dim)."""
     parent, _, leaf = key.rpartition(".")
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent and k != key}
-    close = [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=1)]
+    close = [k for k in known if k.rpartition(".")[2] == leaf and k != key][:1]  # in another group: runner.lr, or
+    # batching: curriculum.batching, before batch_size beside it
+    close = close or [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.7)]
     close = close or [k for name, k in siblings.items() if len(leaf) >= 3 and name.startswith(leaf[:4])][:1]
-    close = close or [k for k in known if k.rpartition(".")[2] == leaf and k != key][:1]  # in another group: runner.lr
     if not close and not siblings:
         close = difflib.get_close_matches(key, [k for k in known if not key.startswith(f"{k}.")], n=1)
-    listing = "--cfg hydra" if key.startswith("hydra.") else "--cfg job"
-    return f"unknown key '{key}'{f' (did you mean {close[0]}?)' if close else ''}; see `{listing}` for every key"
+    return close[0] if close else None
 
 
 def composed(config_name: str, choices: Iterable[str] = (), with_hydra: bool = False) -> Any:

@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> None:
     check_run_settings(cfg)
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.components import config_class
+    from lmplay.runner import checkpoint
     from lmplay.runner.registry import check_trained_class
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
@@ -131,13 +132,13 @@ def train(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     check_run_dir(cfg, run_dir)
     model_class = config_class(cfg, "model")
-    check_trained_class(cfg.exp_name, model_class)
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
     before = setup_stop_signals()  # until training starts, which saves on them
     try:
         ckpt = resumed_checkpoint(cfg, run_dir)
+        check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
         runner.setup(ckpt)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         why = runner.nothing_to_train(in_sweep) if ckpt else None

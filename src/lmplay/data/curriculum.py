@@ -100,8 +100,10 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
         raise ConfigError(f"{where}: overrides must be a mapping of training keys, e.g. overrides: {{lr: 1.0e-4}}")
     name = str(entry.get("name") or f"stage{index}")
     if len(f"model.{name}.lmp.bak.tmp".encode()) > 255:  # the stage's checkpoint is written after it has trained
-        raise ConfigError(f"{where}: name={name[:40]!r}... is {len(name.encode())} bytes long; its checkpoint file, "
-                          f"model.<name>.lmp, must fit the filesystem's 255 bytes: give it a name of at most 200")
+        longest = 255 - len("model..lmp.bak.tmp")
+        raise ConfigError(f"{where}: name={name[:40]!r}... is {len(name.encode())} bytes long (UTF-8); its checkpoint "
+                          f"file, model.<name>.lmp, must fit the filesystem's 255 bytes: give it a name of at most "
+                          f"{longest} bytes")
     if re.search(r"[/\\\0]", name) or name.startswith(".") or name in RESERVED_STAGE_NAMES:  # model.<name>.lmp
         plain = re.sub(r"[/\\\0]+", "_", name).strip("._") or "one"
         plain = f"{plain}_stage" if plain in RESERVED_STAGE_NAMES else plain

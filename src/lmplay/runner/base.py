@@ -315,11 +315,13 @@ class LMRunnerBase:
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.amp_dtype)
 
-    def one_shape(self, batch: Batch, rows: int) -> Batch:
-        """Under compile=true, `batch` filled up to a multiple of `rows` (mini_batch_size) with rows that count
-        nothing: a shorter mini-batch (a stage's last batch, a batch_size that mini_batch_size does not divide, a
-        held-out set's last) recompiled the loss for dynamic shapes, and that graph, the newest, ran every later
-        step; a held-out one, run before the first step, made the training graph dynamic too."""
+    def one_shape(self, batch: Batch, settings: RunnerSettings, share: int) -> Batch:
+        """Under compile=true, `batch` filled up with rows that count nothing to a multiple of the mini-batch its
+        full batches are split into (mini_batch_size, or `share`, the samples a full batch gives it, where fewer):
+        a shorter mini-batch (a stage's last batch, a batch_size that mini_batch_size does not divide, a held-out
+        set's last) recompiled the loss for dynamic shapes, and that graph, the newest, ran every later step; a
+        held-out one, run before the first step, made the training graph dynamic too."""
+        rows = max(1, min(settings.mini_batch_size, share))
         if self._compiled is None or len(batch) % rows == 0:
             return batch
         return batch.padded(-(-len(batch) // rows) * rows)
@@ -512,7 +514,8 @@ class LMRunnerBase:
         non_blocking = self.device.type == "cuda"
         if self.world.distributed:
             torch.manual_seed(rank_step_seed(self.seed, self.runner_c.progress["step"], self.world.rank))
-        shard = self.one_shape(batch.shard(self.world.rank, self.world.size), settings.mini_batch_size)
+        shard = self.one_shape(batch.shard(self.world.rank, self.world.size), settings,
+                               settings.batch_size // self.world.size)
         minis = (shard.pin_memory() if non_blocking else shard).split(settings.mini_batch_size)
         for i, mini in enumerate(minis):
             mini = mini.to(self.device, non_blocking)
@@ -542,7 +545,7 @@ class LMRunnerBase:
         held = self.curriculum.validation_batches(settings.validation_batches, settings.batch_size,
                                                   settings.include_prompts)
         size = settings.mini_batch_size
-        minis = [mini for batch in held for mini in self.one_shape(batch, size).split(size)]
+        minis = [mini for batch in held for mini in self.one_shape(batch, settings, settings.batch_size).split(size)]
         if not minis:
             return None
         model = self.model

@@ -92,17 +92,22 @@ def registered(warn: bool = True) -> dict[str, Registration]:
 
 
 def versions_of(model_class: str, runners: dict[str, Registration]) -> list[str]:
-    """The registered versions whose model is `model_class` (a dotted path, as a checkpoint's config names it)."""
-    return [name for name in sorted(runners) if defined_at(runners[name].factory(None).model_class) == model_class]
+    """The registered versions whose model is `model_class` (a dotted path, as a checkpoint's config names it: the
+    class's own, or a package's re-export of it, found among the modules imported already)."""
+    named = subclass_named(model_class, object)
+    return [name for name in sorted(runners)
+            if (cls := runners[name].factory(None).model_class) is named or defined_at(cls) == model_class]
 
 
-def check_trained_class(name: str, model_class: type) -> None:
+def check_trained_class(name: str, model_class: type, resumed_as: str | None = None) -> None:
     """`exp=test_runner model._target_=...ValueNormGPT`, or an exp file pointed at a class its versions.py does not
     register: the checkpoint names test_runner, and loading it as test_runner's class ran the baseline's code on the
-    idea's weights (silently, where the idea adds no parameter). Quiet about other packages' import errors: a
-    half-written idea beside the one trained warned on every run."""
+    idea's weights (silently, where the idea adds no parameter). A run trained so before this was refused resumes
+    as it was (`resumed_as`, its checkpoint's class): its checkpoints load as that class (get_runner). Quiet about
+    other packages' import errors: a half-written idea beside the one trained warned on every run."""
     runners = registered(warn=False)
-    if name not in runners or (own := runners[name].factory(None).model_class) is model_class:
+    if name not in runners or (own := runners[name].factory(None).model_class) is model_class or \
+            resumed_as == defined_at(model_class):
         return
     trains_it = versions_of(defined_at(model_class), runners)
     fix = (f"train it as a version of its own, exp={' or '.join(trains_it)}" if trains_it else
