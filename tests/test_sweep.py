@@ -659,3 +659,16 @@ def test_a_submitit_job_killed_outright_is_one_line_and_the_rerun_resumes_it(tmp
     # would start every job over
     run_cli("lmplay.train", *args, check=True)
     assert [r["status"] for r in summarize(tmp_path / "sweep")] == ["completed"]
+
+
+def test_a_job_trained_on_by_a_run_of_its_own_counts_that_runs_wall_time(tmp_path):
+    """The README's way to train one job on (`hydra.run.dir=` its dir): the summary then read 20 steps at the first
+    10 steps' wall time."""
+    run_cli("lmplay.train", "-m", "exp=test_runner", "device=cpu", "max_steps=2", "seed=1",
+            f"hydra.sweep.dir={tmp_path}", check=True)
+    (job,) = [d for d in tmp_path.iterdir() if (d / "job.json").is_file()]
+    before = json.loads((job / "job.json").read_text())["wall_time_s"]
+    run_cli("lmplay.train", f"hydra.run.dir='{job}'", "exp=test_runner", "device=cpu", "max_steps=30", "seed=1",
+            check=True)
+    record = json.loads((job / "job.json").read_text())
+    assert record["wall_time_s"] > before and record["status"] == "completed"

@@ -18,6 +18,7 @@ _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, w
 
 CHECKPOINT = "model.lmp"  # a run dir's files, by the names design.md §7 gives them
 STATS = "stats.json"
+JOB_FILE = "job.json"  # a sweep's job's own record (lmplay.sweep)
 FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
 
@@ -104,7 +105,7 @@ def open_lock(path: Path) -> TextIO:
 
 
 # The names lmplay (and Hydra) write in a run dir as the run's own: a symlink there would take the writes elsewhere.
-RUN_FILES = (".hydra", "tb", STATS, "job.json", CHECKPOINT, f"{CHECKPOINT}.bak", FRESH_MARK, "plots")
+RUN_FILES = (".hydra", "tb", STATS, JOB_FILE, CHECKPOINT, f"{CHECKPOINT}.bak", FRESH_MARK, "plots")
 
 
 def planted_symlink(run_dir: Path) -> Path | None:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from lmplay.cli import fail, launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import CHECKPOINT, STATS, exclusive, training_into, write_atomic
+from lmplay.files import CHECKPOINT, JOB_FILE, STATS, exclusive, training_into, write_atomic
 from lmplay.hydra_app import SUMMARY_LOCK, JobError, remove_unused_sweep_dir
 from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
@@ -48,8 +48,6 @@ from lmplay.stats.runs import (
     number,
     read_yaml,
 )
-
-JOB_FILE = "job.json"
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -164,6 +162,15 @@ def earlier_wall_time(job_dir: Path) -> float:
         return job.get("wall_time_s") or 0.0
     written = [st.st_mtime for name in (STATS, CHECKPOINT) if (st := stat_or_none(job_dir / name))]
     return job.get("earlier_wall_time_s", 0.0) + max(0.0, max(written, default=job["started_at"]) - job["started_at"])
+
+
+def continued_job(job_dir: Path, seconds: float) -> None:
+    """A sweep's job trained on by a run of its own (`hydra.run.dir=` its dir, as the README shows): its wall time
+    counts that run too (the summary read the sweep's attempts alone: 20 steps at the 10 steps' time)."""
+    job = read_job(job_dir)
+    if job and job.get("status") != "unknown":
+        wall = earlier_wall_time(job_dir) + seconds
+        write_atomic(job_dir / JOB_FILE, json.dumps({**job, "wall_time_s": round(wall, 3)}, indent=1))
 
 
 def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:

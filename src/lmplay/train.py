@@ -5,6 +5,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,8 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, FRESH_MARK, hold_run_dir, interrupted_set_aside, planted_symlink, release_run_dir,
-                          symlink_refused, write_atomic)
+from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, interrupted_set_aside, planted_symlink,
+                          release_run_dir, symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -156,7 +157,14 @@ def train(cfg: DictConfig) -> None:
             runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
                                   f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
         restore_signals(before)
-        runner.train()
+        started = time.time()
+        try:
+            runner.train()
+        finally:
+            if not in_sweep and runner.world.is_main and (run_dir / JOB_FILE).is_file():
+                from lmplay.sweep import continued_job
+
+                continued_job(run_dir, time.time() - started)
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         restore_signals(before)
