@@ -36,7 +36,14 @@ from omegaconf import DictConfig
 from lmplay.cli import fail, launcher_rank, printable, run_main
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
-from lmplay.files import CHECKPOINT, JOB_FILE, STATS, exclusive, training_into, write_atomic
+from lmplay.files import (
+    CHECKPOINT,
+    JOB_FILE,
+    STATS,
+    exclusive,
+    training_into,
+    write_atomic,
+)
 from lmplay.hydra_app import SUMMARY_LOCK, JobError, remove_unused_sweep_dir
 from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
@@ -48,7 +55,6 @@ from lmplay.stats.runs import (
     number,
     read_yaml,
 )
-
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
