@@ -91,12 +91,15 @@ def registered(warn: bool = True) -> dict[str, Registration]:
     return dict(_REGISTRY)
 
 
+def names(model_class: str, cls: type) -> bool:
+    """Whether a dotted path (as a checkpoint's config names a class) names `cls`: its own path, or a package's
+    re-export of it, found among the modules imported already (never importing one a checkpoint names)."""
+    return defined_at(cls) == model_class or subclass_named(model_class, object) is cls
+
+
 def versions_of(model_class: str, runners: dict[str, Registration]) -> list[str]:
-    """The registered versions whose model is `model_class` (a dotted path, as a checkpoint's config names it: the
-    class's own, or a package's re-export of it, found among the modules imported already)."""
-    named = subclass_named(model_class, object)
-    return [name for name in sorted(runners)
-            if (cls := runners[name].factory(None).model_class) is named or defined_at(cls) == model_class]
+    """The registered versions whose model is `model_class`."""
+    return [name for name in sorted(runners) if names(model_class, runners[name].factory(None).model_class)]
 
 
 def check_trained_class(name: str, model_class: type, resumed_as: str | None = None) -> None:
@@ -125,8 +128,7 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
     runners = registered()
     if name in runners:
         runner = runners[name].factory(overrides)
-        if not model_class or model_class == defined_at(runner.model_class) or \
-                subclass_named(model_class, object) is runner.model_class:  # the same class re-exported
+        if not model_class or names(model_class, runner.model_class):
             return runner
     if model_class and (trained_as := versions_of(model_class, runners)):  # a config of one's own, or a version
         return runners[trained_as[0]].factory(overrides)  # trained with model._target_ (before that was refused)
