@@ -113,9 +113,6 @@ class StderrWarnings(logging.StreamHandler):
     """A run's logged warnings (the data's) on stderr as lmplay's own: `warning: ...`. The stream is stderr as it
     is when one comes: Hydra sets a sweep's logging up while lmplay still holds stderr back (hydra_app)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
         return sys.stderr
