@@ -481,6 +481,9 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
              (lambda c: c["components"]["model"]["state_args"].update(num_blocks=100_000),
               "do not fit its arguments (num_blocks=100000, weights of 2 blocks): a damaged checkpoint",
               ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
+             (lambda c: (c["components"]["model"]["state_args"].update(num_blocks=10**6),  # one forged weight's
+                         c["components"]["model"]["state"]["weights"].update({"blocks.999999.x": torch.zeros(1)})),
+              "(num_blocks=1000000, weights of 3 blocks)", ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
              # torch's C++ stack, 14 lines of it, inside the "one line"
              (lambda c: c["components"]["model"]["state_args"].update(vocab_size=2**70),
               "does not fit the installed code of experiment 'test_runner'",

@@ -283,3 +283,14 @@ def test_a_batch_smaller_than_the_mini_batch_is_not_filled_up_to_it(tmp_path):
     batch = runner.curriculum.next_batch(2, True)
     assert len(runner.one_shape(batch, settings, settings.batch_size)) == 2
     assert len(runner.one_shape(batch.split(1)[0], settings, settings.batch_size)) == 2  # a stage's last: to 2
+
+
+def test_a_shard_is_contiguous_and_an_empty_one_is_filled_up_too(tmp_path):
+    """Under DDP a full shard was a strided view and a filled-up one contiguous: compile=true guards on strides, and
+    a stage's last batch recompiled the loss on every rank; an empty shard (fewer samples than ranks) kept 0 rows."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "batch_size=8", "mini_batch_size=4"],
+                         tmp_path)
+    batch = runner.curriculum.next_batch(8, True)
+    assert batch.shard(1, 2).inputs.is_contiguous() and batch.shard(1, 2).targets.is_contiguous()
+    empty = batch.shard(1, 2).split(4)[0].shard(5, 8)
+    assert len(empty) == 0 and len(runner.one_shape(empty, runner.runner_c.settings, 4)) == 4

@@ -672,3 +672,8 @@ def test_a_job_trained_on_by_a_run_of_its_own_counts_that_runs_wall_time(tmp_pat
             check=True)
     record = json.loads((job / "job.json").read_text())
     assert record["wall_time_s"] > before and record["status"] == "completed"
+    proc = run_cli("lmplay.train", f"hydra.run.dir='{job}'", "exp=test_runner", "device=cpu", "max_steps=100000",
+                   "seed=1", "runner.save_interval=1000000",
+                   env={"LMPLAY_PROBE_KILL": "term:40", "PYTHONPATH": python_path(REPO / "tests" / "probes")})
+    assert proc.returncode == 143  # stopped: not read as completed
+    assert json.loads((job / "job.json").read_text())["status"] == "interrupted"

@@ -53,6 +53,8 @@ ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head":
            "n_embd": "model.embed_dim", "learning_rate": "lr", "max_iters": "max_steps", "dropout": "model.dropout",
            "eval_interval": "runner.validation_interval", "eval_iters": "runner.validation_batches",
            "exp_name": "exp"}  # training's keys by nanoGPT's names (and exp_name, a label, not a setting)
+UNLIKE_NANOGPT = {"gradient_accumulation_steps": "batch_size is accumulated in mini-batches of mini_batch_size",
+                  "warmup_iters": "warmup is warmup_fraction, of each stage's steps"}
 
 
 def flag_hint(key: str, value: str, config_name: str) -> str:
@@ -63,6 +65,8 @@ def flag_hint(key: str, value: str, config_name: str) -> str:
     known = [k for k in every_key(config_name) if k not in ALIASES]
     if key in known:
         return f"like {key}={value}"
+    if config_name == "config" and key in UNLIKE_NANOGPT:
+        return f"and {key} is none of them: {UNLIKE_NANOGPT[key]}"
     close = ALIASES.get(key) if config_name == "config" else None
     close = close or closest_key(key, known)
     return f"did you mean {close}={value}?" if close else f"and {key} is none of them"

@@ -170,13 +170,14 @@ def earlier_wall_time(job_dir: Path) -> float:
     return job.get("earlier_wall_time_s", 0.0) + max(0.0, max(written, default=job["started_at"]) - job["started_at"])
 
 
-def continued_job(job_dir: Path, seconds: float) -> None:
-    """A sweep's job trained on by a run of its own (`hydra.run.dir=` its dir, as the README shows): its wall time
-    counts that run too (the summary read the sweep's attempts alone: 20 steps at the 10 steps' time)."""
+def continued_job(job_dir: Path, earlier: float, seconds: float, status: str) -> None:
+    """A sweep's job trained on by a run of its own (`hydra.run.dir=` its dir, as the README shows): its record
+    counts that run too, its time (after the `earlier` attempts', taken before it wrote its files) and how it ended
+    (the summary read the sweep's attempts alone: 20 steps at the 10 steps' time, completed when stopped)."""
     job = read_job(job_dir)
     if job and job.get("status") != "unknown":
-        wall = earlier_wall_time(job_dir) + seconds
-        write_atomic(job_dir / JOB_FILE, json.dumps({**job, "wall_time_s": round(wall, 3)}, indent=1))
+        write_atomic(job_dir / JOB_FILE, json.dumps({**job, "status": status, "error": None,
+                                                     "wall_time_s": round(earlier + seconds, 3)}, indent=1))
 
 
 def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:

@@ -157,18 +157,27 @@ def train(cfg: DictConfig) -> None:
             runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
                                   f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
         restore_signals(before)
-        started = time.time()
-        try:
-            runner.train()
-        finally:
-            if not in_sweep and runner.world.is_main and (run_dir / JOB_FILE).is_file():
-                from lmplay.sweep import continued_job
-
-                continued_job(run_dir, time.time() - started)
+        train_job_on(runner, run_dir) if not in_sweep and (run_dir / JOB_FILE).is_file() else runner.train()
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         restore_signals(before)
         release_run_dir(run_dir)
+
+
+def train_job_on(runner: "LMRunnerBase", job_dir: Path) -> None:
+    """Train a sweep's job on in a run of its own, and count the run in the job's record (lmplay.sweep)."""
+    from lmplay.sweep import continued_job, earlier_wall_time
+
+    earlier, started, status = earlier_wall_time(job_dir), time.time(), "failed"
+    try:
+        runner.train()
+        status = "completed"
+    except (KeyboardInterrupt, SystemExit) as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) or (e.code or 0) > 128 else "failed"
+        raise
+    finally:
+        if runner.world.is_main:
+            continued_job(job_dir, earlier, time.time() - started, status)
 
 
 def check_run_settings(cfg: DictConfig) -> None:

@@ -50,10 +50,11 @@ class Batch:
                      torch.cat([self.targets, self.targets.new_full((extra, width), IGNORE_INDEX)]), self.positions)
 
     def shard(self, rank: int, world: int) -> "Batch":
-        """Samples rank, rank + world, ... : this process's share under data parallelism."""
+        """Samples rank, rank + world, ... : this process's share under data parallelism; contiguous, as a padded
+        one is (compile=true guards on strides: a stage's last shard, filled up, recompiled the loss)."""
         if world == 1:
             return self
-        return Batch(self.inputs[rank::world], self.targets[rank::world])
+        return Batch(self.inputs[rank::world].contiguous(), self.targets[rank::world].contiguous())
 
     def pin_memory(self) -> "Batch":
         return Batch(self.inputs.pin_memory(), self.targets.pin_memory())

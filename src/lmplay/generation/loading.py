@@ -55,8 +55,8 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
     runner = get_runner(exp, model_class=checkpoint.model_class(ckpt))
     what = f"checkpoint {path}: the weights of experiment '{exp}'"
-    saved = 1 + max((int(m[1]) for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))), default=-1)
-    if saved and isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):
+    saved = len({m[1] for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))})  # not the top index:
+    if isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):  # forgeable
         raise ConfigError(f"{what} do not fit its arguments (num_blocks={n}, weights of {saved} blocks): a damaged "
                           f"checkpoint")  # before any build: a crafted num_blocks=100000 built modules for minutes;
         # an idea that shares its blocks' weights saves fewer than it runs (16x: ALBERT's 12 layers of one)

@@ -322,9 +322,9 @@ class LMRunnerBase:
         set's last) recompiled the loss for dynamic shapes, and that graph, the newest, ran every later step; a
         held-out one, run before the first step, made the training graph dynamic too."""
         rows = max(1, min(settings.mini_batch_size, share))
-        if self._compiled is None or len(batch) % rows == 0:
-            return batch
-        return batch.padded(-(-len(batch) // rows) * rows)
+        if self._compiled is None or len(batch) % rows == 0 < len(batch):  # an empty shard (a last batch of fewer
+            return batch  # samples than ranks) still runs the loss, for DDP's gradient all-reduce
+        return batch.padded(max(1, -(-len(batch) // rows)) * rows)
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor,
                    held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,7 +110,7 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
     other packages' import errors: a half-written idea beside the one trained warned on every run."""
     runners = registered(warn=False)
     if name not in runners or (own := runners[name].factory(None).model_class) is model_class or \
-            resumed_as == defined_at(model_class):
+            resumed_as is not None and names(resumed_as, model_class):
         return
     trains_it = versions_of(defined_at(model_class), runners)
     fix = (f"train it as a version of its own, exp={' or '.join(trains_it)}" if trains_it else
