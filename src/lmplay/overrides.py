@@ -429,7 +429,7 @@ def closest_key(key: str, known: list[str]) -> str | None:
     close = [k for k in known if k.rpartition(".")[2] == leaf and k != key][:1]  # in another group: runner.lr, or
     # batching: curriculum.batching, before batch_size beside it
     close = close or [siblings[c] for c in difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.7)]
-    close = close or [k for name, k in siblings.items() if len(leaf) >= 3 and name.startswith(leaf)][:1]
+    close = close or [k for name, k in siblings.items() if len(leaf) >= 3 and name.startswith(leaf[:4])][:1]
     if not close and not siblings:
         close = difflib.get_close_matches(key, [k for k in known if not key.startswith(f"{k}.")], n=1)
     return close[0] if close else None
