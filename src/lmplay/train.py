@@ -157,7 +157,10 @@ def train(cfg: DictConfig) -> None:
             runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
                                   f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
         restore_signals(before)
-        train_job_on(runner, run_dir) if not in_sweep and (run_dir / JOB_FILE).is_file() else runner.train()
+        if not in_sweep and (run_dir / JOB_FILE).is_file():  # a sweep's job trained on with a run of its own
+            train_job_on(runner, run_dir)
+        else:
+            runner.train()
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         restore_signals(before)
