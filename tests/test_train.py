@@ -1283,3 +1283,14 @@ def test_printed_data_keeps_text_and_escapes_only_control_characters(tmp_path):
     with exclusive(tmp_path / ".summary.lock"):
         pass
     assert not (tmp_path / "created").exists()
+
+
+def test_a_stage_s_own_uneven_mini_batch_is_noted_for_compile_too(tmp_path):
+    """The note read the run's batch_size alone: a stage of batch_size 7 under mini_batch_size 2 said nothing."""
+    stages = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2}, {name: b, datasets: [shakespeare], "
+              "steps: 2, overrides: {batch_size: 7}}]")
+    runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "batch_size=8", "mini_batch_size=2", stages],
+                         tmp_path)
+    notes = runner.uneven_mini_batches()
+    assert len(notes) == 1 and notes[0].startswith("note: stage 'b': mini_batch_size=2 does not divide the 7 samples")
+    assert notes[0] in runner.describe()

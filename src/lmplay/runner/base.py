@@ -384,17 +384,28 @@ class LMRunnerBase:
                  f"device {self.device}{self.ranks()}", f"run dir {self.run_dir.resolve()}"]
         if speed := self.speed_features():
             lines.append(f"speed: {', '.join(speed)}")
-        if self.cfg.compile and (uneven := self.uneven_mini_batch()):
-            lines.append(uneven)
+        if self.cfg.compile:
+            lines += self.uneven_mini_batches()
         if self.provenance.report():
             lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
                       *self.provenance.report()]
         return "\n".join(lines)
 
-    def uneven_mini_batch(self) -> str | None:
+    def uneven_mini_batches(self) -> list[str]:
+        """The notes of uneven_mini_batch for the run's settings and for each stage's own (a stage's batch_size)."""
+        run, notes = self.runner_c.settings, {}
+        for stage in self.curriculum.stages:
+            settings = self.stage_plan(stage).settings
+            sizes = (settings.batch_size, settings.mini_batch_size)
+            if sizes not in notes:
+                own = sizes != (run.batch_size, run.mini_batch_size)
+                notes[sizes] = self.uneven_mini_batch(settings, f"stage '{stage.name}': " if own else "")
+        return [note for note in notes.values() if note]
+
+    def uneven_mini_batch(self, settings: RunnerSettings | None = None, where: str = "") -> str | None:
         """A note where mini_batch_size does not divide a rank's share of the batch: compile=true fills the shorter
         last mini-batch up (one_shape), computing samples that count nothing."""
-        settings = self.runner_c.settings
+        settings = settings or self.runner_c.settings
         share, mini = settings.batch_size // self.world.size, settings.mini_batch_size
         if share % mini == 0 or mini > share:
             return None
@@ -403,9 +414,9 @@ class LMRunnerBase:
         near = [b for b in (settings.batch_size // step * step, (settings.batch_size // step + 1) * step) if b]
         fix = (f"mini_batch_size={fits} divides it" if 2 * fits >= mini else  # not 7 mini-batches of 1 for 3+3+1
                f"batch_size={' or '.join(map(str, near))} divides by it")
-        return (f"note: mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each step "
-                f"ends with a mini-batch of {share % mini}, which compile=true fills up to {mini} with samples that "
-                f"count nothing (one shape, one compiled graph): {mini - share % mini} more a step; {fix}")
+        return (f"note: {where}mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each "
+                f"step ends with a mini-batch of {share % mini}, which compile=true fills up to {mini} with samples "
+                f"that count nothing (one shape, one compiled graph): {mini - share % mini} more a step; {fix}")
 
     def speed_features(self) -> list[str]:
         """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
