@@ -93,7 +93,11 @@ def earlier_overrides(path: Path) -> list[str]:
 
 
 def remove_if_empty(run_dir: Path) -> None:
-    """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind."""
+    """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind.
+    Under torchrun rank 0's to do, which holds the dir: a rank failing alone removed it while rank 0 made its lock
+    there ("cannot be opened as the run's lock", where torchrun's report named the rank's error)."""
+    if launcher_rank() != 0:
+        return
     release_run_dir(run_dir)
     remove_made_dirs(run_dir)
 
