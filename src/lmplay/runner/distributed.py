@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -126,8 +127,6 @@ def rank_step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of one rank's step under DDP: one run seed gave every rank the same dropout masks (half the
     masks of one process's batch on 2 ranks), and a function of the step, not a generator's state, lets a resume
     draw the masks of the uninterrupted run on any rank."""
-    import numpy as np
-
     return int(np.random.SeedSequence([seed % 2**64, step, rank]).generate_state(1, np.uint64)[0])
 
 
