@@ -15,13 +15,16 @@ and the share of that floor reached:
   of these bf16 logits is an argmax, ties counted as the models count them under amp: until 2026-11-28 this
   benchmark timed fp32 logits' cheaper max comparison, which no amp run computes);
 - `mask_lse`: `mask` as an autograd function that saves each row's log-sum-exp, so that its backward is
-  one pointwise pass (softmax minus one-hot) instead of inductor's log_softmax backward reduction.
+  one pointwise pass (softmax minus one-hot) instead of inductor's log_softmax backward reduction;
+- `triton`: lmplay's Triton kernels (lmplay/kernels/cross_entropy.py, the models' loss on a GPU with
+  fused_loss=true): one online-softmax pass forward with the accuracy, one pointwise pass backward.
 
     python benchmarks/loss_kernels.py --device cuda --rows 65536
     python benchmarks/loss_kernels.py --device cuda --rows 65536 --option coordinate_descent_tuning=true
 """
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -96,8 +99,14 @@ def mask_lse_loss(logits, targets, vocab):
     return MaskedCrossEntropy.apply(logits, targets, vocab), accuracy(mask_padding(logits.detach(), vocab), targets)
 
 
+def triton_loss(logits, targets, vocab):
+    from lmplay.kernels.cross_entropy import cross_entropy
+
+    return cross_entropy(logits, targets, vocab, ties=True)
+
+
 VARIANTS = {"slice": slice_loss, "mask": mask_loss, "full": full_loss, "slice_noacc": slice_noacc_loss,
-            "mask_noacc": mask_noacc_loss, "mask_lse": mask_lse_loss}
+            "mask_noacc": mask_noacc_loss, "mask_lse": mask_lse_loss, "triton": triton_loss}
 
 
 def mean_seconds(once, repeats: int, device: torch.device):
@@ -153,7 +162,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=at_least(2), default=50257)
     parser.add_argument("--padded", type=at_least(2), default=50304, help="columns, --vocab or more")
     parser.add_argument("--repeats", type=at_least(1), default=10)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                        default=[v for v in VARIANTS if v != "triton" or importlib.util.find_spec("triton")])
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an inductor option for torch.compile, as lmplay's compile_options (repeatable)")
     args = parser.parse_args()

@@ -117,6 +117,36 @@ def test_on_the_gpu_the_masked_padding_gives_the_loss_of_the_real_columns(tmp_pa
     assert int(correct) == int((real.argmax(-1) == targets).sum())
 
 
+@pytest.mark.parametrize("amp", ["true", "false"])
+def test_the_triton_loss_gives_pytorchs_loss_accuracy_and_gradients(tmp_path, amp):
+    """On a GPU loss_terms runs lmplay's Triton kernels (fused_loss=true); fused_loss=false, PyTorch's loss."""
+    runner = make_runner([*TINY, "vocab_multiple=64", f"amp={amp}"], tmp_path)
+    model = runner.model
+    batch = runner.curriculum.next_batch(8, True)
+    inputs, targets = batch.inputs.cuda(), batch.targets.cuda()
+    targets[0, :5] = -100  # ignored targets count nothing
+    results = []
+    for fused in (True, False):
+        model.fused_loss = fused
+        model.zero_grad()
+        with runner.autocast():
+            loss_sum, correct = model.loss_terms(inputs, targets)
+        loss_sum.backward()
+        results.append((loss_sum.item(), int(correct), [p.grad.clone() for p in model.parameters()]))
+    (fused_loss, fused_correct, fused_grads), (loss, correct, grads) = results
+    assert fused_loss == pytest.approx(loss, rel=1e-5) and fused_correct == correct
+    for got, want in zip(fused_grads, grads):  # TF32 matmuls carry the loss's last-bit differences into each weight
+        assert float((got - want).norm() / want.norm()) < (1e-2 if amp == "true" else 1e-3)
+
+
+def test_a_compiled_run_learns_the_same_with_either_loss(tmp_path, capsys):
+    triton = losses(trained(tmp_path / "triton", "max_steps=8", "amp=true", "compile=true", "vocab_multiple=64"))
+    pytorch = losses(trained(tmp_path / "pytorch", "max_steps=8", "amp=true", "compile=true", "vocab_multiple=64",
+                             "fused_loss=false"))
+    assert "compile=true failed" not in capsys.readouterr().err
+    assert triton == pytest.approx(pytorch, rel=1e-2)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_gpus_over_nccl_equal_one_gpu(tmp_path):
     """DDP on CUDA all-reduces through NCCL (CI's distributed tests run gloo on CPUs)."""

@@ -18,6 +18,11 @@ from lmplay.generation.text import generate_text, notice, prompt_list
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
 
+try:  # a GPU build of torch brings Triton; a CPU one has none, and there the PyTorch loss runs
+    from lmplay.kernels import cross_entropy as triton_loss
+except ImportError:
+    triton_loss = None
+
 
 def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False) -> torch.Tensor:
     """How many real targets are their logits' argmax. Logits computed in fp32 hardly ever tie, and there `target
@@ -41,6 +46,11 @@ def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     if logits.size(-1) == vocab:
         return logits
     return mask_padding(logits, vocab) if logits.is_cuda else logits[..., :vocab]
+
+
+def triton_loss_runs_on(device: torch.device) -> bool:
+    """Whether lmplay's Triton loss kernels run there: on a GPU, with Triton (CUDA and ROCm builds of torch)."""
+    return device.type == "cuda" and triton_loss is not None
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
@@ -114,6 +124,10 @@ class LMBase(MBase):
     also returns it, updated with the new positions.
     """
 
+    # On a GPU, loss_terms' cross-entropy and accuracy run as lmplay's Triton kernels (lmplay/kernels/
+    # cross_entropy.py); the runner sets this from `fused_loss`. The same loss, gradient and count either way.
+    fused_loss: bool = True
+
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """One preallocated cache per attention layer (each `MultiHeadAttention`), in the order the layers run. An
         attention of one's own that is no MultiHeadAttention gets none: subclass it, or override this; a model with
@@ -147,10 +161,12 @@ class LMBase(MBase):
         gradient accumulation equals one big batch.
         """
         logits = self(inputs)
-        flat_logits = real_columns(logits.reshape(-1, logits.size(-1)).float(), self.tokenizer_vocab_size)
-        flat_targets = targets.reshape(-1)
-        loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
+        if self.fused_loss and triton_loss_runs_on(logits.device):
+            return triton_loss.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties)
+        flat_logits = real_columns(flat_logits.float(), self.tokenizer_vocab_size)
+        loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -25,7 +25,7 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, set_aside_old_run
-from lmplay.model import all_finite
+from lmplay.model import all_finite, triton_loss_runs_on
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
@@ -41,7 +41,8 @@ from lmplay.stats.speed import SpeedMeter
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
 CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
-RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "seed", "vocab_multiple", "max_steps", "fresh")
+RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "fused_loss", "seed", "vocab_multiple",
+            "max_steps", "fresh")
 
 
 @dataclass
@@ -199,6 +200,7 @@ class LMRunnerBase:
         # mini-batch's memory for them), never through DDP (whose forward syncs ranks that validate unequal numbers
         # of mini-batches), and from a function of its own: dynamo marks a shape dynamic per function, and held-out
         # batches of other widths made the training graph dynamic too.
+        self.model.fused_loss = self.cfg.fused_loss
         self._compiled = self.compile(self.ddp or self.model.loss_terms)
         self._compiled_held_out = self.compile(lambda inputs, targets: self.model.loss_terms(inputs, targets))
         if ckpt and "rng" in ckpt:
@@ -429,6 +431,7 @@ class LMRunnerBase:
             f"fused {type(optimizer).__name__}": optimizer.defaults.get("fused"),
             "TF32 matmuls": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
             f"vocabulary padded {self.tokenizer.vocab_size} -> {padded}": padded != self.tokenizer.vocab_size,
+            "the loss in Triton kernels": self.cfg.fused_loss and triton_loss_runs_on(self.device),
         }
         return [name for name, on in features.items() if on]
 

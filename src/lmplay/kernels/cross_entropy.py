@@ -1,0 +1,129 @@
+"""The output loss as two Triton kernels: cross-entropy, its gradient and the top-1 hits of a (padded) vocabulary.
+
+The loss is memory-bound: its floor is reading the bf16 logits once forward and once more backward, writing
+their gradient. Compiled PyTorch reached about half that bandwidth on an H100 (benchmarks/loss_kernels.py):
+inductor reads each row once for the max, again for the sum of exponentials and again for the argmax. Here
+one forward pass per row keeps a running max, sum of exponentials (an online softmax) and argmax, and saves
+the row's log-sum-exp, so that the backward is one pointwise pass: softmax minus one-hot. Logits stay in their
+own dtype in memory (never an fp32 copy); the arithmetic is fp32. Columns past `vocab` (vocab_multiple's padding)
+get no probability and no gradient; rows whose target is IGNORE_INDEX count nothing.
+
+Triton compiles them for GPUs (CUDA and ROCm builds of torch); its interpreter runs them on a CPU, for tests,
+with TRITON_INTERPRET=1 set before triton is imported.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from lmplay.data.batch import IGNORE_INDEX
+
+# Columns a program reads at a time and its warps, timed on the first call for each vocabulary width (a second
+# or two); GPT-2's 50,304 columns are 4 to 25 blocks a row. Triton's interpreter has no GPU to time them on: one.
+CONFIGS = [triton.Config({"BLOCK": block}, num_warps=warps)
+           for block, warps in ((4096, 8), (2048, 4), (8192, 8), (8192, 16), (16384, 16))]
+if os.environ.get("TRITON_INTERPRET") == "1":
+    CONFIGS = CONFIGS[:1]
+
+
+@triton.autotune(CONFIGS, key=["vocab"])
+@triton.jit
+def _forward_kernel(logits, targets, losses, lses, hits, row_stride, vocab, ignore_index,
+                    BLOCK: tl.constexpr, TIES: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    row_start = logits + row * row_stride
+    target = tl.load(targets + row)
+    real = target != ignore_index
+    running_max = -float("inf")
+    running_sum = 0.0
+    argmax = 0
+    for start in tl.range(0, vocab, BLOCK):
+        columns = start + tl.arange(0, BLOCK)
+        x = tl.load(row_start + columns, mask=columns < vocab, other=-float("inf")).to(tl.float32)
+        block_max, block_argmax = tl.max(x, 0, return_indices=True)  # the first index of the max, as torch's argmax
+        new_max = tl.maximum(running_max, block_max)
+        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), 0)
+        argmax = tl.where(block_max > running_max, start + block_argmax, argmax)  # ties keep the earlier index
+        running_max = new_max
+    lse = running_max + tl.log(running_sum)
+    target_logit = tl.load(row_start + tl.where(real, target, 0)).to(tl.float32)
+    hit = (argmax == target) if TIES else (target_logit >= running_max)
+    tl.store(losses + row, tl.where(real, lse - target_logit, 0.0))
+    tl.store(hits + row, (real & hit).to(tl.int32))
+    tl.store(lses + row, lse)
+
+
+@triton.autotune(CONFIGS, key=["columns_total"])
+@triton.jit
+def _backward_kernel(logits, targets, lses, loss_grads, grads, row_stride, grad_row_stride, columns_total, vocab,
+                     ignore_index, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    target = tl.load(targets + row)
+    scale = tl.where(target != ignore_index, tl.load(loss_grads + row), 0.0)
+    lse = tl.load(lses + row)
+    for start in tl.range(0, columns_total, BLOCK):
+        columns = start + tl.arange(0, BLOCK)
+        x = tl.load(logits + row * row_stride + columns, mask=columns < vocab, other=-float("inf")).to(tl.float32)
+        grad = (tl.exp(x - lse) - (columns == target).to(tl.float32)) * scale  # the padding: exp(-inf) = 0
+        tl.store(grads + row * grad_row_stride + columns, grad.to(grads.dtype.element_ty), mask=columns < columns_total)
+
+
+@torch.library.custom_op("lmplay::cross_entropy_forward", mutates_args=())
+def _forward(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
+             ties: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = logits.size(0)
+    losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    lses, hits = torch.empty_like(losses), torch.empty(rows, dtype=torch.int32, device=logits.device)
+    if rows:
+        _forward_kernel[(rows,)](logits, targets, losses, lses, hits, logits.stride(0), vocab, IGNORE_INDEX,
+                                 TIES=ties)
+    return losses, hits, lses
+
+
+@_forward.register_fake
+def _(logits, targets, vocab, ties):
+    rows = logits.size(0)
+    return (logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.int32),
+            logits.new_empty(rows, dtype=torch.float32))
+
+
+@torch.library.custom_op("lmplay::cross_entropy_backward", mutates_args=())
+def _backward(loss_grads: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lses: torch.Tensor,
+              vocab: int) -> torch.Tensor:
+    grads = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    if logits.size(0):
+        _backward_kernel[(logits.size(0),)](logits, targets, lses, loss_grads.contiguous(), grads, logits.stride(0),
+                                            grads.stride(0), logits.size(1), vocab, IGNORE_INDEX)
+    return grads
+
+
+@_backward.register_fake
+def _(loss_grads, logits, targets, lses, vocab):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+def _save_for_backward(ctx, inputs, output) -> None:
+    logits, targets, vocab, _ = inputs
+    ctx.save_for_backward(logits, targets, output[2])
+    ctx.vocab = vocab
+
+
+def _loss_backward(ctx, loss_grads, hits_grads, lse_grads):
+    logits, targets, lses = ctx.saved_tensors
+    return _backward(loss_grads, logits, targets, lses, ctx.vocab), None, None, None
+
+
+_forward.register_autograd(_loss_backward, setup_context=_save_for_backward)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
+                  ties: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the first `vocab` columns of `logits` [rows, columns] and how many real targets
+    are their row's argmax (`ties`: the first index of a tied max, as torch's argmax; else a target tying the max
+    counts, as `lmplay.model.top1_correct`). The same loss, gradient and count as loss_terms' PyTorch path."""
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    losses, hits, _ = _forward(logits, targets.contiguous(), vocab, ties)
+    return losses.sum(), hits.sum()

@@ -1,0 +1,100 @@
+"""lmplay's Triton loss kernels (lmplay/kernels/cross_entropy.py) against PyTorch's loss, run by Triton's
+interpreter on a CPU. Where Triton is not installed (CPU builds of torch, as CI's) they are skipped; a GPU build
+brings Triton, and tests/test_gpu.py runs the kernels compiled through a model on the GPU."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import python_path
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                reason="needs Triton (a GPU build of torch)")
+
+# In a process of its own: TRITON_INTERPRET must be set before Triton is imported, and dynamo and autograd's
+# state stay out of this one. It prints what the kernels give and what PyTorch gives, for each case.
+CASES = r"""
+import json
+import torch
+import torch.nn.functional as F
+from lmplay.kernels.cross_entropy import cross_entropy
+from lmplay.model import mask_padding, top1_correct
+
+def reference(logits, targets, vocab, ties):
+    masked = mask_padding(logits.float(), vocab)
+    return F.cross_entropy(masked, targets, ignore_index=-100, reduction="sum"), top1_correct(masked, targets, ties)
+
+torch.manual_seed(0)
+rows, vocab, padded = 40, 9000, 9024  # 3 blocks of 4096, the last one partly padding
+out = {}
+for dtype, ties in ((torch.bfloat16, True), (torch.float32, False)):
+    x = (torch.randn(rows, padded) * 3).to(dtype)
+    targets = torch.randint(0, vocab, (rows,))
+    x[1, 5000] = x[1, 8990] = x[1].max() + 4   # a tie: the first index is the argmax
+    targets[1] = 5000
+    x[2, 100] = x[2, 4200] = x[2].max() + 4    # a tie in other blocks: the target is the second index
+    targets[2] = 4200
+    x[3, vocab + 5] = 1000.0                    # a padding column that would be every max and the loss
+    targets[4:6] = -100                         # ignored rows
+    x[6, 7] = x[6].max() + 2
+    targets[6] = 7                              # a plain hit
+    got, want = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss, hits = cross_entropy(got, targets, vocab, ties)
+    (loss * 0.25).backward()                    # a scaled loss: the runner divides by the batch's tokens
+    ref_loss, ref_hits = reference(want, targets, vocab, ties)
+    (ref_loss * 0.25).backward()
+    row_hits = [[int(f(x[i:i + 1], targets[i:i + 1], vocab, ties)[1]) for i in range(rows)]
+                for f in (cross_entropy, reference)]
+    out[str(dtype)] = {"loss": [loss.item(), ref_loss.item()], "hits": [int(hits), int(ref_hits)], "row_hits": row_hits,
+                       "grad_error": (got.grad.float() - want.grad.float()).abs().max().item(),
+                       "grad_dtype": str(got.grad.dtype), "padding_grad": got.grad[:, vocab:].abs().max().item(),
+                       "ignored_grad": got.grad[4:6].abs().max().item()}
+strided = torch.randn(8, 2 * padded)[:, ::2]    # not contiguous in its columns
+out["strided"] = [cross_entropy(strided, torch.arange(8), vocab, False)[0].item(),
+                  reference(strided, torch.arange(8), vocab, False)[0].item()]
+empty = cross_entropy(torch.zeros(0, padded, requires_grad=True), torch.zeros(0, dtype=torch.long), vocab, True)
+out["empty"] = [empty[0].item(), int(empty[1])]
+
+weight = torch.randn(padded, 16, requires_grad=True)  # compiled: the kernels inside an inductor graph, with autograd
+def step(h, targets):
+    return cross_entropy(h @ weight.t(), targets, vocab, False)
+h, targets = torch.randn(rows, 16), torch.randint(0, vocab, (rows,))
+compiled_loss, _ = torch.compile(step)(h, targets)
+compiled_loss.backward()
+compiled_grad, weight.grad = weight.grad, None
+eager_loss, _ = reference(h @ weight.t(), targets, vocab, False)
+eager_loss.backward()
+out["compiled"] = [compiled_loss.item(), eager_loss.item(), (compiled_grad - weight.grad).abs().max().item()]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = {**os.environ, "PYTHONPATH": python_path(), "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", CASES], check=False, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dtype", ["torch.bfloat16", "torch.float32"])
+def test_the_kernels_give_pytorchs_loss_gradient_and_hits(results, dtype):
+    case = results[dtype]
+    assert case["loss"][0] == pytest.approx(case["loss"][1], rel=1e-5)
+    # rows 1 and 6; bf16's ties go to argmax's first index (row 2's target is the second), fp32's count (row 2 too)
+    assert case["hits"][0] == case["hits"][1] == (2 if dtype == "torch.bfloat16" else 3)
+    assert case["row_hits"][0] == case["row_hits"][1]
+    assert case["grad_dtype"] == dtype  # the gradient in the logits' own dtype, never an fp32 copy
+    assert case["grad_error"] <= (2 ** -9 if dtype == "torch.bfloat16" else 1e-6)  # bf16: half an ulp at 0.25
+    assert case["padding_grad"] == 0 and case["ignored_grad"] == 0
+
+
+def test_strided_and_empty_logits_and_a_compiled_graph(results):
+    assert results["strided"][0] == pytest.approx(results["strided"][1], rel=1e-5)
+    assert results["empty"] == [0.0, 0]
+    loss, eager, grad_error = results["compiled"]
+    assert loss == pytest.approx(eager, rel=1e-5) and grad_error < 1e-5
