@@ -1,6 +1,7 @@
 """lmplay's Triton loss kernels (lmplay/kernels/cross_entropy.py) against PyTorch's loss, run by Triton's
-interpreter on a CPU. Where Triton is not installed (CPU builds of torch, as CI's) they are skipped; a GPU build
-brings Triton, and tests/test_gpu.py runs the kernels compiled through a model on the GPU."""
+interpreter on a CPU. Where Triton is not installed (CPU builds of torch, as CI's) they are skipped: `pip install
+triton` runs them on a CPU. A GPU build brings Triton, and tests/test_gpu.py runs the kernels compiled through a
+model on the GPU."""
 
 import importlib.util
 import json

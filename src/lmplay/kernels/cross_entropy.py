@@ -8,8 +8,9 @@ padding) get no probability and no gradient; rows whose target is IGNORE_INDEX c
 rows of GPT-2's padded 50,304 took 7.49 ms forward and backward, at 2,640 GB/s of the floor's traffic, against
 12.29 ms (1,610 GB/s) for compiled PyTorch's loss and accuracy (benchmarks/loss_kernels.py).
 
-Triton compiles them for GPUs (CUDA and ROCm builds of torch); its interpreter runs them on a CPU, for tests,
-with TRITON_INTERPRET=1 set before triton is imported.
+Triton compiles them for GPUs (CUDA and ROCm builds of torch), once for each vocabulary width (a constant to
+them, as in Unsloth's kernels); its interpreter runs them on a CPU, for tests, with TRITON_INTERPRET=1 set before
+triton is imported.
 """
 
 import os
@@ -30,7 +31,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 @triton.autotune(CONFIGS, key=["vocab"])
 @triton.jit
-def _cross_entropy_forward_kernel(logits, targets, losses, lses, hits, row_stride, vocab, ignore_index,
+def _cross_entropy_forward_kernel(logits, targets, losses, lses, hits, row_stride, ignore_index, vocab: tl.constexpr,
                                   BLOCK: tl.constexpr, TIES: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     row_start = logits + row * row_stride
@@ -57,8 +58,8 @@ def _cross_entropy_forward_kernel(logits, targets, losses, lses, hits, row_strid
 
 @triton.autotune(CONFIGS, key=["columns_total"])
 @triton.jit
-def _cross_entropy_backward_kernel(logits, targets, lses, loss_grads, grads, row_stride, columns_total, vocab,
-                                   ignore_index, BLOCK: tl.constexpr):
+def _cross_entropy_backward_kernel(logits, targets, lses, loss_grads, grads, row_stride, ignore_index,
+                                   columns_total: tl.constexpr, vocab: tl.constexpr, BLOCK: tl.constexpr):
     """`grads` may be `logits` itself: each block is read before its gradient is written over it."""
     row = tl.program_id(0).to(tl.int64)
     target = tl.load(targets + row)
@@ -78,8 +79,8 @@ def _forward(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
     losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
     lses, hits = torch.empty_like(losses), torch.empty(rows, dtype=torch.int32, device=logits.device)
     if rows:
-        _cross_entropy_forward_kernel[(rows,)](logits, targets, losses, lses, hits, logits.stride(0), vocab,
-                                               IGNORE_INDEX, TIES=ties)
+        _cross_entropy_forward_kernel[(rows,)](logits, targets, losses, lses, hits, logits.stride(0),
+                                               IGNORE_INDEX, vocab=vocab, TIES=ties)
     return losses, hits, lses
 
 
@@ -93,7 +94,8 @@ def _(logits, targets, vocab, ties):
 def _launch_backward(loss_grads, logits, targets, lses, vocab, grads) -> None:
     if logits.size(0):
         _cross_entropy_backward_kernel[(logits.size(0),)](logits, targets, lses, loss_grads.contiguous(), grads,
-                                                          logits.stride(0), logits.size(1), vocab, IGNORE_INDEX)
+                                                          logits.stride(0), IGNORE_INDEX,
+                                                          columns_total=logits.size(1), vocab=vocab)
 
 
 @torch.library.custom_op("lmplay::cross_entropy_backward", mutates_args=())
