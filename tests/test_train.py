@@ -883,6 +883,11 @@ def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(t
                                              "temperature=0.5?")),
     (["--zzz"], "unknown flag --zzz; settings are key=value overrides, and zzz is none of them (--help lists them)"),
     (["--block-size", "256"], "did you mean context_len=256?"),  # nanoGPT's name; was batch_size=256, accepted
+    (["--model", "m.lmp", "--block-size", "256"],  # generation's: was batch_size=256, accepted
+     "and block_size is none of them: the model's context_len is the checkpoint's"),
+    (["--model", "m.lmp", "--n-layer", "4"], "the model's model.num_blocks is the checkpoint's"),
+    (["--model", "m.lmp", "--start", "Hi"], "did you mean prompt=Hi?"),  # nanoGPT's sample.py names
+    (["--out-dir", "run", "--model", "m.lmp"], "did you mean checkpoint=run?"),
     (["--embed-dim", "64"], "did you mean model.embed_dim=64?"),  # was: none of them
     (["--batching", "packed"], "did you mean curriculum.batching=packed?"),  # was batch_size=packed
     (["--exp-name", "x"], "did you mean exp=x?"),  # exp_name is a label, not a setting

@@ -55,6 +55,7 @@ ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head":
            "exp_name": "exp"}  # training's keys by nanoGPT's names (and exp_name, a label, not a setting)
 UNLIKE_NANOGPT = {"gradient_accumulation_steps": "batch_size is accumulated in mini-batches of mini_batch_size",
                   "warmup_iters": "warmup is warmup_fraction, of each stage's steps"}
+SAMPLE_ALIASES = {"start": "prompt", "out_dir": "checkpoint", "init_from": "checkpoint"}  # nanoGPT's sample.py
 
 
 def flag_hint(key: str, value: str, config_name: str) -> str:
@@ -67,7 +68,9 @@ def flag_hint(key: str, value: str, config_name: str) -> str:
         return f"like {key}={value}"
     if config_name == "config" and key in UNLIKE_NANOGPT:
         return f"and {key} is none of them: {UNLIKE_NANOGPT[key]}"
-    close = ALIASES.get(key) if config_name == "config" else None
+    if config_name == "generate" and ALIASES.get(key, "").startswith(("context_len", "model.")):
+        return f"and {key} is none of them: the model's {ALIASES[key]} is the checkpoint's"
+    close = (ALIASES if config_name == "config" else SAMPLE_ALIASES).get(key)
     close = close or closest_key(key, known)
     return f"did you mean {close}={value}?" if close else f"and {key} is none of them"
 
