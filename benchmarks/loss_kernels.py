@@ -17,7 +17,9 @@ and the share of that floor reached:
 - `mask_lse`: `mask` as an autograd function that saves each row's log-sum-exp, so that its backward is
   one pointwise pass (softmax minus one-hot) instead of inductor's log_softmax backward reduction;
 - `triton`: lmplay's Triton kernels (lmplay/kernels/cross_entropy.py, the models' loss on a GPU with
-  fused_loss=true): one online-softmax pass forward with the accuracy, one pointwise pass backward.
+  fused_loss=true): one online-softmax pass forward with the accuracy, one pointwise pass backward; here its
+  gradient gets a buffer of its own (the same traffic as the models' compiled backward, which writes it over
+  the logits: here that would change the logits every variant reads).
 
     python benchmarks/loss_kernels.py --device cuda --rows 65536
     python benchmarks/loss_kernels.py --device cuda --rows 65536 --option coordinate_descent_tuning=true

@@ -42,6 +42,8 @@ for dtype, ties in ((torch.bfloat16, True), (torch.float32, False)):
     targets[4:6] = -100                         # ignored rows
     x[6, 7] = x[6].max() + 2
     targets[6] = 7                              # a plain hit
+    x[7, :4096] = float("-inf")                 # a first block with nothing in it (a model that masks logits)
+    x[8] = x[8] * 1000                          # large logits, where lse - target would round away the loss
     got, want = x.clone().requires_grad_(), x.clone().requires_grad_()
     loss, hits = cross_entropy(got, targets, vocab, ties)
     (loss * 0.25).backward()                    # a scaled loss: the runner divides by the batch's tokens
@@ -63,10 +65,12 @@ for name, view in (("strided", lambda t: t[:, ::2]), ("sliced", lambda t: t[:, :
     out[name] = [loss.item(), ref_loss.item(), (got_grad - whole.grad).abs().max().item()]
 empty = cross_entropy(torch.zeros(0, padded, requires_grad=True), torch.zeros(0, dtype=torch.long), vocab, True)
 out["empty"] = [empty[0].item(), int(empty[1])]
+out["out_of_range"] = [cross_entropy(torch.randn(1, padded), torch.tensor([t]), vocab, False)[0].item()
+                       for t in (vocab + 3, padded + 7, -5)]  # never a read past the row, nor a finite loss
 
 weight = torch.randn(padded, 16, requires_grad=True)  # compiled: the kernels inside an inductor graph, with autograd
 def step(h, targets):
-    return cross_entropy(h @ weight.t(), targets, vocab, False)
+    return cross_entropy(h @ weight.t(), targets, vocab, False, overwrite=True)
 h, targets = torch.randn(rows, 16), torch.randint(0, vocab, (rows,))
 compiled_loss, _ = torch.compile(step)(h, targets)
 compiled_loss.backward()
@@ -77,13 +81,17 @@ out["compiled"] = [compiled_loss.item(), eager_loss.item(), (compiled_grad - wei
 kept = torch.randn(rows, padded, requires_grad=True)  # compiled, a graph whose logits the caller gets back:
 def kept_logits(x, targets):                             # inductor must not write their gradient over them
     logits = x * 2
-    return cross_entropy(logits, targets, vocab, False)[0], logits
+    return cross_entropy(logits, targets, vocab, False, overwrite=True)[0], logits
 try:
     compiled_loss, returned = torch.compile(kept_logits)(kept, targets)
     compiled_loss.backward()
     out["kept"] = (returned - kept.detach() * 2).abs().max().item()
 except torch._dynamo.exc.TorchDynamoException as e:  # what the runner falls back to eager on, saying so
     out["kept"] = type(e).__name__
+given = torch.randn(rows, padded, requires_grad=True)  # compiled without overwrite, logits from outside the graph
+before = given.detach().clone()
+torch.compile(lambda x, t: cross_entropy(x, t, vocab, False)[0])(given, targets).backward()
+out["given"] = (given.detach() - before).abs().max().item()
 print(json.dumps(out))
 """
 
@@ -111,6 +119,22 @@ def test_the_kernels_give_pytorchs_loss_gradient_and_hits(results, dtype):
     assert case["padding_grad"] == 0 and case["ignored_grad"] == 0
 
 
+def test_a_target_outside_the_vocabulary_is_an_infinite_loss(results):
+    """PyTorch raises (CPU) or asserts on the device (CUDA); a kernel reading past its row would give a number."""
+    assert results["out_of_range"] == [float("inf")] * 3
+
+
+def test_the_backward_that_writes_over_its_input_is_never_autotuned():
+    """Tuning reruns a kernel on the same arguments: an in-place backward then computed the first step's gradient
+    from a gradient (every run's first compiled step; Triton's interpreter, with one config, never tunes)."""
+    from triton.runtime import Autotuner
+
+    from lmplay.kernels import cross_entropy
+
+    assert isinstance(cross_entropy._cross_entropy_forward_kernel, Autotuner)  # reads only: tuned
+    assert not isinstance(cross_entropy._cross_entropy_backward_kernel, Autotuner)
+
+
 def test_strided_and_empty_logits_and_a_compiled_graph(results):
     for name in ("strided", "sliced"):
         loss, expected, grad_error = results[name]
@@ -125,3 +149,4 @@ def test_compiled_the_gradient_is_never_written_over_logits_the_caller_holds(res
     can read them: logits a graph returns keep their values, or (torch 2.13) the graph does not compile, and the
     runner trains on eagerly, saying so; never are the gradients read as logits."""
     assert results["kept"] in (0, "BackendCompilerFailed")
+    assert results["given"] == 0  # without overwrite (the default), logits a caller passed in are never written

@@ -164,7 +164,8 @@ class LMBase(MBase):
         flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
         ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
         if self.fused_loss and triton_loss_runs_on(logits.device):
-            return triton_loss.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties)
+            # compiled, the gradient is written over the logits, which nothing here reads after the loss
+            return triton_loss.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties, overwrite=True)
         flat_logits = real_columns(flat_logits.float(), self.tokenizer_vocab_size)
         loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes

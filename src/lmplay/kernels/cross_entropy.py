@@ -21,12 +21,15 @@ import triton.language as tl
 
 from lmplay.data.batch import IGNORE_INDEX
 
-# Columns a program reads at a time and its warps, timed on the first call for each vocabulary width (a second
-# or two); GPT-2's 50,304 columns are 4 to 25 blocks a row. Triton's interpreter has no GPU to time them on: one.
+# The forward's columns a program reads at a time and its warps, timed on its first call for each vocabulary width
+# (a second or two); GPT-2's 50,304 columns are 4 to 25 blocks a row. Triton's interpreter has no GPU to time
+# them on: one. The backward is never tuned: tuning reruns a kernel on the same arguments, and compiled, the
+# backward writes over its input (the first step of every run got a gradient computed from a gradient).
 CONFIGS = [triton.Config({"BLOCK": block}, num_warps=warps)
            for block, warps in ((4096, 8), (2048, 4), (8192, 8), (8192, 16), (16384, 16))]
 if os.environ.get("TRITON_INTERPRET") == "1":
     CONFIGS = CONFIGS[:1]
+BACKWARD_BLOCK, BACKWARD_WARPS = 4096, 8
 
 
 @triton.autotune(CONFIGS, key=["vocab"])
@@ -45,18 +48,21 @@ def _cross_entropy_forward_kernel(logits, targets, losses, lses, hits, row_strid
         x = tl.load(row_start + columns, mask=columns < vocab, other=-float("inf")).to(tl.float32)
         block_max, block_argmax = tl.max(x, 0, return_indices=True)  # the first index of the max, as torch's argmax
         new_max = tl.maximum(running_max, block_max)
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), 0)
+        shift = tl.where(new_max == -float("inf"), 0.0, new_max)  # a block of -inf alone: exp(-inf - -inf) is NaN
+        running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(x - shift), 0)
         argmax = tl.where(block_max > running_max, start + block_argmax, argmax)  # ties keep the earlier index
         running_max = new_max
     lse = running_max + tl.log(running_sum)
-    target_logit = tl.load(row_start + tl.where(real, target, 0)).to(tl.float32)
+    in_range = real & (target >= 0) & (target < vocab)  # a target outside the vocabulary: an infinite loss
+    target_logit = tl.load(row_start + tl.where(in_range, target, 0), mask=in_range, other=-float("inf"))
+    target_logit = target_logit.to(tl.float32)
     hit = (argmax == target) if TIES else (target_logit >= running_max)
-    tl.store(losses + row, tl.where(real, lse - target_logit, 0.0))
+    loss = (running_max - target_logit) + tl.log(running_sum)  # not lse - target: large logits round less
+    tl.store(losses + row, tl.where(real, loss, 0.0))
     tl.store(hits + row, (real & hit).to(tl.int32))
     tl.store(lses + row, lse)
 
 
-@triton.autotune(CONFIGS, key=["columns_total"])
 @triton.jit
 def _cross_entropy_backward_kernel(logits, targets, lses, loss_grads, grads, row_stride, ignore_index,
                                    columns_total: tl.constexpr, vocab: tl.constexpr, BLOCK: tl.constexpr):
@@ -73,8 +79,8 @@ def _cross_entropy_backward_kernel(logits, targets, lses, loss_grads, grads, row
 
 
 @torch.library.custom_op("lmplay::cross_entropy_forward", mutates_args=())
-def _forward(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
-             ties: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(logits: torch.Tensor, targets: torch.Tensor, vocab: int, ties: bool,
+             overwrite: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rows = logits.size(0)
     losses = torch.empty(rows, dtype=torch.float32, device=logits.device)
     lses, hits = torch.empty_like(losses), torch.empty(rows, dtype=torch.int32, device=logits.device)
@@ -85,7 +91,7 @@ def _forward(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
 
 
 @_forward.register_fake
-def _(logits, targets, vocab, ties):
+def _(logits, targets, vocab, ties, overwrite):
     rows = logits.size(0)
     return (logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.int32),
             logits.new_empty(rows, dtype=torch.float32))
@@ -95,7 +101,8 @@ def _launch_backward(loss_grads, logits, targets, lses, vocab, grads) -> None:
     if logits.size(0):
         _cross_entropy_backward_kernel[(logits.size(0),)](logits, targets, lses, loss_grads.contiguous(), grads,
                                                           logits.stride(0), IGNORE_INDEX,
-                                                          columns_total=logits.size(1), vocab=vocab)
+                                                          columns_total=logits.size(1), vocab=vocab,
+                                                          BLOCK=BACKWARD_BLOCK, num_warps=BACKWARD_WARPS)
 
 
 @torch.library.custom_op("lmplay::cross_entropy_backward", mutates_args=())
@@ -117,33 +124,36 @@ def _gradient_over_logits(loss_grads: torch.Tensor, logits: torch.Tensor, target
     _launch_backward(loss_grads, logits, targets, lses, vocab, logits)
 
 
-def _save_for_backward(ctx, inputs, output) -> None:
-    logits, targets, vocab, _ = inputs
+def _setup_context(ctx, inputs, output) -> None:
+    logits, targets, vocab, _, overwrite = inputs
     ctx.save_for_backward(logits, targets, output[2])
-    ctx.vocab = vocab
+    ctx.vocab, ctx.overwrite = vocab, overwrite
 
 
 def _loss_backward(ctx, loss_grads, hits_grads, lse_grads):
-    """Compiled, the gradient is written over the logits: one buffer of their size, not two (as inductor's own loss
-    reuses it; with a second, lmplay's peak memory was 1.35x the bare loop's on an H100). Logits the graph also
-    returns are never overwritten (torch 2.13 refuses to compile such a graph, and the runner trains on eagerly,
-    saying so). Eager, a caller may still hold the logits (a leaf, or a model that keeps them): the gradient gets a
-    buffer of its own."""
+    """With `overwrite` and compiled, the gradient is written over the logits: one buffer of their size, not two (as
+    inductor's own loss reuses it; with a second, lmplay's peak memory was 1.35x the bare loop's on an H100).
+    Eager, or without `overwrite`, the gradient gets a buffer of its own."""
     logits, targets, lses = ctx.saved_tensors
-    if not torch.compiler.is_compiling():
-        return _backward(loss_grads, logits, targets, lses, ctx.vocab), None, None, None
+    if not (ctx.overwrite and torch.compiler.is_compiling()):
+        return _backward(loss_grads, logits, targets, lses, ctx.vocab), None, None, None, None
     _gradient_over_logits(loss_grads, logits, targets, lses, ctx.vocab)
-    return logits, None, None, None
+    return logits, None, None, None, None
 
 
-_forward.register_autograd(_loss_backward, setup_context=_save_for_backward)
+_forward.register_autograd(_loss_backward, setup_context=_setup_context)
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
-                  ties: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab: int, ties: bool,
+                  overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over the first `vocab` columns of `logits` [rows, columns] and how many real targets
     are their row's argmax (`ties`: the first index of a tied max, as torch's argmax; else a target tying the max
-    counts, as `lmplay.model.top1_correct`). The same loss, gradient and count as loss_terms' PyTorch path."""
+    counts, as `lmplay.model.top1_correct`). The same loss, gradient and count as loss_terms' PyTorch path.
+
+    `overwrite`: in a compiled graph, the backward writes the gradient over the logits, for callers that never
+    read them again (loss_terms). Inductor copies them first where its graph returns them; logits from outside the
+    graph (a graph break before the loss) are overwritten in place, and where another op saved them for its
+    backward, autograd refuses them as changed. No double backward: its second backward has no formula."""
     logits = logits.contiguous()  # the kernels step through rows of one stride, the gradient's too
-    losses, hits, _ = _forward(logits, targets.contiguous(), vocab, ties)
+    losses, hits, _ = _forward(logits, targets.contiguous(), vocab, ties, overwrite)
     return losses.sum(), hits.sum()
