@@ -4,7 +4,8 @@
 #   2. a real `python -m lmplay.train` of EXP at context 1024, bf16, compile, vocabulary padded to 64,
 #      packed batches, at the largest of the given mini-batches that fits: median tokens/s and MFU,
 #   2b. the same with fused_loss=false: compiled PyTorch's loss instead of lmplay's Triton kernels,
-#   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py),
+#   3. lmplay's loop against the bare PyTorch loop at that mini-batch (benchmarks/train_loop.py), then with
+#      fused_loss=false, where both loops run PyTorch's loss: the loop's own cost, like for like,
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py), in lmplay's loop and the bare one,
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
 #      and again with coordinate-descent tuning,
@@ -66,6 +67,8 @@ else
   BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size "$fits"
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
   python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log" || failed=1
+  python benchmarks/train_loop.py "${BENCH[@]}" fused_loss=false --steps 20 --chunk 10 2>&1 | tail -3 \
+    | tee -a "$OUT/train_loop.log" || failed=1
   python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log" || failed=1
   python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log" || failed=1
   python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -8 | tee "$OUT/loss_kernels.log" || failed=1
