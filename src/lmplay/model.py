@@ -19,9 +19,9 @@ from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
 
 try:  # a GPU build of torch brings Triton; a CPU one has none, and there the PyTorch loss runs
-    from lmplay.kernels import cross_entropy as triton_loss
+    from lmplay.kernels import cross_entropy as triton_kernels
 except ImportError:
-    triton_loss = None
+    triton_kernels = None
 
 
 def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False) -> torch.Tensor:
@@ -50,7 +50,7 @@ def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
 
 def triton_loss_runs_on(device: torch.device) -> bool:
     """Whether lmplay's Triton loss kernels run there: on a GPU, with Triton (CUDA and ROCm builds of torch)."""
-    return device.type == "cuda" and triton_loss is not None
+    return device.type == "cuda" and triton_kernels is not None
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
@@ -165,7 +165,8 @@ class LMBase(MBase):
         ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
         if self.fused_loss and triton_loss_runs_on(logits.device):
             # compiled, the gradient is written over the logits, which nothing here reads after the loss
-            return triton_loss.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties, overwrite=True)
+            return triton_kernels.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties,
+                                                overwrite=True)
         flat_logits = real_columns(flat_logits.float(), self.tokenizer_vocab_size)
         loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes

@@ -195,12 +195,12 @@ class LMRunnerBase:
         if self.world.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(LossModule(self.model), device_ids=device_ids)
+        self.model.fused_loss = self.cfg.fused_loss
         # compile=true compiles all of loss_terms (the loss fuses with the model); the model stays as it is.
         # Validation runs compiled too (eager, the loss's fp32 copies of the logits took ~5x a compiled training
         # mini-batch's memory for them), never through DDP (whose forward syncs ranks that validate unequal numbers
         # of mini-batches), and from a function of its own: dynamo marks a shape dynamic per function, and held-out
         # batches of other widths made the training graph dynamic too.
-        self.model.fused_loss = self.cfg.fused_loss
         self._compiled = self.compile(self.ddp or self.model.loss_terms)
         self._compiled_held_out = self.compile(lambda inputs, targets: self.model.loss_terms(inputs, targets))
         if ckpt and "rng" in ckpt:
