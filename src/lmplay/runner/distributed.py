@@ -60,11 +60,13 @@ class World:
                 yield
             except BaseException:
                 self.agree(1.0)
-                raise
+                self.close()  # with the others: gloo's threads, left to rank 0's exit, could abort it (SIGABRT in
+                raise  # torchrun's report, seen in CI under load)
             self.agree(0.0)
         else:
-            if self.agree(0.0):  # rank 0 is gone: an orderly exit ran the destructors of gloo's threads, which
-                sys.stderr.flush()  # could abort (SIGABRT, 1 run in 4), and torchrun named that as the cause
+            if self.agree(0.0):  # rank 0 failed: leave together, then exit at once (an orderly exit ran the
+                self.close()  # destructors of gloo's threads, which could abort, SIGABRT, 1 run in 4)
+                sys.stderr.flush()
                 os._exit(1)
             yield
 
