@@ -51,10 +51,11 @@ for dtype, ties in ((torch.bfloat16, True), (torch.float32, False)):
     (ref_loss * 0.25).backward()
     row_hits = [[int(f(x[i:i + 1], targets[i:i + 1], vocab, ties)[1]) for i in range(rows)]
                 for f in (cross_entropy, reference)]
+    unchanged = torch.equal(got.detach(), x)  # eager, the gradient never goes over the logits
     out[str(dtype)] = {"loss": [loss.item(), ref_loss.item()], "hits": [int(hits), int(ref_hits)], "row_hits": row_hits,
                        "grad_error": (got.grad.float() - want.grad.float()).abs().max().item(),
                        "grad_dtype": str(got.grad.dtype), "padding_grad": got.grad[:, vocab:].abs().max().item(),
-                       "ignored_grad": got.grad[4:6].abs().max().item()}
+                       "ignored_grad": got.grad[4:6].abs().max().item(), "unchanged": unchanged}
 for name, view in (("strided", lambda t: t[:, ::2]), ("sliced", lambda t: t[:, :padded])):  # not contiguous
     whole = torch.randn(8, 2 * padded, requires_grad=True)
     loss = cross_entropy(view(whole), torch.arange(8), vocab, False)[0]
@@ -65,8 +66,15 @@ for name, view in (("strided", lambda t: t[:, ::2]), ("sliced", lambda t: t[:, :
     out[name] = [loss.item(), ref_loss.item(), (got_grad - whole.grad).abs().max().item()]
 empty = cross_entropy(torch.zeros(0, padded, requires_grad=True), torch.zeros(0, dtype=torch.long), vocab, True)
 out["empty"] = [empty[0].item(), int(empty[1])]
-out["out_of_range"] = [cross_entropy(torch.randn(1, padded), torch.tensor([t]), vocab, False)[0].item()
-                       for t in (vocab + 3, padded + 7, -5)]  # never a read past the row, nor a finite loss
+out["out_of_range"] = []  # never a read past the row, nor a finite loss, nor a gradient on the padding
+for t in (vocab + 3, padded + 7, -5):
+    row = torch.randn(1, padded, requires_grad=True)
+    loss = cross_entropy(row, torch.tensor([t]), vocab, False)[0]
+    loss.backward()
+    out["out_of_range"].append([loss.item(), row.grad[0, vocab:].abs().max().item()])
+offset = (1e6 + torch.randn(4, padded)).requires_grad_()  # logits near 1e6: lse - target would round the loss
+out["offset"] = [[cross_entropy(offset[i:i + 1], targets[i:i + 1], vocab, False)[0].item(),
+                  reference(offset[i:i + 1], targets[i:i + 1], vocab, False)[0].item()] for i in range(4)]
 
 weight = torch.randn(padded, 16, requires_grad=True)  # compiled: the kernels inside an inductor graph, with autograd
 def step(h, targets):
@@ -116,12 +124,18 @@ def test_the_kernels_give_pytorchs_loss_gradient_and_hits(results, dtype):
     assert case["row_hits"][0] == case["row_hits"][1]
     assert case["grad_dtype"] == dtype  # the gradient in the logits' own dtype, never an fp32 copy
     assert case["grad_error"] <= (2 ** -9 if dtype == "torch.bfloat16" else 1e-6)  # bf16: half an ulp at 0.25
-    assert case["padding_grad"] == 0 and case["ignored_grad"] == 0
+    assert case["padding_grad"] == 0 and case["ignored_grad"] == 0 and case["unchanged"]
 
 
 def test_a_target_outside_the_vocabulary_is_an_infinite_loss(results):
     """PyTorch raises (CPU) or asserts on the device (CUDA); a kernel reading past its row would give a number."""
-    assert results["out_of_range"] == [float("inf")] * 3
+    assert results["out_of_range"] == [[float("inf"), 0.0]] * 3
+
+
+def test_large_logits_keep_their_loss(results):
+    """Logits near 1e6 (fp32's step there is 0.06): the loss is (max - target) + log(sum), each term exact."""
+    for loss, expected in results["offset"]:
+        assert loss == pytest.approx(expected, rel=1e-4)
 
 
 def test_the_backward_that_writes_over_its_input_is_never_autotuned():

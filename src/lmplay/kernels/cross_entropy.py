@@ -73,8 +73,10 @@ def _cross_entropy_backward_kernel(logits, targets, lses, loss_grads, grads, row
     lse = tl.load(lses + row)
     for start in tl.range(0, columns_total, BLOCK):
         columns = start + tl.arange(0, BLOCK)
-        x = tl.load(logits + row * row_stride + columns, mask=columns < vocab, other=-float("inf")).to(tl.float32)
-        grad = (tl.exp(x - lse) - (columns == target).to(tl.float32)) * scale  # the padding: exp(-inf) = 0
+        real = columns < vocab
+        x = tl.load(logits + row * row_stride + columns, mask=real, other=-float("inf")).to(tl.float32)
+        grad = (tl.exp(x - lse) - ((columns == target) & real).to(tl.float32)) * scale
+        grad = tl.where(real, grad, 0.0)  # the padding: none, also for a NaN row or a target among its columns
         tl.store(grads + row * row_stride + columns, grad.to(grads.dtype.element_ty), mask=columns < columns_total)
 
 

@@ -4,6 +4,7 @@ Every rank builds the same global batch from the curriculum and trains on its sh
 samples, so the data order, the checkpoint and the results do not depend on the number of ranks.
 """
 
+import contextlib
 import datetime
 import logging
 import os
@@ -60,8 +61,9 @@ class World:
                 yield
             except BaseException:
                 self.agree(1.0)
-                self.close()  # with the others: gloo's threads, left to rank 0's exit, could abort it (SIGABRT in
-                raise  # torchrun's report, seen in CI under load)
+                with contextlib.suppress(Exception):  # never in place of what failed: a rank a Ctrl-C stopped
+                    self.close()  # skips it. With the others: gloo's threads, left to rank 0's exit, could abort
+                raise  # it (SIGABRT in torchrun's report, seen in CI under load)
             self.agree(0.0)
         else:
             if self.agree(0.0):  # rank 0 failed: leave together, then exit at once (an orderly exit ran the
