@@ -56,6 +56,8 @@ ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head":
 UNLIKE_NANOGPT = {"gradient_accumulation_steps": "batch_size is accumulated in mini-batches of mini_batch_size",
                   "warmup_iters": "warmup is warmup_fraction, of each stage's steps"}
 SAMPLE_ALIASES = {"start": "prompt", "out_dir": "checkpoint", "init_from": "checkpoint"}  # nanoGPT's sample.py
+# nanoGPT's --dtype (train.py and sample.py)
+DTYPE = "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here, its float32 amp=false"
 
 
 def flag_hint(key: str, value: str, config_name: str) -> str:
@@ -66,6 +68,8 @@ def flag_hint(key: str, value: str, config_name: str) -> str:
     known = [k for k in every_key(config_name) if k not in ALIASES]
     if key in known:
         return f"like {key}={value}"
+    if key == "dtype":  # nanoGPT's spelling; amp_dtype=bfloat16 would be refused in turn
+        return f"and dtype is none of them: {DTYPE}"
     if config_name == "config" and key in UNLIKE_NANOGPT:
         return f"and {key} is none of them: {UNLIKE_NANOGPT[key]}"
     if config_name == "generate" and ALIASES.get(key, "").startswith(("context_len", "model.")):
