@@ -888,7 +888,8 @@ def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(t
     (["--model", "m.lmp", "--n-layer", "4"], "the model's model.num_blocks is the checkpoint's"),
     (["--model", "m.lmp", "--start", "Hi"], "did you mean prompt=Hi?"),  # nanoGPT's sample.py names
     (["--out-dir", "run", "--model", "m.lmp"], "did you mean checkpoint=run?"),
-    (["--model", "m.lmp", "--dtype", "bfloat16"], "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here"),
+    (["--model", "m.lmp", "--dtype", "bfloat16"],
+     "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here"),
     (["--dtype", "float32"], "its float32 amp=false"),  # both were amp_dtype=bfloat16, itself refused
     (["--embed-dim", "64"], "did you mean model.embed_dim=64?"),  # was: none of them
     (["--batching", "packed"], "did you mean curriculum.batching=packed?"),  # was batch_size=packed
