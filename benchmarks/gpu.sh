@@ -13,6 +13,8 @@
 #      and with CUDA graphs (triton.cudagraphs: no launch gaps between kernels); max_autotune_gemm is left
 #      out: on torch 2.11 its autotuning crashed with an illegal memory access.
 # Usage: bash benchmarks/gpu.sh [MINI_BATCH ...]     (default: 256 128 64 32; EXP=gpt2ish, STEPS=60)
+#        SKIP="loop profile" bash benchmarks/gpu.sh 128  (parts 3, 4 left out: all of it takes ~10 minutes,
+#        more than one call of a time-limited device; SKIP also takes tests and kernels)
 #        INDUCTOR_OPTIONS=only bash benchmarks/gpu.sh MINI_BATCH    (part 6 alone; OPTIONS="a b" picks options)
 # Logs and stats go to outputs/gpu_bench/.
 set -uo pipefail
@@ -23,6 +25,7 @@ python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
 [ "$STEPS" -gt 15 ] || { echo "STEPS=$STEPS: the summary leaves out the first 10 records (compiling); use STEPS > 15"; exit 1; }
 mkdir -p "$OUT"
 failed=0  # any step that fails makes the exit status 1, after the others have run
+want() { [[ " ${SKIP:-} " != *" $1 "* ]]; }  # SKIP="tests loop profile kernels" leaves those parts out
 export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 STAGES='curriculum.stages=[{name: shakespeare, datasets: [shakespeare], epochs: 50}]'  # enough tokens for STEPS
 COMMON=(exp="$EXP" device=cuda amp=true compile=true vocab_multiple=64 tokenizer=gpt2 context_len=1024
@@ -48,7 +51,9 @@ if [ "${INDUCTOR_OPTIONS:-}" = only ]; then  # part 6 alone, at the first mini-b
   [ $# -gt 0 ] || { echo "INDUCTOR_OPTIONS=only needs the mini-batch: bash benchmarks/gpu.sh 128"; exit 1; }
   fits=${1%% *}                              # on a device whose calls are time-limited)
 else
-  python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log" || failed=1
+  if want tests; then
+    python -m pytest -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log" || failed=1
+  fi
 
   fits=""
   for mb in "${@:-256 128 64 32}"; do
@@ -66,14 +71,20 @@ else
   fi
   BENCH=(--exp "$EXP" --device cuda --amp --compile --tokenizer gpt2 --context-len 1024 --batch-size "$fits"
          --mini-batch-size "$fits" vocab_multiple=64 curriculum.batching=packed "$STAGES")
-  python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log" || failed=1
-  python benchmarks/train_loop.py "${BENCH[@]}" fused_loss=false --steps 20 --chunk 10 2>&1 | tail -3 \
-    | tee -a "$OUT/train_loop.log" || failed=1
-  python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log" || failed=1
-  python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log" || failed=1
-  python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -8 | tee "$OUT/loss_kernels.log" || failed=1
-  python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
-    --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log" || failed=1
+  if want loop; then
+    python benchmarks/train_loop.py "${BENCH[@]}" --steps 20 --chunk 10 2>&1 | tail -3 | tee "$OUT/train_loop.log" || failed=1
+    python benchmarks/train_loop.py "${BENCH[@]}" fused_loss=false --steps 20 --chunk 10 2>&1 | tail -3 \
+      | tee -a "$OUT/train_loop.log" || failed=1
+  fi
+  if want profile; then
+    python benchmarks/profile_step.py "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee "$OUT/profile.log" || failed=1
+    python benchmarks/profile_step.py --bare "${BENCH[@]}" --steps 5 2>&1 | grep -vE "USDT|UserWarning|_warn_once" | tail -22 | tee -a "$OUT/profile.log" || failed=1
+  fi
+  if want kernels; then
+    python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -8 | tee "$OUT/loss_kernels.log" || failed=1
+    python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
+      --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log" || failed=1
+  fi
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit "$failed"
 export TORCH_LOGS=perf_hints  # where inductor skips CUDA graphs, it says why only as a perf hint
