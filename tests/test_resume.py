@@ -164,9 +164,9 @@ def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, capfd, monkeypatch)
     killed = []
     monkeypatch.setattr(os, "kill", lambda pid, signum: killed.append(signum))
     try:
-        runner._on_signal(signal.SIGINT, None)
-        assert runner._stop_signal == signal.SIGINT and signal.getsignal(signal.SIGINT) == runner._on_second_signal
-        runner._on_second_signal(signal.SIGINT, None)
+        runner.stop.on_signal(signal.SIGINT, None)
+        assert runner.stop.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) == runner.stop.on_second_signal
+        runner.stop.on_second_signal(signal.SIGINT, None)
         assert killed == [signal.SIGINT] and signal.getsignal(signal.SIGINT) == signal.SIG_DFL  # the signal's own end
     finally:
         signal.signal(signal.SIGINT, before)
@@ -1007,10 +1007,10 @@ def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, 
 
     monkeypatch.setattr(os, "write", gone)
     try:
-        runner._on_signal(signal.SIGINT, None)
+        runner.stop.on_signal(signal.SIGINT, None)
     finally:
         signal.signal(signal.SIGINT, before)
-    assert runner._stop_signal == signal.SIGINT
+    assert runner.stop.signum == signal.SIGINT
 
 
 def test_a_run_that_max_steps_stopped_at_its_plans_end_is_not_relabelled_by_a_resume_that_trains_nothing(tmp_path):

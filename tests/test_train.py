@@ -733,7 +733,7 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
 
     def stopped_at_15(*args):
         if resumed.runner_c.progress["step"] == 14:
-            resumed._stop_signal = signal.SIGINT
+            resumed.stop.signum = signal.SIGINT
         return step(*args)
     monkeypatch.setattr(resumed, "train_step", stopped_at_15)
     with pytest.raises(SystemExit):
@@ -1044,7 +1044,7 @@ def test_a_ctrl_c_that_another_library_turned_into_its_own_error_still_reads_as_
     from omegaconf.errors import ConfigKeyError
 
     from lmplay.hydra_app import ctrl_c_in, readable_config
-    from lmplay.train import StoppedBeforeTraining
+    from lmplay.runner.stopping import StoppedBeforeTraining
 
     def omegaconf_like(stop: KeyboardInterrupt):
         try:

@@ -102,33 +102,13 @@ def remove_if_empty(run_dir: Path) -> None:
     remove_made_dirs(run_dir)
 
 
-class StoppedBeforeTraining(KeyboardInterrupt):
-    """A SIGTERM or SIGHUP during set-up (a scheduler's stop while a big dataset tokenizes, a closed terminal):
-    handled like a Ctrl-C there, so that the set-up's own clean-up runs and the log says what happened."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__()
-        self.signum = signum
-
-
-def stop_setup(signum: int, frame: object) -> None:
-    raise StoppedBeforeTraining(signum)
-
-
-def setup_stop_signals() -> dict[int, object]:
-    """SIGTERM and SIGHUP (unless ignored: nohup) stop set-up cleanly; their handlers before, to put back."""
-    from lmplay.runner.base import stop_signals
-
-    stopping = [s for s in stop_signals() if s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))]
-    return {s: signal.signal(s, stop_setup) for s in stopping}
-
-
 def train(cfg: DictConfig) -> None:
     check_run_settings(cfg)
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.components import config_class
     from lmplay.runner import checkpoint
     from lmplay.runner.registry import check_trained_class
+    from lmplay.runner.stopping import restore_signals, setup_stop_signals
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
         from lmplay.data.hf import quiet_progress_bars
@@ -230,11 +210,6 @@ def label_run(runner: "LMRunnerBase", run_dir: Path, resumed: bool, fresh: bool)
         runner.on_first_save = label  # or was killed before would be plotted as what it never trained with
     if fresh:
         note_fresh_start(run_dir, runner.replaced_dir)
-
-
-def restore_signals(handlers: dict[int, object]) -> None:
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 def leave_world(runner) -> None:

@@ -18,7 +18,6 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.cli import tell
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
@@ -33,6 +32,7 @@ from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog
 from lmplay.runner.rejections import rejected_settings
 from lmplay.runner.schedules import Schedule
+from lmplay.runner.stopping import StopRequest
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
@@ -84,8 +84,7 @@ class LMRunnerBase:
             self.device = torch.device("cuda", self.world.local_rank)
         if self.device.type == "cuda" and self.device.index is not None:  # cuda:N: its streams and events, not GPU 0's
             torch.cuda.set_device(self.device)
-        self._stop_signal: int | None = None
-        self._old_handlers: dict[int, Any] = {}
+        self.stop = StopRequest(self.run_dir, speaks=self.world.is_main)
         self.on_first_save: Callable[[], None] | None = None  # lmplay.train: a resume's label, once it has saved
         # a sweep's job names its sweep dir (lmplay.train); fresh=true again would start over again
         self.resume_hint = "run the same command without fresh=true to resume" if cfg.fresh else \
@@ -623,30 +622,6 @@ class LMRunnerBase:
                   f"validations used {earlier[-1]:,} (its data, or how lmplay draws the held-out rows, changed): from "
                   f"here on its validation loss is measured on other samples")
 
-    def _on_signal(self, signum, frame) -> None:
-        """Save after this step and stop; said at once (a big model's step and save take seconds, which invites a
-        second Ctrl-C)."""
-        first = self._stop_signal is None
-        self._stop_signal = self._stop_signal or signum  # the first: torchrun's agent sends SIGTERM after a SIGINT
-        signal.signal(signum, self._on_second_signal)
-        if first and self.world.is_main:
-            name = signal.Signals(signum).name
-            tell(f"\n{name}: will save after this step and stop; {name} again stops at once without saving "
-                 f"({self.without_this_save()})\n")
-
-    def _on_second_signal(self, signum, frame) -> None:
-        """Stop at once, as the signal's default would, saying so: the last checkpoint stays good (saves are atomic)."""
-        if self.world.is_main:
-            tell(f"\n{signal.Signals(signum).name} again: stopped without saving; {self.without_this_save()}\n")
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    def without_this_save(self) -> str:
-        """Where a run stopped without saving goes on from."""
-        if (self.run_dir / CHECKPOINT).exists():
-            return "the run then resumes from its last checkpoint"
-        return "nothing is saved yet, so a rerun starts over"
-
     def record(self, kind: str, stage: str, settings_lr: float, values: dict[str, float],
                at: dict[str, int] | None = None) -> None:
         """A stats record at progress `at` (default: now)."""
@@ -655,14 +630,12 @@ class LMRunnerBase:
                               **values, "lr": settings_lr})
 
     def train(self) -> None:
-        """Run the remaining stages; save on a stop signal (stop_signals()), at the save interval, at each
+        """Run the remaining stages; save on a stop signal (stopping.stop_signals()), at the save interval, at each
         stage end and at the end."""
-        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in stop_signals()}
         try:
-            self._train_stages()
+            with self.stop.handled():
+                self._train_stages()
         finally:
-            for s, h in self._old_handlers.items():
-                signal.signal(s, h)
             in_flight = sys.exc_info()[1] is not None  # what stopped the run says why; a failed last write must not
             with contextlib.suppress(OutputError) if in_flight else nullcontext():  # replace it
                 self.stats.close()
@@ -677,18 +650,10 @@ class LMRunnerBase:
         self.world.close()
 
     def _stop(self) -> None:
-        """Save, then exit with 128 + the signal's number; on a job's preemption signal, hand over to the
-        handler the job installed (submitit requeues the job, which resumes from the checkpoint just saved)."""
-        path, signum = self.save(), self._stop_signal
-        self.close()  # every rank stops after the same step (World.any)
-        name, step = signal.Signals(signum).name, self.runner_c.progress["step"]
-        previous = self._old_handlers.get(signum)
-        if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
-            tell(f"{name}: saved {path} at step {step}; handing over to the job's own handler\n")
-            previous(signum, None)
-        if self.world.is_main:  # best-effort: after a SIGHUP the terminal is gone
-            tell(f"{name}: saved {path} at step {step}; {self.resume_hint}\n")
-        raise SystemExit(128 + signum)  # the shell's code for a signal: scripts tell an interruption from a crash
+        """Save, leave the process group (every rank stops after the same step: World.any) and exit."""
+        path = self.save()
+        self.close()
+        self.stop.stopped(path, self.runner_c.progress["step"], self.resume_hint)
 
     def nothing_to_train(self, in_sweep: bool = False) -> str | None:
         """Why a resumed run has no step to train (max_steps at or below its step, or its whole curriculum trained),
@@ -722,7 +687,7 @@ class LMRunnerBase:
         while True:
             stage = self.curriculum.stages[self.curriculum.stage_index]
             finished = self._train_stage(stage, max_steps)
-            if self._stop_signal is not None:
+            if self.stop.signum is not None:
                 self._stop()
             if not finished:
                 break
@@ -777,7 +742,7 @@ class LMRunnerBase:
         validated_now = bool(last) and last[0]["step"] == progress["step"]
         # also where no step trained now: a stop signal on a stage's (or the run's) last step saved before this
         # validation, and the resume that finds the stage at its end records it
-        if self._stop_signal is None and not validated_now:  # at the lr of the stage's last step: a resume that
+        if self.stop.signum is None and not validated_now:  # at the lr of the stage's last step: a resume that
             trained = self.stats.records["train"][-1:]  # trains nothing takes it from the record of that step, not
             lr = plan.lr(max(progress["stage_step"] - 1, 0), total)  # from its own settings (lr=... typed anew)
             if not self.trained_now and trained and trained[0]["step"] == progress["step"]:
@@ -842,8 +807,8 @@ class LMRunnerBase:
         pending: StepLog | None = None
         finished = False
         while max_steps is None or progress["step"] < max_steps:
-            if self.world.any(self._stop_signal is not None):  # all ranks stop after the same step
-                self._stop_signal = self._stop_signal or signal.SIGTERM
+            if self.world.any(self.stop.signum is not None):  # all ranks stop after the same step
+                self.stop.signum = self.stop.signum or signal.SIGTERM
                 break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
             if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot
@@ -892,7 +857,7 @@ class LMRunnerBase:
         """The last step's read, a record of the steps short of a log_interval, and the closing progress line."""
         progress = self.runner_c.progress
         self.log_step(pending, bar)
-        if self.window.steps and self._stop_signal is None:  # the last steps, short of a log_interval (a stop signal's
+        if self.window.steps and self.stop.signum is None:  # the last steps, short of a log_interval (a stop signal's
             lr = self.window.lr  # save keeps them: the resume goes on with them)
             if lr is None:  # a window resumed from an older checkpoint: the schedule's lr of the stage's last step
                 lr = plan.lr(max(progress["stage_step"] - 1, 0), total)
@@ -941,17 +906,6 @@ class LMRunnerBase:
 
     def show_progress(self, bar: tqdm, last: bool = False) -> None:
         self.display.show(bar, self.stats.records, self.runner_c.progress["stage_step"], last)
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or a dropped ssh; not under nohup, which ignores it) and, where
-    the platform has it, the signal SLURM sends before a time limit or a preemption (submitit's SIGUSR2, or what
-    SUBMITIT_PREEMPT_SIGNAL names)."""
-    preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is not None and signal.getsignal(hangup) == signal.SIG_IGN:
-        hangup = None
-    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, hangup, preempt) if s is not None))
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

@@ -1,0 +1,112 @@
+"""What a stop signal (Ctrl-C, SIGTERM, a closed terminal, a job's preemption) does to a run.
+
+During set-up there is nothing to save: the signal stops it cleanly (StoppedBeforeTraining). During training
+the first signal asks for a save after the current step (StopRequest), and a second one stops at once: a big
+model's step and save take seconds, which invites a second Ctrl-C, and the last checkpoint stays good either way
+because saves are atomic.
+"""
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lmplay.cli import tell
+from lmplay.files import CHECKPOINT
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or a dropped ssh; not under nohup, which ignores it) and, where
+    the platform has it, the signal SLURM sends before a time limit or a preemption (submitit's SIGUSR2, or what
+    SUBMITIT_PREEMPT_SIGNAL names)."""
+    preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_IGN:
+        hangup = None
+    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, hangup, preempt) if s is not None))
+
+
+class StoppedBeforeTraining(KeyboardInterrupt):
+    """A SIGTERM or SIGHUP during set-up (a scheduler's stop while a big dataset tokenizes, a closed terminal):
+    handled like a Ctrl-C there, so that the set-up's own clean-up runs and the log says what happened."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+def _stop_setup(signum: int, frame: object) -> None:
+    raise StoppedBeforeTraining(signum)
+
+
+def setup_stop_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP (unless ignored: nohup) stop set-up cleanly; their handlers before, to put back."""
+    stopping = [s for s in stop_signals() if s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))]
+    return {s: signal.signal(s, _stop_setup) for s in stopping}
+
+
+def restore_signals(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+class StopRequest:
+    """A training run's stop signals. `signum` is the first one received (torchrun's agent sends a SIGTERM after
+    passing on a Ctrl-C: the user's is the one reported); the loop reads it between steps and saves.
+
+    `speaks`: this process says what happens (the main rank); `run_dir`: where the last checkpoint is, to say what
+    a stop without a save leaves.
+    """
+
+    def __init__(self, run_dir: Path, speaks: bool) -> None:
+        self.run_dir = run_dir
+        self.speaks = speaks
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @contextmanager
+    def handled(self) -> Iterator[None]:
+        """Stop signals handled by this request inside the block; the handlers before put back after it."""
+        self._previous = {s: signal.signal(s, self.on_signal) for s in stop_signals()}
+        try:
+            yield
+        finally:
+            restore_signals(self._previous)
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """Save after this step and stop; said at once, with what a second signal would do."""
+        first = self.signum is None
+        self.signum = self.signum or signum
+        signal.signal(signum, self.on_second_signal)
+        if first and self.speaks:
+            name = signal.Signals(signum).name
+            tell(f"\n{name}: will save after this step and stop; {name} again stops at once without saving "
+                 f"({self.without_save()})\n")
+
+    def on_second_signal(self, signum: int, frame: object) -> None:
+        """Stop at once, as the signal's default would, saying so."""
+        if self.speaks:
+            tell(f"\n{signal.Signals(signum).name} again: stopped without saving; {self.without_save()}\n")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def without_save(self) -> str:
+        """Where a run stopped without saving goes on from."""
+        if (self.run_dir / CHECKPOINT).exists():
+            return "the run then resumes from its last checkpoint"
+        return "nothing is saved yet, so a rerun starts over"
+
+    def stopped(self, saved: Path, step: int, resume_hint: str) -> None:
+        """After the save at `step`, exit with 128 + the signal's number (the shell's code for a signal: scripts
+        tell an interruption from a crash). On a job's preemption signal, hand over to the handler the job
+        installed first (submitit requeues the job, which resumes from `saved`)."""
+        signum = self.signum
+        name, previous = signal.Signals(signum).name, self._previous.get(signum)
+        if signum not in (signal.SIGINT, signal.SIGTERM) and callable(previous):
+            tell(f"{name}: saved {saved} at step {step}; handing over to the job's own handler\n")
+            previous(signum, None)
+        if self.speaks:  # best-effort: after a SIGHUP the terminal is gone
+            tell(f"{name}: saved {saved} at step {step}; {resume_hint}\n")
+        raise SystemExit(128 + signum)
