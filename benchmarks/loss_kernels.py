@@ -9,7 +9,7 @@ and the share of that floor reached:
 - `slice`: cross-entropy and accuracy over `logits[:, :vocab]` (lmplay's way on a CPU, and on a GPU
   until 2026-11-26);
 - `mask`: the padding columns set to -inf instead, so every kernel runs over the whole aligned row
-  (`lmplay.model.mask_padding`, what the models' loss_terms do on a GPU now); the same loss and gradient;
+  (`lmplay.loss.mask_padding`, what PyTorch's loss does on a GPU); the same loss and gradient;
 - `full`: the padding left in the softmax (nanoGPT's way: a different loss, for reference);
 - `slice_noacc`, `mask_noacc`: `slice` and `mask` without the accuracy, to show what it costs (the accuracy
   of these bf16 logits is an argmax, ties counted as the models count them under amp: until 2026-11-28 this
@@ -41,7 +41,7 @@ from train_loop import at_least, torch_device
 
 from lmplay.data.batch import IGNORE_INDEX
 from lmplay.device import synchronize
-from lmplay.model import mask_padding, top1_correct
+from lmplay.loss import mask_padding, top1_correct
 
 
 def accuracy(logits, targets):

@@ -122,7 +122,7 @@ def test_the_triton_loss_gives_pytorchs_loss_accuracy_and_gradients(tmp_path, am
     """On a GPU loss_terms runs lmplay's Triton kernels (fused_loss=true; compiled, the gradient is written over the
     logits); fused_loss=false, PyTorch's loss. The output layer is scaled up: a wrong gradient shows where the model
     is sure (trained), hardly at initialisation, where the softmax is near uniform (the first steps' bug)."""
-    from lmplay.model import triton_loss_runs_on
+    from lmplay.loss import triton_loss_runs_on
 
     runner = make_runner([*TINY, "vocab_multiple=64", f"amp={amp}"], tmp_path)
     model = runner.model
@@ -148,7 +148,7 @@ def test_the_triton_loss_gives_pytorchs_loss_accuracy_and_gradients(tmp_path, am
 
 
 def test_a_compiled_run_learns_the_same_with_either_loss(tmp_path, capsys):
-    from lmplay.model import triton_loss_runs_on
+    from lmplay.loss import triton_loss_runs_on
 
     assert triton_loss_runs_on(torch.device("cuda"))
     triton = losses(trained(tmp_path / "triton", "max_steps=8", "amp=true", "compile=true", "vocab_multiple=64"))

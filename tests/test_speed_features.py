@@ -156,7 +156,7 @@ def test_masked_padding_gives_the_loss_gradient_and_accuracy_of_the_sliced_real_
     import torch.nn.functional as F
 
     from lmplay.data.batch import IGNORE_INDEX
-    from lmplay.model import mask_padding, top1_correct
+    from lmplay.loss import mask_padding, top1_correct
 
     vocab, padded = 257, 320
     generator = torch.Generator().manual_seed(0)
@@ -179,7 +179,7 @@ def test_masked_padding_gives_the_loss_gradient_and_accuracy_of_the_sliced_real_
 
 def test_accuracy_without_argmax_counts_the_same_hits_and_skips_ignored_targets():
     from lmplay.data.batch import IGNORE_INDEX
-    from lmplay.model import top1_correct
+    from lmplay.loss import top1_correct
 
     logits = torch.randn(1000, 300, generator=torch.Generator().manual_seed(0))
     targets = torch.randint(0, 300, (1000,), generator=torch.Generator().manual_seed(1))
@@ -193,7 +193,7 @@ def test_accuracy_of_bf16_logits_counts_a_tie_as_argmax_does(tmp_path):
     """Under amp=true the logits are bf16, which tie often: `target >= max` counted a target tied with an earlier
     token as a hit (~1% more accuracy than the same model in fp32)."""
     from lmplay.data.batch import IGNORE_INDEX
-    from lmplay.model import top1_correct
+    from lmplay.loss import top1_correct
 
     logits = torch.tensor([[1.0, 3.0, 3.0], [3.0, 1.0, 3.0], [0.0, 2.0, 1.0]])
     targets = torch.tensor([2, 0, 1])  # tied and second, tied and first, alone

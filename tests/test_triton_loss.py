@@ -22,7 +22,7 @@ import json
 import torch
 import torch.nn.functional as F
 from lmplay.kernels.cross_entropy import cross_entropy
-from lmplay.model import mask_padding, top1_correct
+from lmplay.loss import mask_padding, top1_correct
 
 def reference(logits, targets, vocab, ties):
     masked = mask_padding(logits.float(), vocab)

@@ -5,64 +5,23 @@ from functools import cached_property
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmplay.config import check_seed
-from lmplay.data.batch import IGNORE_INDEX
 from lmplay.data.batching import collate
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.text import generate_text, notice, prompt_list
+from lmplay.loss import next_token_loss
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
-
-try:  # a GPU build of torch brings Triton; a CPU one has none, and there the PyTorch loss runs
-    from lmplay.kernels import cross_entropy as triton_kernels
-except ImportError:
-    triton_kernels = None
-
-
-def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False) -> torch.Tensor:
-    """How many real targets are their logits' argmax. Logits computed in fp32 hardly ever tie, and there `target
-    logit >= max logit` counts the same hits 5-10x faster on a CPU than an argmax; a bf16 or fp16 model's logits
-    (amp=true) do tie (`ties`): counted as hits, ties read ~1% more accuracy than the same model's in fp32."""
-    real = targets != IGNORE_INDEX
-    if ties:
-        return ((logits.argmax(-1) == targets) & real).sum()
-    target_logits = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return ((target_logits >= logits.amax(-1)) & real).sum()
-
-
-def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Logits of a vocabulary padded past the tokenizer's `vocab` (vocab_multiple) with the padding left out
-    of any softmax, max or loss taken over them.
-
-    On a GPU the padding is masked, keeping whole aligned rows: the compiled loss runs 1.6x faster than
-    over a slice (H200 and H100, benchmarks/loss_kernels.py). On a CPU the slice is faster (the mask took 1.3x as
-    long compiled, 2x eager). The loss and its gradient are the same either way.
-    """
-    if logits.size(-1) == vocab:
-        return logits
-    return mask_padding(logits, vocab) if logits.is_cuda else logits[..., :vocab]
-
-
-def triton_loss_runs_on(device: torch.device) -> bool:
-    """Whether lmplay's Triton loss kernels run there: on a GPU, with Triton (CUDA and ROCm builds of torch)."""
-    return device.type == "cuda" and triton_kernels is not None
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """Whether no tensor holds a NaN or inf, with one device sync for them all: what a save checks (a checkpoint
     never holds NaN weights) and what sampling checks first (a diverged run's weights give only garbage)."""
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-
-
-def mask_padding(logits: torch.Tensor, vocab: int) -> torch.Tensor:
-    """The columns past `vocab` set to -inf: they get no probability, no gradient and never the max."""
-    padding = torch.arange(logits.size(-1), device=logits.device) >= vocab
-    return logits.masked_fill(padding, float("-inf"))
 
 
 class MBase(nn.Module):
@@ -160,16 +119,7 @@ class LMBase(MBase):
         Sums, not means: the runner divides by the tokens of the whole effective batch so that
         gradient accumulation equals one big batch.
         """
-        logits = self(inputs)
-        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
-        ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
-        if self.fused_loss and triton_loss_runs_on(logits.device):
-            # compiled, the gradient is written over the logits, which nothing here reads after the loss
-            return triton_kernels.cross_entropy(flat_logits, flat_targets, self.tokenizer_vocab_size, ties,
-                                                overwrite=True)
-        flat_logits = real_columns(flat_logits.float(), self.tokenizer_vocab_size)
-        loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes
+        return next_token_loss(self(inputs), targets, self.tokenizer_vocab_size, self.fused_loss)
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean loss over the prompts' tokens (backward-able) and its stats; the Python-API way to train on text.

@@ -150,7 +150,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, vocab: int, ties:
                   overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over the first `vocab` columns of `logits` [rows, columns] and how many real targets
     are their row's argmax (`ties`: the first index of a tied max, as torch's argmax; else a target tying the max
-    counts, as `lmplay.model.top1_correct`). The same loss, gradient and count as loss_terms' PyTorch path.
+    counts, as `lmplay.loss.top1_correct`). The same loss, gradient and count as loss_terms' PyTorch path.
 
     `overwrite`: in a compiled graph, the backward writes the gradient over the logits, for callers that never
     read them again (loss_terms). Inductor copies them first where its graph returns them; logits from outside the

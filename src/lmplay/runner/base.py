@@ -24,7 +24,8 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, set_aside_old_run
-from lmplay.model import all_finite, triton_loss_runs_on
+from lmplay.loss import triton_loss_runs_on
+from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
