@@ -349,6 +349,30 @@ def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_wi
     assert rows[0]["error"].startswith("ConfigError: batch_size=0 must be >= 1")
 
 
+def test_a_bug_in_a_job_s_code_shows_its_traceback_and_the_sweep_still_ends_with_its_table(tmp_path):
+    """An idea's model.py with a bug: Hydra's ending stopped the sweep with the traceback and no table; the
+    README promises the table and one error line. The traceback stays: it is what the user mends the bug by."""
+    (tmp_path / "buggy").mkdir()
+    (tmp_path / "buggy" / "__init__.py").write_text("")
+    (tmp_path / "buggy" / "model.py").write_text(
+        "from experiments.gpt2ish.model import GPT2ish\n\n\nclass Buggy(GPT2ish):\n"
+        "    def forward(self, x, *args, **kwargs):\n        return undefined_name(x)\n")
+    (tmp_path / "conf" / "exp").mkdir(parents=True)
+    (tmp_path / "conf" / "exp" / "buggy.yaml").write_text(
+        "# @package _global_\ndefaults: [test_runner]\nmodel:\n  _target_: buggy.model.Buggy\n")
+    sweep = tmp_path / "sweep"
+    proc = run_cli("lmplay.train", "-m", "--config-dir", str(tmp_path / "conf"), "exp=buggy,test_runner", *TINY,
+                   f"hydra.sweep.dir={sweep}", env={"PYTHONPATH": python_path(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and 'File "' in err[1] and "lmplay/train.py" in err[1]
+    assert "NameError: name 'undefined_name' is not defined" in err and "Error executing job" not in proc.stderr
+    assert err[-1].startswith("error: 1 of 2 jobs failed; job 0: NameError: name 'undefined_name' is not defined")
+    assert "| 1 | test_runner | max_steps=2 device=cpu |" in proc.stdout  # the table, as a sweep ends
+    rows = json.loads((sweep / "summary.json").read_text())["jobs"]
+    assert [(r["status"], r["steps"]) for r in rows] == [("failed", 0), ("completed", 2)]
+
+
 def test_a_failed_job_releases_its_run_dir_for_the_next_job_in_it(tmp_path):
     """fresh is left out of job dir names, so fresh=false,true share one dir: the failed job 0 held its lock, and
     job 1 was refused as if job 0 were still training."""

@@ -23,11 +23,13 @@ import shlex
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -90,11 +92,13 @@ class SweepSummary(Callback):
             except Exception as e:  # noqa: BLE001 - whatever the job raised is what the summary reports
                 cause = e.__cause__ if isinstance(e, JobError) and e.__cause__ else e
                 error = f"{type(cause).__name__}: {cause}"
-                if isinstance(e, JobError):  # bad input, said in one line: the sweep goes on, and its end says so
-                    job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+                if not isinstance(e, JobError):  # a bug (in an idea's code, say): its traceback, to mend it by
+                    print_traceback(e)
+            # the sweep goes on, and its end says so under its table (Hydra's ending would stop it before that)
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, None
         end_job(config.hydra, "failed" if error else "completed", error)
         sweep_dir = Path(config.hydra.sweep.dir)
-        if error:  # Hydra stops the sweep with this error once the other jobs of the batch are done
+        if error:
             print(f"job {config.hydra.job.num} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
                   file=sys.stderr)
 
@@ -126,6 +130,17 @@ class SweepSummary(Callback):
             raise SystemExit(1)
         if left_alone:
             raise SystemExit(1)
+
+
+def print_traceback(error: BaseException) -> None:
+    """A job's traceback from its task function on, as Hydra shows one: the frames that ran the job and re-raised
+    its error here (Hydra's, this module's) left out."""
+    hydra_dir = str(Path(hydra.__file__).parent)
+    tb = error.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(hydra_dir)
+                              or tb.tb_frame.f_code.co_filename == __file__):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb, file=sys.stderr)
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
