@@ -405,6 +405,33 @@ def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the
         load_model(path)
 
 
+def test_a_checkpoint_of_a_class_since_renamed_in_its_model_py_loads_as_the_registered_class_with_a_note(tmp_path,
+                                                                                                           capfd):
+    """A class renamed in its experiment's model.py: a resume trained on (an edit of the code like any other), but
+    generate refused the checkpoint, with no way out but renaming it back. A class the module still has is another
+    model, refused as before."""
+    from conftest import make_runner
+
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.runner import checkpoint
+
+    path = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run").save()
+    ckpt = checkpoint.load(path)
+    for old_name, loads in (("GPT2ishBefore", True), ("LMBase", False)):  # LMBase: imported by that model.py
+        ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish",
+                                                f"experiments.gpt2ish.model.{old_name}")
+        checkpoint.write_out(ckpt, renamed := tmp_path / f"{old_name}.lmp")
+        ckpt["config"] = ckpt["config"].replace(old_name, "GPT2ish")
+        if loads:
+            assert type(load_model(renamed)[0]) is GPT2ish
+            assert ("note: this checkpoint of experiment 'test_runner' was trained as experiments.gpt2ish.model."
+                    "GPT2ishBefore, which its module no longer has: it loads as the class 'test_runner' is registered "
+                    "with now (experiments.gpt2ish.model.GPT2ish)") in capfd.readouterr().err
+        else:
+            with pytest.raises(ConfigError, match="was trained as experiments.gpt2ish.model.LMBase, not as the class"):
+                load_model(renamed)
+
+
 def test_a_class_named_through_its_packages_re_export_finds_its_versions(monkeypatch):
     """A config of one's own naming `my_lab.idea.Idea` (re-exported by the package) trained, but generate said no
     registered version has its model class: the names were compared as text."""

@@ -120,6 +120,13 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
                       f"_target_ and its versions.py agree")
 
 
+def renamed_in_its_module(model_class: str | None, registered_class: type) -> bool:
+    """Whether `model_class` (a checkpoint's) names a class that the module of the version's class now lacks: the
+    class was renamed in its experiment's model.py, an edit of its code like any other (a resume trains on)."""
+    module, _, class_name = (model_class or "").rpartition(".")
+    return module == registered_class.__module__ and not hasattr(sys.modules.get(module), class_name)
+
+
 def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
     """The runner of version `name`. A name no version has, with the model class its checkpoint's config names
     (`model_class`, a dotted path): the runner of a registered version of that class. An experiment config of the
@@ -132,6 +139,11 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
             return runner
     if model_class and (trained_as := versions_of(model_class, runners)):  # a config of one's own, or a version
         return runners[trained_as[0]].factory(overrides)  # trained with model._target_ (before that was refused)
+    if name in runners and renamed_in_its_module(model_class, own := runners[name].factory(None).model_class):
+        print(f"note: this checkpoint of experiment '{name}' was trained as {model_class}, which its module no longer "
+              f"has: it loads as the class '{name}' is registered with now ({defined_at(own)}), as a resumed run "
+              f"trains it", file=sys.stderr)
+        return runners[name].factory(overrides)
     if name in runners:
         raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the class "
                           f"'{name}' is registered with ({defined_at(runners[name].factory(None).model_class)}), "
