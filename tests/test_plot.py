@@ -553,6 +553,29 @@ def test_an_idea_swept_over_max_steps_keeps_its_own_length_and_optimizer_lr_is_l
     assert "-0.1000" in table and "none at its settings" not in table, table
 
 
+def test_settings_that_no_label_shows_are_noted_within_a_group_and_against_the_baseline(tmp_path):
+    """A sweep extended (seed=1,2 then 1,2,3) after the exp file's lr changed averaged two settings as seeds of one;
+    an idea trained after its baseline's defaults changed plotted as the idea's difference. Both said nothing."""
+    def run(name: str, exp: str, seed: int, lr: float, extra: tuple[str, ...] = ()) -> Path:
+        path = fake_run(tmp_path / name, exp, seed, 2.0, extra=extra)
+        (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+            {"tokenizer": "bytes", "lr": lr, "seed": seed, "run_name": name, "device": "cpu",
+             "optimizer": {"lr": lr, "betas": [0.9, 0.95]}, "model": {"num_blocks": 2 if exp == "base" else 3}}))
+        return path
+
+    runs = [run("b1", "base", 1, 0.003), run("b2", "base", 2, 0.003), run("i1", "idea", 1, 0.003),
+            run("i2", "idea", 2, 0.001)]
+    assert table_note(*runs).splitlines()[1:] == [
+        "Note: the runs averaged as idea did not all train with the same settings (optimizer.lr 0.003/0.001): a "
+        "command repeated after its settings changed counts as another seed of the first; a run_name of its own "
+        "keeps it apart."]  # seeds, names, the device and the idea's model differ as they should: no note
+    assert table_note(runs[0], runs[3]).splitlines()[1:] == [
+        "Note: idea and its baseline base also differ in settings no command typed (optimizer.lr 0.003/0.001, as "
+        "base/idea): the difference between them is not the idea's alone."]
+    typed = run("typed", "idea", 2, 0.001, extra=("lr=1e-3",))
+    assert "Note" not in table_note(runs[0], typed)  # typed, it is in the label
+
+
 def test_seeds_of_rows_batching_with_two_validations_are_read_between_them(tmp_path):
     """Seeds validate ~4% apart in tokens; with two validations past 0 each, every seed was '-' away from its own
     points and the table kept only loss@0."""

@@ -201,6 +201,28 @@ def test_summary_reads_whatever_jobs_left_behind(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["over_seeds"][0]["jobs"] == [0, 1]
 
 
+def test_seeds_added_after_the_settings_changed_are_noted_in_the_mean_over_seeds(tmp_path):
+    """`seed=1,2` then `seed=1,2,3` after the exp file's lr changed: the third seed trained at another lr, and the
+    summary averaged the three as one configuration without a word."""
+    for job, lr in ((0, 0.003), (1, 0.003), (2, 0.001)):
+        run = tmp_path / f"exp=a,seed={job + 1}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"seed={job + 1}"]))
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+            {"seed": job + 1, "run_name": run.name, "lr": lr, "optimizer": {"lr": lr}, "runner": {"log_interval": job}}))
+        (run / "job.json").write_text(json.dumps({"job": job, "experiment": "a", "status": "completed",
+                                                  "overrides": ["exp=a", f"seed={job + 1}"]}))
+        record = {"step": 2, "samples": 16, "tokens": 2000, "loss": 3.0 + job, "accuracy": 0.2}
+        (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+    summary = write_summary(tmp_path)
+    assert summary["over_seeds"][0]["differing_settings"] == {"optimizer.lr": ["0.003", "0.001"]}
+    assert ("Note: the jobs of exp=a did not all train with the same settings (optimizer.lr 0.003/0.001): jobs added "
+            "after the settings changed are averaged with the first as more seeds of them; a sweep dir of their own "
+            "keeps them apart.") in summary["markdown"]
+    shutil.rmtree(tmp_path / "exp=a,seed=3")
+    assert "Note: the jobs of" not in write_summary(tmp_path)["markdown"]  # seeds and log cadence differ as they may
+
+
 def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are_noted(tmp_path):
     """Job 1 was launched with max_steps=20, then trained on to 25 (hydra.run.dir=its dir): the summary said
     max_steps=20 and named it lowest, at more tokens than the others, without a word."""

@@ -51,11 +51,15 @@ from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     configuration,
+    differing_settings,
     dig,
     dirs_below,
     load_run,
     number,
     read_yaml,
+    settings_text,
+    settled_config,
+    trained_settings,
 )
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -403,6 +407,17 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def differing_settings_of(sweep_dir: Path, rows: list[dict[str, Any]], jobs: list[int]) -> dict[str, list[str]]:
+    """What the jobs' settled configs differ in: a sweep rerun with more seeds after its exp file changed trains the
+    new seeds with other settings than the first, under the same overrides."""
+    settings = []
+    for row in rows:
+        if row["job"] in jobs and row["dir"]:
+            with contextlib.suppress(ConfigError):  # a damaged config: its row says what it can
+                settings.append(trained_settings(settled_config(sweep_dir / row["dir"])))
+    return differing_settings([s for s in settings if s])
+
+
 def fmt_loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -463,6 +478,11 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
                 jobs += f" (left out: {', '.join(str(j) for j in g['jobs'] if j not in g['jobs_with_loss'])})"
             lines.append(f"| {' '.join(g['overrides']) or '-'} | {jobs} | "
                          f"{fmt_loss(g['mean_final_validation_loss'])} | {fmt_loss(g['std_final_validation_loss'])} |")
+        for g in (g for g in groups if g.get("differing_settings")):
+            lines += ["", (f"Note: the jobs of {' '.join(g['overrides']) or 'the sweep'} did not all train with the "
+                           f"same settings ({settings_text(g['differing_settings'])}): jobs added after the settings "
+                           f"changed are averaged with the first as more seeds of them; a sweep dir of their own keeps "
+                           f"them apart.")]
     failed = sum(r["status"] == "failed" for r in rows)
     unfinished = sum(r["status"] not in ("completed", "failed") for r in rows)
     if failed or unfinished:
@@ -504,6 +524,8 @@ def write_summary(sweep_dir: Path) -> dict[str, Any]:
     with exclusive(sweep_dir / SUMMARY_LOCK):
         rows = summarize(sweep_dir)
         groups = repeated_configs(rows)
+        for group in groups:
+            group["differing_settings"] = differing_settings_of(sweep_dir, rows, group["jobs"])
         write_atomic(sweep_dir / "summary.json", json.dumps({"sweep_dir": str(sweep_dir), "jobs": rows,
                                                         "over_seeds": groups}, indent=1))
         text = markdown(sweep_dir, rows, groups)

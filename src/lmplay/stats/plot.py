@@ -22,7 +22,16 @@ from matplotlib.ticker import EngFormatter
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import write_atomic
-from lmplay.stats.runs import HELD_OUT_CAUSE, Run
+from lmplay.stats.runs import (
+    COMPONENTS,
+    HELD_OUT_CAUSE,
+    HOW_IT_RAN,
+    NOT_SETTINGS,
+    Run,
+    differing_settings,
+    settings_text,
+    trained_settings,
+)
 
 METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
 BETTER = {"loss": "lower is better", "accuracy": "higher is better"}
@@ -219,14 +228,6 @@ def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
         raise ConfigError(f"--baseline {pattern!r} matches runs of more than one experiment: "
                           f"{', '.join(g.label for g in matches)}; give one of these labels")
     return [matches[0], *[g for g in groups if g is not matches[0]]]
-
-
-# How a run ran, not what it trained: an idea compiled, or with a padded vocabulary, still matches its baseline.
-HOW_IT_RAN = ("exp", "compile", "compile_options", "vocab_multiple", "device")
-# How long a run went and how often it recorded: what a baseline may differ in where none matches it exactly.
-NOT_SETTINGS = (*HOW_IT_RAN, "max_steps", "runner.log_interval", "runner.validation_interval",
-                "runner.save_interval")
-COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
 
 
 def setting_keys(group: Group, ignored: tuple[str, ...] = ("exp",)) -> set[str]:
@@ -499,7 +500,8 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row)
              if j >= 2 and not (j == vs_column and i in own_baselines)]
     notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)),
-             *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows])]
+             *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows]),
+             *settings_notes([g for g, _, _ in rows], [groups[matches[id(g)]] for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
     return "\n".join([*aligned(table), "", *notes]) + "\n"
 
@@ -607,6 +609,31 @@ def tokenizer_note(groups: list[Group]) -> list[str]:
     told = differing(groups, lambda r: r.tokenizer)
     return [(f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
              f"across tokenizers; compare runs of one tokenizer.")] if told else []
+
+
+def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
+    """Lines for settings the labels do not show (their .hydra/config.yaml): seeds of a group that trained with
+    different settings (a command repeated after its exp file changed is averaged as another seed of the first),
+    and an idea whose baseline (`bases`, one a group) trained with settings of its own that no command typed."""
+    notes = []
+    for group in groups:
+        mixed = differing_settings([trained_settings(r.settled) for r in group.runs if r.settled])
+        if mixed:
+            notes.append(f"Note: the runs averaged as {group.label} did not all train with the same settings "
+                         f"({settings_text(mixed)}): a command repeated after its settings changed counts as another "
+                         f"seed of the first; a run_name of its own keeps it apart.")
+    for group, base in zip(groups, bases):
+        if base is group or not (group.runs[0].settled and base.runs[0].settled):
+            continue
+        typed = setting_keys(group) | setting_keys(base)
+        untyped = {key: found for key, found in differing_settings([trained_settings(base.runs[0].settled),
+                                                                    trained_settings(group.runs[0].settled)]).items()
+                   if key not in (*typed, "tokenizer") and not any(key.startswith(f"{t}.") for t in (*typed, "model"))}
+        if untyped:
+            notes.append(f"Note: {group.label} and its baseline {base.label} also differ in settings no command "
+                         f"typed ({settings_text(untyped)}, as {base.label}/{group.label}): the difference between "
+                         f"them is not the idea's alone.")
+    return notes
 
 
 def held_out_note(groups: list[Group]) -> list[str]:

@@ -25,6 +25,16 @@ HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include
 
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
+# How a run ran, not what it trained: an idea compiled, or with a padded vocabulary, still matches its baseline.
+HOW_IT_RAN = ("exp", "compile", "compile_options", "vocab_multiple", "device")
+# How long a run went and how often it recorded: what a baseline may differ in where none matches it exactly.
+NOT_SETTINGS = (*HOW_IT_RAN, "max_steps", "runner.log_interval", "runner.validation_interval",
+                "runner.save_interval")
+# A run's settled config beside what it trained with: its names, what repeats differ in, and settings that leave
+# the trained model as it is (a mini-batch accumulates to the same batch; a fused kernel computes the same loss).
+NOT_TRAINED = (*NOT_SETTINGS, *REPEAT_KEYS, "exp_name", "fused_loss", "runner.mini_batch_size", "optimizer.fused",
+               "curriculum.cache_dir", "curriculum.tokenize_procs")
+COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
 
 
 @dataclass
@@ -163,6 +173,37 @@ def valid_record(record: Any) -> bool:
             and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
 
 
+def settled_config(run_dir: Path) -> dict[str, Any]:
+    """The config a run trained with (its .hydra/config.yaml), flat: `optimizer.lr: 0.001`; {} where it has none."""
+    return flatten(read_yaml(run_dir / ".hydra" / "config.yaml") or {})
+
+
+def trained_settings(settled: dict[str, Any]) -> dict[str, str]:
+    """What a run trained with (its flat .hydra/config.yaml, `settled`, less NOT_TRAINED), each setting once (`lr`
+    is optimizer.lr's alias), as text to compare: 8 and 8.0 are one value."""
+    def text(value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return repr(float(value)).removesuffix(".0")
+        return json.dumps(value, sort_keys=True)
+
+    return {key: text(value) for key, value in settled.items()
+            if key not in NOT_TRAINED and not any(f"{c}.{key}" in settled for c in COMPONENTS)}
+
+
+def differing_settings(settings: list[dict[str, str]]) -> dict[str, list[str]]:
+    """The keys whose values differ among `settings` (of trained_settings), with their values in the order met;
+    "-" where a run's config lacks the key."""
+    values = {key: list(dict.fromkeys(s.get(key, "-") for s in settings)) for key in sorted({k for s in settings
+                                                                                              for k in s})}
+    return {key: found for key, found in values.items() if len(found) > 1}
+
+
+def settings_text(differing: dict[str, list[str]]) -> str:
+    """`optimizer.lr 0.003/0.001, curriculum.stages`: each key, with its values where they are short."""
+    return ", ".join(key if any(len(v) > 30 for v in found) else f"{key} {'/'.join(found)}"
+                     for key, found in differing.items())
+
+
 def load_run(path: Path, train: bool = True) -> Run:
     """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides).
     `train=False` keeps only the last train record (the run's tokens and steps): a plot of validation curves held
@@ -183,8 +224,7 @@ def load_run(path: Path, train: bool = True) -> Run:
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml", list) or []]
     exp = dig(read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "exp")
     exp = (exp if isinstance(exp, str) else None) or override_value(overrides, "exp")
-    settled = read_yaml(path / ".hydra" / "config.yaml") or {}
-    settled = flatten(settled) if isinstance(settled, dict) else {}
+    settled = settled_config(path)
     tokenizer = settled.get("tokenizer")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
                str(tokenizer) if tokenizer is not None else None, settled)
