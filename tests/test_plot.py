@@ -565,13 +565,13 @@ def test_settings_that_no_label_shows_are_noted_within_a_group_and_against_the_b
 
     runs = [run("b1", "base", 1, 0.003), run("b2", "base", 2, 0.003), run("i1", "idea", 1, 0.003),
             run("i2", "idea", 2, 0.001)]
-    assert table_note(*runs).splitlines()[1:] == [
+    assert table_note(*runs).splitlines()[1:] == [(
         "Note: the runs averaged as idea did not all train with the same settings (optimizer.lr 0.003/0.001): a "
         "command repeated after its settings changed counts as another seed of the first; a run_name of its own "
-        "keeps it apart."]  # seeds, names, the device and the idea's model differ as they should: no note
-    assert table_note(runs[0], runs[3]).splitlines()[1:] == [
+        "keeps it apart.")]  # seeds, names, the device and the idea's model differ as they should: no note
+    assert table_note(runs[0], runs[3]).splitlines()[1:] == [(
         "Note: idea and its baseline base also differ in settings no command typed (optimizer.lr 0.003/0.001, as "
-        "base/idea): the difference between them is not the idea's alone."]
+        "base/idea): the difference between them is not the idea's alone.")]
     typed = run("typed", "idea", 2, 0.001, extra=("lr=1e-3",))
     assert "Note" not in table_note(runs[0], typed)  # typed, it is in the label
 
