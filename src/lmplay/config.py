@@ -91,7 +91,8 @@ def check_kind(key: str, value: object, kind: type, nullable: bool = False) -> N
         return
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
         what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else "") + quoted(key, value))
+        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else "")
+                          + number_as_text_hint(key, value))
 
 
 def number_text(text: str) -> bool:
@@ -102,7 +103,7 @@ def number_text(text: str) -> bool:
     return True
 
 
-def quoted(key: str, value: object) -> str:
+def number_as_text_hint(key: str, value: object) -> str:
     """What to add to "should be a number" for a number given as text: `lr=${oc.env:LR}` reads the variable as text."""
     if not isinstance(value, str) or not (number_text(value) or value.strip().lower() in ("true", "false")):
         return ""

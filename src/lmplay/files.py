@@ -21,6 +21,7 @@ STATS = "stats.json"
 JOB_FILE = "job.json"  # a sweep's job's own record (lmplay.sweep)
 FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
+SUMMARY_LOCK = ".summary.lock"  # a sweep dir's: its jobs write its summary.md one at a time
 
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp); `~` is the

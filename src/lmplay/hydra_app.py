@@ -29,7 +29,7 @@ from omegaconf.errors import InterpolationResolutionError
 from lmplay.cli import fail, is_sweep, launcher_rank
 from lmplay.config import configs_missing
 from lmplay.errors import ConfigError
-from lmplay.files import planted_symlink, symlink_refused
+from lmplay.files import SUMMARY_LOCK, planted_symlink, symlink_refused
 from lmplay.overrides import (already_a_key, ambiguous_value, config_flags, group_choices, launcher_not_chosen,
                               precheck, reject_bare_words, reject_literal_interpolation_in_run_name,
                               set_before_the_sweep, sweeper_params_typed, typed_overrides, unknown_hydra_key,
@@ -319,7 +319,6 @@ def read_only(path: Path) -> bool:
         return False
 
 
-SUMMARY_LOCK = ".summary.lock"  # the sweep's jobs write its summary.md one at a time
 SWEEP_OWN_FILES = ("multirun.yaml", SUMMARY_LOCK)  # Hydra's record of the sweep, and the summary's lock
 
 

@@ -42,11 +42,12 @@ from lmplay.files import (
     CHECKPOINT,
     JOB_FILE,
     STATS,
+    SUMMARY_LOCK,
     exclusive,
     training_into,
     write_atomic,
 )
-from lmplay.hydra_app import SUMMARY_LOCK, JobError, remove_unused_sweep_dir
+from lmplay.hydra_app import JobError, remove_unused_sweep_dir
 from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,

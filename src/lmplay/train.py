@@ -247,8 +247,6 @@ def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
     return ckpt
 
 
-
-
 def started_over_in_this_slurm_job(run_dir: Path) -> bool:
     """A requeued SLURM job runs its command again, fresh=true included: starting over once more would throw away
     what it trained before the requeue. Only a job that did start over is a requeue to resume."""
@@ -316,9 +314,9 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
         fresh = (override_value(HydraConfig.get().overrides.task, "fresh") or "").lower() == "true"
         saved = ("nothing was saved" if not (run_dir / CHECKPOINT).is_file() else
-                 f"the run is as it was ({run_dir / 'model.lmp'}): the same command starts it over, and without "
+                 f"the run is as it was ({run_dir / CHECKPOINT}): the same command starts it over, and without "
                  f"fresh=true it resumes" if fresh else
-                 f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / 'model.lmp'})")
+                 f"nothing new was saved, and the run resumes from its last checkpoint ({run_dir / CHECKPOINT})")
         tell(f"{signal.Signals(signum).name}: stopped before training started{why}; {saved}\n")
     raise SystemExit(128 + signum) from None
 

@@ -4,7 +4,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lmplay.config import quoted
+from lmplay.config import number_as_text_hint
 from lmplay.errors import ConfigError
 
 
@@ -13,7 +13,8 @@ def _check_number(name: str, value: object, integer: bool = False, allow_none: b
         return
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}{quoted(name, value)}")
+        raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}"
+                          f"{number_as_text_hint(name, value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{name}={value} should be a finite number")
 

@@ -699,7 +699,7 @@ class LMRunnerBase:
             self.save()  # the run resumes here, whatever happens to the next stage before its first save
         self.save()
         print(f"done: step {progress['step']}, {progress['tokens']:,} tokens{self.last_validation()}; checkpoint "
-              f"{self.run_dir / 'model.lmp'}")
+              f"{self.run_dir / CHECKPOINT}")
 
     def last_validation(self) -> str:
         """The run's last validation loss, for its closing line: a terminal's bar shows a validation only with the

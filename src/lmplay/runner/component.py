@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigIndexError, ConfigKeyError, ConfigTypeError
 
-from lmplay.config import quoted
+from lmplay.config import number_as_text_hint
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
 
@@ -95,7 +95,8 @@ def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) 
                     "float": "a number", "bool": "true or false", "str": "a string",
                     "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
             # not "like <default>": the schema's defaults are the class's own (torch's lr=0.001), not the config's
-            raise ConfigError(f"{component}.{key}={value!r} should be {kind}{quoted(f'{component}.{key}', value)}")
+            raise ConfigError(f"{component}.{key}={value!r} should be {kind}"
+                              f"{number_as_text_hint(f'{component}.{key}', value)}")
 
 
 IMPORTABLE = ("torch.optim", "lmplay.runner.schedules")  # the modules (and their submodules) a name from a
