@@ -1080,7 +1080,7 @@ def test_a_crafted_checkpoint_s_records_window_or_seed_is_one_line_not_a_traceba
     run_cli("lmplay.train", *args, "max_steps=2", check=True)
     good = torch.load(run / "model.lmp", weights_only=True)
     edits = {"not JSON": lambda c: c["components"]["runner"]["state"].update(records_json="[" * 100000 + "]" * 100000),
-             "not lists of train and validation records": lambda c: c["components"]["runner"]["state"].update(
+             "has a train record that is not lmplay's": lambda c: c["components"]["runner"]["state"].update(
                  records_json='{"train": [{"x": 1}], "validation": []}'),
              "record window numbers": lambda c: c["components"]["runner"]["state"].update(record_window=[1]),
              "integer seed": lambda c: c.update(seed=2**80)}

@@ -29,7 +29,7 @@ from lmplay.runner.component import (
 )
 from lmplay.runner.optimizers import freeze, param_groups
 from lmplay.runner.schedules import Schedule
-from lmplay.stats.runs import valid_record
+from lmplay.stats.runs import RECORD_KINDS, records_problem
 
 
 def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, Any]:
@@ -161,13 +161,12 @@ class RunnerComponent(Component):
         self.settings.check("", self.runner.world.size)
         self.progress = dict(state["progress"]) if state else dict.fromkeys(checkpoint.COUNTERS, 0)  # checked at load
         try:
-            self.records = json.loads(state["records_json"]) if state else {"train": [], "validation": []}
+            records = json.loads(state["records_json"]) if state else {}
         except (ValueError, TypeError, RecursionError) as e:  # RecursionError: nested 100,000 deep
             raise checkpoint.damaged("stats records", f"not JSON ({type(e).__name__})") from None
-        if not (isinstance(self.records, dict) and all(isinstance(self.records.get(k), list)
-                                                         for k in ("train", "validation"))
-                and all(valid_record(r) for k in ("train", "validation") for r in self.records[k])):
-            raise checkpoint.damaged("stats records", "not lists of train and validation records")
+        if (problem := records_problem(records)) is not None:
+            raise checkpoint.damaged("stats records", problem)
+        self.records = {kind: records.get(kind, []) for kind in RECORD_KINDS}
         window = (state or {}).get("record_window") or {"steps": 0}  # steps the next record averages
         self.record_window = window = dict(window) if isinstance(window, dict) else {"steps": None}
         if not (isinstance(window.get("steps"), int) and window["steps"] >= 0 and (not window["steps"] or all(

@@ -23,6 +23,7 @@ from lmplay.files import REPLACED_PREFIX, STATS
 HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include_prompts change which held-out "
                   "samples a loss is measured on")
 
+RECORD_KINDS = ("train", "validation")  # stats.json: {"train": [record, ...], "validation": [...]}
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
 # How a run ran, not what it trained: an idea compiled, or with a padded vocabulary, still matches its baseline.
@@ -204,6 +205,18 @@ def settings_text(differing: dict[str, list[str]]) -> str:
                      for key, found in differing.items())
 
 
+def records_problem(stats: Any) -> str | None:
+    """Why `stats` (stats.json's, or a checkpoint's copy) is not lmplay's records, or None: the plots, the summary
+    and a resume each read them as lists of valid_record's."""
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k, []), list) for k in RECORD_KINDS):
+        return 'it should be {"train": [...], "validation": [...]}'
+    for kind in RECORD_KINDS:
+        bad = next((r for r in stats.get(kind, []) if not valid_record(r)), None)
+        if bad is not None:
+            return f"it has a {kind} record that is not lmplay's: {str(bad)[:100]}"
+    return None
+
+
 def load_run(path: Path, train: bool = True) -> Run:
     """A run's records, overrides and experiment name; a run dir without .hydra/ still loads (no overrides).
     `train=False` keeps only the last train record (the run's tokens and steps): a plot of validation curves held
@@ -213,14 +226,10 @@ def load_run(path: Path, train: bool = True) -> Run:
         stats = json.loads((path / STATS).read_text())
     except (OSError, ValueError, RecursionError) as e:
         raise ConfigError(f"{path / STATS} cannot be read: {e}") from None
-    if not isinstance(stats, dict) or not all(isinstance(stats.get(k, []), list) for k in ("train", "validation")):
-        raise ConfigError(f"{path / STATS} is not lmplay's stats: it should be {{\"train\": [...], \"validation\": [...]}}")
+    if (problem := records_problem(stats)) is not None:
+        raise ConfigError(f"{path / STATS} is not lmplay's stats: {problem}")
     if not train:
         stats["train"] = stats.get("train", [])[-1:]
-    for kind in ("train", "validation"):
-        bad = next((r for r in stats.get(kind, []) if not valid_record(r)), None)
-        if bad is not None:
-            raise ConfigError(f"{path / STATS} has a {kind} record that is not lmplay's: {str(bad)[:100]}")
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml", list) or []]
     exp = dig(read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "exp")
     exp = (exp if isinstance(exp, str) else None) or override_value(overrides, "exp")

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmplay.files import STATS, write_atomic
+from lmplay.stats.runs import RECORD_KINDS
 
 if TYPE_CHECKING:
     from lmplay.stats.tensorboard import EventFile
 
 
 class StatsWriter:
-    KINDS = ("train", "validation")
+    KINDS = RECORD_KINDS
 
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
                  write: bool = True, flush_seconds: float = 10.0) -> None:
