@@ -54,30 +54,19 @@ def overrides(args) -> list[str]:
     return out + args.overrides
 
 
-def build_runner(args, run_dir: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
+def lmplay_runner(args, run_dir: Path):
     from hydra.errors import HydraException
-    from hydra.utils import get_class
-    from omegaconf import open_dict
 
-    from lmplay.config import CONF_DIR
     from lmplay.errors import LmplayError
-    from lmplay.runner import LMRunnerBase
+    from lmplay.runner.build import build_runner
 
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-            cfg = compose(config_name="config", overrides=overrides(args), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        if cfg.amp and cfg.amp_dtype == "fp16":
-            raise SystemExit("error: amp_dtype=fp16 trains through a GradScaler, which the bare loop has not; "
-                             "benchmark bf16 (the default)")
-        runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_))
-        runner.setup(None)
+        runner = build_runner(overrides(args), run_dir)
     except (LmplayError, HydraException) as e:  # a mistake in the command: one line, as `lmplay.train` says it
         raise SystemExit(f"error: {' '.join(str(e).split())[:500]}") from None
+    if runner.cfg.amp and runner.cfg.amp_dtype == "fp16":
+        raise SystemExit("error: amp_dtype=fp16 trains through a GradScaler, which the bare loop has not; "
+                         "benchmark bf16 (the default)")
     return runner
 
 
@@ -100,7 +89,7 @@ class LmplayLoop:
     """The real path: runner.train() with curriculum, accumulation, stats, TensorBoard and checkpoints as configured."""
 
     def __init__(self, args, run_dir: Path) -> None:
-        self.runner = build_runner(args, run_dir)
+        self.runner = lmplay_runner(args, run_dir)
         self.device = self.runner.device
 
     def run(self, steps: int) -> None:
@@ -149,7 +138,7 @@ class BareLoop:
     def __init__(self, args, run_dir: Path) -> None:
         import torch
 
-        runner = build_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
+        runner = lmplay_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.runner, self.model, self.device = runner, runner.model, runner.device
         self.clip_grad_norm = torch.nn.utils.clip_grad_norm_
         self.loss_sum = (torch.compile(self.summed_loss, options=runner.compile_options or None) if args.compile

@@ -8,16 +8,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from lmplay.config import CONF_DIR
+from lmplay.overrides import composed
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def compose_config(overrides: list[str] = (), config_name: str = "config"):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    return composed(config_name, overrides, with_hydra=True)
 
 
 def python_path(*first: Path) -> str:
@@ -105,16 +103,6 @@ def tiny_run_args(tmp_path):
 
 def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, overridden: set[str] = frozenset()):
     """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_class
-    from omegaconf import open_dict
+    from lmplay.runner.build import build_runner
 
-    from lmplay.runner import LMRunnerBase
-
-    cfg = compose_config(overrides)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a real run: the task sees its config, Hydra's own lives in HydraConfig
-    runner = LMRunnerBase(cfg, run_dir, get_class(cfg.model._target_), set(overridden))
-    runner.setup(ckpt)
-    return runner
+    return build_runner(overrides, run_dir, ckpt, overridden)
