@@ -138,10 +138,12 @@ class BareLoop:
     def __init__(self, args, run_dir: Path) -> None:
         import torch
 
+        from lmplay.runner.compiling import compile_options
+
         runner = lmplay_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.runner, self.model, self.device = runner, runner.model, runner.device
         self.clip_grad_norm = torch.nn.utils.clip_grad_norm_
-        self.loss_sum = (torch.compile(self.summed_loss, options=runner.compile_options or None) if args.compile
+        self.loss_sum = (torch.compile(self.summed_loss, options=compile_options(runner.cfg) or None) if args.compile
                          else self.summed_loss)
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
         self.settings = self.stage_settings()

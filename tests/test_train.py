@@ -25,6 +25,8 @@ from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.overrides import ambiguous_value, precheck
 from lmplay.runner import base, checkpoint, progress
+from lmplay.runner.components import RunnerSettings
+from lmplay.runner.report import describe, uneven_mini_batch, uneven_mini_batches
 from lmplay.stats import speed, tensorboard
 
 
@@ -1255,13 +1257,16 @@ def test_a_ctrl_c_as_torch_loads_numpy_stops_the_run(tmp_path):
 def test_a_mini_batch_that_does_not_divide_a_rank_s_share_is_noted_for_compile(tmp_path):
     """Each step then ends with a shorter mini-batch, a second shape that compile=true compiles again: said at the
     start with a mini_batch_size that divides it."""
-    uneven = make_runner(["exp=test_runner", "device=cpu", "batch_size=10", "mini_batch_size=4"], tmp_path / "a")
-    assert "ends with a mini-batch of 2" in uneven.uneven_mini_batch() and "mini_batch_size=2 divides it" in \
-        uneven.uneven_mini_batch()
-    even = make_runner(["exp=test_runner", "device=cpu", "batch_size=8", "mini_batch_size=4"], tmp_path / "b")
-    assert even.uneven_mini_batch() is None
-    prime = make_runner(["exp=test_runner", "device=cpu", "batch_size=7", "mini_batch_size=3"], tmp_path / "c")
-    assert prime.uneven_mini_batch().endswith("batch_size=6 or 9 divides by it")  # not 7 mini-batches of 1
+    def note(batch_size: int, mini_batch_size: int, ranks: int = 1) -> str | None:
+        return uneven_mini_batch(RunnerSettings(batch_size=batch_size, mini_batch_size=mini_batch_size), ranks)
+
+    uneven = note(10, 4)
+    assert "ends with a mini-batch of 2" in uneven and "mini_batch_size=2 divides it" in uneven
+    assert note(8, 4) is None and note(16, 4, ranks=2) is None
+    assert note(7, 3).endswith("batch_size=6 or 9 divides by it")  # not 7 mini-batches of 1
+    assert "the 5 samples a rank takes a step" in note(10, 4, ranks=2)
+    assert "ends with a mini-batch of 2" in describe(make_runner(
+        ["exp=test_runner", "device=cpu", "compile=true", "batch_size=10", "mini_batch_size=4"], tmp_path))
 
 
 def test_a_validation_of_part_of_the_held_out_rows_says_so_once(tmp_path):
@@ -1299,6 +1304,6 @@ def test_a_stage_s_own_uneven_mini_batch_is_noted_for_compile_too(tmp_path):
               "steps: 2, overrides: {batch_size: 7}}]")
     runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "batch_size=8", "mini_batch_size=2", stages],
                          tmp_path)
-    notes = runner.uneven_mini_batches()
+    notes = uneven_mini_batches(runner)
     assert len(notes) == 1 and notes[0].startswith("note: stage 'b': mini_batch_size=2 does not divide the 7 samples")
-    assert notes[0] in runner.describe()
+    assert notes[0] in describe(runner)

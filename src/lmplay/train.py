@@ -108,6 +108,7 @@ def train(cfg: DictConfig) -> None:
     from lmplay.runner.components import config_class
     from lmplay.runner import checkpoint
     from lmplay.runner.registry import check_trained_class
+    from lmplay.runner.report import describe
     from lmplay.runner.stopping import restore_signals, setup_stop_signals
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
@@ -134,7 +135,7 @@ def train(cfg: DictConfig) -> None:
             return
         if runner.world.is_main:
             label_run(runner, run_dir, resumed=ckpt is not None, fresh=cfg.fresh)
-        print(runner.describe())
+        print(describe(runner))
         if in_sweep:  # the sweep's default dir is named by the time it started
             from lmplay.sweep import rerun_command
 

@@ -18,15 +18,15 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, set_aside_old_run
-from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
+from lmplay.runner.compiling import torch_compiled
 from lmplay.runner.component import Provenance, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
@@ -201,8 +201,9 @@ class LMRunnerBase:
         # mini-batch's memory for them), never through DDP (whose forward syncs ranks that validate unequal numbers
         # of mini-batches), and from a function of its own: dynamo marks a shape dynamic per function, and held-out
         # batches of other widths made the training graph dynamic too.
-        self._compiled = self.compile(self.ddp or self.model.loss_terms)
-        self._compiled_held_out = self.compile(lambda inputs, targets: self.model.loss_terms(inputs, targets))
+        self._compiled = torch_compiled(self.ddp or self.model.loss_terms, self.cfg)
+        self._compiled_held_out = torch_compiled(lambda inputs, targets: self.model.loss_terms(inputs, targets),
+                                                 self.cfg)
         if ckpt and "rng" in ckpt:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
@@ -260,36 +261,6 @@ class LMRunnerBase:
             if readers and self.world.is_main:
                 print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: no config group it "
                       f"uses reads it (it is read by {', '.join(readers)})")
-
-    @property
-    def compile_options(self) -> dict[str, Any]:
-        """`compile_options` with nested keys joined by dots, as inductor names them: both
-        `compile_options={triton.cudagraphs: true}` and `+compile_options.triton.cudagraphs=true` work."""
-        options = self.cfg.compile_options
-        if options is not None and not isinstance(options, DictConfig):  # compile_options=max-autotune: a mode
-            raise ConfigError(f"compile_options={options} should be a mapping of inductor options, e.g. "
-                              f"compile_options={{max_autotune: true}}")
-        return flatten(OmegaConf.to_container(options, resolve=True)) if options is not None else {}
-
-    def compile(self, fn: Callable) -> Callable | None:
-        """torch.compile(fn) with compile=true, passing `compile_options` on to inductor (e.g.
-        coordinate_descent_tuning: 2.5% more tokens/s for gpt2ish on an H200, for ~2 more minutes of compiling)."""
-        options = self.compile_options
-        if not self.cfg.compile:
-            if options:
-                raise ConfigError(f"compile_options={options} need compile=true; add compile=true or drop them")
-            return None
-        if options:
-            from torch._inductor import list_options  # imported only here: a second or so of start-up
-            if unknown := sorted(set(options) - set(list_options())):
-                raise ConfigError(f"compile_options.{unknown[0]} is not an inductor option of torch "
-                                  f"{torch.__version__}; torch._inductor.list_options() lists them")
-        try:
-            return torch.compile(fn, options=options or None)
-        except RuntimeError as e:  # "Unexpected type of attr max_autotune, got str should be bool"
-            if "Unexpected type of attr" not in str(e):
-                raise
-            raise ConfigError(f"compile_options: {str(e).splitlines()[0]}") from None
 
     def padded_vocab(self) -> int:
         """The tokenizer's vocabulary rounded up to `vocab_multiple` (64 makes GPT-2's 50257 a faster 50304)."""
@@ -367,73 +338,6 @@ class LMRunnerBase:
                 raise ConfigError(f"{key}={schedule.min_lr:g} is above the lr={base_lr:g} of curriculum stage "
                                   f"'{stage.name}', so its {type(schedule).__name__} schedule would raise the lr as it "
                                   f"decays; set {'it' if own else 'scheduler.min_lr'} to {fix}")
-
-    def ranks(self) -> str:
-        """How many processes train (a DDP run's logs otherwise read as one process's), and a typed cuda:N that
-        torchrun's one GPU a rank overrode."""
-        if not self.world.distributed:
-            return ""
-        import torch.distributed as dist
-
-        typed = str(self.cfg.device)
-        ignored = f"; device={typed} is not used" if typed.startswith("cuda:") else ""
-        each = "; one GPU each, cuda:LOCAL_RANK" if self.device.type == "cuda" else ""
-        return f", {self.world.size} ranks (DDP over {dist.get_backend()}{each}{ignored})"
-
-    def describe(self) -> str:
-        lines = [f"experiment {self.exp_name}: {self.model.size_text()}, "
-                 f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size}), context {self.context_len}, "
-                 f"device {self.device}{self.ranks()}", f"run dir {self.run_dir.resolve()}"]
-        if speed := self.speed_features():
-            lines.append(f"speed: {', '.join(speed)}")
-        if self.cfg.compile:
-            lines += self.uneven_mini_batches()
-        if self.provenance.report():
-            lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
-                      *self.provenance.report()]
-        return "\n".join(lines)
-
-    def uneven_mini_batches(self) -> list[str]:
-        """The notes of uneven_mini_batch for the run's settings and for each stage's own (a stage's batch_size)."""
-        run, notes = self.runner_c.settings, {}
-        for stage in self.curriculum.stages:
-            settings = self.stage_plan(stage).settings
-            sizes = (settings.batch_size, settings.mini_batch_size)
-            if sizes not in notes:
-                own = sizes != (run.batch_size, run.mini_batch_size)
-                notes[sizes] = self.uneven_mini_batch(settings, f"stage '{stage.name}': " if own else "")
-        return [note for note in notes.values() if note]
-
-    def uneven_mini_batch(self, settings: RunnerSettings | None = None, where: str = "") -> str | None:
-        """A note where mini_batch_size does not divide a rank's share of the batch: compile=true fills the shorter
-        last mini-batch up (one_shape), computing samples that count nothing."""
-        settings = settings or self.runner_c.settings
-        share, mini = settings.batch_size // self.world.size, settings.mini_batch_size
-        if share % mini == 0 or mini > share:
-            return None
-        fits = max(m for m in range(1, mini + 1) if share % m == 0)
-        step = mini * self.world.size  # batch sizes every rank's share of divides by mini_batch_size
-        near = [b for b in (settings.batch_size // step * step, (settings.batch_size // step + 1) * step) if b]
-        fix = (f"mini_batch_size={fits} divides it" if 2 * fits >= mini else  # not 7 mini-batches of 1 for 3+3+1
-               f"batch_size={' or '.join(map(str, near))} divides by it")
-        return (f"note: {where}mini_batch_size={mini} does not divide the {share} samples a rank takes a step: each "
-                f"step ends with a mini-batch of {share % mini}, which compile=true fills up to {mini} with samples "
-                f"that count nothing (one shape, one compiled graph): {mini - share % mini} more a step; {fix}")
-
-    def speed_features(self) -> list[str]:
-        """What is on of amp, compile, fused optimizer, TF32 and vocabulary padding, for the start-up report."""
-        optimizer, padded = self.optimizer_c.optimizer, self.model_c.args["vocab_size"]  # a resume keeps its own
-        options = ", ".join(f"{k}={v}" for k, v in self.compile_options.items())
-        features = {
-            f"{'bf16' if self.amp_dtype == torch.bfloat16 else 'fp16 + GradScaler'} autocast": self.amp_dtype,
-            f"torch.compile{f' with {options}' if options else ''} (the first steps compile: about a minute "
-            "on a GPU)": self.cfg.compile,
-            f"fused {type(optimizer).__name__}": optimizer.defaults.get("fused"),
-            "TF32 matmuls": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
-            f"vocabulary padded {self.tokenizer.vocab_size} -> {padded}": padded != self.tokenizer.vocab_size,
-            "the loss in Triton kernels": self.cfg.fused_loss and triton_loss_runs_on(self.device),
-        }
-        return [name for name, on in features.items() if on]
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     @cached_property
