@@ -228,41 +228,63 @@ def check_name(name: str, src: Source, mapping: dict[str, str]) -> None:
 
 
 def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list[Path]:
-    """Copy `source` to a new experiment `name`; returns the files written."""
+    """Copy `source` to a new experiment `name`; returns the files written. Everything is made, and the code
+    checked, before anything is written."""
     src = find_source(source, Path(CONF_DIR))
-    if into is None:
-        if not (CHECKOUT / "pyproject.toml").is_file():
-            raise ConfigError(f"lmplay is installed from a wheel, not a clone, so '{name}' has no experiments/ to go "
-                              f"into: make it a package of your own with --into DIR (e.g. --into ./my_lab)")
-        pkg_dir, conf_dir, module = REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
-    else:
-        into = Path(into)
-        if not NAME_RE.fullmatch(into.name) or keyword.iskeyword(into.name):
-            raise ConfigError(f"--into {into}: the directory's name '{into.name}' must be an importable package "
-                              f"name (lowercase letters, digits and _)")
-        if into.name in SHADOWED_PACKAGES:
-            raise ConfigError(f"--into {into}: a package named '{into.name}' would hide lmplay's own; name the "
-                              f"directory after your lab, like my_lab")
-        pkg_dir, conf_dir, module = into / name, into / "conf", f"{into.name}.{name}"
+    pkg_dir, conf_dir, module = destination(name, into)
     mapping = rename_map(src, name, module)
     check_name(name, src, mapping)
-    original = {mapping[v]: v for v in src.versions}
-    new_versions = list(original)
-    targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in new_versions)]
-    if into is not None:  # this checkout's configs come first in Hydra's search path: a copy of the name there wins
-        targets += [REPO_EXPERIMENTS / name, *(Path(CONF_DIR) / "exp" / f"{v}.yaml" for v in new_versions)]
-    taken = [str(p) for p in targets if p.exists()]
-    if taken:
-        raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}; pick another name")
-
-    files: dict[Path, str] = {}  # everything is made, and the code checked, before anything is written
+    check_free(name, pkg_dir, conf_dir, [mapping[v] for v in src.versions], into)
+    files = copied_code(name, src, mapping, pkg_dir)
+    files[pkg_dir / "README.md"] = readme(name, src, {mapping[v]: v for v in src.versions}, into)
+    files |= exp_configs(src, mapping, conf_dir)
     if into is not None:
         for init in (into / "__init__.py", conf_dir / "__init__.py"):  # pkg://<into>.conf needs importable packages
             if not init.exists():
                 files[init] = ""
+        if not (into.parent / "pyproject.toml").exists():
+            files[into.parent / "pyproject.toml"] = pyproject(into, name)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)
+
+
+def destination(name: str, into: Path | None) -> tuple[Path, Path, str]:
+    """Where the copy goes: its package dir, the conf dir its exp files go in, and its module path."""
+    if into is None:
+        if not (CHECKOUT / "pyproject.toml").is_file():
+            raise ConfigError(f"lmplay is installed from a wheel, not a clone, so '{name}' has no experiments/ to go "
+                              f"into: make it a package of your own with --into DIR (e.g. --into ./my_lab)")
+        return REPO_EXPERIMENTS / name, Path(CONF_DIR), f"experiments.{name}"
+    into = Path(into)
+    if not NAME_RE.fullmatch(into.name) or keyword.iskeyword(into.name):
+        raise ConfigError(f"--into {into}: the directory's name '{into.name}' must be an importable package "
+                          f"name (lowercase letters, digits and _)")
+    if into.name in SHADOWED_PACKAGES:
+        raise ConfigError(f"--into {into}: a package named '{into.name}' would hide lmplay's own; name the "
+                          f"directory after your lab, like my_lab")
+    return into / name, into / "conf", f"{into.name}.{name}"
+
+
+def check_free(name: str, pkg_dir: Path, conf_dir: Path, versions: list[str], into: Path | None) -> None:
+    """No file of the copy exists yet, here or (for a copy elsewhere) in this checkout, whose configs come first
+    in Hydra's search path: a copy of the name there would win."""
+    targets = [pkg_dir, *(conf_dir / "exp" / f"{v}.yaml" for v in versions)]
+    if into is not None:
+        targets += [REPO_EXPERIMENTS / name, *(Path(CONF_DIR) / "exp" / f"{v}.yaml" for v in versions)]
+    taken = [str(p) for p in targets if p.exists()]
+    if taken:
+        raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}; pick another name")
+
+
+def copied_code(name: str, src: Source, mapping: dict[str, str], pkg_dir: Path) -> dict[Path, str]:
+    """The source package's .py files renamed for the copy, each checked to be valid Python."""
+    original = {mapping[v]: v for v in src.versions}
     docstrings = {"__init__.py": f"{name}: copied from {src.module} by lmplay.new_exp; say here what idea it tries.",
                   "model.py": f"{name}'s model: a copy of {src.module}'s; change one thing and say here what and why.",
                   "versions.py": f"The registered versions of {name}; each has a conf/exp/<name>.yaml."}
+    files = {}
     for file in sorted(src.path.glob("*.py")):
         text = rename(file.read_text(), mapping, src.versions)
         text = re.sub(r'(@expose_runner\("(\w+)",\s*description=")',
@@ -275,9 +297,12 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
             raise ConfigError(f"'{name}' makes {file.name} invalid Python ({e.msg}, line {e.lineno}); pick "
                               f"another name") from None
         files[pkg_dir / file.name] = text
-    files[pkg_dir / "README.md"] = readme(name, src, original, into)
-    if into is not None and not (into.parent / "pyproject.toml").exists():
-        files[into.parent / "pyproject.toml"] = pyproject(into, name)
+    return files
+
+
+def exp_configs(src: Source, mapping: dict[str, str], conf_dir: Path) -> dict[Path, str]:
+    """An exp file for each of the source's versions: its settings (as a default), with the copy's model class."""
+    files = {}
     for version in src.configs:
         target = rename(model_target(src, version), mapping, src.versions)
         files[conf_dir / "exp" / f"{mapping[version]}.yaml"] = (
@@ -285,10 +310,7 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
             f"# {mapping[version]}: {version}'s settings with its copy's model class (lmplay.new_exp):\n"
             f"# the two differ in the code alone, also after a change to {version}.yaml; compare with exp={version}.\n"
             f"defaults:\n  - {version}\nmodel:\n  _target_: {target}\n")
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return list(files)
+    return files
 
 
 def main(argv: list[str]) -> None:
