@@ -225,18 +225,24 @@ class Component:
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
-        for key, value in merged.items():  # what was typed, or differs from the default or the checkpoint, and why
+        self.report(merged, sources, saved, schema)
+        self.args = merged
+        return merged
+
+    def report(self, merged: dict[str, Any], sources: dict[str, str], saved: dict[str, Any],
+               schema: dict[str, Any]) -> None:
+        """For the start-of-run report: each key typed, or that differs from its default or the checkpoint, and
+        where its value came from (`sources`: command line, chosen group, checkpoint or config)."""
+        typed, explicit = self.runner.typed_keys(self.group), self.runner.explicit_keys(self.group)
+        for key, value in merged.items():
             if key not in typed and sources.get(key) != "checkpoint":
                 said_inside = self.report_typed_inside(key, value, typed)
                 if said_inside and sources[key] == "config":  # a chosen group's value is said too, and how it differs
                     continue
             if key in sources and (key in typed or sources[key] == "checkpoint" or not same(value, schema.get(key))
                                    or (key in saved and not same(saved[key], value))):
-                replaced = key in saved and key in explicit and not same(saved[key], value)
+                was = saved[key] if key in saved and key in explicit and not same(saved[key], value) else None
                 if key not in self.reported_as:
-                    self.runner.provenance.add(self.group, key, value, sources[key], saved[key] if replaced else None)
+                    self.runner.provenance.add(self.group, key, value, sources[key], was)
                 elif self.reported_as[key]:
-                    self.runner.provenance.add("", self.reported_as[key], value, sources[key],
-                                               saved[key] if replaced else None)
-        self.args = merged
-        return merged
+                    self.runner.provenance.add("", self.reported_as[key], value, sources[key], was)
