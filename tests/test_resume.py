@@ -131,6 +131,22 @@ def test_a_stop_on_the_last_step_inside_a_record_window_keeps_the_records_lr_and
     assert expected["train"][-1]["lr"] == pytest.approx(6e-05) and "tokens_per_second" not in stats["train"][-1]
 
 
+def test_a_ctrl_c_the_run_was_started_ignoring_stays_ignored_once_it_trains(tmp_path):
+    """A shell script's background job starts with SIGINT ignored: a Ctrl-C meant for the script was ignored during
+    set-up, then stopped the training (with a save) once its handlers were in. Ignored throughout, as nohup's
+    SIGHUP already was."""
+    env = {**os.environ, "PYTHONPATH": python_path(PROBES), "TQDM_DISABLE": "1", "LMPLAY_PROBE_KILL": "int:2"}
+    proc = subprocess.run([sys.executable, "-m", "lmplay.train", "exp=test_runner", "device=cpu", "max_steps=4",
+                           f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                                                   signal.SIG_IGN))
+    assert proc.returncode == 0 and "done: step 4" in proc.stdout and "SIGINT" not in proc.stderr, proc.stderr
+    stopped = popen_train(["exp=test_runner", "device=cpu", "max_steps=4", f"hydra.run.dir={tmp_path / 'b'}"],
+                          env={"LMPLAY_PROBE_KILL": "int:2"})  # the probe's signal does stop a run that handles it
+    _, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 130 and "SIGINT: saved" in err, err
+
+
 def training(run) -> subprocess.Popen:
     """A long run in `run`, once it has recorded 3 steps (and saved none)."""
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",

@@ -4,10 +4,10 @@ LMPLAY_PROBE_DDP_AT_EXIT=1: at exit, say how many DDP wrappers are still alive. 
 holds gloo's process group, whose worker threads can then abort a rank that finished (SIGABRT): an intermittent
 failure, so the test checks its cause rather than waiting for it.
 
-LMPLAY_PROBE_KILL=step:N | save:N | term:N | tokenize:0: SIGKILL the process right after the N-th optimizer step, or
-inside the save of the checkpoint at step N, its new file written and not yet renamed over model.lmp; or send it
-SIGTERM (a scheduler's stop) right after step N, or as it starts tokenizing its data: crashes and stops at known
-moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
+LMPLAY_PROBE_KILL=step:N | save:N | term:N | int:N | tokenize:0: SIGKILL the process right after the N-th
+optimizer step, or inside the save of the checkpoint at step N, its new file written and not yet renamed over
+model.lmp; or send it SIGTERM (a scheduler's stop) or SIGINT right after step N, or SIGTERM as it starts tokenizing
+its data: crashes and stops at known moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
 torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
 
 LMPLAY_PROBE_DROPOUT=1: print which elements each step's first dropout zeroed (a hash), with the rank and step:
@@ -49,13 +49,14 @@ def _install_kill(where: str, step: int) -> None:
         tokenized.tokenize_batch = stopping_tokenize_batch
         return
 
-    if where in ("step", "term"):
+    if where in ("step", "term", "int"):
         train_step = base.LMRunnerBase.train_step
 
         def killing_train_step(self, *args, **kwargs):
             result = train_step(self, *args, **kwargs)
             if self.runner_c.progress["step"] + 1 == step:  # the counter moves on after the step
-                _kill() if where == "step" else os.kill(os.getpid(), signal.SIGTERM)
+                signum = {"term": signal.SIGTERM, "int": signal.SIGINT}.get(where)
+                _kill() if signum is None else os.kill(os.getpid(), signum)
             return result
 
         base.LMRunnerBase.train_step = killing_train_step

@@ -18,14 +18,13 @@ from lmplay.files import CHECKPOINT
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
-    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or a dropped ssh; not under nohup, which ignores it) and, where
-    the platform has it, the signal SLURM sends before a time limit or a preemption (submitit's SIGUSR2, or what
-    SUBMITIT_PREEMPT_SIGNAL names)."""
+    """Ctrl-C, SIGTERM, SIGHUP (a closed terminal or a dropped ssh) and, where the platform has it, the signal
+    SLURM sends before a time limit or a preemption (submitit's SIGUSR2, or what SUBMITIT_PREEMPT_SIGNAL names).
+    Not one the process was started ignoring: nohup's SIGHUP, a shell script's background job's SIGINT (a Ctrl-C
+    meant for the script stopped the training it started once set-up was done, and not before)."""
     preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-    hangup = getattr(signal, "SIGHUP", None)
-    if hangup is not None and signal.getsignal(hangup) == signal.SIG_IGN:
-        hangup = None
-    return tuple(dict.fromkeys(s for s in (signal.SIGINT, signal.SIGTERM, hangup, preempt) if s is not None))
+    candidates = (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None), preempt)
+    return tuple(dict.fromkeys(s for s in candidates if s is not None and signal.getsignal(s) != signal.SIG_IGN))
 
 
 class StoppedBeforeTraining(KeyboardInterrupt):
