@@ -138,7 +138,7 @@ def test_a_ctrl_c_the_run_was_started_ignoring_stays_ignored_once_it_trains(tmp_
     env = {**os.environ, "PYTHONPATH": python_path(PROBES), "TQDM_DISABLE": "1", "LMPLAY_PROBE_KILL": "int:2"}
     proc = subprocess.run([sys.executable, "-m", "lmplay.train", "exp=test_runner", "device=cpu", "max_steps=4",
                            f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                          check=False, timeout=300, stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT,
                                                                                                    signal.SIG_IGN))
     assert proc.returncode == 0 and "done: step 4" in proc.stdout and "SIGINT" not in proc.stderr, proc.stderr
     stopped = popen_train(["exp=test_runner", "device=cpu", "max_steps=4", f"hydra.run.dir={tmp_path / 'b'}"],

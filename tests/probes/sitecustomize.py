@@ -7,8 +7,8 @@ failure, so the test checks its cause rather than waiting for it.
 LMPLAY_PROBE_KILL=step:N | save:N | term:N | int:N | tokenize:0: SIGKILL the process right after the N-th
 optimizer step, or inside the save of the checkpoint at step N, its new file written and not yet renamed over
 model.lmp; or send it SIGTERM (a scheduler's stop) or SIGINT right after step N, or SIGTERM as it starts tokenizing
-its data: crashes and stops at known moments, where a kill after a sleep lands wherever the machine's speed puts it. With LMPLAY_PROBE_RANK=R, only
-torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
+its data: crashes and stops at known moments, where a kill after a sleep lands wherever the machine's speed puts
+it. With LMPLAY_PROBE_RANK=R, only torchrun's rank R is hit (a signal that reaches one rank of a data-parallel run).
 
 LMPLAY_PROBE_DROPOUT=1: print which elements each step's first dropout zeroed (a hash), with the rank and step:
 whether ranks draw masks of their own.
