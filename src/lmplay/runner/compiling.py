@@ -30,7 +30,7 @@ def torch_compiled(fn: Callable, cfg: DictConfig) -> Callable | None:
             raise ConfigError(f"compile_options={options} need compile=true; add compile=true or drop them")
         return None
     if options:
-        from torch._inductor import list_options  # imported only here: a second or so of start-up
+        from torch._inductor import list_options  # here: a second or so of start-up
         if unknown := sorted(set(options) - set(list_options())):
             raise ConfigError(f"compile_options.{unknown[0]} is not an inductor option of torch "
                               f"{torch.__version__}; torch._inductor.list_options() lists them")
