@@ -98,6 +98,25 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypa
     assert len(warnings) == 1 and "no C++ compiler found" in warnings[0] and "compile=false" in warnings[0]
 
 
+def test_a_model_that_reads_its_logits_after_the_triton_loss_is_told_why_compiling_failed(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """Compiled, the Triton loss writes its gradient over the logits: a loss_terms that reads them after it (a
+    z-loss, the loss taken twice) fails to compile. The warning said "on this machine", and nothing of the way out."""
+    from lmplay.runner import base
+
+    def in_place_conflict(graph, example_inputs):
+        raise RuntimeError("one of the variables needed for gradient computation has been modified by an inplace "
+                           "operation: [torch.FloatTensor [64, 300]], which is output 0 of Mm")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=in_place_conflict))
+    monkeypatch.setattr(base, "triton_loss_runs_on", lambda device: True)  # as on a GPU
+    first_losses(tmp_path, True, steps=1)
+    warning = capsys.readouterr().err
+    assert ("compile=true failed for this model: its loss_terms reads the logits after the Triton loss, which, "
+            "compiled, writes its gradient over them (fused_loss=false compiles it with PyTorch's loss)") in warning
+
+
 def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatch):
     real_compile, passed = torch.compile, []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: passed.append(kw["options"]) or real_compile(fn, **kw))

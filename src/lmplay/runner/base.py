@@ -24,6 +24,7 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, set_aside_old_run
+from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
@@ -312,7 +313,12 @@ class LMRunnerBase:
             return compiled(inputs, targets)
         except torch._dynamo.exc.TorchDynamoException as e:
             reason = " ".join(str(e).strip().splitlines()[:2])[:300]  # e.g. "backend='inductor' raised: <error>"
-            print(f"warning: compile=true failed on this machine ({type(e).__name__}: {reason}); training on "
+            where = "on this machine"
+            fused = self.cfg.fused_loss and triton_loss_runs_on(self.device)
+            if fused and "modified by an inplace operation" in reason:
+                where = ("for this model: its loss_terms reads the logits after the Triton loss, which, compiled, "
+                         "writes its gradient over them (fused_loss=false compiles it with PyTorch's loss)")
+            print(f"warning: compile=true failed {where} ({type(e).__name__}: {reason}); training on "
                   f"without compiling (compile=false skips the attempt)", file=sys.stderr)
             self._compiled = self._compiled_held_out = None
             return eager(inputs, targets)
