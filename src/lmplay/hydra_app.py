@@ -91,27 +91,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         if isinstance(e.code, int) and e.code > 128 and _jobs_elsewhere and _jobs_elsewhere[-1]:
             print(interrupted(), file=sys.stderr)  # a job in a launcher's worker stopped on a signal (Ctrl-C)
         if e.code and _held:  # Hydra gave up before the run started
-            hydra_said = release_stderr()
-            if died := re.search(r"UncompletedJobError: (.*)", hydra_said):  # submitit's: a job left no result
-                fail(job_died(died[1]), 1)
-            remove_unused_sweep_dir()
-            reject_bare_words(argv)
-            overrides, flags = typed_overrides(argv), config_flags(argv)
-            checked = "path" not in flags  # --config-path moves the primary config dir: Hydra's own message stands
-            if checked:  # each job composed, with the keys it sets, or one line said what is wrong
-                precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
-            ambiguous_value(hydra_said, config_name)
-            if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
-                fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
-            if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
-                fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
-            if typed := sweeper_params_typed(overrides):
-                fail(typed)
-            if checked and is_sweep(argv) and (default_lacks := set_before_the_sweep(hydra_said, overrides)):
-                fail(default_lacks)
-            if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
-                fail(there)
-            sys.stderr.write(hydra_said)
+            explain_hydra_failure(argv, config_name, release_stderr())
         raise
     except HydraException:  # `--help exp=test_runer`: Hydra's help composes the config outside its error report
         if not PRINT_ONLY_FLAGS & set(argv):
@@ -133,6 +113,31 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         HeldStderr.give_back()
         if ctrl_c_before is signal.default_int_handler and signal.getsignal(signal.SIGINT) is note_ctrl_c:
             signal.signal(signal.SIGINT, ctrl_c_before)
+
+
+def explain_hydra_failure(argv: list[str], config_name: str, hydra_said: str) -> None:
+    """What was wrong with the command, in one line (`fail`), where Hydra gave up before the run started with a
+    traceback or several lines of its own (`hydra_said`, its held stderr); else Hydra's own words, as it wrote them."""
+    if died := re.search(r"UncompletedJobError: (.*)", hydra_said):  # submitit's: a job left no result
+        fail(job_died(died[1]), 1)
+    remove_unused_sweep_dir()
+    reject_bare_words(argv)
+    overrides, flags = typed_overrides(argv), config_flags(argv)
+    checked = "path" not in flags  # --config-path moves the primary config dir: Hydra's own message stands
+    if checked:  # each job composed, with the keys it sets, or one line said what is wrong
+        precheck(with_config_dir(overrides, flags.get("dir")), flags.get("name", config_name))
+    ambiguous_value(hydra_said, config_name)
+    if unknown := re.search(r"Could not override '(hydra\.[\w.]+)'.*?not in", hydra_said, re.DOTALL):
+        fail(unknown_hydra_key(unknown[1], config_name, group_choices(overrides)))
+    if basic := re.search(r"BasicLauncher.__init__\(\) got an unexpected keyword argument '(\w+)'", hydra_said):
+        fail(launcher_not_chosen(f"hydra.launcher.{basic[1]}", chosen=False))
+    if typed := sweeper_params_typed(overrides):
+        fail(typed)
+    if checked and is_sweep(argv) and (default_lacks := set_before_the_sweep(hydra_said, overrides)):
+        fail(default_lacks)
+    if there := already_a_key(hydra_said):  # a hydra.* key (the check leaves Hydra's own keys to Hydra)
+        fail(there)
+    sys.stderr.write(hydra_said)
 
 
 def note_ctrl_c(signum: int, frame: object) -> None:
