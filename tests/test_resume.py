@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from conftest import REPO, make_runner, python_path, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
-from lmplay.runner.component import Provenance, same
+from lmplay.runner.component_base import Provenance, same
 from lmplay.stats.runs import load_run
 
 # cosine with warmup: the lr curve itself must survive the interruptions
@@ -1068,7 +1068,7 @@ def test_names_in_a_checkpoint_import_nothing_and_its_cache_dir_is_not_this_mach
     """A checkpoint is data: the code digests' module names were imported to name their files (./evil.py ran), a
     schedule's _target_ could import torch's command-line tools, and its curriculum.cache_dir took the resume's
     tokenized data there, ahead of LMPLAY_CACHE."""
-    from lmplay.runner.component import subclass_named
+    from lmplay.runner.component_base import subclass_named
     from lmplay.runner.schedules import Schedule
 
     (tmp_path / "evil_probe.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")

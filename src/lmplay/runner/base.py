@@ -28,7 +28,7 @@ from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
-from lmplay.runner.component import Provenance, same
+from lmplay.runner.component_base import Provenance, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog

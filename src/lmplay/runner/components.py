@@ -21,7 +21,7 @@ from lmplay.errors import ConfigError
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
 from lmplay.runner.basic import check_model_args
-from lmplay.runner.component import (
+from lmplay.runner.component_base import (
     Component,
     subclass_named,
     validate_args,

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from lmplay.errors import ConfigError
 from lmplay.modules import moved_layer
 from lmplay.runner.basic import BasicModelRunner
-from lmplay.runner.component import subclass_named
+from lmplay.runner.component_base import subclass_named
 
 ENTRY_POINT_GROUP = "lmplay.experiments"
 BASELINE = "experiments.gpt2ish.versions"  # discovered first: the first to register a name keeps it

@@ -17,7 +17,6 @@ from lmplay.config import number_as_text_hint
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
 
-
 # "chosen group": a key of a group chosen on the command line (`optimizer=sgd`): it wins over the checkpoint as a
 # typed key does, but the user typed the group's name, not the value
 SOURCES = ("command line", "chosen group", "checkpoint", "config")
