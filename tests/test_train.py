@@ -24,7 +24,7 @@ from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError, DivergedError
 from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.overrides import ambiguous_value, precheck
-from lmplay.runner import base, checkpoint, progress
+from lmplay.runner import checkpoint, progress
 from lmplay.runner.components import RunnerSettings
 from lmplay.runner.report import describe, uneven_mini_batch, uneven_mini_batches
 from lmplay.stats import speed, tensorboard
@@ -716,7 +716,7 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(base, "tqdm", Bar)
+    monkeypatch.setattr(progress, "tqdm", Bar)
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: 100.0))
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12"], tmp_path)
     runner.display.plain = False  # as under a terminal

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
@@ -642,13 +641,11 @@ class LMRunnerBase:
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_schedule_change(plan, total)
-        self.display.stage_started(progress["stage_step"], total)
-        bar = tqdm(total=total, initial=progress["stage_step"], desc=stage.name, unit="step", dynamic_ncols=True,
-                   disable=not self.world.is_main or None)
+        self.display.stage_started(stage.name, progress["stage_step"], total, self.world.is_main)
         try:
-            finished = self._run_steps(stage, plan, total, bar)
+            finished = self._run_steps(stage, plan, total)
         finally:
-            bar.close()
+            self.display.stage_ended()
         last = self.stats.records["validation"][-1:]
         validated_now = bool(last) and last[0]["step"] == progress["step"]
         # also where no step trained now: a stop signal on a stage's (or the run's) last step saved before this
@@ -703,7 +700,7 @@ class LMRunnerBase:
             print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
                   f"batch changed): its next step trains at lr {now:.3g}, not {was:.3g}")
 
-    def _run_steps(self, stage, plan: StagePlan, total: int, bar) -> bool:
+    def _run_steps(self, stage, plan: StagePlan, total: int) -> bool:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
 
         On an accelerator a step's loss is read only once the next step's work is queued, so the host
@@ -737,21 +734,21 @@ class LMRunnerBase:
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
             self.speed.add(batch.num_positions, batch.inputs.size(1))
-            self.log_step(pending, bar)  # the previous step's, now that this one is queued
+            self.log_step(pending)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
                 pending, self.window = self.step_log(stage.name, lr, self.window), RecordWindow()
             validate = crossed(samples_before, progress["samples"], settings.validation_interval)
             save = crossed(samples_before, progress["samples"], settings.save_interval)
             if not defer or validate or save:  # a validation or save must see this step (a NaN stops first)
-                self.log_step(pending, bar)
+                self.log_step(pending)
                 pending = None
-            bar.update(1)
+            self.display.step_done()
             if progress["step"] == first_step + 1:
                 self.display.first_step_done(progress["stage_step"], total)
             if validate or save:
                 self.pause_for(validate, save, stage.name, lr, settings)
-        self.end_steps(stage.name, plan, total, pending, bar, first_step)
+        self.end_steps(stage.name, plan, total, pending, first_step)
         return finished
 
     def pause_for(self, validate: bool, save: bool, stage_name: str, lr: float, settings: RunnerSettings) -> None:
@@ -763,20 +760,20 @@ class LMRunnerBase:
             if save:
                 self.save()
 
-    def end_steps(self, stage_name: str, plan: StagePlan, total: int, pending: StepLog | None, bar,
+    def end_steps(self, stage_name: str, plan: StagePlan, total: int, pending: StepLog | None,
                   first_step: int) -> None:
         """The last step's read, a record of the steps short of a log_interval, and the closing progress line."""
         progress = self.runner_c.progress
-        self.log_step(pending, bar)
+        self.log_step(pending)
         if self.window.steps and self.stop.signum is None:  # the last steps, short of a log_interval (a stop signal's
             lr = self.window.lr  # save keeps them: the resume goes on with them)
             if lr is None:  # a window resumed from an older checkpoint: the schedule's lr of the stage's last step
                 lr = plan.lr(max(progress["stage_step"] - 1, 0), total)
-            self.log_step(self.step_log(stage_name, lr, self.window), bar)
+            self.log_step(self.step_log(stage_name, lr, self.window))
             self.window = RecordWindow()
         records = self.stats.records["train"]
         if records and records[-1]["step"] > first_step:  # not one from before a resume, or of the stage before: a
-            self.show_progress(bar, last=True)  # stop signal leaves a window short of log_interval unrecorded
+            self.show_progress(last=True)  # stop signal leaves a window short of log_interval unrecorded
         if self.curriculum.skipped_windows and self.world.is_main:
             print(f"note: stage {stage_name!r} skipped {self.curriculum.skipped_windows} windows with no target token "
                   f"since this command started (include_prompts=false and prompts that fill the "
@@ -798,7 +795,7 @@ class LMRunnerBase:
         return StepLog.start(stage, lr, at, window.loss, window.correct, window.tokens, window.steps,
                              self.speed.flops_done)
 
-    def log_step(self, log: "StepLog | None", bar) -> None:
+    def log_step(self, log: "StepLog | None") -> None:
         """Read a step's loss and accuracy from the device, stop on NaN/Inf, and record them with tokens/s
         over the time since the last record."""
         if log is None:
@@ -813,10 +810,10 @@ class LMRunnerBase:
         with self.speed.paused() if not self.stats.events_open else nullcontext():  # tensorboard's import and a new
             self.record("train", log.stage, log.lr,  # event file, at the first record: once a run, not a step's
                         {"loss": loss_value, "accuracy": correct / log.num_tokens, **speed}, log.at)
-        self.show_progress(bar)
+        self.show_progress()
 
-    def show_progress(self, bar: tqdm, last: bool = False) -> None:
-        self.display.show(bar, self.stats.records, self.runner_c.progress["stage_step"], last)
+    def show_progress(self, last: bool = False) -> None:
+        self.display.show(self.stats.records, self.runner_c.progress["stage_step"], last)
 
 
 def crossed(before: int, after: int, interval: int) -> bool:

@@ -18,24 +18,34 @@ class Progress:
 
     def __init__(self, plain: bool) -> None:
         self.plain = plain
+        self.bar: tqdm | None = None  # the stage's
         self._next_line = self._next_postfix = float("-inf")
         self._clock: tuple[float | None, int, int] = (None, 0, 0)  # (started at, its stage step, the stage's steps)
 
-    def stage_started(self, stage_step: int, total: int) -> None:
-        """A stage starts (or resumes) at `stage_step` of `total`: no ETA until its first step is done."""
+    def stage_started(self, name: str, stage_step: int, total: int, visible: bool) -> None:
+        """A stage starts (or resumes) at `stage_step` of `total`: its bar (`visible` on the main rank; tqdm leaves
+        it out where stderr is no terminal), and no ETA until its first step is done."""
         self._clock = (None, stage_step, total)
+        self.bar = tqdm(total=total, initial=stage_step, desc=name, unit="step", dynamic_ncols=True,
+                        disable=not visible or None)
+
+    def step_done(self) -> None:
+        self.bar.update(1)
+
+    def stage_ended(self) -> None:
+        self.bar.close()
 
     def first_step_done(self, stage_step: int, total: int) -> None:
         """The ETA's clock starts after the stage's first step, which also imports, opens files and warms up: an
         ETA timed on it was 10-20x too long."""
         self._clock = (time.monotonic(), stage_step, total)
 
-    def show(self, bar: tqdm, records: dict[str, list[dict[str, Any]]], stage_step: int, last: bool = False) -> None:
+    def show(self, records: dict[str, list[dict[str, Any]]], stage_step: int, last: bool = False) -> None:
         """The last train record (of the stats `records`) as the bar's postfix; as a plain line every
         PLAIN_LINE_SECONDS (the line after a stage's first step's comes after FIRST_ETA_SECONDS). The text is made
         only when it can show: the bar redraws at most every `bar.mininterval`, and making it at each step cost
         ~10 us, 0.15% of test_runner's step. `last`: the stage's last step, which the bar shows as it closes."""
-        now = time.monotonic()
+        bar, now = self.bar, time.monotonic()
         due = (not last and now >= self._next_line) if self.plain else \
             (not bar.disable and (last or now >= self._next_postfix))
         if not due or not records["train"]:
