@@ -105,4 +105,4 @@ def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, o
     """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
     from lmplay.runner.build import build_runner
 
-    return build_runner(overrides, run_dir, ckpt, overridden)
+    return build_runner(overrides, run_dir, ckpt, set(overridden))

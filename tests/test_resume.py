@@ -147,6 +147,24 @@ def test_a_ctrl_c_the_run_was_started_ignoring_stays_ignored_once_it_trains(tmp_
     assert stopped.returncode == 130 and "SIGINT: saved" in err, err
 
 
+def test_build_runner_in_a_notebook_never_trains_over_a_run_it_was_not_asked_to_resume(tmp_path):
+    """The README's notebook lines, run twice: the second call started over in the same dir, its model.lmp rotated
+    the first run's away and its stats.json replaced the first run's records."""
+    from lmplay.runner.build import build_runner
+
+    args = ["exp=test_runner", "device=cpu", "max_steps=3"]
+    build_runner(args, tmp_path).train()
+    with pytest.raises(ConfigError, match=r"holds a run already: ckpt=lmplay.runner.checkpoint.load\("):
+        build_runner(args, tmp_path)
+    resumed = build_runner(["exp=test_runner", "device=cpu", "max_steps=5"], tmp_path,
+                           checkpoint.load(tmp_path / "model.lmp"))
+    assert resumed.runner_c.progress["step"] == 3
+    resumed.train()
+    assert [r["step"] for r in json.loads((tmp_path / "stats.json").read_text())["train"]] == [1, 2, 3, 4, 5]
+    again = build_runner([*args, "fresh=true"], tmp_path)  # starts over, the old run set aside in the dir
+    assert again.runner_c.progress["step"] == 0 and list(tmp_path.glob("replaced_*/model.lmp"))
+
+
 def training(run) -> subprocess.Popen:
     """A long run in `run`, once it has recorded 3 steps (and saved none)."""
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",
