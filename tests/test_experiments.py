@@ -425,11 +425,22 @@ def test_a_checkpoint_of_a_class_since_renamed_in_its_model_py_loads_as_the_regi
         if loads:
             assert type(load_model(renamed)[0]) is GPT2ish
             assert ("note: this checkpoint of experiment 'test_runner' was trained as experiments.gpt2ish.model."
-                    "GPT2ishBefore, which its module no longer has: it loads as the class 'test_runner' is registered "
-                    "with now (experiments.gpt2ish.model.GPT2ish)") in capfd.readouterr().err
+                    "GPT2ishBefore, which its module no longer has: it loads as experiments.gpt2ish.model.GPT2ish, the "
+                    "class there now") in capfd.readouterr().err
         else:
             with pytest.raises(ConfigError, match="was trained as experiments.gpt2ish.model.LMBase, not as the class"):
                 load_model(renamed)
+    ckpt["exp"] = "my_own"  # a config of one's own (--config-dir) over the class since renamed: its resume trains on
+    ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish", "experiments.gpt2ish.model.GPT2ishOld")
+    checkpoint.write_out(ckpt, own := tmp_path / "own.lmp")
+    assert type(load_model(own)[0]) is GPT2ish
+    assert "loads as experiments.gpt2ish.model.GPT2ish" in capfd.readouterr().err
+    ckpt["components"]["model"]["state"]["weights"]["blocks.0.extra.weight"] = torch.zeros(2)  # an idea's layer
+    ckpt["components"]["model"]["state"]["code"]["experiments.gpt2ish.model"] = "0" * 16  # since taken out
+    checkpoint.write_out(ckpt, edited := tmp_path / "edited.lmp")
+    with pytest.raises(ConfigError, match=r"do not fit the installed code \(unexpected blocks.0.extra.weight\): "
+                                          r".*gpt2ish/model.py changed since it was saved$"):
+        load_model(edited)  # not "a damaged checkpoint": the file is whole, the code changed
 
 
 def test_a_class_named_through_its_packages_re_export_finds_its_versions(monkeypatch):

@@ -574,6 +574,16 @@ def test_settings_that_no_label_shows_are_noted_within_a_group_and_against_the_b
         "base/idea): the difference between them is not the idea's alone.")]
     typed = run("typed", "idea", 2, 0.001, extra=("lr=1e-3",))
     assert "Note" not in table_note(runs[0], typed)  # typed, it is in the label
+    base_settings = {"tokenizer": "bytes", "warmup_fraction": 0.1, "curriculum": {"stages": [{"epochs": 1}]},
+                     "scheduler": {"_target_": "Warmup", "warmup_fraction": 0.1}}
+    for name, typed, settled in (  # typed inside a value; a group chosen whose file reads no warmup_fraction
+            ("inside", "curriculum.stages.0.epochs=2", {"curriculum": {"stages": [{"epochs": 2}]}}),
+            ("constant", "scheduler=constant", {"scheduler": {"_target_": "Constant"}})):
+        path = fake_run(tmp_path / name, "idea", 1, 2.0, extra=(typed,))
+        (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**base_settings, **settled}))
+        base = fake_run(tmp_path / f"base_{name}" / "b", "base", 1, 2.0)
+        (base / ".hydra" / "config.yaml").write_text(yaml.safe_dump(base_settings))
+        assert "Note" not in table_note(base, path), name
 
 
 def test_seeds_of_rows_batching_with_two_validations_are_read_between_them(tmp_path):

@@ -223,6 +223,17 @@ def test_seeds_added_after_the_settings_changed_are_noted_in_the_mean_over_seeds
     assert "Note: the jobs of" not in write_summary(tmp_path)["markdown"]  # seeds and log cadence differ as they may
 
 
+def test_an_error_of_several_lines_is_one_line_in_the_sweep_s_table(tmp_path):
+    """A bug's own message of several lines (now that such a sweep reaches its table) broke the table's row."""
+    run = tmp_path / "exp=a"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a"]))
+    (run / "job.json").write_text(json.dumps({"job": 0, "experiment": "a", "status": "failed", "overrides": ["exp=a"],
+                                              "error": "RuntimeError: shapes do not fit\n  while doing it\n| x |"}))
+    rows = [line for line in write_summary(tmp_path)["markdown"].splitlines() if line.startswith("| 0 |")]
+    assert rows == ["| 0 | a | - | - | 0 | - | failed: RuntimeError: shapes do not fit while doing it / x / |"]
+
+
 def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are_noted(tmp_path):
     """Job 1 was launched with max_steps=20, then trained on to 25 (hydra.run.dir=its dir): the summary said
     max_steps=20 and named it lowest, at more tokens than the others, without a word."""

@@ -1,6 +1,7 @@
 """lmplay's config tree: where it lives, its root file, and reading what a command line typed into it."""
 
 import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
 # conf/ is read directly.
 _IN_PACKAGE = Path(__file__).parent / "conf"
 CONF_DIR = str(_IN_PACKAGE.resolve() if _IN_PACKAGE.is_dir() else Path(__file__).resolve().parents[2] / "conf")
+
+
+@functools.cache
+def top_level_aliases() -> frozenset[str]:
+    """The top-level keys that lmplay's group files read as `${key}` (lr, batch_size, warmup_fraction, ...): each
+    is a key of the group that reads it, typed under a shorter name."""
+    return frozenset(name for path in Path(CONF_DIR).glob("*/*.yaml") if path.parent.name != "hydra"
+                     for name in re.findall(r"\$\{(\w+)\}", path.read_text()))
 
 
 def configs_missing() -> str | None:

@@ -104,8 +104,8 @@ class SweepSummary(Callback):
         end_job(config.hydra, "failed" if error else "completed", error)
         sweep_dir = Path(config.hydra.sweep.dir)
         if error:
-            print(f"job {config.hydra.job.num} failed ({error}); the sweep's summary: {sweep_dir / 'summary.md'}",
-                  file=sys.stderr)
+            print(f"job {config.hydra.job.num} failed ({one_line(error)}); the sweep's summary: "
+                  f"{sweep_dir / 'summary.md'}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -130,7 +130,7 @@ class SweepSummary(Callback):
         if failed:  # Hydra's own ending would be three lines after the table: "Error executing job", the error, a hint
             first = failed[0]
             print(f"error: {len(failed)} of {len(summary['jobs'])} jobs failed; job {first['job']}: "
-                  f"{printable(str(first['error']))} "
+                  f"{printable(one_line(str(first['error'])))} "
                   f"(each failed job's error is in its row of {sweep_dir / 'summary.md'})", file=sys.stderr)
             raise SystemExit(1)
         if left_alone:
@@ -419,6 +419,11 @@ def differing_settings_of(sweep_dir: Path, rows: list[dict[str, Any]], jobs: lis
     return differing_settings([s for s in settings if s])
 
 
+def one_line(text: str) -> str:
+    """An error of several lines (a bug's own message) as one: a table row, and the sweep's one closing line."""
+    return " ".join(text.split())
+
+
 def fmt_loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -450,7 +455,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         status = r["status"] + (f": {r['error']}" if r["error"] else "")
         lines.append(f"| {r['job'] if r['job'] is not None else '-'} | {r['experiment'] or '-'} | "
                      f"{shown_overrides(r['overrides'])} | {loss_cell(r)} | "
-                     f"{r['tokens']:,} | {fmt_time(r['wall_time_s'])} | {status.replace('|', '/')} |")
+                     f"{r['tokens']:,} | {fmt_time(r['wall_time_s'])} | {one_line(status).replace('|', '/')} |")
     scored = [r for r in rows if finished(r)]
     if scored:
         best = min(scored, key=lambda r: r["final_validation_loss"])

@@ -63,11 +63,15 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     # first without memory: arguments that would need terabytes fail here, not in malloc (the model's init seed is
     # drawn even so: the caller's random state is kept)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        shapes = {name: t.shape for name, t in build(runner, state_args, path, exp).state_dict().items()}
+        planned = build(runner, state_args, path, exp)
+    shapes = {name: t.shape for name, t in planned.state_dict().items()}
     wrong = [f"{name} {list(w.shape)} for {list(shapes[name])}" for name, w in weights.items()
              if name in shapes and w.shape != shapes[name]]
     wrong += [f"missing {name}" for name in shapes if name not in weights][:2]  # before the real build: a crafted
     wrong += [f"unexpected {name}" for name in weights if name not in shapes][:2]  # num_blocks=100000 built for minutes
+    if wrong and (changed := checkpoint.changed_code(planned, model_args["state"])):
+        raise ConfigError(f"{what} do not fit the installed code ({'; '.join(wrong[:2])}): {', '.join(changed)} "
+                          f"changed since it was saved")
     if wrong:
         raise ConfigError(f"{what} do not fit its arguments ({'; '.join(wrong[:2])}): a damaged checkpoint")
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's

@@ -120,11 +120,18 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
                       f"_target_ and its versions.py agree")
 
 
-def renamed_in_its_module(model_class: str | None, registered_class: type) -> bool:
-    """Whether `model_class` (a checkpoint's) names a class that the module of the version's class now lacks: the
-    class was renamed in its experiment's model.py, an edit of its code like any other (a resume trains on)."""
+def renamed_to(model_class: str | None, name: str, runners: dict[str, Registration]) -> str | None:
+    """The version to load a checkpoint of `model_class` as, where its experiment's model.py renamed the class (an
+    edit of its code like any other: a resume trains on): the module no longer has the class, and `name`'s class
+    (or, for a config of one's own, the one class that versions register from that module) lives there now."""
     module, _, class_name = (model_class or "").rpartition(".")
-    return module == registered_class.__module__ and not hasattr(sys.modules.get(module), class_name)
+    if not module or module not in sys.modules or hasattr(sys.modules[module], class_name):
+        return None
+    if name in runners:
+        return name if runners[name].factory(None).model_class.__module__ == module else None
+    there = {v: runners[v].factory(None).model_class for v in sorted(runners)}
+    there = {v: cls for v, cls in there.items() if cls.__module__ == module}
+    return next(iter(there)) if len(set(there.values())) == 1 else None
 
 
 def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
@@ -139,11 +146,12 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
             return runner
     if model_class and (trained_as := versions_of(model_class, runners)):  # a config of one's own, or a version
         return runners[trained_as[0]].factory(overrides)  # trained with model._target_ (before that was refused)
-    if name in runners and renamed_in_its_module(model_class, own := runners[name].factory(None).model_class):
+    if (version := renamed_to(model_class, name, runners)) is not None:
+        now = runners[version].factory(overrides)
         print(f"note: this checkpoint of experiment '{name}' was trained as {model_class}, which its module no longer "
-              f"has: it loads as the class '{name}' is registered with now ({defined_at(own)}), as a resumed run "
-              f"trains it", file=sys.stderr)
-        return runners[name].factory(overrides)
+              f"has: it loads as {defined_at(now.model_class)}, the class there now, as a resumed run trains it",
+              file=sys.stderr)
+        return now
     if name in runners:
         raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the class "
                           f"'{name}' is registered with ({defined_at(runners[name].factory(None).model_class)}), "

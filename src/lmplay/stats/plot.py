@@ -23,7 +23,6 @@ from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import write_atomic
 from lmplay.stats.runs import (
-    COMPONENTS,
     HELD_OUT_CAUSE,
     HOW_IT_RAN,
     NOT_SETTINGS,
@@ -34,6 +33,7 @@ from lmplay.stats.runs import (
 )
 
 METRICS = {"loss": "loss (nats per token)", "accuracy": "next-token accuracy (top-1)"}
+COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
 BETTER = {"loss": "lower is better", "accuracy": "higher is better"}
 
 
@@ -628,7 +628,8 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
         typed = setting_keys(group) | setting_keys(base)
         untyped = {key: found for key, found in differing_settings([trained_settings(base.runs[0].settled),
                                                                     trained_settings(group.runs[0].settled)]).items()
-                   if key not in (*typed, "tokenizer") and not any(key.startswith(f"{t}.") for t in (*typed, "model"))}
+                   if key not in (*typed, "tokenizer") and not any(key.startswith(f"{t}.") for t in (*typed, "model"))
+                   and not any(t.startswith(f"{key}.") for t in typed)}  # curriculum.stages.0.epochs=2 typed
         if untyped:
             notes.append(f"Note: {group.label} and its baseline {base.label} also differ in settings no command "
                          f"typed ({settings_text(untyped)}, as {base.label}/{group.label}): the difference between "

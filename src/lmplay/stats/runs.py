@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lmplay.config import flatten, override_key, override_value
+from lmplay.config import flatten, override_key, override_value, top_level_aliases
 from lmplay.errors import ConfigError
 from lmplay.files import REPLACED_PREFIX, STATS
 
@@ -34,8 +34,7 @@ NOT_SETTINGS = (*HOW_IT_RAN, "max_steps", "runner.log_interval", "runner.validat
 # A run's settled config beside what it trained with: its names, what repeats differ in, and settings that leave
 # the trained model as it is (a mini-batch accumulates to the same batch; a fused kernel computes the same loss).
 NOT_TRAINED = (*NOT_SETTINGS, *REPEAT_KEYS, "exp_name", "fused_loss", "runner.mini_batch_size", "optimizer.fused",
-               "curriculum.cache_dir", "curriculum.tokenize_procs")
-COMPONENTS = ("optimizer", "runner", "scheduler")  # where a top-level alias (lr, batch_size) takes effect
+               "runner.validation_batches", "curriculum.cache_dir", "curriculum.tokenize_procs")
 
 
 @dataclass
@@ -180,15 +179,16 @@ def settled_config(run_dir: Path) -> dict[str, Any]:
 
 
 def trained_settings(settled: dict[str, Any]) -> dict[str, str]:
-    """What a run trained with (its flat .hydra/config.yaml, `settled`, less NOT_TRAINED), each setting once (`lr`
-    is optimizer.lr's alias), as text to compare: 8 and 8.0 are one value."""
+    """What a run trained with (its flat .hydra/config.yaml, `settled`, less NOT_TRAINED), each setting once: a
+    top-level alias (`lr`) is its group's key (optimizer.lr), or nothing the run read (`warmup_fraction` beside
+    scheduler=constant, whose file takes none). As text to compare: 8 and 8.0 are one value."""
     def text(value: Any) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return repr(float(value)).removesuffix(".0")
         return json.dumps(value, sort_keys=True)
 
     return {key: text(value) for key, value in settled.items()
-            if key not in NOT_TRAINED and not any(f"{c}.{key}" in settled for c in COMPONENTS)}
+            if key not in NOT_TRAINED and key not in top_level_aliases()}
 
 
 def differing_settings(settings: list[dict[str, str]]) -> dict[str, list[str]]:
