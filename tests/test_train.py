@@ -899,7 +899,7 @@ def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(t
     (["--model", "m.lmp", "--compile"], "and compile is none of them"),  # was prompt_file=VALUE
     (["-5"], "unknown flag -5; --help lists the settings"),  # was: like 5=VALUE
     (["--model", "m.lmp", "-5", "--max-len", "3"], "unknown flag -5; a prompt that starts with '-' is typed --prompt=-5"),
-    (["--model", "m.lmp", "- hi"], "unknown flag - hi; a prompt that starts with '-' is typed '--prompt=- hi'"),
+    (["--model", "m.lmp", "- hi"], "unknown flag - hi; a prompt that starts with '-' is typed \"--prompt=- hi\""),
     (["--", "-5"], "unknown flag --; --help lists the settings"),  # training takes no prompt
 ])
 def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):

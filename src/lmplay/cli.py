@@ -38,7 +38,7 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
         elif name.startswith("-") and name not in HYDRA_FLAGS:
             key = name.lstrip("-").replace("-", "_")
             if not key.isidentifier():  # -5, -, --: no key's spelling, maybe a prompt
-                hint = (f"a prompt that starts with '-' is typed {shlex.quote('--prompt=' + arg)}"
+                hint = (f"a prompt that starts with '-' is typed {shell_word('--prompt=' + arg)}"
                         if "--prompt" in flags else "--help lists the settings")
                 fail(f"unknown flag {arg}; {hint}")
             value = inline or (args[0] if args and "=" not in args[0] and not args[0].startswith("-") else "VALUE")
@@ -110,6 +110,17 @@ def printable(text: str) -> str:
     are data from wherever the file came from, and an escape sequence in them would clear the terminal or retitle
     it when printed."""
     return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" and c not in "\n\t" else c for c in text)
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word for bash: a suggestion pasted into the shell must reach Hydra as it is shown. As it is
+    where bash reads it so; else in double quotes, with what bash reads inside them escaped; in single quotes where
+    it holds a `!`, which an interactive bash expands even inside double quotes."""
+    if shlex.quote(text) == text:
+        return text
+    if "!" in text:
+        return "'" + text.replace("'", "'\\''") + "'"
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
 def tell(text: str) -> None:

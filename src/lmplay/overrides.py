@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, quote, shell_word
 from lmplay.config import (CONF_DIR, RUN_SET_MODEL_KEYS, flatten, not_the_models_to_set, number_text, override_value,
                            root_config)
 from lmplay.errors import ConfigError
@@ -190,15 +190,6 @@ def reject_unreadable(overrides: list[str]) -> None:
                    if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "
                                                  f"brackets or spaces)")
             fail(f"{override}: Hydra cannot read this value ({said}); {fix}")
-
-
-def shell_word(text: str) -> str:
-    """`text` as one word for bash: a suggestion pasted into the shell must reach Hydra as it is shown. In double
-    quotes, with what bash reads inside them escaped; in single quotes where it holds a `!`, which an interactive
-    bash expands even inside double quotes."""
-    if "!" in text:
-        return "'" + text.replace("'", "'\\''") + "'"
-    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
 
 
 def ambiguous_value(hydra_said: str, config_name: str) -> None:

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import fail, launcher_rank, printable, run_main
+from lmplay.cli import fail, launcher_rank, printable, run_main, shell_word
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import (
@@ -48,7 +47,6 @@ from lmplay.files import (
     write_atomic,
 )
 from lmplay.hydra_app import JobError, remove_unused_sweep_dir
-from lmplay.overrides import shell_word
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     configuration,
@@ -520,7 +518,7 @@ def rerun_command(sweep_dir: Path) -> str:
     if (name := dig(recorded, "job", "config_name")) not in (None, "config"):
         flags += ["--config-name", str(name)]
     words = [*flags, *hydra, *task, f"hydra.sweep.dir={sweep_dir.resolve()}"]
-    return "python -m lmplay.train -m " + " ".join(w if shlex.quote(w) == w else shell_word(w) for w in words)
+    return "python -m lmplay.train -m " + " ".join(map(shell_word, words))
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:
