@@ -103,6 +103,8 @@ def tiny_run_args(tmp_path):
 
 def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, overridden: set[str] = frozenset()):
     """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
-    from lmplay.runner.build import build_runner
+    from lmplay.runner.build import unset_runner
 
-    return build_runner(overrides, run_dir, ckpt, set(overridden))
+    runner = unset_runner(overrides, run_dir, set(overridden))
+    runner.setup(ckpt)
+    return runner

@@ -16,7 +16,6 @@ import zipfile
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import REPO, make_runner, python_path, run_cli
 from lmplay.errors import ConfigError, DivergedError, OutputError
@@ -147,22 +146,23 @@ def test_a_ctrl_c_the_run_was_started_ignoring_stays_ignored_once_it_trains(tmp_
     assert stopped.returncode == 130 and "SIGINT: saved" in err, err
 
 
-def test_build_runner_in_a_notebook_never_trains_over_a_run_it_was_not_asked_to_resume(tmp_path):
+def test_build_runner_in_a_notebook_resumes_as_the_command_line_does_and_never_trains_over_a_run(tmp_path):
     """The README's notebook lines, run twice: the second call started over in the same dir, its model.lmp rotated
-    the first run's away and its stats.json replaced the first run's records."""
+    the first run's away and its stats.json replaced the first run's records; a dir holding only the .bak was
+    trained over too."""
     from lmplay.runner.build import build_runner
 
     args = ["exp=test_runner", "device=cpu", "max_steps=3"]
     build_runner(args, tmp_path).train()
-    with pytest.raises(ConfigError, match=r"holds a run already: ckpt=lmplay.runner.checkpoint.load\("):
-        build_runner(args, tmp_path)
-    resumed = build_runner(["exp=test_runner", "device=cpu", "max_steps=5"], tmp_path,
-                           checkpoint.load(tmp_path / "model.lmp"))
-    assert resumed.runner_c.progress["step"] == 3
+    resumed = build_runner(["exp=test_runner", "device=cpu", "max_steps=5", "lr=1e-2"], tmp_path)
+    assert resumed.runner_c.progress["step"] == 3 and resumed.optimizer_c.base_lr == 1e-2  # typed: it wins
     resumed.train()
     assert [r["step"] for r in json.loads((tmp_path / "stats.json").read_text())["train"]] == [1, 2, 3, 4, 5]
+    (tmp_path / "model.lmp").rename(tmp_path / "model.lmp.bak")
+    with pytest.raises(ConfigError, match="has model.lmp.bak but no model.lmp: rename it to model.lmp"):
+        build_runner(args, tmp_path)
     again = build_runner([*args, "fresh=true"], tmp_path)  # starts over, the old run set aside in the dir
-    assert again.runner_c.progress["step"] == 0 and list(tmp_path.glob("replaced_*/model.lmp"))
+    assert again.runner_c.progress["step"] == 0 and list(tmp_path.glob("replaced_*/model.lmp.bak"))
 
 
 def training(run) -> subprocess.Popen:
@@ -755,7 +755,6 @@ def test_a_set_aside_cut_short_is_finished_by_the_next_fresh_start_and_stops_a_r
     """kill -9 between two moves left model.lmp in replaced_<time>/ and the rest in the run dir: a resume then took
     the older .bak, and the next fresh=true split the replaced run over two dirs."""
     from lmplay.files import set_aside_old_run
-    from lmplay.train import resumed_checkpoint
 
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}", "runner.save_interval=8"]
@@ -776,7 +775,7 @@ def test_a_set_aside_cut_short_is_finished_by_the_next_fresh_start_and_stops_a_r
     monkeypatch.undo()
     with pytest.raises(ConfigError, match=r"a fresh=true start was cut short while it moved the old run into "
                                           r".*\.replaced_.*: rerun with fresh=true to finish it"):
-        resumed_checkpoint(OmegaConf.create({"fresh": False}), run)
+        checkpoint.resumed(run, fresh=False)
     proc = run_cli("lmplay.train", *args, "max_steps=2", "fresh=true", check=True)
     [aside] = [p for p in run.iterdir() if "replaced_" in p.name]
     assert not aside.name.startswith(".") and {p.name for p in aside.iterdir()} == old

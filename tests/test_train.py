@@ -1,5 +1,6 @@
 """Training end to end: losses fall, outputs are valid, accumulation equals one big batch, bad input is clear."""
 
+import io
 import json
 import os
 import re
@@ -592,6 +593,24 @@ def test_without_a_terminal_progress_comes_as_plain_lines(tiny_run_args):
         "shakespeare step 0", "shakespeare step 10", "shakespeare step 20"]
     assert any(line.startswith("shakespeare step 1 loss ") and line.endswith("tok/s [1/20 of the stage]")
                for line in lines)
+
+
+def test_tqdm_disable_hides_the_bar_on_a_terminal_too(monkeypatch):
+    """lmplay passed tqdm `disable=None` (hide where stderr is no terminal), and tqdm reads TQDM_DISABLE only for a
+    setting not passed: on a terminal the bar showed anyway."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    shown = {}
+    for env in ("", "1"):
+        monkeypatch.setenv("TQDM_DISABLE", env)
+        display = progress.Progress(plain=False)
+        display.stage_started("s", 0, 10, visible=True)
+        shown[env] = not display.bar.disable
+        display.stage_ended()
+    assert shown == {"": True, "1": False}
 
 
 def test_a_plain_lines_eta_leaves_out_the_stages_first_step(tmp_path, monkeypatch, capsys):

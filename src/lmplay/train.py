@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, interrupted_set_aside, planted_symlink,
+from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, planted_symlink,
                           release_run_dir, symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
@@ -123,7 +123,7 @@ def train(cfg: DictConfig) -> None:
         hold_run_dir(run_dir)
     before = setup_stop_signals()  # until training starts, which saves on them
     try:
-        ckpt = resumed_checkpoint(cfg, run_dir)
+        ckpt = checkpoint.resumed(run_dir, cfg.fresh)
         check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
         runner.setup(ckpt)
         in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -225,27 +225,6 @@ def leave_world(runner) -> None:
     except RuntimeError as e:
         if not lost_a_peer(e):
             raise
-
-
-def resumed_checkpoint(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """The run dir's checkpoint to resume from, or None to start (over)."""
-    from lmplay.runner import checkpoint
-
-    ckpt_path = run_dir / CHECKPOINT
-    bak = ckpt_path.with_name("model.lmp.bak")
-    if ckpt_path.is_dir():
-        raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
-    if not cfg.fresh and (moving := interrupted_set_aside(run_dir)):
-        raise ConfigError(f"a fresh=true start was cut short while it moved the old run into {moving}: rerun with "
-                          f"fresh=true to finish it, or move its files back into {run_dir} to resume the old run")
-    if not cfg.fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
-        raise ConfigError(f"{run_dir} has {bak.name} but no model.lmp: rename it to model.lmp to resume from it, "
-                          f"or fresh=true to start over")
-    if not ckpt_path.exists() or cfg.fresh:
-        return None
-    ckpt = checkpoint.load(ckpt_path)
-    print(f"resuming {ckpt_path} (fresh=true starts over)")
-    return ckpt
 
 
 def started_over_in_this_slurm_job(run_dir: Path) -> bool:

@@ -1,6 +1,7 @@
 """What a run shows while it trains: the last train record as the progress bar's postfix under a terminal;
 without one (a SLURM or nohup log), plain lines with how far into its stage the run is and an ETA."""
 
+import os
 import time
 from typing import Any
 
@@ -24,10 +25,11 @@ class Progress:
 
     def stage_started(self, name: str, stage_step: int, total: int, visible: bool) -> None:
         """A stage starts (or resumes) at `stage_step` of `total`: its bar (`visible` on the main rank; tqdm leaves
-        it out where stderr is no terminal), and no ETA until its first step is done."""
+        it out where stderr is no terminal, and TQDM_DISABLE, which tqdm reads only for what is not passed), and no
+        ETA until its first step is done."""
         self._clock = (None, stage_step, total)
         self.bar = tqdm(total=total, initial=stage_step, desc=name, unit="step", dynamic_ncols=True,
-                        disable=not visible or None)
+                        disable=True if not visible or os.environ.get("TQDM_DISABLE") else None)
 
     def step_done(self) -> None:
         self.bar.update(1)
