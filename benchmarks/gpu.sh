@@ -8,7 +8,8 @@
 #      fused_loss=false, where both loops run PyTorch's loss: the loop's own cost, like for like,
 #   4. where the step's GPU time goes at that mini-batch (benchmarks/profile_step.py), in lmplay's loop and the bare one,
 #   5. the compiled loss alone, for each way of leaving the padding columns out (benchmarks/loss_kernels.py),
-#      and again with coordinate-descent tuning,
+#      and again with coordinate-descent tuning, and the Triton backward kernel alone in each block x warps
+#      configuration (never autotuned: its configuration is chosen from these numbers),
 #   6. with INDUCTOR_OPTIONS=1, row 2 again under each of inductor's tuning options (`compile_options`),
 #      and with CUDA graphs (triton.cudagraphs: no launch gaps between kernels); max_autotune_gemm is left
 #      out: on torch 2.11 its autotuning crashed with an illegal memory access.
@@ -84,6 +85,8 @@ else
     python benchmarks/loss_kernels.py --device cuda --rows 65536 2>&1 | tail -8 | tee "$OUT/loss_kernels.log" || failed=1
     python benchmarks/loss_kernels.py --device cuda --rows 65536 --variants mask full mask_lse \
       --option coordinate_descent_tuning=true 2>&1 | tail -4 | tee -a "$OUT/loss_kernels.log" || failed=1
+    python benchmarks/loss_kernels.py --device cuda --rows 65536 --backward-configs 1024x4 2048x4 2048x8 4096x4 \
+      8192x8 8192x16 16384x16 2>&1 | tail -8 | tee -a "$OUT/loss_kernels.log" || failed=1
   fi
 fi
 [ -n "${INDUCTOR_OPTIONS:-}" ] || exit "$failed"

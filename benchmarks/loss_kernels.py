@@ -23,6 +23,12 @@ and the share of that floor reached:
 
     python benchmarks/loss_kernels.py --device cuda --rows 65536
     python benchmarks/loss_kernels.py --device cuda --rows 65536 --option coordinate_descent_tuning=true
+    python benchmarks/loss_kernels.py --device cuda --rows 65536 --backward-configs 2048x4 4096x8 8192x16
+
+`--backward-configs BLOCKxWARPS...` times the Triton backward kernel alone for each block size (columns a
+program steps over) and warp count, out of place, against the one the models run (BACKWARD_BLOCK x
+BACKWARD_WARPS): the backward is never autotuned (written over the logits, a second run would read its own
+output), so its configuration is chosen here, by hand.
 """
 
 import argparse
@@ -157,6 +163,39 @@ def matches_reference(loss: torch.Tensor, grad: torch.Tensor, logits: torch.Tens
             f"{'within' if grad_ok else 'outside'} bf16 rounding, padding gradient up to {padding:.1e}")
 
 
+def backward_config(text: str) -> tuple[int, int]:
+    block, _, warps = text.partition("x")
+    if not (block.isdigit() and warps.isdigit() and int(block) & (int(block) - 1) == 0 < int(warps)):
+        raise argparse.ArgumentTypeError(f"{text!r} is no BLOCKxWARPS with a power-of-two block, like 4096x8")
+    return int(block), int(warps)
+
+
+def time_backward_configs(logits, targets, vocab: int, configs: list[tuple[int, int]], repeats: int) -> None:
+    """The backward kernel alone for each (block, warps), its gradient checked against the models' configuration's:
+    milliseconds and the GB/s of its traffic (the logits read, their gradient written)."""
+    from lmplay.kernels import cross_entropy as kernels
+
+    _, _, lses = kernels._forward(logits.detach(), targets, vocab, True, False)
+    loss_grads = torch.ones(logits.size(0), device=logits.device)
+    x = logits.detach()
+
+    def once(block: int, warps: int) -> torch.Tensor:
+        grads = torch.empty_like(x)
+        kernels._cross_entropy_backward_kernel[(x.size(0),)](x, targets, lses, loss_grads, grads, x.stride(0),
+                                                             IGNORE_INDEX, columns_total=x.size(1), vocab=vocab,
+                                                             BLOCK=block, num_warps=warps)
+        return grads
+
+    models = (kernels.BACKWARD_BLOCK, kernels.BACKWARD_WARPS)
+    reference = once(*models)
+    traffic = 2 * x.numel() * x.element_size()
+    for block, warps in dict.fromkeys([models, *configs]):
+        seconds, grads = mean_seconds(lambda: once(block, warps), repeats, x.device)
+        same = "" if torch.equal(grads, reference) else "  GRADIENT DIFFERS from the models' configuration's"
+        print(f"backward {block:5d} x {warps:2d} warps {seconds * 1e3:8.2f} ms  {traffic / seconds / 1e9:7.0f} GB/s"
+              + (" (the models')" if (block, warps) == models else "") + same, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", type=torch_device, default="cpu")
@@ -166,6 +205,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=at_least(1), default=10)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         default=[v for v in VARIANTS if v != "triton" or importlib.util.find_spec("triton")])
+    parser.add_argument("--backward-configs", nargs="+", type=backward_config, metavar="BLOCKxWARPS",
+                        help="time the Triton backward kernel alone in these configurations (and no variant)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an inductor option for torch.compile, as lmplay's compile_options (repeatable)")
     args = parser.parse_args()
@@ -185,6 +226,11 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"{args.rows} rows x {args.padded} columns ({args.vocab} real), bf16; torch {torch.__version__}, {where}"
           + (f"; inductor options {options}" if options else ""))
+    if args.backward_configs and not importlib.util.find_spec("triton"):
+        parser.error("--backward-configs times lmplay's Triton kernel: it needs Triton (a GPU build of torch)")
+    if args.backward_configs:
+        time_backward_configs(logits, targets, args.vocab, args.backward_configs, args.repeats)
+        return
     for name in args.variants:
         try:
             compiled = torch.compile(VARIANTS[name], options=options or None)
