@@ -32,6 +32,7 @@ output), so its configuration is chosen here, by hand.
 """
 
 import argparse
+import functools
 import importlib.util
 import sys
 import time
@@ -190,7 +191,7 @@ def time_backward_configs(logits, targets, vocab: int, configs: list[tuple[int, 
     reference = once(*models)
     traffic = 2 * x.numel() * x.element_size()
     for block, warps in dict.fromkeys([models, *configs]):
-        seconds, grads = mean_seconds(lambda: once(block, warps), repeats, x.device)
+        seconds, grads = mean_seconds(functools.partial(once, block, warps), repeats, x.device)
         same = "" if torch.equal(grads, reference) else "  GRADIENT DIFFERS from the models' configuration's"
         print(f"backward {block:5d} x {warps:2d} warps {seconds * 1e3:8.2f} ms  {traffic / seconds / 1e9:7.0f} GB/s"
               + (" (the models')" if (block, warps) == models else "") + same, flush=True)
