@@ -58,10 +58,11 @@ def lmplay_runner(args, run_dir: Path):
     from hydra.errors import HydraException
 
     from lmplay.errors import LmplayError
-    from lmplay.runner.build import build_runner
+    from lmplay.runner.build import runner_from_overrides
 
-    try:
-        runner = build_runner(overrides(args), run_dir)
+    try:  # in a new temporary dir: nothing to resume
+        runner = runner_from_overrides(overrides(args), run_dir, set())
+        runner.setup(None)
     except (LmplayError, HydraException) as e:  # a mistake in the command: one line, as `lmplay.train` says it
         raise SystemExit(f"error: {' '.join(str(e).split())[:500]}") from None
     if runner.cfg.amp and runner.cfg.amp_dtype == "fp16":

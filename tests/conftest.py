@@ -103,8 +103,8 @@ def tiny_run_args(tmp_path):
 
 def make_runner(overrides: list[str], run_dir: Path, ckpt: dict | None = None, overridden: set[str] = frozenset()):
     """A set-up LMRunnerBase built in-process exactly as `python -m lmplay.train` builds it."""
-    from lmplay.runner.build import unset_runner
+    from lmplay.runner.build import runner_from_overrides
 
-    runner = unset_runner(overrides, run_dir, set(overridden))
+    runner = runner_from_overrides(overrides, run_dir, set(overridden))
     runner.setup(ckpt)
     return runner

@@ -146,25 +146,6 @@ def test_a_ctrl_c_the_run_was_started_ignoring_stays_ignored_once_it_trains(tmp_
     assert stopped.returncode == 130 and "SIGINT: saved" in err, err
 
 
-def test_build_runner_in_a_notebook_resumes_as_the_command_line_does_and_never_trains_over_a_run(tmp_path):
-    """The README's notebook lines, run twice: the second call started over in the same dir, its model.lmp rotated
-    the first run's away and its stats.json replaced the first run's records; a dir holding only the .bak was
-    trained over too."""
-    from lmplay.runner.build import build_runner
-
-    args = ["exp=test_runner", "device=cpu", "max_steps=3"]
-    build_runner(args, tmp_path).train()
-    resumed = build_runner(["exp=test_runner", "device=cpu", "max_steps=5", "lr=1e-2"], tmp_path)
-    assert resumed.runner_c.progress["step"] == 3 and resumed.optimizer_c.base_lr == 1e-2  # typed: it wins
-    resumed.train()
-    assert [r["step"] for r in json.loads((tmp_path / "stats.json").read_text())["train"]] == [1, 2, 3, 4, 5]
-    (tmp_path / "model.lmp").rename(tmp_path / "model.lmp.bak")
-    with pytest.raises(ConfigError, match="has model.lmp.bak but no model.lmp: rename it to model.lmp"):
-        build_runner(args, tmp_path)
-    again = build_runner([*args, "fresh=true"], tmp_path)  # starts over, the old run set aside in the dir
-    assert again.runner_c.progress["step"] == 0 and list(tmp_path.glob("replaced_*/model.lmp.bak"))
-
-
 def training(run) -> subprocess.Popen:
     """A long run in `run`, once it has recorded 3 steps (and saved none)."""
     proc = popen_train(["exp=test_runner", "device=cpu", "max_steps=100000", "runner.save_interval=100000",

@@ -464,6 +464,10 @@ def test_the_resume_command_keeps_the_config_dir_and_name_and_quotes_for_the_she
     assert rerun_command(tmp_path) == ('python -m lmplay.train -m --config-dir "/my cfg" --config-name mine_primary '
                                        f"hydra/launcher=joblib exp=mine lr=3e-3,-1 \"run_name='a b'\" "
                                        f"hydra.sweep.dir={tmp_path.resolve()}")
+    odd = tmp_path / "sw a,b"  # a comma and a space: one value for Hydra (else a sweep over it), one word for bash
+    odd.mkdir()
+    (odd / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    assert rerun_command(odd).endswith(f" \"hydra.sweep.dir='{odd.resolve()}'\"")
 
 
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):

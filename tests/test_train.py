@@ -908,6 +908,9 @@ def test_a_stages_setting_of_the_wrong_kind_is_refused_before_any_stage_trains(t
      "and block_size is none of them: the model's context_len is the checkpoint's"),
     (["--model", "m.lmp", "--n-layer", "4"], "the model's model.num_blocks is the checkpoint's"),
     (["--model", "m.lmp", "--start", "Hi"], "did you mean prompt=Hi?"),  # nanoGPT's sample.py names
+    (["--model", "m.lmp", "--start", "Once upon a time"],  # as it pastes back: was 4 prompts
+     "did you mean \"prompt='Once upon a time'\"?"),
+    (["--run-nam", "a,b"], "did you mean \"run_name='a,b'\"?"),  # was run_name=a,b: a sweep
     (["--out-dir", "run", "--model", "m.lmp"], "did you mean checkpoint=run?"),
     (["--model", "m.lmp", "--dtype", "bfloat16"],
      "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here"),

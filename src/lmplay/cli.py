@@ -65,9 +65,12 @@ def flag_hint(key: str, value: str, config_name: str) -> str:
     (temperature, model.embed_dim, context_len), never a respelling that is refused in turn."""
     from lmplay.overrides import closest_key, every_key
 
+    def setting(name: str) -> str:  # as it pastes back: one word for bash, and one value for Hydra (`a b,c`)
+        return shell_word(f"{name}={value if value == 'VALUE' else quote(value)}")
+
     known = [k for k in every_key(config_name) if k not in ALIASES]
     if key in known:
-        return f"like {key}={value}"
+        return f"like {setting(key)}"
     if key == "dtype":  # nanoGPT's spelling; amp_dtype=bfloat16 would be refused in turn
         return f"and dtype is none of them: {DTYPE}"
     if config_name == "config" and key in UNLIKE_NANOGPT:
@@ -76,7 +79,7 @@ def flag_hint(key: str, value: str, config_name: str) -> str:
         return f"and {key} is none of them: the model's {ALIASES[key]} is the checkpoint's"
     close = (ALIASES if config_name == "config" else SAMPLE_ALIASES).get(key)
     close = close or closest_key(key, known)
-    return f"did you mean {close}={value}?" if close else f"and {key} is none of them"
+    return f"did you mean {setting(close)}?" if close else f"and {key} is none of them"
 
 
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

@@ -34,7 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lmplay.cli import fail, launcher_rank, printable, run_main, shell_word
+from lmplay.cli import fail, launcher_rank, printable, quote, run_main, shell_word
 from lmplay.config import override_key, override_value
 from lmplay.errors import ConfigError
 from lmplay.files import (
@@ -517,7 +517,7 @@ def rerun_command(sweep_dir: Path) -> str:
              for w in ("--config-dir", str(source.get("path")))]  # a sweep of configs of one's own
     if (name := dig(recorded, "job", "config_name")) not in (None, "config"):
         flags += ["--config-name", str(name)]
-    words = [*flags, *hydra, *task, f"hydra.sweep.dir={sweep_dir.resolve()}"]
+    words = [*flags, *hydra, *task, f"hydra.sweep.dir={quote(str(sweep_dir.resolve()))}"]  # for Hydra, then bash
     return "python -m lmplay.train -m " + " ".join(map(shell_word, words))
 
 

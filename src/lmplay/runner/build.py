@@ -1,28 +1,20 @@
-"""A runner built in this process from overrides, as `python -m lmplay.train` builds it: for a notebook's
-experiment, the tests and the benchmarks, which train or time the real runner without a subprocess."""
+"""A runner composed in this process from overrides, before its set-up: what the tests and the benchmarks build
+on, in dirs of their own. Training a run is `python -m lmplay.train`'s: it holds the run dir, checks it and the
+settings, resumes it and labels it (.hydra/), which a runner alone does not."""
 
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from lmplay.config import override_key
 from lmplay.overrides import composed
-from lmplay.runner import checkpoint
 from lmplay.runner.base import LMRunnerBase
 from lmplay.runner.components import config_class
 
 
-def build_runner(overrides: list[str], run_dir: Path | str) -> LMRunnerBase:
-    """A set-up runner over `run_dir`, resumed from its checkpoint as the same command line resumes it (the keys of
-    `overrides` win over the checkpoint's; `fresh=true` starts over, the old run set aside); `.train()` trains it."""
-    runner = unset_runner(overrides, run_dir, {override_key(o) for o in overrides})
-    runner.setup(checkpoint.resumed(runner.run_dir, runner.cfg.fresh))
-    return runner
-
-
-def unset_runner(overrides: list[str], run_dir: Path | str, overridden: set[str]) -> LMRunnerBase:
-    """The runner before its set-up (`.setup(ckpt)`): what the tests build on a checkpoint of their making."""
+def runner_from_overrides(overrides: list[str], run_dir: Path | str, overridden: set[str]) -> LMRunnerBase:
+    """The runner of these overrides over `run_dir`, as lmplay.train makes it, before `.setup(ckpt)`; `overridden`
+    are the keys that win over a checkpoint, as typed ones do."""
     cfg = composed("config", overrides, with_hydra=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
