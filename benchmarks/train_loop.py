@@ -62,12 +62,12 @@ def lmplay_runner(args, run_dir: Path):
 
     try:  # in a new temporary dir: nothing to resume
         runner = runner_from_overrides(overrides(args), run_dir, set())
+        if runner.cfg.amp and runner.cfg.amp_dtype == "fp16":
+            raise SystemExit("error: amp_dtype=fp16 trains through a GradScaler, which the bare loop has not; "
+                             "benchmark bf16 (the default)")
         runner.setup(None)
     except (LmplayError, HydraException) as e:  # a mistake in the command: one line, as `lmplay.train` says it
         raise SystemExit(f"error: {' '.join(str(e).split())[:500]}") from None
-    if runner.cfg.amp and runner.cfg.amp_dtype == "fp16":
-        raise SystemExit("error: amp_dtype=fp16 trains through a GradScaler, which the bare loop has not; "
-                         "benchmark bf16 (the default)")
     return runner
 
 
@@ -139,13 +139,12 @@ class BareLoop:
     def __init__(self, args, run_dir: Path) -> None:
         import torch
 
-        from lmplay.runner.compiling import compile_options
+        from lmplay.runner.compiling import torch_compiled
 
         runner = lmplay_runner(args, run_dir)  # only to get the same model, optimizer, batches and settings
         self.runner, self.model, self.device = runner, runner.model, runner.device
         self.clip_grad_norm = torch.nn.utils.clip_grad_norm_
-        self.loss_sum = (torch.compile(self.summed_loss, options=compile_options(runner.cfg) or None) if args.compile
-                         else self.summed_loss)
+        self.loss_sum = torch_compiled(self.summed_loss, runner.cfg) or self.summed_loss  # as lmplay compiles it
         self.curriculum, self.optimizer, self.autocast = runner.curriculum, runner.optimizer_c.optimizer, runner.autocast
         self.settings = self.stage_settings()
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,14 @@ import pytest
 from lmplay.overrides import composed
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background (`bash .ci/run &`, nohup) inherits SIGINT and SIGHUP ignored, and so does every
+# command it starts, which then ignores them as it should (lmplay keeps a signal it was started ignoring): the tests
+# that send a Ctrl-C or a closed terminal's SIGHUP to a run need them as a terminal leaves them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def compose_config(overrides: list[str] = (), config_name: str = "config"):

@@ -736,6 +736,7 @@ def test_a_set_aside_cut_short_is_finished_by_the_next_fresh_start_and_stops_a_r
     """kill -9 between two moves left model.lmp in replaced_<time>/ and the rest in the run dir: a resume then took
     the older .bak, and the next fresh=true split the replaced run over two dirs."""
     from lmplay.files import set_aside_old_run
+    from lmplay.train import resumed_checkpoint
 
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}", "runner.save_interval=8"]
@@ -756,7 +757,7 @@ def test_a_set_aside_cut_short_is_finished_by_the_next_fresh_start_and_stops_a_r
     monkeypatch.undo()
     with pytest.raises(ConfigError, match=r"a fresh=true start was cut short while it moved the old run into "
                                           r".*\.replaced_.*: rerun with fresh=true to finish it"):
-        checkpoint.resumed(run, fresh=False)
+        resumed_checkpoint(run, fresh=False)
     proc = run_cli("lmplay.train", *args, "max_steps=2", "fresh=true", check=True)
     [aside] = [p for p in run.iterdir() if "replaced_" in p.name]
     assert not aside.name.startswith(".") and {p.name for p in aside.iterdir()} == old

@@ -5,7 +5,7 @@ import torch
 
 from conftest import make_runner, run_cli
 from experiments.gpt2ish.model import GPT2ish
-from lmplay.runner.report import describe
+from lmplay.runner.report import start_report
 from lmplay.stats.mfu import flops_per_token, matmul_params, mfu, peak_flops
 from lmplay.stats.speed import SpeedMeter
 
@@ -125,7 +125,7 @@ def test_compile_options_reach_inductor_and_keep_the_losses(tmp_path, monkeypatc
     assert passed == [{"coordinate_descent_tuning": True, "triton.cudagraphs": False, "cpp.simdlen": None}] * 2  # the
     # training loss's and validation's
     assert ("torch.compile with coordinate_descent_tuning=True, triton.cudagraphs=False, cpp.simdlen=None (the first "
-            "steps") in describe(runner)
+            "steps") in start_report(runner)
     settings = runner.runner_c.settings
     tuned = [runner.train_step(runner.curriculum.next_batch(settings.batch_size, True), settings)[0].item()
              for _ in range(3)]
@@ -230,9 +230,9 @@ def test_accuracy_of_bf16_logits_counts_a_tie_as_argmax_does(tmp_path):
 
 
     runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "amp=true", "vocab_multiple=64"], tmp_path)
-    assert "speed: bf16 autocast, torch.compile (the first steps compile" in describe(runner)
-    assert "vocabulary padded 257 -> 320" in describe(runner)
-    assert "speed:" not in describe(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain"))
+    assert "speed: bf16 autocast, torch.compile (the first steps compile" in start_report(runner)
+    assert "vocabulary padded 257 -> 320" in start_report(runner)
+    assert "speed:" not in start_report(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain"))
 
 
 @pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),

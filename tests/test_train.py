@@ -27,7 +27,7 @@ from lmplay.hydra_app import HeldStderr, run_hydra_app
 from lmplay.overrides import ambiguous_value, precheck
 from lmplay.runner import checkpoint, progress
 from lmplay.runner.components import RunnerSettings
-from lmplay.runner.report import describe, uneven_mini_batch, uneven_mini_batches
+from lmplay.runner.report import start_report, uneven_mini_batch, uneven_mini_batches
 from lmplay.stats import speed, tensorboard
 
 
@@ -606,8 +606,8 @@ def test_tqdm_disable_hides_the_bar_on_a_terminal_too(monkeypatch):
     shown = {}
     for env in ("", "1"):
         monkeypatch.setenv("TQDM_DISABLE", env)
-        display = progress.Progress(plain=False)
-        display.stage_started("s", 0, 10, visible=True)
+        display = progress.Progress(shown=True)
+        display.stage_started("s", 0, 10)
         shown[env] = not display.bar.disable
         display.stage_ended()
     assert shown == {"": True, "1": False}
@@ -1287,7 +1287,7 @@ def test_a_mini_batch_that_does_not_divide_a_rank_s_share_is_noted_for_compile(t
     assert note(8, 4) is None and note(16, 4, ranks=2) is None
     assert note(7, 3).endswith("batch_size=6 or 9 divides by it")  # not 7 mini-batches of 1
     assert "the 5 samples a rank takes a step" in note(10, 4, ranks=2)
-    assert "ends with a mini-batch of 2" in describe(make_runner(
+    assert "ends with a mini-batch of 2" in start_report(make_runner(
         ["exp=test_runner", "device=cpu", "compile=true", "batch_size=10", "mini_batch_size=4"], tmp_path))
 
 
@@ -1328,4 +1328,4 @@ def test_a_stage_s_own_uneven_mini_batch_is_noted_for_compile_too(tmp_path):
                          tmp_path)
     notes = uneven_mini_batches(runner)
     assert len(notes) == 1 and notes[0].startswith("note: stage 'b': mini_batch_size=2 does not divide the 7 samples")
-    assert notes[0] in describe(runner)
+    assert notes[0] in start_report(runner)

@@ -18,6 +18,7 @@ _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, w
 
 CHECKPOINT = "model.lmp"  # a run dir's files, by the names design.md §7 gives them
 STATS = "stats.json"
+RECORD_KINDS = ("train", "validation")  # stats.json: {"train": [record, ...], "validation": [...]}
 JOB_FILE = "job.json"  # a sweep's job's own record (lmplay.sweep)
 FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over (fresh=true)
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/

@@ -24,9 +24,9 @@ from lmplay.config import CONF_DIR, check_value_types, override_key, override_va
 from lmplay.device import amp_dtype, check_amp_dtype, pick_device
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file, home_expanded, no_checkpoint
-from lmplay.hydra_app import readable_config, run_hydra_app
 from lmplay.generation.command_line import normalize
 from lmplay.generation.config import GenerationConfig
+from lmplay.hydra_app import readable_config, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
 SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt": "prompt",
@@ -35,7 +35,6 @@ SEED_FLAGS = {"--model": "checkpoint", "--checkpoint": "checkpoint", "--prompt":
               "--top-p": "top_p", "--repetition-penalty": "repetition_penalty", "--num-samples": "num_samples",
               "--seed": "seed"}
 SEED_SWITCHES = {"--amp": "amp=true", "--sample": "do_sample=true", "--greedy": "do_sample=false"}
-
 
 
 def typed_prompts(cfg: DictConfig) -> list[str]:

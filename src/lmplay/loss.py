@@ -22,12 +22,13 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
     `targets` (...), IGNORE_INDEX left out. `fused`: with the Triton kernels where they run.
 
     Sums, not means: the runner divides by the tokens of the whole effective batch so that gradient accumulation
-    equals one big batch.
+    equals one big batch. Under compile=true the Triton loss writes its gradient over `logits`: a loss_terms that
+    reads them again after this call (a z-loss) fails to compile, and the runner says to train with fused_loss=false.
     """
     flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
     ties = torch.finfo(logits.dtype).bits < 32  # computed in bf16 or fp16
     if fused and triton_loss_runs_on(logits.device):
-        # compiled, the gradient is written over the logits, which a model's loss_terms never reads after this
+        # compiled, the gradient is written over the logits (one buffer of their size, not two)
         return triton_kernels.cross_entropy(flat_logits, flat_targets, vocab, ties, overwrite=True)
     flat_logits = real_columns(flat_logits.float(), vocab)
     loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")

@@ -114,11 +114,8 @@ class LMBase(MBase):
         return logits if logits.size(-1) == vocab else logits[..., :vocab]
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed next-token cross-entropy and number of correct top-1 predictions over real targets.
-
-        Sums, not means: the runner divides by the tokens of the whole effective batch so that
-        gradient accumulation equals one big batch.
-        """
+        """Summed next-token cross-entropy and number of correct top-1 predictions over real targets (see
+        lmplay.loss.next_token_loss); an idea's own loss overrides this."""
         return next_token_loss(self(inputs), targets, self.tokenizer_vocab_size, self.fused_loss)
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:

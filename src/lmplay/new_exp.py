@@ -235,8 +235,9 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     mapping = rename_map(src, name, module)
     check_name(name, src, mapping)
     check_free(name, pkg_dir, conf_dir, [mapping[v] for v in src.versions], into)
-    files = copied_code(name, src, mapping, pkg_dir)
-    files[pkg_dir / "README.md"] = readme(name, src, {mapping[v]: v for v in src.versions}, into)
+    original = {mapping[v]: v for v in src.versions}  # each copied version's source version
+    files = copied_code(name, src, mapping, original, pkg_dir)
+    files[pkg_dir / "README.md"] = readme(name, src, original, into)
     files |= exp_configs(src, mapping, conf_dir)
     if into is not None:
         for init in (into / "__init__.py", conf_dir / "__init__.py"):  # pkg://<into>.conf needs importable packages
@@ -278,9 +279,9 @@ def check_free(name: str, pkg_dir: Path, conf_dir: Path, versions: list[str], in
         raise ConfigError(f"experiment '{name}' already exists: {', '.join(taken)}; pick another name")
 
 
-def copied_code(name: str, src: Source, mapping: dict[str, str], pkg_dir: Path) -> dict[Path, str]:
+def copied_code(name: str, src: Source, mapping: dict[str, str], original: dict[str, str],
+                pkg_dir: Path) -> dict[Path, str]:
     """The source package's .py files renamed for the copy, each checked to be valid Python."""
-    original = {mapping[v]: v for v in src.versions}
     docstrings = {"__init__.py": f"{name}: copied from {src.module} by lmplay.new_exp; say here what idea it tries.",
                   "model.py": f"{name}'s model: a copy of {src.module}'s; change one thing and say here what and why.",
                   "versions.py": f"The registered versions of {name}; each has a conf/exp/<name>.yaml."}

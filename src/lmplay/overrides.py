@@ -426,13 +426,13 @@ def closest_key(key: str, known: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def composed(config_name: str, choices: Iterable[str] = (), with_hydra: bool = False) -> Any:
-    """The config with these group choices (`optimizer=sgd`, `hydra/launcher=joblib`), else the defaults; with
-    Hydra's own keys (`hydra.run.dir`) when `with_hydra`."""
+def composed(config_name: str, overrides: Iterable[str] = (), with_hydra: bool = False) -> Any:
+    """The config with these overrides (group choices such as `optimizer=sgd`, `hydra/launcher=joblib`, or any
+    key), else the defaults; with Hydra's own keys (`hydra.run.dir`) when `with_hydra`."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name=config_name, overrides=list(choices), return_hydra_config=with_hydra)
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 PLUS_SEARCHPATH = "Hydra reads its search path from hydra.searchpath=[...] only, and ignores +hydra.searchpath: drop the +"

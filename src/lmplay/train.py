@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, planted_symlink,
+from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, interrupted_set_aside, planted_symlink,
                           release_run_dir, symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
@@ -108,8 +108,8 @@ def train(cfg: DictConfig) -> None:
     from lmplay.runner.components import config_class
     from lmplay.runner import checkpoint
     from lmplay.runner.registry import check_trained_class
-    from lmplay.runner.report import describe
-    from lmplay.runner.stopping import restore_signals, setup_stop_signals
+    from lmplay.runner.report import start_report
+    from lmplay.runner.stopping import stops_during_setup
 
     if not sys.stderr.isatty() or os.environ.get("TQDM_DISABLE"):  # where progress bars go
         from lmplay.data.hf import quiet_progress_bars
@@ -121,34 +121,32 @@ def train(cfg: DictConfig) -> None:
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
-    before = setup_stop_signals()  # until training starts, which saves on them
     try:
-        ckpt = checkpoint.resumed(run_dir, cfg.fresh)
-        check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
-        runner.setup(ckpt)
-        in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-        why = runner.nothing_to_train(in_sweep) if ckpt else None
-        if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep summary
-            if runner.world.is_main:  # read (.hydra/)
-                print(why)
-            runner.close()
-            return
-        if runner.world.is_main:
-            label_run(runner, run_dir, resumed=ckpt is not None, fresh=cfg.fresh)
-        print(describe(runner))
-        if in_sweep:  # the sweep's default dir is named by the time it started
-            from lmplay.sweep import rerun_command
+        with stops_during_setup():  # until training starts, which saves on them
+            ckpt = resumed_checkpoint(run_dir, cfg.fresh)
+            check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
+            runner.setup(ckpt)
+            in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+            why = runner.nothing_to_train(in_sweep) if ckpt else None
+            if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep
+                if runner.world.is_main:  # summary read (.hydra/)
+                    print(why)
+                runner.close()
+                return
+            if runner.world.is_main:
+                label_run(runner, run_dir, resumed=ckpt is not None, fresh=cfg.fresh)
+            print(start_report(runner))
+            if in_sweep:  # the sweep's default dir is named by the time it started
+                from lmplay.sweep import rerun_command
 
-            runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
-                                  f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
-        restore_signals(before)
+                runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
+                                      f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
         if not in_sweep and (run_dir / JOB_FILE).is_file():  # a sweep's job trained on with a run of its own
             train_job_on(runner, run_dir)
         else:
             runner.train()
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
-        restore_signals(before)
         release_run_dir(run_dir)
 
 
@@ -225,6 +223,28 @@ def leave_world(runner) -> None:
     except RuntimeError as e:
         if not lost_a_peer(e):
             raise
+
+
+def resumed_checkpoint(run_dir: Path, fresh: bool) -> dict | None:
+    """The run dir's checkpoint to resume from, or None to start (fresh=true: over, the old run set aside later).
+    A dir whose run cannot be resumed as it is, and would be trained over, is refused."""
+    ckpt_path = run_dir / CHECKPOINT
+    bak = ckpt_path.with_name(f"{CHECKPOINT}.bak")
+    if ckpt_path.is_dir():
+        raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
+    if not fresh and (moving := interrupted_set_aside(run_dir)):
+        raise ConfigError(f"a fresh=true start was cut short while it moved the old run into {moving}: rerun with "
+                          f"fresh=true to finish it, or move its files back into {run_dir} to resume the old run")
+    if not fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
+        raise ConfigError(f"{run_dir} has {bak.name} but no {CHECKPOINT}: rename it to {CHECKPOINT} to resume from "
+                          f"it, or fresh=true to start over")
+    if not ckpt_path.exists() or fresh:
+        return None
+    from lmplay.runner import checkpoint
+
+    ckpt = checkpoint.load(ckpt_path)
+    print(f"resuming {ckpt_path} (fresh=true starts over)")
+    return ckpt
 
 
 def started_over_in_this_slurm_job(run_dir: Path) -> bool:

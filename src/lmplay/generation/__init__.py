@@ -1,5 +1,6 @@
-"""Generation, in five small modules imported on their own (so checking settings needs no torch):
+"""Generation, in six small modules imported on their own (so checking settings needs no torch):
 
+    command_line  generate's command line as Hydra overrides (prompts and paths quoted as text)
     config    GenerationConfig: what to generate, checked up front
     sampling  the logit processors (repetition penalty, temperature, top-k, top-p) and the pick
     decode    generate_tokens: the batched, KV-cached decode loop with a sliding window

@@ -4,7 +4,6 @@ import contextlib
 import gc
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -91,9 +90,7 @@ class LMRunnerBase:
         self.resume_hint = "run the same command without fresh=true to resume" if cfg.fresh else \
             "run the same command to resume"
         self.defer_reads = self.device.type != "cpu"  # see _run_steps
-        # no terminal for the bar (a SLURM or nohup log): plain progress lines instead
-        self.display = Progress(plain=self.world.is_main and not sys.stderr.isatty()
-                                 and not os.environ.get("TQDM_DISABLE"))
+        self.display = Progress(shown=self.world.is_main)
         self._no_validation_noted: set[str] = set()  # stages whose held-out rows make no batch, said once
         self._part_held_out_noted: set[str] = set()  # stages whose validation measures part of their held-out rows
         self._held_out_change_noted = False  # a resume's held-out set differs from the run's before: said once
@@ -641,7 +638,7 @@ class LMRunnerBase:
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_schedule_change(plan, total)
-        self.display.stage_started(stage.name, progress["stage_step"], total, self.world.is_main)
+        self.display.stage_started(stage.name, progress["stage_step"], total)
         try:
             finished = self._run_steps(stage, plan, total)
         finally:
@@ -716,7 +713,7 @@ class LMRunnerBase:
         finished = False
         while max_steps is None or progress["step"] < max_steps:
             if self.world.any(self.stop.signum is not None):  # all ranks stop after the same step
-                self.stop.signum = self.stop.signum or signal.SIGTERM
+                self.stop.stopped_elsewhere()
                 break
             batch = self.curriculum.next_batch(settings.batch_size, settings.include_prompts)
             if batch is None and progress["stage_step"] == 0:  # not a stage that trained: one that cannot

@@ -32,7 +32,6 @@ from lmplay.files import (
     STATS,
     checkpoint_file,
     hold_run_dir,
-    interrupted_set_aside,
     no_checkpoint,
     release_run_dir,
     set_aside_old_run,
@@ -236,26 +235,6 @@ def damaged_record(path: Path) -> str | None:
             except (zipfile.BadZipFile, OSError, EOFError):
                 return record.filename
     return None
-
-
-def resumed(run_dir: Path, fresh: bool) -> dict[str, Any] | None:
-    """The run dir's checkpoint to resume from, or None to start (fresh=true: over, the old run set aside later).
-    A dir whose run cannot be resumed as it is, and would be trained over, is refused."""
-    ckpt_path = run_dir / CHECKPOINT
-    bak = ckpt_path.with_name("model.lmp.bak")
-    if ckpt_path.is_dir():
-        raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
-    if not fresh and (moving := interrupted_set_aside(run_dir)):
-        raise ConfigError(f"a fresh=true start was cut short while it moved the old run into {moving}: rerun with "
-                          f"fresh=true to finish it, or move its files back into {run_dir} to resume the old run")
-    if not fresh and not ckpt_path.exists() and bak.is_file():  # starting over would rotate it away
-        raise ConfigError(f"{run_dir} has {bak.name} but no model.lmp: rename it to model.lmp to resume from it, "
-                          f"or fresh=true to start over")
-    if not ckpt_path.exists() or fresh:
-        return None
-    ckpt = load(ckpt_path)
-    print(f"resuming {ckpt_path} (fresh=true starts over)")
-    return ckpt
 
 
 def model_class(ckpt: dict[str, Any]) -> str | None:

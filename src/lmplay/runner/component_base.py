@@ -224,15 +224,14 @@ class Component:
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
-        self.report(merged, sources, saved, schema)
+        self.record_provenance(merged, sources, saved, schema, typed, explicit)
         self.args = merged
         return merged
 
-    def report(self, merged: dict[str, Any], sources: dict[str, str], saved: dict[str, Any],
-               schema: dict[str, Any]) -> None:
+    def record_provenance(self, merged: dict[str, Any], sources: dict[str, str], saved: dict[str, Any],
+                          schema: dict[str, Any], typed: set[str], explicit: set[str]) -> None:
         """For the start-of-run report: each key typed, or that differs from its default or the checkpoint, and
         where its value came from (`sources`: command line, chosen group, checkpoint or config)."""
-        typed, explicit = self.runner.typed_keys(self.group), self.runner.explicit_keys(self.group)
         for key, value in merged.items():
             if key not in typed and sources.get(key) != "checkpoint":
                 said_inside = self.report_typed_inside(key, value, typed)

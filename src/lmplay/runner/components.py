@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
 from lmplay.errors import ConfigError
+from lmplay.files import RECORD_KINDS
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
 from lmplay.runner.basic import check_model_args
@@ -29,7 +30,7 @@ from lmplay.runner.component_base import (
 )
 from lmplay.runner.optimizers import freeze, param_groups
 from lmplay.runner.schedules import Schedule
-from lmplay.stats.runs import RECORD_KINDS, records_problem
+from lmplay.stats.runs import records_problem
 
 
 def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 without one (a SLURM or nohup log), plain lines with how far into its stage the run is and an ETA."""
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -15,21 +16,22 @@ FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with
 
 
 class Progress:
-    """`plain`: lines instead of the bar's postfix (set where stderr is no terminal, on the main rank)."""
+    """`shown`: on the main rank, unless TQDM_DISABLE hides progress. `plain`: lines instead of the bar's postfix,
+    where stderr is no terminal (a SLURM or nohup log)."""
 
-    def __init__(self, plain: bool) -> None:
-        self.plain = plain
+    def __init__(self, shown: bool) -> None:
+        self.shown = shown and not os.environ.get("TQDM_DISABLE")  # tqdm reads it only for what is not passed
+        self.plain = self.shown and not sys.stderr.isatty()
         self.bar: tqdm | None = None  # the stage's
         self._next_line = self._next_postfix = float("-inf")
         self._clock: tuple[float | None, int, int] = (None, 0, 0)  # (started at, its stage step, the stage's steps)
 
-    def stage_started(self, name: str, stage_step: int, total: int, visible: bool) -> None:
-        """A stage starts (or resumes) at `stage_step` of `total`: its bar (`visible` on the main rank; tqdm leaves
-        it out where stderr is no terminal, and TQDM_DISABLE, which tqdm reads only for what is not passed), and no
-        ETA until its first step is done."""
+    def stage_started(self, name: str, stage_step: int, total: int) -> None:
+        """A stage starts (or resumes) at `stage_step` of `total`: its bar (where shown: tqdm leaves it out where
+        stderr is no terminal), and no ETA until its first step is done."""
         self._clock = (None, stage_step, total)
         self.bar = tqdm(total=total, initial=stage_step, desc=name, unit="step", dynamic_ncols=True,
-                        disable=True if not visible or os.environ.get("TQDM_DISABLE") else None)
+                        disable=None if self.shown else True)
 
     def step_done(self) -> None:
         self.bar.update(1)

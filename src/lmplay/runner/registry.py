@@ -28,6 +28,11 @@ class Registration:
     description: str
     factory: Factory
 
+    @property
+    def model_class(self) -> type:
+        """The class the version builds (read from its runner, which builds no model)."""
+        return self.factory(None).model_class
+
 
 _REGISTRY: dict[str, Registration] = {}
 _BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
@@ -99,7 +104,7 @@ def names(model_class: str, cls: type) -> bool:
 
 def versions_of(model_class: str, runners: dict[str, Registration]) -> list[str]:
     """The registered versions whose model is `model_class`."""
-    return [name for name in sorted(runners) if names(model_class, runners[name].factory(None).model_class)]
+    return [name for name in sorted(runners) if names(model_class, runners[name].model_class)]
 
 
 def check_trained_class(name: str, model_class: type, resumed_as: str | None = None) -> None:
@@ -109,7 +114,7 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
     as it was (`resumed_as`, its checkpoint's class): its checkpoints load as that class (get_runner). Quiet about
     other packages' import errors: a half-written idea beside the one trained warned on every run."""
     runners = registered(warn=False)
-    if name not in runners or (own := runners[name].factory(None).model_class) is model_class or \
+    if name not in runners or (own := runners[name].model_class) is model_class or \
             resumed_as is not None and names(resumed_as, model_class):
         return
     trains_it = versions_of(defined_at(model_class), runners)
@@ -128,10 +133,9 @@ def renamed_to(model_class: str | None, name: str, runners: dict[str, Registrati
     if not module or module not in sys.modules or hasattr(sys.modules[module], class_name):
         return None
     if name in runners:
-        return name if runners[name].factory(None).model_class.__module__ == module else None
-    there = {v: runners[v].factory(None).model_class for v in sorted(runners)}
-    there = {v: cls for v, cls in there.items() if cls.__module__ == module}
-    return next(iter(there)) if len(set(there.values())) == 1 else None
+        return name if runners[name].model_class.__module__ == module else None
+    in_module = {v: runners[v].model_class for v in sorted(runners) if runners[v].model_class.__module__ == module}
+    return next(iter(in_module)) if len(set(in_module.values())) == 1 else None
 
 
 def get_runner(name: str, overrides: dict | None = None, model_class: str | None = None) -> BasicModelRunner:
@@ -154,7 +158,7 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
         return now
     if name in runners:
         raise ConfigError(f"this checkpoint of experiment '{name}' was trained as {model_class}, not as the class "
-                          f"'{name}' is registered with ({defined_at(runners[name].factory(None).model_class)}), "
+                          f"'{name}' is registered with ({defined_at(runners[name].model_class)}), "
                           f"and no registered version has that class: loading it as '{name}' would run other code "
                           f"on its weights")
     package = (model_class or "").rpartition(".")[0].rpartition(".")[0]  # experiments.lradd of ...lradd.model.X

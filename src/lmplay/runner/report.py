@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from lmplay.runner.base import LMRunnerBase
 
 
-def describe(runner: "LMRunnerBase") -> str:
+def start_report(runner: "LMRunnerBase") -> str:
+    """The lines a run starts with (after its data's): a log read later must say what trained where, and how."""
     lines = [(f"experiment {runner.exp_name}: {runner.model.size_text()}, tokenizer {runner.tokenizer.name} (vocab "
               f"{runner.tokenizer.vocab_size}), context {runner.context_len}, device {runner.device}{ranks(runner)}"),
              f"run dir {runner.run_dir.resolve()}"]
@@ -21,9 +22,9 @@ def describe(runner: "LMRunnerBase") -> str:
         lines.append(f"speed: {', '.join(speed)}")
     if runner.cfg.compile:
         lines += uneven_mini_batches(runner)
-    if runner.provenance.report():
+    if settings := runner.provenance.report():
         lines += ["settings that differ from the defaults, by where they came from (all: .hydra/config.yaml):",
-                  *runner.provenance.report()]
+                  *settings]
     return "\n".join(lines)
 
 

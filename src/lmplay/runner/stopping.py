@@ -40,10 +40,16 @@ def _stop_setup(signum: int, frame: object) -> None:
     raise StoppedBeforeTraining(signum)
 
 
-def setup_stop_signals() -> dict[int, Any]:
-    """SIGTERM and SIGHUP (unless ignored: nohup) stop set-up cleanly; their handlers before, to put back."""
+@contextmanager
+def stops_during_setup() -> Iterator[None]:
+    """SIGTERM and SIGHUP (unless ignored: nohup) stop set-up cleanly inside the block (a Ctrl-C does already);
+    the handlers before are put back after it, however it ends."""
     stopping = [s for s in stop_signals() if s in (signal.SIGTERM, getattr(signal, "SIGHUP", None))]
-    return {s: signal.signal(s, _stop_setup) for s in stopping}
+    previous = {s: signal.signal(s, _stop_setup) for s in stopping}
+    try:
+        yield
+    finally:
+        restore_signals(previous)
 
 
 def restore_signals(handlers: dict[int, Any]) -> None:
@@ -73,6 +79,10 @@ class StopRequest:
             yield
         finally:
             restore_signals(self._previous)
+
+    def stopped_elsewhere(self) -> None:
+        """Another rank received a stop signal: this one stops after the same step, as for a SIGTERM of its own."""
+        self.signum = self.signum or signal.SIGTERM
 
     def on_signal(self, signum: int, frame: object) -> None:
         """Save after this step and stop; said at once, with what a second signal would do."""

@@ -16,14 +16,13 @@ import yaml
 
 from lmplay.config import flatten, override_key, override_value, top_level_aliases
 from lmplay.errors import ConfigError
-from lmplay.files import REPLACED_PREFIX, STATS
+from lmplay.files import RECORD_KINDS, REPLACED_PREFIX, STATS
 
 # Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
 # framed at context_len (nested samples of the same held-out rows). plot's table and the sweep summary say it.
 HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include_prompts change which held-out "
                   "samples a loss is measured on")
 
-RECORD_KINDS = ("train", "validation")  # stats.json: {"train": [record, ...], "validation": [...]}
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
 # How a run ran, not what it trained: an idea compiled, or with a padded vocabulary, still matches its baseline.

@@ -17,29 +17,26 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmplay.files import STATS, write_atomic
-from lmplay.stats.runs import RECORD_KINDS
+from lmplay.files import RECORD_KINDS, STATS, write_atomic
 
 if TYPE_CHECKING:
     from lmplay.stats.tensorboard import EventFile
 
 
 class StatsWriter:
-    KINDS = RECORD_KINDS
-
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
                  write: bool = True, flush_seconds: float = 10.0) -> None:
         """`write=False` keeps the records in memory only (DDP ranks other than 0)."""
         self.path = Path(run_dir) / STATS
         self.write = write
-        self.records = {k: list((records or {}).get(k, [])) for k in self.KINDS}
-        self._texts = {k: [json.dumps(r) for r in self.records[k]] for k in self.KINDS}  # each record's JSON
+        self.records = {k: list((records or {}).get(k, [])) for k in RECORD_KINDS}
+        self._texts = {k: [json.dumps(r) for r in self.records[k]] for k in RECORD_KINDS}  # each record's JSON
         self.flush_seconds = flush_seconds
         self._flush_gap = flush_seconds
         self._tb = None
         self._events_failed = False
         self._pending: list[tuple[str, dict[str, Any], float]] = []  # (kind, record, time) not yet in TensorBoard
-        seen = max((r["tokens"] for kind in self.KINDS for r in self.records[kind]), default=-1)
+        seen = max((r["tokens"] for kind in RECORD_KINDS for r in self.records[kind]), default=-1)
         # past the checkpoint's last record; without one, from 0: a run killed before its first save had
         # already drawn its step-0 validation, which the restart draws again
         self._purge_step: int | None = seen + 1
@@ -77,7 +74,7 @@ class StatsWriter:
 
     def as_json(self) -> str:
         """The records as JSON, what json.dumps(self.records) gives, from each record's text."""
-        return "{" + ", ".join(f'"{k}": [' + ", ".join(self._texts[k]) + "]" for k in self.KINDS) + "}"
+        return "{" + ", ".join(f'"{k}": [' + ", ".join(self._texts[k]) + "]" for k in RECORD_KINDS) + "}"
 
     def _write_json(self) -> None:
         write_atomic(self.path, self.as_json())
