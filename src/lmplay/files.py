@@ -24,6 +24,11 @@ FRESH_MARK = ".lmplay.fresh_job"  # the SLURM job that last started the run over
 REPLACED_PREFIX = "replaced_"  # fresh=true sets the replaced run's files aside in replaced_<time>/
 SUMMARY_LOCK = ".summary.lock"  # a sweep dir's: its jobs write its summary.md one at a time
 
+def backup_of(path: Path) -> Path:
+    """Where a checkpoint's previous version is kept when a save replaces it: `model.lmp.bak` beside it."""
+    return path.with_name(path.name + ".bak")
+
+
 def checkpoint_file(path: Path | str) -> Path:
     """A checkpoint given as its file, or as the run dir it lives in (which stands for its model.lmp); `~` is the
     home dir, as for load_model (zsh leaves a `checkpoint=~/x` unexpanded)."""
@@ -46,7 +51,7 @@ def no_checkpoint(path: Path | str) -> ConfigError:
                       None):  # `mkdir run/model.lmp` read as "run/model.lmp does not exist"
         return ConfigError(f"checkpoint {folder} is a directory, not a checkpoint file")
     message = f"checkpoint {checkpoint_file(path)} does not exist"
-    bak = checkpoint_file(path).with_name(checkpoint_file(path).name + ".bak")
+    bak = backup_of(checkpoint_file(path))
     if bak.is_file():  # what a crash in a save's rename leaves
         return ConfigError(f"{message}, but {bak.name} does: the previous checkpoint (rename it to "
                            f"{checkpoint_file(path).name} to use it)")
@@ -107,7 +112,7 @@ def open_lock(path: Path) -> TextIO:
 
 
 # The names lmplay (and Hydra) write in a run dir as the run's own: a symlink there would take the writes elsewhere.
-RUN_FILES = (".hydra", "tb", STATS, JOB_FILE, CHECKPOINT, f"{CHECKPOINT}.bak", FRESH_MARK, "plots")
+RUN_FILES = (".hydra", "tb", STATS, JOB_FILE, CHECKPOINT, backup_of(Path(CHECKPOINT)).name, FRESH_MARK, "plots")
 
 
 def planted_symlink(run_dir: Path) -> Path | None:

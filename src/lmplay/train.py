@@ -18,8 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, hold_run_dir, interrupted_set_aside, planted_symlink,
-                          release_run_dir, symlink_refused, write_atomic)
+from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, backup_of, hold_run_dir, interrupted_set_aside,
+                          planted_symlink, release_run_dir, symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -229,7 +229,7 @@ def resumed_checkpoint(run_dir: Path, fresh: bool) -> dict | None:
     """The run dir's checkpoint to resume from, or None to start (fresh=true: over, the old run set aside later).
     A dir whose run cannot be resumed as it is, and would be trained over, is refused."""
     ckpt_path = run_dir / CHECKPOINT
-    bak = ckpt_path.with_name(f"{CHECKPOINT}.bak")
+    bak = backup_of(ckpt_path)
     if ckpt_path.is_dir():
         raise ConfigError(f"{ckpt_path} is a directory, not a checkpoint: move it away, or use another run_name")
     if not fresh and (moving := interrupted_set_aside(run_dir)):

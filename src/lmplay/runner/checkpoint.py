@@ -30,6 +30,7 @@ from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     CHECKPOINT,
     STATS,
+    backup_of,
     checkpoint_file,
     hold_run_dir,
     no_checkpoint,
@@ -101,7 +102,7 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
     """
     check_plain(checkpoint)
     path = Path(path)
-    tmp, bak_tmp = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".bak.tmp")
+    tmp, bak_tmp = path.with_name(path.name + ".tmp"), backup_of(path).with_name(backup_of(path).name + ".tmp")
     aside = None
     try:
         tmp.unlink(missing_ok=True)  # a crash's leftover, or a symlink of that name in a run dir from elsewhere:
@@ -112,7 +113,7 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         if path.exists() and set_run_aside:
             aside = set_aside_old_run(path.parent)
         if path.exists():
-            bak = path.with_name(path.name + ".bak")
+            bak = backup_of(path)
             bak_tmp.unlink(missing_ok=True)
             try:
                 os.link(path, bak_tmp)
@@ -160,7 +161,7 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: b
             f"the old file is kept as {out.name}.bak"
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
                           f"{asked_by} ({kept})")
-    bak = out.with_name(out.name + ".bak")
+    bak = backup_of(out)
     if out.exists() and bak.exists() and not run_checkpoint(out):  # a second replace would rotate the kept file away
         raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
 
@@ -193,7 +194,7 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
     typed, path = path, checkpoint_file(path)
     if not path.is_file():
         raise no_checkpoint(typed)
-    bak = path.with_name(path.name + ".bak")
+    bak = backup_of(path)
     hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
     if damaged := damaged_record(path):
         raise ConfigError(f"checkpoint {path} is corrupt: its bytes no longer match the checksums saved with them "
