@@ -228,11 +228,14 @@ def test_accuracy_of_bf16_logits_counts_a_tie_as_argmax_does(tmp_path):
     assert int(correct) == int((batch.targets == 0).sum()) < int((batch.targets != IGNORE_INDEX).sum())
 
 
-
+def test_the_start_report_names_the_speed_features_on_and_adamw_is_fused_on_a_cpu(tmp_path):
     runner = make_runner(["exp=test_runner", "device=cpu", "compile=true", "amp=true", "vocab_multiple=64"], tmp_path)
     assert "speed: bf16 autocast, torch.compile (the first steps compile" in start_report(runner)
-    assert "vocabulary padded 257 -> 320" in start_report(runner)
-    assert "speed:" not in start_report(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain"))
+    assert ", fused AdamW, vocabulary padded 257 -> 320" in start_report(runner)
+    plain = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "plain")
+    assert plain.optimizer_c.optimizer.defaults["fused"] and "speed: fused AdamW\n" in start_report(plain)
+    unfused = make_runner(["exp=test_runner", "device=cpu", "optimizer.fused=false"], tmp_path / "unfused")
+    assert not unfused.optimizer_c.optimizer.defaults["fused"] and "speed:" not in start_report(unfused)
 
 
 @pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
