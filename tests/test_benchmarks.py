@@ -12,6 +12,7 @@ from conftest import REPO
     ("train_loop.py", ["--chunk", "0"], "argument --chunk: 0 is below 1"),  # was silently the default
     ("profile_step.py", ["--chunk", "3"], "unrecognized arguments: --chunk"),  # it runs one loop, without turns
     ("startup.py", ["--turns", "0"], "argument --turns: 0 is below 1"),
+    ("optimizer_step.py", ["optimizer=rmsprop"], "RMSprop has no fused kernel to compare; use optimizer=adamw"),
     ("loss_kernels.py", ["--backward-configs", "3000x4"], "'3000x4' is no BLOCKxWARPS with a power-of-two block"),
     ("data_pipeline.py", ["--tokenizers", "foo"], "tokenizer='foo' is unknown"),  # was a traceback
     ("generate.py", ["--device", "nosuch", "--prefill-only"],

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from lmplay.errors import ConfigError
 from lmplay.new_exp import create
+from lmplay.runner import checkpoint
 
 
 def pythonpath(*paths: Path) -> dict[str, str]:
@@ -143,6 +144,29 @@ def test_a_bug_in_a_copy_s_model_names_its_own_line_and_hydra_full_error_shows_t
     proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))  # was a 20-line traceback
     assert proc.stderr.strip() == (f"error: the model's code failed: NameError: name 'undefined_thing' is not "
                                    f"defined (raised at {model}:{line}); HYDRA_FULL_ERROR=1 shows the traceback")
+
+
+def test_an_argument_an_idea_adds_but_does_not_pass_on_to_its_base_is_refused_before_training(tmp_path):
+    """A copy's __init__ that took `gated_act` and did not pass it on to super().__init__ trained, and its checkpoint
+    left it out: generate and a resume rebuilt the model with the default, silently (a GEGLU run sampled as SwiGLU)."""
+    create("geglu", into=tmp_path / "my_lab")
+    model = tmp_path / "my_lab" / "geglu" / "model.py"
+    text = model.read_text()
+    model.write_text(text.replace('tokenizer: str = "gpt2") -> None:', 'tokenizer: str = "gpt2", gated_act: str = "silu") '
+                                  '-> None:', 1))
+    args = ["hydra.searchpath=[pkg://my_lab.conf]", "exp=geglu_test", "max_steps=1", "device=cpu",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: Geglu.__init__ takes gated_act but does not pass it on to super().__init__(...), which keeps a model's "
+        "arguments in its checkpoints (generate and a resume rebuild it from them); add gated_act=gated_act to that "
+        "call"), proc.stderr
+    assert not (tmp_path / "run" / "model.lmp").exists()
+    model.write_text(model.read_text().replace("dropout=dropout)", "dropout=dropout, gated_act=gated_act)", 1))
+    assert run_cli("lmplay.train", *args, "+model.gated_act=gelu", env=pythonpath(REPO / "src", REPO, tmp_path)
+                   ).returncode == 0
+    saved = checkpoint.load(tmp_path / "run" / "model.lmp")
+    assert saved["components"]["model"]["state_args"]["gated_act"] == "gelu"
 
 
 def test_an_exp_of_a_package_on_the_path_but_not_the_search_path_or_misspelled_gets_a_hint(tmp_path):

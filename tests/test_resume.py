@@ -1,6 +1,7 @@
 """Interrupted runs resume exactly; checkpoints are safe to load and survive failed writes."""
 
 import copy
+import inspect
 import io
 import itertools
 import json
@@ -16,8 +17,8 @@ import zipfile
 
 import pytest
 import torch
-
 from conftest import REPO, make_runner, python_path, run_cli
+
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
 from lmplay.runner.component_base import Provenance, same
@@ -994,6 +995,20 @@ def test_the_code_digests_follow_the_models_files(tmp_path, monkeypatch):
     module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 3\n")
     assert checkpoint.changed_code(model, {"code": copied}) == [str(module), "other_module"]
     assert checkpoint.changed_code(model, {}) == []  # a checkpoint from before digests: nothing said
+
+
+def test_the_code_digests_name_the_shared_layers_an_idea_s_layers_subclass(tmp_path):
+    """attn_temp's attention subclasses lmplay.modules' and runs its forward: an edit of that file was said for
+    the baseline's checkpoints and not for the idea's, whose curves then mixed two models in silence."""
+    from lmplay.modules import attention
+
+    runner = make_runner(["exp=attn_temp_test", "device=cpu"], tmp_path)
+    digests = checkpoint.code_digests(runner.model)
+    assert {"experiments.attn_temp.temperature_attention", "lmplay.modules.attention"} <= set(digests)
+    edited = {**digests, "lmplay.modules.attention": "0" * 16}
+    assert checkpoint.changed_code(runner.model, {"code": edited}) == [inspect.getsourcefile(attention)]
+    older = {k: v for k, v in digests.items() if k != "lmplay.modules.attention"}  # saved before bases had digests
+    assert checkpoint.changed_code(runner.model, {"code": older}) == []
 
 
 def test_a_resume_that_changes_the_batch_inside_a_stage_counts_the_rest_of_it_at_the_new_batch(tmp_path):

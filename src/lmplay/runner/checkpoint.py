@@ -253,8 +253,9 @@ def model_class(ckpt: dict[str, Any]) -> str | None:
 def code_digests(model: torch.nn.Module) -> dict[str, str]:
     """A digest of each source file the model's code comes from, by module (experiments.lradd.model, and the layers
     it builds from, like experiments.lradd.lradd): the registry finds a checkpoint's class by name alone, so a
-    checkpoint keeps these to tell when the code changed under it. torch's own classes are left out."""
-    classes = {type(m) for m in model.modules()} | set(type(model).__mro__)
+    checkpoint keeps these to tell when the code changed under it. Each layer's base classes count too: an idea's
+    attention subclassing lmplay.modules' runs that file's forward. torch's own classes are left out."""
+    classes = {cls for m in model.modules() for cls in type(m).__mro__}
     digests = {}
     for cls in classes:
         if cls.__module__.split(".")[0] in ("torch", "builtins"):
@@ -275,16 +276,16 @@ def model_part(model: torch.nn.Module) -> dict[str, Any]:
 
 def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     """The source files (or modules, where gone) of the model's code that changed since the checkpoint's model state
-    was saved; none for a checkpoint that holds no digests."""
+    was saved; none for a checkpoint that holds no digests. A file the model uses now and did not then is no change
+    of its own: the saved file that now builds from it changed (and a checkpoint saved before base classes had
+    digests names none of them)."""
     saved, now = state.get("code"), code_digests(model)
     if not isinstance(saved, dict):
         return []
     saved = {m: d for m, d in saved.items() if isinstance(m, str) and isinstance(d, str)}  # data: text only
-    changed = {m for m in saved.keys() | now.keys() if saved.get(m) != now.get(m)}
-    gone, new = saved.keys() - now.keys(), now.keys() - saved.keys()  # a file that only moved (lmplay.modules.lradd
-    moved = {m for m in gone if saved[m] in {now[n] for n in new}}  # is experiments.lradd.lradd now) is unchanged
-    moved |= {n for n in new if now[n] in {saved[m] for m in moved}}
-    return [where(m) for m in sorted(changed - moved)]
+    moved = {m for m in saved.keys() - now.keys() if saved[m] in now.values()}  # a file that only moved
+    # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged
+    return [where(m) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]
 
 
 def where(module: str) -> str:

@@ -109,6 +109,7 @@ class ModelComponent(Component):
                            fixed=frozenset(self.advertise()) - set(self.resumable))
         check_model_args(self.runner.model_class, args)
         self.model = self.runner.model_class(**args).to(self.runner.device)
+        check_args_kept(self.model, args)
         if state:
             checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
                                     "; was its code changed since? fresh=true starts over")
@@ -119,6 +120,18 @@ class ModelComponent(Component):
 
     def archive(self) -> dict[str, Any]:
         return checkpoint.model_part(self.model)
+
+
+def check_args_kept(model: torch.nn.Module, args: dict[str, Any]) -> None:
+    """Every argument the model was built with is in its `construction_args`, which a checkpoint keeps: one that an
+    idea adds to its copy's __init__ and does not pass on to super().__init__ was left out, and generate and a
+    resume rebuilt the model with its default, silently (a GEGLU run sampled as SwiGLU)."""
+    unkept = [key for key in args if key not in model.construction_args]
+    if unkept:
+        them = "it" if len(unkept) == 1 else "them"
+        raise ConfigError(f"{type(model).__name__}.__init__ takes {', '.join(unkept)} but does not pass {them} on to "
+                          f"super().__init__(...), which keeps a model's arguments in its checkpoints (generate and a "
+                          f"resume rebuild it from them); add {', '.join(f'{k}={k}' for k in unkept)} to that call")
 
 
 @dataclass
