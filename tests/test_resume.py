@@ -18,6 +18,7 @@ import zipfile
 import pytest
 import torch
 from conftest import REPO, make_runner, python_path, run_cli
+from omegaconf import OmegaConf
 
 from lmplay.errors import ConfigError, DivergedError, OutputError
 from lmplay.runner import checkpoint
@@ -281,6 +282,19 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     assert load_run(tmp_path / "run").config == ("exp=test_runner", "max_steps=9", "optimizer=adamw",
                                                  "scheduler=cosine")  # SGD's momentum is gone from the label, and
     # lr=1e-3 too: adamw.yaml's `lr: ${lr}` is the exp's lr now, as the start report and config.yaml say
+
+
+def test_a_kept_optimizer_whose_lr_is_its_class_default_says_that_lr_in_the_config_and_the_report(tmp_path):
+    """Adam at lr=1e-3 (torch's default for it), resumed without retyping: .hydra/config.yaml and the checkpoint's
+    config said the exp's lr=0.003 and an Adam block without lr, and the report named no lr, while it trained at 1e-3."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=1", "optimizer=adam", "lr=1e-3", check=True)
+    resumed = run_cli("lmplay.train", *args, "max_steps=2", check=True)
+    assert "optimizer.lr=0.001" in provenance(resumed.stdout)["checkpoint"]
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert saved.lr == saved.optimizer.lr == 0.001 and saved.optimizer._target_ == "torch.optim.Adam"
+    assert [r["lr"] for r in json.loads((run / "stats.json").read_text())["train"]] == [0.001, 0.001]
 
 
 def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):

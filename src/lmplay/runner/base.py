@@ -352,13 +352,14 @@ class LMRunnerBase:
         for component in (self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c, self.curriculum_c):
             group, schema = cfg[component.group], component.advertise()
             target = getattr(component, "target", group.get("_target_"))
-            if target != group.get("_target_"):  # the class the run was built with: none of the composed keys apply
-                group = cfg[component.group] = {"_target_": target}
-            for key, value in component.args.items():
+            other_class = target != group.get("_target_")
+            if other_class:  # the class the run was built with: none of the composed keys apply, and its every
+                group = cfg[component.group] = {"_target_": target}  # argument is said (an lr equal to the class's
+            for key, value in component.args.items():  # default was left out, and `lr` kept this command's value)
                 if key in component.reported_as:  # the model's tokenizer, context_len: top-level keys
                     if component.reported_as[key]:
                         cfg[component.reported_as[key]] = value
-                elif key in group or not same(value, schema.get(key)):
+                elif other_class or key in group or not same(value, schema.get(key)):
                     group[key] = value
             for key, alias in self.interpolated_keys(component.group).items():  # `lr: ${lr}`: the alias says it too
                 if alias in cfg and key in group:

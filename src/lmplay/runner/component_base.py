@@ -207,6 +207,7 @@ class Component:
         except ConfigError as e:
             raise damaged("settings", str(e)) from None
         explicit = self.runner.explicit_keys(self.group)
+        borrowed = self.runner.interpolated_keys(self.group)  # `lr: ${lr}` in sgd.yaml: the value is the exp's
         merged = {**schema, **construction_args}
         sources = {k: "config" for k in construction_args}
         for key, value in (state_args or {}).items():
@@ -215,12 +216,14 @@ class Component:
             if key in fixed and key in explicit and construction_args.get(key) != value:
                 raise ConfigError(f"{self.group}.{key}={construction_args.get(key)!r} cannot change on resume: "
                                   f"the checkpoint's model has {key}={value!r}; use fresh=true to start over")
-            if (key in fixed or key not in explicit) and value != merged[key]:
+            # a class kept from the checkpoint whose lr is its own default still differs from the config's `lr`
+            not_the_config = (key in borrowed and key not in construction_args
+                              and not same(value, self.runner.cfg.get(borrowed[key])))
+            if (key in fixed or key not in explicit) and (value != merged[key] or not_the_config):
                 merged[key], sources[key] = value, "checkpoint"
         saved, typed = state_args or {}, self.runner.typed_keys(self.group)
         for path in sorted(k for k in typed if "." in k and sources.get(k.split(".", 1)[0]) == "checkpoint"):
             merged[path.split(".", 1)[0]] = self.typed_into_saved(merged, path, construction_args)
-        borrowed = self.runner.interpolated_keys(self.group)  # `lr: ${lr}` in sgd.yaml: the value is the exp's
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
                 sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
