@@ -117,6 +117,42 @@ def test_a_folder_of_text_files_reads_as_its_files_do_and_keeps_its_splits(tmp_p
         build(tmp_path, [{"path": str(tmp_path / "only_test")}])
 
 
+def test_a_folder_of_notes_says_which_files_it_leaves_out(tmp_path, no_hub, caplog):
+    """README.md (datasets' dataset card) and a suffix-less file beside the notes were left out in silence."""
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    for name in ("README.md", "one.md", "sub/README.md", "sub/two.text", "CHANGES", ".hidden.txt"):
+        (notes / name).write_text(f"The text of {name}.")
+    with caplog.at_level("WARNING", logger="lmplay"):
+        texts = all_text(build(tmp_path, [{"path": str(notes)}]))
+    assert sorted(texts) == ["<|endoftext|>The text of one.md.", "<|endoftext|>The text of sub/two.text."]
+    assert caplog.text.count("not read") == 1 and (f"folder {notes}: CHANGES, README.md, sub/README.md are not read (a "
+                                                  f"README.md is the dataset card to datasets") in caplog.text
+
+
+def test_a_hub_download_with_files_of_two_layouts_names_data_files_to_choose_them(tmp_path, no_hub):
+    """A TinyStories download (data/train-00000-of-00001.parquet and TinyStories-train.txt) was refused as if
+    TinyStories-train.txt named no split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "ts"
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "validation"):
+        pq.write_table(pa.table({"text": [f"A {split} story {i}." for i in range(20)]}),
+                       folder / "data" / f"{split}-00000-of-00001.parquet")
+    (folder / "TinyStories-train.txt").write_text("A story.")
+    with pytest.raises(ConfigError) as refused:
+        build(tmp_path, [{"path": str(folder), "validation_split": "validation"}])
+    assert ("holds files of more than one layout: datasets reads the splits of the first it knows "
+            "(data/train-00000-of-00001.parquet, data/validation-00000-of-00001.parquet) and would leave out "
+            "TinyStories-train.txt; choose the files with data_files in the dataset's entry") in str(refused.value)
+    chosen = {"train": "data/train-00000-of-00001.parquet", "validation": "data/validation-00000-of-00001.parquet"}
+    assert f"data_files: {{train: '{chosen['train']}', validation: '{chosen['validation']}'}}" in str(refused.value)
+    texts = all_text(build(tmp_path, [{"path": str(folder), "validation_split": "validation", "data_files": chosen}]))
+    assert len(texts) == 20 and all("train story" in t for t in texts)
+
+
 def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded(tmp_path, no_hub):
     (tmp_path / "mixed").mkdir()
     (tmp_path / "mixed" / "a.jsonl").write_text(json.dumps({"text": "From json."}) + "\n")

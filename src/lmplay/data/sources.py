@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import re
 import socket
 import zlib
@@ -46,6 +47,7 @@ HUB_PROBE_TIMEOUT_S = 3.0
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
 RECORD_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 FILE_BUILDERS = ("json", "parquet", "csv", "text")  # `path: json` with data_files=FILES
+SPLIT_WORD = re.compile(r"train|test|valid|dev|eval", re.IGNORECASE)  # in a file name that datasets could take
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repo id, `name` or `owner/name`: fullmatch it
 
 
@@ -378,7 +380,25 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
     data = [p for p in paths if is_data_file(p)] or paths
-    return data if _one_kind(data, folder, where) == "text" else []
+    if _one_kind(data, folder, where) != "text":
+        return []
+    if key == "split":
+        warn_unread_files(folder, [Path(f) for fs in files.values() for f in fs], where)
+    return data
+
+
+def warn_unread_files(folder: Path, split_files: list[Path], where: str) -> None:
+    """The files of a folder of text files that no split reads, by name: a README.md (datasets takes it for the
+    dataset card) and a file with no suffix beside the data (a LICENSE) were left out of a folder of notes in
+    silence."""
+    read = {p.resolve() for p in split_files if is_data_file(p)} or {p.resolve() for p in split_files}
+    unread = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.resolve() not in read
+                    and not any(part.startswith((".", "__")) for part in p.relative_to(folder).parts))
+    if unread:
+        log.warning("%s: folder %s: %s %s not read (a README.md is the dataset card to datasets, and a file with no "
+                    "suffix beside text files, like a LICENSE, no data); a .txt or .md file of another name is read",
+                    where, folder, ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else ""),
+                    "is" if len(unread) == 1 else "are")
 
 
 def warn_unused_splits(unused: list[str], path: Path, where: str, holds_out: bool) -> None:
@@ -394,10 +414,25 @@ def _check_split_names(folder: Path, files: Any, where: str) -> None:
     """A data file whose name names no split is in none of them: datasets would leave it out, silently."""
     named = {f for fs in files.values() for f in fs}
     left = sorted(Path(f).name for f in data_files_of(folder) if f not in named and is_data_file(Path(f)))
-    if left:
-        raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
-                          f"but not in {', '.join(left[:3])}{' ...' if len(left) > 3 else ''}, which would be left "
-                          f"out; rename them (train/test/validation in the name), or move them out")
+    if not left:
+        return
+    listed = f"{', '.join(left[:3])}{' ...' if len(left) > 3 else ''}"
+    if any(SPLIT_WORD.search(name) for name in left):  # a hub download: data/train-00000-of-00001.parquet and
+        taken = ", ".join(str(Path(fs[0]).relative_to(folder)) for fs in files.values())  # TinyStories-train.txt
+        example = ", ".join(f"{split}: '{files_pattern(fs, folder)}'" for split, fs in files.items())
+        raise ConfigError(f"{where}: folder {folder} holds files of more than one layout: datasets reads the splits "
+                          f"of the first it knows ({taken}) and would leave out {listed}; choose the files with "
+                          f"data_files in the dataset's entry ({{path: {folder}, data_files: {{{example}}}}}), or "
+                          f"move the others out")
+    raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
+                      f"but not in {listed}, which would be left out; rename them (train/test/validation in the "
+                      f"name), or move them out")
+
+
+def files_pattern(files: list[str], folder: Path) -> str:
+    """A data_files pattern for `files` of `folder`: the file itself, or their common start and a `*`."""
+    names = [str(Path(f).relative_to(folder)) for f in files]
+    return names[0] if len(names) == 1 else os.path.commonprefix(names) + "*"
 
 
 def text_files_read(identity: str) -> set[str]:
