@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from matplotlib.figure import Figure
 
@@ -567,8 +568,14 @@ def test_settings_that_no_label_shows_are_noted_within_a_group_and_against_the_b
             run("i2", "idea", 2, 0.001)]
     assert table_note(*runs).splitlines()[1:] == [(
         "Note: the runs averaged as idea did not all train with the same settings (optimizer.lr 0.003/0.001): a "
-        "command repeated after its settings changed counts as another seed of the first; a run_name of its own "
-        "keeps it apart.")]  # seeds, names, the device and the idea's model differ as they should: no note
+        "command repeated after its settings or the model's code changed counts as another seed of the first; a "
+        "run_name of its own keeps it apart.")]  # seeds, names, the device and the idea's model differ as they
+    # should: no note
+    for path, digest in ((runs[0], "a" * 16), (runs[1], "b" * 16)):  # base's seed 2 trained after an edit of its code
+        code = {"experiments.base.model": digest}
+        torch.save({"components": {"model": {"state": {"code": code}}}}, path / "model.lmp")
+    assert ("the runs averaged as base did not all train with the same settings (code of experiments.base.model "
+            "aaaaaaaaaa/bbbbbbbbbb)") in table_note(runs[0], runs[1])
     assert table_note(runs[0], runs[3]).splitlines()[1:] == [(
         "Note: idea and its baseline base also differ in settings no command typed (optimizer.lr 0.003/0.001, as "
         "base/idea): the difference between them is not the idea's alone.")]

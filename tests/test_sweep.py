@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
@@ -217,10 +218,15 @@ def test_seeds_added_after_the_settings_changed_are_noted_in_the_mean_over_seeds
     summary = write_summary(tmp_path)
     assert summary["over_seeds"][0]["differing_settings"] == {"optimizer.lr": ["0.003", "0.001"]}
     assert ("Note: the jobs of exp=a did not all train with the same settings (optimizer.lr 0.003/0.001): jobs added "
-            "after the settings changed are averaged with the first as more seeds of them; a sweep dir of their own "
-            "keeps them apart.") in summary["markdown"]
+            "after the settings or the model's code changed are averaged with the first as more seeds of them; a "
+            "sweep dir of their own keeps them apart.") in summary["markdown"]
     shutil.rmtree(tmp_path / "exp=a,seed=3")
     assert "Note: the jobs of" not in write_summary(tmp_path)["markdown"]  # seeds and log cadence differ as they may
+    for job, digest in ((1, "a" * 16), (2, "b" * 16)):  # seed 2 trained after the idea's block.py was edited
+        code = {"experiments.a.model": "c" * 16, "experiments.a.block": digest}
+        torch.save({"components": {"model": {"state": {"code": code}}}}, tmp_path / f"exp=a,seed={job}" / "model.lmp")
+    assert ("did not all train with the same settings (code of experiments.a.block aaaaaaaaaa/bbbbbbbbbb): jobs "
+            "added after the settings or the model's code changed") in write_summary(tmp_path)["markdown"]
 
 
 def test_an_error_of_several_lines_is_one_line_in_the_sweep_s_table(tmp_path):

@@ -58,6 +58,7 @@ from lmplay.stats.runs import (
     read_yaml,
     settings_text,
     settled_config,
+    trained_code,
     trained_settings,
 )
 
@@ -413,7 +414,8 @@ def differing_settings_of(sweep_dir: Path, rows: list[dict[str, Any]], jobs: lis
     for row in rows:
         if row["job"] in jobs and row["dir"]:
             with contextlib.suppress(ConfigError):  # a damaged config: its row says what it can
-                settings.append(trained_settings(settled_config(sweep_dir / row["dir"])))
+                run_dir = sweep_dir / row["dir"]
+                settings.append({**trained_settings(settled_config(run_dir)), **trained_code(run_dir)})
     return differing_settings([s for s in settings if s])
 
 
@@ -485,8 +487,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         for g in (g for g in groups if g.get("differing_settings")):
             lines += ["", (f"Note: the jobs of {' '.join(g['overrides']) or 'the sweep'} did not all train with the "
                            f"same settings ({settings_text(g['differing_settings'])}): jobs added after the settings "
-                           f"changed are averaged with the first as more seeds of them; a sweep dir of their own keeps "
-                           f"them apart.")]
+                           f"or the model's code changed are averaged with the first as more seeds of them; a sweep "
+                           f"dir of their own keeps them apart.")]
     failed = sum(r["status"] == "failed" for r in rows)
     unfinished = sum(r["status"] not in ("completed", "failed") for r in rows)
     if failed or unfinished:

@@ -29,6 +29,7 @@ from lmplay.stats.runs import (
     Run,
     differing_settings,
     settings_text,
+    trained_code,
     trained_settings,
 )
 
@@ -617,11 +618,13 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
     and an idea whose baseline (`bases`, one a group) trained with settings of its own that no command typed."""
     notes = []
     for group in groups:
-        mixed = differing_settings([trained_settings(r.settled) for r in group.runs if r.settled])
+        several = len(group.runs) > 1  # the code compared only then: reading it imports torch
+        mixed = differing_settings([{**trained_settings(r.settled), **(trained_code(r.path) if several else {})}
+                                    for r in group.runs if r.settled])
         if mixed:
             notes.append(f"Note: the runs averaged as {group.label} did not all train with the same settings "
-                         f"({settings_text(mixed)}): a command repeated after its settings changed counts as another "
-                         f"seed of the first; a run_name of its own keeps it apart.")
+                         f"({settings_text(mixed)}): a command repeated after its settings or the model's code "
+                         f"changed counts as another seed of the first; a run_name of its own keeps it apart.")
     for group, base in zip(groups, bases):
         if base is group or not (group.runs[0].settled and base.runs[0].settled):
             continue

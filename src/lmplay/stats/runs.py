@@ -16,7 +16,7 @@ import yaml
 
 from lmplay.config import flatten, override_key, override_value, top_level_aliases
 from lmplay.errors import ConfigError
-from lmplay.files import RECORD_KINDS, REPLACED_PREFIX, STATS
+from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS
 
 # Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
 # framed at context_len (nested samples of the same held-out rows). plot's table and the sweep summary say it.
@@ -188,6 +188,26 @@ def trained_settings(settled: dict[str, Any]) -> dict[str, str]:
 
     return {key: text(value) for key, value in settled.items()
             if key not in NOT_TRAINED and key not in top_level_aliases()}
+
+
+def trained_code(run_dir: Path) -> dict[str, str]:
+    """The digests of the model's source files that the run's checkpoint was saved with, as settings to compare
+    (`code of experiments.swiglu.swiglu_block`): seeds of one configuration trained on different versions of an
+    idea's code are no seeds of one model. Read without the weights (memory-mapped); {} without a checkpoint."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return {}
+    import torch  # here: only a comparison of several runs pays for the import
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        code = ckpt["components"]["model"]["state"]["code"]
+    except Exception:  # noqa: BLE001 - a damaged or older checkpoint: no code to compare, as without one
+        return {}
+    if not isinstance(code, dict):
+        return {}
+    return {f"code of {module}": digest[:10] for module, digest in code.items()
+            if isinstance(module, str) and isinstance(digest, str)}
 
 
 def differing_settings(settings: list[dict[str, str]]) -> dict[str, list[str]]:
