@@ -316,6 +316,20 @@ def test_a_runs_logged_warnings_are_said_on_stderr_as_warnings_and_its_notes_sta
     assert "U+FFFD" not in proc.stdout and f"tokenizing {text} (bytes)" in proc.stdout
 
 
+def test_a_warning_of_datasets_or_the_hub_is_said_once(tmp_path):
+    """Both libraries give their loggers a handler of their own: each warning came twice, bare and as `warning:`."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"Row {i} of the records."}) + "\n"
+                                                for i in range(60)))
+    (folder / "README.md").write_text("# A dataset card without its metadata block\n")
+    proc = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1",
+                   f"curriculum.stages.0.datasets=[{{path: {folder}}}]", f"hydra.run.dir={tmp_path / 'run'}",
+                   cwd=tmp_path, check=True, env={"LMPLAY_CACHE": str(tmp_path / "cache")})
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "Repo card metadata block" in line]
+    assert said == ["warning: Repo card metadata block was not found. Setting CardData to empty."], said
+
+
 def test_a_typo_in_a_sweep_with_config_path_is_not_told_to_add_plus_plus(tmp_path):
     """--config-path skips the check that composes each job, so no job is known to have the key: the ++ advice
     launched the sweep, and every job failed on the typo."""

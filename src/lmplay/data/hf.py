@@ -29,4 +29,9 @@ def hf_datasets() -> ModuleType:
 
     if _quiet:
         datasets.disable_progress_bars()
+    if logging.getLogger().handlers:  # a run's logging (conf/hydra/job_logging) says their warnings already, as
+        for name in ("datasets", "huggingface_hub"):  # "warning: ..."; their own handlers said each a second time
+            library = logging.getLogger(name)
+            for handler in [h for h in library.handlers if type(h) is logging.StreamHandler]:
+                library.removeHandler(handler)
     return datasets
