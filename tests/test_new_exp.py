@@ -86,9 +86,9 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
     assert "lr:" not in test_yaml and "batch_size" not in test_yaml
 
     run = tmp_path / "run"
-    run_cli("lmplay.train", "exp=my_idea_test", "max_steps=2", "device=cpu", f"hydra.run.dir={run}", cwd=repo,
-            env=env, check=True)
-    assert len(json.loads((run / "stats.json").read_text())["train"]) == 2
+    trained = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=2", "device=cpu", f"hydra.run.dir={run}",
+                      cwd=repo, env=env, check=True)
+    assert len(json.loads((run / "stats.json").read_text())["train"]) == 2 and "versions.py" not in trained.stdout
     # registered: the checkpoint's experiment name leads back to the copied class
     load = ("from lmplay.generation.loading import load_model; "
             f"model, exp = load_model({str(run / 'model.lmp')!r}); print(type(model).__name__, exp)")
@@ -98,6 +98,17 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
 
     again = run_cli("lmplay.new_exp", "my_idea", cwd=repo, env=env)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+    versions = repo / "experiments" / "my_idea" / "versions.py"  # its shape edited there alone: Python's model
+    text = versions.read_text()  # and the trained one part, and training said nothing
+    start = text.index('@expose_runner("my_idea_test"')
+    versions.write_text(text[:start] + text[start:].replace('"num_blocks": 2', '"num_blocks": 3', 1))
+    edited = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", f"hydra.run.dir={run}_2",
+                     cwd=repo, env=env, check=True)
+    assert ("note: versions.py's 'my_idea_test' builds num_blocks=3 (trained: 2): get_runner('my_idea_test')."
+            "build_model() gives another model than its exp file trains; make the two agree") in edited.stdout
+    typed = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", "model.num_blocks=4",
+                    f"hydra.run.dir={run}_3", cwd=repo, env=env, check=True)
+    assert "versions.py" not in typed.stdout  # a shape typed is the user's choice
 
 
 def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):

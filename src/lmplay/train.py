@@ -107,7 +107,7 @@ def train(cfg: DictConfig) -> None:
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.components import config_class
     from lmplay.runner import checkpoint
-    from lmplay.runner.registry import check_trained_class
+    from lmplay.runner.registry import check_trained_class, version_shape_note
     from lmplay.runner.report import start_report
     from lmplay.runner.stopping import stops_during_setup
 
@@ -126,6 +126,9 @@ def train(cfg: DictConfig) -> None:
             ckpt = resumed_checkpoint(run_dir, cfg.fresh)
             check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
             runner.setup(ckpt)
+            if ckpt is None and runner.world.is_main and (note := version_shape_note(
+                    cfg.exp_name, runner.model.construction_args, runner.overridden)):
+                print(note)
             in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
             why = runner.nothing_to_train(in_sweep) if ckpt else None
             if why is not None:  # the run stays as it was: its checkpoint and the label its plots and sweep

@@ -14,7 +14,8 @@ from lmplay.model import LMBase
 
 class BasicModelRunner:
     """Pairs a model class with a version's construction arguments: its shape, tokenizer and context, as its
-    conf/exp/<name>.yaml trains it (tests/test_config.py keeps the two equal).
+    conf/exp/<name>.yaml trains it (tests/test_config.py keeps the two equal for lmplay's own; a fresh run of a
+    copy whose two differ says so).
 
     Training builds the model from the Hydra config; this pairing is what turns a checkpoint's
     experiment name back into code, and what Python users call to get a version's model.

@@ -125,6 +125,23 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
                       f"_target_ and its versions.py agree")
 
 
+def version_shape_note(name: str, built: dict, typed: set[str]) -> str | None:
+    """A note where the arguments version `name` builds in Python (its versions.py) differ from those its exp file
+    trained (`built`, the model's construction_args; those `typed` on the command line left out): a copy's two
+    copies of its shape, edited in one place, gave get_runner(name).build_model() another model than training."""
+    runners = registered(warn=False)
+    if name not in runners:
+        return None
+    version = runners[name].factory(None).overrides
+    differ = [key for key in version if key in built and version[key] != built[key]
+              and key not in typed and f"model.{key}" not in typed]
+    if not differ:
+        return None
+    said = ", ".join(f"{key}={version[key]!r} (trained: {built[key]!r})" for key in differ)
+    return (f"note: versions.py's '{name}' builds {said}: get_runner('{name}').build_model() gives another model than "
+            f"its exp file trains; make the two agree")
+
+
 def renamed_to(model_class: str | None, name: str, runners: dict[str, Registration]) -> str | None:
     """The version to load a checkpoint of `model_class` as, where its experiment's model.py renamed the class (an
     edit of its code like any other: a resume trains on): the module no longer has the class, and `name`'s class
