@@ -274,6 +274,17 @@ def table_note(*runs: Path) -> str:
     return comparison_table(group_runs(load_runs(list(runs)))).split("\n\n")[1]
 
 
+def test_a_row_whose_runs_stopped_early_is_named_as_what_ends_the_columns(tmp_path):
+    """Two seeds of an idea that crashed at ~31k tokens cut the baseline's 114k columns there, with no word why."""
+    runs = [fake_run(tmp_path / f"b{seed}", "base", seed, 2.0, steps=100) for seed in (1, 2)]
+    runs += [fake_run(tmp_path / f"i{seed}", "idea", seed, 2.0, steps=30) for seed in (1, 2)]
+    note = table_note(*runs)
+    assert ("Note: the columns stop where the shortest runs' validations do (idea at 3k; the longest reach 10k "
+            "tokens): a run that failed, was stopped or is still training compares only as far as it got") in note
+    assert "columns stop" not in table_note(*runs[:2], *[fake_run(tmp_path / f"j{s}", "idea", s, 2.0, steps=90)
+                                                         for s in (1, 2)])
+
+
 def test_runs_that_validated_only_at_start_and_end_show_those_two_columns(tmp_path):
     """Columns between the two would be a straight line from the untrained loss to the last, not a loss."""
     for name in ("a", "b"):

@@ -500,11 +500,25 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     vs_column = 2 + len(points) if baseline_first else None
     cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row)
              if j >= 2 and not (j == vs_column and i in own_baselines)]
-    notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)),
+    notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)), *short_runs_note(rows),
              *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows]),
              *settings_notes([g for g, _, _ in rows], [groups[matches[id(g)]] for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
     return "\n".join([*aligned(table), "", *notes]) + "\n"
+
+
+def short_runs_note(rows: list[tuple[Group, Curve, Curve | None]]) -> list[str]:
+    """The rows whose runs validated far less far than the longest (failed, stopped or still training), which end
+    every row's columns: a table cut at a crashed idea's 31k tokens read like one of runs that stopped there."""
+    ends = {id(group): loss.span[1] for group, loss, _ in rows}
+    longest = max(ends.values())
+    short = [group for group, _, _ in rows if ends[id(group)] < SHORT * longest]
+    if not short:
+        return []
+    said = ", ".join(f"{group.label} at {human(ends[id(group)])}" for group in short)
+    return [f"Note: the columns stop where the shortest runs' validations do ({said}; the longest reach "
+            f"{human(longest)} tokens): a run that failed, was stopped or is still training compares only as far as "
+            f"it got (a sweep's summary, python -m lmplay.sweep DIR, says which)."]
 
 
 def aligned(table: list[list[str]]) -> list[str]:
@@ -535,6 +549,7 @@ def reading_note(cells: list[str], least: int, num_rows: int, shared: bool) -> s
 
 SAME = 0.02  # a validation point this close to the asked tokens (a fraction of them) stands for it
 LEGEND_INSIDE = 8  # lines a legend inside the axes can list without covering them
+SHORT = 0.8  # a row whose runs validated to less than this fraction of the longest's tokens is said to be short
 GAP = 0.5  # the widest gap between two validation points, as a fraction of the tokens between them, read across
 NEAR = 0.1  # a value this close to one of a run's own validation points (a fraction of the tokens) is read off
 
