@@ -532,6 +532,21 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert needle in proc.stderr
 
+def test_a_checkpoint_config_of_nested_yaml_aliases_loads_at_once(tmp_path):
+    """OmegaConf copied each alias of a crafted config: 9 levels of 9 aliases ran generate out of memory."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)
+    ckpt = torch.load(run / "model.lmp", weights_only=True)
+    bomb, last = 'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\n', "a"
+    for name in "bcdefghi":
+        bomb += f"{name}: &{name} [{', '.join(['*' + last] * 9)}]\n"
+        last = name
+    ckpt["config"] = bomb
+    torch.save(ckpt, run / "model.lmp")
+    proc = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=Hi", "max_new_tokens=2", timeout=60, check=True)
+    assert proc.stdout.startswith("Hi")
+
+
 def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
     run = tmp_path / "run"
     for steps in (1, 2):  # two saves, so there is a .bak to offer

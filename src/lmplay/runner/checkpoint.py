@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+import yaml
 
 from lmplay.config import seed_in_range
 from lmplay.errors import ConfigError, OutputError
@@ -240,9 +240,12 @@ def damaged_record(path: Path) -> str | None:
 
 def model_class(ckpt: dict[str, Any]) -> str | None:
     """The dotted model class the checkpoint's config names (`model._target_`), read as text: what the registry
-    is searched for when the experiment's name is one of the user's own configs. Never imported from here."""
-    try:  # unresolved: a crafted `${oc.env:SECRET}` would print the secret in the error naming the class
-        config = OmegaConf.to_container(OmegaConf.create(ckpt.get("config") or ""), resolve=False)
+    is searched for when the experiment's name is one of the user's own configs. Never imported from here. Read
+    as plain YAML: never resolved (a crafted `${oc.env:SECRET}` would print the secret in the error naming the
+    class), and aliases shared, not copied (OmegaConf copied a crafted chain of 9 aliases of 9 until memory ran out)."""
+    try:
+        config = ckpt.get("config")
+        config = yaml.safe_load(config) if isinstance(config, str) else config
         model = config.get("model") if isinstance(config, dict) else None
         target = model.get("_target_") if isinstance(model, dict) else None
     except Exception:  # noqa: BLE001 - a damaged config names no class; the caller's error says the name
