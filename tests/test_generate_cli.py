@@ -157,6 +157,7 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint=missing.lmp", "prompt=hi"], "error: checkpoint missing.lmp does not exist"),
     (["checkpoint={dir_named_lmp}", "prompt=hi"], "model.lmp is a directory, not a checkpoint file"),  # "does not
     # exist", of a path that does
+    (["checkpoint=/dev/null", "prompt=hi"], "checkpoint /dev/null is no regular file; give a model.lmp"),  # the same
     (["checkpoint={foreign}", "prompt=hi"], "is not an lmplay checkpoint"),
     (["checkpoint={text}", "prompt=hi"], "notes.lmp"),
     (["checkpoint={unknown_exp}", "prompt=hi"], "experiment 'no_such_experiment' is not registered"),

@@ -50,6 +50,8 @@ def no_checkpoint(path: Path | str) -> ConfigError:
     if folder := next((p for p in (home_expanded(path), checkpoint_file(path)) if p.suffix == ".lmp" and p.is_dir()),
                       None):  # `mkdir run/model.lmp` read as "run/model.lmp does not exist"
         return ConfigError(f"checkpoint {folder} is a directory, not a checkpoint file")
+    if checkpoint_file(path).exists():  # /dev/null, a pipe: there, but no file to read
+        return ConfigError(f"checkpoint {checkpoint_file(path)} is no regular file; give a model.lmp (or its run dir)")
     message = f"checkpoint {checkpoint_file(path)} does not exist"
     bak = backup_of(checkpoint_file(path))
     if bak.is_file():  # what a crash in a save's rename leaves
