@@ -958,6 +958,19 @@ def test_an_unknown_flag_is_one_line_naming_it(capsys, argv, message):
                                                     "curriculum=pretrain", "grad_clip=1.0", "compile=true", "max_steps=3"]
 
 
+def test_a_switch_flag_typed_with_a_value_takes_it(capsys):
+    """`--fresh=false` started the run over, `--amp=false` trained in bf16, `--greedy=false` decoded greedily: the
+    value after = was dropped."""
+    assert translate_flags(["--fresh=false", "--amp=False", "--compile=true"], train.SEED_FLAGS, train.SEED_SWITCHES,
+                           "config") == ["fresh=false", "amp=false", "compile=true"]
+    assert translate_flags(["--model", "m", "--greedy=false", "--sample=false"], generate.SEED_FLAGS,
+                           generate.SEED_SWITCHES, "generate") == ["checkpoint=m", "do_sample=true", "do_sample=false"]
+    with pytest.raises(SystemExit) as stop:
+        translate_flags(["--amp=maybe"], train.SEED_FLAGS, train.SEED_SWITCHES, "config")
+    assert stop.value.code == 2 and capsys.readouterr().err.strip() == (
+        "error: --amp=maybe: a switch is true or false (--amp alone is amp=true)")
+
+
 def test_a_run_dir_another_run_is_training_in_is_refused(tmp_path, tiny_run_args):
     """Two runs into one dir (a second terminal, a requeued job while the first still runs) wrote each over
     the other's checkpoint, stats.json and .hydra. The holder stands in for a training run."""

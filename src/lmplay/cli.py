@@ -27,9 +27,9 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
         if arg == "--" and "--prompt" in flags:  # the end of flags: the words after it are prompts (like -5)
             out.extend(f"{flags['--prompt']}={quote(word, always=True)}" for word in args)
             break
-        name, _, inline = arg.partition("=")
+        name, has_value, inline = arg.partition("=")
         if name in switches:
-            out.append(switches[name])
+            out.append(switched(name, switches[name], inline if has_value else None))
         elif name in flags:
             if not inline and not args:
                 fail(f"{name} needs a value")
@@ -47,6 +47,17 @@ def translate_flags(argv: Sequence[str], flags: dict[str, str], switches: dict[s
         else:
             out.append(arg)
     return out
+
+
+def switched(name: str, override: str, typed: str | None) -> str:
+    """The override of a switch flag, `--amp` -> amp=true; typed with a value, `--fresh=false` is fresh=false and
+    `--greedy=false` do_sample=true (the value was dropped: --fresh=false started the run over)."""
+    if typed is None or typed.lower() == "true":
+        return override
+    if typed.lower() != "false":
+        fail(f"{name}={typed}: a switch is true or false ({name} alone is {override})")
+    key, _, value = override.partition("=")
+    return f"{key}={'false' if value == 'true' else 'true'}"
 
 
 ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head": "model.num_heads",
