@@ -330,6 +330,9 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
         SweepStart().on_multirun_start(compose_config(["exp=test_runner", f"hydra.sweep.dir={tmp_path}"]))
     assert e.value.code == 2 and f"hydra.sweep.dir={tmp_path} holds a run (model.lmp), not a sweep" in \
         capsys.readouterr().err  # whose resume was refused from then on: "a sweep's dir, not a run's"
+    with pytest.raises(SystemExit) as e:  # an unset $VAR: the sweep took the current dir and every run below it
+        SweepStart().on_multirun_start(compose_config(["exp=test_runner", "hydra.sweep.dir="]))
+    assert e.value.code == 2 and "hydra.sweep.dir='' would sweep into the current directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("typed, params, message", [

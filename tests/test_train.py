@@ -488,7 +488,10 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["grad_clip=-1.0"], ["grad_clip=-1.0 must be > 0 (or null: no clipping)"]),  # would flip every gradient
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
     (["amp_dtype=fp8"], ["amp_dtype='fp8' is unknown; use bf16 or fp16"]),  # with amp off: saved with the run
-    (["run_name="], ["run_name='' would put the run into outputs/ itself"]),
+    (["run_name="], ["run_name='' would put the run into outputs/; give it a name"]),
+    (["run_name=null"], ["run_name=null would put the run into outputs/None"]),  # trained there
+    (["exp=[test_runner]"], ["exp=[...], a list of configs merged, names no one experiment"]),  # an unloadable run
+    (["hydra.run.dir="], ["hydra.run.dir='' would train into the current directory"]),  # an unset $VAR: it did
     (["++model.vocab_size=100"], ["model.vocab_size is not the model group's to set: it follows from the tokenizer"]),
     (["+model.context_len=32"], ["model.context_len is not the model group's to set: type context_len=..."]),
     (["model.vocab_size=100"], ["model.vocab_size is not the model group's to set: it follows from the tokenizer"]),

@@ -28,6 +28,9 @@ from lmplay.sweep import expanded_jobs, read_job, shown_overrides, swept_overrid
 
 class SweepStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not str(config.hydra.sweep.dir).strip():  # an unset $VAR: the sweep took the current dir, and every run
+            fail("hydra.sweep.dir='' would sweep into the current directory (and summarize every run below it); give "
+                 "the sweep a dir of its own, like hydra.sweep.dir=outputs/sweep1")  # below it as its jobs
         sweep_dir = Path(config.hydra.sweep.dir)
         if (sweep_dir / CHECKPOINT).exists() and not (sweep_dir / "multirun.yaml").exists():
             fail(f"hydra.sweep.dir={sweep_dir} holds a run (model.lmp), not a sweep: its jobs' dirs inside it would "

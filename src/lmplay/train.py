@@ -176,8 +176,15 @@ def check_run_settings(cfg: DictConfig) -> None:
     if "exp_name" in overridden_keys():  # the checkpoint's experiment name: sampling and resuming go by it
         raise ConfigError("exp_name is the name of the exp= config the run uses, not a setting: choose exp=NAME (a "
                           "config of your own: --config-dir DIR with DIR/exp/NAME.yaml)")
-    if not str(cfg.run_name).strip():
-        raise ConfigError("run_name='' would put the run into outputs/ itself; give it a name, like run_name=try1")
+    if not isinstance(cfg.exp_name, str):  # `exp=[a,b]`: Hydra merges a list of configs, and the run has no name
+        raise ConfigError("exp=[...], a list of configs merged, names no one experiment: exp= takes one name; a "
+                          "sweep over several is -m exp=a,b")
+    if cfg.run_name is None or not str(cfg.run_name).strip():
+        raise ConfigError(f"run_name={'null' if cfg.run_name is None else repr('')} would put the run into "
+                          f"outputs/{'None' if cfg.run_name is None else ''}; give it a name, like run_name=try1")
+    if HydraConfig.get().mode == RunMode.RUN and not str(HydraConfig.get().run.dir).strip():  # an unset $VAR
+        raise ConfigError("hydra.run.dir='' would train into the current directory; give the run a dir of its own, "
+                          "like hydra.run.dir=outputs/try1 (or leave it out: outputs/RUN_NAME)")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps} must be >= 1 (or null: train through the curriculum)")
 
