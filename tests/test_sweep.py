@@ -229,6 +229,28 @@ def test_seeds_added_after_the_settings_changed_are_noted_in_the_mean_over_seeds
             "added after the settings or the model's code changed") in write_summary(tmp_path)["markdown"]
 
 
+def test_a_sweep_s_summary_leaves_out_a_sweep_and_a_run_inside_its_dir(tmp_path):
+    """hydra.sweep.dir=nest over nest/lr (a sweep of its own) averaged that sweep's seeds as its own; a sweep into
+    outputs/ summarized every run there as its unfinished jobs."""
+    def job(path: Path, seed: int, mode: str = "MULTIRUN") -> None:
+        (path / ".hydra").mkdir(parents=True)
+        (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"seed={seed}"]))
+        (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"mode": mode}}))
+        if mode == "MULTIRUN":
+            (path / "job.json").write_text(json.dumps({"job": 0, "experiment": "a", "status": "completed",
+                                                       "overrides": ["exp=a", f"seed={seed}"]}))
+        record = {"step": 2, "samples": 16, "tokens": 2000, "loss": 3.0 + seed, "accuracy": 0.2}
+        (path / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+
+    job(tmp_path / "exp=a,seed=3", 3)
+    job(tmp_path / "lr" / "exp=a,seed=1", 1)
+    job(tmp_path / "lr" / "exp=a,seed=2", 2)
+    (tmp_path / "lr" / "multirun.yaml").write_text("hydra: {}\n")
+    job(tmp_path / "single", 4, mode="RUN")
+    summary = write_summary(tmp_path)
+    assert [row["dir"] for row in summary["jobs"]] == ["exp=a,seed=3"], summary["jobs"]
+
+
 def test_an_error_of_several_lines_is_one_line_in_the_sweep_s_table(tmp_path):
     """A bug's own message of several lines (now that such a sweep reaches its table) broke the table's row."""
     run = tmp_path / "exp=a"

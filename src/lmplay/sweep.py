@@ -110,7 +110,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        if not dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra")):  # `exp=glob(*_tes)`: Hydra launched 0 jobs
+        if not job_dirs(sweep_dir):  # `exp=glob(*_tes)`: Hydra launched 0 jobs
             remove_unused_sweep_dir()
             globs = [o for o in config.hydra.overrides.task if "glob(" in o]
             fail(f"{' '.join(globs) or 'the sweep'} matches no choice, so the sweep has no jobs; --help lists the "
@@ -302,11 +302,26 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     }
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job dirs, at any depth: not those of a sweep inside it (its own multirun.yaml) nor a single run
+    trained into it, which a sweep into their parent (hydra.sweep.dir=outputs) summarized and averaged as its own."""
+    def other_sweeps(job_dir: Path) -> bool:
+        parts = job_dir.relative_to(sweep_dir).parts
+        return any((sweep_dir.joinpath(*parts[:n]) / "multirun.yaml").is_file() for n in range(1, len(parts) + 1))
+
+    def single_run(job_dir: Path) -> bool:
+        with contextlib.suppress(ConfigError):  # a damaged label: its row says so
+            return dig(read_yaml(job_dir / ".hydra" / "hydra.yaml"), "hydra", "mode") == "RUN"
+        return False
+
+    return [d for d in dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra")) if not other_sweeps(d) and not single_run(d)]
+
+
 def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir} does not exist or is not a directory")
-    dirs = dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra"))
+    dirs = job_dirs(sweep_dir)
     if not dirs:
         raise ConfigError(f"{sweep_dir} holds no job directories: it is not a sweep dir (multirun/<date>/<time>)")
     rows = [job_row(sweep_dir, d) for d in dirs]
