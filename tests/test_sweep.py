@@ -361,6 +361,8 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["optimizer.lr=1e-3,abc"], {}, "optimizer.lr='abc' should be a number (in the sweep's job with optimizer.lr=abc"),
     (["optimizer.betas=0.9,0.95"], {}, "optimizer.betas=0.9 should be a list, like optimizer.betas=[0.9,...]"),
     (["lr=1e-3,${nope}"], {}, "Interpolation key 'nope' not found (at lr)"),
+    (["batch_size=8,0"], {}, "batch_size=0 must be >= 1 (in the sweep's job with batch_size=0"),  # after job 0 trained
+    (["tokenizer=bytes,gpt3"], {}, "tokenizer='gpt3' is unknown; use one of: gpt2, bytes (in the sweep's job"),
     ([], {"batch_size": "8,abc"}, "batch_size='abc' should be an integer"),  # an exp file's hydra.sweeper.params
     (["batch_size=8"], {"batch_size": "8,abc"}, None),  # the command's value replaces the exp file's sweep
     (["optimizer=sgd,rmsprop", "optimizer.momentum=0.5,abc"], {},  # a key the default optimizer has not

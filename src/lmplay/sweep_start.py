@@ -126,10 +126,22 @@ def check_swept_values(config: DictConfig) -> None:
                 for o in values:
                     set_like(cfg, o.key_or_group, o.value(), OmegaConf.select(cfg, o.key_or_group, default=ABSENT))
                 check_run_settings(cfg)
+                check_runner_settings(cfg)
                 for o in values:  # each ${...} names a key
                     OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
             fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
+
+
+def check_runner_settings(cfg: DictConfig) -> None:
+    """The job's runner settings and tokenizer, as its run checks them once it starts: `batch_size=8,0` or
+    `tokenizer=bytes,gpt3` failed job 1 after job 0 had trained."""
+    from lmplay.data.tokenizers import get_tokenizer
+    from lmplay.runner.components import RunnerSettings
+
+    runner = OmegaConf.to_container(cfg.runner, resolve=True)
+    RunnerSettings(**{k: v for k, v in runner.items() if k in RunnerSettings.__dataclass_fields__}).check("")
+    get_tokenizer(cfg.tokenizer)
 
 
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have
