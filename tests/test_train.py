@@ -1040,13 +1040,16 @@ def test_an_unknown_keys_hint_comes_from_the_groups_chosen(capsys, overrides, me
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_an_unknown_exp_behind_a_searchpath_that_cannot_be_imported_says_which(capsys):
+def test_an_unknown_exp_behind_a_searchpath_that_cannot_be_imported_says_which(capsys, tmp_path):
     """Hydra skips a pkg:// search path it cannot import without a word: the user hunted a typo in exp=."""
     with pytest.raises(SystemExit):
         precheck(["hydra.searchpath=[pkg://no_such_lab.conf]", "exp=my_idea_test"], "config")
     err = capsys.readouterr().err
     assert "exp=my_idea_test is unknown" in err and "(hydra.searchpath pkg://no_such_lab.conf: no_such_lab is not " \
         "importable; pip install -e its project, or put the directory that holds it on PYTHONPATH)" in err
+    with pytest.raises(SystemExit):  # a folder: Hydra skips one that is not there the same way
+        precheck([f"hydra.searchpath=[file://{tmp_path / 'no_such_conf'}]", "exp=my_idea_test"], "config")
+    assert f"(hydra.searchpath file://{tmp_path / 'no_such_conf'}: no such directory)" in capsys.readouterr().err
 
 
 USER_CONFIGS = {  # a researcher's own group files, reached through hydra.searchpath

@@ -224,6 +224,9 @@ def unimportable_searchpath(overrides: list[str]) -> str:
         elif not importable(package):
             hints.append(f" (hydra.searchpath pkg://{package}: {top} has no {inner}; new_exp --into writes "
                          f"pkg://{top}.conf)")
+    folders = [m[1] for o in overrides if o.startswith("hydra.searchpath") for m in re.finditer(r"file://([^,\]]+)", o)]
+    hints += [f" (hydra.searchpath file://{folder}: no such directory)" for folder in folders
+              if not Path(folder.strip("'\" ")).expanduser().is_dir()]
     return "".join(hints)
 
 
