@@ -292,7 +292,8 @@ def already_a_key(hydra_said: str) -> str | None:
     if there := re.search(r"Could not append to config. An item is already at '([\w.]+)'|"
                           r"Error merging override \+([\w.]+)=", hydra_said):
         key = there[1] or there[2]
-        return f"{key} is a key already: set it without the +, {key}=VALUE"
+        return (f"{key} is a key already: set it without the +, {key}=VALUE (or ++{key}=VALUE, which also adds it "
+                f"where a sweep's other choice has no such key)")
     return None
 
 
