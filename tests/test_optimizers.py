@@ -71,3 +71,15 @@ def test_optimizer_freeze_keeps_those_weights_through_training_and_a_resume(tmp_
     assert all(torch.equal(start[k], end[k]) for k in ("embed.tok.weight", "embed.pos.weight"))
     assert not torch.equal(start["lm_head.weight"], end["lm_head.weight"])
     assert resumed.runner_c.progress["step"] == 5
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_foreach_asked_for_is_not_also_fused_by_default(tmp_path, optimizer):
+    """With optimizer.fused=null fused on a CPU too, +optimizer.foreach=true was torch's "`fused` and `foreach`
+    cannot be `True` together" (a run trained so before could not resume)."""
+    from conftest import make_runner
+
+    runner = make_runner(["exp=test_runner", "device=cpu", f"optimizer={optimizer}", "+optimizer.foreach=true",
+                          "max_steps=2"], tmp_path)
+    runner.train()
+    assert runner.optimizer_c.optimizer.defaults["foreach"] and not runner.optimizer_c.optimizer.defaults["fused"]

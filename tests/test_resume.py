@@ -295,6 +295,12 @@ def test_a_kept_optimizer_whose_lr_is_its_class_default_says_that_lr_in_the_conf
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert saved.lr == saved.optimizer.lr == 0.001 and saved.optimizer._target_ == "torch.optim.Adam"
     assert [r["lr"] for r in json.loads((run / "stats.json").read_text())["train"]] == [0.001, 0.001]
+    fresh, kept = tmp_path / "fresh", tmp_path / "kept"  # the kept class's keys as a fresh run of its file writes
+    run_cli("lmplay.train", *args[:2], f"hydra.run.dir={fresh}", "max_steps=2", "optimizer=sgd", check=True)  # them:
+    run_cli("lmplay.train", *args[:2], f"hydra.run.dir={kept}", "max_steps=1", "optimizer=sgd", check=True)  # all
+    run_cli("lmplay.train", *args[:2], f"hydra.run.dir={kept}", "max_steps=2", check=True)  # of SGD's read as
+    assert OmegaConf.load(fresh / ".hydra" / "config.yaml").optimizer == \
+        OmegaConf.load(kept / ".hydra" / "config.yaml").optimizer  # settings differing between two seeds of it
 
 
 def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):

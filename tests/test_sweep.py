@@ -227,6 +227,11 @@ def test_seeds_added_after_the_settings_changed_are_noted_in_the_mean_over_seeds
         torch.save({"components": {"model": {"state": {"code": code}}}}, tmp_path / f"exp=a,seed={job}" / "model.lmp")
     assert ("did not all train with the same settings (code of experiments.a.block aaaaaaaaaa/bbbbbbbbbb): jobs "
             "added after the settings or the model's code changed") in write_summary(tmp_path)["markdown"]
+    code = {"experiments.a.model": "c" * 16, "lmplay.modules.block": "d" * 16}  # a base class's file, which a
+    torch.save({"components": {"model": {"state": {"code": code}}}}, tmp_path / "exp=a,seed=2" / "model.lmp")
+    code = {"experiments.a.model": "c" * 16}  # checkpoint saved before base classes had digests does not name
+    torch.save({"components": {"model": {"state": {"code": code}}}}, tmp_path / "exp=a,seed=1" / "model.lmp")
+    assert "Note: the jobs of" not in write_summary(tmp_path)["markdown"]
 
 
 def test_a_sweep_s_summary_leaves_out_a_sweep_and_a_run_inside_its_dir(tmp_path):
@@ -401,18 +406,18 @@ def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, c
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
-    """batch_size=0 passes composition (so the sweep starts) and fails in its job: no traceback, exit 1, and
-    the sweep ends with its table and one error line (Hydra's own ending repeated the error between two lines
-    of its own: "Error executing job with overrides", and the HYDRA_FULL_ERROR hint)."""
-    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "batch_size=0,8", *TINY, f"hydra.sweep.dir={tmp_path}")
+    """model.num_heads=3 passes the sweep's checks (so the sweep starts) and fails as its job builds the model: no
+    traceback, exit 1, and the sweep ends with its table and one error line (Hydra's own ending repeated the error
+    between two lines of its own: "Error executing job with overrides", and the HYDRA_FULL_ERROR hint)."""
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "model.num_heads=3,2", *TINY, f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: 1 of 2 jobs failed; job 0: ConfigError: batch_size=0 must be >= 1")
-    assert "Error executing job" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
-    assert "| 1 | test_runner | batch_size=8 max_steps=2 device=cpu |" in proc.stdout  # the table, as a sweep ends
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed; job 0: ConfigError: ")
+    assert "embed_dim=32 is not divisible by num_heads=3" in proc.stderr.strip().splitlines()[-1]
+    assert "Error executing job" not in proc.stderr and "Set the environment variable HYDRA_FULL" not in proc.stderr
+    assert "| 1 | test_runner | model.num_heads=2 max_steps=2 device=cpu |" in proc.stdout  # the table, as it ends
     rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
-    assert rows[0]["error"].startswith("ConfigError: batch_size=0 must be >= 1")
+    assert "embed_dim=32 is not divisible by num_heads=3" in rows[0]["error"]
 
 
 def test_a_bug_in_a_job_s_code_shows_its_traceback_and_the_sweep_still_ends_with_its_table(tmp_path):

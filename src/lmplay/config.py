@@ -26,6 +26,19 @@ def top_level_aliases() -> frozenset[str]:
                      for name in re.findall(r"\$\{(\w+)\}", path.read_text()))
 
 
+@functools.cache
+def group_file_keys(group: str, target: str) -> frozenset[str] | None:
+    """The keys of lmplay's conf/<group>/ file of class `target` (sgd.yaml's for torch.optim.SGD), or None where
+    no file names that class."""
+    import yaml
+
+    for path in sorted(Path(CONF_DIR, group).glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        if isinstance(config, dict) and config.get("_target_") == target:
+            return frozenset(config)
+    return None
+
+
 def configs_missing() -> str | None:
     """Why lmplay's conf/ is not there, or None: a copy built where git stored the src/lmplay/conf link as a file."""
     if Path(CONF_DIR).is_dir():

@@ -49,10 +49,12 @@ from lmplay.files import (
 from lmplay.hydra_app import JobError, remove_unused_sweep_dir
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
+    code_settings,
     configuration,
     differing_settings,
     dig,
     dirs_below,
+    job_number,
     load_run,
     number,
     read_yaml,
@@ -309,10 +311,8 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
         parts = job_dir.relative_to(sweep_dir).parts
         return any((sweep_dir.joinpath(*parts[:n]) / "multirun.yaml").is_file() for n in range(1, len(parts) + 1))
 
-    def single_run(job_dir: Path) -> bool:
-        with contextlib.suppress(ConfigError):  # a damaged label: its row says so
-            return dig(read_yaml(job_dir / ".hydra" / "hydra.yaml"), "hydra", "mode") == "RUN"
-        return False
+    def single_run(job_dir: Path) -> bool:  # a job trained on alone (README: its hydra.run.dir) keeps its job.json
+        return job_number(job_dir) is None and not (job_dir / JOB_FILE).is_file()
 
     return [d for d in dirs_below(sweep_dir, (JOB_FILE, STATS, ".hydra")) if not other_sweeps(d) and not single_run(d)]
 
@@ -425,13 +425,14 @@ def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def differing_settings_of(sweep_dir: Path, rows: list[dict[str, Any]], jobs: list[int]) -> dict[str, list[str]]:
     """What the jobs' settled configs differ in: a sweep rerun with more seeds after its exp file changed trains the
     new seeds with other settings than the first, under the same overrides."""
-    settings = []
+    settings, codes = [], []
     for row in rows:
         if row["job"] in jobs and row["dir"]:
             with contextlib.suppress(ConfigError):  # a damaged config: its row says what it can
-                run_dir = sweep_dir / row["dir"]
-                settings.append({**trained_settings(settled_config(run_dir)), **trained_code(run_dir)})
-    return differing_settings([s for s in settings if s])
+                if trained := trained_settings(settled_config(sweep_dir / row["dir"])):
+                    settings.append(trained)
+                    codes.append(trained_code(sweep_dir / row["dir"]))
+    return differing_settings([{**s, **code} for s, code in zip(settings, code_settings(codes))])
 
 
 def one_line(text: str) -> str:

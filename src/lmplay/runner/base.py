@@ -16,7 +16,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, not_the_models_to_set, root_config
+from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, group_file_keys, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
@@ -352,14 +352,17 @@ class LMRunnerBase:
         for component in (self.model_c, self.runner_c, self.optimizer_c, self.scheduler_c, self.curriculum_c):
             group, schema = cfg[component.group], component.advertise()
             target = getattr(component, "target", group.get("_target_"))
-            other_class = target != group.get("_target_")
-            if other_class:  # the class the run was built with: none of the composed keys apply, and its every
-                group = cfg[component.group] = {"_target_": target}  # argument is said (an lr equal to the class's
-            for key, value in component.args.items():  # default was left out, and `lr` kept this command's value)
+            if target != group.get("_target_"):
+                # the class the run was built with: none of the composed keys apply. Its keys are those of its own
+                # file (sgd.yaml), as a fresh run of it writes them, or, for a class of no file of lmplay's, all
+                listed = group_file_keys(component.group, target)
+                keys = [key for key in listed or component.args if key in component.args]
+                group = cfg[component.group] = {"_target_": target, **dict.fromkeys(keys)}
+            for key, value in component.args.items():
                 if key in component.reported_as:  # the model's tokenizer, context_len: top-level keys
                     if component.reported_as[key]:
                         cfg[component.reported_as[key]] = value
-                elif other_class or key in group or not same(value, schema.get(key)):
+                elif key in group or not same(value, schema.get(key)):
                     group[key] = value
             for key, alias in self.interpolated_keys(component.group).items():  # `lr: ${lr}`: the alias says it too
                 if alias in cfg and key in group:

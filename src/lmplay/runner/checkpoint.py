@@ -277,15 +277,20 @@ def model_part(model: torch.nn.Module) -> dict[str, Any]:
             "state": {"weights": model.state_dict(), "code": code_digests(model)}}
 
 
+def saved_digests(state: dict[str, Any]) -> dict[str, str]:
+    """The code digests of a checkpoint's model state, by module: {} for one saved before digests, and only text
+    (a checkpoint is data)."""
+    saved = state.get("code")
+    return {m: d for m, d in saved.items() if isinstance(m, str) and isinstance(d, str)} if isinstance(saved, dict) \
+        else {}
+
+
 def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     """The source files (or modules, where gone) of the model's code that changed since the checkpoint's model state
     was saved; none for a checkpoint that holds no digests. A file the model uses now and did not then is no change
     of its own: the saved file that now builds from it changed (and a checkpoint saved before base classes had
     digests names none of them)."""
-    saved, now = state.get("code"), code_digests(model)
-    if not isinstance(saved, dict):
-        return []
-    saved = {m: d for m, d in saved.items() if isinstance(m, str) and isinstance(d, str)}  # data: text only
+    saved, now = saved_digests(state), code_digests(model)
     moved = {m for m in saved.keys() - now.keys() if saved[m] in now.values()}  # a file that only moved
     # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged
     return [where(m) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]

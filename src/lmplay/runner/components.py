@@ -236,7 +236,8 @@ class OptimizerComponent(Component):
         cls = class_named(target, self.group)
         if "fused" in signature_defaults(cls):
             fused = args["fused"]
-            kwargs["fused"] = fused_by_default(self.runner.device) if fused is None else fused
+            unfusable = kwargs.get("foreach") or kwargs.get("differentiable")  # torch refuses either with fused
+            kwargs["fused"] = fused_by_default(self.runner.device) and not unfusable if fused is None else fused
         if "weight_decay" not in args:  # LBFGS, SparseAdam: a checkpoint may name any torch optimizer
             raise ConfigError(f"optimizer {target} takes no weight_decay, which lmplay's parameter groups set; choose "
                               f"one that does (optimizer=adamw, optimizer=sgd)")

@@ -27,6 +27,7 @@ from lmplay.stats.runs import (
     HOW_IT_RAN,
     NOT_SETTINGS,
     Run,
+    code_settings,
     differing_settings,
     settings_text,
     trained_code,
@@ -633,9 +634,9 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
     and an idea whose baseline (`bases`, one a group) trained with settings of its own that no command typed."""
     notes = []
     for group in groups:
-        several = len(group.runs) > 1  # the code compared only then: reading it imports torch
-        mixed = differing_settings([{**trained_settings(r.settled), **(trained_code(r.path) if several else {})}
-                                    for r in group.runs if r.settled])
+        runs = [r for r in group.runs if r.settled]
+        codes = code_settings([trained_code(r.path) for r in runs]) if len(runs) > 1 else [{}] * len(runs)  # torch
+        mixed = differing_settings([{**trained_settings(r.settled), **code} for r, code in zip(runs, codes)])
         if mixed:
             notes.append(f"Note: the runs averaged as {group.label} did not all train with the same settings "
                          f"({settings_text(mixed)}): a command repeated after its settings or the model's code "

@@ -191,23 +191,28 @@ def trained_settings(settled: dict[str, Any]) -> dict[str, str]:
 
 
 def trained_code(run_dir: Path) -> dict[str, str]:
-    """The digests of the model's source files that the run's checkpoint was saved with, as settings to compare
-    (`code of experiments.swiglu.swiglu_block`): seeds of one configuration trained on different versions of an
-    idea's code are no seeds of one model. Read without the weights (memory-mapped); {} without a checkpoint."""
+    """The digests of the model's source files that the run's checkpoint was saved with, by module; {} without a
+    readable checkpoint. Read without the weights (memory-mapped)."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return {}
     import torch  # here: only a comparison of several runs pays for the import
 
+    from lmplay.runner.checkpoint import saved_digests
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        code = ckpt["components"]["model"]["state"]["code"]
+        return saved_digests(ckpt["components"]["model"]["state"])
     except Exception:  # noqa: BLE001 - a damaged or older checkpoint: no code to compare, as without one
         return {}
-    if not isinstance(code, dict):
-        return {}
-    return {f"code of {module}": digest[:10] for module, digest in code.items()
-            if isinstance(module, str) and isinstance(digest, str)}
+
+
+def code_settings(codes: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Runs' code digests as settings to compare (`code of experiments.swiglu.swiglu_block`): seeds of one
+    configuration trained on different versions of an idea's code are no seeds of one model. Only the files every
+    run's checkpoint names: one saved before base classes had digests names fewer, with none of them changed."""
+    shared = set.intersection(*(set(code) for code in codes)) if codes else set()
+    return [{f"code of {module}": code[module][:10] for module in sorted(shared)} for code in codes]
 
 
 def differing_settings(settings: list[dict[str, str]]) -> dict[str, list[str]]:
