@@ -151,6 +151,13 @@ def test_a_hub_download_with_files_of_two_layouts_names_data_files_to_choose_the
     assert f"data_files: {{train: '{chosen['train']}', validation: '{chosen['validation']}'}}" in str(refused.value)
     texts = all_text(build(tmp_path, [{"path": str(folder), "validation_split": "validation", "data_files": chosen}]))
     assert len(texts) == 20 and all("train story" in t for t in texts)
+    poems = tmp_path / "poems"  # text files: a word inside a name is no split's, and data_files is no way out there
+    poems.mkdir()
+    for name in ("train.txt", "test.txt", "greatest_poems.txt"):
+        (poems / name).write_text("A poem.")
+    with pytest.raises(ConfigError, match=r"names splits in some file names \(train, test\) but not in "
+                                          r"greatest_poems.txt, which would be left out; rename"):
+        build(tmp_path, [{"path": str(poems)}])
 
 
 def test_a_folder_of_two_kinds_of_file_is_refused_and_a_binary_column_is_decoded(tmp_path, no_hub):

@@ -47,7 +47,6 @@ HUB_PROBE_TIMEOUT_S = 3.0
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst"}
 RECORD_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 FILE_BUILDERS = ("json", "parquet", "csv", "text")  # `path: json` with data_files=FILES
-SPLIT_WORD = re.compile(r"train|test|valid|dev|eval", re.IGNORECASE)  # in a file name that datasets could take
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repo id, `name` or `owner/name`: fullmatch it
 
 
@@ -417,8 +416,11 @@ def _check_split_names(folder: Path, files: Any, where: str) -> None:
     if not left:
         return
     listed = f"{', '.join(left[:3])}{' ...' if len(left) > 3 else ''}"
-    if any(SPLIT_WORD.search(name) for name in left):  # a hub download: data/train-00000-of-00001.parquet and
-        taken = ", ".join(str(Path(fs[0]).relative_to(folder)) for fs in files.values())  # TinyStories-train.txt
+    record_files = all(file_kind(Path(f)) in RECORD_BUILDERS for fs in files.values() for f in fs)
+    if record_files and any(map(names_a_split, left)):
+        # a hub download, data/train-00000-of-00001.parquet beside TinyStories-train.txt: data_files chooses
+        # (text files chosen so would be read as datasets' text builder reads them, a row a line)
+        taken = ", ".join(str(Path(fs[0]).relative_to(folder)) for fs in files.values())
         example = ", ".join(f"{split}: '{files_pattern(fs, folder)}'" for split, fs in files.items())
         raise ConfigError(f"{where}: folder {folder} holds files of more than one layout: datasets reads the splits "
                           f"of the first it knows ({taken}) and would leave out {listed}; choose the files with "
@@ -427,6 +429,15 @@ def _check_split_names(folder: Path, files: Any, where: str) -> None:
     raise ConfigError(f"{where}: folder {folder} names splits in some file names ({', '.join(map(str, files))}) "
                       f"but not in {listed}, which would be left out; rename them (train/test/validation in the "
                       f"name), or move them out")
+
+
+def names_a_split(file_name: str) -> bool:
+    """Whether a file's name holds one of datasets' split keywords as a word (`TinyStories-train.txt`; not
+    `greatest_poems.txt`)."""
+    from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
+
+    words = "|".join(keyword for keywords in SPLIT_KEYWORDS.values() for keyword in keywords)
+    return re.search(rf"(^|[{NON_WORDS_CHARS}])({words})([{NON_WORDS_CHARS}]|$)", file_name, re.IGNORECASE) is not None
 
 
 def files_pattern(files: list[str], folder: Path) -> str:
