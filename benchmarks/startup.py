@@ -46,7 +46,7 @@ from lmplay.data.corpus import embedded_path
 text = gzip.open(embedded_path("shakespeare"), "rb").read()
 data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
 model = GPT2ish(vocab_size=257, context_len=64, num_blocks=2, embed_dim=32, num_heads=2, tokenizer="bytes")
-optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
+optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
 starts = torch.randint(len(data) - 65, (8,))
 batch = torch.stack([data[i:i + 65] for i in starts])
 loss_sum, _ = model.loss_terms(batch[:, :-1], batch[:, 1:])

@@ -104,8 +104,9 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
     versions.write_text(text[:start] + text[start:].replace('"num_blocks": 2', '"num_blocks": 3', 1))
     edited = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", f"hydra.run.dir={run}_2",
                      cwd=repo, env=env, check=True)
-    assert ("note: versions.py's 'my_idea_test' builds num_blocks=3 (trained: 2): get_runner('my_idea_test')."
-            "build_model() gives another model than its exp file trains; make the two agree") in edited.stdout
+    assert ("note: experiments.my_idea.versions builds 'my_idea_test' with num_blocks=3 (trained: 2): get_runner("
+            "'my_idea_test').build_model() gives another model than its exp file (my_idea_test.yaml) trains; make the "
+            "two agree") in edited.stdout
     typed = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", "model.num_blocks=4",
                     f"hydra.run.dir={run}_3", cwd=repo, env=env, check=True)
     assert "versions.py" not in typed.stdout  # a shape typed is the user's choice
@@ -316,3 +317,18 @@ def test_a_hand_copy_that_kept_the_baseline_s_version_names_never_takes_them(tmp
     assert proc.stdout.strip() == "experiments.gpt2ish.model"
     assert "experiments.aaa_copy.versions cannot be imported" in proc.stderr
     assert "give experiments.aaa_copy" in proc.stderr
+
+
+def test_build_model_refuses_an_argument_the_model_does_not_keep():
+    """get_runner(v).build_model(gated_act=...) then save_model wrote a checkpoint without the argument."""
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.runner.basic import BasicModelRunner
+
+    class Gated(GPT2ish):
+        def __init__(self, *args, gated_act: str = "silu", **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+
+    runner = BasicModelRunner(Gated, {"num_blocks": 1, "embed_dim": 8, "num_heads": 2, "tokenizer": "bytes"})
+    with pytest.raises(ConfigError, match=r"^Gated.__init__ takes gated_act but does not pass it on to super"):
+        runner.build_model(gated_act="gelu", context_len=8)
+    assert runner.build_model(context_len=8).construction_args["num_blocks"] == 1

@@ -280,7 +280,8 @@ def test_a_row_whose_runs_stopped_early_is_named_as_what_ends_the_columns(tmp_pa
     runs += [fake_run(tmp_path / f"i{seed}", "idea", seed, 2.0, steps=30) for seed in (1, 2)]
     note = table_note(*runs)
     assert ("Note: the columns stop where the shortest runs' validations do (idea at 3k; the longest reach 10k "
-            "tokens): a run that failed, was stopped or is still training compares only as far as it got") in note
+            "tokens): a run that trains fewer tokens by its settings, or that failed, was stopped or is still "
+            "training, compares only as far as it got") in note
     assert "columns stop" not in table_note(*runs[:2], *[fake_run(tmp_path / f"j{s}", "idea", s, 2.0, steps=90)
                                                          for s in (1, 2)])
 

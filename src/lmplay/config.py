@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from lmplay.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,13 +32,22 @@ def top_level_aliases() -> frozenset[str]:
 def group_file_keys(group: str, target: str) -> frozenset[str] | None:
     """The keys of lmplay's conf/<group>/ file of class `target` (sgd.yaml's for torch.optim.SGD), or None where
     no file names that class."""
-    import yaml
-
     for path in sorted(Path(CONF_DIR, group).glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         if isinstance(config, dict) and config.get("_target_") == target:
             return frozenset(config)
     return None
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`), which Hydra and OmegaConf never write: a crafted .hydra/config.yaml of 772
+    bytes expanded through them into 10^8 keys and held lmplay.plot and the sweep summary for good, and a checkpoint's
+    config ran generate out of memory."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("it uses YAML aliases (*name), which Hydra never writes")
+        return super().compose_node(parent, index)
 
 
 def configs_missing() -> str | None:

@@ -126,8 +126,9 @@ def train(cfg: DictConfig) -> None:
             ckpt = resumed_checkpoint(run_dir, cfg.fresh)
             check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
             runner.setup(ckpt)
-            if ckpt is None and runner.world.is_main and (note := version_shape_note(
-                    cfg.exp_name, runner.model.construction_args, runner.overridden)):
+            typed = runner.typed_keys("model")  # model.num_blocks=3, context_len: the user's own choice
+            note = version_shape_note(cfg.exp_name, runner.model.construction_args, typed) if ckpt is None else None
+            if note and runner.world.is_main:
                 print(note)
             in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
             why = runner.nothing_to_train(in_sweep) if ckpt else None

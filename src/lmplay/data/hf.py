@@ -21,7 +21,8 @@ def quiet_progress_bars() -> None:
 
 
 def hf_datasets() -> ModuleType:
-    """The `datasets` module, with the progress-bar setting applied."""
+    """The `datasets` module, with the progress-bar setting applied, and in a run whose logging is set up (lmplay's
+    Hydra job logging), datasets' and huggingface_hub's own stderr handlers removed."""
     hf_log = logging.getLogger("datasets")
     if hf_log.level == logging.NOTSET:  # its import logs at INFO, through a run's log, which of JAX/TensorFlow it
         hf_log.setLevel(logging.WARNING)  # found, before it sets its own level (from DATASETS_VERBOSITY) after

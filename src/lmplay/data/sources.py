@@ -395,7 +395,8 @@ def warn_unread_files(folder: Path, split_files: list[Path], where: str) -> None
                     and not any(part.startswith((".", "__")) for part in p.relative_to(folder).parts))
     if unread:
         log.warning("%s: folder %s: %s %s not read (a README.md is the dataset card to datasets, and a file with no "
-                    "suffix beside text files, like a LICENSE, no data); a .txt or .md file of another name is read",
+                    "suffix beside text files, like a LICENSE, no data); to train on one, rename it (notes.md, "
+                    "changes.txt)",
                     where, folder, ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else ""),
                     "is" if len(unread) == 1 else "are")
 

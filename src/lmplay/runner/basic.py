@@ -41,7 +41,9 @@ class BasicModelRunner:
                 raise ConfigError(f"{self.model_class.__name__} names no default tokenizer: pass tokenizer= (or "
                                   f"vocab_size=) to build_model")
             args["vocab_size"] = get_tokenizer(tokenizer).vocab_size
-        return self.model_class(**args)
+        model = self.model_class(**args)
+        check_args_kept(model, args)  # save_model would write a checkpoint without it
+        return model
 
 
 def check_model_args(model_class: type, args: dict[str, Any]) -> None:
@@ -55,6 +57,18 @@ def check_model_args(model_class: type, args: dict[str, Any]) -> None:
         check_kind(f"model.{name}", value, kind, nullable=nullable)
         if kind is int and value is not None and value < 0:
             raise ConfigError(f"model.{name}={value} must be >= 0")
+
+
+def check_args_kept(model: LMBase, args: dict[str, Any]) -> None:
+    """Every argument the model was built with is in its `construction_args`, which a checkpoint keeps: one that an
+    idea adds to its copy's __init__ and does not pass on to super().__init__ was left out, and generate and a
+    resume rebuilt the model with its default, silently (a GEGLU run sampled as SwiGLU)."""
+    unkept = [key for key in args if key not in model.construction_args]
+    if unkept:
+        them = "it" if len(unkept) == 1 else "them"
+        raise ConfigError(f"{type(model).__name__}.__init__ takes {', '.join(unkept)} but does not pass {them} on to "
+                          f"super().__init__(...), which keeps a model's arguments in its checkpoints (generate and a "
+                          f"resume rebuild it from them); add {', '.join(f'{k}={k}' for k in unkept)} to that call")
 
 
 def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:

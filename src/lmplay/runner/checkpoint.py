@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from lmplay.config import seed_in_range
+from lmplay.config import NoAliasLoader, seed_in_range
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     CHECKPOINT,
@@ -242,10 +242,10 @@ def model_class(ckpt: dict[str, Any]) -> str | None:
     """The dotted model class the checkpoint's config names (`model._target_`), read as text: what the registry
     is searched for when the experiment's name is one of the user's own configs. Never imported from here. Read
     as plain YAML: never resolved (a crafted `${oc.env:SECRET}` would print the secret in the error naming the
-    class), and aliases shared, not copied (OmegaConf copied a crafted chain of 9 aliases of 9 until memory ran out)."""
+    class), and without aliases (OmegaConf copied a crafted chain of 9 aliases of 9 until memory ran out)."""
     try:
         config = ckpt.get("config")
-        config = yaml.safe_load(config) if isinstance(config, str) else config
+        config = yaml.load(config, Loader=NoAliasLoader) if isinstance(config, str) else config
         model = config.get("model") if isinstance(config, dict) else None
         target = model.get("_target_") if isinstance(model, dict) else None
     except Exception:  # noqa: BLE001 - a damaged config names no class; the caller's error says the name

@@ -21,7 +21,7 @@ from lmplay.errors import ConfigError
 from lmplay.files import RECORD_KINDS
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
-from lmplay.runner.basic import check_model_args
+from lmplay.runner.basic import check_args_kept, check_model_args
 from lmplay.runner.component_base import (
     Component,
     subclass_named,
@@ -122,18 +122,6 @@ class ModelComponent(Component):
         return checkpoint.model_part(self.model)
 
 
-def check_args_kept(model: torch.nn.Module, args: dict[str, Any]) -> None:
-    """Every argument the model was built with is in its `construction_args`, which a checkpoint keeps: one that an
-    idea adds to its copy's __init__ and does not pass on to super().__init__ was left out, and generate and a
-    resume rebuilt the model with its default, silently (a GEGLU run sampled as SwiGLU)."""
-    unkept = [key for key in args if key not in model.construction_args]
-    if unkept:
-        them = "it" if len(unkept) == 1 else "them"
-        raise ConfigError(f"{type(model).__name__}.__init__ takes {', '.join(unkept)} but does not pass {them} on to "
-                          f"super().__init__(...), which keeps a model's arguments in its checkpoints (generate and a "
-                          f"resume rebuild it from them); add {', '.join(f'{k}={k}' for k in unkept)} to that call")
-
-
 @dataclass
 class RunnerSettings:
     batch_size: int = 50
@@ -202,8 +190,9 @@ class RunnerComponent(Component):
 
 
 def fused_by_default(device: torch.device) -> bool:
-    """optimizer.fused=null: torch's fused kernel on CUDA and on a CPU too, where AdamW's step over 57M parameters
-    took 15 ms against the per-tensor loop's 63 (benchmarks/README.md); not on MPS, where lmplay is unmeasured."""
+    """optimizer.fused=null: torch's fused kernel on CUDA and on a CPU too, where AdamW's step over gpt2ish's 120M
+    parameters took 32 ms against the per-tensor loop's 273 (benchmarks/optimizer_step.py); not on MPS, where
+    lmplay is unmeasured."""
     return device.type in ("cuda", "cpu")
 
 

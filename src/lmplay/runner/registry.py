@@ -33,6 +33,11 @@ class Registration:
         """The class the version builds (read from its runner, which builds no model)."""
         return self.factory(None).model_class
 
+    @property
+    def version_args(self) -> dict:
+        """The arguments the version builds its model with in Python (get_runner(name).build_model())."""
+        return self.factory(None).overrides
+
 
 _REGISTRY: dict[str, Registration] = {}
 _BROKEN: dict[str, str] = {}  # module -> why it could not be imported (its experiments are not registered)
@@ -127,19 +132,18 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
 
 def version_shape_note(name: str, built: dict, typed: set[str]) -> str | None:
     """A note where the arguments version `name` builds in Python (its versions.py) differ from those its exp file
-    trained (`built`, the model's construction_args; those `typed` on the command line left out): a copy's two
-    copies of its shape, edited in one place, gave get_runner(name).build_model() another model than training."""
+    trained (`built`, the model's construction_args; the model keys `typed` on the command line left out): a copy's
+    two copies of its shape, edited in one place, gave get_runner(name).build_model() another model than training."""
     runners = registered(warn=False)
     if name not in runners:
         return None
-    version = runners[name].factory(None).overrides
-    differ = [key for key in version if key in built and version[key] != built[key]
-              and key not in typed and f"model.{key}" not in typed]
+    version = runners[name].version_args
+    differ = [key for key in version if key in built and version[key] != built[key] and key not in typed]
     if not differ:
         return None
     said = ", ".join(f"{key}={version[key]!r} (trained: {built[key]!r})" for key in differ)
-    return (f"note: versions.py's '{name}' builds {said}: get_runner('{name}').build_model() gives another model than "
-            f"its exp file trains; make the two agree")
+    return (f"note: {runners[name].factory.__module__} builds '{name}' with {said}: get_runner('{name}').build_model() "
+            f"gives another model than its exp file ({name}.yaml) trains; make the two agree")
 
 
 def renamed_to(model_class: str | None, name: str, runners: dict[str, Registration]) -> str | None:

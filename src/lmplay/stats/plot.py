@@ -517,9 +517,11 @@ def short_runs_note(rows: list[tuple[Group, Curve, Curve | None]]) -> list[str]:
     if not short:
         return []
     said = ", ".join(f"{group.label} at {human(ends[id(group)])}" for group in short)
-    return [f"Note: the columns stop where the shortest runs' validations do ({said}; the longest reach "
-            f"{human(longest)} tokens): a run that failed, was stopped or is still training compares only as far as "
-            f"it got (a sweep's summary, python -m lmplay.sweep DIR, says which)."]
+    note = (f"Note: the columns stop where the shortest runs' validations do ({said}; the longest reach "
+            f"{human(longest)} tokens): a run that trains fewer tokens by its settings, or that failed, was stopped "
+            f"or is still training, compares only as far as it got (a sweep's summary, python -m lmplay.sweep DIR, "
+            f"says which).")
+    return [note]
 
 
 def aligned(table: list[list[str]]) -> list[str]:

@@ -14,7 +14,13 @@ from typing import Any
 
 import yaml
 
-from lmplay.config import flatten, override_key, override_value, top_level_aliases
+from lmplay.config import (
+    NoAliasLoader,
+    flatten,
+    override_key,
+    override_value,
+    top_level_aliases,
+)
 from lmplay.errors import ConfigError
 from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS
 
@@ -123,16 +129,6 @@ def dirs_below(root: Path, markers: tuple[str, ...]) -> list[Path]:
              if p.parent != root and not any(part.startswith((".", REPLACED_PREFIX))
                                              for part in p.parent.relative_to(root).parts)}
     return sorted(found, key=lambda p: job_order(root, p))
-
-
-class NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases (`*name`), which Hydra never writes: a crafted .hydra/config.yaml of 772 bytes expanded
-    through them into 10^8 keys and held lmplay.plot and the sweep summary for good."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("it uses YAML aliases (*name), which Hydra never writes")
-        return super().compose_node(parent, index)
 
 
 def read_yaml(path: Path, kind: type = dict) -> Any:
