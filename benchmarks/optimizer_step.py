@@ -13,10 +13,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from train_loop import lmplay_runner, machine, parser
 
 from lmplay.device import synchronize
+
+if TYPE_CHECKING:
+    import torch
 
 
 TURNS = 5  # each kind of step timed this many times, in turns, so that the machine's load falls on both alike
@@ -44,7 +48,8 @@ def main() -> None:
         if "fused" not in optimizer.defaults:
             raise SystemExit(f"error: {type(optimizer).__name__} has no fused kernel to compare; use optimizer=adamw")
         def groups() -> list[dict]:  # each optimizer its own: torch fills a group's dict with its defaults
-            return [{k: v for k, v in group.items() if k not in ("fused", "foreach")} for group in optimizer.param_groups]
+            return [{k: v for k, v in group.items() if k not in ("fused", "foreach")}
+                    for group in optimizer.param_groups]
 
         optimizers = {"fused": type(optimizer)(groups(), fused=True),
                       "per-tensor": type(optimizer)(groups(), fused=False, foreach=False)}

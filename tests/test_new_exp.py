@@ -164,8 +164,8 @@ def test_an_argument_an_idea_adds_but_does_not_pass_on_to_its_base_is_refused_be
     create("geglu", into=tmp_path / "my_lab")
     model = tmp_path / "my_lab" / "geglu" / "model.py"
     text = model.read_text()
-    model.write_text(text.replace('tokenizer: str = "gpt2") -> None:', 'tokenizer: str = "gpt2", gated_act: str = "silu") '
-                                  '-> None:', 1))
+    model.write_text(text.replace('tokenizer: str = "gpt2") -> None:',
+                                  'tokenizer: str = "gpt2", gated_act: str = "silu") -> None:', 1))
     args = ["hydra.searchpath=[pkg://my_lab.conf]", "exp=geglu_test", "max_steps=1", "device=cpu",
             f"hydra.run.dir={tmp_path / 'run'}"]
     proc = run_cli("lmplay.train", *args, env=pythonpath(REPO / "src", REPO, tmp_path))

@@ -286,7 +286,8 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
 
 def test_a_kept_optimizer_whose_lr_is_its_class_default_says_that_lr_in_the_config_and_the_report(tmp_path):
     """Adam at lr=1e-3 (torch's default for it), resumed without retyping: .hydra/config.yaml and the checkpoint's
-    config said the exp's lr=0.003 and an Adam block without lr, and the report named no lr, while it trained at 1e-3."""
+    config said the exp's lr=0.003 and an Adam block without lr, and the report named no lr, while it trained at
+    1e-3."""
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
     run_cli("lmplay.train", *args, "max_steps=1", "optimizer=adam", "lr=1e-3", check=True)
@@ -537,6 +538,7 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
         proc = run_cli(*command)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert needle in proc.stderr
+
 
 def test_a_checkpoint_config_of_nested_yaml_aliases_loads_at_once(tmp_path):
     """OmegaConf copied each alias of a crafted config: 9 levels of 9 aliases ran generate out of memory."""
