@@ -5,6 +5,7 @@ import errno
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -151,6 +152,14 @@ def test_a_hub_download_with_files_of_two_layouts_names_data_files_to_choose_the
     assert f"data_files: {{train: '{chosen['train']}', validation: '{chosen['validation']}'}}" in str(refused.value)
     texts = all_text(build(tmp_path, [{"path": str(folder), "validation_split": "validation", "data_files": chosen}]))
     assert len(texts) == 20 and all("train story" in t for t in texts)
+    for language in ("en", "es"):  # a split's files in folders of their own: their common start, 'train/e', is no
+        (folder / "train" / language).mkdir(parents=True)  # file's; the pattern takes the folder they share
+        pq.write_table(pa.table({"text": [f"A {language} story {i}." for i in range(10)]}),
+                       folder / "train" / language / "part-0.parquet")
+    shutil.rmtree(folder / "data")
+    with pytest.raises(ConfigError, match=r"data_files: \{train: 'train/\*\*'\}\}"):
+        build(tmp_path, [{"path": str(folder)}])
+    assert len(all_text(build(tmp_path, [{"path": str(folder), "data_files": {"train": "train/**"}}]))) == 20
     poems = tmp_path / "poems"  # text files: a word inside a name is no split's, and data_files is no way out there
     poems.mkdir()
     for name in ("train.txt", "test.txt", "greatest_poems.txt"):

@@ -300,8 +300,10 @@ def test_a_kept_optimizer_whose_lr_is_its_class_default_says_that_lr_in_the_conf
     run_cli("lmplay.train", *args[:2], f"hydra.run.dir={fresh}", "max_steps=2", "optimizer=sgd", check=True)  # them:
     run_cli("lmplay.train", *args[:2], f"hydra.run.dir={kept}", "max_steps=1", "optimizer=sgd", check=True)  # all
     run_cli("lmplay.train", *args[:2], f"hydra.run.dir={kept}", "max_steps=2", check=True)  # of SGD's read as
-    assert OmegaConf.load(fresh / ".hydra" / "config.yaml").optimizer == \
-        OmegaConf.load(kept / ".hydra" / "config.yaml").optimizer  # settings differing between two seeds of it
+    fresh_config, kept_config = (OmegaConf.load(run / ".hydra" / "config.yaml") for run in (fresh, kept))
+    assert OmegaConf.to_yaml(fresh_config.optimizer) == OmegaConf.to_yaml(kept_config.optimizer)  # settings differing
+    assert repr(fresh_config.weight_decay) == repr(kept_config.weight_decay) == "0.0"  # between two seeds of it; in
+    # the file's order and kinds (its weight_decay 0.0 was torch's signature's 0)
 
 
 def test_a_run_dir_with_only_its_bak_or_a_directory_for_model_lmp_is_refused(tmp_path):

@@ -29,13 +29,13 @@ def top_level_aliases() -> frozenset[str]:
 
 
 @functools.cache
-def group_file_keys(group: str, target: str) -> frozenset[str] | None:
-    """The keys of lmplay's conf/<group>/ file of class `target` (sgd.yaml's for torch.optim.SGD), or None where
-    no file names that class."""
+def group_file_keys(group: str, target: str) -> tuple[str, ...] | None:
+    """The keys of lmplay's conf/<group>/ file of class `target` (sgd.yaml's for torch.optim.SGD), in its order, or
+    None where no file names that class."""
     for path in sorted(Path(CONF_DIR, group).glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         if isinstance(config, dict) and config.get("_target_") == target:
-            return frozenset(config)
+            return tuple(config)
     return None
 
 

@@ -442,9 +442,15 @@ def names_a_split(file_name: str) -> bool:
 
 
 def files_pattern(files: list[str], folder: Path) -> str:
-    """A data_files pattern for `files` of `folder`: the file itself, or their common start and a `*`."""
-    names = [str(Path(f).relative_to(folder)) for f in files]
-    return names[0] if len(names) == 1 else os.path.commonprefix(names) + "*"
+    """A data_files pattern for `files` of `folder`: the file itself, or their common start and a `*` (`**` from
+    their common folder on, where they lie in several: train/en/ and train/es/ share 'train/e', no file's start)."""
+    names = [Path(f).relative_to(folder).as_posix() for f in files]
+    start = os.path.commonprefix(names)
+    if len(names) == 1:
+        return names[0]
+    if any("/" in name[len(start):] for name in names):
+        return start[:start.rfind("/") + 1] + "**"
+    return start + "*"
 
 
 def text_files_read(identity: str) -> set[str]:
