@@ -125,6 +125,7 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
             "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
             "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
             "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7),  # would allocate terabytes
+            "gpt3": altered(model, tmp_path / "gpt3.lmp", tokenizer="gpt3"),  # read as if typed on the command line
             "sweep": sweep_of_two(tmp_path / "sweep", model), "dir_named_lmp": dir_named_lmp(tmp_path / "run")}
 
 
@@ -175,6 +176,7 @@ def altered(model: torch.nn.Module, path: Path, exp: str = "test_runner", **stat
     (["checkpoint={diverged}", "prompt=hi"], "has weights that are not finite (NaN or inf: a diverged run?)"),
     (["checkpoint={heads}", "prompt=hi"], "does not fit the installed code of experiment 'test_runner' (ValueError"),
     (["checkpoint={huge}", "prompt=hi"], "do not fit its arguments (embed.tok.weight [257, 8] for [257, 10000000]"),
+    (["checkpoint={gpt3}", "prompt=hi"], "holds model settings the installed code refuses: tokenizer='gpt3' is unknown"),
     (["checkpoint={model}", "prompt=hi", "amp=maybe"], "error: amp='maybe' should be true or false"),
     (["checkpoint={model}", "prompt=[it's,b]"], "error: prompt=[it's,b]: Hydra cannot read this value (LexerNoViable"),
     (["checkpoint={model}", "prompt=hi", "num_samples=1.5"], "error: num_samples=1.5 should be an integer"),

@@ -87,6 +87,8 @@ def build(runner: Any, state_args: dict[str, Any], path: Path | str, exp: str) -
     """The model its checkpoint's arguments describe; arguments the installed code refuses are one line."""
     try:
         return runner.build_model(**state_args)
+    except ConfigError as e:  # lmplay's own checks of the arguments: the checkpoint's, which no one typed here
+        raise ConfigError(f"checkpoint {path} holds model settings the installed code refuses: {e}") from None
     except (TypeError, ValueError, RuntimeError) as e:
         said = str(e).strip().splitlines()[0] if str(e).strip() else ""  # not torch's C++ stack below it
         raise ConfigError(f"checkpoint {path} does not fit the installed code of experiment '{exp}' "
