@@ -405,11 +405,17 @@ def test_a_checkpoint_trained_as_another_class_than_its_experiments_loads_as_the
         load_model(path)
 
 
-def test_a_checkpoint_of_a_class_since_renamed_in_its_model_py_loads_as_the_registered_class_with_a_note(tmp_path,
-                                                                                                           capfd):
-    """A class renamed in its experiment's model.py: a resume trained on (an edit of the code like any other), but
-    generate refused the checkpoint, with no way out but renaming it back. A class the module still has is another
-    model, refused as before."""
+@pytest.mark.parametrize("trained_as, loads", [
+    ("experiments.gpt2ish.model.GPT2ishBefore", True),  # the class renamed in its model.py
+    ("experiments.gpt2ish_before.model.GPT2ish", True),  # the experiment's package renamed
+    ("experiments.gpt2ish.model.LMBase", False),  # a class that model.py has (imports): another model
+    ("experiments.gone.model.OtherIdea", False),  # another class, whose package is gone
+])
+def test_a_checkpoint_of_a_class_or_package_since_renamed_loads_as_the_registered_class_with_a_note(
+        trained_as, loads, tmp_path, capfd):
+    """A class renamed in its experiment's model.py, or the experiment's package renamed: a resume trained on (an edit
+    of the code like any other), but generate refused the checkpoint, with no way out but renaming it back. A class
+    the module still has, or one of another name, is another model, refused as before."""
     from conftest import make_runner
 
     from experiments.gpt2ish.model import GPT2ish
@@ -417,19 +423,25 @@ def test_a_checkpoint_of_a_class_since_renamed_in_its_model_py_loads_as_the_regi
 
     path = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run").save()
     ckpt = checkpoint.load(path)
-    for old_name, loads in (("GPT2ishBefore", True), ("LMBase", False)):  # LMBase: imported by that model.py
-        ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish",
-                                                f"experiments.gpt2ish.model.{old_name}")
-        checkpoint.write_out(ckpt, renamed := tmp_path / f"{old_name}.lmp")
-        ckpt["config"] = ckpt["config"].replace(old_name, "GPT2ish")
-        if loads:
-            assert type(load_model(renamed)[0]) is GPT2ish
-            assert ("note: this checkpoint of experiment 'test_runner' was trained as experiments.gpt2ish.model."
-                    "GPT2ishBefore, which its module no longer has: it loads as experiments.gpt2ish.model.GPT2ish, the "
-                    "class there now") in capfd.readouterr().err
-        else:
-            with pytest.raises(ConfigError, match="was trained as experiments.gpt2ish.model.LMBase, not as the class"):
-                load_model(renamed)
+    ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish", trained_as)
+    checkpoint.write_out(ckpt, renamed := tmp_path / "renamed.lmp")
+    if loads:
+        assert type(load_model(renamed)[0]) is GPT2ish
+        assert (f"note: this checkpoint of experiment 'test_runner' was trained as {trained_as}, which is no longer "
+                f"there (renamed): it loads as experiments.gpt2ish.model.GPT2ish") in capfd.readouterr().err
+    else:
+        with pytest.raises(ConfigError, match=f"was trained as {trained_as}, not as the class"):
+            load_model(renamed)
+
+
+def test_a_config_of_one_s_own_over_a_class_since_renamed_loads_it_and_an_idea_s_layer_since_taken_out_is_said(
+        tmp_path, capfd):
+    from conftest import make_runner
+
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.runner import checkpoint
+
+    ckpt = checkpoint.load(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run").save())
     ckpt["exp"] = "my_own"  # a config of one's own (--config-dir) over the class since renamed: its resume trains on
     ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish", "experiments.gpt2ish.model.GPT2ishOld")
     checkpoint.write_out(ckpt, own := tmp_path / "own.lmp")

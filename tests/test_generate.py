@@ -20,6 +20,7 @@ from lmplay.generation.sampling import (
     top_p_filter,
 )
 from lmplay.generation.text import TextStream, encode_prompts, generate_text
+from lmplay.modules import MultiHeadAttention
 from lmplay.runner import registered
 
 EOT = 256  # the bytes tokenizer's eot
@@ -190,6 +191,53 @@ def test_sliding_past_the_context_is_the_same_with_and_without_cache():
                                                                use_cache=False), eot_id=EOT)
     assert len(cached[0]) == 150
     assert cached == uncached
+
+
+def rotated(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of q or k ([B, H, T, D]) at `positions` ([T] or [B, T])."""
+    half = x.shape[-1] // 2
+    angles = positions[..., None].float() / 100 ** (torch.arange(half, device=x.device) / half)
+    cos, sin = (f(angles[:, None] if angles.dim() == 3 else angles) for f in (torch.cos, torch.sin))
+    return torch.cat([x[..., :half] * cos - x[..., half:] * sin, x[..., :half] * sin + x[..., half:] * cos], -1)
+
+
+class RotaryAttention(MultiHeadAttention):
+    def heads(self, x, positions=None):
+        q, k, v = super().heads(x, positions)
+        return rotated(q, positions), rotated(k, positions), v
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_an_idea_that_rotates_q_and_k_by_the_positions_heads_gets_decodes_batched_as_alone(use_cache):
+    """A rotary idea read its positions from the cache's length, the only thing its layer had: once a row of the batch
+    slid past the context, that counted columns, not positions, and every row's text changed. heads() gets each
+    token's position in its row."""
+    model = tiny(context_len=48)
+    for block in model.blocks:
+        block.attn.__class__ = RotaryAttention
+    prompts = prompts_of(3, 17, 9, 30)
+    config = GenerationConfig(max_new_tokens=60, use_cache=use_cache, stop_at_eot=False)  # slides past 48
+    batched = generate_tokens(model, prompts, config, eot_id=EOT)
+    assert batched == [generate_tokens(model, [p], config, eot_id=EOT)[0] for p in prompts]
+    assert batched != generate_tokens(tiny(context_len=48), prompts, config, eot_id=EOT)  # it rotates
+
+
+class GroupedQueryAttention(MultiHeadAttention):
+    def heads(self, x, positions=None):
+        q, k, v = super().heads(x, positions)
+        return q, k[:, ::2], v[:, ::2]  # half as many key/value heads as query heads
+
+
+def test_keys_that_do_not_fit_the_cache_name_the_method_to_override():
+    """An attention with fewer key/value heads than query heads trained, then generate failed in the cache's copy with
+    torch's 'The expanded size of the tensor (4) must match the existing size (2)'."""
+    model = tiny()
+    for block in model.blocks:
+        block.attn.__class__ = GroupedQueryAttention
+    with pytest.raises(ConfigError, match=r"keys \[1, 2, 5, 8\] and values \[1, 2, 5, 8\] do not fit this KV cache "
+                                          r"of \[batch, heads, positions, head_dim\] = \[1, 4, 128, 8\]: .* overrides "
+                                          r"LMBase.new_cache"):
+        generate_tokens(model, prompts_of(5), GREEDY, eot_id=EOT)
 
 
 def test_the_cache_is_preallocated_and_never_reallocated():

@@ -31,6 +31,7 @@ class LearnedTemperatureAttention(MultiHeadAttention):
         t = 2 * torch.sigmoid(F.linear(x, self.temperature_weight, self.temperature_bias))
         return t.transpose(1, 2).unsqueeze(-1)
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = super().heads(x)
+    def heads(self, x: torch.Tensor,
+              positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().heads(x, positions)
         return q / self.temperature(x), k, v

@@ -17,6 +17,7 @@ class ValueNormAttention(MultiHeadAttention):
         super().__init__(embed_dim, num_heads, bias=bias, dropout=dropout)
         self.value_norm = nn.LayerNorm(self.head_dim, bias=bias)
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = super().heads(x)
+    def heads(self, x: torch.Tensor,
+              positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = super().heads(x, positions)
         return q, k, self.value_norm(v)

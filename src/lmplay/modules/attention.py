@@ -33,9 +33,12 @@ class MultiHeadAttention(nn.Module):
         q, k, v = x.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def heads(self, x: torch.Tensor,
+              positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, C] -> this step's q, k, v ([B, H, T, D]), before k and v join the cache: the place for an
-        idea that changes them, so that cached decoding sees what a full forward does."""
+        idea that changes them, so that cached decoding sees what a full forward does. `positions` ([T] or [B, T]):
+        each token's position in its own row, what a positional idea (rotary, ALiBi) reads. Generation passes
+        them for rows left-padded or slid past the context; a cache's `length` counts its columns, no position."""
         return self.split_heads(self.qkv(x))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -49,11 +52,11 @@ class MultiHeadAttention(nn.Module):
             attn_mask = causal_mask(q_len, k_len, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
         B, T, C = x.shape
-        q, k, v = self.heads(x)
+        q, k, v = self.heads(x, positions)
         if cache is not None:
             k, v = cache.append(k, v)
         y = self.attend(q, k, v, attn_mask)

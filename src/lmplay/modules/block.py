@@ -30,7 +30,7 @@ class Block(nn.Module):
         self.mlp = MLP(embed_dim, bias=bias, dropout=dropout, gelu=gelu)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask, positions=positions))
         return x + self.mlp(self.ln2(x))

@@ -6,6 +6,8 @@ context, so step 1000 costs what step 10 costs (no growing `torch.cat`).
 
 import torch
 
+from lmplay.errors import ConfigError
+
 
 class KVCache:
     def __init__(self, batch_size: int, num_heads: int, max_len: int, head_dim: int,
@@ -21,6 +23,11 @@ class KVCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([B, H, T, D]) after what is cached; return all keys and values so far."""
+        if k.shape[:2] + k.shape[3:] != self.keys.shape[:2] + self.keys.shape[3:] or v.shape != k.shape:
+            raise ConfigError(f"keys {list(k.shape)} and values {list(v.shape)} do not fit this KV cache of "
+                              f"[batch, heads, positions, head_dim] = {list(self.keys.shape)}: an attention whose keys "
+                              f"and values have other heads or head_dim than its num_heads and head_dim (grouped-query "
+                              f"attention) overrides LMBase.new_cache to size its caches")
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions > context {self.max_len}")

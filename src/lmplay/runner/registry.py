@@ -147,12 +147,18 @@ def version_shape_note(name: str, built: dict, typed: set[str]) -> str | None:
 
 
 def renamed_to(model_class: str | None, name: str, runners: dict[str, Registration]) -> str | None:
-    """The version to load a checkpoint of `model_class` as, where its experiment's model.py renamed the class (an
-    edit of its code like any other: a resume trains on): the module no longer has the class, and `name`'s class
-    (or, for a config of one's own, the one class that versions register from that module) lives there now."""
+    """The version to load a checkpoint of `model_class` as, where its experiment's model.py renamed the class, or
+    the experiment's package was renamed (edits of its code like any other: a resume trains on). A renamed class:
+    the module no longer has it, and `name`'s class (or, for a config of one's own, the one class that versions
+    register from that module) lives there now. A renamed package: no package registered the module (never imported
+    here: a checkpoint names no code to run), and `name`'s class has the checkpoint's class name."""
     module, _, class_name = (model_class or "").rpartition(".")
-    if not module or module not in sys.modules or hasattr(sys.modules[module], class_name):
+    if not module or module in sys.modules and hasattr(sys.modules[module], class_name):
         return None
+    if module not in sys.modules:
+        package = module.rpartition(".")[0]
+        moved = name in runners and runners[name].model_class.__name__ == class_name
+        return name if moved and not any(m.rpartition(".")[0] == package for m in _BROKEN) else None
     if name in runners:
         return name if runners[name].model_class.__module__ == module else None
     in_module = {v: runners[v].model_class for v in sorted(runners) if runners[v].model_class.__module__ == module}
@@ -173,8 +179,8 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
         return runners[trained_as[0]].factory(overrides)  # trained with model._target_ (before that was refused)
     if (version := renamed_to(model_class, name, runners)) is not None:
         now = runners[version].factory(overrides)
-        print(f"note: this checkpoint of experiment '{name}' was trained as {model_class}, which its module no longer "
-              f"has: it loads as {defined_at(now.model_class)}, the class there now, as a resumed run trains it",
+        print(f"note: this checkpoint of experiment '{name}' was trained as {model_class}, which is no longer there "
+              f"(renamed): it loads as {defined_at(now.model_class)}, as a resumed run trains it",
               file=sys.stderr)
         return now
     if name in runners:
