@@ -1065,6 +1065,23 @@ def test_a_resume_that_changes_the_batch_inside_a_stage_counts_the_rest_of_it_at
     assert last["step"] == spans and last["lr"] == pytest.approx(1e-5)  # the schedule ends on the stage's last step
 
 
+def test_a_resume_after_the_stages_data_grew_counts_the_rest_of_it_anew(tmp_path):
+    """The count kept from before the data grew 3x: the resumed stage read [31/72 of the stage], trained 219 steps,
+    and its cosine schedule sat at min_lr for the last 148 of them."""
+    text = tmp_path / "text.txt"
+    lines = "".join(f"Line {i} of a small text, which the model reads. It ends here.\n" for i in range(100))
+    text.write_text(lines)
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", "curriculum=text_file", f"curriculum.path={text}", "scheduler=cosine",
+            "scheduler.min_lr=1e-5", "+curriculum.stages.0.datasets.0.row_chars=200", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, "max_steps=3", check=True)
+    text.write_text(lines * 3)
+    run_cli("lmplay.train", *args, check=True)
+    train = json.loads((run / "stats.json").read_text())["train"]
+    assert train[-1]["step"] > 3 * 8 and train[-1]["lr"] == pytest.approx(1e-5)  # ends on the grown stage's end
+    assert train[-2]["lr"] > 1e-5 * 1.0001  # and gets there on its last step, not long before
+
+
 def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):
     """A Ctrl-C that also stopped `| tee`, or a closed terminal (SIGHUP): the handler's message raised
     BrokenPipeError or EIO inside the step, and the run ended without its save."""

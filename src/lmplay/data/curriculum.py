@@ -343,10 +343,10 @@ class Curriculum:
         return min(self._feed.rows / self._feed.budget, 1.0)
 
     def _estimate_key(self, batch_size: int, include_prompts: bool) -> str:
-        """Everything a sized stage's step count depends on: its data, order and batching (_data_key), the
+        """Everything a sized stage's step count depends on: its data, order and batching (data_key), the
         stage's place and length, the batch, and the code that frames, orders and batches rows."""
         stage = self.stages[self.stage_index]
-        blob = json.dumps([self._data_key(), self.stage_index, stage.steps, stage.tokens, stage.epochs,
+        blob = json.dumps([self.data_key(), self.stage_index, stage.steps, stage.tokens, stage.epochs,
                            int(batch_size), bool(include_prompts), _counting_code_digest()])
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -358,7 +358,7 @@ class Curriculum:
         return self._row_stats[key]
 
     # -- position -------------------------------------------------------------------------------------------
-    def _data_key(self) -> str:
+    def data_key(self) -> str:
         """What the position refers to: the stage's data, tokenizer, context, seed and batching."""
         stage = self.stages[self.stage_index]
         parts = [d.key for d in self._data[self.stage_index]]
@@ -376,7 +376,7 @@ class Curriculum:
         """The position: plain ints, strings, lists and dicts only."""
         return {"version": STATE_VERSION, "stage": self.stage_index, "stage_name": self.stages[self.stage_index].name,
                 "steps": self._steps, "tokens": self._tokens, "feed": self._feed.state_dict(),
-                "batcher": self._batcher.state_dict(), "data": self._data_key(),
+                "batcher": self._batcher.state_dict(), "data": self.data_key(),
                 "finished_plan": self._plan_key() if self.finished else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -387,7 +387,7 @@ class Curriculum:
                               f"curriculum (stages: {', '.join(names)}); resume with the run's curriculum, train this one "
                               f"in a run dir of its own (run_name=...), or start over with fresh=true")
         self._enter_stage(names.index(state["stage_name"]))
-        if state["data"] != self._data_key():
+        if state["data"] != self.data_key():
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
                         "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
                         "but the batches are not the ones the run would have got", state["stage_name"])

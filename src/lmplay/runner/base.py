@@ -661,21 +661,23 @@ class LMRunnerBase:
 
     def stage_steps(self, stage, settings: RunnerSettings) -> int:
         """The stage's optimizer steps at this batch: counted over the whole stage, except where a resume changed
-        the batch (or include_prompts) inside it: then the steps trained plus the rest of the stage's data at the
-        new batch, in proportion to what is left of it (a stage counted whole at the new batch was as long as if
-        it had trained at that batch from its start: its bar, ETA and lr schedule ran past its real end)."""
+        the batch (or include_prompts) or the data inside it: then the steps trained plus the rest of the stage's
+        data at the new batch, in proportion to what is left of it (a stage counted whole at the new batch was as
+        long as if it had trained at that batch from its start: its bar, ETA and lr schedule ran past its real end;
+        one kept from before its data grew 3x decayed its lr to the end 150 steps before the stage's)."""
         progress = self.runner_c.progress
         key, batch = f"{stage.name}|{stage.length}", [settings.batch_size, settings.include_prompts]
+        data = self.curriculum.data_key()
         counted = progress.get("stage_count") if progress["stage_step"] else None
         counted = counted if isinstance(counted, dict) and counted.get("stage") == key else None
-        if counted is not None and counted["batch"] == batch:
+        if counted is not None and counted["batch"] == batch and counted.get("data", data) == data:  # none: older
             steps = counted["steps"]
         else:
             steps = self.curriculum.estimate_stage_steps(settings.batch_size, settings.include_prompts)
             if counted is not None:
                 left = 1.0 - self.curriculum.stage_fraction_done()
                 steps = progress["stage_step"] + math.ceil(steps * left)
-        progress["stage_count"] = {"stage": key, "batch": batch, "steps": steps}
+        progress["stage_count"] = {"stage": key, "batch": batch, "data": data, "steps": steps}
         return steps
 
     def note_stage_wins(self, stage) -> None:
