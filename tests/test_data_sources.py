@@ -4,6 +4,7 @@ failing fast without network, streaming, the embedded corpus, the tokenized cach
 import errno
 import gzip
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -247,6 +248,16 @@ def test_record_files_with_column_mapping(tmp_path, no_hub):
         assert sorted(answers) == sorted(f"A{i}.<|endoftext|>" for i in range(6))
     builder = build(tmp_path, [{"path": "json", "data_files": str(tmp_path / "r.jsonl"), "text": "body"}])
     assert sorted(all_text(builder)) == sorted(f"<|endoftext|>Body {i}." for i in range(6))
+
+
+@pytest.mark.parametrize("bad", ["[1, 2, 3]", "42"])
+def test_a_json_lines_line_that_is_no_object_is_named(tmp_path, no_hub, bad):
+    """pyarrow's 'Column() changed from object to string in row 0' named neither the line (201) nor the rule."""
+    rows = "".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(200))
+    (tmp_path / "r.jsonl").write_text(rows + bad + "\n" + rows)
+    with pytest.raises(ConfigError, match=rf"line 201 of r.jsonl is no JSON object \({re.escape(bad)}\); each line "
+                                          r"of a JSON Lines file must be one \{...\} record$"):
+        build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
 
 
 def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):

@@ -332,3 +332,27 @@ def test_build_model_refuses_an_argument_the_model_does_not_keep():
     with pytest.raises(ConfigError, match=r"^Gated.__init__ takes gated_act but does not pass it on to super"):
         runner.build_model(gated_act="gelu", context_len=8)
     assert runner.build_model(context_len=8).construction_args["num_blocks"] == 1
+
+
+def test_a_copy_that_cannot_be_written_whole_leaves_nothing_and_is_one_line(tmp_path, monkeypatch):
+    """--into a path under a file was a NotADirectoryError traceback, and a disk that filled up halfway left a package
+    without its configs, whose name the retry refused as taken."""
+    from lmplay.errors import OutputError
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OutputError, match=r"^cannot write .*afile/my_lab.* \(Not a directory\): nothing of 'my_idea' "
+                                          r"was left behind; choose a writable --into DIR, or free space$"):
+        create("my_idea", into=tmp_path / "afile" / "my_lab")
+    real_write = Path.write_text
+
+    def full_disk(path, text, *args, **kwargs):
+        if path.suffix == ".yaml":
+            raise OSError(28, "No space left on device", str(path))
+        return real_write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OutputError, match="No space left on device"):
+        create("my_idea", into=tmp_path / "lab" / "my_lab")
+    assert list(tmp_path.iterdir()) == [tmp_path / "afile"]  # not even the dirs made for it
+    monkeypatch.undo()
+    assert any(p.name == "model.py" for p in create("my_idea", into=tmp_path / "lab" / "my_lab"))  # the retry

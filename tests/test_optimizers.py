@@ -53,6 +53,27 @@ def test_freeze_patterns_that_are_not_strings_are_one_line():
         freeze(tiny(), [1])
 
 
+def test_freezing_every_parameter_is_an_error_before_training():
+    """optimizer.freeze=[*] started the run, then failed at the first backward with torch's traceback."""
+    model = tiny()
+    with pytest.raises(ConfigError, match=r"^optimizer.freeze=\['\*'\] freezes every parameter of the model: nothing "
+                                          r"would train"):
+        freeze(model, ["*"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.fused=no", r"^optimizer\.fused='no' should be true, false or null$"),  # torch read 'no' as true
+    ("optimizer.betas=[a,b]", r"^optimizer\.betas=\['a', 'b'\] should be two numbers, like \[0\.9, 0\.95\]$"),
+    ("optimizer.freeze=[*]", r"^optimizer\.freeze=\['\*'\] freezes every parameter"),
+])
+def test_optimizer_values_torch_would_misread_or_fail_on_are_one_line(tmp_path, override, message):
+    from conftest import make_runner
+
+    with pytest.raises(ConfigError, match=message):
+        make_runner(["exp=test_runner", "device=cpu", override], tmp_path)
+
+
 def test_optimizer_freeze_keeps_those_weights_through_training_and_a_resume(tmp_path):
     """The runner's path, not freeze() alone: frozen tensors stay bit-equal while the rest trains, on resume too."""
     from conftest import make_runner

@@ -88,3 +88,33 @@ def test_a_stage_scheduler_given_as_a_group_name_is_shown_its_mapping(tmp_path, 
     stages = f"curriculum.stages=[{{name: c, datasets: [shakespeare], steps: 5, overrides: {{scheduler: {name}}}}}]"
     with pytest.raises(ConfigError, match=rf"must be a mapping like \{{_target_: {re.escape(target)}\}}, not '{name}'$"):
         make_runner(["exp=test_runner", "device=cpu", stages], tmp_path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scheduler=cosine", "scheduler.min_lr=-0.003"], r"^scheduler\.min_lr=-0\.003 must be >= 0$"),
+    (["scheduler=wsd", "scheduler.min_lr=nan"], r"^scheduler\.min_lr=nan must be >= 0$"),
+    (["scheduler=wsd", "scheduler.decay_fraction=3"], r"^scheduler\.decay_fraction=3 must be in \(0, 1\]"),
+    (["scheduler=wsd", "scheduler.decay_fraction=-1"], r"^scheduler\.decay_fraction=-1 must be in \(0, 1\]"),
+    (["scheduler.warmup_steps=abc"], r"^scheduler\.warmup_steps='abc' should be a number or null$"),
+    (["+curriculum.stages.0.overrides.scheduler={warmup_steps: abc}"],
+     r"^curriculum stage 'shakespeare' \(its overrides' scheduler\): scheduler\.warmup_steps='abc' should be a number"),
+])
+def test_a_schedule_that_would_train_other_than_asked_is_refused_before_training(tmp_path, overrides, message):
+    """A negative min_lr trained the model up its loss for the second half of a cosine (and saved it over the good
+    checkpoints); decay_fraction=3 never reached the lr; warmup_steps=abc was a TypeError traceback."""
+    from conftest import make_runner
+
+    with pytest.raises(ConfigError, match=message):
+        make_runner(["exp=test_runner", "device=cpu", *overrides], tmp_path)
+
+
+def test_a_warmup_longer_than_its_stage_is_said_as_the_stage_starts(tmp_path, capsys):
+    """warmup_steps=1000 on a stage of 20 steps trained at up to 2% of the lr, and nothing said so."""
+    from conftest import make_runner
+
+    plan = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 20}, {name: b, datasets: [shakespeare], steps: 30}]"
+    runner = make_runner(["exp=test_runner", "device=cpu", plan, "scheduler.warmup_steps=25"], tmp_path)
+    runner.train()
+    notes = [line for line in capsys.readouterr().out.splitlines() if "warms up" in line]
+    assert notes == ["note: the lr schedule warms up over 25 steps and stage 'a' has 20: its lr climbs to 0.00231 and "
+                     "never reaches lr=0.003; set scheduler.warmup_steps below 20, or scheduler.warmup_fraction"]

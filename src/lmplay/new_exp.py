@@ -14,6 +14,7 @@ where lmplay finds it on its own. With --into DIR it goes into an importable pac
 
 import argparse
 import ast
+import contextlib
 import importlib.util
 import keyword
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from lmplay.cli import run_main
 from lmplay.config import CONF_DIR, configs_missing
-from lmplay.errors import ConfigError
+from lmplay.errors import ConfigError, OutputError
 
 CHECKOUT = Path(CONF_DIR).parent  # a clone of lmplay (conf/ beside experiments/), unless installed from a wheel
 REPO_EXPERIMENTS = CHECKOUT / "experiments"
@@ -245,10 +246,28 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
                 files[init] = ""
         if not (into.parent / "pyproject.toml").exists():
             files[into.parent / "pyproject.toml"] = pyproject(into, name)
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    write_all(files, name)
     return list(files)
+
+
+def write_all(files: dict[Path, str], name: str) -> None:
+    """Write the copy's files, or none: a copy half written (a full disk, --into a file) left a package whose
+    name the retry refused as taken."""
+    made: list[Path] = []  # files and dirs this call created, in order
+    try:
+        for path, text in files.items():
+            missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made += reversed(missing)
+            path.write_text(text)
+            made.append(path)
+    except OSError as e:
+        made.append(path)  # a file opened before the disk filled up
+        for left in reversed(made):
+            with contextlib.suppress(OSError):
+                left.rmdir() if left.is_dir() else left.unlink()
+        raise OutputError(f"cannot write {e.filename or path} ({e.strerror or e}): nothing of '{name}' was left "
+                          f"behind; choose a writable --into DIR, or free space") from None
 
 
 def destination(name: str, into: Path | None) -> tuple[Path, Path, str]:

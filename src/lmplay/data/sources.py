@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -558,6 +559,8 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
         if spec.field:
             reason = (f"field={spec.field!r} is no top-level key of it" if isinstance(cause, KeyError) else
                       f"field={spec.field!r} holds no list of records ({reason})")
+        elif "JSON parse error" in reason and (line := first_line_not_an_object(data_files or path)):
+            reason = line
         files = f" from {data_files}" if data_files is not None else ""
         if name is not None and "BuilderConfig" in reason and Path(path).expanduser().is_dir():
             reason += (f"; a folder of data files has no config names: drop the name with name: null in the dataset's "
@@ -568,6 +571,29 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
         raise ConfigError(f"{where}: dataset {path!r} needs a split; set split=NAME")
     identity = "stream" if spec.streaming else f"hf:{records._fingerprint}"
     return records, identity
+
+
+def first_line_not_an_object(files: Any) -> str | None:
+    """Where a local JSON Lines file (of `files`: a path, or data_files' list or mapping of them) holds a line that
+    is no JSON object (`[1, 2]`, `42`): pyarrow's "Column() changed from object to string in row 0" named neither the
+    file, the line nor the rule. Read only on that error."""
+    if isinstance(files, dict):
+        files = [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
+    for file in [Path(f).expanduser() for f in ([files] if isinstance(files, str) else files)]:
+        if not file.is_file():
+            continue
+        with open(file, encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    value = json.loads(line) if line.strip() else {}
+                except ValueError:
+                    value = None
+                if not isinstance(value, dict) and number == 1:  # a JSON document, no JSON Lines
+                    break
+                if not isinstance(value, dict):
+                    return (f"line {number} of {file.name} is no JSON object ({line.strip()[:60]}); each line of a "
+                            f"JSON Lines file must be one {{...}} record")
+    return None
 
 
 def _hub_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:

@@ -83,17 +83,26 @@ def same(a: Any, b: Any) -> bool:
     return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
 
 
-def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any]) -> None:
-    """An unknown or ill-typed key is a ConfigError naming the component, the key and the valid keys."""
+KIND_EXAMPLES = {bool: False, int: 0, float: 0.0, str: ""}  # a value of each kind a parameter may declare
+
+
+def validate_args(component: str, args: dict[str, Any], schema: dict[str, Any],
+                  kinds: dict[str, type] | None = None) -> None:
+    """An unknown or ill-typed key is a ConfigError naming the component, the key and the valid keys. `kinds`: the
+    kind of a key whose default is None, as its parameter declares it (`fused: bool | None`): any value passed
+    there unchecked, and torch read `optimizer.fused=no` as true."""
     for key, value in args.items():
         if key not in schema:
             valid = f"valid keys: {', '.join(sorted(schema))}" if schema else "it takes none"
             raise ConfigError(f"{component}: unknown key '{key}'; {valid}")
-        if not _type_ok(value, schema[key]):
+        like = KIND_EXAMPLES.get((kinds or {}).get(key)) if schema[key] is None else schema[key]
+        if not _type_ok(value, like):
             kind = {"int": "a number" if component in ("optimizer", "scheduler") else "an integer",  # torch's 0 is 0.0
                     "float": "a number", "bool": "true or false", "str": "a string",
-                    "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(schema[key]).__name__, "a value")
+                    "list": "a list", "tuple": "a list", "dict": "a mapping"}.get(type(like).__name__, "a value")
             # not "like <default>": the schema's defaults are the class's own (torch's lr=0.001), not the config's
+            if schema[key] is None:  # true, false or null
+                kind = f"{kind.replace(' or ', ', ')} or null"
             raise ConfigError(f"{component}.{key}={value!r} should be {kind}"
                               f"{number_as_text_hint(f'{component}.{key}', value)}")
 
@@ -138,6 +147,10 @@ class Component:
     def advertise(self) -> dict[str, Any]:
         """The construction parameters and their defaults: the schema its config group fills."""
         raise NotImplementedError
+
+    def kinds(self) -> dict[str, type]:
+        """The kinds of the parameters whose default is None, where they declare one (signature_kinds)."""
+        return {}
 
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
@@ -200,10 +213,10 @@ class Component:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
         if self.group in self.runner.overridden and (choice := typed_choice(self.group)):  # optimizer=sgd: the
             self.runner.provenance.add("", self.group, choice, "command line")  # report's biggest difference
-        schema = self.advertise()
-        validate_args(self.group, construction_args, schema)
+        schema, kinds = self.advertise(), self.kinds()
+        validate_args(self.group, construction_args, schema, kinds)
         try:
-            validate_args(self.group, {k: v for k, v in (state_args or {}).items() if k in schema}, schema)
+            validate_args(self.group, {k: v for k, v in (state_args or {}).items() if k in schema}, schema, kinds)
         except ConfigError as e:
             raise damaged("settings", str(e)) from None
         explicit = self.runner.explicit_keys(self.group)

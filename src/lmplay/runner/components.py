@@ -9,6 +9,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,17 @@ def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, 
     params = inspect.signature(fn).parameters.values()
     return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in params if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def signature_kinds(fn: Any) -> dict[str, type]:
+    """The kind each keyword parameter with a None default declares (`fused: bool | None` -> bool), where it names
+    one of bool, int, float, str besides None."""
+    kinds = {}
+    for p in inspect.signature(fn).parameters.values():
+        declared = [t for t in typing.get_args(p.annotation) if t is not type(None)]
+        if p.default is None and len(declared) == 1 and declared[0] in (bool, int, float, str):
+            kinds[p.name] = declared[0]
+    return kinds
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
@@ -77,6 +89,9 @@ class CurriculumComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(config_class(self.runner.cfg, "curriculum"))
 
+    def kinds(self) -> dict[str, type]:
+        return signature_kinds(config_class(self.runner.cfg, "curriculum"))
+
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
         kept = {k: v for k, v in state_args.items() if k not in self.machine} if state_args is not None else None
@@ -102,6 +117,9 @@ class ModelComponent(Component):
 
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(self.runner.model_class)
+
+    def kinds(self) -> dict[str, type]:
+        return signature_kinds(self.runner.model_class)
 
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
@@ -205,6 +223,9 @@ class OptimizerComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return {**signature_defaults(class_named(self.target, self.group), skip=("self", "params")), **self.extra}
 
+    def kinds(self) -> dict[str, type]:
+        return {**signature_kinds(class_named(self.target, self.group)), "fused": bool}
+
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, torch.optim.Optimizer)
@@ -219,7 +240,8 @@ class OptimizerComponent(Component):
             print(f"frozen: {len(frozen)} parameter tensors matching {args['freeze']}")
         kwargs = {k: v for k, v in args.items() if k not in self.extra and v is not None}
         if "betas" in kwargs:
-            if len(kwargs["betas"]) != 2:
+            if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                    for b in kwargs["betas"]):
                 raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
             kwargs["betas"] = tuple(kwargs["betas"])
         cls = class_named(target, self.group)
@@ -282,6 +304,9 @@ class SchedulerComponent(Component):
     def advertise(self) -> dict[str, Any]:
         return signature_defaults(class_named(self.target, self.group))
 
+    def kinds(self) -> dict[str, type]:
+        return signature_kinds(class_named(self.target, self.group))
+
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
@@ -298,7 +323,7 @@ class SchedulerComponent(Component):
             raise ConfigError(f"scheduler _target_={target!r} is not an lr schedule (a subclass of "
                               f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine) that a stage "
                               f"may name (one outside lmplay must be imported: the run's scheduler._target_)")
-        validate_args(self.group, args, signature_defaults(cls))
+        validate_args(self.group, args, signature_defaults(cls), signature_kinds(cls))
         return cls(**args)
 
     @staticmethod

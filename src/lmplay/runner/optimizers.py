@@ -35,6 +35,9 @@ def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
             raise ConfigError(f"optimizer.freeze pattern {pat!r} matches no parameter; the names are like "
                               f"{', '.join(names[:3])}, and patterns are fnmatch globs such as 'embed.*'")
     frozen = [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
+    if not any(param.requires_grad for name, param in model.named_parameters() if name not in frozen):
+        raise ConfigError(f"optimizer.freeze={list(patterns)} freezes every parameter of the model: nothing would "
+                          f"train; freeze fewer (the names are like {', '.join(names[:3])})")
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)

@@ -23,6 +23,8 @@ class Schedule:
             raise ConfigError(f"scheduler.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"scheduler.warmup_steps={self.warmup_steps} must be >= 0")
+        if not self.min_lr >= 0.0:  # nan too: a negative lr trains up the loss, and the run said nothing
+            raise ConfigError(f"scheduler.min_lr={self.min_lr} must be >= 0")
 
     def warmup(self, total_steps: int) -> int:
         return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_fraction * total_steps)
@@ -65,6 +67,12 @@ class WarmupStableDecay(Schedule):
     warmup (of the stage's steps, without warmup)."""
 
     decay_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.decay_fraction <= 1.0:  # 3 decayed from the first step, -1 on the last one alone
+            raise ConfigError(f"scheduler.decay_fraction={self.decay_fraction} must be in (0, 1]: the share of the "
+                              f"steps after warmup that decay to min_lr")
 
     def decay(self, step: int, steps: int) -> float:
         decay_steps = max(int(self.decay_fraction * steps), 1)
