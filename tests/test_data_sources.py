@@ -4,8 +4,8 @@ failing fast without network, streaming, the embedded corpus, the tokenized cach
 import errno
 import gzip
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

@@ -97,7 +97,8 @@ def test_a_stage_scheduler_given_as_a_group_name_is_shown_its_mapping(tmp_path, 
     (["scheduler=wsd", "scheduler.decay_fraction=-1"], r"^scheduler\.decay_fraction=-1 must be in \(0, 1\]"),
     (["scheduler.warmup_steps=abc"], r"^scheduler\.warmup_steps='abc' should be a number or null$"),
     (["+curriculum.stages.0.overrides.scheduler={warmup_steps: abc}"],
-     r"^curriculum stage 'shakespeare' \(its overrides' scheduler\): scheduler\.warmup_steps='abc' should be a number"),
+     (r"^curriculum stage 'shakespeare' \(its overrides' scheduler\): scheduler\.warmup_steps='abc' should be "
+      r"a number")),
 ])
 def test_a_schedule_that_would_train_other_than_asked_is_refused_before_training(tmp_path, overrides, message):
     """A negative min_lr trained the model up its loss for the second half of a cosine (and saved it over the good
@@ -112,7 +113,8 @@ def test_a_warmup_longer_than_its_stage_is_said_as_the_stage_starts(tmp_path, ca
     """warmup_steps=1000 on a stage of 20 steps trained at up to 2% of the lr, and nothing said so."""
     from conftest import make_runner
 
-    plan = "curriculum.stages=[{name: a, datasets: [shakespeare], steps: 20}, {name: b, datasets: [shakespeare], steps: 30}]"
+    plan = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 20}, "
+            "{name: b, datasets: [shakespeare], steps: 30}]")
     runner = make_runner(["exp=test_runner", "device=cpu", plan, "scheduler.warmup_steps=25"], tmp_path)
     runner.train()
     notes = [line for line in capsys.readouterr().out.splitlines() if "warms up" in line]

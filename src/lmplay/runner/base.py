@@ -686,8 +686,8 @@ class LMRunnerBase:
         as the stage starts."""
         warmup = plan.schedule.warmup(steps)
         if warmup >= steps and self.runner_c.progress["stage_step"] == 0 and self.world.is_main:
-            print(f"note: the lr schedule warms up over {warmup:,} steps and stage {stage_name!r} has {steps:,}: its lr "
-                  f"climbs to {plan.lr(steps - 1, steps):.3g} and never reaches lr={plan.base_lr:.3g}; set "
+            print(f"note: the lr schedule warms up over {warmup:,} steps and stage {stage_name!r} has {steps:,}: its "
+                  f"lr climbs to {plan.lr(steps - 1, steps):.3g} and never reaches lr={plan.base_lr:.3g}; set "
                   f"scheduler.warmup_steps below {steps:,}, or scheduler.warmup_fraction")
 
     def note_stage_wins(self, stage) -> None:
