@@ -118,5 +118,5 @@ def test_a_warmup_longer_than_its_stage_is_said_as_the_stage_starts(tmp_path, ca
     runner = make_runner(["exp=test_runner", "device=cpu", plan, "scheduler.warmup_steps=25"], tmp_path)
     runner.train()
     notes = [line for line in capsys.readouterr().out.splitlines() if "warms up" in line]
-    assert notes == ["note: the lr schedule warms up over 25 steps and stage 'a' has 20: its lr climbs to 0.00231 and "
-                     "never reaches lr=0.003; set scheduler.warmup_steps below 20, or scheduler.warmup_fraction"]
+    assert notes == [("note: the lr schedule warms up over 25 steps and stage 'a' has 20: its lr climbs to 0.00231 "
+                      "and never reaches lr=0.003; set scheduler.warmup_steps below 20, or scheduler.warmup_fraction")]
