@@ -260,6 +260,19 @@ def test_a_json_lines_line_that_is_no_object_is_named(tmp_path, no_hub, bad):
         build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
 
 
+def test_a_record_file_is_known_by_its_content_not_its_modification_time(tmp_path, no_hub):
+    """A touch (a git checkout, an rsync without -t) changed datasets' fingerprint of an unchanged .jsonl: it was
+    tokenized again, and a resume warned that its data differed."""
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(20)))
+    first = build(tmp_path, [{"path": str(data)}])
+    os.utime(data, (1e9, 1e9))
+    again = build(tmp_path, [{"path": str(data)}])
+    assert again.data_key() == first.data_key() and len(list((tmp_path / "cache" / "tokenized").iterdir())) == 1
+    data.write_text(data.read_text() + json.dumps({"text": "One more."}) + "\n")
+    assert build(tmp_path, [{"path": str(data)}]).data_key() != first.data_key()
+
+
 def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
             {"role": "user", "content": "Name a color"}, {"role": "assistant", "content": "Blue."}]
@@ -703,11 +716,13 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "va"},  # hub advice for path=
      r"validation_path=.*va does not exist; check it \(a local file or folder of the dataset's kind\)$"),
     ({"path": "DATA/texts", "validation_path": "DATA/texts/b.txt"},  # a file the folder trains on
-     r"validation_path=.*b.txt holds a text file of the same content as one the dataset trains on"),
+     r"validation_path=.*b.txt holds a file of the same content as one the dataset trains on"),
     ({"path": "DATA/texts/a.txt", "validation_path": "DATA/a copy.txt"},
-     r"validation_path=.*a copy.txt holds a text file of the same content as one the dataset trains on"),
+     r"validation_path=.*a copy.txt holds a file of the same content as one the dataset trains on"),
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/rows copy.jsonl"},  # a record file's
+     r"validation_path=.*rows copy.jsonl holds a file of the same content as one the dataset trains on"),  # copy too
     ({"path": "DATA/texts/a.txt", "validation_path": "DATA/texts"},  # a folder holding the file it trains on
-     r"validation_path=.*texts holds a text file of the same content as one the dataset trains on"),
+     r"validation_path=.*texts holds a file of the same content as one the dataset trains on"),
     ({"path": "DATA/gzipped"}, r"gzipped holds gzip-compressed data; name it gzipped.gz, or decompress it"),
     ({"path": "DATA/split_named"},
      r"names splits in some file names \(train\) but not in more.gz, which would be left"),
@@ -715,6 +730,7 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
 def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, message, capfd):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
+    (tmp_path / "rows copy.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
     (tmp_path / "data.xml").write_text("<a/>")
     (tmp_path / "nothing.txt").write_text(" \n\n ")
     (tmp_path / "nothing.jsonl").write_text("")

@@ -208,8 +208,8 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
     if spec.validation_path:
         check_validation_path(spec, where)
         validation, validation_identity, val_columns = _load_records(spec, spec.validation_path, spec.split, where)
-        if text_files_read(validation_identity) & text_files_read(identity):  # a copy of a file it trains on
-            raise ConfigError(f"{where}: validation_path={spec.validation_path} holds a text file of the same content "
+        if files_read(validation_identity) & files_read(identity):  # a copy of a file it trains on
+            raise ConfigError(f"{where}: validation_path={spec.validation_path} holds a file of the same content "
                               f"as one the dataset trains on: the run would validate on rows it trains on; name "
                               f"other files")
     elif spec.validation_split and one_file:
@@ -304,8 +304,11 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         if kind in TEXT_SUFFIXES or kind == "":
             return _text_file_records([local], spec)
         if kind in RECORD_BUILDERS:
-            return _loaded(*_hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
-                                        data_files=str(local)))
+            records, identity = _hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
+                                            data_files=str(local))
+            if identity != "stream":  # its content, as a text file's: datasets' fingerprint changed with its mtime (a
+                identity = f"records:{file_digest(local)}:{spec.field or ''}"  # touch, a checkout: re-tokenized)
+            return _loaded(records, identity)
         raise ConfigError(f"{where}: don't know how to read {local} (suffix {kind!r}); use .txt/.md text, "
                           f".json/.jsonl/.parquet/.csv records, or a dataset folder")
     if local.is_dir():
@@ -454,9 +457,12 @@ def files_pattern(files: list[str], folder: Path) -> str:
     return start + "*"
 
 
-def text_files_read(identity: str) -> set[str]:
-    """The content digests (with how each is read) in a text source's identity, `text:D1,D2:gunzipped:ROW_CHARS`;
-    none for other sources, whose identity is datasets' fingerprint."""
+def files_read(identity: str) -> set[str]:
+    """The content digests (with how each is read) in a local source's identity: a text source's
+    `text:D1,D2:gunzipped:ROW_CHARS`, a record file's `records:D:FIELD`; none for other sources, whose identity is
+    datasets' fingerprint."""
+    if identity.startswith("records:"):
+        return {identity.split(":")[1]}
     return set(identity.removeprefix("text:").rsplit(":", 1)[0].split(",")) if identity.startswith("text:") else set()
 
 
