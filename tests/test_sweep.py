@@ -379,6 +379,12 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["optimizer.lr='${oc.decode:${oc.env:LMPLAY_UNSET_IN_TESTS}}',0.002"], {}, None),  # quoted, as numbers need
     (["curriculum.validation_seed=1,2.5"], {}, "curriculum.validation_seed=2.5 should be an integer"),
     ([], {"optimizer": "sgd,nope"}, None),  # a choice that is not there: Hydra's own start says so, in its words
+    # values only the components refuse, as the model, optimizer and schedule are built (on the meta device)
+    (["model.num_heads=2,5"], {}, "embed_dim=32 is not divisible by num_heads=5"),
+    (["optimizer.lr=3e-3,-1"], {}, "Invalid learning rate: -1"),
+    (["scheduler.warmup_fraction=0,2"], {}, "scheduler.warmup_fraction=2 must be in [0, 1) (in the sweep's job"),
+    (["optimizer=sgd,adamw", "++optimizer.momentum=0.9"], {}, "optimizer: unknown key 'momentum'"),
+    (["optimizer.fused=true,false", "model.num_blocks=1,3"], {}, None),  # fused=true, which the meta device refuses
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""
@@ -406,18 +412,22 @@ def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, c
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
-    """model.num_heads=3 passes the sweep's checks (so the sweep starts) and fails as its job builds the model: no
-    traceback, exit 1, and the sweep ends with its table and one error line (Hydra's own ending repeated the error
-    between two lines of its own: "Error executing job with overrides", and the HYDRA_FULL_ERROR hint)."""
-    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "model.num_heads=3,2", *TINY, f"hydra.sweep.dir={tmp_path}")
+    """A data file that is not there passes the sweep's checks (so the sweep starts: its data is read by its job)
+    and fails as its job starts: no traceback, exit 1, and the sweep ends with its table and one error line (Hydra's
+    own ending repeated the error between two lines of its own: "Error executing job with overrides", and the
+    HYDRA_FULL_ERROR hint)."""
+    (tmp_path / "ok.txt").write_text("A paragraph of text to train on.\n\n" * 200)
+    sweep = tmp_path / "sweep"
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "curriculum=text_file",
+                   f"curriculum.path={tmp_path / 'gone.txt'},{tmp_path / 'ok.txt'}", *TINY, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed; job 0: ConfigError: ")
-    assert "embed_dim=32 is not divisible by num_heads=3" in proc.stderr.strip().splitlines()[-1]
+    assert "gone.txt does not exist" in proc.stderr.strip().splitlines()[-1]
     assert "Error executing job" not in proc.stderr and "Set the environment variable HYDRA_FULL" not in proc.stderr
-    assert "| 1 | test_runner | model.num_heads=2 max_steps=2 device=cpu |" in proc.stdout  # the table, as it ends
-    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    assert "| 1 | test_runner | curriculum=text_file curriculum.path=" in proc.stdout  # the table, as it ends
+    rows = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
-    assert "embed_dim=32 is not divisible by num_heads=3" in rows[0]["error"]
+    assert "gone.txt does not exist" in rows[0]["error"]
 
 
 def test_a_bug_in_a_job_s_code_shows_its_traceback_and_the_sweep_still_ends_with_its_table(tmp_path):

@@ -104,6 +104,7 @@ def check_swept_values(config: DictConfig) -> None:
     swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(typed) if o.is_sweep_override()}
     groups = set(config.hydra.runtime.choices)  # exp, optimizer, ...: choosing one composes other keys
     bases: dict[tuple[str, ...], DictConfig] = {}
+    built: set[str] = set()  # the settings check_buildable built already
     job = copy.deepcopy(config)
     for run in single_runs(typed):
         parsed = OverridesParser.create().parse_overrides(run)
@@ -127,6 +128,7 @@ def check_swept_values(config: DictConfig) -> None:
                     set_like(cfg, o.key_or_group, o.value(), OmegaConf.select(cfg, o.key_or_group, default=ABSENT))
                 check_run_settings(cfg)
                 check_runner_settings(cfg)
+                check_buildable(cfg, built)
                 for o in values:  # each ${...} names a key
                     OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
@@ -142,6 +144,35 @@ def check_runner_settings(cfg: DictConfig) -> None:
     runner = OmegaConf.to_container(cfg.runner, resolve=True)
     RunnerSettings(**{k: v for k, v in runner.items() if k in RunnerSettings.__dataclass_fields__}).check("")
     get_tokenizer(cfg.tokenizer)
+
+
+def check_buildable(cfg: DictConfig, built: set[str]) -> None:
+    """The job's model, optimizer and schedule, built as its run builds them, but on the meta device (no memory, no
+    time, no data): a value only they refuse (model.num_heads=2,5 where 5 does not divide embed_dim; lr=3e-3,-1;
+    scheduler.warmup_fraction=0,2) failed its job after the jobs before it had trained. Settings `built` already
+    (seeds of one configuration) are not built again; what only the real build finds is left to the job."""
+    import contextlib
+    import io
+
+    import torch
+
+    from lmplay.runner.base import LMRunnerBase
+    from lmplay.runner.components import config_class
+
+    settings = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("seed", "run_name")]))
+    if settings in built:
+        return
+    built.add(settings)
+    runner = LMRunnerBase(cfg, Path("."), config_class(cfg, "model"))
+    runner.device = torch.device("meta")
+    try:
+        with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # its notes are the job's to say
+            runner.settle_architecture(None, {})
+            runner.build_components({}, data=False)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - what the meta device cannot build (fused=true there): the job's to say
+        return
 
 
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have

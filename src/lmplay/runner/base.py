@@ -155,8 +155,9 @@ class LMRunnerBase:
         if isinstance(self.context_len, int) and self.context_len < 2:  # before the model is built with it
             raise ConfigError(f"context_len={self.context_len} is too small for training; use at least 2")
 
-    def build_components(self, components: dict[str, Any]) -> None:
-        """model, runner, optimizer, scheduler and curriculum, each from its group's config and saved state."""
+    def build_components(self, components: dict[str, Any], data: bool = True) -> None:
+        """model, runner, optimizer, scheduler and curriculum (with `data`), each from its group's config and saved
+        state."""
         for group in ("curriculum", "optimizer", "scheduler"):
             config_class(self.cfg, group)  # a user's group file without a _target_, or with a typo in it
         for key in sorted(set(self.cfg.model) & set(RUN_SET_MODEL_KEYS)):  # the run sets them: a typed
@@ -171,7 +172,9 @@ class LMRunnerBase:
             except Exception as e:
                 # a group's target refused a setting (torch's "Invalid learning rate"); a model also sizes its layers
                 # cannot be built with (num_heads=0), or a bug in its code (a NameError): one line naming where
-                refused = isinstance(e, (InstantiationException, ValueError)) or component.group == "model"
+                refused = isinstance(e, (InstantiationException, ValueError)) or component.group == "model" and (
+                    self.device.type != "meta" or isinstance(e, (TypeError, AssertionError)))  # on the meta device
+                # (a sweep's check before its jobs) a model that computes at __init__ fails for want of numbers
                 if not refused or isinstance(e, LmplayError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise  # HYDRA_FULL_ERROR=1: Hydra's switch for the whole traceback
                 raise rejected_settings(component.group, e) from None
@@ -181,8 +184,9 @@ class LMRunnerBase:
         self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
         self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
         self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
-        # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
-        self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum, resolve=True))
+        if data:  # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
+            self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum,
+                                                                                       resolve=True))
 
     def prepare_steps(self, ckpt: dict[str, Any] | None) -> None:
         """The record window, DDP and compile wrappers, the resumed RNG, then the run dir's stats file."""
