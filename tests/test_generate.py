@@ -240,6 +240,20 @@ def test_keys_that_do_not_fit_the_cache_name_the_method_to_override():
         generate_tokens(model, prompts_of(5), GREEDY, eot_id=EOT)
 
 
+def test_a_forward_past_the_context_or_with_another_batch_s_cache_says_so():
+    """A notebook's forward of 65 tokens through a model of context 64, or 10 after 60 cached, was the position
+    embedding's bare IndexError; a cache made for 2 rows fed 1 blamed grouped-query attention."""
+    model = tiny(context_len=64)
+    with pytest.raises(ValueError, match=r"^65 tokens after 0 cached reach past context_len=64: feed at most 64"):
+        model(torch.zeros(1, 65, dtype=torch.long))
+    cache = model.new_cache(1)
+    model(torch.zeros(1, 60, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match=r"^10 tokens after 60 cached reach past context_len=64: feed at most 4"):
+        model(torch.zeros(1, 10, dtype=torch.long), cache)
+    with pytest.raises(ConfigError, match=r"^a batch of 1 for a KV cache of 2 rows: model.new_cache\(batch_size\)"):
+        model(torch.zeros(1, 5, dtype=torch.long), model.new_cache(2))
+
+
 def test_the_cache_is_preallocated_and_never_reallocated():
     model = tiny(context_len=32)
     cache = model.new_cache(1)
@@ -598,18 +612,52 @@ def test_a_model_saved_from_python_loads_everywhere_and_loading_leaves_the_rando
 
 def test_a_model_of_a_config_of_one_s_own_saves_under_the_name_load_model_gave(tmp_path):
     """load_model of a run of `--config-dir DIR exp=myvar` (a settings-only variant) returned 'myvar', which
-    save_model then refused as not registered, advising a pip install the variant does not need."""
+    save_model then refused as not registered, advising a pip install the variant does not need; one named after its
+    base (test_runner_wide) was refused as a typo of test_runner."""
     from lmplay.generation.loading import load_model, save_model
 
     (tmp_path / "conf" / "exp").mkdir(parents=True)
-    (tmp_path / "conf" / "exp" / "myvar.yaml").write_text(
+    (tmp_path / "conf" / "exp" / "test_runner_wide.yaml").write_text(  # named after its base, as the README's are
         "# @package _global_\ndefaults: [test_runner]\nmodel: {embed_dim: 48}\n")
-    run_cli("lmplay.train", "--config-dir", str(tmp_path / "conf"), "exp=myvar", "max_steps=1", "device=cpu",
-            f"hydra.run.dir={tmp_path / 'run'}", check=True)
+    run_cli("lmplay.train", "--config-dir", str(tmp_path / "conf"), "exp=test_runner_wide", "max_steps=1",
+            "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", check=True)
     model, exp = load_model(tmp_path / "run")
-    again, exp_again = load_model(save_model(model, exp, tmp_path / "copy" / "model.lmp"))
-    assert exp == exp_again == "myvar" and again.construction_args["embed_dim"] == 48
+    again, exp_again = load_model(save_model(model, exp, tmp_path / "copy" / "model.lmp"))  # not refused as a typo
+    assert exp == exp_again == "test_runner_wide" and again.construction_args["embed_dim"] == 48
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_save_model_once_an_epoch_to_one_path_keeps_the_last_two(tmp_path):
+    """replace=True refused the third save: the .bak of the second would have been rotated away."""
+    from lmplay.generation.loading import load_model, save_model
+    from lmplay.runner import get_runner
+
+    model, path = get_runner("test_runner").build_model(), tmp_path / "model.lmp"
+    for epoch in range(3):
+        with torch.no_grad():
+            model.lm_head.weight[0, 0] = epoch
+        save_model(model, "test_runner", path, replace=True)
+    assert load_model(path)[0].lm_head.weight[0, 0] == 2
+    assert load_model(tmp_path / "model.lmp.bak")[0].lm_head.weight[0, 0] == 1
+
+
+def test_save_model_refuses_weights_that_are_not_finite_and_arguments_of_the_wrong_type(tmp_path):
+    """NaN weights were saved (a resume then blamed the model's code); exp=5 was difflib's TypeError."""
+    from lmplay.generation.loading import load_model, save_model
+    from lmplay.runner import get_runner
+
+    model = get_runner("test_runner").build_model()
+    with pytest.raises(ConfigError, match=r"^exp=5 should be the name of the experiment"):
+        save_model(model, 5, tmp_path / "model.lmp")
+    with pytest.raises(ConfigError, match=r"^path=5 should be a checkpoint's path"):
+        load_model(5)
+    with pytest.raises(ConfigError, match=r"^name=5 should be an experiment's name"):
+        get_runner(5)
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(ConfigError, match=r"^the model's weights hold NaN or inf, which no checkpoint keeps"):
+        save_model(model, "test_runner", tmp_path / "model.lmp")
+    assert not (tmp_path / "model.lmp").exists()
 
 
 def test_save_model_refuses_a_near_typo_of_a_version_s_name(tmp_path):

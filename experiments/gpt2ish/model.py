@@ -27,6 +27,10 @@ class GPT2ish(LMBase):
         [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
             start = cache[0].length if cache else 0
+            if start + x.shape[1] > self.context_len:  # else the position embedding's bare IndexError
+                raise ValueError(f"{x.shape[1]} tokens after {start} cached reach past context_len="
+                                 f"{self.context_len}: feed at most {self.context_len - start} (generate slides its "
+                                 f"window past the context itself)")
             positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.embed(x, positions)
         for i, block in enumerate(self.blocks):

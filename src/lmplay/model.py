@@ -86,6 +86,7 @@ class LMBase(MBase):
     # On a GPU, loss_terms' cross-entropy and accuracy run as lmplay's Triton kernels (lmplay/kernels/
     # cross_entropy.py); the runner sets this from `fused_loss`. The same loss, gradient and count either way.
     fused_loss: bool = True
+    loaded_as: str | None = None  # the experiment load_model read it as, which save_model takes for a name of its own
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """One preallocated cache per attention layer (each `MultiHeadAttention`), in the order the layers run. An

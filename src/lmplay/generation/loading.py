@@ -2,6 +2,7 @@
 model trained in Python into a checkpoint that the commands read."""
 
 import difflib
+import os
 import re
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 from lmplay.device import pick_device
 from lmplay.errors import ConfigError
 from lmplay.files import home_expanded
-from lmplay.model import LMBase
+from lmplay.model import LMBase, all_finite
 from lmplay.runner import checkpoint, get_runner, registered
 
 
@@ -21,7 +22,7 @@ def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> t
     """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (cpu, cuda, cuda:N, mps,
     as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
     device = pick_device(device)
-    path = home_expanded(path)
+    path = home_expanded(checked_path(path))
     return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
 
 
@@ -29,8 +30,12 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     """Write `model` (its construction arguments and weights) as a checkpoint of registered version `exp`, which
     load_model, `python -m lmplay.generate` and `lmplay.inspect` read. An existing file (a run's checkpoint, with
     its optimizer and progress) is replaced only with `replace=True`: a run's model.lmp is set aside with
-    the run's stats in replaced_<time>/, any other file kept as `.bak`. Where `exp` names
-    another model class, load_model would refuse its weights: say so here instead."""
+    the run's stats in replaced_<time>/, any other file kept as `.bak` (the one before it goes, as a training save's:
+    a save every epoch to one path keeps the last two). Where `exp` names another model class, load_model would
+    refuse its weights, and a model whose weights are not all finite would train and sample garbage: say so here."""
+    if not isinstance(exp, str):
+        raise ConfigError(f"exp={exp!r} should be the name of the experiment the model is a version of, like "
+                          f"'gpt2ish' (load_model gives it beside the model)")
     model = getattr(model, "_orig_mod", model)  # torch.compile(model)'s wrapper: the model it compiled
     target = f"{type(model).__module__}.{type(model).__qualname__}"
     own = exp not in registered()  # a config of one's own over a registered class, as load_model gave it, saves
@@ -38,14 +43,26 @@ def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False)
     if type(model) is not runner.model_class:
         raise ConfigError(f"a {type(model).__name__} cannot be saved as experiment '{exp}', whose model is "
                           f"{runner.model_class.__name__}; name the version it is a model of")
-    path = home_expanded(path)
-    checkpoint.check_out(path, replace, asked_by="replace=True")
-    if own and (near := difflib.get_close_matches(exp, registered(), n=1, cutoff=0.8)):  # not a typo of a version's
+    path = home_expanded(checked_path(path))
+    checkpoint.check_out(path, replace, asked_by="replace=True", rotate=True)
+    if not all_finite(model.parameters()):
+        raise ConfigError(f"the model's weights hold NaN or inf, which no checkpoint keeps (a resume would blame its "
+                          f"code, generate would sample garbage): {path} was not written")
+    typo = own and exp != model.loaded_as  # a name of one's own that load_model gave saves under it
+    if typo and (near := difflib.get_close_matches(exp, registered(), n=1, cutoff=0.8)):  # not a typo of a version's
         raise ConfigError(f"experiment '{exp}' is not registered: did you mean '{near[0]}'? (a config of one's own "
                           f"saves under its own name, as load_model gave it)")
     config = OmegaConf.to_yaml({"model": {"_target_": target}}) if own else ""  # own: load_model finds it by class
     checkpoint.write_out({"exp": exp, "config": config, "rng": checkpoint.rng_state(),
                           "components": {"model": checkpoint.model_part(model)}}, path)
+    return path
+
+
+def checked_path(path: Any) -> Path | str:
+    """A checkpoint's path, as a string or a Path: another type was pathlib's TypeError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path={path!r} should be a checkpoint's path (a string or a pathlib.Path), like "
+                          f"'outputs/my_run/model.lmp' (a run's dir stands for its model.lmp)")
     return path
 
 
@@ -80,6 +97,7 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     if changed := checkpoint.changed_code(model, model_args["state"]):
         print(f"note: {', '.join(changed)} changed since {path} was saved: its weights run with the code as it is now",
               file=sys.stderr)
+    model.loaded_as = exp
     return model.to(device).eval(), exp
 
 

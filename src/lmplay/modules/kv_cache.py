@@ -23,7 +23,10 @@ class KVCache:
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([B, H, T, D]) after what is cached; return all keys and values so far."""
-        if k.shape[:2] + k.shape[3:] != self.keys.shape[:2] + self.keys.shape[3:] or v.shape != k.shape:
+        if k.shape[0] != self.keys.shape[0]:
+            raise ConfigError(f"a batch of {k.shape[0]} for a KV cache of {self.keys.shape[0]} rows: "
+                              f"model.new_cache(batch_size) makes the caches of a batch's size")
+        if k.shape[1:2] + k.shape[3:] != self.keys.shape[1:2] + self.keys.shape[3:] or v.shape != k.shape:
             raise ConfigError(f"keys {list(k.shape)} and values {list(v.shape)} do not fit this KV cache of "
                               f"[batch, heads, positions, head_dim] = {list(self.keys.shape)}: an attention whose keys "
                               f"and values have other heads or head_dim than its num_heads and head_dim (grouped-query "

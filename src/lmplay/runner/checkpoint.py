@@ -146,11 +146,14 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         raise
 
 
-def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: bool = False) -> None:
+def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: bool = False,
+              rotate: bool = False) -> None:
     """OUT of a tool that writes a checkpoint (an import, an export, save_model) is replaced only when asked
     (`asked_by`: --replace, or replace=True in Python): the README's flow imports into outputs/gpt2/model.lmp and
     fine-tunes there, so a second import wrote over the fine-tuned run. `in_place`: OUT is the checkpoint the
-    tool read (an export of a run's own model.lmp), which the run goes on from."""
+    tool read (an export of a run's own model.lmp), which the run goes on from. `rotate`: a second replace keeps
+    the file it replaces as `.bak` in place of the older one (save_model, called once an epoch), where a tool's
+    is refused (its `.bak` is the file from before the tool)."""
     if out.is_dir():
         raise ConfigError(f"{out} is a directory; name the checkpoint file to write, e.g. {out / 'model.lmp'}")
     if out.exists() and not replace and in_place:
@@ -162,7 +165,7 @@ def check_out(out: Path, replace: bool, asked_by: str = "--replace", in_place: b
         raise ConfigError(f"{out} exists (a run fine-tuned there would be lost); write another path, or pass "
                           f"{asked_by} ({kept})")
     bak = backup_of(out)
-    if out.exists() and bak.exists() and not run_checkpoint(out):  # a second replace would rotate the kept file away
+    if out.exists() and bak.exists() and not run_checkpoint(out) and not rotate:  # a second replace: the kept file
         raise ConfigError(f"{bak} exists, and replacing {out} would write over it; move it away first")
 
 

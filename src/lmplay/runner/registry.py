@@ -170,6 +170,8 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
     (`model_class`, a dotted path): the runner of a registered version of that class. An experiment config of the
     user's own (--config-dir, hydra.searchpath) is a new name over a registered class; the checkpoint's own
     arguments give the shape, and the code still comes from the registry, never from the checkpoint."""
+    if not isinstance(name, str):
+        raise ConfigError(f"name={name!r} should be an experiment's name (a string), like 'gpt2ish'")
     runners = registered()
     if name in runners:
         runner = runners[name].factory(overrides)
