@@ -222,6 +222,30 @@ def test_an_idea_that_rotates_q_and_k_by_the_positions_heads_gets_decodes_batche
     assert batched != generate_tokens(tiny(context_len=48), prompts, config, eot_id=EOT)  # it rotates
 
 
+class HeadsOfBefore(MultiHeadAttention):
+    def heads(self, x):  # an idea's override written before heads() took positions
+        q, k, v = super().heads(x)
+        return q, k, v * 0.5
+
+
+def test_an_idea_s_heads_written_before_positions_still_runs_and_every_port_passes_them_on():
+    """heads(x, positions) broke every heads(self, x) override (TypeError); and the ported ideas' own Blocks passed
+    no positions, so a rotary idea built in one (README: as attn_temp does) got None for padded rows."""
+    model = tiny()
+    for block in model.blocks:
+        block.attn = HeadsOfBefore(32, 4)
+    generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=5), eot_id=EOT)
+    for exp in TINY_VERSIONS:
+        ported = registered()[exp].factory(None).build_model().eval()
+        seen = []
+        for module in ported.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.register_forward_pre_hook(lambda _m, _args, kwargs: seen.append(kwargs.get("positions")),
+                                                 with_kwargs=True)
+        generate_tokens(ported, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)
+        assert seen and all(p is not None for p in seen), exp
+
+
 class GroupedQueryAttention(MultiHeadAttention):
     def heads(self, x, positions=None):
         q, k, v = super().heads(x, positions)

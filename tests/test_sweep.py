@@ -551,16 +551,20 @@ def test_a_job_dir_is_its_overrides_with_paths_flattened_and_long_names_hashed()
 
 
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):
-    """One job fails by design (3 heads do not divide 32 channels): the other still runs, and the summary says which."""
+    """One job fails by design (its data file is not there, which only its job reads): the other still runs, and
+    the summary says which."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    (tmp_path / "ok.txt").write_text("A paragraph of text to train on.\n\n" * 200)
+    sweep = tmp_path / "sweep"
     proc = run_cli("lmplay.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "exp=test_runner",
-                   "model.num_heads=3,2", *TINY, f"hydra.sweep.dir={tmp_path}")
+                   "curriculum=text_file", f"curriculum.path={tmp_path / 'gone.txt'},{tmp_path / 'ok.txt'}", *TINY,
+                   f"hydra.sweep.dir={sweep}")
     assert proc.returncode != 0 and "job 0 failed" in proc.stderr
-    rows = json.loads((tmp_path / "summary.json").read_text())["jobs"]
+    rows = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"]) for r in rows] == [(0, "failed"), (1, "completed")]
-    assert rows[0]["error"].startswith("ConfigError: the model settings were rejected: embed_dim=32 is not divisible")
+    assert rows[0]["error"].startswith("ConfigError: curriculum stage 'text_file': dataset file ")
     assert "Traceback" not in proc.stderr
-    assert rows[1]["steps"] == 2 and (tmp_path / rows[1]["dir"] / "model.lmp").is_file()
+    assert rows[1]["steps"] == 2 and (sweep / rows[1]["dir"] / "model.lmp").is_file()
 
 
 def test_submitit_local_runs_two_jobs(tmp_path):

@@ -23,8 +23,8 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask))
+                attn_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask, positions=positions))
         return x + self.mlp(self.ln2(x))
 
 
@@ -48,7 +48,8 @@ class TempAttnGPT(LMBase):
             positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.embed(x, positions)
         for i, block in enumerate(self.blocks):
-            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask)
+            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask,
+                      positions=positions)
         if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference
             h = h[:, -1:]
         logits = self.lm_head(self.ln_f(h))

@@ -28,8 +28,9 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mem_keys: torch.Tensor, mem_values: torch.Tensor,
-                cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask))
+                cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask, positions=positions))
         x = x + self.dropout(self.mem(self.ln_mem(x), mem_keys, mem_values))
         return x + self.mlp(self.ln2(x))
 
@@ -79,7 +80,8 @@ class NNMemoryGPT(LMBase):
         h = self.embed(x, positions)
         mem_keys, mem_values = self.memory_for(cache)  # shared by every block
         for i, block in enumerate(self.blocks):
-            h = block(h, mem_keys, mem_values, cache=cache[i] if cache else None, attn_mask=attn_mask)
+            h = block(h, mem_keys, mem_values, cache=cache[i] if cache else None, attn_mask=attn_mask,
+                      positions=positions)
         if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference
             h = h[:, -1:]
         logits = self.lm_head(self.ln_f(h))

@@ -73,7 +73,8 @@ class UnifiedEmbedGPT(LMBase):
             positions = torch.arange(start, start + x.shape[1], device=x.device)
         h = self.embed(x, positions)
         for i, block in enumerate(self.blocks):
-            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask)
+            h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask,
+                      positions=positions)
         if last_only:  # generation reads only the newest position: nanoGPT's x[:, [-1]] at inference
             h = h[:, -1:]
         logits = self.lm_head(self.ln_f(h))

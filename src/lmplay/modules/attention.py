@@ -1,5 +1,7 @@
 """Causal multi-head self-attention on `scaled_dot_product_attention` (flash / memory-efficient kernels where available)."""
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,8 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
         self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = dropout
+        # an idea's heads() written before they took positions, heads(self, x), still runs
+        self.heads_take_positions = "positions" in inspect.signature(self.heads).parameters
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, 3C] -> q, k, v each [B, H, T, D]."""
@@ -56,7 +60,7 @@ class MultiHeadAttention(nn.Module):
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
         B, T, C = x.shape
-        q, k, v = self.heads(x, positions)
+        q, k, v = self.heads(x, positions) if self.heads_take_positions else self.heads(x)
         if cache is not None:
             k, v = cache.append(k, v)
         y = self.attend(q, k, v, attn_mask)

@@ -32,5 +32,6 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask, positions=positions))
+        given = {"positions": positions} if positions is not None else {}  # an attention of one's own may take none
+        x = x + self.dropout(self.attn(self.ln1(x), cache=cache, attn_mask=attn_mask, **given))
         return x + self.mlp(self.ln2(x))
