@@ -104,3 +104,22 @@ def test_foreach_asked_for_is_not_also_fused_by_default(tmp_path, optimizer):
                           "max_steps=2"], tmp_path)
     runner.train()
     assert runner.optimizer_c.optimizer.defaults["foreach"] and not runner.optimizer_c.optimizer.defaults["fused"]
+
+
+def test_a_checkpoint_of_a_value_an_older_lmplay_took_unchecked_resumes_once_the_key_is_typed(tmp_path):
+    """optimizer.fused='no' trained before keys of a None default were checked: its resume was refused as a damaged
+    checkpoint, even with optimizer.fused=true typed to replace it."""
+    from conftest import make_runner
+
+    from lmplay.runner import checkpoint
+
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=1"], tmp_path)
+    runner.train()
+    ckpt = checkpoint.load(tmp_path / "model.lmp")
+    ckpt["components"]["optimizers"]["state_args"]["fused"] = "no"
+    with pytest.raises(ConfigError, match=r"^the checkpoint's optimizer.fused='no' should be true, false or null: an "
+                                          r"older lmplay trained with it unchecked; type the key with a good value"):
+        make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path, ckpt)
+    resumed = make_runner(["exp=test_runner", "device=cpu", "max_steps=2", "optimizer.fused=true"], tmp_path, ckpt,
+                          overridden={"optimizer.fused"})  # as typed on the command line
+    assert resumed.optimizer_c.optimizer.defaults["fused"] is True

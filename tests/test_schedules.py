@@ -110,13 +110,19 @@ def test_a_schedule_that_would_train_other_than_asked_is_refused_before_training
 
 
 def test_a_warmup_longer_than_its_stage_is_said_as_the_stage_starts(tmp_path, capsys):
-    """warmup_steps=1000 on a stage of 20 steps trained at up to 2% of the lr, and nothing said so."""
+    """warmup_steps=1000 on a stage of 180 steps trained at up to 18% of the lr, and nothing said so; nor where
+    max_steps stops the run inside the warmup."""
     from conftest import make_runner
 
     plan = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 20}, "
             "{name: b, datasets: [shakespeare], steps: 30}]")
-    runner = make_runner(["exp=test_runner", "device=cpu", plan, "scheduler.warmup_steps=25"], tmp_path)
+    runner = make_runner(["exp=test_runner", "device=cpu", plan, "scheduler.warmup_steps=25", "max_steps=44"],
+                         tmp_path)
     runner.train()
     notes = [line for line in capsys.readouterr().out.splitlines() if "warms up" in line]
-    assert notes == [("note: the lr schedule warms up over 25 steps and stage 'a' has 20: its lr climbs to 0.00231 "
-                      "and never reaches lr=0.003; set scheduler.warmup_steps below 20, or scheduler.warmup_fraction")]
+    assert notes == [("note: the lr schedule warms up over 25 steps and stage 'a' trains 20 here: its lr climbs to "
+                      "0.00231 and never reaches lr=0.003; set scheduler.warmup_steps below 20, or "
+                      "scheduler.warmup_fraction"),
+                     ("note: the lr schedule warms up over 25 steps and stage 'b' trains 24 here: its lr climbs to "
+                      "0.00277 and never reaches lr=0.003; set scheduler.warmup_steps below 24, or "
+                      "scheduler.warmup_fraction")]  # 30 steps, of which max_steps lets 24 train

@@ -643,9 +643,9 @@ class LMRunnerBase:
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
         total = self.stage_steps(stage, settings)
-        self.note_long_warmup(stage.name, plan, total)
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
+        self.note_long_warmup(stage.name, plan, total)
         self.note_schedule_change(plan, total)
         self.display.stage_started(stage.name, progress["stage_step"], total)
         try:
@@ -686,13 +686,13 @@ class LMRunnerBase:
         return steps
 
     def note_long_warmup(self, stage_name: str, plan: StagePlan, steps: int) -> None:
-        """A warmup_steps as long as the stage it warms up (1000 on a stage of 180 steps) never reaches the lr: said
-        as the stage starts."""
+        """A warmup_steps as long as the steps its schedule spans (1000 on a stage of 180 steps, or on a run that
+        max_steps stops at 400) never reaches the lr: said as the stage starts."""
         warmup = plan.schedule.warmup(steps)
-        if warmup >= steps and self.runner_c.progress["stage_step"] == 0 and self.world.is_main:
-            print(f"note: the lr schedule warms up over {warmup:,} steps and stage {stage_name!r} has {steps:,}: its "
-                  f"lr climbs to {plan.lr(steps - 1, steps):.3g} and never reaches lr={plan.base_lr:.3g}; set "
-                  f"scheduler.warmup_steps below {steps:,}, or scheduler.warmup_fraction")
+        if 0 < steps <= warmup and self.runner_c.progress["stage_step"] == 0 and self.world.is_main:
+            print(f"note: the lr schedule warms up over {warmup:,} steps and stage {stage_name!r} trains {steps:,} "
+                  f"here: its lr climbs to {plan.lr(steps - 1, steps):.3g} and never reaches lr={plan.base_lr:.3g}; "
+                  f"set scheduler.warmup_steps below {steps:,}, or scheduler.warmup_fraction")
 
     def note_stage_wins(self, stage) -> None:
         """Inside a stage its own overrides win over the run's values, typed ones too (the curriculum asked

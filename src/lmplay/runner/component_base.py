@@ -215,11 +215,17 @@ class Component:
             self.runner.provenance.add("", self.group, choice, "command line")  # report's biggest difference
         schema, kinds = self.advertise(), self.kinds()
         validate_args(self.group, construction_args, schema, kinds)
+        explicit = self.runner.explicit_keys(self.group)
+        kept = {k: v for k, v in (state_args or {}).items() if k in schema and k not in explicit}  # typed: replaced
         try:
-            validate_args(self.group, {k: v for k, v in (state_args or {}).items() if k in schema}, schema, kinds)
+            validate_args(self.group, kept, schema)
         except ConfigError as e:
             raise damaged("settings", str(e)) from None
-        explicit = self.runner.explicit_keys(self.group)
+        try:
+            validate_args(self.group, kept, schema, kinds)
+        except ConfigError as e:  # optimizer.fused='no', which torch took for true
+            raise ConfigError(f"the checkpoint's {e}: an older lmplay trained with it unchecked; type the key with a "
+                              f"good value to replace it") from None
         borrowed = self.runner.interpolated_keys(self.group)  # `lr: ${lr}` in sgd.yaml: the value is the exp's
         merged = {**schema, **construction_args}
         sources = {k: "config" for k in construction_args}
