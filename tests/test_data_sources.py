@@ -250,14 +250,18 @@ def test_record_files_with_column_mapping(tmp_path, no_hub):
     assert sorted(all_text(builder)) == sorted(f"<|endoftext|>Body {i}." for i in range(6))
 
 
-@pytest.mark.parametrize("bad", ["[1, 2, 3]", "42"])
-def test_a_json_lines_line_that_is_no_object_is_named(tmp_path, no_hub, bad):
-    """pyarrow's 'Column() changed from object to string in row 0' named neither the line (201) nor the rule."""
-    rows = "".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(200))
-    (tmp_path / "r.jsonl").write_text(rows + bad + "\n" + rows)
-    with pytest.raises(ConfigError, match=rf"line 201 of r.jsonl is no JSON object \({re.escape(bad)}\); each line "
-                                          r"of a JSON Lines file must be one \{...\} record$"):
-        build(tmp_path, [{"path": str(tmp_path / "r.jsonl")}])
+@pytest.mark.parametrize("bad, before, where", [("[1, 2, 3]", 200, "r.jsonl"), ("42", 200, "r.jsonl"),
+                                                ('"just text"', 0, "r.jsonl"), ("[1, 2]", 3, "folder")])
+def test_a_json_lines_line_that_is_no_object_is_named(tmp_path, no_hub, bad, before, where):
+    """pyarrow's 'Column() changed from object to string in row 0' named neither the line (201) nor the rule; nor on
+    a first line, or in a folder of .jsonl files."""
+    rows = "".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(before))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / ("folder/part.jsonl" if where == "folder" else "r.jsonl")).write_text(f"{rows}\n{bad}\n{rows}")
+    name = "part.jsonl" if where == "folder" else "r.jsonl"
+    with pytest.raises(ConfigError, match=rf"line {before + 2} of {name} is no JSON object \({re.escape(bad)}\); each "
+                                          r"line of a JSON Lines file must be one \{...\} record$"):
+        build(tmp_path, [{"path": str(tmp_path / where)}])
 
 
 def test_a_record_file_is_known_by_its_content_not_its_modification_time(tmp_path, no_hub):

@@ -580,25 +580,37 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
 
 
 def first_line_not_an_object(files: Any) -> str | None:
-    """Where a local JSON Lines file (of `files`: a path, or data_files' list or mapping of them) holds a line that
-    is no JSON object (`[1, 2]`, `42`): pyarrow's "Column() changed from object to string in row 0" named neither the
-    file, the line nor the rule. Read only on that error."""
+    """Where a local JSON Lines file (of `files`: a path, a folder, or data_files' list or mapping of them) holds a
+    line that is no JSON object (`[1, 2]`, `42`): pyarrow's "Column() changed from object to string in row 0" named
+    neither the file, the line nor the rule. A .json file whose first line is no object is a JSON document, not
+    JSON Lines: its error is pyarrow's. Read only on that error."""
     if isinstance(files, dict):
         files = [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
-    for file in [Path(f).expanduser() for f in ([files] if isinstance(files, str) else files)]:
-        if not file.is_file():
-            continue
-        with open(file, encoding="utf-8", errors="replace") as lines:
-            for number, line in enumerate(lines, 1):
-                try:
-                    value = json.loads(line) if line.strip() else {}
-                except ValueError:
-                    value = None
-                if not isinstance(value, dict) and number == 1:  # a JSON document, no JSON Lines
-                    break
-                if not isinstance(value, dict):
-                    return (f"line {number} of {file.name} is no JSON object ({line.strip()[:60]}); each line of a "
-                            f"JSON Lines file must be one {{...}} record")
+    for given in [Path(f).expanduser() for f in ([files] if isinstance(files, str) else files)]:
+        inside = sorted(p for p in given.rglob("*") if p.suffix.lower() in (".json", ".jsonl")) if given.is_dir() else []
+        for file in inside or [given]:
+            if file.is_file() and (line := not_an_object(file)):
+                return line
+    return None
+
+
+def not_an_object(file: Path) -> str | None:
+    """The first line of JSON Lines `file` that is no JSON object, said; None for a JSON document (a .json file)."""
+    first = True
+    with open(file, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict) and first and file.suffix.lower() == ".json":  # a JSON document
+                return None
+            if not isinstance(value, dict):
+                return (f"line {number} of {file.name} is no JSON object ({line.strip()[:60]}); each line of a "
+                        f"JSON Lines file must be one {{...}} record")
+            first = False
     return None
 
 
