@@ -790,3 +790,42 @@ def test_a_job_trained_on_by_a_run_of_its_own_counts_that_runs_wall_time(tmp_pat
                    env={"LMPLAY_PROBE_KILL": "term:40", "PYTHONPATH": python_path(REPO / "tests" / "probes")})
     assert proc.returncode == 143  # stopped: not read as completed
     assert json.loads((job / "job.json").read_text())["status"] == "interrupted"
+
+
+def test_over_seeds_the_default_seed_typed_and_left_out_is_one_seed():
+    """seed=1337 typed and a job of the default seed: the same run, counted twice in the mean and its spread."""
+    def row(job: int, typed: list[str], seed: str, loss: float) -> dict:
+        return {"job": job, "overrides": ["exp=a", *typed], "seed": seed, "status": "completed",
+                "final_validation_loss": loss, "tokens": 20}
+
+    [group] = repeated_configs([row(0, [], "1337", 3.0), row(1, ["seed=1337"], "1337", 3.0),
+                                row(2, ["seed=1"], "1", 3.2)])
+    assert group["runs_with_loss"] == 2 and group["mean_final_validation_loss"] == pytest.approx(3.1)
+
+
+def test_a_sweep_rerun_with_its_baseline_first_plots_that_baseline_and_a_fresh_rerun_times_itself(tmp_path):
+    """The rerun `exp=test_runner,attn_temp_test` after `exp=attn_temp_test`: the earlier job kept Hydra's number 0
+    in its .hydra/hydra.yaml, the plot took attn_temp_test for the baseline, and every difference read reversed.
+    A fresh=true rerun's row added the time of the run it set aside."""
+    from lmplay.stats.runs import find_run_dirs
+
+    run_cli("lmplay.train", "-m", "exp=attn_temp_test", *TINY, f"hydra.sweep.dir={tmp_path}", check=True)
+    run_cli("lmplay.train", "-m", "exp=test_runner,attn_temp_test", *TINY, f"hydra.sweep.dir={tmp_path}", check=True)
+    assert [d.name.split("exp=")[1].split(",")[0] for d in find_run_dirs(tmp_path)] == ["test_runner", "attn_temp_test"]
+    job = next(tmp_path.glob("exp=test_runner*")) / "job.json"
+    job.write_text(json.dumps({**json.loads(job.read_text()), "wall_time_s": 1000.0}))  # a long first run
+    rerun = run_cli("lmplay.train", "-m", "exp=test_runner", "fresh=true", *TINY, f"hydra.sweep.dir={tmp_path}",
+                    check=True)
+    assert "nothing to train" not in rerun.stdout and json.loads(job.read_text())["wall_time_s"] < 1000
+
+
+def test_jobs_whose_paths_name_one_dir_are_told_why(tmp_path):
+    """a/b.txt and a_b.txt name one job dir ('/' reads '_'): the advice was to keep keys out of exclude_keys."""
+    (tmp_path / "a").mkdir()
+    for path in (tmp_path / "a" / "b.txt", tmp_path / "a_b.txt"):
+        path.write_text("A paragraph.\n\nAnother one.\n")
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "curriculum=text_file",
+                   f"curriculum.path={tmp_path / 'a' / 'b.txt'},{tmp_path / 'a_b.txt'}", *TINY,
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2 and "their curriculum.path differ only where a job's dir name reads '/' as '_'" in \
+        proc.stderr and "rename one of the files" in proc.stderr

@@ -79,9 +79,10 @@ class SweepSummary(Callback):
 
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
-            earlier = earlier_wall_time(job_dir)
+            fresh = bool(config.get("fresh"))  # the run it replaces is set aside, with its time and steps
+            earlier = 0.0 if fresh else earlier_wall_time(job_dir)
             write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
-                                     "steps_at_start": steps_done(job_dir)})
+                                     "steps_at_start": 0 if fresh else steps_done(job_dir)})
             write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -245,6 +246,7 @@ class RunSummary:
     tokenizer: str | None
     tokens: int
     steps: int
+    seed: str | None  # the seed it trained with, typed or not
 
 
 _summaries: dict[Path, tuple[tuple, RunSummary]] = {}
@@ -259,7 +261,8 @@ def run_summary(job_dir: Path) -> RunSummary:
     held = _summaries.get(job_dir)
     if held is None or held[0] != key:
         run = load_run(job_dir, train=False)
-        held = key, RunSummary(run.overrides, run.exp, run.final_validation, run.tokenizer, run.tokens, run.steps)
+        held = key, RunSummary(run.overrides, run.exp, run.final_validation, run.tokenizer, run.tokens, run.steps,
+                               run.trained_seed)
         _summaries[job_dir] = held
     return held[1]
 
@@ -297,6 +300,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "tokenizer": run.tokenizer if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
+        "seed": run.seed if run else override_value(launched, "seed"),
         "wall_time_s": job.get("wall_time_s"),
         # "started": running, or killed before it could finish; no job.json at all: not run by this callback.
         "status": job.get("status", "unknown"),
@@ -381,7 +385,8 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides, "launched_with": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
             "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
-            "steps": 0, "wall_time_s": None, "status": "not started", "error": None}
+            "steps": 0, "seed": override_value(overrides, "seed"), "wall_time_s": None, "status": "not started",
+            "error": None}
 
 
 def finished(row: dict[str, Any]) -> bool:
@@ -393,8 +398,8 @@ def finished(row: dict[str, Any]) -> bool:
 def repeated_configs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and spread of the final validation loss over the finished seeds of each configuration run more than
     once."""
-    def seed_of(row: dict[str, Any]) -> tuple:
-        return configuration(row["overrides"]), override_value(row["overrides"], "seed")
+    def seed_of(row: dict[str, Any]) -> tuple:  # the seed trained with: 1337 typed and left at its default are one
+        return configuration(row["overrides"]), row.get("seed", override_value(row["overrides"], "seed"))
 
     best: dict[tuple, dict] = {}  # one row a seed: a job trained on by hand can repeat another's configuration
     for row in rows:  # and seed; the finished one with the most tokens stands for it

@@ -55,7 +55,14 @@ def shared_job_dir(config: DictConfig) -> str | None:
             return None
         job_dir = sweep_dir / subdir
         other, other_values = taken.get(job_dir, (num, values))
-        if keys := differing(values, other_values, ("fresh",)):  # fresh=false,true: one run, then started over
+        keys = differing(values, other_values, ("fresh",))  # fresh=false,true: one run, then started over
+        if keys and all(str(values.get(k)).replace("/", "_") == str(other_values.get(k)).replace("/", "_")
+                        for k in keys):  # a/b.txt and a_b.txt
+            return (f"jobs {other} and {num} of this sweep would share the dir {job_dir}: their {', '.join(keys)} "
+                    f"differ only where a job's dir name reads '/' as '_' (a path's folders are not nested in it); "
+                    f"rename one of the files, or name the jobs' dirs by number in a sweep dir of its own "
+                    f"(hydra.sweep.subdir=${{hydra.job.num}})")
+        if keys:
             return (f"jobs {other} and {num} of this sweep would share the dir {job_dir} (they differ in "
                     f"{', '.join(keys)}), and job {num} would train on from job {other}'s checkpoint as if it were its "
                     f"own: name each job's dir by every key the sweep varies (keep them out of "

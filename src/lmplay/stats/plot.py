@@ -143,7 +143,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
         return trained_config(run) if run.overrides else ("path", str(run.path))
 
     def new_seeds(group: list[Run], more: list[Run]) -> bool:
-        return not {trained_seed(r) for r in group} & {trained_seed(r) for r in more}
+        return not {r.trained_seed for r in group} & {r.trained_seed for r in more}
 
     def pool(parts: list[list[Run]], key: Callable[[Run], tuple]) -> list[list[Run]]:
         """Each part joins the first pool of its key that holds none of its seeds, else starts one."""
@@ -191,11 +191,6 @@ def typed_value(text: str) -> Any:
         except ValueError:
             pass
     return text.strip("'\"")
-
-
-def trained_seed(run: Run) -> str | None:
-    """The seed a run trained with: one left at its default (1337) and one typed as 1337 are the same run."""
-    return str(run.settled["seed"]) if "seed" in run.settled else run.seed
 
 
 def labels(groups: list[Group]) -> list[str]:
@@ -341,7 +336,7 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0, unit: float
             # same loss then coincide however often their runs logged (a smoothed curve lags its records no more)
             places = ema(np.array(placed(records, kind)), smooth, spans)
             per_run.append({r["samples"]: (x, v) for r, x, v in zip(records, places, values)})
-            seeds.append(trained_seed(run))
+            seeds.append(run.trained_seed)
     furthest = max(map(len, per_run), default=0)
     kept = [i for i, p in enumerate(per_run) if 2 * len(p) >= furthest]
     per_run, seeds = [per_run[i] for i in kept], [seeds[i] for i in kept]

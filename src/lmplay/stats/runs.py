@@ -62,6 +62,11 @@ class Run:
         return override_value(self.overrides, "seed")
 
     @property
+    def trained_seed(self) -> str | None:
+        """The seed the run trained with: one left at its default (1337) and one typed as 1337 are the same run."""
+        return str(self.settled["seed"]) if "seed" in self.settled else self.seed
+
+    @property
     def final_validation(self) -> dict[str, Any] | None:
         return self.validation[-1] if self.validation else None
 
@@ -86,17 +91,21 @@ def natural_order(path: Path) -> tuple:
 
 
 def job_number(run_dir: Path) -> int | None:
-    """The job's number in its sweep (Hydra's hydra.job.num; None outside a sweep). A job dir is named by its
-    overrides alone, so its name does not give the sweep's order. A job trained on by a single run (README:
-    Sweeps) has a hydra.yaml of that run: its job.json, which the sweep wrote, still names its place."""
+    """The job's number in its sweep (None outside a sweep). A job dir is named by its overrides alone, so its name
+    does not give the sweep's order. The sweep's job.json, which each run of the sweep rewrites, names its place in
+    the sweep as last run: Hydra's hydra.job.num in .hydra/hydra.yaml is of the run that trained it (a sweep rerun
+    with a new baseline first, `exp=a,b` after `exp=b`, kept b's 0, and the plots took b for the baseline; a job
+    trained on by a single run has that run's)."""
     # the sweep's own record, imported here: lmplay.sweep reads runs through this module
     from lmplay.sweep import read_job
 
-    try:
-        hydra = dig(read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra")
-    except ConfigError:  # damaged: the run's own load says so; the order puts it last
-        hydra = None
-    num = dig(hydra, "job", "num") if dig(hydra, "mode") == "MULTIRUN" else read_job(run_dir).get("job")
+    num = read_job(run_dir).get("job")
+    if num is None:  # a sweep from before job.json
+        try:
+            hydra = dig(read_yaml(run_dir / ".hydra" / "hydra.yaml"), "hydra")
+        except ConfigError:  # damaged: the run's own load says so; the order puts it last
+            hydra = None
+        num = dig(hydra, "job", "num") if dig(hydra, "mode") == "MULTIRUN" else None
     return num if isinstance(num, int) and not isinstance(num, bool) else None
 
 
