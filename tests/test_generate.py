@@ -237,10 +237,10 @@ def test_an_idea_s_heads_written_before_positions_still_runs_and_every_port_pass
     generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=5), eot_id=EOT)
     for exp in TINY_VERSIONS:
         ported = registered()[exp].factory(None).build_model().eval()
-        seen = []
+        seen: list = []
         for module in ported.modules():
             if isinstance(module, MultiHeadAttention):
-                module.register_forward_pre_hook(lambda _m, _args, kwargs: seen.append(kwargs.get("positions")),
+                module.register_forward_pre_hook(lambda _m, _a, kwargs, seen=seen: seen.append(kwargs.get("positions")),
                                                  with_kwargs=True)
         generate_tokens(ported, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)
         assert seen and all(p is not None for p in seen), exp
