@@ -24,10 +24,12 @@ from lmplay.config import (
 from lmplay.errors import ConfigError
 from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS
 
-# Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size,
-# framed at context_len (nested samples of the same held-out rows). plot's table and the sweep summary say it.
-HELD_OUT_CAUSE = ("batch_size, runner.validation_batches, context_len or include_prompts change which held-out "
-                  "samples a loss is measured on")
+# Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size of the
+# curriculum's held-out rows, framed at context_len (nested samples of the same rows). plot's table and the
+# sweep summary say it.
+HELD_OUT_CAUSE = ("the curriculum (its data, validation_fraction, validation_seed), batch_size, "
+                  "runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
+                  "measured on")
 
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
