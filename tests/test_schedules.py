@@ -126,3 +126,14 @@ def test_a_warmup_longer_than_its_stage_is_said_as_the_stage_starts(tmp_path, ca
                      ("note: the lr schedule warms up over 25 steps and stage 'b' trains 24 here: its lr climbs to "
                       "0.00277 and never reaches lr=0.003; set scheduler.warmup_steps below 24, or "
                       "scheduler.warmup_fraction")]  # 30 steps, of which max_steps lets 24 train
+
+
+def test_a_stage_s_schedule_from_a_module_not_imported_says_how_to_load_it(tmp_path):
+    """A stage naming a schedule of one's own was told it 'is not an lr schedule': it was, but not imported."""
+    from conftest import make_runner
+
+    plan = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 5, "
+            "overrides: {scheduler: {_target_: my_lab_not_imported.InvSqrt}}}]")
+    with pytest.raises(ConfigError, match=r"a stage names a schedule of its own module only where the run has imported "
+                                          r"it .*: make it the run's scheduler \(scheduler=NAME, its conf file\)"):
+        make_runner(["exp=test_runner", "device=cpu", plan], tmp_path)

@@ -166,13 +166,18 @@ class Component:
         and then only the keys typed now apply. The checkpoint names the class: it must be a `base`."""
         target = construction_args["_target_"]
         saved = (state_args or {}).get("_target_")
-        if saved is None or saved == target or self.group in self.runner.overridden:
+        chosen = self.group in self.runner.overridden or f"{self.group}._target_" in self.runner.overridden
+        if saved is None or saved == target or chosen:
             return target, without_target(construction_args)
         cls = subclass_named(saved, base)
+        if cls is None and saved.rpartition(".")[0] not in sys.modules and not saved.startswith(IMPORTABLE):
+            raise ConfigError(f"this run trained with the {self.group} {saved}, whose module a checkpoint does not "
+                              f"import by itself (it imports only torch's and lmplay's): choose it again as the run "
+                              f"did, {self.group}=NAME (its conf file, with --config-dir DIR) or "
+                              f"{self.group}._target_={saved} (with ~{self.group}.KEY for the keys it does not take)")
         if cls is None:
             raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
-                                      f"that a checkpoint may name ({self.group}=NAME chooses one; a class outside "
-                                      f"torch and lmplay loads when typed: {self.group}._target_={saved})")
+                                      f"that a checkpoint may name ({self.group}=NAME chooses one)")
         print(f"{self.group}: {saved}, as the run was built ({self.group}=NAME chooses another)")
         typed, takes = self.runner.typed_keys(self.group), inspect.signature(cls).parameters
         aliases = self.runner.interpolated_keys(self.group)  # `warmup_fraction: ${warmup_fraction}`

@@ -9,6 +9,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import sys
 import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -50,6 +51,17 @@ def signature_kinds(fn: Any) -> dict[str, type]:
         if p.default is None and len(declared) == 1 and declared[0] in (bool, int, float, str):
             kinds[p.name] = declared[0]
     return kinds
+
+
+def check_required(group: str, cls: type, args: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """A parameter `cls` requires (no default) that the group's config leaves unset is one line, not the
+    constructor's TypeError traceback."""
+    required = [p.name for p in inspect.signature(cls).parameters.values() if p.default is p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
+    if missing := [name for name in required if args.get(name) is None]:
+        raise ConfigError(f"{cls.__module__}.{cls.__qualname__} needs {', '.join(f'{group}.{m}' for m in missing)}, "
+                          f"which its {group} config does not set: add it to the conf file, or type "
+                          f"+{group}.{missing[0]}=VALUE")
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
@@ -238,17 +250,21 @@ class OptimizerComponent(Component):
         frozen = freeze(model, args["freeze"])
         if frozen:
             print(f"frozen: {len(frozen)} parameter tensors matching {args['freeze']}")
-        kwargs = {k: v for k, v in args.items() if k not in self.extra and v is not None}
+        cls = class_named(target, self.group)
+        kwargs = {k: v for k, v in args.items() if k not in self.extra}  # a null typed is passed as null
+        check_required(self.group, cls, kwargs, skip=("params",))
         if "betas" in kwargs:
             if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                     for b in kwargs["betas"]):
                 raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
             kwargs["betas"] = tuple(kwargs["betas"])
-        cls = class_named(target, self.group)
         if "fused" in signature_defaults(cls):
             fused = args["fused"]
             unfusable = kwargs.get("foreach") or kwargs.get("differentiable")  # torch refuses either with fused
             kwargs["fused"] = fused_by_default(self.runner.device) and not unfusable if fused is None else fused
+        elif args["fused"] is not None:  # reported as typed, and run unfused
+            raise ConfigError(f"optimizer.fused={str(args['fused']).lower()}: {target} has no fused kernel; drop it "
+                              f"(optimizer.fused=null)")
         if "weight_decay" not in args:  # LBFGS, SparseAdam: a checkpoint may name any torch optimizer
             raise ConfigError(f"optimizer {target} takes no weight_decay, which lmplay's parameter groups set; choose "
                               f"one that does (optimizer=adamw, optimizer=sgd)")
@@ -319,11 +335,16 @@ class SchedulerComponent(Component):
     def build(self, target: str, args: dict[str, Any]) -> Schedule:
         """A stage's override names its class (it may come from a checkpoint): only a Schedule is built."""
         cls = subclass_named(target, Schedule)
+        if cls is None and target.rpartition(".")[0] not in sys.modules and not target.startswith("lmplay."):
+            raise ConfigError(f"scheduler _target_={target!r}: a stage names a schedule of its own module only where "
+                              f"the run has imported it (a stage's settings may come from a checkpoint, which imports "
+                              f"no code by itself): make it the run's scheduler (scheduler=NAME, its conf file) or "
+                              f"import its module in your package's versions.py")
         if cls is None:
             raise ConfigError(f"scheduler _target_={target!r} is not an lr schedule (a subclass of "
-                              f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine) that a stage "
-                              f"may name (one outside lmplay must be imported: the run's scheduler._target_)")
+                              f"lmplay.runner.schedules.Schedule, like lmplay.runner.schedules.Cosine)")
         validate_args(self.group, args, signature_defaults(cls), signature_kinds(cls))
+        check_required(self.group, cls, args)
         return cls(**args)
 
     @staticmethod
