@@ -222,6 +222,14 @@ def test_an_idea_that_rotates_q_and_k_by_the_positions_heads_gets_decodes_batche
     assert batched != generate_tokens(tiny(context_len=48), prompts, config, eot_id=EOT)  # it rotates
 
 
+class PositionsByAnotherName(MultiHeadAttention):
+    seen: list = []
+
+    def heads(self, x, pos=None):  # as written when heads() first took them (then passed by position)
+        self.seen.append(pos)
+        return super().heads(x, pos)
+
+
 class HeadsOfBefore(MultiHeadAttention):
     def heads(self, x):  # an idea's override written before heads() took positions
         q, k, v = super().heads(x)
@@ -235,6 +243,10 @@ def test_an_idea_s_heads_written_before_positions_still_runs_and_every_port_pass
     for block in model.blocks:
         block.attn = HeadsOfBefore(32, 4)
     generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=5), eot_id=EOT)
+    for block in model.blocks:
+        block.attn = PositionsByAnotherName(32, 4)
+    generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)
+    assert PositionsByAnotherName.seen and all(p is not None for p in PositionsByAnotherName.seen)
     for exp in TINY_VERSIONS:
         ported = registered()[exp].factory(None).build_model().eval()
         seen: list = []

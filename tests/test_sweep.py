@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, python_path, run_cli
 from lmplay.config import CONF_DIR
+from lmplay.errors import ConfigError
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
 from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
@@ -385,6 +386,7 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["scheduler.warmup_fraction=0,2"], {}, "scheduler.warmup_fraction=2 must be in [0, 1) (in the sweep's job"),
     (["optimizer=sgd,adamw", "++optimizer.momentum=0.9"], {}, "optimizer: unknown key 'momentum'"),
     (["optimizer.fused=true,false", "model.num_blocks=1,3"], {}, None),  # fused=true, which the meta device refuses
+    (["seed=1,2", "device=cuda"], {}, None),  # a SLURM sweep's GPUs are not its login node's
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""
@@ -829,3 +831,25 @@ def test_jobs_whose_paths_name_one_dir_are_told_why(tmp_path):
                    f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 2 and "their curriculum.path differ only where a job's dir name reads '/' as '_'" in \
         proc.stderr and "rename one of the files" in proc.stderr
+
+
+def test_the_sweep_s_build_check_leaves_a_model_that_computes_at_init_to_its_job(tmp_path, monkeypatch, capsys):
+    """An idea whose __init__ converts a tensor to numpy (or formats one) trains, but on the meta device it raised
+    TypeError, which refused the whole sweep; and HYDRA_FULL_ERROR=1 turned the check off altogether."""
+    from lmplay.sweep_start import check_buildable
+
+    (tmp_path / "computes.py").write_text(
+        "import numpy as np\nimport torch\nfrom experiments.gpt2ish.model import GPT2ish\n\n\n"
+        "class Computes(GPT2ish):\n    def __init__(self, vocab_size, context_len=1024, num_blocks=6, embed_dim=768, "
+        "num_heads=12, dropout=0.0, tokenizer='gpt2'):\n        super().__init__(vocab_size, context_len, num_blocks, "
+        "embed_dim, num_heads, dropout, tokenizer)\n"
+        "        self.register_buffer('scale', torch.from_numpy(np.log1p(torch.arange(4.0).numpy())))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    def job(*overrides: str):
+        cfg = compose_config(["exp=test_runner", *overrides])
+        return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+
+    check_buildable(job("model._target_=computes.Computes"), set())
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigError, match="embed_dim=32 is not divisible by num_heads=5"):
+        check_buildable(job("model.num_heads=5"), set())

@@ -215,3 +215,12 @@ def exclusive(lock_path: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def started_over_in_this_slurm_job(run_dir: Path) -> bool:
+    """A requeued SLURM job runs its command again, fresh=true included: starting over once more would throw away
+    what it trained before the requeue. Only a job that did start over is a requeue to resume."""
+    job = os.environ.get("SLURM_JOB_ID")
+    mark = run_dir / FRESH_MARK
+    return bool(job) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and mark.is_file() and \
+        mark.read_text().strip() == job

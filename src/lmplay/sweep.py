@@ -43,6 +43,7 @@ from lmplay.files import (
     STATS,
     SUMMARY_LOCK,
     exclusive,
+    started_over_in_this_slurm_job,
     training_into,
     write_atomic,
 )
@@ -79,7 +80,8 @@ class SweepSummary(Callback):
 
             # Replaces what an earlier attempt of this job left: until it ends, the job reads as started. The
             # wall time of earlier attempts that ended (a rerun sweep resumes its jobs) is carried over.
-            fresh = bool(config.get("fresh"))  # the run it replaces is set aside, with its time and steps
+            # the run it replaces is set aside, with its time and steps; not a requeue's, which resumes
+            fresh = bool(config.get("fresh")) and not started_over_in_this_slurm_job(job_dir)
             earlier = 0.0 if fresh else earlier_wall_time(job_dir)
             write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
                                      "steps_at_start": 0 if fresh else steps_done(job_dir)})

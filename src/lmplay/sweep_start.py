@@ -9,6 +9,7 @@ sweep's group choices, and set each swept value into it.
 
 import copy
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +171,11 @@ def check_buildable(cfg: DictConfig, built: set[str]) -> None:
     if settings in built:
         return
     built.add(settings)
-    runner = LMRunnerBase(cfg, Path("."), config_class(cfg, "model"))
+    job = copy.deepcopy(cfg)
+    job.device = "cpu"  # the jobs' device is theirs to find (a SLURM sweep's GPUs are not the login node's)
+    runner = LMRunnerBase(job, Path("."), config_class(cfg, "model"))
     runner.device = torch.device("meta")
+    full_error = os.environ.pop("HYDRA_FULL_ERROR", None)  # which would pass a refusal on raw, as the job shows it
     try:
         with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # its notes are the job's to say
             runner.settle_architecture(None, {})
@@ -180,6 +184,9 @@ def check_buildable(cfg: DictConfig, built: set[str]) -> None:
         raise
     except Exception:  # noqa: BLE001 - what the meta device cannot build (fused=true there): the job's to say
         return
+    finally:
+        if full_error is not None:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
 
 
 ABSENT = object()  # OmegaConf.select's default for a key the config does not have

@@ -19,7 +19,8 @@ from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, backup_of, hold_run_dir, interrupted_set_aside,
-                          planted_symlink, release_run_dir, symlink_refused, write_atomic)
+                          planted_symlink, release_run_dir, started_over_in_this_slurm_job, symlink_refused,
+                          write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -256,15 +257,6 @@ def resumed_checkpoint(run_dir: Path, fresh: bool) -> dict | None:
     ckpt = checkpoint.load(ckpt_path)
     print(f"resuming {ckpt_path} (fresh=true starts over)")
     return ckpt
-
-
-def started_over_in_this_slurm_job(run_dir: Path) -> bool:
-    """A requeued SLURM job runs its command again, fresh=true included: starting over once more would throw away
-    what it trained before the requeue. Only a job that did start over is a requeue to resume."""
-    job = os.environ.get("SLURM_JOB_ID")
-    mark = run_dir / FRESH_MARK
-    return bool(job) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and mark.is_file() and \
-        mark.read_text().strip() == job
 
 
 def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:

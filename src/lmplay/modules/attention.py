@@ -16,6 +16,13 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
     return torch.arange(k_len, device=device).unsqueeze(0) <= rows
 
 
+def takes_second_argument(method) -> bool:
+    """Whether a bound method takes a second positional argument (`heads(x, pos)`, `heads(*args)`), by any name."""
+    parameters = inspect.signature(method).parameters.values()
+    return any(p.kind is p.VAR_POSITIONAL for p in parameters) or \
+        sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) >= 2
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
@@ -29,7 +36,7 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = dropout
         # an idea's heads() written before they took positions, heads(self, x), still runs
-        self.heads_take_positions = "positions" in inspect.signature(self.heads).parameters
+        self.heads_take_positions = takes_second_argument(self.heads)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, 3C] -> q, k, v each [B, H, T, D]."""

@@ -173,8 +173,9 @@ class LMRunnerBase:
                 # a group's target refused a setting (torch's "Invalid learning rate"); a model also sizes its layers
                 # cannot be built with (num_heads=0), or a bug in its code (a NameError): one line naming where
                 refused = isinstance(e, (InstantiationException, ValueError)) or component.group == "model" and (
-                    self.device.type != "meta" or isinstance(e, (TypeError, AssertionError)))  # on the meta device
-                # (a sweep's check before its jobs) a model that computes at __init__ fails for want of numbers
+                    self.device.type != "meta" or isinstance(e, AssertionError))  # on the meta device (a sweep's
+                # check before its jobs) a model that computes at __init__ fails for want of numbers (a TypeError
+                # converting one to numpy or text, a RuntimeError reading one): the job's own build says
                 if not refused or isinstance(e, LmplayError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise  # HYDRA_FULL_ERROR=1: Hydra's switch for the whole traceback
                 raise rejected_settings(component.group, e) from None
