@@ -1,6 +1,7 @@
 """The decode loop and sampling: cache == no cache, batched == alone, sliding past the context, definitions."""
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -223,7 +224,7 @@ def test_an_idea_that_rotates_q_and_k_by_the_positions_heads_gets_decodes_batche
 
 
 class PositionsByAnotherName(MultiHeadAttention):
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def heads(self, x, pos=None):  # as written when heads() first took them (then passed by position)
         self.seen.append(pos)
