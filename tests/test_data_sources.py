@@ -251,30 +251,36 @@ def test_record_files_with_column_mapping(tmp_path, no_hub):
 
 
 @pytest.mark.parametrize("bad, before, where", [("[1, 2, 3]", 200, "r.jsonl"), ("42", 200, "r.jsonl"),
-                                                ('"just text"', 0, "r.jsonl"), ("[1, 2]", 3, "folder")])
+                                                ('"just text"', 0, "r.jsonl"), ("[1, 2]", 3, "folder"),
+                                                ("[1, 2]", 30, "r.jsonl.gz")])
 def test_a_json_lines_line_that_is_no_object_is_named(tmp_path, no_hub, bad, before, where):
     """pyarrow's 'Column() changed from object to string in row 0' named neither the line (201) nor the rule; nor on
-    a first line, or in a folder of .jsonl files."""
+    a first line, in a folder of .jsonl files, or in a gzipped one."""
     rows = "".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(before))
     (tmp_path / "folder").mkdir()
-    (tmp_path / ("folder/part.jsonl" if where == "folder" else "r.jsonl")).write_text(f"{rows}\n{bad}\n{rows}")
-    name = "part.jsonl" if where == "folder" else "r.jsonl"
+    name = "part.jsonl" if where == "folder" else where
+    text = f"{rows}\n{bad}\n{rows}".encode()
+    (tmp_path / ("folder" if where == "folder" else "") / name).write_bytes(
+        gzip.compress(text) if name.endswith(".gz") else text)
     with pytest.raises(ConfigError, match=rf"line {before + 2} of {name} is no JSON object \({re.escape(bad)}\); each "
                                           r"line of a JSON Lines file must be one \{...\} record$"):
         build(tmp_path, [{"path": str(tmp_path / where)}])
 
 
-def test_a_record_file_is_known_by_its_content_not_its_modification_time(tmp_path, no_hub):
-    """A touch (a git checkout, an rsync without -t) changed datasets' fingerprint of an unchanged .jsonl: it was
-    tokenized again, and a resume warned that its data differed."""
-    data = tmp_path / "r.jsonl"
+@pytest.mark.parametrize("folder", [False, True])
+def test_a_record_file_is_known_by_its_content_not_its_modification_time(tmp_path, no_hub, folder):
+    """A touch (a git checkout, an rsync without -t) changed datasets' fingerprint of an unchanged .jsonl, or of a
+    folder of them: it was tokenized again, and a resume warned that its data differed."""
+    (tmp_path / "data").mkdir()
+    data = tmp_path / "data" / "r.jsonl"
     data.write_text("".join(json.dumps({"text": f"Row {i}."}) + "\n" for i in range(20)))
-    first = build(tmp_path, [{"path": str(data)}])
+    path = str(data.parent if folder else data)
+    first = build(tmp_path, [{"path": path}])
     os.utime(data, (1e9, 1e9))
-    again = build(tmp_path, [{"path": str(data)}])
+    again = build(tmp_path, [{"path": path}])
     assert again.data_key() == first.data_key() and len(list((tmp_path / "cache" / "tokenized").iterdir())) == 1
     data.write_text(data.read_text() + json.dumps({"text": "One more."}) + "\n")
-    assert build(tmp_path, [{"path": str(data)}]).data_key() != first.data_key()
+    assert build(tmp_path, [{"path": path}]).data_key() != first.data_key()
 
 
 def test_chat_rows_train_on_the_last_assistant_turn(tmp_path, no_hub):
@@ -696,7 +702,8 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "embedded:homer"}, r"embedded corpus 'homer' is unknown; use one of: shakespeare"),
     ({"path": "DATA/nothing.txt"}, r"dataset '.*nothing.txt' has no rows"),
     ({"path": "DATA/nothing.jsonl"}, r"cannot load dataset 'json' from .*nothing.jsonl .*: it holds no records"),
-    ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*JSON parse error"),
+    ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*line 1 of broken.jsonl is "
+                                    r"not valid JSON \(\{\"text\": \"a\"\); each line of a JSON Lines file"),
     ({"path": "DATA/two_schemas"}, r"cannot load dataset .*two_schemas.*: Couldn't cast .* because column names don't match"),
     ({"path": "json", "data_files": "DATA/nomatch*.jsonl"}, r"nomatch\*.jsonl .*: no file matches it, or it holds no records"),
     ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),
@@ -725,6 +732,8 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
      r"validation_path=.*a copy.txt holds a file of the same content as one the dataset trains on"),
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/rows copy.jsonl"},  # a record file's
      r"validation_path=.*rows copy.jsonl holds a file of the same content as one the dataset trains on"),  # copy too
+    ({"path": "DATA/rows.jsonl", "text": "content", "validation_path": "DATA/rows_folder"},  # a folder holding
+     r"validation_path=.*rows_folder holds a file of the same content as one the dataset trains on"),  # a copy
     ({"path": "DATA/texts/a.txt", "validation_path": "DATA/texts"},  # a folder holding the file it trains on
      r"validation_path=.*texts holds a file of the same content as one the dataset trains on"),
     ({"path": "DATA/gzipped"}, r"gzipped holds gzip-compressed data; name it gzipped.gz, or decompress it"),
@@ -735,6 +744,8 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "   "}) + "\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
     (tmp_path / "rows copy.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
+    (tmp_path / "rows_folder").mkdir()
+    (tmp_path / "rows_folder" / "rows.jsonl").write_text(json.dumps({"content": "x", "id": 1}) + "\n")
     (tmp_path / "data.xml").write_text("<a/>")
     (tmp_path / "nothing.txt").write_text(" \n\n ")
     (tmp_path / "nothing.jsonl").write_text("")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -314,12 +315,16 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
     if local.is_dir():
         if (local / "state.json").exists() or (local / "dataset_dict.json").exists():
             return _loaded(*_saved_records(local, spec, split, where))
+        files: list[Path] = []
         if spec.data_files is None:
-            text_files = _folder_text_files(local, split, split_key(spec, split), where,
-                                            read={spec.split, spec.validation_split})
-            if text_files:
-                return _text_file_records(text_files, spec)
-        return _loaded(*_hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files))
+            kind, files = _folder_files(local, split, split_key(spec, split), where,
+                                        read={spec.split, spec.validation_split})
+            if kind == "text":
+                return _text_file_records(files, spec)
+        records, identity = _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files)
+        if files and identity != "stream":  # its files' content, as a text folder's
+            identity = f"records:{','.join(file_digest(f) for f in files)}:{spec.field or ''}"
+        return _loaded(records, identity)
     if spec.data_files is not None and path in FILE_BUILDERS:
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
@@ -356,12 +361,12 @@ def split_key(spec: DatasetSpec, split: str) -> str:
     return "validation_split" if split == spec.validation_split and split != spec.split else "split"
 
 
-def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set[str | None] = frozenset()
-                       ) -> list[Path]:
-    """A folder's files of `split` as HF `datasets` finds them (train.txt / test.txt name splits; otherwise all
-    are train), when they are text files; [] when they are record files. datasets' own text builder would make
-    every line a document and drop the line breaks, where a text file here is paragraph rows; and it reads one
-    kind of file per folder, silently leaving out the others, which is an error here."""
+def _folder_files(folder: Path, split: str, key: str, where: str, read: set[str | None] = frozenset()
+                  ) -> tuple[str, list[Path]]:
+    """The kind ("text", or a record suffix) and the files of `split` of a folder, as HF `datasets` finds them
+    (train.txt / test.txt name splits; otherwise all are train). datasets' own text builder would make every line
+    a document and drop the line breaks, where a text file here is paragraph rows; and it reads one kind of file
+    per folder, silently leaving out the others, which is an error here."""
     hf_datasets()  # its import-time notes quieted first
     from datasets.data_files import DataFilesDict, get_data_patterns
 
@@ -383,11 +388,10 @@ def _folder_text_files(folder: Path, split: str, key: str, where: str, read: set
     # a LICENSE beside the data is no data: datasets reads no suffix-less file beside others
     paths = sorted(Path(f) for f in files[split])
     data = [p for p in paths if is_data_file(p)] or paths
-    if _one_kind(data, folder, where) != "text":
-        return []
-    if key == "split":
+    kind = _one_kind(data, folder, where)
+    if kind == "text" and key == "split":
         warn_unread_files(folder, [Path(f) for fs in files.values() for f in fs], where)
-    return data
+    return kind, data
 
 
 def warn_unread_files(folder: Path, split_files: list[Path], where: str) -> None:
@@ -462,7 +466,7 @@ def files_read(identity: str) -> set[str]:
     `text:D1,D2:gunzipped:ROW_CHARS`, a record file's `records:D:FIELD`; none for other sources, whose identity is
     datasets' fingerprint."""
     if identity.startswith("records:"):
-        return {identity.split(":")[1]}
+        return set(identity.split(":")[1].split(","))
     return set(identity.removeprefix("text:").rsplit(":", 1)[0].split(",")) if identity.startswith("text:") else set()
 
 
@@ -587,7 +591,8 @@ def first_line_not_an_object(files: Any) -> str | None:
     if isinstance(files, dict):
         files = [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
     for given in [Path(f).expanduser() for f in ([files] if isinstance(files, str) else files)]:
-        inside = sorted(p for p in given.rglob("*") if p.suffix.lower() in (".json", ".jsonl")) if given.is_dir() else []
+        inside = sorted(p for p in given.rglob("*") if p.name.lower().endswith((".json", ".jsonl", ".json.gz",
+                                                                                 ".jsonl.gz"))) if given.is_dir() else []
         for file in inside or [given]:
             if file.is_file() and (line := not_an_object(file)):
                 return line
@@ -596,20 +601,21 @@ def first_line_not_an_object(files: Any) -> str | None:
 
 def not_an_object(file: Path) -> str | None:
     """The first line of JSON Lines `file` that is no JSON object, said; None for a JSON document (a .json file)."""
-    first = True
-    with open(file, encoding="utf-8", errors="replace") as lines:
+    first, gzipped = True, file.suffix.lower() == ".gz"
+    suffix = Path(file.stem).suffix.lower() if gzipped else file.suffix.lower()
+    with (gzip.open if gzipped else open)(file, "rt", encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value, what = json.loads(line), "no JSON object"
             except ValueError:
-                value = None
-            if not isinstance(value, dict) and first and file.suffix.lower() == ".json":  # a JSON document
+                value, what = None, "not valid JSON"
+            if not isinstance(value, dict) and first and suffix == ".json":  # a JSON document
                 return None
             if not isinstance(value, dict):
-                return (f"line {number} of {file.name} is no JSON object ({line.strip()[:60]}); each line of a "
-                        f"JSON Lines file must be one {{...}} record")
+                return (f"line {number} of {file.name} is {what} ({line.strip()[:60]}); each line of a JSON Lines "
+                        f"file must be one {{...}} record")
             first = False
     return None
 
