@@ -702,8 +702,8 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "embedded:homer"}, r"embedded corpus 'homer' is unknown; use one of: shakespeare"),
     ({"path": "DATA/nothing.txt"}, r"dataset '.*nothing.txt' has no rows"),
     ({"path": "DATA/nothing.jsonl"}, r"cannot load dataset 'json' from .*nothing.jsonl .*: it holds no records"),
-    ({"path": "DATA/broken.jsonl"}, r"cannot load dataset 'json' from .*broken.jsonl .*line 1 of broken.jsonl is "
-                                    r"not valid JSON \(\{\"text\": \"a\"\); each line of a JSON Lines file"),
+    ({"path": "DATA/broken.jsonl"}, (r"cannot load dataset 'json' from .*broken.jsonl .*line 1 of broken.jsonl is "
+                                     r"not valid JSON \(\{\"text\": \"a\"\); each line of a JSON Lines file")),
     ({"path": "DATA/two_schemas"}, r"cannot load dataset .*two_schemas.*: Couldn't cast .* because column names don't match"),
     ({"path": "json", "data_files": "DATA/nomatch*.jsonl"}, r"nomatch\*.jsonl .*: no file matches it, or it holds no records"),
     ({"path": "DATA/latin1.jsonl"}, r"latin1.jsonl' holds text that is not UTF-8 .*; save it as UTF-8"),

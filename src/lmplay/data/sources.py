@@ -591,8 +591,8 @@ def first_line_not_an_object(files: Any) -> str | None:
     if isinstance(files, dict):
         files = [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
     for given in [Path(f).expanduser() for f in ([files] if isinstance(files, str) else files)]:
-        inside = sorted(p for p in given.rglob("*") if p.name.lower().endswith((".json", ".jsonl", ".json.gz",
-                                                                                 ".jsonl.gz"))) if given.is_dir() else []
+        json_names = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+        inside = sorted(p for p in given.rglob("*") if p.name.lower().endswith(json_names)) if given.is_dir() else []
         for file in inside or [given]:
             if file.is_file() and (line := not_an_object(file)):
                 return line
