@@ -137,3 +137,17 @@ def test_a_stage_s_schedule_from_a_module_not_imported_says_how_to_load_it(tmp_p
     with pytest.raises(ConfigError, match=r"a stage names a schedule of its own module only where the run has imported "
                                           r"it .*: make it the run's scheduler \(scheduler=NAME, its conf file\)"):
         make_runner(["exp=test_runner", "device=cpu", plan], tmp_path)
+
+
+def test_a_checkpoint_s_schedule_value_an_older_lmplay_took_says_so_and_how_to_replace_it(tmp_path):
+    """min_lr=-1e-4 in a checkpoint from before the check: 'scheduler.min_lr=-0.0001 must be >= 0', as if typed."""
+    from conftest import make_runner
+
+    from lmplay.runner import checkpoint
+
+    make_runner(["exp=test_runner", "device=cpu", "scheduler=cosine", "max_steps=1"], tmp_path).train()
+    ckpt = checkpoint.load(tmp_path / "model.lmp")
+    ckpt["components"]["lr_schedulers"]["state_args"]["min_lr"] = -1e-4
+    with pytest.raises(ConfigError, match=r"^the checkpoint's scheduler.min_lr=-0.0001 must be >= 0: an older lmplay "
+                                          r"trained with it unchecked; type \+scheduler.min_lr=VALUE to replace it$"):
+        make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path, ckpt)

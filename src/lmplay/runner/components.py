@@ -9,6 +9,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import re
 import sys
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -327,7 +328,14 @@ class SchedulerComponent(Component):
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
         self.settle(config_args, state_args)
-        self.schedule = self.build(self.target, self.args)
+        try:
+            self.schedule = self.build(self.target, self.args)
+        except ConfigError as e:  # a value an older lmplay trained with unchecked (min_lr=-1e-4), kept in the checkpoint
+            key = re.match(rf"{self.group}\.(\w+)=", str(e))
+            if state_args is None or key is None or key[1] in self.runner.typed_keys(self.group):
+                raise
+            raise ConfigError(f"the checkpoint's {e}: an older lmplay trained with it unchecked; type "
+                              f"+{self.group}.{key[1]}=VALUE to replace it") from None
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": {"_target_": self.target, **self.args}, "state": {}}
