@@ -330,7 +330,7 @@ class SchedulerComponent(Component):
         self.settle(config_args, state_args)
         try:
             self.schedule = self.build(self.target, self.args)
-        except ConfigError as e:  # a value an older lmplay trained with unchecked (min_lr=-1e-4), kept in the checkpoint
+        except ConfigError as e:  # a checkpoint's value an older lmplay trained with unchecked (min_lr=-1e-4)
             key = re.match(rf"{self.group}\.(\w+)=", str(e))
             if state_args is None or key is None or key[1] in self.runner.typed_keys(self.group):
                 raise
