@@ -231,6 +231,14 @@ class PositionsByAnotherName(MultiHeadAttention):
         return super().heads(x, pos)
 
 
+class PositionsByKeyword(PositionsByAnotherName):
+    seen: ClassVar[list] = []
+
+    def heads(self, x, *, positions=None):
+        self.seen.append(positions)
+        return MultiHeadAttention.heads(self, x, positions)
+
+
 class HeadsOfBefore(MultiHeadAttention):
     def heads(self, x):  # an idea's override written before heads() took positions
         q, k, v = super().heads(x)
@@ -244,10 +252,11 @@ def test_an_idea_s_heads_written_before_positions_still_runs_and_every_port_pass
     for block in model.blocks:
         block.attn = HeadsOfBefore(32, 4)
     generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=5), eot_id=EOT)
-    for block in model.blocks:
-        block.attn = PositionsByAnotherName(32, 4)
-    generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)
-    assert PositionsByAnotherName.seen and all(p is not None for p in PositionsByAnotherName.seen)
+    for taker in (PositionsByAnotherName, PositionsByKeyword):
+        for block in model.blocks:
+            block.attn = taker(32, 4)
+        generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)
+        assert taker.seen and all(p is not None for p in taker.seen), taker
     for exp in TINY_VERSIONS:
         ported = registered()[exp].factory(None).build_model().eval()
         seen: list = []

@@ -137,6 +137,11 @@ class Clip(torch.optim.SGD):
 class Needs(torch.optim.SGD):
     def __init__(self, params, lr, weight_decay, momentum):
         super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+
+class FirstNamedOtherwise(torch.optim.SGD):
+    def __init__(self, parameters, lr=1e-3, weight_decay=0.0, momentum=0.0):
+        super().__init__(parameters, lr=lr, weight_decay=weight_decay, momentum=momentum)
 '''
 
 
@@ -152,11 +157,17 @@ def test_an_optimizer_of_one_s_own_gets_a_typed_null_and_says_what_it_needs(tmp_
     runner = make_runner([*own, "+optimizer.update_clip=null"], tmp_path / "clip")
     assert runner.optimizer_c.optimizer.update_clip is None
     with pytest.raises(ConfigError, match=r"^own_optimizers.Needs needs optimizer.momentum, which its optimizer "
-                                          r"config does not set: add it to the conf file, or type "
+                                          r"config leaves unset \(or null\): add it to the conf file, or type "
                                           r"\+optimizer.momentum=VALUE$"):
         make_runner([*own[:2], "optimizer._target_=own_optimizers.Needs", *own[3:]], tmp_path / "needs")
     with pytest.raises(ConfigError, match=r"^optimizer.fused=true: torch.optim.RMSprop has no fused kernel"):
         make_runner(["exp=test_runner", "device=cpu", "optimizer=rmsprop", "+optimizer.fused=true"], tmp_path / "rms")
+    # what a null or a fused=false did before, still: the class's default for a key that takes no None, unfused
+    make_runner(["exp=test_runner", "device=cpu", "optimizer=rmsprop", "+optimizer.fused=false"], tmp_path / "rms")
+    adam = make_runner(["exp=test_runner", "device=cpu", "optimizer.eps=null", "optimizer.betas=null"], tmp_path / "a")
+    assert adam.optimizer_c.optimizer.defaults["eps"] == 1e-8 and adam.optimizer_c.optimizer.defaults["betas"] == \
+        (0.9, 0.999)
+    make_runner([*own[:2], "optimizer._target_=own_optimizers.FirstNamedOtherwise", *own[3:]], tmp_path / "first")
 
 
 def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_one_s_own_again(tmp_path,

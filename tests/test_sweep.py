@@ -387,6 +387,7 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["optimizer=sgd,adamw", "++optimizer.momentum=0.9"], {}, "optimizer: unknown key 'momentum'"),
     (["optimizer.fused=true,false", "model.num_blocks=1,3"], {}, None),  # fused=true, which the meta device refuses
     (["seed=1,2", "device=cuda"], {}, None),  # a SLURM sweep's GPUs are not its login node's
+    (["seed=1,2", "device=cdua"], {}, "device='cdua' is no device torch knows"),  # but its name is checked
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""

@@ -20,24 +20,35 @@ def pick_device(name: "str | torch.device | None") -> "torch.device":
     picks one GPU; a device that is not there is an error."""
     import torch
 
-    if name is None or name == "auto":
+    device = device_named(name)
+    if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={name!r} is no device torch knows; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={name!r} is not one lmplay runs on; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={name} but MPS is not available; use device=cpu or device=auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def device_named(name: "str | torch.device | None") -> "torch.device | None":
+    """The device `device=` names, whether or not this machine has it (a sweep's launcher is not its jobs' node);
+    None for auto. A name torch does not know, or a device lmplay does not run on, is an error."""
+    import torch
+
+    if name is None or name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={name!r} is no device torch knows; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is not one lmplay runs on; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

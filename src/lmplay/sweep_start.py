@@ -164,6 +164,7 @@ def check_buildable(cfg: DictConfig, built: set[str]) -> None:
 
     import torch
 
+    from lmplay.device import device_named
     from lmplay.runner.base import LMRunnerBase
     from lmplay.runner.components import config_class
 
@@ -171,8 +172,9 @@ def check_buildable(cfg: DictConfig, built: set[str]) -> None:
     if settings in built:
         return
     built.add(settings)
-    job = copy.deepcopy(cfg)
-    job.device = "cpu"  # the jobs' device is theirs to find (a SLURM sweep's GPUs are not the login node's)
+    device_named(cfg.device)  # its name; whether there is one is the job's node's to say (a SLURM sweep's GPUs are
+    job = copy.deepcopy(cfg)  # not the login node's)
+    job.device = "cpu"
     runner = LMRunnerBase(job, Path("."), config_class(cfg, "model"))
     runner.device = torch.device("meta")
     full_error = os.environ.pop("HYDRA_FULL_ERROR", None)  # which would pass a refusal on raw, as the job shows it

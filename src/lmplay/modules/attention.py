@@ -16,11 +16,16 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
     return torch.arange(k_len, device=device).unsqueeze(0) <= rows
 
 
-def takes_second_argument(method) -> bool:
-    """Whether a bound method takes a second positional argument (`heads(x, pos)`, `heads(*args)`), by any name."""
+def positions_taken(method) -> str | None:
+    """How a bound heads() takes positions: "keyword" (a parameter named positions, keyword-only too), "position" (a
+    second positional parameter of another name, `heads(x, pos)`, or *args), or None (`heads(x)`, written before)."""
     parameters = inspect.signature(method).parameters.values()
-    return any(p.kind is p.VAR_POSITIONAL for p in parameters) or \
-        sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) >= 2
+    if any(p.name == "positions" and p.kind is not p.POSITIONAL_ONLY for p in parameters):
+        return "keyword"
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters) or \
+            sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) >= 2:
+        return "position"
+    return None
 
 
 class MultiHeadAttention(nn.Module):
@@ -36,7 +41,7 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = dropout
         # an idea's heads() written before they took positions, heads(self, x), still runs
-        self.heads_take_positions = takes_second_argument(self.heads)
+        self.heads_take_positions = positions_taken(self.heads)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, 3C] -> q, k, v each [B, H, T, D]."""
@@ -67,7 +72,9 @@ class MultiHeadAttention(nn.Module):
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
         B, T, C = x.shape
-        q, k, v = self.heads(x, positions) if self.heads_take_positions else self.heads(x)
+        taken = self.heads_take_positions
+        q, k, v = self.heads(x, positions=positions) if taken == "keyword" else \
+            self.heads(x, positions) if taken == "position" else self.heads(x)
         if cache is not None:
             k, v = cache.append(k, v)
         y = self.attend(q, k, v, attn_mask)

@@ -55,14 +55,25 @@ def signature_kinds(fn: Any) -> dict[str, type]:
 
 
 def check_required(group: str, cls: type, args: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
-    """A parameter `cls` requires (no default) that the group's config leaves unset is one line, not the
+    """A parameter `cls` requires (no default) that the group's config leaves unset, or null, is one line, not the
     constructor's TypeError traceback."""
     required = [p.name for p in inspect.signature(cls).parameters.values() if p.default is p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
     if missing := [name for name in required if args.get(name) is None]:
         raise ConfigError(f"{cls.__module__}.{cls.__qualname__} needs {', '.join(f'{group}.{m}' for m in missing)}, "
-                          f"which its {group} config does not set: add it to the conf file, or type "
+                          f"which its {group} config leaves unset (or null): add it to the conf file, or type "
                           f"+{group}.{missing[0]}=VALUE")
+
+
+def first_parameter(cls: type) -> str:
+    """The name of an optimizer class's first parameter, its parameters' (`params` in torch's, by any name)."""
+    return next(iter(inspect.signature(cls).parameters), "params")
+
+
+def null_takers(cls: type) -> set[str]:
+    """The parameters of `cls` that take None: a None default, or an annotation that allows it."""
+    return {p.name for p in inspect.signature(cls).parameters.values()
+            if p.default is None or type(None) in typing.get_args(p.annotation)}
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
@@ -234,7 +245,8 @@ class OptimizerComponent(Component):
     extra = {"freeze": [], "fused": None}
 
     def advertise(self) -> dict[str, Any]:
-        return {**signature_defaults(class_named(self.target, self.group), skip=("self", "params")), **self.extra}
+        cls = class_named(self.target, self.group)
+        return {**signature_defaults(cls, skip=(first_parameter(cls),)), **self.extra}
 
     def kinds(self) -> dict[str, type]:
         return {**signature_kinds(class_named(self.target, self.group)), "fused": bool}
@@ -252,8 +264,10 @@ class OptimizerComponent(Component):
         if frozen:
             print(f"frozen: {len(frozen)} parameter tensors matching {args['freeze']}")
         cls = class_named(target, self.group)
-        kwargs = {k: v for k, v in args.items() if k not in self.extra}  # a null typed is passed as null
-        check_required(self.group, cls, kwargs, skip=("params",))
+        takes_null = null_takers(cls)  # a null reaches the class where it takes one (update_clip: float | None),
+        kwargs = {k: v for k, v in args.items()  # elsewhere the class's default stands for it (eps=null, as
+                  if k not in self.extra and (v is not None or k in takes_null)}  # before: torch refuses None)
+        check_required(self.group, cls, kwargs, skip=(first_parameter(cls),))
         if "betas" in kwargs:
             if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                     for b in kwargs["betas"]):
@@ -263,9 +277,8 @@ class OptimizerComponent(Component):
             fused = args["fused"]
             unfusable = kwargs.get("foreach") or kwargs.get("differentiable")  # torch refuses either with fused
             kwargs["fused"] = fused_by_default(self.runner.device) and not unfusable if fused is None else fused
-        elif args["fused"] is not None:  # reported as typed, and run unfused
-            raise ConfigError(f"optimizer.fused={str(args['fused']).lower()}: {target} has no fused kernel; drop it "
-                              f"(optimizer.fused=null)")
+        elif args["fused"]:  # reported as typed, and run unfused (fused=false is what it does)
+            raise ConfigError(f"optimizer.fused=true: {target} has no fused kernel; drop it (optimizer.fused=null)")
         if "weight_decay" not in args:  # LBFGS, SparseAdam: a checkpoint may name any torch optimizer
             raise ConfigError(f"optimizer {target} takes no weight_decay, which lmplay's parameter groups set; choose "
                               f"one that does (optimizer=adamw, optimizer=sgd)")
