@@ -139,6 +139,12 @@ class Needs(torch.optim.SGD):
         super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
+class NoneTaken(torch.optim.SGD):
+    def __init__(self, params, lr, weight_decay, momentum: "float | None", clip=0.5):  # a string annotation
+        super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum or 0.0)
+        self.clip = clip
+
+
 class FirstNamedOtherwise(torch.optim.SGD):
     def __init__(self, parameters, lr=1e-3, weight_decay=0.0, momentum=0.0):
         super().__init__(parameters, lr=lr, weight_decay=weight_decay, momentum=momentum)
@@ -168,6 +174,12 @@ def test_an_optimizer_of_one_s_own_gets_a_typed_null_and_says_what_it_needs(tmp_
     assert adam.optimizer_c.optimizer.defaults["eps"] == 1e-8 and adam.optimizer_c.optimizer.defaults["betas"] == \
         (0.9, 0.999)
     make_runner([*own[:2], "optimizer._target_=own_optimizers.FirstNamedOtherwise", *own[3:]], tmp_path / "first")
+    taken = make_runner([*own[:2], "optimizer._target_=own_optimizers.NoneTaken", *own[3:], "+optimizer.momentum=null",
+                         "+optimizer.clip=null"], tmp_path / "none")  # a required key that takes None, and a key
+    assert taken.optimizer_c.optimizer.clip is None  # with no annotation: the class's code says what None means
+    for key in ("lr", "weight_decay"):  # which lmplay reads itself: a TypeError at the first step, or at set-up
+        with pytest.raises(ConfigError, match=rf"^optimizer.{key}=null: the lr schedule and the weight-decay groups"):
+            make_runner(["exp=test_runner", "device=cpu", f"optimizer.{key}=null"], tmp_path / key)
 
 
 def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_one_s_own_again(tmp_path,

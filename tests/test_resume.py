@@ -471,7 +471,8 @@ def test_a_class_a_checkpoint_names_imports_no_module_outside_torch_and_lmplay(t
     for component in ("optimizers", "lr_schedulers"):
         ckpt = checkpoint.load(tmp_path / "run" / "model.lmp")
         ckpt["components"][component]["state_args"]["_target_"] = "payload.X"
-        with pytest.raises(ConfigError, match=r"'payload.X' is not a .* that a checkpoint may name .*_target_=payload.X"):
+        with pytest.raises(ConfigError, match=r"trained with the \w+ payload.X, whose module a checkpoint does not "
+                                              r"import by itself .*_target_=payload.X"):
             make_runner([*args, "max_steps=2"], tmp_path / "run", ckpt)
     assert "payload" not in sys.modules and not (tmp_path / "PWNED").exists()
 

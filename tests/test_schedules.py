@@ -150,4 +150,7 @@ def test_a_checkpoint_s_schedule_value_an_older_lmplay_took_says_so_and_how_to_r
     ckpt["components"]["lr_schedulers"]["state_args"]["min_lr"] = -1e-4
     with pytest.raises(ConfigError, match=r"^the checkpoint's scheduler.min_lr=-0.0001 must be >= 0: an older lmplay "
                                           r"trained with it unchecked; type \+scheduler.min_lr=VALUE to replace it$"):
+        make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path, ckpt)  # the config's has no min_lr
+    ckpt["components"]["lr_schedulers"]["state_args"].update(min_lr=0.0, warmup_fraction=2.0)
+    with pytest.raises(ConfigError, match=r"type scheduler.warmup_fraction=VALUE to replace it$"):  # it has this one
         make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path, ckpt)

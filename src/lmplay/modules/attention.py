@@ -17,11 +17,12 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
 
 
 def positions_taken(method) -> str | None:
-    """How a bound heads() takes positions: "keyword" (a parameter named positions, keyword-only too), "position" (a
-    second positional parameter of another name, `heads(x, pos)`, or *args), or None (`heads(x)`, written before)."""
+    """How a bound heads() takes positions: "keyword" (a parameter named positions, keyword-only too, or **kwargs),
+    "position" (a second positional parameter of another name, `heads(x, pos)`, or *args), or None (`heads(x)`,
+    written before)."""
     parameters = inspect.signature(method).parameters.values()
-    if any(p.name == "positions" and p.kind is not p.POSITIONAL_ONLY for p in parameters):
-        return "keyword"
+    if any(p.name == "positions" and p.kind is not p.POSITIONAL_ONLY or p.kind is p.VAR_KEYWORD for p in parameters):
+        return "keyword"  # heads(x, **kwargs) too: a wrapper passing them on
     if any(p.kind is p.VAR_POSITIONAL for p in parameters) or \
             sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) >= 2:
         return "position"

@@ -59,7 +59,7 @@ def check_required(group: str, cls: type, args: dict[str, Any], skip: tuple[str,
     constructor's TypeError traceback."""
     required = [p.name for p in inspect.signature(cls).parameters.values() if p.default is p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
-    if missing := [name for name in required if args.get(name) is None]:
+    if missing := [name for name in required if name not in args]:  # a null it takes is in args
         raise ConfigError(f"{cls.__module__}.{cls.__qualname__} needs {', '.join(f'{group}.{m}' for m in missing)}, "
                           f"which its {group} config leaves unset (or null): add it to the conf file, or type "
                           f"+{group}.{missing[0]}=VALUE")
@@ -71,9 +71,15 @@ def first_parameter(cls: type) -> str:
 
 
 def null_takers(cls: type) -> set[str]:
-    """The parameters of `cls` that take None: a None default, or an annotation that allows it."""
-    return {p.name for p in inspect.signature(cls).parameters.values()
-            if p.default is None or type(None) in typing.get_args(p.annotation)}
+    """The parameters of `cls` that take None: a None default, an annotation that allows it, or none at all on a
+    parameter with a default (the class's code says what a None means; a required one's None is its being unset)."""
+    try:
+        parameters = inspect.signature(cls, eval_str=True).parameters.values()  # `from __future__ import annotations`
+    except Exception:  # noqa: BLE001 - an annotation that names what its module does not have: read as written
+        parameters = inspect.signature(cls).parameters.values()
+    return {p.name for p in parameters
+            if p.default is None or type(None) in typing.get_args(p.annotation)
+            or p.annotation is p.empty and p.default is not p.empty}
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
@@ -268,6 +274,11 @@ class OptimizerComponent(Component):
         kwargs = {k: v for k, v in args.items()  # elsewhere the class's default stands for it (eps=null, as
                   if k not in self.extra and (v is not None or k in takes_null)}  # before: torch refuses None)
         check_required(self.group, cls, kwargs, skip=(first_parameter(cls),))
+        for key in ("lr", "weight_decay"):  # lmplay's schedule and parameter groups read them
+            if key in args and not isinstance(args[key], (int, float)):
+                shown = "null" if args[key] is None else repr(args[key])
+                raise ConfigError(f"optimizer.{key}={shown}: the lr schedule and the weight-decay groups need a "
+                                  f"number there")
         if "betas" in kwargs:
             if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                     for b in kwargs["betas"]):
@@ -347,8 +358,9 @@ class SchedulerComponent(Component):
             key = re.match(rf"{self.group}\.(\w+)=", str(e))
             if state_args is None or key is None or key[1] in self.runner.typed_keys(self.group):
                 raise
+            plus = "" if key[1] in self.runner.cfg[self.group] else "+"  # a key of the config's scheduler file
             raise ConfigError(f"the checkpoint's {e}: an older lmplay trained with it unchecked; type "
-                              f"+{self.group}.{key[1]}=VALUE to replace it") from None
+                              f"{plus}{self.group}.{key[1]}=VALUE to replace it") from None
 
     def archive(self) -> dict[str, Any]:
         return {"state_args": {"_target_": self.target, **self.args}, "state": {}}
