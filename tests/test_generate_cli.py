@@ -117,12 +117,14 @@ def foreign_files(tmp_path: Path) -> dict[str, Path]:
     text = tmp_path / "notes.lmp"
     text.write_text("not a checkpoint")
     model = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
-    diverged = GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1, tokenizer="bytes")
-    with torch.no_grad():
-        diverged.lm_head.weight.fill_(float("nan"))
+    diverged = altered(GPT2ish(vocab_size=257, context_len=8, num_blocks=1, embed_dim=8, num_heads=1,
+                               tokenizer="bytes"), tmp_path / "diverged.lmp")
+    ckpt = checkpoint.load(diverged)  # as a diverged run's would be, had it been saved (save_model refuses it)
+    ckpt["components"]["model"]["state"]["weights"]["lm_head.weight"].fill_(float("nan"))
+    checkpoint.save({k: v for k, v in ckpt.items() if k != "format_version"}, diverged)
     return {"foreign": not_lmplay, "text": text, "unknown_exp": altered(model, tmp_path / "other.lmp",
                                                                       exp="no_such_experiment"),
-            "diverged": save_model(diverged, "test_runner", tmp_path / "diverged.lmp"),
+            "diverged": diverged,
             "heads": altered(model, tmp_path / "heads.lmp", num_heads=3),  # the code refuses: 8 is not 3 heads
             "huge": altered(model, tmp_path / "huge.lmp", embed_dim=10**7),  # would allocate terabytes
             "gpt3": altered(model, tmp_path / "gpt3.lmp", tokenizer="gpt3"),  # read as if typed on the command line

@@ -302,7 +302,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "tokenizer": run.tokenizer if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
-        "seed": run.seed if run else override_value(launched, "seed"),
+        "seed": run.seed if run and run.seed is not None else override_value(overrides, "seed"),  # no .hydra/: typed
         "wall_time_s": job.get("wall_time_s"),
         # "started": running, or killed before it could finish; no job.json at all: not run by this callback.
         "status": job.get("status", "unknown"),
