@@ -247,6 +247,14 @@ class PositionsPassedOn(PositionsByAnotherName):
         return MultiHeadAttention.heads(self, x, **kwargs)
 
 
+class PositionsByNameAndMore(PositionsByAnotherName):
+    seen: ClassVar[list] = []
+
+    def heads(self, x, pos=None, **kwargs):
+        self.seen.append(pos)
+        return MultiHeadAttention.heads(self, x, pos)
+
+
 class HeadsOfBefore(MultiHeadAttention):
     def heads(self, x):  # an idea's override written before heads() took positions
         q, k, v = super().heads(x)
@@ -260,7 +268,7 @@ def test_an_idea_s_heads_written_before_positions_still_runs_and_every_port_pass
     for block in model.blocks:
         block.attn = HeadsOfBefore(32, 4)
     generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=5), eot_id=EOT)
-    for taker in (PositionsByAnotherName, PositionsByKeyword, PositionsPassedOn):
+    for taker in (PositionsByAnotherName, PositionsByKeyword, PositionsPassedOn, PositionsByNameAndMore):
         for block in model.blocks:
             block.attn = taker(32, 4)
         generate_tokens(model, prompts_of(3, 9), GenerationConfig(max_new_tokens=2), eot_id=EOT)

@@ -140,9 +140,14 @@ class Needs(torch.optim.SGD):
 
 
 class NoneTaken(torch.optim.SGD):
-    def __init__(self, params, lr, weight_decay, momentum: "float | None", clip=0.5):  # a string annotation
-        super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum or 0.0)
+    def __init__(self, params, lr, weight_decay, momentum: "float | None", clip: "float | None" = 0.5):
+        super().__init__(params, lr=lr, weight_decay=weight_decay, momentum=momentum or 0.0)  # string annotations
         self.clip = clip
+
+
+class PassesOn(torch.optim.AdamW):
+    def __init__(self, params, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8):  # no annotations
+        super().__init__(params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
 class FirstNamedOtherwise(torch.optim.SGD):
@@ -175,8 +180,11 @@ def test_an_optimizer_of_one_s_own_gets_a_typed_null_and_says_what_it_needs(tmp_
         (0.9, 0.999)
     make_runner([*own[:2], "optimizer._target_=own_optimizers.FirstNamedOtherwise", *own[3:]], tmp_path / "first")
     taken = make_runner([*own[:2], "optimizer._target_=own_optimizers.NoneTaken", *own[3:], "+optimizer.momentum=null",
-                         "+optimizer.clip=null"], tmp_path / "none")  # a required key that takes None, and a key
-    assert taken.optimizer_c.optimizer.clip is None  # with no annotation: the class's code says what None means
+                         "+optimizer.clip=null"], tmp_path / "none")  # a required key that takes None, and another
+    assert taken.optimizer_c.optimizer.clip is None
+    passes = make_runner([*own[:2], "optimizer._target_=own_optimizers.PassesOn", "optimizer.betas=null",
+                          "optimizer.eps=null"], tmp_path / "passes")  # unannotated, passed on to torch's: defaults
+    assert passes.optimizer_c.optimizer.defaults["betas"] == (0.9, 0.999)
     for key in ("lr", "weight_decay"):  # which lmplay reads itself: a TypeError at the first step, or at set-up
         with pytest.raises(ConfigError, match=rf"^optimizer.{key}=null: the lr schedule and the weight-decay groups"):
             make_runner(["exp=test_runner", "device=cpu", f"optimizer.{key}=null"], tmp_path / key)

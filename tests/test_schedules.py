@@ -154,3 +154,17 @@ def test_a_checkpoint_s_schedule_value_an_older_lmplay_took_says_so_and_how_to_r
     ckpt["components"]["lr_schedulers"]["state_args"].update(min_lr=0.0, warmup_fraction=2.0)
     with pytest.raises(ConfigError, match=r"type scheduler.warmup_fraction=VALUE to replace it$"):  # it has this one
         make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path, ckpt)
+
+
+def test_a_schedule_of_one_s_own_with_a_required_argument_unset_is_one_line(tmp_path, monkeypatch):
+    """Its None reached the schedule, and the first step failed with a TypeError traceback."""
+    from conftest import make_runner
+
+    (tmp_path / "own_schedule.py").write_text(
+        "from lmplay.runner.schedules import Schedule\n\n\nclass Periodic(Schedule):\n"
+        "    def __init__(self, period: int, warmup_fraction: float = 0.0, warmup_steps: int | None = None):\n"
+        "        super().__init__(warmup_fraction, warmup_steps)\n        self.period = period\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^own_schedule.Periodic needs scheduler.period, which its scheduler config "
+                                          r"leaves unset \(or null\)"):
+        make_runner(["exp=test_runner", "device=cpu", "scheduler._target_=own_schedule.Periodic"], tmp_path / "run")

@@ -21,12 +21,12 @@ def positions_taken(method) -> str | None:
     "position" (a second positional parameter of another name, `heads(x, pos)`, or *args), or None (`heads(x)`,
     written before)."""
     parameters = inspect.signature(method).parameters.values()
-    if any(p.name == "positions" and p.kind is not p.POSITIONAL_ONLY or p.kind is p.VAR_KEYWORD for p in parameters):
-        return "keyword"  # heads(x, **kwargs) too: a wrapper passing them on
+    if any(p.name == "positions" and p.kind is not p.POSITIONAL_ONLY for p in parameters):
+        return "keyword"
     if any(p.kind is p.VAR_POSITIONAL for p in parameters) or \
             sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters) >= 2:
-        return "position"
-    return None
+        return "position"  # heads(x, pos=None, **kwargs) too
+    return "keyword" if any(p.kind is p.VAR_KEYWORD for p in parameters) else None  # a wrapper passing them on
 
 
 class MultiHeadAttention(nn.Module):

@@ -59,7 +59,8 @@ def check_required(group: str, cls: type, args: dict[str, Any], skip: tuple[str,
     constructor's TypeError traceback."""
     required = [p.name for p in inspect.signature(cls).parameters.values() if p.default is p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip]
-    if missing := [name for name in required if name not in args]:  # a null it takes is in args
+    takes_null = null_takers(cls)
+    if missing := [name for name in required if args.get(name) is None and name not in takes_null]:
         raise ConfigError(f"{cls.__module__}.{cls.__qualname__} needs {', '.join(f'{group}.{m}' for m in missing)}, "
                           f"which its {group} config leaves unset (or null): add it to the conf file, or type "
                           f"+{group}.{missing[0]}=VALUE")
@@ -71,15 +72,14 @@ def first_parameter(cls: type) -> str:
 
 
 def null_takers(cls: type) -> set[str]:
-    """The parameters of `cls` that take None: a None default, an annotation that allows it, or none at all on a
-    parameter with a default (the class's code says what a None means; a required one's None is its being unset)."""
+    """The parameters of `cls` that take None: a None default, or an annotation that allows it. Elsewhere a null
+    means the class's default: most classes pass their arguments on to torch's, which takes no None there."""
     try:
         parameters = inspect.signature(cls, eval_str=True).parameters.values()  # `from __future__ import annotations`
     except Exception:  # noqa: BLE001 - an annotation that names what its module does not have: read as written
         parameters = inspect.signature(cls).parameters.values()
     return {p.name for p in parameters
-            if p.default is None or type(None) in typing.get_args(p.annotation)
-            or p.annotation is p.empty and p.default is not p.empty}
+            if p.default is None or type(None) in typing.get_args(p.annotation)}
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
@@ -279,7 +279,7 @@ class OptimizerComponent(Component):
                 shown = "null" if args[key] is None else repr(args[key])
                 raise ConfigError(f"optimizer.{key}={shown}: the lr schedule and the weight-decay groups need a "
                                   f"number there")
-        if "betas" in kwargs:
+        if kwargs.get("betas") is not None:
             if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                     for b in kwargs["betas"]):
                 raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
