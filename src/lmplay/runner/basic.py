@@ -71,10 +71,11 @@ def check_args_kept(model: LMBase, args: dict[str, Any]) -> None:
                           f"resume rebuild it from them); add {', '.join(f'{k}={k}' for k in unkept)} to that call")
 
 
-def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
-    """(int, float or bool, whether None is allowed) of a constructor parameter's annotation, or (None, False) for
-    any other annotation, or one that does not resolve (`from __future__ import annotations` naming a type
-    imported only for type checkers)."""
+def annotated_kind(model_class: type, name: str,
+                   kinds: tuple[type, ...] = (int, float, bool)) -> tuple[type | None, bool]:
+    """(the one of `kinds` a constructor parameter's annotation names, whether None is allowed), or (None, whether
+    None is allowed) for any other annotation, or (None, False) for one that does not resolve (`from __future__
+    import annotations` naming a type imported only for type checkers). Models' and optimizers' classes alike."""
     parameter = inspect.signature(model_class).parameters.get(name)
     annotation = parameter.annotation if parameter is not None else None
     if isinstance(annotation, str):
@@ -84,7 +85,7 @@ def annotated_kind(model_class: type, name: str) -> tuple[type | None, bool]:
             return None, False
     members = set(typing.get_args(annotation)) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else {annotation}
-    kinds = members - {type(None)}
-    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float, bool):
+    declared = members - {type(None)}
+    if len(declared) == 1 and (kind := declared.pop()) in kinds:
         return kind, type(None) in members
-    return None, False
+    return None, type(None) in members

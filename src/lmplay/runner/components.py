@@ -11,7 +11,6 @@ import inspect
 import json
 import re
 import sys
-import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,7 @@ from lmplay.errors import ConfigError
 from lmplay.files import RECORD_KINDS
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
-from lmplay.runner.basic import check_args_kept, check_model_args
+from lmplay.runner.basic import annotated_kind, check_args_kept, check_model_args
 from lmplay.runner.component_base import (
     Component,
     subclass_named,
@@ -43,15 +42,11 @@ def signature_defaults(fn: Any, skip: tuple[str, ...] = ("self",)) -> dict[str, 
             for p in params if p.name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def signature_kinds(fn: Any) -> dict[str, type]:
+def signature_kinds(cls: type) -> dict[str, type]:
     """The kind each keyword parameter with a None default declares (`fused: bool | None` -> bool), where it names
     one of bool, int, float, str besides None."""
-    kinds = {}
-    for p in inspect.signature(fn).parameters.values():
-        declared = [t for t in typing.get_args(p.annotation) if t is not type(None)]
-        if p.default is None and len(declared) == 1 and declared[0] in (bool, int, float, str):
-            kinds[p.name] = declared[0]
-    return kinds
+    return {p.name: kind for p in inspect.signature(cls).parameters.values() if p.default is None
+            and (kind := annotated_kind(cls, p.name, (bool, int, float, str))[0]) is not None}
 
 
 def check_required(group: str, cls: type, args: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
@@ -74,12 +69,8 @@ def first_parameter(cls: type) -> str:
 def null_takers(cls: type) -> set[str]:
     """The parameters of `cls` that take None: a None default, or an annotation that allows it. Elsewhere a null
     means the class's default: most classes pass their arguments on to torch's, which takes no None there."""
-    try:
-        parameters = inspect.signature(cls, eval_str=True).parameters.values()  # `from __future__ import annotations`
-    except Exception:  # noqa: BLE001 - an annotation that names what its module does not have: read as written
-        parameters = inspect.signature(cls).parameters.values()
-    return {p.name for p in parameters
-            if p.default is None or type(None) in typing.get_args(p.annotation)}
+    return {p.name for p in inspect.signature(cls).parameters.values()
+            if p.default is None or annotated_kind(cls, p.name)[1]}
 
 
 TARGET_EXAMPLES = {"model": "experiments.gpt2ish.model.GPT2ish", "curriculum": "lmplay.data.curriculum.Curriculum",
