@@ -41,8 +41,8 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
         self.proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.dropout = dropout
-        # an idea's heads() written before they took positions, heads(self, x), still runs
-        self.heads_take_positions = positions_taken(self.heads)
+        # how heads() takes positions ("keyword", "position", or None: heads(self, x), written before, still runs)
+        self.positions_passed = positions_taken(self.heads)
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, 3C] -> q, k, v each [B, H, T, D]."""
@@ -73,7 +73,7 @@ class MultiHeadAttention(nn.Module):
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask, if given, is a boolean [B or 1, 1, T, K] mask (True = attend) over all K cached + new keys."""
         B, T, C = x.shape
-        taken = self.heads_take_positions
+        taken = self.positions_passed
         q, k, v = self.heads(x, positions=positions) if taken == "keyword" else \
             self.heads(x, positions) if taken == "position" else self.heads(x)
         if cache is not None:
