@@ -714,6 +714,8 @@ def test_embedded_corpus(tmp_path_factory, monkeypatch):
     ({"path": "DATA/rows.jsonl", "text": "content", "validation_fraction": -0.5},  # turned validation off silently
      r"validation_fraction=-0.5 must be a number in \[0, 1\)"),
     ({"path": "DATA/fake.txt.gz"}, r"fake.txt.gz ends in .gz but is not a whole gzip file"),
+    ({"path": "DATA/fake.jsonl.gz"},  # was gzip's BadGzipFile traceback
+     r"from .*fake.jsonl.gz .*: a file of it ends in .gz but is not gzip-compressed \(Not a gzipped file"),
     ({"path": "DATA/lists.jsonl"}, r"column 'text' holds a list \(\['a', 'b'\]\), not text"),  # trained as "['a', 'b']"
     ({"path": "DATA/chat.jsonl", "messages": "messages"}, r"column 'messages' holds 'hello', not a list of chat turns"),
     ({"path": "DATA/damaged.txt.gz"}, r"damaged.txt.gz ends in .gz but is not a whole gzip file"),  # zlib's traceback
@@ -755,6 +757,7 @@ def test_source_mistakes_are_one_line_config_errors(tmp_path, no_hub, spec, mess
     (tmp_path / "two_schemas" / "b.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9 au lait"}\n')
     (tmp_path / "fake.txt.gz").write_text("not gzip at all\n")
+    (tmp_path / "fake.jsonl.gz").write_text(json.dumps({"text": "not gzipped"}) + "\n")
     (tmp_path / "lists.jsonl").write_text(json.dumps({"text": ["a", "b"]}) + "\n")
     (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": "hello"}) + "\n")
     (tmp_path / "texts").mkdir()

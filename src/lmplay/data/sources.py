@@ -561,7 +561,7 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
             f"not in the local HF cache; check the path, or download it "
             f"where there is network (datasets.load_dataset(...).save_to_disk(DIR) or huggingface-cli download "
             f"--repo-type dataset) and use {local_copy}, or data_files=FILES") from e
-    except (FileNotFoundError, ValueError, StopIteration, EOFError, zlib.error,  # a damaged .gz
+    except (FileNotFoundError, ValueError, StopIteration, EOFError, zlib.error, gzip.BadGzipFile,  # a damaged .gz
             datasets.exceptions.DatasetGenerationError) as e:
         cause = e.__cause__ if isinstance(e, datasets.exceptions.DatasetGenerationError) and e.__cause__ else e
         reason = " ".join(str(cause).split())[:300] or ("no file matches it, or it holds no records"
@@ -569,6 +569,8 @@ def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, wher
         if spec.field:
             reason = (f"field={spec.field!r} is no top-level key of it" if isinstance(cause, KeyError) else
                       f"field={spec.field!r} holds no list of records ({reason})")
+        elif isinstance(cause, gzip.BadGzipFile):
+            reason = f"a file of it ends in .gz but is not gzip-compressed ({reason}); compress it, or drop the .gz"
         elif "JSON parse error" in reason and (line := first_line_not_an_object(data_files or path)):
             reason = line
         files = f" from {data_files}" if data_files is not None else ""
