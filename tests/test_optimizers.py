@@ -66,6 +66,8 @@ def test_freezing_every_parameter_is_an_error_before_training():
     ("optimizer.fused=no", r"^optimizer\.fused='no' should be true, false or null$"),  # torch read 'no' as true
     ("optimizer.betas=[a,b]", r"^optimizer\.betas=\['a', 'b'\] should be two numbers, like \[0\.9, 0\.95\]$"),
     ("optimizer.freeze=[*]", r"^optimizer\.freeze=\['\*'\] freezes every parameter"),
+    ("lr=inf", r"^optimizer\.lr=inf: the lr schedule .* need a finite number there"),  # trained a step, then diverged
+    ("weight_decay=nan", r"^optimizer\.weight_decay=nan: the lr schedule .* need a finite number there"),
 ])
 def test_optimizer_values_torch_would_misread_or_fail_on_are_one_line(tmp_path, override, message):
     from conftest import make_runner

@@ -9,6 +9,7 @@ Each is the single owner of its concern; each reads its config group, merges it 
 import importlib
 import inspect
 import json
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -265,11 +266,11 @@ class OptimizerComponent(Component):
         kwargs = {k: v for k, v in args.items()  # elsewhere the class's default stands for it (eps=null, as
                   if k not in self.extra and (v is not None or k in takes_null)}  # before: torch refuses None)
         check_required(self.group, cls, kwargs, skip=(first_parameter(cls),))
-        for key in ("lr", "weight_decay"):  # lmplay's schedule and parameter groups read them
-            if key in args and not isinstance(args[key], (int, float)):
+        for key in ("lr", "weight_decay"):  # lmplay's schedule and parameter groups read them; torch takes inf
+            if key in args and not (isinstance(args[key], (int, float)) and math.isfinite(args[key])):
                 shown = "null" if args[key] is None else repr(args[key])
                 raise ConfigError(f"optimizer.{key}={shown}: the lr schedule and the weight-decay groups need a "
-                                  f"number there")
+                                  f"finite number there, like 3e-4")
         if kwargs.get("betas") is not None:
             if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                                     for b in kwargs["betas"]):
