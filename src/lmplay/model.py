@@ -54,8 +54,8 @@ class MBase(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def parameter_count(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     def size_text(self) -> str:
         """"N parameters", saying how many are the rows of a vocabulary padded past the tokenizer's (vocab_multiple):

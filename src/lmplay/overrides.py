@@ -128,7 +128,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
     try:
         runs = single_runs(listed_globs(plain, config_name))
     except (HydraException, OmegaConfBaseException) as e:  # Hydra's grammar cannot read a value
-        fail(one_line(e, plain, config_name))
+        fail(hydra_error_line(e, plain, config_name))
     for run in runs:
         try:
             with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
@@ -146,7 +146,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
             fail(str(e).splitlines()[0])
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
-            fail(one_line(e, run, config_name) + job)
+            fail(hydra_error_line(e, run, config_name) + job)
         except ValueError as e:  # `scheduler=null`: Hydra's "Config group override must be a string or a list"
             nulled = [o for o in group_choices(run) if o.split("=", 1)[1] in ("null", "")]
             fail(f"{' '.join(nulled) or e}: a config group takes the name of one of its files "
@@ -260,7 +260,7 @@ def group_choices(overrides: Iterable[str]) -> list[str]:
     return [o for o in overrides if "=" in o and (Path(CONF_DIR) / o.split("=", 1)[0].lstrip("+~")).is_dir()]
 
 
-def one_line(e: Exception, overrides: list[str], config_name: str = "config") -> str:
+def hydra_error_line(e: Exception, overrides: list[str], config_name: str = "config") -> str:
     cause = e.__cause__ or e
     text = " ".join(str(cause).split("\n")[0].split())
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)

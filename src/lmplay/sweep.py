@@ -5,7 +5,8 @@ launcher runs a job (this process, a joblib worker, a SLURM node) and reads only
 their directories, so it works the same with every launcher:
 
 - each job keeps `job.json` in its run dir: "started" while it runs (or if it was killed), then
-  "completed" or "failed" with the error and its wall time; at its start and its end the sweep's
+  "completed", "failed" (with the error) or "interrupted" (a stop signal, after its save), with its wall
+  time; a job the launcher has not reached is "not started". At a job's start and end the sweep's
   summary is refreshed, so a sweep that dies half-way still has one that lists the job it died in;
 - at the end of the sweep it writes `summary.json` and `summary.md` in the sweep dir and prints the
   table, with means over seeds when a configuration was repeated with several seeds.
@@ -55,9 +56,9 @@ from lmplay.stats.runs import (
     differing_settings,
     dig,
     dirs_below,
+    is_finite_number,
     job_number,
     load_run,
-    number,
     read_yaml,
     settings_text,
     settled_config,
@@ -177,9 +178,9 @@ JOB_KEYS: dict[str, Callable[[Any], bool]] = {
     "overrides": lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
     "status": lambda v: isinstance(v, str),
     "error": lambda v: v is None or isinstance(v, str),
-    "started_at": lambda v: v is None or number(v),
-    "earlier_wall_time_s": number,
-    "wall_time_s": lambda v: v is None or number(v),
+    "started_at": lambda v: v is None or is_finite_number(v),
+    "earlier_wall_time_s": is_finite_number,
+    "wall_time_s": lambda v: v is None or is_finite_number(v),
     "steps_at_start": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
 }
 

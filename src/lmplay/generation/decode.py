@@ -181,18 +181,18 @@ def seen_mask(rows: Sequence[Sequence[int]], vocab_size: int, device: torch.devi
 
 @torch.no_grad()
 def generate_tokens(model: torch.nn.Module, prompts: Sequence[Sequence[int]], config: GenerationConfig,
-                    eot_id: int, generator: torch.Generator | None = None, on_step: StepCallback | None = None,
-                    stride: int | None = None) -> list[list[int]]:
+                    eot_id: int, generator: torch.Generator | None = None,
+                    on_step: StepCallback | None = None) -> list[list[int]]:
     """Continue each prompt (token ids) by up to `config.max_new_tokens` tokens; returns only the new ones.
 
     A row stops at `eot_id` when `config.stop_at_eot` (the eot itself is not returned); `eot_id` also
-    pads. A prompt longer than the model's context keeps its last `context_len` tokens. `stride`
-    (default a quarter of the context) is how far a full window slides.
+    pads. A prompt longer than the model's context keeps its last `context_len` tokens; a full window
+    slides by a quarter of the context.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ConfigError("every prompt needs at least one token")
     context_len = model.context_len
-    windows = Windows(prompts, context_len, stride or max(1, context_len // 4))
+    windows = Windows(prompts, context_len, max(1, context_len // 4))
     cache = (model.new_cache(len(windows.rows)) or None) if config.use_cache else None  # []: no layer to cache
     decoder = Decoder(model, windows, cache, pad_id=eot_id)
     new: list[list[int]] = [[] for _ in windows.rows]

@@ -594,7 +594,7 @@ class LMRunnerBase:
                 f"max_steps goes on")
 
     def _train_stages(self) -> None:
-        progress, max_steps = self.runner_c.progress, self.cfg.max_steps
+        progress = self.runner_c.progress
         if (why := self.nothing_to_train()) is not None:
             print(why)
         if progress["step"] == 0 and not self.stats.records["validation"]:  # the untrained baseline of every curve
@@ -602,7 +602,7 @@ class LMRunnerBase:
             self.validation_record(stage.name, 0.0, self.stage_plan(stage).settings)
         while True:
             stage = self.curriculum.stages[self.curriculum.stage_index]
-            finished = self._train_stage(stage, max_steps)
+            finished = self._train_stage(stage)
             if self.stop.signum is not None:
                 self._stop()
             if not finished:
@@ -636,14 +636,14 @@ class LMRunnerBase:
                          overrides.get("lr", self.optimizer_c.base_lr),
                          overrides.get("weight_decay", self.optimizer_c.args["weight_decay"]))
 
-    def _train_stage(self, stage, max_steps: int | None) -> bool:
+    def _train_stage(self, stage) -> bool:
         """Train one stage; True when the stage ran to its end, False when max_steps or a signal stopped it."""
         plan = self.stage_plan(stage)
         settings = plan.settings
         self.optimizer_c.set_weight_decay(plan.weight_decay)
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
-        total = self.stage_steps(stage, settings)
+        total, max_steps = self.stage_steps(stage, settings), self.cfg.max_steps
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_long_warmup(stage.name, plan, total)

@@ -593,17 +593,16 @@ def most_shared_points(curves: list[Curve], start: float, end: float, wanted: in
     return least, found[least]
 
 
-def shared_points(curves: list[Curve], start: float, end: float, least: int | None = None,
-                  tolerance: float = SAME) -> list[float]:
+def shared_points(curves: list[Curve], start: float, end: float, least: int | None = None) -> list[float]:
     """The token counts in [start, end] where every curve (or `least` of them) has a validation point of its own
-    (within `tolerance`, for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
+    (within SAME, for seeds whose rows hold a few more or fewer tokens), ascending. A value between two validation points is a
     straight line across a curve that bends: two identical runs, one stopped at step 12, the other validated at
     steps 10 and 20, differed by 0.04 at step 12; and runs that validated only at 0 and at their end would show a
     line from one to the other as their losses in between."""
     found: list[float] = []
     for t in sorted({float(t) for c in curves for t in c.tokens if start <= t <= end}, reverse=True):
-        near_found = found and found[-1] - t <= tolerance * found[-1]  # the same point, another seed's count
-        if not near_found and sum(np.abs(c.tokens - t).min() <= tolerance * t for c in curves) >= (least or len(curves)):
+        near_found = found and found[-1] - t <= SAME * found[-1]  # the same point, another seed's count
+        if not near_found and sum(np.abs(c.tokens - t).min() <= SAME * t for c in curves) >= (least or len(curves)):
             found.append(t)
     return found[::-1]
 

@@ -162,7 +162,7 @@ def dig(value: Any, *keys: str) -> Any:
     return value
 
 
-def number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     """A JSON number a float holds: `1e400` tokens were an OverflowError in the plots."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -175,8 +175,10 @@ def number(value: Any) -> bool:
 def valid_record(record: Any) -> bool:
     """A record the plots and the summary can read: counters that are numbers, a loss and accuracy that are
     numbers or null."""
-    return (isinstance(record, dict) and all(number(record.get(k)) for k in ("step", "samples", "tokens"))
-            and "loss" in record and all(number(record.get(k)) or record.get(k) is None for k in ("loss", "accuracy")))
+    if not isinstance(record, dict) or "loss" not in record:
+        return False
+    return (all(is_finite_number(record.get(k)) for k in ("step", "samples", "tokens"))
+            and all(is_finite_number(record[k]) or record[k] is None for k in ("loss", "accuracy") if k in record))
 
 
 def settled_config(run_dir: Path) -> dict[str, Any]:
