@@ -22,6 +22,21 @@ def test_gpt2ish_weight_decay_groups():
     assert decay == {n for n, p in model.named_parameters() if p.ndim == 2 and not n.startswith("embed.")}
 
 
+def test_a_hand_written_norm_or_gain_takes_no_weight_decay():
+    """An idea's own RMSNorm (a 1-D scale, no torch norm class) was decayed while the baseline's LayerNorm was not."""
+    class RMSNorm(torch.nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(dim))
+
+    model = tiny()
+    model.ln_f = RMSNorm(16)
+    model.gain = torch.nn.Parameter(torch.ones(()))
+    skip = no_decay_names(model)
+    assert {"ln_f.weight", "gain"} <= skip
+    assert "lm_head.weight" not in skip and "blocks.0.mlp.fc.weight" not in skip
+
+
 def test_skip_weight_decay_marker():
     model = tiny()
     model.lm_head.weight.skip_weight_decay = True

@@ -1,5 +1,9 @@
 """Parameter groups for the optimizer: no weight decay for biases, norms, embeddings and any parameter
-marked `param.skip_weight_decay = True`; frozen parameters by name pattern."""
+marked `param.skip_weight_decay = True`; frozen parameters by name pattern.
+
+A norm is known by its shape as nanoGPT knows it: any parameter of fewer than two dimensions (a hand-written
+RMSNorm's scale, a learned gain) takes no decay, as torch's norm classes' do; decayed, an idea's own norm shrank
+its gains toward 0 while the baseline's stayed, and the comparison charged that to the idea."""
 
 import fnmatch
 from collections.abc import Sequence
@@ -16,7 +20,7 @@ def no_decay_names(model: nn.Module) -> set[str]:
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
-            if (isinstance(module, (nn.Embedding, *NORMS)) or param_name == "bias"
+            if (isinstance(module, (nn.Embedding, *NORMS)) or param_name == "bias" or param.dim() < 2
                     or getattr(param, "skip_weight_decay", False)):
                 names.add(full)
     return names
