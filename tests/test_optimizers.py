@@ -170,7 +170,37 @@ class PassesOn(torch.optim.AdamW):
 class FirstNamedOtherwise(torch.optim.SGD):
     def __init__(self, parameters, lr=1e-3, weight_decay=0.0, momentum=0.0):
         super().__init__(parameters, lr=lr, weight_decay=weight_decay, momentum=momentum)
+
+
+class NoOptimizer:
+    def __init__(self, params, lr=1e-3, weight_decay=0.0):
+        self.params = list(params)
+
+
+class LearningRate(torch.optim.SGD):
+    def __init__(self, params, learning_rate=1e-3, weight_decay=0.0):
+        super().__init__(params, lr=learning_rate, weight_decay=weight_decay)
+
+
+class NoDecay(torch.optim.SGD):
+    def __init__(self, params, lr=1e-3):
+        super().__init__(params, lr=lr)
 '''
+
+
+@pytest.mark.parametrize("target, typed, message", [  # were an AttributeError at the start report, a KeyError 'lr',
+    ("NoOptimizer", [], r"^optimizer._target_=own_optimizers.NoOptimizer is no torch.optim.Optimizer subclass"),
+    ("LearningRate", ["~optimizer.lr"], r"^optimizer own_optimizers.LearningRate takes no lr, which lmplay's lr "),
+    ("NoDecay", [], r"^optimizer own_optimizers.NoDecay takes no weight_decay, which"),  # and `unknown key
+])  # 'weight_decay'`, which invited ~optimizer.weight_decay before saying what lmplay needs
+def test_an_optimizer_of_one_s_own_is_told_what_lmplay_needs_of_it(tmp_path, monkeypatch, target, typed, message):
+    from conftest import make_runner
+
+    (tmp_path / "own_optimizers.py").write_text(OWN_OPTIMIZERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        make_runner(["exp=test_runner", "device=cpu", f"optimizer._target_=own_optimizers.{target}", "~optimizer.betas",
+                     "~optimizer.eps", *typed], tmp_path)
 
 
 def test_an_optimizer_of_one_s_own_gets_a_typed_null_and_says_what_it_needs(tmp_path, monkeypatch):
@@ -223,5 +253,6 @@ def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_o
     assert type(switched.optimizer_c.optimizer) is torch.optim.NAdam
     ckpt["components"]["optimizers"]["state_args"]["_target_"] = "own_optimizers_not_imported.Clip"
     with pytest.raises(ConfigError, match=r"^this run trained with the optimizer own_optimizers_not_imported.Clip, "
-                                          r"whose module a checkpoint does not import by itself"):
+                                          r"whose module a checkpoint does not import by itself .* with the run's own "
+                                          r"settings typed too \(lr=0.003 weight_decay=0.0\): a group chosen anew"):
         make_runner(["exp=test_runner", "device=cpu"], tmp_path, ckpt)

@@ -171,10 +171,14 @@ class Component:
             return target, without_target(construction_args)
         cls = subclass_named(saved, base)
         if cls is None and saved.rpartition(".")[0] not in sys.modules and not saved.startswith(IMPORTABLE):
+            own = " ".join(f"{alias}={state_args[key]}" for key, alias in  # a group chosen anew brings its file's
+                           sorted(self.runner.interpolated_keys(self.group).items()) if key in state_args)  # values
             raise ConfigError(f"this run trained with the {self.group} {saved}, whose module a checkpoint does not "
                               f"import by itself (it imports only torch's and lmplay's): choose it again as the run "
                               f"did, {self.group}=NAME (its conf file, with --config-dir DIR) or "
-                              f"{self.group}._target_={saved} (with ~{self.group}.KEY for the keys it does not take)")
+                              f"{self.group}._target_={saved} (with ~{self.group}.KEY for the keys it does not take), "
+                              f"with the run's own settings typed too ({own or 'its keys'}): a group chosen anew "
+                              f"brings its file's values")
         if cls is None:
             raise damaged("settings", f"its {self.group} {saved!r} is not a {base.__module__}.{base.__qualname__} "
                                       f"that a checkpoint may name ({self.group}=NAME chooses one)")

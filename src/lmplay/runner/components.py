@@ -236,6 +236,21 @@ def fused_by_default(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+def check_optimizer_class(target: str, cls: type) -> None:
+    """What lmplay needs of an optimizer class, said before its keys are checked (an `unknown key weight_decay`
+    first invited ~optimizer.weight_decay): param_groups the schedule sets (a class of one's own that is no
+    torch.optim.Optimizer failed at the start report), and the lr and weight_decay arguments (LBFGS and SparseAdam,
+    which a checkpoint may name, take no weight_decay; an own class's `learning_rate` was a KeyError)."""
+    if not issubclass(cls, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer._target_={target} is no torch.optim.Optimizer subclass, whose param_groups "
+                          f"lmplay's lr schedule and weight-decay groups set: subclass torch.optim.Optimizer")
+    takes = inspect.signature(cls).parameters
+    if missing := [key for key in ("lr", "weight_decay") if key not in takes]:
+        raise ConfigError(f"optimizer {target} takes no {' or '.join(missing)}, which lmplay's lr schedule and "
+                          f"parameter groups set: choose one that does (optimizer=adamw, optimizer=sgd), or name its "
+                          f"own arguments lr and weight_decay")
+
+
 class OptimizerComponent(Component):
     """The optimizer with weight-decay groups and frozen parameters."""
 
@@ -253,6 +268,7 @@ class OptimizerComponent(Component):
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, torch.optim.Optimizer)
         target = self.target
+        check_optimizer_class(target, class_named(target, self.group))
         same_kind = state_args is not None and state_args.get("_target_") == target
         args = self.settle(config_args, state_args if same_kind else None)
         if state_args is not None and not same_kind:
@@ -282,9 +298,6 @@ class OptimizerComponent(Component):
             kwargs["fused"] = fused_by_default(self.runner.device) and not unfusable if fused is None else fused
         elif args["fused"]:  # reported as typed, and run unfused (fused=false is what it does)
             raise ConfigError(f"optimizer.fused=true: {target} has no fused kernel; drop it (optimizer.fused=null)")
-        if "weight_decay" not in args:  # LBFGS, SparseAdam: a checkpoint may name any torch optimizer
-            raise ConfigError(f"optimizer {target} takes no weight_decay, which lmplay's parameter groups set; choose "
-                              f"one that does (optimizer=adamw, optimizer=sgd)")
         self.optimizer = cls(param_groups(model, args["weight_decay"]), **kwargs)
         self.base_lr = args["lr"]
         if state and state["optimizer"] is None:  # an export that changed the parameters (unified_embed's)
