@@ -140,7 +140,7 @@ def check_swept_values(config: DictConfig) -> None:
                 for o in values:  # each ${...} names a key
                     OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
-            fail(f"{e} (in the sweep's job with {shown_overrides(run)})")
+            fail(f"{e} (in the sweep's job with {' '.join(run)})")
 
 
 def check_runner_settings(cfg: DictConfig) -> None:
