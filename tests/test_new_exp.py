@@ -110,6 +110,12 @@ def test_new_exp_copies_the_baseline_and_trains(tmp_path):
     typed = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", "model.num_blocks=4",
                     f"hydra.run.dir={run}_3", cwd=repo, env=env, check=True)
     assert "versions.py" not in typed.stdout  # a shape typed is the user's choice
+    assert "registers" not in trained.stdout + edited.stdout + typed.stdout
+    versions.unlink()  # registered nowhere: it trained without a word, and generate then refused its checkpoints
+    unregistered = run_cli("lmplay.train", "exp=my_idea_test", "max_steps=1", "device=cpu", f"hydra.run.dir={run}_4",
+                           cwd=repo, env=env, check=True)
+    assert ("note: no experiment registers experiments.my_idea.model.MyIdea (a versions.py with "
+            "@expose_runner('my_idea_test')): this run trains, but lmplay.generate") in unregistered.stdout
 
 
 def test_new_exp_from_a_port_keeps_its_idea(tmp_path, monkeypatch):

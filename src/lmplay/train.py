@@ -108,7 +108,7 @@ def train(cfg: DictConfig) -> None:
     from lmplay.runner import LMRunnerBase  # torch loads here, after the config is known to be good
     from lmplay.runner.components import config_class
     from lmplay.runner import checkpoint
-    from lmplay.runner.registry import check_trained_class, version_shape_note
+    from lmplay.runner.registry import check_trained_class, unregistered_note, version_shape_note
     from lmplay.runner.report import start_report
     from lmplay.runner.stopping import stops_during_setup
 
@@ -128,7 +128,8 @@ def train(cfg: DictConfig) -> None:
             check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
             runner.setup(ckpt)
             typed = runner.typed_keys("model")  # model.num_blocks=3, context_len: the user's own choice
-            note = version_shape_note(cfg.exp_name, runner.model.construction_args, typed) if ckpt is None else None
+            note = unregistered_note(cfg.exp_name, model_class) or (  # said on a resume too: still unloadable
+                version_shape_note(cfg.exp_name, runner.model.construction_args, typed) if ckpt is None else None)
             if note and runner.world.is_main:
                 print(note)
             in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN

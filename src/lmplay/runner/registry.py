@@ -130,6 +130,15 @@ def check_trained_class(name: str, model_class: type, resumed_as: str | None = N
                       f"_target_ and its versions.py agree")
 
 
+def unregistered_note(name: str, model_class: type) -> str | None:
+    """A note where no version registers the class a run trains: it trains, and then lmplay.generate and load_model,
+    which find a checkpoint's code through the registry, refused its checkpoints."""
+    if versions_of(defined_at(model_class), registered(warn=False)):
+        return None
+    return (f"note: no experiment registers {defined_at(model_class)} (a versions.py with @expose_runner('{name}')): "
+            f"this run trains, but lmplay.generate and load_model cannot load its checkpoints until one does")
+
+
 def version_shape_note(name: str, built: dict, typed: set[str]) -> str | None:
     """A note where the arguments version `name` builds in Python (its versions.py) differ from those its exp file
     trained (`built`, the model's construction_args; the model keys `typed` on the command line left out): a copy's
