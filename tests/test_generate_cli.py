@@ -221,6 +221,14 @@ def test_a_prompt_is_the_text_as_typed(model_and_path, typed):
     assert proc.stdout.strip() == typed
 
 
+def test_a_prompt_holding_bytes_that_are_not_utf8_is_printed_back(model_and_path):
+    """A UTF-8 locale's stdout refused the surrogate argv holds for the byte: a traceback after the model loaded."""
+    for prompt in ("caf\udce9", "[caf\udce9,b]"):  # the byte 0xe9, as Python hands it over from argv
+        proc = run_cli("lmplay.generate", f"checkpoint={model_and_path[1]}", f"prompt={prompt}", "max_new_tokens=2",
+                       env={"PYTHONIOENCODING": "utf-8"})
+        assert proc.returncode == 0 and "caf\ufffd" in proc.stdout, proc.stderr
+
+
 def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):
     """`[1e3,true]` gave the prompts 1000.0 and True: Hydra reads an unquoted list item as a number or a bool."""
     proc = generate(f"checkpoint={model_and_path[1]}", "prompt=[1e3, true,'x, y',${HOME}]", "max_new_tokens=0")
