@@ -497,16 +497,16 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     train = ["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}"]
     cases = [(lambda c: c.update(rng={}), "random-number states are damaged", train),
              (lambda c: c["components"]["runner"]["state"]["progress"].update(step="a"),
-              "it has no progress counters (non-negative integers)", train),
+              "has no progress counters (non-negative integers)", train),
              # each was a traceback (KeyError, AttributeError, ValueError), blamed the settings, or resumed
              # silently with fresh optimizer moments or the data from its first row
-             (lambda c: c["components"]["runner"]["state"].pop("progress"), "it has no progress counters",
+             (lambda c: c["components"]["runner"]["state"].pop("progress"), "has no progress counters",
               ["lmplay.inspect", str(run)]),
-             (lambda c: c["components"]["curriculum"]["state"].update(position="x"), "it has no data position",
+             (lambda c: c["components"]["curriculum"]["state"].update(position="x"), "has no data position",
               ["lmplay.inspect", str(run)]),
-             (lambda c: c["components"]["curriculum"]["state"].pop("position"), "it has no data position", train),
-             (lambda c: c.update(seed="abc"), "it has no integer seed", train),
-             (lambda c: c["components"]["optimizers"].update(state={}), "it has no optimizer state", train),
+             (lambda c: c["components"]["curriculum"]["state"].pop("position"), "has no data position", train),
+             (lambda c: c.update(seed="abc"), "has no integer seed", train),
+             (lambda c: c["components"]["optimizers"].update(state={}), "has no optimizer state", train),
              (lambda c: c["components"]["runner"]["state"].update(records_json="not json"),
               "stats records are damaged: not JSON", train),
              (lambda c: c["components"]["runner"]["state_args"].update(batch_size="abc"),
@@ -541,6 +541,14 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
         proc = run_cli(*command)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert needle in proc.stderr
+    older = copy.deepcopy(good)  # as lmplay wrote them before 2026-11-26: sampling refused them as incomplete
+    del older["seed"], older["components"]["runner"]["state"]["records_json"]
+    torch.save(older, run / "model.lmp")
+    resumed = run_cli(*train)
+    assert resumed.returncode == 2 and "has no integer seed, which a resume needs: an older lmplay wrote it" in \
+        resumed.stderr and "its model still samples" in resumed.stderr
+    sampled = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=Hi", "max_new_tokens=2", check=True)
+    assert sampled.stdout.startswith("Hi")
 
 
 def test_a_checkpoint_config_of_nested_yaml_aliases_loads_at_once(tmp_path):

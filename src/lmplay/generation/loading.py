@@ -23,7 +23,7 @@ def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> t
     as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
     device = pick_device(device)
     path = home_expanded(checked_path(path))
-    return model_of(checkpoint.load(path), path, device)  # load checks the layout: an experiment name and a model
+    return model_of(checkpoint.load(path, model_only=True), path, device)  # checked: an experiment name and a model
 
 
 def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False) -> Path:

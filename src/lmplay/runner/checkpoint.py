@@ -191,9 +191,11 @@ def write_out(ckpt: dict[str, Any], out: Path, in_place: bool = False) -> Path |
         release_run_dir(out.parent)
 
 
-def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: Path | str, map_location: str | torch.device = "cpu", model_only: bool = False) -> dict[str, Any]:
     """Read a checkpoint safely: a file torch cannot read as plain data, whose bytes no longer match their
-    checksums, or without an experiment name and a model, is a one-line ConfigError that points at the `.bak`."""
+    checksums, or without an experiment name and a model, is a one-line ConfigError that points at the `.bak`.
+    `model_only` (sampling) leaves the training part unchecked: a checkpoint an older lmplay wrote without
+    parts a resume needs (its seed, its records) still samples."""
     typed, path = path, checkpoint_file(path)
     if not path.is_file():
         raise no_checkpoint(typed)
@@ -217,6 +219,9 @@ def load(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str
         raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
     if missing := missing_part(ckpt):
         raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}{hint}")
+    if not model_only and "runner" in ckpt["components"] and (missing := missing_training_part(ckpt)):
+        raise ConfigError(f"checkpoint {path} has no {missing}, which a resume needs: an older lmplay wrote it, or it "
+                          f"is damaged; its model still samples (lmplay.generate, load_model){hint}")
     return check_format_version(ckpt, path)
 
 
@@ -319,8 +324,8 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what:
 
 
 def missing_part(ckpt: dict[str, Any]) -> str | None:
-    """The first part every checkpoint must hold (an imported model has no optimizer or progress yet) that
-    this one lacks or holds in the wrong shape; None when all are there."""
+    """The first part of its model every checkpoint must hold (an imported model has no optimizer or progress yet)
+    that this one lacks or holds in the wrong shape; None when all are there."""
     components = ckpt.get("components")
     model = components.get("model") if isinstance(components, dict) else None
     state = model.get("state") if isinstance(model, dict) else None
@@ -332,19 +337,18 @@ def missing_part(ckpt: dict[str, Any]) -> str | None:
               and all(isinstance(w, torch.Tensor) for w in state["weights"].values()),
               "weight names (strings)": isinstance(state, dict) and isinstance(state.get("weights"), dict)
               and all(isinstance(k, str) for k in state["weights"])}
-    missing = next((part for part, present in needed.items() if not present), None)
-    return missing or (missing_training_part(ckpt, components) if "runner" in components else None)
+    return next((part for part, present in needed.items() if not present), None)
 
 
 COUNTERS = ("step", "samples", "tokens", "stage_step")
 
 
-def missing_training_part(ckpt: dict[str, Any], components: dict[str, Any]) -> str | None:
+def missing_training_part(ckpt: dict[str, Any]) -> str | None:
     """What a checkpoint of a training run (one with a runner part) must hold besides the model: checked here, so
     that a damaged one is one line wherever it is read (a resume, inspect), not a KeyError, and never resumed
     with fresh optimizer moments or the data from its first row in silence."""
     def state(name: str) -> dict[str, Any]:
-        part = components.get(name)
+        part = ckpt["components"].get(name)
         return part["state"] if isinstance(part, dict) and isinstance(part.get("state"), dict) else {}
 
     progress, optimizer = state("runner").get("progress"), state("optimizers").get("optimizer")
