@@ -1091,6 +1091,30 @@ def test_a_resume_after_the_stages_data_grew_counts_the_rest_of_it_anew(tmp_path
     assert train[-2]["lr"] > 1e-5 * 1.0001  # and gets there on its last step, not long before
 
 
+def test_a_resume_refuses_a_plan_whose_stages_before_the_run_s_position_changed(tmp_path):
+    """A stage lengthened, added or dropped before the one the run is in was never trained, without a word (and
+    .hydra/ relabelled the run with it); one dropped or added before also re-seeded the current stage's rows."""
+    run = tmp_path / "run"
+
+    def plan(*stages: str) -> str:
+        return "curriculum.stages=[" + ",".join(f"{{name: {s}, datasets: [shakespeare], steps: {n}}}"
+                                                for s, n in (x.split(":") for x in stages)) + "]"
+
+    args = ["exp=test_runner", "device=cpu", "runner.validation_interval=100000", f"hydra.run.dir={run}"]
+    run_cli("lmplay.train", *args, plan("a:3", "b:3"), "max_steps=4", check=True)
+    labelled = (run / ".hydra" / "overrides.yaml").read_text()
+    for changed in (plan("a:5", "b:3"), plan("a:3", "x:2", "b:3"), plan("b:3")):
+        proc = run_cli("lmplay.train", *args, changed)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            "error: this curriculum's stages before 'b', where the run is, are not the ones it trained (one "
+            "lengthened, added or dropped): the run goes on from 'b' and would never train them; resume with its "
+            "plan's stages before it (its .hydra/overrides.yaml), or train the new plan in a run of its own "
+            "(run_name=...) or with fresh=true"], proc.stderr
+        assert (run / ".hydra" / "overrides.yaml").read_text() == labelled
+    done = run_cli("lmplay.train", *args, plan("a:3", "b:5"), check=True)  # the stage it is in, and after: go on
+    assert "done: step 8" in done.stdout
+
+
 def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):
     """A Ctrl-C that also stopped `| tee`, or a closed terminal (SIGHUP): the handler's message raised
     BrokenPipeError or EIO inside the step, and the run ended without its save."""

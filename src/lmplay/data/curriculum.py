@@ -372,9 +372,17 @@ class Curriculum:
                  for s in self.stages]
         return hashlib.sha256("||".join(parts).encode()).hexdigest()[:16]
 
+    def _trained_key(self, index: int) -> str:
+        """What the stages before stage `index` were: their names and lengths, all trained by the time it starts. A
+        stage's rows are drawn in an order seeded by its index too: one dropped or added before it also changed
+        the data of the stage the run goes on with."""
+        parts = [f"{s.name}|{s.length}" for s in self.stages[:index]]
+        return hashlib.sha256("||".join(parts).encode()).hexdigest()[:16]
+
     def state_dict(self) -> dict:
         """The position: plain ints, strings, lists and dicts only."""
         return {"version": STATE_VERSION, "stage": self.stage_index, "stage_name": self.stages[self.stage_index].name,
+                "trained_before": self._trained_key(self.stage_index),
                 "steps": self._steps, "tokens": self._tokens, "feed": self._feed.state_dict(),
                 "batcher": self._batcher.state_dict(), "data": self.data_key(),
                 "finished_plan": self._plan_key() if self.finished else None}
@@ -386,7 +394,14 @@ class Curriculum:
             raise ConfigError(f"the checkpoint's data position (stage {state.get('stage_name')!r}) does not fit this "
                               f"curriculum (stages: {', '.join(names)}); resume with the run's curriculum, train this one "
                               f"in a run dir of its own (run_name=...), or start over with fresh=true")
-        self._enter_stage(names.index(state["stage_name"]))
+        index = names.index(state["stage_name"])
+        if state.get("trained_before", self._trained_key(index)) != self._trained_key(index):
+            raise ConfigError(f"this curriculum's stages before {state['stage_name']!r}, where the run is, are not "
+                              f"the ones it trained (one lengthened, added or dropped): the run goes on from "
+                              f"{state['stage_name']!r} and would never train them; resume with its plan's stages "
+                              f"before it (its .hydra/overrides.yaml), or train the new plan in a run of its own "
+                              f"(run_name=...) or with fresh=true")
+        self._enter_stage(index)
         if state["data"] != self.data_key():
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
                         "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
