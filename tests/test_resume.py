@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -1113,6 +1114,27 @@ def test_a_resume_refuses_a_plan_whose_stages_before_the_run_s_position_changed(
         assert (run / ".hydra" / "overrides.yaml").read_text() == labelled
     done = run_cli("lmplay.train", *args, plan("a:3", "b:5"), check=True)  # the stage it is in, and after: go on
     assert "done: step 8" in done.stdout
+
+
+def test_a_model_alone_copied_over_a_run_s_checkpoint_is_not_trained_over_the_run(tmp_path):
+    """`resuming ...`, then step 0 with a new optimizer: stats.json rewritten from step 1, tb/ purged, and the .bak of
+    the run's last real checkpoint rotated away by the next saves."""
+    from lmplay.generation.loading import load_model, save_model
+
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    for steps in (2, 3):  # a save over a save: the run's .bak
+        run_cli("lmplay.train", *args, f"max_steps={steps}", check=True)
+    stats, bak = (run / "stats.json").read_text(), (run / "model.lmp.bak").read_bytes()
+    save_model(*load_model(run), tmp_path / "alone.lmp")
+    shutil.copy(tmp_path / "alone.lmp", run / "model.lmp")
+    proc = run_cli("lmplay.train", *args, "max_steps=5")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {run / 'model.lmp'} holds a model alone (saved by save_model, or imported), with no training state, "
+        f"in a run dir that holds a run's stats.json: training it would start at step 0 over that run's records; put "
+        f"the run's own checkpoint back to resume it, or train this model in a run dir of its own (as its "
+        f"model.lmp, with another run_name)"], proc.stderr
+    assert (run / "stats.json").read_text() == stats and (run / "model.lmp.bak").read_bytes() == bak
 
 
 def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):
