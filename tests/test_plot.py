@@ -109,6 +109,19 @@ def test_seeds_of_one_setting_typed_in_different_ways_are_one_configuration(tmp_
     assert [len(g.runs) for g in group_runs(load_runs(sorted(tmp_path.iterdir())))] == [3]
 
 
+def test_a_value_typed_at_its_default_or_a_key_of_how_it_ran_does_not_split_a_configuration(tmp_path):
+    """lr=3e-3 typed where 0.003 is the default, and runner.mini_batch_size=2 (the same batch, accumulated), made
+    three rows of one seed each, their seed noise shown as the settings' effect."""
+    settled = {"tokenizer": "bytes", "optimizer": {"lr": 0.003}, "runner": {"mini_batch_size": 8, "batch_size": 8}}
+    for seed, typed in ((1, ()), (2, ("lr=3e-3",)), (3, ("runner.mini_batch_size=2",)), (4, ("lr=1e-3",))):
+        run = fake_run(tmp_path / f"run{seed}", "base", seed, 2.0, extra=typed)
+        own = {**settled, "optimizer": {"lr": 0.001}} if seed == 4 else settled
+        own = {**own, "runner": {**own["runner"], "mini_batch_size": 2}} if seed == 3 else own
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(own))
+    groups = group_runs(load_runs(sorted(tmp_path.iterdir())))
+    assert [sorted(r.path.name for r in g.runs) for g in groups] == [["run1", "run2", "run3"], ["run4"]]
+
+
 def test_a_seed_left_at_its_default_and_the_same_seed_typed_are_one_run_not_two_seeds(tmp_path):
     typed = fake_run(tmp_path / "typed", "base", 1337, 2.0)
     default = fake_run(tmp_path / "default", "base", 1337, 2.0)

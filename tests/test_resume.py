@@ -592,6 +592,24 @@ def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
     assert (run / "model.lmp").read_bytes() == flipped  # nothing rewritten: the user can still recover it
 
 
+def test_a_damaged_checkpoint_names_the_latest_one_beside_it_that_loads(tmp_path):
+    """With its .bak damaged too, the error named the .bak, whose rename gave the next error, and not the intact
+    stage-end checkpoint; a diverged run's model.corrupted.lmp is never offered."""
+    run = tmp_path / "run"
+    args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}",
+            ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2},{name: b, datasets: [shakespeare], "
+             "steps: 3}]")]
+    run_cli("lmplay.train", *args, "max_steps=4", check=True)
+    shutil.copy(run / "model.a.lmp", run / "model.corrupted.lmp")
+    os.utime(run / "model.corrupted.lmp", (time.time() + 60,) * 2)  # the newest file there
+    for name in ("model.lmp", "model.lmp.bak"):
+        (run / name).write_bytes((run / name).read_bytes()[:100])
+    proc = run_cli("lmplay.train", *args, "max_steps=5")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.strip().endswith(f"; the previous checkpoint is {run / 'model.a.lmp'} (copy it to model.lmp "
+                                        f"to use it)"), proc.stderr
+
+
 def plain_checkpoint(value: torch.Tensor) -> dict:
     """The least a checkpoint holds: an experiment name and a model."""
     return {"exp": "x", "components": {"model": {"state_args": {}, "state": {"weights": {"w": value}}}}}
@@ -1106,11 +1124,11 @@ def test_a_resume_refuses_a_plan_whose_stages_before_the_run_s_position_changed(
     labelled = (run / ".hydra" / "overrides.yaml").read_text()
     for changed in (plan("a:5", "b:3"), plan("a:3", "x:2", "b:3"), plan("b:3")):
         proc = run_cli("lmplay.train", *args, changed)
-        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
             "error: this curriculum's stages before 'b', where the run is, are not the ones it trained (one "
             "lengthened, added or dropped): the run goes on from 'b' and would never train them; resume with its "
             "plan's stages before it (its .hydra/overrides.yaml), or train the new plan in a run of its own "
-            "(run_name=...) or with fresh=true"], proc.stderr
+            "(run_name=...) or with fresh=true")], proc.stderr
         assert (run / ".hydra" / "overrides.yaml").read_text() == labelled
     done = run_cli("lmplay.train", *args, plan("a:3", "b:5"), check=True)  # the stage it is in, and after: go on
     assert "done: step 8" in done.stdout
@@ -1129,11 +1147,11 @@ def test_a_model_alone_copied_over_a_run_s_checkpoint_is_not_trained_over_the_ru
     save_model(*load_model(run), tmp_path / "alone.lmp")
     shutil.copy(tmp_path / "alone.lmp", run / "model.lmp")
     proc = run_cli("lmplay.train", *args, "max_steps=5")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
         f"error: {run / 'model.lmp'} holds a model alone (saved by save_model, or imported), with no training state, "
         f"in a run dir that holds a run's stats.json: training it would start at step 0 over that run's records; put "
         f"the run's own checkpoint back to resume it, or train this model in a run dir of its own (as its "
-        f"model.lmp, with another run_name)"], proc.stderr
+        f"model.lmp, with another run_name)")], proc.stderr
     assert (run / "stats.json").read_text() == stats and (run / "model.lmp.bak").read_bytes() == bak
 
 

@@ -315,8 +315,8 @@ def test_a_sweep_is_checked_one_value_at_a_time():
      "jobs 0 and 1 of this sweep would share the dir "),  # job 1 resumed job 0's run as its own, exit 0
     (["exp=glob(*_tes)"], "exp=glob(*_tes) matches no choice, so the sweep has no jobs"),  # exit 0, its dir left
     (["exp=test_runner", "batch_size=8,abc"],  # found after jobs 0 and 1 trained; its dir left behind
-     "batch_size='abc' should be an integer (in the sweep's job with exp=test_runner batch_size=abc seed=1 max_steps=2 "
-     "device=cpu)"),  # the job's exp too: a sweep over experiments said which one only by leaving it out
+     ("batch_size='abc' should be an integer (in the sweep's job with exp=test_runner batch_size=abc seed=1 "
+      "max_steps=2 device=cpu)")),  # the job's exp too: a sweep over experiments said which one only by leaving it out
     (["exp=test_runner", "lr=1e-3,${nope}"], "the config cannot be read: Interpolation key 'nope' not found"),
 ])
 def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep, message):
@@ -375,8 +375,8 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     ([], {"batch_size": "8,abc"}, "batch_size='abc' should be an integer"),  # an exp file's hydra.sweeper.params
     (["batch_size=8"], {"batch_size": "8,abc"}, None),  # the command's value replaces the exp file's sweep
     (["optimizer=sgd,rmsprop", "optimizer.momentum=0.5,abc"], {},  # a key the default optimizer has not
-     "optimizer.momentum='abc' should be a number (in the sweep's job with exp=test_runner optimizer=sgd "
-     "optimizer.momentum=abc"),
+     ("optimizer.momentum='abc' should be a number (in the sweep's job with exp=test_runner optimizer=sgd "
+      "optimizer.momentum=abc")),
     (["optimizer=adamw,sgd", "seed=range(1,3)", "run_name=r${seed}", "+x.y=1,2", "optimizer.lr=1e-3,2"], {}, None),
     (["curriculum.stages.0.epochs=0.5,1", "weight_decay=0,0.1"], {}, None),  # `epochs: 1` in the file takes 0.5
     (["runner.validation_interval=16,5e3"], {}, "runner.validation_interval=5000.0 should be an integer"),

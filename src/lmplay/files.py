@@ -17,6 +17,7 @@ LOCK_NAME = ".lmplay.lock"
 _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, whether this process made it)
 
 CHECKPOINT = "model.lmp"  # a run dir's files, by the names design.md §7 gives them
+CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 STATS = "stats.json"
 RECORD_KINDS = ("train", "validation")  # stats.json: {"train": [record, ...], "validation": [...]}
 JOB_FILE = "job.json"  # a sweep's job's own record (lmplay.sweep)

@@ -21,7 +21,7 @@ from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
-from lmplay.files import CHECKPOINT, set_aside_old_run
+from lmplay.files import CHECKPOINT, CORRUPTED, set_aside_old_run
 from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
@@ -39,7 +39,6 @@ from lmplay.stats import StatsWriter
 from lmplay.stats.speed import SpeedMeter
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
-CORRUPTED = "model.corrupted.lmp"  # a diverged run's last state, for inspection; never resumed from
 GROUPS = ("model", "runner", "optimizer", "scheduler", "curriculum")
 RUN_KEYS = ("device", "amp", "amp_dtype", "compile", "compile_options", "fused_loss", "seed", "vocab_multiple",
             "max_steps", "fresh")

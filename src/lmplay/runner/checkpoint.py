@@ -29,6 +29,7 @@ from lmplay.config import NoAliasLoader, seed_in_range
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     CHECKPOINT,
+    CORRUPTED,
     STATS,
     backup_of,
     checkpoint_file,
@@ -193,17 +194,37 @@ def write_out(ckpt: dict[str, Any], out: Path, in_place: bool = False) -> Path |
 
 def load(path: Path | str, map_location: str | torch.device = "cpu", model_only: bool = False) -> dict[str, Any]:
     """Read a checkpoint safely: a file torch cannot read as plain data, whose bytes no longer match their
-    checksums, or without an experiment name and a model, is a one-line ConfigError that points at the `.bak`.
-    `model_only` (sampling) leaves the training part unchecked: a checkpoint an older lmplay wrote without
-    parts a resume needs (its seed, its records) still samples."""
+    checksums, or without an experiment name and a model, is a one-line ConfigError that names the previous
+    checkpoint that loads. `model_only` (sampling) leaves the training part unchecked: a checkpoint an older
+    lmplay wrote without parts a resume needs (its seed, its records) still samples."""
     typed, path = path, checkpoint_file(path)
     if not path.is_file():
         raise no_checkpoint(typed)
-    bak = backup_of(path)
-    hint = f"; the previous checkpoint is {bak} (rename it to {path.name} to use it)" if bak.exists() else ""
+    try:
+        return read_checked(path, map_location, model_only)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{previous_good(path)}") from None
+
+
+def previous_good(path: Path) -> str:
+    """Where to go on from when `path` does not load: its `.bak`, else the newest stage-end checkpoint beside it
+    that loads (a `.bak` damaged too was named, and the intact `model.STAGE.lmp` not)."""
+    stage_ends = sorted((p for p in path.parent.glob("model.*.lmp") if p != path and p.name != CORRUPTED),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in (backup_of(path), *stage_ends):
+        try:
+            if candidate.is_file() and read_checked(candidate):
+                how = "rename" if candidate == backup_of(path) else "copy"
+                return f"; the previous checkpoint is {candidate} ({how} it to {path.name} to use it)"
+        except (ConfigError, OSError):
+            continue
+    return ""
+
+
+def read_checked(path: Path, map_location: str | torch.device = "cpu", model_only: bool = False) -> dict[str, Any]:
     if damaged := damaged_record(path):
         raise ConfigError(f"checkpoint {path} is corrupt: its bytes no longer match the checksums saved with them "
-                          f"(in {damaged}){hint}")
+                          f"(in {damaged})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols before refusing them
@@ -212,16 +233,16 @@ def load(path: Path | str, map_location: str | torch.device = "cpu", model_only:
         found = isinstance(e, pickle.UnpicklingError) and re.search(r"GLOBAL ([\w.]+)", str(e))
         if found:
             raise ConfigError(f"checkpoint {path} holds code or objects that are not plain data ({found[1]}); "
-                              f"refusing to load it{hint}") from None
+                              f"refusing to load it") from None
         raise ConfigError(f"checkpoint {path} is truncated or corrupt, or not a checkpoint at all "
-                          f"({type(e).__name__}){hint}") from None
+                          f"({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise ConfigError(f"{path} is not an lmplay checkpoint{hint}")
+        raise ConfigError(f"{path} is not an lmplay checkpoint")
     if missing := missing_part(ckpt):
-        raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}{hint}")
+        raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}")
     if not model_only and "runner" in ckpt["components"] and (missing := missing_training_part(ckpt)):
         raise ConfigError(f"checkpoint {path} has no {missing}, which a resume needs: an older lmplay wrote it, or it "
-                          f"is damaged; its model still samples (lmplay.generate, load_model){hint}")
+                          f"is damaged; its model still samples (lmplay.generate, load_model)")
     return check_format_version(ckpt, path)
 
 

@@ -26,6 +26,7 @@ from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     HOW_IT_RAN,
     NOT_SETTINGS,
+    NOT_TRAINED,
     Run,
     code_settings,
     differing_settings,
@@ -139,8 +140,10 @@ def group_runs(runs: list[Run]) -> list[Group]:
     in two sweeps or under two run_names) is a comparison, not a repeat. A sweep's seeds stay together: they
     join another dir's runs only where no seed is in both (seeds 0,1 of a sweep, then 2,3 of another).
     """
+    keys = typed_settings(runs)
+
     def config(run: Run) -> tuple:
-        return trained_config(run) if run.overrides else ("path", str(run.path))
+        return trained_config(run, keys) if run.overrides else ("path", str(run.path))
 
     def new_seeds(group: list[Run], more: list[Run]) -> bool:
         return not {r.trained_seed for r in group} & {r.trained_seed for r in more}
@@ -167,19 +170,34 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return out
 
 
-def trained_config(run: Run) -> tuple:
-    """What a run typed, as the values it trained with (its .hydra/config.yaml): `lr=1e-3`, `lr=0.001` and
-    `optimizer.lr=0.001` are one configuration, whose seeds average together. Where the config lacks the key (a
-    group's choice, `curriculum=two_stage`; a run without .hydra/config.yaml) the typed value stands for it."""
+def typed_settings(runs: list[Run]) -> set[str]:
+    """The keys any of `runs` typed that set what is trained (not runner.mini_batch_size or save_interval, which
+    change how it ran), each once: `lr` and `optimizer.lr` are one key."""
+    ignored = set(NOT_TRAINED) - {"exp", "max_steps"}  # what a run is and how long it went split configurations
+    keys = set()
+    for run in runs:
+        for typed in run.config:
+            full = effective_key(run, override_key(typed))
+            component, _, alias = full.partition(".")
+            if full not in ignored:
+                keys.add(alias if component in COMPONENTS and alias else full)
+    return keys
+
+
+def trained_config(run: Run, keys: set[str]) -> tuple:
+    """The values a run trained with at `keys` (its .hydra/config.yaml): `lr=1e-3`, `lr=0.001`,
+    `optimizer.lr=0.001`, and lr left at a default of 0.001, are one configuration, whose seeds average together.
+    Where the config lacks the key (a group's choice, `curriculum=two_stage`; a run without .hydra/config.yaml) the
+    typed value stands for it (None: not typed)."""
     settings = set()
-    for typed in run.config:
-        key, _, text = typed.lstrip("+").partition("=")
+    for key in keys:
         full = effective_key(run, key)
-        value = run.settled[full] if full in run.settled else typed_value(text)
+        spellings = (full, key, *(f"{c}.{key}" for c in COMPONENTS))  # optimizer.lr=... typed for `lr`
+        typed = next((v for k in spellings if (v := override_value(run.overrides, k)) is not None), None)
+        value = run.settled[full] if full in run.settled else None if typed is None else typed_value(typed)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = float(value)  # grad_clip=1 is 1.0
-        component, _, alias = full.partition(".")
-        settings.add((alias if component in COMPONENTS and alias else full, repr(value)))
+        settings.add((key, repr(value)))
     return tuple(sorted(settings))
 
 
