@@ -339,7 +339,10 @@ def test_a_seed_far_behind_the_others_is_left_out_of_its_groups_curve(tmp_path):
     [group] = group_runs(load_runs([tmp_path / "sweep"]))
     c = curve(group, "validation", "loss")
     assert c.num_seeds == 1 and len(c.tokens) == 8
-    assert "loss@4k" in comparison_table([group]).splitlines()[0]
+    table = comparison_table([group])
+    assert "loss@4k" in table.splitlines()[0]
+    assert table.strip().endswith("Note: left out of their rows' means, with under half the validations of their "
+                                  "furthest seed (still training, or stopped early): a seed 2.")  # was silent
 
 
 def test_a_run_validated_only_at_0_and_past_the_others_end_shows_no_value_made_up_between(tmp_path):
@@ -463,6 +466,13 @@ def test_default_output_is_beside_the_first_run_dir(tmp_path):
     run_cli("lmplay.plot", str(a), str(b), check=True)  # beside a's own plots, not over them
     assert (a / "plots_with_b" / "validation_loss_vs_baseline.png").is_file()
     assert (a / "plots" / "comparison.txt").read_text() == own
+    (b / "stats.json").unlink()  # b gone from the comparison: its difference plot is not left beside the new ones
+    run_cli("lmplay.plot", str(a), "--out", str(a / "plots_with_b"), check=True)
+    assert not (a / "plots_with_b" / "validation_loss_vs_baseline.png").exists()
+    long = [fake_run(tmp_path / f"{'x' * 90}_seed={seed}", "y", seed, 1.9) for seed in (1, 2)]
+    for other in long:  # two names alike in their first 80 characters wrote into one dir, the second over the first
+        run_cli("lmplay.plot", str(a), str(other), check=True)
+    assert len(list(a.glob("plots_with_*"))) == 3
 
 
 def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_is_an_error(sweep, tmp_path):
@@ -593,8 +603,9 @@ def test_settings_that_no_label_shows_are_noted_within_a_group_and_against_the_b
             run("i2", "idea", 2, 0.001)]
     assert table_note(*runs).splitlines()[1:] == [(
         "Note: the runs averaged as idea did not all train with the same settings (optimizer.lr 0.003/0.001): a "
-        "command repeated after its settings or the model's code changed counts as another seed of the first; a "
-        "run_name of its own keeps it apart.")]  # seeds, names, the device and the idea's model differ as they
+        "command repeated after its settings or the model's code changed counts as another seed of the first: a "
+        "run_name does not keep it apart, typing the changed setting does (for changed model code, plot its runs "
+        "apart).")]  # seeds, names, the device and the idea's model differ as they
     # should: no note
     for path, digest in ((runs[0], "a" * 16), (runs[1], "b" * 16)):  # base's seed 2 trained after an edit of its code
         code = {"experiments.base.model": digest}

@@ -7,6 +7,7 @@ baseline is the first run given (in a sweep, the lowest job number), or the one 
 """
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -47,7 +48,9 @@ def default_out(run_dirs: list[Path]) -> Path:
     if len(run_dirs) == 1:
         return run_dirs[0] / "plots"
     others = "_".join(d.resolve().name for d in run_dirs[1:])
-    return run_dirs[0] / f"plots_with_{others[:80]}"
+    if len(others) > 80:  # cut, with a digest of the whole: sweep jobs' long names shared their first 80 characters
+        others = f"{others[:71]}_{hashlib.sha256(others.encode()).hexdigest()[:8]}"
+    return run_dirs[0] / f"plots_with_{others}"
 
 
 def main(argv: list[str]) -> None:

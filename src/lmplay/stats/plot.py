@@ -452,6 +452,10 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
                 files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
                                   f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
                                   True, bases))
+    for stale in [out / f"{kind}_{metric}{end}.png" for kind in ("validation", "train") for metric in METRICS
+                  for end in ("", "_vs_baseline")]:  # an earlier comparison's, of runs no longer in this one
+        if stale not in files:
+            stale.unlink(missing_ok=True)
     return files
 
 
@@ -518,7 +522,20 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
              *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows]),
              *settings_notes([g for g, _, _ in rows], [groups[matches[id(g)]] for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
+    notes += short_seeds_note(rows)
     return "\n".join([*aligned(table), "", *notes]) + "\n"
+
+
+def short_seeds_note(rows: list[tuple[Group, Curve, Curve | None]]) -> list[str]:
+    """The seeds a row's curve left out (under half its furthest seed's validations: still training, or stopped
+    early), which its mean and band then moved without: 'seeds 2' read as if the third did not exist."""
+    said = []
+    for group, loss, _ in rows:
+        validated = [run.trained_seed for run in group.runs if any(r.get("loss") is not None for r in run.validation)]
+        if missing := [seed or "default" for seed in validated if seed not in loss.seeds]:
+            said.append(f"{group.label} seed {', '.join(missing)}")
+    return [(f"Note: left out of their rows' means, with under half the validations of their furthest seed (still "
+             f"training, or stopped early): {'; '.join(said)}.")] if said else []
 
 
 def short_runs_note(rows: list[tuple[Group, Curve, Curve | None]]) -> list[str]:
@@ -654,7 +671,8 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
         if mixed:
             notes.append(f"Note: the runs averaged as {group.label} did not all train with the same settings "
                          f"({settings_text(mixed)}): a command repeated after its settings or the model's code "
-                         f"changed counts as another seed of the first; a run_name of its own keeps it apart.")
+                         f"changed counts as another seed of the first: a run_name does not keep it apart, typing "
+                         f"the changed setting does (for changed model code, plot its runs apart).")
     for group, base in zip(groups, bases):
         if base is group or not (group.runs[0].settled and base.runs[0].settled):
             continue
