@@ -1155,6 +1155,20 @@ def test_a_model_alone_copied_over_a_run_s_checkpoint_is_not_trained_over_the_ru
     assert (run / "stats.json").read_text() == stats and (run / "model.lmp.bak").read_bytes() == bak
 
 
+def test_a_stop_signal_under_torchrun_says_how_long_torchrun_waits_for_the_save(tmp_path, monkeypatch, capfd):
+    """torchrun kills its ranks 30 s after passing a signal on: a step and a save that took longer saved nothing,
+    and no line said why."""
+    runner = make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        runner.stop.on_signal(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert ("SIGINT: will save after this step and stop (torchrun kills the ranks 30 s after its signal unless "
+            "launched with --shutdown-timeout SECONDS)") in capfd.readouterr().err
+
+
 def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):
     """A Ctrl-C that also stopped `| tee`, or a closed terminal (SIGHUP): the handler's message raised
     BrokenPipeError or EIO inside the step, and the run ended without its save."""

@@ -91,7 +91,9 @@ class StopRequest:
         signal.signal(signum, self.on_second_signal)
         if first and self.speaks:
             name = signal.Signals(signum).name
-            tell(f"\n{name}: will save after this step and stop; {name} again stops at once without saving "
+            grace = (" (torchrun kills the ranks 30 s after its signal unless launched with --shutdown-timeout "
+                     "SECONDS)") if "TORCHELASTIC_RUN_ID" in os.environ else ""
+            tell(f"\n{name}: will save after this step and stop{grace}; {name} again stops at once without saving "
                  f"({self.without_save()})\n")
 
     def on_second_signal(self, signum: int, frame: object) -> None:
