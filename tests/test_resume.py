@@ -1089,6 +1089,8 @@ def test_a_resume_that_changes_the_batch_inside_a_stage_counts_the_rest_of_it_at
     run_cli("lmplay.train", *args, "max_steps=6", check=True)
     resumed = run_cli("lmplay.train", *args, "batch_size=4", "mini_batch_size=4", check=True)
     spans = int(re.search(r"lr schedule now spans (\d+) steps", resumed.stdout)[1])
+    now, was = re.search(r"its next step trains at lr (\S+), not (\S+)", resumed.stdout).groups()
+    assert now != was  # both were printed to 3 digits: "at lr 0.00299, not 0.00299"
     last = json.loads((run / "stats.json").read_text())["train"][-1]
     assert last["step"] == spans and last["lr"] == pytest.approx(1e-5)  # the schedule ends on the stage's last step
 

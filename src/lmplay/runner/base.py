@@ -714,8 +714,9 @@ class LMRunnerBase:
             return
         was, now = plan.lr(step, before), plan.lr(step, total)
         if not math.isclose(was, now, rel_tol=1e-6):
+            digits = next(d for d in range(3, 17) if f"{now:.{d}g}" != f"{was:.{d}g}")  # not "0.00299, not 0.00299"
             print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
-                  f"batch changed): its next step trains at lr {now:.3g}, not {was:.3g}")
+                  f"batch changed): its next step trains at lr {now:.{digits}g}, not {was:.{digits}g}")
 
     def _run_steps(self, stage, plan: StagePlan, total: int) -> bool:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).
