@@ -4,18 +4,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lmplay.config import number_as_text_hint
+from lmplay.config import check_kind
 from lmplay.errors import ConfigError
 
 
 def _check_number(name: str, value: object, integer: bool = False, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"{name}={value!r} should be {'an integer' if integer else 'a number'}"
-                          f"{number_as_text_hint(name, value)}")
-    if not math.isfinite(value):
+    check_kind(name, value, int if integer else float, nullable=allow_none)
+    if value is not None and not math.isfinite(value):
         raise ConfigError(f"{name}={value} should be a finite number")
 
 
