@@ -56,7 +56,7 @@ def shared_job_dir(config: DictConfig) -> str | None:
             return None
         job_dir = sweep_dir / subdir
         other, other_values = taken.get(job_dir, (num, values))
-        keys = differing(values, other_values, ("fresh",))  # fresh=false,true: one run, then started over
+        keys = differing_keys(values, other_values, ("fresh",))  # fresh=false,true: one run, then started over
         if keys and all(str(values.get(k)).replace("/", "_") == str(other_values.get(k)).replace("/", "_")
                         for k in keys):  # a/b.txt and a_b.txt
             return (f"jobs {other} and {num} of this sweep would share the dir {job_dir}: their {', '.join(keys)} "
@@ -71,7 +71,7 @@ def shared_job_dir(config: DictConfig) -> str | None:
         taken[job_dir] = num, values
         recorded = read_job(job_dir).get("overrides")
         earlier = typed_values(recorded) if recorded is not None else values
-        if earlier is not None and differing(values, earlier, RESUME_MAY_CHANGE):
+        if earlier is not None and differing_keys(values, earlier, RESUME_MAY_CHANGE):
             return (f"job {num} ({shown_overrides(job)}) would resume {job_dir}, which holds the run of another job "
                     f"({shown_overrides(recorded)}): give this sweep a hydra.sweep.dir of its own, or name each job's dir "
                     f"by its overrides (hydra.sweep.subdir's default)")
@@ -228,7 +228,7 @@ def kind_of(key: str, was: float) -> type:
     return int if isinstance(declared, int) and not isinstance(declared, bool) else float
 
 
-def differing(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:
+def differing_keys(values: dict[str, Any], others: dict[str, Any], but: tuple[str, ...]) -> list[str]:
     """The keys two jobs' overrides set apart, `but` those."""
     return sorted(k for k in values.keys() | others.keys() if values.get(k) != others.get(k) and k not in but)
 

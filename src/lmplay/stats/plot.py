@@ -642,7 +642,7 @@ def shared_points(curves: list[Curve], start: float, end: float, least: int | No
     return found[::-1]
 
 
-def differing(groups: list[Group], value: Callable[[Run], Any]) -> str:
+def differing_values(groups: list[Group], value: Callable[[Run], Any]) -> str:
     """`label v1/v2, label v3` when the groups' runs hold more than one value (None: unknown, left out); else ""."""
     found = {g.label: sorted({value(r) for r in g.runs} - {None}) for g in groups}
     if len({v for values in found.values() for v in values}) < 2:
@@ -654,7 +654,7 @@ def differing(groups: list[Group], value: Callable[[Run], Any]) -> str:
 def tokenizer_note(groups: list[Group]) -> list[str]:
     """A line when the runs tokenize differently: their losses are per token of different sizes (a byte, a
     GPT-2 token of ~4 bytes) and their token counts count different things."""
-    told = differing(groups, lambda r: r.tokenizer)
+    told = differing_values(groups, lambda r: r.tokenizer)
     return [(f"Note: these runs use different tokenizers ({told}): a loss per token and tokens seen do not compare "
              f"across tokenizers; compare runs of one tokenizer.")] if told else []
 
@@ -690,5 +690,5 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
 
 def held_out_note(groups: list[Group]) -> list[str]:
     """A line when the configurations validated on different held-out text."""
-    told = differing(groups, lambda r: r.final_validation.get("held_out_tokens") if r.final_validation else None)
+    told = differing_values(groups, lambda r: r.final_validation.get("held_out_tokens") if r.final_validation else None)
     return [f"Note: these runs' validation sets differ (held-out tokens: {told}): {HELD_OUT_CAUSE}."] if told else []
