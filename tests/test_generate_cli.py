@@ -227,6 +227,9 @@ def test_a_prompt_holding_bytes_that_are_not_utf8_is_printed_back(model_and_path
         proc = run_cli("lmplay.generate", f"checkpoint={model_and_path[1]}", f"prompt={prompt}", "max_new_tokens=2",
                        env={"PYTHONIOENCODING": "utf-8"})
         assert proc.returncode == 0 and "caf\ufffd" in proc.stdout, proc.stderr
+    latin = run_cli("lmplay.generate", f"checkpoint={model_and_path[1]}", "prompt=caf\udce9 \u20ac",
+                    "max_new_tokens=2", env={"PYTHONIOENCODING": "latin-1"})  # no U+FFFD, no euro sign there
+    assert latin.returncode == 0 and latin.stdout.startswith("caf? ?"), latin.stderr
 
 
 def test_each_prompt_of_a_list_is_its_text_as_typed(model_and_path):

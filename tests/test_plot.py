@@ -120,6 +120,17 @@ def test_a_value_typed_at_its_default_or_a_key_of_how_it_ran_does_not_split_a_co
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(own))
     groups = group_runs(load_runs(sorted(tmp_path.iterdir())))
     assert [sorted(r.path.name for r in g.runs) for g in groups] == [["run1", "run2", "run3"], ["run4"]]
+    for seed, choice in ((5, "optimizer=adamw"), (6, "optimizer=sgd")):  # a group's default file, typed; another
+        run = fake_run(tmp_path / f"run{seed}", "base", seed, 2.0, extra=(choice,))
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(settled))
+    for run in tmp_path.iterdir():
+        hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())
+        chosen = "sgd" if run.name == "run6" else "adamw"
+        hydra["hydra"]["runtime"]["choices"] |= {"optimizer": chosen, "curriculum": "shakespeare"}
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    groups = group_runs(load_runs(sorted(tmp_path.iterdir())))
+    assert [sorted(r.path.name for r in g.runs) for g in groups] == [["run1", "run2", "run3", "run5"], ["run4"],
+                                                                     ["run6"]]
 
 
 def test_a_seed_left_at_its_default_and_the_same_seed_typed_are_one_run_not_two_seeds(tmp_path):
@@ -469,6 +480,9 @@ def test_default_output_is_beside_the_first_run_dir(tmp_path):
     (b / "stats.json").unlink()  # b gone from the comparison: its difference plot is not left beside the new ones
     run_cli("lmplay.plot", str(a), "--out", str(a / "plots_with_b"), check=True)
     assert not (a / "plots_with_b" / "validation_loss_vs_baseline.png").exists()
+    run_cli("lmplay.plot", str(a), "--train", check=True)
+    run_cli("lmplay.plot", str(a), check=True)  # a plot without --train keeps the train curves of one with it
+    assert (a / "plots" / "train_loss.png").is_file()
     long = [fake_run(tmp_path / f"{'x' * 90}_seed={seed}", "y", seed, 1.9) for seed in (1, 2)]
     for other in long:  # two names alike in their first 80 characters wrote into one dir, the second over the first
         run_cli("lmplay.plot", str(a), str(other), check=True)

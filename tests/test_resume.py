@@ -594,14 +594,16 @@ def test_truncated_and_empty_checkpoints_get_clean_errors(tmp_path):
 
 def test_a_damaged_checkpoint_names_the_latest_one_beside_it_that_loads(tmp_path):
     """With its .bak damaged too, the error named the .bak, whose rename gave the next error, and not the intact
-    stage-end checkpoint; a diverged run's model.corrupted.lmp is never offered."""
+    stage-end checkpoint; a diverged run's model.corrupted.lmp or a model saved alone is never offered."""
+    from lmplay.generation.loading import load_model, save_model
+
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={run}",
             ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2},{name: b, datasets: [shakespeare], "
              "steps: 3}]")]
     run_cli("lmplay.train", *args, "max_steps=4", check=True)
     shutil.copy(run / "model.a.lmp", run / "model.corrupted.lmp")
-    os.utime(run / "model.corrupted.lmp", (time.time() + 60,) * 2)  # the newest file there
+    save_model(*load_model(run / "model.a.lmp"), run / "model.for_hub.lmp")  # a model alone: no run resumes it
     for name in ("model.lmp", "model.lmp.bak"):
         (run / name).write_bytes((run / name).read_bytes()[:100])
     proc = run_cli("lmplay.train", *args, "max_steps=5")
@@ -1128,9 +1130,9 @@ def test_a_resume_refuses_a_plan_whose_stages_before_the_run_s_position_changed(
         proc = run_cli("lmplay.train", *args, changed)
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
             "error: this curriculum's stages before 'b', where the run is, are not the ones it trained (one "
-            "lengthened, added or dropped): the run goes on from 'b' and would never train them; resume with its "
-            "plan's stages before it (its .hydra/overrides.yaml), or train the new plan in a run of its own "
-            "(run_name=...) or with fresh=true")], proc.stderr
+            "lengthened, shortened, added or dropped): the run goes on from 'b', and would be labelled with a plan it "
+            "did not train; resume with its plan's stages before it (its .hydra/overrides.yaml), or train the new "
+            "plan in a run of its own (run_name=...) or with fresh=true")], proc.stderr
         assert (run / ".hydra" / "overrides.yaml").read_text() == labelled
     done = run_cli("lmplay.train", *args, plan("a:3", "b:5"), check=True)  # the stage it is in, and after: go on
     assert "done: step 8" in done.stdout
@@ -1151,10 +1153,15 @@ def test_a_model_alone_copied_over_a_run_s_checkpoint_is_not_trained_over_the_ru
     proc = run_cli("lmplay.train", *args, "max_steps=5")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
         f"error: {run / 'model.lmp'} holds a model alone (saved by save_model, or imported), with no training state, "
-        f"in a run dir that holds a run's stats.json: training it would start at step 0 over that run's records; put "
-        f"the run's own checkpoint back to resume it, or train this model in a run dir of its own (as its "
-        f"model.lmp, with another run_name)")], proc.stderr
+        f"in a run dir whose run saved checkpoints (model.lmp.bak, model.STAGE.lmp): training it would start at step 0 "
+        f"over that run's records; put the run's own checkpoint back to resume it, or train this model in a run dir "
+        f"of its own (as its model.lmp, with another run_name)")], proc.stderr
     assert (run / "stats.json").read_text() == stats and (run / "model.lmp.bak").read_bytes() == bak
+    tuned = tmp_path / "tuned"  # an import fine-tuned there, whose first attempt failed before its first save
+    save_model(*load_model(tmp_path / "alone.lmp"), tuned / "model.lmp")
+    (tuned / "stats.json").write_text(json.dumps({"train": [], "validation": []}))
+    retry = run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={tuned}", "max_steps=2")
+    assert retry.returncode == 0 and "resuming" in retry.stdout, retry.stderr
 
 
 def test_a_stop_signal_under_torchrun_says_how_long_torchrun_waits_for_the_save(tmp_path, monkeypatch, capfd):

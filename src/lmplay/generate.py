@@ -107,8 +107,11 @@ _streamed = [""]  # the last text written: an error after a streamed prompt star
 
 def write(text: str) -> None:
     """`text` to stdout, a byte typed that is not UTF-8 (argv holds it as a surrogate, which the bytes tokenizer
-    reads as the byte) shown as U+FFFD: a UTF-8 terminal's strict stdout refused to print it back."""
-    sys.stdout.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    reads as the byte) shown as U+FFFD, and what the terminal's encoding lacks as `?`: a strict stdout refused
+    to print them back."""
+    encoding = sys.stdout.encoding or "utf-8"
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    sys.stdout.write(text.encode(encoding, "replace").decode(encoding))
     sys.stdout.flush()
     _streamed[0] = text or _streamed[0]
 

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir, interrupted_set_aside,
-                          planted_symlink, release_run_dir, started_over_in_this_slurm_job, symlink_refused,
-                          write_atomic)
+from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, backup_of, hold_run_dir,
+                          interrupted_set_aside, planted_symlink, release_run_dir, started_over_in_this_slurm_job,
+                          symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -256,13 +256,21 @@ def resumed_checkpoint(run_dir: Path, fresh: bool) -> dict | None:
     from lmplay.runner import checkpoint
 
     ckpt = checkpoint.load(ckpt_path)
-    if "runner" not in ckpt["components"] and (run_dir / STATS).is_file():  # its training would start at step 0
+    if "runner" not in ckpt["components"] and saved_training(run_dir):  # copied over a run's own checkpoint: its
         raise ConfigError(f"{ckpt_path} holds a model alone (saved by save_model, or imported), with no training "
-                          f"state, in a run dir that holds a run's {STATS}: training it would start at step 0 over "
-                          f"that run's records; put the run's own checkpoint back to resume it, or train this model "
-                          f"in a run dir of its own (as its {CHECKPOINT}, with another run_name)")
+                          f"state, in a run dir whose run saved checkpoints ({bak.name}, model.STAGE.lmp): training "
+                          f"it would start at step 0 over that run's records; put the run's own checkpoint back to "
+                          f"resume it, or train this model in a run dir of its own (as its {CHECKPOINT}, with another "
+                          f"run_name)")
     print(f"resuming {ckpt_path} (fresh=true starts over)")
     return ckpt
+
+
+def saved_training(run_dir: Path) -> bool:
+    """Whether a run in `run_dir` saved a training checkpoint: a .bak of model.lmp, or a stage's. A model imported
+    there and fine-tuned has none until its first save: its retry after a crash or a divergence resumes from it."""
+    stage_ends = (p for p in run_dir.glob("model.*.lmp") if p.name != CORRUPTED)
+    return backup_of(run_dir / CHECKPOINT).is_file() or any(stage_ends)
 
 
 def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:

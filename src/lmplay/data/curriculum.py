@@ -160,6 +160,9 @@ class Curriculum:
         for key, (value, least) in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"curriculum.{key}={value!r} should be an integer >= {least}")
+        if stages == "???":  # OmegaConf's unset value: conf/curriculum/base.yaml's
+            raise ConfigError("curriculum.stages is not set: curriculum=base holds what every plan shares, and no "
+                              "stages; choose a plan (curriculum=shakespeare, curriculum=text_file, ...)")
         if not stages:
             raise ConfigError("the curriculum has no stages; list at least one under stages:")
         self.stages = [parse_stage(s, i, batching) for i, s in enumerate(stages)]
@@ -397,10 +400,10 @@ class Curriculum:
         index = names.index(state["stage_name"])
         if state.get("trained_before", self._trained_key(index)) != self._trained_key(index):
             raise ConfigError(f"this curriculum's stages before {state['stage_name']!r}, where the run is, are not "
-                              f"the ones it trained (one lengthened, added or dropped): the run goes on from "
-                              f"{state['stage_name']!r} and would never train them; resume with its plan's stages "
-                              f"before it (its .hydra/overrides.yaml), or train the new plan in a run of its own "
-                              f"(run_name=...) or with fresh=true")
+                              f"the ones it trained (one lengthened, shortened, added or dropped): the run goes on "
+                              f"from {state['stage_name']!r}, and would be labelled with a plan it did not train; "
+                              f"resume with its plan's stages before it (its .hydra/overrides.yaml), or train the new "
+                              f"plan in a run of its own (run_name=...) or with fresh=true")
         self._enter_stage(index)
         if state["data"] != self.data_key():
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "

@@ -207,18 +207,33 @@ def load(path: Path | str, map_location: str | torch.device = "cpu", model_only:
 
 
 def previous_good(path: Path) -> str:
-    """Where to go on from when `path` does not load: its `.bak`, else the newest stage-end checkpoint beside it
-    that loads (a `.bak` damaged too was named, and the intact `model.STAGE.lmp` not)."""
-    stage_ends = sorted((p for p in path.parent.glob("model.*.lmp") if p != path and p.name != CORRUPTED),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
+    """Where to go on from when `path` does not load: its `.bak`, else, for a run's model.lmp, the stage-end
+    checkpoint of the run's furthest step that loads (a `.bak` damaged too was named, the intact stage's not)."""
+    stage_ends = []
+    if path.name == CHECKPOINT:
+        found = {p: trained_step(p) for p in path.parent.glob("model.*.lmp") if p.name != CORRUPTED}
+        stage_ends = sorted((p for p, step in found.items() if step is not None), key=found.get, reverse=True)
     for candidate in (backup_of(path), *stage_ends):
         try:
-            if candidate.is_file() and read_checked(candidate):
+            if candidate.is_file() and "runner" in read_checked(candidate)["components"]:
                 how = "rename" if candidate == backup_of(path) else "copy"
                 return f"; the previous checkpoint is {candidate} ({how} it to {path.name} to use it)"
         except (ConfigError, OSError):
             continue
     return ""
+
+
+def trained_step(path: Path) -> int | None:
+    """The step a training checkpoint was saved at, read without its weights (memory-mapped); None for a model
+    alone or a file that is no checkpoint."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        step = ckpt["components"]["runner"]["state"]["progress"]["step"]
+    except Exception:  # noqa: BLE001 - a damaged file can fail in any layer of torch's reader
+        return None
+    return step if type(step) is int else None
 
 
 def read_checked(path: Path, map_location: str | torch.device = "cpu", model_only: bool = False) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from lmplay.runner.component_base import (
     validate_args,
     without_target,
 )
-from lmplay.runner.optimizers import freeze, param_groups
+from lmplay.runner.optimizers import freeze, param_groups, regrouped_state
 from lmplay.runner.schedules import Schedule
 from lmplay.stats.runs import records_problem
 
@@ -245,6 +245,9 @@ def check_optimizer_class(target: str, cls: type) -> None:
         raise ConfigError(f"optimizer._target_={target} is no torch.optim.Optimizer subclass, whose param_groups "
                           f"lmplay's lr schedule and weight-decay groups set: subclass torch.optim.Optimizer")
     takes = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+        raise ConfigError(f"optimizer {target} takes **kwargs, whose keys lmplay cannot read (it checks, reports and "
+                          f"keeps each argument by name): name lr, weight_decay and its own arguments in its __init__")
     if missing := [key for key in ("lr", "weight_decay") if key not in takes]:
         raise ConfigError(f"optimizer {target} takes no {' or '.join(missing)}, which lmplay's lr schedule and "
                           f"parameter groups set: choose one that does (optimizer=adamw, optimizer=sgd), or name its "
@@ -305,9 +308,9 @@ class OptimizerComponent(Component):
                   "optimizer's moments start fresh")
         elif state and same_kind:
             settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
-            try:
-                self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError) as e:
+            try:  # a run grouped by the earlier rule: its state regrouped
+                self.optimizer.load_state_dict(regrouped_state(state["optimizer"], model) or state["optimizer"])
+            except (ValueError, KeyError, TypeError) as e:
                 raise ConfigError(f"the checkpoint's optimizer state does not fit the model's parameters ({e}); "
                                   f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
             for group, own in zip(self.optimizer.param_groups, settings):  # the checkpoint brings state, not settings:

@@ -15,15 +15,38 @@ from lmplay.errors import ConfigError
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def no_decay_names(model: nn.Module) -> set[str]:
+def no_decay_names(model: nn.Module, by_shape: bool = True) -> set[str]:
+    """`by_shape=False`: the rule before 2026-11-28, which decayed a hand-written norm's scale (regrouped_state)."""
     names = set()
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
-            if (isinstance(module, (nn.Embedding, *NORMS)) or param_name == "bias" or param.dim() < 2
+            if (isinstance(module, (nn.Embedding, *NORMS)) or param_name == "bias" or by_shape and param.dim() < 2
                     or getattr(param, "skip_weight_decay", False)):
                 names.add(full)
     return names
+
+
+def grouped_names(model: nn.Module, by_shape: bool = True) -> list[list[str]]:
+    """The trained parameters' names in param_groups' order: decayed, then not."""
+    skip = no_decay_names(model, by_shape)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    return [[n for n in names if n not in skip], [n for n in names if n in skip]]
+
+
+def regrouped_state(saved: dict, model: nn.Module) -> dict | None:
+    """A checkpoint's optimizer state, grouped by the earlier rule (by_shape=False), moved into today's groups: each
+    parameter's moments go with it. None where the earlier rule does not give the saved groups either."""
+    old, new = grouped_names(model, by_shape=False), grouped_names(model)
+    if [len(g["params"]) for g in saved["param_groups"]] != [len(g) for g in old] or old == new:
+        return None
+    saved_id = dict(zip((n for g in old for n in g), (i for g in saved["param_groups"] for i in g["params"])))
+    order = [n for g in new for n in g]
+    state = {i: saved["state"][saved_id[n]] for i, n in enumerate(order) if saved_id[n] in saved["state"]}
+    starts = [0, len(new[0])]
+    groups = [{**group, "params": list(range(start, start + len(names)))}
+              for group, start, names in zip(saved["param_groups"], starts, new)]
+    return {"state": state, "param_groups": groups}
 
 
 def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
@@ -49,9 +72,9 @@ def freeze(model: nn.Module, patterns: Sequence[str]) -> list[str]:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    skip = no_decay_names(model)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    decay, no_decay = grouped_names(model)
     return [
-        {"params": [p for n, p in params if n not in skip], "weight_decay": weight_decay, "name": "decay"},
-        {"params": [p for n, p in params if n in skip], "weight_decay": 0.0, "name": "no_decay"},
+        {"params": [params[n] for n in decay], "weight_decay": weight_decay, "name": "decay"},
+        {"params": [params[n] for n in no_decay], "weight_decay": 0.0, "name": "no_decay"},
     ]

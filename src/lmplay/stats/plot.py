@@ -187,14 +187,19 @@ def typed_settings(runs: list[Run]) -> set[str]:
 def trained_config(run: Run, keys: set[str]) -> tuple:
     """The values a run trained with at `keys` (its .hydra/config.yaml): `lr=1e-3`, `lr=0.001`,
     `optimizer.lr=0.001`, and lr left at a default of 0.001, are one configuration, whose seeds average together.
-    Where the config lacks the key (a group's choice, `curriculum=two_stage`; a run without .hydra/config.yaml) the
-    typed value stands for it (None: not typed)."""
+    A group's choice (`optimizer=adamw`, typed or the default) is its file's name (.hydra/hydra.yaml); where the
+    config lacks the key (a run without .hydra/) the typed value stands for it (None: not typed)."""
     settings = set()
     for key in keys:
         full = effective_key(run, key)
         spellings = (full, key, *(f"{c}.{key}" for c in COMPONENTS))  # optimizer.lr=... typed for `lr`
         typed = next((v for k in spellings if (v := override_value(run.overrides, k)) is not None), None)
-        value = run.settled[full] if full in run.settled else None if typed is None else typed_value(typed)
+        if full in run.settled:
+            value = run.settled[full]
+        elif key in run.choices:  # a group's file: optimizer=adamw typed, or adamw by default
+            value = run.choices[key]
+        else:
+            value = None if typed is None else typed_value(typed)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = float(value)  # grad_clip=1 is 1.0
         settings.add((key, repr(value)))
@@ -452,8 +457,9 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
                 files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
                                   f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
                                   True, bases))
-    for stale in [out / f"{kind}_{metric}{end}.png" for kind in ("validation", "train") for metric in METRICS
-                  for end in ("", "_vs_baseline")]:  # an earlier comparison's, of runs no longer in this one
+    for stale in [out / f"{kind}_{metric}{end}.png" for kind in kinds for metric in METRICS
+                  for end in ("", "_vs_baseline")]:  # an earlier comparison's, of runs no longer in this one (the
+        # train curves of a --train plot stay when this one leaves them out)
         if stale not in files:
             stale.unlink(missing_ok=True)
     return files

@@ -53,6 +53,7 @@ class Run:
     exp: str | None = None
     tokenizer: str | None = None  # a loss per token compares only between runs of one tokenizer
     settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml, flat (optimizer.lr: 0.001)
+    choices: dict[str, str] = field(default_factory=dict)  # each config group's file (optimizer: adamw), typed or not
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -264,12 +265,13 @@ def load_run(path: Path, train: bool = True) -> Run:
     if not train:
         stats["train"] = stats.get("train", [])[-1:]
     overrides = [str(o) for o in read_yaml(path / ".hydra" / "overrides.yaml", list) or []]
-    exp = dig(read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices", "exp")
-    exp = (exp if isinstance(exp, str) else None) or override_value(overrides, "exp")
+    choices = dig(read_yaml(path / ".hydra" / "hydra.yaml"), "hydra", "runtime", "choices")
+    choices = {k: v for k, v in choices.items() if isinstance(v, str)} if isinstance(choices, dict) else {}
+    exp = choices.get("exp") or override_value(overrides, "exp")
     settled = settled_config(path)
     tokenizer = settled.get("tokenizer")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
-               str(tokenizer) if tokenizer is not None else None, settled)
+               str(tokenizer) if tokenizer is not None else None, settled, choices)
 
 
 def load_runs(paths: list[Path], skipped: list[str] | None = None, train: bool = True) -> list[Run]:
