@@ -5,7 +5,13 @@ import torch
 
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.errors import ConfigError
-from lmplay.runner.optimizers import freeze, grouped_names, no_decay_names, param_groups, regrouped_state
+from lmplay.runner.optimizers import (
+    freeze,
+    grouped_names,
+    no_decay_names,
+    param_groups,
+    regrouped_state,
+)
 
 
 def tiny():
