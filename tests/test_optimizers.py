@@ -64,6 +64,22 @@ def test_optimizer_state_grouped_by_the_earlier_rule_resumes_with_each_parameter
     assert regrouped_state(after.state_dict(), model) is None  # grouped by today's rule: nothing to move
 
 
+def test_a_resume_that_freezes_other_parameters_is_one_line_not_a_crash(tmp_path):
+    """Another freeze on resume keeps the groups' sizes and loads one tensor's moments into another's place: the fused
+    step crashed (SIGSEGV, no message), the unfused one was torch's RuntimeError."""
+    from conftest import make_runner
+
+    from lmplay.runner import checkpoint
+
+    args = ["exp=test_runner", "device=cpu", "runner.save_interval=100000", "runner.validation_interval=100000"]
+    make_runner([*args, "optimizer.freeze=[lm_head.weight]", "max_steps=2"], tmp_path).train()
+    ckpt = checkpoint.load(tmp_path / "model.lmp")
+    with pytest.raises(ConfigError, match=r"^the checkpoint's optimizer state does not fit the model's parameters "
+                                          r"\(a state of shape \[.*\] for a parameter of \[.*\]\); optimizer.freeze"):
+        make_runner([*args, "optimizer.freeze=[blocks.0.mlp.fc.weight]", "max_steps=4"], tmp_path, ckpt,
+                    overridden={"optimizer.freeze"})
+
+
 def test_skip_weight_decay_marker():
     model = tiny()
     model.lm_head.weight.skip_weight_decay = True

@@ -133,6 +133,21 @@ def test_a_value_typed_at_its_default_or_a_key_of_how_it_ran_does_not_split_a_co
                                                                      ["run6"]]
 
 
+def test_a_seed_resumed_with_another_lr_is_named_in_a_note(tmp_path):
+    """Its .hydra/ then said lr=0.001 alone: averaged with seeds that trained at 0.003 throughout, without a note."""
+    args = ["exp=test_runner", "device=cpu", "runner.validation_interval=16"]
+    run_cli("lmplay.train", *args, "seed=1", "max_steps=6", "lr=1e-3", f"hydra.run.dir={tmp_path / 's1'}", check=True)
+    run_cli("lmplay.train", *args, "seed=2", "max_steps=2", f"hydra.run.dir={tmp_path / 's2'}", check=True)
+    run_cli("lmplay.train", *args, "seed=2", "max_steps=4", "lr=3e-3", f"hydra.run.dir={tmp_path / 's2'}",
+            check=True)  # the same lr typed: no change
+    assert not (tmp_path / "s2" / ".hydra" / "resumed_changes.yaml").exists()
+    run_cli("lmplay.train", *args, "seed=2", "max_steps=6", "lr=1e-3", f"hydra.run.dir={tmp_path / 's2'}",
+            check=True)
+    table = comparison_table(group_runs(load_runs([tmp_path / "s1", tmp_path / "s2"])))
+    assert ("Note: s2, a run of test_runner, was resumed with other settings (at step 4: optimizer.lr 0.003/0.001): "
+            "its curve mixes them, and it is labelled by the last.") in table and "2  " in table.splitlines()[2]
+
+
 def test_a_seed_left_at_its_default_and_the_same_seed_typed_are_one_run_not_two_seeds(tmp_path):
     typed = fake_run(tmp_path / "typed", "base", 1337, 2.0)
     default = fake_run(tmp_path / "default", "base", 1337, 2.0)
@@ -487,6 +502,10 @@ def test_default_output_is_beside_the_first_run_dir(tmp_path):
     for other in long:  # two names alike in their first 80 characters wrote into one dir, the second over the first
         run_cli("lmplay.plot", str(a), str(other), check=True)
     assert len(list(a.glob("plots_with_*"))) == 3
+    for sweep in ("s1", "s2"):  # one command's job dirs in two sweeps: named alike
+        job = fake_run(tmp_path / sweep / "seed=1", "y", 1, 1.9)
+        run_cli("lmplay.plot", str(a), str(job), check=True)
+    assert len(list(a.glob("plots_with_seed=1_*"))) == 2
 
 
 def test_a_damaged_run_in_a_sweep_is_left_out_with_a_note_and_one_named_itself_is_an_error(sweep, tmp_path):

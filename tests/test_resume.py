@@ -1153,12 +1153,19 @@ def test_a_model_alone_copied_over_a_run_s_checkpoint_is_not_trained_over_the_ru
     proc = run_cli("lmplay.train", *args, "max_steps=5")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [(
         f"error: {run / 'model.lmp'} holds a model alone (saved by save_model, or imported), with no training state, "
-        f"in a run dir whose run saved checkpoints (model.lmp.bak, model.STAGE.lmp): training it would start at step 0 "
-        f"over that run's records; put the run's own checkpoint back to resume it, or train this model in a run dir "
-        f"of its own (as its model.lmp, with another run_name)")], proc.stderr
+        f"in a run dir whose run trained on after it was put there: training it would start at step 0 over that "
+        f"run's records; put the run's own checkpoint back to resume it, or train this model in a run dir of its own "
+        f"(as its model.lmp, with another run_name)")], proc.stderr
     assert (run / "stats.json").read_text() == stats and (run / "model.lmp.bak").read_bytes() == bak
+    once = tmp_path / "once"  # a run that saved once: no .bak, but its stats.json is older than the copy
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={once}", "max_steps=2", check=True)
+    os.utime(once / "stats.json", (time.time() - 60,) * 2)
+    shutil.copy(tmp_path / "alone.lmp", once / "model.lmp")
+    copied = run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={once}", "max_steps=3")
+    assert copied.returncode == 2 and "whose run trained on after it was put there" in copied.stderr
     tuned = tmp_path / "tuned"  # an import fine-tuned there, whose first attempt failed before its first save
     save_model(*load_model(tmp_path / "alone.lmp"), tuned / "model.lmp")
+    save_model(*load_model(tmp_path / "alone.lmp"), tuned / "model.lmp", replace=True)  # a re-import's .bak
     (tuned / "stats.json").write_text(json.dumps({"train": [], "validation": []}))
     retry = run_cli("lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={tuned}", "max_steps=2")
     assert retry.returncode == 0 and "resuming" in retry.stdout, retry.stderr
@@ -1175,7 +1182,7 @@ def test_a_stop_signal_under_torchrun_says_how_long_torchrun_waits_for_the_save(
     finally:
         signal.signal(signal.SIGINT, before)
     assert ("SIGINT: will save after this step and stop (torchrun kills the ranks 30 s after its signal unless "
-            "launched with --shutdown-timeout SECONDS)") in capfd.readouterr().err
+            "launched with --shutdown-timeout SECONDS, which torch 2.13's torchrun has)") in capfd.readouterr().err
 
 
 def test_a_stop_message_that_cannot_be_written_does_not_stop_the_save(tmp_path, monkeypatch):

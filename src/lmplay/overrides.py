@@ -275,7 +275,7 @@ def hydra_error_line(e: Exception, overrides: list[str], config_name: str = "con
         hint = "; a prompt that holds '=' is typed prompt=\"...\"" if config_name == "generate" else ""
         searchpath = [o for o in overrides if o.startswith("hydra.searchpath")]  # where the chosen files are
         choices = group_choices(overrides) + searchpath
-        if config_name == "config" and (unlisted := unlisted_model_parameter(str(key), choices)):
+        if config_name == "config" and (unlisted := unlisted_parameter(str(key), choices)):
             return unlisted
         return unknown_key(str(key), every_key(config_name, choices)) + hint
     if there := already_a_key(text):
@@ -381,30 +381,33 @@ def elsewhere(key: str) -> str:
     return f" ({key} is a key of {group}={'/'.join(owners)})" if owners else ""
 
 
-def unlisted_model_parameter(key: str, choices: list[str]) -> str:
+def unlisted_parameter(key: str, choices: list[str]) -> str:
     """`model.act=gelu` for a parameter of the experiment's model class that its exp file does not list (a copy
-    given a new argument): Hydra adds a key only with `+`, and "unknown key" pointed away from the class."""
-    name = key.removeprefix("model.")
-    if name == key or "." in name:
+    given a new argument), `optimizer.dampening=0.1` for one of torch's SGD that sgd.yaml does not: Hydra adds a
+    key only with `+`, and "unknown key" pointed away from the class."""
+    group, _, name = key.partition(".")
+    if group not in ("model", "optimizer", "scheduler") or not name or "." in name:
         return ""
-    if name in RUN_SET_MODEL_KEYS:
+    if group == "model" and name in RUN_SET_MODEL_KEYS:
         return not_the_models_to_set(name)
     try:
         from lmplay.runner.components import config_class
 
         cfg = composed("config", choices)
-        model_class = config_class(cfg, "model")
+        cls = config_class(cfg, group)
     except Exception:  # noqa: BLE001 - no class to look in: the plain unknown-key line
         return ""
-    exp = group_choice(choices, "exp")
-    parameters = [p for p in inspect.signature(model_class).parameters if p not in RUN_SET_MODEL_KEYS]
+    chooser = "exp" if group == "model" else group
+    where = f"{chooser}={group_choice(choices, chooser)}"
+    parameters = [p for p in list(inspect.signature(cls).parameters)[group == "optimizer":]  # not its params
+                  if p not in RUN_SET_MODEL_KEYS]
     if name in parameters:
-        return (f"model.{name} is a parameter of {model_class.__name__} that exp={exp}'s file does not set: add it "
-                f"with +model.{name}=VALUE, or give it a value in the file")
+        return (f"{key} is a parameter of {cls.__name__} that {where}'s file does not set: add it with "
+                f"+{key}=VALUE, or give it a value in the file")
     close = difflib.get_close_matches(name, parameters, n=1)
-    if close and close[0] not in cfg.model:  # a near-typo of a key the file sets gets the plain line
-        return (f"unknown key '{key}' (did you mean +model.{close[0]}, a parameter of {model_class.__name__} that "
-                f"exp={exp}'s file does not set?)")
+    if close and close[0] not in cfg[group]:  # a near-typo of a key the file sets gets the plain line
+        return (f"unknown key '{key}' (did you mean +{group}.{close[0]}, a parameter of {cls.__name__} that "
+                f"{where}'s file does not set?)")
     return ""
 
 

@@ -48,8 +48,10 @@ def default_out(run_dirs: list[Path]) -> Path:
     if len(run_dirs) == 1:
         return run_dirs[0] / "plots"
     others = "_".join(d.resolve().name for d in run_dirs[1:])
-    if len(others) > 80:  # cut, with a digest of the whole: sweep jobs' long names shared their first 80 characters
-        others = f"{others[:71]}_{hashlib.sha256(others.encode()).hexdigest()[:8]}"
+    elsewhere = any(d.resolve().parent != run_dirs[0].resolve().parent for d in run_dirs[1:])
+    if len(others) > 80 or elsewhere:  # with a digest of their paths: the job dirs of one command in two sweeps are
+        paths = "\n".join(str(d.resolve()) for d in run_dirs[1:])  # named alike, and long names alike in their first
+        others = f"{others[:71]}_{hashlib.sha256(paths.encode()).hexdigest()[:8]}"  # 80 characters shared one dir
     return run_dirs[0] / f"plots_with_{others}"
 
 

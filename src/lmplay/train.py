@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
-from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, backup_of, hold_run_dir,
+from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir,
                           interrupted_set_aside, planted_symlink, release_run_dir, started_over_in_this_slurm_job,
                           symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
@@ -58,12 +58,15 @@ def run_overrides(previous: list[str], typed: list[str], reset: Iterable[str] = 
 
 
 def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iterable[str] = (),
-                      unread: Iterable[str] = ()) -> None:
+                      unread: Iterable[str] = (), resumed_at: int | None = None) -> None:
     """Write .hydra/ as Hydra would, but only once the run has started cleanly, and with the config the run trains
     with (a resume's settled one, resolved). `unread` keys, typed but read by nothing (a note said so), are no
-    part of what the run is labelled by."""
+    part of what the run is labelled by. A resume at step `resumed_at` that changed what is trained is kept in
+    RESUMED_CHANGES: the label names the settings of the run's end, and its curve mixes both."""
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
+    if resumed and resumed_at is not None:
+        note_resumed_changes(out, cfg, resumed_at)
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in set(unread)]
     if resumed and (out / "overrides.yaml").is_file():
@@ -73,6 +76,21 @@ def save_hydra_config(cfg: DictConfig, run_dir: Path, resumed: bool, reset: Iter
     write_atomic(out / "hydra.yaml", OmegaConf.to_yaml({"hydra": OmegaConf.to_container(hydra_cfg,
                                                                                         resolve=False)}))
     write_atomic(out / "overrides.yaml", OmegaConf.to_yaml(overrides))
+
+
+def note_resumed_changes(out: Path, cfg: DictConfig, step: int) -> None:
+    """Append to RESUMED_CHANGES the trained settings this resume changed (`optimizer.lr: [0.003, 0.001]`), read
+    from the run's label before it is replaced: a seed resumed at another lr was averaged with seeds that never
+    changed it, without a note."""
+    from lmplay.config import flatten
+    from lmplay.stats.runs import RESUMED_CHANGES, read_yaml, settled_config, trained_settings
+
+    before = trained_settings(settled_config(out.parent))
+    now = trained_settings(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    changed = {key: [before[key], now[key]] for key in sorted(before.keys() & now.keys()) if before[key] != now[key]}
+    if changed:
+        earlier = read_yaml(out / RESUMED_CHANGES, list) or []
+        write_atomic(out / RESUMED_CHANGES, OmegaConf.to_yaml([*earlier, {"step": step, "changed": changed}]))
 
 
 def earlier_overrides(path: Path) -> list[str]:
@@ -215,7 +233,8 @@ def label_run(runner: "LMRunnerBase", run_dir: Path, resumed: bool, fresh: bool)
     chosen = [group for group in GROUPS if group in runner.overridden]  # `optimizer=adamw` on this command
     reset = {alias for group in chosen for alias in runner.interpolated_keys(group).values()}
     label = functools.partial(save_hydra_config, runner.settled_config, run_dir, resumed=resumed,
-                              reset=reset - runner.overridden, unread=runner.unread_keys)
+                              reset=reset - runner.overridden, unread=runner.unread_keys,
+                              resumed_at=runner.runner_c.progress["step"])
     if not resumed:
         label()
     else:  # a resume's settings label the run once it has saved a step trained with them: one that failed
@@ -256,21 +275,25 @@ def resumed_checkpoint(run_dir: Path, fresh: bool) -> dict | None:
     from lmplay.runner import checkpoint
 
     ckpt = checkpoint.load(ckpt_path)
-    if "runner" not in ckpt["components"] and saved_training(run_dir):  # copied over a run's own checkpoint: its
+    if "runner" not in ckpt["components"] and trained_over(run_dir):  # copied over a run's own checkpoint: its
         raise ConfigError(f"{ckpt_path} holds a model alone (saved by save_model, or imported), with no training "
-                          f"state, in a run dir whose run saved checkpoints ({bak.name}, model.STAGE.lmp): training "
-                          f"it would start at step 0 over that run's records; put the run's own checkpoint back to "
-                          f"resume it, or train this model in a run dir of its own (as its {CHECKPOINT}, with another "
-                          f"run_name)")
+                          f"state, in a run dir whose run trained on after it was put there: training it would start "
+                          f"at step 0 over that run's records; put the run's own checkpoint back to resume it, or "
+                          f"train this model in a run dir of its own (as its {CHECKPOINT}, with another run_name)")
     print(f"resuming {ckpt_path} (fresh=true starts over)")
     return ckpt
 
 
-def saved_training(run_dir: Path) -> bool:
-    """Whether a run in `run_dir` saved a training checkpoint: a .bak of model.lmp, or a stage's. A model imported
-    there and fine-tuned has none until its first save: its retry after a crash or a divergence resumes from it."""
-    stage_ends = (p for p in run_dir.glob("model.*.lmp") if p.name != CORRUPTED)
-    return backup_of(run_dir / CHECKPOINT).is_file() or any(stage_ends)
+def trained_over(run_dir: Path) -> bool:
+    """Whether a model alone at `run_dir`'s model.lmp replaced a run's own checkpoint there: the run saved a training
+    checkpoint (its .bak or a stage's), or its stats.json is older than the model. A model imported there and
+    fine-tuned has neither until its first save: its retry after a crash or a divergence resumes from it."""
+    from lmplay.runner.checkpoint import trained_step
+
+    saved = [backup_of(run_dir / CHECKPOINT), *(p for p in run_dir.glob("model.*.lmp") if p.name != CORRUPTED)]
+    stats = run_dir / STATS
+    newer = stats.is_file() and (run_dir / CHECKPOINT).stat().st_mtime > stats.stat().st_mtime
+    return newer or any(p.is_file() and trained_step(p) is not None for p in saved)
 
 
 def note_fresh_start(run_dir: Path, replaced: Path | None) -> None:

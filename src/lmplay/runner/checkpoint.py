@@ -207,19 +207,20 @@ def load(path: Path | str, map_location: str | torch.device = "cpu", model_only:
 
 
 def previous_good(path: Path) -> str:
-    """Where to go on from when `path` does not load: its `.bak`, else, for a run's model.lmp, the stage-end
-    checkpoint of the run's furthest step that loads (a `.bak` damaged too was named, the intact stage's not)."""
-    stage_ends = []
-    if path.name == CHECKPOINT:
-        found = {p: trained_step(p) for p in path.parent.glob("model.*.lmp") if p.name != CORRUPTED}
-        stage_ends = sorted((p for p, step in found.items() if step is not None), key=found.get, reverse=True)
-    for candidate in (backup_of(path), *stage_ends):
+    """Where to go on from when `path` does not load: of its `.bak` and, for a run's model.lmp, the run's stage-end
+    checkpoints, the one of the furthest step that loads (a `.bak` damaged too was named, the intact stage's not)."""
+    bak = backup_of(path)
+    others = [p for p in path.parent.glob("model.*.lmp") if p.name != CORRUPTED] if path.name == CHECKPOINT else []
+    found = {p: step for p in others if (step := trained_step(p)) is not None}  # a model saved alone: no run's
+    if bak.is_file():
+        found[bak] = step if (step := trained_step(bak)) is not None else -1  # a model alone's .bak: its previous
+    for candidate in sorted(found, key=found.get, reverse=True):
         try:
-            if candidate.is_file() and "runner" in read_checked(candidate)["components"]:
-                how = "rename" if candidate == backup_of(path) else "copy"
-                return f"; the previous checkpoint is {candidate} ({how} it to {path.name} to use it)"
+            read_checked(candidate)
         except (ConfigError, OSError):
             continue
+        how = "rename" if candidate == bak else "copy"
+        return f"; the previous checkpoint is {candidate} ({how} it to {path.name} to use it)"
     return ""
 
 

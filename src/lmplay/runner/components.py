@@ -310,7 +310,12 @@ class OptimizerComponent(Component):
             settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             try:  # a run grouped by the earlier rule: its state regrouped
                 self.optimizer.load_state_dict(regrouped_state(state["optimizer"], model) or state["optimizer"])
-            except (ValueError, KeyError, TypeError) as e:
+                misfit = next((f"a state of shape {list(v.shape)} for a parameter of {list(p.shape)}"
+                               for p, s in self.optimizer.state.items() for v in s.values()
+                               if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape), None)
+                if misfit:  # torch counts a group's parameters, not their shapes: the fused step crashed (SIGSEGV)
+                    raise ValueError(misfit)
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
                 raise ConfigError(f"the checkpoint's optimizer state does not fit the model's parameters ({e}); "
                                   f"optimizer.freeze or the model's code changed? fresh=true starts over") from None
             for group, own in zip(self.optimizer.param_groups, settings):  # the checkpoint brings state, not settings:

@@ -92,7 +92,7 @@ class StopRequest:
         if first and self.speaks:
             name = signal.Signals(signum).name
             grace = (" (torchrun kills the ranks 30 s after its signal unless launched with --shutdown-timeout "
-                     "SECONDS)") if "TORCHELASTIC_RUN_ID" in os.environ else ""
+                     "SECONDS, which torch 2.13's torchrun has)") if "TORCHELASTIC_RUN_ID" in os.environ else ""
             tell(f"\n{name}: will save after this step and stop{grace}; {name} again stops at once without saving "
                  f"({self.without_save()})\n")
 

@@ -679,6 +679,12 @@ def settings_notes(groups: list[Group], bases: list[Group]) -> list[str]:
                          f"({settings_text(mixed)}): a command repeated after its settings or the model's code "
                          f"changed counts as another seed of the first: a run_name does not keep it apart, typing "
                          f"the changed setting does (for changed model code, plot its runs apart).")
+    for group in groups:
+        for run in (r for r in group.runs if r.resumed_changes):
+            said = "; ".join(f"at step {c.get('step')}: " + ", ".join(f"{k} {'/'.join(map(str, v))}" if isinstance(
+                v, list) else str(k) for k, v in c["changed"].items()) for c in run.resumed_changes)
+            notes.append(f"Note: {run.path.name}, a run of {group.label}, was resumed with other settings ({said}): "
+                         f"its curve mixes them, and it is labelled by the last.")
     for group, base in zip(groups, bases):
         if base is group or not (group.runs[0].settled and base.runs[0].settled):
             continue

@@ -54,6 +54,7 @@ class Run:
     tokenizer: str | None = None  # a loss per token compares only between runs of one tokenizer
     settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml, flat (optimizer.lr: 0.001)
     choices: dict[str, str] = field(default_factory=dict)  # each config group's file (optimizer: adamw), typed or not
+    resumed_changes: list[dict[str, Any]] = field(default_factory=list)  # settings a resume changed, at its step
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -182,6 +183,9 @@ def valid_record(record: Any) -> bool:
             and all(is_finite_number(record[k]) or record[k] is None for k in ("loss", "accuracy") if k in record))
 
 
+RESUMED_CHANGES = "resumed_changes.yaml"  # in .hydra/: [{step: 30, changed: {optimizer.lr: ['0.003', '0.001']}}]
+
+
 def settled_config(run_dir: Path) -> dict[str, Any]:
     """The config a run trained with (its .hydra/config.yaml), flat: `optimizer.lr: 0.001`; {} where it has none."""
     return flatten(read_yaml(run_dir / ".hydra" / "config.yaml") or {})
@@ -270,8 +274,10 @@ def load_run(path: Path, train: bool = True) -> Run:
     exp = choices.get("exp") or override_value(overrides, "exp")
     settled = settled_config(path)
     tokenizer = settled.get("tokenizer")
+    changes = [c for c in read_yaml(path / ".hydra" / RESUMED_CHANGES, list) or []
+               if isinstance(c, dict) and isinstance(c.get("changed"), dict)]
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
-               str(tokenizer) if tokenizer is not None else None, settled, choices)
+               str(tokenizer) if tokenizer is not None else None, settled, choices, changes)
 
 
 def load_runs(paths: list[Path], skipped: list[str] | None = None, train: bool = True) -> list[Run]:
