@@ -489,8 +489,8 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
     (["curriculum=base"], ["curriculum.stages is not set: curriculum=base holds what every plan shares"]),
     (["optimizer=sgd", "optimizer.dampening=0.1"],  # was "unknown key", where --cfg job lists no torch parameters
-     ["optimizer.dampening is a parameter of SGD that optimizer=sgd's file does not set: add it with "
-      "+optimizer.dampening=VALUE"]),
+     [("optimizer.dampening is a parameter of SGD that optimizer=sgd's file does not set: add it with "
+       "+optimizer.dampening=VALUE")]),
     (["amp_dtype=fp8"], ["amp_dtype='fp8' is unknown; use bf16 or fp16"]),  # with amp off: saved with the run
     (["run_name="], ["run_name='' would put the run into outputs/; give it a name"]),
     (["run_name=null"], ["run_name=null would put the run into outputs/None"]),  # trained there

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
-from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
+from lmplay.config import CONF_DIR, check_value_types, flatten, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir,
                           interrupted_set_aside, planted_symlink, release_run_dir, started_over_in_this_slurm_job,
@@ -82,7 +82,6 @@ def note_resumed_changes(out: Path, cfg: DictConfig, step: int) -> None:
     """Append to RESUMED_CHANGES the trained settings this resume changed (`optimizer.lr: [0.003, 0.001]`), read
     from the run's label before it is replaced: a seed resumed at another lr was averaged with seeds that never
     changed it, without a note."""
-    from lmplay.config import flatten
     from lmplay.stats.runs import RESUMED_CHANGES, read_yaml, settled_config, trained_settings
 
     before = trained_settings(settled_config(out.parent))
