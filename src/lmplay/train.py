@@ -82,7 +82,12 @@ def note_resumed_changes(out: Path, cfg: DictConfig, step: int) -> None:
     """Append to RESUMED_CHANGES the trained settings this resume changed (`optimizer.lr: [0.003, 0.001]`), read
     from the run's label before it is replaced: a seed resumed at another lr was averaged with seeds that never
     changed it, without a note."""
-    from lmplay.stats.runs import RESUMED_CHANGES, read_yaml, settled_config, trained_settings
+    from lmplay.stats.runs import (
+        RESUMED_CHANGES,
+        read_yaml,
+        settled_config,
+        trained_settings,
+    )
 
     before = trained_settings(settled_config(out.parent))
     now = trained_settings(flatten(OmegaConf.to_container(cfg, resolve=True)))
