@@ -858,3 +858,12 @@ def test_the_sweep_s_build_check_leaves_a_model_that_computes_at_init_to_its_job
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigError, match="embed_dim=32 is not divisible by num_heads=5"):
         check_buildable(job("model.num_heads=5"), set())
+
+
+def test_a_sweep_whose_jobs_change_into_their_dirs_keeps_its_summary_current(tmp_path):
+    """hydra.job.chdir=true: the jobs read the (relative) sweep dir from their own dirs, and the summary's refresh
+    at each job's start and end warned 'does not exist' and was skipped."""
+    proc = run_cli("lmplay.train", "-m", "exp=test_runner", "seed=1,2", *TINY, "hydra.job.chdir=true",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0 and "Callback SweepSummary" not in proc.stderr, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["jobs"][1]["status"] == "completed"

@@ -86,7 +86,7 @@ class SweepSummary(Callback):
             earlier = 0.0 if fresh else earlier_wall_time(job_dir)
             write_job(config.hydra, {"status": "started", "started_at": time.time(), "earlier_wall_time_s": earlier,
                                      "steps_at_start": 0 if fresh else steps_done(job_dir)})
-            write_summary(Path(config.hydra.sweep.dir))  # a sweep killed during this job still lists it
+            write_summary(sweep_dir_of(config.hydra))  # a sweep killed during this job still lists it
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN or launcher_rank() != 0:  # rank 1 would overwrite rank 0's row
@@ -107,13 +107,13 @@ class SweepSummary(Callback):
             # the sweep goes on, and its end says so under its table (Hydra's ending would stop it before that)
             job_return.status, job_return.return_value = JobStatus.COMPLETED, None
         end_job(config.hydra, "failed" if error else "completed", error)
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = sweep_dir_of(config.hydra)
         if error:
             print(f"job {config.hydra.job.num} failed ({one_line(error)}); the sweep's summary: "
                   f"{sweep_dir / 'summary.md'}", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = sweep_dir_of(config.hydra)
         if not sweep_dir.is_dir():
             return
         if not job_dirs(sweep_dir):  # `exp=glob(*_tes)`: Hydra launched 0 jobs
@@ -212,6 +212,12 @@ def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
     write_atomic(Path(hydra.runtime.output_dir) / JOB_FILE, json.dumps(record, indent=1))
 
 
+def sweep_dir_of(hydra: DictConfig) -> Path:
+    """The sweep dir, from where the command ran: a job that hydra.job.chdir=true moved into its own dir read a
+    relative one (multirun/..., the default) from there, and its summary was not refreshed."""
+    return Path(hydra.runtime.cwd) / hydra.sweep.dir
+
+
 def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:
     """Close the job's record with its wall time (this attempt's and the earlier ones'), and refresh the summary."""
     job_dir = Path(hydra.runtime.output_dir)
@@ -222,7 +228,7 @@ def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:
         wall = job.get("earlier_wall_time_s") or None  # a rerun of a finished job: it trained nothing
     write_job(hydra, {"status": status, "error": error, "started_at": started,
                       "wall_time_s": round(wall, 3) if wall is not None else None})
-    write_summary(Path(hydra.sweep.dir))
+    write_summary(sweep_dir_of(hydra))
 
 
 def steps_done(job_dir: Path) -> int | None:
