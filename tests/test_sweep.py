@@ -392,6 +392,10 @@ def test_jobs_whose_dirs_would_be_one_or_another_sweep_s_are_refused_before_any_
     (["optimizer.fused=true,false", "model.num_blocks=1,3"], {}, None),  # fused=true, which the meta device refuses
     (["seed=1,2", "device=cuda"], {}, None),  # a SLURM sweep's GPUs are not its login node's
     (["seed=1,2", "device=cdua"], {}, "device='cdua' is no device torch knows"),  # but its name is checked
+    # a swept alias that no job reads: the jobs trained alike, told apart by a note in each job's log
+    (["scheduler=constant", "warmup_fraction=0.1,0.5"], {}, "warmup_fraction is swept, but no job of the sweep reads"),
+    (["lr=1e-3,2e-3", "optimizer.lr=5e-3"], {}, "lr is swept, but no job of the sweep reads it"),
+    (["scheduler=constant,cosine", "warmup_fraction=0.1,0.5"], {}, None),  # the cosine jobs read it
 ])
 def test_each_value_of_a_sweep_is_checked_before_any_job(capsys, typed, params, message):
     """Found as their jobs started, after the jobs before them had trained, each leaving a dir named by the value."""

@@ -33,7 +33,7 @@ import hydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lmplay.cli import fail, launcher_rank, printable, quote, run_main, shell_word
 from lmplay.config import override_key, override_value
@@ -215,7 +215,7 @@ def write_job(hydra: DictConfig, status: dict[str, Any]) -> None:
 def sweep_dir_of(hydra: DictConfig) -> Path:
     """The sweep dir, from where the command ran: a job that hydra.job.chdir=true moved into its own dir read a
     relative one (multirun/..., the default) from there, and its summary was not refreshed."""
-    return Path(hydra.runtime.cwd) / hydra.sweep.dir
+    return Path(OmegaConf.select(hydra, "runtime.cwd", default=None) or ".") / hydra.sweep.dir
 
 
 def end_job(hydra: DictConfig, status: str, error: str | None = None) -> None:

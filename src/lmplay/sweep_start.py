@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from lmplay.cli import fail
-from lmplay.config import check_kind
+from lmplay.config import check_kind, top_level_aliases
 from lmplay.errors import ConfigError
 from lmplay.files import CHECKPOINT
 from lmplay.hydra_app import readable_config
@@ -113,6 +113,7 @@ def check_swept_values(config: DictConfig) -> None:
     groups = set(config.hydra.runtime.choices)  # exp, optimizer, ...: choosing one composes other keys
     bases: dict[tuple[str, ...], DictConfig] = {}
     built: set[str] = set()  # the settings check_buildable built already
+    read: set[str] = set()  # the swept top-level aliases some job reads
     job = copy.deepcopy(config)
     for run in single_runs(typed):
         parsed = OverridesParser.create().parse_overrides(run)
@@ -136,11 +137,24 @@ def check_swept_values(config: DictConfig) -> None:
                     set_like(cfg, o.key_or_group, o.value(), OmegaConf.select(cfg, o.key_or_group, default=ABSENT))
                 check_run_settings(cfg)
                 check_runner_settings(cfg)
+                read |= aliases_read(cfg, swept)
                 check_buildable(cfg, built)
                 for o in values:  # each ${...} names a key
                     OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
             fail(f"{e} (in the sweep's job with {' '.join(run)})")
+    if unread := sorted(swept & top_level_aliases() - read):  # `warmup_fraction=0.1,0.5` beside scheduler=constant,
+        key = unread[0]  # `lr=...` beside an `optimizer.lr` that replaces `${lr}`: jobs alike, but for a note in each
+        fail(f"{key} is swept, but no job of the sweep reads it (its group's file takes no {key}, or a key set beside "
+             f"it replaces ${{{key}}}): the jobs would train alike; sweep a key the jobs read (--cfg job shows them)")
+
+
+def aliases_read(cfg: DictConfig, swept: set[str]) -> set[str]:
+    """The swept top-level aliases (lr, warmup_fraction) that a group of this job's config reads as `${key}`."""
+    from lmplay.runner.base import GROUPS
+
+    return {key for key in swept & top_level_aliases()
+            if any("${" + key + "}" in OmegaConf.to_yaml(cfg[g], resolve=False) for g in GROUPS if g in cfg)}
 
 
 def check_runner_settings(cfg: DictConfig) -> None:
