@@ -488,6 +488,7 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["grad_clip=-1.0"], ["grad_clip=-1.0 must be > 0 (or null: no clipping)"]),  # would flip every gradient
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
     (["curriculum=base"], ["curriculum.stages is not set: curriculum=base holds what every plan shares"]),
+    (["seed=null"], ["seed=null should be an integer"]),  # said seed=None
     (["optimizer=sgd", "optimizer.dampening=0.1"],  # was "unknown key", where --cfg job lists no torch parameters
      [("optimizer.dampening is a parameter of SGD that optimizer=sgd's file does not set: add it with "
        "+optimizer.dampening=VALUE")]),
@@ -1149,6 +1150,10 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
     assert "warmup_fraction=0.25" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # no label
     assert notes == [("note: warmup_fraction=0.25 changes nothing in this run: no config group it uses reads it (it "
                       "is read by scheduler=cosine, scheduler=warmup, scheduler=wsd)")]
+    both = run_cli("lmplay.train", *tiny_run_args, "max_steps=2", "lr=1e-3", "optimizer.lr=2e-3", "fresh=true",
+                   check=True)  # said that no group reads lr, naming optimizer=adamw, the group in use, among them
+    assert ("note: lr=0.001 changes nothing in this run: optimizer.lr=0.002 replaces the ${lr} of its file (typed, or "
+            "set by the exp file)") in both.stdout
 
 
 def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):

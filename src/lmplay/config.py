@@ -124,7 +124,8 @@ def check_kind(key: str, value: object, kind: type, nullable: bool = False) -> N
         return
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
         what = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-        raise ConfigError(f"{key}={value!r} should be {what}" + (" (or null)" if nullable else "")
+        shown = "null" if value is None else repr(value)  # as typed: seed=null said seed=None
+        raise ConfigError(f"{key}={shown} should be {what}" + (" (or null)" if nullable else "")
                           + number_as_text_hint(key, value))
 
 

@@ -26,7 +26,7 @@ from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
-from lmplay.runner.component_base import Provenance, same
+from lmplay.runner.component_base import Provenance, same, typed_choice
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog
@@ -260,8 +260,21 @@ class LMRunnerBase:
             if readers:
                 self.unread_keys.add(key)
             if readers and self.world.is_main:
-                print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: no config group it "
-                      f"uses reads it (it is read by {', '.join(readers)})")
+                why = (f"{', '.join(replaced)} replaces the ${{{key}}} of its file (typed, or set by the exp file)"
+                       if (replaced := self.replacing_keys(key)) else
+                       f"no config group it uses reads it (it is read by {', '.join(readers)})")
+                print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: {why}")
+
+    def replacing_keys(self, alias: str) -> list[str]:
+        """The group keys set in place of the `${alias}` their chosen file reads (`lr=1e-3 optimizer.lr=2e-3`: the
+        note said no group read lr, naming optimizer=adamw, the group in use, among its readers)."""
+        found = []
+        for group in GROUPS:
+            path = Path(CONF_DIR) / group / f"{typed_choice(group)}.yaml"
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+            found += [f"{group}.{k}={OmegaConf.select(self.cfg, f'{group}.{k}')}" for k, v in raw.items()
+                      if v == "${" + alias + "}"]
+        return found
 
     def padded_vocab(self) -> int:
         """The tokenizer's vocabulary rounded up to `vocab_multiple` (64 makes GPT-2's 50257 a faster 50304)."""
