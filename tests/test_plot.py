@@ -146,6 +146,9 @@ def test_a_seed_resumed_with_another_lr_is_named_in_a_note(tmp_path):
     table = comparison_table(group_runs(load_runs([tmp_path / "s1", tmp_path / "s2"])))
     assert ("Note: s2, a run of test_runner, was resumed with other settings (at step 4: optimizer.lr 0.003/0.001): "
             "its curve mixes them, and it is labelled by the last.") in table and "2  " in table.splitlines()[2]
+    (tmp_path / "s2" / ".hydra" / "config.yaml").write_text("a: [\n")  # a label damaged by hand: nothing to compare,
+    run_cli("lmplay.train", *args, "seed=2", "max_steps=8", "lr=2e-3", f"hydra.run.dir={tmp_path / 's2'}",
+            check=True)  # and the run trains on (its first save's label read it, and failed the run)
 
 
 def test_a_seed_left_at_its_default_and_the_same_seed_typed_are_one_run_not_two_seeds(tmp_path):

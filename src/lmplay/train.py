@@ -89,11 +89,14 @@ def note_resumed_changes(out: Path, cfg: DictConfig, step: int) -> None:
         trained_settings,
     )
 
-    before = trained_settings(settled_config(out.parent))
+    try:  # a label damaged by hand is replaced below (earlier_overrides says so): nothing to compare with
+        before = trained_settings(settled_config(out.parent))
+        earlier = read_yaml(out / RESUMED_CHANGES, list) or []
+    except ConfigError:
+        return
     now = trained_settings(flatten(OmegaConf.to_container(cfg, resolve=True)))
     changed = {key: [before[key], now[key]] for key in sorted(before.keys() & now.keys()) if before[key] != now[key]}
     if changed:
-        earlier = read_yaml(out / RESUMED_CHANGES, list) or []
         write_atomic(out / RESUMED_CHANGES, OmegaConf.to_yaml([*earlier, {"step": step, "changed": changed}]))
 
 
