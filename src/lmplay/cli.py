@@ -68,6 +68,7 @@ UNLIKE_NANOGPT = {"gradient_accumulation_steps": "batch_size is accumulated in m
                   "warmup_iters": "warmup is warmup_fraction, of each stage's steps"}
 SAMPLE_ALIASES = {"start": "prompt", "out_dir": "checkpoint", "init_from": "checkpoint"}  # nanoGPT's sample.py
 # nanoGPT's --dtype (train.py and sample.py)
+RANK_0_FIRST_S = 15  # how long torchrun's other ranks give rank 0 to say an error they all met
 DTYPE = "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here, its float32 amp=false"
 
 
@@ -178,11 +179,17 @@ def say(text: str) -> None:
 def fail(message: str, code: int = 2) -> None:
     """One line and an exit code. Under torchrun rank 0 speaks for the run (every rank read the same command line:
     an 8-GPU node printed each error 8 times); each rank also leaves its line in torchrun's error file, so that an
-    error of one rank alone is in torchrun's closing report, beside that rank's number."""
+    error of one rank alone is in torchrun's closing report, beside that rank's number.
+
+    The other ranks of a torchrun wait before they exit: the first rank to exit makes torchrun stop the rest, and a
+    rank 1 that reached a bad key first (rank 0 slower to start, on a loaded machine) left the run with no line. When
+    rank 0 has said it and exited, torchrun ends the wait; an error of another rank alone comes that much later."""
     message = printable(message)
     leave_for_torchrun(f"error: {message}")
     if launcher_rank() == 0:
         print(f"error: {message}", file=sys.stderr)
+    elif "TORCHELASTIC_RUN_ID" in os.environ:
+        time.sleep(RANK_0_FIRST_S)
     raise SystemExit(code)
 
 
