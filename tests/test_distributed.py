@@ -195,6 +195,7 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     proc = torchrun(2, "--config-dir", str(tmp_path / "conf"), *BASE, "exp=on_rank1", "max_steps=2",
                     f"hydra.run.dir={tmp_path / 'a'}", path=(tmp_path,))
     assert proc.returncode != 0 and "RuntimeError: out of memory on rank 1" in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "a").exists()  # rank 0 left it, empty, as it found the lost peer
     # rank 0 hears of it by torchrun's SIGTERM or, where it was already waiting in a collective, by the lost peer
     assert "(torchrun stops every rank when one fails: its report names it)" in proc.stderr or \
         any(line.startswith("error: another rank stopped") for line in said(proc)), proc.stderr[-3000:]
@@ -211,8 +212,13 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
         "nothing was saved yet, so the same command starts over"), proc.stderr[-3000:]
     assert "Error executing job" not in proc.stderr and "by peer" not in proc.stderr, proc.stderr[-3000:]
     proc = torchrun(2, *BASE, "lrr=3", f"hydra.run.dir={tmp_path / 'c'}", path=(Path(__file__).parent / "probes",),
-                    env={"LMPLAY_PROBE_SLOW_RANK_0": "4"})  # rank 1 meets the key first (CI failed on it once)
+                    env={"LMPLAY_PROBE_SLOW": "0:4"})  # rank 1 meets the key first (CI failed on it once)
     assert proc.returncode != 0 and len(said(proc)) == 1 and "unknown key 'lrr'" in said(proc)[0], proc.stderr[-3000:]
+    proc = torchrun(2, *BASE, "max_steps=0", f"hydra.run.dir={tmp_path / 'd'}",
+                    path=(Path(__file__).parent / "probes",), env={"LMPLAY_PROBE_SLOW": "0:4"})
+    assert proc.returncode != 0 and len(said(proc)) == 1 and "max_steps=0 must be >= 1" in said(proc)[0], \
+        proc.stderr[-3000:]
+    assert not (tmp_path / "d").exists()  # rank 1 made it, and rank 0, which removes it, found it there
 
 
 def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout(tmp_path):

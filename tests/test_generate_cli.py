@@ -348,14 +348,18 @@ def test_greedy_samples_of_one_prompt_are_said_to_be_identical(model_and_path):
 
 
 def test_sampling_settings_typed_beside_do_sample_false_are_said_to_do_nothing(model_and_path):
-    """HF's generate warns of this; lmplay printed the greedy text and nothing else."""
+    """HF's generate warns of this; lmplay printed the greedy text and nothing else. So with amp_dtype beside
+    amp=false, which ran in fp32."""
     proc = generate(f"checkpoint={model_and_path[1]}", "prompt=hi", "do_sample=false", "temperature=0.5", "top_k=3",
-                    "max_new_tokens=3")
+                    "max_new_tokens=3", "amp_dtype=fp16")
     assert proc.returncode == 0
     assert "notice: do_sample=false decodes greedily, so temperature, top_k have no effect; do_sample=true samples " \
            "with them" in proc.stderr
+    assert ("notice: amp_dtype=fp16 changes nothing: amp=false runs in full precision (fp32); add amp=true for "
+            "fp16") in proc.stderr
     proc = generate(f"checkpoint={model_and_path[1]}", "prompt=hi", "do_sample=false", "max_new_tokens=3")
     assert "do_sample=false decodes greedily" not in proc.stderr  # the file's sampling defaults are not typed
+    assert "amp_dtype" not in proc.stderr
 
 
 def test_a_run_of_an_experiment_config_of_ones_own_can_be_sampled(tmp_path):

@@ -1151,9 +1151,11 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
     assert notes == [("note: warmup_fraction=0.25 changes nothing in this run: no config group it uses reads it (it "
                       "is read by scheduler=cosine, scheduler=warmup, scheduler=wsd)")]
     both = run_cli("lmplay.train", *tiny_run_args, "max_steps=2", "lr=1e-3", "optimizer.lr=2e-3", "fresh=true",
-                   check=True)  # said that no group reads lr, naming optimizer=adamw, the group in use, among them
+                   "amp_dtype=fp16", check=True)  # said that no group reads lr, naming optimizer=adamw, the group in
     assert ("note: lr=0.001 changes nothing in this run: optimizer.lr=0.002 replaces the ${lr} of its file (typed, or "
-            "set by the exp file)") in both.stdout
+            "set by the exp file)") in both.stdout  # use, among them; amp_dtype=fp16 beside amp=false ran in fp32
+    assert ("note: amp_dtype=fp16 changes nothing: amp=false runs in full precision (fp32); add amp=true for "
+            "fp16") in both.stdout
 
 
 def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 import unicodedata
@@ -179,18 +180,33 @@ def say(text: str) -> None:
 def fail(message: str, code: int = 2) -> None:
     """One line and an exit code. Under torchrun rank 0 speaks for the run (every rank read the same command line:
     an 8-GPU node printed each error 8 times); each rank also leaves its line in torchrun's error file, so that an
-    error of one rank alone is in torchrun's closing report, beside that rank's number.
-
-    The other ranks of a torchrun wait before they exit: the first rank to exit makes torchrun stop the rest, and a
-    rank 1 that reached a bad key first (rank 0 slower to start, on a loaded machine) left the run with no line. When
-    rank 0 has said it and exited, torchrun ends the wait; an error of another rank alone comes that much later."""
+    error of one rank alone is in torchrun's closing report, beside that rank's number."""
     message = printable(message)
     leave_for_torchrun(f"error: {message}")
     if launcher_rank() == 0:
         print(f"error: {message}", file=sys.stderr)
-    elif "TORCHELASTIC_RUN_ID" in os.environ:
-        time.sleep(RANK_0_FIRST_S)
+    elif "TORCHELASTIC_RUN_ID" in os.environ and not in_process_group():
+        wait_for_rank_0()
     raise SystemExit(code)
+
+
+def wait_for_rank_0() -> None:
+    """Give rank 0 the time to say an error every rank met before they joined the process group (a bad key): the
+    first rank to exit makes torchrun stop the rest, and a rank 1 that got there first (rank 0 slower to start, on
+    a loaded machine) left the run with no line. torchrun's SIGTERM, once rank 0 has exited, ends the wait as exit
+    code 128 + SIGTERM, through the rank's clean-up. Once in the group a rank does not wait: its error may be its
+    own (out of memory), and rank 0, waiting in a collective, finds it gone and says so."""
+    def stopped(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
+    time.sleep(RANK_0_FIRST_S)
+
+
+def in_process_group() -> bool:
+    """Whether this rank joined torch.distributed's process group (never without torch imported)."""
+    distributed = sys.modules.get("torch.distributed")
+    return distributed is not None and distributed.is_available() and distributed.is_initialized()
 
 
 def leave_for_torchrun(line: str) -> None:

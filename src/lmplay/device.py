@@ -4,6 +4,7 @@ torch is imported inside the functions: `lmplay.generate` checks its settings be
 import, so a typo is reported at once.
 """
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,14 @@ def amp_dtype(name: str, amp: bool) -> "torch.dtype | None":
     import torch
 
     return getattr(torch, AMP_DTYPES[name])
+
+
+def unused_amp_dtype(typed: Collection[str], name: str, amp: bool) -> str | None:
+    """The note for an amp_dtype typed beside amp=false: the run is in full precision, not the dtype asked for,
+    and nothing else would say so."""
+    if "amp_dtype" in typed and not amp:
+        return f"amp_dtype={name} changes nothing: amp=false runs in full precision (fp32); add amp=true for {name}"
+    return None
 
 
 def autocast(device: "torch.device", dtype: "torch.dtype | None") -> AbstractContextManager:

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmplay.cli import fail, is_sweep, printable, reader_may_stop, report, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, override_key, override_value
-from lmplay.device import amp_dtype, check_amp_dtype, pick_device
+from lmplay.device import amp_dtype, check_amp_dtype, pick_device, unused_amp_dtype
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import checkpoint_file, home_expanded, no_checkpoint
 from lmplay.generation.command_line import normalize
@@ -149,8 +149,10 @@ def generate(cfg: DictConfig) -> list[str]:
     else:
         generator.manual_seed(cfg.seed)
     typed = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # a prompt's ${HOME} stays text
-    if (note := config.unread(override_key(o) for o in typed)) is not None:
-        notice(note)
+    typed_keys = [override_key(o) for o in typed]
+    for note in (config.unread(typed_keys), unused_amp_dtype(typed_keys, cfg.amp_dtype, cfg.amp)):
+        if note is not None:
+            notice(note)
     if cfg.num_samples > 1 and (config.greedy or config.top_k == 1):
         why = "do_sample=false" if not cfg.do_sample else "temperature=0" if config.greedy else "top_k=1"
         notice(f"num_samples={cfg.num_samples} with greedy decoding ({why}) gives that many identical "

@@ -303,10 +303,15 @@ class SlurmAvailable(Callback):
 
 
 def check_writable_dir(path: Path, key: str) -> None:
-    """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
+    """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty).
+    Under torchrun an empty one counts as made: another rank may have made it a moment before this one looked,
+    and rank 0, which removes it, left it behind."""
     where = path.absolute()
     try:
-        _existed[where] = next(p for p in (where, *where.parents) if p.exists())  # a name too long raises here
+        existed = next(p for p in (where, *where.parents) if p.exists())  # a name too long raises here
+        if existed == where and "TORCHELASTIC_RUN_ID" in os.environ and not any(where.iterdir()):
+            existed = where.parent
+        _existed[where] = existed
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{key}={path} cannot be made ({e.strerror or e}: {e.filename}); pick another directory")

@@ -118,11 +118,13 @@ def earlier_overrides(path: Path) -> list[str]:
     return []
 
 
-def remove_if_empty(run_dir: Path) -> None:
+def remove_if_empty(run_dir: Path, torchrun_stopped: bool = False) -> None:
     """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind.
     Under torchrun rank 0's to do, which holds the dir: a rank failing alone removed it while rank 0 made its lock
-    there ("cannot be opened as the run's lock", where torchrun's report named the rank's error)."""
-    if launcher_rank() != 0:
+    there ("cannot be opened as the run's lock", where torchrun's report named the rank's error). Another rank's
+    once torchrun stopped it (`torchrun_stopped`), as it does when rank 0 has exited: one slower to start made the
+    dir again after rank 0 had removed it."""
+    if launcher_rank() != 0 and not torchrun_stopped:
         return
     release_run_dir(run_dir)
     remove_made_dirs(run_dir)
@@ -331,15 +333,20 @@ def run_job(cfg: DictConfig) -> None:
     except LmplayError as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
-        remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
-        report(e)  # under torchrun: rank 0's line, and every rank's in torchrun's report
+        try:
+            report(e)  # under torchrun: rank 0's line, and every rank's in torchrun's report
+        except SystemExit as stop:
+            remove_if_empty(Path(HydraConfig.get().runtime.output_dir), stop.code == 128 + signal.SIGTERM)
+            raise
     except Exception as e:  # re-raised unless a Ctrl-C caused it
         from lmplay.runner.distributed import lost_a_peer
 
         if lost_a_peer(e):  # the rank that failed says why (rank 0 itself, or torchrun's report for another)
             if launcher_rank() != 0:
                 raise SystemExit(1) from None
-            saved = (Path(HydraConfig.get().runtime.output_dir) / CHECKPOINT).exists()
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            if not (saved := (run_dir / CHECKPOINT).exists()):
+                remove_if_empty(run_dir)
             fail("another rank stopped (torchrun's report names it and, for an error of lmplay's, its line); "
                  + (f"the same command{' without fresh=true' if cfg.fresh else ''} resumes from the last checkpoint"
                     if saved else
@@ -355,7 +362,7 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     """Rank 0 speaks for the run: torchrun forwards a Ctrl-C to every rank, and stops the others with a SIGTERM
     when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    remove_if_empty(run_dir)
+    remove_if_empty(run_dir, signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ)
     if launcher_rank() == 0:
         why = " (torchrun stops every rank when one fails: its report names it)" if (
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""

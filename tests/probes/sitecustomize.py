@@ -13,8 +13,8 @@ it. With LMPLAY_PROBE_RANK=R, only torchrun's rank R is hit (a signal that reach
 LMPLAY_PROBE_DROPOUT=1: print which elements each step's first dropout zeroed (a hash), with the rank and step:
 whether ranks draw masks of their own.
 
-LMPLAY_PROBE_SLOW_RANK_0=S: torchrun's rank 0 sleeps S seconds as it starts, as on a loaded machine where the
-other ranks reach a bad key first.
+LMPLAY_PROBE_SLOW=R:S: torchrun's rank R sleeps S seconds as it starts, as on a loaded machine where the ranks
+reach the same point seconds apart.
 
 LMPLAY_PROBE_CTRL_C_IN=numpy: a Ctrl-C (SIGINT) as that module is first imported, where a Ctrl-C a moment after
 launch lands (torch's C code imports numpy and swallowed it, leaving numpy half-imported).
@@ -127,7 +127,7 @@ if os.environ.get("LMPLAY_PROBE_CTRL_C_IN"):
     sys.meta_path.insert(0, _CtrlCOnImport(os.environ["LMPLAY_PROBE_CTRL_C_IN"]))
 
 
-if os.environ.get("LMPLAY_PROBE_SLOW_RANK_0") and os.environ.get("RANK") == "0":
+if os.environ.get("LMPLAY_PROBE_SLOW", ":").split(":")[0] == os.environ.get("RANK"):
     import time
 
-    time.sleep(float(os.environ["LMPLAY_PROBE_SLOW_RANK_0"]))
+    time.sleep(float(os.environ["LMPLAY_PROBE_SLOW"].split(":")[1]))

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, group_file_keys, not_the_models_to_set, root_config
 from lmplay.data.batch import Batch
 from lmplay.data.tokenizers import get_tokenizer
-from lmplay.device import amp_dtype, autocast, pick_device, synchronize
+from lmplay.device import amp_dtype, autocast, pick_device, synchronize, unused_amp_dtype
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, CORRUPTED, set_aside_old_run
 from lmplay.loss import triton_loss_runs_on
@@ -264,6 +264,8 @@ class LMRunnerBase:
                        if (replaced := self.replacing_keys(key)) else
                        f"no config group it uses reads it (it is read by {', '.join(readers)})")
                 print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: {why}")
+        if (note := unused_amp_dtype(self.overridden, self.cfg.amp_dtype, self.cfg.amp)) and self.world.is_main:
+            print(f"note: {note}")
 
     def replacing_keys(self, alias: str) -> list[str]:
         """The group keys set in place of the `${alias}` their chosen file reads (`lr=1e-3 optimizer.lr=2e-3`: the
