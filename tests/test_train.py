@@ -487,7 +487,8 @@ def test_a_new_run_that_fails_on_bad_input_leaves_no_run_dir(tmp_path, tiny_run_
     (["lr=-1"], ["optimizer settings", "Invalid learning rate: -1"]),
     (["grad_clip=-1.0"], ["grad_clip=-1.0 must be > 0 (or null: no clipping)"]),  # would flip every gradient
     (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] should be two numbers"]),
-    (["curriculum=base"], ["curriculum.stages is not set: curriculum=base holds what every plan shares"]),
+    (["curriculum=base"], ["curriculum=base is unknown; available: bigpretrain"]),  # not a plan, and not listed
+    (["curriculum.stages=???"], ["curriculum.stages is not set: the plan lists no stages"]),
     (["seed=null"], ["seed=null should be an integer"]),  # said seed=None
     (["optimizer=sgd", "optimizer.dampening=0.1"],  # was "unknown key", where --cfg job lists no torch parameters
      [("optimizer.dampening is a parameter of SGD that optimizer=sgd's file does not set: add it with "

@@ -160,9 +160,9 @@ class Curriculum:
         for key, (value, least) in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"curriculum.{key}={value!r} should be an integer >= {least}")
-        if stages == "???":  # OmegaConf's unset value: conf/curriculum/base.yaml's
-            raise ConfigError("curriculum.stages is not set: curriculum=base holds what every plan shares, and no "
-                              "stages; choose a plan (curriculum=shakespeare, curriculum=text_file, ...)")
+        if stages == "???":  # OmegaConf's unset value: conf/curriculum_base.yaml's, for a plan of one's own
+            raise ConfigError("curriculum.stages is not set: the plan lists no stages (conf/curriculum_base.yaml, "
+                              "which every plan starts from, has none); list them under stages:")
         if not stages:
             raise ConfigError("the curriculum has no stages; list at least one under stages:")
         self.stages = [parse_stage(s, i, batching) for i, s in enumerate(stages)]
