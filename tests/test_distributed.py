@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,9 +100,11 @@ def test_bad_world_size_for_batch(tmp_path):
 def test_an_error_only_rank_0_meets_is_said_once_and_the_others_exit_quietly(tmp_path):
     """Rank 0 reads the data first; where it failed, rank 1 printed a traceback of gloo's "connection closed"."""
     missing = tmp_path / "missing.txt"
+    (tmp_path / "a").mkdir()  # the user's own, empty: it stays
     proc = torchrun(2, *BASE, "curriculum=text_file", f"curriculum.path={missing}", f"hydra.run.dir={tmp_path / 'a'}")
     assert proc.returncode != 0
     assert len(said(proc)) == 1 and "does not exist" in said(proc)[0], proc.stderr[-3000:]
+    assert (tmp_path / "a").is_dir()
     assert "SIGABRT" not in proc.stderr  # rank 1's exit, once rank 0 was gone
     assert "Connection closed" not in proc.stderr and "Error executing job" not in proc.stderr
     proc = torchrun(2, *BASE, "lr=1e6", "max_steps=30", f"hydra.run.dir={tmp_path / 'b'}")
@@ -135,7 +139,8 @@ def test_rank_0_failing_mid_run_is_said_by_rank_0_alone(tmp_path):
 
 def test_a_sweep_under_torchrun_is_refused_in_one_line_before_any_job(tmp_path):
     """Each rank ran the whole sweep: from job 1 on, gloo failed to connect, hung, or paired ranks of different jobs."""
-    proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = torchrun(2, "-m", *BASE, "max_steps=1", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                    path=(Path(__file__).parent / "probes",), env={"LMPLAY_PROBE_SLOW": "0:4"})  # rank 1 first
     assert proc.returncode != 0
     assert len(said(proc)) == 1
     assert "error: -m under torchrun: each rank would run the whole sweep on its own" in said(proc)[0]
@@ -197,8 +202,8 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     assert proc.returncode != 0 and "RuntimeError: out of memory on rank 1" in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / "a").exists()  # rank 0 left it, empty, as it found the lost peer
     # rank 0 hears of it by torchrun's SIGTERM or, where it was already waiting in a collective, by the lost peer
-    assert "(torchrun stops every rank when one fails: its report names it)" in proc.stderr or \
-        any(line.startswith("error: another rank stopped") for line in said(proc)), proc.stderr[-3000:]
+    assert "(torchrun stops every rank when one fails, its report naming it, or when it is stopped itself)" \
+        in proc.stderr or any(line.startswith("error: another rank stopped") for line in said(proc)), proc.stderr[-3000:]
     proc = torchrun(2, *BASE, "max_steps=8", f"hydra.run.dir={tmp_path / 'b'}",
                     path=(Path(__file__).parent / "probes",),
                     env={"LMPLAY_PROBE_KILL": "step:3", "LMPLAY_PROBE_RANK": "1"})
@@ -219,6 +224,41 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
     assert proc.returncode != 0 and len(said(proc)) == 1 and "max_steps=0 must be >= 1" in said(proc)[0], \
         proc.stderr[-3000:]
     assert not (tmp_path / "d").exists()  # rank 1 made it, and rank 0, which removes it, found it there
+
+
+def test_an_error_of_another_rank_alone_before_the_process_group_leaves_no_empty_run_dir(tmp_path):
+    """Rank 0 waited in the process group's join for the failed rank, and torchrun's SIGTERM killed it there, before
+    it could remove the run dir it had made."""
+    script = tmp_path / "rank1_fails.py"
+    script.write_text(
+        "import os\nimport lmplay.cli as cli\nimport lmplay.train as train\nfrom lmplay.errors import ConfigError\n"
+        "cli.RANK_0_FIRST_S = 2\ncheck = train.check_run_settings\n\n\ndef rank1_fails(cfg):\n"
+        "    if os.environ['RANK'] == '1':\n        raise ConfigError('rank 1 alone is broken')\n    check(cfg)\n\n\n"
+        "train.check_run_settings = rank1_fails\ntrain.cli()\n")
+    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode != 0 and "error: rank 1 alone is broken" in proc.stderr, proc.stderr[-3000:]  # the report
+    assert not said(proc) and not (tmp_path / "run").exists(), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_another_rank_s_wait_for_rank_0_ends_it_quietly(monkeypatch, capsys, signum):
+    """A Ctrl-C in the wait (15 s of silence invites one) made rank 1 say "interrupted" beside rank 0's line."""
+    from lmplay import cli
+
+    for name, value in (("TORCHELASTIC_RUN_ID", "x"), ("WORLD_SIZE", "2"), ("RANK", "1")):
+        monkeypatch.setenv(name, value)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threading.Timer(0.5, os.kill, (os.getpid(), signum)).start()
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.fail("a bad key")
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert stop.value.code == 128 + signum and capsys.readouterr().err == ""
 
 
 def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout(tmp_path):

@@ -634,6 +634,14 @@ def test_tqdm_disable_hides_the_bar_on_a_terminal_too(monkeypatch):
         shown[env] = not display.bar.disable
         display.stage_ended()
     assert shown == {"": True, "1": False}
+    # a terminal of 0 columns (`script` in CI): tqdm drew nothing, and the run showed no progress, validations too
+    monkeypatch.setenv("TQDM_DISABLE", "")
+    monkeypatch.setattr(Terminal, "fileno", lambda self: 2, raising=False)
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    display = progress.Progress(shown=True)
+    display.stage_started("s", 0, 10)
+    assert display.plain and display.bar.disable
+    display.stage_ended()
 
 
 def test_a_plain_lines_eta_leaves_out_the_stages_first_step(tmp_path, monkeypatch, capsys):
@@ -1157,6 +1165,7 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
             "set by the exp file)") in both.stdout  # use, among them; amp_dtype=fp16 beside amp=false ran in fp32
     assert ("note: amp_dtype=fp16 changes nothing: amp=false runs in full precision (fp32); add amp=true for "
             "fp16") in both.stdout
+    assert "amp_dtype" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
 
 
 def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):

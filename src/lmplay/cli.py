@@ -193,13 +193,14 @@ def fail(message: str, code: int = 2) -> None:
 def wait_for_rank_0() -> None:
     """Give rank 0 the time to say an error every rank met before they joined the process group (a bad key): the
     first rank to exit makes torchrun stop the rest, and a rank 1 that got there first (rank 0 slower to start, on
-    a loaded machine) left the run with no line. torchrun's SIGTERM, once rank 0 has exited, ends the wait as exit
-    code 128 + SIGTERM, through the rank's clean-up. Once in the group a rank does not wait: its error may be its
-    own (out of memory), and rank 0, waiting in a collective, finds it gone and says so."""
+    a loaded machine) left the run with no line. torchrun's SIGTERM once rank 0 has exited, or a Ctrl-C (which
+    rank 0 reports), ends the wait quietly as exit code 128 + N, through the rank's clean-up. Once in the group a
+    rank does not wait: its error may be its own (out of memory), and rank 0, in a collective, finds it gone."""
     def stopped(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stopped)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopped)
     time.sleep(RANK_0_FIRST_S)
 
 

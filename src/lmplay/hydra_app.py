@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,10 +45,7 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 def reject_sweep_under_torchrun() -> None:
     """`torchrun ... -m`: every rank would run the whole sweep, each naming the sweep dir by its own clock and
     joining a new process group per job, where ranks fell out of step (one rank's job 2 against another's job 1)
-    or hung. Rank 0 says so; the others leave quietly."""
-    if launcher_rank() != 0:
-        time.sleep(1.0)  # rank 0's line first: torchrun stops every rank once one exits
-        raise SystemExit(2)
+    or hung. Rank 0 says so (fail)."""
     fail("-m under torchrun: each rank would run the whole sweep on its own; sweep with a launcher that starts the "
          "ranks of each job: -m hydra/launcher=submitit_local hydra.launcher.tasks_per_node=N (hydra/launcher="
          "slurm_ddp on SLURM), or torchrun each job without -m")
@@ -107,7 +103,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
              "and give each key one value")
     except KeyboardInterrupt:  # a job in this process saves and exits 128 + N itself: this is outside a job's
         HeldStderr.give_back()  # training, or in a launcher's waiting for jobs it runs in other processes
-        print(interrupted(), file=sys.stderr)
+        if launcher_rank() == 0:  # torchrun forwards a Ctrl-C to every rank
+            print(interrupted(), file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         HeldStderr.give_back()
@@ -303,15 +300,11 @@ class SlurmAvailable(Callback):
 
 
 def check_writable_dir(path: Path, key: str) -> None:
-    """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty).
-    Under torchrun an empty one counts as made: another rank may have made it a moment before this one looked,
-    and rank 0, which removes it, left it behind."""
+    """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
     where = path.absolute()
     try:
         existed = next(p for p in (where, *where.parents) if p.exists())  # a name too long raises here
-        if existed == where and "TORCHELASTIC_RUN_ID" in os.environ and not any(where.iterdir()):
-            existed = where.parent
-        _existed[where] = existed
+        _existed[where] = where.parent if existed == where and made_by_another_rank(where) else existed
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"{key}={path} cannot be made ({e.strerror or e}: {e.filename}); pick another directory")
@@ -320,6 +313,21 @@ def check_writable_dir(path: Path, key: str) -> None:
         fail(f"{key}={path} cannot be written ({why}); pick another directory")
     if (link := planted_symlink(path)) is not None:
         fail(symlink_refused(link))
+
+
+def made_by_another_rank(path: Path) -> bool:
+    """Whether an empty dir was made since this process started (Linux's /proc tells when): by another rank of
+    this torchrun, a moment before this one looked. The rank that removes a failed start's dir left it behind; a
+    dir the user made beforehand stays. Its parents are not judged so: a dir's time changes as entries are made."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or any(path.iterdir()):
+        return False
+    try:
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    except (OSError, StopIteration, IndexError, ValueError):
+        return False
+    return path.stat().st_ctime >= boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def read_only(path: Path) -> bool:

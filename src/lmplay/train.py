@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import fail, launcher_rank, report, tell, translate_flags
+from lmplay.cli import fail, in_process_group, launcher_rank, report, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, flatten, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir,
@@ -118,13 +118,13 @@ def earlier_overrides(path: Path) -> list[str]:
     return []
 
 
-def remove_if_empty(run_dir: Path, torchrun_stopped: bool = False) -> None:
+def remove_if_empty(run_dir: Path) -> None:
     """Hydra makes the run dir before the job starts; a run that failed on bad input leaves no empty one behind.
-    Under torchrun rank 0's to do, which holds the dir: a rank failing alone removed it while rank 0 made its lock
-    there ("cannot be opened as the run's lock", where torchrun's report named the rank's error). Another rank's
-    once torchrun stopped it (`torchrun_stopped`), as it does when rank 0 has exited: one slower to start made the
-    dir again after rank 0 had removed it."""
-    if launcher_rank() != 0 and not torchrun_stopped:
+    Under torchrun, once the ranks joined the process group, rank 0's to do, which then holds the dir: a rank
+    failing alone removed it while rank 0 made its lock there ("cannot be opened as the run's lock", where
+    torchrun's report named the rank's error). Before the join no rank holds it, and a rank failing there removes
+    it too: it may have made the dir itself, after rank 0 looked."""
+    if launcher_rank() != 0 and in_process_group():
         return
     release_run_dir(run_dir)
     remove_made_dirs(run_dir)
@@ -335,9 +335,8 @@ def run_job(cfg: DictConfig) -> None:
             raise JobError(f"error: {e}") from e  # the sweep summary shows the error; the other jobs run
         try:
             report(e)  # under torchrun: rank 0's line, and every rank's in torchrun's report
-        except SystemExit as stop:
-            remove_if_empty(Path(HydraConfig.get().runtime.output_dir), stop.code == 128 + signal.SIGTERM)
-            raise
+        finally:  # another rank's after its wait for rank 0 (cli.fail)
+            remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
     except Exception as e:  # re-raised unless a Ctrl-C caused it
         from lmplay.runner.distributed import lost_a_peer
 
@@ -362,9 +361,9 @@ def interrupted_before_training(signum: int = signal.SIGINT) -> None:
     """Rank 0 speaks for the run: torchrun forwards a Ctrl-C to every rank, and stops the others with a SIGTERM
     when rank 0 fails alone (a run dir in use), which they must not report as the user's."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    remove_if_empty(run_dir, signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ)
+    remove_if_empty(run_dir)
     if launcher_rank() == 0:
-        why = " (torchrun stops every rank when one fails: its report names it)" if (
+        why = " (torchrun stops every rank when one fails, its report naming it, or when it is stopped itself)" if (
             signum == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ) else ""
         fresh = (override_value(HydraConfig.get().overrides.task, "fresh") or "").lower() == "true"
         saved = ("nothing was saved" if not (run_dir / CHECKPOINT).is_file() else

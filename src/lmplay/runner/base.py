@@ -264,8 +264,10 @@ class LMRunnerBase:
                        if (replaced := self.replacing_keys(key)) else
                        f"no config group it uses reads it (it is read by {', '.join(readers)})")
                 print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: {why}")
-        if (note := unused_amp_dtype(self.overridden, self.cfg.amp_dtype, self.cfg.amp)) and self.world.is_main:
-            print(f"note: {note}")
+        if note := unused_amp_dtype(self.overridden, self.cfg.amp_dtype, self.cfg.amp):
+            self.unread_keys.add("amp_dtype")  # no label: a sweep over it would compare identical runs
+            if self.world.is_main:
+                print(f"note: {note}")
 
     def replacing_keys(self, alias: str) -> list[str]:
         """The group keys set in place of the `${alias}` their chosen file reads (`lr=1e-3 optimizer.lr=2e-3`: the

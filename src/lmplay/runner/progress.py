@@ -17,21 +17,21 @@ FIRST_ETA_SECONDS = 5.0  # the line after a stage's first step's, the first with
 
 class Progress:
     """`shown`: on the main rank, unless TQDM_DISABLE hides progress. `plain`: lines instead of the bar's postfix,
-    where stderr is no terminal (a SLURM or nohup log)."""
+    where stderr is no terminal tqdm draws on (a SLURM or nohup log)."""
 
     def __init__(self, shown: bool) -> None:
         self.shown = shown and not os.environ.get("TQDM_DISABLE")  # tqdm reads it only for what is not passed
-        self.plain = self.shown and not sys.stderr.isatty()
+        self.plain = self.shown and not draws_a_bar()
         self.bar: tqdm | None = None  # the stage's
         self._next_line = self._next_postfix = float("-inf")
         self._clock: tuple[float | None, int, int] = (None, 0, 0)  # (started at, its stage step, the stage's steps)
 
     def stage_started(self, name: str, stage_step: int, total: int) -> None:
-        """A stage starts (or resumes) at `stage_step` of `total`: its bar (where shown: tqdm leaves it out where
-        stderr is no terminal), and no ETA until its first step is done."""
+        """A stage starts (or resumes) at `stage_step` of `total`: its bar where shown, and no ETA until its first
+        step is done."""
         self._clock = (None, stage_step, total)
         self.bar = tqdm(total=total, initial=stage_step, desc=name, unit="step", dynamic_ncols=True,
-                        disable=None if self.shown else True)
+                        disable=self.plain or not self.shown)
 
     def step_done(self) -> None:
         self.bar.update(1)
@@ -77,3 +77,14 @@ class Progress:
         """A validation's own line in a log file (the bar's postfix shows it with the next record)."""
         if self.plain:
             say(f"{stage} step {step}: validation loss {values['loss']:.4f} accuracy {values['accuracy']:.4f}")
+
+
+def draws_a_bar() -> bool:
+    """Whether stderr is a terminal tqdm draws on: not one of 0 columns (`script` in CI, `docker run -t` driven by
+    a script), where tqdm drew nothing and the run, its validations in the bar's postfix, showed no progress."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):  # a terminal whose size is not told: tqdm draws at its default width
+        return True
