@@ -153,7 +153,8 @@ def test_a_resume_after_the_data_shrank_goes_on_at_its_next_epoch(tmp_path, two_
     write_jsonl(Path(two_files[0]), marked("A", 10))
     resumed = build(tmp_path, stages, context_len=1000)
     resumed.load_state_dict(first.state_dict())
-    assert "differ from the checkpoint's" in caplog.text
+    assert "differ from the checkpoint's" in caplog.text  # and that its validation may hold trained rows now
+    assert "validation may now measure rows the run trained on (fresh=true starts it over" in caplog.text
     rows = [r for b in iter(lambda: resumed.next_batch(4, True), None) for r in rows_of(b)]
     # the stage's 3 epochs are now 30 rows, of which 24 were trained: 6 more, from a new pass over the 10
     assert len(rows) == len(set(rows)) == 6 and all(d == "A" and i < 10 for d, i in rows)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
+from lmplay.data.rows import unix_line_ends
 from lmplay.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,10 @@ def rstripped(lines: Iterable[str]) -> Iterator[str]:
 
 
 def line_rows(lines: Iterable[str], row_chars: int) -> Iterator[str]:
-    """A paragraph longer than a row as rows of consecutive lines, a line longer than a row cut at `row_chars`."""
-    return packed((line[i:i + row_chars] for line in lines for i in range(0, len(line) or 1, row_chars)), "\n",
-                  row_chars)
+    """A paragraph longer than a row as rows of consecutive lines, a line longer than a row cut at `row_chars`.
+    A cut of nothing but spaces (a wide table's gap) makes no row: it was dropped as a record with no text."""
+    pieces = (line[i:i + row_chars] for line in lines for i in range(0, len(line) or 1, row_chars))
+    return packed((piece for piece in pieces if piece.strip() or not piece), "\n", row_chars)
 
 
 def packed(parts: Iterable[str], separator: str, limit: int) -> Iterator[str]:
@@ -124,7 +126,7 @@ def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
                     raise ConfigError(f"{path} is not UTF-8 text ({replaced:,} of its first {read:,} bytes are not "
                                       f"UTF-8): a binary file, or another encoding; convert it, e.g. iconv -f latin1 "
                                       f"-t utf-8 FILE > FILE.utf8")
-                lines = (tail + text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                lines = unix_line_ends(tail + text).split("\n")
                 if text.endswith("\r"):  # its \n may start the next block
                     lines[-2:] = [lines[-2] + "\r"]
                 tail = lines.pop()
@@ -138,7 +140,7 @@ def text_lines(path: Path, longest: int | None = None) -> Iterator[str]:
                           f"rename it without .gz") from None
     if replaced:
         log.warning("%s: %d bytes are not UTF-8 and are read as U+FFFD", path, replaced)
-    yield from tail.replace("\r", "\n").split("\n")
+    yield from unix_line_ends(tail).split("\n")
 
 
 def line_pieces(tail: str, longest: int) -> list[str]:

@@ -408,7 +408,9 @@ class Curriculum:
         if state["data"] != self.data_key():
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
                         "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
-                        "but the batches are not the ones the run would have got", state["stage_name"])
+                        "but the batches are not the ones the run would have got, and where the rows changed so did "
+                        "the held-out ones: validation may now measure rows the run trained on (fresh=true starts it "
+                        "over on this data)", state["stage_name"])
         self._steps, self._tokens = int(state["steps"]), int(state["tokens"])
         self._feed.load_state_dict(state["feed"])
         self._batcher.load_state_dict(state["batcher"], self._feed)

@@ -50,7 +50,18 @@ class RowFormat:
 
 def _as_text(value, column: str) -> str:
     """A cell as text: a string, UTF-8 bytes (a binary column), a number, or nothing. A list or a mapping would
-    train as its Python repr, and so would bytes through str(): "b'Hello\\n'"."""
+    train as its Python repr, and so would bytes through str(): "b'Hello\\n'". Its line ends are \\n, as a text
+    file's are: a \\r\\n cell (a CSV saved on Windows) had no line or paragraph to cut at, and its rows were cut
+    mid-word."""
+    return unix_line_ends(_cell_text(value, column))
+
+
+def unix_line_ends(text: str) -> str:
+    """\\r\\n (Windows) and a lone \\r (old Macs) as \\n: the one line end row cuts look for."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def _cell_text(value, column: str) -> str:
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")

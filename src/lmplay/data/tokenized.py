@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 4  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
+FORMAT_VERSION = 5  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
 STORAGE = "npy1"    # the on-disk layout: change it when the files change (a new folder name: old ones are ignored)
 HOLDOUT_TAG = 0x68_6F_6C_64  # "hold": keeps the held-out draw independent of other uses of the same seed
 PARALLEL_ROWS = 200_000      # sources with more rows are tokenized with several processes
