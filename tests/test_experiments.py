@@ -434,6 +434,32 @@ def test_a_checkpoint_of_a_class_or_package_since_renamed_loads_as_the_registere
             load_model(renamed)
 
 
+def test_a_checkpoint_of_an_experiment_renamed_whole_loads_as_the_experiment_named_by_exp(tmp_path, capfd):
+    """Package, versions and class all renamed since the checkpoint was saved: nothing in it names the code now,
+    and generate refused it with no way out but renaming them back. load_as names the registered code to load it as."""
+    from conftest import make_runner, run_cli
+
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.runner import checkpoint
+
+    ckpt = checkpoint.load(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run").save())
+    ckpt["exp"] = "my_idea_test"
+    ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish", "experiments.my_idea.model.MyIdea")
+    checkpoint.write_out(ckpt, old := tmp_path / "old.lmp")
+    with pytest.raises(ConfigError, match="an experiment renamed since samples with generate's load_as=NEW_NAME"):
+        load_model(old)
+    model, exp = load_model(old, load_as="test_runner")
+    assert type(model) is GPT2ish and exp == "test_runner"
+    assert ("is a checkpoint of experiment 'my_idea_test': its weights load as experiment 'test_runner' "
+            "(experiments.gpt2ish.model.GPT2ish), as load_as asks") in capfd.readouterr().err
+    with pytest.raises(ConfigError, match=r"load_as='test_runer' is not a registered experiment: did you mean "
+                                          r"'test_runner'\?"):
+        load_model(old, load_as="test_runer")
+    proc = run_cli("lmplay.generate", f"checkpoint={old}", "load_as=test_runner", "prompt=Hi", "max_new_tokens=3",
+                   "do_sample=false", check=True)
+    assert proc.stdout.startswith("Hi") and "as load_as asks" in proc.stderr
+
+
 def test_a_config_of_one_s_own_over_a_class_since_renamed_loads_it_and_an_idea_s_layer_since_taken_out_is_said(
         tmp_path, capfd):
     from conftest import make_runner

@@ -119,7 +119,7 @@ def write(text: str) -> None:
 def generate(cfg: DictConfig) -> list[str]:
     """Print each prompt with its continuation; one continuation streams as it is generated."""
     reject_added_keys(cfg, "generate")
-    check_value_types(cfg, "generate", nullable={"seed": int, "top_k": int})
+    check_value_types(cfg, "generate", nullable={"seed": int, "top_k": int, "load_as": str})
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("no checkpoint: give checkpoint=PATH.lmp (a run's model.lmp, or one made by "
                           "`python -m experiments.gpt2.import_hf`)")
@@ -137,7 +137,7 @@ def generate(cfg: DictConfig) -> list[str]:
     from lmplay.model import all_finite
 
     device, dtype = pick_device(cfg.device), amp_dtype(cfg.amp_dtype, cfg.amp)
-    model, exp = load_model(path, device)
+    model, exp = load_model(path, device, cfg.load_as)
     if not all_finite(model.parameters()):
         raise ConfigError(f"checkpoint {path} has weights that are not finite (NaN or inf: a diverged run?); "
                           f"sample from an earlier checkpoint")

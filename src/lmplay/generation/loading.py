@@ -11,19 +11,29 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from lmplay.cli import printable
 from lmplay.device import pick_device
 from lmplay.errors import ConfigError
 from lmplay.files import home_expanded
 from lmplay.model import LMBase, all_finite
 from lmplay.runner import checkpoint, get_runner, registered
+from lmplay.runner.registry import defined_at
 
 
-def load_model(path: Path | str, device: torch.device | str | None = "cpu") -> tuple[LMBase, str]:
+def load_model(path: Path | str, device: torch.device | str | None = "cpu",
+               load_as: str | None = None) -> tuple[LMBase, str]:
     """The checkpoint's model (a .lmp, or a run dir standing for its model.lmp) on `device` (cpu, cuda, cuda:N, mps,
-    as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name."""
+    as a string or a torch.device, or auto/None: the CLI's device=auto), in eval mode, and its experiment name.
+    `load_as`: load it as that registered experiment instead of the one it names, renamed since (the user names
+    the code; the checkpoint never does)."""
+    if load_as is not None and (not isinstance(load_as, str) or load_as not in registered()):
+        near = difflib.get_close_matches(str(load_as), registered(), n=1)
+        hint = f": did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"load_as={load_as!r} is not a registered experiment{hint} (load_as loads a checkpoint as a "
+                          f"registered experiment's code; registered: {', '.join(sorted(registered()))})")
     device = pick_device(device)
     path = home_expanded(checked_path(path))
-    return model_of(checkpoint.load(path, model_only=True), path, device)  # checked: an experiment name and a model
+    return model_of(checkpoint.load(path, model_only=True), path, device, load_as)  # checked: a name and a model
 
 
 def save_model(model: LMBase, exp: str, path: Path | str, replace: bool = False) -> Path:
@@ -66,11 +76,15 @@ def checked_path(path: Any) -> Path | str:
     return path
 
 
-def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str = "cpu") -> tuple[LMBase, str]:
+def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str = "cpu",
+             as_exp: str | None = None) -> tuple[LMBase, str]:
     """The model of a loaded checkpoint (read from `path`), as load_model gives it."""
-    exp, model_args = ckpt["exp"], ckpt["components"]["model"]
+    exp, model_args = as_exp or ckpt["exp"], ckpt["components"]["model"]
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
-    runner = get_runner(exp, model_class=checkpoint.model_class(ckpt))
+    runner = get_runner(exp, model_class=None if as_exp else checkpoint.model_class(ckpt))
+    if as_exp is not None and as_exp != ckpt["exp"]:
+        print(f"note: {path} is a checkpoint of experiment '{printable(ckpt['exp'])}': its weights load as "
+              f"experiment '{as_exp}' ({defined_at(runner.model_class)}), as load_as asks", file=sys.stderr)
     what = f"checkpoint {path}: the weights of experiment '{exp}'"
     saved = len({m[1] for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))})  # not the top index:
     if isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):  # forgeable

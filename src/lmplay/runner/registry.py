@@ -209,6 +209,7 @@ def get_runner(name: str, overrides: dict | None = None, model_class: str | None
                       f"'{ENTRY_POINT_GROUP}' entry point exposes it (for a package of your own, made with "
                       f"`python -m lmplay.new_exp NAME --into DIR`, run `pip install -e` once on the folder holding "
                       f"the pyproject.toml it wrote, DIR's parent: on PYTHONPATH alone it trains, but only the install "
-                      f"registers it; in Python, importing its versions module also does); registered: "
+                      f"registers it; in Python, importing its versions module also does; an experiment renamed "
+                      f"since samples with generate's load_as=NEW_NAME); registered: "
                       f"{', '.join(sorted(runners))}"
                       + "".join(f"; {m} cannot be imported ({why})" for m, why in _BROKEN.items()))
