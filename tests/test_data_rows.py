@@ -96,14 +96,6 @@ def test_a_paragraph_longer_than_a_row_is_cut_at_line_ends():
     assert "\n".join(rows) == "\n".join(lines[:-1] + ["x" * 100, "x" * 100, "x" * 50])  # the long line cut at 100
 
 
-def test_a_wide_gap_in_a_long_line_makes_no_row_of_spaces():
-    """A fixed-width table's gap cut into rows of spaces alone, which were dropped with a warning about records
-    that have no text in column 'text' (a text file has no columns)."""
-    rows = list(paragraph_rows(["Intro paragraph.", "", "col1" + " " * 500 + "col2 value."], row_chars=200))
-    assert rows[0] == "Intro paragraph." and all(r.strip() for r in rows)
-    assert rows[1].startswith("col1") and rows[-1].endswith("col2 value.")
-
-
 def test_record_text_with_windows_line_ends_is_cut_as_with_unix_ones():
     """A CSV or JSON cell's \\r\\n had no line end or paragraph break to cut at: long rows were cut mid-word."""
     text = "Heading one\n\nline a of verse\nline b of verse\n"

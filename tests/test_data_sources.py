@@ -222,6 +222,15 @@ def test_windows_line_ends_an_upper_case_gz_and_no_suffix_read_as_text(tmp_path,
         assert all_text(build(tmp_path, [{"path": str(tmp_path / name), "row_chars": 100}])) == expected, name
 
 
+def test_a_wide_gap_in_a_long_line_is_no_record_without_text(tmp_path, no_hub, caplog):
+    """A fixed-width table's gap cut into rows of spaces alone, which tokenizing left out with a warning of records
+    that have no text in column 'text' (a text file has no columns)."""
+    (tmp_path / "ws.txt").write_text("Intro paragraph here.\n\n" + ("col1" + " " * 500 + "col2 value.\n") * 3)
+    texts = all_text(build(tmp_path, [{"path": str(tmp_path / "ws.txt"), "row_chars": 200}]))
+    assert "no text in column" not in caplog.text and len(texts) == 7  # the intro, and each line's two ends
+    assert sum("col2 value." in t for t in texts) == 3
+
+
 def test_a_damaged_cache_entry_is_tokenized_again(tmp_path, no_hub):
     path = tmp_path / "t.txt"
     path.write_text("One. Two.\n\nThree.\n\nFour and five.")

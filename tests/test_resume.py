@@ -264,10 +264,11 @@ def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_pa
     assert {"optimizer.momentum=0.5", "optimizer.lr=0.001", "fresh=true"} <= said["command line"]
     assert {"optimizer=sgd", "scheduler=cosine"} <= said["command line"]  # the groups typed: left out before
     assert "scheduler.min_lr=6e-05" in said["chosen group"] and not said["chosen group"] & said["command line"]
-    other = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "optimizer=sgd",
+    other = run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", "optimizer=sgd", "runner=default",
                     f"hydra.run.dir={tmp_path / 'other'}", check=True)
     said = provenance(other.stdout)  # sgd.yaml's `lr: ${lr}` takes test_runner's lr: a config value, as with adamw
     assert "optimizer.lr=0.003" in said["config"] and said["chosen group"] == {"optimizer.momentum=0.9"}
+    assert "runner.save_interval=160" in said["config"]  # the exp file's, over default.yaml's: was "chosen group"
     resumed = run_cli("lmplay.train", *args, "max_steps=8", check=True)  # neither choice retyped
     assert "optimizer changed" not in resumed.stdout
     assert "optimizer: torch.optim.SGD, as the run was built" in resumed.stdout
@@ -921,6 +922,10 @@ def test_a_damaged_overrides_file_is_said_on_resume_not_read_as_no_overrides(tmp
     assert "overrides.yaml is damaged (not a list of overrides)" in proc.stderr
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml.damaged").read_text() == ""  # kept to mend the label from
     assert not list((tmp_path / "run" / ".hydra").glob("*.tmp"))
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- run_name=${oc.env:MY_SECRET}\n- lr=0.001\n")
+    run_cli("lmplay.train", *args, "max_steps=4", env={"MY_SECRET": "hunter2"}, check=True)  # edited in by hand: the
+    label = (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()  # secret's value went into the label
+    assert "hunter2" not in label and "run_name=${oc.env:MY_SECRET}" in label
 
 
 def test_a_resume_that_changes_the_held_out_set_says_so(tmp_path):

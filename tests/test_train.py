@@ -1165,7 +1165,6 @@ def test_a_typed_key_no_chosen_group_reads_is_said(tmp_path, tiny_run_args):
             "set by the exp file)") in both.stdout  # use, among them; amp_dtype=fp16 beside amp=false ran in fp32
     assert ("note: amp_dtype=fp16 changes nothing: amp=false runs in full precision (fp32); add amp=true for "
             "fp16") in both.stdout
-    assert "amp_dtype" not in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
 
 
 def test_a_ctrl_c_outside_any_job_is_one_line_and_exit_130(capsys):
@@ -1235,6 +1234,10 @@ def test_a_mistake_beside_a_config_dir_of_ones_own_is_named_not_blamed_on_its_ex
                    "exp=my_tiny", "curriculum=mine", "lrr=1", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown key 'lrr'" in proc.stderr, proc.stderr
     assert not (tmp_path / "outputs").exists()
+    (tmp_path / "u2" / "curriculum" / "old.yaml").write_text("defaults: [base, _self_]\nstages: []\n")  # as copied
+    proc = run_cli("lmplay.train", f"hydra.searchpath=[file://{tmp_path / 'u2'}]", "curriculum=old", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(  # before base.yaml left the plans' group
+        "start its defaults with /curriculum_base@_here_: `defaults: [/curriculum_base@_here_, _self_]`"), proc.stderr
 
 
 def test_an_exp_file_without_its_global_header_is_an_error_not_the_baseline_under_its_name(tmp_path):

@@ -363,6 +363,8 @@ def remove_made_dirs(path: Path) -> None:
             return
         try:
             made.rmdir()
+        except FileNotFoundError:  # another rank of a torchrun removed it first
+            continue
         except OSError:  # not empty
             return
 

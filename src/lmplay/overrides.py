@@ -143,7 +143,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
                 near = [] if where else difflib.get_close_matches(missing[2], e.options, n=1)
                 fail(f"{missing[1]}={missing[2]} is unknown" + (f" (did you mean {near[0]}?)" if near else "")
                      + f"; available: {', '.join(sorted(e.options))}{where}")
-            fail(str(e).splitlines()[0])
+            fail(moved_plan_base(str(e)) or str(e).splitlines()[0])
         except (ConfigCompositionException, HydraException, OmegaConfBaseException) as e:
             job = f" (in the sweep's job {' '.join(group_choices(run))})" if len(runs) > 1 else ""
             fail(hydra_error_line(e, run, config_name) + job)
@@ -285,6 +285,16 @@ def hydra_error_line(e: Exception, overrides: list[str], config_name: str = "con
                 f"or dataset; a run resumed with another plan is typed with the keys it started with (its "
                 f".hydra/overrides.yaml), e.g. curriculum=two_stage curriculum.path=FILE")
     return f"{text} (overrides: {' '.join(overrides)})"
+
+
+def moved_plan_base(hydra_said: str) -> str | None:
+    """A plan of one's own copied before conf/curriculum/base.yaml moved out of the plans: Hydra's "Could not load
+    'curriculum/base'", said as its fix."""
+    if plan := re.search(r"In '(curriculum/[^']+)': Could not load 'curriculum/base'", hydra_said):
+        return (f"{plan[1]}.yaml starts from curriculum/base, which is conf/curriculum_base.yaml now (no plan, so no "
+                f"longer in the curriculum group); start its defaults with /curriculum_base@_here_: "
+                f"`defaults: [/curriculum_base@_here_, _self_]`")
+    return None
 
 
 def already_a_key(hydra_said: str) -> str | None:

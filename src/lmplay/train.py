@@ -106,8 +106,8 @@ def earlier_overrides(path: Path) -> list[str]:
         loaded = OmegaConf.load(path)
     except Exception as e:  # noqa: BLE001 - whatever the YAML parser raises about the file
         loaded = e
-    if isinstance(loaded, ListConfig):
-        return [str(o) for o in loaded]
+    if isinstance(loaded, ListConfig):  # as written: an ${oc.env:...} put there by hand is text, not resolved into
+        return [str(o) for o in OmegaConf.to_container(loaded, resolve=False)]  # the label (a secret's value)
     kept = path.with_name(path.name + ".damaged")
     write_atomic(kept, path.read_bytes())  # this run rewrites overrides.yaml: what is legible of the old one stays
     # here (written aside and renamed: a symlink of that name in a run dir from elsewhere is replaced, not followed)

@@ -81,10 +81,9 @@ def rstripped(lines: Iterable[str]) -> Iterator[str]:
 
 
 def line_rows(lines: Iterable[str], row_chars: int) -> Iterator[str]:
-    """A paragraph longer than a row as rows of consecutive lines, a line longer than a row cut at `row_chars`.
-    A cut of nothing but spaces (a wide table's gap) makes no row: it was dropped as a record with no text."""
-    pieces = (line[i:i + row_chars] for line in lines for i in range(0, len(line) or 1, row_chars))
-    return packed((piece for piece in pieces if piece.strip() or not piece), "\n", row_chars)
+    """A paragraph longer than a row as rows of consecutive lines, a line longer than a row cut at `row_chars`."""
+    return packed((line[i:i + row_chars] for line in lines for i in range(0, len(line) or 1, row_chars)), "\n",
+                  row_chars)
 
 
 def packed(parts: Iterable[str], separator: str, limit: int) -> Iterator[str]:

@@ -361,10 +361,11 @@ class Curriculum:
         return self._row_stats[key]
 
     # -- position -------------------------------------------------------------------------------------------
-    def data_key(self) -> str:
-        """What the position refers to: the stage's data, tokenizer, context, seed and batching."""
+    def data_key(self, same_rows: bool = False) -> str:
+        """What the position refers to: the stage's data, tokenizer, context, seed and batching (`same_rows`: as
+        an earlier lmplay that cut the same rows keyed it)."""
         stage = self.stages[self.stage_index]
-        parts = [d.key for d in self._data[self.stage_index]]
+        parts = [d.same_rows_key if same_rows else d.key for d in self._data[self.stage_index]]
         parts += [str(self.context_len), str(self.seed), stage.batching, stage.interleave, str(stage.weights)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -405,7 +406,7 @@ class Curriculum:
                               f"resume with its plan's stages before it (its .hydra/overrides.yaml), or train the new "
                               f"plan in a run of its own (run_name=...) or with fresh=true")
         self._enter_stage(index)
-        if state["data"] != self.data_key():
+        if state["data"] not in (self.data_key(), self.data_key(same_rows=True)):
             log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
                         "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
                         "but the batches are not the ones the run would have got, and where the rows changed so did "

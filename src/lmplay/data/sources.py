@@ -523,10 +523,12 @@ def _text_file_records(paths: list[Path], spec: DatasetSpec) -> tuple[Records, s
 
 
 def text_file_rows(paths: tuple[str, ...], row_chars: int) -> Iterator[dict[str, str]]:
-    """The paragraph rows of text files as records, a file's lines read as they are needed."""
+    """The paragraph rows of text files as records, a file's lines read as they are needed. A row of whitespace
+    alone (a cut of a wide table's gap) is no record: tokenizing left it out as one with no text in column 'text'."""
     for path in paths:
         for row in paragraph_rows(text_lines(Path(path), row_chars), row_chars):
-            yield {"text": row}
+            if row.strip():
+                yield {"text": row}
 
 
 def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tuple[Dataset | IterableDataset, str]:

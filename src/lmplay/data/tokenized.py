@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 5  # the rows: bump when rendering or boundary rules change (new keys: old cache entries are ignored)
+SAME_ROWS_SINCE = 4  # format 5 reads record cells' \r\n as \n: the same rows, a record each, re-cut inside them,
+# so a checkpoint's data key of format 4 still fits its data (a resume says nothing of changed data)
 STORAGE = "npy1"    # the on-disk layout: change it when the files change (a new folder name: old ones are ignored)
 HOLDOUT_TAG = 0x68_6F_6C_64  # "hold": keeps the held-out draw independent of other uses of the same seed
 PARALLEL_ROWS = 200_000      # sources with more rows are tokenized with several processes
@@ -107,10 +109,10 @@ def tokenize_batch(batch: dict[str, list], fmt: RowFormat, tokenizer: Tokenizer)
     return out
 
 
-def cache_key(identity: str, fmt: RowFormat, tokenizer: Tokenizer) -> str:
+def cache_key(identity: str, fmt: RowFormat, tokenizer: Tokenizer, version: int = FORMAT_VERSION) -> str:
     blob = json.dumps({"source": identity, "format": asdict(fmt), "tokenizer": tokenizer.name,
                        "vocab": tokenizer.vocab_size, "layout": row_schema(tokenizer),
-                       "version": FORMAT_VERSION}, sort_keys=True)
+                       "version": version}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -370,12 +372,14 @@ class StreamedRows:
 
 @dataclass
 class PreparedDataset:
-    """One dataset of a stage, ready to batch: training rows, validation rows and a content key."""
+    """One dataset of a stage, ready to batch: training rows, validation rows and a content key; `same_rows_key`,
+    the key as SAME_ROWS_SINCE's format made it (a checkpoint's, from before an upgrade that kept the rows)."""
 
     label: str
     train: SizedRows | StreamedRows
     validation: SizedRows
     key: str
+    same_rows_key: str
 
 
 def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path, validation_fraction: float,
@@ -408,19 +412,22 @@ def prepare_dataset(source: LoadedSource, tokenizer: Tokenizer, cache_dir: Path,
                               f"for validation); check its path, split and columns{fewer}")
         key = f"stream:{spec.path}:{spec.name}:{spec.split}:{tokenizer.name}:{skip}"
         return PreparedDataset(label, StreamedRows(label, stream, skip, shuffle_buffer),
-                               SizedRows(label, RowList(held_out), np.arange(len(held_out))), key)
+                               SizedRows(label, RowList(held_out), np.arange(len(held_out))), key, key)
     table, key = tokenize_records(lambda: source.records, source.fmt, tokenizer, source.identity, label, cache_dir,
                                   procs, where)
     if len(table) == 0:
         chats = (f" (a chat row trains on its last turn with role: assistant, and no row of {source.fmt.messages!r} "
                  f"has one with text)") if source.fmt.kind == "chat" else ""
         raise ConfigError(f"{where} has no rows with text to train on{chats}; check the file, its split and its columns")
+    earlier = cache_key(source.identity, source.fmt, tokenizer, SAME_ROWS_SINCE)
     if source.has_validation:
         val_table, val_key = tokenize_records(lambda: source.validation, source.fmt, tokenizer,
                                               source.validation_identity, label + "-validation", cache_dir, procs,
                                               f"{where} (its validation rows)")
+        earlier += cache_key(source.validation_identity, source.fmt, tokenizer, SAME_ROWS_SINCE)
         return PreparedDataset(label, SizedRows(label, table, np.arange(len(table))),
-                               SizedRows(label, val_table, np.arange(len(val_table))), key + val_key)
+                               SizedRows(label, val_table, np.arange(len(val_table))), key + val_key, earlier)
     train_idx, val_idx = holdout(len(table), fraction, validation_seed, where)
+    held_out = f":{fraction}:{validation_seed}"
     return PreparedDataset(label, SizedRows(label, table, train_idx), SizedRows(label, table, val_idx),
-                           f"{key}:{fraction}:{validation_seed}")
+                           key + held_out, earlier + held_out)

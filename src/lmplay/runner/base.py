@@ -26,7 +26,7 @@ from lmplay.loss import triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
-from lmplay.runner.component_base import Provenance, same, typed_choice
+from lmplay.runner.component_base import Provenance, chosen_file_values, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog
@@ -264,20 +264,16 @@ class LMRunnerBase:
                        if (replaced := self.replacing_keys(key)) else
                        f"no config group it uses reads it (it is read by {', '.join(readers)})")
                 print(f"note: {key}={OmegaConf.select(self.cfg, key)} changes nothing in this run: {why}")
-        if note := unused_amp_dtype(self.overridden, self.cfg.amp_dtype, self.cfg.amp):
-            self.unread_keys.add("amp_dtype")  # no label: a sweep over it would compare identical runs
-            if self.world.is_main:
-                print(f"note: {note}")
+        if (note := unused_amp_dtype(self.overridden, self.cfg.amp_dtype, self.cfg.amp)) and self.world.is_main:
+            print(f"note: {note}")  # the label keeps it: a sweep's jobs stay apart by what they were typed
 
     def replacing_keys(self, alias: str) -> list[str]:
         """The group keys set in place of the `${alias}` their chosen file reads (`lr=1e-3 optimizer.lr=2e-3`: the
         note said no group read lr, naming optimizer=adamw, the group in use, among its readers)."""
         found = []
         for group in GROUPS:
-            path = Path(CONF_DIR) / group / f"{typed_choice(group)}.yaml"
-            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
-            found += [f"{group}.{k}={OmegaConf.select(self.cfg, f'{group}.{k}')}" for k, v in raw.items()
-                      if v == "${" + alias + "}"]
+            found += [f"{group}.{k}={OmegaConf.select(self.cfg, f'{group}.{k}')}"
+                      for k, v in chosen_file_values(group).items() if v == "${" + alias + "}"]
         return found
 
     def padded_vocab(self) -> int:

@@ -8,12 +8,13 @@ import importlib
 import inspect
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigIndexError, ConfigKeyError, ConfigTypeError
 
-from lmplay.config import number_as_text_hint
+from lmplay.config import CONF_DIR, number_as_text_hint
 from lmplay.errors import ConfigError
 from lmplay.runner.checkpoint import damaged
 
@@ -51,6 +52,13 @@ def typed_choice(group: str) -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def chosen_file_values(group: str) -> dict[str, Any]:
+    """The values in lmplay's file of the group's chosen option (`optimizer=adamw`: conf/optimizer/adamw.yaml), as
+    written (`${lr}`); {} for a file of one's own (--config-dir), or outside a Hydra job."""
+    path = Path(CONF_DIR) / group / f"{typed_choice(group)}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
 
 
 def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
@@ -254,9 +262,12 @@ class Component:
         saved, typed = state_args or {}, self.runner.typed_keys(self.group)
         for path in sorted(k for k in typed if "." in k and sources.get(k.split(".", 1)[0]) == "checkpoint"):
             merged[path.split(".", 1)[0]] = self.typed_into_saved(merged, path, construction_args)
+        in_file = chosen_file_values(self.group)  # what the chosen file says, where an exp file said otherwise
         for key in explicit:
             if key in merged and sources.get(key) != "checkpoint":
-                sources[key] = "command line" if key in typed else "config" if key in borrowed else "chosen group"
+                edited = any(t.startswith(key + ".") for t in typed)  # the file's, with a key typed inside
+                by_config = key in borrowed or key in in_file and not edited and not same(merged[key], in_file[key])
+                sources[key] = "command line" if key in typed else "config" if by_config else "chosen group"
         self.record_provenance(merged, sources, saved, schema, typed, explicit)
         self.args = merged
         return merged
