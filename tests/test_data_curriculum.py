@@ -363,3 +363,10 @@ def test_a_stage_name_too_long_for_its_checkpoint_file_is_refused_before_it_trai
     with pytest.raises(ConfigError, match=r"is 240 bytes long \(UTF-8\)"):  # 80 characters
         parse_stage({"name": "語" * 80, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows")
     assert parse_stage({"name": "語" * 79, "datasets": ["shakespeare"], "epochs": 1}, 0, "rows").name == "語" * 79
+
+
+def test_a_stage_name_with_control_characters_is_refused():
+    """A plan's stage name (a resumed checkpoint's, from wherever it came) is printed on every progress line: an
+    escape sequence in it cleared or retitled the terminal."""
+    with pytest.raises(ConfigError, match=r"name='sh\\\\x1b\[2Jx' holds control characters"):
+        Curriculum([{"name": "sh\x1b[2Jx", "datasets": ["shakespeare"], "epochs": 1}])

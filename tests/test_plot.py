@@ -814,6 +814,26 @@ def test_a_config_of_yaml_aliases_is_refused_not_expanded_for_good(tmp_path):
                         f"Hydra never writes")]
 
 
+def test_a_date_in_a_hand_edited_config_and_a_damaged_held_out_count_are_no_traceback(tmp_path, capsys):
+    """A date in .hydra/config.yaml was PyYAML's datetime.date, and the plot ended in "not JSON serializable"; a
+    held_out_tokens of "x" in one run's stats.json ended it in a TypeError comparing it with another run's."""
+    from lmplay.plot import main
+
+    a, b = fake_run(tmp_path / "a", "a", 1, 2.0), fake_run(tmp_path / "b", "b", 1, 2.1)
+    (a / ".hydra" / "config.yaml").write_text("tokenizer: bytes\nwhen: 2020-01-01\nblob: !!binary aGVsbG8=\n")
+    main([str(a), str(b), "--out", str(tmp_path / "plots")])
+    assert (tmp_path / "plots" / "comparison.txt").is_file()
+    crafted = fake_run(tmp_path / "c", "c", 1, 2.2, extra=("lr=a\x1b]0;PWNED\x07\x1b[2J",))  # a label's escapes
+    main([str(a), str(crafted), "--out", str(tmp_path / "plots2")])  # reached the terminal as the table printed
+    assert "\x1b" not in capsys.readouterr().out
+    stats = json.loads((b / "stats.json").read_text())
+    stats["validation"][0]["held_out_tokens"] = "x"
+    (b / "stats.json").write_text(json.dumps(stats))
+    skipped = []
+    assert sorted(run.path for run in load_runs([tmp_path], skipped)) == [a, crafted]
+    assert "has a validation record that is not lmplay's" in skipped[0]
+
+
 def test_twenty_lines_keep_a_readable_legend_and_lines_of_their_own(tmp_path, monkeypatch):
     """A sweep of 10 lrs x 2 experiments: the legend covered two thirds of the axes and was cut off (matplotlib's
     "Tight layout not applied"), and colours came back every 10 lines with the same style."""

@@ -49,6 +49,21 @@ class NoAliasLoader(yaml.SafeLoader):
             raise yaml.YAMLError("it uses YAML aliases (*name), which Hydra never writes")
         return super().compose_node(parent, index)
 
+    def as_written(self, node: yaml.ScalarNode) -> str:
+        """A date (`when: 2020-01-01`) or !!binary as the text it is: PyYAML's date and bytes were no JSON, and
+        the plots and the sweep summary ended in a TypeError."""
+        return self.construct_scalar(node)
+
+    def refused(self, node: yaml.Node) -> None:
+        raise yaml.YAMLError(f"it holds a YAML {node.tag.rpartition(':')[2]} (line {node.start_mark.line + 1}), "
+                             f"which Hydra never writes")
+
+
+for _tag in ("timestamp", "binary"):
+    NoAliasLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", NoAliasLoader.as_written)
+for _tag in ("set", "omap", "pairs"):
+    NoAliasLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", NoAliasLoader.refused)
+
 
 def configs_missing() -> str | None:
     """Why lmplay's conf/ is not there, or None: a copy built where git stored the src/lmplay/conf link as a file."""

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from lmplay.cli import run_main
+from lmplay.cli import printable, run_main
 from lmplay.errors import ConfigError
 from lmplay.files import write_atomic
 from lmplay.stats.plot import comparison_table, group_runs, pick_baseline, plot_all
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     skipped: list[str] = []
     runs = load_runs(args.run_dirs, skipped, train=args.train)
     for reason in skipped:
-        print(f"note: left out: {reason}", file=sys.stderr)
+        print(f"note: left out: {printable(reason)}", file=sys.stderr)
     if not runs:
         raise ConfigError("no run here can be read; see the notes above")
     groups = pick_baseline(group_runs(runs), args.baseline)
@@ -72,9 +72,9 @@ def main(argv: list[str]) -> None:
     files = plot_all(groups, out, kinds, {"validation": args.smooth_validation, "train": args.smooth}, args.logx)
     table = comparison_table(groups)
     write_atomic(out / "comparison.txt", table)
-    print(table)
+    print(printable(table))  # labels are a run's .hydra/ text, from wherever the run dir came
     for path in [*files, out / "comparison.txt"]:
-        print(f"wrote {path}")
+        print(f"wrote {printable(str(path))}")
 
 
 def cli() -> None:

@@ -34,6 +34,7 @@ from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStr
 from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
+from lmplay.cli import printable
 from lmplay.errors import ConfigError
 from lmplay.files import write_atomic
 
@@ -109,6 +110,9 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
         plain = f"{plain}_stage" if plain in RESERVED_STAGE_NAMES else plain
         raise ConfigError(f"{where}: name={name!r} names the stage's checkpoint file (model.<name>.lmp), which must be "
                           f"a plain file name in the run dir, not a path or 'corrupted'; e.g. name: {plain}")
+    if printable(name) != name or "\n" in name or "\t" in name:  # printed on every progress line
+        raise ConfigError(f"{where}: name={printable(name)!r} holds control characters (an escape sequence would reach "
+                          f"the terminal on every progress line); give it a name of plain text")
     return Stage(name=name, datasets=specs, interleave=interleave,
                  weights=None if weights is None else [float(w) for w in weights],
                  **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},

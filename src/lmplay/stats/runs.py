@@ -175,12 +175,13 @@ def is_finite_number(value: Any) -> bool:
 
 
 def valid_record(record: Any) -> bool:
-    """A record the plots and the summary can read: counters that are numbers, a loss and accuracy that are
-    numbers or null."""
+    """A record the plots and the summary can read: counters that are numbers, a loss, accuracy and held-out token
+    count that are numbers or null."""
     if not isinstance(record, dict) or "loss" not in record:
         return False
     return (all(is_finite_number(record.get(k)) for k in ("step", "samples", "tokens"))
-            and all(is_finite_number(record[k]) or record[k] is None for k in ("loss", "accuracy") if k in record))
+            and all(is_finite_number(record[k]) or record[k] is None
+                    for k in ("loss", "accuracy", "held_out_tokens") if k in record))
 
 
 RESUMED_CHANGES = "resumed_changes.yaml"  # in .hydra/: [{step: 30, changed: {optimizer.lr: ['0.003', '0.001']}}]
