@@ -51,7 +51,7 @@ def test_mfu_under_ddp_is_per_device():
     assert meter.rates(1000.0, 4e11) == {"tokens_per_second": 1000.0, "mfu": pytest.approx(0.1)}
 
 
-def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):
+def test_mfu_counts_attention_over_each_row_not_the_batch_width_or_the_context(tmp_path):
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=6"], tmp_path)
     runner.speed.peak = 1e12  # a CPU has no entry in the peak table
     steps, train_step = [], runner.train_step
@@ -63,9 +63,10 @@ def test_mfu_counts_attention_over_each_batch_width_not_the_context(tmp_path):
     # FLOPs are counted on every input the model computes on: a long row's continuation windows show again
     # context they do not train on (tokens/s counts the loss's tokens alone)
     assert any(batch.num_positions > batch.num_tokens for batch in steps)
-    for record, batch, width in zip(records, steps, widths):
-        expected = (record["tokens_per_second"] * batch.num_positions / batch.num_tokens
-                    * runner.speed.flops_per_token(width) / 1e12)
+    assert any(len(set(batch.row_lengths)) > 1 for batch in steps)  # rows of other lengths, padded to the longest
+    for record, batch in zip(records, steps):  # PaLM's per-sequence count: the padding's attention is no model FLOP
+        flops = sum(n * (6 * runner.model.matmul_params + 12 * 2 * n * 32) for n in batch.row_lengths)
+        expected = record["tokens_per_second"] * flops / batch.num_tokens / 1e12  # test_runner: 2 blocks, width 32
         assert record["mfu"] == pytest.approx(expected, rel=1e-9)
 
 

@@ -19,7 +19,7 @@ class Batch:
 
     inputs: torch.Tensor   # [N, T] int64
     targets: torch.Tensor  # [N, T] int64
-    positions: int | None = None  # the inputs that are no padding (collate counts them); None: all N x T
+    row_lengths: tuple[int, ...] | None = None  # each row's inputs that are no padding (collate's); None: all T
 
     @cached_property
     def num_tokens(self) -> int:
@@ -31,7 +31,7 @@ class Batch:
     def num_positions(self) -> int:
         """The positions the model computes on, padding left out: what a step's FLOPs are counted on (MFU).
         More than num_tokens where prompts are trained through without a loss (include_prompts=false)."""
-        return self.inputs.numel() if self.positions is None else self.positions
+        return self.inputs.numel() if self.row_lengths is None else sum(self.row_lengths)
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
@@ -47,7 +47,7 @@ class Batch:
             return self
         width = self.inputs.size(1)
         return Batch(torch.cat([self.inputs, self.inputs.new_zeros(extra, width)]),
-                     torch.cat([self.targets, self.targets.new_full((extra, width), IGNORE_INDEX)]), self.positions)
+                     torch.cat([self.targets, self.targets.new_full((extra, width), IGNORE_INDEX)]), self.row_lengths)
 
     def shard(self, rank: int, world: int) -> "Batch":
         """Samples rank, rank + world, ... : this process's share under data parallelism; contiguous, as a padded

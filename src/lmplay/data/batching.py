@@ -32,7 +32,7 @@ def collate(samples: list[tuple[np.ndarray, np.ndarray]], eot_id: int) -> Batch:
         n = len(tokens) - 1
         inputs[i, :n] = tokens[:-1]
         targets[i, :n] = np.where(counted[1:], tokens[1:], IGNORE_INDEX)
-    return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), sum(len(tokens) - 1 for tokens, _ in samples))
+    return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), tuple(len(tokens) - 1 for tokens, _ in samples))
 
 
 class RowsBatcher:

@@ -764,7 +764,7 @@ class LMRunnerBase:
             progress["stage_step"] += 1
             progress["samples"] += len(batch)
             progress["tokens"] += batch.num_tokens
-            self.speed.add(batch.num_positions, batch.inputs.size(1))
+            self.speed.add(batch)
             self.log_step(pending)  # the previous step's, now that this one is queued
             pending = None
             if progress["step"] % settings.log_interval == 0:  # a record of the steps since the last one
