@@ -11,8 +11,8 @@ which a burst of someone else's work cannot move) left it out. Memory: each loop
 for its own peak, once the speed runs have tokenized the data (a cold cache's tokenizing, in lmplay's
 process only, read as 1.45x), and the part of it training added (on a CPU the whole peak is mostly the
 imports and the runner both processes build). Targets: speed ratio >= 0.97, memory ratio <= 1.15. A plan of
-several stages, or stages with their own batch settings, trains in the bare loop as in lmplay's: each stage with its own
-batch_size, mini_batch_size, grad_clip and include_prompts.
+several stages, or stages with their own batch settings, trains in the bare loop as in lmplay's: each stage
+with its own batch_size, mini_batch_size, grad_clip and include_prompts.
 
     python benchmarks/train_loop.py --exp gpt2ish_mini --steps 40
     python benchmarks/train_loop.py --exp test_runner --steps 400 runner.validation_interval=10000 runner.save_interval=50000
