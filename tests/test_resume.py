@@ -535,7 +535,14 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
               "no registered version has its model class (${oc.env:HOME})",
               ["lmplay.generate", f"checkpoint={run}", "prompt=Hi"]),
              (lambda c: c["components"]["optimizers"]["state_args"].update(_target_="torch.optim.LBFGS"),
-              "optimizer torch.optim.LBFGS takes no weight_decay", train)]
+              "optimizer torch.optim.LBFGS takes no weight_decay", train),
+             # a resume built the model first: 33 s and 2 GB, then a 6.8 MB "line" of torch's missing keys
+             (lambda c: c["components"]["model"]["state_args"].update(num_blocks=20_000),
+              "do not fit its arguments (num_blocks=20000, weights of 2 blocks): a damaged checkpoint; fresh=true",
+              train),
+             # trained on, then named model.lmp the last good checkpoint as its first step diverged
+             (lambda c: c["components"]["model"]["state"]["weights"]["embed.tok.weight"].fill_(float("nan")),
+              "weights hold NaN or inf: training on from them cannot work; or start over with fresh=true", train)]
     for change, needle, command in cases:
         ckpt = copy.deepcopy(good)
         change(ckpt)
@@ -551,6 +558,27 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
         resumed.stderr and "its model still samples" in resumed.stderr
     sampled = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=Hi", "max_new_tokens=2", check=True)
     assert sampled.stdout.startswith("Hi")
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c["components"]["optimizers"]["state_args"].update(_target_=5),  # AttributeError: 'int' ... rpartition
+    lambda c: c["components"]["curriculum"]["state"]["position"].update(feed=[1, 2]),  # TypeError in the feed
+    lambda c: c["components"]["curriculum"]["state"]["position"].pop("data"),  # KeyError
+    lambda c: c["components"]["curriculum"]["state"]["position"].update(steps="abc"),  # ValueError
+    lambda c: c["components"]["runner"]["state"]["progress"].update(stage_total="x"),  # TypeError in the schedule
+    lambda c: c["components"]["runner"]["state"]["progress"].update(tokens=2**200),  # trained, then TensorBoard failed
+])
+def test_a_checkpoint_s_damaged_positions_and_class_names_are_missing_parts(tmp_path, change):
+    """Each passed the check of a training checkpoint's parts, and the resume ended in a traceback, some after it
+    had said "resuming" or trained."""
+    from conftest import make_runner
+
+    from lmplay.runner import checkpoint
+
+    ckpt = checkpoint.load(make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path).save())
+    assert checkpoint.missing_training_part(ckpt) is None
+    change(ckpt)
+    assert checkpoint.missing_training_part(ckpt) is not None
 
 
 def test_a_checkpoint_config_of_nested_yaml_aliases_loads_at_once(tmp_path):

@@ -22,7 +22,7 @@ from lmplay.config import CONF_DIR
 from lmplay.errors import ConfigError
 from lmplay.hydra_app import WritableOutputDir, job_dir_name
 from lmplay.overrides import single_runs
-from lmplay.sweep import SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
+from lmplay.sweep import BASIC_SWEEPER, SweepSummary, earlier_wall_time, repeated_configs, summarize, write_summary
 from lmplay.sweep_start import SweepStart, check_swept_values, shared_job_dir
 
 TINY = ["max_steps=2", "device=cpu"]
@@ -527,6 +527,19 @@ def test_the_resume_command_keeps_the_config_dir_and_name_and_quotes_for_the_she
     odd.mkdir()
     (odd / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     assert rerun_command(odd).endswith(f" \"hydra.sweep.dir='{odd.resolve()}'\"")
+
+
+@pytest.mark.parametrize("hydra", [[1], {"sweeper": [1]}, {"sweeper": {"_target_": BASIC_SWEEPER, "params": [1]}},
+                                   {"sweeper": {"_target_": BASIC_SWEEPER}, "overrides": [1]},
+                                   {"sweeper": {"_target_": BASIC_SWEEPER},  # 12 GB and counting, listing them
+                                    "overrides": {"task": ["seed=range(0,1000000000)"]}}])
+def test_a_hand_edited_multirun_yaml_lists_no_jobs_and_raises_nothing(tmp_path, hydra):
+    """Each was an AttributeError traceback in `lmplay.sweep DIR`, or held it for good: the summary lists the
+    jobs' own dirs alone then."""
+    from lmplay.sweep import planned_jobs
+
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    assert planned_jobs(tmp_path) == []
 
 
 def test_rerunning_a_sweep_with_a_value_added_trains_only_the_new_job(tmp_path):

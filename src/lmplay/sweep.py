@@ -17,7 +17,9 @@ their directories, so it works the same with every launcher:
 import argparse
 import contextlib
 import io
+import itertools
 import json
+import math
 import os
 import re
 import statistics
@@ -67,6 +69,7 @@ from lmplay.stats.runs import (
 )
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+MOST_JOBS = 100_000  # a sweep the summary lists the jobs of; past it (no sweep Hydra launches), the dirs alone
 
 
 class SweepSummary(Callback):
@@ -373,6 +376,9 @@ def expanded_jobs(hydra: dict[str, Any]) -> list[list[str]]:
         return []
     try:
         parsed = OverridesParser.create().parse_overrides(typed)
+        if math.prod(len(list(itertools.islice(o.sweep_string_iterator(), MOST_JOBS + 1))) if o.is_sweep_override()
+                     else 1 for o in parsed) > MOST_JOBS:  # an edited seed=range(0,1000000000) took 12 GB listing them
+            return []
         return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except (HydraException, ValueError):
         return []
@@ -381,11 +387,13 @@ def expanded_jobs(hydra: dict[str, Any]) -> list[list[str]]:
 def swept_overrides(hydra: dict[str, Any]) -> list[str] | None:
     """What Hydra's basic sweeper expands into jobs: an exp file's hydra.sweeper.params, then the command's overrides
     (None for another sweeper)."""
-    sweeper = hydra.get("sweeper") or {}
-    if sweeper.get("_target_") != BASIC_SWEEPER:
+    sweeper, overrides = dig(hydra, "sweeper"), dig(hydra, "overrides") or {}
+    if not isinstance(sweeper, dict) or sweeper.get("_target_") != BASIC_SWEEPER:
         return None
-    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-    return [*params, *(hydra.get("overrides") or {}).get("task", [])]
+    params, task = sweeper.get("params") or {}, overrides.get("task") or [] if isinstance(overrides, dict) else None
+    if not isinstance(params, dict) or not isinstance(task, list):  # multirun.yaml edited by hand
+        return None
+    return [*(f"{key}={value}" for key, value in params.items()), *map(str, task)]
 
 
 def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:

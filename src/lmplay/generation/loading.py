@@ -3,7 +3,6 @@ model trained in Python into a checkpoint that the commands read."""
 
 import difflib
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,25 +85,7 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
         print(f"note: {path} is a checkpoint of experiment '{printable(ckpt['exp'])}': its weights load as "
               f"experiment '{as_exp}' ({defined_at(runner.model_class)}), as load_as asks", file=sys.stderr)
     what = f"checkpoint {path}: the weights of experiment '{exp}'"
-    saved = len({m[1] for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))})  # not the top index:
-    if isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):  # forgeable
-        raise ConfigError(f"{what} do not fit its arguments (num_blocks={n}, weights of {saved} blocks): a damaged "
-                          f"checkpoint")  # before any build: a crafted num_blocks=100000 built modules for minutes;
-        # an idea that shares its blocks' weights saves fewer than it runs (16x: ALBERT's 12 layers of one)
-    # first without memory: arguments that would need terabytes fail here, not in malloc (the model's init seed is
-    # drawn even so: the caller's random state is kept)
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        planned = build(runner, state_args, path, exp)
-    shapes = {name: t.shape for name, t in planned.state_dict().items()}
-    wrong = [f"{name} {list(w.shape)} for {list(shapes[name])}" for name, w in weights.items()
-             if name in shapes and w.shape != shapes[name]]
-    wrong += [f"missing {name}" for name in shapes if name not in weights][:2]  # before the real build: a crafted
-    wrong += [f"unexpected {name}" for name in weights if name not in shapes][:2]  # num_blocks=100000 built for minutes
-    if wrong and (changed := checkpoint.changed_code(planned, model_args["state"])):
-        raise ConfigError(f"{what} do not fit the installed code ({'; '.join(wrong[:2])}): {', '.join(changed)} "
-                          f"changed since it was saved")
-    if wrong:
-        raise ConfigError(f"{what} do not fit its arguments ({'; '.join(wrong[:2])}): a damaged checkpoint")
+    checkpoint.check_weights_fit(lambda: build(runner, state_args, path, exp), state_args, model_args["state"], what)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
         model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)

@@ -18,6 +18,7 @@ import sys
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -352,13 +353,41 @@ def where(module: str) -> str:
         return module
 
 
+def check_weights_fit(build: Callable[[], torch.nn.Module], state_args: dict[str, Any], state: dict[str, Any],
+                      what: str, fix: str = "") -> None:
+    """Whether a checkpoint's weights (`state`, its model's) fit the model its arguments build, before that model
+    takes memory: a crafted num_blocks=100000 built modules for minutes and an embed_dim asked for gigabytes, in
+    generate and on resume alike. First the blocks its weights hold against its num_blocks; then the model built on
+    the meta device, which takes none (the caller's random state is kept), against the weights' shapes. One line
+    naming `what` where they do not fit, and which code changed since, where some did, then `fix`."""
+    weights = state["weights"]
+    saved = len({m[1] for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))})  # not the top index:
+    if isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):  # forgeable
+        raise ConfigError(f"{what} do not fit its arguments (num_blocks={n}, weights of {saved} blocks): a damaged "
+                          f"checkpoint{fix}")  # an idea that shares its blocks' weights saves fewer than it runs (16x:
+        # ALBERT's 12 layers of one)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        planned = build()
+    shapes = {name: t.shape for name, t in planned.state_dict().items()}
+    wrong = [f"{name} {list(w.shape)} for {list(shapes[name])}" for name, w in weights.items()
+             if name in shapes and w.shape != shapes[name]]
+    wrong += [f"missing {name}" for name in shapes if name not in weights][:2]
+    wrong += [f"unexpected {name}" for name in weights if name not in shapes][:2]
+    if wrong and (changed := changed_code(planned, state)):
+        raise ConfigError(f"{what} do not fit the installed code ({'; '.join(wrong[:2])}): {', '.join(changed)} "
+                          f"changed since it was saved{fix}")
+    if wrong:
+        raise ConfigError(f"{what} do not fit its arguments ({'; '.join(wrong[:2])}): a damaged checkpoint{fix}")
+
+
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, fix: str = "") -> None:
     """`model.load_state_dict(weights)`; weights that do not fit are one line: `what` names them, then torch's
-    first two complaints (missing, unexpected or mis-shaped tensors), then `fix`."""
+    first two complaints (missing, unexpected or mis-shaped tensors, each cut short: a crafted checkpoint's list of
+    missing keys was 6.8 MB on one line), then `fix`."""
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+        detail = " ".join(line.strip()[:300] for line in str(e).splitlines()[1:3])
         raise ConfigError(f"{what} do not fit {type(model).__name__} ({detail}){fix}") from None
 
 
@@ -390,15 +419,35 @@ def missing_training_part(ckpt: dict[str, Any]) -> str | None:
         part = ckpt["components"].get(name)
         return part["state"] if isinstance(part, dict) and isinstance(part.get("state"), dict) else {}
 
+    def count(value: Any) -> bool:  # 2**200 tokens trained on, then failed in TensorBoard's writer
+        return type(value) is int and 0 <= value < 2**62
+
+    def classes_named(name: str) -> bool:
+        part = ckpt["components"].get(name)
+        args = part.get("state_args") if isinstance(part, dict) else None
+        return not isinstance(args, dict) or isinstance(args.get("_target_", ""), str)
+
+    def counters(progress: Any) -> bool:
+        if not isinstance(progress, dict) or not all(count(progress.get(k)) for k in COUNTERS):
+            return False
+        stage_count, stage_total = progress.get("stage_count"), progress.get("stage_total")
+        return ((stage_count is None or isinstance(stage_count, dict) and count(stage_count.get("steps")))
+                and (stage_total is None or count(stage_total)))
+
     progress, optimizer = state("runner").get("progress"), state("optimizers").get("optimizer")
+    position = state("curriculum").get("position")
     needed = {"integer seed": seed_in_range(ckpt.get("seed")),
-              "progress counters (non-negative integers)": isinstance(progress, dict) and all(
-                  type(progress.get(k)) is int and progress[k] >= 0 for k in COUNTERS),
+              "progress counters (non-negative integers)": counters(progress),
               "stats records": isinstance(state("runner").get("records_json"), str),
-              "data position": isinstance(state("curriculum").get("position"), dict),
+              "data position": isinstance(position, dict) and isinstance(position.get("feed"), dict)
+              and isinstance(position.get("batcher"), dict) and isinstance(position.get("data"), str)
+              and isinstance(position.get("stage_name"), str) and count(position.get("steps"))
+              and count(position.get("tokens")),
               "optimizer state": optimizer is None and "optimizer" in state("optimizers")  # left out on purpose
               or isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
-              and isinstance(optimizer.get("param_groups"), list)}
+              and isinstance(optimizer.get("param_groups"), list),
+              "optimizer and lr schedule classes (dotted names)": classes_named("optimizers")
+              and classes_named("lr_schedulers")}
     return next((part for part, present in needed.items() if not present), None)
 
 

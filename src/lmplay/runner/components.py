@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmplay.config import CONF_DIR, RUN_SET_MODEL_KEYS, check_kind, root_config
 from lmplay.errors import ConfigError
-from lmplay.files import RECORD_KINDS
+from lmplay.files import CHECKPOINT, RECORD_KINDS
+from lmplay.model import all_finite
 from lmplay.modules import moved_layer
 from lmplay.runner import checkpoint
 from lmplay.runner.basic import annotated_kind, check_args_kept, check_model_args
@@ -148,11 +149,18 @@ class ModelComponent(Component):
         args = self.settle(without_target(construction_args), state_args,
                            fixed=frozenset(self.advertise()) - set(self.resumable))
         check_model_args(self.runner.model_class, args)
+        if state:  # before its memory: the checkpoint's arguments may ask for any size
+            checkpoint.check_weights_fit(lambda: self.runner.model_class(**args), args, state,
+                                         "the checkpoint's weights", "; fresh=true starts over")
         self.model = self.runner.model_class(**args).to(self.runner.device)
         check_args_kept(self.model, args)
         if state:
             checkpoint.load_weights(self.model, state["weights"], "the checkpoint's weights",
                                     "; was its code changed since? fresh=true starts over")
+        if state and not all_finite(self.model.parameters()):  # trained on, its first step failed as diverged and
+            path = self.runner.run_dir / CHECKPOINT  # named this file the last good one
+            raise ConfigError(f"{path}'s weights hold NaN or inf: training on from them cannot work"
+                              f"{checkpoint.previous_good(path) or ''}; or start over with fresh=true")
         if state and (changed := checkpoint.changed_code(self.model, state)) and self.runner.world.is_main:
             print(f"note: {', '.join(changed)} changed since this checkpoint was saved: a step trained from here on "
                   f"runs the code as it is now, and the run's curves would mix the two; fresh=true (or another "
