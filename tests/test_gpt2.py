@@ -197,7 +197,9 @@ def test_importer_refuses_what_is_not_gpt2(hf_model, tmp_path):
         with pytest.raises(ConfigError, match=message):
             build_checkpoint(str(tmp_path / name), num_heads=4)
     for text, message in (("{not json", r"config.json is not JSON"), ("[1, 2]", r"is not a JSON object of settings"),
-                          ('{"n_head": 3}', r"config.json's n_head=3 does not divide the embedding width 32")):
+                          ('{"n_head": 3}', r"config.json's n_head=3 does not divide the embedding width 32"),
+                          ('{"layer_norm_epsilon": "1e-5"}', r"layer_norm_epsilon='1e-5' should be a number"),
+                          ("[" * 100_000 + "]" * 100_000, r"config.json is not JSON \(nested too deep\)")):
         (tmp_path / "config.json").write_text(text)
         with pytest.raises(ConfigError, match=message):
             build_checkpoint(str(tmp_path))

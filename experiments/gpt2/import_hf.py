@@ -96,10 +96,14 @@ def read_config(path: Path | None) -> dict:
         return {}
     try:
         config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not JSON ({e}); use the model's config.json, or leave it out") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        why = "nested too deep" if isinstance(e, RecursionError) else e
+        raise ConfigError(f"{path} is not JSON ({why}); use the model's config.json, or leave it out") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path} is not a JSON object of settings (it holds a {type(config).__name__})")
+    for key in ("layer_norm_epsilon", "n_embd", "n_layer", "n_head", "n_positions", "vocab_size"):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], (int, float))):
+            raise ConfigError(f"{path}: {key}={config[key]!r} should be a number, as in GPT-2's config.json")
     problems = []
     if config.get("model_type", "gpt2") != "gpt2":
         problems.append(f"model_type={config['model_type']!r} (only gpt2)")
