@@ -157,7 +157,8 @@ def main() -> None:
     print(f"command -> first optimizer step, warm cache: lmplay {show(lmplay)}; target <= 4 s")
     print(f"the same for a bare PyTorch script (a plain-torch model of the same shape, the same data and AdamW): "
           f"{show(bare)}; lmplay adds {statistics.median(a - b for a, b in zip(lmplay, bare)):.2f} s (median of the "
-          f"turns' differences; {min(lmplay) - min(bare):.2f} s between the bests, which a busy machine can only make longer)")
+          f"turns' differences; {min(lmplay) - min(bare):.2f} s between the bests, which a busy machine can only "
+          f"make longer)")
     print(f"command -> first train record in stats.json (after the step): lmplay {show(record)}")
     print(f"a cold start (an empty tokenized-data cache: after installing, or a change of data): {cold:.2f} s to the "
           f"first step (target <= 4 s)")
