@@ -22,6 +22,14 @@ def said(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
 
 
+def torchrun_script(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """A script of the test's own (lmplay patched, then its CLI) on two local ranks, with BASE and `args`."""
+    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *BASE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
 def losses(run_dir):
     stats = json.loads((run_dir / "stats.json").read_text())
     return [r["loss"] for r in stats["train"]], [r["loss"] for r in stats["validation"]]
@@ -236,10 +244,7 @@ def test_an_error_of_another_rank_alone_before_the_process_group_leaves_no_empty
         "cli.RANK_0_FIRST_S = 2\ncheck = train.check_run_settings\n\n\ndef rank1_fails(cfg):\n"
         "    if os.environ['RANK'] == '1':\n        raise ConfigError('rank 1 alone is broken')\n    check(cfg)\n\n\n"
         "train.check_run_settings = rank1_fails\ntrain.cli()\n")
-    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    proc = torchrun_script(script, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0 and "error: rank 1 alone is broken" in proc.stderr, proc.stderr[-3000:]  # the report
     assert not said(proc) and not (tmp_path / "run").exists(), proc.stderr[-3000:]
 
@@ -273,10 +278,7 @@ def test_the_other_ranks_wait_for_rank_0_s_data_past_the_process_group_s_timeout
         "def slow_prepare(self, *args, **kwargs):\n    if os.environ['RANK'] == '0':\n        time.sleep(8)\n"
         "    return prepare(self, *args, **kwargs)\n\n\ncurriculum.Curriculum.prepare = slow_prepare\n"
         "from lmplay.train import cli\ncli()\n")
-    env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script), *BASE, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
+    proc = torchrun_script(script, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0 and "Timed out" not in proc.stderr, proc.stderr[-3000:]
 
 
