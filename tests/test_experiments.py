@@ -452,6 +452,10 @@ def test_a_checkpoint_of_an_experiment_renamed_whole_loads_as_the_experiment_nam
     assert type(model) is GPT2ish and exp == "test_runner"
     assert ("is a checkpoint of experiment 'my_idea_test': its weights load as experiment 'test_runner' "
             "(experiments.gpt2ish.model.GPT2ish), as load_as asks") in capfd.readouterr().err
+    with pytest.raises(ConfigError, match=r"the weights of experiment 'my_idea_test' do not fit the model of "
+                                          r"experiment 'attn_temp_test' \(load_as\), another than they trained "
+                                          r"\(missing blocks.0.attn"):  # blamed gpt2ish/model.py as changed
+        load_model(old, load_as="attn_temp_test")
     with pytest.raises(ConfigError, match=r"load_as='test_runer' is not a registered experiment: did you mean "
                                           r"'test_runner'\?"):
         load_model(old, load_as="test_runer")

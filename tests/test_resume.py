@@ -581,6 +581,23 @@ def test_a_checkpoint_s_damaged_positions_and_class_names_are_missing_parts(tmp_
     assert checkpoint.missing_training_part(ckpt) is not None
 
 
+def test_an_idea_with_more_block_entries_than_num_blocks_resumes():
+    """An idea's extra refining block (blocks holds num_blocks + 1) trained, and every resume of it was refused as
+    "a damaged checkpoint" once the resume checked its weights before building the model."""
+    from lmplay.runner import checkpoint
+
+    def build() -> torch.nn.Module:
+        model = torch.nn.Module()
+        model.blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+        return model
+
+    state = {"weights": build().state_dict()}
+    checkpoint.check_weights_fit(build, {"num_blocks": 2}, state, "the weights")
+    with pytest.raises(ConfigError, match=r"the weights do not fit its arguments \(num_blocks=100000, weights of 3 "
+                                          r"blocks\): a damaged checkpoint$"):
+        checkpoint.check_weights_fit(build, {"num_blocks": 100_000}, state, "the weights")
+
+
 def test_a_checkpoint_config_of_nested_yaml_aliases_loads_at_once(tmp_path):
     """OmegaConf copied each alias of a crafted config: 9 levels of 9 aliases ran generate out of memory."""
     run = tmp_path / "run"

@@ -84,8 +84,10 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     if as_exp is not None and as_exp != ckpt["exp"]:
         print(f"note: {path} is a checkpoint of experiment '{printable(ckpt['exp'])}': its weights load as "
               f"experiment '{as_exp}' ({defined_at(runner.model_class)}), as load_as asks", file=sys.stderr)
-    what = f"checkpoint {path}: the weights of experiment '{exp}'"
-    checkpoint.check_weights_fit(lambda: build(runner, state_args, path, exp), state_args, model_args["state"], what)
+    what = f"checkpoint {path}: the weights of experiment '{printable(ckpt['exp'])}'"
+    other = f"the model of experiment '{as_exp}' (load_as), another than they trained" if exp != ckpt["exp"] else None
+    checkpoint.check_weights_fit(lambda: build(runner, state_args, path, exp), state_args, model_args["state"], what,
+                                 other_model=other)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
         model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)

@@ -354,18 +354,19 @@ def where(module: str) -> str:
 
 
 def check_weights_fit(build: Callable[[], torch.nn.Module], state_args: dict[str, Any], state: dict[str, Any],
-                      what: str, fix: str = "") -> None:
+                      what: str, fix: str = "", other_model: str | None = None) -> None:
     """Whether a checkpoint's weights (`state`, its model's) fit the model its arguments build, before that model
     takes memory: a crafted num_blocks=100000 built modules for minutes and an embed_dim asked for gigabytes, in
-    generate and on resume alike. First the blocks its weights hold against its num_blocks; then the model built on
+    generate and on resume alike. First its num_blocks against the blocks its weights hold; then the model built on
     the meta device, which takes none (the caller's random state is kept), against the weights' shapes. One line
-    naming `what` where they do not fit, and which code changed since, where some did, then `fix`."""
+    naming `what` where they do not fit, and which code changed since, where some did, then `fix`; or, where the
+    model is `other_model` (load_as: another experiment's), that they do not fit it."""
     weights = state["weights"]
     saved = len({m[1] for name in weights if (m := re.match(r"blocks\.(\d+)\.", name))})  # not the top index:
-    if isinstance(n := state_args.get("num_blocks"), int) and (n < saved or n > max(256, 16 * saved)):  # forgeable
+    if isinstance(n := state_args.get("num_blocks"), int) and n > max(256, 16 * saved):  # forgeable. Fewer than
         raise ConfigError(f"{what} do not fit its arguments (num_blocks={n}, weights of {saved} blocks): a damaged "
-                          f"checkpoint{fix}")  # an idea that shares its blocks' weights saves fewer than it runs (16x:
-        # ALBERT's 12 layers of one)
+                          f"checkpoint{fix}")  # saved is an idea's extra block; more, one that shares its blocks'
+        # weights (16x: ALBERT's 12 layers of one)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         planned = build()
     shapes = {name: t.shape for name, t in planned.state_dict().items()}
@@ -373,6 +374,8 @@ def check_weights_fit(build: Callable[[], torch.nn.Module], state_args: dict[str
              if name in shapes and w.shape != shapes[name]]
     wrong += [f"missing {name}" for name in shapes if name not in weights][:2]
     wrong += [f"unexpected {name}" for name in weights if name not in shapes][:2]
+    if wrong and other_model:
+        raise ConfigError(f"{what} do not fit {other_model} ({'; '.join(wrong[:2])}){fix}")
     if wrong and (changed := changed_code(planned, state)):
         raise ConfigError(f"{what} do not fit the installed code ({'; '.join(wrong[:2])}): {', '.join(changed)} "
                           f"changed since it was saved{fix}")
