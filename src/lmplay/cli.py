@@ -68,8 +68,8 @@ ALIASES = {"block_size": "context_len", "n_layer": "model.num_blocks", "n_head":
 UNLIKE_NANOGPT = {"gradient_accumulation_steps": "batch_size is accumulated in mini-batches of mini_batch_size",
                   "warmup_iters": "warmup is warmup_fraction, of each stage's steps"}
 SAMPLE_ALIASES = {"start": "prompt", "out_dir": "checkpoint", "init_from": "checkpoint"}  # nanoGPT's sample.py
-# nanoGPT's --dtype (train.py and sample.py)
 RANK_0_FIRST_S = 15  # how long torchrun's other ranks give rank 0 to say an error they all met
+# nanoGPT's --dtype (train.py and sample.py)
 DTYPE = "nanoGPT's bfloat16 or float16 is amp=true amp_dtype=bf16 or fp16 here, its float32 amp=false"
 
 
