@@ -340,8 +340,8 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     saved, now = saved_digests(state), code_digests(model)
     moved = {m for m in saved.keys() - now.keys() if saved[m] in now.values()}  # a file that only moved
     # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged
-    return [printable(where(m)) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]  # a
-    # checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
+    # a checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
+    return [printable(where(m)) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]
 
 
 def where(module: str) -> str:
