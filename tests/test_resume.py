@@ -560,25 +560,26 @@ def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     assert sampled.stdout.startswith("Hi")
 
 
-@pytest.mark.parametrize("change", [
-    lambda c: c["components"]["optimizers"]["state_args"].update(_target_=5),  # AttributeError: 'int' ... rpartition
-    lambda c: c["components"]["curriculum"]["state"]["position"].update(feed=[1, 2]),  # TypeError in the feed
-    lambda c: c["components"]["curriculum"]["state"]["position"].pop("data"),  # KeyError
-    lambda c: c["components"]["curriculum"]["state"]["position"].update(steps="abc"),  # ValueError
-    lambda c: c["components"]["runner"]["state"]["progress"].update(stage_total="x"),  # TypeError in the schedule
-    lambda c: c["components"]["runner"]["state"]["progress"].update(tokens=2**200),  # trained, then TensorBoard failed
-])
-def test_a_checkpoint_s_damaged_positions_and_class_names_are_missing_parts(tmp_path, change):
+def test_a_checkpoint_s_damaged_positions_and_class_names_are_missing_parts(tmp_path):
     """Each passed the check of a training checkpoint's parts, and the resume ended in a traceback, some after it
     had said "resuming" or trained."""
     from conftest import make_runner
 
     from lmplay.runner import checkpoint
 
-    ckpt = checkpoint.load(make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path).save())
-    assert checkpoint.missing_training_part(ckpt) is None
-    change(ckpt)
-    assert checkpoint.missing_training_part(ckpt) is not None
+    good = checkpoint.load(make_runner(["exp=test_runner", "device=cpu", "max_steps=2"], tmp_path).save())
+    assert checkpoint.missing_training_part(good) is None
+    for change in [
+        lambda c: c["components"]["optimizers"]["state_args"].update(_target_=5),  # 'int' has no rpartition
+        lambda c: c["components"]["curriculum"]["state"]["position"].update(feed=[1, 2]),  # TypeError in the feed
+        lambda c: c["components"]["curriculum"]["state"]["position"].pop("data"),  # KeyError
+        lambda c: c["components"]["curriculum"]["state"]["position"].update(steps="abc"),  # ValueError
+        lambda c: c["components"]["runner"]["state"]["progress"].update(stage_total="x"),  # TypeError, schedule
+        lambda c: c["components"]["runner"]["state"]["progress"].update(tokens=2**200),  # TensorBoard failed
+    ]:
+        ckpt = copy.deepcopy(good)
+        change(ckpt)
+        assert checkpoint.missing_training_part(ckpt) is not None
 
 
 def test_an_idea_with_more_block_entries_than_num_blocks_resumes():
