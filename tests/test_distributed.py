@@ -237,11 +237,12 @@ def test_an_error_of_one_rank_alone_reaches_torchrun_s_report_and_config_errors_
 
 def test_an_error_of_another_rank_alone_before_the_process_group_leaves_no_empty_run_dir(tmp_path):
     """Rank 0 waited in the process group's join for the failed rank, and torchrun's SIGTERM killed it there, before
-    it could remove the run dir it had made."""
+    it could remove the run dir it had made. Rank 1's wait is cut to 5 s: long enough for a loaded rank 0 to have
+    made the dir before rank 1 removes it."""
     script = tmp_path / "rank1_fails.py"
     script.write_text(
         "import os\nimport lmplay.cli as cli\nimport lmplay.train as train\nfrom lmplay.errors import ConfigError\n"
-        "cli.RANK_0_FIRST_S = 2\ncheck = train.check_run_settings\n\n\ndef rank1_fails(cfg):\n"
+        "cli.RANK_0_FIRST_S = 5\ncheck = train.check_run_settings\n\n\ndef rank1_fails(cfg):\n"
         "    if os.environ['RANK'] == '1':\n        raise ConfigError('rank 1 alone is broken')\n    check(cfg)\n\n\n"
         "train.check_run_settings = rank1_fails\ntrain.cli()\n")
     proc = torchrun_script(script, "max_steps=2", f"hydra.run.dir={tmp_path / 'run'}")
