@@ -76,16 +76,17 @@ def checked_path(path: Any) -> Path | str:
 
 
 def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str = "cpu",
-             as_exp: str | None = None) -> tuple[LMBase, str]:
+             load_as: str | None = None) -> tuple[LMBase, str]:
     """The model of a loaded checkpoint (read from `path`), as load_model gives it."""
-    exp, model_args = as_exp or ckpt["exp"], ckpt["components"]["model"]
+    exp, model_args = load_as or ckpt["exp"], ckpt["components"]["model"]
     state_args, weights = model_args["state_args"], model_args["state"]["weights"]
-    runner = get_runner(exp, model_class=None if as_exp else checkpoint.model_class(ckpt))
-    if as_exp is not None and as_exp != ckpt["exp"]:
+    runner = get_runner(exp, model_class=None if load_as else checkpoint.model_class(ckpt))
+    other = None
+    if exp != ckpt["exp"]:
         print(f"note: {path} is a checkpoint of experiment '{printable(ckpt['exp'])}': its weights load as "
-              f"experiment '{as_exp}' ({defined_at(runner.model_class)}), as load_as asks", file=sys.stderr)
+              f"experiment '{exp}' ({defined_at(runner.model_class)}), as load_as asks", file=sys.stderr)
+        other = f"the model of experiment '{exp}' (load_as), another than they trained"
     what = f"checkpoint {path}: the weights of experiment '{printable(ckpt['exp'])}'"
-    other = f"the model of experiment '{as_exp}' (load_as), another than they trained" if exp != ckpt["exp"] else None
     checkpoint.check_weights_fit(lambda: build(runner, state_args, path, exp), state_args, model_args["state"], what,
                                  other_model=other)
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
