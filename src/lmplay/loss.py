@@ -31,8 +31,11 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, vocab: int,
         # compiled, the gradient is written over the logits (one buffer of their size, not two)
         return triton_kernels.cross_entropy(flat_logits, flat_targets, vocab, ties, overwrite=True)
     flat_logits = real_columns(flat_logits.float(), vocab)
-    loss_sum = F.cross_entropy(flat_logits, flat_targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss_sum, top1_correct(flat_logits.detach(), flat_targets, ties)  # detached: no autograd nodes
+    log_probs = flat_logits.log_softmax(-1)  # cross-entropy's own two steps, its per-target losses kept
+    losses = F.nll_loss(log_probs, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")
+    if ties:  # detached: no autograd nodes
+        return losses.sum(), top1_correct(flat_logits.detach(), flat_targets, ties)
+    return losses.sum(), targets_at_max(losses.detach(), log_probs.detach(), flat_targets)
 
 
 def triton_loss_runs_on(device: torch.device) -> bool:
@@ -49,6 +52,16 @@ def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False
         return ((logits.argmax(-1) == targets) & real).sum()
     target_logits = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return ((target_logits >= logits.amax(-1)) & real).sum()
+
+
+def targets_at_max(losses: torch.Tensor, log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """top1_correct's count for fp32 logits (`target >= max`), from what the loss computed already. A real
+    target's loss is minus its log-probability, so it is at the max exactly where its loss plus the row's largest
+    log-probability is 0 (a difference of two floats is 0 only when they are equal). An ignored target's loss is 0
+    and log-probabilities are <= 0: it counts too, and is taken off. Three ops new to the step where top1_correct
+    runs seven: on a CPU each op a step has not run yet costs ~10 us (its code back in cache), together ~2% of
+    test_runner's step (benchmarks/README.md)."""
+    return ((losses + log_probs.amax(-1)) <= 0).sum() - (targets == IGNORE_INDEX).sum()
 
 
 def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:
