@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmplay.overrides import composed
+from preloaded_cli import PreloadedCli, ServerGone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,14 +39,16 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
     """Run `python -m module args...` as a user would; never inherits a TTY. Forked from a Python that has
     imported torch (tests/preloaded_cli.py) where the environment is the one it started with."""
     full_env = {**os.environ, "PYTHONPATH": python_path(), "TQDM_DISABLE": "1", **(env or {})}
-    server = None if env else preloaded_cli(full_env)  # a run's own variables may be read as modules are imported
+    server = None if env else preloaded_cli(module, full_env)  # a run's own variables may be read as it imports
+    proc = None
     if server is not None and server.busy.acquire(blocking=False):
         try:
-            with tempfile.TemporaryDirectory(prefix="lmplay-cli-") as out_dir:
-                proc = server.run(module, list(args), cwd or REPO, full_env, timeout, Path(out_dir))
+            proc = server.run(module, list(args), cwd or REPO, full_env, timeout)
+        except ServerGone:
+            _preloaded[0] = None
         finally:
             server.busy.release()
-    else:
+    if proc is None:
         proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, capture_output=True, text=True,
                               timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
@@ -56,21 +59,19 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
 _preloaded: list = []  # this worker's server, started by its first run_cli
 
 
-def preloaded_cli(env: dict[str, str]):
-    """The worker's PreloadedCli when it was started with `env` (the first call starts it), else None: a test's
-    monkeypatched variables may be read as modules are imported.
-    LMPLAY_TESTS_SUBPROCESS=1 runs every command as a real subprocess, as the suite did before."""
+def preloaded_cli(module: str, env: dict[str, str]) -> "PreloadedCli | None":
+    """The worker's PreloadedCli where it runs `python -m module` with environment `env` as a fresh interpreter
+    would (the first call starts it), else None. LMPLAY_TESTS_SUBPROCESS=1 runs every command as a real
+    subprocess, as the suite did before."""
     if os.environ.get("LMPLAY_TESTS_SUBPROCESS") == "1" or sys.platform != "linux":
         return None
     if not _preloaded:
-        from preloaded_cli import PreloadedCli
-
         try:
             _preloaded.append(PreloadedCli(env))
-        except RuntimeError:
+        except ServerGone:
             _preloaded.append(None)
     server = _preloaded[0]
-    return server if server is not None and server.serves(env) else None
+    return server if server is not None and server.serves(module, env) else None
 
 
 def torchrun(nproc: int, *args: str, path: tuple[Path, ...] = (), env: dict | None = None) -> subprocess.CompletedProcess:
