@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from preloaded_cli import PreloadedCli, ServerGone
 
 from lmplay.overrides import composed
-from preloaded_cli import PreloadedCli, ServerGone
 
 REPO = Path(__file__).resolve().parents[1]
 
