@@ -447,6 +447,25 @@ def test_a_tiny_repetition_penalty_favours_the_seen_tokens_without_nan(penalty):
         assert picks <= {0, 2}  # the seen tokens; past float32's range (1e-308) they tie
 
 
+def test_a_huge_repetition_penalty_on_a_vocabulary_all_seen_and_negative_draws_from_it_all():
+    """The penalty (1e39, inf in float32) sent every logit to -inf: sampling raised torch's 'probability tensor
+    contains inf', and greedy picked token 0 of nothing."""
+    logits = -torch.rand(2, 10) - 0.1
+    seen = torch.ones(2, 10, dtype=torch.bool)
+    config = GenerationConfig(do_sample=True, repetition_penalty=1e39)
+    picks = {pick_next(logits, config, seen, torch.Generator().manual_seed(s))[0].item() for s in range(200)}
+    assert len(picks) > 5  # every token equally penalized: any may come
+
+
+def test_generate_prompts_takes_numpy_numbers():
+    """Values from np.arange or np.linspace (a notebook's sweep of a setting) were refused: 'top_k=np.int64(5)
+    should be an integer'."""
+    model = tiny()
+    expected = model.generate_prompts(["a"], 3, do_sample=True, temperature=0.5, top_k=5, seed=3)
+    assert model.generate_prompts(["a"], np.int64(3), do_sample=np.bool_(True), temperature=np.float32(0.5),
+                                  top_k=np.int64(5), seed=np.int64(3)) == expected
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
     probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])  # sorted: 0.5, 0.3, 0.15, 0.05
     logits = probs.log()

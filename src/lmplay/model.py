@@ -141,6 +141,9 @@ class LMBase(MBase):
         The prompts run as one left-padded batch through the KV-cached decode loop of `lmplay.generation`;
         `seed` makes sampling repeatable.
         """
+        max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, use_cache, stop_at_eot, seed = (
+            v.item() if isinstance(v, np.generic) else v for v in (  # np.arange's values, in a notebook's sweep
+                max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, use_cache, stop_at_eot, seed))
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                                   top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                                   use_cache=use_cache, stop_at_eot=stop_at_eot)
