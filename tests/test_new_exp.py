@@ -273,6 +273,29 @@ def test_names_that_would_make_a_broken_copy_are_refused_before_anything_is_writ
     assert not (tmp_path / into).exists()
 
 
+def test_a_copy_takes_the_source_s_subpackages_and_data_files(tmp_path, monkeypatch):
+    """Only the top level's .py files were copied: an idea with a layers/ subpackage made a copy whose import of
+    it failed at its first run, and new_exp said it had written the copy."""
+    create("idea", into=tmp_path / "lab")
+    source = tmp_path / "lab" / "idea"
+    (source / "layers").mkdir()
+    (source / "layers" / "__init__.py").write_text("")
+    (source / "layers" / "pos.py").write_text("from lab.idea.model import Idea\n\nSCALE = 0.5\n")
+    (source / "table.bin").write_bytes(bytes(range(256)))
+    model = source / "model.py"
+    model.write_text(model.read_text() + "\nfrom lab.idea.layers import pos  # noqa: E402\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        create("idea2", "lab.idea", into=tmp_path / "lab")
+        copy = tmp_path / "lab" / "idea2"
+        assert (copy / "layers" / "pos.py").read_text() == "from lab.idea2.model import Idea2\n\nSCALE = 0.5\n"
+        assert (copy / "table.bin").read_bytes() == bytes(range(256))
+        assert importlib.import_module("lab.idea2.model").pos.SCALE == 0.5
+    finally:
+        for module in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
+            del sys.modules[module]
+
+
 def test_a_copy_renames_versions_only_where_they_name_versions(tmp_path):
     """`lradd` is also the module of its layer (lradd.py) and `gpt2` the tokenizer: renaming every whole word made
     copies of both fail at their first run."""

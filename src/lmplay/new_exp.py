@@ -1,7 +1,7 @@
 """`python -m lmplay.new_exp NAME [--from gpt2ish] [--into DIR]`: start a new experiment as a copy of another.
 
-Copies the source experiment's package (model.py, versions.py, ...) under the new name, renaming the package,
-the model class and the registered versions, and gives each version a conf/exp config that is the source
+Copies the source experiment's package (model.py, versions.py, its subpackages and data files) under the new
+name, renaming the package, the model class and the registered versions, and gives each version a conf/exp config that is the source
 version's with the copy's model class (`defaults: [gpt2ish_mini]`, `model._target_`): the two differ in the code
 alone, also after a change to the source's settings. `python -m lmplay.train exp=NAME` trains the copy at once;
 then change one thing in its model.py.
@@ -220,7 +220,8 @@ def check_name(name: str, src: Source, mapping: dict[str, str]) -> None:
     if not NAME_RE.fullmatch(name) or keyword.iskeyword(name) or keyword.iskeyword(camel(name)) or name in YAML_WORDS:
         raise ConfigError(f"'{name}' is not a valid experiment name: use lowercase letters, digits and _, starting "
                           f"with a letter, and no word that Python or YAML reads as something else (true, null, ...)")
-    classes = {mapping[k] for k in src.classes} & defined_names(sorted(src.path.glob("*.py")))
+    code = [f for f in package_files(src.path) if f.suffix == ".py"]
+    classes = {mapping[k] for k in src.classes} & defined_names(code)
     versions = {mapping[k] for k in src.versions} & defined_names([src.path / "versions.py"])  # its defs live there
     clash = sorted((classes | versions) - set(mapping))
     if clash:
@@ -250,7 +251,7 @@ def create(name: str, source: str = "gpt2ish", into: Path | None = None) -> list
     return list(files)
 
 
-def write_all(files: dict[Path, str], name: str) -> None:
+def write_all(files: dict[Path, str | bytes], name: str) -> None:
     """Write the copy's files, or none: a copy half written (a full disk, --into a file) left a package whose
     name the retry refused as taken."""
     made: list[Path] = []  # files and dirs this call created, in order
@@ -259,7 +260,7 @@ def write_all(files: dict[Path, str], name: str) -> None:
             missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
             made += reversed(missing)
-            path.write_text(text)
+            path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
             made.append(path)
     except OSError as e:
         made.append(path)  # a file opened before the disk filled up
@@ -299,25 +300,38 @@ def check_free(name: str, pkg_dir: Path, conf_dir: Path, versions: list[str], in
 
 
 def copied_code(name: str, src: Source, mapping: dict[str, str], original: dict[str, str],
-                pkg_dir: Path) -> dict[Path, str]:
-    """The source package's .py files renamed for the copy, each checked to be valid Python."""
+                pkg_dir: Path) -> dict[Path, str | bytes]:
+    """The source package's files, subpackages and data included: its .py files renamed for the copy, each
+    checked to be valid Python, the others as they are (its README.md is the copy's own, written apart)."""
     docstrings = {"__init__.py": f"{name}: copied from {src.module} by lmplay.new_exp; say here what idea it tries.",
                   "model.py": f"{name}'s model: a copy of {src.module}'s; change one thing and say here what and why.",
                   "versions.py": f"The registered versions of {name}; each has a conf/exp/<name>.yaml."}
-    files = {}
-    for file in sorted(src.path.glob("*.py")):
+    files: dict[Path, str | bytes] = {}
+    for file in package_files(src.path):
+        relative = file.relative_to(src.path)
+        if file.suffix != ".py":
+            if relative != Path("README.md"):
+                files[pkg_dir / relative] = file.read_bytes()
+            continue
         text = rename(file.read_text(), mapping, src.versions)
         text = re.sub(r'(@expose_runner\("(\w+)",\s*description=")',
                       lambda m: f"{m[1]}copied from {original.get(m[2], m[2])}: ", text)
-        if file.name in docstrings:
-            text = replace_docstring(text, docstrings[file.name])
+        if str(relative) in docstrings:
+            text = replace_docstring(text, docstrings[str(relative)])
         try:
-            compile(text, str(pkg_dir / file.name), "exec")
+            compile(text, str(pkg_dir / relative), "exec")
         except SyntaxError as e:
-            raise ConfigError(f"'{name}' makes {file.name} invalid Python ({e.msg}, line {e.lineno}); pick "
+            raise ConfigError(f"'{name}' makes {relative} invalid Python ({e.msg}, line {e.lineno}); pick "
                               f"another name") from None
-        files[pkg_dir / file.name] = text
+        files[pkg_dir / relative] = text
     return files
+
+
+def package_files(path: Path) -> list[Path]:
+    """Every file of the package at `path`, in its subpackages too; not Python's caches or hidden files: a copy
+    of the top level alone left an idea's `layers/` behind, and the copy could not import it."""
+    return sorted(f for f in path.rglob("*") if f.is_file()
+                  and not any(part == "__pycache__" or part.startswith(".") for part in f.relative_to(path).parts))
 
 
 def exp_configs(src: Source, mapping: dict[str, str], conf_dir: Path) -> dict[Path, str]:
