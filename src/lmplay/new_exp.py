@@ -3,8 +3,8 @@
 Copies the source experiment's package (model.py, versions.py, its subpackages and data files) under the new
 name, renaming the package, the model class and the registered versions, and gives each version a conf/exp
 config that is the source version's with the copy's model class (`defaults: [gpt2ish_mini]`, `model._target_`):
-the two differ in the code alone, also after a change to the source's settings. `python -m lmplay.train exp=NAME` trains the copy at once;
-then change one thing in its model.py.
+the two differ in the code alone, also after a change to the source's settings. `python -m lmplay.train exp=NAME`
+trains the copy at once; then change one thing in its model.py.
 
 Versions are renamed by prefix: gpt2ish -> NAME, gpt2ish_mini -> NAME_mini, and the baseline's tiny
 test_runner -> NAME_test. Without --into the copy goes into this checkout's experiments/ and conf/exp/,
