@@ -1,6 +1,7 @@
 """Interrupted runs resume exactly; checkpoints are safe to load and survive failed writes."""
 
 import copy
+import importlib
 import inspect
 import io
 import itertools
@@ -1115,6 +1116,30 @@ def test_the_code_digests_follow_the_models_files(tmp_path, monkeypatch):
     module.write_text("import torch\n\nclass Model(torch.nn.Module):\n    scale = 3\n")
     assert checkpoint.changed_code(model, {"code": copied}) == [str(module), "other_module"]
     assert checkpoint.changed_code(model, {}) == []  # a checkpoint from before digests: nothing said
+
+
+def test_the_code_digests_name_an_experiment_s_helper_modules_that_define_no_class(tmp_path, monkeypatch):
+    """Only files defining a class the model used had digests: an edit of an idea's ops.py (a function its forward
+    calls) left seeds trained before and after it averaged as one model, and resumes said nothing."""
+    from lmplay.new_exp import create
+
+    create("helped", into=tmp_path / "lab")
+    package = tmp_path / "lab" / "helped"
+    (package / "ops").mkdir()
+    (package / "ops" / "__init__.py").write_text("def scale(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        model_class = importlib.import_module("lab.helped.model").Helped
+        model = model_class(vocab_size=257, tokenizer="bytes", context_len=8, num_blocks=1, embed_dim=8, num_heads=1)
+        digests = checkpoint.code_digests(model)
+        assert {"lab.helped", "lab.helped.model", "lab.helped.ops"} <= set(digests)
+        assert "lab.helped.versions" not in digests
+        (package / "ops" / "__init__.py").write_text("def scale(x):\n    return 0 * x\n")
+        (package / "versions.py").write_text((package / "versions.py").read_text() + "\n# registers, builds nothing\n")
+        assert checkpoint.changed_code(model, {"code": digests}) == ["lab.helped.ops"]
+    finally:
+        for module in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
+            del sys.modules[module]
 
 
 def test_the_code_digests_name_the_shared_layers_an_idea_s_layers_subclass(tmp_path):

@@ -315,7 +315,28 @@ def code_digests(model: torch.nn.Module) -> dict[str, str]:
         except (OSError, TypeError):  # a class made at run time (a notebook's), or its file gone
             continue
         digests[cls.__module__] = hashlib.sha256(source).hexdigest()[:16]
-    return dict(sorted(digests.items()))
+    return dict(sorted((package_digests(type(model)) | digests).items()))
+
+
+def package_digests(model_class: type) -> dict[str, str]:
+    """A digest of every source file of the experiment package the model class is in (one with a versions.py), but
+    versions.py, which registers versions and builds nothing: a helper module of an idea's that defines no class
+    (an `apply_rotary` in rope.py) changes the model too, and seeds trained before and after an edit of it were
+    averaged as one model."""
+    module = sys.modules.get(model_class.__module__)
+    package = getattr(module, "__package__", None)
+    if not package or not getattr(module, "__file__", None):
+        return {}
+    root = Path(module.__file__).parent
+    if not (root / "versions.py").is_file():
+        return {}
+    digests = {}
+    for file in sorted(root.rglob("*.py")):
+        parts = file.relative_to(root).with_suffix("").parts
+        if "__pycache__" not in parts and parts != ("versions",):
+            name = ".".join((package, *parts[:-1], *([] if parts[-1] == "__init__" else [parts[-1]])))
+            digests[name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    return digests
 
 
 def model_part(model: torch.nn.Module) -> dict[str, Any]:
