@@ -393,6 +393,12 @@ def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
            "step trains at lr 0.000777, not 0" in longer.stdout
     lrs = [r["lr"] for r in json.loads((tmp_path / "run" / "stats.json").read_text())["train"]]
     assert lrs[3] == 0.0 and lrs[4] == pytest.approx(0.001 * (1 + math.cos(math.pi * 4 / 7)))
+    # max_steps is no trained setting, so the plot compared the run with others as if trained on one schedule
+    from lmplay.stats.plot import comparison_table, group_runs
+    from lmplay.stats.runs import load_runs
+
+    assert ("was resumed with other settings (at step 4: lr schedule's steps 4/8)"
+            in comparison_table(group_runs(load_runs([tmp_path / "run"]))))
 
 
 def test_bak_is_the_checkpoint_before_and_a_finished_run_rewrites_nothing(tmp_path):

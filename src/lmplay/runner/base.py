@@ -36,6 +36,7 @@ from lmplay.runner.stopping import StopRequest
 from lmplay.runner.components import (CurriculumComponent, ModelComponent, OptimizerComponent, RunnerComponent,
                                       RunnerSettings, SchedulerComponent, config_class)
 from lmplay.stats import StatsWriter
+from lmplay.stats.runs import record_resumed_change
 from lmplay.stats.speed import SpeedMeter
 
 STAGE_KEYS_ELSEWHERE = ("lr", "weight_decay", "scheduler")
@@ -730,6 +731,9 @@ class LMRunnerBase:
             digits = next(d for d in range(3, 17) if f"{now:.{d}g}" != f"{was:.{d}g}")  # not "0.00299, not 0.00299"
             print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
                   f"batch changed): its next step trains at lr {now:.{digits}g}, not {was:.{digits}g}")
+            with contextlib.suppress(ConfigError):  # max_steps is no trained setting: the plot said nothing of it
+                record_resumed_change(self.run_dir / ".hydra", progress["step"],
+                                      {"lr schedule's steps": [before, total]})
 
     def _run_steps(self, stage, plan: StagePlan, total: int) -> bool:
         """Train steps until the stage ends (True), or max_steps or a signal stops it (False).

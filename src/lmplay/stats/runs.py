@@ -22,7 +22,7 @@ from lmplay.config import (
     top_level_aliases,
 )
 from lmplay.errors import ConfigError
-from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS
+from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS, write_atomic
 
 # Why runs validate on different held-out text: the set is runner.validation_batches batches of batch_size of the
 # curriculum's held-out rows, framed at context_len (nested samples of the same rows). plot's table and the
@@ -155,6 +155,16 @@ def read_yaml(path: Path, kind: type = dict) -> Any:
         raise ConfigError(f"{path} cannot be read: it holds a {type(value).__name__}, not a "
                           f"{'mapping' if kind is dict else 'list'}")
     return value
+
+
+def record_resumed_change(hydra_dir: Path, step: int, changed: dict[str, list[Any]]) -> None:
+    """Append a resume's changes of what is trained to RESUMED_CHANGES: the plot's and summary's note that the run's
+    curve mixes settings. Once: a resume of the same checkpoint again (after a crash) changes the same. A damaged
+    file (ConfigError) is the caller's to leave as it is."""
+    earlier = read_yaml(hydra_dir / RESUMED_CHANGES, list) or []
+    entry = {"step": step, "changed": changed}
+    if earlier[-1:] != [entry]:
+        write_atomic(hydra_dir / RESUMED_CHANGES, yaml.safe_dump([*earlier, entry], sort_keys=False))
 
 
 def dig(value: Any, *keys: str) -> Any:
