@@ -82,7 +82,11 @@ def note_resumed_changes(out: Path, cfg: DictConfig, step: int) -> None:
     """Append to RESUMED_CHANGES the trained settings this resume changed (`optimizer.lr: [0.003, 0.001]`), read
     from the run's label before it is replaced: a seed resumed at another lr was averaged with seeds that never
     changed it, without a note."""
-    from lmplay.stats.runs import record_resumed_change, settled_config, trained_settings
+    from lmplay.stats.runs import (
+        record_resumed_change,
+        settled_config,
+        trained_settings,
+    )
 
     try:  # a label damaged by hand is replaced below (earlier_overrides says so): nothing to compare with
         before = trained_settings(settled_config(out.parent))
