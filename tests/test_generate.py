@@ -455,6 +455,10 @@ def test_a_huge_repetition_penalty_on_a_vocabulary_all_seen_and_negative_draws_f
     config = GenerationConfig(do_sample=True, repetition_penalty=1e39)
     picks = {pick_next(logits, config, seen, torch.Generator().manual_seed(s))[0].item() for s in range(200)}
     assert len(picks) > 5  # every token equally penalized: any may come
+    banned = torch.tensor([[2.0, 1.0, float("-inf"), float("-inf")]])  # a model's own -inf stays out of the draw
+    config = GenerationConfig(do_sample=True, temperature=1e38, repetition_penalty=1.2)
+    assert {pick_next(banned, config, seen[:1, :4], torch.Generator().manual_seed(s)).item() for s in range(200)} \
+        == {0, 1}
 
 
 def test_generate_prompts_takes_numpy_numbers():

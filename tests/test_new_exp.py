@@ -291,6 +291,14 @@ def test_a_copy_takes_the_source_s_subpackages_and_data_files(tmp_path, monkeypa
         assert (copy / "layers" / "pos.py").read_text() == "from lab.idea2.model import Idea2\n\nSCALE = 0.5\n"
         assert (copy / "table.bin").read_bytes() == bytes(range(256))
         assert importlib.import_module("lab.idea2.model").pos.SCALE == 0.5
+        (source / "scripts").mkdir()
+        (source / "scripts" / "old.py").write_text('print "hi"\n')  # a traceback, not a line
+        with pytest.raises(ConfigError, match=r"old.py is not valid Python .*: fix it, or move it out of the package"):
+            create("idea3", "lab.idea", into=tmp_path / "lab")
+        (source / "scripts" / "old.py").unlink()
+        (source / "shared").symlink_to(source / "layers")  # rglob leaves a linked dir out: the copy cannot import it
+        with pytest.raises(ConfigError, match=r"shared is a link to a directory, which new_exp does not copy"):
+            create("idea3", "lab.idea", into=tmp_path / "lab")
     finally:
         for module in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
             del sys.modules[module]

@@ -401,6 +401,19 @@ def test_a_resume_that_re_spans_the_lr_schedule_says_so(tmp_path):
             in comparison_table(group_runs(load_runs([tmp_path / "run"]))))
 
 
+def test_a_resumed_change_is_recorded_once_and_in_a_hydra_dir_made_for_it(tmp_path):
+    """A resume of the same checkpoint again (after a crash) changes the same: recorded once, also where it changed
+    a setting and the schedule both. A run dir whose .hydra/ was deleted stopped the resume with an OutputError."""
+    from lmplay.stats.runs import RESUMED_CHANGES, read_yaml, record_resumed_change
+
+    hydra = tmp_path / "run" / ".hydra"
+    for _ in range(2):
+        record_resumed_change(hydra, 4, {"lr schedule's steps": [4, 8]})
+        record_resumed_change(hydra, 4, {"optimizer.lr": ["0.002", "0.003"]})
+    assert read_yaml(hydra / RESUMED_CHANGES, list) == [{"step": 4, "changed": {"lr schedule's steps": [4, 8]}},
+                                                         {"step": 4, "changed": {"optimizer.lr": ["0.002", "0.003"]}}]
+
+
 def test_bak_is_the_checkpoint_before_and_a_finished_run_rewrites_nothing(tmp_path):
     run = tmp_path / "run"
     args = ["exp=test_runner", "device=cpu", "runner.save_interval=32", "runner.validation_interval=32",
@@ -1133,16 +1146,22 @@ def test_the_code_digests_name_an_experiment_s_helper_modules_that_define_no_cla
     package = tmp_path / "lab" / "helped"
     (package / "ops").mkdir()
     (package / "ops" / "__init__.py").write_text("def scale(x):\n    return x\n")
+    (package / "scratch.py").write_text("print('a tool beside the model, never imported')\n")
+    model_file = package / "model.py"
+    model_file.write_text(model_file.read_text() + "\nfrom lab.helped.ops import scale  # noqa: E402,F401\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         model_class = importlib.import_module("lab.helped.model").Helped
         model = model_class(vocab_size=257, tokenizer="bytes", context_len=8, num_blocks=1, embed_dim=8, num_heads=1)
         digests = checkpoint.code_digests(model)
         assert {"lab.helped", "lab.helped.model", "lab.helped.ops"} <= set(digests)
-        assert "lab.helped.versions" not in digests
+        assert "lab.helped.versions" not in digests and "lab.helped.scratch" not in digests
         (package / "ops" / "__init__.py").write_text("def scale(x):\n    return 0 * x\n")
         (package / "versions.py").write_text((package / "versions.py").read_text() + "\n# registers, builds nothing\n")
-        assert checkpoint.changed_code(model, {"code": digests}) == ["lab.helped.ops"]
+        assert checkpoint.changed_code(model, {"code": digests}) == [str(package / "ops" / "__init__.py")]
+        gone = {**digests, "lab.helped.old_helper": "0" * 16}  # saved where a file of the package, since deleted, was
+        (package / "ops" / "__init__.py").write_text("def scale(x):\n    return x\n")  # imported: no change
+        assert checkpoint.changed_code(model, {"code": gone}) == []
     finally:
         for module in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
             del sys.modules[module]

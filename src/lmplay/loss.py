@@ -55,13 +55,12 @@ def top1_correct(logits: torch.Tensor, targets: torch.Tensor, ties: bool = False
 
 
 def targets_at_max(losses: torch.Tensor, log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """top1_correct's count for fp32 logits (`target >= max`), from what the loss computed already. A real
-    target's loss is minus its log-probability, so it is at the max exactly where its loss plus the row's largest
-    log-probability is 0 (a difference of two floats is 0 only when they are equal). An ignored target's loss is 0
-    and log-probabilities are <= 0: it counts too, and is taken off. Three ops new to the step where top1_correct
-    runs seven: on a CPU each op a step has not run yet costs ~10 us (its code back in cache), together ~2% of
-    test_runner's step (benchmarks/README.md)."""
-    return ((losses + log_probs.amax(-1)) <= 0).sum() - (targets == IGNORE_INDEX).sum()
+    """top1_correct's count for fp32 logits (`target >= max`), from what the loss computed already: a real
+    target's loss is minus its log-probability, so it is at its row's max where its loss plus the row's largest
+    log-probability is <= 0 (logits a rounding apart inside log_softmax count as tied, and ties as hits). Four ops
+    new to the step where top1_correct runs seven: on a CPU each op a step has not run yet costs ~10 us (its code
+    back in cache), together ~2% of test_runner's step (benchmarks/README.md)."""
+    return (((losses + log_probs.amax(-1)) <= 0) & (targets != IGNORE_INDEX)).sum()
 
 
 def real_columns(logits: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -204,7 +204,12 @@ def defined_names(files: list[Path]) -> set[str]:
     """The names code defines, imports or uses (a copy's new class or version must not rebind one)."""
     names = set()
     for file in files:
-        for node in ast.walk(ast.parse(file.read_text())):
+        try:
+            tree = ast.parse(file.read_text())
+        except (SyntaxError, ValueError) as e:  # a Python 2 script in the package's scripts/
+            raise ConfigError(f"{file} is not valid Python ({getattr(e, 'msg', e)}): fix it, or move it out of the "
+                              f"package, before copying the package") from None
+        for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names.add(node.name)
             elif isinstance(node, ast.alias):
@@ -329,9 +334,14 @@ def copied_code(name: str, src: Source, mapping: dict[str, str], original: dict[
 
 def package_files(path: Path) -> list[Path]:
     """Every file of the package at `path`, in its subpackages too; not Python's caches or hidden files: a copy
-    of the top level alone left an idea's `layers/` behind, and the copy could not import it."""
-    return sorted(f for f in path.rglob("*") if f.is_file()
-                  and not any(part == "__pycache__" or part.startswith(".") for part in f.relative_to(path).parts))
+    of the top level alone left an idea's `layers/` behind, and the copy could not import it. A linked dir is
+    refused: its files would be left out (or, copied, be another copy's)."""
+    found = [f for f in path.rglob("*")
+             if not any(part == "__pycache__" or part.startswith(".") for part in f.relative_to(path).parts)]
+    if linked := [f for f in found if f.is_symlink() and f.is_dir()]:
+        raise ConfigError(f"--from {path.name}: {linked[0]} is a link to a directory, which new_exp does not copy; "
+                          f"make it a directory of the package's own, or copy the package by hand")
+    return sorted(f for f in found if f.is_file())
 
 
 def exp_configs(src: Source, mapping: dict[str, str], conf_dir: Path) -> dict[Path, str]:

@@ -46,8 +46,9 @@ def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.T
     """All the configured processors, in Hugging Face's order; what remains is what the token is drawn from."""
     logits = logits.float()  # float32, not 64: Apple's GPUs (mps) have no float64
     if config.repetition_penalty != 1.0 and seen is not None:  # a tiny penalty sends seen logits past the largest
-        logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)  # float, a huge one below the
-        logits = logits.clamp(torch.finfo(logits.dtype).min, torch.finfo(logits.dtype).max)  # smallest (all seen: NaN)
+        penalized = apply_repetition_penalty(logits, seen, config.repetition_penalty)  # a huge one below the
+        finfo = torch.finfo(logits.dtype)  # smallest float (all seen: NaN); a banned token's -inf stays
+        logits = torch.where(torch.isfinite(logits), penalized.clamp(finfo.min, finfo.max), penalized)
     if config.greedy:
         return logits
     # from the row's top score, so that a tiny temperature (1e-300) sends the others to -inf, not the top one to inf;

@@ -731,7 +731,8 @@ class LMRunnerBase:
             digits = next(d for d in range(3, 17) if f"{now:.{d}g}" != f"{was:.{d}g}")  # not "0.00299, not 0.00299"
             print(f"note: this stage's lr schedule now spans {total:,} steps, not {before:,} (max_steps or the "
                   f"batch changed): its next step trains at lr {now:.{digits}g}, not {was:.{digits}g}")
-            with contextlib.suppress(ConfigError):  # max_steps is no trained setting: the plot said nothing of it
+            with contextlib.suppress(ConfigError, OutputError):  # max_steps is no trained setting: the plot said
+                # nothing of it; a note it cannot write must not stop training
                 record_resumed_change(self.run_dir / ".hydra", progress["step"],
                                       {"lr schedule's steps": [before, total]})
 

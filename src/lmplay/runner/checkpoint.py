@@ -319,24 +319,33 @@ def code_digests(model: torch.nn.Module) -> dict[str, str]:
 
 
 def package_digests(model_class: type) -> dict[str, str]:
-    """A digest of every source file of the experiment package the model class is in (one with a versions.py), but
+    """A digest of each module of the model's experiment package (the one with a versions.py) that is imported, but
     versions.py, which registers versions and builds nothing: a helper module of an idea's that defines no class
     (an `apply_rotary` in rope.py) changes the model too, and seeds trained before and after an edit of it were
-    averaged as one model."""
-    module = sys.modules.get(model_class.__module__)
-    package = getattr(module, "__package__", None)
-    if not package or not getattr(module, "__file__", None):
-        return {}
-    root = Path(module.__file__).parent
-    if not (root / "versions.py").is_file():
+    averaged as one model. Imported ones only: a tool beside the model (gpt2's import_hf.py) or a scratch file is
+    no part of it."""
+    package = experiment_package(model_class)
+    if package is None:
         return {}
     digests = {}
-    for file in sorted(root.rglob("*.py")):
-        parts = file.relative_to(root).with_suffix("").parts
-        if "__pycache__" not in parts and parts != ("versions",):
-            name = ".".join((package, *parts[:-1], *([] if parts[-1] == "__init__" else [parts[-1]])))
-            digests[name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if (name == package or name.startswith(f"{package}.")) and name != f"{package}.versions" \
+                and isinstance(file, str) and file.endswith(".py"):
+            with contextlib.suppress(OSError):  # its file gone since it was imported
+                digests[name] = hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]
     return digests
+
+
+def experiment_package(model_class: type) -> str | None:
+    """The experiment package (a dir with a versions.py) the model class's module lies in, if any."""
+    parts = model_class.__module__.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:end]))
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and (Path(file).parent / "versions.py").is_file():
+            return ".".join(parts[:end])
+    return None
 
 
 def model_part(model: torch.nn.Module) -> dict[str, Any]:
@@ -360,7 +369,10 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     digests names none of them)."""
     saved, now = saved_digests(state), code_digests(model)
     moved = {m for m in saved.keys() - now.keys() if saved[m] in now.values()}  # a file that only moved
-    # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged
+    # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged; a module of the experiment's package the
+    # model no longer imports (deleted, or not installed here) is no change of what it runs
+    package = experiment_package(type(model))
+    moved |= {m for m in saved.keys() - now.keys() if package and (m == package or m.startswith(f"{package}."))}
     # a checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
     return [printable(where(m)) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]
 

@@ -160,10 +160,11 @@ def read_yaml(path: Path, kind: type = dict) -> Any:
 def record_resumed_change(hydra_dir: Path, step: int, changed: dict[str, list[Any]]) -> None:
     """Append a resume's changes of what is trained to RESUMED_CHANGES: the plot's and summary's note that the run's
     curve mixes settings. Once: a resume of the same checkpoint again (after a crash) changes the same. A damaged
-    file (ConfigError) is the caller's to leave as it is."""
+    file (ConfigError) or one that cannot be written (OutputError) is the caller's to leave as it is."""
     earlier = read_yaml(hydra_dir / RESUMED_CHANGES, list) or []
     entry = {"step": step, "changed": changed}
-    if earlier[-1:] != [entry]:
+    if entry not in earlier:
+        hydra_dir.mkdir(parents=True, exist_ok=True)  # a run dir whose .hydra/ was deleted: its label comes later
         write_atomic(hydra_dir / RESUMED_CHANGES, yaml.safe_dump([*earlier, entry], sort_keys=False))
 
 
