@@ -4,12 +4,13 @@ A `python -m lmplay.train` of a few steps spends ~2 s of its ~3 s importing them
 such commands: forked, the suite took 668-730 s on CI's 2 cores where it had taken 800-900 s. A fork of a process
 that imported them is the same command without that cost. Each run is still a process of its own: its module
 state, signal handlers, exit status, atexit and interpreter shutdown are a fresh command's; `runpy` runs the
-module as `python -m` does, with the working directory first on sys.path, stdin from /dev/null, and its output read from pipes until every
-process holding them (a joblib worker's late traceback) has closed them, as subprocess.run reads it. Only what a
-module read from the environment as it was imported is the server's, so conftest.run_cli forks only runs whose
-environment is the one the server started with (but for PYTEST_CURRENT_TEST and what torch's import sets), and
-starts a real subprocess for any other, and for commands that never import torch (plot, new_exp, sweep).
-Left different: a fork keeps the server's hash seed, so runs compared with each other iterate sets alike.
+module as `python -m` does, with the working directory first on sys.path and stdin from /dev/null, and its
+output is read from pipes until every process holding them (a joblib worker's late traceback) has closed them,
+as subprocess.run reads it. Only what a module read from the environment as it was imported is the server's, so
+conftest.run_cli forks only runs whose environment is the one the server started with (but for
+PYTEST_CURRENT_TEST and what torch's import sets), and starts a real subprocess for any other, and for commands
+that never import torch (plot, new_exp, sweep). Left different: a fork keeps the server's hash seed, so runs
+compared with each other iterate sets alike.
 
 Started with `python -c "import preloaded_cli; preloaded_cli.serve()"`: the command's module runs in that
 `__main__` as `python -m` runs it (runpy._run_module_as_main), one JSON request a line on stdin, one JSON reply a
