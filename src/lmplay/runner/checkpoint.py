@@ -368,13 +368,12 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     of its own: the saved file that now builds from it changed (and a checkpoint saved before base classes had
     digests names none of them)."""
     saved, now = saved_digests(state), code_digests(model)
-    moved = {m for m in saved.keys() - now.keys() if saved[m] in now.values()}  # a file that only moved
-    # (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged; a module of the experiment's package the
-    # model no longer imports (deleted, or not installed here) is no change of what it runs
-    package = experiment_package(type(model))
-    moved |= {m for m in saved.keys() - now.keys() if package and (m == package or m.startswith(f"{package}."))}
+    gone, package = saved.keys() - now.keys(), experiment_package(type(model))
+    # a file that only moved (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged, and a module of the
+    # experiment's package the model no longer imports (deleted, or not installed here) is no change of what it runs
+    same = {m for m in gone if saved[m] in now.values() or package and (m == package or m.startswith(f"{package}."))}
     # a checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
-    return [printable(where(m)) for m in sorted(m for m in saved if m not in moved and saved[m] != now.get(m))]
+    return [printable(where(m)) for m in sorted(m for m in saved if m not in same and saved[m] != now.get(m))]
 
 
 def where(module: str) -> str:
