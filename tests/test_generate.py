@@ -459,6 +459,8 @@ def test_a_huge_repetition_penalty_on_a_vocabulary_all_seen_and_negative_draws_f
     config = GenerationConfig(do_sample=True, temperature=1e38, repetition_penalty=1.2)
     assert {pick_next(banned, config, seen[:1, :4], torch.Generator().manual_seed(s)).item() for s in range(200)} \
         == {0, 1}
+    overflowed = torch.tensor([[float("inf"), 1.0, 0.0, -1.0]])  # an fp16 logit past its range: drawn, as before
+    assert pick_next(overflowed, GenerationConfig(do_sample=True, repetition_penalty=1.5), seen[:1, :4]).item() == 0
 
 
 def test_generate_prompts_takes_numpy_numbers():

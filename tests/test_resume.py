@@ -1162,6 +1162,12 @@ def test_the_code_digests_name_an_experiment_s_helper_modules_that_define_no_cla
         gone = {**digests, "lab.helped.old_helper": "0" * 16}  # saved where a file of the package, since deleted, was
         (package / "ops" / "__init__.py").write_text("def scale(x):\n    return x\n")  # imported: no change
         assert checkpoint.changed_code(model, {"code": gone}) == []
+        (package / "lazy.py").write_text("def scale(x):\n    return x\n")  # a forward imports it in a function:
+        lazy = {**digests, "lab.helped.lazy": checkpoint.file_digest(package / "lazy.py")}  # saved once it had run,
+        (package / "lazy.py").write_text("def scale(x):\n    return 0 * x\n")  # compared before it is imported
+        assert checkpoint.changed_code(model, {"code": lazy}) == ["lab.helped.lazy"]  # named: not imported
+        assert "lab.helped.lazy" not in sys.modules and checkpoint.changed_code(model, {"code": {
+            "lab.helped.x/../../../etc": "0" * 16, "lab.helped.no_such": "0" * 16}}) == []  # read from no file
     finally:
         for module in [m for m in sys.modules if m == "lab" or m.startswith("lab.")]:
             del sys.modules[module]

@@ -48,7 +48,7 @@ def process_logits(logits: torch.Tensor, config: GenerationConfig, seen: torch.T
     if config.repetition_penalty != 1.0 and seen is not None:  # a tiny penalty sends seen logits past the largest
         penalized = apply_repetition_penalty(logits, seen, config.repetition_penalty)  # a huge one below the
         finfo = torch.finfo(logits.dtype)  # smallest float (all seen: NaN); a banned token's -inf stays
-        logits = torch.where(torch.isfinite(logits), penalized.clamp(finfo.min, finfo.max), penalized)
+        logits = torch.where(torch.isneginf(logits), logits, penalized.clamp(finfo.min, finfo.max))
     if config.greedy:
         return logits
     # from the row's top score, so that a tiny temperature (1e-300) sends the others to -inf, not the top one to inf;

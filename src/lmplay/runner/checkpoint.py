@@ -311,10 +311,9 @@ def code_digests(model: torch.nn.Module) -> dict[str, str]:
         if cls.__module__.split(".")[0] in ("torch", "builtins"):
             continue
         try:
-            source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+            digests[cls.__module__] = file_digest(Path(inspect.getsourcefile(cls) or ""))
         except (OSError, TypeError):  # a class made at run time (a notebook's), or its file gone
             continue
-        digests[cls.__module__] = hashlib.sha256(source).hexdigest()[:16]
     return dict(sorted((package_digests(type(model)) | digests).items()))
 
 
@@ -333,8 +332,24 @@ def package_digests(model_class: type) -> dict[str, str]:
         if (name == package or name.startswith(f"{package}.")) and name != f"{package}.versions" \
                 and isinstance(file, str) and file.endswith(".py"):
             with contextlib.suppress(OSError):  # its file gone since it was imported
-                digests[name] = hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]
+                digests[name] = file_digest(Path(file))
     return digests
+
+
+def package_file(package: str, module: str) -> Path | None:
+    """The source file of `module`, a module of the imported `package`, found without importing it (a name read
+    from a checkpoint is never imported); None where there is none."""
+    parts = module.split(".")[package.count(".") + 1:]
+    if not all(part.isidentifier() for part in parts):
+        return None
+    root = Path(sys.modules[package].__file__).parent
+    candidates = [root.joinpath(*parts).with_suffix(".py")] if parts else []
+    return next((f for f in (*candidates, root.joinpath(*parts, "__init__.py")) if f.is_file()), None)
+
+
+def file_digest(file: Path) -> str:
+    """A source file's digest, as checkpoints keep it."""
+    return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
 
 
 def experiment_package(model_class: type) -> str | None:
@@ -367,11 +382,15 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     was saved; none for a checkpoint that holds no digests. A file the model uses now and did not then is no change
     of its own: the saved file that now builds from it changed (and a checkpoint saved before base classes had
     digests names none of them)."""
-    saved, now = saved_digests(state), code_digests(model)
-    gone, package = saved.keys() - now.keys(), experiment_package(type(model))
-    # a file that only moved (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged, and a module of the
-    # experiment's package the model no longer imports (deleted, or not installed here) is no change of what it runs
-    same = {m for m in gone if saved[m] in now.values() or package and (m == package or m.startswith(f"{package}."))}
+    saved, now, package = saved_digests(state), code_digests(model), experiment_package(type(model))
+    in_package = {m for m in saved.keys() - now.keys() if package and (m == package or m.startswith(f"{package}."))}
+    for module in in_package:  # one a forward imports inside a function, not imported yet: read from its file
+        if (file := package_file(package, module)) is not None:
+            now[module] = file_digest(file)
+    gone = saved.keys() - now.keys()
+    # a file that only moved (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged, and a file of the
+    # experiment's package deleted since (or not installed here) is no change of what the model runs
+    same = {m for m in gone if saved[m] in now.values() or m in in_package}
     # a checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
     return [printable(where(m)) for m in sorted(m for m in saved if m not in same and saved[m] != now.get(m))]
 
