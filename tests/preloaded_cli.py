@@ -1,7 +1,7 @@
 """The tests' CLI runs, each a fork of a Python that has already imported torch and Hydra.
 
 A `python -m lmplay.train` of a few steps spends ~2 s of its ~3 s importing them, and the suite starts ~300
-such commands: forked, the suite took 668-730 s on CI's 2 cores where it had taken 800-900 s. A fork of a process
+such commands: forked, the suite took 657-730 s on CI's 2 cores where it had taken 800-900 s. A fork of a process
 that imported them is the same command without that cost. Each run is still a process of its own: its module
 state, signal handlers, exit status, atexit and interpreter shutdown are a fresh command's; `runpy` runs the
 module as `python -m` does, with the working directory first on sys.path and stdin from /dev/null, and its
