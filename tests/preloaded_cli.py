@@ -17,6 +17,7 @@ Started with `python -c "import preloaded_cli; preloaded_cli.serve()"`: the comm
 line on stdout.
 """
 
+import contextlib
 import json
 import locale
 import os
@@ -81,7 +82,8 @@ class PreloadedCli:
         return subprocess.CompletedProcess(command, reply["returncode"], as_text(stdout), as_text(stderr))
 
     def close(self) -> None:
-        self.server.stdin.close()
+        with contextlib.suppress(OSError):  # a server that died has no pipe to close
+            self.server.stdin.close()
         self.server.wait()
 
 
