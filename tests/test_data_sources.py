@@ -588,6 +588,23 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
         build(tmp_path, [{"path": str(path)}])
 
 
+@pytest.mark.parametrize("name", ["r.jsonl", "folder/part.jsonl"])
+def test_a_record_file_rewritten_with_its_mtime_kept_is_read_anew(tmp_path, no_hub, name):
+    """datasets keys its Arrow copy of a local file by path and mtime: a file rewritten with its mtime kept (cp -p,
+    rsync -t, tar, touch -r) was read as its old rows, tokenized under the new content's key, and trained on for good."""
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    spec = [{"path": str(tmp_path / name.split("/")[0])}]
+    path.write_text("".join(json.dumps({"text": f"Old record {i}."}) + "\n" for i in range(5)))
+    stamp = path.stat().st_mtime_ns
+    assert all("Old record" in t for t in all_text(build(tmp_path, spec)))
+    path.write_text("".join(json.dumps({"text": f"New text {i}!"}) + "\n" for i in range(5)))
+    os.utime(path, ns=(stamp, stamp))
+    assert all("New text" in t for t in all_text(build(tmp_path, spec)))
+    path.touch()  # a later touch finds the cache entry of the new content: it holds the new rows
+    assert all("New text" in t for t in all_text(build(tmp_path, spec)))
+
+
 def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog):
     """A fifth of the records had their text under another key: 480 rows trained, and nothing said the rest went."""
     records = [{"body": "misnamed"} if i % 5 == 0 else {"text": f"Record {i}."} for i in range(50)]
@@ -840,3 +857,47 @@ def test_datasets_import_notes_stay_out_of_a_runs_log(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "PYTHONPATH": python_path(fake)}, check=True)
         assert proc.stdout.strip() == "True" and "JAX version" not in proc.stderr, (how, proc.stderr)
+
+
+def test_a_plus_override_that_replaced_a_preset_name_says_so():
+    """`+curriculum.stages.0.datasets.0.row_chars=2000` on `datasets: [shakespeare]`: Hydra replaces the name with
+    {row_chars: 2000}, and the error pointed at curriculum.path=FILE."""
+    with pytest.raises(ConfigError, match=re.escape(
+            "the dataset entry {row_chars: 2000} names no dataset and no path; an entry that is a preset's name")) as e:
+        Curriculum([{"name": "s", "datasets": [{"row_chars": 2000}], "epochs": 1}])
+    assert "'curriculum.stages.0.datasets.0={dataset: NAME, row_chars: 2000}'" in str(e.value)
+    with pytest.raises(ConfigError, match="the dataset has no path; give one"):  # an entry with nothing in it
+        Curriculum([{"name": "s", "datasets": [{}], "epochs": 1}])
+
+
+def test_title_null_turns_a_title_column_off(tmp_path, no_hub):
+    """A dataset with a `title` column has "Title: ..." prompts; `title: null` in its entry was ignored (the column
+    titled every row still), and nothing else turned them off."""
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"title": f"Doc {i}", "text": f"Body {i}."}) + "\n"
+                                              for i in range(5)))
+    titled = all_text(build(tmp_path, [{"path": str(tmp_path / "t.jsonl")}]))
+    assert all(t.startswith("<|endoftext|>Title: Doc ") for t in titled)
+    plain = all_text(build(tmp_path, [{"path": str(tmp_path / "t.jsonl"), "title": None}]))
+    assert sorted(plain) == [f"<|endoftext|>Body {i}." for i in range(5)]
+    both = all_text(build(tmp_path, [{"path": str(tmp_path / "t.jsonl")}, {"path": str(tmp_path / "t.jsonl"),
+                                                                          "title": None}]))
+    assert sorted(both) == sorted(titled + plain)  # one file, two entries: not one entry's rows twice
+
+
+def test_a_named_title_column_wins_over_a_title_column(tmp_path, no_hub):
+    """`title: headline` on records that also have a `title` column titled the rows with `title`."""
+    (tmp_path / "h.jsonl").write_text("".join(json.dumps({"title": "t", "headline": f"H{i}", "text": f"Body {i}."})
+                                              + "\n" for i in range(3)))
+    rows = all_text(build(tmp_path, [{"path": str(tmp_path / "h.jsonl"), "title": "headline"}]))
+    assert sorted(rows) == [f"<|endoftext|>Title: H{i}\nBody {i}." for i in range(3)]
+
+
+def test_a_lone_surrogate_in_json_lines_names_its_line(tmp_path, no_hub):
+    """pyarrow refuses a "\\ud83d" escape (half an emoji) with "in row N", counted from the start of its block: a 22 MB
+    file's line 250001 was "row 110567", and the line it names holds nothing wrong."""
+    line = json.dumps({"text": "Plain text. " * 25})  # 11 MB in all: the bad line in datasets' second 10 MB chunk
+    lines = [line] * 38_000
+    lines[37_000] = '{"text": "Nice \\ud83d day."}'
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=re.escape(r"line 37001 of s.jsonl holds a lone UTF-16 surrogate (\ud83d")):
+        build(tmp_path, [{"path": str(tmp_path / "s.jsonl")}])

@@ -87,7 +87,7 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
     datasets = entry.get("datasets")
     if not datasets or not isinstance(datasets, (list, tuple)):
         raise ConfigError(f"{where}: datasets must list at least one dataset, e.g. datasets: [shakespeare]")
-    specs = [resolve_spec(d, where) for d in datasets]
+    specs = [resolve_spec(d, where, f"curriculum.stages.{index}.datasets.{j}") for j, d in enumerate(datasets)]
     interleave = entry.get("interleave") or "first_exhausted"
     weights = entry.get("weights")
     check_interleave(interleave, weights, len(specs), where)

@@ -56,8 +56,8 @@ HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repo id, `name` or `owner/na
 class DatasetSpec:
     """Where a dataset comes from and which of its columns make rows (see rows.RowFormat).
 
-    With no column given, a dataset with a `text` column gives text rows (titled if it has `title`),
-    one with `prompt` and `truth` gives pairs, and one with `messages` gives chats.
+    With no column given, a dataset with a `text` column gives text rows (titled if it has `title`, unless its
+    entry says `title: null`), one with `prompt` and `truth` gives pairs, and one with `messages` gives chats.
     """
 
     path: str | None = None
@@ -70,7 +70,7 @@ class DatasetSpec:
     validation_path: str | None = None      # a local file/folder of the same kind holding validation rows
     validation_fraction: float | None = None  # this dataset's held-out fraction (default: the curriculum's)
     text: str | None = None
-    title: str | None = None
+    title: str | None = None                # a column of titles; "" (`title: null` given): none, whatever the columns
     prompt: str | list[str] | None = None
     truth: str | None = None
     messages: str | None = None
@@ -98,8 +98,9 @@ def is_one_file(path: str) -> bool:
     return path.startswith("embedded:") or Path(path).expanduser().is_file()
 
 
-def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
-    """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict."""
+def resolve_spec(entry: str | dict, where: str, key: str = "curriculum.stages.N.datasets.M") -> DatasetSpec:
+    """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict. `key`:
+    the entry's config key, for a message's override."""
     if isinstance(entry, str):
         entry = {"dataset": entry}
     if not isinstance(entry, dict):
@@ -117,6 +118,11 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
                               f"or give a path (e.g. {{path: /data/file.txt}})")
         base = dict(DATASETS[base_name])
     spec = {**base, **entry}
+    if "path" not in entry and base_name is None and entry:  # `+KEY.row_chars=...` replaced a preset's name whole
+        given = ", ".join(f"{k}: {v}" for k, v in entry.items())
+        raise ConfigError(f"{where}: the dataset entry {{{given}}} names no dataset and no path; an entry that is a "
+                          f"preset's name (datasets: [shakespeare]) is replaced whole by a + override of one of its "
+                          f"keys: give the name too, '{key}={{dataset: NAME, {given}}}' (or path: FILE)")
     if not spec.get("path"):
         raise ConfigError(f"{where}: the dataset has no path; give one (curriculum.path=FILE for the "
                           f"text_file and two_stage curricula)")
@@ -137,6 +143,8 @@ def resolve_spec(entry: str | dict, where: str) -> DatasetSpec:
     one_file = is_one_file(path)
     if one_file and "validation_split" not in entry:  # a preset's: its local copy in one file holds out a fraction
         spec["validation_split"] = None
+    if "title" in entry and entry["title"] is None:  # else a `title` column titles every row
+        spec["title"] = ""
     return DatasetSpec(**spec, label=label)
 
 
@@ -260,9 +268,10 @@ def row_format(spec: DatasetSpec, columns: list[str] | None, where: str, entry: 
             raise ConfigError(f"{where}: a prompt needs a truth column too; add truth=COLUMN")
         fmt = RowFormat("pair", prompt=tuple(spec.prompt or ()), truth=spec.truth)
     elif spec.text:
-        fmt = RowFormat("text", text=spec.text, title=spec.title)
+        fmt = RowFormat("text", text=spec.text, title=spec.title or None)
     elif columns is None or "text" in columns:
-        fmt = RowFormat("text", text="text", title="title" if columns and "title" in columns else spec.title)
+        titled = spec.title is None and columns and "title" in columns
+        fmt = RowFormat("text", text="text", title="title" if titled else spec.title or None)
     elif "prompt" in columns and "truth" in columns:
         fmt = RowFormat("pair", prompt=("prompt",), truth="truth")
     elif "messages" in columns:
@@ -305,10 +314,11 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         if kind in TEXT_SUFFIXES or kind == "":
             return _text_file_records([local], spec)
         if kind in RECORD_BUILDERS:
+            digest = None if spec.streaming else file_digest(local)
             records, identity = _hf_records(spec, RECORD_BUILDERS[kind], None, split="train", where=where,
-                                            data_files=str(local))
+                                            data_files=str(local), content=digest)
             if identity != "stream":  # its content, as a text file's: datasets' fingerprint changed with its mtime (a
-                identity = f"records:{file_digest(local)}:{spec.field or ''}"  # touch, a checkout: re-tokenized)
+                identity = f"records:{digest}:{spec.field or ''}"  # touch, a checkout: re-tokenized)
             return _loaded(records, identity)
         raise ConfigError(f"{where}: don't know how to read {local} (suffix {kind!r}); use .txt/.md text, "
                           f".json/.jsonl/.parquet/.csv records, or a dataset folder")
@@ -321,9 +331,11 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
                                         read={spec.split, spec.validation_split})
             if kind == "text":
                 return _text_file_records(files, spec)
-        records, identity = _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files)
-        if files and identity != "stream":  # its files' content, as a text folder's
-            identity = f"records:{','.join(file_digest(f) for f in files)}:{spec.field or ''}"
+        digests = ",".join(file_digest(f) for f in files) if files and not spec.streaming else None
+        records, identity = _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files,
+                                        content=digests)
+        if digests and identity != "stream":  # its files' content, as a text folder's
+            identity = f"records:{digests}:{spec.field or ''}"
         return _loaded(records, identity)
     if spec.data_files is not None and path in FILE_BUILDERS:
         return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
@@ -549,13 +561,18 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
 
 
 def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, where: str,
-                data_files: Any = None) -> tuple[Dataset | IterableDataset, str]:
-    """`datasets.load_dataset`, with its usual failures turned into one-line ConfigErrors."""
+                data_files: Any = None, content: str | None = None) -> tuple[Dataset | IterableDataset, str]:
+    """`datasets.load_dataset`, with its usual failures turned into one-line ConfigErrors. `content`: the digests of
+    the local files it reads, which key datasets' Arrow copy of them: datasets keys it by their paths and mtimes, so
+    a file rewritten with its mtime kept (cp -p, rsync -t, tar, touch -r) was read as its old rows, and those were
+    tokenized under the new content's key for good."""
     datasets = hf_datasets()
+    arrow_cache = ({"cache_dir": os.path.join(datasets.config.HF_DATASETS_CACHE, "lmplay-local",
+                                              hashlib.sha256(content.encode()).hexdigest()[:24])} if content else {})
     try:
         with quiet_logger("datasets"):  # a failure is reported below, in one line: not also in datasets' log
             records = datasets.load_dataset(path, name, split=split, data_files=data_files, streaming=spec.streaming,
-                                            **({"field": spec.field} if spec.field else {}))
+                                            **({"field": spec.field} if spec.field else {}), **arrow_cache)
     except ConnectionError as e:
         local_copy = f"{{dataset: {spec.label}, path: DIR}}" if spec.label in DATASETS else "path=DIR"
         raise ConfigError(
@@ -620,7 +637,23 @@ def not_an_object(file: Path) -> str | None:
             if not isinstance(value, dict):
                 return (f"line {number} of {file.name} is {what} ({line.strip()[:60]}); each line of a JSON Lines "
                         f"file must be one {{...}} record")
+            if (half := lone_surrogate(value)) is not None:  # pyarrow's "in row N" counts from its block's start
+                return (f"line {number} of {file.name} holds a lone UTF-16 surrogate ({half}, half of a character "
+                        f"such as an emoji, cut off), which is no text; remove it, or rewrite the file with "
+                        f"json.dumps(record) after text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')")
             first = False
+    return None
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in a parsed JSON value's strings (a "\\ud83d" escape), as its escape; None if none."""
+    if isinstance(value, str):
+        half = re.search("[\ud800-\udfff]", value)
+        return f"\\u{ord(half[0]):04x}" if half else None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        return next((h for v in value if (h := lone_surrogate(v)) is not None), None)
     return None
 
 
