@@ -72,6 +72,30 @@ def test_rows_every_row_once_and_never_across_batches(tmp_path):
     assert c.estimate_stage_steps(6) == len(batches)
 
 
+def test_the_share_of_tokens_rows_batching_trains_is_counted_exactly(tmp_path):
+    """An epoch of rows batching drops what of a long row does not fit in its batch; the run says how much it
+    trains (3.8% of a file of long documents, while it said "1.0 epochs"). It is what the batches hold of the rows'
+    tokens, which a batch that fits every row trains whole; a second run reads it with the kept step count."""
+    records = [{"text": t} for t in marked_rows(60)]
+    everything = sum(b.num_tokens for b in drain(curriculum(tmp_path, records, context_len=16), 10_000))
+    for stage in ({}, {"epochs": None, "tokens": everything // 3}):
+        c = curriculum(tmp_path, records, context_len=16, **stage)
+        c.estimate_stage_steps(6)
+        share = c.trained_share
+        batches = drain(c, 6)
+        taken = {r for b in batches for n in range(len(b)) for r, _ in counted_marks(b, n)}
+        whole = sum(b.num_tokens for b in drain(curriculum(tmp_path, [records[r] for r in sorted(taken)],
+                                                           context_len=16), 10_000))
+        assert share == sum(b.num_tokens for b in batches) / whole < 0.9, stage
+        again = curriculum(tmp_path, records, context_len=16, **stage)
+        again.estimate_stage_steps(6)
+        assert again.trained_share == share
+    for context_len, batching, share in ((16, "rows", 1.0), (48, "packed", None)):  # rows that fit; every window
+        c = curriculum(tmp_path, records, context_len=context_len, batching=batching)
+        c.estimate_stage_steps(10_000 if batching == "rows" else 6)
+        assert c.trained_share == share
+
+
 def test_padding_never_counts(tmp_path):
     c = curriculum(tmp_path, [{"text": t} for t in ["Hi.", "A much longer row of text here.", "Mid size row."]],
                    context_len=64)

@@ -1357,8 +1357,13 @@ def test_a_validation_of_part_of_the_held_out_rows_says_so_once(tmp_path):
                       "batches of 8) of the 37 rows it holds out, which make more; a larger runner.validation_batches "
                       "measures more of them (each validation then takes longer)")]
     whole = run_cli("lmplay.train", "exp=test_runner", "max_steps=2", "runner.validation_batches=1000",
-                    f"hydra.run.dir={tmp_path / 'b'}", check=True)
+                    f"hydra.run.dir={tmp_path / 'b'}", "curriculum.batching=packed", check=True)
     assert "which make more" not in whole.stdout
+    dropped = [line for line in proc.stdout.splitlines() if "of the tokens of the rows it reads" in line]
+    assert dropped == [("note: stage 'shakespeare' trains 14% of the tokens of the rows it reads: in rows batching, "
+                        "what of a row does not fit in its batch (batch_size=8) is dropped; batching: packed trains "
+                        "all of them (curriculum.batching=packed)")]  # README: "~13%" of the embedded corpus
+    assert "of the tokens of the rows it reads" not in whole.stdout
 
 
 def test_printed_data_keeps_text_and_escapes_only_control_characters(tmp_path):

@@ -177,6 +177,8 @@ class Curriculum:
         self.validation_fraction, self.validation_seed = validation_fraction, validation_seed
         self.cache_dir, self.tokenize_procs = cache_dir, tokenize_procs
         self.stream_validation_rows, self.shuffle_buffer = stream_validation_rows, shuffle_buffer
+        self.trained_share: float | None = None  # by estimate_stage_steps: the share of the stage's rows' tokens
+        # that rows batching trains (a long row's samples past its batch are dropped); None: all, or not counted
         self.stage_index = 0
         self.finished = False  # the whole plan trained: a resume with the same plan has nothing to do
         self._data: list[list[PreparedDataset]] = []
@@ -306,6 +308,7 @@ class Curriculum:
         Counting a sized stage replays its batching on row sizes (seconds on a big stage), so the count is
         kept in the cache dir under a key of everything it depends on, and a resumed or repeated run reads it."""
         stage = self.stages[self.stage_index]
+        self.trained_share = None
         if stage.steps is not None:
             return stage.steps
         stream = self._feed.stream
@@ -317,19 +320,22 @@ class Curriculum:
         path = None
         try:
             path = self._cache / "estimates" / f"{self._estimate_key(batch_size, include_prompts)}.json"
-            return int(json.loads(path.read_text())["steps"])
+            kept = json.loads(path.read_text())
+            self.trained_share = None if kept["share"] is None else float(kept["share"])
+            return int(kept["steps"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         length = {"budget": self._feed.budget, "tokens": stage.tokens}
         if isinstance(self._batcher, RowsBatcher):
-            steps = rows_steps(stream, stats, batch_size, self.context_len, include_prompts, **length)
+            steps, self.trained_share = rows_steps(stream, stats, batch_size, self.context_len, include_prompts,
+                                                   **length)
         else:
             steps = packed_steps(stream, batch_size, self.context_len, include_prompts, **length)
         if path is None:  # the code digest could not be read: no kept counts
             return steps
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, json.dumps({"steps": steps}))
+            write_atomic(path, json.dumps({"steps": steps, "share": self.trained_share}))
         except OSError as e:  # a read-only cache: count again next time
             log.debug("could not keep the step count in %s: %s", path, e)
         return steps

@@ -71,9 +71,11 @@ def _first_epochs(stream: SizedStream, budget: int | None) -> int:
 
 
 def rows_steps(stream: SizedStream, stats: RowStats, batch_size: int, context_len: int, include_prompts: bool,
-               budget: int | None, tokens: int | None) -> int:
+               budget: int | None, tokens: int | None) -> tuple[int, float]:
     """Replays the rows batcher on row sizes alone: batches take whole rows, the last row of a full batch only the
-    samples that fit. Ends after `budget` rows (epochs) or once the batches hold `tokens`."""
+    samples that fit. Ends after `budget` rows (epochs) or once the batches hold `tokens`. Returns the steps and the
+    share of the tokens of the rows taken that the batches hold (the rest, a long row's samples past its batch, is
+    dropped)."""
     epochs = _first_epochs(stream, budget)
     while True:
         which, rows = _stage_rows(stream, epochs, budget)
@@ -99,7 +101,8 @@ def rows_steps(stream: SizedStream, stats: RowStats, batch_size: int, context_le
                 held += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
             steps, i = steps + 1, j + 1
         if budget is not None or held >= tokens:
-            return steps
+            taken = int(cum_counted[i - 1]) if i else 0
+            return steps, held / taken if taken else 1.0
         epochs *= 2
 
 

@@ -660,6 +660,7 @@ class LMRunnerBase:
         if max_steps is not None:
             total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_long_warmup(stage.name, plan, total)
+        self.note_rows_dropped(stage, settings)
         self.note_schedule_change(plan, total)
         self.display.stage_started(stage.name, progress["stage_step"], total)
         try:
@@ -707,6 +708,15 @@ class LMRunnerBase:
             print(f"note: the lr schedule warms up over {warmup:,} steps and stage {stage_name!r} trains {steps:,} "
                   f"here: its lr climbs to {plan.lr(steps - 1, steps):.3g} and never reaches lr={plan.base_lr:.3g}; "
                   f"set scheduler.warmup_steps below {steps:,}, or scheduler.warmup_fraction")
+
+    def note_rows_dropped(self, stage, settings: RunnerSettings) -> None:
+        """Rows batching drops what of a long row does not fit in its batch: an epoch of long documents trained a
+        few percent of their tokens while the run said "1.0 epochs". Said as the stage starts, where it is most."""
+        share = self.curriculum.trained_share
+        if share is not None and share < 0.9 and self.runner_c.progress["stage_step"] == 0 and self.world.is_main:
+            print(f"note: stage {stage.name!r} trains {share:.0%} of the tokens of the rows it reads: in rows "
+                  f"batching, what of a row does not fit in its batch (batch_size={settings.batch_size}) is dropped; "
+                  f"batching: packed trains all of them (curriculum.batching=packed)")
 
     def note_stage_wins(self, stage) -> None:
         """Inside a stage its own overrides win over the run's values, typed ones too (the curriculum asked
