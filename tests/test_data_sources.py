@@ -341,6 +341,12 @@ def test_a_dataset_validation_split_is_used_instead_of_a_fraction(tmp_path, no_h
     assert len(all_text(c)) == 12  # all training rows: the fraction is not taken from them
     held = sorted(TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1))
     assert held == [f"<|endoftext|>Held story {i}." for i in range(3)]
+    entry = {"dataset": "tinystories", "path": str(tmp_path / "ts"), "validation_fraction": 0.5}
+    with pytest.raises(ConfigError, match=re.escape("validation_fraction=0.5 and validation_split='validation' both "
+                                                    "choose the held-out rows, and the split wins: drop one")):
+        build(tmp_path, [entry])  # the entry's own fraction held out the split's 3 rows, not 6 of the 12, unsaid
+    c = build(tmp_path, [{**entry, "validation_split": None}])
+    assert len(all_text(c)) == 6 and len(c.validation_batches(10, 1)) == 6
 
 
 def test_a_preset_pointed_at_one_local_file_holds_out_a_fraction_not_its_own_rows(tmp_path, no_hub):

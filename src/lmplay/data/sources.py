@@ -225,6 +225,10 @@ def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
         raise ConfigError(f"{where}: {spec.path} is one file, with no split {spec.validation_split!r}; drop "
                           f"validation_split= (validation_fraction=F holds out a fraction of its rows, validation_path="
                           f"FILE reads another file)")
+    elif spec.validation_split and spec.validation_fraction is not None:
+        raise ConfigError(f"{where}: validation_fraction={spec.validation_fraction} and validation_split="
+                          f"{spec.validation_split!r} both choose the held-out rows, and the split wins: drop one "
+                          f"(validation_split: null in the dataset's entry holds out the fraction of its rows)")
     elif spec.validation_split:
         validation, validation_identity, val_columns = _load_records(spec, spec.path, spec.validation_split, where)
     fmt = row_format(spec, columns, where, entry, listed_records(spec, records, columns))
