@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import glob
 import gzip
 import hashlib
 import json
@@ -98,9 +99,9 @@ def is_one_file(path: str) -> bool:
     return path.startswith("embedded:") or Path(path).expanduser().is_file()
 
 
-def resolve_spec(entry: str | dict, where: str, key: str = "curriculum.stages.N.datasets.M") -> DatasetSpec:
-    """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict. `key`:
-    the entry's config key, for a message's override."""
+def resolve_spec(entry: str | dict, where: str, config_key: str) -> DatasetSpec:
+    """A stage's dataset entry as a spec: a DATASETS name, `{dataset: NAME, key: value...}`, or a spec dict.
+    `config_key`: the entry's, for a message's override."""
     if isinstance(entry, str):
         entry = {"dataset": entry}
     if not isinstance(entry, dict):
@@ -122,7 +123,7 @@ def resolve_spec(entry: str | dict, where: str, key: str = "curriculum.stages.N.
         given = ", ".join(f"{k}: {v}" for k, v in entry.items())
         raise ConfigError(f"{where}: the dataset entry {{{given}}} names no dataset and no path; an entry that is a "
                           f"preset's name (datasets: [shakespeare]) is replaced whole by a + override of one of its "
-                          f"keys: give the name too, '{key}={{dataset: NAME, {given}}}' (or path: FILE)")
+                          f"keys: give the name too, '{config_key}={{dataset: NAME, {given}}}' (or path: FILE)")
     if not spec.get("path"):
         raise ConfigError(f"{where}: the dataset has no path; give one (curriculum.path=FILE for the "
                           f"text_file and two_stage curricula)")
@@ -193,6 +194,23 @@ def launch_dir_files(files: Any) -> Any:
     if isinstance(files, dict):
         return {split: launch_dir_files(f) for split, f in files.items()}
     return files
+
+
+def local_data_files(files: Any, base: Path | None = None) -> list[Path]:
+    """The local files data_files names (patterns expanded, every split's; relative ones inside `base`), sorted; none
+    where one is remote or a pattern matches nothing (datasets' own error says which)."""
+    patterns = files if isinstance(files, list) else list(files.values()) if isinstance(files, dict) else [files]
+    found: set[Path] = set()
+    for pattern in patterns:
+        if isinstance(pattern, list):
+            found.update(local_data_files(pattern, base))
+            continue
+        local = isinstance(pattern, str) and "://" not in pattern
+        matched = glob.glob(os.path.join(base or "", pattern), recursive=True) if local else []
+        if not matched:
+            return []
+        found.update(Path(m) for m in matched if os.path.isfile(m))
+    return sorted(found)
 
 
 def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
@@ -335,14 +353,21 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
                                         read={spec.split, spec.validation_split})
             if kind == "text":
                 return _text_file_records(files, spec)
+        elif not spec.streaming:  # every split's files: the split joins the key
+            files = local_data_files(spec.data_files, local)
         digests = ",".join(file_digest(f) for f in files) if files and not spec.streaming else None
         records, identity = _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files,
                                         content=digests)
         if digests and identity != "stream":  # its files' content, as a text folder's
-            identity = f"records:{digests}:{spec.field or ''}"
+            identity = f"records:{digests}:{spec.field or ''}" + (f":{split}" if spec.data_files is not None else "")
         return _loaded(records, identity)
     if spec.data_files is not None and path in FILE_BUILDERS:
-        return _loaded(*_hf_records(spec, path, None, split, where, data_files=spec.data_files))
+        files = [] if spec.streaming else local_data_files(spec.data_files)
+        digests = ",".join(file_digest(f) for f in files) or None
+        records, identity = _hf_records(spec, path, None, split, where, data_files=spec.data_files, content=digests)
+        if digests and identity != "stream":  # its files' content (every split's: the split joins the key)
+            identity = f"records:{digests}:{spec.field or ''}:{path}:{split}"
+        return _loaded(records, identity)
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
         raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
                           f"(curriculum.path=FILE for curriculum=text_file)")

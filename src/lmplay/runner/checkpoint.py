@@ -7,7 +7,6 @@ lists and dicts, so `torch.load(weights_only=True)` reads it.
 """
 
 import contextlib
-import hashlib
 import inspect
 import os
 import pickle
@@ -28,6 +27,7 @@ import yaml
 
 from lmplay.cli import printable
 from lmplay.config import NoAliasLoader, seed_in_range
+from lmplay.data.corpus import file_digest as data_file_digest
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
     CHECKPOINT,
@@ -348,8 +348,8 @@ def package_file(package: str, module: str) -> Path | None:
 
 
 def file_digest(file: Path) -> str:
-    """A source file's digest, as checkpoints keep it."""
-    return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    """A source file's digest, as checkpoints keep it: the one data files are keyed by, shortened."""
+    return data_file_digest(file)[:16]
 
 
 def experiment_package(model_class: type) -> str | None:
