@@ -275,8 +275,8 @@ def test_the_same_command_in_two_sweeps_is_a_comparison_not_more_seeds(tmp_path)
         for seed in (1, 2):
             fake_run(tmp_path / sweep / f"{seed - 1}_exp=a,seed={seed}", "a", seed, 2.0)
     groups = group_runs(load_runs([tmp_path / "before", tmp_path / "after"]))
-    assert [(g.label, len(g.runs)) for g in groups] == [("a (before/0_exp=a,seed=1)", 2),
-                                                        ("a (after/0_exp=a,seed=1)", 2)]
+    root = tmp_path.name  # a line of two seeds is labelled by its sweep, not by one seed's job dir
+    assert [(g.label, len(g.runs)) for g in groups] == [(f"a ({root}/before)", 2), (f"a ({root}/after)", 2)]
 
 
 def test_runs_of_different_lengths_compare_over_the_tokens_both_reached(tmp_path):
@@ -852,3 +852,20 @@ def test_twenty_lines_keep_a_readable_legend_and_lines_of_their_own(tmp_path, mo
                  logx=False)
     first_plot = drawn[:20]
     assert len(set(first_plot)) == 20
+
+
+def test_a_log_axis_draws_no_line_from_the_validation_at_0_tokens(tmp_path, monkeypatch):
+    """On --logx the step-0 validation (0 tokens) was clipped far left: the line from it drew a flat plateau at the
+    next point's loss from the axis' edge to that point."""
+    run = fake_run(tmp_path / "run", "a", 1, 2.0, steps=40)
+    stats = json.loads((run / "stats.json").read_text())
+    stats["validation"].insert(0, {**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.5})
+    (run / "stats.json").write_text(json.dumps(stats))
+    xs, figures = {}, []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: xs.__setitem__(
+        Path(path).name, [np.asarray(line.get_xdata(), dtype=float) for line in figures[-1].axes[0].lines]))
+    plot_all(group_runs(load_runs([run])), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=True)
+    assert all((x > 0).all() for x in xs["validation_loss.png"])
+    plot_all(group_runs(load_runs([run])), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
+    assert any((x == 0).any() for x in xs["validation_loss.png"])  # a linear axis keeps the point at 0

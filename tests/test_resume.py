@@ -512,6 +512,25 @@ def test_a_checkpoint_s_strings_reach_the_terminal_escaped(tmp_path):
         assert "\x1b" not in proc.stdout + proc.stderr and "x\\x1b[2J" in proc.stdout + proc.stderr, proc
 
 
+def test_damaged_settings_name_a_previous_checkpoint_only_where_one_loads(tmp_path):
+    """A damaged part found as the run is built said "the run dir's model.lmp.bak is the previous checkpoint" in a
+    run dir that had none (a run that saved once)."""
+    run = tmp_path / "run"
+    run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)
+    good = torch.load(run / "model.lmp", weights_only=True)
+    ckpt = copy.deepcopy(good)
+    ckpt["components"]["optimizers"]["state_args"]["_target_"] = "subprocess.Popen"
+    torch.save(ckpt, run / "model.lmp")
+    train = ["lmplay.train", "exp=test_runner", "device=cpu", "max_steps=2", f"hydra.run.dir={run}"]
+    assert not (run / "model.lmp.bak").exists()
+    proc = run_cli(*train)
+    assert proc.returncode == 2 and "settings are damaged" in proc.stderr and ".bak" not in proc.stderr, proc.stderr
+    torch.save(good, run / "model.lmp.bak")
+    proc = run_cli(*train)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"the previous checkpoint is {run / 'model.lmp.bak'} (rename it" in proc.stderr, proc.stderr
+
+
 def test_damaged_fields_of_a_checkpoint_are_one_line_errors(tmp_path):
     run = tmp_path / "run"
     run_cli("lmplay.train", "exp=test_runner", "device=cpu", "max_steps=1", f"hydra.run.dir={run}", check=True)

@@ -152,7 +152,10 @@ def train(cfg: DictConfig) -> None:
         with stops_during_setup():  # until training starts, which saves on them
             ckpt = resumed_checkpoint(run_dir, cfg.fresh)
             check_trained_class(cfg.exp_name, model_class, checkpoint.model_class(ckpt) if ckpt else None)
-            runner.setup(ckpt)
+            try:
+                runner.setup(ckpt)
+            except checkpoint.DamagedCheckpoint as e:  # the run dir's .bak or stage checkpoint, where one loads
+                raise ConfigError(f"{e}{checkpoint.previous_good(run_dir / CHECKPOINT)}") from None
             typed = runner.typed_keys("model")  # model.num_blocks=3, context_len: the user's own choice
             note = unregistered_note(cfg.exp_name, model_class) or (  # said on a resume too: still unloadable
                 version_shape_note(cfg.exp_name, runner.model.construction_args, typed) if ckpt is None else None)

@@ -58,10 +58,14 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def damaged(part: str, detail: str) -> ConfigError:
+class DamagedCheckpoint(ConfigError):
+    """A checkpoint that loaded, but whose parts cannot be what lmplay saved (found as the run is built from it):
+    the caller, which knows the file, adds the previous checkpoint that loads (`previous_good`), where there is one."""
+
+
+def damaged(part: str, detail: str) -> DamagedCheckpoint:
     """The error for a checkpoint whose `part` (its settings, progress, ...) cannot be what lmplay saved."""
-    return ConfigError(f"the checkpoint's {part} are damaged: {detail}; the run dir's model.lmp.bak is the "
-                       f"previous checkpoint, and fresh=true starts over")
+    return DamagedCheckpoint(f"the checkpoint's {part} are damaged: {detail}; fresh=true starts over")
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

@@ -229,8 +229,26 @@ def labels(groups: list[Group]) -> list[str]:
         extra = [o for o in sorted(config - shared) if override_key(o) != "exp"]
         out.append(" ".join([run.exp or run.path.name, *extra]))
     ambiguous = {label for label in out if out.count(label) > 1}  # e.g. the same command in two sweeps
-    return [f"{label} ({g.runs[0].path.parent.name}/{g.runs[0].path.name})" if label in ambiguous else label
-            for label, g in zip(out, groups)]
+    first = [f"{g.runs[0].path.parent.name}/{g.runs[0].path.name}" for g in groups]
+    # lines of several seeds, each of its own sweep, are named by their sweeps: one job's dir (`sweep/exp=a,seed=1`)
+    # reads as that seed alone; where sweeps do not tell them apart (runs side by side in outputs/), first run's dirs
+    swept = [sweep_of(g) for g in groups]
+    by_sweep = set()
+    for label in ambiguous:
+        alike = [swept[i] for i, o in enumerate(out) if o == label]
+        if None not in alike and len(set(alike)) == len(alike):
+            by_sweep.add(label)
+    return [f"{label} ({swept[i] if label in by_sweep else first[i]})" if label in ambiguous else label
+            for i, label in enumerate(out)]
+
+
+def sweep_of(group: Group) -> str | None:
+    """The dir that holds all the group's runs, as `parent/name`, where it holds more than one of them."""
+    parents = {run.path.parent for run in group.runs}
+    if len(group.runs) < 2 or len(parents) != 1:
+        return None
+    parent = group.runs[0].path.parent
+    return f"{parent.parent.name}/{parent.name}"
 
 
 def pick_baseline(groups: list[Group], pattern: str | None) -> list[Group]:
@@ -403,6 +421,9 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             values[:, ~readable] = np.nan  # a break in the line, not a line across the baseline's gap
             if readable.sum() < 2:  # a line of one point draws nothing
                 label += " (too few points where it and its baseline both validated to draw)"
+        elif logx:  # 0 tokens has no place on a log axis: matplotlib clips it far left, and the line from it ran flat
+            keep = tokens > 0  # at the next point's value to the axis' edge, a plateau the run never had
+            tokens, values = tokens[keep], values[:, keep]
         mean, low, high = values.mean(0), values.min(0), values.max(0)
         ax.plot(tokens, mean, color=color, linestyle=style, linewidth=width, label=label,
                 marker="o" if len(tokens) < 20 else None, markersize=3)
