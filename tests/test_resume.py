@@ -512,6 +512,21 @@ def test_a_checkpoint_s_strings_reach_the_terminal_escaped(tmp_path):
         assert "\x1b" not in proc.stdout + proc.stderr and "x\\x1b[2J" in proc.stdout + proc.stderr, proc
 
 
+def test_a_resume_removes_what_a_killed_run_was_writing_aside(tmp_path):
+    """A kill during a write left its temp file (.stats.json.<uuid>.tmp, model.lmp.tmp as large as the model) in the
+    run dir for good, one more a crash."""
+    run = tmp_path / "run"
+    train = ["lmplay.train", "exp=test_runner", "device=cpu", f"hydra.run.dir={run}"]
+    run_cli(*train, "max_steps=1", check=True)
+    aside = [run / f".stats.json.{'ab12' * 8}.tmp", run / ".hydra" / f".config.yaml.{'0f' * 16}.tmp",
+             run / "model.lmp.tmp", run / "model.lmp.bak.tmp", run / "model.shakespeare.lmp.tmp"]
+    kept = [run / ".notes.tmp", run / "notes.tmp", run / ".stats.json.mine.tmp"]  # not lmplay's
+    for path in aside + kept:
+        path.write_text("x")
+    run_cli(*train, "max_steps=2", check=True)
+    assert [p.name for p in aside if p.exists()] == [] and all(p.exists() for p in kept)
+
+
 def test_damaged_settings_name_a_previous_checkpoint_only_where_one_loads(tmp_path):
     """A damaged part found as the run is built said "the run dir's model.lmp.bak is the previous checkpoint" in a
     run dir that had none (a run that saved once)."""

@@ -4,6 +4,7 @@ keeping a run dir to one run at a time."""
 import contextlib
 import fcntl
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import TextIO
 from lmplay.errors import ConfigError, OutputError
 
 LOCK_NAME = ".lmplay.lock"
+ASIDE_SUFFIX = ".tmp"  # a file written aside, renamed over its name once whole
 _held: dict[Path, tuple[TextIO, bool]] = {}  # run dir -> (its open lock file, whether this process made it)
 
 CHECKPOINT = "model.lmp"  # a run dir's files, by the names design.md §7 gives them
@@ -108,6 +110,17 @@ def hold_run_dir(run_dir: Path, instead: str = "train into another run dir (run_
     _held[run_dir] = (lock, made)
 
 
+def remove_crash_leftovers(run_dir: Path) -> None:
+    """The files a killed run was writing aside (write_atomic's, a checkpoint's `.tmp`): each stayed for good, one
+    more a crash, a checkpoint's as large as the model. Called with the run dir held: no other run writes them."""
+    atomic = [p for d in (run_dir, run_dir / ".hydra") for p in d.glob(f".*{ASIDE_SUFFIX}")
+              if re.fullmatch(rf"\..+\.[0-9a-f]{{32}}{re.escape(ASIDE_SUFFIX)}", p.name)]  # not a user's .notes.tmp
+    for path in [*atomic, *run_dir.glob(f"model*.lmp{ASIDE_SUFFIX}"), *run_dir.glob(f"model*.lmp.bak{ASIDE_SUFFIX}")]:
+        if path.is_file() or path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def open_lock(path: Path) -> TextIO:
     """A lock file, made if need be; O_NOFOLLOW: a symlink of its name (a run dir from elsewhere) would make its
     target, wherever it points."""
@@ -191,7 +204,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     The temp name is unique, so writers in other processes or on other nodes (a sweep's jobs refreshing
     its summary) never share one, and it is created as `open` creates files, so the umask sets who may read.
     """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{ASIDE_SUFFIX}")
     try:
         tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
         os.replace(tmp, path)

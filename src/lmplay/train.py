@@ -19,8 +19,8 @@ from lmplay.cli import fail, in_process_group, launcher_rank, report, tell, tran
 from lmplay.config import CONF_DIR, check_value_types, flatten, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir,
-                          interrupted_set_aside, planted_symlink, release_run_dir, started_over_in_this_slurm_job,
-                          symlink_refused, write_atomic)
+                          interrupted_set_aside, planted_symlink, release_run_dir, remove_crash_leftovers,
+                          started_over_in_this_slurm_job, symlink_refused, write_atomic)
 from lmplay.hydra_app import JobError, ctrl_c_in, readable_config, remove_made_dirs, run_hydra_app
 from lmplay.overrides import reject_added_keys
 
@@ -148,6 +148,7 @@ def train(cfg: DictConfig) -> None:
     runner = LMRunnerBase(cfg, run_dir, model_class, overridden_keys())  # joins torchrun's process group, if any
     if runner.world.is_main:
         hold_run_dir(run_dir)
+        remove_crash_leftovers(run_dir)
     try:
         with stops_during_setup():  # until training starts, which saves on them
             ckpt = resumed_checkpoint(run_dir, cfg.fresh)

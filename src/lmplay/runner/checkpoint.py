@@ -30,6 +30,7 @@ from lmplay.config import NoAliasLoader, seed_in_range
 from lmplay.data.corpus import file_digest as data_file_digest
 from lmplay.errors import ConfigError, OutputError
 from lmplay.files import (
+    ASIDE_SUFFIX,
     CHECKPOINT,
     CORRUPTED,
     STATS,
@@ -109,7 +110,8 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
     """
     check_plain(checkpoint)
     path = Path(path)
-    tmp, bak_tmp = path.with_name(path.name + ".tmp"), backup_of(path).with_name(backup_of(path).name + ".tmp")
+    bak = backup_of(path)
+    tmp, bak_tmp = path.with_name(path.name + ASIDE_SUFFIX), bak.with_name(bak.name + ASIDE_SUFFIX)
     aside = None
     try:
         tmp.unlink(missing_ok=True)  # a crash's leftover, or a symlink of that name in a run dir from elsewhere:
@@ -120,7 +122,6 @@ def save(checkpoint: dict[str, Any], path: Path, set_run_aside: bool = False) ->
         if path.exists() and set_run_aside:
             aside = set_aside_old_run(path.parent)
         if path.exists():
-            bak = backup_of(path)
             bak_tmp.unlink(missing_ok=True)
             try:
                 os.link(path, bak_tmp)
