@@ -677,6 +677,17 @@ def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     assert "model.vocab_size" not in proc.stdout  # it follows from the tokenizer: nothing to type
 
 
+@pytest.mark.parametrize("module,command", [("lmplay.train", "lmp_trainer"), ("lmplay.generate", "lmp_generator")])
+def test_the_shell_completion_hydra_help_names_is_one_that_works(module, command):
+    """`python -m lmplay.train --hydra-help` said `eval "$(python .../src/lmplay/train.py -sc install=bash)"`, which
+    died of an AttributeError (run as a file, lmplay/inspect.py hid Python's inspect); Hydra's script completes
+    installed commands, not `python -m`."""
+    help_text = run_cli(module, "--hydra-help", check=True).stdout
+    assert f'eval "$({command} -sc install=bash)"' in help_text and ".py -sc" not in help_text
+    script = run_cli(module, "-sc", "install=bash", check=True).stdout
+    assert script.rstrip().endswith(f"-F hydra_bash_completion {command}")
+
+
 def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None, log_interval: int = 1,
                   validation_interval: int = 40):
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=12", f"runner.validation_interval={validation_interval}",

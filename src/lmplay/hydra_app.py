@@ -52,11 +52,18 @@ def reject_sweep_under_torchrun() -> None:
 
 
 PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version"}  # no job runs
+COMPLETION_FLAGS = {"--hydra-help", "-sc", "--shell-completion"}
+ENTRY_POINTS = {"config": "lmp_trainer", "generate": "lmp_generator"}  # pyproject's [project.scripts]
 
 
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
     """Run a @hydra.main app on argv; a bad override exits with one line and touches no run dir."""
-    sys.argv = [sys.argv[0], *argv]
+    program = sys.argv[0]
+    if COMPLETION_FLAGS & set(argv) and program.endswith(".py"):  # `python -m lmplay.train`: Hydra's shell completion
+        program = ENTRY_POINTS[config_name]  # named the module's file, which, run as a file, has lmplay/ first on
+        # sys.path, where lmplay.inspect hides Python's inspect (an AttributeError); its bash script completes
+        # `python FILE.py` and installed commands, not `python -m`: the installed command is the one that works
+    sys.argv = [program, *argv]
     if missing := configs_missing():  # Hydra's own line is "Primary config directory not found"
         fail(missing)
     if PRINT_ONLY_FLAGS & set(argv) and hasattr(signal, "SIGPIPE"):
