@@ -296,6 +296,14 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
     assert "| exp=a max_steps=25 | 1 | 3.1000 | - |" in write_summary(tmp_path)["markdown"]
     assert (f"Note: the completed jobs' final validations are at different token counts (20,000 to 25,000): a lower "
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
+    # the same length, and seeds whose rows differ by 7%: no note (it fired where the lowest loss was the shorter's)
+    for job, tokens in ((0, 21_500), (1, 20_000)):
+        run = next(tmp_path.glob(f"exp=a,max_steps=20,seed={job + 1}"))
+        record = {"step": 20, "samples": 160, "tokens": tokens, "loss": 3.3 - job * 0.2, "accuracy": 0.2}
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"seed={job + 1}", "max_steps=20"]))
+        (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+    shutil.rmtree(again)
+    assert "different token counts" not in write_summary(tmp_path)["markdown"]
 
 
 def summarize_groups(sweep: Path) -> list[dict]:

@@ -309,6 +309,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "final_validation_accuracy": final["accuracy"] if final else None,
         "held_out_tokens": final.get("held_out_tokens") if final else None,
         "final_validation_tokens": final["tokens"] if final else None,
+        "final_validation_samples": final.get("samples") if final else None,
         "tokenizer": run.tokenizer if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
@@ -401,7 +402,7 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     experiment = override_value(overrides, "exp")
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides, "launched_with": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
-            "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
+            "final_validation_tokens": None, "final_validation_samples": None, "tokenizer": None, "tokens": 0,
             "steps": 0, "seed": override_value(overrides, "seed"), "wall_time_s": None, "status": "not started",
             "error": None}
 
@@ -500,7 +501,9 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
         at = sorted({r["final_validation_tokens"] for r in scored} - {None})
-        if at and at[-1] > 1.05 * at[0]:  # not the few % that seeds' rows differ by
+        samples = sorted({r["final_validation_samples"] for r in scored} - {None})
+        if samples and samples[-1] > 1.05 * samples[0]:  # samples, not tokens: seeds' rows differ in length (~7% on
+            # a short run: the note fired where the lowest loss was the shortest run's)
             lines += ["", (f"Note: the completed jobs' final validations are at different token counts ({at[0]:,} to "
                            f"{at[-1]:,}): a lower loss can be a longer run's; `python -m lmplay.plot {sweep_dir}` "
                            f"compares them at equal tokens.")]
