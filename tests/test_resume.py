@@ -192,6 +192,9 @@ def test_a_second_ctrl_c_stops_at_once_and_says_so(tmp_path, capfd, monkeypatch)
     err = capfd.readouterr().err
     assert "SIGINT: will save after this step and stop; SIGINT again stops at once without saving" in err
     assert "SIGINT again: stopped without saving; nothing is saved yet, so a rerun starts over" in err  # no save yet
+    with pytest.raises(SystemExit):
+        runner.train()  # the first signal's save (at step 0): a second signal later would lose the steps after it
+    assert runner.stop.without_save() == "the run then resumes from its last checkpoint, of step 0"
 
 
 def provenance(stdout: str) -> dict[str, set[str]]:

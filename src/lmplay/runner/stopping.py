@@ -104,9 +104,13 @@ class StopRequest:
         os.kill(os.getpid(), signum)
 
     def without_save(self) -> str:
-        """Where a run stopped without saving goes on from."""
+        """Where a run stopped without saving goes on from: its step says what a second signal would lose (an
+        impatient second Ctrl-C during a save lost the steps since the one before, unsaid)."""
+        from lmplay.runner.checkpoint import trained_step
+
         if (self.run_dir / CHECKPOINT).exists():
-            return "the run then resumes from its last checkpoint"
+            step = trained_step(self.run_dir / CHECKPOINT)
+            return "the run then resumes from its last checkpoint" + (f", of step {step}" if step is not None else "")
         return "nothing is saved yet, so a rerun starts over"
 
     def stopped(self, saved: Path, step: int, resume_hint: str) -> None:
