@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -611,6 +612,42 @@ def test_a_record_file_rewritten_with_its_mtime_kept_is_read_anew(tmp_path, no_h
     assert all("New text" in t for t in all_text(build(tmp_path, spec)))
     path.touch()  # a later touch finds the cache entry of the new content: it holds the new rows
     assert all("New text" in t for t in all_text(build(tmp_path, spec)))
+
+
+@pytest.mark.parametrize("path", ["json", "DIR"])
+def test_data_files_that_map_files_to_splits_key_each_split_by_its_own_files(tmp_path, no_hub, path):
+    """Every split's files joined keyed a split's rows: {train: a, test: b} read the cached rows of {train: b, test: a}
+    (or of a glob of both, training on the held-out file)."""
+    for name in "ab":
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"File {name} row {i}."}) + "\n"
+                                                        for i in range(4)))
+    where = {"path": str(tmp_path) if path == "DIR" else "json"}
+    name = (lambda n: f"{n}.jsonl") if path == "DIR" else (lambda n: str(tmp_path / f"{n}.jsonl"))
+    everything = all_text(build(tmp_path, [{**where, "data_files": [name("a"), name("b")], "validation_fraction": 0}]))
+    assert len(everything) == 8
+    for train, held in ("ab", "ba"):
+        c = build(tmp_path, [{**where, "data_files": {"train": name(train), "test": name(held)},
+                              "validation_split": "test"}])
+        assert sorted(all_text(c)) == [f"<|endoftext|>File {train} row {i}." for i in range(4)], (train, held)
+        assert sorted(TOK.decode(b.inputs[0].tolist()) for b in c.validation_batches(10, 1)) == [
+            f"<|endoftext|>File {held} row {i}." for i in range(4)]
+
+
+def test_a_folder_of_split_files_is_copied_once_by_datasets(tmp_path, no_hub):
+    """Keyed by the split's own files, the train load and the validation load each built datasets' Arrow copy of
+    both splits, in a cache dir of its own: twice the disk and the loading."""
+    import datasets
+
+    (tmp_path / "f").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "f" / f"{split}.jsonl").write_text("".join(json.dumps({"text": f"{split} {i}."}) + "\n"
+                                                               for i in range(6)))
+    c = build(tmp_path, [{"path": str(tmp_path / "f"), "validation_split": "test"}])
+    assert len(all_text(c)) == 6 and len(c.validation_batches(10, 1)) == 6
+    local = Path(datasets.config.HF_DATASETS_CACHE) / "lmplay-local"
+    copies = {p.relative_to(local).parts[0] for p in local.rglob("f-train.arrow")}
+    assert len(copies) == 1 and {p.name for p in (local / copies.pop()).rglob("*.arrow")} == {"f-train.arrow",
+                                                                                              "f-test.arrow"}
 
 
 def test_records_without_text_are_counted_when_left_out(tmp_path, no_hub, caplog):

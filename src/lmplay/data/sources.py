@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import glob
 import gzip
 import hashlib
 import json
@@ -196,21 +195,24 @@ def launch_dir_files(files: Any) -> Any:
     return files
 
 
-def local_data_files(files: Any, base: Path | None = None) -> list[Path]:
-    """The local files data_files names (patterns expanded, every split's; relative ones inside `base`), sorted; none
-    where one is remote or a pattern matches nothing (datasets' own error says which)."""
-    patterns = files if isinstance(files, list) else list(files.values()) if isinstance(files, dict) else [files]
-    found: set[Path] = set()
-    for pattern in patterns:
-        if isinstance(pattern, list):
-            found.update(local_data_files(pattern, base))
-            continue
-        local = isinstance(pattern, str) and "://" not in pattern
-        matched = glob.glob(os.path.join(base or "", pattern), recursive=True) if local else []
-        if not matched:
-            return []
-        found.update(Path(m) for m in matched if os.path.isfile(m))
-    return sorted(found)
+def split_files(data_files: Any, base: Path) -> dict[str, list[Path]]:
+    """Each split's local files as datasets resolves them (data_files: a pattern, a list or a mapping of splits;
+    none: the folder's file names name the splits); none where one is remote or matches nothing (datasets says
+    which as it loads)."""
+    from datasets.data_files import DataFilesDict, get_data_patterns, sanitize_patterns
+
+    try:
+        patterns = get_data_patterns(str(base)) if data_files is None else sanitize_patterns(data_files)
+        if any("://" in str(p) for ps in patterns.values() for p in ps):
+            return {}
+        resolved = DataFilesDict.from_patterns(patterns, base_path=str(base))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(split): sorted(Path(f) for f in files) for split, files in resolved.items()}
+
+
+def files_digest(files: list[Path]) -> str:
+    return ",".join(file_digest(f) for f in files)
 
 
 def load_source(spec: DatasetSpec, where: str, entry: str) -> LoadedSource:
@@ -353,21 +355,9 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
                                         read={spec.split, spec.validation_split})
             if kind == "text":
                 return _text_file_records(files, spec)
-        elif not spec.streaming:  # every split's files: the split joins the key
-            files = local_data_files(spec.data_files, local)
-        digests = ",".join(file_digest(f) for f in files) if files and not spec.streaming else None
-        records, identity = _hf_records(spec, str(local), spec.name, split, where, data_files=spec.data_files,
-                                        content=digests)
-        if digests and identity != "stream":  # its files' content, as a text folder's
-            identity = f"records:{digests}:{spec.field or ''}" + (f":{split}" if spec.data_files is not None else "")
-        return _loaded(records, identity)
+        return _local_records(spec, str(local), spec.name, split, where, local, files)
     if spec.data_files is not None and path in FILE_BUILDERS:
-        files = [] if spec.streaming else local_data_files(spec.data_files)
-        digests = ",".join(file_digest(f) for f in files) or None
-        records, identity = _hf_records(spec, path, None, split, where, data_files=spec.data_files, content=digests)
-        if digests and identity != "stream":  # its files' content (every split's: the split joins the key)
-            identity = f"records:{digests}:{spec.field or ''}:{path}:{split}"
-        return _loaded(records, identity)
+        return _local_records(spec, path, None, split, where, Path.cwd(), [])
     if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
         raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
                           f"(curriculum.path=FILE for curriculum=text_file)")
@@ -587,6 +577,21 @@ def _saved_records(path: Path, spec: DatasetSpec, split: str, where: str) -> tup
                                where, holds_out=spec.validation_split is not None)
         loaded = loaded[split]
     return (loaded.to_iterable_dataset() if spec.streaming else loaded), f"disk:{loaded._fingerprint}"
+
+
+def _local_records(spec: DatasetSpec, path: str, name: str | None, split: str, where: str, base: Path,
+                   files: list[Path]) -> tuple[Records, str, list[str] | None]:
+    """A folder's records, or data_files' (`path: json`), keyed by content, as a file's are: datasets' Arrow copy by
+    every split's files (it builds them all into it), the split's rows by its own `files` (found here from
+    data_files where not given)."""
+    splits = {} if spec.streaming else split_files(spec.data_files, base)
+    every = sorted({f for paths in splits.values() for f in paths})
+    records, identity = _hf_records(spec, path, name, split, where, data_files=spec.data_files,
+                                    content=files_digest(every) or None)
+    own = [] if spec.streaming else files or splits.get(split, [])
+    if own and identity != "stream":  # else datasets' fingerprint (a split like train[:10%])
+        identity = f"records:{files_digest(own)}:{spec.field or ''}"
+    return _loaded(records, identity)
 
 
 def _hf_records(spec: DatasetSpec, path: str, name: str | None, split: str, where: str,
