@@ -296,14 +296,18 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
     assert "| exp=a max_steps=25 | 1 | 3.1000 | - |" in write_summary(tmp_path)["markdown"]
     assert (f"Note: the completed jobs' final validations are at different token counts (20,000 to 25,000): a lower "
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
-    # the same length, and seeds whose rows differ by 7%: no note (it fired where the lowest loss was the shorter's)
-    for job, tokens in ((0, 21_500), (1, 20_000)):
-        run = next(tmp_path.glob(f"exp=a,max_steps=20,seed={job + 1}"))
-        record = {"step": 20, "samples": 160, "tokens": tokens, "loss": 3.3 - job * 0.2, "accuracy": 0.2}
-        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["exp=a", f"seed={job + 1}", "max_steps=20"]))
-        (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
-    shutil.rmtree(again)
-    assert "different token counts" not in write_summary(tmp_path)["markdown"]
+    # the same length, and seeds whose rows differ by 7%: no note (it fired where the lowest loss was the shorter's);
+    # the same number of samples of twice the context (twice the tokens): a note
+    for overrides, tokens, note in ((["max_steps=20"], 21_500, False), (["max_steps=20", "context_len=64"], 43_000, True)):
+        for job in (0, 1):
+            run = next(tmp_path.glob(f"exp=a,max_steps=20,seed={job + 1}"))
+            record = {"step": 20, "samples": 160, "tokens": tokens if job == 0 else 20_000, "loss": 3.3 - job * 0.2,
+                      "accuracy": 0.2}
+            typed = ["exp=a", f"seed={job + 1}", *(overrides if job == 0 else ["max_steps=20"])]
+            (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(typed))
+            (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+        shutil.rmtree(again, ignore_errors=True)
+        assert ("different token counts" in write_summary(tmp_path)["markdown"]) == note, overrides
 
 
 def summarize_groups(sweep: Path) -> list[dict]:

@@ -309,7 +309,6 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "final_validation_accuracy": final["accuracy"] if final else None,
         "held_out_tokens": final.get("held_out_tokens") if final else None,
         "final_validation_tokens": final["tokens"] if final else None,
-        "final_validation_samples": final.get("samples") if final else None,
         "tokenizer": run.tokenizer if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
@@ -402,7 +401,7 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     experiment = override_value(overrides, "exp")
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides, "launched_with": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
-            "final_validation_tokens": None, "final_validation_samples": None, "tokenizer": None, "tokens": 0,
+            "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
             "steps": 0, "seed": override_value(overrides, "seed"), "wall_time_s": None, "status": "not started",
             "error": None}
 
@@ -486,6 +485,15 @@ def loss_cell(row: dict[str, Any]) -> str:
     return fmt_loss(row["final_validation_loss"]) + (f" (at {at:,} tokens)" if at not in (None, row["tokens"]) else "")
 
 
+def tokens_over_seeds(rows: list[dict[str, Any]]) -> list[float]:
+    """The mean token count of each configuration's final validations, over its seeds."""
+    counts: dict[tuple, list[int]] = {}
+    for row in rows:
+        if row["final_validation_tokens"] is not None:
+            counts.setdefault(configuration(row["overrides"]), []).append(row["final_validation_tokens"])
+    return [statistics.fmean(tokens) for tokens in counts.values()]
+
+
 def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     lines = [f"# Sweep {sweep_dir}", "",
              "| job | experiment | overrides | final val loss | tokens | wall time | status |",
@@ -501,9 +509,9 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
         at = sorted({r["final_validation_tokens"] for r in scored} - {None})
-        samples = sorted({r["final_validation_samples"] for r in scored} - {None})
-        if samples and samples[-1] > 1.05 * samples[0]:  # samples, not tokens: seeds' rows differ in length (~7% on
-            # a short run: the note fired where the lowest loss was the shortest run's)
+        lengths = sorted(tokens_over_seeds(scored))
+        if lengths and lengths[-1] > 1.05 * lengths[0]:  # each configuration's mean over its seeds: seeds' rows differ
+            # in length (~7% on a short run: the note fired where the lowest loss was the shortest run's)
             lines += ["", (f"Note: the completed jobs' final validations are at different token counts ({at[0]:,} to "
                            f"{at[-1]:,}): a lower loss can be a longer run's; `python -m lmplay.plot {sweep_dir}` "
                            f"compares them at equal tokens.")]
