@@ -298,7 +298,8 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
             f"loss can be a longer run's; `python -m lmplay.plot {tmp_path}` compares them at equal tokens.") in text
     # the same length, and seeds whose rows differ by 7%: no note (it fired where the lowest loss was the shorter's);
     # the same number of samples of twice the context (twice the tokens): a note
-    for overrides, tokens, note in ((["max_steps=20"], 21_500, False), (["max_steps=20", "context_len=64"], 43_000, True)):
+    cases = ((["max_steps=20"], 21_500, False), (["max_steps=20", "context_len=64"], 43_000, True))
+    for overrides, tokens, note in cases:
         for job in (0, 1):
             run = next(tmp_path.glob(f"exp=a,max_steps=20,seed={job + 1}"))
             record = {"step": 20, "samples": 160, "tokens": tokens if job == 0 else 20_000, "loss": 3.3 - job * 0.2,
