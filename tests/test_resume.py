@@ -260,6 +260,18 @@ def test_optimizer_settings_typed_on_a_resume_are_the_ones_it_trains_with(tmp_pa
     assert runner.optimizer_c.optimizer.state  # the moments still come from the checkpoint
 
 
+def test_running_state_an_optimizer_keeps_in_its_param_groups_survives_a_resume(tmp_path):
+    """The run's settings replace the checkpoint's group settings, not the optimizer's running state kept there
+    (Prodigy's `d` and `k`, schedule-free AdamW's `weight_sum`): a resume restarted it at 0."""
+    args = ["exp=test_runner", "device=cpu", "optimizer._target_=group_state_optim.GroupCounted", "~optimizer.betas",
+            "~optimizer.eps", "weight_decay=0.01"]
+    make_runner([*args, "max_steps=2"], tmp_path / "run").train()
+    runner = make_runner([*args, "max_steps=4"], tmp_path / "run", checkpoint.load(tmp_path / "run" / "model.lmp"))
+    decay, no_decay = runner.optimizer_c.optimizer.param_groups
+    assert (decay["k"], decay["d"], no_decay["k"]) == (2, 2.25, 2)
+    assert (decay["weight_decay"], no_decay["weight_decay"], decay["name"]) == (0.01, 0.0, "decay")
+
+
 def test_a_resume_keeps_the_optimizer_and_schedule_the_run_was_built_with(tmp_path):
     args = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
     first = run_cli("lmplay.train", *args, "max_steps=4", "optimizer=sgd", "optimizer.momentum=0.5", "scheduler=cosine",

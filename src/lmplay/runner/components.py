@@ -315,7 +315,13 @@ class OptimizerComponent(Component):
             print("note: the checkpoint holds no optimizer state (left out where its parameters changed): the "
                   "optimizer's moments start fresh")
         elif state and same_kind:
-            settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+            # the run's settings are the class's arguments (and lmplay's group name); any other key of a group is
+            # the optimizer's own running state, kept there as Prodigy's `d` and `k` or schedule-free AdamW's
+            # `weight_sum`: the checkpoint's, or a resume restarted it (a class taking **kwargs: all are settings)
+            params = inspect.signature(cls).parameters
+            any_key = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            settings = [{k: v for k, v in group.items() if k != "params" and (any_key or k in params or k == "name")}
+                        for group in self.optimizer.param_groups]
             try:  # a run grouped by the earlier rule: its state regrouped
                 self.optimizer.load_state_dict(regrouped_state(state["optimizer"], model) or state["optimizer"])
                 misfit = next((f"a state of shape {list(v.shape)} for a parameter of {list(p.shape)}"
