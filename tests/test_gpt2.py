@@ -231,3 +231,16 @@ def test_a_hub_id_without_the_network_is_one_line_at_once(monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match=r"cannot download gpt2 from the Hugging Face hub \(the hub is unreachable, "
                                           r"and the local HF cache has no copy\); download model.safetensors"):
         import_hf.download("gpt2")
+
+
+def test_inspect_counts_parameters_not_buffers(tmp_path):
+    """A persistent buffer (nanoGPT's causal-mask `bias`, a rotary table) is in the weights, not a parameter."""
+    from experiments.gpt2ish.model import GPT2ish
+    from lmplay.generation.loading import save_model
+    from lmplay.inspect import describe
+
+    model = GPT2ish(vocab_size=257, context_len=64, num_blocks=2, embed_dim=32, num_heads=2, tokenizer="bytes")
+    for block in model.blocks:
+        block.attn.register_buffer("bias", torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64))
+    path = save_model(model, "test_runner", tmp_path / "model.lmp")
+    assert f"parameters   {model.parameter_count():,}\n" in describe(str(path))

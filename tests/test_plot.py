@@ -869,3 +869,9 @@ def test_a_log_axis_draws_no_line_from_the_validation_at_0_tokens(tmp_path, monk
     assert all((x > 0).all() for x in xs["validation_loss.png"])
     plot_all(group_runs(load_runs([run])), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
     assert any((x == 0).any() for x in xs["validation_loss.png"])  # a linear axis keeps the point at 0
+
+
+def test_human_token_counts_round_into_the_next_unit():
+    from lmplay.stats.plot import human
+    assert [human(t) for t in (999.6, 999_499, 999_600, 999_999_000, 1_645, 3_760, 500, 0)] == [
+        "1k", "999k", "1M", "1G", "1.65k", "3.76k", "500", "0"]

@@ -24,7 +24,9 @@ def describe(path: str) -> str:
     else:
         lines.append("training     none yet (a model alone, e.g. imported: training it starts at step 0)")
     distinct = {t.data_ptr(): t for t in weights.values()}.values()  # a tied lm_head shares the embedding's tensor
-    lines += [f"parameters   {sum(t.numel() for t in distinct):,}",
+    count = parts["model"]["state"].get("parameters")  # where saved: the weights also hold persistent buffers
+    count = f"{count:,}" if isinstance(count, int) else f"{sum(t.numel() for t in distinct):,} (with any buffers)"
+    lines += [f"parameters   {count}",
               f"model        {parts['model']['state_args']}",
               *(["config:", *("  " + line for line in config.splitlines())] if (config := str(ckpt.get("config") or ""))
                 else ["config       none (no training run wrote it: saved from Python, or imported)"])]

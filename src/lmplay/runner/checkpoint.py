@@ -370,8 +370,11 @@ def experiment_package(model_class: type) -> str | None:
 
 def model_part(model: torch.nn.Module) -> dict[str, Any]:
     """A checkpoint's model component: construction arguments, weights, and the digests of its code."""
+    # the parameter count: the weights also hold persistent buffers (a causal mask, a rotary table), which
+    # lmplay.inspect would otherwise count as parameters
     return {"state_args": dict(model.construction_args),
-            "state": {"weights": model.state_dict(), "code": code_digests(model)}}
+            "state": {"weights": model.state_dict(), "code": code_digests(model),
+                      "parameters": sum(p.numel() for p in model.parameters())}}
 
 
 def saved_digests(state: dict[str, Any]) -> dict[str, str]:
