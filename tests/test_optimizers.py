@@ -301,7 +301,10 @@ def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_o
                            overridden={"optimizer._target_"})
     assert type(switched.optimizer_c.optimizer) is torch.optim.NAdam
     ckpt["components"]["optimizers"]["state_args"]["_target_"] = "own_optimizers_not_imported.Clip"
+    ckpt["components"]["optimizers"]["state_args"]["momentum"] = 0.5  # a key of its own, typed when the run began:
+    # left out of the list, retyping the list moved it to its file's value (NesterovSGD's momentum 0.5 -> 0.9)
     with pytest.raises(ConfigError, match=r"^this run trained with the optimizer own_optimizers_not_imported.Clip, "
                                           r"whose module a checkpoint does not import by itself .* with the run's own "
-                                          r"settings typed too \(lr=0.003 weight_decay=0.0\): a group chosen anew"):
+                                          r"settings typed too \(lr=0.003 weight_decay=0.0 optimizer.betas=\[0.9,0.95\] "
+                                          r"optimizer.eps=1e-08 optimizer.momentum=0.5\): a group chosen anew"):
         make_runner(["exp=test_runner", "device=cpu"], tmp_path, ckpt)

@@ -168,3 +168,14 @@ def test_a_schedule_of_one_s_own_with_a_required_argument_unset_is_one_line(tmp_
     with pytest.raises(ConfigError, match=r"^own_schedule.Periodic needs scheduler.period, which its scheduler config "
                                           r"leaves unset \(or null\)"):
         make_runner(["exp=test_runner", "device=cpu", "scheduler._target_=own_schedule.Periodic"], tmp_path / "run")
+
+
+def test_a_torch_lr_scheduler_as_the_schedule_is_refused_for_its_kind_not_for_a_key(tmp_path):
+    """scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR was told `unknown key 'warmup_fraction'`: a key
+    the user never typed, about a class lmplay cannot run at all."""
+    from conftest import make_runner
+
+    with pytest.raises(ConfigError, match=r"^scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR is not an "
+                                          r"lmplay lr schedule: .*subclasses of lmplay.runner.schedules.Schedule"):
+        make_runner(["exp=test_runner", "device=cpu", "scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR"],
+                    tmp_path / "run")

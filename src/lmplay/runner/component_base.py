@@ -33,7 +33,7 @@ class Provenance:
         """`was`: the checkpoint's value that a typed one replaces, shown beside it."""
         def shown(v: Any) -> Any:  # as YAML and the command line write it: true, null
             if isinstance(v, bool) or v is None:
-                return {True: "true", False: "false", None: "null"}[v]
+                return override_text(v)
             return v if not isinstance(v, (list, dict)) or len(repr(v)) < 40 else "[...]"
         item = f"{group}.{key}={shown(value)}" if group else f"{key}={shown(value)}"
         if was is not None and shown(value) == shown(was) == "[...]":  # two long values: where they differ
@@ -119,6 +119,15 @@ IMPORTABLE = ("torch.optim", "lmplay.runner.schedules")  # the modules (and thei
 # checkpoint may import: where optimizers and schedules live, never a command (`torch.utils.model_dump.__main__`)
 
 
+def override_text(value: Any) -> str:
+    """A value as a command-line override writes it, with no space to quote: true, null, [0.9,0.99]."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (list, tuple)):
+        return f"[{','.join(override_text(v) for v in value)}]"
+    return str(value)
+
+
 def without_target(args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k != "_target_"}
 
@@ -179,8 +188,11 @@ class Component:
             return target, without_target(construction_args)
         cls = subclass_named(saved, base)
         if cls is None and saved.rpartition(".")[0] not in sys.modules and not saved.startswith(IMPORTABLE):
-            own = " ".join(f"{alias}={state_args[key]}" for key, alias in  # a group chosen anew brings its file's
-                           sorted(self.runner.interpolated_keys(self.group).items()) if key in state_args)  # values
+            aliases = self.runner.interpolated_keys(self.group)  # a group chosen anew brings its file's values:
+            own = " ".join(  # every setting the run trained with, its aliases' (lr=) and its own (optimizer.momentum=)
+                f"{aliases.get(key, f'{self.group}.{key}')}={override_text(value)}"
+                for key, value in sorted(state_args.items(), key=lambda kv: (kv[0] not in aliases, kv[0]))
+                if key != "_target_" and value is not False and value not in (None, [], {}))  # flags' defaults
             raise ConfigError(f"this run trained with the {self.group} {saved}, whose module a checkpoint does not "
                               f"import by itself (it imports only torch's and lmplay's): choose it again as the run "
                               f"did, {self.group}=NAME (its conf file, with --config-dir DIR) or "

@@ -378,6 +378,12 @@ class SchedulerComponent(Component):
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
+        if not issubclass(cls := class_named(self.target, self.group), Schedule):  # before its keys: torch's
+            # CosineAnnealingLR was told `unknown key 'warmup_fraction'`, as if it were one to configure
+            raise ConfigError(f"scheduler._target_={self.target} is not an lmplay lr schedule: lmplay's schedules are "
+                              f"pure functions of a stage's step (subclasses of lmplay.runner.schedules.Schedule, like "
+                              f"lmplay.runner.schedules.Cosine), not torch.optim.lr_scheduler objects; write yours as "
+                              f"a Schedule subclass with a decay(step, steps) method, or choose one with scheduler=NAME")
         self.settle(config_args, state_args)
         try:
             self.schedule = self.build(self.target, self.args)
