@@ -1402,3 +1402,37 @@ def test_a_stage_s_own_uneven_mini_batch_is_noted_for_compile_too(tmp_path):
     notes = uneven_mini_batches(runner)
     assert len(notes) == 1 and notes[0].startswith("note: stage 'b': mini_batch_size=2 does not divide the 7 samples")
     assert notes[0] in start_report(runner)
+
+
+def test_an_auxiliary_loss_returned_third_trains_but_the_recorded_loss_stays_the_cross_entropy(tmp_path):
+    """An aux term (a z-loss) could only be added into loss_terms' summed loss, and stats.json, validation and the
+    plots then compared that sum with the baseline's cross-entropy (0.31 "worse" at step 0 for a z-loss of 0.01)."""
+    def run(name, shape):
+        runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=3", "runner.validation_interval=16"],
+                             tmp_path / name)
+        real = runner.model.loss_terms
+
+        def terms(inputs, targets):
+            loss, correct = real(inputs, targets)
+            return {"plain": (loss, correct), "third": (loss, correct, 0.5 * loss),
+                    "folded": (1.5 * loss, correct)}[shape]
+
+        runner.model.loss_terms = terms
+        runner.train()
+        return runner.stats.records, runner.model.state_dict()
+
+    (plain, _), (third, weights), (folded, folded_weights) = run("plain", "plain"), run("third", "third"), \
+        run("folded", "folded")
+    assert third["validation"][0]["loss"] == plain["validation"][0]["loss"]  # step 0: the same model, the same CE
+    assert folded["validation"][0]["loss"] == pytest.approx(1.5 * plain["validation"][0]["loss"])
+    assert all(torch.equal(weights[k], folded_weights[k]) for k in weights)  # it trains on the sum all the same
+    assert third["train"][0]["loss"] == plain["train"][0]["loss"]
+
+
+def test_loss_terms_of_the_wrong_shape_says_what_it_must_return(tmp_path):
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=1"], tmp_path)
+    runner.model.loss_terms = lambda inputs, targets: {"loss": inputs.float().sum(), "correct": inputs.sum()}
+    with pytest.raises(TypeError, match=r"^GPT2ish.loss_terms returned a dict of 2; it must return tensors \(summed "
+                                        r"cross-entropy, correct count\), or \(summed cross-entropy, correct count, "
+                                        r"summed auxiliary loss\)"):
+        runner.train()

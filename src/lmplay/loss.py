@@ -80,3 +80,18 @@ def mask_padding(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """The columns past `vocab` set to -inf: they get no probability, no gradient and never the max."""
     padding = torch.arange(logits.size(-1), device=logits.device) >= vocab
     return logits.masked_fill(padding, float("-inf"))
+
+
+def split_terms(terms: object, owner: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A model's `loss_terms` result as (summed cross-entropy, correct count, summed auxiliary loss or None).
+
+    An idea with a loss of its own besides next-token prediction (a z-loss, MoE load balancing) returns it third:
+    it trains (the runner backpropagates the sum), but the recorded, validated and plotted loss stays the
+    cross-entropy the baseline's is, so that a comparison at equal tokens compares like with like."""
+    if isinstance(terms, (tuple, list)) and len(terms) in (2, 3) and all(isinstance(t, torch.Tensor) for t in terms):
+        return terms[0], terms[1], terms[2] if len(terms) == 3 else None
+    shown = (f"a {type(terms).__name__} of {len(terms)}" if isinstance(terms, (tuple, list, dict))
+             else f"a {type(terms).__name__}")
+    raise TypeError(f"{owner}.loss_terms returned {shown}; it must return tensors (summed cross-entropy, correct "
+                    f"count), or (summed cross-entropy, correct count, summed auxiliary loss) for a loss of the "
+                    f"idea's own that trains but is not recorded as its loss")

@@ -13,7 +13,7 @@ from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.errors import ConfigError
 from lmplay.generation.config import GenerationConfig
 from lmplay.generation.text import generate_text, notice, prompt_list
-from lmplay.loss import next_token_loss
+from lmplay.loss import next_token_loss, split_terms
 from lmplay.modules import KVCache, MultiHeadAttention
 from lmplay.stats.mfu import flops_per_token, matmul_params
 
@@ -116,7 +116,9 @@ class LMBase(MBase):
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed next-token cross-entropy and number of correct top-1 predictions over real targets (see
-        lmplay.loss.next_token_loss); an idea's own loss overrides this."""
+        lmplay.loss.next_token_loss); an idea's own loss overrides this. A loss term of the idea's own beside the
+        cross-entropy (a z-loss, MoE load balancing) goes third, summed: it trains, and the recorded loss stays the
+        cross-entropy the baseline's is (lmplay.loss.split_terms)."""
         return next_token_loss(self(inputs), targets, self.tokenizer_vocab_size, self.fused_loss)
 
     def train_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -128,9 +130,10 @@ class LMBase(MBase):
                 for seq in ([eot, *ids, eot],) for start in range(0, len(seq) - 1, width)]
         batch = collate([(row, np.ones(len(row), dtype=bool)) for row in rows], eot).to(self.device)
         num_tokens = batch.num_tokens
-        loss_sum, correct = self.loss_terms(batch.inputs, batch.targets)
-        loss = loss_sum / num_tokens
-        return loss, {"loss": loss.item(), "accuracy": correct.item() / num_tokens, "tokens": num_tokens}
+        loss_sum, correct, aux = split_terms(self.loss_terms(batch.inputs, batch.targets), type(self).__name__)
+        loss = loss_sum / num_tokens  # the stats' loss is the cross-entropy; the one returned trains with any aux
+        return (loss if aux is None else (loss_sum + aux) / num_tokens), {
+            "loss": loss.item(), "accuracy": correct.item() / num_tokens, "tokens": num_tokens}
 
     def generate_prompts(self, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 1.0,
                          do_sample: bool = False, *, top_k: int | None = None, top_p: float = 1.0,

@@ -22,7 +22,7 @@ from lmplay.data.tokenizers import get_tokenizer
 from lmplay.device import amp_dtype, autocast, pick_device, synchronize, unused_amp_dtype
 from lmplay.errors import ConfigError, DivergedError, LmplayError, OutputError
 from lmplay.files import CHECKPOINT, CORRUPTED, set_aside_old_run
-from lmplay.loss import triton_loss_runs_on
+from lmplay.loss import split_terms, triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
@@ -315,7 +315,11 @@ class LMRunnerBase:
         return batch.padded(max(1, -(-len(batch) // rows)) * rows)
 
     def loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor,
-                   held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   held_out: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The model's loss terms as (summed cross-entropy, correct count, summed auxiliary loss or None)."""
+        return split_terms(self.model_loss_terms(inputs, targets, held_out), type(self.model).__name__)
+
+    def model_loss_terms(self, inputs: torch.Tensor, targets: torch.Tensor, held_out: bool = False) -> Any:
         """One mini-batch's loss terms (a training one through DDP when distributed), compiled with compile=true.
         Where compiling fails (no C++ compiler, an unsupported platform or op), say so once and go on eagerly:
         a compile failure happens before the mini-batch has computed anything."""
@@ -464,8 +468,8 @@ class LMRunnerBase:
             sync = self.ddp is None or i == len(minis) - 1
             with nullcontext() if sync else self.ddp.no_sync():
                 with self.autocast():
-                    loss_sum, correct = self.loss_terms(mini.inputs, mini.targets)
-                self.scaler.scale(loss_sum / scale).backward()
+                    loss_sum, correct, aux = self.loss_terms(mini.inputs, mini.targets)
+                self.scaler.scale((loss_sum if aux is None else loss_sum + aux) / scale).backward()
             if i == 0:
                 loss_total, correct_total = loss_sum.detach(), correct
             else:
@@ -496,7 +500,7 @@ class LMRunnerBase:
         for batch in minis[self.world.rank::self.world.size]:
             batch = batch.to(self.device)
             with self.autocast():
-                ls, c = self.loss_terms(batch.inputs, batch.targets, held_out=True)
+                ls, c, _ = self.loss_terms(batch.inputs, batch.targets, held_out=True)
             losses.append(ls.clone())  # read once at the end: no wait for the GPU between batches (copies: CUDA
             corrects.append(c.clone())  # graphs, compile_options' triton.cudagraphs, reuse their outputs' memory)
             tokens += batch.num_tokens
