@@ -614,7 +614,7 @@ def test_without_a_terminal_progress_comes_as_plain_lines(tiny_run_args):
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if "validation loss" in line and not line.startswith("done")] == [
         "shakespeare step 0", "shakespeare step 10", "shakespeare step 20"]
-    assert any(line.startswith("shakespeare step 1 loss ") and line.endswith("tok/s [1/20 of the stage]")
+    assert any(line.startswith("shakespeare step 1 loss ") and line.endswith("tok/s [1/20 to max_steps]")
                for line in lines)
 
 
@@ -660,7 +660,10 @@ def test_a_plain_lines_eta_leaves_out_the_stages_first_step(tmp_path, monkeypatc
     runner.train()
     lines = [line for line in capsys.readouterr().out.splitlines() if " loss " in line and "validation" not in line]
     assert [line.split(" loss ")[0] for line in lines] == ["shakespeare step 1", "shakespeare step 6"]
-    assert lines[0].endswith("[1/12 of the stage]") and lines[1].endswith("[6/12 of the stage, ETA 00:06]")
+    assert lines[0].endswith("[1/12 to max_steps]") and lines[1].endswith("[6/12 to max_steps, ETA 00:06]")
+    whole = progress.Progress(shown=False)  # max_steps caps the stage above ("12/12 of the stage" read as its end)
+    whole.stage_started("shakespeare", 3, 225)
+    assert whole.eta(3) == " [3/225 of the stage]"
 
 
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
@@ -785,8 +788,8 @@ def test_the_bar_shows_the_stages_last_step_and_makes_its_text_only_when_it_can_
     last = runner.stats.records["train"][-1]
     validated = [r for r in runner.stats.records["validation"] if r["step"] < 12][-1]  # the stage's closing one
     assert [text.split(" loss ")[0] for text in shown] == ["step 1", "step 12"]  # comes after the bar closes
-    assert shown[-1].startswith(f"step 12 loss {last['loss']:.3f} val {round(validated['loss'], 3)} ")
-    assert shown[-1].endswith(f"tok {last['tokens']:,} {last['tokens_per_second']:,.0f} tok/s")
+    assert shown[-1].startswith(f"step 12 loss {last['loss']:.3f} val {validated['loss']:.3f} ")
+    assert shown[-1].endswith(f"tok {last['tokens']:,}, {last['tokens_per_second']:,.0f} tok/s")
     # a resume stopped before its first record (log_interval): no record of its own, so none shown as if current
     shown.clear()
     resumed = make_runner(["exp=test_runner", "device=cpu", "max_steps=20", "runner.log_interval=100"], tmp_path,

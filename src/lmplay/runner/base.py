@@ -660,13 +660,12 @@ class LMRunnerBase:
         self.optimizer_c.set_weight_decay(plan.weight_decay)
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
-        total, max_steps = self.stage_steps(stage, settings), self.cfg.max_steps
-        if max_steps is not None:
-            total = min(total, progress["stage_step"] + max(max_steps - progress["step"], 0))
+        whole, max_steps = self.stage_steps(stage, settings), self.cfg.max_steps
+        total = whole if max_steps is None else min(whole, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_long_warmup(stage.name, plan, total)
         self.note_rows_dropped(stage, settings)
         self.note_schedule_change(plan, total)
-        self.display.stage_started(stage.name, progress["stage_step"], total)
+        self.display.stage_started(stage.name, progress["stage_step"], total, capped=total < whole)
         try:
             finished = self._run_steps(stage, plan, total)
         finally:

@@ -25,13 +25,16 @@ class Progress:
         self.bar: tqdm | None = None  # the stage's
         self._next_line = self._next_postfix = float("-inf")
         self._clock: tuple[float | None, int, int] = (None, 0, 0)  # (started at, its stage step, the stage's steps)
+        self._of = "of the stage"
 
-    def stage_started(self, name: str, stage_step: int, total: int) -> None:
+    def stage_started(self, name: str, stage_step: int, total: int, capped: bool = False) -> None:
         """A stage starts (or resumes) at `stage_step` of `total`: its bar where shown, and no ETA until its first
-        step is done."""
+        step is done. `capped`: `total` is where max_steps stops the run inside the stage (a full bar, or "25/25 of
+        the stage", read as the stage done)."""
         self._clock = (None, stage_step, total)
-        self.bar = tqdm(total=total, initial=stage_step, desc=name, unit="step", dynamic_ncols=True,
-                        disable=self.plain or not self.shown)
+        self._of = "to max_steps" if capped else "of the stage"
+        self.bar = tqdm(total=total, initial=stage_step, desc=f"{name} (to max_steps)" if capped else name,
+                        unit="step", dynamic_ncols=True, disable=self.plain or not self.shown)
 
     def step_done(self) -> None:
         self.bar.update(1)
@@ -55,8 +58,8 @@ class Progress:
         if not due or not records["train"]:
             return
         r, validated = records["train"][-1], records["validation"][-1:]
-        text = (f"step {r['step']} loss {r['loss']:.3f} val {round(validated[0]['loss'], 3) if validated else '-'} "
-                f"tok {r['tokens']:,} {format_speed(r)}")
+        val = f"{validated[0]['loss']:.3f}" if validated else "-"  # 5.560, not round()'s 5.56 beside loss 5.419
+        text = f"step {r['step']} loss {r['loss']:.3f} val {val} tok {r['tokens']:,}, {format_speed(r)}"
         if self.plain:
             say(f"{r['stage']} {text}{self.eta(stage_step)}")
             timed = self._clock[0] is not None  # this line showed an ETA
@@ -71,7 +74,7 @@ class Progress:
         done, left = stage_step - first_step, max(total - stage_step, 0)
         timed = start is not None and done > 0
         eta = f", ETA {tqdm.format_interval(left * (time.monotonic() - start) / done)}" if timed else ""
-        return f" [{stage_step:,}/{total:,} of the stage{eta}]"
+        return f" [{stage_step:,}/{total:,} {self._of}{eta}]"
 
     def validation(self, stage: str, step: int, values: dict[str, float]) -> None:
         """A validation's own line in a log file (the bar's postfix shows it with the next record)."""
