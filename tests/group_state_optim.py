@@ -6,7 +6,7 @@ import torch
 
 class GroupCounted(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, k=0, d=1.0))
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "k": 0, "d": 1.0})
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -308,3 +308,36 @@ def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_o
                                           r"settings typed too \(lr=0.003 weight_decay=0.0 optimizer.betas=\[0.9,0.95\] "
                                           r"optimizer.eps=1e-08 optimizer.momentum=0.5\): a group chosen anew"):
         make_runner(["exp=test_runner", "device=cpu"], tmp_path, ckpt)
+
+
+def test_a_target_typed_alone_names_the_keys_its_composed_file_brings_that_the_class_does_not_take(tmp_path):
+    """optimizer._target_=torch.optim.SGD on a fresh run was `optimizer: unknown key 'betas'`: a key nobody typed,
+    from adamw.yaml, with no word of where it came from or how to drop it."""
+    from conftest import make_runner
+
+    with pytest.raises(ConfigError, match=r"^optimizer._target_=torch.optim.SGD takes no betas, eps, which the "
+                                          r"optimizer file the run composed \(adamw.yaml\) sets: .* type "
+                                          r"~optimizer.betas ~optimizer.eps to drop them"):
+        make_runner(["exp=test_runner", "device=cpu", "optimizer._target_=torch.optim.SGD"], tmp_path / "a",
+                    overridden={"optimizer._target_"})
+    with pytest.raises(ConfigError, match=r"^optimizer: unknown key 'betas'"):  # typed: the user's own key
+        make_runner(["exp=test_runner", "device=cpu", "optimizer._target_=torch.optim.SGD", "~optimizer.eps",
+                     "optimizer.betas=[0.1,0.2]"], tmp_path / "b", overridden={"optimizer._target_", "optimizer.betas"})
+    runner = make_runner(["exp=test_runner", "device=cpu", "optimizer._target_=torch.optim.SGD", "~optimizer.betas",
+                          "~optimizer.eps"], tmp_path / "c", overridden={"optimizer._target_"})
+    assert type(runner.optimizer_c.optimizer) is torch.optim.SGD
+
+
+def test_an_optimizer_of_one_s_own_with_three_betas_takes_three(tmp_path):
+    """Adan's betas are three: 'optimizer.betas=[0.98, 0.92, 0.99] should be two numbers', even for its own default."""
+    from conftest import make_runner
+
+    args = ["exp=test_runner", "device=cpu", "optimizer._target_=three_betas_optim.Adan", "~optimizer.eps"]
+    runner = make_runner([*args, "optimizer.betas=[0.9,0.9,0.99]"], tmp_path / "a",
+                         overridden={"optimizer._target_", "optimizer.betas"})
+    assert runner.optimizer_c.optimizer.defaults["betas"] == (0.9, 0.9, 0.99)
+    with pytest.raises(ConfigError, match=r"^optimizer.betas=\[0.9, 0.95\] should be three numbers, like "
+                                          r"\[0.98, 0.92, 0.99\]"):
+        make_runner(args, tmp_path / "b", overridden={"optimizer._target_"})  # adamw.yaml's two
+    with pytest.raises(ConfigError, match=r"^optimizer.betas=\[0.9\] should be two numbers, like \[0.9, 0.95\]"):
+        make_runner(["exp=test_runner", "device=cpu", "optimizer.betas=[0.9]"], tmp_path / "c")

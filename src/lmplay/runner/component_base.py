@@ -237,12 +237,28 @@ class Component:
         self.runner.provenance.add(self.group, path, value, "command line", was)
         return OmegaConf.to_container(holder)[top]
 
+    def refuse_file_keys(self, construction_args: dict[str, Any], schema: dict[str, Any]) -> None:
+        """`optimizer._target_=torch.optim.SGD` alone keeps the keys of the group's composed file (adamw.yaml's betas
+        and eps), which the class does not take: `unknown key 'betas'` named a key nobody typed, and not the fix."""
+        left = sorted(k for k in construction_args if k not in schema and k not in self.runner.typed_keys(self.group))
+        if not left:
+            return
+        file = f"{choice}.yaml" if (choice := typed_choice(self.group)) else "the default"
+        target = OmegaConf.select(self.runner.cfg, f"{self.group}._target_")
+        raise ConfigError(f"{self.group}._target_={target} takes no {', '.join(left)}, "
+                          f"which the {self.group} file the run composed ({file}) sets: {self.group}._target_ "
+                          f"replaces the class alone; type {' '.join(f'~{self.group}.{k}' for k in left)} to drop "
+                          f"them, or give the class a file of its own (conf/{self.group}/NAME.yaml) and choose it "
+                          f"with {self.group}=NAME")
+
     def settle(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                fixed: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Merge config, checkpoint and command line; `fixed` keys (architecture) always come from the checkpoint."""
         if self.group in self.runner.overridden and (choice := typed_choice(self.group)):  # optimizer=sgd: the
             self.runner.provenance.add("", self.group, choice, "command line")  # report's biggest difference
         schema, kinds = self.advertise(), self.kinds()
+        if f"{self.group}._target_" in self.runner.overridden and self.group not in self.runner.overridden:
+            self.refuse_file_keys(construction_args, schema)
         validate_args(self.group, construction_args, schema, kinds)
         explicit = self.runner.explicit_keys(self.group)
         kept = {k: v for k, v in (state_args or {}).items() if k in schema and k not in explicit}  # typed: replaced

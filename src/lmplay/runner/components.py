@@ -298,10 +298,13 @@ class OptimizerComponent(Component):
                 shown = "null" if args[key] is None else repr(args[key])
                 raise ConfigError(f"optimizer.{key}={shown}: the lr schedule and the weight-decay groups need a "
                                   f"finite number there, like 3e-4")
-        if kwargs.get("betas") is not None:
-            if len(kwargs["betas"]) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
-                                                    for b in kwargs["betas"]):
-                raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be two numbers, like [0.9, 0.95]")
+        if kwargs.get("betas") is not None:  # as many as the class's default has: Adan takes three
+            own = signature_defaults(cls).get("betas")
+            like = list(own) if isinstance(own, (tuple, list)) and len(own) != 2 else [0.9, 0.95]
+            if len(kwargs["betas"]) != len(like) or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                            for b in kwargs["betas"]):
+                count = {2: "two", 3: "three"}.get(len(like), str(len(like)))
+                raise ConfigError(f"optimizer.betas={list(kwargs['betas'])} should be {count} numbers, like {like}")
             kwargs["betas"] = tuple(kwargs["betas"])
         if "fused" in signature_defaults(cls):
             fused = args["fused"]
@@ -378,7 +381,7 @@ class SchedulerComponent(Component):
     def construct(self, construction_args: dict[str, Any], state_args: dict[str, Any] | None,
                   state: dict[str, Any] | None) -> None:
         self.target, config_args = self.kept_target(construction_args, state_args, Schedule)
-        if not issubclass(cls := class_named(self.target, self.group), Schedule):  # before its keys: torch's
+        if not issubclass(class_named(self.target, self.group), Schedule):  # before its keys: torch's
             # CosineAnnealingLR was told `unknown key 'warmup_fraction'`, as if it were one to configure
             raise ConfigError(f"scheduler._target_={self.target} is not an lmplay lr schedule: lmplay's schedules are "
                               f"pure functions of a stage's step (subclasses of lmplay.runner.schedules.Schedule, like "
