@@ -946,3 +946,13 @@ def test_a_lone_surrogate_in_json_lines_names_its_line(tmp_path, no_hub):
     (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=re.escape(r"line 37001 of s.jsonl holds a lone UTF-16 surrogate (\ud83d")):
         build(tmp_path, [{"path": str(tmp_path / "s.jsonl")}])
+
+
+def test_one_file_read_by_two_builders_is_two_sets_of_rows(tmp_path, no_hub):
+    """The key of data_files' rows left out the builder: `path: text` over a .csv read `path: csv`'s cached rows
+    (the text column, no header), and the other way round."""
+    (tmp_path / "t.csv").write_text("text,other\n" + "".join(f"row number {i},x{i}\n" for i in range(6)))
+    as_csv = sorted(all_text(build(tmp_path, [{"path": "csv", "data_files": str(tmp_path / "t.csv")}])))
+    as_text = sorted(all_text(build(tmp_path, [{"path": "text", "data_files": str(tmp_path / "t.csv")}])))
+    assert as_csv == [f"<|endoftext|>row number {i}" for i in range(6)]
+    assert len(as_text) == 7 and "<|endoftext|>row number 0,x0" in as_text

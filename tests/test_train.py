@@ -1434,8 +1434,24 @@ def test_an_auxiliary_loss_returned_third_trains_but_the_recorded_loss_stays_the
 
 def test_loss_terms_of_the_wrong_shape_says_what_it_must_return(tmp_path):
     runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=1"], tmp_path)
+    runner.model.loss_terms = lambda inputs, targets: (inputs.float().sum(), inputs.sum(), 0.0)
+    with pytest.raises(TypeError, match=r"^GPT2ish.loss_terms returned \(Tensor, Tensor, float\); it must return"):
+        runner.train()
+    runner.model.loss_terms = lambda inputs, targets: (inputs.float().sum(), inputs.sum(), inputs.float())
+    with pytest.raises(TypeError, match=r"^GPT2ish.loss_terms returned an auxiliary loss of shape \[\d+, \d+\]; return "
+                                        r"it summed to one number"):
+        runner.train()
     runner.model.loss_terms = lambda inputs, targets: {"loss": inputs.float().sum(), "correct": inputs.sum()}
     with pytest.raises(TypeError, match=r"^GPT2ish.loss_terms returned a dict of 2; it must return tensors \(summed "
                                         r"cross-entropy, correct count\), or \(summed cross-entropy, correct count, "
                                         r"summed auxiliary loss\)"):
+        runner.train()
+
+
+def test_a_nan_auxiliary_loss_stops_the_run_as_diverged(tmp_path):
+    """A NaN aux term trained NaN into the weights while the recorded cross-entropy stayed finite, unsaid."""
+    runner = make_runner(["exp=test_runner", "device=cpu", "max_steps=3"], tmp_path)
+    real = runner.model.loss_terms
+    runner.model.loss_terms = lambda inputs, targets: (*real(inputs, targets), torch.tensor(float("nan")))
+    with pytest.raises(DivergedError, match=r"loss became nan at step 1"):
         runner.train()

@@ -89,8 +89,12 @@ def split_terms(terms: object, owner: str) -> tuple[torch.Tensor, torch.Tensor, 
     it trains (the runner backpropagates the sum), but the recorded, validated and plotted loss stays the
     cross-entropy the baseline's is, so that a comparison at equal tokens compares like with like."""
     if isinstance(terms, (tuple, list)) and len(terms) in (2, 3) and all(isinstance(t, torch.Tensor) for t in terms):
+        if len(terms) == 3 and terms[2].dim():
+            raise TypeError(f"{owner}.loss_terms returned an auxiliary loss of shape {list(terms[2].shape)}; return "
+                            f"it summed to one number (a 0-dim tensor), as the cross-entropy is")
         return terms[0], terms[1], terms[2] if len(terms) == 3 else None
-    shown = (f"a {type(terms).__name__} of {len(terms)}" if isinstance(terms, (tuple, list, dict))
+    shown = (f"a {type(terms).__name__} of {len(terms)}" if isinstance(terms, dict) else
+             f"({', '.join(type(t).__name__ for t in terms)})" if isinstance(terms, (tuple, list))
              else f"a {type(terms).__name__}")
     raise TypeError(f"{owner}.loss_terms returned {shown}; it must return tensors (summed cross-entropy, correct "
                     f"count), or (summed cross-entropy, correct count, summed auxiliary loss) for a loss of the "

@@ -591,6 +591,8 @@ def _local_records(spec: DatasetSpec, path: str, name: str | None, split: str, w
     own = [] if spec.streaming else files or splits.get(split, [])
     if own and identity != "stream":  # else datasets' fingerprint (a split like train[:10%])
         identity = f"records:{files_digest(own)}:{spec.field or ''}"
+        if path in FILE_BUILDERS and {RECORD_BUILDERS.get(file_kind(f)) for f in own} != {path}:
+            identity += f":{path}"  # `path: text` over a .csv reads its lines, `path: csv` its rows: other records
     return _loaded(records, identity)
 
 

@@ -470,6 +470,8 @@ class LMRunnerBase:
                 with self.autocast():
                     loss_sum, correct, aux = self.loss_terms(mini.inputs, mini.targets)
                 self.scaler.scale((loss_sum if aux is None else loss_sum + aux) / scale).backward()
+            if aux is not None:  # a NaN or inf aux loss trains NaN into the weights: it makes the recorded loss NaN,
+                loss_sum = loss_sum + aux.detach() * 0  # which stops the run as diverged; a finite one adds 0
             if i == 0:
                 loss_total, correct_total = loss_sum.detach(), correct
             else:

@@ -125,6 +125,8 @@ def override_text(value: Any) -> str:
         return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (list, tuple)):
         return f"[{','.join(override_text(v) for v in value)}]"
+    if isinstance(value, dict):
+        return f"{{{','.join(f'{k}:{override_text(v)}' for k, v in value.items())}}}"
     return str(value)
 
 
@@ -192,7 +194,7 @@ class Component:
             own = " ".join(  # every setting the run trained with, its aliases' (lr=) and its own (optimizer.momentum=)
                 f"{aliases.get(key, f'{self.group}.{key}')}={override_text(value)}"
                 for key, value in sorted(state_args.items(), key=lambda kv: (kv[0] not in aliases, kv[0]))
-                if key != "_target_" and value is not False and value not in (None, [], {}))  # flags' defaults
+                if key != "_target_")  # false and null too: a file's true would stand for a typed false
             raise ConfigError(f"this run trained with the {self.group} {saved}, whose module a checkpoint does not "
                               f"import by itself (it imports only torch's and lmplay's): choose it again as the run "
                               f"did, {self.group}=NAME (its conf file, with --config-dir DIR) or "

@@ -487,7 +487,7 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
 
 
 def human(tokens: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if float(f"{tokens / size:.3g}") >= 1:  # as it is written: 999,600 is "1M", not "1e+03k"
             return f"{tokens / size:.3g}{unit}"
     return f"{tokens:.0f}"
