@@ -306,9 +306,9 @@ def test_a_resume_switches_optimizer_by_a_typed_target_and_names_how_to_choose_o
     with pytest.raises(ConfigError, match=r"^this run trained with the optimizer own_optimizers_not_imported.Clip, "
                                           r"whose module a checkpoint does not import by itself .* with the run's own "
                                           r"settings typed too \(lr=0.003 weight_decay=0.0 optimizer.amsgrad=false "
-                                          r"optimizer.betas=\[0.9,0.95\] .*optimizer.foreach=null optimizer.freeze=\[\] "
-                                          r"optimizer.fused=null optimizer.maximize=false optimizer.momentum=0.5\): a "
-                                          r"group chosen anew"):
+                                          r"optimizer.betas=\[0.9,0.95\] .*optimizer.foreach=null "
+                                          r"optimizer.freeze=\[\] optimizer.fused=null optimizer.maximize=false "
+                                          r"optimizer.momentum=0.5\): a group chosen anew"):
         make_runner(["exp=test_runner", "device=cpu"], tmp_path, ckpt)
 
 
