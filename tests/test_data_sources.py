@@ -595,12 +595,14 @@ def test_tokenized_data_is_cached(tmp_path, monkeypatch, no_hub):
         build(tmp_path, [{"path": str(path)}])
 
 
-@pytest.mark.parametrize("name,entry", [("r.jsonl", {"path": "DIR/r.jsonl"}), ("folder/part.jsonl", {"path": "DIR/folder"}),
+@pytest.mark.parametrize("name,entry", [("r.jsonl", {"path": "DIR/r.jsonl"}),
+                                        ("folder/part.jsonl", {"path": "DIR/folder"}),
                                         ("r.jsonl", {"path": "json", "data_files": "DIR/r.jsonl"}),
                                         ("folder/p.jsonl", {"path": "DIR/folder", "data_files": {"train": "*.jsonl"}})])
 def test_a_record_file_rewritten_with_its_mtime_kept_is_read_anew(tmp_path, no_hub, name, entry):
     """datasets keys its Arrow copy of a local file by path and mtime: a file rewritten with its mtime kept (cp -p,
-    rsync -t, tar, touch -r) was read as its old rows, tokenized under the new content's key, and trained on for good."""
+    rsync -t, tar, touch -r) was read as its old rows, tokenized under the new content's key, and trained on for
+    good."""
     path = tmp_path / name
     path.parent.mkdir(exist_ok=True)
     spec = [json.loads(json.dumps(entry).replace("DIR", str(tmp_path)))]

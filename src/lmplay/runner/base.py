@@ -663,7 +663,9 @@ class LMRunnerBase:
         self.note_stage_wins(stage)
         progress = self.runner_c.progress
         whole, max_steps = self.stage_steps(stage, settings), self.cfg.max_steps
-        total = whole if max_steps is None else min(whole, progress["stage_step"] + max(max_steps - progress["step"], 0))
+        total = whole
+        if max_steps is not None:
+            total = min(whole, progress["stage_step"] + max(max_steps - progress["step"], 0))
         self.note_long_warmup(stage.name, plan, total)
         self.note_rows_dropped(stage, settings)
         self.note_schedule_change(plan, total)

@@ -386,7 +386,8 @@ class SchedulerComponent(Component):
             raise ConfigError(f"scheduler._target_={self.target} is not an lmplay lr schedule: lmplay's schedules are "
                               f"pure functions of a stage's step (subclasses of lmplay.runner.schedules.Schedule, like "
                               f"lmplay.runner.schedules.Cosine), not torch.optim.lr_scheduler objects; write yours as "
-                              f"a Schedule subclass with a decay(step, steps) method, or choose one with scheduler=NAME")
+                              f"a Schedule subclass with a decay(step, steps) method, or choose one with "
+                              f"scheduler=NAME")
         self.settle(config_args, state_args)
         try:
             self.schedule = self.build(self.target, self.args)
