@@ -718,7 +718,7 @@ class LMRunnerBase:
 
     def note_rows_dropped(self, stage, settings: RunnerSettings) -> None:
         """Rows batching drops what of a long row does not fit in its batch: an epoch of long documents trained a
-        few percent of their tokens while the run said "1.0 epochs". Said as the stage starts, where it is most."""
+        few percent of their tokens while the run said "1.0 epochs". Said as the stage starts."""
         share = self.curriculum.trained_share
         if share is not None and share < 0.9 and self.runner_c.progress["stage_step"] == 0 and self.world.is_main:
             print(f"note: stage {stage.name!r} trains {share:.0%} of the tokens of the rows it reads: in rows "
