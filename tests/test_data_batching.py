@@ -78,7 +78,7 @@ def test_the_share_of_tokens_rows_batching_trains_is_counted_exactly(tmp_path):
     tokens, which a batch that fits every row trains whole; a second run reads it with the kept step count."""
     records = [{"text": t} for t in marked_rows(60)]
     everything = sum(b.num_tokens for b in drain(curriculum(tmp_path, records, context_len=16), 10_000))
-    for stage in ({}, {"epochs": None, "tokens": everything // 3}):
+    for stage in ({}, {"epochs": None, "tokens": everything // 3}, {"epochs": None, "steps": 4}):
         c = curriculum(tmp_path, records, context_len=16, **stage)
         c.estimate_stage_steps(6)
         share = c.trained_share

@@ -309,9 +309,10 @@ class Curriculum:
         kept in the cache dir under a key of everything it depends on, and a resumed or repeated run reads it."""
         stage = self.stages[self.stage_index]
         self.trained_share = None
-        if stage.steps is not None:
-            return stage.steps
         stream = self._feed.stream
+        rows = isinstance(self._batcher, RowsBatcher) and isinstance(stream, SizedStream)
+        if stage.steps is not None and not rows:  # a rows stage of steps still counts the share of tokens it trains
+            return stage.steps
         stats = functools.partial(self._stats, include_prompts=include_prompts)
         if not isinstance(stream, SizedStream):
             held = [d.validation for d in self._data[self.stage_index] if len(d.validation)]
@@ -326,9 +327,9 @@ class Curriculum:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         length = {"budget": self._feed.budget, "tokens": stage.tokens}
-        if isinstance(self._batcher, RowsBatcher):
+        if rows:
             steps, self.trained_share = rows_steps(stream, stats, batch_size, self.context_len, include_prompts,
-                                                   **length)
+                                                   **length, max_steps=stage.steps)
         else:
             steps = packed_steps(stream, batch_size, self.context_len, include_prompts, **length)
         if path is None:  # the code digest could not be read: no kept counts

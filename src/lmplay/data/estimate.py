@@ -71,18 +71,18 @@ def _first_epochs(stream: SizedStream, budget: int | None) -> int:
 
 
 def rows_steps(stream: SizedStream, stats: RowStats, batch_size: int, context_len: int, include_prompts: bool,
-               budget: int | None, tokens: int | None) -> tuple[int, float]:
+               budget: int | None, tokens: int | None, max_steps: int | None = None) -> tuple[int, float]:
     """Replays the rows batcher on row sizes alone: batches take whole rows, the last row of a full batch only the
-    samples that fit. Ends after `budget` rows (epochs) or once the batches hold `tokens`. Returns the steps and the
-    share of the tokens of the rows taken that the batches hold (the rest, a long row's samples past its batch, is
-    dropped)."""
+    samples that fit. Ends after `budget` rows (epochs), once the batches hold `tokens`, or after `max_steps`
+    batches. Returns the steps and the share of the tokens of the rows taken that the batches hold (the rest, a long
+    row's samples past its batch, is dropped)."""
     epochs = _first_epochs(stream, budget)
     while True:
         which, rows = _stage_rows(stream, epochs, budget)
         samples, counted = _gathered(stream, which, rows, stats)
         cum_samples, cum_counted = np.cumsum(samples), np.cumsum(counted)
         i, steps, held = 0, 0, 0
-        while i < len(rows) and (tokens is None or held < tokens):
+        while i < len(rows) and (tokens is None or held < tokens) and (max_steps is None or steps < max_steps):
             before = cum_samples[i - 1] if i else 0
             j = int(np.searchsorted(cum_samples, before + batch_size, side="left"))
             counted_before = cum_counted[i - 1] if i else 0
@@ -100,7 +100,8 @@ def rows_steps(stream: SizedStream, stats: RowStats, batch_size: int, context_le
                 keep = kept_prompt_len(int(table.prompt_lens[row]), int(table.text_lens[row]), context_len)
                 held += sum(c.end - c.new for c in cuts) + (keep if include_prompts else 0)
             steps, i = steps + 1, j + 1
-        if budget is not None or held >= tokens:
+        if budget is not None or (tokens is not None and held >= tokens) or (max_steps is not None and
+                                                                            steps >= max_steps):
             taken = int(cum_counted[i - 1]) if i else 0
             return steps, held / taken if taken else 1.0
         epochs *= 2
