@@ -334,6 +334,17 @@ def test_named_hub_dataset_from_a_local_copy(tmp_path, no_hub):
     assert len(held) == 2 and not set(held) & set(texts)
 
 
+def test_a_folder_s_split_can_be_sliced_as_datasets_slices_it(tmp_path, no_hub):
+    """`split: "train[:50%]"` on a folder was "has no 'train[:50%]' files"; data_files took it. A slice's rows are
+    keyed apart from the whole split's."""
+    write_hub_layout(tmp_path / "ts", "default", {"train": [{"text": f"Train story {i}."} for i in range(12)],
+                                                  "validation": [{"text": f"Held story {i}."} for i in range(3)]})
+    entry = {"path": str(tmp_path / "ts"), "validation_split": "validation"}
+    half = all_text(build(tmp_path, [{**entry, "split": "train[:50%]"}]))
+    assert sorted(half) == sorted(f"<|endoftext|>Train story {i}." for i in range(6))
+    assert len(all_text(build(tmp_path, [entry]))) == 12  # not the half's cached rows
+
+
 def test_a_dataset_validation_split_is_used_instead_of_a_fraction(tmp_path, no_hub):
     write_hub_layout(tmp_path / "ts", "default", {
         "train": [{"text": f"Train story {i}."} for i in range(12)],

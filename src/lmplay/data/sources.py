@@ -387,6 +387,11 @@ def data_files_of(folder: Path) -> list[str]:
     return list(DataFilesDict.from_patterns({"all": ["**"]}, base_path=str(folder))["all"])
 
 
+def split_name(split: str) -> str:
+    """The split a sliced split reads (`train[:50%]` -> train), whose files hold its rows."""
+    return split.split("[", 1)[0].strip()
+
+
 def split_key(spec: DatasetSpec, split: str) -> str:
     """The key of the dataset's entry that named `split`, for a message about it."""
     return "validation_split" if split == spec.validation_split and split != spec.split else "split"
@@ -407,6 +412,7 @@ def _folder_files(folder: Path, split: str, key: str, where: str, read: set[str 
     except FileNotFoundError:  # datasets' EmptyDatasetError: no file it would read
         raise ConfigError(f"{where}: folder {folder} holds no data files (.txt/.md text, .json/.jsonl/.parquet/.csv "
                           f"records)") from None
+    split = split_name(split)  # the files of `train[:50%]` are train's: datasets takes the slice as it loads
     if split not in files:
         fraction = " (or null: a held-out fraction of the training rows)" * (key == "validation_split")
         raise ConfigError(f"{where}: folder {folder} has no {split!r} files (its files name the splits "
@@ -588,9 +594,10 @@ def _local_records(spec: DatasetSpec, path: str, name: str | None, split: str, w
     every = sorted({f for paths in splits.values() for f in paths})
     records, identity = _hf_records(spec, path, name, split, where, data_files=spec.data_files,
                                     content=files_digest(every) or None)
-    own = [] if spec.streaming else files or splits.get(split, [])
-    if own and identity != "stream":  # else datasets' fingerprint (a split like train[:10%])
-        identity = f"records:{files_digest(own)}:{spec.field or ''}"
+    own = [] if spec.streaming else files or splits.get(split_name(split), [])
+    if own and identity != "stream":
+        sliced = f":{split}" if split_name(split) != split else ""  # a slice's rows are other rows
+        identity = f"records:{files_digest(own)}:{spec.field or ''}{sliced}"
         if path in FILE_BUILDERS and {RECORD_BUILDERS.get(file_kind(f)) for f in own} != {path}:
             identity += f":{path}"  # `path: text` over a .csv reads its lines, `path: csv` its rows: other records
     return _loaded(records, identity)
