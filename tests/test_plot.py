@@ -875,3 +875,50 @@ def test_human_token_counts_round_into_the_next_unit():
     from lmplay.stats.plot import human
     assert [human(t) for t in (999.6, 999_499, 999_600, 999_999_000, 1_645, 3_760, 500, 0)] == [
         "1k", "999k", "1M", "1G", "1.65k", "3.76k", "500", "0"]
+
+
+def test_each_curriculum_stage_is_its_own_line_smoothed_alone_and_its_start_is_marked(tmp_path, monkeypatch):
+    """A later stage validates on its own held-out rows: one line (and one smoothing) across its start drew the
+    change of data as the model's. Each stage's points are a line of their own, and a dotted line names the stage."""
+    for exp, loss in (("a", 2.0), ("b", 1.9)):
+        run = fake_run(tmp_path / exp, exp, 1, loss, steps=40)
+        stats = json.loads((run / "stats.json").read_text())
+        for kind in ("train", "validation"):
+            later = [{**r, "stage": "t", "loss": r["loss"] + 1.0} for r in stats[kind] if r["step"] >= 20]
+            stats[kind] = [r for r in stats[kind] if r["step"] <= 20 - (kind == "train")] + later
+        (run / "stats.json").write_text(json.dumps(stats))  # validation at step 20 twice: s's end, t's start
+    groups = group_runs(load_runs([tmp_path / "a", tmp_path / "b"]))
+    validation = curve(groups[0], "validation", "loss")
+    assert [(stage, len(part.tokens)) for stage, part in validation.segments()] == [("s", 4), ("t", 5)]
+    train = curve(groups[0], "train", "loss", smooth=0.9)
+    start = json.loads((tmp_path / "a" / "stats.json").read_text())["train"][19]
+    assert train.segments()[1][1].seed_values[0, 0] == pytest.approx(start["loss"])  # no memory of stage s
+    figures, drawn = [], {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
+        Path(path).name, figures[-1].axes[0]))
+    plot_all(groups, tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
+    for name in ("validation_loss.png", "validation_loss_vs_baseline.png"):
+        ax = drawn[name]
+        boundary = validation.segments()[1][1].tokens[0]
+        lines = [np.asarray(line.get_xdata(), dtype=float) for line in ax.lines if line.get_linestyle() != ":"]
+        assert lines and all(x.max() <= boundary or x.min() >= boundary for x in lines), name
+        assert [t.get_text() for t in ax.texts if t.get_text().strip() == "t"] == [" t"]
+    assert len(drawn["validation_loss.png"].get_legend().get_texts()) == 2  # one entry per run, not per stage
+
+
+def test_a_run_that_never_validated_past_0_leaves_the_others_their_columns(tmp_path):
+    """One lr of a sweep diverged before its first interval: the columns spanned its 0 tokens too, and every row
+    read loss@0 alone, the idea +0.0000 against the baseline, with a note blaming batching or cadences."""
+    for exp, loss in (("a", 2.0), ("b", 1.9), ("c", 1.8)):
+        run = fake_run(tmp_path / exp, exp, 1, loss, steps=40)
+        stats = json.loads((run / "stats.json").read_text())
+        zero = {**stats["validation"][0], "step": 0, "samples": 0, "tokens": 0, "loss": 5.5}
+        stats["validation"] = [zero] if exp == "c" else [zero, *stats["validation"]]
+        (run / "stats.json").write_text(json.dumps(stats))
+    table = comparison_table(group_runs(load_runs([tmp_path / e for e in "abc"])))
+    header, _, a, b, c, _, *notes = table.splitlines()
+    assert "loss@4k" in header and c.split()[-4:] == ["-", "-", "-", "-"], table
+    assert re.search(r"-0\.1\d{3}", b)  # b against a, at their last shared count
+    assert any(n.startswith("Note: c validated only before training") for n in notes), table
+    assert not any("different batching" in n for n in notes)

@@ -89,7 +89,7 @@ def test_a_stop_on_a_stages_last_step_or_the_runs_keeps_their_closing_validation
     whole = tmp_path / "whole"
     run_cli("lmplay.train", *args, f"hydra.run.dir={whole}", check=True)
     expected = replayable(json.loads((whole / "stats.json").read_text()))
-    assert [(r["stage"], r["step"]) for r in expected["validation"]] == [("a", 0), ("a", 4), ("b", 10)]
+    assert [(r["stage"], r["step"]) for r in expected["validation"]] == [("a", 0), ("a", 4), ("b", 4), ("b", 10)]
     for stop in ("term:4", "term:10"):
         run = tmp_path / stop.replace(":", "_")
         proc = popen_train([*args, f"hydra.run.dir={run}"], env={"LMPLAY_PROBE_KILL": stop})

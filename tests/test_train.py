@@ -666,6 +666,26 @@ def test_a_plain_lines_eta_leaves_out_the_stages_first_step(tmp_path, monkeypatc
     assert whole.eta(3) == " [3/225 of the stage]"
 
 
+
+def test_a_later_stage_validates_on_its_own_rows_at_its_start_and_tensorboard_charts_each_stage(tmp_path):
+    """Stage b's first point was an interval in, and one curve (one TensorBoard chart) joined it to stage a's end,
+    measured on other held-out rows: the change of data read as the model's. Now b validates before it trains,
+    and each stage has its chart."""
+    (tmp_path / "other.txt").write_text("".join(f"line {i} of another text, unlike the plays.\n" for i in range(400)))
+    stages = (f"curriculum.stages=[{{name: a, datasets: [shakespeare], steps: 3}}, {{name: b, datasets: "
+              f"[{{path: text, data_files: '{tmp_path / 'other.txt'}'}}], steps: 3}}]")
+    runner = make_runner(["exp=test_runner", "device=cpu", stages, "runner.validation_interval=100"], tmp_path / "r")
+    runner.train()
+    records = [(r["stage"], r["step"], r["held_out_tokens"]) for r in runner.stats.records["validation"]]
+    a_rows, b_rows = records[0][2], records[-1][2]
+    assert a_rows != b_rows and records == [("a", 0, a_rows), ("a", 3, a_rows), ("b", 3, b_rows), ("b", 6, b_rows)]
+    tb = EventAccumulator(str(tmp_path / "r" / "tb"))
+    tb.Reload()
+    tokens = [r["tokens"] for r in runner.stats.records["validation"]]
+    assert [e.step for e in tb.Scalars("validation/a/loss")] == tokens[:2]
+    assert [e.step for e in tb.Scalars("validation/b/loss")] == tokens[2:]
+    assert "validation/loss" not in tb.Tags()["scalars"]
+
 def test_help_lists_experiments_and_seed_flags_work(tmp_path):
     help_text = run_cli("lmplay.train", "--help", check=True).stdout
     for exp in ("gpt2ish", "gpt2ish_med", "gpt2ish_large", "test_runner"):

@@ -210,7 +210,8 @@ class LMRunnerBase:
             checkpoint.set_rng_state(ckpt["rng"])  # after the components: constructing them drew random numbers
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.replaced_dir = set_aside_old_run(self.run_dir) if self.cfg.fresh and self.world.is_main else None
-        self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main)
+        self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main,
+                                 stage_tags=len(self.curriculum.stages) > 1)
         self._saved: dict[str, tuple[int, ...]] = {}  # checkpoint name -> the progress_state it was saved at
         self._resumed_state = self.progress_state() if ckpt else None  # what the run dir's files hold
 
@@ -669,6 +670,7 @@ class LMRunnerBase:
         self.note_long_warmup(stage.name, plan, total)
         self.note_rows_dropped(stage, settings)
         self.note_schedule_change(plan, total)
+        self.validate_stage_start(stage.name, plan, total)
         self.display.stage_started(stage.name, progress["stage_step"], total, capped=total < whole)
         try:
             finished = self._run_steps(stage, plan, total)
@@ -685,6 +687,14 @@ class LMRunnerBase:
                 lr = trained[0]["lr"]
             self.validation_record(stage.name, lr, settings)
         return finished
+
+    def validate_stage_start(self, name: str, plan: StagePlan, total: int) -> None:
+        """A later stage's first validation, on its own held-out rows, before it trains: its curve starts where the
+        stage does, beside the last stage's closing point on other rows. Its first point had been an interval in,
+        and the line from the stage before (whose held-out text differs) drew the data's change as the model's."""
+        progress, last = self.runner_c.progress, self.stats.records["validation"][-1:]
+        if progress["stage_step"] == 0 and progress["step"] > 0 and (not last or last[0]["stage"] != name):
+            self.validation_record(name, plan.lr(0, total), plan.settings)
 
     def stage_steps(self, stage, settings: RunnerSettings) -> int:
         """The stage's optimizer steps at this batch: counted over the whole stage, except where a resume changed

@@ -8,7 +8,7 @@ between two ideas can be read against the spread that chance alone produces.
 
 import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +60,14 @@ class Curve:
     seed_tokens: np.ndarray
     seed_values: np.ndarray
     seeds: tuple[str | None, ...] = ()
+    stages: tuple[str, ...] = ()  # each point's curriculum stage
+
+    def segments(self) -> list[tuple[str, "Curve"]]:
+        """The curve a stage at a time. Each stage trains and validates on its own data: a line across a stage's
+        switch drew the change of held-out rows as the model's."""
+        stages = self.stages or ("",) * self.seed_tokens.shape[1]
+        return [(stages[part.start], Curve(self.label, self.seed_tokens[:, part], self.seed_values[:, part],
+                                           self.seeds)) for part in stage_parts(stages)]
 
     @property
     def num_seeds(self) -> int:
@@ -372,21 +380,31 @@ def curve(group: Group, kind: str, metric: str, smooth: float = 0.0, unit: float
         records = [r for r in getattr(run, kind) if r.get(metric) is not None]
         if records:
             spans = np.diff([float(r["tokens"]) for r in records], prepend=0.0) / unit
-            values = ema(np.array([r[metric] for r in records], dtype=float), smooth, spans)
-            # each smoothed value at the mean place of the records it averages, with their weights: curves of the
-            # same loss then coincide however often their runs logged (a smoothed curve lags its records no more)
-            places = ema(np.array(placed(records, kind)), smooth, spans)
-            per_run.append({r["samples"]: (x, v) for r, x, v in zip(records, places, values)})
+            at, places, values = np.array(placed(records, kind)), [], []
+            measured = np.array([r[metric] for r in records], dtype=float)
+            for part in stage_parts([r.get("stage", "") for r in records]):  # smoothed within a stage: its switch
+                # of data is no trend. Each smoothed value at the mean place of the records it averages, with their
+                # weights: curves of the same loss coincide however often their runs logged (no lag behind them)
+                places += list(ema(at[part], smooth, spans[part]))
+                values += list(ema(measured[part], smooth, spans[part]))
+            # keyed by stage too: a later stage validates at its start, where the stage before it closed
+            per_run.append({(r["samples"], r.get("stage", "")): (x, v) for r, x, v in zip(records, places, values)})
             seeds.append(run.trained_seed)
     furthest = max(map(len, per_run), default=0)
     kept = [i for i, p in enumerate(per_run) if 2 * len(p) >= furthest]
     per_run, seeds = [per_run[i] for i in kept], [seeds[i] for i in kept]
-    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    common = [key for key in per_run[0] if all(key in p for p in per_run[1:])] if per_run else []
     if not common:
         return None
-    tokens = np.array([[p[s][0] for s in common] for p in per_run], dtype=float)
-    values = np.array([[p[s][1] for s in common] for p in per_run], dtype=float)
-    return Curve(group.label, tokens, values, tuple(seeds))
+    tokens = np.array([[p[k][0] for k in common] for p in per_run], dtype=float)
+    values = np.array([[p[k][1] for k in common] for p in per_run], dtype=float)
+    return Curve(group.label, tokens, values, tuple(seeds), tuple(stage for _, stage in common))
+
+
+def stage_parts(stages: Sequence[str]) -> list[slice]:
+    """Where each stage's consecutive points lie."""
+    ends = [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
+    return [slice(start, end) for start, end in zip([0, *ends], [*ends, len(stages)])]
 
 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
@@ -404,31 +422,25 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         (style, color), width = (("-", "black"), 2.2) if is_baseline else (next(styles, ("-", "tab:gray")), 1.5)
         label = c.label + (" (baseline)" if is_baseline else "")
         seeds = f", mean of {c.num_seeds} seeds" if c.num_seeds > 1 else ""
-        tokens, values = c.tokens, c.values
         if bases:
             baseline = bases[i]
             if baseline is c and i > 0:  # the baseline at an idea's settings: the idea's line is drawn against it
                 continue
             seeds = f", {pairs}" if (pairs := c.fewer_pairs(baseline)) else seeds  # the seeds drawn
         label += seeds
-        if bases:
-            if baseline is not curves[0]:
-                label += f" (vs {baseline.label})"
-            inside = (tokens >= baseline.tokens[0]) & (tokens <= baseline.tokens[-1]) & (tokens > 0 if logx else True)
-            tokens = tokens[inside]
-            values = c.minus(baseline, tokens)
-            readable = np.array([approx(baseline, t) is not None for t in tokens], dtype=bool)
-            values[:, ~readable] = np.nan  # a break in the line, not a line across the baseline's gap
-            if readable.sum() < 2:  # a line of one point draws nothing
-                label += " (too few points where it and its baseline both validated to draw)"
-        elif logx:  # 0 tokens has no place on a log axis: matplotlib clips it far left, and the line from it ran flat
-            keep = tokens > 0  # at the next point's value to the axis' edge, a plateau the run never had
-            tokens, values = tokens[keep], values[:, keep]
-        mean, low, high = values.mean(0), values.min(0), values.max(0)
-        ax.plot(tokens, mean, color=color, linestyle=style, linewidth=width, label=label,
-                marker="o" if len(tokens) < 20 else None, markersize=3)
-        if len(values) > 1:
-            ax.fill_between(tokens, low, high, color=color, alpha=0.18, linewidth=0)
+        if bases and baseline is not curves[0]:
+            label += f" (vs {baseline.label})"
+        lines = [line_of(part, dict(baseline.segments()).get(stage, baseline) if bases else None, logx)
+                 for stage, part in c.segments()]
+        if bases and sum(int(np.isfinite(values[0]).sum()) for _, values in lines) < 2:  # one point draws nothing
+            label += " (too few points where it and its baseline both validated to draw)"
+        for tokens, values in lines:
+            ax.plot(tokens, values.mean(0), color=color, linestyle=style, linewidth=width, label=label,
+                    marker="o" if len(tokens) < 20 else None, markersize=3)
+            label = None  # one legend entry for all of a curve's stages
+            if len(values) > 1:
+                ax.fill_between(tokens, values.min(0), values.max(0), color=color, alpha=0.18, linewidth=0)
+    mark_stage_starts(ax, curves)
     ax.set_title(title)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel(ylabel)
@@ -452,6 +464,29 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     fig.savefig(png, format="png", bbox_inches="tight" if many else None)
     write_atomic(path, png.getvalue())
     return path
+
+
+def line_of(c: Curve, base: Curve | None, logx: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens and values[seed, point] drawn for a curve (of one stage); with `base`, minus the baseline's."""
+    tokens, values = c.tokens, c.values
+    if base is not None:
+        inside = (tokens >= base.tokens[0]) & (tokens <= base.tokens[-1]) & (tokens > 0 if logx else True)
+        tokens = tokens[inside]
+        values = c.minus(base, tokens)
+        readable = np.array([approx(base, t) is not None for t in tokens], dtype=bool)
+        values[:, ~readable] = np.nan  # a break in the line, not a line across the baseline's gap
+    elif logx:  # 0 tokens has no place on a log axis: matplotlib clips it far left, and the line from it ran flat
+        keep = tokens > 0  # at the next point's value to the axis' edge, a plateau the run never had
+        tokens, values = tokens[keep], values[:, keep]
+    return tokens, values
+
+
+def mark_stage_starts(ax: Any, curves: list[Curve]) -> None:
+    """A dotted line where a curriculum stage begins, named: the lines break there, as the data changes."""
+    starts = sorted({(float(part.tokens[0]), stage) for c in curves for stage, part in c.segments()[1:]})
+    for tokens, stage in starts:
+        ax.axvline(tokens, color="gray", linestyle=":", linewidth=0.9)
+        ax.text(tokens, 1.0, f" {stage}", transform=ax.get_xaxis_transform(), va="top", fontsize=7, color="gray")
 
 
 def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str, float], logx: bool) -> list[Path]:
@@ -504,11 +539,14 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     rows = [row for row in rows if row[1] is not None]
     if not rows:
         return "no validation records in these runs yet\n"
-    start, end = max(loss.span[0] for _, loss, _ in rows), min(loss.span[1] for _, loss, _ in rows)
+    # a run that never validated past 0 (diverged, failed or stopped before its first interval) gets "-" past
+    # it: the columns spanned it too, and one diverged lr of a sweep left every row a column at 0 alone, +0.0000
+    trained = [row for row in rows if row[1].span[1] > 0] or rows
+    start, end = max(loss.span[0] for _, loss, _ in trained), min(loss.span[1] for _, loss, _ in trained)
     if start > end:
         return ("the runs' validation points do not overlap in tokens (one ends before another's first validation), "
                 "so they cannot be compared at equal tokens; train them longer\n")
-    curves = [loss for _, loss, _ in rows]
+    curves = [loss for _, loss, _ in trained]
     least, shared = most_shared_points(curves, start, end, columns - 1)
     if any(t > 0 for t in shared):
         points = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, columns).round().astype(int))]
@@ -545,7 +583,8 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     vs_column = 2 + len(points) if baseline_first else None
     cells = [c for i, row in enumerate(table[1:]) for j, c in enumerate(row)
              if j >= 2 and not (j == vs_column and i in own_baselines)]
-    notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)), *short_runs_note(rows),
+    notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)), *short_runs_note(trained),
+             *untrained_note([g for g, _, _ in rows if not any(g is t for t, _, _ in trained)]),
              *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows]),
              *settings_notes([g for g, _, _ in rows], [groups[matches[id(g)]] for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
@@ -579,6 +618,13 @@ def short_runs_note(rows: list[tuple[Group, Curve, Curve | None]]) -> list[str]:
             f"or is still training, compares only as far as it got (a sweep's summary, python -m lmplay.sweep DIR, "
             f"says which).")
     return [note]
+
+
+def untrained_note(groups: list[Group]) -> list[str]:
+    """The rows with no validation past 0, whose columns past it are "-"."""
+    return [(f"Note: {', '.join(g.label for g in groups)} validated only before training (it diverged, failed, or "
+             f"stopped before its first validation interval): '-' past 0 tokens; a sweep's summary, python -m "
+             f"lmplay.sweep DIR, says why.")] if groups else []
 
 
 def aligned(table: list[list[str]]) -> list[str]:

@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 
 class StatsWriter:
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
-                 write: bool = True, flush_seconds: float = 10.0) -> None:
-        """`write=False` keeps the records in memory only (DDP ranks other than 0)."""
+                 write: bool = True, flush_seconds: float = 10.0, stage_tags: bool = False) -> None:
+        """`write=False` keeps the records in memory only (DDP ranks other than 0). `stage_tags`: TensorBoard
+        gets a validation chart per stage (validation/<stage>/loss), for a plan of several stages, whose held-out
+        rows differ: one chart joined them, and a stage's switch of data read as the model's change."""
         self.path = Path(run_dir) / STATS
         self.write = write
         self.records = {k: list((records or {}).get(k, [])) for k in RECORD_KINDS}
         self._texts = {k: [json.dumps(r) for r in self.records[k]] for k in RECORD_KINDS}  # each record's JSON
         self.flush_seconds = flush_seconds
+        self.stage_tags = stage_tags
         self._flush_gap = flush_seconds
         self._tb = None
         self._events_failed = False
@@ -89,7 +92,8 @@ class StatsWriter:
             try:
                 events = self._events()
                 for kind, record, wall_time in self._pending:
-                    events.scalars({f"{kind}/{key}": value for key, value in record.items()
+                    tag = f"{kind}/{record['stage']}" if self.stage_tags and kind == "validation" else kind
+                    events.scalars({f"{tag}/{key}": value for key, value in record.items()
                                     if isinstance(value, (int, float)) and key not in ("step", "tokens", "samples")},
                                    step=record["tokens"], wall_time=wall_time)
                 events.flush()
