@@ -496,3 +496,16 @@ def test_a_class_named_through_its_packages_re_export_finds_its_versions(monkeyp
     assert versions_of("experiments.value_norm.ReExported", registered()) == \
         versions_of("experiments.value_norm.model.ValueNormGPT", registered()) == \
         ["value_norm", "value_norm_mini", "value_norm_test"]
+
+
+@pytest.mark.parametrize("exp", ["test_runner", *(f"{p}_test" for p in PORTS), "gpt2"])
+def test_a_model_fed_past_its_context_says_so_as_the_baseline_does(exp):
+    """The ports are copies of the baseline that had lost its check: more tokens than the context was the position
+    embedding's bare 'IndexError: index out of range in self'."""
+    model = tiny(exp)
+    with pytest.raises(ValueError, match=r"^33 tokens after 0 cached reach past context_len=32: feed at most 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    cache = model.new_cache(1)
+    model(torch.zeros(1, 30, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match=r"^3 tokens after 30 cached reach past context_len=32: feed at most 2"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)

@@ -31,8 +31,7 @@ class GPT2(LMBase):
         """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
         [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
-            start = cache[0].length if cache else 0
-            positions = torch.arange(start, start + x.shape[1], device=x.device)
+            positions = self.next_positions(x, cache)
         h = self.embed(x, positions)
         for i, block in enumerate(self.blocks):
             h = block(h, cache=cache[i] if cache else None, attn_mask=attn_mask,

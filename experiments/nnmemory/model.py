@@ -75,8 +75,7 @@ class NNMemoryGPT(LMBase):
         """Logits [B, T, vocab] (T = 1 with `last_only`); with a cache also the cache. `positions` ([T] or
         [B, T]) default to following what is cached; left-padded batches pass their own, with `attn_mask`."""
         if positions is None:
-            start = cache[0].length if cache else 0
-            positions = torch.arange(start, start + x.shape[1], device=x.device)
+            positions = self.next_positions(x, cache)
         h = self.embed(x, positions)
         mem_keys, mem_values = self.memory_for(cache)  # shared by every block
         for i, block in enumerate(self.blocks):

@@ -96,6 +96,17 @@ class LMBase(MBase):
         return [KVCache(batch_size, m.num_heads, max_len or self.context_len, m.head_dim, param.device, param.dtype)
                 for m in self.modules() if isinstance(m, MultiHeadAttention)]
 
+    def next_positions(self, x: torch.Tensor, cache: list[KVCache] | None) -> torch.Tensor:
+        """The positions of `x`'s tokens after what `cache` holds, for forward's default. Here, not in each
+        model.py: the copies of the baseline lost its check, and a token past the context was the position
+        embedding's bare IndexError."""
+        start = cache[0].length if cache else 0
+        if start + x.shape[1] > self.context_len:
+            raise ValueError(f"{x.shape[1]} tokens after {start} cached reach past context_len={self.context_len}: "
+                             f"feed at most {self.context_len - start} (generate slides its window past the context "
+                             f"itself)")
+        return torch.arange(start, start + x.shape[1], device=x.device)
+
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token of a `seq_len`-token sequence, for MFU (lmplay/stats/mfu.py): 6 per parameter a
         token goes through in a matmul, and attention's scores and values. A model that applies parameters
