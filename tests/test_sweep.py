@@ -311,6 +311,22 @@ def test_a_job_trained_on_by_hand_is_labelled_by_its_run_and_unequal_lengths_are
         assert ("different token counts" in write_summary(tmp_path)["markdown"]) == note, overrides
 
 
+
+def test_the_summary_names_the_configuration_of_the_lowest_mean_over_seeds(tmp_path):
+    """Its one ranking line named the luckiest seed's configuration (a's seed 1), where b's mean is lower."""
+    for job, (exp, seed, loss) in enumerate((("a", 1, 3.0), ("a", 2, 3.4), ("b", 1, 3.1), ("b", 2, 3.2))):
+        run = tmp_path / f"exp={exp},seed={seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"exp={exp}", f"seed={seed}"]))
+        (run / "job.json").write_text(json.dumps({"job": job, "experiment": exp, "status": "completed",
+                                                  "overrides": [f"exp={exp}", f"seed={seed}"]}))
+        record = {"step": 20, "samples": 160, "tokens": 20_000, "loss": loss, "accuracy": 0.2}
+        (run / "stats.json").write_text(json.dumps({"train": [record], "validation": [record]}))
+    text = write_summary(tmp_path)["markdown"]
+    assert "Lowest final validation loss of the completed jobs: job 0 (a, seed=1): 3.0000." in text
+    assert ("Lowest mean final validation loss over seeds: exp=b (jobs 2, 3): 3.1500, std 0.0707; a single job's "
+            "lowest can be a lucky seed's.") in text
+
 def summarize_groups(sweep: Path) -> list[dict]:
     return repeated_configs(summarize(sweep))
 

@@ -494,6 +494,20 @@ def tokens_over_seeds(rows: list[dict[str, Any]]) -> list[float]:
     return [statistics.fmean(tokens) for tokens in counts.values()]
 
 
+def lowest_mean(groups: list[dict[str, Any]]) -> list[str]:
+    """The configuration of the lowest mean over its seeds: the lowest single job can be a lucky seed's, which
+    the seeds were run to see past (the seed-to-seed spread is often wider than an lr's effect)."""
+    means = [g for g in groups if g["runs_with_loss"] > 1]
+    if not means:
+        return []
+    g = min(means, key=lambda g: g["mean_final_validation_loss"])
+    std = g["std_final_validation_loss"]
+    spread = f", std {fmt_loss(std)}" if std is not None else ""
+    return ["", (f"Lowest mean final validation loss over seeds: {' '.join(g['overrides']) or 'the sweep'} (jobs "
+                 f"{', '.join(map(str, g['jobs_with_loss']))}): {fmt_loss(g['mean_final_validation_loss'])}{spread}; "
+                 f"a single job's lowest can be a lucky seed's.")]
+
+
 def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str, Any]]) -> str:
     lines = [f"# Sweep {sweep_dir}", "",
              "| job | experiment | overrides | final val loss | tokens | wall time | status |",
@@ -508,6 +522,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         best = min(scored, key=lambda r: r["final_validation_loss"])
         lines += ["", (f"Lowest final validation loss of the completed jobs: job {best['job']} ({best['experiment']}, "
                        f"{shown_overrides(best['overrides'])}): {fmt_loss(best['final_validation_loss'])}.")]
+        lines += lowest_mean(groups)
         at = sorted({r["final_validation_tokens"] for r in scored} - {None})
         lengths = sorted(tokens_over_seeds(scored))
         if lengths and lengths[-1] > 1.05 * lengths[0]:  # each configuration's mean over its seeds: seeds' rows differ
