@@ -498,6 +498,20 @@ def test_a_class_named_through_its_packages_re_export_finds_its_versions(monkeyp
         ["value_norm", "value_norm_mini", "value_norm_test"]
 
 
+def test_nnmemory_reads_the_current_memory_through_a_cache_reset_after_a_weight_change():
+    """A cache reused (reset()) after the weights changed read the memory's keys and values of before the change."""
+    model = tiny("nnmemory_test").eval()
+    x = torch.randint(0, 257, (1, 10))
+    cache = model.new_cache(1)
+    with torch.no_grad():
+        model(x, cache=cache)
+        model.memory.cells.mul_(3.0)  # an optimizer step, in place
+        for layer in cache:
+            layer.reset()
+        reused, _ = model(x, cache=cache)
+        torch.testing.assert_close(reused, model(x))
+
+
 @pytest.mark.parametrize("exp", ["test_runner", *(f"{p}_test" for p in PORTS), "gpt2"])
 def test_a_model_fed_past_its_context_says_so_as_the_baseline_does(exp):
     """The ports are copies of the baseline that had lost its check: more tokens than the context was the position

@@ -66,7 +66,8 @@ class NNMemoryGPT(LMBase):
         they never outlast a weight change (a fused optimizer's step leaves no mark on a tensor to check)."""
         if not cache or torch.is_grad_enabled():
             return self.memory.keys_values()
-        if self._kept is None or self._kept[0]() is not cache[0]:
+        # a cache at length 0 starts a new sequence (a new cache, or one reset() for reuse, maybe after a step)
+        if self._kept is None or self._kept[0]() is not cache[0] or cache[0].length == 0:
             self._kept = (weakref.ref(cache[0]), self.memory.keys_values())
         return self._kept[1]
 
