@@ -539,8 +539,9 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
     rows = [row for row in rows if row[1] is not None]
     if not rows:
         return "no validation records in these runs yet\n"
-    # a run that never validated past 0 (diverged, failed or stopped before its first interval) gets "-" past
-    # it: the columns spanned it too, and one diverged lr of a sweep left every row a column at 0 alone, +0.0000
+    # a run that never validated past 0 (an lr of a sweep that diverged before its first interval) gets "-" past
+    # it: the columns spanned its 0 tokens too, and left every row a column at 0 alone, +0.0000 the baseline. One
+    # that got part-way still ends the columns (short_runs_note): they compare every row, the baseline's too
     trained = [row for row in rows if row[1].span[1] > 0] or rows
     start, end = max(loss.span[0] for _, loss, _ in trained), min(loss.span[1] for _, loss, _ in trained)
     if start > end:
