@@ -523,3 +523,21 @@ def test_a_model_fed_past_its_context_says_so_as_the_baseline_does(exp):
     model(torch.zeros(1, 30, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match=r"^3 tokens after 30 cached reach past context_len=32: feed at most 2"):
         model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+
+
+def test_load_as_does_not_call_the_renamed_experiments_own_modules_changed(tmp_path, capfd):
+    """load_as runs the weights with another experiment's code: the old package's modules (not installed, or never
+    this code's) were said to have "changed since it was saved", as if someone had edited them."""
+    from conftest import make_runner
+
+    from lmplay.runner import checkpoint
+
+    ckpt = checkpoint.load(make_runner(["exp=test_runner", "device=cpu"], tmp_path / "run").save())
+    ckpt["exp"] = "my_idea_test"
+    ckpt["config"] = ckpt["config"].replace("experiments.gpt2ish.model.GPT2ish", "experiments.my_idea.model.MyIdea")
+    code = ckpt["components"]["model"]["state"]["code"]
+    code["experiments.my_idea.model"] = code.pop("experiments.gpt2ish.model")[::-1]  # its own file, edited as copied
+    checkpoint.write_out(ckpt, old := tmp_path / "old.lmp")
+    load_model(old, load_as="test_runner")
+    err = capfd.readouterr().err
+    assert "as load_as asks" in err and "changed since" not in err

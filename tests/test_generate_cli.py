@@ -13,6 +13,7 @@ from conftest import REPO, compose_config, python_path, run_cli
 from experiments.gpt2ish.model import GPT2ish
 from lmplay.generation.command_line import normalize
 from lmplay.generation.loading import save_model
+from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 
 
@@ -397,3 +398,16 @@ def test_sampling_a_run_that_has_not_saved_yet_says_it_is_still_training(tmp_pat
         f"saved (it saves every runner.save_interval samples, at each stage's end and at its own); sample once it has")
     proc = run_cli("lmplay.generate", f"checkpoint={run}", "prompt=hi", cwd=tmp_path)  # no run holds it now
     assert proc.stderr.strip() == f"error: checkpoint {run / 'model.lmp'} does not exist"
+
+
+def test_hugging_face_weights_given_as_a_checkpoint_say_how_to_import_them(tmp_path: Path):
+    """A GPT-2's model.safetensors or pytorch_model.bin given to generate: the import is the way, not only a refusal."""
+    weights = tmp_path / "pytorch_model.bin"
+    torch.save({"transformer.wte.weight": torch.zeros(4, 2)}, weights)
+    with pytest.raises(ConfigError, match=r"is not an lmplay checkpoint but weights alone .*"
+                                          r"python -m experiments\.gpt2\.import_hf .*pytorch_model\.bin OUT\.lmp"):
+        checkpoint.load(weights)
+    proc = run_cli("lmplay.generate", f"checkpoint={tmp_path}", "prompt=hi")  # a save_pretrained folder
+    assert proc.stderr.strip() == (f"error: checkpoint {tmp_path / 'model.lmp'} does not exist: {tmp_path} holds a "
+                                   f"Hugging Face model's weights (save_pretrained's), which import into one: "
+                                   f"python -m experiments.gpt2.import_hf {tmp_path} OUT.lmp")

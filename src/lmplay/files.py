@@ -64,6 +64,9 @@ def no_checkpoint(path: Path | str) -> ConfigError:
         return ConfigError(f"{message} yet: the run in {checkpoint_file(path).parent} is still training and has not "
                            f"saved (it saves every runner.save_interval samples, at each stage's end and at its "
                            f"own); sample once it has")
+    if path.is_dir() and any((path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")):
+        return ConfigError(f"{message}: {path} holds a Hugging Face model's weights (save_pretrained's), which import "
+                           f"into one: python -m experiments.gpt2.import_hf {path} OUT.lmp")
     sweep = next((d for d in (path, path.parent, path.parent.parent) if (d / "multirun.yaml").is_file()), None)
     runs = sorted(sweep.glob("*/model.lmp")) if sweep else []  # sweep/, sweep/model.lmp, sweep/JOB_TYPO/model.lmp
     if runs:

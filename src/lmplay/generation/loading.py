@@ -92,7 +92,7 @@ def model_of(ckpt: dict[str, Any], path: Path | str, device: torch.device | str 
     with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: their draws leave the caller's
         model = build(runner, state_args, path, exp)  # random state as it was
     checkpoint.load_weights(model, weights, what)
-    if changed := checkpoint.changed_code(model, model_args["state"]):
+    if changed := checkpoint.changed_code(model, model_args["state"], other_code=other is not None):
         print(f"note: {', '.join(changed)} changed since {path} was saved: its weights run with the code as it is now",
               file=sys.stderr)
     model.loaded_as = exp

@@ -260,13 +260,23 @@ def read_checked(path: Path, map_location: str | torch.device = "cpu", model_onl
         raise ConfigError(f"checkpoint {path} is truncated or corrupt, or not a checkpoint at all "
                           f"({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise ConfigError(f"{path} is not an lmplay checkpoint")
+        raise ConfigError(f"{path} is not an lmplay checkpoint{import_hint(path, ckpt)}")
     if missing := missing_part(ckpt):
         raise ConfigError(f"checkpoint {path} is incomplete: it has no {missing}")
     if not model_only and "runner" in ckpt["components"] and (missing := missing_training_part(ckpt)):
         raise ConfigError(f"checkpoint {path} has no {missing}, which a resume needs: an older lmplay wrote it, or it "
                           f"is damaged; its model still samples (lmplay.generate, load_model)")
     return check_format_version(ckpt, path)
+
+
+def import_hint(path: Path, ckpt: Any) -> str:
+    """What to do with a Hugging Face GPT-2's weights (a .safetensors file, or a state dict of tensors) given as a
+    checkpoint: import them first."""
+    gpt2 = isinstance(ckpt, dict) and any(isinstance(k, str) and k.endswith("wte.weight") for k in ckpt)
+    if Path(path).suffix != ".safetensors" and not gpt2:
+        return ""
+    return (f" but weights alone (Hugging Face's GPT-2?), which import into one: "
+            f"python -m experiments.gpt2.import_hf {path} OUT.lmp")
 
 
 def damaged_record(path: Path) -> str | None:
@@ -385,7 +395,7 @@ def saved_digests(state: dict[str, Any]) -> dict[str, str]:
         else {}
 
 
-def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
+def changed_code(model: torch.nn.Module, state: dict[str, Any], other_code: bool = False) -> list[str]:
     """The source files (or modules, where gone) of the model's code that changed since the checkpoint's model state
     was saved; none for a checkpoint that holds no digests. A file the model uses now and did not then is no change
     of its own: the saved file that now builds from it changed (and a checkpoint saved before base classes had
@@ -398,7 +408,8 @@ def changed_code(model: torch.nn.Module, state: dict[str, Any]) -> list[str]:
     gone = saved.keys() - now.keys()
     # a file that only moved (lmplay.modules.lradd is experiments.lradd.lradd now) is unchanged, and a file of the
     # experiment's package deleted since (or not installed here) is no change of what the model runs
-    same = {m for m in gone if saved[m] in now.values() or m in in_package}
+    # (`other_code`: the weights load as another experiment, load_as, whose code never held the saved modules)
+    same = {m for m in gone if other_code or saved[m] in now.values() or m in in_package}
     # a checkpoint's module names are its text: an escape sequence among them reached the terminal in the note
     return [printable(where(m)) for m in sorted(m for m in saved if m not in same and saved[m] != now.get(m))]
 
