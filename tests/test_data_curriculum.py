@@ -125,6 +125,18 @@ def test_interleaving_and_exact_step_estimates(tmp_path, two_files, strategy, we
             assert len(set(b_rows[p:p + 12])) == len(b_rows[p:p + 12])
 
 
+def test_a_packed_stage_too_short_for_a_window_is_said_before_the_stages_before_it_train(tmp_path, two_files):
+    """It was said only when the stage began, after the stages before it had trained (hours), and its fix named
+    curriculum.batching=rows, which a stage's own `batching: packed` ignores."""
+    tiny = write_jsonl(tmp_path / "tiny.jsonl", ["a few words.", "and a few more."])
+    stages = [{"name": "first", "datasets": [{"path": two_files[0]}], "steps": 3},
+              {"name": "short", "datasets": [{"path": tiny}], "epochs": 1, "batching": "packed"}]
+    with pytest.raises(ConfigError, match=r"'short' gives no training batch.*curriculum\.stages\.1\.batching=rows"):
+        build(tmp_path, stages, context_len=64)
+    build(tmp_path, [stages[0], {**stages[1], "epochs": 3}], context_len=32)  # 3 epochs of 2 rows fill a window
+    build(tmp_path, [stages[0], {**stages[1], "epochs": None, "steps": 2}], context_len=64)  # steps read on
+
+
 def test_fractional_epochs(tmp_path, two_files):
     c = build(tmp_path, [{"name": "half", "datasets": [{"path": two_files[0]}], "epochs": 0.5}], context_len=1000)
     drawn = [r for b in iter(lambda: c.next_batch(4, True), None) for r in rows_of(b)]

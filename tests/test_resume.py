@@ -1054,6 +1054,25 @@ def test_a_resume_that_changes_the_held_out_set_says_so(tmp_path):
     assert "validation now holds out" not in proc.stdout  # the run's own batch since the last command
 
 
+def test_a_resume_inside_a_stage_with_its_own_batch_size_does_not_say_the_held_out_set_changed(tmp_path):
+    """batch_size=3 typed on a resume inside a stage that sets batch_size: 4 itself: the note said validation now held
+    out 2 x 3 samples, not 16, while the stage went on validating 2 x 4 samples, as before (its loss identical)."""
+    plans = tmp_path / "plans" / "curriculum"
+    plans.mkdir(parents=True)
+    (tmp_path / "data.txt").write_text("Some text to train on, in a sentence or two. " * 300)
+    (plans / "own_batch.yaml").write_text(
+        "defaults: [/curriculum_base@_here_, _self_]\nvalidation_fraction: 0.2\nstages:\n"
+        f"  - {{name: own, datasets: [{{path: {tmp_path / 'data.txt'}, row_chars: 200}}], steps: 6, "
+        "overrides: {batch_size: 4}}\n")
+    args = ["exp=test_runner", "device=cpu", f"hydra.searchpath=[file://{tmp_path / 'plans'}]", "curriculum=own_batch",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {"LMPLAY_CACHE": str(tmp_path / "cache")}
+    run_cli("lmplay.train", *args, "max_steps=2", env=env, check=True)
+    proc = run_cli("lmplay.train", *args, "max_steps=3", "batch_size=3", env=env, check=True)
+    assert "sets batch_size=4 itself" in proc.stdout
+    assert "validation now holds out" not in proc.stdout
+
+
 def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp_path):
     """It printed nothing (a SLURM log stayed empty) and left the half-built token cache in $LMPLAY_CACHE."""
     (tmp_path / "data.txt").write_text("Some text to tokenize. " * 200)

@@ -345,6 +345,15 @@ def test_help_with_a_misspelled_exp_is_one_line(tmp_path):
     assert proc.returncode == 2
 
 
+def test_dropping_a_stage_on_the_command_line_is_one_line(tmp_path):
+    """`~curriculum.stages.1`: OmegaConf cannot delete a list item by index; Hydra's TypeError came as three
+    chained tracebacks."""
+    proc = run_cli("lmplay.train", "exp=test_runner", "curriculum=two_stage", "curriculum.path=x.txt",
+                   "~curriculum.stages.1", cwd=tmp_path)
+    assert_one_line_error(proc, "~curriculum.stages.1: Hydra cannot drop an item of a list (curriculum.stages)")
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_path):
     """A resume typing its two-stage plan's stage 1 against the default one-stage plan: 'list index out of range'."""
     proc = run_cli("lmplay.train", "exp=test_runner", "curriculum.stages.1.overrides.lr=2e-4", cwd=tmp_path)

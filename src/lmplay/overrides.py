@@ -124,6 +124,7 @@ def precheck(overrides: list[str], config_name: str) -> None:
     if any(o.startswith("+") and o.lstrip("+").startswith("hydra.searchpath") for o in overrides):
         fail(PLUS_SEARCHPATH)
     reject_unreadable(overrides)
+    reject_list_item_deletion(overrides)
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra") or o.startswith("hydra.searchpath")]
     try:
         runs = single_runs(listed_globs(plain, config_name))
@@ -165,6 +166,19 @@ def reject_literal_interpolation_in_run_name(argv: list[str]) -> None:
         if key.lstrip("+") == "run_name" and ("\\${" in value or re.search(r"\$\{(?![^{}]*\})", value)):
             fail(f"{arg}: a run_name cannot hold a literal '${{' (it names the run dir, whose path Hydra reads as "
                  f"an interpolation); pick a name without it")
+
+
+def reject_list_item_deletion(overrides: list[str]) -> None:
+    """`~curriculum.stages.2` (a plan's stage, or a stage's dataset, dropped on the command line): OmegaConf cannot
+    delete a list item by its index, and Hydra failed with three chained tracebacks ending in "TypeError: list
+    indices must be integers or slices, not str"."""
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("~") and re.fullmatch(r"[\w.]*\.\d+", key[1:]):
+            listed = key[1:].rsplit(".", 1)[0]
+            fail(f"{override}: Hydra cannot drop an item of a list ({listed}) on the command line; give the whole "
+                 f"list ({listed}=[...]), or copy the plan into a file of your own without it "
+                 f"(DIR/curriculum/my_plan.yaml, used with 'hydra.searchpath=[file://DIR]' curriculum=my_plan)")
 
 
 def reject_unreadable(overrides: list[str]) -> None:

@@ -218,10 +218,30 @@ class Curriculum:
                             raise
                         raise ConfigError(f"{where}: {spec.label}: {e}") from None
             self._data.append([prepared[repr(spec)] for spec in stage.datasets])
+        for i in range(len(self.stages)):  # now, not once the stages before it have trained for hours
+            self._check_packed_window(i)
         if position is None:
             self._enter_stage(0)
         else:
             self.load_state_dict(position)
+
+    def _check_packed_window(self, index: int) -> None:
+        """A packed stage of `epochs` on sized data whose rows, all its epochs' worth, cannot fill one window of
+        context_len+1 tokens gives no batch: said as the run starts (the runner said it when the stage began)."""
+        stage, sources = self.stages[index], [d.train for d in self._data[index]]
+        if stage.batching != "packed" or stage.epochs is None or not all(isinstance(s, SizedRows) for s in sources):
+            return
+        stream = SizedStream(sources, stage.interleave, stage.weights, self.seed, index,
+                             f"curriculum stage {stage.name!r}")
+        budget = max(1, round(stage.epochs * stream.epoch_len))
+        longest = max(int((s.table.prompt_lens[s.index] + s.table.text_lens[s.index]).max(initial=0)) for s in sources)
+        if budget * (longest + 1) < self.context_len + 1:  # each row is read with its EOS
+            rows = (f"curriculum.stages.{index}.batching=rows" if stage.batching != self.batching else  # its own key
+                    "curriculum.batching=rows")
+            raise ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with packed batching its "
+                              f"{stage.length} ({budget} rows of at most {longest + 1} tokens) is shorter than one "
+                              f"window of context_len+1 = {self.context_len + 1} tokens; use more data or epochs, "
+                              f"a smaller context_len, or {rows}")
 
     def _enter_stage(self, index: int) -> None:
         stage, data = self.stages[index], self._data[index]

@@ -235,14 +235,19 @@ class LMRunnerBase:
 
     def note_held_out_change(self, ckpt: dict[str, Any] | None) -> None:
         """The held-out set is validation_batches x batch_size samples: a resume that changes either measures other
-        samples from here on, and the run's validation curve would jump for no change of the model."""
+        samples from here on, and the run's validation curve would jump for no change of the model. Measured with
+        the current stage's own overrides, which apply before and after alike: the stages after it have no
+        validation of this run to compare with, and a stage setting its own batch_size validates as it did."""
         before = (ckpt or {}).get("components", {}).get("runner", {}).get("state_args", {})
         after = self.runner_c.settings
-        was = before.get("validation_batches", after.validation_batches) * before.get("batch_size", after.batch_size)
-        if was != after.validation_batches * after.batch_size and self.world.is_main:
+        own = self.curriculum.stages[self.curriculum.stage_index].overrides
+        size = {key: own.get(key, before.get(key, getattr(after, key))) for key in ("validation_batches", "batch_size")}
+        was = size["validation_batches"] * size["batch_size"]
+        batches, batch = (own.get(key, getattr(after, key)) for key in ("validation_batches", "batch_size"))
+        if was != batches * batch and self.world.is_main:
             self._held_out_change_noted = True
-            print(f"note: validation now holds out validation_batches x batch_size = {after.validation_batches} x "
-                  f"{after.batch_size} samples, not {was}: from here on this run's validation loss is measured on "
+            print(f"note: validation now holds out validation_batches x batch_size = {batches} x "
+                  f"{batch} samples, not {was}: from here on this run's validation loss is measured on "
                   f"other samples (keep runner.validation_batches x batch_size = {was} for a curve that compares)")
 
     def note_unread_keys(self, resumed: bool) -> None:
@@ -848,9 +853,11 @@ class LMRunnerBase:
             return ConfigError(f"curriculum stage {stage.name!r} gives no batch with a target token: with "
                                f"include_prompts=false its rows' prompts fill the context_len={self.context_len} "
                                f"window and leave no answer; use a larger context_len or include_prompts=true")
+        own = stage.batching != self.curriculum.batching  # the stage's own `batching:`, which the plan's does not change
+        rows = f"curriculum.stages.{self.curriculum.stage_index}.batching=rows" if own else "curriculum.batching=rows"
         return ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
                            f"batching its data is shorter than one window of context_len+1 = {self.context_len + 1} "
-                           f"tokens; use a smaller context_len, more data, or curriculum.batching=rows")
+                           f"tokens; use a smaller context_len, more data, or {rows}")
 
     def step_log(self, stage: str, lr: float, window: RecordWindow) -> StepLog:
         """A record of the steps in `window`, at the run's progress now."""
