@@ -693,7 +693,7 @@ def test_a_comparison_of_runs_validated_on_different_held_out_text_says_so(tmp_p
     assert "Note:" not in comparison_table(group_runs(load_runs([tmp_path / "same"])))
 
 
-def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path):
+def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path, monkeypatch):
     """bytes against gpt2 read '+5.44 vs baseline' per token of different sizes; a run with no validation yet
     dropped out of the table without a word."""
     fake_run(tmp_path / "runs" / "a", "test_runner", 1, 2.0, extra=("tokenizer=bytes",))
@@ -701,9 +701,16 @@ def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path)
     empty = fake_run(tmp_path / "runs" / "c", "test_runner", 1, 2.0, extra=("lr=1",))
     (empty / "stats.json").write_text(json.dumps({"train": [], "validation": []}))
     table = comparison_table(group_runs(load_runs([tmp_path / "runs"])))
-    assert ("Note: these runs use different tokenizers (test_runner tokenizer=bytes bytes, test_runner "
-            "tokenizer=gpt2 gpt2)") in table
+    assert ("Note: these runs use different tokenizers (test_runner tokenizer=bytes, test_runner tokenizer=gpt2)"
+            ) in table  # each value once: the label said it
     assert "Left out, with no validation record yet: test_runner lr=1." in table
+    figures, drawn = [], {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
+        Path(path).name, [t.get_text() for t in figures[-1].axes[0].texts]))
+    plot_all(group_runs(load_runs([tmp_path / "runs"])), tmp_path / "plots", ["validation"], {"validation": 0.0},
+             logx=False)
+    assert all("these runs use different tokenizers" in " ".join(texts) for texts in drawn.values())  # a PNG alone
 
 
 def test_a_run_validated_at_its_cadence_is_not_read_between_0_and_its_first_validation(tmp_path):
@@ -922,3 +929,22 @@ def test_a_run_that_never_validated_past_0_leaves_the_others_their_columns(tmp_p
     assert re.search(r"-0\.1\d{3}", b)  # b against a, at their last shared count
     assert any(n.startswith("Note: c validated only before training") for n in notes), table
     assert not any("different batching" in n for n in notes)
+
+
+def test_a_run_whose_loss_blew_up_without_a_nan_leaves_the_axis_to_the_others(tmp_path, monkeypatch):
+    """An lr of 1e4 'completed' at a loss of 1e10: the axis ran to 1.1e10, every other run a flat line at 0."""
+    runs = [fake_run(tmp_path / exp, exp, 1, 2.0, steps=40) for exp in ("a", "b")]
+    stats = json.loads((runs[1] / "stats.json").read_text())
+    for record in stats["validation"][2:]:
+        record["loss"] = 1.2e10
+    (runs[1] / "stats.json").write_text(json.dumps(stats))
+    figures, drawn = [], {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
+        Path(path).name, figures[-1].axes[0]))
+    plot_all(group_runs(load_runs(runs)), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
+    for name in ("validation_loss.png", "validation_loss_vs_baseline.png"):
+        low, high = drawn[name].get_ylim()
+        assert -3 < low and high < 6, (name, low, high)  # a's losses (and a's difference from itself) fill it
+        assert "b (leaves the axis: up to 1.2e+10)" in [t.get_text() for t in drawn[name].get_legend().get_texts()]
+    assert drawn["validation_accuracy.png"].get_ylim()[1] < 1  # accuracy is bounded: nothing leaves its axis

@@ -408,8 +408,10 @@ def stage_parts(stages: Sequence[str]) -> list[slice]:
 
 
 def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, baseline_first: bool,
-         bases: list[Curve] | None = None) -> Path:
-    """One PNG: a line per curve (a band when it averages seeds); with `bases`, each curve minus its baseline's."""
+         bases: list[Curve] | None = None, blown: frozenset[int] = frozenset(), caveat: str = "") -> Path:
+    """One PNG: a line per curve (a band when it averages seeds); with `bases`, each curve minus its baseline's.
+    The curves at the indices `blown` leave the axis, which the others' values set. `caveat`: written on the axes,
+    as a PNG goes where comparison.txt's notes do not."""
     many = len(curves) > LEGEND_INSIDE  # the legend goes beside the axes, which it would cover
     fig = Figure(figsize=(13 if many else 9, 5.5), dpi=110)
     FigureCanvasAgg(fig)
@@ -417,6 +419,7 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     styles = iter(itertools.product(["-", "--", ":", "-."], ["tab:blue", "tab:orange", "tab:green", "tab:red",
                                                                "tab:purple", "tab:brown", "tab:pink", "tab:olive",
                                                                "tab:cyan", "tab:gray"]))
+    kept: list[np.ndarray] = []  # the values of the lines that set the axis
     for i, c in enumerate(curves):
         is_baseline = i == 0 and baseline_first
         (style, color), width = (("-", "black"), 2.2) if is_baseline else (next(styles, ("-", "tab:gray")), 1.5)
@@ -434,6 +437,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
                  for stage, part in c.segments()]
         if bases and sum(int(np.isfinite(values[0]).sum()) for _, values in lines) < 2:  # one point draws nothing
             label += " (too few points where it and its baseline both validated to draw)"
+        if i in blown:
+            label += f" (leaves the axis: up to {np.nanmax(c.values):.3g})"
+        else:
+            kept += [values for _, values in lines if np.isfinite(values).any()]
         for tokens, values in lines:
             ax.plot(tokens, values.mean(0), color=color, linestyle=style, linewidth=width, label=label,
                     marker="o" if len(tokens) < 20 else None, markersize=3)
@@ -441,6 +448,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
             if len(values) > 1:
                 ax.fill_between(tokens, values.min(0), values.max(0), color=color, alpha=0.18, linewidth=0)
     mark_stage_starts(ax, curves)
+    if blown and kept:
+        low, high = min(np.nanmin(v) for v in kept), max(np.nanmax(v) for v in kept)
+        pad = 0.05 * (high - low or abs(high) or 1.0)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_title(title)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel(ylabel)
@@ -449,6 +460,8 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         ax.xaxis.set_minor_formatter(EngFormatter())  # a log axis over less than a decade labels only minor ticks
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.grid(True, alpha=0.3, which="both")
+    if caveat:
+        ax.text(0.01, 0.01, caveat, transform=ax.transAxes, ha="left", va="bottom", fontsize=8, color="tab:red")
     if any(c.num_seeds > 1 for c in curves):
         paired = bases and any(c.pairs_with(b) for c, b in zip(curves[1:], bases[1:]))
         band = "bands: lowest to highest seed" + ("; of an idea run with the baseline's seeds, each seed minus the "
@@ -464,6 +477,14 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
     fig.savefig(png, format="png", bbox_inches="tight" if many else None)
     write_atomic(path, png.getvalue())
     return path
+
+
+def exploded(curves: list[Curve]) -> frozenset[int]:
+    """The curves whose loss rose past twice the highest first loss (a run's untrained one, ~ln(vocab)): an lr that
+    blew up to 1e10 without a NaN drew every other run as a flat line at 0. None where no curve stays below."""
+    ceiling = 2 * max(float(np.nanmax(c.values[:, 0])) for c in curves)
+    blown = frozenset(i for i, c in enumerate(curves) if np.nanmax(c.values) > ceiling)
+    return blown if len(blown) < len(curves) else frozenset()
 
 
 def line_of(c: Curve, base: Curve | None, logx: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -497,6 +518,8 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
         why = "it is a file, not a directory" if out.is_file() else e.strerror or e
         raise OutputError(f"cannot write the plots into {out} ({why}); choose another --out DIR") from None
     files = []
+    caveat = ("these runs use different tokenizers: a loss per token and tokens seen do not compare across them"
+              if tokenizer_note(groups) else "")
     for kind in kinds:
         unit = smoothing_unit(groups, kind)
         for metric, ylabel in METRICS.items():
@@ -507,12 +530,13 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
             has_baseline = all_curves[0] is not None
             bases = [all_curves[j] or all_curves[0] for c, j in zip(all_curves, baselines(groups)) if c is not None]
             note = f", smoothed {smooth[kind]}" if smooth[kind] > 0 else ""
+            blown = exploded(curves) if metric == "loss" else frozenset()
             files.append(draw(curves, f"{kind} {metric}{note}", ylabel, out / f"{kind}_{metric}.png", logx,
-                              has_baseline))
+                              has_baseline, blown=blown, caveat=caveat))
             if len(curves) > 1 and has_baseline:
                 files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
                                   f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
-                                  True, bases))
+                                  True, bases, blown, caveat))
     for stale in [out / f"{kind}_{metric}{end}.png" for kind in kinds for metric in METRICS
                   for end in ("", "_vs_baseline")]:  # an earlier comparison's, of runs no longer in this one (the
         # train curves of a --train plot stay when this one leaves them out)
@@ -721,8 +745,10 @@ def differing_values(groups: list[Group], value: Callable[[Run], Any]) -> str:
     found = {g.label: sorted({value(r) for r in g.runs} - {None}) for g in groups}
     if len({v for values in found.values() for v in values}) < 2:
         return ""
-    return ", ".join(f"{label} {'/'.join(f'{v:,}' if isinstance(v, int) else str(v) for v in values)}"
-                     for label, values in found.items() if values)
+    def shown(v: Any) -> str:
+        return f"{v:,}" if isinstance(v, int) else str(v)
+    return ", ".join(label if all(f"={v}" in label for v in values) else  # `tokenizer=gpt2` said it: not again
+                     f"{label} {'/'.join(map(shown, values))}" for label, values in found.items() if values)
 
 
 def tokenizer_note(groups: list[Group]) -> list[str]:
