@@ -494,6 +494,10 @@ def tokens_over_seeds(rows: list[dict[str, Any]]) -> list[float]:
     return [statistics.fmean(tokens) for tokens in counts.values()]
 
 
+FAILS_AGAIN = (" (a failed job fails again at the same values, a diverged one diverges again: fix what its error "
+               "names first, or leave its value out of a new sweep)")
+
+
 def lowest_mean(groups: list[dict[str, Any]]) -> list[str]:
     """The configuration of the lowest mean over its seeds: the lowest single job can be a lucky seed's, which
     the seeds were run to see past (the seed-to-seed spread is often wider than an lr's effect)."""
@@ -562,7 +566,7 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
         fresh = any((override_value(r["overrides"], "fresh") or "").lower() == "true" for r in rows)  # starts over
         lines += ["", (f"Of {len(rows)} jobs, {' and '.join(counts)}. Rerunning the sweep with the same "
                        f"hydra.sweep.dir{' and without fresh=true' if fresh else ''} resumes each job from its own "
-                       f"checkpoint: `{rerun_command(sweep_dir)}`")]
+                       f"checkpoint{FAILS_AGAIN if failed else ''}: `{rerun_command(sweep_dir)}`")]
     return "\n".join(lines) + "\n"
 
 
