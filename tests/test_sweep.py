@@ -328,6 +328,7 @@ def test_the_summary_names_the_configuration_of_the_lowest_mean_over_seeds(tmp_p
     assert ("Lowest mean final validation loss over seeds: exp=b (jobs 2, 3): 3.1500, std 0.0707; a single job's "
             "lowest can be a lucky seed's.") in text
 
+
 def summarize_groups(sweep: Path) -> list[dict]:
     return repeated_configs(summarize(sweep))
 
@@ -348,6 +349,8 @@ def test_a_sweep_is_checked_one_value_at_a_time():
      ("batch_size='abc' should be an integer (in the sweep's job with exp=test_runner batch_size=abc seed=1 "
       "max_steps=2 device=cpu)")),  # the job's exp too: a sweep over experiments said which one only by leaving it out
     (["exp=test_runner", "lr=1e-3,${nope}"], "the config cannot be read: Interpolation key 'nope' not found"),
+    (["exp=test_runner", "curriculum=text_file", "curriculum.path=README.md,/no/such/file.txt"],  # job 1's, said
+     "curriculum stage 'text_file': dataset file /no/such/file.txt does not exist"),  # after job 0 trained
 ])
 def test_a_bad_value_in_a_sweep_is_one_line_before_any_job_runs(tmp_path, sweep, message):
     proc = run_cli("lmplay.train", "-m", *sweep, "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -453,22 +456,23 @@ def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, c
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
-    """A data file that is not there passes the sweep's checks (so the sweep starts: its data is read by its job)
-    and fails as its job starts: no traceback, exit 1, and the sweep ends with its table and one error line (Hydra's
+    """An empty data file passes the sweep's checks (so the sweep starts: its data is read by its job, and a missing
+    file is said before any job) and fails as its job starts: no traceback, exit 1, and the sweep ends with its table and one error line (Hydra's
     own ending repeated the error between two lines of its own: "Error executing job with overrides", and the
     HYDRA_FULL_ERROR hint)."""
     (tmp_path / "ok.txt").write_text("A paragraph of text to train on.\n\n" * 200)
+    (tmp_path / "empty.txt").write_text("")
     sweep = tmp_path / "sweep"
     proc = run_cli("lmplay.train", "-m", "exp=test_runner", "curriculum=text_file",
-                   f"curriculum.path={tmp_path / 'gone.txt'},{tmp_path / 'ok.txt'}", *TINY, f"hydra.sweep.dir={sweep}")
+                   f"curriculum.path={tmp_path / 'empty.txt'},{tmp_path / 'ok.txt'}", *TINY, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed; job 0: ConfigError: ")
-    assert "gone.txt does not exist" in proc.stderr.strip().splitlines()[-1]
+    assert "empty.txt' has no rows" in proc.stderr.strip().splitlines()[-1]
     assert "Error executing job" not in proc.stderr and "Set the environment variable HYDRA_FULL" not in proc.stderr
     assert "| 1 | test_runner | curriculum=text_file curriculum.path=" in proc.stdout  # the table, as it ends
     rows = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"], r["steps"]) for r in rows] == [(0, "failed", 0), (1, "completed", 2)]
-    assert "gone.txt does not exist" in rows[0]["error"]
+    assert "empty.txt' has no rows" in rows[0]["error"]
 
 
 def test_a_bug_in_a_job_s_code_shows_its_traceback_and_the_sweep_still_ends_with_its_table(tmp_path):
@@ -605,18 +609,20 @@ def test_a_job_dir_is_its_overrides_with_paths_flattened_and_long_names_hashed()
 
 
 def test_joblib_runs_two_jobs_in_parallel_and_reports_a_failed_one(tmp_path):
-    """One job fails by design (its data file is not there, which only its job reads): the other still runs, and
+    """One job fails by design (its data file is empty, which only its job reads): the other still runs, and
     the summary says which."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     (tmp_path / "ok.txt").write_text("A paragraph of text to train on.\n\n" * 200)
+    (tmp_path / "empty.txt").write_text("")
     sweep = tmp_path / "sweep"
     proc = run_cli("lmplay.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "exp=test_runner",
-                   "curriculum=text_file", f"curriculum.path={tmp_path / 'gone.txt'},{tmp_path / 'ok.txt'}", *TINY,
+                   "curriculum=text_file", f"curriculum.path={tmp_path / 'empty.txt'},{tmp_path / 'ok.txt'}", *TINY,
                    f"hydra.sweep.dir={sweep}")
     assert proc.returncode != 0 and "job 0 failed" in proc.stderr
     rows = json.loads((sweep / "summary.json").read_text())["jobs"]
     assert [(r["job"], r["status"]) for r in rows] == [(0, "failed"), (1, "completed")]
-    assert rows[0]["error"].startswith("ConfigError: curriculum stage 'text_file': dataset file ")
+    assert rows[0]["error"].startswith("ConfigError: curriculum stage 'text_file': dataset ") and "no rows" in \
+        rows[0]["error"]
     assert "Traceback" not in proc.stderr
     assert rows[1]["steps"] == 2 and (sweep / rows[1]["dir"] / "model.lmp").is_file()
 

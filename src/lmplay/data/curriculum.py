@@ -31,7 +31,14 @@ from lmplay.data.batch import Batch
 from lmplay.data.batching import MODES, RowsBatcher, make_batcher
 from lmplay.data.estimate import packed_steps, row_stats, rows_steps, stream_steps
 from lmplay.data.interleave import DrawnStream, HeldOutStream, RowFeed, SizedStream, check_interleave
-from lmplay.data.sources import DatasetSpec, check_fraction, load_source, resolve_spec
+from lmplay.data.sources import (
+    DatasetSpec,
+    check_file_exists,
+    check_fraction,
+    check_validation_path,
+    load_source,
+    resolve_spec,
+)
 from lmplay.data.tokenized import PreparedDataset, SizedRows, cache_root, prepare_dataset
 from lmplay.data.tokenizers import Tokenizer, get_tokenizer
 from lmplay.cli import printable
@@ -185,6 +192,15 @@ class Curriculum:
         self._validation: dict[tuple, list[Batch]] = {}
         self._held_out_beyond: dict[tuple, bool] = {}
         self._row_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def check_files(self) -> None:
+        """Every local file the plan names is there (without reading one): a sweep checks it before its jobs."""
+        for stage in self.stages:
+            for spec in stage.datasets:
+                if spec.path:
+                    check_file_exists(spec.path, f"curriculum stage {stage.name!r}")
+                if spec.validation_path:
+                    check_validation_path(spec, f"curriculum stage {stage.name!r}")
 
     # -- setup ----------------------------------------------------------------------------------------------
     def prepare(self, tokenizer: Tokenizer | str, context_len: int, seed: int, position: dict | None = None) -> None:

@@ -358,12 +358,22 @@ def _load_records(spec: DatasetSpec, path: str, split: str, where: str) -> tuple
         return _local_records(spec, str(local), spec.name, split, where, local, files)
     if spec.data_files is not None and path in FILE_BUILDERS:
         return _local_records(spec, path, None, split, where, Path.cwd(), [])
-    if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
-        raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
-                          f"(curriculum.path=FILE for curriculum=text_file)")
+    check_file_exists(path, where)
     if not HUB_ID.fullmatch(path):
         raise ConfigError(f"{where}: {path!r} is neither an existing file nor a hub dataset id like org/name")
     return _loaded(*_hub_records(spec, path, split, where))
+
+
+def check_file_exists(path: str, where: str) -> None:
+    """A dataset path that names a local file (a path, or a data file's suffix) and is not there: no hub id.
+    Checked at a sweep's start too, before any job trains (a missing file of its second job's was said after the
+    first had trained for hours)."""
+    local = Path(path).expanduser()
+    if local.exists() or path.startswith("embedded:"):
+        return
+    if path.startswith(("/", ".", "~")) or local.suffix.lower() in TEXT_SUFFIXES | set(RECORD_BUILDERS) | {".gz"}:
+        raise ConfigError(f"{where}: dataset file {path} does not exist; check the path "
+                          f"(curriculum.path=FILE for curriculum=text_file)")
 
 
 def file_kind(path: Path) -> str:

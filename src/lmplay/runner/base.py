@@ -26,7 +26,7 @@ from lmplay.loss import split_terms, triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
-from lmplay.runner.component_base import Provenance, chosen_file_values, same
+from lmplay.runner.component_base import Provenance, chosen_file_values, same, without_target
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog
@@ -185,9 +185,11 @@ class LMRunnerBase:
         self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
         self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
         self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
+        plan = OmegaConf.to_container(self.cfg.curriculum, resolve=True)
         if data:  # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
-            self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum,
-                                                                                       resolve=True))
+            self.curriculum_c = part(CurriculumComponent(self), plan)
+        else:  # a sweep's check before its jobs: the plan's stages and its files, none of them read
+            config_class(self.cfg, "curriculum")(**without_target(plan)).check_files()
 
     def prepare_steps(self, ckpt: dict[str, Any] | None) -> None:
         """The record window, DDP and compile wrappers, the resumed RNG, then the run dir's stats file."""
