@@ -948,3 +948,16 @@ def test_a_run_whose_loss_blew_up_without_a_nan_leaves_the_axis_to_the_others(tm
         assert -3 < low and high < 6, (name, low, high)  # a's losses (and a's difference from itself) fill it
         assert "b (leaves the axis: up to 1.2e+10)" in [t.get_text() for t in drawn[name].get_legend().get_texts()]
     assert drawn["validation_accuracy.png"].get_ylim()[1] < 1  # accuracy is bounded: nothing leaves its axis
+
+
+
+def test_a_comparison_of_models_of_different_sizes_says_so(tmp_path):
+    """nnmemory_mini is 22% larger than its baseline: the table compared their losses without a word of it."""
+    for exp, size in (("gpt2ish_mini", 891_904), ("nnmemory_mini", 1_090_816), ("attn_temp_mini", 893_968)):
+        run = fake_run(tmp_path / exp, exp, 1, 2.0)
+        (run / "stats.json").write_text(json.dumps({**json.loads((run / "stats.json").read_text()), "parameters": size}))
+    table = comparison_table(group_runs(load_runs([tmp_path / e for e in ("gpt2ish_mini", "nnmemory_mini")])))
+    assert ("Note: these runs' models differ in size (parameters: gpt2ish_mini 891,904, nnmemory_mini 1,090,816): a "
+            "lower loss can be the larger model's") in table
+    assert "differ in size" not in comparison_table(group_runs(load_runs(
+        [tmp_path / e for e in ("gpt2ish_mini", "attn_temp_mini")])))  # an idea's few parameters (0.2%) are no size

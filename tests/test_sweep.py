@@ -327,6 +327,13 @@ def test_the_summary_names_the_configuration_of_the_lowest_mean_over_seeds(tmp_p
     assert "Lowest final validation loss of the completed jobs: job 0 (a, seed=1): 3.0000." in text
     assert ("Lowest mean final validation loss over seeds: exp=b (jobs 2, 3): 3.1500, std 0.0707; a single job's "
             "lowest can be a lucky seed's.") in text
+    assert "differ in size" not in text  # runs from before stats.json kept the count
+    for exp, size in (("a", 891_904), ("b", 1_090_816)):
+        for seed in (1, 2):
+            stats = tmp_path / f"exp={exp},seed={seed}" / "stats.json"
+            stats.write_text(json.dumps({**json.loads(stats.read_text()), "parameters": size}))
+    assert ("Note: the jobs' models differ in size (891,904 to 1,090,816 parameters): a lower loss can be the larger "
+            "model's") in write_summary(tmp_path)["markdown"]
 
 
 def summarize_groups(sweep: Path) -> list[dict]:

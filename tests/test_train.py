@@ -47,6 +47,7 @@ def test_tiny_run_learns_and_writes_outputs(tmp_path, tiny_run_args):
     assert len({r["held_out_tokens"] for r in stats["validation"]}) == 1  # the same held-out text every time
     ckpt = checkpoint.load(run / "model.lmp")
     assert ckpt["exp"] == "test_runner" and ckpt["components"]["runner"]["state"]["progress"]["step"] == 40
+    assert stats["parameters"] == ckpt["components"]["model"]["state"]["parameters"] == 43_968  # for comparisons
     tb = EventAccumulator(str(run / "tb"))
     tb.Reload()
     logged = [(e.step, e.value) for e in tb.Scalars("train/loss")]

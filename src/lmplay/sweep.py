@@ -53,6 +53,7 @@ from lmplay.files import (
 from lmplay.hydra_app import JobError, remove_unused_sweep_dir
 from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
+    SIZE_CAUSE,
     code_settings,
     configuration,
     differing_settings,
@@ -64,6 +65,7 @@ from lmplay.stats.runs import (
     read_yaml,
     settings_text,
     settled_config,
+    sizes_differ,
     trained_code,
     trained_settings,
 )
@@ -259,6 +261,7 @@ class RunSummary:
     tokens: int
     steps: int
     seed: str | None  # the seed it trained with, typed or not
+    parameters: int | None
 
 
 _summaries: dict[Path, tuple[tuple, RunSummary]] = {}
@@ -274,7 +277,7 @@ def run_summary(job_dir: Path) -> RunSummary:
     if held is None or held[0] != key:
         run = load_run(job_dir, train=False)
         held = key, RunSummary(run.overrides, run.exp, run.final_validation, run.tokenizer, run.tokens, run.steps,
-                               run.trained_seed)
+                               run.trained_seed, run.parameters)
         _summaries[job_dir] = held
     return held[1]
 
@@ -310,6 +313,7 @@ def job_row(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "held_out_tokens": final.get("held_out_tokens") if final else None,
         "final_validation_tokens": final["tokens"] if final else None,
         "tokenizer": run.tokenizer if run else None,
+        "parameters": run.parameters if run else None,
         "tokens": run.tokens if run else 0,
         "steps": run.steps if run else 0,
         "seed": run.seed if run and run.seed is not None else override_value(overrides, "seed"),  # no .hydra/: typed
@@ -401,7 +405,7 @@ def not_started_row(number: int, overrides: list[str]) -> dict[str, Any]:
     experiment = override_value(overrides, "exp")
     return {"job": number, "dir": None, "experiment": experiment, "overrides": overrides, "launched_with": overrides,
             "final_validation_loss": None, "final_validation_accuracy": None, "held_out_tokens": None,
-            "final_validation_tokens": None, "tokenizer": None, "tokens": 0,
+            "final_validation_tokens": None, "tokenizer": None, "parameters": None, "tokens": 0,
             "steps": 0, "seed": override_value(overrides, "seed"), "wall_time_s": None, "status": "not started",
             "error": None}
 
@@ -539,6 +543,10 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
             lines += ["", (f"Note: the jobs use different tokenizers ({', '.join(tokenizers)}): a loss per token does not "
                            f"compare across tokenizers (a byte against a GPT-2 token of ~4 bytes), so neither does the "
                            f"lowest loss above; compare jobs of one tokenizer.")]
+        if sizes_differ(sizes := [r["parameters"] for r in scored]):
+            known = sorted(c for c in sizes if c)
+            lines += ["", f"Note: the jobs' models differ in size ({known[0]:,} to {known[-1]:,} parameters): "
+                          f"{SIZE_CAUSE}."]
         held = sorted({r["held_out_tokens"] for r in rows if r["final_validation_loss"] is not None} - {None})
         if len(held) > 1:
             lines += ["", (f"Note: the jobs validated on different held-out text ({held[0]:,} to {held[-1]:,} tokens): "

@@ -213,7 +213,7 @@ class LMRunnerBase:
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.replaced_dir = set_aside_old_run(self.run_dir) if self.cfg.fresh and self.world.is_main else None
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main,
-                                 stage_tags=len(self.curriculum.stages) > 1)
+                                 stage_tags=len(self.curriculum.stages) > 1, parameters=self.model.parameter_count())
         self._saved: dict[str, tuple[int, ...]] = {}  # checkpoint name -> the progress_state it was saved at
         self._resumed_state = self.progress_state() if ckpt else None  # what the run dir's files hold
 

@@ -26,11 +26,13 @@ from lmplay.stats.runs import (
     HELD_OUT_CAUSE,
     HOW_IT_RAN,
     NOT_SETTINGS,
+    SIZE_CAUSE,
     NOT_TRAINED,
     Run,
     code_settings,
     differing_settings,
     settings_text,
+    sizes_differ,
     trained_code,
     trained_settings,
 )
@@ -610,7 +612,8 @@ def comparison_table(groups: list[Group], columns: int = 4) -> str:
              if j >= 2 and not (j == vs_column and i in own_baselines)]
     notes = [reading_note(cells, least, len(curves), any(t > 0 for t in shared)), *short_runs_note(trained),
              *untrained_note([g for g, _, _ in rows if not any(g is t for t, _, _ in trained)]),
-             *tokenizer_note([g for g, _, _ in rows]), *held_out_note([g for g, _, _ in rows]),
+             *tokenizer_note([g for g, _, _ in rows]), *size_note([g for g, _, _ in rows]),
+             *held_out_note([g for g, _, _ in rows]),
              *settings_notes([g for g, _, _ in rows], [groups[matches[id(g)]] for g, _, _ in rows])]
     notes += [f"Left out, with no validation record yet: {', '.join(left_out)}."] if left_out else []
     notes += short_seeds_note(rows)
@@ -749,6 +752,14 @@ def differing_values(groups: list[Group], value: Callable[[Run], Any]) -> str:
         return f"{v:,}" if isinstance(v, int) else str(v)
     return ", ".join(label if all(f"={v}" in label for v in values) else  # `tokenizer=gpt2` said it: not again
                      f"{label} {'/'.join(map(shown, values))}" for label, values in found.items() if values)
+
+
+def size_note(groups: list[Group]) -> list[str]:
+    """A line when the configurations' models differ in size by more than 1%."""
+    if not sizes_differ([r.parameters for g in groups for r in g.runs]):
+        return []
+    told = differing_values(groups, lambda r: r.parameters)
+    return [f"Note: these runs' models differ in size (parameters: {told}): {SIZE_CAUSE}."]
 
 
 def tokenizer_note(groups: list[Group]) -> list[str]:

@@ -30,6 +30,15 @@ from lmplay.files import CHECKPOINT, RECORD_KINDS, REPLACED_PREFIX, STATS, write
 HELD_OUT_CAUSE = ("the curriculum (its data, validation_fraction, validation_seed), batch_size, "
                   "runner.validation_batches, context_len or include_prompts change which held-out samples a loss is "
                   "measured on")
+SIZE_CAUSE = ("a lower loss can be the larger model's; compare ideas at equal size (a narrower or shallower "
+              "config of the larger), or count its size as the idea's cost")
+
+
+def sizes_differ(counts: list[int | None]) -> bool:
+    """Models more than 1% apart in parameters: an idea's own few (a temperature a head) are no size of note, a
+    memory or a second embedding table (+20-100%) is."""
+    known = [c for c in counts if c]
+    return bool(known) and max(known) > 1.01 * min(known)
 
 # Overrides that do not change what is trained: runs that differ only in these are repeats of one configuration.
 REPEAT_KEYS = ("seed", "fresh", "device", "run_name")
@@ -55,6 +64,7 @@ class Run:
     settled: dict[str, Any] = field(default_factory=dict)  # .hydra/config.yaml, flat (optimizer.lr: 0.001)
     choices: dict[str, str] = field(default_factory=dict)  # each config group's file (optimizer: adamw), typed or not
     resumed_changes: list[dict[str, Any]] = field(default_factory=list)  # settings a resume changed, at its step
+    parameters: int | None = None  # the model's count (stats.json's; None in runs from before it kept one)
 
     @property
     def config(self) -> tuple[str, ...]:
@@ -288,8 +298,10 @@ def load_run(path: Path, train: bool = True) -> Run:
     tokenizer = settled.get("tokenizer")
     changes = [c for c in read_yaml(path / ".hydra" / RESUMED_CHANGES, list) or []
                if isinstance(c, dict) and isinstance(c.get("changed"), dict)]
+    size = stats.get("parameters")
     return Run(path, stats.get("train", []), stats.get("validation", []), overrides, exp,
-               str(tokenizer) if tokenizer is not None else None, settled, choices, changes)
+               str(tokenizer) if tokenizer is not None else None, settled, choices, changes,
+               size if isinstance(size, int) and not isinstance(size, bool) else None)
 
 
 def load_runs(paths: list[Path], skipped: list[str] | None = None, train: bool = True) -> list[Run]:

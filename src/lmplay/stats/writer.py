@@ -25,16 +25,19 @@ if TYPE_CHECKING:
 
 class StatsWriter:
     def __init__(self, run_dir: Path, records: dict[str, list[dict[str, Any]]] | None = None,
-                 write: bool = True, flush_seconds: float = 10.0, stage_tags: bool = False) -> None:
+                 write: bool = True, flush_seconds: float = 10.0, stage_tags: bool = False,
+                 parameters: int | None = None) -> None:
         """`write=False` keeps the records in memory only (DDP ranks other than 0). `stage_tags`: TensorBoard
         gets a validation chart per stage (validation/<stage>/loss), for a plan of several stages, whose held-out
-        rows differ: one chart joined them, and a stage's switch of data read as the model's change."""
+        rows differ: one chart joined them, and a stage's switch of data read as the model's change. `parameters`:
+        the model's count, kept beside the records, so that comparisons can say when runs differ in size."""
         self.path = Path(run_dir) / STATS
         self.write = write
         self.records = {k: list((records or {}).get(k, [])) for k in RECORD_KINDS}
         self._texts = {k: [json.dumps(r) for r in self.records[k]] for k in RECORD_KINDS}  # each record's JSON
         self.flush_seconds = flush_seconds
         self.stage_tags = stage_tags
+        self.parameters = parameters
         self._flush_gap = flush_seconds
         self._tb = None
         self._events_failed = False
@@ -77,7 +80,8 @@ class StatsWriter:
 
     def as_json(self) -> str:
         """The records as JSON, what json.dumps(self.records) gives, from each record's text."""
-        return "{" + ", ".join(f'"{k}": [' + ", ".join(self._texts[k]) + "]" for k in RECORD_KINDS) + "}"
+        size = f', "parameters": {self.parameters}' if self.parameters is not None else ""
+        return "{" + ", ".join(f'"{k}": [' + ", ".join(self._texts[k]) + "]" for k in RECORD_KINDS) + size + "}"
 
     def _write_json(self) -> None:
         write_atomic(self.path, self.as_json())
