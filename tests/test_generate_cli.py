@@ -11,9 +11,9 @@ import torch
 from conftest import REPO, compose_config, python_path, run_cli
 
 from experiments.gpt2ish.model import GPT2ish
+from lmplay.errors import ConfigError
 from lmplay.generation.command_line import normalize
 from lmplay.generation.loading import save_model
-from lmplay.errors import ConfigError
 from lmplay.runner import checkpoint
 
 

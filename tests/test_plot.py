@@ -924,7 +924,7 @@ def test_a_run_that_never_validated_past_0_leaves_the_others_their_columns(tmp_p
         stats["validation"] = [zero] if exp == "c" else [zero, *stats["validation"]]
         (run / "stats.json").write_text(json.dumps(stats))
     table = comparison_table(group_runs(load_runs([tmp_path / e for e in "abc"])))
-    header, _, a, b, c, _, *notes = table.splitlines()
+    header, _, _, b, c, _, *notes = table.splitlines()
     assert "loss@4k" in header and c.split()[-4:] == ["-", "-", "-", "-"], table
     assert re.search(r"-0\.1\d{3}", b)  # b against a, at their last shared count
     assert any(n.startswith("Note: c validated only before training") for n in notes), table
@@ -955,7 +955,8 @@ def test_a_comparison_of_models_of_different_sizes_says_so(tmp_path):
     """nnmemory_mini is 22% larger than its baseline: the table compared their losses without a word of it."""
     for exp, size in (("gpt2ish_mini", 891_904), ("nnmemory_mini", 1_090_816), ("attn_temp_mini", 893_968)):
         run = fake_run(tmp_path / exp, exp, 1, 2.0)
-        (run / "stats.json").write_text(json.dumps({**json.loads((run / "stats.json").read_text()), "parameters": size}))
+        stats = json.loads((run / "stats.json").read_text())
+        (run / "stats.json").write_text(json.dumps({**stats, "parameters": size}))
     table = comparison_table(group_runs(load_runs([tmp_path / e for e in ("gpt2ish_mini", "nnmemory_mini")])))
     assert ("Note: these runs' models differ in size (parameters: gpt2ish_mini 891,904, nnmemory_mini 1,090,816): a "
             "lower loss can be the larger model's") in table

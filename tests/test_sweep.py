@@ -463,10 +463,10 @@ def test_hydra_s_own_config_subdir_is_refused_before_hydra_writes_it(tmp_path, c
 
 
 def test_a_job_that_fails_at_its_start_lets_the_others_run_and_ends_the_sweep_with_one_line(tmp_path):
-    """An empty data file passes the sweep's checks (so the sweep starts: its data is read by its job, and a missing
-    file is said before any job) and fails as its job starts: no traceback, exit 1, and the sweep ends with its table and one error line (Hydra's
-    own ending repeated the error between two lines of its own: "Error executing job with overrides", and the
-    HYDRA_FULL_ERROR hint)."""
+    """An empty data file passes the sweep's checks (so the sweep starts: its data is read by its job, and a
+    missing file is said before any job) and fails as its job starts: no traceback, exit 1, and the sweep ends with
+    its table and one error line (Hydra's own ending repeated the error between two lines of its own: "Error
+    executing job with overrides", and the HYDRA_FULL_ERROR hint)."""
     (tmp_path / "ok.txt").write_text("A paragraph of text to train on.\n\n" * 200)
     (tmp_path / "empty.txt").write_text("")
     sweep = tmp_path / "sweep"

@@ -545,8 +545,8 @@ def markdown(sweep_dir: Path, rows: list[dict[str, Any]], groups: list[dict[str,
                            f"lowest loss above; compare jobs of one tokenizer.")]
         if sizes_differ(sizes := [r["parameters"] for r in scored]):
             known = sorted(c for c in sizes if c)
-            lines += ["", f"Note: the jobs' models differ in size ({known[0]:,} to {known[-1]:,} parameters): "
-                          f"{SIZE_CAUSE}."]
+            lines += ["", (f"Note: the jobs' models differ in size ({known[0]:,} to {known[-1]:,} parameters): "
+                           f"{SIZE_CAUSE}.")]
         held = sorted({r["held_out_tokens"] for r in rows if r["final_validation_loss"] is not None} - {None})
         if len(held) > 1:
             lines += ["", (f"Note: the jobs validated on different held-out text ({held[0]:,} to {held[-1]:,} tokens): "
