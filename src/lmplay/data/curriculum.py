@@ -454,7 +454,8 @@ class Curriculum:
                               f"plan in a run of its own (run_name=...) or with fresh=true")
         self._enter_stage(index)
         if state["data"] not in (self.data_key(), self.data_key(same_rows=True)):
-            log.warning("stage %r: the data, tokenizer, context_len, seed or batching differ from the checkpoint's (or "
+            log.warning("stage %r: the data (its rows, or the stage's weights or interleave), tokenizer, context_len, "
+                        "seed or batching differ from the checkpoint's (or "
                         "how this lmplay cuts rows: an upgrade can re-cut them); continuing from the same row count, "
                         "but the batches are not the ones the run would have got, and where the rows changed so did "
                         "the held-out ones: validation may now measure rows the run trained on (fresh=true starts it "
