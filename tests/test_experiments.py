@@ -541,3 +541,17 @@ def test_load_as_does_not_call_the_renamed_experiments_own_modules_changed(tmp_p
     load_model(old, load_as="test_runner")
     err = capfd.readouterr().err
     assert "as load_as asks" in err and "changed since" not in err
+
+
+
+def test_an_idea_with_weights_of_its_own_trains_with_its_baselines_dropout_masks(tmp_path):
+    """Its extra weights' init drew from the global generator, which left it elsewhere than the baseline's: at the
+    same seed, with dropout on, the idea's masks were not its baseline's (a paired comparison's noise, not its
+    bias)."""
+    from conftest import make_runner
+
+    states = []
+    for exp in ("test_runner", "nnmemory_test", "unified_embed_test"):
+        make_runner([f"exp={exp}", "device=cpu", "model.dropout=0.1"], tmp_path / exp)
+        states.append(torch.get_rng_state())
+    assert all(torch.equal(states[0], s) for s in states[1:])

@@ -127,6 +127,9 @@ class LMRunnerBase:
         self.seed = self.settle_seed(ckpt)
         torch.manual_seed(self.seed)
         self.build_components(components)
+        # training's own draws (dropout) from a seed of their own: after the init's draws, an idea with weights of
+        # its own (nnmemory's cells) trained with other dropout masks than its baseline at the same seed
+        torch.manual_seed(self.seed + 1)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if ckpt and "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
