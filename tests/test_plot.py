@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +45,15 @@ def fake_run(path: Path, exp: str, seed: int, final_loss: float, tokens_per_step
     (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"tokenizer": tokenizer}))
     return path
+
+
+def drawn_axes(monkeypatch) -> dict[str, Any]:
+    """Each PNG's axes by file name, as plot_all draws them (no file written)."""
+    figures, drawn = [], {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
+    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
+        Path(path).name, figures[-1].axes[0]))
+    return drawn
 
 
 @pytest.fixture
@@ -704,13 +714,11 @@ def test_a_comparison_across_tokenizers_or_with_a_run_left_out_says_so(tmp_path,
     assert ("Note: these runs use different tokenizers (test_runner tokenizer=bytes, test_runner tokenizer=gpt2)"
             ) in table  # each value once: the label said it
     assert "Left out, with no validation record yet: test_runner lr=1." in table
-    figures, drawn = [], {}
-    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
-    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
-        Path(path).name, [t.get_text() for t in figures[-1].axes[0].texts]))
+    drawn = drawn_axes(monkeypatch)
     plot_all(group_runs(load_runs([tmp_path / "runs"])), tmp_path / "plots", ["validation"], {"validation": 0.0},
              logx=False)
-    assert all("these runs use different tokenizers" in " ".join(texts) for texts in drawn.values())  # a PNG alone
+    assert all("these runs use different tokenizers" in " ".join(t.get_text() for t in ax.texts)
+               for ax in drawn.values())  # a PNG goes where comparison.txt's notes do not
 
 
 def test_a_run_validated_at_its_cadence_is_not_read_between_0_and_its_first_validation(tmp_path):
@@ -900,10 +908,7 @@ def test_each_curriculum_stage_is_its_own_line_smoothed_alone_and_its_start_is_m
     train = curve(groups[0], "train", "loss", smooth=0.9)
     start = json.loads((tmp_path / "a" / "stats.json").read_text())["train"][19]
     assert train.segments()[1][1].seed_values[0, 0] == pytest.approx(start["loss"])  # no memory of stage s
-    figures, drawn = [], {}
-    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
-    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
-        Path(path).name, figures[-1].axes[0]))
+    drawn = drawn_axes(monkeypatch)
     plot_all(groups, tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
     for name in ("validation_loss.png", "validation_loss_vs_baseline.png"):
         ax = drawn[name]
@@ -938,17 +943,19 @@ def test_a_run_whose_loss_blew_up_without_a_nan_leaves_the_axis_to_the_others(tm
     for record in stats["validation"][2:]:
         record["loss"] = 1.2e10
     (runs[1] / "stats.json").write_text(json.dumps(stats))
-    figures, drawn = [], {}
-    monkeypatch.setattr(Figure, "savefig", lambda fig, png, **kw: figures.append(fig))
-    monkeypatch.setattr(lmplay.stats.plot, "write_atomic", lambda path, data: drawn.__setitem__(
-        Path(path).name, figures[-1].axes[0]))
+    drawn = drawn_axes(monkeypatch)
     plot_all(group_runs(load_runs(runs)), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
     for name in ("validation_loss.png", "validation_loss_vs_baseline.png"):
         low, high = drawn[name].get_ylim()
         assert -3 < low and high < 6, (name, low, high)  # a's losses (and a's difference from itself) fill it
         assert "b (leaves the axis: up to 1.2e+10)" in [t.get_text() for t in drawn[name].get_legend().get_texts()]
     assert drawn["validation_accuracy.png"].get_ylim()[1] < 1  # accuracy is bounded: nothing leaves its axis
-
+    runs.append(fake_run(tmp_path / "c", "c", 1, 1.9, steps=40))  # b the baseline now: c's difference from it
+    plot_all(group_runs(load_runs([runs[1], runs[0], runs[2]])), tmp_path / "plots", ["validation"],
+             {"validation": 0.0}, logx=False)  # ran to -1.2e10, the healthy idea's line a drop off the axis
+    legend = [t.get_text() for t in drawn["validation_loss_vs_baseline.png"].get_legend().get_texts()]
+    assert "a (leaves the axis: up to -1.2e+10)" in legend and "c (leaves the axis: up to -1.2e+10)" in legend
+    assert -1 < drawn["validation_loss_vs_baseline.png"].get_ylim()[0]
 
 
 def test_a_comparison_of_models_of_different_sizes_says_so(tmp_path):
@@ -962,3 +969,46 @@ def test_a_comparison_of_models_of_different_sizes_says_so(tmp_path):
             "lower loss can be the larger model's") in table
     assert "differ in size" not in comparison_table(group_runs(load_runs(
         [tmp_path / e for e in ("gpt2ish_mini", "attn_temp_mini")])))  # an idea's few parameters (0.2%) are no size
+
+
+def two_stages(run: Path, at: int, stage: str = "t", shift: int = 0) -> None:
+    """The run's records from step `at` on are a stage `t` that starts with its own validation at `at` (its loss
+    1.0 higher: other held-out rows); `shift` moves the later stage's token counts (rows batching)."""
+    stats = json.loads((run / "stats.json").read_text())
+    for kind in ("train", "validation"):
+        later = [{**r, "stage": stage, "loss": r["loss"] + 1.0, "tokens": r["tokens"] + shift}
+                 for r in stats[kind] if r["step"] >= at]
+        stats[kind] = [r for r in stats[kind] if r["step"] <= at - (kind == "train")] + later
+    (run / "stats.json").write_text(json.dumps(stats))
+
+
+def test_a_later_stages_start_validation_is_drawn_against_the_baseline_a_few_tokens_apart(tmp_path, monkeypatch):
+    """Rows batching: the idea reached stage t 2 tokens before the baseline did; its start validation fell outside
+    the baseline's stage-t span and the difference plot dropped it (half of all such pairs)."""
+    runs = [fake_run(tmp_path / exp, exp, 1, loss, steps=40) for exp, loss in (("a", 2.0), ("b", 1.9))]
+    two_stages(runs[0], 20)
+    two_stages(runs[1], 20, shift=-2)
+    drawn = drawn_axes(monkeypatch)
+    plot_all(group_runs(load_runs(runs)), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
+    start = 100 * 20 + 1 - 2
+    xs = [np.asarray(line.get_xdata(), dtype=float) for line in drawn["validation_loss_vs_baseline.png"].lines
+          if line.get_linestyle() != ":" and line.get_color() != "black"]
+    assert any(x.min() == start for x in xs), xs
+
+
+def test_an_idea_of_one_stage_against_a_baseline_of_two_breaks_at_the_baselines_stage(tmp_path, monkeypatch):
+    """The idea's one stage was drawn against the baseline's whole curve, which holds two values at the baseline's
+    stage start (its stage s's last, its stage t's first): the line ran across the baseline's change of data."""
+    runs = [fake_run(tmp_path / exp, exp, 1, loss, steps=40) for exp, loss in (("a", 2.0), ("b", 1.9))]
+    two_stages(runs[0], 20)
+    stats = json.loads((runs[1] / "stats.json").read_text())  # the idea's one stage has a name of its own
+    (runs[1] / "stats.json").write_text(json.dumps({k: [{**r, "stage": "main"} for r in v] for k, v in stats.items()}))
+    drawn = drawn_axes(monkeypatch)
+    plot_all(group_runs(load_runs(runs)), tmp_path / "plots", ["validation"], {"validation": 0.0}, logx=False)
+    boundary = 100 * 20 + 1
+    lines = [(np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float))
+             for line in drawn["validation_loss_vs_baseline.png"].lines
+             if line.get_linestyle() != ":" and line.get_color() != "black"]
+    assert all(x.max() <= boundary or x.min() >= boundary for x, _ in lines), lines
+    after = next(y for x, y in lines if x.min() == boundary)
+    assert after[0] == pytest.approx(-1.1, abs=0.05)  # b's loss minus the baseline's first of stage t (1.0 higher)

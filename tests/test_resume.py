@@ -23,6 +23,7 @@ from conftest import REPO, make_runner, python_path, run_cli
 from omegaconf import OmegaConf
 
 from lmplay.errors import ConfigError, DivergedError, OutputError
+from lmplay.files import RECORD_KINDS
 from lmplay.runner import checkpoint
 from lmplay.runner.component_base import Provenance, same
 from lmplay.stats.runs import load_run
@@ -36,9 +37,10 @@ WALL_CLOCK = ("tokens_per_second", "mfu")
 
 
 def replayable(stats):
-    """Records without wall-clock fields: the part of stats.json a resumed run must reproduce exactly."""
-    return {kind: [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in records]
-            for kind, records in stats.items()}
+    """Records without wall-clock fields: the part of stats.json a resumed run must reproduce exactly (the
+    parameter count too)."""
+    return {kind: [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in records] if kind in RECORD_KINDS
+            else records for kind, records in stats.items()}
 
 
 def weights(run_dir):

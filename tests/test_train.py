@@ -1485,3 +1485,21 @@ def test_a_nan_auxiliary_loss_stops_the_run_as_diverged(tmp_path):
     runner.model.loss_terms = lambda inputs, targets: (*real(inputs, targets), torch.tensor(float("nan")))
     with pytest.raises(DivergedError, match=r"loss became nan at step 1"):
         runner.train()
+
+
+def test_a_stop_signal_during_a_stages_end_save_stops_before_the_next_stage_validates(tmp_path, monkeypatch):
+    """The next stage's start validation ran first, which a scheduler's grace time (or torchrun's 30 s) may not
+    leave it: its resume records it."""
+    stages = ("curriculum.stages=[{name: a, datasets: [shakespeare], steps: 2}, "
+              "{name: b, datasets: [shakespeare], steps: 2}]")
+    runner = make_runner(["exp=test_runner", "device=cpu", stages], tmp_path / "r")
+    real_save = runner.save
+
+    def save(name="model.lmp"):
+        if name == "model.a.lmp":
+            runner.stop.signum = signal.SIGTERM  # as the signal's handler sets it
+        return real_save(name)
+    monkeypatch.setattr(runner, "save", save)
+    with pytest.raises(SystemExit):
+        runner.train()
+    assert [(r["stage"], r["step"]) for r in runner.stats.records["validation"]] == [("a", 0), ("a", 2)]

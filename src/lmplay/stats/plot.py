@@ -435,12 +435,16 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
         label += seeds
         if bases and baseline is not curves[0]:
             label += f" (vs {baseline.label})"
-        lines = [line_of(part, dict(baseline.segments()).get(stage, baseline) if bases else None, logx)
-                 for stage, part in c.segments()]
+        # against the baseline's stage of the same name; a stage the baseline lacks, against each of the baseline's
+        # stages over its tokens: its line breaks where the baseline's data changes too
+        own = dict(baseline.segments()) if bases else {}
+        lines = [line_of(part, base, logx) for stage, part in c.segments()
+                 for base in ([own[stage]] if stage in own else list(own.values()) or [None])]
         if bases and sum(int(np.isfinite(values[0]).sum()) for _, values in lines) < 2:  # one point draws nothing
             label += " (too few points where it and its baseline both validated to draw)"
         if i in blown:
-            label += f" (leaves the axis: up to {np.nanmax(c.values):.3g})"
+            drawn = np.concatenate([values.ravel() for _, values in lines])
+            label += f" (leaves the axis: up to {drawn[np.nanargmax(np.abs(drawn))]:.3g})"
         else:
             kept += [values for _, values in lines if np.isfinite(values).any()]
         for tokens, values in lines:
@@ -493,7 +497,10 @@ def line_of(c: Curve, base: Curve | None, logx: bool) -> tuple[np.ndarray, np.nd
     """The tokens and values[seed, point] drawn for a curve (of one stage); with `base`, minus the baseline's."""
     tokens, values = c.tokens, c.values
     if base is not None:
-        inside = (tokens >= base.tokens[0]) & (tokens <= base.tokens[-1]) & (tokens > 0 if logx else True)
+        # within SAME of the baseline's ends: a stage's first point (rows batching: a few tokens before or after the
+        # baseline's) is its start validation, which approx reads as the baseline's own
+        inside = ((tokens >= base.tokens[0] * (1 - SAME)) & (tokens <= base.tokens[-1] * (1 + SAME))
+                  & (tokens > 0 if logx else True))
         tokens = tokens[inside]
         values = c.minus(base, tokens)
         readable = np.array([approx(base, t) is not None for t in tokens], dtype=bool)
@@ -536,9 +543,12 @@ def plot_all(groups: list[Group], out: Path, kinds: list[str], smooth: dict[str,
             files.append(draw(curves, f"{kind} {metric}{note}", ylabel, out / f"{kind}_{metric}.png", logx,
                               has_baseline, blown=blown, caveat=caveat))
             if len(curves) > 1 and has_baseline:
+                index = {id(c): i for i, c in enumerate(curves)}  # a difference from a baseline that blew up too
+                apart = frozenset(i for i, (c, b) in enumerate(zip(curves, bases))
+                                  if c is not b and (i in blown or index[id(b)] in blown))
                 files.append(draw(curves, f"{kind} {metric} minus the baseline's ({BETTER[metric]}){note}",
                                   f"{metric} - baseline {metric}", out / f"{kind}_{metric}_vs_baseline.png", logx,
-                                  True, bases, blown, caveat))
+                                  True, bases, apart, caveat))
     for stale in [out / f"{kind}_{metric}{end}.png" for kind in kinds for metric in METRICS
                   for end in ("", "_vs_baseline")]:  # an earlier comparison's, of runs no longer in this one (the
         # train curves of a --train plot stay when this one leaves them out)
