@@ -342,3 +342,15 @@ def test_a_shard_is_contiguous_and_an_empty_one_is_filled_up_too(tmp_path):
     assert batch.shard(1, 2).inputs.is_contiguous() and batch.shard(1, 2).targets.is_contiguous()
     empty = batch.shard(1, 2).split(4)[0].shard(5, 8)
     assert len(empty) == 0 and len(runner.one_shape(empty, runner.runner_c.settings, 4)) == 4
+
+
+def test_stats_json_keeps_the_size_without_the_vocabulary_padding(tmp_path):
+    """vocab_multiple=64 is the same model as without it (its padding rows never train): the sweep summary and
+    lmplay.plot said 'the models differ in size (43,968 to 48,000 parameters)' of a baseline beside itself."""
+    import json
+
+    sizes = []
+    for name, extra in (("plain", []), ("padded", ["vocab_multiple=64"])):
+        make_runner(["exp=test_runner", "device=cpu", *extra], tmp_path / name)
+        sizes.append(json.loads((tmp_path / name / "stats.json").read_text())["parameters"])
+    assert sizes[0] == sizes[1]

@@ -927,3 +927,18 @@ def test_a_sweep_whose_jobs_change_into_their_dirs_keeps_its_summary_current(tmp
                    "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 0 and "Callback SweepSummary" not in proc.stderr, proc.stderr[-2000:]
     assert json.loads((tmp_path / "sweep" / "summary.json").read_text())["jobs"][1]["status"] == "completed"
+
+
+def test_a_rerun_sweep_is_not_stopped_by_a_finished_jobs_moved_data(tmp_path):
+    """The file check before any job refused the whole rerun for job 0's data, moved after job 0 had finished:
+    job 1, killed before, never trained again. A SLURM sweep's files are its nodes' to check."""
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("A paragraph of text to train on.\n\n" * 200)
+    sweep = ["-m", "exp=test_runner", "curriculum=text_file", f"curriculum.path={tmp_path / 'a.txt'},"
+             f"{tmp_path / 'b.txt'}", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    run_cli("lmplay.train", *sweep, check=True)
+    (tmp_path / "a.txt").rename(tmp_path / "moved.txt")
+    job_1 = next((tmp_path / "sweep").glob("*b.txt*"))
+    shutil.rmtree(job_1)
+    proc = run_cli("lmplay.train", *sweep)
+    assert (job_1 / "model.lmp").is_file(), proc.stderr

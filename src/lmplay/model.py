@@ -60,14 +60,23 @@ class MBase(nn.Module):
     def size_text(self) -> str:
         """"N parameters", saying how many are the rows of a vocabulary padded past the tokenizer's (vocab_multiple):
         never trained, they made a padded baseline read 9% larger than an idea without padding (test_runner)."""
+        padding = self.padding_count()
+        return f"{self.parameter_count():,} parameters" + (f" ({padding:,} of them vocabulary padding)" if padding else "")
+
+    def trained_parameter_count(self) -> int:
+        """The parameters less a padded vocabulary's rows (never trained): the size that compares across runs, as a
+        run with vocab_multiple=64 is the same model as one without."""
+        return self.parameter_count() - self.padding_count()
+
+    def padding_count(self) -> int:
+        """The parameters of the rows of a vocabulary padded past the tokenizer's (vocab_multiple)."""
         vocab, real = self.construction_args.get("vocab_size"), self.tokenizer_vocab_size
         # the token tables and the output layer (the baseline's lm_head), by name: a layer as wide as the padded
         # vocabulary (384, nanoGPT's shakespeare-char width) is no padding; a tied lm_head is the embedding's table
         tables = {id(m.weight): m.weight for name, m in self.named_modules()
                   if isinstance(m, nn.Embedding) and m.num_embeddings == vocab and not name.endswith("pos")
                   or name == "lm_head" and isinstance(m, nn.Linear) and m.out_features == vocab}
-        padding = sum((vocab - real) * w[0].numel() for w in tables.values()) if vocab and vocab > real else 0
-        return f"{self.parameter_count():,} parameters" + (f" ({padding:,} of them vocabulary padding)" if padding else "")
+        return sum((vocab - real) * w[0].numel() for w in tables.values()) if vocab and vocab > real else 0
 
     def _tokenize_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(prompt_list(texts))

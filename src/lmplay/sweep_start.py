@@ -115,7 +115,8 @@ def check_swept_values(config: DictConfig) -> None:
     built: set[str] = set()  # the settings check_buildable built already
     read: set[str] = set()  # the swept top-level aliases some job reads
     job = copy.deepcopy(config)
-    for run in single_runs(typed):
+    files_here = "slurm" not in str(config.hydra.launcher.get("_target_", "")).lower()  # else on its nodes' disks
+    for num, run in enumerate(single_runs(typed)):
         parsed = OverridesParser.create().parse_overrides(run)
         chosen = tuple(o.input_line for o in parsed if o.key_or_group in groups or o.key_or_group not in swept)
         if chosen not in bases:  # the job's config but for its swept values: Hydra's, as the launcher composes it
@@ -139,6 +140,8 @@ def check_swept_values(config: DictConfig) -> None:
                 check_runner_settings(cfg)
                 read |= aliases_read(cfg, swept)
                 check_buildable(cfg, built)
+                if files_here and not resumes(config, run, num):
+                    check_plan_files(cfg)
                 for o in values:  # each ${...} names a key
                     OmegaConf.select(cfg, o.key_or_group)
         except ConfigError as e:
@@ -166,6 +169,28 @@ def check_runner_settings(cfg: DictConfig) -> None:
     runner = OmegaConf.to_container(cfg.runner, resolve=True)
     RunnerSettings(**{k: v for k, v in runner.items() if k in RunnerSettings.__dataclass_fields__}).check("")
     get_tokenizer(cfg.tokenizer)
+
+
+def resumes(config: DictConfig, run: list[str], num: int) -> bool:
+    """The job's dir holds a checkpoint: a rerun resumes it, or finds it done (its data moved since need not stop
+    the sweep's unfinished jobs: its own start says what it lacks)."""
+    subdir = job_subdir(config, run, num)
+    return subdir is None or (Path(config.hydra.sweep.dir) / subdir / CHECKPOINT).exists()
+
+
+def check_plan_files(cfg: DictConfig) -> None:
+    """The job's data files are there, none of them read: a missing one of its second job's was said after the
+    first had trained (hours, in a real sweep)."""
+    from lmplay.runner.component_base import without_target
+    from lmplay.runner.components import config_class
+
+    try:
+        plan = config_class(cfg, "curriculum")(**without_target(OmegaConf.to_container(cfg.curriculum, resolve=True)))
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a plan the job's own build refuses (a key its class takes not): it says so
+        return
+    plan.check_files()
 
 
 def check_buildable(cfg: DictConfig, built: set[str]) -> None:

@@ -26,7 +26,7 @@ from lmplay.loss import split_terms, triton_loss_runs_on
 from lmplay.model import all_finite
 from lmplay.runner import checkpoint
 from lmplay.runner.compiling import torch_compiled
-from lmplay.runner.component_base import Provenance, chosen_file_values, same, without_target
+from lmplay.runner.component_base import Provenance, chosen_file_values, same
 from lmplay.runner.distributed import LossModule, init_world, rank_step_seed
 from lmplay.runner.progress import Progress
 from lmplay.runner.records import RecordWindow, StepLog
@@ -188,11 +188,9 @@ class LMRunnerBase:
         self.runner_c = part(RunnerComponent(self), OmegaConf.to_container(self.cfg.runner, resolve=True))
         self.optimizer_c = part(OptimizerComponent(self), OmegaConf.to_container(self.cfg.optimizer, resolve=True))
         self.scheduler_c = part(SchedulerComponent(self), OmegaConf.to_container(self.cfg.scheduler, resolve=True))
-        plan = OmegaConf.to_container(self.cfg.curriculum, resolve=True)
         if data:  # last: it tokenizes its data (minutes for a big dataset), so a mistake in the others is said first
-            self.curriculum_c = part(CurriculumComponent(self), plan)
-        else:  # a sweep's check before its jobs: the plan's stages and its files, none of them read
-            config_class(self.cfg, "curriculum")(**without_target(plan)).check_files()
+            self.curriculum_c = part(CurriculumComponent(self), OmegaConf.to_container(self.cfg.curriculum,
+                                                                                       resolve=True))
 
     def prepare_steps(self, ckpt: dict[str, Any] | None) -> None:
         """The record window, DDP and compile wrappers, the resumed RNG, then the run dir's stats file."""
@@ -216,7 +214,8 @@ class LMRunnerBase:
         # last: a failed start must not touch stats.json; only rank 0 writes files
         self.replaced_dir = set_aside_old_run(self.run_dir) if self.cfg.fresh and self.world.is_main else None
         self.stats = StatsWriter(self.run_dir, self.runner_c.records, write=self.world.is_main,
-                                 stage_tags=len(self.curriculum.stages) > 1, parameters=self.model.parameter_count())
+                                 stage_tags=len(self.curriculum.stages) > 1,
+                                 parameters=self.model.trained_parameter_count())
         self._saved: dict[str, tuple[int, ...]] = {}  # checkpoint name -> the progress_state it was saved at
         self._resumed_state = self.progress_state() if ckpt else None  # what the run dir's files hold
 
