@@ -934,8 +934,8 @@ def test_a_rerun_sweep_is_not_stopped_by_a_finished_jobs_moved_data(tmp_path):
     job 1, killed before, never trained again. A SLURM sweep's files are its nodes' to check."""
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text("A paragraph of text to train on.\n\n" * 200)
-    sweep = ["-m", "exp=test_runner", "curriculum=text_file", f"curriculum.path={tmp_path / 'a.txt'},"
-             f"{tmp_path / 'b.txt'}", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    files = f"curriculum.path={tmp_path / 'a.txt'},{tmp_path / 'b.txt'}"
+    sweep = ["-m", "exp=test_runner", "curriculum=text_file", files, *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     run_cli("lmplay.train", *sweep, check=True)
     (tmp_path / "a.txt").rename(tmp_path / "moved.txt")
     job_1 = next((tmp_path / "sweep").glob("*b.txt*"))

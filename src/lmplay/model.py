@@ -61,7 +61,7 @@ class MBase(nn.Module):
         """"N parameters", saying how many are the rows of a vocabulary padded past the tokenizer's (vocab_multiple):
         never trained, they made a padded baseline read 9% larger than an idea without padding (test_runner)."""
         padding = self.padding_count()
-        return f"{self.parameter_count():,} parameters" + (f" ({padding:,} of them vocabulary padding)" if padding else "")
+        return f"{self.parameter_count():,} parameters" + (f" ({padding:,} of them vocabulary padding)" * bool(padding))
 
     def trained_parameter_count(self) -> int:
         """The parameters less a padded vocabulary's rows (never trained): the size that compares across runs, as a
