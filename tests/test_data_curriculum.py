@@ -137,6 +137,14 @@ def test_a_packed_stage_too_short_for_a_window_is_said_before_the_stages_before_
     build(tmp_path, [stages[0], {**stages[1], "epochs": None, "steps": 2}], context_len=64)  # steps read on
 
 
+def test_a_packed_stage_that_says_packed_itself_in_a_packed_plan_names_its_own_key(tmp_path, two_files):
+    """`batching: packed` in the stage and in the plan: the plan's curriculum.batching=rows would change nothing."""
+    tiny = write_jsonl(tmp_path / "tiny.jsonl", ["a few words.", "and a few more."])
+    stages = [{"name": "short", "datasets": [{"path": tiny}], "epochs": 1, "batching": "packed"}]
+    with pytest.raises(ConfigError, match=r"'short' gives no training batch.*curriculum\.stages\.0\.batching=rows"):
+        build(tmp_path, stages, context_len=64, batching="packed")
+
+
 def test_fractional_epochs(tmp_path, two_files):
     c = build(tmp_path, [{"name": "half", "datasets": [{"path": two_files[0]}], "epochs": 0.5}], context_len=1000)
     drawn = [r for b in iter(lambda: c.next_batch(4, True), None) for r in rows_of(b)]

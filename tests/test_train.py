@@ -352,7 +352,11 @@ def test_dropping_a_stage_on_the_command_line_is_one_line(tmp_path):
     proc = run_cli("lmplay.train", "exp=test_runner", "curriculum=two_stage", "curriculum.path=x.txt",
                    "~curriculum.stages.1", cwd=tmp_path)
     assert_one_line_error(proc, "~curriculum.stages.1: Hydra cannot drop an item of a list (curriculum.stages)")
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "curriculum=my_plan" in proc.stderr
+    proc = run_cli("lmplay.train", "exp=test_runner", "~optimizer.betas.1", cwd=tmp_path)  # no plan to copy there
+    assert_one_line_error(proc, "~optimizer.betas.1: Hydra cannot drop an item of a list (optimizer.betas) on the "
+                                "command line; give the whole list (optimizer.betas=[...])")
+    assert "my_plan" not in proc.stderr
 
 
 def test_a_stage_the_composed_plan_lacks_is_one_line_that_names_the_plan(tmp_path):

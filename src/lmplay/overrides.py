@@ -176,9 +176,10 @@ def reject_list_item_deletion(overrides: list[str]) -> None:
         key = override.split("=", 1)[0]
         if key.startswith("~") and re.fullmatch(r"[\w.]*\.\d+", key[1:]):
             listed = key[1:].rsplit(".", 1)[0]
+            plan = (", or copy the plan into a file of your own without it (DIR/curriculum/my_plan.yaml, used with "
+                    "'hydra.searchpath=[file://DIR]' curriculum=my_plan)") if listed.startswith("curriculum.") else ""
             fail(f"{override}: Hydra cannot drop an item of a list ({listed}) on the command line; give the whole "
-                 f"list ({listed}=[...]), or copy the plan into a file of your own without it "
-                 f"(DIR/curriculum/my_plan.yaml, used with 'hydra.searchpath=[file://DIR]' curriculum=my_plan)")
+                 f"list ({listed}=[...]){plan}")
 
 
 def reject_unreadable(overrides: list[str]) -> None:

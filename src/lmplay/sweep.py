@@ -498,15 +498,15 @@ def tokens_over_seeds(rows: list[dict[str, Any]]) -> list[float]:
     return [statistics.fmean(tokens) for tokens in counts.values()]
 
 
-FAILS_AGAIN = (" (a failed job fails again at the same values, a diverged one diverges again: fix what its error "
-               "names first, or leave its value out of a new sweep)")
+FAILS_AGAIN = (" (a job that failed at its values, or diverged, does so again: fix what its error names first, or "
+               "leave its value out of a new sweep)")
 
 
 def lowest_mean(groups: list[dict[str, Any]]) -> list[str]:
     """The configuration of the lowest mean over its seeds: the lowest single job can be a lucky seed's, which
     the seeds were run to see past (the seed-to-seed spread is often wider than an lr's effect)."""
     means = [g for g in groups if g["runs_with_loss"] > 1]
-    if not means:
+    if len(means) < 2:  # a sweep of seeds alone: one configuration, ranked against none
         return []
     g = min(means, key=lambda g: g["mean_final_validation_loss"])
     std = g["std_final_validation_loss"]

@@ -66,6 +66,8 @@ class Stage:
     epochs: float | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     batching: str = "rows"
+    own_batching: bool = field(default=False, compare=False)  # the stage's entry gave `batching:` (which the plan's
+    # does not change), whatever its value
 
     @property
     def length(self) -> str:
@@ -123,7 +125,7 @@ def parse_stage(entry: dict, index: int, default_batching: str) -> Stage:
     return Stage(name=name, datasets=specs, interleave=interleave,
                  weights=None if weights is None else [float(w) for w in weights],
                  **{lengths[0]: (float(value) if lengths[0] == "epochs" else int(value))},
-                 overrides=dict(overrides), batching=batching)
+                 overrides=dict(overrides), batching=batching, own_batching=bool(entry.get("batching")))
 
 
 @functools.cache
@@ -252,8 +254,7 @@ class Curriculum:
         budget = max(1, round(stage.epochs * stream.epoch_len))
         longest = max(int((s.table.prompt_lens[s.index] + s.table.text_lens[s.index]).max(initial=0)) for s in sources)
         if budget * (longest + 1) < self.context_len + 1:  # each row is read with its EOS
-            rows = (f"curriculum.stages.{index}.batching=rows" if stage.batching != self.batching else  # its own key
-                    "curriculum.batching=rows")
+            rows = f"curriculum.stages.{index}.batching=rows" if stage.own_batching else "curriculum.batching=rows"
             raise ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with packed batching its "
                               f"{stage.length} ({budget} rows of at most {longest + 1} tokens) is shorter than one "
                               f"window of context_len+1 = {self.context_len + 1} tokens; use more data or epochs, "

@@ -859,8 +859,8 @@ class LMRunnerBase:
             return ConfigError(f"curriculum stage {stage.name!r} gives no batch with a target token: with "
                                f"include_prompts=false its rows' prompts fill the context_len={self.context_len} "
                                f"window and leave no answer; use a larger context_len or include_prompts=true")
-        own = stage.batching != self.curriculum.batching  # the stage's own `batching:`: the plan's changes not it
-        rows = f"curriculum.stages.{self.curriculum.stage_index}.batching=rows" if own else "curriculum.batching=rows"
+        rows = (f"curriculum.stages.{self.curriculum.stage_index}.batching=rows" if stage.own_batching else
+                "curriculum.batching=rows")  # the stage's own `batching:`, which the plan's does not change
         return ConfigError(f"curriculum stage {stage.name!r} gives no training batch: with {stage.batching} "
                            f"batching its data is shorter than one window of context_len+1 = {self.context_len + 1} "
                            f"tokens; use a smaller context_len, more data, or {rows}")
