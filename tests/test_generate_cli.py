@@ -252,6 +252,10 @@ def test_generate_refuses_a_sweep_a_nested_prompt_list_and_reads_a_checkpoint_un
     into = generate(f"checkpoint={path}", "prompt=x", "max_new_tokens=0", f"hydra.run.dir={tmp_path / 'x'}")
     assert into.returncode == 2 and "generate prints its text and writes no run dir" in into.stderr
     assert not (tmp_path / "x").exists()  # made, and left empty
+    for subdir in ("hydra.output_subdir=.hydra", "++hydra.output_subdir=cfg"):  # from inside a run dir, Hydra wrote
+        kept = generate(f"checkpoint={path}", "prompt=x", "max_new_tokens=0", subdir, cwd=tmp_path)  # over its .hydra/
+        assert kept.returncode == 2 and "generate writes no .hydra/" in kept.stderr, kept.stderr
+        assert not (tmp_path / ".hydra").exists() and not (tmp_path / "cfg").exists()
     nested = generate(f"checkpoint={path}", "prompt=[a,[b]]", "max_new_tokens=0")
     assert nested.returncode == 2 and "prompt item ['b'] is a list or mapping, not a prompt" in nested.stderr
     home = tmp_path / "home"

@@ -1466,3 +1466,19 @@ def test_a_run_with_a_negative_seed_resumes(tmp_path):
     run_cli("lmplay.train", *args, "max_steps=2", check=True)
     proc = run_cli("lmplay.train", *args, "max_steps=3", check=True)
     assert "done: step 3" in proc.stdout + proc.stderr
+
+
+def test_a_run_dir_named_by_the_time_says_how_to_resume_it(tmp_path):
+    """`hydra.run.dir=runs/${now:%H-%M-%S}` (lightning-hydra-template's habit): a stopped run said 'run the same
+    command to resume', which started a new run from step 0 in a new dir."""
+    args = ["exp=test_runner", "device=cpu", "max_steps=6", "runner.validation_interval=1000",
+            f"hydra.run.dir={tmp_path}/runs/" + "${now:%H-%M-%S-%f}"]
+    proc = popen_train(args, env={"LMPLAY_PROBE_KILL": "term:3"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    [run] = (tmp_path / "runs").iterdir()
+    assert "run the same command to resume" not in err
+    assert f"to resume it, run the same command with hydra.run.dir={run}" in err
+    assert "note: the run dir is named by the time" in out
+    resumed = run_cli("lmplay.train", *args[:-1], f"hydra.run.dir={run}", check=True)
+    assert "resuming" in resumed.stdout and "named by the time" not in resumed.stdout

@@ -284,6 +284,9 @@ def test_a_misspelled_hydra_key_is_one_line(tmp_path, args):
     (["-m", "hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
     (["-m", "+hydra.launcher.n_jobs=2", "seed=1,2"], "hydra.launcher.n_jobs is a launcher's key: choose the launcher"),
     (["--cfg", "job", "-m", "seed=1,2"], "-m with --cfg, --info or --shell-completion: these print one job's config"),
+    (["-p", "optimizer"], "-p picks the part of the config that --cfg prints"),  # Hydra ignored it: the run trained
+    (["--package=optimizer"], "--package picks the part of the config that --cfg prints"),
+    (["--resolve"], "--resolve resolves the ${...} of what --cfg prints"),  # Hydra's ValueError, a traceback
     (["-m", "hydra.sweeper.params={seed: '1,2'}"], ("Hydra cannot set hydra.sweeper.params on the command line; "
                                                     "type the swept values as overrides with -m (seed=1,2")),
     (["-m", "+hydra.sweeper.params.seed='1,2'"], "Hydra cannot set hydra.sweeper.params on the command line"),
@@ -721,6 +724,8 @@ def test_the_shell_completion_hydra_help_names_is_one_that_works(module, command
     installed commands, not `python -m`."""
     help_text = run_cli(module, "--hydra-help", check=True).stdout
     assert f'eval "$({command} -sc install=bash)"' in help_text and ".py -sc" not in help_text
+    typed = ["exp=test_runner", "max_steps=2"] if module == "lmplay.train" else ["checkpoint=x", "prompt=x"]
+    assert run_cli(module, *typed, "--hydra-help", check=True).stdout == help_text  # a traceback, advising +exp=
     script = run_cli(module, "-sc", "install=bash", check=True).stdout
     assert script.rstrip().endswith(f"-F hydra_bash_completion {command}")
 

@@ -218,6 +218,10 @@ def cli() -> None:
     if run_dir := next((a for a in argv if override_key(a) == "hydra.run.dir"), None):  # Hydra would make it, empty
         fail(f"{run_dir}: generate prints its text and writes no run dir; drop hydra.run.dir (to keep the text: "
              f"python -m lmplay.generate ... > FILE)")
+    if (subdir := next((a for a in argv if override_key(a) == "hydra.output_subdir"), None)) and \
+            override_value([subdir], "hydra.output_subdir") not in (None, "null"):  # written into the current dir,
+        fail(f"{subdir}: generate writes no .hydra/ (it would be written into the current directory, over a run "
+             f"dir's own when run from inside one); drop hydra.output_subdir")  # its labels for plots and sweeps
     run_hydra_app(main, argv, "generate")
 
 

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from lmplay.cli import fail, is_sweep, launcher_rank
+from lmplay.cli import HYDRA_VALUE_FLAGS, fail, is_sweep, launcher_rank
 from lmplay.config import configs_missing
 from lmplay.errors import ConfigError
 from lmplay.files import SUMMARY_LOCK, planted_symlink, symlink_refused
@@ -63,6 +63,8 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         program = ENTRY_POINTS[config_name]  # named the module's file, which, run as a file, has lmplay/ first on
         # sys.path, where lmplay.inspect hides Python's inspect (an AttributeError); its bash script completes
         # `python FILE.py` and installed commands, not `python -m`: the installed command is the one that works
+    if "--hydra-help" in argv:  # Hydra composes its own help's config with the overrides, without the app's:
+        argv = hydra_flags_of(argv)  # `exp=test_runner --hydra-help` was its traceback, advising `+exp=`
     sys.argv = [program, *argv]
     if missing := configs_missing():  # Hydra's own line is "Primary config directory not found"
         fail(missing)
@@ -71,6 +73,7 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         # BrokenPipeError's traceback too; a command that only prints ends quietly, as Unix tools do
     if is_sweep(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
         reject_sweep_under_torchrun()
+    reject_print_flags_without_cfg(argv)
     reject_literal_interpolation_in_run_name(argv)
     check_own_exp_files_of_a_sweep(argv, config_name)
     _sweep_dirs.clear()
@@ -117,6 +120,28 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
         HeldStderr.give_back()
         if ctrl_c_before is signal.default_int_handler and signal.getsignal(signal.SIGINT) is note_ctrl_c:
             signal.signal(signal.SIGINT, ctrl_c_before)
+
+
+def hydra_flags_of(argv: list[str]) -> list[str]:
+    """The command line's Hydra flags (and their values), without its overrides."""
+    kept = []
+    for i, word in enumerate(argv):
+        if word.startswith("-") or i > 0 and argv[i - 1] in HYDRA_VALUE_FLAGS:
+            kept.append(word)
+    return kept
+
+
+def reject_print_flags_without_cfg(argv: list[str]) -> None:
+    """`-p optimizer` or `--resolve` without --cfg: Hydra ignores -p and ran the job (a run trained or resumed,
+    where the user asked to see a config), and --resolve was its ValueError's traceback."""
+    given = {a.partition("=")[0] for a in argv}
+    if given & {"--cfg", "-c"}:
+        return
+    if package := given & {"-p", "--package"}:
+        fail(f"{package.pop()} picks the part of the config that --cfg prints (--cfg job -p optimizer); without --cfg "
+             f"Hydra ignores it and the command runs: add --cfg job, or drop it")
+    if "--resolve" in given and not given & {"-h", "--help"}:
+        fail("--resolve resolves the ${...} of what --cfg prints (--cfg job --resolve) or --help shows; add one")
 
 
 def explain_hydra_failure(argv: list[str], config_name: str, hydra_said: str) -> None:

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmplay.cli import fail, in_process_group, launcher_rank, report, tell, translate_flags
+from lmplay.cli import fail, in_process_group, launcher_rank, quote, report, shell_word, tell, translate_flags
 from lmplay.config import CONF_DIR, check_value_types, flatten, override_key, override_value
 from lmplay.errors import ConfigError, LmplayError
 from lmplay.files import (CHECKPOINT, CORRUPTED, FRESH_MARK, JOB_FILE, STATS, backup_of, hold_run_dir,
@@ -177,6 +177,11 @@ def train(cfg: DictConfig) -> None:
 
                 runner.resume_hint = (f"to resume the sweep (each job from its own checkpoint): "
                                       f"{rerun_command(Path(HydraConfig.get().sweep.dir))}")
+            elif named_by := time_named_source(cfg):  # `hydra.run.dir=runs/${now:%H-%M-%S}`: the same command
+                runner.resume_hint = time_named_resume_hint(run_dir)  # makes a new dir
+                if runner.world.is_main:
+                    print(f"note: the run dir is named by the time ({named_by}), so the same command again starts a "
+                          f"new run: {runner.resume_hint}")
         if not in_sweep and (run_dir / JOB_FILE).is_file():  # a sweep's job trained on with a run of its own
             train_job_on(runner, run_dir)
         else:
@@ -184,6 +189,22 @@ def train(cfg: DictConfig) -> None:
         leave_world(runner)
     finally:  # however the job ends: a sweep's next job may be started in this process while it lives on
         release_run_dir(run_dir)
+
+
+def time_named_source(cfg: DictConfig) -> str:
+    """The setting, as typed (its ${now:...} unresolved), that names the run dir by the time, or ''."""
+    raw_dir = str(OmegaConf.to_container(HydraConfig.get().run, resolve=False)["dir"])
+    raw_name = str(OmegaConf.to_container(cfg, resolve=False).get("run_name", ""))
+    if "${now:" in raw_dir:
+        return f"hydra.run.dir={raw_dir}"
+    if "${run_name}" in raw_dir and "${now:" in raw_name:
+        return f"run_name={raw_name}"
+    return ""
+
+
+def time_named_resume_hint(run_dir: Path) -> str:
+    """How to resume a run whose dir's name holds ${now:...}: the dir it got, typed."""
+    return f"to resume it, run the same command with {shell_word('hydra.run.dir=' + quote(str(run_dir.resolve())))}"
 
 
 def train_job_on(runner: "LMRunnerBase", job_dir: Path) -> None:
