@@ -1482,3 +1482,16 @@ def test_a_run_dir_named_by_the_time_says_how_to_resume_it(tmp_path):
     assert "note: the run dir is named by the time" in out
     resumed = run_cli("lmplay.train", *args[:-1], f"hydra.run.dir={run}", check=True)
     assert "resuming" in resumed.stdout and "named by the time" not in resumed.stdout
+
+
+def test_a_key_deleted_with_a_tilde_on_resume_goes_back_to_its_default_as_for_every_group(tmp_path):
+    """`~optimizer.betas` on a resume kept the checkpoint's [0.8, 0.9], reported as `command line:`, while
+    `~runner.log_interval` went back to its default: the list saved against the signature's tuple default took
+    the branch meant for 0.0 saved against a default of 0."""
+    run = ["exp=test_runner", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", "runner.validation_interval=1000"]
+    run_cli("lmplay.train", *run, "max_steps=2", "optimizer.betas=[0.8,0.9]", "runner.log_interval=2", check=True)
+    resumed = run_cli("lmplay.train", *run, "max_steps=3", "~optimizer.betas", "~runner.log_interval", check=True)
+    typed = resumed.stdout.split("command line:")[1].splitlines()[0]
+    assert "runner.log_interval=1 (was 2)" in typed and "optimizer.betas=(0.9, 0.999) (was [0.8, 0.9])" in typed
+    state = checkpoint.load(tmp_path / "run" / "model.lmp")["components"]["optimizers"]["state_args"]
+    assert list(state["betas"]) == [0.9, 0.999]

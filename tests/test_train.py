@@ -1512,3 +1512,15 @@ def test_a_stop_signal_during_a_stages_end_save_stops_before_the_next_stage_vali
     with pytest.raises(SystemExit):
         runner.train()
     assert [(r["stage"], r["step"]) for r in runner.stats.records["validation"]] == [("a", 0), ("a", 2)]
+
+
+@pytest.mark.parametrize("args", [["hydra.run.dir='~/runs/x'"], ["hydra.run.dir=~/runs/x"],
+                                  ["-m", "hydra.sweep.dir='~/sw'", "seed=1"]])
+def test_a_run_or_sweep_dir_under_a_tilde_is_refused_not_made_as_a_dir_named_tilde(tmp_path, args):
+    """Hydra does not expand ~: `'hydra.run.dir=~/runs/x'` (the quoting the error for the unquoted form suggested)
+    trained into ./~/runs/x, a directory named '~' in the current one."""
+    proc = run_cli("lmplay.train", *args, "exp=test_runner", "max_steps=1", "device=cpu", cwd=tmp_path)
+    key = args[-1 if args[0] != "-m" else 1].split("=")[0]
+    assert_one_line_error(proc, f"{key}=~/")
+    assert proc.returncode == 2 and "Hydra does not expand ~" in proc.stderr and "$HOME/" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

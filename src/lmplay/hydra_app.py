@@ -333,6 +333,10 @@ class SlurmAvailable(Callback):
 
 def check_writable_dir(path: Path, key: str) -> None:
     """Make the directory as Hydra would next (a failed run removes what this made again, if it stays empty)."""
+    if path.parts and path.parts[0].startswith("~"):  # Hydra takes `'hydra.run.dir=~/runs/x'` as it is: a dir named
+        rest = "/".join(path.parts[1:])  # '~' in the current one, which a later `rm -rf ~...` of it is one slip from
+        fail(f"{key}={path}: Hydra does not expand ~, so this would make a directory named '{path.parts[0]}' in "
+             f"{Path.cwd()}; type {key}=$HOME/{rest} (unquoted: the shell expands $HOME)")
     where = path.absolute()
     try:
         existed = next(p for p in (where, *where.parents) if p.exists())  # a name too long raises here

@@ -200,6 +200,9 @@ def reject_unreadable(overrides: list[str]) -> None:
                      f"{said})")
             if value.endswith(",") and not value.startswith("["):
                 fail(f"{override}: a value cannot end in a comma; drop it (a sweep lists values: {key}={value}VALUE2)")
+            if value.startswith("~/") and key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir"):  # quoted, a dir
+                fail(f"{override}: Hydra does not expand ~ (quoted, it would make a directory named '~' here); type "
+                     f"{key}=$HOME/{value[2:]} (unquoted: the shell expands $HOME)")  # named '~' in the current one
             quoted = shell_word(f"{key}={quote(value, always=True)}")
             fix = ("quote each item of the list that holds quotes, commas or '=', as in prompt=\"[\\\"it's\\\",b]\""
                    if value.startswith("[") else f"quote it whole, as in {quoted} (a value holding '=', ',', quotes, "

@@ -287,8 +287,8 @@ class Component:
                               and not same(value, self.runner.cfg.get(borrowed[key])))
             if (key in fixed or key not in explicit) and (value != merged[key] or not_the_config):
                 merged[key], sources[key] = value, "checkpoint"
-            elif key not in construction_args and type(value) is not type(merged[key]):  # the run's 0.0 over a
-                merged[key] = value  # signature's 0: the value as the run's config wrote it
+            elif key not in construction_args and type(value) is not type(merged[key]) and same(value, merged[key]):
+                merged[key] = value  # the run's 0.0 over a signature's 0: the value as the run's config wrote it
         saved, typed = state_args or {}, self.runner.typed_keys(self.group)
         for path in sorted(k for k in typed if "." in k and sources.get(k.split(".", 1)[0]) == "checkpoint"):
             merged[path.split(".", 1)[0]] = self.typed_into_saved(merged, path, construction_args)
