@@ -166,13 +166,15 @@ def test_submitit_job_with_two_tasks_trains_data_parallel(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p for p in (tmp_path / "sweep").iterdir() if (p / "stats.json").exists()]
     assert losses(job)[0] == pytest.approx(losses(single)[0], abs=1e-5)
-    # a job that fails: its row holds rank 0's error (rank 1 wrote its own over it: gloo's "connection closed")
+    # a job that fails: its row holds rank 0's error (rank 1 wrote its own over it: gloo's "connection closed");
+    # an empty file, which only the job reads (a missing one is said before any job)
+    (tmp_path / "empty.txt").write_text("")
     proc = run_cli("lmplay.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
                    "hydra.launcher.timeout_min=10", *BASE, "curriculum=text_file",
-                   f"curriculum.path={tmp_path / 'missing.txt'}", f"hydra.sweep.dir={tmp_path / 'failed'}")
+                   f"curriculum.path={tmp_path / 'empty.txt'}", f"hydra.sweep.dir={tmp_path / 'failed'}")
     assert proc.returncode != 0
     (row,) = json.loads((tmp_path / "failed" / "summary.json").read_text())["jobs"]
-    assert row["status"] == "failed" and "does not exist" in row["error"], row
+    assert row["status"] == "failed" and "has no rows" in row["error"], row
 
 
 @pytest.mark.parametrize("raised, passes", [(KeyboardInterrupt(), True), (RuntimeError("[gloo] Connection closed by "
