@@ -442,9 +442,10 @@ def draw(curves: list[Curve], title: str, ylabel: str, path: Path, logx: bool, b
                  for base in ([own[stage]] if stage in own else list(own.values()) or [None])]
         if bases and sum(int(np.isfinite(values[0]).sum()) for _, values in lines) < 2:  # one point draws nothing
             label += " (too few points where it and its baseline both validated to draw)"
-        if i in blown:
+        if i in blown:  # its farthest value drawn (none where no point of it meets its baseline's: its own)
             drawn = np.concatenate([values.ravel() for _, values in lines])
-            label += f" (leaves the axis: up to {drawn[np.nanargmax(np.abs(drawn))]:.3g})"
+            drawn = drawn[np.isfinite(drawn)] if np.isfinite(drawn).any() else c.values[np.isfinite(c.values)]
+            label += f" (leaves the axis: up to {drawn[np.abs(drawn).argmax()]:.3g})"
         else:
             kept += [values for _, values in lines if np.isfinite(values).any()]
         for tokens, values in lines:
