@@ -1073,6 +1073,9 @@ def test_a_resume_inside_a_stage_with_its_own_batch_size_does_not_say_the_held_o
     proc = run_cli("lmplay.train", *args, "max_steps=3", "batch_size=3", env=env, check=True)
     assert "sets batch_size=4 itself" in proc.stdout
     assert "validation now holds out" not in proc.stdout
+    proc = run_cli("lmplay.train", *args, "max_steps=4", "curriculum.stages.0.overrides.batch_size=2", env=env,
+                   check=True)  # the stage's own batch_size changed: its held-out set did (it was the generic note)
+    assert "validation now holds out validation_batches x batch_size = 2 x 2 samples, not 8" in proc.stdout
 
 
 def test_a_sigterm_while_the_data_tokenizes_is_said_and_leaves_no_temp_files(tmp_path):

@@ -242,10 +242,15 @@ class LMRunnerBase:
         samples from here on, and the run's validation curve would jump for no change of the model. Measured with
         the current stage's own overrides, which apply before and after alike: the stages after it have no
         validation of this run to compare with, and a stage setting its own batch_size validates as it did."""
-        before = (ckpt or {}).get("components", {}).get("runner", {}).get("state_args", {})
+        components = (ckpt or {}).get("components", {})
+        before = components.get("runner", {}).get("state_args", {})
         after = self.runner_c.settings
-        own = self.curriculum.stages[self.curriculum.stage_index].overrides
-        size = {key: own.get(key, before.get(key, getattr(after, key))) for key in ("validation_batches", "batch_size")}
+        index, own = self.curriculum.stage_index, self.curriculum.stages[self.curriculum.stage_index].overrides
+        saved = components.get("curriculum", {}).get("state_args", {}).get("stages") or []  # the stage's overrides
+        fits = index < len(saved) and isinstance(saved[index], dict)  # in the checkpoint's plan
+        was_own = (saved[index].get("overrides") or {}) if fits else own
+        size = {key: was_own.get(key, before.get(key, getattr(after, key)))  # as the checkpoint's plan had them
+                for key in ("validation_batches", "batch_size")}
         was = size["validation_batches"] * size["batch_size"]
         batches, batch = (own.get(key, getattr(after, key)) for key in ("validation_batches", "batch_size"))
         if was != batches * batch and self.world.is_main:
