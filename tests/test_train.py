@@ -728,6 +728,10 @@ def test_the_shell_completion_hydra_help_names_is_one_that_works(module, command
     assert run_cli(module, *typed, "--hydra-help", check=True).stdout == help_text  # a traceback, advising +exp=
     script = run_cli(module, "-sc", "install=bash", check=True).stdout
     assert script.rstrip().endswith(f"-F hydra_bash_completion {command}")
+    bare = run_cli(module, "--shell-completion")  # Hydra's ValueError, a traceback
+    assert bare.returncode == 2 and bare.stderr.strip() == (
+        f"error: -sc (--shell-completion) takes one of install=SHELL, uninstall=SHELL, query=SHELL: "
+        f'eval "$({command} -sc install=bash)" completes the command in bash')
 
 
 def train_records(tmp_path, name: str, defer: bool, poison_after: int | None = None, log_interval: int = 1,

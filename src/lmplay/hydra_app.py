@@ -54,6 +54,7 @@ def reject_sweep_under_torchrun() -> None:
 PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version"}  # no job runs
 COMPLETION_FLAGS = {"--hydra-help", "-sc", "--shell-completion"}
 ENTRY_POINTS = {"config": "lmp_trainer", "generate": "lmp_generator"}  # pyproject's [project.scripts]
+SC_SUBCOMMANDS = ("install", "uninstall", "query")
 
 
 def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str) -> None:
@@ -74,6 +75,10 @@ def run_hydra_app(main: Callable[[], object], argv: list[str], config_name: str)
     if is_sweep(argv) and "TORCHELASTIC_RUN_ID" in os.environ:
         reject_sweep_under_torchrun()
     reject_print_flags_without_cfg(argv)
+    if {"-sc", "--shell-completion"} & set(argv) and not any(a.split("=")[0] in SC_SUBCOMMANDS for a in argv):
+        fail(f"-sc (--shell-completion) takes one of {', '.join(f'{c}=SHELL' for c in SC_SUBCOMMANDS)}: "
+             f'eval "$({ENTRY_POINTS[config_name]} -sc install=bash)" completes the command in bash')  # Hydra's
+        # ValueError's traceback
     reject_literal_interpolation_in_run_name(argv)
     check_own_exp_files_of_a_sweep(argv, config_name)
     _sweep_dirs.clear()
