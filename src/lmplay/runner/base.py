@@ -706,9 +706,9 @@ class LMRunnerBase:
         """A later stage's first validation, on its own held-out rows, before it trains: its curve starts where the
         stage does, beside the last stage's closing point on other rows. Its first point had been an interval in,
         and the line from the stage before (whose held-out text differs) drew the data's change as the model's."""
-        progress, last = self.runner_c.progress, self.stats.records["validation"][-1:]
         if self.stop.signum is not None:  # a stop signal in the last stage's end save: the resume validates it
             return
+        progress, last = self.runner_c.progress, self.stats.records["validation"][-1:]
         if progress["stage_step"] == 0 and progress["step"] > 0 and (not last or last[0]["stage"] != name):
             self.validation_record(name, plan.lr(0, total), plan.settings)
 
